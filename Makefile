@@ -1,0 +1,34 @@
+# The two commands of the README's quick start, plus the developer's checks.
+# Everything is installed into .venv from PyPI: no system packages, no running services.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/credex demo
+
+test: $(STAMP)
+	$(BIN)/ruff check node adapters crypto domain proto/generate.py tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.lookup
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,186 @@
+"""Reading platform export files as tables: CSV (UTF-8, UTF-8 with BOM, GB18030) and XLSX.
+
+A file yields one :class:`Table` per sheet (a CSV file is one sheet). Each row
+comes with its locator (line or sheet/row) so that a rejection can point at it.
+Encodings are detected from the bytes, never guessed silently: bytes that are
+not valid in the detected encoding make that row, and only that row, a rejection
+(``row.encoding``); a file that is not a table at all is a :class:`FileUnreadable`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_SAMPLE = 256 * 1024
+CSV_SUFFIXES = frozenset({".csv", ".txt"})
+XLSX_SUFFIXES = frozenset({".xlsx", ".xlsm"})
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long 违法事实 are real; the profile caps field length
+
+
+class FileUnreadable(Exception):
+    """The file cannot be read as a table; the message names the file and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    locator: str
+    values: list[object]
+    # A problem found while reading (reason code, message): the row becomes a rejection.
+    problem: tuple[str, str] | None = None
+
+
+def _no_progress() -> tuple[int, int]:
+    return (0, 0)
+
+
+@dataclass
+class Table:
+    source: str  # file name, with the sheet for workbooks
+    header: list[str]
+    rows: Iterator[Row]
+    encoding: str = ""
+    # (done, total) in bytes for CSV, in rows for sheets: what a progress bar shows.
+    progress: Callable[[], tuple[int, int]] = _no_progress
+
+
+def detect_encoding(sample: bytes, complete: bool) -> str:
+    """UTF-8 (with or without BOM) or GB18030, decided on a sample of the file.
+
+    UTF-8 is tried first: Chinese text in GB18030 is almost never valid UTF-8,
+    while UTF-8 bytes often decode as (wrong) GB18030.
+    """
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    for encoding in ("utf-8", "gb18030"):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        try:
+            decoder.decode(sample, final=complete)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    raise UnicodeError("neither UTF-8 nor GB18030")
+
+
+def read_tables(path: Path) -> Iterator[Table]:
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        yield _read_csv(path)
+    elif suffix in XLSX_SUFFIXES:
+        yield from _read_xlsx(path)
+    else:
+        raise FileUnreadable(f"{path}: unsupported file type {suffix!r}; expected .csv or .xlsx")
+
+
+def _read_csv(path: Path) -> Table:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise FileUnreadable(f"{path}: cannot open: {exc.strerror}") from exc
+    sample = handle.read(_SAMPLE)
+    try:
+        encoding = detect_encoding(sample, complete=len(sample) < _SAMPLE)
+    except UnicodeError:
+        handle.close()
+        raise FileUnreadable(
+            f"{path}: the first {len(sample)} bytes are neither UTF-8 nor GB18030 text; "
+            "export the file as UTF-8 or GB18030 CSV"
+        ) from None
+    handle.seek(0)
+    text = io.TextIOWrapper(handle, encoding=encoding, errors="surrogateescape", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        text.close()
+        raise FileUnreadable(f"{path}: the file is empty; a header row is required") from None
+    except csv.Error as exc:
+        text.close()
+        raise FileUnreadable(f"{path}: the header row is not valid CSV: {exc}") from exc
+    if any(_has_surrogates(cell) for cell in header):
+        text.close()
+        raise FileUnreadable(f"{path}: the header row is not valid {encoding} text")
+
+    def rows() -> Iterator[Row]:
+        with text:
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield Row(f"line {reader.line_num}", [], ("row.csv", f"not valid CSV: {exc}"))
+                    continue
+                if not any(cell.strip() for cell in values):
+                    continue
+                problem = None
+                if any(_has_surrogates(cell) for cell in values):
+                    problem = ("row.encoding", f"bytes that are not valid {encoding} text")
+                yield Row(f"line {reader.line_num}", list(values), problem)
+
+    size = path.stat().st_size
+
+    def progress() -> tuple[int, int]:
+        return (handle.tell() if not handle.closed else size, size)
+
+    return Table(source=path.name, header=[str(h) for h in header], rows=rows(), encoding=encoding, progress=progress)
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _read_xlsx(path: Path) -> Iterator[Table]:
+    import python_calamine
+
+    try:
+        workbook = python_calamine.CalamineWorkbook.from_path(str(path))
+    except OSError as exc:
+        raise FileUnreadable(f"{path}: cannot open: {exc}") from exc
+    except Exception as exc:  # calamine raises its own types for zip/xml damage
+        raise FileUnreadable(f"{path}: not a readable XLSX workbook ({type(exc).__name__}: {exc})") from exc
+    for sheet_name in workbook.sheet_names:
+        try:
+            sheet = workbook.get_sheet_by_name(sheet_name)
+            all_rows = iter(sheet.iter_rows())
+            header: list[object] | None = None
+            number = 0
+            for values in all_rows:
+                number += 1
+                if any(_present(v) for v in values):
+                    header = list(values)
+                    break
+        except Exception as exc:
+            raise FileUnreadable(f"{path}: sheet {sheet_name!r} cannot be read ({exc})") from exc
+        if header is None:
+            continue
+        counter = [number]
+        total = int(getattr(sheet, "height", 0) or 0)
+        yield Table(
+            source=f"{path.name}[{sheet_name}]",
+            header=[str(h).strip() if h is not None else "" for h in header],
+            rows=_xlsx_rows(path, sheet_name, all_rows, counter),
+            progress=lambda counter=counter, total=total: (counter[0], max(total, counter[0])),
+        )
+
+
+def _xlsx_rows(path: Path, sheet_name: str, rows: Iterator[list[object]], counter: list[int]) -> Iterator[Row]:
+    try:
+        for values in rows:
+            counter[0] += 1
+            if any(_present(v) for v in values):
+                yield Row(f"{sheet_name} row {counter[0]}", list(values))
+    except Exception as exc:
+        raise FileUnreadable(f"{path}: sheet {sheet_name!r} is damaged after row {counter[0]} ({exc})") from exc
+
+
+def _present(value: object) -> bool:
+    return value is not None and str(value).strip() != ""

@@ -1,0 +1,111 @@
+"""Ed25519 signing keys on disk, and key ids derived from public key bytes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PRIVATE_NAME = "signing.key"
+PUBLIC_NAME = "signing.pub"
+
+
+class KeyFileError(Exception):
+    """A key file is missing, unreadable or not an Ed25519 key."""
+
+
+def key_id(public_raw: bytes) -> str:
+    """SHA-256 of the raw 32-byte public key, first 16 bytes in hex.
+
+    Derived, never assigned, so two members can never claim the same id for
+    different keys without a SHA-256 collision.
+    """
+    return hashlib.sha256(public_raw).hexdigest()[:32]
+
+
+def public_raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public_raw(self) -> bytes:
+        return public_raw(self.private.public_key())
+
+    @property
+    def public_b64(self) -> str:
+        return base64.b64encode(self.public_raw).decode()
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_raw)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private.sign(message)
+
+    def save(self, directory: Path) -> Path:
+        """Write ``signing.key`` (PKCS#8 PEM, mode 0600) and ``signing.pub`` into ``directory``."""
+        return self.save_as(directory / PRIVATE_NAME, directory / PUBLIC_NAME)
+
+    def save_as(self, private_path: Path, public_path: Path) -> Path:
+        """Write the private key (mode 0600) and the public key; refuse to overwrite a private key."""
+        private_path.parent.mkdir(parents=True, exist_ok=True)
+        if private_path.exists():
+            raise KeyFileError(f"{private_path} already exists; remove it first if you mean to replace the key")
+        pem = self.private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        public_path.write_bytes(
+            self.private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return private_path
+
+    @classmethod
+    def load(cls, path: Path) -> SigningKey:
+        if path.is_dir():
+            path = path / PRIVATE_NAME
+        try:
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except OSError as exc:
+            raise KeyFileError(f"cannot read signing key {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise KeyFileError(f"{path} is not a PEM private key: {exc}") from exc
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise KeyFileError(f"{path} holds a {type(loaded).__name__}, credex signs with Ed25519 only")
+        return cls(loaded)
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    """A public key from a PEM file (``signing.pub``) or a file holding base64 raw bytes."""
+    if path.is_dir():
+        path = path / PUBLIC_NAME
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from exc
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            loaded = serialization.load_pem_public_key(data)
+            if not isinstance(loaded, Ed25519PublicKey):
+                raise KeyFileError(f"{path} is not an Ed25519 public key")
+            return loaded
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(data.strip(), validate=True))
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not an Ed25519 public key: {exc}") from exc

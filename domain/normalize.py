@@ -1,0 +1,165 @@
+"""Normalization every profile applies to raw platform values.
+
+Each function takes what a platform export really contains (full-width digits,
+``2021年3月19日``, Excel serial numbers, ``1,234.5`` 万元, ``无`` for missing) and
+returns one canonical form, or raises :class:`ValueRejected` with a reason code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+MISSING = frozenset({"", "无", "/", "-", "—", "--", "空", "null", "NULL", "None", "N/A", "n/a"})
+
+# Dates outside this range are data errors, not history: the People's Republic's
+# credit records start long after 1949, and nothing is decided in the far future.
+EARLIEST_DATE = dt.date(1949, 10, 1)
+LATEST_DATE = dt.date(2099, 12, 31)
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+_MAX_FIELD = 4000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+# A fine above 10^8 万元 (one trillion yuan) is a unit or typing error.
+MAX_WANYUAN = Decimal(100_000_000)
+
+
+class ValueRejected(ValueError):
+    """A raw value could not be normalized; ``reason`` is a stable reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def clean_text(raw: object) -> str:
+    """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''."""
+    if raw is None:
+        return ""
+    text = unicodedata.normalize("NFKC", str(raw))
+    text = " ".join(text.split())
+    if text in MISSING:
+        return ""
+    return _checked(text)
+
+
+def _checked(text: str) -> str:
+    if len(text) > _MAX_FIELD:
+        raise ValueRejected("field.too_long", f"value of {len(text)} characters exceeds {_MAX_FIELD}")
+    if _CONTROL.search(text):
+        raise ValueRejected("field.control", "value contains control characters")
+    return text
+
+
+def published_text(raw: object) -> str:
+    """Keep a name as published (original characters) but trim it and treat ``MISSING`` as ''."""
+    if raw is None:
+        return ""
+    text = " ".join(str(raw).split())
+    if unicodedata.normalize("NFKC", text) in MISSING:
+        return ""
+    return _checked(text)
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> object:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def name_key(name: str) -> str:
+    """A key for matching names across regions: half-width, simplified, no spaces or brackets style."""
+    text = unicodedata.normalize("NFKC", name)
+    text = _t2s().convert(text)  # type: ignore[attr-defined]
+    return "".join(text.split())
+
+
+_DATE_PATTERNS = (
+    re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"),
+    re.compile(r"^(\d{4})年(\d{1,2})月(\d{1,2})日$"),
+    re.compile(r"^(\d{4})(\d{2})(\d{2})$"),
+)
+
+
+def parse_date(raw: object) -> dt.date | None:
+    """Every date form seen in the exports, or None when missing.
+
+    Excel serial numbers (1 to 5 digits, optionally with a fraction) are read on
+    the 1900 date system, as Excel and WPS write them.
+    """
+    if isinstance(raw, dt.datetime):
+        return _in_range(raw.date(), str(raw))
+    if isinstance(raw, dt.date):
+        return _in_range(raw, str(raw))
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return _excel_serial(float(raw), str(raw))
+    text = clean_text(raw)
+    if not text:
+        return None
+    for pattern in _DATE_PATTERNS:
+        match = pattern.match(text)
+        if match:
+            year, month, day = (int(g) for g in match.groups())
+            try:
+                return _in_range(dt.date(year, month, day), text)
+            except ValueError:
+                raise ValueRejected("date.invalid", f"{text!r} is not a calendar date") from None
+    if re.fullmatch(r"\d{1,5}(\.\d+)?", text):
+        return _excel_serial(float(text), text)
+    raise ValueRejected("date.format", f"{text!r} is not a date in any known form")
+
+
+def _excel_serial(serial: float, text: str) -> dt.date:
+    if serial < 1:
+        raise ValueRejected("date.invalid", f"{text!r} is not a valid Excel date serial")
+    return _in_range(_EXCEL_EPOCH + dt.timedelta(days=int(serial)), text)
+
+
+def _in_range(value: dt.date, text: str) -> dt.date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueRejected(
+            "date.out_of_range", f"{text!r} is outside {EARLIEST_DATE.isoformat()}..{LATEST_DATE.isoformat()}"
+        )
+    return value
+
+
+def parse_wanyuan(raw: object) -> str:
+    """An amount in 万元 as exact decimal yuan ('' when missing).
+
+    Thousands separators, a trailing 万元/万 and full-width digits are accepted;
+    negative, non-numeric and absurd amounts are rejected rather than rounded.
+    """
+    if isinstance(raw, float):
+        raw = repr(raw)  # shortest exact-looking text; Decimal(float) would show binary noise
+    text = clean_text(raw)
+    if not text:
+        return ""
+    text = text.replace(",", "").replace(" ", "")
+    for unit in ("万元", "万"):
+        if text.endswith(unit):
+            text = text[: -len(unit)]
+            break
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValueRejected("amount.format", f"{raw!r} is not an amount in 万元") from None
+    if not amount.is_finite():
+        raise ValueRejected("amount.format", f"{raw!r} is not a finite amount")
+    if amount < 0:
+        raise ValueRejected("amount.negative", f"{raw!r} is negative")
+    if amount > MAX_WANYUAN:
+        raise ValueRejected("amount.absurd", f"{raw!r} 万元 exceeds {MAX_WANYUAN} 万元")
+    return decimal_text(amount * 10000)
+
+
+def decimal_text(value: Decimal) -> str:
+    """Canonical decimal text: no exponent, no trailing zeros after the point."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"

@@ -1,0 +1,83 @@
+"""Kafka plumbing shared by the relay and intake: client settings, topics, CloudEvents headers.
+
+Nothing here depends on idempotent producers or transactions (the embedded
+broker has neither): delivery is at-least-once and the effect exactly-once,
+because events are identified by (origin, seq) and applying one twice changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from credex.node.config import NodeConfig
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_CONTENT_TYPE = "application/vnd.credex.envelope.v1+protobuf"
+_EVENT_TYPE_NAMES = {1: "upsert", 2: "correct", 3: "revoke", 4: "expire"}
+
+
+def client_kwargs(config: NodeConfig, bootstrap_servers: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap_servers}
+    if config.bus.security_protocol == "SSL":
+        context = ssl.create_default_context(cafile=str(config.bus.ssl_cafile) if config.bus.ssl_cafile else None)
+        if config.bus.ssl_certfile and config.bus.ssl_keyfile:
+            context.load_cert_chain(str(config.bus.ssl_certfile), str(config.bus.ssl_keyfile))
+        kwargs.update(security_protocol="SSL", ssl_context=context)
+    return kwargs
+
+
+async def ensure_topics(config: NodeConfig, bootstrap_servers: str, topics: Iterable[str]) -> None:
+    """Create topics that do not exist yet; existing ones are left as they are."""
+    if not config.bus.create_topics:
+        return
+    admin = AIOKafkaAdminClient(**client_kwargs(config, bootstrap_servers))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(t, config.bus.partitions, config.bus.replication_factor) for t in topics if t not in existing
+        ]
+        for topic in wanted:
+            try:
+                await admin.create_topics([topic])
+                log.info("created topic %s (%d partitions)", topic.name, config.bus.partitions)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def cloudevent_headers(
+    origin: str, seq: int, event_id: str, event_type: int, subject: str, recorded_at: dt.datetime
+) -> list[tuple[str, bytes]]:
+    """CloudEvents 1.0 Kafka binary-mode headers, so generic consumers can route without parsing.
+
+    They are routing hints only: intake trusts nothing but the signed envelope.
+    """
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_source", f"urn:credex:origin:{origin}".encode()),
+        ("ce_type", f"cn.credex.record.{_EVENT_TYPE_NAMES.get(event_type, 'unknown')}.v1".encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", recorded_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z").encode()),
+        ("ce_sequence", str(seq).encode()),
+        ("content-type", ENVELOPE_CONTENT_TYPE.encode()),
+    ]
+
+
+async def backoff(attempt: int, cap: float = 10.0) -> None:
+    await asyncio.sleep(min(cap, 0.2 * 2 ** min(attempt, 8)))
+
+
+__all__ = ["KafkaError", "backoff", "client_kwargs", "cloudevent_headers", "ensure_topics"]

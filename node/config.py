@@ -1,0 +1,205 @@
+"""Node configuration: a TOML file, overridden by ``CREDEX_*`` environment variables.
+
+Environment variables win over the file so that one file can serve every replica
+and a deployment injects secrets and addresses (``CREDEX_DATABASE__URL``,
+``CREDEX_BUS__BOOTSTRAP_SERVERS``). Relative paths in the file are taken
+relative to the file's folder, so a node folder can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from credex.domain.publicity import PublicityRules
+from credex.domain.regions import is_origin_code
+
+Role = Literal["public", "government", "peer", "operator"]
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or invalid."""
+
+
+class KeysConfig(BaseModel):
+    signing_key: Path = Path("keys/signing.key")
+    pseudonym_key: Path | None = None
+
+
+class TrustConfig(BaseModel):
+    bundle: Path = Path("trust/bundle.json")
+    federation_public_key: Path = Path("trust/federation.pub")
+
+
+class DatabaseConfig(BaseModel):
+    # Empty: start embedded PostgreSQL under data_dir/postgres.
+    url: str = ""
+    create_if_missing: bool = True
+    pool_min: int = 2
+    pool_max: int = 10
+
+
+class BusConfig(BaseModel):
+    # Empty: start the embedded Kafka-protocol broker under data_dir/broker.
+    bootstrap_servers: str = ""
+    embedded_port: int = 0  # 0: any free port
+    partitions: int = 4
+    replication_factor: int = 1
+    create_topics: bool = True
+    # "static": assign every partition of each peer topic and keep offsets under the
+    # node's group id, without group membership (no rebalance pauses; one replica).
+    # "group": join a consumer group so that several replicas share the partitions.
+    membership: Literal["static", "group"] = "static"
+    group_id: str = ""  # default credex-intake-<origin>
+    security_protocol: Literal["PLAINTEXT", "SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class TLSConfig(BaseModel):
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None  # the federation CA; when set, client certificates are required
+
+
+class GrpcConfig(BaseModel):
+    listen: str = "127.0.0.1:50051"
+    advertise: str = ""  # what peers dial; default: listen
+    tls: TLSConfig = TLSConfig()
+    max_workers_hint: int = 64
+
+
+class AccessConfig(BaseModel):
+    # Caller identity (client certificate CN) -> role. Members of the trust bundle
+    # are peers by their origin code unless listed here otherwise.
+    callers: dict[str, Role] = {}
+    # Role of a caller without a client certificate (only possible without TLS).
+    anonymous_role: Role = "public"
+
+
+class RelayConfig(BaseModel):
+    batch_size: int = 2000
+    idle_poll_seconds: float = 0.5
+
+
+class IntakeConfig(BaseModel):
+    batch_size: int = 2000
+    fetch_wait_ms: int = 200
+
+
+class SyncConfig(BaseModel):
+    probe_seconds: float = 5.0
+    fetch_limit: int = 2000
+    rpc_timeout_seconds: float = 10.0
+
+
+class IngestConfig(BaseModel):
+    batch_size: int = 2000
+
+
+class NodeConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREDEX_", env_nested_delimiter="__", extra="forbid")
+
+    origin: str
+    name: str = ""
+    data_dir: Path = Path("data")
+    keys: KeysConfig = KeysConfig()
+    trust: TrustConfig = TrustConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    bus: BusConfig = BusConfig()
+    grpc: GrpcConfig = GrpcConfig()
+    access: AccessConfig = AccessConfig()
+    relay: RelayConfig = RelayConfig()
+    intake: IntakeConfig = IntakeConfig()
+    sync: SyncConfig = SyncConfig()
+    ingest: IngestConfig = IngestConfig()
+    publicity: PublicityRules = Field(default_factory=PublicityRules)
+    metrics_listen: str = ""  # host:port for Prometheus; empty: off
+    log_level: str = "INFO"
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if not is_origin_code(value):
+            raise ValueError(f"origin {value!r} is not a GB/T 2260 division code such as 310000")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @property
+    def topic(self) -> str:
+        return events_topic(self.origin)
+
+    @property
+    def group_id(self) -> str:
+        return self.bus.group_id or f"credex-intake-{self.origin}"
+
+    @property
+    def advertised_endpoint(self) -> str:
+        return self.grpc.advertise or self.grpc.listen
+
+
+def events_topic(origin: str) -> str:
+    return f"credex.{origin}.events"
+
+
+_PATH_FIELDS = (
+    ("keys", "signing_key"), ("keys", "pseudonym_key"), ("trust", "bundle"),
+    ("trust", "federation_public_key"), ("grpc", "tls", "cert"), ("grpc", "tls", "key"),
+    ("grpc", "tls", "client_ca"), ("bus", "ssl_cafile"), ("bus", "ssl_certfile"), ("bus", "ssl_keyfile"),
+)
+
+
+def load_config(path: Path, **overrides: Any) -> NodeConfig:
+    """Read a node's TOML file; ``overrides`` (used by the local federation) win over the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    _merge(data, overrides)
+    try:
+        config = NodeConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is not a valid node config:\n{exc}") from exc
+    return resolve_paths(config, path.parent.resolve())
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
+    """Anchor relative paths at ``base`` (the config file's folder)."""
+    config.data_dir = _anchor(config.data_dir, base)
+    for dotted in _PATH_FIELDS:
+        holder: Any = config
+        for part in dotted[:-1]:
+            holder = getattr(holder, part)
+        value = getattr(holder, dotted[-1])
+        if value is not None:
+            setattr(holder, dotted[-1], _anchor(value, base))
+    return config
+
+
+def _anchor(value: Path, base: Path) -> Path:
+    return value if value.is_absolute() else base / value

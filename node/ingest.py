@@ -1,0 +1,224 @@
+"""Taking in a platform file: adapter → profile → ledger, all or nothing per file.
+
+One file is one PostgreSQL transaction: its accepted rows become signed events,
+its rejected rows quarantine entries, and the file's content hash is recorded so
+the same file is never taken in twice. If the file turns out to be unreadable
+half-way, the transaction rolls back and nothing of it remains. Every row is
+counted: rows in = accepted + quarantined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
+from credex.adapters.tables import FileUnreadable, Table, read_tables
+from credex.node.ledger import AppendResult, Change, Ledger
+from credex.v1 import event_pb2, record_pb2
+
+ProgressCallback = Callable[[str, int, int], None]
+_QUARANTINE_COLUMNS = (
+    "content_hash", "source", "locator", "source_unit", "source_unit_uscc", "reasons", "messages", "raw",
+)
+
+
+class IngestError(Exception):
+    """A file could not be taken in; nothing of it was applied. The message names the file."""
+
+
+@dataclass
+class FileReport:
+    path: str
+    content_hash: str
+    profile: str
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    new: int = 0
+    corrected: int = 0
+    unchanged: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    already_taken: bool = False
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def balanced(self) -> bool:
+        return self.rows_in == self.accepted + self.quarantined
+
+
+def file_hash(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read: {exc.strerror}") from exc
+    return digest.digest()
+
+
+@dataclass
+class _Batch:
+    changes: list[Change] = field(default_factory=list)
+    rejections: list[tuple[str, Rejection]] = field(default_factory=list)
+    rows: int = 0
+
+
+class _Reader:
+    """Pulls rows from every table of a file through the profile, a batch at a time.
+
+    Runs in a worker thread (it is CPU-bound), so the node's event loop keeps
+    serving lookups and intake while a large file is mapped.
+    """
+
+    def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
+        self.path, self.profile, self.context, self.batch_size = path, profile, context, batch_size
+        self._tables: Iterator[Table] = read_tables(path)
+        self._current: tuple[Table, object] | None = None
+        self.table: Table | None = None
+
+    def next_batch(self) -> _Batch | None:
+        batch = _Batch()
+        while batch.rows < self.batch_size:
+            if self._current is None:
+                table = next(self._tables, None)
+                if table is None:
+                    break
+                mapper = self.profile.bind(table.header, table.source, self.context)
+                self._current, self.table = (table, mapper), table
+            table, mapper = self._current
+            row = next(table.rows, None)
+            if row is None:
+                self._current = None
+                continue
+            batch.rows += 1
+            provenance = event_pb2.Provenance(source=table.source, locator=row.locator, profile=self.profile.name)
+            if row.problem is not None:
+                outcome: record_pb2.Record | Rejection = mapper.reject_unread(  # type: ignore[attr-defined]
+                    row.values, row.locator, *row.problem
+                )
+            else:
+                outcome = mapper.map_row(row.values, row.locator)  # type: ignore[attr-defined]
+            if isinstance(outcome, Rejection):
+                batch.rejections.append((table.source, outcome))
+            else:
+                batch.changes.append(Change(outcome, provenance))
+        return batch if batch.rows else None
+
+
+async def ingest_file(
+    pool: asyncpg.Pool,
+    ledger: Ledger,
+    profile: Profile,
+    context: MappingContext,
+    path: Path,
+    *,
+    batch_size: int = 2000,
+    progress: ProgressCallback | None = None,
+) -> FileReport:
+    content_hash = await asyncio.to_thread(file_hash, path)
+    report = FileReport(path=str(path), content_hash=content_hash.hex(), profile=profile.name)
+    async with pool.acquire() as conn:
+        taken = await conn.fetchrow("SELECT * FROM ingest_files WHERE content_hash = $1", content_hash)
+        if taken is not None:
+            return _already_taken(report, taken)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO ingest_files (content_hash, file_name, profile, rows_in, accepted, quarantined,"
+                    " new_records, corrected, unchanged) VALUES ($1, $2, $3, 0, 0, 0, 0, 0, 0)",
+                    content_hash, path.name, profile.name,
+                )
+                appended = await _take_in(conn, ledger, profile, context, path, batch_size, content_hash, report, progress)
+                report.first_seq = min(appended.seqs) if appended.seqs else None
+                report.last_seq = max(appended.seqs) if appended.seqs else None
+                await conn.execute(
+                    "UPDATE ingest_files SET rows_in = $2, accepted = $3, quarantined = $4, new_records = $5,"
+                    " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9 WHERE content_hash = $1",
+                    content_hash, report.rows_in, report.accepted, report.quarantined, report.new,
+                    report.corrected, report.unchanged, report.first_seq, report.last_seq,
+                )
+        except (FileUnreadable, ProfileError) as exc:
+            raise IngestError(f"{exc}; nothing of {path.name} was taken in") from exc
+        except asyncpg.UniqueViolationError:
+            # Another ingest of the same content committed first; report that one.
+            taken = await conn.fetchrow("SELECT * FROM ingest_files WHERE content_hash = $1", content_hash)
+            if taken is None:
+                raise
+            return _already_taken(report, taken)
+    return report
+
+
+async def _take_in(
+    conn: asyncpg.Connection,
+    ledger: Ledger,
+    profile: Profile,
+    context: MappingContext,
+    path: Path,
+    batch_size: int,
+    content_hash: bytes,
+    report: FileReport,
+    progress: ProgressCallback | None,
+) -> AppendResult:
+    reader = _Reader(path, profile, context, batch_size)
+    appended = AppendResult()
+    while True:
+        batch = await asyncio.to_thread(reader.next_batch)
+        if batch is None:
+            break
+        report.rows_in += batch.rows
+        report.accepted += len(batch.changes)
+        report.quarantined += len(batch.rejections)
+        if batch.rejections:
+            await conn.copy_records_to_table(
+                "quarantine",
+                records=[_quarantine_row(content_hash, source, r) for source, r in batch.rejections],
+                columns=_QUARANTINE_COLUMNS,
+            )
+            for _, rejection in batch.rejections:
+                report.reasons.update(rejection.reasons)
+        result = await ledger.append(conn, batch.changes)
+        appended.add(result)
+        report.new += result.new
+        report.corrected += result.corrected
+        report.unchanged += result.unchanged
+        if progress is not None and reader.table is not None:
+            done, total = reader.table.progress()
+            progress(reader.table.source, done, total)
+    if report.rows_in == 0:
+        raise FileUnreadable(f"{path}: no data rows")
+    return appended
+
+
+def _quarantine_row(content_hash: bytes, source: str, rejection: Rejection) -> tuple[object, ...]:
+    return (
+        content_hash,
+        source,
+        rejection.locator,
+        rejection.source_unit,
+        rejection.source_unit_uscc,
+        [p.reason for p in rejection.problems],
+        [p.message for p in rejection.problems],
+        json.dumps(rejection.raw, ensure_ascii=False),
+    )
+
+
+def _already_taken(report: FileReport, taken: asyncpg.Record) -> FileReport:
+    report.already_taken = True
+    report.rows_in = taken["rows_in"]
+    report.accepted = taken["accepted"]
+    report.quarantined = taken["quarantined"]
+    report.new = taken["new_records"]
+    report.corrected = taken["corrected"]
+    report.unchanged = taken["unchanged"]
+    report.first_seq = taken["first_seq"]
+    report.last_seq = taken["last_seq"]
+    return report

@@ -1,0 +1,114 @@
+"""LookupService: profiles and records across every region this node holds.
+
+Answers come from the local store; each entry carries the envelope of the event
+that produced the record's current state, so the caller can check the origin's
+signature itself instead of trusting this node.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import asyncpg
+import grpc
+
+from credex.crypto.trust import TrustBundle
+from credex.domain import uscc as uscc_codes
+from credex.node.access import Caller, entry_status, identify
+from credex.node.audit import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.config import NodeConfig
+from credex.node.metrics import METRICS
+from credex.v1 import lookup_pb2, lookup_pb2_grpc
+
+MAX_PURPOSE = 500
+_ENTRY_QUERY = (
+    "SELECT r.record, r.origin, r.seq, r.status, r.sharing_level, r.publicity_end, e.envelope"
+    " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
+)
+
+
+class LookupService(lookup_pb2_grpc.LookupServiceServicer):
+    def __init__(self, config: NodeConfig, pool: asyncpg.Pool, bundle: TrustBundle, audit: AuditLog) -> None:
+        self.config = config
+        self.pool = pool
+        self.bundle = bundle
+        self.audit = audit
+
+    async def GetProfile(  # noqa: N802 - gRPC method name
+        self, request: lookup_pb2.GetProfileRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> lookup_pb2.Profile:
+        started = time.perf_counter()
+        caller = identify(context, self.config.access, self.bundle)
+        purpose = await _purpose(request.purpose, context)
+        try:
+            code = uscc_codes.validate(request.uscc).code
+        except uscc_codes.InvalidSubjectCode as exc:
+            METRICS.lookups.labels(self.config.origin, "GetProfile", "INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"uscc: {exc.message}")
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_ENTRY_QUERY + " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id", code)
+        entries = _visible_entries(rows, caller)
+        await self._audit(context, caller, "GetProfile", code, purpose, len(entries))
+        METRICS.lookups.labels(self.config.origin, "GetProfile", "OK").inc()
+        METRICS.lookup_seconds.labels(self.config.origin, "GetProfile").observe(time.perf_counter() - started)
+        return lookup_pb2.Profile(subject_id=code, entries=entries)
+
+    async def GetRecord(  # noqa: N802 - gRPC method name
+        self, request: lookup_pb2.GetRecordRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> lookup_pb2.RecordAnswer:
+        caller = identify(context, self.config.access, self.bundle)
+        purpose = await _purpose(request.purpose, context)
+        if not request.record_id or len(request.record_id) > 100:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "record_id must be 1 to 100 characters")
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_ENTRY_QUERY + " WHERE r.record_id = $1", request.record_id)
+        entries = _visible_entries(rows, caller)
+        subject = entries[0].record.subject if entries else None
+        subject_id = (subject.uscc or subject.person_pseudonym) if subject is not None else ""
+        await self._audit(context, caller, "GetRecord", subject_id or request.record_id, purpose, len(entries))
+        if not entries:
+            METRICS.lookups.labels(self.config.origin, "GetRecord", "NOT_FOUND").inc()
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no record {request.record_id} visible to you")
+        METRICS.lookups.labels(self.config.origin, "GetRecord", "OK").inc()
+        return lookup_pb2.RecordAnswer(entry=entries[0])
+
+    async def _audit(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        caller: Caller,
+        method: str,
+        subject_id: str,
+        purpose: str,
+        answered: int,
+    ) -> None:
+        entry = AuditEntry(
+            caller=caller.identity, role=caller.role, method=method, subject_id=subject_id, purpose=purpose,
+            answered=answered, status="OK", at=dt.datetime.now(dt.UTC),
+        )
+        try:
+            await self.audit.record(entry)
+        except AuditUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; lookups are not answered without an audit trail")
+
+
+async def _purpose(purpose: str, context: grpc.aio.ServicerContext) -> str:  # type: ignore[type-arg]
+    if len(purpose) > MAX_PURPOSE:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"purpose is longer than {MAX_PURPOSE} characters")
+    return purpose
+
+
+def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_pb2.ProfileEntry]:
+    today = dt.date.today()
+    entries = []
+    for row in rows:
+        status = entry_status(row["status"], row["publicity_end"], today)
+        if not caller.sees(row["sharing_level"], status):
+            continue
+        entry = lookup_pb2.ProfileEntry(origin=row["origin"], seq=row["seq"], status=status)  # type: ignore[arg-type]
+        entry.record.ParseFromString(row["record"])
+        entry.envelope.ParseFromString(row["envelope"])
+        entries.append(entry)
+    return entries
+
+

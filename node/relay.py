@@ -1,0 +1,124 @@
+"""The relay: publishes this node's own log from the outbox to ``credex.<origin>.events``.
+
+Events are read in sequence order above the outbox watermark, sent keyed by
+subject (so one subject's events stay in order within a partition), and the
+watermark moves only after the broker acknowledged every event of the batch. A
+crash in between publishes some events twice; intake treats that as a replay.
+One relay per origin publishes at a time, chosen by a PostgreSQL advisory lock,
+so replicas of a node can all run one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from credex.node import bus
+from credex.node.config import NodeConfig
+from credex.node.ledger import NOTIFY_CHANNEL
+from credex.node.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+_RELAY_LOCK = 0x72656C61  # "rela"
+
+
+class Relay:
+    def __init__(self, config: NodeConfig, pool: asyncpg.Pool, bootstrap_servers: str) -> None:
+        self.config = config
+        self.pool = pool
+        self.bootstrap_servers = bootstrap_servers
+        self.origin = config.origin
+        self.topic = config.topic
+        self._wakeup = asyncio.Event()
+        self.published_seq = 0
+
+    def wake(self, *_: Any) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._run_as_leader()
+            except asyncio.CancelledError:
+                raise
+            except (bus.KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                METRICS.relay_errors.labels(self.origin).inc()
+                log.warning("relay: %s; retrying", exc)
+                await bus.backoff(attempt)
+                attempt += 1
+
+    async def _run_as_leader(self) -> None:
+        conn: asyncpg.Connection = await self.pool.acquire()
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _RELAY_LOCK, self.origin):
+                await asyncio.sleep(2.0)  # another replica publishes
+            await conn.add_listener(NOTIFY_CHANNEL, self.wake)
+            producer = AIOKafkaProducer(
+                **bus.client_kwargs(self.config, self.bootstrap_servers),
+                acks="all",
+                enable_idempotence=False,
+                linger_ms=5,
+                max_batch_size=512 * 1024,
+                request_timeout_ms=15000,
+            )
+            await producer.start()
+            try:
+                await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic])
+                while True:
+                    sent = await self._publish_batch(producer)
+                    if sent == 0:
+                        self._wakeup.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wakeup.wait(), self.config.relay.idle_poll_seconds)
+            finally:
+                await producer.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(NOTIFY_CHANNEL, self.wake)
+                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _RELAY_LOCK, self.origin)
+            await self.pool.release(conn)
+
+    async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
+        async with self.pool.acquire() as conn:
+            published = await conn.fetchval(
+                "INSERT INTO relay_outbox (origin) VALUES ($1)"
+                " ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin RETURNING published_seq",
+                self.origin,
+            )
+            rows = await conn.fetch(
+                "SELECT seq, event_id, event_type, subject_id, envelope, recorded_at FROM events"
+                " WHERE origin = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                self.origin, published, self.config.relay.batch_size,
+            )
+        self.published_seq = int(published)
+        if not rows:
+            return 0
+        deliveries = [
+            await producer.send(
+                self.topic,
+                value=bytes(row["envelope"]),
+                key=row["subject_id"].encode(),
+                headers=bus.cloudevent_headers(
+                    self.origin, row["seq"], str(row["event_id"]), row["event_type"], row["subject_id"],
+                    row["recorded_at"],
+                ),
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*deliveries)
+        last = int(rows[-1]["seq"])
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE relay_outbox SET published_seq = $2, published_at = now() WHERE origin = $1 AND published_seq < $2",
+                self.origin, last,
+            )
+        self.published_seq = last
+        METRICS.events_published.labels(self.origin).inc(len(rows))
+        return len(rows)

@@ -1,0 +1,228 @@
+"""A running node: store, ledger, relay, intake, sync and gRPC services wired together.
+
+``Node`` owns the tasks it starts and stops them in reverse order; cancelling
+the task that runs a node (Ctrl-C) stops everything, including the embedded
+services it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+
+from credex.adapters.profile import MappingContext, Profile
+from credex.crypto.keys import SigningKey, load_public
+from credex.crypto.pseudonym import Pseudonymizer
+from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
+from credex.node import store
+from credex.node.audit import AuditLog
+from credex.node.config import NodeConfig
+from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+from credex.node.ingest import FileReport, ingest_file
+from credex.node.intake import Intake
+from credex.node.ledger import Ledger
+from credex.node.peers import PeerChannels
+from credex.node.relay import Relay
+from credex.node.server import start_server
+from credex.node.sync import Sync
+
+log = logging.getLogger(__name__)
+
+BUNDLE_REFRESH_SECONDS = 10.0
+
+
+@dataclass
+class NodeStatus:
+    origin: str
+    files: int = 0
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    own_events: int = 0
+    published: int = 0
+    records_by_origin: dict[str, int] = field(default_factory=dict)
+    contiguous_by_origin: dict[str, int] = field(default_factory=dict)
+    intake_counters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def load_bundle(config: NodeConfig) -> TrustBundle:
+    return TrustBundle.load_signed(config.trust.bundle, load_public(config.trust.federation_public_key))
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.origin = config.origin
+        self.key = SigningKey.load(config.keys.signing_key)
+        self.bundle = load_bundle(config)
+        member = self.bundle.member(self.origin)
+        if member is None:
+            raise TrustBundleError(f"origin {self.origin} is not a member of trust bundle {config.trust.bundle}")
+        if self.key.key_id not in {k.key_id for k in member.keys}:
+            raise TrustBundleError(
+                f"the signing key {config.keys.signing_key} (key id {self.key.key_id}) is not listed for "
+                f"{self.origin} in the trust bundle; add it with `credex trust add-member` and re-sign"
+            )
+        self.pseudonymizer = Pseudonymizer.load(config.keys.pseudonym_key) if config.keys.pseudonym_key else None
+        self.verifier = EventVerifier(self.bundle)
+        self.ledger = Ledger(self.origin, self.key)
+        self.pool: asyncpg.Pool | None = None
+        self.port = 0
+        self._embedded_pg: EmbeddedPostgres | None = None
+        self._embedded_broker: EmbeddedBroker | None = None
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._audit: AuditLog | None = None
+        self._channels: PeerChannels | None = None
+        self.relay: Relay | None = None
+        self.intake: Intake | None = None
+        self.sync: Sync | None = None
+        self.bootstrap_servers = config.bus.bootstrap_servers
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, *, serve: bool = True, exchange: bool = True) -> None:
+        """Open the store and start serving; ``exchange=False`` runs without Kafka and sync (ingest only)."""
+        url = self.config.database.url
+        if not url:
+            self._embedded_pg = EmbeddedPostgres(self.config.data_dir / "postgres")
+            await asyncio.to_thread(self._embedded_pg.start)
+            url = self._embedded_pg.uri(f"credex_{self.origin}")
+        self.pool = await store.open_pool(
+            url,
+            create=self.config.database.create_if_missing or self._embedded_pg is not None,
+            min_size=self.config.database.pool_min,
+            max_size=self.config.database.pool_max,
+        )
+        if exchange and not self.bootstrap_servers:
+            self._embedded_broker = EmbeddedBroker(self.config.data_dir / "broker", self.config.bus.embedded_port)
+            self.bootstrap_servers = await asyncio.to_thread(self._embedded_broker.start)
+        tls = self.config.grpc.tls
+        self._channels = PeerChannels(tls.client_ca, tls.cert, tls.key)
+        if serve:
+            self._audit = AuditLog(self.pool)
+            self._audit.start()
+            self._server, _, self.port = await start_server(self.config, self.pool, self.bundle, self._audit)
+        if exchange:
+            self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
+            self.intake = Intake(self.config, self.pool, self.verifier)
+            self.sync = Sync(self.config, self.pool, self.bundle, self.intake, self._channels)
+            peers = [o for o in self.bundle.origins if o != self.origin]
+            self._spawn(self.relay.run(), "relay")
+            self._spawn(self.intake.consume(self.bootstrap_servers, peers), "intake")
+            self._spawn(self.sync.run(), "sync")
+            self._spawn(self._refresh_bundle(), "bundle-refresh")
+        log.info("node %s started (gRPC port %s, broker %s)", self.origin, self.port or "-", self.bootstrap_servers or "-")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.origin}:{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("node %s: task %s failed", self.origin, task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+        if self._audit is not None:
+            await self._audit.stop()
+        if self._channels is not None:
+            await self._channels.close()
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if self._embedded_broker is not None:
+            await asyncio.to_thread(self._embedded_broker.stop)
+        if self._embedded_pg is not None:
+            await asyncio.to_thread(self._embedded_pg.stop)
+        log.info("node %s stopped", self.origin)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _refresh_bundle(self) -> None:
+        """Pick up a newer signed bundle (members, keys, revocations) without a restart."""
+        path = self.config.trust.bundle
+        seen = path.stat().st_mtime if path.exists() else 0.0
+        while True:
+            await asyncio.sleep(BUNDLE_REFRESH_SECONDS)
+            mtime = path.stat().st_mtime if path.exists() else 0.0
+            if mtime == seen:
+                continue
+            seen = mtime
+            try:
+                bundle = load_bundle(self.config)
+            except TrustBundleError as exc:
+                log.error("new trust bundle rejected, keeping version %d: %s", self.bundle.version, exc)
+                continue
+            if bundle.version <= self.bundle.version:
+                log.warning("trust bundle version %d is not newer than %d; ignored", bundle.version, self.bundle.version)
+                continue
+            log.info("trust bundle updated to version %d", bundle.version)
+            self.bundle = bundle
+            self.verifier.bundle = bundle
+            if self.sync is not None:
+                self.sync.bundle = bundle
+
+    # -- operations -----------------------------------------------------------------
+
+    def mapping_context(self) -> MappingContext:
+        return MappingContext(origin=self.origin, publicity=self.config.publicity, pseudonymizer=self.pseudonymizer)
+
+    async def ingest(
+        self, paths: Sequence[Path], profile: Profile, progress: Any = None
+    ) -> list[FileReport]:
+        assert self.pool is not None, "node is not started"
+        return [
+            await ingest_file(
+                self.pool, self.ledger, profile, self.mapping_context(), path,
+                batch_size=self.config.ingest.batch_size, progress=progress,
+            )
+            for path in paths
+        ]
+
+    async def status(self) -> NodeStatus:
+        assert self.pool is not None, "node is not started"
+        result = NodeStatus(self.origin)
+        async with self.pool.acquire() as conn:
+            files = await conn.fetchrow(
+                "SELECT count(*) AS files, coalesce(sum(rows_in), 0) AS rows_in, coalesce(sum(accepted), 0) AS accepted,"
+                " coalesce(sum(quarantined), 0) AS quarantined FROM ingest_files"
+            )
+            assert files is not None
+            result.files, result.rows_in = files["files"], files["rows_in"]
+            result.accepted, result.quarantined = files["accepted"], files["quarantined"]
+            result.own_events = await conn.fetchval(
+                "SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.origin
+            )
+            result.published = await conn.fetchval(
+                "SELECT coalesce(max(published_seq), 0) FROM relay_outbox WHERE origin = $1", self.origin
+            )
+            for row in await conn.fetch("SELECT origin, count(*) AS n FROM records GROUP BY origin ORDER BY origin"):
+                result.records_by_origin[row["origin"]] = row["n"]
+            for row in await conn.fetch("SELECT origin, contiguous_seq FROM origin_progress"):
+                result.contiguous_by_origin[row["origin"]] = row["contiguous_seq"]
+            for row in await conn.fetch("SELECT origin, outcome, n FROM intake_counters"):
+                result.intake_counters.setdefault(row["origin"], {})[row["outcome"]] = row["n"]
+        return result

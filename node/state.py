@@ -1,0 +1,199 @@
+"""Storing events and the record state they produce.
+
+The ledger (this node's own events) and intake (the peers' verified events) store
+events the same way, through this module: the events table gets the canonical
+envelope, the records table the latest state of each record (the highest seq
+wins, so applying events late or twice changes nothing), and origin_progress how
+far each origin's log is held without a gap. Every function runs inside the
+caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from credex.v1 import event_pb2, lookup_pb2, record_pb2
+
+_EVENT_COLUMNS = ("origin", "seq", "event_id", "event_type", "record_id", "subject_id", "envelope", "recorded_at")
+_RECORD_COLUMNS = (
+    "record_id", "origin", "subject_id", "kind", "seq", "status", "sharing_level", "publicity_end", "digest",
+    "record",
+)
+_STATUS_BY_TYPE = {
+    event_pb2.EVENT_TYPE_UPSERT: lookup_pb2.ENTRY_STATUS_ACTIVE,
+    event_pb2.EVENT_TYPE_CORRECT: lookup_pb2.ENTRY_STATUS_ACTIVE,
+    event_pb2.EVENT_TYPE_REVOKE: lookup_pb2.ENTRY_STATUS_REVOKED,
+    event_pb2.EVENT_TYPE_EXPIRE: lookup_pb2.ENTRY_STATUS_EXPIRED,
+}
+
+
+def record_bytes(record: record_pb2.Record) -> bytes:
+    return record.SerializeToString(deterministic=True)
+
+
+def record_digest(encoded: bytes) -> bytes:
+    return hashlib.sha256(encoded).digest()
+
+
+def subject_id(record: record_pb2.Record) -> str:
+    """Legal entities and individual businesses by USCC, natural persons by pseudonym."""
+    return record.subject.uscc or record.subject.person_pseudonym
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event ready to store: the canonical envelope plus the columns derived from it."""
+
+    origin: str
+    seq: int
+    event_id: uuid.UUID
+    event_type: int
+    record: record_pb2.Record
+    envelope: bytes
+    recorded_at: dt.datetime
+
+    @classmethod
+    def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
+        return cls(
+            origin=event.origin,
+            seq=event.seq,
+            event_id=uuid.UUID(event.event_id),
+            event_type=event.type,
+            record=event.record,
+            envelope=envelope,
+            recorded_at=event.recorded_at.ToDatetime(tzinfo=dt.UTC),
+        )
+
+    @property
+    def record_id(self) -> str:
+        return self.record.record_id
+
+    @property
+    def subject_id(self) -> str:
+        return subject_id(self.record)
+
+    def event_row(self) -> tuple[object, ...]:
+        return (
+            self.origin, self.seq, self.event_id, self.event_type, self.record_id, self.subject_id,
+            self.envelope, self.recorded_at,
+        )
+
+    def record_row(self) -> tuple[object, ...]:
+        encoded = record_bytes(self.record)
+        end = self.record.publicity.end
+        return (
+            self.record_id, self.origin, self.subject_id, self.record.kind, self.seq,
+            _STATUS_BY_TYPE.get(self.event_type, lookup_pb2.ENTRY_STATUS_ACTIVE), self.record.sharing_level,
+            dt.date.fromisoformat(end) if end else None, record_digest(encoded), encoded,
+        )
+
+
+async def copy_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> None:
+    """Append events that cannot conflict (the ledger holds its origin's head lock)."""
+    await conn.copy_records_to_table("events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    new: list[StoredEvent]
+    replays: list[StoredEvent]    # already held, byte for byte
+    conflicts: list[StoredEvent]  # same (origin, seq) or event id, different content
+
+
+async def insert_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> InsertOutcome:
+    """Insert events that may already be held; sort out replays from conflicting versions."""
+    if not events:
+        return InsertOutcome([], [], [])
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    await conn.execute("TRUNCATE staged_events")
+    await conn.copy_records_to_table(
+        "staged_events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS
+    )
+    inserted = await conn.fetch(
+        "INSERT INTO events SELECT * FROM staged_events ON CONFLICT DO NOTHING RETURNING origin, seq"
+    )
+    new_keys = {(r["origin"], r["seq"]) for r in inserted}
+    new = [e for e in events if (e.origin, e.seq) in new_keys]
+    rest = [e for e in events if (e.origin, e.seq) not in new_keys]
+    if not rest:
+        return InsertOutcome(new, [], [])
+    same = await conn.fetch(
+        "SELECT s.origin, s.seq FROM staged_events s JOIN events e"
+        " ON e.origin = s.origin AND e.seq = s.seq AND e.event_id = s.event_id AND e.envelope = s.envelope"
+        " WHERE (s.origin, s.seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+        [e.origin for e in rest], [e.seq for e in rest],
+    )
+    same_keys = {(r["origin"], r["seq"]) for r in same}
+    replays = [e for e in rest if (e.origin, e.seq) in same_keys]
+    conflicts = [e for e in rest if (e.origin, e.seq) not in same_keys]
+    return InsertOutcome(new, replays, conflicts)
+
+
+async def upsert_records(conn: asyncpg.Connection, events: Iterable[StoredEvent]) -> None:
+    """Make each record's state the one of its highest-seq event; never cross origins."""
+    latest: dict[str, StoredEvent] = {}
+    for event in events:
+        held = latest.get(event.record_id)
+        if held is None or held.seq < event.seq:
+            latest[event.record_id] = event
+    if not latest:
+        return
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS"
+    )
+    await conn.execute("TRUNCATE staged_records")
+    await conn.copy_records_to_table(
+        "staged_records", records=[e.record_row() for e in latest.values()], columns=_RECORD_COLUMNS
+    )
+    await conn.execute(
+        "INSERT INTO records AS r SELECT * FROM staged_records"
+        " ON CONFLICT (record_id) DO UPDATE SET"
+        " subject_id = EXCLUDED.subject_id, kind = EXCLUDED.kind, seq = EXCLUDED.seq,"
+        " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
+        " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record"
+        " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
+    )
+
+
+async def advance_progress(conn: asyncpg.Connection, origin: str) -> tuple[int, int]:
+    """Move the origin's gap-free watermark as far as the stored events allow.
+
+    Returns (contiguous_seq, max_seq). The walk starts at the old watermark, so
+    its cost is the length of the newly closed stretch, not of the whole log.
+    """
+    row = await conn.fetchrow(
+        "INSERT INTO origin_progress (origin) VALUES ($1) ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin"
+        " RETURNING contiguous_seq",
+        origin,
+    )
+    assert row is not None
+    contiguous = int(row["contiguous_seq"])
+    new_contiguous = await conn.fetchval(
+        "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM events WHERE origin = $1 AND seq = $2 + 1) THEN $2"
+        " ELSE (SELECT min(e.seq) FROM events e WHERE e.origin = $1 AND e.seq > $2"
+        "       AND NOT EXISTS (SELECT 1 FROM events n WHERE n.origin = e.origin AND n.seq = e.seq + 1)) END",
+        origin, contiguous,
+    )
+    max_seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
+    await conn.execute(
+        "UPDATE origin_progress SET contiguous_seq = $2, max_seq = $3, updated_at = now() WHERE origin = $1",
+        origin, new_contiguous, max_seq,
+    )
+    return int(new_contiguous), int(max_seq)
+
+
+async def count(conn: asyncpg.Connection, origin: str, outcome: str, n: int) -> None:
+    if n:
+        await conn.execute(
+            "INSERT INTO intake_counters (origin, outcome, n) VALUES ($1, $2, $3)"
+            " ON CONFLICT (origin, outcome) DO UPDATE SET n = intake_counters.n + EXCLUDED.n",
+            origin, outcome, n,
+        )

@@ -1,0 +1,140 @@
+"""Sync: the repair path beside Kafka.
+
+Every few seconds the node asks each origin (or, if it does not answer, any other
+member) how far its log goes. When this node is behind and Kafka has not closed
+the distance by the next probe — a node that started late, a sequence gap, a
+broker that lost its log — it fetches exactly the missing stretches over
+FetchEvents and passes them through the same intake as Kafka messages: they are
+verified against the origin's key, so who relays them does not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import asyncpg
+import grpc
+
+from credex.crypto.trust import TrustBundle
+from credex.node.config import NodeConfig
+from credex.node.intake import Intake
+from credex.node.metrics import METRICS
+from credex.node.peers import PeerChannels
+from credex.v1 import exchange_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Sync:
+    def __init__(
+        self, config: NodeConfig, pool: asyncpg.Pool, bundle: TrustBundle, intake: Intake, channels: PeerChannels
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.bundle = bundle
+        self.intake = intake
+        self.channels = channels
+        self._behind_since: dict[str, float] = {}
+        self._wakeup = asyncio.Event()
+        self.rounds = 0
+        intake.on_gap(self._on_gap)
+
+    def _on_gap(self, origin: str, contiguous: int, max_seq: int) -> None:
+        self._behind_since.setdefault(origin, time.monotonic())
+
+    def peers(self) -> list[str]:
+        return [o for o in self.bundle.origins if o != self.config.origin]
+
+    def sources(self, origin: str) -> list[str]:
+        """The origin itself first, then every other member that may hold a copy."""
+        first = self.bundle.member(origin)
+        ordered = [first] if first else []
+        ordered += [m for m in self.bundle.members if m.origin not in (origin, self.config.origin)]
+        return [m.endpoint for m in ordered if m and m.endpoint]
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            for origin in self.peers():
+                try:
+                    await self.sync_origin(origin, eager=first)
+                except asyncio.CancelledError:
+                    raise
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                    log.warning("sync of %s: %s", origin, exc)
+            first = False
+            self.rounds += 1
+            await asyncio.sleep(self.config.sync.probe_seconds)
+
+    async def sync_origin(self, origin: str, *, eager: bool = False) -> int:
+        """Probe ``origin``'s head; fetch what is missing if it stays missing. Returns events applied."""
+        contiguous = await self._contiguous(origin)
+        head, source = await self._probe(origin)
+        if source is None or head <= contiguous:
+            self._behind_since.pop(origin, None)
+            return 0
+        since = self._behind_since.setdefault(origin, time.monotonic())
+        if not eager and time.monotonic() - since < self.config.sync.probe_seconds:
+            return 0  # give Kafka one probe interval to deliver
+        applied = await self.fetch_missing(origin, head, [source, *[s for s in self.sources(origin) if s != source]])
+        self._behind_since.pop(origin, None)
+        return applied
+
+    async def fetch_missing(self, origin: str, head: int, sources: Sequence[str]) -> int:
+        applied = 0
+        for endpoint in sources:
+            try:
+                while True:
+                    start, end = await self._first_missing(origin, head)
+                    if start > head:
+                        return applied
+                    limit = min(self.config.sync.fetch_limit, end - start + 1)
+                    response = await self._fetch(endpoint, origin, start, limit)
+                    if not response.envelopes:
+                        break  # this source has nothing more; try the next
+                    result = await self.intake.accept(
+                        origin, [e.SerializeToString() for e in response.envelopes], f"sync:{endpoint}"
+                    )
+                    applied += result.applied
+                    METRICS.sync_fetched.labels(self.config.origin, origin).inc(len(response.envelopes))
+                    if result.applied == 0:
+                        break  # nothing usable from this source (all rejected or replays)
+            except grpc.aio.AioRpcError as exc:
+                log.info("sync of %s from %s: %s", origin, endpoint, exc.details() or exc.code().name)
+        return applied
+
+    async def _probe(self, origin: str) -> tuple[int, str | None]:
+        for endpoint in self.sources(origin):
+            try:
+                response = await self._fetch(endpoint, origin, 1, 0)
+            except grpc.aio.AioRpcError:
+                continue
+            return int(response.head_seq), endpoint
+        return 0, None
+
+    async def _fetch(self, endpoint: str, origin: str, from_seq: int, limit: int) -> exchange_pb2.FetchEventsResponse:
+        stub = self.channels.exchange(endpoint)
+        return await stub.FetchEvents(
+            exchange_pb2.FetchEventsRequest(origin=origin, from_seq=from_seq, limit=limit),
+            timeout=self.config.sync.rpc_timeout_seconds,
+        )
+
+    async def _contiguous(self, origin: str) -> int:
+        async with self.pool.acquire() as conn:
+            value = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin)
+        return int(value or 0)
+
+    async def _first_missing(self, origin: str, head: int) -> tuple[int, int]:
+        """The first stretch of seqs not held: from the watermark to the next held event."""
+        async with self.pool.acquire() as conn:
+            contiguous = int(
+                await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
+            )
+            next_held = await conn.fetchval(
+                "SELECT min(seq) FROM events WHERE origin = $1 AND seq > $2", origin, contiguous + 1
+            )
+        end = min(head, int(next_held) - 1) if next_held else head
+        return contiguous + 1, end
