@@ -38,14 +38,16 @@ FieldType = Literal["text", "name", "code_text", "uscc", "date", "wanyuan", "cod
 # Short tags in record ids, so an id says what it is at a glance.
 KIND_TAGS: dict[int, str] = {record_pb2.KIND_LICENCE: "XK", record_pb2.KIND_PENALTY: "CF"}
 
-_SERIOUS_PENALTIES = frozenset({
-    record_pb2.PENALTY_TYPE_SUSPEND_BUSINESS,
-    record_pb2.PENALTY_TYPE_REVOKE_LICENCE,
-    record_pb2.PENALTY_TYPE_DETENTION,
-    record_pb2.PENALTY_TYPE_RESTRICT_BUSINESS,
-    record_pb2.PENALTY_TYPE_RESTRICT_PRACTICE,
-    record_pb2.PENALTY_TYPE_ORDER_CLOSURE,
-})
+_SERIOUS_PENALTIES = frozenset(
+    {
+        record_pb2.PENALTY_TYPE_SUSPEND_BUSINESS,
+        record_pb2.PENALTY_TYPE_REVOKE_LICENCE,
+        record_pb2.PENALTY_TYPE_DETENTION,
+        record_pb2.PENALTY_TYPE_RESTRICT_BUSINESS,
+        record_pb2.PENALTY_TYPE_RESTRICT_PRACTICE,
+        record_pb2.PENALTY_TYPE_ORDER_CLOSURE,
+    }
+)
 # Pseudo-fields: read and checked, never set on the record as such.
 _SPECIAL_PREFIXES = ("person.", "discard.")
 _RULE_FIELDS = frozenset({"publicity.end"})
@@ -184,7 +186,13 @@ class TableMapper:
         source: str,
         context: MappingContext,
     ) -> None:
-        self.profile, self.kind, self.header, self.source, self.context = profile, kind, list(header), source, context
+        self.profile, self.kind, self.header, self.source, self.context = (
+            profile,
+            kind,
+            list(header),
+            source,
+            context,
+        )
         self.kind_number = _enum_number(record_pb2.Kind.DESCRIPTOR, kind.kind)
         self.category_number = _enum_number(record_pb2.Category.DESCRIPTOR, kind.category)
         self.sharing_number = _enum_number(record_pb2.SharingLevel.DESCRIPTOR, kind.sharing_level)
@@ -209,7 +217,9 @@ class TableMapper:
         kind = spec.type
         if kind in ("code", "codes"):
             if path.startswith(_SPECIAL_PREFIXES) or not spec.codes:
-                raise ProfileError(f"profile {self.profile.name}: coded field {path} needs a record field and a code list")
+                raise ProfileError(
+                    f"profile {self.profile.name}: coded field {path} needs a record field and a code list"
+                )
             target_enum = _enum_of(path)
             table = self.profile.spec.codes[spec.codes]
             numbers = {header_key(k): _enum_number(target_enum, v) for k, v in table.items()}
@@ -221,14 +231,14 @@ class TableMapper:
         converted: dict[str, Any] = {}
         record = record_pb2.Record(
             origin=self.context.origin,
-            kind=self.kind_number,
-            category=self.category_number,
-            sharing_level=self.sharing_number,
+            kind=record_pb2.Kind.ValueType(self.kind_number),
+            category=record_pb2.Category.ValueType(self.category_number),
+            sharing_level=record_pb2.SharingLevel.ValueType(self.sharing_number),
         )
         if len(values) != len(self.header):
-            problems.append(Problem(
-                "row.columns", "", f"row has {len(values)} cells but the header has {len(self.header)}"
-            ))
+            problems.append(
+                Problem("row.columns", "", f"row has {len(values)} cells but the header has {len(self.header)}")
+            )
         for binding in self.bindings:
             raw = values[binding.column_index] if 0 <= binding.column_index < len(values) else None
             if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -256,9 +266,7 @@ class TableMapper:
                 problems=tuple(problems),
                 raw=self.raw_dict(values),
                 source_unit=str(converted.get("source_unit.name", self._raw_text(values, self._source_unit))),
-                source_unit_uscc=str(
-                    converted.get("source_unit.uscc", self._raw_text(values, self._source_unit_uscc))
-                ),
+                source_unit_uscc=str(converted.get("source_unit.uscc", self._raw_text(values, self._source_unit_uscc))),
             )
         return record
 
@@ -309,14 +317,10 @@ class TableMapper:
             return
         key_parts = [str(values.get(path, "")) for path in self.kind.natural_key]
         tag = KIND_TAGS.get(record.kind, f"K{record.kind}")
-        digest = hashlib.sha256(
-            "\x1f".join([record.origin, tag, subject_id, *key_parts]).encode()
-        ).hexdigest()[:20]
+        digest = hashlib.sha256("\x1f".join([record.origin, tag, subject_id, *key_parts]).encode()).hexdigest()[:20]
         record.record_id = f"{record.origin}-{tag}-{digest}"
 
-    def _subject_identity(
-        self, record: record_pb2.Record, values: dict[str, Any], problems: list[Problem]
-    ) -> str:
+    def _subject_identity(self, record: record_pb2.Record, values: dict[str, Any], problems: list[Problem]) -> str:
         subject = record.subject
         if subject.type == record_pb2.SUBJECT_TYPE_UNSPECIFIED:
             subject.type = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
@@ -326,10 +330,13 @@ class TableMapper:
                 problems.append(Problem("ric.missing", "证件号码", "a natural person needs an ID number (证件号码)"))
                 return ""
             if self.context.pseudonymizer is None:
-                problems.append(Problem(
-                    "person.no_pseudonym_key", "证件号码",
-                    "this node has no pseudonym key (keys.pseudonym_key), so it cannot take in natural persons",
-                ))
+                problems.append(
+                    Problem(
+                        "person.no_pseudonym_key",
+                        "证件号码",
+                        "this node has no pseudonym key (keys.pseudonym_key), so it cannot take in natural persons",
+                    )
+                )
                 return ""
             subject.person_pseudonym = self.context.pseudonymizer.pseudonym(id_number)
             subject.uscc = ""

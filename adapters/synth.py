@@ -27,32 +27,76 @@ Kind = Literal["penalty", "licence"]
 HeaderStyle = Literal["codes", "names"]
 
 PENALTY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("CF_XDR_MC", "行政相对人名称"), ("CF_XDR_LB", "行政相对人类别"), ("CF_XDR_SHXYM", "统一社会信用代码"),
-    ("CF_XDR_GSZC", "工商注册号"), ("CF_XDR_ZZJG", "组织机构代码"), ("CF_XDR_SWDJ", "税务登记号"),
-    ("CF_XDR_SYDW", "事业单位证书号"), ("CF_XDR_SHZZ", "社会组织登记证号"), ("CF_FRDB", "法定代表人"),
-    ("CF_FR_ZJLX", "法定代表人证件类型"), ("CF_FR_ZJHM", "法定代表人证件号码"), ("CF_XDR_ZJLX", "证件类型"),
-    ("CF_XDR_ZJHM", "证件号码"), ("CF_WSH", "行政处罚决定书文号"), ("CF_WFXW", "违法行为类型"),
-    ("CF_SY", "违法事实"), ("CF_YJ", "处罚依据"), ("CF_CFLB", "处罚类别"), ("CF_NR", "处罚内容"),
-    ("CF_NR_FK", "罚款金额（万元）"), ("CF_NR_WFFF", "没收违法所得、没收非法财物的金额（万元）"),
-    ("CF_NR_ZKDX", "暂扣或吊销证照名称及编号"), ("CF_JDRQ", "处罚决定日期"), ("CF_YXQ", "处罚有效期"),
-    ("CF_GSJZQ", "公示截止期"), ("CF_CFJG", "处罚机关"), ("CF_CFJGDM", "处罚机关统一社会信用代码"),
-    ("CF_SJLY", "数据来源单位"), ("CF_SJLYDM", "数据来源单位统一社会信用代码"), ("BZ", "备注"),
+    ("CF_XDR_MC", "行政相对人名称"),
+    ("CF_XDR_LB", "行政相对人类别"),
+    ("CF_XDR_SHXYM", "统一社会信用代码"),
+    ("CF_XDR_GSZC", "工商注册号"),
+    ("CF_XDR_ZZJG", "组织机构代码"),
+    ("CF_XDR_SWDJ", "税务登记号"),
+    ("CF_XDR_SYDW", "事业单位证书号"),
+    ("CF_XDR_SHZZ", "社会组织登记证号"),
+    ("CF_FRDB", "法定代表人"),
+    ("CF_FR_ZJLX", "法定代表人证件类型"),
+    ("CF_FR_ZJHM", "法定代表人证件号码"),
+    ("CF_XDR_ZJLX", "证件类型"),
+    ("CF_XDR_ZJHM", "证件号码"),
+    ("CF_WSH", "行政处罚决定书文号"),
+    ("CF_WFXW", "违法行为类型"),
+    ("CF_SY", "违法事实"),
+    ("CF_YJ", "处罚依据"),
+    ("CF_CFLB", "处罚类别"),
+    ("CF_NR", "处罚内容"),
+    ("CF_NR_FK", "罚款金额（万元）"),
+    ("CF_NR_WFFF", "没收违法所得、没收非法财物的金额（万元）"),
+    ("CF_NR_ZKDX", "暂扣或吊销证照名称及编号"),
+    ("CF_JDRQ", "处罚决定日期"),
+    ("CF_YXQ", "处罚有效期"),
+    ("CF_GSJZQ", "公示截止期"),
+    ("CF_CFJG", "处罚机关"),
+    ("CF_CFJGDM", "处罚机关统一社会信用代码"),
+    ("CF_SJLY", "数据来源单位"),
+    ("CF_SJLYDM", "数据来源单位统一社会信用代码"),
+    ("BZ", "备注"),
 )
 LICENCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("XK_XDR_MC", "行政相对人名称"), ("XK_XDR_LB", "行政相对人类别"), ("XK_XDR_SHXYM", "统一社会信用代码"),
-    ("XK_XDR_GSZC", "工商注册号"), ("XK_XDR_ZZJG", "组织机构代码"), ("XK_XDR_SWDJ", "税务登记号"),
-    ("XK_XDR_SYDW", "事业单位证书号"), ("XK_XDR_SHZZ", "社会组织登记证号"), ("XK_FRDB", "法定代表人"),
-    ("XK_FR_ZJLX", "法定代表人证件类型"), ("XK_FR_SFZH", "法定代表人身份证号"), ("XK_XDR_ZJLX", "证件类型"),
-    ("XK_XDR_ZJHM", "证件号码"), ("XK_XKWS", "行政许可决定文书名称"), ("XK_WSH", "行政许可决定文书号"),
-    ("XK_XKLB", "许可类别"), ("XK_XKZS", "许可证书名称"), ("XK_XKBH", "许可编号"), ("XK_NR", "许可内容"),
-    ("XK_JDRQ", "许可决定日期"), ("XK_YXQZ", "有效期自"), ("XK_YXQZI", "有效期至"), ("XK_XKJG", "许可机关"),
-    ("XK_XKJGDM", "许可机关统一社会信用代码"), ("XK_ZT", "当前状态"), ("XK_LYDW", "数据来源单位"),
-    ("XK_LYDWDM", "数据来源单位统一社会信用代码"), ("BZ", "备注"),
+    ("XK_XDR_MC", "行政相对人名称"),
+    ("XK_XDR_LB", "行政相对人类别"),
+    ("XK_XDR_SHXYM", "统一社会信用代码"),
+    ("XK_XDR_GSZC", "工商注册号"),
+    ("XK_XDR_ZZJG", "组织机构代码"),
+    ("XK_XDR_SWDJ", "税务登记号"),
+    ("XK_XDR_SYDW", "事业单位证书号"),
+    ("XK_XDR_SHZZ", "社会组织登记证号"),
+    ("XK_FRDB", "法定代表人"),
+    ("XK_FR_ZJLX", "法定代表人证件类型"),
+    ("XK_FR_SFZH", "法定代表人身份证号"),
+    ("XK_XDR_ZJLX", "证件类型"),
+    ("XK_XDR_ZJHM", "证件号码"),
+    ("XK_XKWS", "行政许可决定文书名称"),
+    ("XK_WSH", "行政许可决定文书号"),
+    ("XK_XKLB", "许可类别"),
+    ("XK_XKZS", "许可证书名称"),
+    ("XK_XKBH", "许可编号"),
+    ("XK_NR", "许可内容"),
+    ("XK_JDRQ", "许可决定日期"),
+    ("XK_YXQZ", "有效期自"),
+    ("XK_YXQZI", "有效期至"),
+    ("XK_XKJG", "许可机关"),
+    ("XK_XKJGDM", "许可机关统一社会信用代码"),
+    ("XK_ZT", "当前状态"),
+    ("XK_LYDW", "数据来源单位"),
+    ("XK_LYDWDM", "数据来源单位统一社会信用代码"),
+    ("BZ", "备注"),
 )
 
 _COMMON_DEFECTS = (
-    "uscc.check", "uscc.charset", "uscc.legacy_registration_number", "field.missing", "date.invalid",
-    "code.unknown", "date.future",
+    "uscc.check",
+    "uscc.charset",
+    "uscc.legacy_registration_number",
+    "field.missing",
+    "date.invalid",
+    "code.unknown",
+    "date.future",
 )
 # Each defect is the reason code the national profile must give for it.
 DEFECTS: dict[str, tuple[str, ...]] = {
@@ -69,8 +113,14 @@ _DISTRICTS = {
 _SHORT = {"31": "沪", "32": "苏", "33": "浙", "34": "皖", "43": "湘"}
 _CITY = {"31": "上海", "32": "南京", "33": "杭州", "34": "合肥", "43": "长沙"}
 _DEPARTMENTS = (
-    ("市场监督管理局", "市监"), ("生态环境局", "环"), ("应急管理局", "应急"), ("交通运输局", "交"),
-    ("卫生健康委员会", "卫"), ("城市管理行政执法局", "城管"), ("住房和城乡建设管理委员会", "建"), ("文化和旅游局", "文旅"),
+    ("市场监督管理局", "市监"),
+    ("生态环境局", "环"),
+    ("应急管理局", "应急"),
+    ("交通运输局", "交"),
+    ("卫生健康委员会", "卫"),
+    ("城市管理行政执法局", "城管"),
+    ("住房和城乡建设管理委员会", "建"),
+    ("文化和旅游局", "文旅"),
 )
 _WORDS = "锦程 恒信 瑞丰 华创 东方 新宇 佳美 德润 鸿运 星河 安泰 博远 中正 永盛 汇通 金桥 天成 润和 宏达 信诚".split()
 _TRADES = "信息科技 贸易 餐饮管理 建筑工程 物流 医疗器械 食品 环保科技 文化传媒 机械制造 电子商务 物业管理".split()
@@ -87,8 +137,18 @@ _VIOLATIONS = (
     ("销售不合格产品", "《中华人民共和国产品质量法》第四十九条", "产品质量"),
 )
 _PENALTY_TYPES = (
-    "警告", "罚款", "02", "01;02", "罚款;没收违法所得", "02；03", "没收违法所得、没收非法财物", "04", "通报批评",
-    "暂扣或者吊销许可证、暂扣或者吊销执照", "12", "罚款;责令停产停业",
+    "警告",
+    "罚款",
+    "02",
+    "01;02",
+    "罚款;没收违法所得",
+    "02；03",
+    "没收违法所得、没收非法财物",
+    "04",
+    "通报批评",
+    "暂扣或者吊销许可证、暂扣或者吊销执照",
+    "12",
+    "罚款;责令停产停业",
 )
 _LICENCES = (
     ("食品经营许可决定书", "食品经营许可证", "JY", "普通"),
@@ -143,7 +203,9 @@ def _org8(rng: random.Random) -> str:
 
 def _company(rng: random.Random, province: str) -> Company:
     division = rng.choice(_DISTRICTS.get(province, [province + "0101"]))
-    name = f"{_CITY.get(province, '')}{rng.choice(_WORDS)}{rng.choice(_WORDS)}{rng.choice(_TRADES)}{rng.choice(_SUFFIXES)}"
+    name = (
+        f"{_CITY.get(province, '')}{rng.choice(_WORDS)}{rng.choice(_WORDS)}{rng.choice(_TRADES)}{rng.choice(_SUFFIXES)}"
+    )
     return Company(name, uscc_codes.make("91", division, _org8(rng)), _person_name(rng))
 
 
@@ -222,68 +284,96 @@ def generate(spec: SynthSpec) -> Iterator[SynthRow]:
         yield SynthRow(values, defect)
 
 
-def _subject_columns(prefix: str, company: Company, is_person: bool, rng: random.Random, province: str) -> dict[str, str]:
+def _subject_columns(
+    prefix: str, company: Company, is_person: bool, rng: random.Random, province: str
+) -> dict[str, str]:
     if is_person:
         name = _person_name(rng)
         return {
-            f"{prefix}_XDR_MC": name, f"{prefix}_XDR_LB": "自然人", f"{prefix}_XDR_ZJLX": "身份证",
+            f"{prefix}_XDR_MC": name,
+            f"{prefix}_XDR_LB": "自然人",
+            f"{prefix}_XDR_ZJLX": "身份证",
             f"{prefix}_XDR_ZJHM": _resident_id(rng, province),
         }
     return {
-        f"{prefix}_XDR_MC": company.name, f"{prefix}_XDR_LB": "法人及非法人组织",
-        f"{prefix}_XDR_SHXYM": _dirty_code(rng, company.uscc), f"{prefix}_FRDB": company.representative,
+        f"{prefix}_XDR_MC": company.name,
+        f"{prefix}_XDR_LB": "法人及非法人组织",
+        f"{prefix}_XDR_SHXYM": _dirty_code(rng, company.uscc),
+        f"{prefix}_FRDB": company.representative,
     }
 
 
 def _penalty(
-    rng: random.Random, i: int, company: Company, is_person: bool, province: str, short: str, abbr: str,
-    decided: dt.date, authority: str, authority_code: str,
+    rng: random.Random,
+    i: int,
+    company: Company,
+    is_person: bool,
+    province: str,
+    short: str,
+    abbr: str,
+    decided: dt.date,
+    authority: str,
+    authority_code: str,
 ) -> dict[str, str]:
     violation, basis, area = rng.choice(_VIOLATIONS)
     types = rng.choice(_PENALTY_TYPES)
-    fine = rng.choice(["0.5", "1", "2.35", "5", "10", "1,250", "0.08", "30"]) if "罚款" in types or "02" in types else ""
+    fine = (
+        rng.choice(["0.5", "1", "2.35", "5", "10", "1,250", "0.08", "30"]) if "罚款" in types or "02" in types else ""
+    )
     values = _subject_columns("CF", company, is_person, rng, province)
-    values.update({
-        "CF_WSH": f"{short}{abbr}罚〔{decided.year}〕{i + 1}号",
-        "CF_WFXW": area,
-        "CF_SY": f"当事人{violation}，经查证属实。",
-        "CF_YJ": basis,
-        "CF_CFLB": types,
-        "CF_NR": f"{types.replace(';', '、').replace('；', '、')}" + (f"，罚款人民币{fine}万元" if fine else ""),
-        "CF_NR_FK": fine,
-        "CF_JDRQ": _date_text(rng, decided),
-        "CF_GSJZQ": (decided + dt.timedelta(days=365)).isoformat() if rng.random() < 0.5 else "",
-        "CF_CFJG": authority,
-        "CF_CFJGDM": authority_code,
-        "CF_SJLY": authority,
-        "CF_SJLYDM": authority_code,
-        "BZ": rng.choice(["", "", "无", "/"]),
-    })
+    values.update(
+        {
+            "CF_WSH": f"{short}{abbr}罚〔{decided.year}〕{i + 1}号",
+            "CF_WFXW": area,
+            "CF_SY": f"当事人{violation}，经查证属实。",
+            "CF_YJ": basis,
+            "CF_CFLB": types,
+            "CF_NR": f"{types.replace(';', '、').replace('；', '、')}" + (f"，罚款人民币{fine}万元" if fine else ""),
+            "CF_NR_FK": fine,
+            "CF_JDRQ": _date_text(rng, decided),
+            "CF_GSJZQ": (decided + dt.timedelta(days=365)).isoformat() if rng.random() < 0.5 else "",
+            "CF_CFJG": authority,
+            "CF_CFJGDM": authority_code,
+            "CF_SJLY": authority,
+            "CF_SJLYDM": authority_code,
+            "BZ": rng.choice(["", "", "无", "/"]),
+        }
+    )
     return values
 
 
 def _licence(
-    rng: random.Random, i: int, company: Company, is_person: bool, province: str, short: str, abbr: str,
-    decided: dt.date, authority: str, authority_code: str,
+    rng: random.Random,
+    i: int,
+    company: Company,
+    is_person: bool,
+    province: str,
+    short: str,
+    abbr: str,
+    decided: dt.date,
+    authority: str,
+    authority_code: str,
 ) -> dict[str, str]:
     document, certificate, prefix, category = rng.choice(_LICENCES)
     values = _subject_columns("XK", company, is_person, rng, province)
-    values.update({
-        "XK_XKWS": document,
-        "XK_WSH": f"{short}{abbr}许〔{decided.year}〕{i + 1}号",
-        "XK_XKLB": category,
-        "XK_XKZS": certificate,
-        "XK_XKBH": f"{prefix}{province}{i + 1:08d}",
-        "XK_NR": f"准予{certificate.removesuffix('证书').removesuffix('证')}",
-        "XK_JDRQ": _date_text(rng, decided),
-        "XK_YXQZ": decided.isoformat(),
-        "XK_YXQZI": (decided + dt.timedelta(days=5 * 365)).isoformat(),
-        "XK_XKJG": authority,
-        "XK_XKJGDM": authority_code,
-        "XK_ZT": "1",
-        "XK_LYDW": authority,
-        "XK_LYDWDM": authority_code,
-    })
+    values.update(
+        {
+            "XK_XKWS": document,
+            "XK_WSH": f"{short}{abbr}许〔{decided.year}〕{i + 1}号",
+            "XK_XKLB": category,
+            "XK_XKZS": certificate,
+            "XK_XKBH": f"{prefix}{province}{i + 1:08d}",
+            "XK_NR": f"准予{certificate.removesuffix('证书').removesuffix('证')}",
+            "XK_JDRQ": _date_text(rng, decided),
+            "XK_YXQZ": decided.isoformat(),
+            "XK_YXQZI": (decided + dt.timedelta(days=5 * 365)).isoformat(),
+            "XK_XKJG": authority,
+            "XK_XKJGDM": authority_code,
+            "XK_ZT": "1",
+            "XK_LYDW": authority,
+            "XK_LYDWDM": authority_code,
+        }
+    )
     return values
 
 
@@ -399,7 +489,11 @@ class SampleFile:
 def _sample(origin: str, kind: Kind, rows: int, suffix: str, headers: HeaderStyle, encoding: str) -> SampleFile:
     plural = "penalties" if kind == "penalty" else "licences"
     return SampleFile(
-        origin, f"{origin}-{plural}{suffix}", SynthSpec(region=origin, kind=kind, rows=rows, seed=2026), headers, encoding
+        origin,
+        f"{origin}-{plural}{suffix}",
+        SynthSpec(region=origin, kind=kind, rows=rows, seed=2026),
+        headers,
+        encoding,
     )
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _SAMPLE = 256 * 1024
 CSV_SUFFIXES = frozenset({".csv", ".txt"})
@@ -164,15 +165,19 @@ def _read_xlsx(path: Path) -> Iterator[Table]:
             continue
         counter = [number]
         total = int(getattr(sheet, "height", 0) or 0)
+
+        def progress(counter: list[int] = counter, total: int = total) -> tuple[int, int]:
+            return counter[0], max(total, counter[0])
+
         yield Table(
             source=f"{path.name}[{sheet_name}]",
             header=[str(h).strip() if h is not None else "" for h in header],
             rows=_xlsx_rows(path, sheet_name, all_rows, counter),
-            progress=lambda counter=counter, total=total: (counter[0], max(total, counter[0])),
+            progress=progress,
         )
 
 
-def _xlsx_rows(path: Path, sheet_name: str, rows: Iterator[list[object]], counter: list[int]) -> Iterator[Row]:
+def _xlsx_rows(path: Path, sheet_name: str, rows: Iterator[list[Any]], counter: list[int]) -> Iterator[Row]:
     try:
         for values in rows:
             counter[0] += 1

@@ -228,16 +228,12 @@ class EventVerifier:
         except DecodeError:
             raise EventRejected("payload.malformed", "signed payload is not an event") from None
         if event.origin != expected_origin:
-            raise EventRejected(
-                "origin.mismatch", f"event claims origin {event.origin!r} on {expected_origin}'s log"
-            )
+            raise EventRejected("origin.mismatch", f"event claims origin {event.origin!r} on {expected_origin}'s log")
         if event.seq < 1:
             raise EventRejected("event.seq", "event has no sequence number")
         signed_at = event.recorded_at.ToDatetime(tzinfo=dt.UTC)
         if not member_key.valid_at(signed_at):
-            raise EventRejected(
-                "key.not_valid", f"key {envelope.key_id} was not valid at {signed_at.isoformat()}"
-            )
+            raise EventRejected("key.not_valid", f"key {envelope.key_id} was not valid at {signed_at.isoformat()}")
         if (
             not event.HasField("record")
             or event.record.record_id != event.record_id
@@ -248,4 +244,3 @@ class EventVerifier:
                 "event.inconsistent", "the event's record is missing, or its id or origin is not the event's"
             )
         return VerifiedEvent(envelope, event, canonical_bytes(envelope))
-

@@ -52,9 +52,7 @@ def add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def penalty_window(
-    rules: PublicityRules, decision: dt.date, severity: int, given_end: dt.date | None
-) -> Window:
+def penalty_window(rules: PublicityRules, decision: dt.date, severity: int, given_end: dt.date | None) -> Window:
     """The window for a penalty; a minor one not published by default ends on its decision day."""
     rule = rules.rule_for(severity)
     earliest = add_months(decision, rule.min_months)

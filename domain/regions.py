@@ -4,8 +4,7 @@ from __future__ import annotations
 
 # Province-level prefixes of GB/T 2260, plus "10", which central registrations use.
 _PROVINCE_PREFIXES = frozenset(
-    "10 11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 "
-    "71 81 82".split()
+    "10 11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 71 81 82".split()
 )
 
 REGIONS: dict[str, str] = {

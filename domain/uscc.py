@@ -4,7 +4,8 @@
 ``validate`` rejects valid codes whose first eight characters are not all digits
 (A-, N- and Y-prefixed registering departments) and never checks position 17, the
 GB 11714 organization-code check character. This module uses its check-character
-arithmetic, runs the format checks itself so those prefixes pass, adds position 17, and turns every failure into a reason code plus a message that says
+arithmetic, runs the format checks itself so those prefixes pass, adds position 17,
+and turns every failure into a reason code plus a message that says
 what is wrong, because the message goes back to the unit that reported the row.
 """
 
@@ -25,8 +26,18 @@ _FORBIDDEN = set("IOSVZ")
 # Where the standard's category list is not pinned down here, any digit is accepted
 # rather than quarantining codes that may well be valid.
 DEPARTMENTS: dict[str, str] = {
-    "1": "机构编制", "2": "外交", "3": "司法行政", "4": "文化", "5": "民政", "6": "旅游",
-    "7": "宗教", "8": "工会", "9": "工商/市场监管", "A": "军队", "N": "农业", "Y": "其他",
+    "1": "机构编制",
+    "2": "外交",
+    "3": "司法行政",
+    "4": "文化",
+    "5": "民政",
+    "6": "旅游",
+    "7": "宗教",
+    "8": "工会",
+    "9": "工商/市场监管",
+    "A": "军队",
+    "N": "农业",
+    "Y": "其他",
 }
 CATEGORIES: dict[str, frozenset[str]] = {
     "1": frozenset("1239"),
@@ -104,9 +115,7 @@ def validate(raw: str) -> USCC:
                 "uscc.legacy_organization_code",
                 f"{code!r} is a 9-character 组织机构代码, not an 18-character 统一社会信用代码",
             )
-        raise InvalidSubjectCode(
-            "uscc.length", f"统一社会信用代码 must have 18 characters, {code!r} has {len(code)}"
-        )
+        raise InvalidSubjectCode("uscc.length", f"统一社会信用代码 must have 18 characters, {code!r} has {len(code)}")
     bad = [(i + 1, c) for i, c in enumerate(code) if c not in ALPHABET]
     if bad:
         pos, char = bad[0]

@@ -20,12 +20,20 @@ from credex.v1 import lookup_pb2, record_pb2
 _LEVELS: dict[str, frozenset[int]] = {
     "public": frozenset({record_pb2.SHARING_LEVEL_PUBLIC}),
     "government": frozenset({record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT}),
-    "peer": frozenset({
-        record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT, record_pb2.SHARING_LEVEL_RESTRICTED,
-    }),
-    "operator": frozenset({
-        record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT, record_pb2.SHARING_LEVEL_RESTRICTED,
-    }),
+    "peer": frozenset(
+        {
+            record_pb2.SHARING_LEVEL_PUBLIC,
+            record_pb2.SHARING_LEVEL_GOVERNMENT,
+            record_pb2.SHARING_LEVEL_RESTRICTED,
+        }
+    ),
+    "operator": frozenset(
+        {
+            record_pb2.SHARING_LEVEL_PUBLIC,
+            record_pb2.SHARING_LEVEL_GOVERNMENT,
+            record_pb2.SHARING_LEVEL_RESTRICTED,
+        }
+    ),
 }
 _EXCHANGE_ROLES = frozenset({"peer", "operator"})
 
@@ -52,7 +60,7 @@ class Caller:
 
 def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: TrustBundle) -> Caller:  # type: ignore[type-arg]
     auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
+    names = list(auth.get("x509_common_name") or [])
     if names:
         name = names[0].decode(errors="replace")
         if name in access.callers:

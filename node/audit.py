@@ -37,7 +37,16 @@ class AuditEntry:
     at: dt.datetime
 
     def row(self) -> tuple[object, ...]:
-        return (self.at, self.caller, self.role, self.method, self.subject_id, self.purpose, self.answered, self.status)
+        return (
+            self.at,
+            self.caller,
+            self.role,
+            self.method,
+            self.subject_id,
+            self.purpose,
+            self.answered,
+            self.status,
+        )
 
 
 class AuditLog:

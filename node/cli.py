@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from credex.adapters import synth
@@ -131,13 +131,17 @@ def ingest(
         await node.start(serve=False, exchange=False)
         try:
             with Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                console=err, transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
             ) as progress:
                 for path in files:
                     task = progress.add_task(path.name, total=None)
 
-                    def update(source: str, done: int, total: int, task: int = task) -> None:
+                    def update(source: str, done: int, total: int, task: TaskID = task) -> None:
                         progress.update(task, completed=done, total=total or None, description=source)
 
                     try:
@@ -200,11 +204,20 @@ def lookup(
     except grpc.aio.AioRpcError as exc:
         raise _fail(f"{exc.code().name}: {exc.details()}") from None
     if as_json:
-        print(json.dumps(
-            [{"verified": c.verified, "problem": c.problem, **MessageToDict(c.entry, preserving_proto_field_name=True)}
-             for c in entries],
-            ensure_ascii=False, indent=2,
-        ))
+        print(
+            json.dumps(
+                [
+                    {
+                        "verified": c.verified,
+                        "problem": c.problem,
+                        **MessageToDict(c.entry, preserving_proto_field_name=True),
+                    }
+                    for c in entries
+                ],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"{subject}: {len(entries)} records", title_justify="left")
     for column in ("origin", "record", "decided", "authority", "publicity end", "signature"):
@@ -212,7 +225,11 @@ def lookup(
     for c in entries:
         r = c.entry.record
         table.add_row(
-            c.entry.origin, r.record_id, r.decision_date, r.deciding_authority.name, r.publicity.end,
+            c.entry.origin,
+            r.record_id,
+            r.decision_date,
+            r.deciding_authority.name,
+            r.publicity.end,
             "[green]✓ verified[/]" if c.verified else f"[red]✗ {c.problem}[/]",
         )
     console.print(table)
@@ -224,7 +241,9 @@ def lookup(
 
 
 @keys_app.command("init")
-def keys_init(directory: Annotated[Path, typer.Option("--dir", help="where to write signing.key and signing.pub")]) -> None:
+def keys_init(
+    directory: Annotated[Path, typer.Option("--dir", help="where to write signing.key and signing.pub")],
+) -> None:
     """Create an Ed25519 signing key (refuses to overwrite one)."""
     try:
         key = SigningKey.generate()
@@ -323,13 +342,20 @@ def synth_command(
     """Generate deterministic sample data in the national 双公示 format."""
     if kind not in ("penalty", "licence") or headers not in ("codes", "names"):
         raise _fail("--kind is penalty or licence; --headers is codes or names")
+    chosen_kind: synth.Kind = "penalty" if kind == "penalty" else "licence"
+    chosen_headers: synth.HeaderStyle = "codes" if headers == "codes" else "names"
     if encoding not in ("utf-8", "utf-8-sig", "gb18030"):
         raise _fail("--encoding is utf-8, utf-8-sig or gb18030")
     spec = synth.SynthSpec(
-        region=region, kind=kind, rows=rows, seed=seed, bad_share=bad_share,  # type: ignore[arg-type]
-        shared_share=shared_share, first_row=first_row,
+        region=region,
+        kind=chosen_kind,
+        rows=rows,
+        seed=seed,
+        bad_share=bad_share,
+        shared_share=shared_share,
+        first_row=first_row,
     )
-    summary = synth.write(out, spec, headers=headers, encoding=encoding)  # type: ignore[arg-type]
+    summary = synth.write(out, spec, headers=chosen_headers, encoding=encoding)
     console.print(f"wrote {out}: {summary.rows} rows, {summary.bad} with a deliberate defect")
     for defect, n in summary.defects.most_common():
         console.print(f"    {n:>6} × {defect}")

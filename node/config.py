@@ -158,9 +158,16 @@ def events_topic(origin: str) -> str:
 
 
 _PATH_FIELDS = (
-    ("keys", "signing_key"), ("keys", "pseudonym_key"), ("trust", "bundle"),
-    ("trust", "federation_public_key"), ("grpc", "tls", "cert"), ("grpc", "tls", "key"),
-    ("grpc", "tls", "client_ca"), ("bus", "ssl_cafile"), ("bus", "ssl_certfile"), ("bus", "ssl_keyfile"),
+    ("keys", "signing_key"),
+    ("keys", "pseudonym_key"),
+    ("trust", "bundle"),
+    ("trust", "federation_public_key"),
+    ("grpc", "tls", "cert"),
+    ("grpc", "tls", "key"),
+    ("grpc", "tls", "client_ca"),
+    ("bus", "ssl_cafile"),
+    ("bus", "ssl_certfile"),
+    ("bus", "ssl_keyfile"),
 )
 
 

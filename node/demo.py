@@ -138,7 +138,16 @@ async def _show_profiles(
             title=f"{subject_id} {name}: answered by {asker} {region_name(asker)} over gRPC (mTLS)",
             title_justify="left",
         )
-        for column in ("origin", "kind", "decided", "document", "authority", "publicity", "status", "signature"):
+        for column in (
+            "origin",
+            "kind",
+            "decided",
+            "document",
+            "authority",
+            "publicity",
+            "status",
+            "signature",
+        ):
             table.add_column(column, no_wrap=column != "authority")
         for checked in entries:
             record = checked.entry.record
@@ -159,13 +168,19 @@ async def _show_profiles(
 
 async def _summary(console: Console, nodes: dict[str, Node]) -> None:
     table = Table(title="per-node summary", title_justify="left")
-    for column in ("node", "rows in", "taken in", "rejected rows", "published", "received per origin", "rejected events"):
+    for column in (
+        "node",
+        "rows in",
+        "taken in",
+        "rejected rows",
+        "published",
+        "received per origin",
+        "rejected events",
+    ):
         table.add_column(column)
     for origin, node in nodes.items():
         status = await node.status()
-        received = ", ".join(
-            f"{o}: {n}" for o, n in sorted(status.records_by_origin.items()) if o != origin
-        )
+        received = ", ".join(f"{o}: {n}" for o, n in sorted(status.records_by_origin.items()) if o != origin)
         rejected_events = sum(
             n for counters in status.intake_counters.values() for k, n in counters.items() if k.startswith("rejected:")
         )

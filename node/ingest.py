@@ -19,14 +19,22 @@ from pathlib import Path
 
 import asyncpg
 
-from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
+from credex.node.store import Connection
+from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection, TableMapper
 from credex.adapters.tables import FileUnreadable, Table, read_tables
 from credex.node.ledger import AppendResult, Change, Ledger
 from credex.v1 import event_pb2, record_pb2
 
 ProgressCallback = Callable[[str, int, int], None]
 _QUARANTINE_COLUMNS = (
-    "content_hash", "source", "locator", "source_unit", "source_unit_uscc", "reasons", "messages", "raw",
+    "content_hash",
+    "source",
+    "locator",
+    "source_unit",
+    "source_unit_uscc",
+    "reasons",
+    "messages",
+    "raw",
 )
 
 
@@ -82,7 +90,7 @@ class _Reader:
     def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
         self.path, self.profile, self.context, self.batch_size = path, profile, context, batch_size
         self._tables: Iterator[Table] = read_tables(path)
-        self._current: tuple[Table, object] | None = None
+        self._current: tuple[Table, TableMapper] | None = None
         self.table: Table | None = None
 
     def next_batch(self) -> _Batch | None:
@@ -102,11 +110,9 @@ class _Reader:
             batch.rows += 1
             provenance = event_pb2.Provenance(source=table.source, locator=row.locator, profile=self.profile.name)
             if row.problem is not None:
-                outcome: record_pb2.Record | Rejection = mapper.reject_unread(  # type: ignore[attr-defined]
-                    row.values, row.locator, *row.problem
-                )
+                outcome: record_pb2.Record | Rejection = mapper.reject_unread(row.values, row.locator, *row.problem)
             else:
-                outcome = mapper.map_row(row.values, row.locator)  # type: ignore[attr-defined]
+                outcome = mapper.map_row(row.values, row.locator)
             if isinstance(outcome, Rejection):
                 batch.rejections.append((table.source, outcome))
             else:
@@ -135,16 +141,27 @@ async def ingest_file(
                 await conn.execute(
                     "INSERT INTO ingest_files (content_hash, file_name, profile, rows_in, accepted, quarantined,"
                     " new_records, corrected, unchanged) VALUES ($1, $2, $3, 0, 0, 0, 0, 0, 0)",
-                    content_hash, path.name, profile.name,
+                    content_hash,
+                    path.name,
+                    profile.name,
                 )
-                appended = await _take_in(conn, ledger, profile, context, path, batch_size, content_hash, report, progress)
+                appended = await _take_in(
+                    conn, ledger, profile, context, path, batch_size, content_hash, report, progress
+                )
                 report.first_seq = min(appended.seqs) if appended.seqs else None
                 report.last_seq = max(appended.seqs) if appended.seqs else None
                 await conn.execute(
                     "UPDATE ingest_files SET rows_in = $2, accepted = $3, quarantined = $4, new_records = $5,"
                     " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9 WHERE content_hash = $1",
-                    content_hash, report.rows_in, report.accepted, report.quarantined, report.new,
-                    report.corrected, report.unchanged, report.first_seq, report.last_seq,
+                    content_hash,
+                    report.rows_in,
+                    report.accepted,
+                    report.quarantined,
+                    report.new,
+                    report.corrected,
+                    report.unchanged,
+                    report.first_seq,
+                    report.last_seq,
                 )
         except (FileUnreadable, ProfileError) as exc:
             raise IngestError(f"{exc}; nothing of {path.name} was taken in") from exc
@@ -158,7 +175,7 @@ async def ingest_file(
 
 
 async def _take_in(
-    conn: asyncpg.Connection,
+    conn: Connection,
     ledger: Ledger,
     profile: Profile,
     context: MappingContext,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from credex.node.store import Connection
 from credex.crypto.trust import EventRejected, EventVerifier, VerifiedEvent
 from credex.node import bus, state
 from credex.node.config import NodeConfig, events_topic
@@ -86,12 +87,14 @@ class Intake:
             outcome = await state.insert_events(conn, events)
             await state.upsert_records(conn, outcome.new)
             for conflict in outcome.conflicts:
-                rejections.append(_Rejection(
-                    "event.conflict",
-                    f"{origin} seq {conflict.seq}: a different event is already held under this seq or id",
-                    "",
-                    conflict.envelope,
-                ))
+                rejections.append(
+                    _Rejection(
+                        "event.conflict",
+                        f"{origin} seq {conflict.seq}: a different event is already held under this seq or id",
+                        "",
+                        conflict.envelope,
+                    )
+                )
             if rejections:
                 await conn.executemany(
                     "INSERT INTO intake_rejections (origin, channel, reason, message, key_id, evidence)"
@@ -120,11 +123,22 @@ class Intake:
             metric.labels(self.me, result.origin, f"rejected:{reason}").inc(n)
         METRICS.peer_contiguous.labels(self.me, result.origin).set(result.contiguous_seq)
         for rejection in rejections[:20]:
-            log.warning("%s: rejected event of %s: %s (%s)", channel, result.origin, rejection.message, rejection.reason)
+            log.warning(
+                "%s: rejected event of %s: %s (%s)",
+                channel,
+                result.origin,
+                rejection.message,
+                rejection.reason,
+            )
         if len(rejections) > 20:
             log.warning("%s: ... and %d more rejected events of %s", channel, len(rejections) - 20, result.origin)
         if result.replays:
-            log.info("%s: %d events of %s already held (replay or redelivery), ignored", channel, result.replays, result.origin)
+            log.info(
+                "%s: %d events of %s already held (replay or redelivery), ignored",
+                channel,
+                result.replays,
+                result.origin,
+            )
 
     # -- Kafka --------------------------------------------------------------------
 

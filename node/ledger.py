@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from credex.node.store import Connection
 from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import SigningKey
 from credex.node import state
@@ -61,14 +62,16 @@ class Ledger:
         self.origin = origin
         self.key = key
 
-    async def append(self, conn: asyncpg.Connection, changes: Sequence[Change]) -> AppendResult:
+    async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
         """Record changes; must run inside a transaction, which it extends with the head lock."""
         result = AppendResult()
         if not changes:
             return result
         for change in changes:
             if change.record.origin != self.origin:
-                raise LedgerError(f"record {change.record.record_id} belongs to {change.record.origin}, not {self.origin}")
+                raise LedgerError(
+                    f"record {change.record.record_id} belongs to {change.record.origin}, not {self.origin}"
+                )
         head = await self._lock_head(conn)
         ids = list({c.record.record_id for c in changes})
         held: dict[str, tuple[bytes, int]] = {
@@ -98,7 +101,7 @@ class Ledger:
         await self._store(conn, stored, head, result)
         return result
 
-    async def revoke(self, conn: asyncpg.Connection, record_id: str, reason: str) -> AppendResult:
+    async def revoke(self, conn: Connection, record_id: str, reason: str) -> AppendResult:
         """Withdraw a record of this origin; the event carries the state being withdrawn."""
         result = AppendResult()
         head = await self._lock_head(conn)
@@ -118,7 +121,7 @@ class Ledger:
         await self._store(conn, [event], head + 1, result)
         return result
 
-    async def _lock_head(self, conn: asyncpg.Connection) -> int:
+    async def _lock_head(self, conn: Connection) -> int:
         head = await conn.fetchval("SELECT seq FROM ledger_head WHERE origin = $1 FOR UPDATE", self.origin)
         if head is None:
             await conn.execute(
@@ -159,9 +162,7 @@ class Ledger:
             recorded_at=recorded_at.ToDatetime(tzinfo=dt.UTC),
         )
 
-    async def _store(
-        self, conn: asyncpg.Connection, events: list[state.StoredEvent], head: int, result: AppendResult
-    ) -> None:
+    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
         if not events:
             return
         await state.copy_events(conn, events)
@@ -170,7 +171,8 @@ class Ledger:
         await conn.execute(
             "INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
             " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2, updated_at = now()",
-            self.origin, head,
+            self.origin,
+            head,
         )
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         result.seqs.extend(e.seq for e in events)

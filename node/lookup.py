@@ -35,8 +35,10 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
         self.bundle = bundle
         self.audit = audit
 
-    async def GetProfile(  # noqa: N802 - gRPC method name
-        self, request: lookup_pb2.GetProfileRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    async def GetProfile(
+        self,
+        request: lookup_pb2.GetProfileRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> lookup_pb2.Profile:
         started = time.perf_counter()
         caller = identify(context, self.config.access, self.bundle)
@@ -54,8 +56,10 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
         METRICS.lookup_seconds.labels(self.config.origin, "GetProfile").observe(time.perf_counter() - started)
         return lookup_pb2.Profile(subject_id=code, entries=entries)
 
-    async def GetRecord(  # noqa: N802 - gRPC method name
-        self, request: lookup_pb2.GetRecordRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    async def GetRecord(
+        self,
+        request: lookup_pb2.GetRecordRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> lookup_pb2.RecordAnswer:
         caller = identify(context, self.config.access, self.bundle)
         purpose = await _purpose(request.purpose, context)
@@ -83,8 +87,14 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
         answered: int,
     ) -> None:
         entry = AuditEntry(
-            caller=caller.identity, role=caller.role, method=method, subject_id=subject_id, purpose=purpose,
-            answered=answered, status="OK", at=dt.datetime.now(dt.UTC),
+            caller=caller.identity,
+            role=caller.role,
+            method=method,
+            subject_id=subject_id,
+            purpose=purpose,
+            answered=answered,
+            status="OK",
+            at=dt.datetime.now(dt.UTC),
         )
         try:
             await self.audit.record(entry)
@@ -110,5 +120,3 @@ def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_
         entry.envelope.ParseFromString(row["envelope"])
         entries.append(entry)
     return entries
-
-

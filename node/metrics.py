@@ -13,27 +13,52 @@ from prometheus_client import Counter, Gauge, Histogram
 
 @dataclass(frozen=True)
 class _Metrics:
-    rows_in: Counter = field(default_factory=lambda: Counter(
-        "credex_ingest_rows", "Rows taken in from platform files, by outcome", ["origin", "outcome"]))
-    events_signed: Counter = field(default_factory=lambda: Counter(
-        "credex_events_signed", "Events appended to this node's own log", ["origin"]))
-    events_published: Counter = field(default_factory=lambda: Counter(
-        "credex_events_published", "Own events acknowledged by the broker", ["origin"]))
-    relay_errors: Counter = field(default_factory=lambda: Counter(
-        "credex_relay_errors", "Relay failures (broker or database unavailable)", ["origin"]))
-    intake: Counter = field(default_factory=lambda: Counter(
-        "credex_intake_events", "Peer events by outcome (applied, replay, rejected reasons)",
-        ["origin", "peer", "outcome"]))
-    intake_errors: Counter = field(default_factory=lambda: Counter(
-        "credex_intake_errors", "Intake loop failures (broker or database unavailable)", ["origin"]))
-    sync_fetched: Counter = field(default_factory=lambda: Counter(
-        "credex_sync_events_fetched", "Events fetched over gRPC to close gaps", ["origin", "peer"]))
-    peer_contiguous: Gauge = field(default_factory=lambda: Gauge(
-        "credex_origin_contiguous_seq", "Highest seq held without a gap, per origin", ["origin", "peer"]))
-    lookups: Counter = field(default_factory=lambda: Counter(
-        "credex_lookups", "gRPC lookups answered, by method and status", ["origin", "method", "status"]))
-    lookup_seconds: Histogram = field(default_factory=lambda: Histogram(
-        "credex_lookup_seconds", "gRPC lookup latency", ["origin", "method"]))
+    rows_in: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_ingest_rows", "Rows taken in from platform files, by outcome", ["origin", "outcome"]
+        )
+    )
+    events_signed: Counter = field(
+        default_factory=lambda: Counter("credex_events_signed", "Events appended to this node's own log", ["origin"])
+    )
+    events_published: Counter = field(
+        default_factory=lambda: Counter("credex_events_published", "Own events acknowledged by the broker", ["origin"])
+    )
+    relay_errors: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_relay_errors", "Relay failures (broker or database unavailable)", ["origin"]
+        )
+    )
+    intake: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_intake_events",
+            "Peer events by outcome (applied, replay, rejected reasons)",
+            ["origin", "peer", "outcome"],
+        )
+    )
+    intake_errors: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_intake_errors", "Intake loop failures (broker or database unavailable)", ["origin"]
+        )
+    )
+    sync_fetched: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_sync_events_fetched", "Events fetched over gRPC to close gaps", ["origin", "peer"]
+        )
+    )
+    peer_contiguous: Gauge = field(
+        default_factory=lambda: Gauge(
+            "credex_origin_contiguous_seq", "Highest seq held without a gap, per origin", ["origin", "peer"]
+        )
+    )
+    lookups: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_lookups", "gRPC lookups answered, by method and status", ["origin", "method", "status"]
+        )
+    )
+    lookup_seconds: Histogram = field(
+        default_factory=lambda: Histogram("credex_lookup_seconds", "gRPC lookup latency", ["origin", "method"])
+    )
 
 
 METRICS = _Metrics()

@@ -42,13 +42,13 @@ class PeerChannels:
             self._channels[endpoint] = open_channel(endpoint, ca=ca, cert=cert, key=key)
         return self._channels[endpoint]
 
-    def exchange(self, endpoint: str) -> exchange_pb2_grpc.ExchangeServiceStub:
+    def exchange(self, endpoint: str) -> exchange_pb2_grpc.ExchangeServiceAsyncStub:
         return exchange_pb2_grpc.ExchangeServiceStub(self.channel(endpoint))
 
-    def lookup(self, endpoint: str) -> lookup_pb2_grpc.LookupServiceStub:
+    def lookup(self, endpoint: str) -> lookup_pb2_grpc.LookupServiceAsyncStub:
         return lookup_pb2_grpc.LookupServiceStub(self.channel(endpoint))
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(grace=None)
         self._channels.clear()

@@ -55,9 +55,10 @@ class Relay:
                 attempt += 1
 
     async def _run_as_leader(self) -> None:
-        conn: asyncpg.Connection = await self.pool.acquire()
+        conn = await self.pool.acquire()
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _RELAY_LOCK, self.origin):
+            lock = "SELECT pg_try_advisory_lock($1, hashtext($2))"
+            while not await conn.fetchval(lock, _RELAY_LOCK, self.origin):  # noqa: ASYNC110 - a database lock
                 await asyncio.sleep(2.0)  # another replica publishes
             await conn.add_listener(NOTIFY_CHANNEL, self.wake)
             producer = AIOKafkaProducer(
@@ -95,7 +96,9 @@ class Relay:
             rows = await conn.fetch(
                 "SELECT seq, event_id, event_type, subject_id, envelope, recorded_at FROM events"
                 " WHERE origin = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                self.origin, published, self.config.relay.batch_size,
+                self.origin,
+                published,
+                self.config.relay.batch_size,
             )
         self.published_seq = int(published)
         if not rows:
@@ -106,7 +109,11 @@ class Relay:
                 value=bytes(row["envelope"]),
                 key=row["subject_id"].encode(),
                 headers=bus.cloudevent_headers(
-                    self.origin, row["seq"], str(row["event_id"]), row["event_type"], row["subject_id"],
+                    self.origin,
+                    row["seq"],
+                    str(row["event_id"]),
+                    row["event_type"],
+                    row["subject_id"],
                     row["recorded_at"],
                 ),
             )
@@ -116,8 +123,10 @@ class Relay:
         last = int(rows[-1]["seq"])
         async with self.pool.acquire() as conn:
             await conn.execute(
-                "UPDATE relay_outbox SET published_seq = $2, published_at = now() WHERE origin = $1 AND published_seq < $2",
-                self.origin, last,
+                "UPDATE relay_outbox SET published_seq = $2, published_at = now()"
+                " WHERE origin = $1 AND published_seq < $2",
+                self.origin,
+                last,
             )
         self.published_seq = last
         METRICS.events_published.labels(self.origin).inc(len(rows))

@@ -120,7 +120,12 @@ class Node:
             self._spawn(self.intake.consume(self.bootstrap_servers, peers), "intake")
             self._spawn(self.sync.run(), "sync")
             self._spawn(self._refresh_bundle(), "bundle-refresh")
-        log.info("node %s started (gRPC port %s, broker %s)", self.origin, self.port or "-", self.bootstrap_servers or "-")
+        log.info(
+            "node %s started (gRPC port %s, broker %s)",
+            self.origin,
+            self.port or "-",
+            self.bootstrap_servers or "-",
+        )
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{self.origin}:{name}")
@@ -177,7 +182,11 @@ class Node:
                 log.error("new trust bundle rejected, keeping version %d: %s", self.bundle.version, exc)
                 continue
             if bundle.version <= self.bundle.version:
-                log.warning("trust bundle version %d is not newer than %d; ignored", bundle.version, self.bundle.version)
+                log.warning(
+                    "trust bundle version %d is not newer than %d; ignored",
+                    bundle.version,
+                    self.bundle.version,
+                )
                 continue
             log.info("trust bundle updated to version %d", bundle.version)
             self.bundle = bundle
@@ -190,14 +199,17 @@ class Node:
     def mapping_context(self) -> MappingContext:
         return MappingContext(origin=self.origin, publicity=self.config.publicity, pseudonymizer=self.pseudonymizer)
 
-    async def ingest(
-        self, paths: Sequence[Path], profile: Profile, progress: Any = None
-    ) -> list[FileReport]:
+    async def ingest(self, paths: Sequence[Path], profile: Profile, progress: Any = None) -> list[FileReport]:
         assert self.pool is not None, "node is not started"
         return [
             await ingest_file(
-                self.pool, self.ledger, profile, self.mapping_context(), path,
-                batch_size=self.config.ingest.batch_size, progress=progress,
+                self.pool,
+                self.ledger,
+                profile,
+                self.mapping_context(),
+                path,
+                batch_size=self.config.ingest.batch_size,
+                progress=progress,
             )
             for path in paths
         ]
@@ -207,8 +219,9 @@ class Node:
         result = NodeStatus(self.origin)
         async with self.pool.acquire() as conn:
             files = await conn.fetchrow(
-                "SELECT count(*) AS files, coalesce(sum(rows_in), 0) AS rows_in, coalesce(sum(accepted), 0) AS accepted,"
-                " coalesce(sum(quarantined), 0) AS quarantined FROM ingest_files"
+                "SELECT count(*) AS files, coalesce(sum(rows_in), 0) AS rows_in,"
+                " coalesce(sum(accepted), 0) AS accepted, coalesce(sum(quarantined), 0) AS quarantined"
+                " FROM ingest_files"
             )
             assert files is not None
             result.files, result.rows_in = files["files"], files["rows_in"]

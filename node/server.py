@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 import grpc
@@ -43,7 +44,7 @@ def server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
 
 async def start_server(
     config: NodeConfig, pool: asyncpg.Pool, bundle: TrustBundle, audit: AuditLog
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -53,7 +54,7 @@ async def start_server(
     )
     lookup_pb2_grpc.add_LookupServiceServicer_to_server(LookupService(config, pool, bundle, audit), server)
     exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(ExchangeService(config, pool, bundle), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     credentials = server_credentials(config)

@@ -18,14 +18,32 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from credex.node.store import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
-_EVENT_COLUMNS = ("origin", "seq", "event_id", "event_type", "record_id", "subject_id", "envelope", "recorded_at")
+_EVENT_COLUMNS = (
+    "origin",
+    "seq",
+    "event_id",
+    "event_type",
+    "record_id",
+    "subject_id",
+    "envelope",
+    "recorded_at",
+)
 _RECORD_COLUMNS = (
-    "record_id", "origin", "subject_id", "kind", "seq", "status", "sharing_level", "publicity_end", "digest",
+    "record_id",
+    "origin",
+    "subject_id",
+    "kind",
+    "seq",
+    "status",
+    "sharing_level",
+    "publicity_end",
+    "digest",
     "record",
 )
-_STATUS_BY_TYPE = {
+_STATUS_BY_TYPE: dict[int, int] = {
     event_pb2.EVENT_TYPE_UPSERT: lookup_pb2.ENTRY_STATUS_ACTIVE,
     event_pb2.EVENT_TYPE_CORRECT: lookup_pb2.ENTRY_STATUS_ACTIVE,
     event_pb2.EVENT_TYPE_REVOKE: lookup_pb2.ENTRY_STATUS_REVOKED,
@@ -80,21 +98,34 @@ class StoredEvent:
 
     def event_row(self) -> tuple[object, ...]:
         return (
-            self.origin, self.seq, self.event_id, self.event_type, self.record_id, self.subject_id,
-            self.envelope, self.recorded_at,
+            self.origin,
+            self.seq,
+            self.event_id,
+            self.event_type,
+            self.record_id,
+            self.subject_id,
+            self.envelope,
+            self.recorded_at,
         )
 
     def record_row(self) -> tuple[object, ...]:
         encoded = record_bytes(self.record)
         end = self.record.publicity.end
         return (
-            self.record_id, self.origin, self.subject_id, self.record.kind, self.seq,
-            _STATUS_BY_TYPE.get(self.event_type, lookup_pb2.ENTRY_STATUS_ACTIVE), self.record.sharing_level,
-            dt.date.fromisoformat(end) if end else None, record_digest(encoded), encoded,
+            self.record_id,
+            self.origin,
+            self.subject_id,
+            self.record.kind,
+            self.seq,
+            _STATUS_BY_TYPE.get(self.event_type, lookup_pb2.ENTRY_STATUS_ACTIVE),
+            self.record.sharing_level,
+            dt.date.fromisoformat(end) if end else None,
+            record_digest(encoded),
+            encoded,
         )
 
 
-async def copy_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> None:
+async def copy_events(conn: Connection, events: Sequence[StoredEvent]) -> None:
     """Append events that cannot conflict (the ledger holds its origin's head lock)."""
     await conn.copy_records_to_table("events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
 
@@ -102,11 +133,11 @@ async def copy_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -
 @dataclass(frozen=True, slots=True)
 class InsertOutcome:
     new: list[StoredEvent]
-    replays: list[StoredEvent]    # already held, byte for byte
+    replays: list[StoredEvent]  # already held, byte for byte
     conflicts: list[StoredEvent]  # same (origin, seq) or event id, different content
 
 
-async def insert_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> InsertOutcome:
+async def insert_events(conn: Connection, events: Sequence[StoredEvent]) -> InsertOutcome:
     """Insert events that may already be held; sort out replays from conflicting versions."""
     if not events:
         return InsertOutcome([], [], [])
@@ -114,9 +145,7 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[StoredEvent])
         "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     await conn.execute("TRUNCATE staged_events")
-    await conn.copy_records_to_table(
-        "staged_events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS
-    )
+    await conn.copy_records_to_table("staged_events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
     inserted = await conn.fetch(
         "INSERT INTO events SELECT * FROM staged_events ON CONFLICT DO NOTHING RETURNING origin, seq"
     )
@@ -129,7 +158,8 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[StoredEvent])
         "SELECT s.origin, s.seq FROM staged_events s JOIN events e"
         " ON e.origin = s.origin AND e.seq = s.seq AND e.event_id = s.event_id AND e.envelope = s.envelope"
         " WHERE (s.origin, s.seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
-        [e.origin for e in rest], [e.seq for e in rest],
+        [e.origin for e in rest],
+        [e.seq for e in rest],
     )
     same_keys = {(r["origin"], r["seq"]) for r in same}
     replays = [e for e in rest if (e.origin, e.seq) in same_keys]
@@ -137,7 +167,7 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[StoredEvent])
     return InsertOutcome(new, replays, conflicts)
 
 
-async def upsert_records(conn: asyncpg.Connection, events: Iterable[StoredEvent]) -> None:
+async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> None:
     """Make each record's state the one of its highest-seq event; never cross origins."""
     latest: dict[str, StoredEvent] = {}
     for event in events:
@@ -146,9 +176,7 @@ async def upsert_records(conn: asyncpg.Connection, events: Iterable[StoredEvent]
             latest[event.record_id] = event
     if not latest:
         return
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS"
-    )
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS")
     await conn.execute("TRUNCATE staged_records")
     await conn.copy_records_to_table(
         "staged_records", records=[e.record_row() for e in latest.values()], columns=_RECORD_COLUMNS
@@ -163,7 +191,7 @@ async def upsert_records(conn: asyncpg.Connection, events: Iterable[StoredEvent]
     )
 
 
-async def advance_progress(conn: asyncpg.Connection, origin: str) -> tuple[int, int]:
+async def advance_progress(conn: Connection, origin: str) -> tuple[int, int]:
     """Move the origin's gap-free watermark as far as the stored events allow.
 
     Returns (contiguous_seq, max_seq). The walk starts at the old watermark, so
@@ -180,20 +208,25 @@ async def advance_progress(conn: asyncpg.Connection, origin: str) -> tuple[int, 
         "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM events WHERE origin = $1 AND seq = $2 + 1) THEN $2"
         " ELSE (SELECT min(e.seq) FROM events e WHERE e.origin = $1 AND e.seq > $2"
         "       AND NOT EXISTS (SELECT 1 FROM events n WHERE n.origin = e.origin AND n.seq = e.seq + 1)) END",
-        origin, contiguous,
+        origin,
+        contiguous,
     )
     max_seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
     await conn.execute(
         "UPDATE origin_progress SET contiguous_seq = $2, max_seq = $3, updated_at = now() WHERE origin = $1",
-        origin, new_contiguous, max_seq,
+        origin,
+        new_contiguous,
+        max_seq,
     )
     return int(new_contiguous), int(max_seq)
 
 
-async def count(conn: asyncpg.Connection, origin: str, outcome: str, n: int) -> None:
+async def count(conn: Connection, origin: str, outcome: str, n: int) -> None:
     if n:
         await conn.execute(
             "INSERT INTO intake_counters (origin, outcome, n) VALUES ($1, $2, $3)"
             " ON CONFLICT (origin, outcome) DO UPDATE SET n = intake_counters.n + EXCLUDED.n",
-            origin, outcome, n,
+            origin,
+            outcome,
+            n,
         )

@@ -13,6 +13,10 @@ from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection taken from a pool or opened directly; the store accepts both.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Connection) -> list[str]:
     """Apply the migrations this database has not seen; return their names."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)

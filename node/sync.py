@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 class Sync:
     def __init__(
-        self, config: NodeConfig, pool: asyncpg.Pool, bundle: TrustBundle, intake: Intake, channels: PeerChannels
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        bundle: TrustBundle,
+        intake: Intake,
+        channels: PeerChannels,
     ) -> None:
         self.config = config
         self.pool = pool

@@ -42,9 +42,7 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")
-    return sorted(
-        p for p in (out_dir / "credex" / "v1").iterdir() if p.name.endswith(GENERATED_SUFFIXES)
-    )
+    return sorted(p for p in (out_dir / "credex" / "v1").iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
 
 def main() -> None:
