@@ -19,10 +19,10 @@ from pathlib import Path
 
 import asyncpg
 
-from credex.node.store import Connection
 from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection, TableMapper
 from credex.adapters.tables import FileUnreadable, Table, read_tables
 from credex.node.ledger import AppendResult, Change, Ledger
+from credex.node.store import Connection
 from credex.v1 import event_pb2, record_pb2
 
 ProgressCallback = Callable[[str, int, int], None]

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from credex.node.store import Connection
 from credex.crypto.trust import EventRejected, EventVerifier, VerifiedEvent
 from credex.node import bus, state
 from credex.node.config import NodeConfig, events_topic

@@ -15,13 +15,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex.node.store import Connection
 from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import SigningKey
 from credex.node import state
+from credex.node.store import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 NOTIFY_CHANNEL = "credex_outbox"

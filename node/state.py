@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
 from credex.node.store import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
