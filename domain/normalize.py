@@ -106,9 +106,10 @@ def parse_date(raw: object) -> dt.date | None:
         if match:
             year, month, day = (int(g) for g in match.groups())
             try:
-                return _in_range(dt.date(year, month, day), text)
+                value = dt.date(year, month, day)
             except ValueError:
                 raise ValueRejected("date.invalid", f"{text!r} is not a calendar date") from None
+            return _in_range(value, text)
     if re.fullmatch(r"\d{1,5}(\.\d+)?", text):
         return _excel_serial(float(text), text)
     raise ValueRejected("date.format", f"{text!r} is not a date in any known form")

@@ -152,11 +152,16 @@ def ingest(
                         continue
                     finally:
                         progress.remove_task(task)
-                    note = "  (already taken in; nothing changed)" if report.already_taken else ""
+                    balance = (
+                        f"{report.rows_in} rows in / {report.accepted} accepted / {report.quarantined} quarantined"
+                    )
+                    if report.already_taken:
+                        console.print(f"{path}: already taken in ({balance}); nothing changed", soft_wrap=True)
+                        continue
                     console.print(
-                        f"{path}: {report.rows_in} rows in / {report.accepted} accepted / "
-                        f"{report.quarantined} quarantined — {report.new} new, {report.corrected} corrected, "
-                        f"{report.unchanged} unchanged{note}"
+                        f"{path}: {balance} — {report.new} new, {report.corrected} corrected, "
+                        f"{report.unchanged} unchanged",
+                        soft_wrap=True,
                     )
                     for reason, n in report.reasons.most_common():
                         console.print(f"    quarantined {n:>6} × {reason}")
@@ -365,3 +370,7 @@ def main() -> None:
     with contextlib.suppress(BrokenPipeError):
         app()
     sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from credex.crypto.keys import SigningKey
+from credex.crypto.keys import SigningKey, load_public
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.tls import CertificateAuthority
 from credex.crypto.trust import Member, MemberKey, TrustBundle
@@ -154,6 +154,10 @@ class LocalFederation:
                 f'"{GOVERNMENT_CLIENT}" = "government"',
             ]
         return "\n".join(lines) + "\n"
+
+    def bundle_now(self) -> TrustBundle:
+        """The signed bundle as it is on disk, checked against the federation key."""
+        return TrustBundle.load_signed(self.layout.bundle, load_public(self.layout.federation_public))
 
     def config(self, origin: str, **overrides: Any) -> NodeConfig:
         return load_config(self.layout.config_path(origin), **overrides)

@@ -47,6 +47,7 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
             code = uscc_codes.validate(request.uscc).code
         except uscc_codes.InvalidSubjectCode as exc:
             METRICS.lookups.labels(self.config.origin, "GetProfile", "INVALID_ARGUMENT").inc()
+            await self._audit(context, caller, "GetProfile", request.uscc[:64], purpose, 0, "INVALID_ARGUMENT")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"uscc: {exc.message}")
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_ENTRY_QUERY + " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id", code)
@@ -70,7 +71,8 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
         entries = _visible_entries(rows, caller)
         subject = entries[0].record.subject if entries else None
         subject_id = (subject.uscc or subject.person_pseudonym) if subject is not None else ""
-        await self._audit(context, caller, "GetRecord", subject_id or request.record_id, purpose, len(entries))
+        status = "OK" if entries else "NOT_FOUND"
+        await self._audit(context, caller, "GetRecord", subject_id or request.record_id, purpose, len(entries), status)
         if not entries:
             METRICS.lookups.labels(self.config.origin, "GetRecord", "NOT_FOUND").inc()
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no record {request.record_id} visible to you")
@@ -85,7 +87,9 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
         subject_id: str,
         purpose: str,
         answered: int,
+        status: str = "OK",
     ) -> None:
+        """Write the entry before answering; failed requests are audited too (probing is worth seeing)."""
         entry = AuditEntry(
             caller=caller.identity,
             role=caller.role,
@@ -93,7 +97,7 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
             subject_id=subject_id,
             purpose=purpose,
             answered=answered,
-            status="OK",
+            status=status,
             at=dt.datetime.now(dt.UTC),
         )
         try:
