@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
-from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
 from credex.crypto.pseudonym import Pseudonymizer
@@ -209,7 +208,8 @@ class TableMapper:
         if missing:
             raise ProfileError(f"{source}: required columns missing for {kind.kind}: {'; '.join(missing)}")
         self.bindings = bindings
-        self._verbatim = {b.path: tuple(b.spec.verbatim.split(".")) for b in bindings if b.spec.verbatim}
+        # Bindings that can yield a value: a column is present or a default is set.
+        self._active = [b for b in bindings if b.column_index >= 0 or b.spec.default is not None]
         self._source_unit = next((b for b in bindings if b.path == "source_unit.name"), None)
         self._source_unit_uscc = next((b for b in bindings if b.path == "source_unit.uscc"), None)
 
@@ -229,46 +229,61 @@ class TableMapper:
     def map_row(self, values: Sequence[object], locator: str) -> record_pb2.Record | Rejection:
         problems: list[Problem] = []
         converted: dict[str, Any] = {}
-        record = record_pb2.Record(
-            origin=self.context.origin,
-            kind=record_pb2.Kind.ValueType(self.kind_number),
-            category=record_pb2.Category.ValueType(self.category_number),
-            sharing_level=record_pb2.SharingLevel.ValueType(self.sharing_number),
-        )
-        if len(values) != len(self.header):
-            problems.append(
-                Problem("row.columns", "", f"row has {len(values)} cells but the header has {len(self.header)}")
-            )
-        for binding in self.bindings:
-            raw = values[binding.column_index] if 0 <= binding.column_index < len(values) else None
+        # Fields are gathered as keyword arguments and the record is built once:
+        # far cheaper than setting nested attributes one by one on a message.
+        fields: dict[str, Any] = {}
+        width = len(values)
+        if width != len(self.header):
+            problems.append(Problem("row.columns", "", f"row has {width} cells but the header has {len(self.header)}"))
+        for binding in self._active:
+            index = binding.column_index
+            raw = values[index] if 0 <= index < width else None
             if raw is None or (isinstance(raw, str) and not raw.strip()):
                 raw = binding.spec.default
+                if raw is None:  # empty and no default: nothing to convert
+                    if binding.spec.required:
+                        problems.append(
+                            Problem("field.missing", binding.column_label, f"{binding.column_label} is empty")
+                        )
+                    continue
             try:
                 value = binding.convert(raw)
             except (ValueRejected, uscc_codes.InvalidSubjectCode) as exc:
                 problems.append(Problem(exc.reason, binding.column_label, f"{binding.column_label}: {exc.message}"))
                 continue
-            if value in ("", None, []):
+            if value is None or value in ("", []):
                 if binding.spec.required:
                     problems.append(Problem("field.missing", binding.column_label, f"{binding.column_label} is empty"))
                 continue
             converted[binding.path] = value
             if binding.target is not None:
-                _assign(record, binding.target, value)
-            verbatim = self._verbatim.get(binding.path)
-            if verbatim is not None:
-                _assign(record, verbatim, clean_text(raw))
-        if not problems:
-            self._apply_rules(record, converted, problems)
+                _gather(fields, binding.target, value)
+            if binding.spec.verbatim:
+                _gather(fields, tuple(binding.spec.verbatim.split(".")), clean_text(raw))
         if problems:
-            return Rejection(
-                locator=locator,
-                problems=tuple(problems),
-                raw=self.raw_dict(values),
-                source_unit=str(converted.get("source_unit.name", self._raw_text(values, self._source_unit))),
-                source_unit_uscc=str(converted.get("source_unit.uscc", self._raw_text(values, self._source_unit_uscc))),
-            )
+            return self._rejection(values, locator, problems, converted)
+        record = record_pb2.Record(
+            origin=self.context.origin,
+            kind=record_pb2.Kind.ValueType(self.kind_number),
+            category=record_pb2.Category.ValueType(self.category_number),
+            sharing_level=record_pb2.SharingLevel.ValueType(self.sharing_number),
+            **fields,
+        )
+        self._apply_rules(record, converted, problems)
+        if problems:
+            return self._rejection(values, locator, problems, converted)
         return record
+
+    def _rejection(
+        self, values: Sequence[object], locator: str, problems: list[Problem], converted: dict[str, Any]
+    ) -> Rejection:
+        return Rejection(
+            locator=locator,
+            problems=tuple(problems),
+            raw=self.raw_dict(values),
+            source_unit=str(converted.get("source_unit.name", self._raw_text(values, self._source_unit))),
+            source_unit_uscc=str(converted.get("source_unit.uscc", self._raw_text(values, self._source_unit_uscc))),
+        )
 
     def reject_unread(self, values: Sequence[object], locator: str, reason: str, message: str) -> Rejection:
         """A row the reader already found broken (bad bytes, bad CSV quoting)."""
@@ -417,7 +432,7 @@ def _code_converter(table: dict[str, int], *, multiple: bool, list_name: str) ->
     def convert(raw: object) -> Any:
         text = clean_text(raw)
         if not text:
-            return [] if multiple else 0
+            return [] if multiple else None
         if not multiple:
             return lookup(text)
         tokens = [t.strip() for t in text.replace("；", ";").split(";") if t.strip()]
@@ -464,13 +479,9 @@ def _enum_of(path: str) -> EnumDescriptor:
     return found.enum_type
 
 
-def _assign(record: Message, path: tuple[str, ...], value: Any) -> None:
-    holder: Any = record
+def _gather(fields: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Put a converted value where the record constructor expects it (nested dicts for messages)."""
+    holder = fields
     for part in path[:-1]:
-        holder = getattr(holder, part)
-    if isinstance(value, list):
-        getattr(holder, path[-1]).extend(value)
-    elif isinstance(value, dt.date):
-        setattr(holder, path[-1], value.isoformat())
-    else:
-        setattr(holder, path[-1], value)
+        holder = holder.setdefault(part, {})
+    holder[path[-1]] = value.isoformat() if isinstance(value, dt.date) else value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def _read_csv(path: Path) -> Table:
                 if not any(cell.strip() for cell in values):
                     continue
                 problem = None
-                if any(_has_surrogates(cell) for cell in values):
+                if _has_surrogates("".join(values)):
                     problem = ("row.encoding", f"bytes that are not valid {encoding} text")
                 yield Row(f"line {reader.line_num}", list(values), problem)
 
@@ -146,8 +147,12 @@ def _read_csv(path: Path) -> Table:
     return Table(source=path.name, header=[str(h) for h in header], rows=rows(), encoding=encoding, progress=progress)
 
 
+_SURROGATES = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    """Undecodable bytes show up as lone surrogates under ``errors="surrogateescape"``."""
+    return _SURROGATES.search(text) is not None
 
 
 def _read_xlsx(path: Path) -> Iterator[Table]:

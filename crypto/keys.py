@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -32,25 +31,23 @@ def public_raw(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-@dataclass(frozen=True)
 class SigningKey:
-    private: Ed25519PrivateKey
+    """An Ed25519 private key with its public bytes and key id computed once (every envelope carries the id)."""
+
+    __slots__ = ("key_id", "private", "public_raw")
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self.private = private
+        self.public_raw: bytes = public_raw(private.public_key())
+        self.key_id: str = key_id(self.public_raw)
 
     @classmethod
     def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate())
 
     @property
-    def public_raw(self) -> bytes:
-        return public_raw(self.private.public_key())
-
-    @property
     def public_b64(self) -> str:
         return base64.b64encode(self.public_raw).decode()
-
-    @property
-    def key_id(self) -> str:
-        return key_id(self.public_raw)
 
     def sign(self, message: bytes) -> bytes:
         return self.private.sign(message)

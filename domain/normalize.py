@@ -40,7 +40,9 @@ def clean_text(raw: object) -> str:
     """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''."""
     if raw is None:
         return ""
-    text = unicodedata.normalize("NFKC", str(raw))
+    text = str(raw)
+    if not text.isascii():  # ASCII is already in NFKC
+        text = unicodedata.normalize("NFKC", text)
     text = " ".join(text.split())
     if text in MISSING:
         return ""

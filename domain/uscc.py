@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from stdnum.cn import uscc as stdnum_uscc
 
@@ -98,8 +99,12 @@ def check_char(first17: str) -> str:
     return str(stdnum_uscc.calc_check_digit(first17))
 
 
+@lru_cache(maxsize=65536)
 def validate(raw: str) -> USCC:
-    """Return the normalized code or raise :class:`InvalidSubjectCode` saying what is wrong."""
+    """Return the normalized code or raise :class:`InvalidSubjectCode` saying what is wrong.
+
+    Cached: the same authorities and companies recur on most rows of a file.
+    """
     code = normalize(raw)
     if not code:
         raise InvalidSubjectCode("uscc.missing", "统一社会信用代码 is empty")

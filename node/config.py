@@ -100,6 +100,8 @@ class SyncConfig(BaseModel):
 
 class IngestConfig(BaseModel):
     batch_size: int = 2000
+    # Files at least this big are mapped in a worker process, overlapping with signing; 0: never.
+    parallel_from_bytes: int = 8 * 1024 * 1024
 
 
 class NodeConfig(BaseSettings):

@@ -13,17 +13,17 @@ import asyncio
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
-from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection, TableMapper
-from credex.adapters.tables import FileUnreadable, Table, read_tables
-from credex.node.ledger import AppendResult, Change, Ledger
+from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
+from credex.adapters.tables import FileUnreadable
+from credex.node.ledger import AppendResult, Ledger
+from credex.node.mapping import Mapping, open_mapping
 from credex.node.store import Connection
-from credex.v1 import event_pb2, record_pb2
 
 ProgressCallback = Callable[[str, int, int], None]
 _QUARANTINE_COLUMNS = (
@@ -73,53 +73,6 @@ def file_hash(path: Path) -> bytes:
     return digest.digest()
 
 
-@dataclass
-class _Batch:
-    changes: list[Change] = field(default_factory=list)
-    rejections: list[tuple[str, Rejection]] = field(default_factory=list)
-    rows: int = 0
-
-
-class _Reader:
-    """Pulls rows from every table of a file through the profile, a batch at a time.
-
-    Runs in a worker thread (it is CPU-bound), so the node's event loop keeps
-    serving lookups and intake while a large file is mapped.
-    """
-
-    def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
-        self.path, self.profile, self.context, self.batch_size = path, profile, context, batch_size
-        self._tables: Iterator[Table] = read_tables(path)
-        self._current: tuple[Table, TableMapper] | None = None
-        self.table: Table | None = None
-
-    def next_batch(self) -> _Batch | None:
-        batch = _Batch()
-        while batch.rows < self.batch_size:
-            if self._current is None:
-                table = next(self._tables, None)
-                if table is None:
-                    break
-                mapper = self.profile.bind(table.header, table.source, self.context)
-                self._current, self.table = (table, mapper), table
-            table, mapper = self._current
-            row = next(table.rows, None)
-            if row is None:
-                self._current = None
-                continue
-            batch.rows += 1
-            provenance = event_pb2.Provenance(source=table.source, locator=row.locator, profile=self.profile.name)
-            if row.problem is not None:
-                outcome: record_pb2.Record | Rejection = mapper.reject_unread(row.values, row.locator, *row.problem)
-            else:
-                outcome = mapper.map_row(row.values, row.locator)
-            if isinstance(outcome, Rejection):
-                batch.rejections.append((table.source, outcome))
-            else:
-                batch.changes.append(Change(outcome, provenance))
-        return batch if batch.rows else None
-
-
 async def ingest_file(
     pool: asyncpg.Pool,
     ledger: Ledger,
@@ -128,8 +81,10 @@ async def ingest_file(
     path: Path,
     *,
     batch_size: int = 2000,
+    parallel_from_bytes: int = 0,
     progress: ProgressCallback | None = None,
 ) -> FileReport:
+    """Take one file in; ``parallel_from_bytes`` > 0 maps files at least that big in a worker process."""
     content_hash = await asyncio.to_thread(file_hash, path)
     report = FileReport(path=str(path), content_hash=content_hash.hex(), profile=profile.name)
     async with pool.acquire() as conn:
@@ -145,9 +100,11 @@ async def ingest_file(
                     path.name,
                     profile.name,
                 )
-                appended = await _take_in(
-                    conn, ledger, profile, context, path, batch_size, content_hash, report, progress
-                )
+                mapping = open_mapping(path, profile, context, batch_size, parallel_from_bytes=parallel_from_bytes)
+                try:
+                    appended = await _take_in(conn, ledger, mapping, path, content_hash, report, progress)
+                finally:
+                    mapping.close()
                 report.first_seq = min(appended.seqs) if appended.seqs else None
                 report.last_seq = max(appended.seqs) if appended.seqs else None
                 await conn.execute(
@@ -177,20 +134,14 @@ async def ingest_file(
 async def _take_in(
     conn: Connection,
     ledger: Ledger,
-    profile: Profile,
-    context: MappingContext,
+    mapping: Mapping,
     path: Path,
-    batch_size: int,
     content_hash: bytes,
     report: FileReport,
     progress: ProgressCallback | None,
 ) -> AppendResult:
-    reader = _Reader(path, profile, context, batch_size)
     appended = AppendResult()
-    while True:
-        batch = await asyncio.to_thread(reader.next_batch)
-        if batch is None:
-            break
+    while (batch := await mapping.next_batch()) is not None:
         report.rows_in += batch.rows
         report.accepted += len(batch.changes)
         report.quarantined += len(batch.rejections)
@@ -207,9 +158,8 @@ async def _take_in(
         report.new += result.new
         report.corrected += result.corrected
         report.unchanged += result.unchanged
-        if progress is not None and reader.table is not None:
-            done, total = reader.table.progress()
-            progress(reader.table.source, done, total)
+        if progress is not None:
+            progress(batch.source, *batch.progress)
     if report.rows_in == 0:
         raise FileUnreadable(f"{path}: no data rows")
     return appended

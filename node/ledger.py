@@ -3,9 +3,13 @@
 Per batch, inside the caller's transaction, it decides what changed (new record,
 correction, nothing), assigns dense sequence numbers under the origin's head
 lock, builds and signs the events, stores them with the record state, and
-thereby fills the outbox the relay publishes from. Signing happens before the
-row lock's transaction commits, so a crash leaves either the whole batch or none
-of it.
+thereby fills the outbox the relay publishes from. A crash leaves either the
+whole transaction or none of it.
+
+Each record arrives serialized once (:class:`~credex.node.state.RecordState`).
+An event's payload is the event's own fields followed by those record bytes as
+field 6: valid protobuf in any field order, and since verifiers check the exact
+payload bytes and never re-encode, the record is never serialized twice.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from credex.node.store import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 NOTIFY_CHANNEL = "credex_outbox"
+_RECORD_FIELD_TAG = b"\x32"  # field 6 (record), wire type 2 (length-delimited)
 
 
 class LedgerError(Exception):
@@ -32,8 +37,16 @@ class LedgerError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    record: record_pb2.Record
-    provenance: event_pb2.Provenance | None = None
+    """A record to append, with where it was taken in from."""
+
+    state: state.RecordState
+    source: str = ""
+    locator: str = ""
+    profile: str = ""
+
+    @classmethod
+    def of(cls, record: record_pb2.Record, source: str = "", locator: str = "", profile: str = "") -> Change:
+        return cls(state.RecordState.of(record), source, locator, profile)
 
 
 @dataclass
@@ -56,6 +69,15 @@ class AppendResult:
         return len(self.seqs)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 class Ledger:
     def __init__(self, origin: str, key: SigningKey) -> None:
         self.origin = origin
@@ -67,32 +89,29 @@ class Ledger:
         if not changes:
             return result
         for change in changes:
-            if change.record.origin != self.origin:
+            if change.state.origin != self.origin:
                 raise LedgerError(
-                    f"record {change.record.record_id} belongs to {change.record.origin}, not {self.origin}"
+                    f"record {change.state.record_id} belongs to {change.state.origin}, not {self.origin}"
                 )
         head = await self._lock_head(conn)
-        ids = list({c.record.record_id for c in changes})
+        ids = list({c.state.record_id for c in changes})
         held: dict[str, tuple[bytes, int]] = {
             r["record_id"]: (bytes(r["digest"]), int(r["status"]))
             for r in await conn.fetch(
                 "SELECT record_id, digest, status FROM records WHERE record_id = ANY($1::text[])", ids
             )
         }
-        recorded_at = Timestamp()
-        recorded_at.GetCurrentTime()
+        clock = _Clock()
         stored: list[state.StoredEvent] = []
         for change in changes:
-            encoded = state.record_bytes(change.record)
-            digest = state.record_digest(encoded)
-            previous = held.get(change.record.record_id)
-            if previous is not None and previous == (digest, lookup_pb2.ENTRY_STATUS_ACTIVE):
+            previous = held.get(change.state.record_id)
+            if previous is not None and previous == (change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE):
                 result.unchanged += 1
                 continue
             event_type = event_pb2.EVENT_TYPE_UPSERT if previous is None else event_pb2.EVENT_TYPE_CORRECT
             head += 1
-            stored.append(self._sign(head, event_type, change, digest, recorded_at))
-            held[change.record.record_id] = (digest, lookup_pb2.ENTRY_STATUS_ACTIVE)
+            stored.append(self._sign(head, event_type, change, clock))
+            held[change.state.record_id] = (change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE)
             if previous is None:
                 result.new += 1
             else:
@@ -111,11 +130,8 @@ class Ledger:
             raise LedgerError(f"record {record_id} belongs to {row['origin']}; only its origin can revoke it")
         if row["status"] == lookup_pb2.ENTRY_STATUS_REVOKED:
             return result
-        record = record_pb2.Record.FromString(row["record"])
-        recorded_at = Timestamp()
-        recorded_at.GetCurrentTime()
-        digest = state.record_digest(state.record_bytes(record))
-        event = self._sign(head + 1, event_pb2.EVENT_TYPE_REVOKE, Change(record), digest, recorded_at, reason)
+        change = Change(state.RecordState.decode(bytes(row["record"])))
+        event = self._sign(head + 1, event_pb2.EVENT_TYPE_REVOKE, change, _Clock(), reason)
         result.revoked = 1
         await self._store(conn, [event], head + 1, result)
         return result
@@ -129,36 +145,36 @@ class Ledger:
             head = await conn.fetchval("SELECT seq FROM ledger_head WHERE origin = $1 FOR UPDATE", self.origin)
         return int(head)
 
-    def _sign(
-        self,
-        seq: int,
-        event_type: int,
-        change: Change,
-        digest: bytes,
-        recorded_at: Timestamp,
-        reason: str = "",
-    ) -> state.StoredEvent:
+    def _sign(self, seq: int, event_type: int, change: Change, clock: _Clock, reason: str = "") -> state.StoredEvent:
+        record = change.state
+        event_id = uuid.uuid4()
         event = event_pb2.Event(
             origin=self.origin,
             seq=seq,
-            event_id=str(uuid.uuid4()),
-            type=event_type,  # type: ignore[arg-type]
-            record_id=change.record.record_id,
-            record=change.record,
-            recorded_at=recorded_at,
-            provenance=change.provenance,
+            event_id=str(event_id),
+            type=event_pb2.EventType.ValueType(event_type),
+            record_id=record.record_id,
+            recorded_at=clock.stamp,
+            provenance=event_pb2.Provenance(source=change.source, locator=change.locator, profile=change.profile)
+            if change.source
+            else None,
             reason=reason,
-            record_digest=digest,
+            record_digest=record.digest,
         )
-        envelope = seal(self.key, event.SerializeToString(deterministic=True))
+        payload = (
+            event.SerializeToString(deterministic=True)
+            + _RECORD_FIELD_TAG
+            + _varint(len(record.encoded))
+            + record.encoded
+        )
         return state.StoredEvent(
             origin=self.origin,
             seq=seq,
-            event_id=uuid.UUID(event.event_id),
+            event_id=event_id,
             event_type=event_type,
-            record=change.record,
-            envelope=canonical_bytes(envelope),
-            recorded_at=recorded_at.ToDatetime(tzinfo=dt.UTC),
+            state=record,
+            envelope=canonical_bytes(seal(self.key, payload)),
+            recorded_at=clock.at,
         )
 
     async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
@@ -175,3 +191,12 @@ class Ledger:
         )
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         result.seqs.extend(e.seq for e in events)
+
+
+class _Clock:
+    """One signing time per batch, as both a protobuf timestamp and a datetime."""
+
+    def __init__(self) -> None:
+        self.at = dt.datetime.now(dt.UTC)
+        self.stamp = Timestamp()
+        self.stamp.FromDatetime(self.at)

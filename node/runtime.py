@@ -209,6 +209,7 @@ class Node:
                 self.mapping_context(),
                 path,
                 batch_size=self.config.ingest.batch_size,
+                parallel_from_bytes=self.config.ingest.parallel_from_bytes,
                 progress=progress,
             )
             for path in paths

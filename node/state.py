@@ -63,6 +63,44 @@ def subject_id(record: record_pb2.Record) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordState:
+    """A record serialized once, with the columns the store finds it by.
+
+    Plain bytes and strings, so it crosses process boundaries cheaply (the
+    mapping worker of a large ingest builds these) and the ledger never has to
+    serialize the record again.
+    """
+
+    record_id: str
+    origin: str
+    subject_id: str
+    kind: int
+    sharing_level: int
+    publicity_end: dt.date | None
+    encoded: bytes
+    digest: bytes
+
+    @classmethod
+    def of(cls, record: record_pb2.Record) -> RecordState:
+        encoded = record_bytes(record)
+        end = record.publicity.end
+        return cls(
+            record_id=record.record_id,
+            origin=record.origin,
+            subject_id=subject_id(record),
+            kind=record.kind,
+            sharing_level=record.sharing_level,
+            publicity_end=dt.date.fromisoformat(end) if end else None,
+            encoded=encoded,
+            digest=record_digest(encoded),
+        )
+
+    @classmethod
+    def decode(cls, encoded: bytes) -> RecordState:
+        return cls.of(record_pb2.Record.FromString(encoded))
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event ready to store: the canonical envelope plus the columns derived from it."""
 
@@ -70,7 +108,7 @@ class StoredEvent:
     seq: int
     event_id: uuid.UUID
     event_type: int
-    record: record_pb2.Record
+    state: RecordState
     envelope: bytes
     recorded_at: dt.datetime
 
@@ -81,18 +119,18 @@ class StoredEvent:
             seq=event.seq,
             event_id=uuid.UUID(event.event_id),
             event_type=event.type,
-            record=event.record,
+            state=RecordState.of(event.record),
             envelope=envelope,
             recorded_at=event.recorded_at.ToDatetime(tzinfo=dt.UTC),
         )
 
     @property
     def record_id(self) -> str:
-        return self.record.record_id
+        return self.state.record_id
 
     @property
     def subject_id(self) -> str:
-        return subject_id(self.record)
+        return self.state.subject_id
 
     def event_row(self) -> tuple[object, ...]:
         return (
@@ -100,26 +138,25 @@ class StoredEvent:
             self.seq,
             self.event_id,
             self.event_type,
-            self.record_id,
-            self.subject_id,
+            self.state.record_id,
+            self.state.subject_id,
             self.envelope,
             self.recorded_at,
         )
 
     def record_row(self) -> tuple[object, ...]:
-        encoded = record_bytes(self.record)
-        end = self.record.publicity.end
+        state = self.state
         return (
-            self.record_id,
+            state.record_id,
             self.origin,
-            self.subject_id,
-            self.record.kind,
+            state.subject_id,
+            state.kind,
             self.seq,
             _STATUS_BY_TYPE.get(self.event_type, lookup_pb2.ENTRY_STATUS_ACTIVE),
-            self.record.sharing_level,
-            dt.date.fromisoformat(end) if end else None,
-            record_digest(encoded),
-            encoded,
+            state.sharing_level,
+            state.publicity_end,
+            state.digest,
+            state.encoded,
         )
 
 

@@ -1,0 +1,152 @@
+"""Mapping a file's rows through a profile, a batch at a time, off the event loop.
+
+Mapping is CPU-bound. For small files it runs in a worker thread, which keeps
+the node's event loop responsive. For large files it runs in a worker process,
+so that on a multi-core machine mapping one batch overlaps with signing and
+storing the previous one; batches come back as plain bytes and strings
+(:class:`~credex.node.ledger.Change`), cheap to pass between processes. A
+bounded queue between the two gives back-pressure: the worker never runs more
+than a few batches ahead of the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import queue
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from credex.adapters.profile import MappingContext, Profile, ProfileError, ProfileSpec, Rejection, TableMapper
+from credex.adapters.tables import FileUnreadable, Table, read_tables
+from credex.node.ledger import Change
+from credex.v1 import record_pb2
+
+_AHEAD = 4  # batches the worker process may map ahead of the ledger
+_ERRORS: dict[str, type[Exception]] = {"FileUnreadable": FileUnreadable, "ProfileError": ProfileError}
+
+
+@dataclass
+class Batch:
+    changes: list[Change] = field(default_factory=list)
+    rejections: list[tuple[str, Rejection]] = field(default_factory=list)
+    rows: int = 0
+    source: str = ""
+    progress: tuple[int, int] = (0, 0)
+
+
+class Reader:
+    """Pulls rows from every table of a file through the profile."""
+
+    def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
+        self.profile, self.context, self.batch_size = profile, context, batch_size
+        self._tables: Iterator[Table] = read_tables(path)
+        self._current: tuple[Table, TableMapper] | None = None
+
+    def next_batch(self) -> Batch | None:
+        batch = Batch()
+        while batch.rows < self.batch_size:
+            if self._current is None:
+                table = next(self._tables, None)
+                if table is None:
+                    break
+                self._current = (table, self.profile.bind(table.header, table.source, self.context))
+            table, mapper = self._current
+            row = next(table.rows, None)
+            if row is None:
+                batch.source, batch.progress = table.source, table.progress()
+                self._current = None
+                continue
+            batch.rows += 1
+            outcome: record_pb2.Record | Rejection
+            if row.problem is not None:
+                outcome = mapper.reject_unread(row.values, row.locator, *row.problem)
+            else:
+                outcome = mapper.map_row(row.values, row.locator)
+            if isinstance(outcome, Rejection):
+                batch.rejections.append((table.source, outcome))
+            else:
+                batch.changes.append(Change.of(outcome, table.source, row.locator, self.profile.name))
+            batch.source = table.source
+        if self._current is not None:
+            batch.progress = self._current[0].progress()
+        return batch if batch.rows else None
+
+
+class Mapping(Protocol):
+    async def next_batch(self) -> Batch | None: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadMapping:
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    async def next_batch(self) -> Batch | None:
+        return await asyncio.to_thread(self._reader.next_batch)
+
+    def close(self) -> None:
+        pass
+
+
+def _work(path: Path, spec: ProfileSpec, context: MappingContext, batch_size: int, out: Any) -> None:
+    """Worker process: map the whole file, put batches, then None; errors travel as (name, message)."""
+    try:
+        reader = Reader(path, Profile(spec), context, batch_size)
+        while (batch := reader.next_batch()) is not None:
+            out.put(batch)
+        out.put(None)
+    except (FileUnreadable, ProfileError) as exc:
+        out.put((type(exc).__name__, str(exc)))
+    except Exception as exc:  # anything else still ends the file, with its message
+        out.put(("FileUnreadable", f"{path}: mapping failed: {type(exc).__name__}: {exc}"))
+
+
+class ProcessMapping:
+    def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
+        # "spawn": the parent runs threads (gRPC, asyncio executors) that fork would copy half-way.
+        ctx = multiprocessing.get_context("spawn")
+        self._queue: Any = ctx.Queue(maxsize=_AHEAD)
+        self._process = ctx.Process(
+            target=_work, args=(path, profile.spec, context, batch_size, self._queue), daemon=True
+        )
+        self._process.start()
+
+    async def next_batch(self) -> Batch | None:
+        item = await asyncio.to_thread(self._get)
+        if isinstance(item, tuple):
+            name, message = item
+            raise _ERRORS.get(name, FileUnreadable)(message)
+        return item  # type: ignore[no-any-return]
+
+    def _get(self) -> Any:
+        while True:
+            try:
+                return self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    return ("FileUnreadable", f"the mapping worker died (exit code {self._process.exitcode})")
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self._queue.close()
+
+
+def open_mapping(
+    path: Path, profile: Profile, context: MappingContext, batch_size: int, *, parallel_from_bytes: int
+) -> Mapping:
+    """A worker process for files of ``parallel_from_bytes`` or more (0: never), else a thread."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FileUnreadable(f"{path}: cannot open: {exc.strerror}") from exc
+    if parallel_from_bytes and size >= parallel_from_bytes:
+        return ProcessMapping(path, profile, context, batch_size)
+    return ThreadMapping(Reader(path, profile, context, batch_size))
