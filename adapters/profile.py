@@ -171,6 +171,7 @@ class _Binding:
     spec: FieldSpec
     convert: Callable[[object], Any]
     target: tuple[str, ...] | None  # attribute path on the record, None for pseudo-fields
+    verbatim: tuple[str, ...] | None  # where the raw text is kept as well
 
 
 class TableMapper:
@@ -204,7 +205,8 @@ class TableMapper:
                 missing.append(" / ".join(spec.columns))
             label = self.header[column] if column >= 0 else spec.columns[0]
             target = None if path.startswith(_SPECIAL_PREFIXES) or path in _RULE_FIELDS else tuple(path.split("."))
-            bindings.append(_Binding(path, column, label, spec, self._converter(path, spec), target))
+            verbatim = tuple(spec.verbatim.split(".")) if spec.verbatim else None
+            bindings.append(_Binding(path, column, label, spec, self._converter(path, spec), target, verbatim))
         if missing:
             raise ProfileError(f"{source}: required columns missing for {kind.kind}: {'; '.join(missing)}")
         self.bindings = bindings
@@ -258,8 +260,8 @@ class TableMapper:
             converted[binding.path] = value
             if binding.target is not None:
                 _gather(fields, binding.target, value)
-            if binding.spec.verbatim:
-                _gather(fields, tuple(binding.spec.verbatim.split(".")), clean_text(raw))
+            if binding.verbatim is not None:
+                _gather(fields, binding.verbatim, clean_text(raw))
         if problems:
             return self._rejection(values, locator, problems, converted)
         record = record_pb2.Record(
@@ -481,7 +483,15 @@ def _enum_of(path: str) -> EnumDescriptor:
 
 def _gather(fields: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     """Put a converted value where the record constructor expects it (nested dicts for messages)."""
+    if isinstance(value, dt.date):
+        value = value.isoformat()
+    if len(path) == 2:  # the common case: one message deep
+        holder = fields.get(path[0])
+        if holder is None:
+            holder = fields[path[0]] = {}
+        holder[path[1]] = value
+        return
     holder = fields
     for part in path[:-1]:
         holder = holder.setdefault(part, {})
-    holder[path[-1]] = value.isoformat() if isinstance(value, dt.date) else value
+    holder[path[-1]] = value

@@ -52,9 +52,12 @@ def clean_text(raw: object) -> str:
 def _checked(text: str) -> str:
     if len(text) > _MAX_FIELD:
         raise ValueRejected("field.too_long", f"value of {len(text)} characters exceeds {_MAX_FIELD}")
+    if text.isprintable():  # the common case, checked in C
+        return text
     if _CONTROL.search(text):
         raise ValueRejected("field.control", "value contains control characters")
-    return text
+    # Invisible format characters (zero-width spaces, a stray BOM) are debris of copy and paste.
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
 def published_text(raw: object) -> str:

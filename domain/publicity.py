@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel
 
@@ -52,6 +53,7 @@ def add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+@lru_cache(maxsize=16384)
 def penalty_window(rules: PublicityRules, decision: dt.date, severity: int, given_end: dt.date | None) -> Window:
     """The window for a penalty; a minor one not published by default ends on its decision day."""
     rule = rules.rule_for(severity)

@@ -10,7 +10,9 @@ batch; Kafka offsets are committed only after that transaction commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from credex.crypto.trust import EventRejected, EventVerifier, VerifiedEvent
+from credex.crypto.trust import EventRejected, EventVerifier
 from credex.node import bus, state
 from credex.node.config import NodeConfig, events_topic
 from credex.node.metrics import METRICS
@@ -26,6 +28,8 @@ from credex.node.metrics import METRICS
 log = logging.getLogger(__name__)
 
 GapListener = Callable[[str, int, int], None]
+_WORKERS = max(1, os.cpu_count() or 1)
+_PARALLEL_FROM = 64  # below this, threads cost more than they save
 
 
 @dataclass
@@ -50,6 +54,15 @@ class _Rejection:
     evidence: bytes
 
 
+@dataclass
+class Checked:
+    """A batch after verification: events ready to store, and what was rejected."""
+
+    origin: str
+    events: list[state.StoredEvent] = field(default_factory=list)
+    rejections: list[_Rejection] = field(default_factory=list)
+
+
 class Intake:
     def __init__(self, config: NodeConfig, pool: asyncpg.Pool, verifier: EventVerifier) -> None:
         self.config = config
@@ -62,28 +75,47 @@ class Intake:
     def on_gap(self, listener: GapListener) -> None:
         self._gap_listeners.append(listener)
 
-    def verify(self, origin: str, messages: Sequence[bytes]) -> tuple[list[VerifiedEvent], list[_Rejection]]:
-        verified: list[VerifiedEvent] = []
-        rejected: list[_Rejection] = []
+    def verify(self, origin: str, messages: Sequence[bytes]) -> Checked:
+        checked = Checked(origin)
         for raw in messages:
             try:
-                verified.append(self.verifier.verify_bytes(raw, origin))
+                verified = self.verifier.verify_bytes(raw, origin)
             except EventRejected as exc:
-                rejected.append(_Rejection(exc.reason, exc.message, exc.key_id, raw[:65536]))
-        return verified, rejected
+                checked.rejections.append(_Rejection(exc.reason, exc.message, exc.key_id, raw[:65536]))
+                continue
+            checked.events.append(state.StoredEvent.from_event(verified.event, verified.canonical))
+        return checked
+
+    async def check(self, origin: str, messages: Sequence[bytes]) -> Checked:
+        """Verify in worker threads, one slice per core: Ed25519 verification releases the GIL."""
+        if origin == self.me:
+            # Our own log comes from the ledger only; a copy from outside is never applied.
+            checked = Checked(origin)
+            checked.rejections = [_Rejection("origin.self", "an event of this node's own log", "", b"")] * len(messages)
+            return checked
+        if len(messages) < _PARALLEL_FROM:
+            return self.verify(origin, messages)
+        size = -(-len(messages) // _WORKERS)
+        parts = await asyncio.gather(
+            *(asyncio.to_thread(self.verify, origin, messages[i : i + size]) for i in range(0, len(messages), size))
+        )
+        checked = Checked(origin)
+        for part in parts:
+            checked.events.extend(part.events)
+            checked.rejections.extend(part.rejections)
+        return checked
 
     async def accept(self, origin: str, messages: Sequence[bytes], channel: str) -> AcceptResult:
         """Verify and apply a batch of envelopes that claim to be ``origin``'s."""
+        return await self.apply(await self.check(origin, messages), channel)
+
+    async def apply(self, checked: Checked, channel: str) -> AcceptResult:
+        """Store what verified, keep evidence of what did not, in one transaction."""
+        origin = checked.origin
         result = AcceptResult(origin)
-        if origin == self.me:
-            # Our own log comes from the ledger only; a copy from outside is never applied.
-            result.rejected["origin.self"] += len(messages)
-            log.warning("%s: ignored %d events claiming to be this node's own log", channel, len(messages))
-            return result
-        verified, rejections = self.verify(origin, messages)
-        events = [state.StoredEvent.from_event(v.event, v.canonical) for v in verified]
+        rejections = list(checked.rejections)
         async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
-            outcome = await state.insert_events(conn, events)
+            outcome = await state.insert_events(conn, checked.events)
             await state.upsert_records(conn, outcome.new)
             for conflict in outcome.conflicts:
                 rejections.append(
@@ -156,6 +188,13 @@ class Intake:
                 await bus.backoff(attempt)
                 attempt += 1
 
+    async def _store_and_commit(
+        self, consumer: AIOKafkaConsumer, checked: list[Checked], offsets: dict[TopicPartition, int]
+    ) -> None:
+        for batch in checked:
+            await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        await consumer.commit(offsets)
+
     async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
         if not topics:
             await asyncio.Event().wait()
@@ -179,20 +218,32 @@ class Intake:
                     for p in sorted(consumer.partitions_for_topic(topic) or ())
                 ]
                 consumer.assign(partitions)
-            while True:
-                batch = await consumer.getmany(
-                    timeout_ms=self.config.intake.fetch_wait_ms, max_records=self.config.intake.batch_size
-                )
-                if not batch:
-                    continue
-                by_origin: defaultdict[str, list[bytes]] = defaultdict(list)
-                offsets: dict[TopicPartition, int] = {}
-                for tp, messages in batch.items():
-                    origin = topics[tp.topic]
-                    by_origin[origin].extend(m.value or b"" for m in messages)
-                    offsets[tp] = messages[-1].offset + 1
-                for origin, values in by_origin.items():
-                    await self.accept(origin, values, f"kafka:{events_topic(origin)}")
-                await consumer.commit(offsets)
+            # Verifying batch N+1 overlaps with storing batch N; offsets of a batch are
+            # committed only after its transaction committed.
+            storing: asyncio.Task[None] | None = None
+            try:
+                while True:
+                    batch = await consumer.getmany(
+                        timeout_ms=self.config.intake.fetch_wait_ms, max_records=self.config.intake.batch_size
+                    )
+                    if not batch:
+                        if storing is not None:
+                            await storing
+                            storing = None
+                        continue
+                    by_origin: defaultdict[str, list[bytes]] = defaultdict(list)
+                    offsets: dict[TopicPartition, int] = {}
+                    for tp, messages in batch.items():
+                        by_origin[topics[tp.topic]].extend(m.value or b"" for m in messages)
+                        offsets[tp] = messages[-1].offset + 1
+                    checked = [await self.check(origin, values) for origin, values in by_origin.items()]
+                    if storing is not None:
+                        await storing
+                    storing = asyncio.create_task(self._store_and_commit(consumer, checked, offsets))
+            finally:
+                if storing is not None:
+                    storing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await storing
         finally:
             await consumer.stop()

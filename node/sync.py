@@ -42,13 +42,13 @@ class Sync:
         self.bundle = bundle
         self.intake = intake
         self.channels = channels
-        self._behind_since: dict[str, float] = {}
-        self._wakeup = asyncio.Event()
+        # origin -> (when it was first seen behind, contiguous_seq then)
+        self._behind: dict[str, tuple[float, int]] = {}
         self.rounds = 0
         intake.on_gap(self._on_gap)
 
     def _on_gap(self, origin: str, contiguous: int, max_seq: int) -> None:
-        self._behind_since.setdefault(origin, time.monotonic())
+        self._behind.setdefault(origin, (time.monotonic(), contiguous))
 
     def peers(self) -> list[str]:
         return [o for o in self.bundle.origins if o != self.config.origin]
@@ -61,31 +61,38 @@ class Sync:
         return [m.endpoint for m in ordered if m and m.endpoint]
 
     async def run(self) -> None:
-        first = True
         while True:
             for origin in self.peers():
                 try:
-                    await self.sync_origin(origin, eager=first)
+                    await self.sync_origin(origin)
                 except asyncio.CancelledError:
                     raise
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                     log.warning("sync of %s: %s", origin, exc)
-            first = False
             self.rounds += 1
             await asyncio.sleep(self.config.sync.probe_seconds)
 
     async def sync_origin(self, origin: str, *, eager: bool = False) -> int:
-        """Probe ``origin``'s head; fetch what is missing if it stays missing. Returns events applied."""
+        """Probe ``origin``'s head; fetch what is missing if Kafka does not bring it. Returns events applied.
+
+        Kafka gets one probe interval without progress before gRPC steps in, so
+        a node that is merely working through a backlog is not sent everything twice.
+        """
         contiguous = await self._contiguous(origin)
         head, source = await self._probe(origin)
         if source is None or head <= contiguous:
-            self._behind_since.pop(origin, None)
+            self._behind.pop(origin, None)
             return 0
-        since = self._behind_since.setdefault(origin, time.monotonic())
-        if not eager and time.monotonic() - since < self.config.sync.probe_seconds:
-            return 0  # give Kafka one probe interval to deliver
+        now = time.monotonic()
+        since, seen = self._behind.get(origin, (now, -1))
+        if contiguous != seen:  # first probe behind, or Kafka made progress: wait once more
+            self._behind[origin] = (now, contiguous)
+            if not eager:
+                return 0
+        elif not eager and now - since < self.config.sync.probe_seconds:
+            return 0
         applied = await self.fetch_missing(origin, head, [source, *[s for s in self.sources(origin) if s != source]])
-        self._behind_since.pop(origin, None)
+        self._behind.pop(origin, None)
         return applied
 
     async def fetch_missing(self, origin: str, head: int, sources: Sequence[str]) -> int:

@@ -1,0 +1,186 @@
+"""Shared parts of the benchmarks: embedded services, a local federation, and the raw limits.
+
+Every benchmark prints its figure beside a raw limit measured in the same run on
+the same machine (raw Ed25519, raw COPY, raw produce/consume, raw gRPC echo), so
+the ratio means something on a noisy two-core machine. Nothing here asserts a
+time: benchmarks report, tests check behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+from credex.node.federation import LocalFederation
+from credex.node.runtime import Node
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+logging.basicConfig(level=logging.WARNING)
+logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+
+def line(name: str, value: float, unit: str, limit: float | None = None, limit_name: str = "") -> None:
+    ratio = f"   ({value / limit:.0%} of {limit_name} {limit:,.0f} {unit})" if limit else ""
+    print(f"  {name:<44} {value:>12,.0f} {unit}{ratio}", flush=True)
+
+
+@dataclass
+class Services:
+    root: Path
+    postgres: EmbeddedPostgres
+    broker: EmbeddedBroker
+
+
+@contextlib.asynccontextmanager
+async def services() -> AsyncIterator[Services]:
+    with tempfile.TemporaryDirectory(prefix="credex-bench-") as folder:
+        root = Path(folder)
+        postgres = EmbeddedPostgres(root / "postgres")
+        broker = EmbeddedBroker(root / "broker")
+        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(broker.start)
+        try:
+            yield Services(root, postgres, broker)
+        finally:
+            await asyncio.to_thread(broker.stop)
+            await asyncio.to_thread(postgres.stop)
+
+
+async def start_node(federation: LocalFederation, running: Services, origin: str, **extra: Any) -> Node:
+    overrides: dict[str, Any] = {
+        "database": {"url": running.postgres.uri(f"bench_{uuid.uuid4().hex[:8]}_{origin}"), "pool_max": 20},
+        "bus": {"bootstrap_servers": running.broker.bootstrap_servers},
+        **extra,
+    }
+    return await federation.start_node(origin, **overrides)
+
+
+# -- raw limits ---------------------------------------------------------------------
+
+
+def raw_ed25519(n: int = 20000) -> tuple[float, float]:
+    """(signatures/s, verifications/s) of the bare library on one core, 1 KiB messages."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    message = os.urandom(1024)
+    started = time.perf_counter()
+    signatures = [key.sign(message) for _ in range(n)]
+    signing = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for signature in signatures:
+        public.verify(signature, message)
+    return signing, n / (time.perf_counter() - started)
+
+
+async def raw_copy(url: str, rows: int, width: int = 1200) -> float:
+    """Rows/s of a bare COPY of event-sized rows (bytea of ``width`` bytes plus a few columns)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE raw_copy (origin text, seq bigint, id uuid, kind smallint, key text, body bytea)"
+        )
+        payload = os.urandom(width)
+        data = [("310000", i, uuid.uuid4(), 1, f"key-{i}", payload) for i in range(rows)]
+        started = time.perf_counter()
+        for start in range(0, rows, 2000):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "raw_copy",
+                    records=data[start : start + 2000],
+                    columns=["origin", "seq", "id", "kind", "key", "body"],
+                )
+        return rows / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def raw_produce_consume(bootstrap: str, n: int = 50000, size: int = 1200) -> tuple[float, float]:
+    """(messages/s produced with acks=all, messages/s consumed) by bare aiokafka on the same broker."""
+    topic = f"raw-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    value = os.urandom(size)
+    started = time.perf_counter()
+    deliveries = [await producer.send(topic, value=value, key=str(i % 1000).encode()) for i in range(n)]
+    await asyncio.gather(*deliveries)
+    produced = n / (time.perf_counter() - started)
+    await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    await consumer.topics()
+    consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}])
+    got = 0
+    started = time.perf_counter()
+    while got < n:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+        if not batch:
+            break
+        got += sum(len(messages) for messages in batch.values())
+    consumed = got / (time.perf_counter() - started)
+    await consumer.stop()
+    return produced, consumed
+
+
+# -- load generation ------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+
+async def drive(
+    call: Callable[[int], Awaitable[Any]], *, concurrency: int, seconds: float, warmup: float = 1.0
+) -> LoadResult:
+    """Run ``call(i)`` from ``concurrency`` tasks for ``seconds``; count completions and latencies."""
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    stop_at = time.perf_counter() + warmup + seconds
+    measure_from = time.perf_counter() + warmup
+
+    async def worker() -> None:
+        nonlocal errors, counter
+        while (now := time.perf_counter()) < stop_at:
+            counter += 1
+            try:
+                await call(counter)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            if now >= measure_from:
+                latencies.append((time.perf_counter() - now) * 1000)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(len(latencies), errors, seconds, latencies)
