@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from pathlib import Path
 
 from bench.common import line, raw_copy, raw_ed25519, raw_produce_consume, services, start_node
 from credex.adapters import synth

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,9 +51,11 @@ class AuditEntry:
 
 
 class AuditLog:
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 2000) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = 2000, linger: float = 0.002) -> None:
         self.pool = pool
         self.max_batch = max_batch
+        self.linger = linger
+        self._last_write = 0.0
         self._queue: asyncio.Queue[tuple[AuditEntry, asyncio.Future[None]]] = asyncio.Queue(maxsize=20000)
         self._task: asyncio.Task[None] | None = None
 
@@ -69,6 +72,10 @@ class AuditLog:
             if not future.done():
                 future.set_exception(AuditUnavailable("node is shutting down"))
 
+    def _busy(self) -> bool:
+        """A write finished within the last few lingers: more lookups are probably arriving."""
+        return time.monotonic() - self._last_write < 5 * self.linger
+
     async def record(self, entry: AuditEntry) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((entry, future))  # a full queue pushes back on callers
@@ -77,8 +84,13 @@ class AuditLog:
     async def _writer(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # Under load, wait a moment for company: one commit for many lookups
+            # costs the database far less than one each.
+            if self._queue.qsize() or self._busy():
+                await asyncio.sleep(self.linger)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._last_write = time.monotonic()
             try:
                 async with self.pool.acquire() as conn:
                     await conn.copy_records_to_table("audit_log", records=[e.row() for e, _ in batch], columns=_COLUMNS)

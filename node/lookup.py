@@ -34,6 +34,9 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
         self.pool = pool
         self.bundle = bundle
         self.audit = audit
+        # Bound once: looking up labelled children costs more than counting.
+        self._profile_ok = METRICS.lookups.labels(config.origin, "GetProfile", "OK")
+        self._profile_seconds = METRICS.lookup_seconds.labels(config.origin, "GetProfile")
 
     async def GetProfile(
         self,
@@ -53,8 +56,8 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
             rows = await conn.fetch(_ENTRY_QUERY + " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id", code)
         entries = _visible_entries(rows, caller)
         await self._audit(context, caller, "GetProfile", code, purpose, len(entries))
-        METRICS.lookups.labels(self.config.origin, "GetProfile", "OK").inc()
-        METRICS.lookup_seconds.labels(self.config.origin, "GetProfile").observe(time.perf_counter() - started)
+        self._profile_ok.inc()
+        self._profile_seconds.observe(time.perf_counter() - started)
         return lookup_pb2.Profile(subject_id=code, entries=entries)
 
     async def GetRecord(

@@ -1,0 +1,140 @@
+"""Lookup: GetProfile requests/s and latency against a node holding many records.
+
+    python -m bench.lookup [--rows 200000] [--seconds 10] [--concurrency 32]
+
+The node runs in this process; the load generator runs in another process and
+drives, with the same settings, first the node's GetProfile (mutual TLS, audit
+trail included) and then a bare gRPC echo server on the same TLS credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.common import LoadResult, drive, line, services, start_node
+from credex.adapters import synth
+from credex.adapters.profile import Profile
+from credex.node.federation import LocalFederation
+from credex.node.peers import open_channel
+from credex.v1 import lookup_pb2, lookup_pb2_grpc
+
+ECHO_METHOD = "/bench.Echo/Echo"
+CHANNELS = 4
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+    return request
+
+
+async def start_echo(federation: LocalFederation) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)})
+    server.add_generic_rpc_handlers((handler,))
+    tls = federation.layout.member_dir("310000") / "tls"
+    credentials = grpc.ssl_server_credentials(
+        [((tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes())],
+        root_certificates=(federation.layout.ca_dir / "ca.crt").read_bytes(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    return server, port
+
+
+def _load(
+    kind: str, port: int, tls: tuple[Path, Path, Path], subjects: list[str], seconds: float, concurrency: int, out: Any
+) -> None:
+    async def run() -> LoadResult:
+        ca, cert, key = tls
+        channels = [open_channel(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key) for _ in range(CHANNELS)]
+        rng = random.Random(1)
+        if kind == "echo":
+            calls = [c.unary_unary(ECHO_METHOD) for c in channels]
+            payload = lookup_pb2.GetProfileRequest(uscc=subjects[0], purpose="bench").SerializeToString()
+
+            async def call(i: int) -> Any:
+                return await calls[i % CHANNELS](payload, timeout=10)
+        else:
+            stubs = [lookup_pb2_grpc.LookupServiceStub(c) for c in channels]
+
+            async def call(i: int) -> Any:
+                request = lookup_pb2.GetProfileRequest(uscc=rng.choice(subjects), purpose="bench")
+                return await stubs[i % CHANNELS].GetProfile(request, timeout=10)
+
+        result = await drive(call, concurrency=concurrency, seconds=seconds)
+        for channel in channels:
+            await channel.close()
+        return result
+
+    out.put(asyncio.run(run()))
+
+
+async def load(
+    kind: str, port: int, federation: LocalFederation, subjects: list[str], seconds: float, concurrency: int
+) -> LoadResult:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    process = ctx.Process(
+        target=_load, args=(kind, port, federation.layout.client_tls(), subjects, seconds, concurrency, out)
+    )
+    process.start()
+    result: LoadResult = await asyncio.to_thread(out.get)
+    await asyncio.to_thread(process.join)
+    return result
+
+
+async def main(rows: int, seconds: float, concurrency: int) -> None:
+    async with services() as running:
+        sample = running.root / "penalties.csv"
+        synth.write(sample, synth.SynthSpec(region="310000", rows=rows, bad_share=0.0))
+        federation = LocalFederation(running.root / "federation", ["310000", "320000"], tls=True)
+        federation.prepare()
+        try:
+            node = await start_node(federation, running, "310000")
+            [report] = await node.ingest([sample], Profile.load("national"))
+            assert node.pool is not None
+            async with node.pool.acquire() as conn:
+                subjects = [
+                    r["subject_id"]
+                    for r in await conn.fetch(
+                        "SELECT DISTINCT subject_id FROM records WHERE subject_id NOT LIKE 'psn:%' LIMIT 20000"
+                    )
+                ]
+                held = await conn.fetchval("SELECT count(*) FROM records")
+            print(
+                f"node holds {held:,} records of {len(subjects):,}+ subjects; load: {concurrency} concurrent calls"
+                f" over {CHANNELS} channels for {seconds:.0f}s, from another process",
+                flush=True,
+            )
+            lookups = await load("profile", node.port, federation, subjects, seconds, concurrency)
+        finally:
+            await federation.stop()
+        echo_server, echo_port = await start_echo(federation)
+        try:
+            echo = await load("echo", echo_port, federation, subjects, seconds, concurrency)
+        finally:
+            await echo_server.stop(None)
+    print(f"\nlookups against {report.new:,} records")
+    line("GetProfile", lookups.rate, "req/s", echo.rate, "raw gRPC echo")
+    print(
+        f"  {'GetProfile latency p50 / p99':<44} {lookups.p50:>9.1f} / {lookups.percentile(0.99):.1f} ms"
+        f"   ({lookups.errors} errors)"
+    )
+    line("raw gRPC echo (same TLS, same load)", echo.rate, "req/s")
+    print(f"  {'echo latency p50 / p99':<44} {echo.p50:>9.1f} / {echo.percentile(0.99):.1f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(main(args.rows, args.seconds, args.concurrency))
