@@ -56,7 +56,7 @@ def _load(
         channels = [open_channel(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key) for _ in range(CHANNELS)]
         rng = random.Random(1)
         if kind == "echo":
-            calls = [c.unary_unary(ECHO_METHOD) for c in channels]
+            calls = [c.unary_unary(ECHO_METHOD, None, None) for c in channels]
             payload = lookup_pb2.GetProfileRequest(uscc=subjects[0], purpose="bench").SerializeToString()
 
             async def call(i: int) -> Any:
@@ -70,7 +70,7 @@ def _load(
 
         result = await drive(call, concurrency=concurrency, seconds=seconds)
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
         return result
 
     out.put(asyncio.run(run()))
