@@ -20,6 +20,8 @@ from rich.table import Table
 from credex.adapters import synth
 from credex.adapters.profile import Profile, ProfileError
 from credex.crypto.keys import KeyFileError, SigningKey, key_id, load_public, public_raw
+from credex.crypto.pseudonym import Pseudonymizer
+from credex.crypto.tls import CertificateAuthority
 from credex.crypto.trust import Member, MemberKey, TrustBundle, TrustBundleError
 from credex.node.config import ConfigError, NodeConfig, load_config
 
@@ -27,7 +29,9 @@ app = typer.Typer(help="credex: cross-region public-credit data exchange node", 
 node_app = typer.Typer(help="run a node", no_args_is_help=True)
 keys_app = typer.Typer(help="signing keys", no_args_is_help=True)
 trust_app = typer.Typer(help="the federation's trust bundle", no_args_is_help=True)
+tls_app = typer.Typer(help="TLS material: the federation CA and the certificates it issues", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+app.add_typer(tls_app, name="tls")
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 
@@ -257,6 +261,80 @@ def keys_init(
         raise _fail(str(exc)) from None
     console.print(f"wrote {path} (mode 0600) and {directory / 'signing.pub'}")
     console.print(f"key id {key.key_id}")
+
+
+@keys_app.command("pseudonym")
+def keys_pseudonym(out: Annotated[Path, typer.Option(help="file for the federation-wide pseudonym key")]) -> None:
+    """Create the key that turns ID numbers into pseudonyms (share it with every member, secretly)."""
+    try:
+        Pseudonymizer.create(out)
+    except FileExistsError:
+        raise _fail(f"{out} already exists; every member must use the same key, so it is never replaced") from None
+    console.print(f"wrote {out} (mode 0600)")
+
+
+@tls_app.command("ca")
+def tls_ca(
+    directory: Annotated[Path, typer.Option("--dir", help="where to write ca.crt and ca.key")],
+    name: Annotated[str, typer.Option(help="the CA's common name")] = "credex federation CA",
+) -> None:
+    """Create the federation CA that issues node and client certificates."""
+    if (directory / "ca.key").exists():
+        raise _fail(f"{directory / 'ca.key'} already exists")
+    cert, key = CertificateAuthority.create(name).write(directory)
+    console.print(f"wrote {cert} and {key} (mode 0600)")
+
+
+@tls_app.command("issue")
+def tls_issue(
+    ca_dir: Annotated[Path, typer.Option(help="folder of ca.crt and ca.key")],
+    name: Annotated[str, typer.Option(help="common name: a member's origin code, or a caller's identity")],
+    out_dir: Annotated[Path, typer.Option(help="where to write node.crt, node.key and ca.crt")],
+    host: Annotated[list[str] | None, typer.Option(help="DNS name or IP the certificate serves (repeatable)")] = None,
+) -> None:
+    """Issue a certificate (server and client use) under the federation CA."""
+    try:
+        ca = CertificateAuthority.load(ca_dir)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot load the CA from {ca_dir}: {exc}") from None
+    cert, _ = ca.issue(name, host or []).write(out_dir, "node")
+    (out_dir / "ca.crt").write_bytes(ca.cert_pem)
+    console.print(f"wrote {cert} for {name} ({', '.join(host or []) or 'no hosts'})")
+
+
+@app.command()
+def health(
+    node: Annotated[str | None, typer.Option(help="host:port (default: the config's listen address)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="node.toml, for TLS and address")] = None,
+) -> None:
+    """Ask a node's standard gRPC health service; exit 0 only when it is SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from credex.node.peers import open_channel
+
+    ca = cert = key = None
+    if config is not None:
+        settings = _config(config)
+        tls = settings.grpc.tls
+        ca, cert, key = tls.client_ca, tls.cert, tls.key
+        node = node or settings.grpc.listen.replace("0.0.0.0", "127.0.0.1")
+    if node is None:
+        raise _fail("give --node or --config")
+
+    async def check() -> int:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return int(response.status)
+
+    try:
+        status = asyncio.run(check())
+    except grpc.aio.AioRpcError as exc:
+        raise _fail(f"{node}: {exc.code().name}: {exc.details()}") from None
+    serving = status == 1  # HealthCheckResponse.SERVING
+    console.print(f"{node}: {'SERVING' if serving else 'NOT SERVING'}")
+    if not serving:
+        raise typer.Exit(1)
 
 
 @trust_app.command("new")

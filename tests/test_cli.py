@@ -117,6 +117,10 @@ def test_a_node_process_serves_lookups_and_stops_cleanly_on_sigterm(
         )
         assert looked_up.returncode == 0, looked_up.stderr
         assert "✓ verified" in looked_up.stdout and subject in looked_up.stdout
+        healthy = subprocess.run(
+            [*CREDEX, "health", "--config", config], check=False, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert healthy.returncode == 0 and "SERVING" in healthy.stdout, healthy.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
