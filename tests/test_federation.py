@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from credex.adapters import synth
 from credex.adapters.profile import Profile
@@ -93,3 +94,43 @@ async def _published(nodes: dict[str, Node]) -> bool:
         if status.published < status.own_events:
             return False
     return True
+
+
+async def test_events_on_the_topic_carry_cloudevents_headers_and_the_subject_key(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from credex.crypto.envelope import EVENT_PAYLOAD_TYPE
+    from credex.v1 import event_pb2
+
+    node = await federation.start_node("310000")
+    path, _ = sample(tmp_path, "310000", rows=5)
+    [report] = await node.ingest([path], NATIONAL)
+    await eventually(lambda: _published({"310000": node}))
+    consumer = AIOKafkaConsumer(bootstrap_servers=federation.broker.bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic("credex.310000.events") or set()
+        consumer.assign([TopicPartition("credex.310000.events", p) for p in partitions])
+        messages: list[Any] = []
+        while len(messages) < report.new:
+            batch = await consumer.getmany(timeout_ms=2000)
+            assert batch, "the relay published fewer events than it reported"
+            messages += [m for part in batch.values() for m in part]
+    finally:
+        await consumer.stop()
+    for message in messages:
+        headers = {k: v.decode() for k, v in message.headers}
+        envelope = event_pb2.Envelope.FromString(message.value)
+        event = event_pb2.Event.FromString(envelope.payload)
+        assert envelope.payload_type == EVENT_PAYLOAD_TYPE
+        assert headers["ce_specversion"] == "1.0"
+        assert headers["ce_id"] == event.event_id
+        assert headers["ce_source"] == "urn:credex:origin:310000"
+        assert headers["ce_type"] == "cn.credex.record.upsert.v1"
+        assert headers["ce_sequence"] == str(event.seq)
+        assert headers["ce_subject"] == message.key.decode() == event.record.subject.uscc
+        assert headers["content-type"] == "application/vnd.credex.envelope.v1+protobuf"
+    assert sorted(int(dict(m.headers)["ce_sequence"]) for m in messages) == list(range(1, report.new + 1))
