@@ -273,15 +273,29 @@ def generate(spec: SynthSpec) -> Iterator[SynthRow]:
         company = rng.choice(pool) if rng.random() < spec.shared_share else rng.choice(local)
         authority, authority_code, abbr = _authority(province, spec.region, rng.randrange(len(_DEPARTMENTS)))
         decided = spec.anchor - dt.timedelta(days=rng.randrange(1, 330))
-        if spec.kind == "penalty":
-            values = _penalty(rng, i, company, is_person, province, short, abbr, decided, authority, authority_code)
-        else:
-            values = _licence(rng, i, company, is_person, province, short, abbr, decided, authority, authority_code)
+        draw = _Draw(rng, i, company, is_person, province, short, abbr, decided, authority, authority_code)
+        values = _penalty(draw) if spec.kind == "penalty" else _licence(draw)
         defects = DEFECTS[spec.kind]
         defect = defects[rng.randrange(len(defects))] if rng.random() < spec.bad_share else None
         if defect is not None:
             defect = _inject(defect, values, spec.kind, spec.anchor, is_person)
         yield SynthRow(values, defect)
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """What one row is about: drawn once, shared by the kind-specific column builders."""
+
+    rng: random.Random
+    index: int
+    company: Company
+    is_person: bool
+    province: str
+    short: str
+    abbr: str
+    decided: dt.date
+    authority: str
+    authority_code: str
 
 
 def _subject_columns(
@@ -303,75 +317,53 @@ def _subject_columns(
     }
 
 
-def _penalty(
-    rng: random.Random,
-    i: int,
-    company: Company,
-    is_person: bool,
-    province: str,
-    short: str,
-    abbr: str,
-    decided: dt.date,
-    authority: str,
-    authority_code: str,
-) -> dict[str, str]:
-    violation, basis, area = rng.choice(_VIOLATIONS)
-    types = rng.choice(_PENALTY_TYPES)
+def _penalty(d: _Draw) -> dict[str, str]:
+    violation, basis, area = d.rng.choice(_VIOLATIONS)
+    types = d.rng.choice(_PENALTY_TYPES)
     fine = (
-        rng.choice(["0.5", "1", "2.35", "5", "10", "1,250", "0.08", "30"]) if "罚款" in types or "02" in types else ""
+        d.rng.choice(["0.5", "1", "2.35", "5", "10", "1,250", "0.08", "30"]) if "罚款" in types or "02" in types else ""
     )
-    values = _subject_columns("CF", company, is_person, rng, province)
+    values = _subject_columns("CF", d.company, d.is_person, d.rng, d.province)
     values.update(
         {
-            "CF_WSH": f"{short}{abbr}罚〔{decided.year}〕{i + 1}号",
+            "CF_WSH": f"{d.short}{d.abbr}罚〔{d.decided.year}〕{d.index + 1}号",
             "CF_WFXW": area,
             "CF_SY": f"当事人{violation}，经查证属实。",
             "CF_YJ": basis,
             "CF_CFLB": types,
             "CF_NR": f"{types.replace(';', '、').replace('；', '、')}" + (f"，罚款人民币{fine}万元" if fine else ""),
             "CF_NR_FK": fine,
-            "CF_JDRQ": _date_text(rng, decided),
-            "CF_GSJZQ": (decided + dt.timedelta(days=365)).isoformat() if rng.random() < 0.5 else "",
-            "CF_CFJG": authority,
-            "CF_CFJGDM": authority_code,
-            "CF_SJLY": authority,
-            "CF_SJLYDM": authority_code,
-            "BZ": rng.choice(["", "", "无", "/"]),
+            "CF_JDRQ": _date_text(d.rng, d.decided),
+            "CF_GSJZQ": (d.decided + dt.timedelta(days=365)).isoformat() if d.rng.random() < 0.5 else "",
+            "CF_CFJG": d.authority,
+            "CF_CFJGDM": d.authority_code,
+            "CF_SJLY": d.authority,
+            "CF_SJLYDM": d.authority_code,
+            "BZ": d.rng.choice(["", "", "无", "/"]),
         }
     )
     return values
 
 
-def _licence(
-    rng: random.Random,
-    i: int,
-    company: Company,
-    is_person: bool,
-    province: str,
-    short: str,
-    abbr: str,
-    decided: dt.date,
-    authority: str,
-    authority_code: str,
-) -> dict[str, str]:
-    document, certificate, prefix, category = rng.choice(_LICENCES)
-    values = _subject_columns("XK", company, is_person, rng, province)
+def _licence(d: _Draw) -> dict[str, str]:
+    document, certificate, prefix, category = d.rng.choice(_LICENCES)
+    values = _subject_columns("XK", d.company, d.is_person, d.rng, d.province)
     values.update(
         {
             "XK_XKWS": document,
-            "XK_WSH": f"{short}{abbr}许〔{decided.year}〕{i + 1}号",
+            "XK_WSH": f"{d.short}{d.abbr}许〔{d.decided.year}〕{d.index + 1}号",
             "XK_XKLB": category,
             "XK_XKZS": certificate,
-            "XK_XKBH": f"{prefix}{province}{i + 1:08d}",
+            "XK_XKBH": f"{prefix}{d.province}{d.index + 1:08d}",
             "XK_NR": f"准予{certificate.removesuffix('证书').removesuffix('证')}",
-            "XK_JDRQ": _date_text(rng, decided),
-            "XK_YXQZ": decided.isoformat(),
-            "XK_YXQZI": (decided + dt.timedelta(days=5 * 365)).isoformat(),
-            "XK_XKJG": authority,
-            "XK_XKJGDM": authority_code,
+            "XK_JDRQ": _date_text(d.rng, d.decided),
+            "XK_YXQZ": d.decided.isoformat(),
+            "XK_YXQZI": (d.decided + dt.timedelta(days=5 * 365)).isoformat(),
+            "XK_XKJG": d.authority,
+            "XK_XKJGDM": d.authority_code,
             "XK_ZT": "1",
-            "XK_LYDW": authority,
-            "XK_LYDWDM": authority_code,
+            "XK_LYDW": d.authority,
+            "XK_LYDWDM": d.authority_code,
         }
     )
     return values

@@ -26,8 +26,10 @@ import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from credex.adapters.profile import Profile
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.federation import LocalFederation
+from credex.node.ingest import FileReport
 from credex.node.runtime import Node
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -69,6 +71,23 @@ async def start_node(federation: LocalFederation, running: Services, origin: str
         **extra,
     }
     return await federation.start_node(origin, **overrides)
+
+
+def federation(running: Services) -> LocalFederation:
+    """Shanghai and Jiangsu, with mutual TLS, as every benchmark uses them."""
+    built = LocalFederation(running.root / "federation", ["310000", "320000"], tls=True)
+    built.prepare()
+    return built
+
+
+async def ingest_and_publish(node: Node, sample: Path) -> tuple[FileReport, float, float]:
+    """Take a file in; return its report and the seconds until stored and until published."""
+    started = time.perf_counter()
+    [report] = await node.ingest([sample], Profile.load("national"))
+    stored = time.perf_counter() - started
+    while (await node.status()).published < report.new:
+        await asyncio.sleep(0.05)
+    return report, stored, time.perf_counter() - started
 
 
 # -- raw limits ---------------------------------------------------------------------

@@ -13,10 +13,17 @@ import argparse
 import asyncio
 import time
 
-from bench.common import line, raw_copy, raw_ed25519, raw_produce_consume, services, start_node
+from bench.common import (
+    federation,
+    ingest_and_publish,
+    line,
+    raw_copy,
+    raw_ed25519,
+    raw_produce_consume,
+    services,
+    start_node,
+)
 from credex.adapters import synth
-from credex.adapters.profile import Profile
-from credex.node.federation import LocalFederation
 
 
 async def main(rows: int) -> None:
@@ -29,18 +36,12 @@ async def main(rows: int) -> None:
             f" in {time.perf_counter() - started:.1f}s",
             flush=True,
         )
-        federation = LocalFederation(running.root / "federation", ["310000", "320000"], tls=True)
-        federation.prepare()
-        node = await start_node(federation, running, "310000")
+        members = federation(running)
+        node = await start_node(members, running, "310000")
         try:
-            started = time.perf_counter()
-            [report] = await node.ingest([sample], Profile.load("national"))
-            stored = time.perf_counter() - started
-            while (await node.status()).published < report.new:
-                await asyncio.sleep(0.05)
-            published = time.perf_counter() - started
+            report, stored, published = await ingest_and_publish(node, sample)
         finally:
-            await federation.stop()
+            await members.stop()
         assert report.rows_in == report.accepted + report.quarantined
         signing, _ = raw_ed25519()
         copy = await raw_copy(running.postgres.uri("postgres"), min(rows, 100000))

@@ -13,33 +13,28 @@ import argparse
 import asyncio
 import time
 
-from bench.common import line, raw_ed25519, raw_produce_consume, services, start_node
+from bench.common import federation, ingest_and_publish, line, raw_ed25519, raw_produce_consume, services, start_node
 from credex.adapters import synth
-from credex.adapters.profile import Profile
-from credex.node.federation import LocalFederation
 
 
 async def main(rows: int) -> None:
     async with services() as running:
         sample = running.root / "penalties.csv"
         synth.write(sample, synth.SynthSpec(region="310000", rows=rows, bad_share=0.0))
-        federation = LocalFederation(running.root / "federation", ["310000", "320000"], tls=True)
-        federation.prepare()
+        members = federation(running)
         try:
-            origin = await start_node(federation, running, "310000")
-            [report] = await origin.ingest([sample], Profile.load("national"))
-            while (await origin.status()).published < report.new:
-                await asyncio.sleep(0.1)
+            origin = await start_node(members, running, "310000")
+            report, _, _ = await ingest_and_publish(origin, sample)
             print(f"{report.new:,} events of 310000 on the broker; starting 320000", flush=True)
             # Sync stays out of the way: this measures the Kafka path.
             started = time.perf_counter()
-            peer = await start_node(federation, running, "320000", sync={"probe_seconds": 3600})
+            peer = await start_node(members, running, "320000", sync={"probe_seconds": 3600})
             while (await peer.status()).contiguous_by_origin.get("310000", 0) < report.new:
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             counters = (await peer.status()).intake_counters["310000"]
         finally:
-            await federation.stop()
+            await members.stop()
         _, verifying = raw_ed25519()
         _, consuming = await raw_produce_consume(running.broker.bootstrap_servers, n=min(rows, 50000))
     print(f"\nintake of {report.new:,} events: {counters}")

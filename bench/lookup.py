@@ -18,9 +18,8 @@ from typing import Any
 
 import grpc
 
-from bench.common import LoadResult, drive, line, services, start_node
+from bench.common import LoadResult, drive, federation, ingest_and_publish, line, services, start_node
 from credex.adapters import synth
-from credex.adapters.profile import Profile
 from credex.node.federation import LocalFederation
 from credex.node.peers import open_channel
 from credex.v1 import lookup_pb2, lookup_pb2_grpc
@@ -94,11 +93,10 @@ async def main(rows: int, seconds: float, concurrency: int) -> None:
     async with services() as running:
         sample = running.root / "penalties.csv"
         synth.write(sample, synth.SynthSpec(region="310000", rows=rows, bad_share=0.0))
-        federation = LocalFederation(running.root / "federation", ["310000", "320000"], tls=True)
-        federation.prepare()
+        members = federation(running)
         try:
-            node = await start_node(federation, running, "310000")
-            [report] = await node.ingest([sample], Profile.load("national"))
+            node = await start_node(members, running, "310000")
+            report, _, _ = await ingest_and_publish(node, sample)
             assert node.pool is not None
             async with node.pool.acquire() as conn:
                 subjects = [
@@ -113,12 +111,12 @@ async def main(rows: int, seconds: float, concurrency: int) -> None:
                 f" over {CHANNELS} channels for {seconds:.0f}s, from another process",
                 flush=True,
             )
-            lookups = await load("profile", node.port, federation, subjects, seconds, concurrency)
+            lookups = await load("profile", node.port, members, subjects, seconds, concurrency)
         finally:
-            await federation.stop()
-        echo_server, echo_port = await start_echo(federation)
+            await members.stop()
+        echo_server, echo_port = await start_echo(members)
         try:
-            echo = await load("echo", echo_port, federation, subjects, seconds, concurrency)
+            echo = await load("echo", echo_port, members, subjects, seconds, concurrency)
         finally:
             await echo_server.stop(None)
     print(f"\nlookups against {report.new:,} records")
