@@ -23,6 +23,7 @@ from credex.node.config import NodeConfig
 log = logging.getLogger(__name__)
 
 ENVELOPE_CONTENT_TYPE = "application/vnd.credex.envelope.v1+protobuf"
+CHECKPOINT_CONTENT_TYPE = "text/x.c2sp.signed-note; charset=utf-8"
 _EVENT_TYPE_NAMES = {1: "upsert", 2: "correct", 3: "revoke", 4: "expire"}
 
 
@@ -45,7 +46,10 @@ async def ensure_topics(config: NodeConfig, bootstrap_servers: str, topics: Iter
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(t, config.bus.partitions, config.bus.replication_factor) for t in topics if t not in existing
+            # A checkpoint topic keeps one partition: checkpoints are read in the order they were signed.
+            NewTopic(t, 1 if t.endswith(".checkpoints") else config.bus.partitions, config.bus.replication_factor)
+            for t in topics
+            if t not in existing
         ]
         for topic in wanted:
             try:
@@ -64,15 +68,41 @@ def cloudevent_headers(
 
     They are routing hints only: intake trusts nothing but the signed envelope.
     """
+    return _headers(
+        event_id,
+        origin,
+        f"cn.credex.record.{_EVENT_TYPE_NAMES.get(event_type, 'unknown')}.v1",
+        subject,
+        recorded_at,
+        str(seq),
+        ENVELOPE_CONTENT_TYPE,
+    )
+
+
+def checkpoint_headers(origin: str, size: int, signed_at: dt.datetime) -> list[tuple[str, bytes]]:
+    return _headers(
+        f"{origin}-checkpoint-{size}",
+        origin,
+        "cn.credex.checkpoint.v1",
+        origin,
+        signed_at,
+        str(size),
+        CHECKPOINT_CONTENT_TYPE,
+    )
+
+
+def _headers(
+    ce_id: str, origin: str, ce_type: str, subject: str, time: dt.datetime, sequence: str, content_type: str
+) -> list[tuple[str, bytes]]:
     return [
         ("ce_specversion", b"1.0"),
-        ("ce_id", event_id.encode()),
+        ("ce_id", ce_id.encode()),
         ("ce_source", f"urn:credex:origin:{origin}".encode()),
-        ("ce_type", f"cn.credex.record.{_EVENT_TYPE_NAMES.get(event_type, 'unknown')}.v1".encode()),
+        ("ce_type", ce_type.encode()),
         ("ce_subject", subject.encode()),
-        ("ce_time", recorded_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z").encode()),
-        ("ce_sequence", str(seq).encode()),
-        ("content-type", ENVELOPE_CONTENT_TYPE.encode()),
+        ("ce_time", time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z").encode()),
+        ("ce_sequence", sequence.encode()),
+        ("content-type", content_type.encode()),
     ]
 
 

@@ -85,6 +85,8 @@ class AccessConfig(BaseModel):
 class RelayConfig(BaseModel):
     batch_size: int = 2000
     idle_poll_seconds: float = 0.5
+    # How often to check that the broker still holds what was published (it may have lost its log).
+    broker_check_seconds: float = 5.0
 
 
 class IntakeConfig(BaseModel):
@@ -96,6 +98,11 @@ class SyncConfig(BaseModel):
     probe_seconds: float = 5.0
     fetch_limit: int = 2000
     rpc_timeout_seconds: float = 10.0
+
+
+class CheckpointConfig(BaseModel):
+    every_events: int = 1000
+    every_seconds: float = 5.0
 
 
 class IngestConfig(BaseModel):
@@ -120,6 +127,7 @@ class NodeConfig(BaseSettings):
     intake: IntakeConfig = IntakeConfig()
     sync: SyncConfig = SyncConfig()
     ingest: IngestConfig = IngestConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"
@@ -157,6 +165,10 @@ class NodeConfig(BaseSettings):
 
 def events_topic(origin: str) -> str:
     return f"credex.{origin}.events"
+
+
+def checkpoints_topic(origin: str) -> str:
+    return f"credex.{origin}.checkpoints"
 
 
 _PATH_FIELDS = (

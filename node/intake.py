@@ -22,7 +22,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from credex.crypto.trust import EventRejected, EventVerifier
 from credex.node import bus, state
-from credex.node.config import NodeConfig, events_topic
+from credex.node.alarms import Alarms
+from credex.node.checkpoints import CheckpointKeeper
+from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class AcceptResult:
     applied: int = 0
     replays: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    held: int = 0  # not applied: an alarm on the origin is open
     contiguous_seq: int = 0
     max_seq: int = 0
 
@@ -64,10 +67,19 @@ class Checked:
 
 
 class Intake:
-    def __init__(self, config: NodeConfig, pool: asyncpg.Pool, verifier: EventVerifier) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        verifier: EventVerifier,
+        alarms: Alarms,
+        keeper: CheckpointKeeper,
+    ) -> None:
         self.config = config
         self.pool = pool
         self.verifier = verifier
+        self.alarms = alarms
+        self.keeper = keeper
         self.me = config.origin
         self._gap_listeners: list[GapListener] = []
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -113,6 +125,13 @@ class Intake:
         """Store what verified, keep evidence of what did not, in one transaction."""
         origin = checked.origin
         result = AcceptResult(origin)
+        if origin in self.alarms.frozen:
+            # Evidence of equivocation is open: hold everything until an operator clears it;
+            # sync brings these events back afterwards.
+            result.held = len(checked.events) + len(checked.rejections)
+            METRICS.intake.labels(self.me, origin, "held").inc(result.held)
+            log.warning("%s: %d events of %s held: an alarm on %s is open", channel, result.held, origin, origin)
+            return result
         rejections = list(checked.rejections)
         async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
             outcome = await state.insert_events(conn, checked.events)
@@ -125,6 +144,23 @@ class Intake:
                         "",
                         conflict.envelope,
                     )
+                )
+            if outcome.conflicts:
+                # Both versions carry the origin's valid signature: that is equivocation.
+                held = await conn.fetchval(
+                    "SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, outcome.conflicts[0].seq
+                )
+                await self.alarms.raise_alarm(
+                    conn,
+                    origin,
+                    "equivocation.event",
+                    f"two validly signed events of {origin} claim seq {outcome.conflicts[0].seq}",
+                    {
+                        "seq": outcome.conflicts[0].seq,
+                        "held": bytes(held or b"").hex(),
+                        "received": outcome.conflicts[0].envelope.hex(),
+                        "channel": channel,
+                    },
                 )
             if rejections:
                 await conn.executemany(
@@ -144,6 +180,8 @@ class Intake:
         if result.has_gap:
             for listener in self._gap_listeners:
                 listener(origin, result.contiguous_seq, result.max_seq)
+        if result.applied:
+            await self.keeper.check(origin)
         return result
 
     def _report(self, channel: str, result: AcceptResult, rejections: list[_Rejection]) -> None:
@@ -174,9 +212,9 @@ class Intake:
     # -- Kafka --------------------------------------------------------------------
 
     async def consume(self, bootstrap_servers: str, peers: Sequence[str]) -> None:
-        """Consume the peers' topics until cancelled, restarting the consumer after failures."""
+        """Consume the peers' event and checkpoint topics until cancelled, restarting after failures."""
         attempt = 0
-        topics = {events_topic(p): p for p in peers}
+        topics = {events_topic(p): p for p in peers} | {checkpoints_topic(p): p for p in peers}
         while True:
             try:
                 await self._consume(bootstrap_servers, topics)
@@ -189,10 +227,16 @@ class Intake:
                 attempt += 1
 
     async def _store_and_commit(
-        self, consumer: AIOKafkaConsumer, checked: list[Checked], offsets: dict[TopicPartition, int]
+        self,
+        consumer: AIOKafkaConsumer,
+        checked: list[Checked],
+        notes: list[tuple[str, bytes]],
+        offsets: dict[TopicPartition, int],
     ) -> None:
         for batch in checked:
             await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        for origin, note in notes:  # after the events they may cover
+            await self.keeper.receive(origin, note.decode("utf-8", "replace"), f"kafka:{checkpoints_topic(origin)}")
         await consumer.commit(offsets)
 
     async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
@@ -232,14 +276,19 @@ class Intake:
                             storing = None
                         continue
                     by_origin: defaultdict[str, list[bytes]] = defaultdict(list)
+                    notes: list[tuple[str, bytes]] = []
                     offsets: dict[TopicPartition, int] = {}
                     for tp, messages in batch.items():
-                        by_origin[topics[tp.topic]].extend(m.value or b"" for m in messages)
+                        origin = topics[tp.topic]
+                        if tp.topic == events_topic(origin):
+                            by_origin[origin].extend(m.value or b"" for m in messages)
+                        else:
+                            notes.extend((origin, m.value or b"") for m in messages)
                         offsets[tp] = messages[-1].offset + 1
                     checked = [await self.check(origin, values) for origin, values in by_origin.items()]
                     if storing is not None:
                         await storing
-                    storing = asyncio.create_task(self._store_and_commit(consumer, checked, offsets))
+                    storing = asyncio.create_task(self._store_and_commit(consumer, checked, notes, offsets))
             finally:
                 if storing is not None:
                     storing.cancel()

@@ -7,6 +7,7 @@ signature itself instead of trusting this node.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 
@@ -17,8 +18,11 @@ from credex.crypto.trust import TrustBundle
 from credex.domain import uscc as uscc_codes
 from credex.node.access import Caller, entry_status, identify
 from credex.node.audit import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
+from credex.node.logbook import LogBook
 from credex.node.metrics import METRICS
+from credex.node.proofs import ProofUnavailable, inclusion_proof
 from credex.v1 import lookup_pb2, lookup_pb2_grpc
 
 MAX_PURPOSE = 500
@@ -29,11 +33,21 @@ _ENTRY_QUERY = (
 
 
 class LookupService(lookup_pb2_grpc.LookupServiceServicer):
-    def __init__(self, config: NodeConfig, pool: asyncpg.Pool, bundle: TrustBundle, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        bundle: TrustBundle,
+        audit: AuditLog,
+        logbook: LogBook,
+        keeper: CheckpointKeeper,
+    ) -> None:
         self.config = config
         self.pool = pool
         self.bundle = bundle
         self.audit = audit
+        self.logbook = logbook
+        self.keeper = keeper
         # Bound once: looking up labelled children costs more than counting.
         self._profile_ok = METRICS.lookups.labels(config.origin, "GetProfile", "OK")
         self._profile_seconds = METRICS.lookup_seconds.labels(config.origin, "GetProfile")
@@ -80,7 +94,12 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
             METRICS.lookups.labels(self.config.origin, "GetRecord", "NOT_FOUND").inc()
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no record {request.record_id} visible to you")
         METRICS.lookups.labels(self.config.origin, "GetRecord", "OK").inc()
-        return lookup_pb2.RecordAnswer(entry=entries[0])
+        answer = lookup_pb2.RecordAnswer(entry=entries[0])
+        entry = entries[0]
+        # While no checkpoint covers the event yet there is no proof; the envelope still verifies on its own.
+        with contextlib.suppress(ProofUnavailable):
+            answer.proof.CopyFrom(await inclusion_proof(self.pool, self.logbook, self.keeper, entry.origin, entry.seq))
+        return answer
 
     async def _audit(
         self,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from credex.v1 import exchange_pb2_grpc, lookup_pb2_grpc
+from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc
 
 _OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 1)]
 
@@ -44,6 +44,9 @@ class PeerChannels:
 
     def exchange(self, endpoint: str) -> exchange_pb2_grpc.ExchangeServiceAsyncStub:
         return exchange_pb2_grpc.ExchangeServiceStub(self.channel(endpoint))
+
+    def log(self, endpoint: str) -> log_pb2_grpc.LogServiceAsyncStub:
+        return log_pb2_grpc.LogServiceStub(self.channel(endpoint))
 
     def lookup(self, endpoint: str) -> lookup_pb2_grpc.LookupServiceAsyncStub:
         return lookup_pb2_grpc.LookupServiceStub(self.channel(endpoint))

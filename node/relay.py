@@ -14,14 +14,15 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from credex.node import bus
-from credex.node.config import NodeConfig
+from credex.node.config import NodeConfig, checkpoints_topic
 from credex.node.ledger import NOTIFY_CHANNEL
 from credex.node.metrics import METRICS
 
@@ -44,6 +45,7 @@ class Relay:
         self.bootstrap_servers = bootstrap_servers
         self.origin = config.origin
         self.topic = config.topic
+        self.checkpoint_topic = checkpoints_topic(config.origin)
         self._wakeup = asyncio.Event()
         self.published_seq = 0
 
@@ -79,15 +81,23 @@ class Relay:
                 request_timeout_ms=15000,
             )
             await producer.start()
+            watcher = AIOKafkaConsumer(**bus.client_kwargs(self.config, self.bootstrap_servers))
+            await watcher.start()
             try:
-                await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic])
+                await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic, self.checkpoint_topic])
+                checked_at = 0.0
                 while True:
+                    if time.monotonic() - checked_at >= self.config.relay.broker_check_seconds:
+                        await self._check_broker(watcher)
+                        checked_at = time.monotonic()
                     sent = await self._publish_batch(producer)
                     if sent == 0:
+                        await self._publish_checkpoints(producer)
                         self._wakeup.clear()
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wakeup.wait(), self.config.relay.idle_poll_seconds)
             finally:
+                await watcher.stop()
                 await producer.stop()
         finally:
             with contextlib.suppress(Exception):
@@ -126,6 +136,63 @@ class Relay:
         for partition, builder in builders.items():
             deliveries.append(await producer.send_batch(builder, self.topic, partition=partition))
         await asyncio.gather(*deliveries)
+
+    async def _check_broker(self, watcher: AIOKafkaConsumer) -> None:
+        """Republish everything if the topic holds fewer messages than were acknowledged.
+
+        Offsets in a Kafka partition only grow, retention or not; fewer messages
+        than this node published means the broker lost its log (the embedded
+        broker keeps it in memory) or the topic was recreated.
+        """
+        await watcher.topics()  # refresh metadata
+        partitions = watcher.partitions_for_topic(self.topic) or set()
+        ends = await watcher.end_offsets([TopicPartition(self.topic, p) for p in partitions]) if partitions else {}
+        on_topic = sum(ends.values())
+        async with self.pool.acquire() as conn:
+            published = int(
+                await conn.fetchval("SELECT published_seq FROM relay_outbox WHERE origin = $1", self.origin) or 0
+            )
+            if on_topic >= published:
+                return
+            log.warning(
+                "relay: %s holds %d messages but %d events were published: the broker lost its log; republishing",
+                self.topic,
+                on_topic,
+                published,
+            )
+            await conn.execute(
+                "UPDATE relay_outbox SET published_seq = 0, published_checkpoint = 0 WHERE origin = $1", self.origin
+            )
+        METRICS.relay_errors.labels(self.origin).inc()
+
+    async def _publish_checkpoints(self, producer: AIOKafkaProducer) -> None:
+        """Publish our signed checkpoints once the events they cover are on the broker."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT published_seq, published_checkpoint FROM relay_outbox WHERE origin = $1", self.origin
+            )
+            if row is None:
+                return
+            pending = await conn.fetch(
+                "SELECT size, note, first_seen FROM checkpoints WHERE origin = $1 AND state = 'own'"
+                " AND size > $2 AND size <= $3 ORDER BY size",
+                self.origin,
+                row["published_checkpoint"],
+                row["published_seq"],
+            )
+        if not pending:
+            return
+        for checkpoint in pending:
+            await producer.send_and_wait(
+                self.checkpoint_topic,
+                value=checkpoint["note"].encode(),
+                key=self.origin.encode(),
+                headers=bus.checkpoint_headers(self.origin, checkpoint["size"], checkpoint["first_seen"]),
+            )
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE relay_outbox SET published_checkpoint = $2 WHERE origin = $1", self.origin, pending[-1]["size"]
+            )
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
         async with self.pool.acquire() as conn:

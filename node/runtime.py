@@ -23,12 +23,15 @@ from credex.crypto.keys import SigningKey, load_public
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.node import store
+from credex.node.alarms import Alarms
 from credex.node.audit import AuditLog
+from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.ingest import FileReport, ingest_file
 from credex.node.intake import Intake
 from credex.node.ledger import Ledger
+from credex.node.logbook import LogBook
 from credex.node.peers import PeerChannels
 from credex.node.relay import Relay
 from credex.node.server import start_server
@@ -51,6 +54,8 @@ class NodeStatus:
     records_by_origin: dict[str, int] = field(default_factory=dict)
     contiguous_by_origin: dict[str, int] = field(default_factory=dict)
     intake_counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    checkpoints: dict[str, tuple[int, str]] = field(default_factory=dict)  # origin -> (size, root hex)
+    open_alarms: list[str] = field(default_factory=list)
 
 
 def load_bundle(config: NodeConfig) -> TrustBundle:
@@ -107,18 +112,28 @@ class Node:
             self.bootstrap_servers = await asyncio.to_thread(self._embedded_broker.start)
         tls = self.config.grpc.tls
         self._channels = PeerChannels(tls.client_ca, tls.cert, tls.key)
+        self.logbook = LogBook(self.pool)
+        self.alarms = Alarms(self.pool, self.origin)
+        await self.alarms.load()
+        self.keeper = CheckpointKeeper(self.origin, self.pool, lambda: self.bundle, self.key, self.logbook, self.alarms)
         if serve:
             self._audit = AuditLog(self.pool)
             self._audit.start()
-            self._server, _, self.port = await start_server(self.config, self.pool, self.bundle, self._audit)
+            self._server, _, self.port = await start_server(
+                self.config, self.pool, self.bundle, self._audit, self.logbook, self.keeper
+            )
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
-            self.intake = Intake(self.config, self.pool, self.verifier)
+            self.intake = Intake(self.config, self.pool, self.verifier, self.alarms, self.keeper)
             self.sync = Sync(self.config, self.pool, self.bundle, self.intake, self._channels)
             peers = [o for o in self.bundle.origins if o != self.origin]
             self._spawn(self.relay.run(), "relay")
             self._spawn(self.intake.consume(self.bootstrap_servers, peers), "intake")
             self._spawn(self.sync.run(), "sync")
+            self._spawn(
+                self.keeper.run_signer(self.config.checkpoint.every_events, self.config.checkpoint.every_seconds),
+                "checkpoint-signer",
+            )
             self._spawn(self._refresh_bundle(), "bundle-refresh")
         log.info(
             "node %s started (gRPC port %s, broker %s)",
@@ -239,4 +254,11 @@ class Node:
                 result.contiguous_by_origin[row["origin"]] = row["contiguous_seq"]
             for row in await conn.fetch("SELECT origin, outcome, n FROM intake_counters"):
                 result.intake_counters.setdefault(row["origin"], {})[row["outcome"]] = row["n"]
+            for row in await conn.fetch(
+                "SELECT DISTINCT ON (origin) origin, size, root FROM checkpoints"
+                " WHERE state IN ('own', 'verified') ORDER BY origin, size DESC"
+            ):
+                result.checkpoints[row["origin"]] = (row["size"], bytes(row["root"]).hex())
+            for row in await conn.fetch("SELECT id, origin, kind FROM alarms WHERE cleared_at IS NULL ORDER BY id"):
+                result.open_alarms.append(f"#{row['id']} {row['kind']} on {row['origin']}")
         return result

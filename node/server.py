@@ -12,16 +12,20 @@ from grpc_reflection.v1alpha import reflection
 
 from credex.crypto.trust import TrustBundle
 from credex.node.audit import AuditLog
+from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
 from credex.node.exchange import ExchangeService
+from credex.node.logbook import LogBook
+from credex.node.logservice import LogService
 from credex.node.lookup import LookupService
-from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc
+from credex.v1 import exchange_pb2, exchange_pb2_grpc, log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
     exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name,
+    log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
 )
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -43,7 +47,12 @@ def server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
 
 
 async def start_server(
-    config: NodeConfig, pool: asyncpg.Pool, bundle: TrustBundle, audit: AuditLog
+    config: NodeConfig,
+    pool: asyncpg.Pool,
+    bundle: TrustBundle,
+    audit: AuditLog,
+    logbook: LogBook,
+    keeper: CheckpointKeeper,
 ) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
@@ -52,8 +61,11 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    lookup_pb2_grpc.add_LookupServiceServicer_to_server(LookupService(config, pool, bundle, audit), server)
+    lookup_pb2_grpc.add_LookupServiceServicer_to_server(
+        LookupService(config, pool, bundle, audit, logbook, keeper), server
+    )
     exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(ExchangeService(config, pool, bundle), server)
+    log_pb2_grpc.add_LogServiceServicer_to_server(LogService(config, pool, bundle, logbook, keeper), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

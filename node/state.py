@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from credex.crypto.merkle import leaf_hash
 from credex.node.store import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -28,6 +29,7 @@ _EVENT_COLUMNS = (
     "subject_id",
     "envelope",
     "recorded_at",
+    "leaf_hash",
 )
 _RECORD_COLUMNS = (
     "record_id",
@@ -142,6 +144,7 @@ class StoredEvent:
             self.state.subject_id,
             self.envelope,
             self.recorded_at,
+            leaf_hash(self.envelope),
         )
 
     def record_row(self) -> tuple[object, ...]:

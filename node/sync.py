@@ -23,7 +23,7 @@ from credex.node.config import NodeConfig
 from credex.node.intake import Intake
 from credex.node.metrics import METRICS
 from credex.node.peers import PeerChannels
-from credex.v1 import exchange_pb2
+from credex.v1 import exchange_pb2, log_pb2
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,19 @@ class Sync:
         self.pool = pool
         self.bundle = bundle
         self.intake = intake
+        self.keeper = intake.keeper
+        self.alarms = intake.alarms
         self.channels = channels
         # origin -> (when it was first seen behind, contiguous_seq then)
         self._behind: dict[str, tuple[float, int]] = {}
+        # origin -> the largest checkpoint size seen, which the log must reach
+        self._wanted: dict[str, int] = {}
         self.rounds = 0
         intake.on_gap(self._on_gap)
+        self.keeper.on_want(self._on_want)
+
+    def _on_want(self, origin: str, size: int) -> None:
+        self._wanted[origin] = max(size, self._wanted.get(origin, 0))
 
     def _on_gap(self, origin: str, contiguous: int, max_seq: int) -> None:
         self._behind.setdefault(origin, (time.monotonic(), contiguous))
@@ -62,8 +70,12 @@ class Sync:
 
     async def run(self) -> None:
         while True:
+            await self.alarms.load()  # an operator may have cleared an alarm
             for origin in self.peers():
+                if origin in self.alarms.frozen:
+                    continue
                 try:
+                    await self.fetch_checkpoint(origin)
                     await self.sync_origin(origin)
                 except asyncio.CancelledError:
                     raise
@@ -80,6 +92,7 @@ class Sync:
         """
         contiguous = await self._contiguous(origin)
         head, source = await self._probe(origin)
+        head = max(head, self._wanted.get(origin, 0)) if source is not None else head
         if source is None or head <= contiguous:
             self._behind.pop(origin, None)
             return 0
@@ -117,6 +130,19 @@ class Sync:
             except grpc.aio.AioRpcError as exc:
                 log.info("sync of %s from %s: %s", origin, endpoint, exc.details() or exc.code().name)
         return applied
+
+    async def fetch_checkpoint(self, origin: str) -> None:
+        """Ask the origin (or, failing it, any member) for its newest checkpoint; a forged one is evidence."""
+        for endpoint in self.sources(origin):
+            try:
+                checkpoint = await self.channels.log(endpoint).GetCheckpoint(
+                    log_pb2.GetCheckpointRequest(origin=origin), timeout=self.config.sync.rpc_timeout_seconds
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            outcome = await self.keeper.receive(origin, checkpoint.note, f"sync:{endpoint}")
+            if not outcome.startswith("rejected"):
+                return
 
     async def _probe(self, origin: str) -> tuple[int, str | None]:
         for endpoint in self.sources(origin):

@@ -5,6 +5,7 @@ Lookups answered from a node's local store, across every origin it holds."""
 
 from collections import abc as _abc
 from credex.v1 import event_pb2 as _event_pb2
+from credex.v1 import log_pb2 as _log_pb2
 from credex.v1 import record_pb2 as _record_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -153,16 +154,22 @@ class RecordAnswer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def entry(self) -> Global___ProfileEntry: ...
+    @_builtins.property
+    def proof(self) -> _log_pb2.InclusionProof:
+        """Against the newest checkpoint held; absent while no checkpoint covers the event yet."""
+
     def __init__(
         self,
         *,
         entry: Global___ProfileEntry | None = ...,
+        proof: _log_pb2.InclusionProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,7 +57,8 @@ class LookupServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRecord(self, request, context):
-        """One record with the envelope of the event that produced its current state.
+        """One record with the envelope of the event that produced its current state,
+        and a proof of that event's place in the origin's log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,9 @@ class LookupServiceStub:
     GetProfile: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.GetProfileRequest, _lookup_pb2.Profile]
     """Everything the caller may see about one subject, from every region."""
     GetRecord: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.GetRecordRequest, _lookup_pb2.RecordAnswer]
-    """One record with the envelope of the event that produced its current state."""
+    """One record with the envelope of the event that produced its current state,
+    and a proof of that event's place in the origin's log.
+    """
 
 @_typing.type_check_only
 class LookupServiceAsyncStub(LookupServiceStub):
@@ -42,7 +44,9 @@ class LookupServiceAsyncStub(LookupServiceStub):
     GetProfile: _aio.UnaryUnaryMultiCallable[_lookup_pb2.GetProfileRequest, _lookup_pb2.Profile]  # type: ignore[assignment]
     """Everything the caller may see about one subject, from every region."""
     GetRecord: _aio.UnaryUnaryMultiCallable[_lookup_pb2.GetRecordRequest, _lookup_pb2.RecordAnswer]  # type: ignore[assignment]
-    """One record with the envelope of the event that produced its current state."""
+    """One record with the envelope of the event that produced its current state,
+    and a proof of that event's place in the origin's log.
+    """
 
 class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -59,6 +63,8 @@ class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lookup_pb2.GetRecordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lookup_pb2.RecordAnswer, _abc.Awaitable[_lookup_pb2.RecordAnswer]]:
-        """One record with the envelope of the event that produced its current state."""
+        """One record with the envelope of the event that produced its current state,
+        and a proof of that event's place in the origin's log.
+        """
 
 def add_LookupServiceServicer_to_server(servicer: LookupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,95 @@
+"""Alarms: evidence that an origin's log cannot be trusted as it stands.
+
+Raised on equivocation — two validly signed checkpoints of one origin that
+cannot both be true, or validly signed events that contradict each other or the
+origin's own checkpoint. Both pieces of evidence are kept; the origin is frozen
+(nothing more of it is applied) until an operator clears the alarm with
+``credex alarm clear``. The raise is logged, counted in a metric and shown in
+the node's status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from prometheus_client import Gauge
+
+from credex.node.store import Connection
+
+log = logging.getLogger(__name__)
+
+OPEN_ALARMS = Gauge("credex_open_alarms", "Open equivocation alarms, by node and origin", ["origin", "peer"])
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    id: int
+    origin: str
+    kind: str
+    message: str
+    evidence: dict[str, Any]
+    raised_at: str
+
+
+class Alarms:
+    def __init__(self, pool: asyncpg.Pool, me: str) -> None:
+        self.pool = pool
+        self.me = me
+        self.frozen: set[str] = set()
+
+    async def load(self) -> set[str]:
+        """Re-read which origins are frozen (an operator may have cleared an alarm)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT DISTINCT origin FROM alarms WHERE cleared_at IS NULL")
+        frozen = {r["origin"] for r in rows}
+        for origin in self.frozen - frozen:
+            log.warning("alarm on %s cleared by an operator; applying its log again", origin)
+            OPEN_ALARMS.labels(self.me, origin).set(0)
+        self.frozen = frozen
+        return frozen
+
+    async def raise_alarm(
+        self, conn: Connection, origin: str, kind: str, message: str, evidence: dict[str, Any]
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO alarms (origin, kind, message, evidence) VALUES ($1, $2, $3, $4)",
+            origin,
+            kind,
+            message,
+            json.dumps(evidence, ensure_ascii=False),
+        )
+        self.frozen.add(origin)
+        OPEN_ALARMS.labels(self.me, origin).set(1)
+        log.error(
+            "ALARM %s on %s: %s; nothing more of %s is applied until an operator clears it",
+            kind,
+            origin,
+            message,
+            origin,
+        )
+
+
+async def list_alarms(conn: Connection, include_cleared: bool = False) -> list[Alarm]:
+    rows = await conn.fetch(
+        "SELECT id, origin, kind, message, evidence, raised_at FROM alarms"
+        + ("" if include_cleared else " WHERE cleared_at IS NULL")
+        + " ORDER BY id"
+    )
+    return [
+        Alarm(r["id"], r["origin"], r["kind"], r["message"], json.loads(r["evidence"]), r["raised_at"].isoformat())
+        for r in rows
+    ]
+
+
+async def clear_alarm(conn: Connection, alarm_id: int, operator: str, note: str) -> bool:
+    status = await conn.execute(
+        "UPDATE alarms SET cleared_at = now(), cleared_by = $2, clear_note = $3 WHERE id = $1 AND cleared_at IS NULL",
+        alarm_id,
+        operator,
+        note,
+    )
+    return bool(status.endswith(" 1"))

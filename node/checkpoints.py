@@ -1,0 +1,248 @@
+"""Checkpoints of every origin: signing our own, checking everyone else's against our copy.
+
+This node signs a checkpoint of its own log every N events or T seconds, and
+never two that disagree: before signing it checks that its tree still has the
+root it signed last. A peer's checkpoint is verified against the peer's keys in
+the trust bundle before it is parsed, stored, and compared with this node's
+tree of that origin at the same size: equal, it is verified; not yet held, it is
+pending (and sync is told how far to fetch); different, or contradicted by
+another validly signed checkpoint of the same size, it is evidence of
+equivocation and raises an alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
+from credex.crypto.keys import SigningKey
+from credex.crypto.trust import TrustBundle
+from credex.node import state
+from credex.node.alarms import Alarms
+from credex.node.ledger import NOTIFY_CHANNEL
+from credex.node.logbook import LogBook
+
+log = logging.getLogger(__name__)
+
+WantListener = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCheckpoint:
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    state: str
+
+
+class CheckpointKeeper:
+    def __init__(
+        self,
+        origin: str,
+        pool: asyncpg.Pool,
+        bundle: Callable[[], TrustBundle],
+        key: SigningKey,
+        logbook: LogBook,
+        alarms: Alarms,
+    ) -> None:
+        self.me = origin
+        self.pool = pool
+        self.bundle = bundle
+        self.key = key
+        self.logbook = logbook
+        self.alarms = alarms
+        self._want_listeners: list[WantListener] = []
+        self._sign_lock = asyncio.Lock()
+
+    def on_want(self, listener: WantListener) -> None:
+        """Called with (origin, size) when a checkpoint shows events this node does not hold yet."""
+        self._want_listeners.append(listener)
+
+    # -- our own log ---------------------------------------------------------------------
+
+    async def sign_own(self) -> HeldCheckpoint | None:
+        """Sign a checkpoint of our log if it grew since the last one; never one that disagrees."""
+        async with self._sign_lock:
+            tree = await self.logbook.tree(self.me)
+            async with self.pool.acquire() as conn:
+                last = await conn.fetchrow(
+                    "SELECT size, root FROM checkpoints WHERE origin = $1 AND state = 'own' ORDER BY size DESC LIMIT 1",
+                    self.me,
+                )
+                if last is not None and last["size"] >= tree.size:
+                    return None
+                if last is not None and tree.root(last["size"]) != bytes(last["root"]):
+                    async with conn.transaction():
+                        await self.alarms.raise_alarm(
+                            conn,
+                            self.me,
+                            "self.inconsistent",
+                            f"our own log no longer has the root we signed at size {last['size']}; refusing to sign",
+                            {
+                                "size": last["size"],
+                                "signed_root": bytes(last["root"]).hex(),
+                                "current_root": tree.root(last["size"]).hex(),
+                            },
+                        )
+                    return None
+                checkpoint = Checkpoint(log_name(self.me), tree.size, tree.root())
+                note = checkpoint.sign(self.key)
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO checkpoints (origin, size, root, note, state, source)"
+                        " VALUES ($1, $2, $3, $4, 'own', 'self')",
+                        self.me,
+                        checkpoint.size,
+                        checkpoint.root,
+                        note,
+                    )
+                    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            return HeldCheckpoint(self.me, checkpoint.size, checkpoint.root, note, "own")
+
+    # -- the peers' logs -----------------------------------------------------------------
+
+    def _keys(self, origin: str) -> list[Ed25519PublicKey]:
+        bundle = self.bundle()
+        member = bundle.member(origin)
+        if member is None:
+            return []
+        return [bundle.keys_by_id[k.key_id][2] for k in member.keys if k.revoked_at is None]
+
+    async def receive(self, origin: str, note: str, source: str) -> str:
+        """Take in one checkpoint of ``origin``; returns 'new', 'known' or 'rejected:<reason>'."""
+        try:
+            checkpoint = open_checkpoint(note, log_name(origin), self._keys(origin))
+        except CheckpointRejected as exc:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO intake_rejections (origin, channel, reason, message, evidence)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    origin,
+                    source,
+                    exc.reason,
+                    exc.message,
+                    note.encode()[:65536],
+                )
+                await state.count(conn, origin, f"rejected:{exc.reason}", 1)
+            log.warning("%s: rejected checkpoint of %s: %s (%s)", source, origin, exc.message, exc.reason)
+            return f"rejected:{exc.reason}"
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO checkpoints (origin, size, root, note, state, source)"
+                " VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT DO NOTHING RETURNING 1",
+                origin,
+                checkpoint.size,
+                checkpoint.root,
+                note,
+                source,
+            )
+            if not inserted:
+                return "known"
+            rival = await conn.fetchrow(
+                "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root <> $3 LIMIT 1",
+                origin,
+                checkpoint.size,
+                checkpoint.root,
+            )
+            if rival is not None:
+                await conn.execute(
+                    "UPDATE checkpoints SET state = 'conflict' WHERE origin = $1 AND size = $2", origin, checkpoint.size
+                )
+                await self.alarms.raise_alarm(
+                    conn,
+                    origin,
+                    "equivocation.checkpoint",
+                    f"two checkpoints of size {checkpoint.size}, both validly signed, with different roots",
+                    {"size": checkpoint.size, "checkpoints": [rival["note"], note], "sources": source},
+                )
+                return "new"
+        await self.check(origin)
+        return "new"
+
+    async def check(self, origin: str) -> None:
+        """Compare pending checkpoints with our tree; ask sync for what they show we lack."""
+        async with self.pool.acquire() as conn:
+            pending = await conn.fetch(
+                "SELECT size, root, note FROM checkpoints WHERE origin = $1 AND state = 'pending' ORDER BY size",
+                origin,
+            )
+        if not pending:
+            return
+        tree = await self.logbook.tree(origin)
+        wanted = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for row in pending:
+                size, root = row["size"], bytes(row["root"])
+                if size > tree.size:
+                    wanted = max(wanted, size)
+                    continue
+                ours = tree.root(size)
+                if ours == root:
+                    await conn.execute(
+                        "UPDATE checkpoints SET state = 'verified' WHERE origin = $1 AND size = $2 AND root = $3",
+                        origin,
+                        size,
+                        root,
+                    )
+                    continue
+                await conn.execute(
+                    "UPDATE checkpoints SET state = 'conflict' WHERE origin = $1 AND size = $2 AND root = $3",
+                    origin,
+                    size,
+                    root,
+                )
+                await self.alarms.raise_alarm(
+                    conn,
+                    origin,
+                    "equivocation.log",
+                    f"{origin} signed root {root.hex()[:16]}… at size {size}, but its own signed events"
+                    f" give {ours.hex()[:16]}…",
+                    {"size": size, "checkpoint": row["note"], "root_of_signed_events": ours.hex()},
+                )
+        if wanted:
+            for listener in self._want_listeners:
+                listener(origin, wanted)
+
+    async def latest(self, origin: str) -> HeldCheckpoint | None:
+        """The newest checkpoint of ``origin`` that this node's copy of the log agrees with."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT origin, size, root, note, state FROM checkpoints"
+                " WHERE origin = $1 AND state IN ('own', 'verified') ORDER BY size DESC LIMIT 1",
+                origin,
+            )
+        if row is None:
+            return None
+        return HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], row["state"])
+
+    async def run_signer(self, every_events: int, every_seconds: float) -> None:
+        """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came."""
+        while True:
+            await asyncio.sleep(min(every_seconds, 1.0))
+            async with self.pool.acquire() as conn:
+                head = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.me))
+                last = await conn.fetchrow(
+                    "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = 'own'"
+                    " ORDER BY size DESC LIMIT 1",
+                    self.me,
+                )
+            signed_size = int(last["size"]) if last else 0
+            if head <= signed_size:
+                continue
+            age = await self._age(last["first_seen"]) if last else every_seconds
+            if head - signed_size >= every_events or age >= every_seconds:
+                try:
+                    await self.sign_own()
+                except (asyncpg.PostgresError, OSError) as exc:
+                    log.warning("could not sign a checkpoint: %s", exc)
+
+    async def _age(self, when: object) -> float:
+        async with self.pool.acquire() as conn:
+            return float(await conn.fetchval("SELECT extract(epoch FROM now() - $1::timestamptz)", when))
