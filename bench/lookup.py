@@ -92,7 +92,9 @@ async def load(
 async def main(rows: int, seconds: float, concurrency: int) -> None:
     async with services() as running:
         sample = running.root / "penalties.csv"
-        synth.write(sample, synth.SynthSpec(region="310000", rows=rows, bad_share=0.0))
+        # A shared pool that grows with the data keeps profiles realistic (a few records per
+        # subject); the demo's pool of 40 would give the shared companies hundreds each.
+        synth.write(sample, synth.SynthSpec(region="310000", rows=rows, bad_share=0.0, shared_pool=max(40, rows // 50)))
         members = federation(running)
         try:
             node = await start_node(members, running, "310000")

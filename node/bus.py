@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -104,6 +105,35 @@ def _headers(
         ("ce_sequence", sequence.encode()),
         ("content-type", content_type.encode()),
     ]
+
+
+RETAINED_AWAY = "<below the beginning offset: removed by retention>"
+
+
+async def message_id_at(config: NodeConfig, bootstrap_servers: str, topic: str, partition: int, offset: int) -> str:
+    """The CloudEvents id of the message at (partition, offset): '' if the broker has none there.
+
+    A fresh client each time: a long-lived one keeps metadata from before the
+    topic was (re)created. Returns ``RETAINED_AWAY`` when retention removed it.
+    """
+    consumer = AIOKafkaConsumer(**client_kwargs(config, bootstrap_servers), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if partition not in (consumer.partitions_for_topic(topic) or set()):
+            return ""
+        where = TopicPartition(topic, partition)
+        consumer.assign([where])
+        beginning = (await consumer.beginning_offsets([where]))[where]
+        if beginning > offset:
+            return RETAINED_AWAY
+        consumer.seek(where, offset)
+        batch = await consumer.getmany(where, timeout_ms=2000, max_records=1)
+        for message in batch.get(where, []):
+            if message.offset == offset:
+                return str(dict(message.headers).get("ce_id", b"").decode())
+        return ""
+    finally:
+        await consumer.stop()
 
 
 async def backoff(attempt: int, cap: float = 10.0) -> None:

@@ -26,6 +26,7 @@ from credex.node.mapping import Mapping, open_mapping
 from credex.node.store import Connection
 
 ProgressCallback = Callable[[str, int, int], None]
+ANALYZE_AFTER = 10000
 _QUARANTINE_COLUMNS = (
     "content_hash",
     "source",
@@ -128,6 +129,11 @@ async def ingest_file(
             if taken is None:
                 raise
             return _already_taken(report, taken)
+        if report.new + report.corrected >= ANALYZE_AFTER:
+            # A bulk load leaves the planner's statistics behind; until autovacuum catches up
+            # it may scan the whole records table for every lookup.
+            await conn.execute("ANALYZE records")
+            await conn.execute("ANALYZE events")
     return report
 
 

@@ -25,6 +25,7 @@ from credex.node import bus, state
 from credex.node.alarms import Alarms
 from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
+from credex.node.ingest import ANALYZE_AFTER
 from credex.node.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Intake:
         self.keeper = keeper
         self.me = config.origin
         self._gap_listeners: list[GapListener] = []
+        self._since_analyze = 0
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def on_gap(self, listener: GapListener) -> None:
@@ -182,6 +184,12 @@ class Intake:
                 listener(origin, result.contiguous_seq, result.max_seq)
         if result.applied:
             await self.keeper.check(origin)
+            self._since_analyze += result.applied
+            if self._since_analyze >= ANALYZE_AFTER:
+                # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
+                self._since_analyze = 0
+                async with self.pool.acquire() as conn:
+                    await conn.execute("ANALYZE records")
         return result
 
     def _report(self, channel: str, result: AcceptResult, rejections: list[_Rejection]) -> None:

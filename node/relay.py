@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from credex.node import bus
@@ -81,14 +81,12 @@ class Relay:
                 request_timeout_ms=15000,
             )
             await producer.start()
-            watcher = AIOKafkaConsumer(**bus.client_kwargs(self.config, self.bootstrap_servers))
-            await watcher.start()
             try:
                 await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic, self.checkpoint_topic])
                 checked_at = 0.0
                 while True:
                     if time.monotonic() - checked_at >= self.config.relay.broker_check_seconds:
-                        await self._check_broker(watcher)
+                        await self._check_broker()
                         checked_at = time.monotonic()
                     sent = await self._publish_batch(producer)
                     if sent == 0:
@@ -97,7 +95,6 @@ class Relay:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wakeup.wait(), self.config.relay.idle_poll_seconds)
             finally:
-                await watcher.stop()
                 await producer.stop()
         finally:
             with contextlib.suppress(Exception):
@@ -105,16 +102,19 @@ class Relay:
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _RELAY_LOCK, self.origin)
             await self.pool.release(conn)
 
-    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
+    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> tuple[int, int, str]:
         """Send rows as per-partition record batches and wait for every acknowledgement.
 
         Building the batches here, with the same murmur2 partitioning as Kafka's
         default partitioner, costs a fraction of one ``send`` call per message;
-        each partition's batches go out in sequence order.
+        each partition's batches go out in sequence order. Returns where the
+        last batch landed and its first event id: the sentinel for ``_check_broker``.
         """
         count = len(await producer.partitions_for(self.topic))
         builders: dict[int, Any] = {}
-        deliveries = []
+        first_ids: dict[int, str] = {}
+        deliveries: list[Any] = []
+        sent_first_ids: list[str] = []
         for row in rows:
             subject = row["subject_id"]
             partition = _partition(subject, count)
@@ -130,38 +130,51 @@ class Relay:
             if builder is None or builder.append(**record) is None:
                 if builder is not None:
                     deliveries.append(await producer.send_batch(builder, self.topic, partition=partition))
+                    sent_first_ids.append(first_ids[partition])
                 builder = builders[partition] = producer.create_batch()
+                first_ids[partition] = str(row["event_id"])
                 if builder.append(**record) is None:
                     raise bus.KafkaError(f"event {row['seq']} does not fit in an empty record batch")
         for partition, builder in builders.items():
             deliveries.append(await producer.send_batch(builder, self.topic, partition=partition))
-        await asyncio.gather(*deliveries)
+            sent_first_ids.append(first_ids[partition])
+        landed = await asyncio.gather(*deliveries)
+        return landed[-1].partition, landed[-1].offset, sent_first_ids[-1]
 
-    async def _check_broker(self, watcher: AIOKafkaConsumer) -> None:
-        """Republish everything if the topic holds fewer messages than were acknowledged.
+    async def _check_broker(self) -> None:
+        """Republish everything if the broker no longer holds the newest batch it acknowledged.
 
-        Offsets in a Kafka partition only grow, retention or not; fewer messages
-        than this node published means the broker lost its log (the embedded
-        broker keeps it in memory) or the topic was recreated.
+        The embedded broker keeps its log in memory and loses it on a restart; a
+        topic can also be deleted and recreated. Retention is told apart: it only
+        removes messages below the partition's beginning offset.
         """
-        await watcher.topics()  # refresh metadata
-        partitions = watcher.partitions_for_topic(self.topic) or set()
-        ends = await watcher.end_offsets([TopicPartition(self.topic, p) for p in partitions]) if partitions else {}
-        on_topic = sum(ends.values())
         async with self.pool.acquire() as conn:
-            published = int(
-                await conn.fetchval("SELECT published_seq FROM relay_outbox WHERE origin = $1", self.origin) or 0
+            sentinel = await conn.fetchrow(
+                "SELECT published_seq, sentinel_partition, sentinel_offset, sentinel_event_id FROM relay_outbox"
+                " WHERE origin = $1",
+                self.origin,
             )
-            if on_topic >= published:
-                return
+        if sentinel is None or sentinel["sentinel_event_id"] is None:
+            return
+        held = await bus.message_id_at(
+            self.config, self.bootstrap_servers, self.topic, sentinel["sentinel_partition"], sentinel["sentinel_offset"]
+        )
+        if held == sentinel["sentinel_event_id"] or held == bus.RETAINED_AWAY:
+            return
+        async with self.pool.acquire() as conn:
             log.warning(
-                "relay: %s holds %d messages but %d events were published: the broker lost its log; republishing",
+                "relay: %s no longer holds event %s at partition %d offset %d (published through seq %d):"
+                " the broker lost its log; republishing",
                 self.topic,
-                on_topic,
-                published,
+                sentinel["sentinel_event_id"],
+                sentinel["sentinel_partition"],
+                sentinel["sentinel_offset"],
+                sentinel["published_seq"],
             )
             await conn.execute(
-                "UPDATE relay_outbox SET published_seq = 0, published_checkpoint = 0 WHERE origin = $1", self.origin
+                "UPDATE relay_outbox SET published_seq = 0, published_checkpoint = 0, sentinel_event_id = NULL"
+                " WHERE origin = $1",
+                self.origin,
             )
         METRICS.relay_errors.labels(self.origin).inc()
 
@@ -211,14 +224,17 @@ class Relay:
         self.published_seq = int(published)
         if not rows:
             return 0
-        await self._send(producer, rows)
+        partition, offset, event_id = await self._send(producer, rows)
         last = int(rows[-1]["seq"])
         async with self.pool.acquire() as conn:
             await conn.execute(
-                "UPDATE relay_outbox SET published_seq = $2, published_at = now()"
-                " WHERE origin = $1 AND published_seq < $2",
+                "UPDATE relay_outbox SET published_seq = $2, published_at = now(), sentinel_partition = $3,"
+                " sentinel_offset = $4, sentinel_event_id = $5 WHERE origin = $1 AND published_seq < $2",
                 self.origin,
                 last,
+                partition,
+                offset,
+                event_id,
             )
         self.published_seq = last
         METRICS.events_published.labels(self.origin).inc(len(rows))

@@ -36,3 +36,7 @@ CREATE TABLE alarms (
 CREATE INDEX alarms_open ON alarms (origin) WHERE cleared_at IS NULL;
 
 ALTER TABLE relay_outbox ADD COLUMN published_checkpoint bigint NOT NULL DEFAULT 0;
+-- Where the newest published batch landed, to check later that the broker still has it.
+ALTER TABLE relay_outbox ADD COLUMN sentinel_partition integer;
+ALTER TABLE relay_outbox ADD COLUMN sentinel_offset bigint;
+ALTER TABLE relay_outbox ADD COLUMN sentinel_event_id text;
