@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,8 +30,10 @@ node_app = typer.Typer(help="run a node", no_args_is_help=True)
 keys_app = typer.Typer(help="signing keys", no_args_is_help=True)
 trust_app = typer.Typer(help="the federation's trust bundle", no_args_is_help=True)
 tls_app = typer.Typer(help="TLS material: the federation CA and the certificates it issues", no_args_is_help=True)
+alarm_app = typer.Typer(help="equivocation alarms: evidence, and clearing it", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(tls_app, name="tls")
+app.add_typer(alarm_app, name="alarm")
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 
@@ -177,16 +179,48 @@ def ingest(
         raise typer.Exit(1)
 
 
+# Options shared by every command that talks to a node or checks signatures.
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="a node.toml: trust bundle and TLS")]
+BundleOption = Annotated[Path | None, typer.Option(help="signed trust bundle (if no --config)")]
+FederationKeyOption = Annotated[Path | None, typer.Option(help="federation public key (if no --config)")]
+CaOption = Annotated[Path | None, typer.Option(help="federation CA for TLS")]
+CertOption = Annotated[Path | None, typer.Option(help="client certificate")]
+KeyOption = Annotated[Path | None, typer.Option(help="client key")]
+
+
+def _trust_and_tls(
+    config: Path | None,
+    bundle: Path | None,
+    federation_key: Path | None,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> tuple[TrustBundle, tuple[Path, Path, Path] | None]:
+    """The verified trust bundle and the client TLS files, from a node config or explicit files."""
+    if config is not None:
+        settings = _config(config)
+        bundle, federation_key = bundle or settings.trust.bundle, federation_key or settings.trust.federation_public_key
+        tls = settings.grpc.tls
+        ca, cert, key = ca or tls.client_ca, cert or tls.cert, key or tls.key
+    if bundle is None or federation_key is None:
+        raise _fail("give --config, or --bundle and --federation-key, to check signatures")
+    try:
+        trust = TrustBundle.load_signed(bundle, load_public(federation_key))
+    except (TrustBundleError, KeyFileError) as exc:
+        raise _fail(str(exc)) from None
+    return trust, ((ca, cert, key) if ca and cert and key else None)
+
+
 @app.command()
 def lookup(
     uscc: Annotated[str, typer.Argument(help="统一社会信用代码")],
     node: Annotated[str, typer.Option(help="host:port of any node")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="a node.toml: trust bundle and TLS")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="signed trust bundle (if no --config)")] = None,
-    federation_key: Annotated[Path | None, typer.Option(help="federation public key (if no --config)")] = None,
-    ca: Annotated[Path | None, typer.Option(help="federation CA for TLS")] = None,
-    cert: Annotated[Path | None, typer.Option(help="client certificate")] = None,
-    key: Annotated[Path | None, typer.Option(help="client key")] = None,
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
     purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -196,18 +230,7 @@ def lookup(
 
     from credex.node.client import get_profile
 
-    if config is not None:
-        settings = _config(config)
-        bundle, federation_key = settings.trust.bundle, settings.trust.federation_public_key
-        tls = settings.grpc.tls
-        ca, cert, key = ca or tls.client_ca, cert or tls.cert, key or tls.key
-    if bundle is None or federation_key is None:
-        raise _fail("give --config, or --bundle and --federation-key, to check signatures")
-    try:
-        trust = TrustBundle.load_signed(bundle, load_public(federation_key))
-    except (TrustBundleError, KeyFileError) as exc:
-        raise _fail(str(exc)) from None
-    tls_files = (ca, cert, key) if ca and cert and key else None
+    trust, tls_files = _trust_and_tls(config, bundle, federation_key, ca, cert, key)
     try:
         subject, entries = asyncio.run(get_profile(node, uscc, trust, purpose=purpose, tls=tls_files))
     except grpc.aio.AioRpcError as exc:
@@ -244,6 +267,174 @@ def lookup(
     console.print(table)
     if not all(c.verified for c in entries):
         raise typer.Exit(2)
+
+
+# -- the tamper-evident log -----------------------------------------------------------
+
+
+@app.command()
+def audit(
+    node: Annotated[str, typer.Option(help="host:port of the node whose copy to audit")],
+    origin: Annotated[str, typer.Option(help="whose log (GB/T 2260 code)")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    state: Annotated[
+        Path | None, typer.Option(help="remember what was audited; later audits check consistency")
+    ] = None,
+) -> None:
+    """Verify a node's copy of an origin's log end to end. Exit 0: OK; 1: divergence; 2: could not audit."""
+    from credex.node.logaudit import AuditError, AuditReport, audit_origin
+    from credex.node.peers import PeerChannels
+
+    trust, tls_files = _trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    ca_file, cert_file, key_file = tls_files or (None, None, None)
+
+    remembered = json.loads(state.read_text()) if state is not None and state.exists() else {}
+
+    async def run() -> AuditReport:
+        channels = PeerChannels(ca_file, cert_file, key_file)
+        try:
+            return await audit_origin(channels, node, origin, trust, remembered.get(origin, {}) if state else None)
+        finally:
+            await channels.close()
+
+    try:
+        report = asyncio.run(run())
+    except AuditError as exc:
+        raise _fail(str(exc), code=2) from None
+    for check in report.checks:
+        console.print(f"  ✓ {check}")
+    if report.ok:
+        console.print(f"OK {origin} size {report.size} root {report.root.hex()}", soft_wrap=True)
+        if state is not None:
+            remembered[origin] = {"size": report.size, "root": report.root.hex()}
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps(remembered, indent=2))
+        return
+    console.print(f"[red]DIVERGENCE[/] in {node}'s copy of {origin}: {report.divergence}", soft_wrap=True)
+    console.print(json.dumps(report.evidence, ensure_ascii=False, indent=2), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def proof(
+    record_id: Annotated[str, typer.Argument(help="the record whose current state to prove")],
+    node: Annotated[str, typer.Option(help="host:port of any node holding the record")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    out: Annotated[Path | None, typer.Option(help="write the proof here (default: print it)")] = None,
+) -> None:
+    """Fetch a self-contained, offline-verifiable proof of one record (envelope, audit path, checkpoint)."""
+    import grpc
+
+    from credex.node.peers import open_channel
+    from credex.node.proofs import ProofInvalid, check_inclusion, proof_to_json
+    from credex.v1 import log_pb2, log_pb2_grpc
+
+    trust, tls_files = _trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    origin = record_id.split("-", 1)[0]
+    ca_file, cert_file, key_file = tls_files or (None, None, None)
+
+    async def fetch() -> log_pb2.InclusionProof:
+        async with open_channel(node, ca=ca_file, cert=cert_file, key=key_file) as channel:
+            return await log_pb2_grpc.LogServiceStub(channel).GetInclusionProof(
+                log_pb2.GetInclusionProofRequest(origin=origin, record_id=record_id), timeout=30
+            )
+
+    try:
+        fetched = asyncio.run(fetch())
+    except grpc.aio.AioRpcError as exc:
+        raise _fail(f"{exc.code().name}: {exc.details()}") from None
+    try:
+        check_inclusion(fetched, trust)  # never hand out a proof that does not hold
+    except ProofInvalid as exc:
+        raise _fail(f"the node served a proof that does not verify: {exc}") from None
+    text = proof_to_json(fetched)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}: event {fetched.seq} of {origin} in its log of {fetched.tree_size}")
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="a proof file written by `credex proof`")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+) -> None:
+    """Check a proof file offline with the trust bundle only. Exit 0 when it holds, 1 when not."""
+    from credex.node.proofs import ProofInvalid, check_inclusion, proof_from_json
+
+    trust, _ = _trust_and_tls(config, bundle, federation_key)
+    try:
+        checked = check_inclusion(proof_from_json(file.read_text()), trust)
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror}") from None
+    except ProofInvalid as exc:
+        console.print(f"[red]INVALID[/] {file}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    record = checked.event.event.record
+    console.print(
+        f"OK {record.record_id}: event {checked.event.event.seq} signed by {record.origin},"
+        f" included in its log of {checked.checkpoint.size} (root {checked.checkpoint.root.hex()[:16]}…)",
+        soft_wrap=True,
+    )
+    console.print(f"   {record.subject.name} {record.subject.uscc} {record.document_number} {record.decision_date}")
+
+
+@alarm_app.command("list")
+def alarm_list(config: Annotated[Path, typer.Option("--config", "-c", help="the node's node.toml")]) -> None:
+    """Open alarms of a node, with their evidence."""
+    from credex.node.alarms import list_alarms
+
+    alarms = asyncio.run(_with_store(config, list_alarms))
+    if not alarms:
+        console.print("no open alarms")
+    for alarm in alarms:
+        console.print(
+            f"#{alarm.id} {alarm.kind} on {alarm.origin} at {alarm.raised_at}: {alarm.message}", soft_wrap=True
+        )
+        console.print(json.dumps(alarm.evidence, ensure_ascii=False, indent=2), soft_wrap=True)
+
+
+@alarm_app.command("clear")
+def alarm_clear(
+    alarm_id: Annotated[int, typer.Argument()],
+    config: Annotated[Path, typer.Option("--config", "-c", help="the node's node.toml")],
+    by: Annotated[str, typer.Option(help="who clears it (kept with the alarm)")],
+    note: Annotated[str, typer.Option(help="why it is safe to go on")] = "",
+) -> None:
+    """Clear an alarm after investigation; the node applies the origin's log again."""
+    from credex.node.alarms import clear_alarm
+
+    cleared = asyncio.run(_with_store(config, lambda conn: clear_alarm(conn, alarm_id, by, note)))
+    if not cleared:
+        raise _fail(f"no open alarm #{alarm_id}")
+    console.print(f"alarm #{alarm_id} cleared by {by}")
+
+
+async def _with_store(config: Path, work: Any) -> Any:
+    """Run ``work(conn)`` against the node's database (embedded or not)."""
+    from credex.node.runtime import Node
+
+    node = Node(_config(config))
+    await node.start(serve=False, exchange=False)
+    try:
+        assert node.pool is not None
+        async with node.pool.acquire() as conn:
+            return await work(conn)
+    finally:
+        await node.stop()
 
 
 # -- keys and trust ---------------------------------------------------------------------

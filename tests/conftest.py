@@ -59,7 +59,8 @@ class TestFederation(LocalFederation):
             "database": {"url": self.database_url(origin)},
             "bus": {"bootstrap_servers": self.broker.bootstrap_servers},
             "sync": {"probe_seconds": 0.5},
-            "relay": {"idle_poll_seconds": 0.1},
+            "relay": {"idle_poll_seconds": 0.1, "broker_check_seconds": 1.0},
+            "checkpoint": {"every_seconds": 0.5},
             "intake": {"fetch_wait_ms": 100},
         }
         for key, value in extra.items():
