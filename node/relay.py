@@ -110,7 +110,10 @@ class Relay:
         each partition's batches go out in sequence order. Returns where the
         last batch landed and its first event id: the sentinel for ``_check_broker``.
         """
-        count = len(await producer.partitions_for(self.topic))
+        try:
+            count = len(await asyncio.wait_for(producer.partitions_for(self.topic), timeout=10))
+        except TimeoutError:
+            raise bus.KafkaError(f"no metadata for {self.topic}; is the topic there?") from None
         builders: dict[int, Any] = {}
         first_ids: dict[int, str] = {}
         deliveries: list[Any] = []
@@ -154,6 +157,8 @@ class Relay:
                 " WHERE origin = $1",
                 self.origin,
             )
+        # A broker that lost its log lost its topics too; put them back before anything else.
+        await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic, self.checkpoint_topic])
         if sentinel is None or sentinel["sentinel_event_id"] is None:
             return
         held = await bus.message_id_at(
