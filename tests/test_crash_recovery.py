@@ -1,0 +1,204 @@
+"""Nodes and ingests killed with SIGKILL at random points: no event lost, none applied twice, one root per origin.
+
+Nodes run as real ``credex node run`` processes and files are taken in by real
+``credex ingest`` processes, so a kill is a kill: no ``finally`` runs, no
+connection is closed politely. The random points are drawn from a fixed seed,
+so a failure replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from credex.adapters import synth
+from credex.crypto.merkle import MerkleTree
+from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+
+from .conftest import TestFederation
+
+CREDEX = [sys.executable, "-m", "credex.node.cli"]
+ORIGINS = ["310000", "320000", "330000"]
+
+
+class NodeProcess:
+    def __init__(self, federation: TestFederation, origin: str, logs: Path) -> None:
+        self.federation = federation
+        self.origin = origin
+        self.logs = logs
+        self.process: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "CREDEX_DATABASE__URL": self.federation.database_url(self.origin),
+            "CREDEX_BUS__BOOTSTRAP_SERVERS": self.federation.broker.bootstrap_servers,
+            "CREDEX_SYNC__PROBE_SECONDS": "0.5",
+            "CREDEX_CHECKPOINT__EVERY_SECONDS": "0.5",
+            "CREDEX_RELAY__BROKER_CHECK_SECONDS": "1",
+            "CREDEX_RELAY__IDLE_POLL_SECONDS": "0.1",
+        }
+
+    async def start(self) -> None:
+        self.starts += 1
+        log = (self.logs / f"{self.origin}-{self.starts}.log").open("wb")
+        self.process = await asyncio.create_subprocess_exec(
+            *CREDEX,
+            "node",
+            "run",
+            "--config",
+            str(self.federation.layout.config_path(self.origin)),
+            env=self.env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout=60)
+        log.flush()
+        assert b"ready" in line, f"{self.origin} did not start: {Path(log.name).read_text()[-3000:]}"
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+        self.process = None
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), timeout=30)
+        self.process = None
+
+
+async def ingest(node: NodeProcess, path: Path, kill_after: float | None = None) -> bool:
+    """Run ``credex ingest``; with ``kill_after``, SIGKILL it then. True if it ran to the end."""
+    process = await asyncio.create_subprocess_exec(
+        *CREDEX,
+        "ingest",
+        "--config",
+        str(node.federation.layout.config_path(node.origin)),
+        str(path),
+        env=node.env(),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if kill_after is None:
+        assert await process.wait() == 0, f"ingest of {path} failed"
+        return True
+    try:
+        await asyncio.wait_for(process.wait(), timeout=kill_after)
+        return True
+    except TimeoutError:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        return False
+
+
+async def node_state(url: str) -> dict[str, tuple[int, int, bytes]]:
+    """Per origin: (events held, highest contiguous seq, Merkle root over them)."""
+    conn = await asyncpg.connect(url)
+    try:
+        result = {}
+        for origin in ORIGINS:
+            rows = await conn.fetch("SELECT seq, leaf_hash FROM events WHERE origin = $1 ORDER BY seq", origin)
+            tree = MerkleTree(bytes(r["leaf_hash"]) for r in rows)
+            contiguous = next((i for i, r in enumerate(rows, start=1) if r["seq"] != i), len(rows) + 1) - 1
+            result[origin] = (len(rows), contiguous, tree.root())
+        return result
+    finally:
+        await conn.close()
+
+
+async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
+    tmp_path: Path, postgres: EmbeddedPostgres, broker: EmbeddedBroker
+) -> None:
+    federation = TestFederation(tmp_path / "federation", ORIGINS, postgres, broker)
+    federation.prepare()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    nodes = {origin: NodeProcess(federation, origin, logs) for origin in ORIGINS}
+    rng = random.Random(20261121)
+    files: dict[str, list[Path]] = {origin: [] for origin in ORIGINS}
+
+    def new_file(origin: str, rows: int = 0) -> Path:
+        index = len(files[origin])
+        path = tmp_path / f"{origin}-{index}.csv"
+        rows = rows or rng.randrange(300, 900)
+        synth.write(
+            path, synth.SynthSpec(region=origin, rows=rows, bad_share=0.05, seed=index, first_row=index * 10000)
+        )
+        files[origin].append(path)
+        return path
+
+    for node in nodes.values():
+        await node.start()
+    kills = {"ingest": 0, "publishing": 0, "intake": 0, "sync": 0}
+    try:
+        for round_number in range(6):
+            origin, peer = rng.sample(ORIGINS, 2)
+            # During ingest: the ingest process dies mid-file; its transaction must vanish whole.
+            if not await ingest(nodes[origin], new_file(origin, rows=6000), kill_after=rng.uniform(1.2, 3.0)):
+                kills["ingest"] += 1
+            # During publishing: the origin dies right after a file, while its relay publishes.
+            await ingest(nodes[origin], new_file(origin))
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
+            await nodes[origin].kill()
+            kills["publishing"] += 1
+            await nodes[origin].start()
+            # During intake: a peer dies while it consumes the origin's new events.
+            await ingest(nodes[origin], new_file(origin))
+            await asyncio.sleep(rng.uniform(0.1, 0.8))
+            await nodes[peer].kill()
+            kills["intake"] += 1
+            await nodes[peer].start()
+            # During sync: a peer comes back far behind and dies again while catching up.
+            await nodes[peer].kill()
+            await ingest(nodes[origin], new_file(origin))
+            await nodes[peer].start()
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            await nodes[peer].kill()
+            kills["sync"] += 1
+            await nodes[peer].start()
+            if round_number % 2:
+                await ingest(nodes[peer], new_file(peer))  # everyone publishes, not only the origin
+
+        assert sum(kills.values()) >= 20, kills
+        # Finish every file that a kill interrupted; finished ones are recognised and left alone.
+        for origin, paths in files.items():
+            for path in paths:
+                await ingest(nodes[origin], path)
+
+        heads: dict[str, int] = {}
+        for origin in ORIGINS:
+            conn = await asyncpg.connect(federation.database_url(origin))
+            try:
+                heads[origin] = int(
+                    await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
+                )
+                taken = await conn.fetch("SELECT rows_in, accepted, quarantined, new_records FROM ingest_files")
+                assert len(taken) == len(files[origin]), "every file is taken in exactly once"
+                assert all(r["rows_in"] == r["accepted"] + r["quarantined"] for r in taken)
+                assert sum(r["new_records"] for r in taken) == heads[origin], "no event lost, none twice"
+            finally:
+                await conn.close()
+
+        states: dict[str, dict[str, tuple[int, int, bytes]]] = {}
+        for _ in range(120):
+            states = {o: await node_state(federation.database_url(o)) for o in ORIGINS}
+            if all(states[o][origin][:2] == (heads[origin], heads[origin]) for o in ORIGINS for origin in ORIGINS):
+                break
+            await asyncio.sleep(1)
+        for origin in ORIGINS:
+            per_node = {o: states[o][origin] for o in ORIGINS}
+            assert all(state[:2] == (heads[origin], heads[origin]) for state in per_node.values()), per_node
+            assert len({state[2] for state in per_node.values()}) == 1, f"roots of {origin} differ: {per_node}"
+    finally:
+        for node in nodes.values():
+            await node.stop()
