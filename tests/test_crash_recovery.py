@@ -62,7 +62,7 @@ class NodeProcess:
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), timeout=60)
         log.flush()
-        assert b"ready" in line, f"{self.origin} did not start: {Path(log.name).read_text()[-3000:]}"
+        assert b"ready" in line, f"{self.origin} did not start: {_tail(Path(log.name))}"
 
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -77,6 +77,10 @@ class NodeProcess:
         self.process = None
 
 
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
+
+
 async def ingest(node: NodeProcess, path: Path, kill_after: float | None = None) -> bool:
     """Run ``credex ingest``; with ``kill_after``, SIGKILL it then. True if it ran to the end."""
     process = await asyncio.create_subprocess_exec(
@@ -86,11 +90,12 @@ async def ingest(node: NodeProcess, path: Path, kill_after: float | None = None)
         str(node.federation.layout.config_path(node.origin)),
         str(path),
         env=node.env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     if kill_after is None:
-        assert await process.wait() == 0, f"ingest of {path} failed"
+        output, _ = await process.communicate()
+        assert process.returncode == 0, f"ingest of {path} failed: {output.decode()[-3000:]}"
         return True
     try:
         await asyncio.wait_for(process.wait(), timeout=kill_after)
