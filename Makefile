@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.lookup
+	$(BIN)/python -m bench.catchup
+	$(BIN)/python -m bench.proofs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

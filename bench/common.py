@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -203,3 +205,68 @@ async def drive(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return LoadResult(len(latencies), errors, seconds, latencies)
+
+
+# -- a load generator in another process ----------------------------------------------
+
+LOAD_CHANNELS = 4
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+def _load(
+    kind: str, port: int, tls: tuple[Path, Path, Path], keys: list[str], seconds: float, concurrency: int, out: Any
+) -> None:
+    """Worker process: drive one kind of call ("profile", "echo", "inclusion", "consistency")."""
+    from credex.node.peers import open_channel
+    from credex.v1 import log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
+
+    async def run() -> LoadResult:
+        ca, cert, key = tls
+        channels = [open_channel(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key) for _ in range(LOAD_CHANNELS)]
+        rng = random.Random(1)
+        call: Callable[[int], Awaitable[Any]]
+        if kind == "echo":
+            echoes = [c.unary_unary(ECHO_METHOD, None, None) for c in channels]
+            payload = lookup_pb2.GetProfileRequest(uscc=keys[0], purpose="bench").SerializeToString()
+
+            async def call(i: int) -> Any:
+                return await echoes[i % LOAD_CHANNELS](payload, timeout=10)
+        elif kind == "profile":
+            stubs = [lookup_pb2_grpc.LookupServiceStub(c) for c in channels]
+
+            async def call(i: int) -> Any:
+                request = lookup_pb2.GetProfileRequest(uscc=rng.choice(keys), purpose="bench")
+                return await stubs[i % LOAD_CHANNELS].GetProfile(request, timeout=10)
+        else:
+            logs = [log_pb2_grpc.LogServiceStub(c) for c in channels]
+            origin, size = keys[0], int(keys[1])
+
+            async def call(i: int) -> Any:
+                stub = logs[i % LOAD_CHANNELS]
+                if kind == "inclusion":
+                    request = log_pb2.GetInclusionProofRequest(origin=origin, seq=rng.randrange(1, size + 1))
+                    return await stub.GetInclusionProof(request, timeout=10)
+                old = rng.randrange(1, size)
+                return await stub.GetConsistencyProof(
+                    log_pb2.GetConsistencyProofRequest(origin=origin, old_size=old), timeout=10
+                )
+
+        result = await drive(call, concurrency=concurrency, seconds=seconds)
+        for channel in channels:
+            await channel.close(None)
+        return result
+
+    out.put(asyncio.run(run()))
+
+
+async def load(
+    kind: str, port: int, tls: tuple[Path, Path, Path], keys: list[str], seconds: float, concurrency: int
+) -> LoadResult:
+    """Run the load generator in a separate process, so it does not share the server's interpreter."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    process = ctx.Process(target=_load, args=(kind, port, tls, keys, seconds, concurrency, out))
+    process.start()
+    result: LoadResult = await asyncio.to_thread(out.get)
+    await asyncio.to_thread(process.join)
+    return result

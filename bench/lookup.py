@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import random
-from pathlib import Path
-from typing import Any
 
 import grpc
 
-from bench.common import LoadResult, drive, federation, ingest_and_publish, line, services, start_node
+from bench.common import LOAD_CHANNELS, federation, ingest_and_publish, line, load, services, start_node
 from credex.adapters import synth
 from credex.node.federation import LocalFederation
-from credex.node.peers import open_channel
-from credex.v1 import lookup_pb2, lookup_pb2_grpc
-
-ECHO_METHOD = "/bench.Echo/Echo"
-CHANNELS = 4
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
@@ -45,48 +36,6 @@ async def start_echo(federation: LocalFederation) -> tuple[grpc.aio.Server, int]
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
     return server, port
-
-
-def _load(
-    kind: str, port: int, tls: tuple[Path, Path, Path], subjects: list[str], seconds: float, concurrency: int, out: Any
-) -> None:
-    async def run() -> LoadResult:
-        ca, cert, key = tls
-        channels = [open_channel(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key) for _ in range(CHANNELS)]
-        rng = random.Random(1)
-        if kind == "echo":
-            calls = [c.unary_unary(ECHO_METHOD, None, None) for c in channels]
-            payload = lookup_pb2.GetProfileRequest(uscc=subjects[0], purpose="bench").SerializeToString()
-
-            async def call(i: int) -> Any:
-                return await calls[i % CHANNELS](payload, timeout=10)
-        else:
-            stubs = [lookup_pb2_grpc.LookupServiceStub(c) for c in channels]
-
-            async def call(i: int) -> Any:
-                request = lookup_pb2.GetProfileRequest(uscc=rng.choice(subjects), purpose="bench")
-                return await stubs[i % CHANNELS].GetProfile(request, timeout=10)
-
-        result = await drive(call, concurrency=concurrency, seconds=seconds)
-        for channel in channels:
-            await channel.close(None)
-        return result
-
-    out.put(asyncio.run(run()))
-
-
-async def load(
-    kind: str, port: int, federation: LocalFederation, subjects: list[str], seconds: float, concurrency: int
-) -> LoadResult:
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    process = ctx.Process(
-        target=_load, args=(kind, port, federation.layout.client_tls(), subjects, seconds, concurrency, out)
-    )
-    process.start()
-    result: LoadResult = await asyncio.to_thread(out.get)
-    await asyncio.to_thread(process.join)
-    return result
 
 
 async def main(rows: int, seconds: float, concurrency: int) -> None:
@@ -110,15 +59,15 @@ async def main(rows: int, seconds: float, concurrency: int) -> None:
                 held = await conn.fetchval("SELECT count(*) FROM records")
             print(
                 f"node holds {held:,} records of {len(subjects):,}+ subjects; load: {concurrency} concurrent calls"
-                f" over {CHANNELS} channels for {seconds:.0f}s, from another process",
+                f" over {LOAD_CHANNELS} channels for {seconds:.0f}s, from another process",
                 flush=True,
             )
-            lookups = await load("profile", node.port, members, subjects, seconds, concurrency)
+            lookups = await load("profile", node.port, members.layout.client_tls(), subjects, seconds, concurrency)
         finally:
             await members.stop()
         echo_server, echo_port = await start_echo(members)
         try:
-            echo = await load("echo", echo_port, members, subjects, seconds, concurrency)
+            echo = await load("echo", echo_port, members.layout.client_tls(), subjects, seconds, concurrency)
         finally:
             await echo_server.stop(None)
     print(f"\nlookups against {report.new:,} records")
