@@ -106,6 +106,7 @@ async def run_demo(console: Console, workdir: Path | None = None, keep: bool = F
         console.print(f"all {len(nodes)} nodes hold all {len(nodes)} logs ({waited:.1f}s after the last file)")
         await _show_profiles(console, federation, nodes, bundle)
         await _summary(console, nodes)
+        await _credit_chain(console, nodes)
     finally:
         await federation.stop()
         await asyncio.to_thread(broker.stop)
@@ -164,6 +165,30 @@ async def _show_profiles(
                 else f"[red]✗ {checked.problem}[/]",
             )
         console.print(table)
+
+
+async def _credit_chain(console: Console, nodes: dict[str, Node], timeout: float = 20) -> None:
+    """Each origin's signed checkpoint, and whether every node's copy has the same Merkle root."""
+    started = time.monotonic()
+    while True:
+        statuses = {o: await n.status() for o, n in nodes.items()}
+        heads = {o: s.own_events for o, s in statuses.items()}
+        views = {origin: {o: s.checkpoints.get(origin) for o, s in statuses.items()} for origin in nodes}
+        settled = all(v and v[0] >= heads[origin] for origin, seen in views.items() for v in seen.values())
+        if settled or time.monotonic() - started > timeout:
+            break
+        await asyncio.sleep(0.3)
+    console.print("credit chain: each origin's signed checkpoint as every node verified it")
+    for origin, seen in views.items():
+        values = {v for v in seen.values() if v}
+        if len(values) == 1 and len([v for v in seen.values() if v]) == len(nodes):
+            size, root = next(iter(values))
+            console.print(
+                f"  {origin} {region_name(origin)}: size {size}, root {root[:16]}… [green]same on all"
+                f" {len(nodes)} nodes[/]"
+            )
+        else:
+            console.print(f"  {origin} {region_name(origin)}: [yellow]not settled[/] {seen}")
 
 
 async def _summary(console: Console, nodes: dict[str, Node]) -> None:
