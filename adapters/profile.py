@@ -32,10 +32,25 @@ from credex.domain.persons import validate_ric
 from credex.domain.publicity import PublicityRules, penalty_window
 from credex.v1 import record_pb2
 
-FieldType = Literal["text", "name", "code_text", "uscc", "date", "wanyuan", "code", "codes", "id_number", "discard"]
+FieldType = Literal[
+    "text", "name", "code_text", "uscc", "date", "wanyuan", "integer", "boolean", "code", "codes", "id_number",
+    "discard",
+]
 
 # Short tags in record ids, so an id says what it is at a glance.
-KIND_TAGS: dict[int, str] = {record_pb2.KIND_LICENCE: "XK", record_pb2.KIND_PENALTY: "CF"}
+KIND_TAGS: dict[int, str] = {
+    record_pb2.KIND_LICENCE: "XK",
+    record_pb2.KIND_PENALTY: "CF",
+    record_pb2.KIND_BLACK_LIST: "HMD",
+    record_pb2.KIND_RED_LIST: "HONG",
+    record_pb2.KIND_DISHONEST_DEBTOR: "SX",
+    record_pb2.KIND_COMMITMENT: "CN",
+    record_pb2.KIND_EVALUATION: "PJ",
+    record_pb2.KIND_CONTRACT: "HT",
+    record_pb2.KIND_PERSONAL_POINTS: "JF",
+    record_pb2.KIND_HOUSEHOLD_WORKER: "JZ",
+    record_pb2.KIND_AUTHORIZATION: "SQ",
+}
 
 _SERIOUS_PENALTIES = frozenset(
     {
@@ -69,7 +84,11 @@ class KindSpec(BaseModel, frozen=True):
     kind: str
     category: str
     sharing_level: str = "SHARING_LEVEL_PUBLIC"
-    detect: tuple[str, ...]
+    # How a table or row is recognised as this kind, tried in this order: the value of the
+    # profile's kind_field, the sheet name, a column only this kind has.
+    when: tuple[str, ...] = ()
+    sheets: tuple[str, ...] = ()
+    detect: tuple[str, ...] = ()
     natural_key: tuple[str, ...] = ("document_number",)
     fields: dict[str, FieldSpec]
 
@@ -77,6 +96,8 @@ class KindSpec(BaseModel, frozen=True):
 class ProfileSpec(BaseModel, frozen=True):
     name: str
     description: str = ""
+    # For sources whose rows carry their kind (JSON records, 前置库 tables): the column naming it.
+    kind_field: str | None = None
     codes: dict[str, dict[str, str]] = {}
     kinds: tuple[KindSpec, ...]
 
@@ -140,22 +161,64 @@ class Profile:
                 raise ProfileError(f"no profile {name_or_path!r}; shipped profiles: {', '.join(shipped_profiles())}")
             text, source = entry.read_text(encoding="utf-8"), f"profile {name_or_path}"
         try:
-            spec = ProfileSpec.model_validate(tomllib.loads(text))
+            data = tomllib.loads(text)
+            base = data.pop("include", None)
+            if base is not None:
+                data = _merged(cls.load(base).spec, data)
+            spec = ProfileSpec.model_validate(data)
         except (tomllib.TOMLDecodeError, ValidationError) as exc:
             raise ProfileError(f"{source} is not a valid profile:\n{exc}") from exc
         return cls(spec)
 
-    def bind(self, header: Sequence[str], source: str, context: MappingContext) -> TableMapper:
-        """Choose the record kind a table carries from its header and map columns to fields."""
+    def bind(
+        self,
+        header: Sequence[str],
+        source: str,
+        context: MappingContext,
+        *,
+        sheet: str = "",
+        kind_value: str | None = None,
+    ) -> TableMapper:
+        """Choose the record kind (by kind field, sheet name or header) and map columns to fields."""
         keys = [header_key(h) for h in header]
         present = set(keys)
+        if kind_value is not None:
+            wanted = header_key(kind_value)
+            chosen = next((k for k in self.spec.kinds if wanted in {header_key(w) for w in k.when}), None)
+            if chosen is None:
+                raise ProfileError(f"{source}: kind {kind_value!r} is not one profile {self.name} takes in")
+            return TableMapper(self, chosen, header, keys, source, context)
+        for kind in self.spec.kinds:
+            if sheet and sheet in kind.sheets:
+                return TableMapper(self, kind, header, keys, source, context)
         for kind in self.spec.kinds:
             if any(header_key(d) in present for d in kind.detect):
                 return TableMapper(self, kind, header, keys, source, context)
-        detectors = "; ".join(f"{k.kind}: {' or '.join(k.detect)}" for k in self.spec.kinds)
+        detectors = "; ".join(f"{k.kind}: {' or '.join(k.detect or k.sheets or k.when)}" for k in self.spec.kinds)
         raise ProfileError(
             f"{source}: the header matches no record kind of profile {self.name} (looked for {detectors})"
         )
+
+
+def _merged(base: ProfileSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """A profile built on another (``include = "national"``): its code lists, and its kinds.
+
+    A kind listed without fields adjusts how the included kind is recognised (sheets,
+    kind field values, columns) and keeps its fields; a kind with fields replaces or adds.
+    """
+    merged = base.model_dump()
+    merged.update({k: v for k, v in data.items() if k not in ("codes", "kinds")})
+    merged["codes"] = {**merged["codes"], **data.get("codes", {})}
+    kinds = {k["kind"]: k for k in merged["kinds"]}
+    for kind in data.get("kinds", []):
+        if kind.get("fields"):
+            kinds[kind["kind"]] = kind
+        elif kind["kind"] in kinds:
+            kinds[kind["kind"]] = {**kinds[kind["kind"]], **kind}
+        else:
+            raise ProfileError(f"kind {kind['kind']} has no fields and is not in the included profile")
+    merged["kinds"] = list(kinds.values())
+    return merged
 
 
 def shipped_profiles() -> list[str]:
@@ -330,6 +393,17 @@ class TableMapper:
             self._penalty_publicity(record, decision, values)
         elif record.kind == record_pb2.KIND_LICENCE and isinstance(decision, dt.date):
             self._licence_publicity(record, decision, values, problems)
+        elif isinstance(decision, dt.date):
+            # Lists, grades, commitments...: public from the decision; an end the source gives
+            # (a removal from a list, the end of a validity) stops publication.
+            record.publicity.start = decision.isoformat()
+            end = values.get("publicity.end")
+            if isinstance(end, dt.date):
+                if end < decision:
+                    problems.append(
+                        Problem("date.order", "publicity.end", f"end {end} is before the decision {decision}")
+                    )
+                record.publicity.end = end.isoformat()
         if problems or not subject_id:
             return
         key_parts = [str(values.get(path, "")) for path in self.kind.natural_key]
@@ -410,6 +484,34 @@ def _discard(raw: object) -> str:
     return ""
 
 
+def _integer(raw: object) -> int | None:
+    text = clean_text(raw).replace(",", "")
+    if not text:
+        return None
+    try:
+        value = int(float(text)) if "." in text and float(text).is_integer() else int(text)
+    except ValueError:
+        raise ValueRejected("number.format", f"{text!r} is not a whole number") from None
+    if abs(value) > 10**12:
+        raise ValueRejected("number.absurd", f"{text!r} is out of range")
+    return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "y", "是", "已撤回", "撤回"})
+_FALSE = frozenset({"0", "false", "no", "n", "否", "有效"})
+
+
+def _boolean(raw: object) -> bool | None:
+    text = clean_text(raw).lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueRejected("code.unknown", f"{text!r} is not yes or no")
+
+
 _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "text": clean_text,
     "name": published_text,
@@ -419,6 +521,8 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "wanyuan": parse_wanyuan,
     "id_number": _id_number,
     "discard": _discard,
+    "integer": _integer,
+    "boolean": _boolean,
 }
 
 

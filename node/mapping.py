@@ -20,8 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from credex.adapters.profile import MappingContext, Profile, ProfileError, ProfileSpec, Rejection, TableMapper
-from credex.adapters.tables import FileUnreadable, Table, read_tables
+from credex.adapters.profile import (
+    MappingContext,
+    Problem,
+    Profile,
+    ProfileError,
+    ProfileSpec,
+    Rejection,
+    TableMapper,
+    header_key,
+)
+from credex.adapters.tables import FileUnreadable, Row, Table, read_tables
 from credex.node.ledger import Change
 from credex.v1 import record_pb2
 
@@ -44,7 +53,8 @@ class Reader:
     def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
         self.profile, self.context, self.batch_size = profile, context, batch_size
         self._tables: Iterator[Table] = read_tables(path)
-        self._current: tuple[Table, TableMapper] | None = None
+        self._current: tuple[Table, TableMapper | None] | None = None
+        self.rows = RowMapper(profile, context)
 
     def next_batch(self) -> Batch | None:
         batch = Batch()
@@ -53,7 +63,10 @@ class Reader:
                 table = next(self._tables, None)
                 if table is None:
                     break
-                self._current = (table, self.profile.bind(table.header, table.source, self.context))
+                mapper = None
+                if table.header:  # JSON sources: every row names its own fields
+                    mapper = self.profile.bind(table.header, table.source, self.context, sheet=table.sheet)
+                self._current = (table, mapper)
             table, mapper = self._current
             row = next(table.rows, None)
             if row is None:
@@ -61,11 +74,7 @@ class Reader:
                 self._current = None
                 continue
             batch.rows += 1
-            outcome: record_pb2.Record | Rejection
-            if row.problem is not None:
-                outcome = mapper.reject_unread(row.values, row.locator, *row.problem)
-            else:
-                outcome = mapper.map_row(row.values, row.locator)
+            outcome = self.rows.map(row, table.source, mapper)
             if isinstance(outcome, Rejection):
                 batch.rejections.append((table.source, outcome))
             else:
@@ -74,6 +83,37 @@ class Reader:
         if self._current is not None:
             batch.progress = self._current[0].progress()
         return batch if batch.rows else None
+
+
+class RowMapper:
+    """Maps rows through a profile, choosing the kind per row where rows carry their own fields."""
+
+    def __init__(self, profile: Profile, context: MappingContext) -> None:
+        self.profile, self.context = profile, context
+        self._bound: dict[tuple[tuple[str, ...], str | None], TableMapper | ProfileError] = {}
+
+    def map(self, row: Row, source: str, table_mapper: TableMapper | None = None) -> record_pb2.Record | Rejection:
+        mapper = table_mapper or self._mapper_for(row, source)
+        if isinstance(mapper, ProfileError):
+            return Rejection(row.locator, (Problem("row.kind", "", str(mapper)),), {"row": str(row.values)[:2000]})
+        if row.problem is not None:
+            return mapper.reject_unread(row.values, row.locator, *row.problem)
+        return mapper.map_row(row.values, row.locator)
+
+    def _mapper_for(self, row: Row, source: str) -> TableMapper | ProfileError:
+        header = row.header or ()
+        kind_value = None
+        field = self.profile.spec.kind_field
+        if field is not None:
+            position = next((i for i, h in enumerate(header) if header_key(h) == header_key(field)), None)
+            kind_value = str(row.values[position]) if position is not None else ""
+        key = (header, kind_value)
+        if key not in self._bound:
+            try:
+                self._bound[key] = self.profile.bind(header, source, self.context, kind_value=kind_value)
+            except ProfileError as exc:
+                self._bound[key] = exc
+        return self._bound[key]
 
 
 class Mapping(Protocol):

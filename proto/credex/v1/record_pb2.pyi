@@ -78,6 +78,24 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     """行政许可"""
     KIND_PENALTY: _Kind.ValueType  # 2
     """行政处罚"""
+    KIND_BLACK_LIST: _Kind.ValueType  # 3
+    """严重失信主体名单"""
+    KIND_RED_LIST: _Kind.ValueType  # 4
+    """守信激励 / 红名单, 表彰奖励"""
+    KIND_DISHONEST_DEBTOR: _Kind.ValueType  # 5
+    """失信被执行人"""
+    KIND_COMMITMENT: _Kind.ValueType  # 6
+    """信用承诺"""
+    KIND_EVALUATION: _Kind.ValueType  # 7
+    """公共信用综合评价, 行业信用评价"""
+    KIND_CONTRACT: _Kind.ValueType  # 8
+    """合同履约"""
+    KIND_PERSONAL_POINTS: _Kind.ValueType  # 9
+    """个人信用积分"""
+    KIND_HOUSEHOLD_WORKER: _Kind.ValueType  # 10
+    """家政从业人员"""
+    KIND_AUTHORIZATION: _Kind.ValueType  # 11
+    """授权 (to share with financing platforms)"""
 
 class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
     """The concrete kind of a record; `details` carries the kind-specific fields."""
@@ -87,6 +105,24 @@ KIND_LICENCE: Kind.ValueType  # 1
 """行政许可"""
 KIND_PENALTY: Kind.ValueType  # 2
 """行政处罚"""
+KIND_BLACK_LIST: Kind.ValueType  # 3
+"""严重失信主体名单"""
+KIND_RED_LIST: Kind.ValueType  # 4
+"""守信激励 / 红名单, 表彰奖励"""
+KIND_DISHONEST_DEBTOR: Kind.ValueType  # 5
+"""失信被执行人"""
+KIND_COMMITMENT: Kind.ValueType  # 6
+"""信用承诺"""
+KIND_EVALUATION: Kind.ValueType  # 7
+"""公共信用综合评价, 行业信用评价"""
+KIND_CONTRACT: Kind.ValueType  # 8
+"""合同履约"""
+KIND_PERSONAL_POINTS: Kind.ValueType  # 9
+"""个人信用积分"""
+KIND_HOUSEHOLD_WORKER: Kind.ValueType  # 10
+"""家政从业人员"""
+KIND_AUTHORIZATION: Kind.ValueType  # 11
+"""授权 (to share with financing platforms)"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
 
 class _SubjectType:
@@ -244,6 +280,126 @@ PENALTY_TYPE_LEGACY_CONFISCATION: PenaltyType.ValueType  # 101
 PENALTY_TYPE_LEGACY_SUSPEND_OR_REVOKE: PenaltyType.ValueType  # 102
 """暂扣或者吊销许可证、暂扣或者吊销执照 (pre-2021)"""
 Global___PenaltyType: _TypeAlias = PenaltyType  # noqa: Y015
+
+class _CommitmentType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CommitmentTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CommitmentType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMMITMENT_TYPE_UNSPECIFIED: _CommitmentType.ValueType  # 0
+    COMMITMENT_TYPE_APPROVAL_SUBSTITUTE: _CommitmentType.ValueType  # 1
+    """审批替代型 (告知承诺)"""
+    COMMITMENT_TYPE_TOLERANT_ACCEPTANCE: _CommitmentType.ValueType  # 2
+    """容缺受理型"""
+    COMMITMENT_TYPE_CERTIFICATION: _CommitmentType.ValueType  # 3
+    """证明事项型"""
+    COMMITMENT_TYPE_CREDIT_REPAIR: _CommitmentType.ValueType  # 4
+    """信用修复型"""
+    COMMITMENT_TYPE_SELF_DISCIPLINE: _CommitmentType.ValueType  # 5
+    """行业自律型"""
+    COMMITMENT_TYPE_VOLUNTARY: _CommitmentType.ValueType  # 6
+    """主动型"""
+    COMMITMENT_TYPE_OTHER: _CommitmentType.ValueType  # 7
+    """其他"""
+
+class CommitmentType(_CommitmentType, metaclass=_CommitmentTypeEnumTypeWrapper): ...
+
+COMMITMENT_TYPE_UNSPECIFIED: CommitmentType.ValueType  # 0
+COMMITMENT_TYPE_APPROVAL_SUBSTITUTE: CommitmentType.ValueType  # 1
+"""审批替代型 (告知承诺)"""
+COMMITMENT_TYPE_TOLERANT_ACCEPTANCE: CommitmentType.ValueType  # 2
+"""容缺受理型"""
+COMMITMENT_TYPE_CERTIFICATION: CommitmentType.ValueType  # 3
+"""证明事项型"""
+COMMITMENT_TYPE_CREDIT_REPAIR: CommitmentType.ValueType  # 4
+"""信用修复型"""
+COMMITMENT_TYPE_SELF_DISCIPLINE: CommitmentType.ValueType  # 5
+"""行业自律型"""
+COMMITMENT_TYPE_VOLUNTARY: CommitmentType.ValueType  # 6
+"""主动型"""
+COMMITMENT_TYPE_OTHER: CommitmentType.ValueType  # 7
+"""其他"""
+Global___CommitmentType: _TypeAlias = CommitmentType  # noqa: Y015
+
+class _Fulfilment:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FulfilmentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fulfilment.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FULFILMENT_UNSPECIFIED: _Fulfilment.ValueType  # 0
+    FULFILMENT_PENDING: _Fulfilment.ValueType  # 1
+    """履约中"""
+    FULFILMENT_KEPT: _Fulfilment.ValueType  # 2
+    """已履约"""
+    FULFILMENT_BROKEN: _Fulfilment.ValueType  # 3
+    """未履约 / 违诺"""
+
+class Fulfilment(_Fulfilment, metaclass=_FulfilmentEnumTypeWrapper): ...
+
+FULFILMENT_UNSPECIFIED: Fulfilment.ValueType  # 0
+FULFILMENT_PENDING: Fulfilment.ValueType  # 1
+"""履约中"""
+FULFILMENT_KEPT: Fulfilment.ValueType  # 2
+"""已履约"""
+FULFILMENT_BROKEN: Fulfilment.ValueType  # 3
+"""未履约 / 违诺"""
+Global___Fulfilment: _TypeAlias = Fulfilment  # noqa: Y015
+
+class _Grade:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GradeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Grade.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GRADE_UNSPECIFIED: _Grade.ValueType  # 0
+    GRADE_A: _Grade.ValueType  # 1
+    """优秀"""
+    GRADE_B: _Grade.ValueType  # 2
+    """良好"""
+    GRADE_C: _Grade.ValueType  # 3
+    """中等"""
+    GRADE_D: _Grade.ValueType  # 4
+    """较差"""
+
+class Grade(_Grade, metaclass=_GradeEnumTypeWrapper): ...
+
+GRADE_UNSPECIFIED: Grade.ValueType  # 0
+GRADE_A: Grade.ValueType  # 1
+"""优秀"""
+GRADE_B: Grade.ValueType  # 2
+"""良好"""
+GRADE_C: Grade.ValueType  # 3
+"""中等"""
+GRADE_D: Grade.ValueType  # 4
+"""较差"""
+Global___Grade: _TypeAlias = Grade  # noqa: Y015
+
+class _ContractStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContractStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContractStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTRACT_STAGE_UNSPECIFIED: _ContractStage.ValueType  # 0
+    CONTRACT_STAGE_SIGNING: _ContractStage.ValueType  # 1
+    """签订"""
+    CONTRACT_STAGE_PERFORMANCE: _ContractStage.ValueType  # 2
+    """履行"""
+    CONTRACT_STAGE_BREACH: _ContractStage.ValueType  # 3
+    """违约"""
+
+class ContractStage(_ContractStage, metaclass=_ContractStageEnumTypeWrapper): ...
+
+CONTRACT_STAGE_UNSPECIFIED: ContractStage.ValueType  # 0
+CONTRACT_STAGE_SIGNING: ContractStage.ValueType  # 1
+"""签订"""
+CONTRACT_STAGE_PERFORMANCE: ContractStage.ValueType  # 2
+"""履行"""
+CONTRACT_STAGE_BREACH: ContractStage.ValueType  # 3
+"""违约"""
+Global___ContractStage: _TypeAlias = ContractStage  # noqa: Y015
 
 @_typing.final
 class Subject(_message.Message):
@@ -526,6 +682,368 @@ class PenaltyDetails(_message.Message):
 Global___PenaltyDetails: _TypeAlias = PenaltyDetails  # noqa: Y015
 
 @_typing.final
+class BlackListDetails(_message.Message):
+    """严重失信主体名单: who listed the subject, by which rule, and how it can leave the list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_NAME_FIELD_NUMBER: _builtins.int
+    IDENTIFYING_UNIT_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    LISTED_ON_FIELD_NUMBER: _builtins.int
+    EXIT_CONDITIONS_FIELD_NUMBER: _builtins.int
+    REMOVED_ON_FIELD_NUMBER: _builtins.int
+    list_name: _builtins.str
+    """名单名称"""
+    rule: _builtins.str
+    """列入事由 / 认定标准"""
+    legal_basis: _builtins.str
+    """法律依据"""
+    listed_on: _builtins.str
+    """列入日期"""
+    exit_conditions: _builtins.str
+    """移出条件"""
+    removed_on: _builtins.str
+    """移出日期, when it left the list"""
+    @_builtins.property
+    def identifying_unit(self) -> Global___Authority:
+        """认定单位"""
+
+    def __init__(
+        self,
+        *,
+        list_name: _builtins.str = ...,
+        identifying_unit: Global___Authority | None = ...,
+        rule: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        listed_on: _builtins.str = ...,
+        exit_conditions: _builtins.str = ...,
+        removed_on: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["identifying_unit", b"identifying_unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_conditions", b"exit_conditions", "identifying_unit", b"identifying_unit", "legal_basis", b"legal_basis", "list_name", b"list_name", "listed_on", b"listed_on", "removed_on", b"removed_on", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlackListDetails: _TypeAlias = BlackListDetails  # noqa: Y015
+
+@_typing.final
+class RedListDetails(_message.Message):
+    """守信激励 (red list) entries and honours (表彰奖励)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_NAME_FIELD_NUMBER: _builtins.int
+    AWARDING_UNIT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_TO_FIELD_NUMBER: _builtins.int
+    list_name: _builtins.str
+    """名单或荣誉名称"""
+    reason: _builtins.str
+    """列入事由"""
+    valid_from: _builtins.str
+    valid_to: _builtins.str
+    @_builtins.property
+    def awarding_unit(self) -> Global___Authority:
+        """认定 / 授予单位"""
+
+    def __init__(
+        self,
+        *,
+        list_name: _builtins.str = ...,
+        awarding_unit: Global___Authority | None = ...,
+        reason: _builtins.str = ...,
+        valid_from: _builtins.str = ...,
+        valid_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["awarding_unit", b"awarding_unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awarding_unit", b"awarding_unit", "list_name", b"list_name", "reason", b"reason", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedListDetails: _TypeAlias = RedListDetails  # noqa: Y015
+
+@_typing.final
+class DishonestDebtorDetails(_message.Message):
+    """失信被执行人, reported by courts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    COURT_FIELD_NUMBER: _builtins.int
+    OBLIGATION_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_FIELD_NUMBER: _builtins.int
+    CIRCUMSTANCES_FIELD_NUMBER: _builtins.int
+    PUBLISHED_ON_FIELD_NUMBER: _builtins.int
+    case_number: _builtins.str
+    """案号"""
+    court: _builtins.str
+    """执行法院"""
+    obligation: _builtins.str
+    """生效法律文书确定的义务"""
+    performance: _builtins.str
+    """被执行人的履行情况"""
+    circumstances: _builtins.str
+    """失信被执行人具体情形"""
+    published_on: _builtins.str
+    """发布时间"""
+    def __init__(
+        self,
+        *,
+        case_number: _builtins.str = ...,
+        court: _builtins.str = ...,
+        obligation: _builtins.str = ...,
+        performance: _builtins.str = ...,
+        circumstances: _builtins.str = ...,
+        published_on: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "circumstances", b"circumstances", "court", b"court", "obligation", b"obligation", "performance", b"performance", "published_on", b"published_on"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DishonestDebtorDetails: _TypeAlias = DishonestDebtorDetails  # noqa: Y015
+
+@_typing.final
+class CommitmentDetails(_message.Message):
+    """信用承诺 and whether it was kept (承诺—履约)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MATTER_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    ACCEPTING_UNIT_FIELD_NUMBER: _builtins.int
+    FULFILMENT_FIELD_NUMBER: _builtins.int
+    FULFILMENT_DATE_FIELD_NUMBER: _builtins.int
+    FULFILMENT_NOTE_FIELD_NUMBER: _builtins.int
+    type: Global___CommitmentType.ValueType
+    matter: _builtins.str
+    """承诺事项"""
+    content: _builtins.str
+    """承诺内容"""
+    fulfilment: Global___Fulfilment.ValueType
+    fulfilment_date: _builtins.str
+    fulfilment_note: _builtins.str
+    @_builtins.property
+    def accepting_unit(self) -> Global___Authority:
+        """承诺受理单位"""
+
+    def __init__(
+        self,
+        *,
+        type: Global___CommitmentType.ValueType = ...,
+        matter: _builtins.str = ...,
+        content: _builtins.str = ...,
+        accepting_unit: Global___Authority | None = ...,
+        fulfilment: Global___Fulfilment.ValueType = ...,
+        fulfilment_date: _builtins.str = ...,
+        fulfilment_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepting_unit", b"accepting_unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_unit", b"accepting_unit", "content", b"content", "fulfilment", b"fulfilment", "fulfilment_date", b"fulfilment_date", "fulfilment_note", b"fulfilment_note", "matter", b"matter", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitmentDetails: _TypeAlias = CommitmentDetails  # noqa: Y015
+
+@_typing.final
+class EvaluationDetails(_message.Message):
+    """公共信用综合评价 (one grade per subject and period) and sector evaluations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRADE_FIELD_NUMBER: _builtins.int
+    GRADE_AS_PUBLISHED_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SECTOR_FIELD_NUMBER: _builtins.int
+    EVALUATOR_FIELD_NUMBER: _builtins.int
+    grade: Global___Grade.ValueType
+    grade_as_published: _builtins.str
+    """e.g. 优秀 or A"""
+    period: _builtins.str
+    """e.g. 2025, 2025Q4"""
+    score: _builtins.str
+    """decimal text, when published"""
+    sector: _builtins.str
+    """empty for the 综合评价"""
+    @_builtins.property
+    def evaluator(self) -> Global___Authority: ...
+    def __init__(
+        self,
+        *,
+        grade: Global___Grade.ValueType = ...,
+        grade_as_published: _builtins.str = ...,
+        period: _builtins.str = ...,
+        score: _builtins.str = ...,
+        sector: _builtins.str = ...,
+        evaluator: Global___Authority | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluator", b"evaluator"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluator", b"evaluator", "grade", b"grade", "grade_as_published", b"grade_as_published", "period", b"period", "score", b"score", "sector", b"sector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationDetails: _TypeAlias = EvaluationDetails  # noqa: Y015
+
+@_typing.final
+class ContractDetails(_message.Message):
+    """合同履约 where a government body is a party."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_NUMBER_FIELD_NUMBER: _builtins.int
+    CONTRACT_NAME_FIELD_NUMBER: _builtins.int
+    GOVERNMENT_PARTY_FIELD_NUMBER: _builtins.int
+    AMOUNT_YUAN_FIELD_NUMBER: _builtins.int
+    SIGNED_ON_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    BREACH_FIELD_NUMBER: _builtins.int
+    contract_number: _builtins.str
+    contract_name: _builtins.str
+    amount_yuan: _builtins.str
+    signed_on: _builtins.str
+    stage: Global___ContractStage.ValueType
+    breach: _builtins.str
+    """what was breached, for CONTRACT_STAGE_BREACH"""
+    @_builtins.property
+    def government_party(self) -> Global___Authority: ...
+    def __init__(
+        self,
+        *,
+        contract_number: _builtins.str = ...,
+        contract_name: _builtins.str = ...,
+        government_party: Global___Authority | None = ...,
+        amount_yuan: _builtins.str = ...,
+        signed_on: _builtins.str = ...,
+        stage: Global___ContractStage.ValueType = ...,
+        breach: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["government_party", b"government_party"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_yuan", b"amount_yuan", "breach", b"breach", "contract_name", b"contract_name", "contract_number", b"contract_number", "government_party", b"government_party", "signed_on", b"signed_on", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractDetails: _TypeAlias = ContractDetails  # noqa: Y015
+
+@_typing.final
+class PersonalPointsDetails(_message.Message):
+    """个人信用积分 (e.g. 长沙 "信用雨花" points) for natural persons."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    SCHEME_FIELD_NUMBER: _builtins.int
+    points: _builtins.int
+    level: _builtins.str
+    period: _builtins.str
+    scheme: _builtins.str
+    """积分体系"""
+    def __init__(
+        self,
+        *,
+        points: _builtins.int = ...,
+        level: _builtins.str = ...,
+        period: _builtins.str = ...,
+        scheme: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "period", b"period", "points", b"points", "scheme", b"scheme"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalPointsDetails: _TypeAlias = PersonalPointsDetails  # noqa: Y015
+
+@_typing.final
+class HouseholdWorkerDetails(_message.Message):
+    """家政从业人员 records for natural persons."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_TYPE_FIELD_NUMBER: _builtins.int
+    AGENCY_FIELD_NUMBER: _builtins.int
+    HEALTH_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    TRAINING_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    service_type: _builtins.str
+    """服务类型"""
+    health_certificate: _builtins.str
+    """健康证明"""
+    training: _builtins.str
+    """培训情况"""
+    evaluation: _builtins.str
+    """服务评价"""
+    @_builtins.property
+    def agency(self) -> Global___Authority:
+        """所属家政企业"""
+
+    def __init__(
+        self,
+        *,
+        service_type: _builtins.str = ...,
+        agency: Global___Authority | None = ...,
+        health_certificate: _builtins.str = ...,
+        training: _builtins.str = ...,
+        evaluation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "evaluation", b"evaluation", "health_certificate", b"health_certificate", "service_type", b"service_type", "training", b"training"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HouseholdWorkerDetails: _TypeAlias = HouseholdWorkerDetails  # noqa: Y015
+
+@_typing.final
+class AuthorizationDetails(_message.Message):
+    """授权: the subject lets a financing platform (信易贷) see its records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTEE_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_TO_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    """what may be shared"""
+    valid_from: _builtins.str
+    valid_to: _builtins.str
+    withdrawn: _builtins.bool
+    @_builtins.property
+    def grantee(self) -> Global___Authority:
+        """被授权平台"""
+
+    def __init__(
+        self,
+        *,
+        grantee: Global___Authority | None = ...,
+        scope: _builtins.str = ...,
+        valid_from: _builtins.str = ...,
+        valid_to: _builtins.str = ...,
+        withdrawn: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grantee", b"grantee"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grantee", b"grantee", "scope", b"scope", "valid_from", b"valid_from", "valid_to", b"valid_to", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationDetails: _TypeAlias = AuthorizationDetails  # noqa: Y015
+
+@_typing.final
 class Record(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -543,6 +1061,15 @@ class Record(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     LICENCE_FIELD_NUMBER: _builtins.int
     PENALTY_FIELD_NUMBER: _builtins.int
+    BLACK_LIST_FIELD_NUMBER: _builtins.int
+    RED_LIST_FIELD_NUMBER: _builtins.int
+    DISHONEST_DEBTOR_FIELD_NUMBER: _builtins.int
+    COMMITMENT_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    PERSONAL_POINTS_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_WORKER_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     """Stable identity: the same fact re-reported keeps its id, so a re-upload
     becomes "unchanged" or a correction, never a duplicate.
@@ -574,6 +1101,24 @@ class Record(_message.Message):
     def licence(self) -> Global___LicenceDetails: ...
     @_builtins.property
     def penalty(self) -> Global___PenaltyDetails: ...
+    @_builtins.property
+    def black_list(self) -> Global___BlackListDetails: ...
+    @_builtins.property
+    def red_list(self) -> Global___RedListDetails: ...
+    @_builtins.property
+    def dishonest_debtor(self) -> Global___DishonestDebtorDetails: ...
+    @_builtins.property
+    def commitment(self) -> Global___CommitmentDetails: ...
+    @_builtins.property
+    def evaluation(self) -> Global___EvaluationDetails: ...
+    @_builtins.property
+    def contract(self) -> Global___ContractDetails: ...
+    @_builtins.property
+    def personal_points(self) -> Global___PersonalPointsDetails: ...
+    @_builtins.property
+    def household_worker(self) -> Global___HouseholdWorkerDetails: ...
+    @_builtins.property
+    def authorization(self) -> Global___AuthorizationDetails: ...
     def __init__(
         self,
         *,
@@ -591,12 +1136,21 @@ class Record(_message.Message):
         note: _builtins.str = ...,
         licence: Global___LicenceDetails | None = ...,
         penalty: Global___PenaltyDetails | None = ...,
+        black_list: Global___BlackListDetails | None = ...,
+        red_list: Global___RedListDetails | None = ...,
+        dishonest_debtor: Global___DishonestDebtorDetails | None = ...,
+        commitment: Global___CommitmentDetails | None = ...,
+        evaluation: Global___EvaluationDetails | None = ...,
+        contract: Global___ContractDetails | None = ...,
+        personal_points: Global___PersonalPointsDetails | None = ...,
+        household_worker: Global___HouseholdWorkerDetails | None = ...,
+        authorization: Global___AuthorizationDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deciding_authority", b"deciding_authority", "details", b"details", "licence", b"licence", "penalty", b"penalty", "publicity", b"publicity", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "black_list", b"black_list", "commitment", b"commitment", "contract", b"contract", "deciding_authority", b"deciding_authority", "details", b"details", "dishonest_debtor", b"dishonest_debtor", "evaluation", b"evaluation", "household_worker", b"household_worker", "licence", b"licence", "penalty", b"penalty", "personal_points", b"personal_points", "publicity", b"publicity", "red_list", b"red_list", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "deciding_authority", b"deciding_authority", "decision_date", b"decision_date", "details", b"details", "document_number", b"document_number", "kind", b"kind", "licence", b"licence", "note", b"note", "origin", b"origin", "penalty", b"penalty", "publicity", b"publicity", "record_id", b"record_id", "sharing_level", b"sharing_level", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "black_list", b"black_list", "category", b"category", "commitment", b"commitment", "contract", b"contract", "deciding_authority", b"deciding_authority", "decision_date", b"decision_date", "details", b"details", "dishonest_debtor", b"dishonest_debtor", "document_number", b"document_number", "evaluation", b"evaluation", "household_worker", b"household_worker", "kind", b"kind", "licence", b"licence", "note", b"note", "origin", b"origin", "penalty", b"penalty", "personal_points", b"personal_points", "publicity", b"publicity", "record_id", b"record_id", "red_list", b"red_list", "sharing_level", b"sharing_level", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["licence", "penalty"]  # noqa: Y015
+    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["licence", "penalty", "black_list", "red_list", "dishonest_debtor", "commitment", "evaluation", "contract", "personal_points", "household_worker", "authorization"]  # noqa: Y015
     _WhichOneofArgType_details: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_details) -> _WhichOneofReturnType_details | None: ...
 
