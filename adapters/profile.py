@@ -33,7 +33,17 @@ from credex.domain.publicity import PublicityRules, penalty_window
 from credex.v1 import record_pb2
 
 FieldType = Literal[
-    "text", "name", "code_text", "uscc", "date", "wanyuan", "integer", "boolean", "code", "codes", "id_number",
+    "text",
+    "name",
+    "code_text",
+    "uscc",
+    "date",
+    "wanyuan",
+    "integer",
+    "boolean",
+    "code",
+    "codes",
+    "id_number",
     "discard",
 ]
 

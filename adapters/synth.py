@@ -201,15 +201,15 @@ def _org8(rng: random.Random) -> str:
     return "".join(rng.choice(_ORG_ALPHABET) for _ in range(8))
 
 
-def _company(rng: random.Random, province: str) -> Company:
+def draw_company(rng: random.Random, province: str) -> Company:
     division = rng.choice(_DISTRICTS.get(province, [province + "0101"]))
     name = (
         f"{_CITY.get(province, '')}{rng.choice(_WORDS)}{rng.choice(_WORDS)}{rng.choice(_TRADES)}{rng.choice(_SUFFIXES)}"
     )
-    return Company(name, uscc_codes.make("91", division, _org8(rng)), _person_name(rng))
+    return Company(name, uscc_codes.make("91", division, _org8(rng)), draw_person_name(rng))
 
 
-def _person_name(rng: random.Random) -> str:
+def draw_person_name(rng: random.Random) -> str:
     return rng.choice(_SURNAMES) + rng.choice(_GIVEN)
 
 
@@ -217,10 +217,10 @@ def shared_pool(seed: int, size: int) -> list[Company]:
     """Companies every region's files may mention, the same for every region with one seed."""
     rng = random.Random(f"credex-shared-{seed}")
     provinces = sorted(_DISTRICTS)
-    return [_company(rng, provinces[i % len(provinces)]) for i in range(size)]
+    return [draw_company(rng, provinces[i % len(provinces)]) for i in range(size)]
 
 
-def _resident_id(rng: random.Random, province: str) -> str:
+def draw_resident_id(rng: random.Random, province: str) -> str:
     division = rng.choice(_DISTRICTS.get(province, [province + "0101"]))
     birth = dt.date(1960, 1, 1) + dt.timedelta(days=rng.randrange(0, 40 * 365))
     body = f"{division}{birth:%Y%m%d}{rng.randrange(0, 1000):03d}"
@@ -229,7 +229,7 @@ def _resident_id(rng: random.Random, province: str) -> str:
     return body + check
 
 
-def _authority(province: str, region: str, index: int) -> tuple[str, str, str]:
+def authority_of(province: str, region: str, index: int) -> tuple[str, str, str]:
     """(name, USCC, document abbreviation) of a department of the region; stable per index."""
     dept, abbr = _DEPARTMENTS[index % len(_DEPARTMENTS)]
     rng = random.Random(f"credex-authority-{region}-{index}")
@@ -266,12 +266,12 @@ def generate(spec: SynthSpec) -> Iterator[SynthRow]:
     province = spec.region[:2]
     rng = random.Random(f"credex-synth-{spec.seed}-{spec.region}-{spec.kind}-{spec.first_row}")
     pool = shared_pool(spec.seed, spec.shared_pool)
-    local = [_company(rng, province) for _ in range(max(10, spec.rows // 3))]
+    local = [draw_company(rng, province) for _ in range(max(10, spec.rows // 3))]
     short = _SHORT.get(province, "")
     for i in range(spec.first_row, spec.first_row + spec.rows):
         is_person = rng.random() < spec.person_share
         company = rng.choice(pool) if rng.random() < spec.shared_share else rng.choice(local)
-        authority, authority_code, abbr = _authority(province, spec.region, rng.randrange(len(_DEPARTMENTS)))
+        authority, authority_code, abbr = authority_of(province, spec.region, rng.randrange(len(_DEPARTMENTS)))
         decided = spec.anchor - dt.timedelta(days=rng.randrange(1, 330))
         draw = _Draw(rng, i, company, is_person, province, short, abbr, decided, authority, authority_code)
         values = _penalty(draw) if spec.kind == "penalty" else _licence(draw)
@@ -302,12 +302,12 @@ def _subject_columns(
     prefix: str, company: Company, is_person: bool, rng: random.Random, province: str
 ) -> dict[str, str]:
     if is_person:
-        name = _person_name(rng)
+        name = draw_person_name(rng)
         return {
             f"{prefix}_XDR_MC": name,
             f"{prefix}_XDR_LB": "自然人",
             f"{prefix}_XDR_ZJLX": "身份证",
-            f"{prefix}_XDR_ZJHM": _resident_id(rng, province),
+            f"{prefix}_XDR_ZJHM": draw_resident_id(rng, province),
         }
     return {
         f"{prefix}_XDR_MC": company.name,
@@ -447,10 +447,10 @@ def _write_xlsx(path: Path, header: list[str], rows: Iterator[list[str]], sheet:
     for row in rows:
         worksheet.append(row)
     workbook.save(path)
-    _fix_zip_timestamps(path)
+    pin_zip_timestamps(path)
 
 
-def _fix_zip_timestamps(path: Path) -> None:
+def pin_zip_timestamps(path: Path) -> None:
     """openpyxl stamps the current time into the zip and docProps; pin both so output is reproducible."""
     import re
     import zipfile
