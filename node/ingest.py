@@ -22,13 +22,14 @@ import asyncpg
 from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
 from credex.adapters.tables import FileUnreadable
 from credex.node.ledger import AppendResult, Ledger
-from credex.node.mapping import Mapping, open_mapping
+from credex.node.mapping import Batch, open_mapping
 from credex.node.store import Connection
 
 ProgressCallback = Callable[[str, int, int], None]
 ANALYZE_AFTER = 10000
 _QUARANTINE_COLUMNS = (
     "content_hash",
+    "feed_batch",
     "source",
     "locator",
     "source_unit",
@@ -44,10 +45,9 @@ class IngestError(Exception):
 
 
 @dataclass
-class FileReport:
-    path: str
-    content_hash: str
-    profile: str
+class Counts:
+    """Where the rows of a file, page or poll went: rows in = accepted + quarantined."""
+
     rows_in: int = 0
     accepted: int = 0
     quarantined: int = 0
@@ -56,11 +56,18 @@ class FileReport:
     unchanged: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
-    already_taken: bool = False
     reasons: Counter[str] = field(default_factory=Counter)
 
     def balanced(self) -> bool:
         return self.rows_in == self.accepted + self.quarantined
+
+
+@dataclass
+class FileReport(Counts):
+    path: str = ""
+    content_hash: str = ""
+    profile: str = ""
+    already_taken: bool = False
 
 
 def file_hash(path: Path) -> bytes:
@@ -88,6 +95,7 @@ async def ingest_file(
     """Take one file in; ``parallel_from_bytes`` > 0 maps files at least that big in a worker process."""
     content_hash = await asyncio.to_thread(file_hash, path)
     report = FileReport(path=str(path), content_hash=content_hash.hex(), profile=profile.name)
+    quarantine = QuarantineKey(content_hash=content_hash)
     async with pool.acquire() as conn:
         taken = await conn.fetchrow("SELECT * FROM ingest_files WHERE content_hash = $1", content_hash)
         if taken is not None:
@@ -103,11 +111,14 @@ async def ingest_file(
                 )
                 mapping = open_mapping(path, profile, context, batch_size, parallel_from_bytes=parallel_from_bytes)
                 try:
-                    appended = await _take_in(conn, ledger, mapping, path, content_hash, report, progress)
+                    while (batch := await mapping.next_batch()) is not None:
+                        await take_in_batch(conn, ledger, batch, report, quarantine)
+                        if progress is not None:
+                            progress(batch.source, *batch.progress)
                 finally:
                     mapping.close()
-                report.first_seq = min(appended.seqs) if appended.seqs else None
-                report.last_seq = max(appended.seqs) if appended.seqs else None
+                if report.rows_in == 0:
+                    raise FileUnreadable(f"{path}: no data rows")
                 await conn.execute(
                     "UPDATE ingest_files SET rows_in = $2, accepted = $3, quarantined = $4, new_records = $5,"
                     " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9 WHERE content_hash = $1",
@@ -137,43 +148,46 @@ async def ingest_file(
     return report
 
 
-async def _take_in(
-    conn: Connection,
-    ledger: Ledger,
-    mapping: Mapping,
-    path: Path,
-    content_hash: bytes,
-    report: FileReport,
-    progress: ProgressCallback | None,
+@dataclass(frozen=True, slots=True)
+class QuarantineKey:
+    """What a quarantined row came in with: a file (content hash) or a feed batch."""
+
+    content_hash: bytes | None = None
+    feed_batch: int | None = None
+
+
+async def take_in_batch(
+    conn: Connection, ledger: Ledger, batch: Batch, counts: Counts, quarantine: QuarantineKey
 ) -> AppendResult:
-    appended = AppendResult()
-    while (batch := await mapping.next_batch()) is not None:
-        report.rows_in += batch.rows
-        report.accepted += len(batch.changes)
-        report.quarantined += len(batch.rejections)
-        if batch.rejections:
-            await conn.copy_records_to_table(
-                "quarantine",
-                records=[_quarantine_row(content_hash, source, r) for source, r in batch.rejections],
-                columns=_QUARANTINE_COLUMNS,
-            )
-            for _, rejection in batch.rejections:
-                report.reasons.update(rejection.reasons)
-        result = await ledger.append(conn, batch.changes)
-        appended.add(result)
-        report.new += result.new
-        report.corrected += result.corrected
-        report.unchanged += result.unchanged
-        if progress is not None:
-            progress(batch.source, *batch.progress)
-    if report.rows_in == 0:
-        raise FileUnreadable(f"{path}: no data rows")
-    return appended
+    """Quarantine a batch's rejections and append its changes; add both to ``counts``.
+
+    Shared by files and feeds; runs inside the caller's transaction.
+    """
+    counts.rows_in += batch.rows
+    counts.accepted += len(batch.changes)
+    counts.quarantined += len(batch.rejections)
+    if batch.rejections:
+        await conn.copy_records_to_table(
+            "quarantine",
+            records=[_quarantine_row(quarantine, source, r) for source, r in batch.rejections],
+            columns=_QUARANTINE_COLUMNS,
+        )
+        for _, rejection in batch.rejections:
+            counts.reasons.update(rejection.reasons)
+    result = await ledger.append(conn, batch.changes)
+    counts.new += result.new
+    counts.corrected += result.corrected
+    counts.unchanged += result.unchanged
+    if result.seqs:
+        counts.first_seq = min(result.seqs) if counts.first_seq is None else min(counts.first_seq, *result.seqs)
+        counts.last_seq = max(result.seqs) if counts.last_seq is None else max(counts.last_seq, *result.seqs)
+    return result
 
 
-def _quarantine_row(content_hash: bytes, source: str, rejection: Rejection) -> tuple[object, ...]:
+def _quarantine_row(key: QuarantineKey, source: str, rejection: Rejection) -> tuple[object, ...]:
     return (
-        content_hash,
+        key.content_hash,
+        key.feed_batch,
         source,
         rejection.locator,
         rejection.source_unit,
