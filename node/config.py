@@ -100,6 +100,30 @@ class SyncConfig(BaseModel):
     rpc_timeout_seconds: float = 10.0
 
 
+class FeedConfig(BaseModel):
+    """One platform this node reads by itself: a file inbox, an HTTP API, or 前置库 tables."""
+
+    name: str
+    transport: Literal["file_drop", "http", "table_poll"]
+    profile: str = "national"
+    poll_seconds: float = 5.0
+    # file_drop
+    inbox: Path | None = None
+    settle_seconds: float = 2.0
+    # http
+    url: str = ""
+    page_size: int = 500
+    timeout_seconds: float = 10.0
+    attempts: int = 5
+    headers: dict[str, str] = {}
+    # table_poll
+    dsn: str = ""
+    tables: list[str] = []
+    batch_size: int = 1000
+    update_column: str = "update_time"
+    id_column: str = "id"
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -128,6 +152,7 @@ class NodeConfig(BaseSettings):
     sync: SyncConfig = SyncConfig()
     ingest: IngestConfig = IngestConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    feeds: list[FeedConfig] = []
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"
@@ -212,6 +237,9 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
 def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
     """Anchor relative paths at ``base`` (the config file's folder)."""
     config.data_dir = _anchor(config.data_dir, base)
+    for feed in config.feeds:
+        if feed.inbox is not None:
+            feed.inbox = _anchor(feed.inbox, base)
     for dotted in _PATH_FIELDS:
         holder: Any = config
         for part in dotted[:-1]:

@@ -116,6 +116,19 @@ class RowMapper:
         return self._bound[key]
 
 
+def map_rows(rows: list[Row], source: str, mapper: RowMapper) -> Batch:
+    """A batch from rows that name their own fields (feed pages and polls)."""
+    batch = Batch(source=source)
+    for row in rows:
+        batch.rows += 1
+        outcome = mapper.map(row, source)
+        if isinstance(outcome, Rejection):
+            batch.rejections.append((source, outcome))
+        else:
+            batch.changes.append(Change.of(outcome, source, row.locator, mapper.profile.name))
+    return batch
+
+
 class Mapping(Protocol):
     async def next_batch(self) -> Batch | None: ...
 

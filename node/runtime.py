@@ -28,6 +28,7 @@ from credex.node.audit import AuditLog
 from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+from credex.node.feeds import open_feed
 from credex.node.ingest import FileReport, ingest_file
 from credex.node.intake import Intake
 from credex.node.ledger import Ledger
@@ -135,6 +136,9 @@ class Node:
                 "checkpoint-signer",
             )
             self._spawn(self._refresh_bundle(), "bundle-refresh")
+        for feed_config in self.config.feeds if exchange else []:
+            feed = open_feed(feed_config, self.pool, self.ledger, self.mapping_context(), self.config.ingest)
+            self._spawn(feed.run(), f"feed:{feed.name}")
         log.info(
             "node %s started (gRPC port %s, broker %s)",
             self.origin,
