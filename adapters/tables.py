@@ -24,7 +24,8 @@ _SAMPLE = 256 * 1024
 CSV_SUFFIXES = frozenset({".csv", ".txt"})
 XLSX_SUFFIXES = frozenset({".xlsx", ".xlsm"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
-SUFFIXES = CSV_SUFFIXES | XLSX_SUFFIXES | JSONL_SUFFIXES
+JSON_SUFFIXES = frozenset({".json"})
+SUFFIXES = CSV_SUFFIXES | XLSX_SUFFIXES | JSONL_SUFFIXES | JSON_SUFFIXES
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long 违法事实 are real; the profile caps field length
 
@@ -97,8 +98,10 @@ def read_tables(path: Path) -> Iterator[Table]:
         yield from _read_xlsx(path)
     elif suffix in JSONL_SUFFIXES:
         yield _read_jsonl(path)
+    elif suffix in JSON_SUFFIXES:
+        yield from _read_json(path)
     else:
-        raise FileUnreadable(f"{path}: unsupported file type {suffix!r}; expected .csv, .xlsx or .jsonl")
+        raise FileUnreadable(f"{path}: unsupported file type {suffix!r}; expected .csv, .xlsx, .jsonl or .json")
 
 
 def _read_csv(path: Path) -> Table:
@@ -270,3 +273,22 @@ def _read_jsonl(path: Path) -> Table:
         return (handle.tell() if not handle.closed else size, size)
 
     return Table(source=path.name, header=[], rows=rows(), encoding="utf-8", progress=progress)
+
+
+def _read_json(path: Path) -> Iterator[Table]:
+    """A JSON array of records (an API dump), or an object of such arrays (a dump of several tables)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except OSError as exc:
+        raise FileUnreadable(f"{path}: cannot open: {exc.strerror}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileUnreadable(f"{path}: not a UTF-8 JSON document ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        data = data["items"]
+    parts = {"": data} if isinstance(data, list) else data if isinstance(data, dict) else None
+    if parts is None or not all(isinstance(v, list) for v in parts.values()):
+        raise FileUnreadable(f"{path}: expected a JSON array of records or an object of arrays")
+    for name, items in parts.items():
+        source = f"{path.name}[{name}]" if name else path.name
+        rows = (object_row(item, f"{name or 'item'} {i + 1}") for i, item in enumerate(items))
+        yield Table(source=source, header=[], rows=rows, sheet=name)

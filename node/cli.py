@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ from credex.crypto.keys import KeyFileError, SigningKey, key_id, load_public, pu
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.tls import CertificateAuthority
 from credex.crypto.trust import Member, MemberKey, TrustBundle, TrustBundleError
+from credex.domain.publicity import PublicityRules
 from credex.node.config import ConfigError, NodeConfig, load_config
+from credex.v1 import record_pb2
 
 app = typer.Typer(help="credex: cross-region public-credit data exchange node", no_args_is_help=True)
 node_app = typer.Typer(help="run a node", no_args_is_help=True)
@@ -31,9 +34,11 @@ keys_app = typer.Typer(help="signing keys", no_args_is_help=True)
 trust_app = typer.Typer(help="the federation's trust bundle", no_args_is_help=True)
 tls_app = typer.Typer(help="TLS material: the federation CA and the certificates it issues", no_args_is_help=True)
 alarm_app = typer.Typer(help="equivocation alarms: evidence, and clearing it", no_args_is_help=True)
+profile_app = typer.Typer(help="platform profiles: how rows map to records", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(tls_app, name="tls")
 app.add_typer(alarm_app, name="alarm")
+app.add_typer(profile_app, name="profile")
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 
@@ -435,6 +440,70 @@ async def _with_store(config: Path, work: Any) -> Any:
             return await work(conn)
     finally:
         await node.stop()
+
+
+@profile_app.command("check")
+def profile_check(
+    file: Annotated[Path, typer.Argument(help="a platform export: .csv, .xlsx, .jsonl, or .json (API or table dump)")],
+    profile: Annotated[str, typer.Option(help="profile name or .toml file")] = "national",
+    origin: Annotated[str, typer.Option(help="origin the records would be published under")] = "310000",
+    show: Annotated[int, typer.Option(help="how many mapped records and rejections to show")] = 5,
+) -> None:
+    """Dry run: map a file through a profile and show the records and the rejections, touching no ledger."""
+    import datetime as dt
+    from collections import Counter
+
+    from google.protobuf.json_format import MessageToDict
+
+    from credex.adapters.profile import MappingContext, Rejection
+    from credex.adapters.tables import FileUnreadable
+    from credex.crypto.pseudonym import Pseudonymizer
+    from credex.node.mapping import Reader
+
+    try:
+        chosen = Profile.load(profile)
+    except ProfileError as exc:
+        raise _fail(str(exc)) from None
+    # A throwaway pseudonym key: a dry run must not need (or reveal) the federation's.
+    context = MappingContext(
+        origin=origin, publicity=PublicityRules(), pseudonymizer=Pseudonymizer(os.urandom(32)), today=dt.date.today()
+    )
+    kinds: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    examples: list[dict[str, object]] = []
+    rejected: list[Rejection] = []
+    rows = 0
+    try:
+        reader = Reader(file, chosen, context, batch_size=1000)
+        while (batch := reader.next_batch()) is not None:
+            rows += batch.rows
+            for change in batch.changes:
+                record = record_pb2.Record.FromString(change.state.encoded)
+                kinds[record_pb2.Kind.Name(record.kind)] += 1
+                if len(examples) < show:
+                    examples.append(MessageToDict(record, preserving_proto_field_name=True))
+            for _, rejection in batch.rejections:
+                reasons.update(rejection.reasons)
+                if len(rejected) < show:
+                    rejected.append(rejection)
+    except (FileUnreadable, ProfileError) as exc:
+        raise _fail(str(exc)) from None
+    accepted = sum(kinds.values())
+    console.print(
+        f"{file}: {rows} rows = {accepted} would be accepted + {rows - accepted} quarantined"
+        f" (profile {chosen.name}, nothing written)",
+        soft_wrap=True,
+    )
+    for kind, n in kinds.most_common():
+        console.print(f"  {n:>7} × {kind}")
+    for reason, n in reasons.most_common():
+        console.print(f"  [red]{n:>7} × {reason}[/]")
+    for example in examples:
+        console.print_json(json.dumps(example, ensure_ascii=False))
+    for rejection in rejected:
+        console.print(
+            f"[red]{rejection.locator}[/]: " + "; ".join(p.message for p in rejection.problems), soft_wrap=True
+        )
 
 
 # -- keys and trust ---------------------------------------------------------------------
