@@ -22,6 +22,7 @@ LATEST_DATE = dt.date(2099, 12, 31)
 _EXCEL_EPOCH = dt.date(1899, 12, 30)
 _MAX_FIELD = 4000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_FORMULA = re.compile(r"^(=|@|[+-][A-Za-z(])")
 
 # A fine above 10^8 万元 (one trillion yuan) is a unit or typing error.
 MAX_WANYUAN = Decimal(100_000_000)
@@ -52,6 +53,9 @@ def clean_text(raw: object) -> str:
 def _checked(text: str) -> str:
     if len(text) > _MAX_FIELD:
         raise ValueRejected("field.too_long", f"value of {len(text)} characters exceeds {_MAX_FIELD}")
+    if _FORMULA.match(text):
+        # A spreadsheet would run it when the row is opened again (in a report sent back, say).
+        raise ValueRejected("field.formula", f"value {text[:40]!r} looks like a spreadsheet formula")
     if text.isprintable():  # the common case, checked in C
         return text
     if _CONTROL.search(text):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -35,10 +37,12 @@ trust_app = typer.Typer(help="the federation's trust bundle", no_args_is_help=Tr
 tls_app = typer.Typer(help="TLS material: the federation CA and the certificates it issues", no_args_is_help=True)
 alarm_app = typer.Typer(help="equivocation alarms: evidence, and clearing it", no_args_is_help=True)
 profile_app = typer.Typer(help="platform profiles: how rows map to records", no_args_is_help=True)
+quality_app = typer.Typer(help="data quality per source unit", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(tls_app, name="tls")
 app.add_typer(alarm_app, name="alarm")
 app.add_typer(profile_app, name="profile")
+app.add_typer(quality_app, name="quality")
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 
@@ -402,7 +406,7 @@ def alarm_list(config: Annotated[Path, typer.Option("--config", "-c", help="the 
     """Open alarms of a node, with their evidence."""
     from credex.node.alarms import list_alarms
 
-    alarms = asyncio.run(_with_store(config, list_alarms))
+    alarms = asyncio.run(_with_store(config, lambda pool: _on_connection(pool, list_alarms)))
     if not alarms:
         console.print("no open alarms")
     for alarm in alarms:
@@ -422,24 +426,30 @@ def alarm_clear(
     """Clear an alarm after investigation; the node applies the origin's log again."""
     from credex.node.alarms import clear_alarm
 
-    cleared = asyncio.run(_with_store(config, lambda conn: clear_alarm(conn, alarm_id, by, note)))
+    cleared = asyncio.run(
+        _with_store(config, lambda pool: _on_connection(pool, lambda conn: clear_alarm(conn, alarm_id, by, note)))
+    )
     if not cleared:
         raise _fail(f"no open alarm #{alarm_id}")
     console.print(f"alarm #{alarm_id} cleared by {by}")
 
 
 async def _with_store(config: Path, work: Any) -> Any:
-    """Run ``work(conn)`` against the node's database (embedded or not)."""
+    """Run ``work(pool)`` against the node's database (embedded or not)."""
     from credex.node.runtime import Node
 
     node = Node(_config(config))
     await node.start(serve=False, exchange=False)
     try:
         assert node.pool is not None
-        async with node.pool.acquire() as conn:
-            return await work(conn)
+        return await work(node.pool)
     finally:
         await node.stop()
+
+
+async def _on_connection(pool: asyncpg.Pool, work: Any) -> Any:
+    async with pool.acquire() as conn:
+        return await work(conn)
 
 
 @profile_app.command("check")
@@ -504,6 +514,85 @@ def profile_check(
         console.print(
             f"[red]{rejection.locator}[/]: " + "; ".join(p.message for p in rejection.problems), soft_wrap=True
         )
+
+
+@quality_app.command("report")
+def quality_report(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the node's node.toml")],
+    unit: Annotated[str | None, typer.Option(help="one source unit's USCC")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for one CSV of problem rows per source unit")] = None,
+    expected: Annotated[Path | None, typer.Option(help="CSV of unit_uscc,expected for the 上报率")] = None,
+) -> None:
+    """Quality per source unit: 全面性, 及时性, 准确性, 有效性, 上报率/合规率/及时率, 错码 and 重码 rates."""
+    from credex.node.quality import compute, problem_rows, write_problem_csv
+
+    settings = _config(config)
+    wanted: dict[str, int] = {}
+    if expected is not None:
+        try:
+            with expected.open(encoding="utf-8-sig", newline="") as handle:
+                wanted = {row["unit_uscc"]: int(row["expected"]) for row in csv.DictReader(handle)}
+        except (OSError, KeyError, ValueError) as exc:
+            raise _fail(f"{expected}: expected a CSV with columns unit_uscc,expected ({exc})") from None
+    deadline = settings.quality.deadline_working_days
+
+    async def work(pool: asyncpg.Pool) -> Any:
+        units = await compute(pool, settings.origin, deadline_days=deadline, unit=unit, expected=wanted)
+        problems = {u.unit_uscc: await problem_rows(pool, u.unit_uscc) for u in units} if out else {}
+        return units, problems
+
+    units, problems = asyncio.run(_with_store(config, work))
+    table = Table(
+        title=f"data quality of {settings.origin}'s source units (及时: {deadline} working days)", title_justify="left"
+    )
+    for column in (
+        "source unit",
+        "reported",
+        "accepted",
+        "quarantined",
+        "合规率",
+        "及时率",
+        "上报率",
+        "全面性",
+        "准确性",
+        "有效性",
+        "错码率",
+        "重码率",
+    ):
+        table.add_column(column, justify="left" if column == "source unit" else "right")
+    for u in units:
+        table.add_row(
+            f"{u.unit_name} {u.unit_uscc}",
+            str(u.reported),
+            str(u.accepted),
+            str(u.quarantined),
+            *(
+                _percent(getattr(u, name))
+                for name in (
+                    "compliance_rate",
+                    "timeliness_rate",
+                    "reporting_rate",
+                    "completeness",
+                    "accuracy",
+                    "validity",
+                    "wrong_code_rate",
+                    "duplicate_code_rate",
+                )
+            ),
+        )
+    console.print(table)
+    if not all(u.calendar_official for u in units):
+        console.print("some working days fall in years the official calendar does not cover yet: Monday to Friday used")
+    if out is not None:
+        for code, rows in problems.items():
+            if rows:
+                path = out / f"{code or 'unknown-unit'}.csv"
+                write_problem_csv(path, rows)
+                console.print(f"wrote {path}: {len(rows)} problem rows")
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
 
 
 # -- keys and trust ---------------------------------------------------------------------

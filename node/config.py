@@ -124,6 +124,11 @@ class FeedConfig(BaseModel):
     id_column: str = "id"
 
 
+class QualityConfig(BaseModel):
+    # 双公示 records are due on the platform within this many working days of the decision.
+    deadline_working_days: int = 7
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -153,6 +158,7 @@ class NodeConfig(BaseSettings):
     ingest: IngestConfig = IngestConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     feeds: list[FeedConfig] = []
+    quality: QualityConfig = QualityConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"

@@ -18,7 +18,17 @@ from credex.node.exchange import ExchangeService
 from credex.node.logbook import LogBook
 from credex.node.logservice import LogService
 from credex.node.lookup import LookupService
-from credex.v1 import exchange_pb2, exchange_pb2_grpc, log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
+from credex.node.qualityservice import QualityService
+from credex.v1 import (
+    exchange_pb2,
+    exchange_pb2_grpc,
+    log_pb2,
+    log_pb2_grpc,
+    lookup_pb2,
+    lookup_pb2_grpc,
+    quality_pb2,
+    quality_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +36,7 @@ SERVICE_NAMES = (
     lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
     exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name,
     log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+    quality_pb2.DESCRIPTOR.services_by_name["QualityService"].full_name,
 )
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -66,6 +77,7 @@ async def start_server(
     )
     exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(ExchangeService(config, pool, bundle), server)
     log_pb2_grpc.add_LogServiceServicer_to_server(LogService(config, pool, bundle, logbook, keeper), server)
+    quality_pb2_grpc.add_QualityServiceServicer_to_server(QualityService(config, pool, bundle), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

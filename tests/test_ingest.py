@@ -153,7 +153,8 @@ async def test_a_file_whose_second_sheet_does_not_fit_is_rolled_back_whole(node:
     ("name", "content", "message"),
     [
         ("empty.csv", b"", "empty"),
-        ("noise.csv", bytes(range(256)) * 50, "neither UTF-8 nor GB18030"),
+        ("noise.csv", bytes(range(256)) * 50, "matches no record kind"),
+        ("tiny-noise.csv", b"\xff\xfe\x00garbage\x81", "neither UTF-8 nor GB18030"),
         ("header-only.csv", b"CF_WSH,CF_XDR_MC\n", "required columns missing"),
         ("unrelated.csv", b"name,age\nzhang,3\n", "matches no record kind"),
         ("table.ods", b"whatever", "unsupported file type"),

@@ -1,0 +1,220 @@
+"""Data quality per source unit (数据来源单位), from what was taken in and what was quarantined.
+
+The four dimensions the plans judge data on — completeness (全面性), timeliness
+(及时性), accuracy (准确性), validity (有效性) — and the 双公示 rates: 上报率
+(reported against what the unit should have reported, when that is known),
+合规率 (rows that met the standard) and 及时率 (licences and penalties on the
+platform within N working days of the decision). Plus the USCC 错码 rate (codes
+that fail their checks) and 重码 rate (one code under two names). Every problem
+row can be written back to its unit as CSV, with its reasons.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from credex.domain.normalize import name_key
+from credex.domain.workdays import working_days_between
+from credex.v1 import quality_pb2, record_pb2
+
+_DUAL = frozenset({record_pb2.KIND_LICENCE, record_pb2.KIND_PENALTY})  # 双公示
+
+
+def dimension(reason: str) -> str:
+    """Which quality dimension a rejection reason counts against."""
+    if reason in ("field.missing", "uscc.missing", "ric.missing"):
+        return "completeness"
+    if reason.startswith(("uscc.", "ric.", "date.", "amount.", "number.")):
+        return "accuracy"
+    return "validity"
+
+
+@dataclass
+class UnitQuality:
+    unit_uscc: str
+    unit_name: str = ""
+    accepted: int = 0
+    quarantined: int = 0
+    timed: int = 0  # 双公示 records whose timeliness could be judged
+    on_time: int = 0
+    expected: int | None = None
+    calendar_official: bool = True
+    reasons: Counter[str] = field(default_factory=Counter)
+    codes: set[str] = field(default_factory=set)
+    duplicate_codes: set[str] = field(default_factory=set)
+
+    @property
+    def reported(self) -> int:
+        return self.accepted + self.quarantined
+
+    def _share(self, part: int, whole: int) -> float | None:
+        return part / whole if whole else None
+
+    def _clean(self, name: str) -> float | None:
+        bad = sum(n for reason, n in self.reasons.items() if dimension(reason) == name)
+        return self._share(self.reported - bad, self.reported)
+
+    @property
+    def compliance_rate(self) -> float | None:  # 合规率
+        return self._share(self.accepted, self.reported)
+
+    @property
+    def timeliness_rate(self) -> float | None:  # 及时率
+        return self._share(self.on_time, self.timed)
+
+    @property
+    def reporting_rate(self) -> float | None:  # 上报率
+        return self._share(self.reported, self.expected) if self.expected else None
+
+    @property
+    def completeness(self) -> float | None:
+        return self._clean("completeness")
+
+    @property
+    def accuracy(self) -> float | None:
+        return self._clean("accuracy")
+
+    @property
+    def validity(self) -> float | None:
+        return self._clean("validity")
+
+    @property
+    def wrong_code_rate(self) -> float | None:  # 错码率
+        wrong = sum(n for reason, n in self.reasons.items() if reason.startswith("uscc.") and reason != "uscc.missing")
+        return self._share(wrong, self.reported)
+
+    @property
+    def duplicate_code_rate(self) -> float | None:  # 重码率
+        return self._share(len(self.duplicate_codes), len(self.codes))
+
+
+async def compute(
+    pool: asyncpg.Pool,
+    origin: str,
+    *,
+    deadline_days: int = 7,
+    unit: str | None = None,
+    expected: dict[str, int] | None = None,
+) -> list[UnitQuality]:
+    units: dict[str, UnitQuality] = {}
+    names_by_code: defaultdict[str, set[str]] = defaultdict(set)
+    codes_by_unit: defaultdict[str, set[str]] = defaultdict(set)
+    async with pool.acquire() as conn:
+        taken = {
+            r["record_id"]: r["taken"]
+            for r in await conn.fetch(
+                "SELECT record_id, min(recorded_at) AS taken FROM events WHERE origin = $1 GROUP BY record_id", origin
+            )
+        }
+        rows = await conn.fetch("SELECT record_id, record FROM records WHERE origin = $1", origin)
+        rejected = await conn.fetch(
+            "SELECT source_unit_uscc, source_unit, reasons FROM quarantine"
+            + (" WHERE source_unit_uscc = $1" if unit else ""),
+            *([unit] if unit else []),
+        )
+    for row in rows:
+        record = record_pb2.Record.FromString(row["record"])
+        code = record.subject.uscc
+        if code:
+            names_by_code[code].add(name_key(record.subject.name))
+        key = record.source_unit.uscc
+        if unit and key != unit:
+            continue
+        quality = units.setdefault(key, UnitQuality(key, record.source_unit.name))
+        quality.accepted += 1
+        if code:
+            codes_by_unit[key].add(code)
+        if record.kind in _DUAL and record.decision_date and row["record_id"] in taken:
+            days, official = working_days_between(
+                dt.date.fromisoformat(record.decision_date), taken[row["record_id"]].date()
+            )
+            quality.timed += 1
+            quality.on_time += days <= deadline_days
+            quality.calendar_official = quality.calendar_official and official
+    for row in rejected:
+        key = row["source_unit_uscc"]
+        quality = units.setdefault(key, UnitQuality(key, row["source_unit"]))
+        quality.unit_name = quality.unit_name or row["source_unit"]
+        quality.quarantined += 1
+        quality.reasons.update(row["reasons"])
+    for key, quality in units.items():
+        quality.codes = codes_by_unit[key]
+        quality.duplicate_codes = {c for c in quality.codes if len(names_by_code[c]) > 1}
+        if expected and key in expected:
+            quality.expected = expected[key]
+    return sorted(units.values(), key=lambda q: (-q.reported, q.unit_uscc))
+
+
+async def problem_rows(pool: asyncpg.Pool, unit: str) -> list[dict[str, str]]:
+    """Every quarantined row of one source unit, with its reasons, as the unit reported it."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT q.source, q.locator, q.reasons, q.messages, q.raw, q.taken_at FROM quarantine q"
+            " WHERE q.source_unit_uscc = $1 ORDER BY q.id",
+            unit,
+        )
+    result = []
+    for row in rows:
+        entry = {
+            "source": row["source"],
+            "locator": row["locator"],
+            "reasons": ";".join(row["reasons"]),
+            "messages": "；".join(row["messages"]),
+            "taken_at": row["taken_at"].isoformat(),
+        }
+        entry.update({f"raw:{k}": str(v) for k, v in json.loads(row["raw"]).items()})
+        result.append(entry)
+    return result
+
+
+def _cell(value: str) -> str:
+    """Neutralize formula-like cells: the file is opened in spreadsheet software by the unit."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def write_problem_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:  # the BOM lets Excel read UTF-8
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+
+
+def to_message(quality: UnitQuality) -> quality_pb2.UnitQuality:
+    message = quality_pb2.UnitQuality(
+        unit_uscc=quality.unit_uscc,
+        unit_name=quality.unit_name,
+        reported=quality.reported,
+        accepted=quality.accepted,
+        quarantined=quality.quarantined,
+        reasons=dict(quality.reasons),
+        calendar_official=quality.calendar_official,
+    )
+    for name in RATES:
+        value = getattr(quality, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+RATES = (
+    "compliance_rate",
+    "timeliness_rate",
+    "reporting_rate",
+    "completeness",
+    "accuracy",
+    "validity",
+    "wrong_code_rate",
+    "duplicate_code_rate",
+)
