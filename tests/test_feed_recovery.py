@@ -184,7 +184,7 @@ async def wait_until_done(
             and poll is not None
             and poll["rows_in"] >= poll_total
         )
-        if finished:
+        if finished and api is not None and poll is not None:
             assert file_rows["n"] == 1, "the file was taken in more than once"
             return (
                 (int(file_rows["rows_in"]), int(file_rows["accepted"]), int(file_rows["quarantined"])),
