@@ -10,6 +10,7 @@ shipped in ``samples/platforms``.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import random
@@ -347,6 +348,18 @@ def zhejiang_records() -> list[dict[str, Any]]:
             }
         records.append(record)
     records[5]["evaluation"]["grade"] = "优良"  # not a grade: quarantined
+    return records
+
+
+def zhejiang_penalties(count: int) -> list[dict[str, Any]]:
+    """Any number of Zhejiang-shaped penalties, each a record of its own (for load and recovery tests)."""
+    templates = [r for r in zhejiang_records() if r["type"] == "penalty"]
+    records = []
+    for i in range(count):
+        record = copy.deepcopy(templates[i % len(templates)])
+        record["id"] = f"zj-{i}"
+        record["document_number"] = f"浙普罚〔2026〕{100000 + i}号"
+        records.append(record)
     return records
 
 

@@ -1,12 +1,12 @@
 """Mapping a file's rows through a profile, a batch at a time, off the event loop.
 
 Mapping is CPU-bound. For small files it runs in a worker thread, which keeps
-the node's event loop responsive. For large files it runs in a worker process,
-so that on a multi-core machine mapping one batch overlaps with signing and
-storing the previous one; batches come back as plain bytes and strings
-(:class:`~credex.node.ledger.Change`), cheap to pass between processes. A
-bounded queue between the two gives back-pressure: the worker never runs more
-than a few batches ahead of the ledger.
+the node's event loop responsive. For large files it runs in worker processes,
+one per core by default, each mapping every N-th batch, so that mapping uses
+every core and overlaps with signing and storing earlier batches; batches come
+back in file order as plain bytes and strings (:class:`~credex.node.ledger.Change`),
+cheap to pass between processes. Bounded queues give back-pressure: no worker
+runs more than a few batches ahead of the ledger.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import queue
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class Reader:
         self._current: tuple[Table, TableMapper | None] | None = None
         self.rows = RowMapper(profile, context)
 
-    def next_batch(self) -> Batch | None:
+    def next_batch(self, *, mapped: bool = True) -> Batch | None:
+        """The next ``batch_size`` rows, mapped; with ``mapped=False`` only read and counted."""
         batch = Batch()
         while batch.rows < self.batch_size:
             if self._current is None:
@@ -74,6 +76,8 @@ class Reader:
                 self._current = None
                 continue
             batch.rows += 1
+            if not mapped:
+                continue
             outcome = self.rows.map(row, table.source, mapper)
             if isinstance(outcome, Rejection):
                 batch.rejections.append((table.source, outcome))
@@ -146,12 +150,21 @@ class ThreadMapping:
         pass
 
 
-def _work(path: Path, spec: ProfileSpec, context: MappingContext, batch_size: int, out: Any) -> None:
-    """Worker process: map the whole file, put batches, then None; errors travel as (name, message)."""
+def _work(
+    path: Path, spec: ProfileSpec, context: MappingContext, batch_size: int, out: Any, worker: int, workers: int
+) -> None:
+    """Worker process: map batches ``worker``, ``worker + workers``, ... of the file; read past the others.
+
+    Reading is cheap next to mapping, so each worker reads the whole file and
+    the batches come out exactly as one reader would cut them.
+    """
     try:
         reader = Reader(path, Profile(spec), context, batch_size)
-        while (batch := reader.next_batch()) is not None:
-            out.put(batch)
+        index = 0
+        while (batch := reader.next_batch(mapped=index % workers == worker)) is not None:
+            if index % workers == worker:
+                out.put(batch)
+            index += 1
         out.put(None)
     except (FileUnreadable, ProfileError) as exc:
         out.put((type(exc).__name__, str(exc)))
@@ -160,46 +173,65 @@ def _work(path: Path, spec: ProfileSpec, context: MappingContext, batch_size: in
 
 
 class ProcessMapping:
-    def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int) -> None:
+    """Batches mapped by ``workers`` processes, handed out in file order."""
+
+    def __init__(self, path: Path, profile: Profile, context: MappingContext, batch_size: int, workers: int) -> None:
         # "spawn": the parent runs threads (gRPC, asyncio executors) that fork would copy half-way.
         ctx = multiprocessing.get_context("spawn")
-        self._queue: Any = ctx.Queue(maxsize=_AHEAD)
-        self._process = ctx.Process(
-            target=_work, args=(path, profile.spec, context, batch_size, self._queue), daemon=True
-        )
-        self._process.start()
+        self._queues: list[Any] = [ctx.Queue(maxsize=_AHEAD) for _ in range(workers)]
+        self._processes = [
+            ctx.Process(
+                target=_work, args=(path, profile.spec, context, batch_size, self._queues[k], k, workers), daemon=True
+            )
+            for k in range(workers)
+        ]
+        for process in self._processes:
+            process.start()
+        self._next = 0
 
     async def next_batch(self) -> Batch | None:
-        item = await asyncio.to_thread(self._get)
+        worker = self._next % len(self._queues)
+        item = await asyncio.to_thread(self._get, worker)
         if isinstance(item, tuple):
             name, message = item
             raise _ERRORS.get(name, FileUnreadable)(message)
+        self._next += 1
         return item  # type: ignore[no-any-return]
 
-    def _get(self) -> Any:
+    def _get(self, worker: int) -> Any:
         while True:
             try:
-                return self._queue.get(timeout=1.0)
+                return self._queues[worker].get(timeout=1.0)
             except queue.Empty:
-                if not self._process.is_alive():
-                    return ("FileUnreadable", f"the mapping worker died (exit code {self._process.exitcode})")
+                process = self._processes[worker]
+                if not process.is_alive():
+                    return ("FileUnreadable", f"a mapping worker died (exit code {process.exitcode})")
 
     def close(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join(timeout=5)
-        with contextlib.suppress(Exception):
-            self._queue.close()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+        for process, channel in zip(self._processes, self._queues, strict=True):
+            process.join(timeout=5)
+            with contextlib.suppress(Exception):
+                channel.close()
 
 
 def open_mapping(
-    path: Path, profile: Profile, context: MappingContext, batch_size: int, *, parallel_from_bytes: int
+    path: Path,
+    profile: Profile,
+    context: MappingContext,
+    batch_size: int,
+    *,
+    parallel_from_bytes: int,
+    workers: int = 0,
 ) -> Mapping:
-    """A worker process for files of ``parallel_from_bytes`` or more (0: never), else a thread."""
+    """Worker processes (``workers``, default one per core) for files of ``parallel_from_bytes`` or more
+    (0: never), else a thread."""
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise FileUnreadable(f"{path}: cannot open: {exc.strerror}") from exc
     if parallel_from_bytes and size >= parallel_from_bytes:
-        return ProcessMapping(path, profile, context, batch_size)
+        return ProcessMapping(path, profile, context, batch_size, workers or os.cpu_count() or 1)
     return ThreadMapping(Reader(path, profile, context, batch_size))

@@ -8,7 +8,6 @@ PostgreSQL database) — and is SIGKILLed again and again while they work.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import os
 import random
@@ -20,25 +19,13 @@ from pathlib import Path
 import asyncpg
 
 from credex.adapters import platform_samples, synth
+from credex.adapters.sample_api import PagedApi, serve
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.store import ensure_database
 
 from .conftest import TestFederation
-from .platform_api import PagedApi, serve
 
 CREDEX = [sys.executable, "-m", "credex.node.cli"]
-
-
-def api_records(count: int) -> list[dict[str, object]]:
-    """Zhejiang-shaped penalties, each a record of its own."""
-    templates = [r for r in platform_samples.zhejiang_records() if r["type"] == "penalty"]
-    records = []
-    for i in range(count):
-        record = copy.deepcopy(templates[i % len(templates)])
-        record["id"] = f"zj-{i}"
-        record["document_number"] = f"浙普罚〔2026〕{100000 + i}号"
-        records.append(record)
-    return records
 
 
 async def source_tables(postgres: EmbeddedPostgres, rows: int) -> str:
@@ -110,7 +97,7 @@ async def test_killing_the_node_mid_file_mid_pages_and_mid_poll_takes_every_row_
     inbox.mkdir()
     big = tmp_path / "big.csv"
     drop = synth.write(big, synth.SynthSpec(region="310000", rows=15000, bad_share=0.02, seed=5))
-    records = api_records(1200)
+    records = platform_samples.zhejiang_penalties(1200)
     source = await source_tables(postgres, 1500)
     env = {
         **os.environ,

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from credex.adapters import platform_samples
+from credex.adapters.sample_api import PagedApi, serve
 from credex.node.embedded import EmbeddedPostgres
 from credex.node.peers import open_channel
 from credex.node.runtime import Node
@@ -25,7 +26,6 @@ from credex.node.store import ensure_database
 from credex.v1 import event_pb2, lookup_pb2, lookup_pb2_grpc, record_pb2
 
 from .conftest import TestFederation, eventually
-from .platform_api import PagedApi, serve
 
 SAMPLES = Path(__file__).resolve().parent.parent / "adapters" / "samples" / "platforms"
 

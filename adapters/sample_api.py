@@ -1,7 +1,8 @@
 """A small real HTTP server that pages JSON records by cursor, as the Zhejiang and Hunan APIs do.
 
-Used by tests (and the transport benchmark) instead of a mock: the feed talks
-real HTTP to it. It can fail every n-th request with a 503 to exercise retries.
+For trying an HTTP feed locally with the shipped samples, and for the tests
+and the transport benchmark, which talk real HTTP to it instead of a mock. It
+can fail every n-th request with a 503 to exercise a feed's retries.
 """
 
 from __future__ import annotations
