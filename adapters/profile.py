@@ -313,7 +313,7 @@ class TableMapper:
         for binding in self._active:
             index = binding.column_index
             raw = values[index] if 0 <= index < width else None
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
+            if raw is None or raw == "":  # blank-but-not-empty cells convert to "" and count as missing below
                 raw = binding.spec.default
                 if raw is None:  # empty and no default: nothing to convert
                     if binding.spec.required:
@@ -331,8 +331,15 @@ class TableMapper:
                     problems.append(Problem("field.missing", binding.column_label, f"{binding.column_label} is empty"))
                 continue
             converted[binding.path] = value
-            if binding.target is not None:
-                _gather(fields, binding.target, value)
+            target = binding.target
+            if target is not None:
+                if len(target) == 2:  # inlined from _gather: the common, one-message-deep case
+                    holder = fields.get(target[0])
+                    if holder is None:
+                        holder = fields[target[0]] = {}
+                    holder[target[1]] = value.isoformat() if isinstance(value, dt.date) else value
+                else:
+                    _gather(fields, target, value)
             if binding.verbatim is not None:
                 _gather(fields, binding.verbatim, clean_text(raw))
         if problems:

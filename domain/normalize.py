@@ -37,8 +37,12 @@ class ValueRejected(ValueError):
         self.message = message
 
 
+@lru_cache(maxsize=65536)
 def clean_text(raw: object) -> str:
-    """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''."""
+    """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''.
+
+    Cached: authorities, bases and code values repeat on most rows of an export.
+    """
     if raw is None:
         return ""
     text = str(raw)
@@ -64,6 +68,7 @@ def _checked(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
+@lru_cache(maxsize=65536)
 def published_text(raw: object) -> str:
     """Keep a name as published (original characters) but trim it and treat ``MISSING`` as ''."""
     if raw is None:
@@ -95,6 +100,7 @@ _DATE_PATTERNS = (
 )
 
 
+@lru_cache(maxsize=16384)
 def parse_date(raw: object) -> dt.date | None:
     """Every date form seen in the exports, or None when missing.
 

@@ -81,7 +81,10 @@ def test_hostile_values_in_csv_land_in_quarantine_with_their_reason(
         assert isinstance(outcome, Rejection), f"hostile {kind} value was accepted: {rows[index][HOSTILE[kind][0]]!r}"
         expected = HOSTILE[kind][2]
         reasons = set(outcome.reasons)
-        assert reasons & expected if expected else any(r.startswith("uscc.") for r in reasons), (kind, reasons)
+        assert reasons & expected if expected else any(r.startswith(("uscc.", "field.")) for r in reasons), (
+            kind,
+            reasons,
+        )
 
 
 def _map_file(path: Path) -> list[object]:
