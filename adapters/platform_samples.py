@@ -432,6 +432,31 @@ def hunan_records() -> list[dict[str, Any]]:
     return records
 
 
+async def fill_penalty_table(conn: Any, table: str, rows: int, seed: int, first_row: int = 0) -> None:
+    """A 前置库 staging table of national-format penalties (columns as lower-case field codes).
+
+    For trying a table_poll feed locally, and for the tests and benchmarks that poll one.
+    """
+    spec = synth.SynthSpec(region="310000", rows=rows, seed=seed, bad_share=0.02, person_share=0.0, first_row=first_row)
+    values = [r.values for r in synth.generate(spec)]
+    columns = [code.lower() for code, _ in synth.PENALTY_COLUMNS]
+    await conn.execute(
+        f"CREATE TABLE {table} (id bigint PRIMARY KEY, update_time timestamp NOT NULL, "
+        + ", ".join(f"{c} text" for c in columns)
+        + ")"
+    )
+    start = dt.datetime(2026, 11, 1)
+    await conn.copy_records_to_table(
+        table,
+        records=[
+            (i + 1, start + dt.timedelta(seconds=i), *(v.get(c.upper(), "") for c in columns))
+            for i, v in enumerate(values)
+        ],
+        columns=["id", "update_time", *columns],
+    )
+    await conn.execute(f"CREATE INDEX ON {table} (update_time, id)")
+
+
 def write_platform_samples(folder: Path) -> list[Path]:
     from openpyxl import Workbook
 

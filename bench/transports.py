@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import datetime as dt
 import json
 import os
 import time
@@ -119,25 +118,9 @@ async def http_pull(records: list[dict[str, object]], page_size: int) -> tuple[i
 
 async def table_poll(url: str, rows: int, batch: int) -> tuple[int, float, float]:
     await ensure_database(url)
-    values = [r.values for r in synth.generate(synth.SynthSpec(region="310000", rows=rows, seed=4, bad_share=0.02))]
-    columns = [code.lower() for code, _ in synth.PENALTY_COLUMNS]
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            "CREATE TABLE sh_xzcf (id bigint PRIMARY KEY, update_time timestamp NOT NULL, "
-            + ", ".join(f"{c} text" for c in columns)
-            + ")"
-        )
-        start = dt.datetime(2026, 11, 1)
-        await conn.copy_records_to_table(
-            "sh_xzcf",
-            records=[
-                (i + 1, start + dt.timedelta(seconds=i), *(v.get(c.upper(), "") for c in columns))
-                for i, v in enumerate(values)
-            ],
-            columns=["id", "update_time", *columns],
-        )
-        await conn.execute("CREATE INDEX ON sh_xzcf (update_time, id)")
+        await platform_samples.fill_penalty_table(conn, "sh_xzcf", rows, seed=4)
         source = TableSource("sh_xzcf")
         mapper = RowMapper(Profile.load("national"), CONTEXT)
         for mapping in (False, True):

@@ -524,7 +524,7 @@ def quality_report(
     expected: Annotated[Path | None, typer.Option(help="CSV of unit_uscc,expected for the 上报率")] = None,
 ) -> None:
     """Quality per source unit: 全面性, 及时性, 准确性, 有效性, 上报率/合规率/及时率, 错码 and 重码 rates."""
-    from credex.node.quality import compute, problem_rows, write_problem_csv
+    from credex.node.quality import RATES, compute, problem_rows, write_problem_csv
 
     settings = _config(config)
     wanted: dict[str, int] = {}
@@ -566,19 +566,7 @@ def quality_report(
             str(u.reported),
             str(u.accepted),
             str(u.quarantined),
-            *(
-                _percent(getattr(u, name))
-                for name in (
-                    "compliance_rate",
-                    "timeliness_rate",
-                    "reporting_rate",
-                    "completeness",
-                    "accuracy",
-                    "validity",
-                    "wrong_code_rate",
-                    "duplicate_code_rate",
-                )
-            ),
+            *(_percent(getattr(u, name)) for name in RATES),
         )
     console.print(table)
     if not all(u.calendar_official for u in units):

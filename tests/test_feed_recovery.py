@@ -8,7 +8,6 @@ PostgreSQL database) — and is SIGKILLed again and again while they work.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import random
 import signal
@@ -31,25 +30,9 @@ CREDEX = [sys.executable, "-m", "credex.node.cli"]
 async def source_tables(postgres: EmbeddedPostgres, rows: int) -> str:
     url = postgres.uri(f"qzk_{uuid.uuid4().hex[:8]}")
     await ensure_database(url)
-    spec = synth.SynthSpec(region="310000", rows=rows, seed=9, bad_share=0.02, person_share=0.0, first_row=50_000)
-    values = [r.values for r in synth.generate(spec)]
-    columns = [code.lower() for code, _ in synth.PENALTY_COLUMNS]
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            "CREATE TABLE sh_xzcf (id bigint PRIMARY KEY, update_time timestamp NOT NULL, "
-            + ", ".join(f"{c} text" for c in columns)
-            + ")"
-        )
-        start = dt.datetime(2026, 11, 1)
-        await conn.copy_records_to_table(
-            "sh_xzcf",
-            records=[
-                (i + 1, start + dt.timedelta(seconds=i), *(v.get(c.upper(), "") for c in columns))
-                for i, v in enumerate(values)
-            ],
-            columns=["id", "update_time", *columns],
-        )
+        await platform_samples.fill_penalty_table(conn, "sh_xzcf", rows, seed=9, first_row=50_000)
     finally:
         await conn.close()
     return url
