@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.lookup
 	$(BIN)/python -m bench.catchup
 	$(BIN)/python -m bench.proofs
+	$(BIN)/python -m bench.transports
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
