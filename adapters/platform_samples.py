@@ -276,6 +276,12 @@ def shanghai_tables() -> dict[str, list[dict[str, Any]]]:
 # -- Zhejiang and Hunan: JSON records their APIs page through ---------------------------------
 
 
+def synth_unit_code(name: str) -> str:
+    """A stable, valid USCC for a named body (courts are 11-coded 机关 here)."""
+    rng = random.Random(f"credex-unit-{name}")
+    return uscc_codes.make("11", "330903", "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRTUWXY") for _ in range(8)))
+
+
 def _unit(region: str, index: int) -> dict[str, str]:
     name, code = _authority(region, index)
     return {"name": name, "uscc": code}
@@ -290,7 +296,16 @@ def zhejiang_records() -> list[dict[str, Any]]:
         company = synth.draw_company(rng, "33")
         unit = _unit(region, i)
         decided = _day(rng)
-        kind = ("penalty", "licence", "black_list", "red_list", "commitment", "evaluation", "authorization")[i % 7]
+        kind = (
+            "penalty",
+            "licence",
+            "black_list",
+            "red_list",
+            "commitment",
+            "evaluation",
+            "authorization",
+            "dishonest_debtor",
+        )[i % 8]
         record: dict[str, Any] = {
             "id": f"zj-{i + 1:05d}",
             "type": kind,
@@ -331,6 +346,16 @@ def zhejiang_records() -> list[dict[str, Any]]:
                 "matter": "建设工程施工许可",
                 "content": "承诺按期补正材料",
                 "fulfilment": rng.choice(["履约中", "已履约", "未履约"]),
+            }
+        elif kind == "dishonest_debtor":
+            court = "舟山市普陀区人民法院"
+            record["authority"] = {"name": court, "uscc": synth_unit_code(court)}
+            record["case"] = {
+                "number": f"（{decided.year}）浙0903执{i + 100}号",
+                "court": court,
+                "obligation": "支付货款及利息",
+                "performance": "全部未履行",
+                "circumstances": "有履行能力而拒不履行生效法律文书确定义务",
             }
         elif kind == "evaluation":
             record["evaluation"] = {

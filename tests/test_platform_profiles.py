@@ -199,6 +199,10 @@ async def test_zhejiang_api_is_paged_through_despite_failures_and_grades_come_ba
     assert {g.evaluation.grade_as_published for g in grades} <= {"优秀", "良好", "中等", "较差"}
     entries = await profile_over_grpc(federation, node, grades[0].subject.uscc)
     assert any(e.record.evaluation.grade != record_pb2.GRADE_UNSPECIFIED for e in entries)
+    debtors = await records_of(node, record_pb2.KIND_DISHONEST_DEBTOR)
+    assert len(debtors) == 6 and all(
+        d.dishonest_debtor.court and d.category == record_pb2.CATEGORY_ENFORCEMENT for d in debtors
+    )
     authorizations = await records_of(node, record_pb2.KIND_AUTHORIZATION)
     assert authorizations and all(a.sharing_level == record_pb2.SHARING_LEVEL_RESTRICTED for a in authorizations)
     # A government office does not see authorizations (restricted to the financing platforms' channel).
