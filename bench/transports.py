@@ -146,9 +146,7 @@ async def main(rows: int) -> None:
         synth.write(csv_file, synth.SynthSpec(region="310000", rows=rows, seed=1, bad_share=0.02))
         synth.write(xlsx_file, synth.SynthSpec(region="310000", rows=rows // 4, seed=2, bad_share=0.02))
         json_lines(jsonl_file, rows)
-        print(
-            f"inputs: {rows:,} CSV rows, {rows // 4:,} XLSX rows, {rows:,} JSON Lines, on one core each\n", flush=True
-        )
+        print(f"inputs: {rows:,} CSV rows, {rows // 4:,} XLSX rows, {rows:,} JSON Lines\n", flush=True)
         cores = os.cpu_count() or 1
         for name, path, profile, bare, bare_name in (
             ("CSV", csv_file, "national", raw_csv, "bare csv module"),

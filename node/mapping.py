@@ -95,6 +95,7 @@ class RowMapper:
     def __init__(self, profile: Profile, context: MappingContext) -> None:
         self.profile, self.context = profile, context
         self._bound: dict[tuple[tuple[str, ...], str | None], TableMapper | ProfileError] = {}
+        self._kind_positions: dict[tuple[str, ...], int] = {}
 
     def map(self, row: Row, source: str, table_mapper: TableMapper | None = None) -> record_pb2.Record | Rejection:
         mapper = table_mapper or self._mapper_for(row, source)
@@ -107,10 +108,13 @@ class RowMapper:
     def _mapper_for(self, row: Row, source: str) -> TableMapper | ProfileError:
         header = row.header or ()
         kind_value = None
-        field = self.profile.spec.kind_field
-        if field is not None:
-            position = next((i for i, h in enumerate(header) if header_key(h) == header_key(field)), None)
-            kind_value = str(row.values[position]) if position is not None else ""
+        if self.profile.spec.kind_field is not None:
+            position = self._kind_positions.get(header, -2)
+            if position == -2:  # a header not seen before: find the kind field in it once
+                wanted = header_key(self.profile.spec.kind_field)
+                position = next((i for i, h in enumerate(header) if header_key(h) == wanted), -1)
+                self._kind_positions[header] = position
+            kind_value = str(row.values[position]) if position >= 0 else ""
         key = (header, kind_value)
         if key not in self._bound:
             try:
