@@ -236,8 +236,10 @@ def object_row(item: object, locator: str) -> Row:
 
 def _flatten(item: dict[str, object], prefix: str, out: dict[str, object]) -> None:
     for key, value in item.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        name = prefix + key if prefix else key
+        if type(value) is str:  # the common case first
+            out[name] = value
+        elif isinstance(value, dict):
             _flatten(value, name + ".", out)
         elif isinstance(value, list):
             out[name] = ";".join("" if v is None else str(v) for v in value)  # multi-valued: 处罚类别
