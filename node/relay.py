@@ -47,7 +47,6 @@ class Relay:
         self.topic = config.topic
         self.checkpoint_topic = checkpoints_topic(config.origin)
         self._wakeup = asyncio.Event()
-        self.published_seq = 0
 
     def wake(self, *_: Any) -> None:
         self._wakeup.set()
@@ -226,7 +225,6 @@ class Relay:
                 published,
                 self.config.relay.batch_size,
             )
-        self.published_seq = int(published)
         if not rows:
             return 0
         partition, offset, event_id = await self._send(producer, rows)
@@ -241,6 +239,5 @@ class Relay:
                 offset,
                 event_id,
             )
-        self.published_seq = last
         METRICS.events_published.labels(self.origin).inc(len(rows))
         return len(rows)

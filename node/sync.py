@@ -48,7 +48,6 @@ class Sync:
         self._behind: dict[str, tuple[float, int]] = {}
         # origin -> the largest checkpoint size seen, which the log must reach
         self._wanted: dict[str, int] = {}
-        self.rounds = 0
         intake.on_gap(self._on_gap)
         self.keeper.on_want(self._on_want)
 
@@ -81,10 +80,9 @@ class Sync:
                     raise
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                     log.warning("sync of %s: %s", origin, exc)
-            self.rounds += 1
             await asyncio.sleep(self.config.sync.probe_seconds)
 
-    async def sync_origin(self, origin: str, *, eager: bool = False) -> int:
+    async def sync_origin(self, origin: str) -> int:
         """Probe ``origin``'s head; fetch what is missing if Kafka does not bring it. Returns events applied.
 
         Kafka gets one probe interval without progress before gRPC steps in, so
@@ -100,9 +98,8 @@ class Sync:
         since, seen = self._behind.get(origin, (now, -1))
         if contiguous != seen:  # first probe behind, or Kafka made progress: wait once more
             self._behind[origin] = (now, contiguous)
-            if not eager:
-                return 0
-        elif not eager and now - since < self.config.sync.probe_seconds:
+            return 0
+        if now - since < self.config.sync.probe_seconds:
             return 0
         applied = await self.fetch_missing(origin, head, [source, *[s for s in self.sources(origin) if s != source]])
         self._behind.pop(origin, None)
