@@ -13,6 +13,7 @@ equivocation and raises an alarm.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,13 +237,9 @@ class CheckpointKeeper:
             signed_size = int(last["size"]) if last else 0
             if head <= signed_size:
                 continue
-            age = await self._age(last["first_seen"]) if last else every_seconds
+            age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
             if head - signed_size >= every_events or age >= every_seconds:
                 try:
                     await self.sign_own()
                 except (asyncpg.PostgresError, OSError) as exc:
                     log.warning("could not sign a checkpoint: %s", exc)
-
-    async def _age(self, when: object) -> float:
-        async with self.pool.acquire() as conn:
-            return float(await conn.fetchval("SELECT extract(epoch FROM now() - $1::timestamptz)", when))

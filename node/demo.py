@@ -42,13 +42,13 @@ async def wait_until_complete(nodes: dict[str, Node], timeout: float) -> float:
     """Until every node holds every origin's log up to that origin's head; returns seconds waited."""
     started = time.monotonic()
     while True:
-        heads = {origin: (await node.status()).own_events for origin, node in nodes.items()}
-        complete = True
-        for node in nodes.values():
-            status = await node.status()
-            for origin, head in heads.items():
-                if origin != node.origin and status.contiguous_by_origin.get(origin, 0) < head:
-                    complete = False
+        statuses = {origin: await node.status() for origin, node in nodes.items()}
+        complete = all(
+            status.contiguous_by_origin.get(origin, 0) >= statuses[origin].own_events
+            for holder, status in statuses.items()
+            for origin in statuses
+            if origin != holder
+        )
         if complete:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
