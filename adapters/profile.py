@@ -481,7 +481,7 @@ class TableMapper:
 
 def _uscc(raw: object) -> str:
     text = clean_text(raw)
-    return uscc_codes.validate(text).code if text else ""
+    return uscc_codes.validate_recurring(text).code if text else ""
 
 
 def _code_text(raw: object) -> str:

@@ -56,7 +56,7 @@ class TableSource:
         )
         try:
             rows = await conn.fetch(query, _naive_if_needed(after.update_time), after.id, limit)
-        except asyncpg.PostgresError as exc:
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise TableUnavailable(f"{self.table}: {exc}") from exc
         return [dict(row) for row in rows]
 
@@ -72,9 +72,15 @@ def _naive_if_needed(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-async def open_read_only(dsn: str) -> asyncpg.Connection:
+async def open_read_only(dsn: str, timeout: float = 10.0) -> asyncpg.Connection:
+    """A read-only connection whose connect and every query give up after ``timeout`` seconds."""
     try:
-        conn = await asyncpg.connect(dsn, server_settings={"default_transaction_read_only": "on"})
-    except (OSError, asyncpg.PostgresError) as exc:
+        conn = await asyncpg.connect(
+            dsn,
+            timeout=timeout,
+            command_timeout=timeout,
+            server_settings={"default_transaction_read_only": "on"},
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise TableUnavailable(f"cannot reach the 前置库: {exc}") from exc
     return conn

@@ -244,7 +244,9 @@ def _load(
             async def call(i: int) -> Any:
                 stub = logs[i % LOAD_CHANNELS]
                 if kind == "inclusion":
-                    request = log_pb2.GetInclusionProofRequest(origin=origin, seq=rng.randrange(1, size + 1))
+                    request = log_pb2.GetInclusionProofRequest(
+                        origin=origin, seq=rng.randrange(1, size + 1), purpose="bench"
+                    )
                     return await stub.GetInclusionProof(request, timeout=10)
                 old = rng.randrange(1, size)
                 return await stub.GetConsistencyProof(

@@ -1,10 +1,21 @@
-"""Ed25519 signing keys on disk, and key ids derived from public key bytes."""
+"""Ed25519 signing keys on disk, and key ids derived from public key bytes.
+
+A private key file that group or others can read is refused when loaded: a key
+anyone on the host can copy signs as the origin in every peer's eyes. Keys are
+written with mode 0600.
+
+A node's key carries a guard, set by the node from its trust bundle: once the
+bundle revokes the key, every signature is refused with the reason, instead of
+the node producing events each peer rejects.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -15,7 +26,28 @@ PUBLIC_NAME = "signing.pub"
 
 
 class KeyFileError(Exception):
-    """A key file is missing, unreadable or not an Ed25519 key."""
+    """A key file is missing, unreadable, readable by others, or not an Ed25519 key."""
+
+
+class SigningRefused(PermissionError):
+    """This node may not sign any more (its key is revoked); the message says why and what to do.
+
+    A PermissionError, hence an OSError: the loops that retry on OS errors (feeds, the
+    checkpoint signer) log it and keep running instead of dying.
+    """
+
+
+def require_private_file(path: Path, what: str = "private key") -> None:
+    """Refuse a secret file that group or others may access; the message gives the fix."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if stat.S_ISREG(mode) and mode & 0o077:
+        raise KeyFileError(
+            f"{what} {path} is accessible to group or others (mode {stat.filemode(mode)}); anyone on this host"
+            f" could copy it. Run `chmod 600 {path}` (owned by the user the node runs as) and start again"
+        )
 
 
 def key_id(public_raw: bytes) -> str:
@@ -34,12 +66,14 @@ def public_raw(public: Ed25519PublicKey) -> bytes:
 class SigningKey:
     """An Ed25519 private key with its public bytes and key id computed once (every envelope carries the id)."""
 
-    __slots__ = ("key_id", "private", "public_raw")
+    __slots__ = ("guard", "key_id", "private", "public_raw")
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self.private = private
         self.public_raw: bytes = public_raw(private.public_key())
         self.key_id: str = key_id(self.public_raw)
+        # Returns why this key may not sign (empty: it may); a node sets it from its trust bundle.
+        self.guard: Callable[[str], str] | None = None
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -49,7 +83,18 @@ class SigningKey:
     def public_b64(self) -> str:
         return base64.b64encode(self.public_raw).decode()
 
+    def refusal(self) -> str:
+        """Why this key may not sign now; empty if it may."""
+        return self.guard(self.key_id) if self.guard is not None else ""
+
+    def check_may_sign(self) -> None:
+        """Raise :class:`SigningRefused` if the guard says this key may not sign."""
+        reason = self.refusal()
+        if reason:
+            raise SigningRefused(reason)
+
     def sign(self, message: bytes) -> bytes:
+        self.check_may_sign()
         return self.private.sign(message)
 
     def save(self, directory: Path) -> Path:
@@ -78,6 +123,7 @@ class SigningKey:
     def load(cls, path: Path) -> SigningKey:
         if path.is_dir():
             path = path / PRIVATE_NAME
+        require_private_file(path, "signing key")
         try:
             loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except OSError as exc:

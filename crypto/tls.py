@@ -1,14 +1,17 @@
 """TLS material for the federation: a CA and the node and client certificates it issues.
 
 Peers authenticate to each other with client certificates issued under the
-federation CA; a node's certificate carries its origin code as common name, which
-is how a server tells which member is calling. Keys are ECDSA P-256 for broad
+federation CA; a node's certificate carries its origin code as common name, and
+the trust bundle binds that name to the certificate's key (the SHA-256 of its
+SubjectPublicKeyInfo), so a second certificate with a member's name, even one
+the CA issued, does not make its holder that member. Keys are ECDSA P-256 for broad
 TLS support (signing of credit events uses Ed25519, separately).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -18,6 +21,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+class CertificateError(ValueError):
+    """A file or value is not a PEM X.509 certificate."""
+
+
+def spki_sha256(cert_pem: bytes) -> str:
+    """Hex SHA-256 of a certificate's SubjectPublicKeyInfo (DER): what the trust bundle binds a member to.
+
+    The key, not the name: a second certificate for the same common name has another
+    key and so another hash.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise CertificateError(f"not a PEM X.509 certificate: {exc}") from None
+    der = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -30,6 +51,7 @@ class IssuedCertificate:
         cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
         cert_path.write_bytes(self.cert_pem)
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
         with os.fdopen(fd, "wb") as handle:
             handle.write(self.key_pem)
         return cert_path, key_path

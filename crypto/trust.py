@@ -3,15 +3,32 @@
 The bundle is JSON signed by the federation's governing key and stored as a DSSE
 JSON envelope. A node pins the federation public key in its config and trusts a
 member key only through a bundle whose signature checks out; the payload is
-parsed only after that check. Event verification against the bundle lives here
-too, so that every path that takes in events (Kafka intake, gRPC sync, offline
-proofs) applies the same rules.
+parsed only after that check. Event and checkpoint verification against the
+bundle live here too, so that every path that takes in events or checkpoints
+(Kafka intake, gRPC sync, the checkpoint keeper, offline proofs, ``credex
+verify``, ``credex audit``) applies the same rules.
+
+Revocation is by log position, never by the signer's clock: a key revoked
+"after seq N" of its origin's log is trusted for events with seq <= N and
+checkpoints of size <= N only, whatever time the signer wrote into them, so a
+thief who back-dates an event gains nothing. ``revoked_at`` alone (no position)
+is the old, clock-based form; it now means "trusted for nothing": the key's
+events and checkpoints are rejected whatever their seq. Nodes keep what they
+already stored, but a node that does not yet hold that key's events (a new
+member, one catching up) cannot fetch them, so that origin's log stops at the
+key's first event for it until the bundle gives the position. Give it with
+``credex trust revoke-key --after-seq N``.
+
+``not_before``/``not_after`` are still compared with the event's own
+``recorded_at``: they describe a planned key window, not a defence against a
+key thief, who writes whatever time suits him.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
 from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae, signature_valid
 from credex.crypto.keys import SigningKey, key_id, public_raw
 from credex.domain.regions import is_origin_code
@@ -34,12 +52,18 @@ class TrustBundleError(Exception):
     """The bundle is unreadable, malformed or not signed by the federation key."""
 
 
+_SEQ_LIMIT = 2**63  # seq and tree sizes are PostgreSQL bigints
+
+
 class MemberKey(BaseModel, frozen=True):
     key_id: str
     public_key: str  # base64 of the raw 32 bytes
     not_before: dt.datetime | None = None
     not_after: dt.datetime | None = None
-    revoked_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None  # when the operator revoked it; informational once a position is given
+    # The key signs nothing of its origin's log beyond this seq (checkpoints: beyond this size).
+    revoked_after_seq: int | None = Field(default=None, ge=0, lt=_SEQ_LIMIT)
+    revocation_reason: str = ""
 
     @field_validator("public_key")
     @classmethod
@@ -49,13 +73,35 @@ class MemberKey(BaseModel, frozen=True):
             raise ValueError("an Ed25519 public key has 32 bytes")
         return value
 
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None or self.revoked_after_seq is not None
+
     def valid_at(self, when: dt.datetime) -> bool:
-        """Signatures are trusted only for times inside the key's window and before a revocation."""
+        """Inside the key's planned window, by the signer's own clock (see the module docstring)."""
         if self.not_before and when < self.not_before:
             return False
-        if self.not_after and when >= self.not_after:
-            return False
-        return not (self.revoked_at and when >= self.revoked_at)
+        return not (self.not_after and when >= self.not_after)
+
+    def covers(self, position: int) -> bool:
+        """Whether the key is trusted for event ``position`` (a seq) or a checkpoint of that size.
+
+        Decided by the position in the origin's log alone, which the signer cannot move:
+        a revoked key without a position is trusted for nothing (fail closed).
+        """
+        if self.revoked_after_seq is not None:
+            return position <= self.revoked_after_seq
+        return self.revoked_at is None
+
+    def revocation(self) -> str:
+        """How the key is revoked, for messages; empty if it is not."""
+        if self.revoked_after_seq is not None:
+            text = f"revoked after seq {self.revoked_after_seq}"
+        elif self.revoked_at is not None:
+            text = f"revoked at {self.revoked_at.isoformat()} without a log position, so trusted for nothing"
+        else:
+            return ""
+        return text + (f" ({self.revocation_reason})" if self.revocation_reason else "")
 
 
 class Member(BaseModel, frozen=True):
@@ -63,6 +109,16 @@ class Member(BaseModel, frozen=True):
     name: str
     endpoint: str = ""
     keys: tuple[MemberKey, ...] = ()
+    # Hex SHA-256 of the SubjectPublicKeyInfo (DER) of the member's node certificate: a certificate
+    # whose common name is the origin code gets peer rights only if its key is this one.
+    tls_spki_sha256: str = ""
+
+    @field_validator("tls_spki_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str) -> str:
+        if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+            raise ValueError("tls_spki_sha256 is 64 lower-case hex digits (SHA-256 of the certificate's SPKI)")
+        return value
 
     @field_validator("origin")
     @classmethod
@@ -74,7 +130,7 @@ class Member(BaseModel, frozen=True):
 
 class TrustBundle(BaseModel, frozen=True):
     federation: str
-    version: int = 1
+    version: int = Field(default=1, ge=1, lt=_SEQ_LIMIT)
     issued_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
     members: tuple[Member, ...] = ()
     tls_ca: str = ""  # PEM of the federation CA that issues node certificates
@@ -98,9 +154,101 @@ class TrustBundle(BaseModel, frozen=True):
                 )
         return table
 
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the bundle's content, remembered with its version to spot a different bundle of one version."""
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+    def unbound_members(self) -> list[str]:
+        """Origins without a TLS binding: they get no peer rights (see ``credex trust add-member --tls-cert``)."""
+        return [m.origin for m in self.members if not m.tls_spki_sha256]
+
+    def checkpoint_keys(self, origin: str, size: int) -> list[Ed25519PublicKey]:
+        """The keys of ``origin`` trusted to sign a checkpoint of ``size`` events."""
+        member = self.member(origin)
+        if member is None:
+            return []
+        return [self.keys_by_id[k.key_id][2] for k in member.keys if k.covers(size)]
+
+    def verify_checkpoint(self, origin: str, note: str) -> Checkpoint:
+        """Open a signed checkpoint of ``origin`` with the keys trusted for the size it claims.
+
+        The claimed size is read before the signature is checked only to choose the keys;
+        the signature then covers it, so a false claim fails like any other forgery.
+        Raises :class:`~credex.crypto.checkpoint.CheckpointRejected`.
+        """
+        size = _claimed_size(note)
+        try:
+            return open_checkpoint(note, log_name(origin), self.checkpoint_keys(origin, size))
+        except CheckpointRejected as exc:
+            if exc.reason != "checkpoint.unsigned":
+                raise
+            revoked = self._revoked_signer(origin, note, size)
+            if revoked is None:
+                raise
+            raise CheckpointRejected(
+                "key.revoked", f"checkpoint of size {size} is signed by key {revoked.key_id}, {revoked.revocation()}"
+            ) from None
+
+    def _revoked_signer(self, origin: str, note: str, size: int) -> MemberKey | None:
+        """Which of ``origin``'s keys not trusted at ``size`` signed ``note``, to say so instead of "unsigned"."""
+        member = self.member(origin)
+        for key in member.keys if member else ():
+            if key.covers(size):
+                continue
+            try:
+                open_checkpoint(note, log_name(origin), [self.keys_by_id[key.key_id][2]])
+            except CheckpointRejected:
+                continue
+            return key
+        return None
+
+    def signing_refusal(self, origin: str, key_id: str) -> str:
+        """Why ``origin``'s node may not sign with ``key_id`` any more; empty if it may."""
+        member = self.member(origin)
+        entry = self.keys_by_id.get(key_id)
+        if member is None:
+            problem = f"{origin} is not a member of trust bundle version {self.version}"
+        elif entry is None or entry[0] != origin:
+            problem = f"key {key_id} is not listed for {origin} in trust bundle version {self.version}"
+        elif entry[1].revoked:
+            problem = f"key {key_id} of {origin} is {entry[1].revocation()} in trust bundle version {self.version}"
+        else:
+            return ""
+        return (
+            f"{problem}: every peer rejects what it signs, so this node signs nothing more. Create a new key"
+            " (`credex keys init --dir <dir>`), have the federation operator add its signing.pub"
+            " (`credex trust add-member ... --public-key <dir>/signing.pub`) and sign a newer bundle,"
+            " then point keys.signing_key at the new key and restart"
+        )
+
     def with_member(self, member: Member) -> TrustBundle:
         others = tuple(m for m in self.members if m.origin != member.origin)
         return self.model_copy(update={"members": (*others, member)})
+
+    def without_member(self, origin: str) -> TrustBundle:
+        return self.model_copy(update={"members": tuple(m for m in self.members if m.origin != origin)})
+
+    def next_version(self) -> TrustBundle:
+        """The same content as the next version: every change an operator signs must raise it."""
+        return self.model_copy(update={"version": self.version + 1, "issued_at": dt.datetime.now(dt.UTC)})
+
+    def with_key_revoked(self, origin: str, key_id: str, after_seq: int, reason: str) -> TrustBundle:
+        """Revoke ``origin``'s key ``key_id`` for everything after seq ``after_seq`` of its log."""
+        member = self.member(origin)
+        if member is None:
+            raise TrustBundleError(f"{origin} is not a member of the bundle")
+        if key_id not in {k.key_id for k in member.keys}:
+            listed = ", ".join(k.key_id for k in member.keys)
+            raise TrustBundleError(f"{origin} has no key {key_id}; its keys: {listed}")
+
+        def revoke(key: MemberKey) -> MemberKey:
+            revoked_at = key.revoked_at or dt.datetime.now(dt.UTC)
+            changes = {"revoked_after_seq": after_seq, "revoked_at": revoked_at, "revocation_reason": reason}
+            return MemberKey.model_validate({**key.model_dump(), **changes})
+
+        keys = tuple(revoke(k) if k.key_id == key_id else k for k in member.keys)
+        return self.with_member(member.model_copy(update={"keys": keys}))
 
     # -- files -----------------------------------------------------------------
 
@@ -170,6 +318,15 @@ class TrustBundle(BaseModel, frozen=True):
         )
 
 
+def _claimed_size(note: str) -> int:
+    """The tree size a checkpoint note claims (its second line); unreadable counts as huge (fail closed)."""
+    lines = note.split("\n", 2)
+    text = lines[1] if len(lines) > 1 else ""
+    if text.isascii() and text.isdigit() and len(text) < 20:
+        return int(text)
+    return _SEQ_LIMIT
+
+
 class EventRejected(Exception):
     """An envelope failed verification. ``reason`` is the counter label; nothing of it is stored as data."""
 
@@ -231,6 +388,11 @@ class EventVerifier:
             raise EventRejected("origin.mismatch", f"event claims origin {event.origin!r} on {expected_origin}'s log")
         if event.seq < 1:
             raise EventRejected("event.seq", "event has no sequence number")
+        if not member_key.covers(event.seq):
+            raise EventRejected(
+                "key.revoked",
+                f"key {envelope.key_id} is {member_key.revocation()}; this is event {event.seq} of {expected_origin}",
+            )
         signed_at = event.recorded_at.ToDatetime(tzinfo=dt.UTC)
         if not member_key.valid_at(signed_at):
             raise EventRejected("key.not_valid", f"key {envelope.key_id} was not valid at {signed_at.isoformat()}")

@@ -3,6 +3,11 @@
 Each function takes what a platform export really contains (full-width digits,
 ``2021年3月19日``, Excel serial numbers, ``1,234.5`` 万元, ``无`` for missing) and
 returns one canonical form, or raises :class:`ValueRejected` with a reason code.
+
+Ingest calls these on every cell, and the same authorities, bases and dates recur
+on most rows, so the results are cached; but only for short inputs, and only so
+many: a cache must never grow with the variety of what it is fed (a file, or
+anything a caller could send). No gRPC path uses these functions.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import lru_cache, wraps
+from typing import Any, TypeVar
 
 MISSING = frozenset({"", "无", "/", "-", "—", "--", "空", "null", "NULL", "None", "N/A", "n/a"})
 
@@ -26,6 +33,38 @@ _FORMULA = re.compile(r"^(=|@|[+-][A-Za-z(])")
 
 # A fine above 10^8 万元 (one trillion yuan) is a unit or typing error.
 MAX_WANYUAN = Decimal(100_000_000)
+# Inputs longer than this are normalized every time, never kept: with at most
+# ``maxsize`` entries per cache, what the caches hold is bounded.
+MEMO_KEY_CHARS = 48
+
+_T = TypeVar("_T")
+
+
+def recurring(maxsize: int) -> Callable[[Callable[[object], _T]], Callable[[object], _T]]:
+    """Cache a one-argument normalizer for short inputs only (strings of at most ``MEMO_KEY_CHARS``,
+    numbers, dates); the cache is exposed as ``.memo`` so its size can be watched."""
+
+    def decorate(function: Callable[[object], _T]) -> Callable[[object], _T]:
+        memo = lru_cache(maxsize=maxsize, typed=True)(function)
+
+        @wraps(function)
+        def call(raw: object) -> _T:
+            if isinstance(raw, str):
+                return memo(raw) if len(raw) <= MEMO_KEY_CHARS else function(raw)
+            if raw is None or isinstance(raw, int | float | dt.date):
+                return memo(raw)
+            return function(raw)
+
+        call.memo = memo  # type: ignore[attr-defined]
+        return call
+
+    return decorate
+
+
+def memo_sizes() -> dict[str, int]:
+    """Entries held by each normalization cache of this module (for tests and diagnostics)."""
+    cached: dict[str, Any] = {"clean_text": clean_text, "published_text": published_text, "parse_date": parse_date}
+    return {name: function.memo.cache_info().currsize for name, function in cached.items()}
 
 
 class ValueRejected(ValueError):
@@ -37,12 +76,9 @@ class ValueRejected(ValueError):
         self.message = message
 
 
-@lru_cache(maxsize=65536)
+@recurring(maxsize=16384)
 def clean_text(raw: object) -> str:
-    """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''.
-
-    Cached: authorities, bases and code values repeat on most rows of an export.
-    """
+    """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''."""
     if raw is None:
         return ""
     text = str(raw)
@@ -68,7 +104,7 @@ def _checked(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
-@lru_cache(maxsize=65536)
+@recurring(maxsize=8192)
 def published_text(raw: object) -> str:
     """Keep a name as published (original characters) but trim it and treat ``MISSING`` as ''."""
     if raw is None:
@@ -100,7 +136,7 @@ _DATE_PATTERNS = (
 )
 
 
-@lru_cache(maxsize=16384)
+@recurring(maxsize=8192)
 def parse_date(raw: object) -> dt.date | None:
     """Every date form seen in the exports, or None when missing.
 

@@ -7,6 +7,11 @@ GB 11714 organization-code check character. This module uses its check-character
 arithmetic, runs the format checks itself so those prefixes pass, adds position 17,
 and turns every failure into a reason code plus a message that says
 what is wrong, because the message goes back to the unit that reported the row.
+
+:func:`validate` keeps nothing: it also checks what gRPC callers send, and a cache
+keyed by caller input grows with every distinct string. Ingest, where the same
+codes recur on most rows, uses :func:`validate_recurring`, a bounded cache of
+short inputs.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ CATEGORIES: dict[str, frozenset[str]] = {
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 _LEGACY_REGISTRATION = re.compile(r"^\d{15}$")
 _LEGACY_ORG_CODE = re.compile(r"^[0-9A-Z]{8}-?[0-9X]$")
+# Longest raw input normalized at all: 18 characters plus the spaces and full-width
+# forms of a platform export. Checked before NFKC, which can expand a character 18-fold.
+MAX_RAW = 64
+_MEMO_SIZE = 16384  # distinct codes kept by validate_recurring (each at most MAX_RAW characters)
 
 
 class InvalidSubjectCode(ValueError):
@@ -99,12 +108,16 @@ def check_char(first17: str) -> str:
     return str(stdnum_uscc.calc_check_digit(first17))
 
 
-@lru_cache(maxsize=65536)
 def validate(raw: str) -> USCC:
     """Return the normalized code or raise :class:`InvalidSubjectCode` saying what is wrong.
 
-    Cached: the same authorities and companies recur on most rows of a file.
+    Messages quote at most a few characters of what was given; input longer than
+    :data:`MAX_RAW` is refused by its length alone, before any normalization.
     """
+    if len(raw) > MAX_RAW:
+        raise InvalidSubjectCode(
+            "uscc.length", f"统一社会信用代码 must have 18 characters; the value given has {len(raw):,} characters"
+        )
     code = normalize(raw)
     if not code:
         raise InvalidSubjectCode("uscc.missing", "统一社会信用代码 is empty")
@@ -120,7 +133,9 @@ def validate(raw: str) -> USCC:
                 "uscc.legacy_organization_code",
                 f"{code!r} is a 9-character 组织机构代码, not an 18-character 统一社会信用代码",
             )
-        raise InvalidSubjectCode("uscc.length", f"统一社会信用代码 must have 18 characters, {code!r} has {len(code)}")
+        raise InvalidSubjectCode(
+            "uscc.length", f"统一社会信用代码 must have 18 characters, {_shown(code)} has {len(code)}"
+        )
     bad = [(i + 1, c) for i, c in enumerate(code) if c not in ALPHABET]
     if bad:
         pos, char = bad[0]
@@ -156,6 +171,31 @@ def validate(raw: str) -> USCC:
             "uscc.check", f"{code!r}: check character at position 18 should be {expected!r}, got {code[17]!r}"
         )
     return USCC(code)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _validate_memo(raw: str) -> USCC:
+    return validate(raw)
+
+
+def validate_recurring(raw: str) -> USCC:
+    """:func:`validate` for ingest, where the same codes recur on most rows of a file.
+
+    Bounded twice over: at most ``_MEMO_SIZE`` entries, and only inputs of at most
+    :data:`MAX_RAW` characters (valid codes; failures are not kept). Never use it on
+    what a gRPC caller sends: a caller-facing path must not fill a cache.
+    """
+    return _validate_memo(raw) if len(raw) <= MAX_RAW else validate(raw)
+
+
+def memo_size() -> int:
+    """Codes held by :func:`validate_recurring`'s cache (for tests and diagnostics)."""
+    return _validate_memo.cache_info().currsize
+
+
+def _shown(code: str) -> str:
+    """A code as quoted in a message: whole if short, else its first characters and its length."""
+    return repr(code) if len(code) <= 24 else f"{code[:20]!r}…"
 
 
 def make(prefix2: str, division: str, org8: str) -> str:

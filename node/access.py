@@ -1,21 +1,34 @@
 """Who is calling, and what their role lets them see.
 
 A caller is identified by the common name of its client certificate (issued
-under the federation CA). Members of the trust bundle are peers by their origin
-code; other identities get the role the config gives them. Without TLS there is
-no identity, and the caller gets ``access.anonymous_role``.
+under the federation CA). A name that is a member's origin code is that member,
+a peer, only if the certificate's key is the one the trust bundle binds to the
+member (``tls_spki_sha256``): the CA may have issued other certificates with
+that name, by mistake or to an attacker, and a name alone must not open
+restricted records and every log. A member without a binding gets no peer
+rights. Other identities get the role the config gives them. Without TLS there
+is no identity, and the caller gets ``access.anonymous_role``.
+
+The bundle is the one in force at each call, so a member added or removed by a
+refresh gains or loses peer rights at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import grpc
 
-from credex.crypto.trust import TrustBundle
+from credex.crypto.tls import CertificateError, spki_sha256
+from credex.crypto.trust import Member, TrustBundle
 from credex.node.config import AccessConfig, Role
 from credex.v1 import lookup_pb2, record_pb2
+
+log = logging.getLogger(__name__)
 
 _LEVELS: dict[str, frozenset[int]] = {
     "public": frozenset({record_pb2.SHARING_LEVEL_PUBLIC}),
@@ -36,6 +49,7 @@ _LEVELS: dict[str, frozenset[int]] = {
     ),
 }
 _EXCHANGE_ROLES = frozenset({"peer", "operator"})
+_WARNED_MAX = 1024  # distinct refused certificates logged at WARNING; more go to DEBUG
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +77,47 @@ def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: Tr
     names = list(auth.get("x509_common_name") or [])
     if names:
         name = names[0].decode(errors="replace")
+        member = bundle.member(name)
+        if member is not None:
+            presented = _presented_spki(auth)
+            if not member.tls_spki_sha256 or presented != member.tls_spki_sha256:
+                _refused_as_peer(member, presented)
+                return Caller(f"{name} (certificate not bound to the member)", "public")
+            return Caller(name, access.callers.get(name, "peer"))
         if name in access.callers:
             return Caller(name, access.callers[name])
-        if bundle.member(name) is not None:
-            return Caller(name, "peer")
         return Caller(name, "public")
     return Caller(f"anonymous@{context.peer()}", access.anonymous_role)
+
+
+def _presented_spki(auth: Mapping[str, Iterable[bytes]]) -> str:
+    certificates = list(auth.get("x509_pem_cert") or [])
+    return _spki_of(certificates[0]) if certificates else ""
+
+
+@lru_cache(maxsize=256)  # bounded: certificates are few, and each passed the CA check before it got here
+def _spki_of(cert_pem: bytes) -> str:
+    try:
+        return spki_sha256(cert_pem)
+    except CertificateError:
+        return ""
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _refused_as_peer(member: Member, presented: str) -> None:
+    """Say once per certificate why a caller named like a member is not treated as that member."""
+    if not member.tls_spki_sha256:
+        why = "the trust bundle binds no certificate to this member (credex trust add-member --tls-cert)"
+    else:
+        why = f"its certificate key (SPKI SHA-256 {presented[:16]}…) is not the one the trust bundle binds"
+    seen = (member.origin, presented)
+    if seen in _warned or len(_warned) >= _WARNED_MAX:
+        log.debug("caller named %s refused peer rights: %s", member.origin, why)
+        return
+    _warned.add(seen)
+    log.warning("caller named %s refused peer rights, served as public: %s", member.origin, why)
 
 
 def entry_status(status: int, publicity_end: dt.date | None, today: dt.date) -> int:

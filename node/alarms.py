@@ -6,6 +6,12 @@ origin's own checkpoint. Both pieces of evidence are kept; the origin is frozen
 (nothing more of it is applied) until an operator clears the alarm with
 ``credex alarm clear``. The raise is logged, counted in a metric and shown in
 the node's status.
+
+Some alarms call for an operator without being evidence against the log:
+``checkpoint.unreachable`` (an origin signed a checkpoint that no member can
+serve the events of, for longer than ``sync.unreachable_alarm_seconds``) does
+not freeze the origin, is raised once while open, and is resolved by the node
+itself once the events arrive.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from credex.node.store import Connection
 log = logging.getLogger(__name__)
 
 OPEN_ALARMS = Gauge("credex_open_alarms", "Open equivocation alarms, by node and origin", ["origin", "peer"])
+
+CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"
+# Kinds that warn without freezing the origin: they are not evidence that its log is false.
+NOT_FREEZING = frozenset({CHECKPOINT_UNREACHABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +54,10 @@ class Alarms:
     async def load(self) -> set[str]:
         """Re-read which origins are frozen (an operator may have cleared an alarm)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT DISTINCT origin FROM alarms WHERE cleared_at IS NULL")
+            rows = await conn.fetch(
+                "SELECT DISTINCT origin FROM alarms WHERE cleared_at IS NULL AND NOT kind = ANY($1::text[])",
+                list(NOT_FREEZING),
+            )
         frozen = {r["origin"] for r in rows}
         for origin in self.frozen - frozen:
             log.warning("alarm on %s cleared by an operator; applying its log again", origin)
@@ -62,6 +75,9 @@ class Alarms:
             message,
             json.dumps(evidence, ensure_ascii=False),
         )
+        if kind in NOT_FREEZING:
+            log.error("ALARM %s on %s: %s", kind, origin, message)
+            return
         self.frozen.add(origin)
         OPEN_ALARMS.labels(self.me, origin).set(1)
         log.error(
@@ -71,6 +87,45 @@ class Alarms:
             message,
             origin,
         )
+
+    async def raise_once(
+        self,
+        conn: Connection,
+        origin: str,
+        kind: str,
+        message: str,
+        evidence: dict[str, Any],
+        same: dict[str, Any] | None = None,
+    ) -> bool:
+        """Raise an alarm unless one of this kind is open on ``origin`` or, with ``same``, one whose
+        evidence holds ``same`` was ever raised (an operator who cleared it has seen it); True if raised."""
+        raised = await conn.fetchval(
+            "SELECT 1 FROM alarms WHERE origin = $1 AND kind = $2"
+            " AND (cleared_at IS NULL OR ($3::jsonb IS NOT NULL AND evidence @> $3::jsonb)) LIMIT 1",
+            origin,
+            kind,
+            None if same is None else json.dumps(same, ensure_ascii=False),
+        )
+        if raised:
+            return False
+        await self.raise_alarm(conn, origin, kind, message, evidence)
+        return True
+
+    async def resolve(self, conn: Connection, origin: str, kind: str, note: str) -> int:
+        """Close open alarms of a non-freezing ``kind`` on ``origin`` whose cause has gone; return how many."""
+        if kind not in NOT_FREEZING:
+            raise ValueError(f"only an operator clears a {kind} alarm: it is evidence against {origin}'s log")
+        status = await conn.execute(
+            "UPDATE alarms SET cleared_at = now(), cleared_by = 'credex', clear_note = $3"
+            " WHERE origin = $1 AND kind = $2 AND cleared_at IS NULL",
+            origin,
+            kind,
+            note,
+        )
+        resolved = int(status.rsplit(" ", 1)[1])
+        if resolved:
+            log.warning("alarm %s on %s resolved: %s", kind, origin, note)
+        return resolved
 
 
 async def list_alarms(conn: Connection, include_cleared: bool = False) -> list[Alarm]:

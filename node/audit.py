@@ -1,9 +1,15 @@
-"""The audit trail of lookups, written with group commit.
+"""The audit trail of every gRPC call, written with group commit.
 
 Every answer waits until its audit entry is committed: no trail, no answer. To
 keep that cheap under load, entries queue up while a write is in flight and the
-next write takes all of them in one COPY, so the cost per lookup falls as load
+next write takes all of them in one COPY, so the cost per call falls as load
 rises and the latency added is one database round trip.
+
+Because one COPY carries many callers' entries, one caller must never be able to
+fail it for the others: every text field is made storable when the entry is
+queued (control characters escaped, length clipped), and if a batch still fails
+for a reason other than a lost connection, its entries are written one by one so
+that only an entry that really cannot be stored fails.
 """
 
 from __future__ import annotations
@@ -12,18 +18,47 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
+from credex.node.metrics import METRICS
+
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered", "status")
+_COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered", "status", "detail")
+# Longest text kept per column; the rest is cut with a marker, so a huge field costs nothing downstream.
+_LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose": 500, "status": 32, "detail": 2000}
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_INT32 = 2**31 - 1
+# Errors that mean the database is out of reach: retrying entries one by one would not help.
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class AuditUnavailable(RuntimeError):
-    """The audit entry could not be written, so the lookup must not be answered."""
+    """The audit entry could not be written, so the call must not be answered."""
+
+
+def storable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with control characters and lone surrogates escaped.
+
+    The result is always valid UTF-8 without NUL, so PostgreSQL accepts it; the
+    escapes (``\\x00``) keep what the caller sent visible to whoever reads the trail.
+    """
+    clipped = text[:limit]
+    if not clipped.isprintable():
+        clipped = _UNSTORABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else "\\ufffd", clipped)
+    if len(text) > limit or len(clipped) > limit:
+        clipped = clipped[: limit - 1] + "…"
+    return clipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +71,15 @@ class AuditEntry:
     answered: int
     status: str
     at: dt.datetime
+    detail: str = ""
+
+    def storable(self) -> AuditEntry:
+        """This entry with every field in a form the audit table accepts."""
+        return replace(
+            self,
+            **{name: storable(getattr(self, name), limit) for name, limit in _LIMITS.items()},  # type: ignore[arg-type]
+            answered=max(0, min(self.answered, _INT32)),
+        )
 
     def row(self) -> tuple[object, ...]:
         return (
@@ -47,59 +91,135 @@ class AuditEntry:
             self.purpose,
             self.answered,
             self.status,
+            self.detail,
         )
 
 
+_Pending = tuple[AuditEntry, "asyncio.Future[None] | None"]
+
+
 class AuditLog:
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 2000, linger: float = 0.002) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        max_batch: int = 2000,
+        linger: float = 0.002,
+        max_queue: int = 20000,
+        origin: str = "",
+    ) -> None:
         self.pool = pool
         self.max_batch = max_batch
         self.linger = linger
         self._last_write = 0.0
-        self._queue: asyncio.Queue[tuple[AuditEntry, asyncio.Future[None]]] = asyncio.Queue(maxsize=20000)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._in_hand: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._entries = {
+            outcome: METRICS.audit_entries.labels(origin, outcome) for outcome in ("written", "failed", "dropped")
+        }
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._writer(), name="audit-writer")
 
     async def stop(self) -> None:
+        """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        pending = self._in_hand
+        self._in_hand = []
         while not self._queue.empty():
-            _, future = self._queue.get_nowait()
-            if not future.done():
-                future.set_exception(AuditUnavailable("node is shutting down"))
+            pending.append(self._queue.get_nowait())
+        self._fail(pending, AuditUnavailable("the node is shutting down"))
 
     def _busy(self) -> bool:
-        """A write finished within the last few lingers: more lookups are probably arriving."""
+        """A write finished within the last few lingers: more calls are probably arriving."""
         return time.monotonic() - self._last_write < 5 * self.linger
 
     async def record(self, entry: AuditEntry) -> None:
+        """Queue ``entry`` and wait until it is committed; raise :class:`AuditUnavailable` if it cannot be."""
+        if self._stopped:
+            raise AuditUnavailable("the node is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((entry, future))  # a full queue pushes back on callers
+        try:
+            self._queue.put_nowait((entry.storable(), future))
+        except asyncio.QueueFull:
+            self._entries["dropped"].inc()
+            raise AuditUnavailable(
+                f"audit queue full ({self._queue.qsize():,} entries waiting for the database)"
+            ) from None
         await future
+
+    def note(self, entry: AuditEntry) -> bool:
+        """Queue ``entry`` without waiting for it (for summaries of refused calls); False if the queue is full."""
+        if self._stopped:
+            return False
+        try:
+            self._queue.put_nowait((entry.storable(), None))
+        except asyncio.QueueFull:
+            self._entries["dropped"].inc()
+            return False
+        return True
 
     async def _writer(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            # Under load, wait a moment for company: one commit for many lookups
+            self._in_hand = [await self._queue.get()]
+            # Under load, wait a moment for company: one commit for many calls
             # costs the database far less than one each.
             if self._queue.qsize() or self._busy():
                 await asyncio.sleep(self.linger)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            while len(self._in_hand) < self.max_batch and not self._queue.empty():
+                self._in_hand.append(self._queue.get_nowait())
             self._last_write = time.monotonic()
-            try:
-                async with self.pool.acquire() as conn:
-                    await conn.copy_records_to_table("audit_log", records=[e.row() for e, _ in batch], columns=_COLUMNS)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.error("audit log write failed: %s", exc)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(AuditUnavailable(f"audit log unavailable: {exc}"))
-                continue
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            await self._write(self._in_hand)
+            self._in_hand = []
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
+        try:
+            await self._copy([entry for entry, _ in batch])
+        except _CONNECTION_ERRORS as exc:
+            log.error("audit log write of %d entries failed: %s", len(batch), exc)
+            self._fail(batch, AuditUnavailable(f"audit log unavailable: {exc}"))
+            return
+        except Exception as exc:  # refused by the database or by the driver's encoder
+            if len(batch) == 1:
+                log.error("audit entry not stored: %s", exc)
+                self._fail(batch, AuditUnavailable(f"audit entry not stored: {exc}"))
+                return
+            # Something in the batch is unstorable: find it without failing the others.
+            log.warning("audit batch of %d failed (%s); writing its entries one by one", len(batch), exc)
+            for index, pending in enumerate(batch):
+                try:
+                    await self._copy([pending[0]])
+                except _CONNECTION_ERRORS as one_exc:
+                    self._fail(batch[index:], AuditUnavailable(f"audit log unavailable: {one_exc}"))
+                    return
+                except Exception as one_exc:
+                    log.error("audit entry not stored: %s", one_exc)
+                    self._fail([pending], AuditUnavailable(f"audit entry not stored: {one_exc}"))
+                else:
+                    self._succeed([pending])
+            return
+        self._succeed(batch)
+
+    async def _copy(self, entries: list[AuditEntry]) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.copy_records_to_table("audit_log", records=[e.row() for e in entries], columns=_COLUMNS)
+
+    def _succeed(self, batch: list[_Pending]) -> None:
+        self._entries["written"].inc(len(batch))
+        for _, future in batch:
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def _fail(self, batch: list[_Pending], error: AuditUnavailable) -> None:
+        for _, future in batch:
+            if future is None or not future.done():
+                self._entries["failed"].inc()
+            if future is not None and not future.done():
+                future.set_exception(error)

@@ -8,6 +8,11 @@ tree of that origin at the same size: equal, it is verified; not yet held, it is
 pending (and sync is told how far to fetch); different, or contradicted by
 another validly signed checkpoint of the same size, it is evidence of
 equivocation and raises an alarm.
+
+A checkpoint is hostile input until proven otherwise, and even a validly signed
+one may hold what the store cannot (a NUL, a size beyond a bigint): such a note
+is rejected, and whatever its content does to the database, receiving it never
+fails the caller, so it cannot stall the Kafka consumer that delivered it.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
-from credex.node import state
+from credex.node import rejections, state
 from credex.node.alarms import Alarms
+from credex.node.config import IntakeConfig
 from credex.node.ledger import NOTIFY_CHANNEL
 from credex.node.logbook import LogBook
 
@@ -52,6 +57,7 @@ class CheckpointKeeper:
         key: SigningKey,
         logbook: LogBook,
         alarms: Alarms,
+        evidence: IntakeConfig | None = None,
     ) -> None:
         self.me = origin
         self.pool = pool
@@ -59,8 +65,10 @@ class CheckpointKeeper:
         self.key = key
         self.logbook = logbook
         self.alarms = alarms
+        self.evidence = evidence or IntakeConfig()  # how much of a rejected checkpoint is kept
         self._want_listeners: list[WantListener] = []
         self._sign_lock = asyncio.Lock()
+        self._refusal = ""  # why our key may not sign, as last logged
 
     def on_want(self, listener: WantListener) -> None:
         """Called with (origin, size) when a checkpoint shows events this node does not hold yet."""
@@ -109,31 +117,45 @@ class CheckpointKeeper:
 
     # -- the peers' logs -----------------------------------------------------------------
 
-    def _keys(self, origin: str) -> list[Ed25519PublicKey]:
-        bundle = self.bundle()
-        member = bundle.member(origin)
-        if member is None:
-            return []
-        return [bundle.keys_by_id[k.key_id][2] for k in member.keys if k.revoked_at is None]
-
     async def receive(self, origin: str, note: str, source: str) -> str:
         """Take in one checkpoint of ``origin``; returns 'new', 'known' or 'rejected:<reason>'."""
         try:
-            checkpoint = open_checkpoint(note, log_name(origin), self._keys(origin))
+            checkpoint = _open(self.bundle(), origin, note)
         except CheckpointRejected as exc:
+            raw = note.encode("utf-8", "surrogateescape")
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO intake_rejections (origin, channel, reason, message, evidence)"
-                    " VALUES ($1, $2, $3, $4, $5)",
+                await rejections.record(
+                    conn,
+                    self.me,
                     origin,
                     source,
-                    exc.reason,
-                    exc.message,
-                    note.encode()[:65536],
+                    [rejections.Rejection(exc.reason, exc.message, "", raw)],
+                    self.evidence,
                 )
-                await state.count(conn, origin, f"rejected:{exc.reason}", 1)
-            log.warning("%s: rejected checkpoint of %s: %s (%s)", source, origin, exc.message, exc.reason)
+            log.warning(
+                "%s: rejected checkpoint of %s: %s (%s)",
+                source,
+                origin,
+                rejections.storable_text(exc.message, rejections.MAX_MESSAGE_CHARS),
+                exc.reason,
+            )
             return f"rejected:{exc.reason}"
+        try:
+            return await self._store(origin, checkpoint, note, source)
+        except rejections.POISON as exc:
+            # The last resort: whatever in it the database refuses, count it and go on.
+            log.error(
+                "%s: checkpoint of %s size %d cannot be stored (%s); counted as rejected:unstorable",
+                source,
+                origin,
+                checkpoint.size,
+                type(exc).__name__,
+            )
+            async with self.pool.acquire() as conn:
+                await state.count(conn, origin, "rejected:unstorable", 1)
+            return "rejected:unstorable"
+
+    async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> str:
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO checkpoints (origin, size, root, note, state, source)"
@@ -224,22 +246,64 @@ class CheckpointKeeper:
         return HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], row["state"])
 
     async def run_signer(self, every_events: int, every_seconds: float) -> None:
-        """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came."""
+        """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came.
+
+        Survives any failure of one round (logged, then retried after a growing pause):
+        a signer that died would leave peers without checkpoints and nobody told.
+        """
+        failures = 0
         while True:
-            await asyncio.sleep(min(every_seconds, 1.0))
-            async with self.pool.acquire() as conn:
-                head = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.me))
-                last = await conn.fetchrow(
-                    "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = 'own'"
-                    " ORDER BY size DESC LIMIT 1",
-                    self.me,
-                )
-            signed_size = int(last["size"]) if last else 0
-            if head <= signed_size:
-                continue
-            age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
-            if head - signed_size >= every_events or age >= every_seconds:
-                try:
-                    await self.sign_own()
-                except (asyncpg.PostgresError, OSError) as exc:
-                    log.warning("could not sign a checkpoint: %s", exc)
+            await asyncio.sleep(min(every_seconds, 1.0) if not failures else min(60.0, 2.0**failures))
+            try:
+                await self._sign_if_due(every_events, every_seconds)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = min(failures + 1, 6)
+                log.exception("checkpoint signer: %s; trying again in %.0f s", exc, min(60.0, 2.0**failures))
+
+    async def _sign_if_due(self, every_events: int, every_seconds: float) -> None:
+        refusal = self.key.refusal()
+        if refusal != self._refusal:
+            self._refusal = refusal
+            if refusal:
+                log.error("checkpoint signer: signing nothing more: %s", refusal)
+        if refusal:
+            return
+        async with self.pool.acquire() as conn:
+            head = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.me))
+            last = await conn.fetchrow(
+                "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = 'own'"
+                " ORDER BY size DESC LIMIT 1",
+                self.me,
+            )
+        signed_size = int(last["size"]) if last else 0
+        if head <= signed_size:
+            return
+        age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
+        if head - signed_size >= every_events or age >= every_seconds:
+            await self.sign_own()
+
+
+def _open(bundle: TrustBundle, origin: str, note: str) -> Checkpoint:
+    """Verify and parse a checkpoint; whatever goes wrong with it is a :class:`CheckpointRejected`."""
+    try:
+        checkpoint = bundle.verify_checkpoint(origin, note)  # a revoked key: only up to its position
+    except CheckpointRejected:
+        raise
+    except Exception as exc:  # a note must never take its caller (the Kafka consumer) down
+        log.exception("checking a checkpoint of %s failed unexpectedly", origin)
+        raise CheckpointRejected("checkpoint.unverifiable", f"verification failed: {type(exc).__name__}") from None
+    _check_storable(checkpoint, note)
+    return checkpoint
+
+
+def _check_storable(checkpoint: Checkpoint, note: str) -> None:
+    """Refuse a validly signed note the store cannot hold: it would fail every retry of its batch."""
+    if checkpoint.size > state.MAX_SEQ:
+        raise CheckpointRejected(
+            "checkpoint.malformed", f"tree size {checkpoint.size} is beyond any log ({state.MAX_SEQ})"
+        )
+    if any((ch < " " and ch != "\n") or ch == "\x7f" for ch in note):
+        raise CheckpointRejected("checkpoint.malformed", "the note contains NUL or control characters")

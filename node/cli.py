@@ -22,9 +22,9 @@ from rich.table import Table
 
 from credex.adapters import synth
 from credex.adapters.profile import Profile, ProfileError
-from credex.crypto.keys import KeyFileError, SigningKey, key_id, load_public, public_raw
+from credex.crypto.keys import KeyFileError, SigningKey, SigningRefused, key_id, load_public, public_raw
 from credex.crypto.pseudonym import Pseudonymizer
-from credex.crypto.tls import CertificateAuthority
+from credex.crypto.tls import CertificateAuthority, CertificateError, spki_sha256
 from credex.crypto.trust import Member, MemberKey, TrustBundle, TrustBundleError
 from credex.domain.publicity import PublicityRules
 from credex.node.config import ConfigError, NodeConfig, load_config
@@ -161,7 +161,7 @@ def ingest(
 
                     try:
                         [report] = await node.ingest([path], chosen, progress=update)
-                    except IngestError as exc:
+                    except (IngestError, SigningRefused) as exc:
                         failures += 1
                         err.print(f"[red]error:[/] {exc}")
                         continue
@@ -340,6 +340,7 @@ def proof(
     cert: CertOption = None,
     key: KeyOption = None,
     out: Annotated[Path | None, typer.Option(help="write the proof here (default: print it)")] = None,
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log (government callers must say)")] = "",
 ) -> None:
     """Fetch a self-contained, offline-verifiable proof of one record (envelope, audit path, checkpoint)."""
     import grpc
@@ -355,7 +356,8 @@ def proof(
     async def fetch() -> log_pb2.InclusionProof:
         async with open_channel(node, ca=ca_file, cert=cert_file, key=key_file) as channel:
             return await log_pb2_grpc.LogServiceStub(channel).GetInclusionProof(
-                log_pb2.GetInclusionProofRequest(origin=origin, record_id=record_id), timeout=30
+                log_pb2.GetInclusionProofRequest(origin=origin, record_id=record_id, purpose=purpose),
+                timeout=30,
             )
 
     try:
@@ -695,20 +697,69 @@ def trust_add_member(
     name: Annotated[str, typer.Option()],
     endpoint: Annotated[str, typer.Option(help="host:port of its gRPC server")],
     public_key: Annotated[list[Path], typer.Option("--public-key", help="signing.pub (repeatable)")],
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="the member's node certificate (node.crt): only its key gets peer rights")
+    ] = None,
 ) -> None:
-    """Add or replace a member in a draft; bump the version."""
+    """Add a member, or update one, in a draft; bump the version.
+
+    A member's keys already in the draft are kept, with their revocations: a key
+    is never dropped (its old events must stay verifiable), only revoked with
+    `credex trust revoke-key`.
+    """
     try:
         bundle = TrustBundle.from_draft(draft)
-        keys = []
+        existing = bundle.member(origin)
+        keys = list(existing.keys) if existing else []
         for path in public_key:
             raw = public_raw(load_public(path))
-            keys.append(MemberKey(key_id=key_id(raw), public_key=base64.b64encode(raw).decode()))
-        member = Member(origin=origin, name=name, endpoint=endpoint, keys=tuple(keys))
-    except (TrustBundleError, KeyFileError, ValueError) as exc:
+            if key_id(raw) not in {k.key_id for k in keys}:
+                keys.append(MemberKey(key_id=key_id(raw), public_key=base64.b64encode(raw).decode()))
+        spki = spki_sha256(tls_cert.read_bytes()) if tls_cert else (existing.tls_spki_sha256 if existing else "")
+        member = Member(origin=origin, name=name, endpoint=endpoint, keys=tuple(keys), tls_spki_sha256=spki)
+    except OSError as exc:
+        raise _fail(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except (TrustBundleError, KeyFileError, CertificateError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    bundle = bundle.with_member(member).model_copy(update={"version": bundle.version + 1})
+    bundle = bundle.with_member(member).next_version()
     draft.write_bytes(bundle.to_json())
     console.print(f"{origin} {name} in {draft} (version {bundle.version})")
+    if not spki:
+        err.print(
+            f"[yellow]warning:[/] no --tls-cert: calls from {origin} get no peer rights until its node certificate"
+            " is bound"
+        )
+
+
+@trust_app.command("revoke-key")
+def trust_revoke_key(
+    draft: Annotated[Path, typer.Argument()],
+    origin: Annotated[str, typer.Option(help="the member whose key it is")],
+    key_id_: Annotated[str, typer.Option("--key-id", help="the key id (`credex trust verify` lists them)")],
+    after_seq: Annotated[
+        int,
+        typer.Option(
+            help="the key vouches for nothing of the origin's log beyond this seq: give the size of the last"
+            " checkpoint of that origin the federation has verified (`credex audit` prints it)",
+            min=0,
+        ),
+    ],
+    reason: Annotated[str, typer.Option(help="why (kept in the bundle)")],
+) -> None:
+    """Revoke a member's key by log position, in a draft; bump the version.
+
+    Events of the origin after seq N and checkpoints larger than N signed with the key
+    are rejected everywhere, whatever time their signer wrote into them.
+    """
+    try:
+        bundle = TrustBundle.from_draft(draft).with_key_revoked(origin, key_id_, after_seq, reason).next_version()
+    except (TrustBundleError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    draft.write_bytes(bundle.to_json())
+    console.print(f"key {key_id_} of {origin} revoked after seq {after_seq} in {draft} (version {bundle.version})")
+    member = bundle.member(origin)
+    if member is not None and all(k.revoked for k in member.keys):
+        err.print(f"[yellow]warning:[/] {origin} has no unrevoked key left; add its new one with add-member")
 
 
 @trust_app.command("sign")
@@ -739,8 +790,9 @@ def trust_verify(
         raise _fail(str(exc)) from None
     console.print(f"OK: {bundle.federation} version {bundle.version}, issued {bundle.issued_at:%Y-%m-%d %H:%M}")
     for member in bundle.members:
-        keys = ", ".join(k.key_id + (" (revoked)" if k.revoked_at else "") for k in member.keys)
-        console.print(f"  {member.origin} {member.name} {member.endpoint} keys: {keys}")
+        keys = ", ".join(k.key_id + (f" ({k.revocation()})" if k.revoked else "") for k in member.keys)
+        tls = f"tls {member.tls_spki_sha256[:16]}…" if member.tls_spki_sha256 else "[yellow]no tls binding[/]"
+        console.print(f"  {member.origin} {member.name} {member.endpoint} {tls} keys: {keys}", soft_wrap=True)
 
 
 # -- synth ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from credex.domain.publicity import PublicityRules
@@ -55,10 +55,27 @@ class BusConfig(BaseModel):
     # "group": join a consumer group so that several replicas share the partitions.
     membership: Literal["static", "group"] = "static"
     group_id: str = ""  # default credex-intake-<origin>
-    security_protocol: Literal["PLAINTEXT", "SSL"] = "PLAINTEXT"
-    ssl_cafile: Path | None = None
+    # PLAINTEXT is for the embedded broker on loopback only; production uses SASL_SSL:
+    # TLS to the brokers and one SCRAM principal per node, so topic ACLs can say which
+    # node writes which topic (see deploy/). Only public records cross the bus either way.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None  # the brokers' CA; empty: the system's trusted CAs
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    sasl_username: str = ""  # default credex-<origin>: one principal per node
+    # The password: from CREDEX_BUS__SASL_PASSWORD, or a file (a mounted secret, read at each connect).
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_password(self) -> BusConfig:
+        if self.security_protocol == "SASL_SSL" and (self.sasl_password is None) == (self.sasl_password_file is None):
+            raise ValueError(
+                "bus.security_protocol = SASL_SSL needs exactly one password source: set the environment variable"
+                " CREDEX_BUS__SASL_PASSWORD or bus.sasl_password_file (a file holding only the password)"
+            )
+        return self
 
 
 class TLSConfig(BaseModel):
@@ -72,6 +89,11 @@ class GrpcConfig(BaseModel):
     advertise: str = ""  # what peers dial; default: listen
     tls: TLSConfig = TLSConfig()
     max_workers_hint: int = 64
+    # Overload (see node/edge.py): calls over these limits are refused at once, with
+    # RESOURCE_EXHAUSTED (one caller's share) or UNAVAILABLE (the node's), so the
+    # calls admitted keep their latency.
+    max_concurrent_calls: int = Field(default=256, ge=1)
+    max_concurrent_calls_per_caller: int = Field(default=64, ge=1)
 
 
 class AccessConfig(BaseModel):
@@ -80,6 +102,8 @@ class AccessConfig(BaseModel):
     callers: dict[str, Role] = {}
     # Role of a caller without a client certificate (only possible without TLS).
     anonymous_role: Role = "public"
+    # Government callers must say why they ask (the purpose goes to the audit log).
+    purpose_required_for_government: bool = True
 
 
 class RelayConfig(BaseModel):
@@ -92,12 +116,23 @@ class RelayConfig(BaseModel):
 class IntakeConfig(BaseModel):
     batch_size: int = 2000
     fetch_wait_ms: int = 200
+    # Evidence of a rejected message: its first bytes, with the size and SHA-256 of the whole.
+    evidence_bytes: int = Field(default=4096, ge=0, le=65536)
+    # Evidence kept per origin; beyond either bound the oldest rows are trimmed (the counts stay).
+    evidence_max_rows: int = Field(default=10_000, ge=1)
+    evidence_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    # Identical rejections (same origin, reason and key) within this window share one row and a count.
+    evidence_window_seconds: float = Field(default=3600.0, ge=0)
 
 
 class SyncConfig(BaseModel):
     probe_seconds: float = 5.0
     fetch_limit: int = 2000
     rpc_timeout_seconds: float = 10.0
+    # A peer's signed checkpoint that no member can serve the events of raises an alarm after this long;
+    # asking the members again for it backs off up to unreachable_backoff_max_seconds.
+    unreachable_alarm_seconds: float = Field(default=300.0, gt=0)
+    unreachable_backoff_max_seconds: float = Field(default=300.0, gt=0)
 
 
 class FeedConfig(BaseModel):
@@ -213,6 +248,7 @@ _PATH_FIELDS = (
     ("bus", "ssl_cafile"),
     ("bus", "ssl_certfile"),
     ("bus", "ssl_keyfile"),
+    ("bus", "sasl_password_file"),
 )
 
 

@@ -5,11 +5,17 @@ Both run as child services under a data folder, so a node (or a whole local
 federation, or a test session) needs nothing installed by hand. The broker keeps
 its log in memory: PostgreSQL is the source of truth and the node republishes
 and re-syncs from it.
+
+The embedded broker is plaintext and unauthenticated, so it listens on loopback
+only, and that is checked after it starts: a broker that listens anywhere else
+is stopped. Any local user can still read it; that is why only public records
+about organisations cross the bus (see ``credex.node.bus``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -87,8 +93,52 @@ class EmbeddedPostgres:
         self.stop()
 
 
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses process ``pid`` listens on, from ``/proc`` (Linux); empty where there is no ``/proc``."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    if not fd_dir.is_dir():
+        return set()
+    inodes = set()
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    found.add(_proc_address(fields[1]))
+    return found
+
+
+def _proc_address(text: str) -> tuple[str, int]:
+    """Decode ``/proc/net/tcp``'s ``0100007F:98D3`` (host byte order per 32-bit word) into (host, port)."""
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(packed)), int(port, 16)
+
+
+def is_loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+# What the broker process inherits from the node's environment. tansu also reads its
+# settings from variables (LISTENER_URL, ADVERTISED_LISTENER_URL, STORAGE_ENGINE,
+# SCHEMA_REGISTRY, OTEL_EXPORTER_OTLP_ENDPOINT, ...): none of them may reach it, so
+# what the command line says is all it does.
+_BROKER_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "RUST_LOG")
+
+
 class EmbeddedBroker:
-    """A ``tansu`` broker with memory storage on a loopback port."""
+    """A ``tansu`` broker with memory storage on a loopback port, and nothing else listening."""
 
     def __init__(self, directory: Path, port: int = 0) -> None:
         self.directory = directory.resolve()
@@ -121,9 +171,16 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C goes to the node, which stops the broker itself
+                env={name: os.environ[name] for name in _BROKER_ENVIRONMENT if name in os.environ},
             )
         try:
             wait_for_port("127.0.0.1", self.port, timeout=20, process=self._process)
+            exposed = sorted(a for a in listening_addresses(self._process.pid) if not is_loopback(a[0]))
+            if exposed:
+                raise EmbeddedServiceError(
+                    f"it listens on {', '.join(f'{h}:{p}' for h, p in exposed)} beyond loopback;"
+                    " the embedded broker has no authentication and must stay on 127.0.0.1"
+                )
         except EmbeddedServiceError as exc:
             self.stop()
             raise EmbeddedServiceError(f"embedded broker: {exc}; see {log_path}") from exc

@@ -18,7 +18,7 @@ from typing import Any
 
 from credex.crypto.keys import SigningKey, load_public
 from credex.crypto.pseudonym import Pseudonymizer
-from credex.crypto.tls import CertificateAuthority
+from credex.crypto.tls import CertificateAuthority, spki_sha256
 from credex.crypto.trust import Member, MemberKey, TrustBundle
 from credex.domain.regions import region_name
 from credex.node.config import NodeConfig, load_config
@@ -113,15 +113,32 @@ class LocalFederation:
                 if ca is not None:
                     ca.issue(origin, ["127.0.0.1", "localhost"]).write(member_dir / "tls", "node")
                 config_path.write_text(self._config_text(origin, port), encoding="utf-8")
+            node_cert = member_dir / "tls" / "node.crt"
             bundle = bundle.with_member(
                 Member(
                     origin=origin,
                     name=region_name(origin),
                     endpoint=f"127.0.0.1:{port}",
                     keys=(MemberKey(key_id=key.key_id, public_key=key.public_b64),),
+                    # Peer rights go to this certificate's key, not to any certificate with the name.
+                    tls_spki_sha256=spki_sha256(node_cert.read_bytes()) if node_cert.exists() else "",
                 )
             )
-        layout.bundle.write_bytes(bundle.sign(federation_key))
+        return self._publish(bundle, federation_key)
+
+    def _publish(self, bundle: TrustBundle, federation_key: SigningKey) -> TrustBundle:
+        """Sign ``bundle`` unless the one on disk already says the same; a changed one gets a higher version.
+
+        Nodes remember the newest version they trusted and refuse an older or a different
+        one of the same version, so a federation prepared again must not go back to version 1.
+        """
+        if self.layout.bundle.exists():
+            current = self.bundle_now()
+            same = (current.federation, current.members, current.tls_ca)
+            if same == (bundle.federation, bundle.members, bundle.tls_ca):
+                return current
+            bundle = bundle.model_copy(update={"version": current.version + 1})
+        self.layout.bundle.write_bytes(bundle.sign(federation_key))
         return bundle
 
     def _config_text(self, origin: str, port: int) -> str:
@@ -154,6 +171,10 @@ class LocalFederation:
                 f'"{GOVERNMENT_CLIENT}" = "government"',
             ]
         return "\n".join(lines) + "\n"
+
+    def publish(self, bundle: TrustBundle) -> None:
+        """Sign ``bundle`` with the federation key and put it where every member's node reads it."""
+        self.layout.bundle.write_bytes(bundle.sign(SigningKey.load(self.layout.federation_key)))
 
     def bundle_now(self) -> TrustBundle:
         """The signed bundle as it is on disk, checked against the federation key."""

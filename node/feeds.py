@@ -53,19 +53,33 @@ class Feed(abc.ABC):
 
     async def run(self) -> None:
         attempt = 0
-        while True:
-            try:
-                taken = await self.step()
-                attempt = 0
-            except asyncio.CancelledError:
-                raise
-            except (PageUnavailable, TableUnavailable, ProfileError, OSError, asyncpg.PostgresError) as exc:
-                attempt += 1
-                log.error("feed %s: %s", self.name, exc)
-                await asyncio.sleep(min(60.0, self.config.poll_seconds * 2 ** min(attempt, 5)))
-                continue
-            if not taken:
-                await asyncio.sleep(self.config.poll_seconds)
+        try:
+            while True:
+                try:
+                    taken = await self.step()
+                    attempt = 0
+                except asyncio.CancelledError:
+                    raise
+                except (
+                    PageUnavailable,
+                    TableUnavailable,
+                    ProfileError,
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
+                    attempt += 1
+                    log.error("feed %s: %s", self.name, exc)
+                    await asyncio.sleep(min(60.0, self.config.poll_seconds * 2 ** min(attempt, 5)))
+                    continue
+                if not taken:
+                    await asyncio.sleep(self.config.poll_seconds)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Release what the feed holds open to its platform (a client, a connection)."""
+        return None
 
     @abc.abstractmethod
     async def step(self) -> int:
@@ -131,6 +145,7 @@ class FileDropFeed(Feed):
     async def step(self) -> int:
         taken = 0
         for path in await asyncio.to_thread(self.inbox.ready):
+            log.info("feed %s: taking in %s", self.name, path.name)
             try:
                 report = await ingest_file(
                     self.pool,
@@ -173,12 +188,16 @@ class HttpFeed(Feed):
             attempts=self.config.attempts,
             headers=tuple(self.config.headers.items()),
         )
+        # One client for the feed's life: its connections are kept alive between pages.
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_seconds))
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
     async def step(self) -> int:
         async with self.pool.acquire() as conn:
             cursor = await self._cursor(conn, "api")
-        async with httpx.AsyncClient() as client:
-            page = await self.source.page(client, cursor)
+        page = await self.source.page(self._client, cursor)
         if not page.items:
             return 0
         if page.next_cursor is None:
@@ -196,9 +215,14 @@ class TablePollFeed(Feed):
         ]
         self._conn: asyncpg.Connection | None = None
 
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close(timeout=self.config.timeout_seconds)
+        self._conn = None
+
     async def step(self) -> int:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await open_read_only(self.config.dsn)
+            self._conn = await open_read_only(self.config.dsn, timeout=self.config.timeout_seconds)
         taken = 0
         for source in self.sources:
             async with self.pool.acquire() as conn:

@@ -5,6 +5,17 @@ claims to belong to (the topic, or the origin asked for over gRPC) before its
 payload is parsed. What fails is counted, logged and kept as evidence, never
 stored as data. What passes is applied idempotently in one transaction per
 batch; Kafka offsets are committed only after that transaction commits.
+
+No single message can stall a topic. A message the store cannot hold even as
+evidence is counted and skipped (see :mod:`credex.node.rejections`); if a batch
+still fails on what one of its messages contains, it is stored in halves until
+that message is found, counted as ``rejected:unstorable`` and skipped. Every
+message that comes in ends up counted as applied, replay, rejected or held, or
+as ``withheld_notice``: the announcement of an event that does not cross the bus
+(see :mod:`credex.node.bus`), which sync then fetches over gRPC without waiting.
+
+The topics read follow the trust bundle in force: when a refresh adds or removes
+a member, the consumer restarts with the new topic set.
 """
 
 from __future__ import annotations
@@ -20,17 +31,20 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from credex.crypto.trust import EventRejected, EventVerifier
-from credex.node import bus, state
+from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
+from credex.node import bus, rejections, state
 from credex.node.alarms import Alarms
 from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.ingest import ANALYZE_AFTER
 from credex.node.metrics import METRICS
+from credex.node.rejections import POISON, Rejection, storable_text
+from credex.node.trust_provider import TrustProvider
 
 log = logging.getLogger(__name__)
 
 GapListener = Callable[[str, int, int], None]
+WithheldListener = Callable[[str, int], None]
 _WORKERS = max(1, os.cpu_count() or 1)
 _PARALLEL_FROM = 64  # below this, threads cost more than they save
 
@@ -44,18 +58,24 @@ class AcceptResult:
     held: int = 0  # not applied: an alarm on the origin is open
     contiguous_seq: int = 0
     max_seq: int = 0
+    rejections: list[Rejection] = field(default_factory=list)  # for the log
 
     @property
     def has_gap(self) -> bool:
         return self.max_seq > self.contiguous_seq
 
-
-@dataclass(frozen=True, slots=True)
-class _Rejection:
-    reason: str
-    message: str
-    key_id: str
-    evidence: bytes
+    def merge(self, other: AcceptResult) -> AcceptResult:
+        """The outcome of two parts of one batch stored one after the other."""
+        return AcceptResult(
+            self.origin,
+            self.applied + other.applied,
+            self.replays + other.replays,
+            self.rejected + other.rejected,
+            self.held + other.held,
+            max(self.contiguous_seq, other.contiguous_seq),
+            max(self.max_seq, other.max_seq),
+            self.rejections + other.rejections,
+        )
 
 
 @dataclass
@@ -64,7 +84,23 @@ class Checked:
 
     origin: str
     events: list[state.StoredEvent] = field(default_factory=list)
-    rejections: list[_Rejection] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.rejections)
+
+    def halves(self) -> tuple[Checked, Checked]:
+        """Split in two, to find the one message a batch fails on."""
+        items: list[state.StoredEvent | Rejection] = [*self.events, *self.rejections]
+        middle = len(items) // 2
+        return self._of(items[:middle]), self._of(items[middle:])
+
+    def _of(self, items: Sequence[state.StoredEvent | Rejection]) -> Checked:
+        return Checked(
+            self.origin,
+            [i for i in items if isinstance(i, state.StoredEvent)],
+            [i for i in items if isinstance(i, Rejection)],
+        )
 
 
 class Intake:
@@ -75,29 +111,49 @@ class Intake:
         verifier: EventVerifier,
         alarms: Alarms,
         keeper: CheckpointKeeper,
+        trust: TrustProvider,
     ) -> None:
         self.config = config
         self.pool = pool
         self.verifier = verifier
         self.alarms = alarms
         self.keeper = keeper
+        self.trust = trust
         self.me = config.origin
         self._gap_listeners: list[GapListener] = []
+        self._withheld_listeners: list[WithheldListener] = []
         self._since_analyze = 0
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Set when a trust bundle changes the topics to read; the consumer restarts with the new set.
+        self._members_changed = asyncio.Event()
+        self._reading: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        trust.subscribe(self._on_bundle)
 
     def on_gap(self, listener: GapListener) -> None:
         self._gap_listeners.append(listener)
+
+    def on_withheld(self, listener: WithheldListener) -> None:
+        """Called with (origin, seq) when a withheld notice says seq exists but will not come by Kafka."""
+        self._withheld_listeners.append(listener)
 
     def verify(self, origin: str, messages: Sequence[bytes]) -> Checked:
         checked = Checked(origin)
         for raw in messages:
             try:
                 verified = self.verifier.verify_bytes(raw, origin)
+                checked.events.append(state.StoredEvent.from_event(verified.event, verified.canonical))
             except EventRejected as exc:
-                checked.rejections.append(_Rejection(exc.reason, exc.message, exc.key_id, raw[:65536]))
-                continue
-            checked.events.append(state.StoredEvent.from_event(verified.event, verified.canonical))
+                checked.rejections.append(Rejection(exc.reason, exc.message, exc.key_id, raw))
+            except state.Unstorable as exc:
+                checked.rejections.append(Rejection(exc.reason, exc.message, verified.envelope.key_id, raw))
+            except Exception as exc:
+                # A message must never take the consumer down with it: what verification did
+                # not foresee is a rejection too, and the rest of the batch goes on.
+                log.exception("intake: verifying a message of %s failed unexpectedly", origin)
+                checked.rejections.append(
+                    Rejection("envelope.unverifiable", f"verification failed: {type(exc).__name__}", "", raw)
+                )
         return checked
 
     async def check(self, origin: str, messages: Sequence[bytes]) -> Checked:
@@ -105,7 +161,7 @@ class Intake:
         if origin == self.me:
             # Our own log comes from the ledger only; a copy from outside is never applied.
             checked = Checked(origin)
-            checked.rejections = [_Rejection("origin.self", "an event of this node's own log", "", b"")] * len(messages)
+            checked.rejections = [Rejection("origin.self", "an event of this node's own log")] * len(messages)
             return checked
         if len(messages) < _PARALLEL_FROM:
             return self.verify(origin, messages)
@@ -126,21 +182,76 @@ class Intake:
     async def apply(self, checked: Checked, channel: str) -> AcceptResult:
         """Store what verified, keep evidence of what did not, in one transaction."""
         origin = checked.origin
-        result = AcceptResult(origin)
         if origin in self.alarms.frozen:
             # Evidence of equivocation is open: hold everything until an operator clears it;
             # sync brings these events back afterwards.
-            result.held = len(checked.events) + len(checked.rejections)
+            result = AcceptResult(origin, held=len(checked))
+            async with self.pool.acquire() as conn:
+                await state.count(conn, origin, "held", result.held)
             METRICS.intake.labels(self.me, origin, "held").inc(result.held)
             log.warning("%s: %d events of %s held: an alarm on %s is open", channel, result.held, origin, origin)
             return result
-        rejections = list(checked.rejections)
+        result = await self._store(checked, channel)
+        self._report(channel, result)
+        if result.has_gap:
+            for listener in self._gap_listeners:
+                listener(origin, result.contiguous_seq, result.max_seq)
+        if result.applied:
+            await self.keeper.check(origin)
+            self._since_analyze += result.applied
+            if self._since_analyze >= ANALYZE_AFTER:
+                # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
+                self._since_analyze = 0
+                async with self.pool.acquire() as conn:
+                    await conn.execute("ANALYZE records")
+        return result
+
+    async def _store(self, checked: Checked, channel: str) -> AcceptResult:
+        """Store a batch; if what one of its messages holds fails it, find that message and skip it."""
+        try:
+            return await self._store_once(checked, channel)
+        except POISON as exc:
+            if len(checked) <= 1:
+                return await self._skip_unstorable(checked, channel, exc)
+            log.warning(
+                "%s: a batch of %d messages of %s could not be stored (%s); storing it in halves to find the cause",
+                channel,
+                len(checked),
+                checked.origin,
+                type(exc).__name__,
+            )
+            first, second = checked.halves()
+            return (await self._store(first, channel)).merge(await self._store(second, channel))
+
+    async def _skip_unstorable(self, checked: Checked, channel: str, exc: Exception) -> AcceptResult:
+        """The last resort for one message: count it, with no text of its own, and move on."""
+        origin = checked.origin
+        seqs = [e.seq for e in checked.events]
+        log.error(
+            "%s: a message of %s%s cannot be stored (%s: %s); counted as rejected:unstorable and skipped",
+            channel,
+            origin,
+            f" (seq {seqs[0]})" if seqs else "",
+            type(exc).__name__,
+            storable_text(str(exc), 200),
+        )
+        async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
+            await state.count(conn, origin, "rejected:unstorable", len(checked))
+            contiguous, max_seq = await state.advance_progress(conn, origin)
+        return AcceptResult(
+            origin, rejected=Counter({"unstorable": len(checked)}), contiguous_seq=contiguous, max_seq=max_seq
+        )
+
+    async def _store_once(self, checked: Checked, channel: str) -> AcceptResult:
+        origin = checked.origin
+        result = AcceptResult(origin)
+        refused = list(checked.rejections)
         async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
             outcome = await state.insert_events(conn, checked.events)
             await state.upsert_records(conn, outcome.new)
             for conflict in outcome.conflicts:
-                rejections.append(
-                    _Rejection(
+                refused.append(
+                    Rejection(
                         "event.conflict",
                         f"{origin} seq {conflict.seq}: a different event is already held under this seq or id",
                         "",
@@ -164,51 +275,35 @@ class Intake:
                         "channel": channel,
                     },
                 )
-            if rejections:
-                await conn.executemany(
-                    "INSERT INTO intake_rejections (origin, channel, reason, message, key_id, evidence)"
-                    " VALUES ($1, $2, $3, $4, $5, $6)",
-                    [(origin, channel, r.reason, r.message, r.key_id, r.evidence) for r in rejections],
-                )
+            await rejections.record(conn, self.me, origin, channel, refused, self.config.intake)
             result.applied = len(outcome.new)
             result.replays = len(outcome.replays)
-            result.rejected.update(r.reason for r in rejections)
+            result.rejected.update(r.reason for r in refused)
+            result.rejections = refused
             await state.count(conn, origin, "applied", result.applied)
             await state.count(conn, origin, "replay", result.replays)
-            for reason, n in result.rejected.items():
-                await state.count(conn, origin, f"rejected:{reason}", n)
             result.contiguous_seq, result.max_seq = await state.advance_progress(conn, origin)
-        self._report(channel, result, rejections)
-        if result.has_gap:
-            for listener in self._gap_listeners:
-                listener(origin, result.contiguous_seq, result.max_seq)
-        if result.applied:
-            await self.keeper.check(origin)
-            self._since_analyze += result.applied
-            if self._since_analyze >= ANALYZE_AFTER:
-                # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
-                self._since_analyze = 0
-                async with self.pool.acquire() as conn:
-                    await conn.execute("ANALYZE records")
         return result
 
-    def _report(self, channel: str, result: AcceptResult, rejections: list[_Rejection]) -> None:
+    def _report(self, channel: str, result: AcceptResult) -> None:
         metric = METRICS.intake
         metric.labels(self.me, result.origin, "applied").inc(result.applied)
         metric.labels(self.me, result.origin, "replay").inc(result.replays)
         for reason, n in result.rejected.items():
-            metric.labels(self.me, result.origin, f"rejected:{reason}").inc(n)
+            metric.labels(self.me, result.origin, rejections.counter_label(reason)).inc(n)
         METRICS.peer_contiguous.labels(self.me, result.origin).set(result.contiguous_seq)
-        for rejection in rejections[:20]:
+        for rejection in result.rejections[:20]:
             log.warning(
                 "%s: rejected event of %s: %s (%s)",
                 channel,
                 result.origin,
-                rejection.message,
-                rejection.reason,
+                storable_text(rejection.message, rejections.MAX_MESSAGE_CHARS),
+                storable_text(rejection.reason, rejections.MAX_REASON_CHARS),
             )
-        if len(rejections) > 20:
-            log.warning("%s: ... and %d more rejected events of %s", channel, len(rejections) - 20, result.origin)
+        if len(result.rejections) > 20:
+            log.warning(
+                "%s: ... and %d more rejected events of %s", channel, len(result.rejections) - 20, result.origin
+            )
         if result.replays:
             log.info(
                 "%s: %d events of %s already held (replay or redelivery), ignored",
@@ -219,37 +314,84 @@ class Intake:
 
     # -- Kafka --------------------------------------------------------------------
 
-    async def consume(self, bootstrap_servers: str, peers: Sequence[str]) -> None:
-        """Consume the peers' event and checkpoint topics until cancelled, restarting after failures."""
+    @property
+    def reading(self) -> dict[str, str]:
+        """Topic -> origin of what the running consumer reads (it follows :meth:`topics` on a change)."""
+        return dict(self._reading)
+
+    def topics(self) -> dict[str, str]:
+        """Topic -> origin of what to read now: every member's topics but this node's own."""
+        peers = [o for o in self.trust.current.origins if o != self.me]
+        return {events_topic(p): p for p in peers} | {checkpoints_topic(p): p for p in peers}
+
+    def _on_bundle(self, bundle: TrustBundle) -> None:
+        """A new bundle in force: restart the consumer if it changes which topics to read."""
+        if self.topics() != self._reading and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._members_changed.set)
+
+    async def consume(self, bootstrap_servers: str) -> None:
+        """Consume the members' event and checkpoint topics until cancelled, restarting after failures
+        and whenever the trust bundle changes the members."""
+        self._loop = asyncio.get_running_loop()
         attempt = 0
-        topics = {events_topic(p): p for p in peers} | {checkpoints_topic(p): p for p in peers}
         while True:
+            self._members_changed.clear()
+            self._reading = self.topics()
             try:
-                await self._consume(bootstrap_servers, topics)
+                await self._consume(bootstrap_servers, self._reading)
+                attempt = 0
+                log.info(
+                    "intake: trust bundle version %d in force; now reading the logs of %s",
+                    self.trust.current.version,
+                    ", ".join(sorted(set(self.topics().values()))) or "no one",
+                )
+                continue
             except asyncio.CancelledError:
                 raise
             except (bus.KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 METRICS.intake_errors.labels(self.me).inc()
                 log.warning("intake: %s; restarting the consumer", exc)
-                await bus.backoff(attempt)
-                attempt += 1
+            except Exception:
+                # Whatever it was, intake must go on: a stopped intake silently stops the federation.
+                METRICS.intake_errors.labels(self.me).inc()
+                log.exception("intake: unexpected failure; restarting the consumer")
+            await bus.backoff(attempt)
+            attempt += 1
 
     async def _store_and_commit(
         self,
         consumer: AIOKafkaConsumer,
         checked: list[Checked],
         notes: list[tuple[str, bytes]],
+        notices: dict[str, list[int]],
         offsets: dict[TopicPartition, int],
     ) -> None:
         for batch in checked:
             await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        if notices:
+            await self._take_notices(notices)
         for origin, note in notes:  # after the events they may cover
             await self.keeper.receive(origin, note.decode("utf-8", "replace"), f"kafka:{checkpoints_topic(origin)}")
         await consumer.commit(offsets)
 
+    async def _take_notices(self, notices: dict[str, list[int]]) -> None:
+        """Count withheld notices and tell sync: the events they announce come only over gRPC.
+
+        A notice is unsigned, so it is a hint and nothing more: it can make sync fetch
+        sooner, never make it fetch beyond what a member serves (see :mod:`credex.node.sync`).
+        """
+        async with self.pool.acquire() as conn:
+            for origin, seqs in notices.items():
+                await state.count(conn, origin, "withheld_notice", len(seqs))
+        for origin, seqs in notices.items():
+            METRICS.intake.labels(self.me, origin, "withheld_notice").inc(len(seqs))
+            for listener in self._withheld_listeners:
+                listener(origin, max(seqs))
+
     async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
         if not topics:
-            await asyncio.Event().wait()
+            await self._members_changed.wait()
+            return
         await bus.ensure_topics(self.config, bootstrap_servers, topics)
         consumer = AIOKafkaConsumer(
             **bus.client_kwargs(self.config, bootstrap_servers),
@@ -274,7 +416,7 @@ class Intake:
             # committed only after its transaction committed.
             storing: asyncio.Task[None] | None = None
             try:
-                while True:
+                while not self._members_changed.is_set():
                     batch = await consumer.getmany(
                         timeout_ms=self.config.intake.fetch_wait_ms, max_records=self.config.intake.batch_size
                     )
@@ -285,18 +427,28 @@ class Intake:
                         continue
                     by_origin: defaultdict[str, list[bytes]] = defaultdict(list)
                     notes: list[tuple[str, bytes]] = []
+                    notices: defaultdict[str, list[int]] = defaultdict(list)
                     offsets: dict[TopicPartition, int] = {}
                     for tp, messages in batch.items():
                         origin = topics[tp.topic]
                         if tp.topic == events_topic(origin):
-                            by_origin[origin].extend(m.value or b"" for m in messages)
+                            for m in messages:
+                                if bus.is_withheld_notice(m):
+                                    notices[origin].append(bus.notice_seq(m))
+                                else:
+                                    by_origin[origin].append(m.value or b"")
                         else:
                             notes.extend((origin, m.value or b"") for m in messages)
                         offsets[tp] = messages[-1].offset + 1
                     checked = [await self.check(origin, values) for origin, values in by_origin.items()]
                     if storing is not None:
                         await storing
-                    storing = asyncio.create_task(self._store_and_commit(consumer, checked, notes, offsets))
+                    storing = asyncio.create_task(
+                        self._store_and_commit(consumer, checked, notes, dict(notices), offsets)
+                    )
+                if storing is not None:  # members changed: finish and commit what was read
+                    await storing
+                    storing = None
             finally:
                 if storing is not None:
                     storing.cancel()

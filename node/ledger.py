@@ -10,6 +10,10 @@ Each record arrives serialized once (:class:`~credex.node.state.RecordState`).
 An event's payload is the event's own fields followed by those record bytes as
 field 6: valid protobuf in any field order, and since verifiers check the exact
 payload bytes and never re-encode, the record is never serialized twice.
+
+A node whose key the trust bundle revokes signs nothing more: ``append`` and
+``revoke`` raise :class:`~credex.crypto.keys.SigningRefused` with the reason and
+the remedy before any work, instead of writing events every peer rejects.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Ledger:
         result = AppendResult()
         if not changes:
             return result
+        self.key.check_may_sign()
         for change in changes:
             if change.state.origin != self.origin:
                 raise LedgerError(
@@ -122,6 +127,7 @@ class Ledger:
     async def revoke(self, conn: Connection, record_id: str, reason: str) -> AppendResult:
         """Withdraw a record of this origin; the event carries the state being withdrawn."""
         result = AppendResult()
+        self.key.check_may_sign()
         head = await self._lock_head(conn)
         row = await conn.fetchrow("SELECT origin, status, record FROM records WHERE record_id = $1", record_id)
         if row is None:

@@ -8,6 +8,10 @@ previous audit's checkpoint (if a state file is kept) and a sample of the
 node's inclusion proofs. The first thing that does not hold is reported with
 its evidence; where the log itself differs, the origin's own node is asked for
 the same events to find the first differing one.
+
+Keys are judged by the node's own rules (:class:`EventVerifier`,
+:meth:`TrustBundle.verify_checkpoint`): a key revoked after seq N vouches for
+nothing beyond N, whatever time its signer wrote.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
 from credex.crypto.envelope import canonical_bytes
 from credex.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
@@ -54,14 +58,13 @@ async def audit_origin(
     member = bundle.member(origin)
     if member is None:
         raise AuditError(f"{origin} is not a member of the federation")
-    keys = [bundle.keys_by_id[k.key_id][2] for k in member.keys]
     log = channels.log(endpoint)
     try:
         signed = await log.GetCheckpoint(log_pb2.GetCheckpointRequest(origin=origin), timeout=30)
     except grpc.aio.AioRpcError as exc:
         raise AuditError(f"{endpoint}: GetCheckpoint: {exc.code().name}: {exc.details()}") from None
     try:
-        checkpoint = open_checkpoint(signed.note, log_name(origin), keys)
+        checkpoint = bundle.verify_checkpoint(origin, signed.note)
     except CheckpointRejected as exc:
         return _diverged(report, f"the checkpoint served is not {origin}'s: {exc.message}", {"note": signed.note})
     report.size, report.root = checkpoint.size, checkpoint.root
@@ -163,7 +166,10 @@ async def _check_served_proofs(
     for seq in sorted({1, (checkpoint.size + 1) // 2, checkpoint.size}):
         try:
             proof = await log.GetInclusionProof(
-                log_pb2.GetInclusionProofRequest(origin=origin, seq=seq, tree_size=checkpoint.size), timeout=30
+                log_pb2.GetInclusionProofRequest(
+                    origin=origin, seq=seq, tree_size=checkpoint.size, purpose="log audit: locating a divergence"
+                ),
+                timeout=30,
             )
         except grpc.aio.AioRpcError as exc:
             return f"inclusion proof of event {seq}: {exc.code().name}: {exc.details()}", {"seq": seq}

@@ -24,6 +24,13 @@ class _Metrics:
     events_published: Counter = field(
         default_factory=lambda: Counter("credex_events_published", "Own events acknowledged by the broker", ["origin"])
     )
+    events_withheld: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_events_withheld",
+            "Own events kept off the bus (not public, or about a natural person): a notice went instead",
+            ["origin"],
+        )
+    )
     relay_errors: Counter = field(
         default_factory=lambda: Counter(
             "credex_relay_errors", "Relay failures (broker or database unavailable)", ["origin"]
@@ -51,13 +58,27 @@ class _Metrics:
             "credex_origin_contiguous_seq", "Highest seq held without a gap, per origin", ["origin", "peer"]
         )
     )
-    lookups: Counter = field(
+    rpcs: Counter = field(
         default_factory=lambda: Counter(
-            "credex_lookups", "gRPC lookups answered, by method and status", ["origin", "method", "status"]
+            "credex_rpc_calls",
+            "gRPC calls by method and the status answered (CANCELLED: the caller gave up or its deadline passed)",
+            ["origin", "method", "status"],
         )
     )
-    lookup_seconds: Histogram = field(
-        default_factory=lambda: Histogram("credex_lookup_seconds", "gRPC lookup latency", ["origin", "method"])
+    rpc_seconds: Histogram = field(
+        default_factory=lambda: Histogram(
+            "credex_rpc_seconds", "gRPC call latency of admitted calls", ["origin", "method"]
+        )
+    )
+    rpc_in_flight: Gauge = field(
+        default_factory=lambda: Gauge("credex_rpc_in_flight", "gRPC calls being served now", ["origin"])
+    )
+    audit_entries: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_audit_entries",
+            "Audit entries by outcome (written; failed: the call got UNAVAILABLE; dropped: queue full)",
+            ["origin", "outcome"],
+        )
     )
 
 

@@ -4,6 +4,9 @@ An inclusion proof ties one signed envelope to a checkpoint the origin signed:
 the envelope's signature, the audit path from its leaf to the root, and the
 checkpoint's signature are all checked with the origin's public key alone, so
 neither the node that served the proof nor the channel needs to be trusted.
+Keys are judged exactly as the node judges them (:class:`EventVerifier`,
+:meth:`TrustBundle.verify_checkpoint`): a revoked key counts only up to the log
+position the bundle gives.
 The same checks serve the gRPC client, ``credex verify`` on a proof file, and
 ``credex audit``.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 from google.protobuf.message import DecodeError
 
-from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
 from credex.crypto.envelope import canonical_bytes
 from credex.crypto.merkle import leaf_hash, verify_inclusion
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle, VerifiedEvent
@@ -100,10 +103,8 @@ def check_inclusion(proof: log_pb2.InclusionProof, bundle: TrustBundle) -> Check
         raise ProofInvalid(f"the envelope is event {event.event.seq}, the proof is for seq {proof.seq}")
     if not proof.HasField("checkpoint"):
         raise ProofInvalid("the proof carries no checkpoint to check against")
-    member = bundle.member(origin)
-    keys = [bundle.keys_by_id[k.key_id][2] for k in member.keys] if member else []
     try:
-        checkpoint = open_checkpoint(proof.checkpoint.note, log_name(origin), keys)
+        checkpoint = bundle.verify_checkpoint(origin, proof.checkpoint.note)  # revoked keys: by log position
     except CheckpointRejected as exc:
         raise ProofInvalid(f"the checkpoint does not verify: {exc.message}") from None
     if checkpoint.size != proof.tree_size:

@@ -11,6 +11,7 @@ row can be written back to its unit as CSV, with its reasons.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import json
@@ -103,22 +104,35 @@ async def compute(
     unit: str | None = None,
     expected: dict[str, int] | None = None,
 ) -> list[UnitQuality]:
+    """The report per source unit; reads in SQL, judges off the event loop so serving goes on meanwhile."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT r.record, t.taken FROM records r"
+            " LEFT JOIN (SELECT record_id, min(recorded_at) AS taken FROM events WHERE origin = $1"
+            " GROUP BY record_id) t ON t.record_id = r.record_id WHERE r.origin = $1",
+            origin,
+        )
+        # A unit that sends the same rows twice (one export as GB18030, then again as
+        # UTF-8 with BOM) reported them once: count distinct rows, not deliveries.
+        rejected = await conn.fetch(
+            "SELECT DISTINCT ON (source_unit_uscc, raw) source_unit_uscc, source_unit, reasons FROM quarantine"
+            + (" WHERE source_unit_uscc = $1" if unit else "")
+            + " ORDER BY source_unit_uscc, raw, id",
+            *([unit] if unit else []),
+        )
+    return await asyncio.to_thread(_judge, rows, rejected, deadline_days, unit, expected)
+
+
+def _judge(
+    rows: list[asyncpg.Record],
+    rejected: list[asyncpg.Record],
+    deadline_days: int,
+    unit: str | None,
+    expected: dict[str, int] | None,
+) -> list[UnitQuality]:
     units: dict[str, UnitQuality] = {}
     names_by_code: defaultdict[str, set[str]] = defaultdict(set)
     codes_by_unit: defaultdict[str, set[str]] = defaultdict(set)
-    async with pool.acquire() as conn:
-        taken = {
-            r["record_id"]: r["taken"]
-            for r in await conn.fetch(
-                "SELECT record_id, min(recorded_at) AS taken FROM events WHERE origin = $1 GROUP BY record_id", origin
-            )
-        }
-        rows = await conn.fetch("SELECT record_id, record FROM records WHERE origin = $1", origin)
-        rejected = await conn.fetch(
-            "SELECT source_unit_uscc, source_unit, reasons FROM quarantine"
-            + (" WHERE source_unit_uscc = $1" if unit else ""),
-            *([unit] if unit else []),
-        )
     for row in rows:
         record = record_pb2.Record.FromString(row["record"])
         code = record.subject.uscc
@@ -131,10 +145,8 @@ async def compute(
         quality.accepted += 1
         if code:
             codes_by_unit[key].add(code)
-        if record.kind in _DUAL and record.decision_date and row["record_id"] in taken:
-            days, official = working_days_between(
-                dt.date.fromisoformat(record.decision_date), taken[row["record_id"]].date()
-            )
+        if record.kind in _DUAL and record.decision_date and row["taken"] is not None:
+            days, official = working_days_between(dt.date.fromisoformat(record.decision_date), row["taken"].date())
             quality.timed += 1
             quality.on_time += days <= deadline_days
             quality.calendar_official = quality.calendar_official and official
@@ -156,8 +168,9 @@ async def problem_rows(pool: asyncpg.Pool, unit: str) -> list[dict[str, str]]:
     """Every quarantined row of one source unit, with its reasons, as the unit reported it."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT q.source, q.locator, q.reasons, q.messages, q.raw, q.taken_at FROM quarantine q"
-            " WHERE q.source_unit_uscc = $1 ORDER BY q.id",
+            "SELECT source, locator, reasons, messages, raw, taken_at FROM ("
+            " SELECT DISTINCT ON (raw) id, source, locator, reasons, messages, raw, taken_at FROM quarantine"
+            " WHERE source_unit_uscc = $1 ORDER BY raw, id) first_sent ORDER BY id",
             unit,
         )
     result = []

@@ -6,6 +6,13 @@ watermark moves only after the broker acknowledged every event of the batch. A
 crash in between publishes some events twice; intake treats that as a replay.
 One relay per origin publishes at a time, chosen by a PostgreSQL advisory lock,
 so replicas of a node can all run one.
+
+Only events that ``bus.may_cross_bus`` allows go out with their content; for every
+other event (government-shared, restricted, about a natural person) the relay
+publishes a withheld notice in its place — no payload, no key, no subject — so
+peers learn at once that the seq exists and fetch it over mutual-TLS gRPC. Every
+seq still gets one message, so the watermark, the checkpoints that follow it and
+the check that the broker kept its log work the same for both.
 """
 
 from __future__ import annotations
@@ -80,6 +87,9 @@ class Relay:
                 request_timeout_ms=15000,
             )
             await producer.start()
+            warning = bus.plaintext_warning(self.config, self.bootstrap_servers)
+            if warning:
+                log.warning("relay: %s", warning)
             try:
                 await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic, self.checkpoint_topic])
                 checked_at = 0.0
@@ -101,13 +111,41 @@ class Relay:
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _RELAY_LOCK, self.origin)
             await self.pool.release(conn)
 
-    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> tuple[int, int, str]:
+    def _message(self, row: asyncpg.Record, count: int) -> tuple[int, dict[str, Any], bool]:
+        """The partition and message for one event, and whether it is a withheld notice.
+
+        A notice goes to a partition chosen by its seq, not by its subject: the
+        subject of a withheld event must not show even in the choice of partition.
+        """
+        envelope = bytes(row["envelope"])
+        event_id = str(row["event_id"])
+        if not bus.envelope_may_cross_bus(envelope):
+            notice = {
+                "key": None,
+                "value": None,
+                "timestamp": None,
+                "headers": bus.withheld_notice_headers(self.origin, row["seq"], event_id),
+            }
+            return int(row["seq"]) % count, notice, True
+        subject = row["subject_id"]
+        message = {
+            "key": subject.encode(),
+            "value": envelope,
+            "timestamp": None,
+            "headers": bus.cloudevent_headers(
+                self.origin, row["seq"], event_id, row["event_type"], subject, row["recorded_at"]
+            ),
+        }
+        return _partition(subject, count), message, False
+
+    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> tuple[int, int, str, int]:
         """Send rows as per-partition record batches and wait for every acknowledgement.
 
         Building the batches here, with the same murmur2 partitioning as Kafka's
         default partitioner, costs a fraction of one ``send`` call per message;
         each partition's batches go out in sequence order. Returns where the
-        last batch landed and its first event id: the sentinel for ``_check_broker``.
+        last batch landed and its first event id (the sentinel for
+        ``_check_broker``), and how many events went out as withheld notices.
         """
         try:
             count = len(await asyncio.wait_for(producer.partitions_for(self.topic), timeout=10))
@@ -117,17 +155,10 @@ class Relay:
         first_ids: dict[int, str] = {}
         deliveries: list[Any] = []
         sent_first_ids: list[str] = []
+        withheld = 0
         for row in rows:
-            subject = row["subject_id"]
-            partition = _partition(subject, count)
-            record = {
-                "key": subject.encode(),
-                "value": bytes(row["envelope"]),
-                "timestamp": None,
-                "headers": bus.cloudevent_headers(
-                    self.origin, row["seq"], str(row["event_id"]), row["event_type"], subject, row["recorded_at"]
-                ),
-            }
+            partition, record, notice = self._message(row, count)
+            withheld += notice
             builder = builders.get(partition)
             if builder is None or builder.append(**record) is None:
                 if builder is not None:
@@ -141,7 +172,7 @@ class Relay:
             deliveries.append(await producer.send_batch(builder, self.topic, partition=partition))
             sent_first_ids.append(first_ids[partition])
         landed = await asyncio.gather(*deliveries)
-        return landed[-1].partition, landed[-1].offset, sent_first_ids[-1]
+        return landed[-1].partition, landed[-1].offset, sent_first_ids[-1], withheld
 
     async def _check_broker(self) -> None:
         """Republish everything if the broker no longer holds the newest batch it acknowledged.
@@ -227,7 +258,7 @@ class Relay:
             )
         if not rows:
             return 0
-        partition, offset, event_id = await self._send(producer, rows)
+        partition, offset, event_id, withheld = await self._send(producer, rows)
         last = int(rows[-1]["seq"])
         async with self.pool.acquire() as conn:
             await conn.execute(
@@ -239,5 +270,6 @@ class Relay:
                 offset,
                 event_id,
             )
-        METRICS.events_published.labels(self.origin).inc(len(rows))
+        METRICS.events_published.labels(self.origin).inc(len(rows) - withheld)
+        METRICS.events_withheld.labels(self.origin).inc(withheld)
         return len(rows)

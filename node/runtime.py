@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 
 from credex.adapters.profile import MappingContext, Profile
-from credex.crypto.keys import SigningKey, load_public
+from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.node import store
@@ -37,6 +37,7 @@ from credex.node.peers import PeerChannels
 from credex.node.relay import Relay
 from credex.node.server import start_server
 from credex.node.sync import Sync
+from credex.node.trust_provider import TrustProvider
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class NodeStatus:
     intake_counters: dict[str, dict[str, int]] = field(default_factory=dict)
     checkpoints: dict[str, tuple[int, str]] = field(default_factory=dict)  # origin -> (size, root hex)
     open_alarms: list[str] = field(default_factory=list)
+    signing_refused: str = ""  # why this node signs nothing (its key is revoked); empty while it signs
 
 
 def load_bundle(config: NodeConfig) -> TrustBundle:
@@ -68,7 +70,7 @@ class Node:
         self.config = config
         self.origin = config.origin
         self.key = SigningKey.load(config.keys.signing_key)
-        self.bundle = load_bundle(config)
+        self.trust = TrustProvider(load_bundle(config))
         member = self.bundle.member(self.origin)
         if member is None:
             raise TrustBundleError(f"origin {self.origin} is not a member of trust bundle {config.trust.bundle}")
@@ -77,8 +79,17 @@ class Node:
                 f"the signing key {config.keys.signing_key} (key id {self.key.key_id}) is not listed for "
                 f"{self.origin} in the trust bundle; add it with `credex trust add-member` and re-sign"
             )
+        if config.keys.pseudonym_key:
+            require_private_file(config.keys.pseudonym_key, "pseudonym key")
+        if config.grpc.tls.key is not None:
+            require_private_file(config.grpc.tls.key, "TLS key")  # it proves this member's identity to peers
         self.pseudonymizer = Pseudonymizer.load(config.keys.pseudonym_key) if config.keys.pseudonym_key else None
+        # Ledger and checkpoint signer share this key: once the bundle in force revokes it, both refuse.
+        self.key.guard = lambda key_id: self.bundle.signing_refusal(self.origin, key_id)
+        self._say_what_the_bundle_means(self.bundle)
+        self.trust.subscribe(self._say_what_the_bundle_means)
         self.verifier = EventVerifier(self.bundle)
+        self.trust.subscribe(lambda bundle: setattr(self.verifier, "bundle", bundle))
         self.ledger = Ledger(self.origin, self.key)
         self.pool: asyncpg.Pool | None = None
         self.port = 0
@@ -92,6 +103,11 @@ class Node:
         self.intake: Intake | None = None
         self.sync: Sync | None = None
         self.bootstrap_servers = config.bus.bootstrap_servers
+
+    @property
+    def bundle(self) -> TrustBundle:
+        """The trust bundle in force now (see :class:`TrustProvider`)."""
+        return self.trust.current
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -108,6 +124,11 @@ class Node:
             min_size=self.config.database.pool_min,
             max_size=self.config.database.pool_max,
         )
+        try:
+            await self.trust.remember(self.pool, str(self.config.trust.bundle))
+        except TrustBundleError:
+            await self.stop()
+            raise
         if exchange and not self.bootstrap_servers:
             self._embedded_broker = EmbeddedBroker(self.config.data_dir / "broker", self.config.bus.embedded_port)
             self.bootstrap_servers = await asyncio.to_thread(self._embedded_broker.start)
@@ -116,20 +137,21 @@ class Node:
         self.logbook = LogBook(self.pool)
         self.alarms = Alarms(self.pool, self.origin)
         await self.alarms.load()
-        self.keeper = CheckpointKeeper(self.origin, self.pool, lambda: self.bundle, self.key, self.logbook, self.alarms)
+        self.keeper = CheckpointKeeper(
+            self.origin, self.pool, self.trust, self.key, self.logbook, self.alarms, evidence=self.config.intake
+        )
         if serve:
-            self._audit = AuditLog(self.pool)
+            self._audit = AuditLog(self.pool, origin=self.origin)
             self._audit.start()
             self._server, _, self.port = await start_server(
-                self.config, self.pool, self.bundle, self._audit, self.logbook, self.keeper
+                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
             )
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
-            self.intake = Intake(self.config, self.pool, self.verifier, self.alarms, self.keeper)
-            self.sync = Sync(self.config, self.pool, self.bundle, self.intake, self._channels)
-            peers = [o for o in self.bundle.origins if o != self.origin]
+            self.intake = Intake(self.config, self.pool, self.verifier, self.alarms, self.keeper, self.trust)
+            self.sync = Sync(self.config, self.pool, self.trust, self.intake, self._channels)
             self._spawn(self.relay.run(), "relay")
-            self._spawn(self.intake.consume(self.bootstrap_servers, peers), "intake")
+            self._spawn(self.intake.consume(self.bootstrap_servers), "intake")  # topics follow self.trust
             self._spawn(self.sync.run(), "sync")
             self._spawn(
                 self.keeper.run_signer(self.config.checkpoint.every_events, self.config.checkpoint.every_seconds),
@@ -187,31 +209,50 @@ class Node:
 
     async def _refresh_bundle(self) -> None:
         """Pick up a newer signed bundle (members, keys, revocations) without a restart."""
+        # Compared by content, not mtime: a file replaced twice within the mtime's resolution, or
+        # just before this task first ran, is still noticed.
         path = self.config.trust.bundle
-        seen = path.stat().st_mtime if path.exists() else 0.0
+        seen = b""
         while True:
             await asyncio.sleep(BUNDLE_REFRESH_SECONDS)
-            mtime = path.stat().st_mtime if path.exists() else 0.0
-            if mtime == seen:
-                continue
-            seen = mtime
             try:
-                bundle = load_bundle(self.config)
-            except TrustBundleError as exc:
+                data = path.read_bytes()
+            except OSError as exc:
+                log.warning("cannot read trust bundle %s, keeping version %d: %s", path, self.bundle.version, exc)
+                continue
+            if data == seen:
+                continue
+            seen = data
+            try:
+                federation_public = load_public(self.config.trust.federation_public_key)
+                bundle = TrustBundle.verify_signed(data, federation_public, source=str(path))
+            except (TrustBundleError, KeyFileError) as exc:
                 log.error("new trust bundle rejected, keeping version %d: %s", self.bundle.version, exc)
                 continue
-            if bundle.version <= self.bundle.version:
+            if bundle.digest == self.bundle.digest:
+                continue  # the bundle in force
+            try:
+                self.trust.update(bundle)
+                if self.pool is not None:
+                    await self.trust.remember(self.pool, str(path))
+            except TrustBundleError as exc:
+                log.warning("trust bundle at %s ignored: %s", path, exc)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("trust bundle version %d in force but not yet recorded: %s", bundle.version, exc)
+
+    def _say_what_the_bundle_means(self, bundle: TrustBundle) -> None:
+        """Log, at start and on each refresh, what in the bundle limits this node or its peers."""
+        refusal = bundle.signing_refusal(self.origin, self.key.key_id)
+        if refusal:
+            log.error("node %s: %s", self.origin, refusal)
+        if self.config.grpc.tls.cert is not None:
+            for origin in bundle.unbound_members():
                 log.warning(
-                    "trust bundle version %d is not newer than %d; ignored",
+                    "member %s has no TLS certificate bound in trust bundle version %d: its calls get no peer"
+                    " rights until the federation operator adds one (`credex trust add-member --tls-cert`)",
+                    origin,
                     bundle.version,
-                    self.bundle.version,
                 )
-                continue
-            log.info("trust bundle updated to version %d", bundle.version)
-            self.bundle = bundle
-            self.verifier.bundle = bundle
-            if self.sync is not None:
-                self.sync.bundle = bundle
 
     # -- operations -----------------------------------------------------------------
 
@@ -236,7 +277,7 @@ class Node:
 
     async def status(self) -> NodeStatus:
         assert self.pool is not None, "node is not started"
-        result = NodeStatus(self.origin)
+        result = NodeStatus(self.origin, signing_refused=self.key.refusal())
         async with self.pool.acquire() as conn:
             files = await conn.fetchrow(
                 "SELECT count(*) AS files, coalesce(sum(rows_in), 0) AS rows_in,"

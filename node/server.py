@@ -1,4 +1,4 @@
-"""The node's gRPC server: lookup and exchange services, standard health checking and reflection."""
+"""The node's gRPC server: the credex services behind the edge (node/edge.py), standard health and reflection."""
 
 from __future__ import annotations
 
@@ -10,35 +10,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from credex.crypto.trust import TrustBundle
 from credex.node.audit import AuditLog
 from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
+from credex.node.edge import Gate
 from credex.node.exchange import ExchangeService
 from credex.node.logbook import LogBook
 from credex.node.logservice import LogService
 from credex.node.lookup import LookupService
 from credex.node.qualityservice import QualityService
-from credex.v1 import (
-    exchange_pb2,
-    exchange_pb2_grpc,
-    log_pb2,
-    log_pb2_grpc,
-    lookup_pb2,
-    lookup_pb2_grpc,
-    quality_pb2,
-    quality_pb2_grpc,
-)
+from credex.node.trust_provider import TrustProvider
+from credex.v1 import exchange_pb2, log_pb2, lookup_pb2, quality_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
-    exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"].full_name,
-    log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
-    quality_pb2.DESCRIPTOR.services_by_name["QualityService"].full_name,
-)
+# Every credex service. Each is served through the edge, and tests/test_rpc_fuzz.py fuzzes every method.
+SERVICES = {
+    "LookupService": lookup_pb2.DESCRIPTOR.services_by_name["LookupService"],
+    "ExchangeService": exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"],
+    "LogService": log_pb2.DESCRIPTOR.services_by_name["LogService"],
+    "QualityService": quality_pb2.DESCRIPTOR.services_by_name["QualityService"],
+}
+SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
+MAX_PENDING = 50_000
 
 
 class ServerError(RuntimeError):
@@ -60,24 +55,36 @@ def server_credentials(config: NodeConfig) -> grpc.ServerCredentials | None:
 async def start_server(
     config: NodeConfig,
     pool: asyncpg.Pool,
-    bundle: TrustBundle,
+    trust: TrustProvider,
     audit: AuditLog,
     logbook: LogBook,
     keeper: CheckpointKeeper,
 ) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
+            # Bigger than any credex request, so that an oversized one reaches the edge and gets
+            # INVALID_ARGUMENT with a reason instead of a transport error.
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.max_send_message_length", MAX_MESSAGE),
             ("grpc.so_reuseport", 0),
+            # gRPC core cancels calls silently (the caller sees a bare CANCELLED) when more than
+            # 1,000 wait to be picked up by the server; the edge's admission limits refuse
+            # with a reason instead, so core must not cut in first.
+            ("grpc.server.max_pending_requests", MAX_PENDING),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING),
         ]
     )
-    lookup_pb2_grpc.add_LookupServiceServicer_to_server(
-        LookupService(config, pool, bundle, audit, logbook, keeper), server
-    )
-    exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(ExchangeService(config, pool, bundle), server)
-    log_pb2_grpc.add_LogServiceServicer_to_server(LogService(config, pool, bundle, logbook, keeper), server)
-    quality_pb2_grpc.add_QualityServiceServicer_to_server(QualityService(config, pool, bundle), server)
+    gate = Gate(config, trust, audit)
+    services: list[tuple[str, object]] = [
+        ("LookupService", LookupService(config, pool, trust, logbook, keeper)),
+        ("ExchangeService", ExchangeService(config, pool, trust)),
+        ("LogService", LogService(config, pool, trust, logbook, keeper)),
+        ("QualityService", QualityService(config, pool, trust)),
+    ]
+    for name, servicer in services:
+        descriptor = SERVICES[name]
+        handlers = gate.method_handlers(servicer, descriptor)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

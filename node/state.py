@@ -20,6 +20,7 @@ from credex.crypto.merkle import leaf_hash
 from credex.node.store import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
+MAX_SEQ = 2**63 - 1  # a bigint column
 _EVENT_COLUMNS = (
     "origin",
     "seq",
@@ -102,6 +103,29 @@ class RecordState:
         return cls.of(record_pb2.Record.FromString(encoded))
 
 
+# Longest record or subject id stored: ids are short codes; a b-tree index entry must fit a page.
+MAX_ID_CHARS = 256
+
+
+class Unstorable(ValueError):
+    """A validly signed event whose fields the store cannot hold (NUL or control characters, an
+    over-long id, a date or id that does not parse). Intake rejects it as ``reason`` instead of
+    letting the database refuse the whole batch."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def check_id(name: str, value: str) -> None:
+    """Refuse an id PostgreSQL text cannot store (NUL) or that is no id (control characters, too long)."""
+    if len(value) > MAX_ID_CHARS:
+        raise Unstorable("event.unstorable", f"{name} has {len(value)} characters, at most {MAX_ID_CHARS} allowed")
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        raise Unstorable("event.unstorable", f"{name} contains NUL or control characters")
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event ready to store: the canonical envelope plus the columns derived from it."""
@@ -116,15 +140,29 @@ class StoredEvent:
 
     @classmethod
     def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
-        return cls(
-            origin=event.origin,
-            seq=event.seq,
-            event_id=uuid.UUID(event.event_id),
-            event_type=event.type,
-            state=RecordState.of(event.record),
-            envelope=envelope,
-            recorded_at=event.recorded_at.ToDatetime(tzinfo=dt.UTC),
-        )
+        """The columns of a verified event; :class:`Unstorable` if the store could not hold them.
+
+        A signature proves who wrote an event, not that it fits the schema: without
+        these checks one such event would fail its whole batch, again on every retry.
+        """
+        check_id("record_id", event.record_id)
+        check_id("subject id", subject_id(event.record))
+        if event.seq > MAX_SEQ:
+            raise Unstorable("event.seq", f"seq {event.seq} is beyond the largest a log can have ({MAX_SEQ})")
+        try:
+            return cls(
+                origin=event.origin,
+                seq=event.seq,
+                event_id=uuid.UUID(event.event_id),
+                event_type=event.type,
+                state=RecordState.of(event.record),
+                envelope=envelope,
+                recorded_at=event.recorded_at.ToDatetime(tzinfo=dt.UTC),
+            )
+        except (ValueError, OverflowError) as exc:
+            raise Unstorable(
+                "event.unstorable", f"event id, time or publicity date does not parse: {exc}"[:200]
+            ) from None
 
     @property
     def record_id(self) -> str:

@@ -5,7 +5,20 @@ member) how far its log goes. When this node is behind and Kafka has not closed
 the distance by the next probe — a node that started late, a sequence gap, a
 broker that lost its log — it fetches exactly the missing stretches over
 FetchEvents and passes them through the same intake as Kafka messages: they are
-verified against the origin's key, so who relays them does not matter.
+verified against the origin's key, so who relays them does not matter. An event
+announced on Kafka by a withheld notice (it may not cross the bus) is fetched at
+the next probe, without first giving Kafka a chance to bring it.
+
+A checkpoint tells sync how far an origin's log goes, but only as far as some
+member can serve: what a checkpoint claims beyond the highest ``head_seq`` any
+member answers is not fetched. Such a checkpoint (an origin that signed more
+than it published, or a claim of 10^12 events) is "unreachable": sync asks the
+members again with a growing pause instead of every probe, and once it has been
+pending for ``sync.unreachable_alarm_seconds`` it raises a ``checkpoint.unreachable``
+alarm, resolved by itself if the events ever arrive.
+
+One origin's failure, of whatever kind, is logged and does not stop the others
+or the loop.
 """
 
 from __future__ import annotations
@@ -14,18 +27,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import grpc
 
-from credex.crypto.trust import TrustBundle
+from credex.node.alarms import CHECKPOINT_UNREACHABLE
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
 from credex.node.metrics import METRICS
 from credex.node.peers import PeerChannels
+from credex.node.trust_provider import TrustProvider
 from credex.v1 import exchange_pb2, log_pb2
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unreachable:
+    """An origin's checkpoint claims more events than any member serves."""
+
+    claimed: int  # the largest size claimed
+    served: int = 0  # the most any member served when last asked
+    source: str | None = None  # who served that
+    attempts: int = 0  # rounds of asking every member, each one pause longer than the last
+    delay: float = 0.0  # the pause before the next round
+    retry_at: float = 0.0  # monotonic time of the next round
 
 
 class Sync:
@@ -33,13 +60,13 @@ class Sync:
         self,
         config: NodeConfig,
         pool: asyncpg.Pool,
-        bundle: TrustBundle,
+        trust: TrustProvider,
         intake: Intake,
         channels: PeerChannels,
     ) -> None:
         self.config = config
         self.pool = pool
-        self.bundle = bundle
+        self.trust = trust
         self.intake = intake
         self.keeper = intake.keeper
         self.alarms = intake.alarms
@@ -48,39 +75,66 @@ class Sync:
         self._behind: dict[str, tuple[float, int]] = {}
         # origin -> the largest checkpoint size seen, which the log must reach
         self._wanted: dict[str, int] = {}
+        # origin -> a checkpoint claiming more than any member serves
+        self._unreachable: dict[str, Unreachable] = {}
+        self._settled: set[str] = set()  # origins whose unreachable alarm was resolved since start
+        # origin -> the highest seq a withheld notice announced: Kafka will not bring it, do not wait for it
+        self._withheld: dict[str, int] = {}
         intake.on_gap(self._on_gap)
+        intake.on_withheld(self._on_withheld)
         self.keeper.on_want(self._on_want)
 
     def _on_want(self, origin: str, size: int) -> None:
         self._wanted[origin] = max(size, self._wanted.get(origin, 0))
 
+    def _on_withheld(self, origin: str, seq: int) -> None:
+        self._withheld[origin] = max(seq, self._withheld.get(origin, 0))
+
     def _on_gap(self, origin: str, contiguous: int, max_seq: int) -> None:
         self._behind.setdefault(origin, (time.monotonic(), contiguous))
 
     def peers(self) -> list[str]:
-        return [o for o in self.bundle.origins if o != self.config.origin]
+        return [o for o in self.trust.current.origins if o != self.config.origin]
 
     def sources(self, origin: str) -> list[str]:
         """The origin itself first, then every other member that may hold a copy."""
-        first = self.bundle.member(origin)
+        first = self.trust.current.member(origin)
         ordered = [first] if first else []
-        ordered += [m for m in self.bundle.members if m.origin not in (origin, self.config.origin)]
+        ordered += [m for m in self.trust.current.members if m.origin not in (origin, self.config.origin)]
         return [m.endpoint for m in ordered if m and m.endpoint]
 
+    def unreachable(self, origin: str) -> Unreachable | None:
+        """The checkpoint of ``origin`` no member serves the events of, if any."""
+        return self._unreachable.get(origin)
+
     async def run(self) -> None:
+        """Probe and repair every origin, round after round, whatever fails in one round."""
+        failures = 0
         while True:
-            await self.alarms.load()  # an operator may have cleared an alarm
-            for origin in self.peers():
-                if origin in self.alarms.frozen:
-                    continue
-                try:
-                    await self.fetch_checkpoint(origin)
-                    await self.sync_origin(origin)
-                except asyncio.CancelledError:
-                    raise
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                    log.warning("sync of %s: %s", origin, exc)
-            await asyncio.sleep(self.config.sync.probe_seconds)
+            try:
+                await self.round()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = min(failures + 1, 6)
+                log.warning("sync: round failed (%s: %s); next round after a longer pause", type(exc).__name__, exc)
+            await asyncio.sleep(min(self.config.sync.probe_seconds * 2**failures, 60.0))
+
+    async def round(self) -> None:
+        await self.alarms.load()  # an operator may have cleared an alarm
+        for origin in self.peers():
+            if origin in self.alarms.frozen:
+                continue
+            try:
+                await self.fetch_checkpoint(origin)
+                await self.sync_origin(origin)
+            except asyncio.CancelledError:
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("sync of %s: %s", origin, exc)
+            except Exception:
+                log.exception("sync of %s failed; going on with the other origins", origin)
 
     async def sync_origin(self, origin: str) -> int:
         """Probe ``origin``'s head; fetch what is missing if Kafka does not bring it. Returns events applied.
@@ -90,20 +144,115 @@ class Sync:
         """
         contiguous = await self._contiguous(origin)
         head, source = await self._probe(origin)
-        head = max(head, self._wanted.get(origin, 0)) if source is not None else head
-        if source is None or head <= contiguous:
+        if source is None:
             self._behind.pop(origin, None)
+            return 0
+        head, sources = await self._target(origin, head, source)
+        if head <= contiguous:
+            self._behind.pop(origin, None)
+            self._withheld.pop(origin, None)
             return 0
         now = time.monotonic()
         since, seen = self._behind.get(origin, (now, -1))
-        if contiguous != seen:  # first probe behind, or Kafka made progress: wait once more
+        if self._withheld.get(origin, 0) > contiguous:
+            pass  # announced as withheld from the bus: only gRPC brings it, no use waiting for Kafka
+        elif contiguous != seen:  # first probe behind, or Kafka made progress: wait once more
             self._behind[origin] = (now, contiguous)
             return 0
-        if now - since < self.config.sync.probe_seconds:
+        elif now - since < self.config.sync.probe_seconds:
             return 0
-        applied = await self.fetch_missing(origin, head, [source, *[s for s in self.sources(origin) if s != source]])
+        applied = await self.fetch_missing(origin, head, sources)
         self._behind.pop(origin, None)
         return applied
+
+    async def _target(self, origin: str, head: int, source: str) -> tuple[int, list[str]]:
+        """How far to fetch ``origin``'s log, and from whom: up to its checkpoints, as far as anyone serves."""
+        others = [s for s in self.sources(origin) if s != source]
+        wanted = self._wanted.get(origin, 0)
+        if wanted <= head:
+            await self._reachable(origin)
+            return head, [source, *others]
+        now = time.monotonic()
+        state = self._unreachable.get(origin)
+        if state is None or now >= state.retry_at or wanted > state.claimed:
+            state = await self._ask_everyone(origin, wanted, head, source, others, state)
+            if state is None:
+                await self._reachable(origin)
+                return wanted, [source, *others]
+        best = [state.source] if state.source else []
+        return max(head, state.served), [*best, *[s for s in (source, *others) if s not in best]]
+
+    async def _ask_everyone(
+        self, origin: str, wanted: int, head: int, source: str, others: list[str], state: Unreachable | None
+    ) -> Unreachable | None:
+        """One round of asking every member how far it serves ``origin``; None if someone reaches ``wanted``."""
+        served, best = head, source
+        for endpoint in others:
+            try:
+                response = await self._fetch(endpoint, origin, 1, 0)
+            except grpc.aio.AioRpcError:
+                continue
+            if response.head_seq > served:
+                served, best = int(response.head_seq), endpoint
+        if served >= wanted:
+            return None
+        state = state or Unreachable(wanted)
+        state.claimed, state.served, state.source = wanted, served, best
+        state.attempts += 1
+        state.delay = min(
+            self.config.sync.probe_seconds * 2**state.attempts, self.config.sync.unreachable_backoff_max_seconds
+        )
+        state.retry_at = time.monotonic() + state.delay
+        self._unreachable[origin] = state
+        self._settled.discard(origin)
+        log.info(
+            "sync of %s: a checkpoint claims %d events, no member serves more than %d; asking again in %.0f s",
+            origin,
+            wanted,
+            served,
+            state.delay,
+        )
+        await self._alarm_if_overdue(origin, served)
+        return state
+
+    async def _alarm_if_overdue(self, origin: str, served: int) -> None:
+        """Raise the alarm once a checkpoint has stayed beyond what anyone serves for too long."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT size, note, source, first_seen, extract(epoch FROM now() - first_seen)::float8 AS age"
+                " FROM checkpoints WHERE origin = $1 AND state = 'pending' AND size > $2"
+                " ORDER BY first_seen LIMIT 1",
+                origin,
+                served,
+            )
+            if row is None or row["age"] < self.config.sync.unreachable_alarm_seconds:
+                return
+            await self.alarms.raise_once(
+                conn,
+                origin,
+                CHECKPOINT_UNREACHABLE,
+                f"{origin} signed a checkpoint of {row['size']} events {row['age']:.0f} s ago and no member serves"
+                f" more than {served}; sync stops fetching beyond that and asks again with a growing pause."
+                f" Ask {origin}'s operator whether it published its log; if it did not sign this, revoke its key",
+                {
+                    "size": row["size"],
+                    "served": served,
+                    "note": row["note"],
+                    "received_from": row["source"],
+                    "first_seen": row["first_seen"].isoformat(),
+                },
+                same={"size": row["size"]},
+            )
+
+    async def _reachable(self, origin: str) -> None:
+        """Every checkpoint of ``origin`` can be served again: forget the backoff, resolve the alarm."""
+        if self._unreachable.pop(origin, None) is None and origin in self._settled:
+            return
+        async with self.pool.acquire() as conn:
+            await self.alarms.resolve(
+                conn, origin, CHECKPOINT_UNREACHABLE, "the events of every checkpoint can be fetched again"
+            )
+        self._settled.add(origin)
 
     async def fetch_missing(self, origin: str, head: int, sources: Sequence[str]) -> int:
         applied = 0

@@ -80,11 +80,11 @@ async def test_every_node_verifies_the_origin_checkpoint_and_serves_proofs_anyon
     gov_ca, gov_cert, gov_key = federation.layout.client_tls()
     async with open_channel(f"127.0.0.1:{nodes['320000'].port}", ca=gov_ca, cert=gov_cert, key=gov_key) as channel:
         first = await log_pb2_grpc.LogServiceStub(channel).GetInclusionProof(
-            log_pb2.GetInclusionProofRequest(origin="310000", seq=1)
+            log_pb2.GetInclusionProofRequest(origin="310000", seq=1, purpose="proof check")
         )
         record_id = check_inclusion(first, bundle).event.event.record_id
         answer = await lookup_pb2_grpc.LookupServiceStub(channel).GetRecord(
-            lookup_pb2.GetRecordRequest(record_id=record_id)
+            lookup_pb2.GetRecordRequest(record_id=record_id, purpose="proof check")
         )
     assert check_inclusion(answer.proof, bundle).event.event.record_id == record_id
 

@@ -9,6 +9,7 @@ so a failure replays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -81,8 +82,13 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:]
 
 
-async def ingest(node: NodeProcess, path: Path, kill_after: float | None = None) -> bool:
-    """Run ``credex ingest``; with ``kill_after``, SIGKILL it then. True if it ran to the end."""
+async def ingest(node: NodeProcess, path: Path, kill_mid_file: random.Random | None = None) -> bool:
+    """Run ``credex ingest``; with ``kill_mid_file``, SIGKILL it while the file's transaction is open.
+
+    True if it ran to the end. The kill waits for the ingest's own transaction to
+    have written rows (seen in ``pg_stat_activity``), so it lands mid-file however
+    fast or slow the machine is, instead of after a guessed number of seconds.
+    """
     process = await asyncio.create_subprocess_exec(
         *CREDEX,
         "ingest",
@@ -93,17 +99,32 @@ async def ingest(node: NodeProcess, path: Path, kill_after: float | None = None)
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    if kill_after is None:
-        output, _ = await process.communicate()
-        assert process.returncode == 0, f"ingest of {path} failed: {output.decode()[-3000:]}"
-        return True
-    try:
-        await asyncio.wait_for(process.wait(), timeout=kill_after)
-        return True
-    except TimeoutError:
+    if kill_mid_file is not None and await _writing_transaction_seen(node, process):
+        await asyncio.sleep(kill_mid_file.uniform(0.0, 0.05))
         process.send_signal(signal.SIGKILL)
         await process.wait()
         return False
+    output, _ = await process.communicate()
+    assert process.returncode == 0, f"ingest of {path} failed: {output.decode()[-3000:]}"
+    return True
+
+
+async def _writing_transaction_seen(node: NodeProcess, process: asyncio.subprocess.Process) -> bool:
+    """Wait until another backend of the node's database holds a transaction that wrote; False if the ingest ended."""
+    conn = await asyncpg.connect(node.federation.database_url(node.origin))
+    try:
+        while process.returncode is None:
+            writing = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL AND query ILIKE '%events%'"
+            )
+            if writing:
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=0.01)
+        return False
+    finally:
+        await conn.close()
 
 
 async def node_state(url: str) -> dict[str, tuple[int, int, bytes]]:
@@ -149,7 +170,7 @@ async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
         for round_number in range(6):
             origin, peer = rng.sample(ORIGINS, 2)
             # During ingest: the ingest process dies mid-file; its transaction must vanish whole.
-            if not await ingest(nodes[origin], new_file(origin, rows=6000), kill_after=rng.uniform(1.2, 3.0)):
+            if not await ingest(nodes[origin], new_file(origin, rows=6000), kill_mid_file=rng):
                 kills["ingest"] += 1
             # During publishing: the origin dies right after a file, while its relay publishes.
             await ingest(nodes[origin], new_file(origin))
@@ -174,7 +195,7 @@ async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
             if round_number % 2:
                 await ingest(nodes[peer], new_file(peer))  # everyone publishes, not only the origin
 
-        assert sum(kills.values()) >= 20, kills
+        assert kills == {"ingest": 6, "publishing": 6, "intake": 6, "sync": 6}, kills
         # Finish every file that a kill interrupted; finished ones are recognised and left alone.
         for origin, paths in files.items():
             for path in paths:

@@ -89,36 +89,68 @@ async def test_killing_the_node_mid_file_mid_pages_and_mid_poll_takes_every_row_
         "CREDEX_INGEST__PARALLEL_FROM_BYTES": "0",
     }
     rng = random.Random(7)
-    kills = 0
+    landed: list[set[str]] = []
+    url = federation.database_url("310000")
     with serve(PagedApi(records)) as api:
         config = write_config(federation, inbox, api, source)
         big.rename(inbox / big.name)
-        log = (tmp_path / "node.log").open("ab")
-        for _ in range(8):
-            node = await asyncio.create_subprocess_exec(
-                *CREDEX, "node", "run", "--config", str(config), env=env, stdout=asyncio.subprocess.PIPE, stderr=log
-            )
-            assert node.stdout is not None
-            assert b"ready" in await asyncio.wait_for(node.stdout.readline(), timeout=60)
-            await asyncio.sleep(rng.uniform(0.5, 2.5))
-            node.send_signal(signal.SIGKILL)
-            await node.wait()
-            kills += 1
+        for run in range(8):
+            log_path = tmp_path / f"node-{run}.log"
+            with log_path.open("wb") as log:
+                node = await asyncio.create_subprocess_exec(
+                    *CREDEX, "node", "run", "--config", str(config), env=env, stdout=asyncio.subprocess.PIPE, stderr=log
+                )
+                assert node.stdout is not None
+                assert b"ready" in await asyncio.wait_for(node.stdout.readline(), timeout=60)
+                await asyncio.sleep(rng.uniform(0.5, 2.5))
+                node.send_signal(signal.SIGKILL)
+                await node.wait()
+            landed.append(await where_the_kill_landed(url, log_path, len(records), 1500))
         node = await asyncio.create_subprocess_exec(
-            *CREDEX, "node", "run", "--config", str(config), env=env, stdout=asyncio.subprocess.PIPE, stderr=log
+            *CREDEX,
+            "node",
+            "run",
+            "--config",
+            str(config),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=(tmp_path / "node-final.log").open("wb"),
         )
         try:
-            done = await wait_until_done(federation.database_url("310000"), inbox, len(records), 1500, timeout=180)
+            done = await wait_until_done(url, inbox, len(records), 1500, timeout=180)
         finally:
             node.send_signal(signal.SIGTERM)
             await node.wait()
-    assert kills >= 8
+    # The kills really interrupted work in progress: each transport was cut off in the middle at least once.
+    assert {"mid-file", "mid-pages", "mid-poll"} <= set().union(*landed), landed
     file_rows, api_rows, poll_rows, records_held = done
     assert file_rows == (drop.rows, drop.rows - drop.bad, drop.bad)
     assert api_rows[0] == len(records) and api_rows[0] == api_rows[1] + api_rows[2]
     assert poll_rows[0] == 1500 and poll_rows[0] == poll_rows[1] + poll_rows[2]
     # No row twice: every accepted row made exactly one new record, and nothing else did.
     assert records_held == file_rows[1] + api_rows[1] + poll_rows[1] == api_rows[3] + poll_rows[3] + file_rows[1]
+
+
+async def where_the_kill_landed(url: str, node_log: Path, api_total: int, poll_total: int) -> set[str]:
+    """What the kill cut off: a file begun but not committed, pages or polls partly taken in."""
+    conn = await asyncpg.connect(url)
+    try:
+        files_done = int(await conn.fetchval("SELECT count(*) FROM ingest_files"))
+        taken = {
+            r["feed"]: int(r["rows_in"])
+            for r in await conn.fetch("SELECT feed, sum(rows_in) AS rows_in FROM feed_batches GROUP BY feed")
+        }
+    finally:
+        await conn.close()
+    began_file = b"taking in big.csv" in await asyncio.to_thread(node_log.read_bytes)
+    where = set()
+    if began_file and not files_done:
+        where.add("mid-file")
+    if 0 < taken.get("api", 0) < api_total:
+        where.add("mid-pages")
+    if 0 < taken.get("qzk", 0) < poll_total:
+        where.add("mid-poll")
+    return where
 
 
 async def wait_until_done(

@@ -11,35 +11,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from credex.adapters import synth
-from credex.adapters.profile import Profile
 from credex.domain import uscc as uscc_codes
 from credex.node.peers import open_channel
 from credex.node.runtime import Node
 from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
+from .callers import government_channel, peer_channel, serve_sample
 from .conftest import TestFederation
-
-NATIONAL = Profile.load("national")
 
 
 @pytest.fixture
 async def served(federation: TestFederation, tmp_path: Path) -> AsyncIterator[tuple[Node, synth.SynthSummary]]:
-    node = await federation.start_node("310000")
-    path = tmp_path / "p.csv"
-    summary = synth.write(path, synth.SynthSpec(region="310000", rows=60, bad_share=0.0, shared_share=0.5))
-    await node.ingest([path], NATIONAL)
-    yield node, summary
-
-
-def government_channel(federation: TestFederation, node: Node) -> grpc.aio.Channel:
-    ca, cert, key = federation.layout.client_tls()
-    return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=cert, key=key)
-
-
-def peer_channel(federation: TestFederation, node: Node, origin: str) -> grpc.aio.Channel:
-    tls = federation.layout.member_dir(origin) / "tls"
-    ca = federation.layout.ca_dir / "ca.crt"
-    return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=tls / "node.crt", key=tls / "node.key")
+    yield await serve_sample(federation, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +42,7 @@ async def test_a_malformed_uscc_is_invalid_argument_saying_what_is_wrong(
     async with government_channel(federation, node) as channel:
         stub = lookup_pb2_grpc.LookupServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.GetProfile(lookup_pb2.GetProfileRequest(uscc=uscc))
+            await stub.GetProfile(lookup_pb2.GetProfileRequest(uscc=uscc, purpose="资格审查"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert says in (raised.value.details() or "")
 
@@ -71,7 +54,7 @@ async def test_an_unknown_but_valid_uscc_gives_an_empty_profile(
     unknown = uscc_codes.make("91", "310105", "ABCD1234")
     async with government_channel(federation, node) as channel:
         profile = await lookup_pb2_grpc.LookupServiceStub(channel).GetProfile(
-            lookup_pb2.GetProfileRequest(uscc=unknown)
+            lookup_pb2.GetProfileRequest(uscc=unknown, purpose="资格审查")
         )
     assert profile.subject_id == unknown
     assert list(profile.entries) == []
@@ -114,7 +97,7 @@ async def test_bad_requests_get_clear_status_codes(
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         for record_id, code in [("", grpc.StatusCode.INVALID_ARGUMENT), ("310000-CF-none", grpc.StatusCode.NOT_FOUND)]:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.GetRecord(lookup_pb2.GetRecordRequest(record_id=record_id))
+                await stub.GetRecord(lookup_pb2.GetRecordRequest(record_id=record_id, purpose="复核"))
             assert raised.value.code() == code
 
 
@@ -132,9 +115,10 @@ async def test_only_federation_peers_may_fetch_logs(
         response = await stub.FetchEvents(request)
         assert len(response.envelopes) == 10
         assert response.head_seq == 60
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.FetchEvents(exchange_pb2.FetchEventsRequest(origin="990000", from_seq=1, limit=1))
-        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        for origin, code in [("340000", grpc.StatusCode.NOT_FOUND), ("990000", grpc.StatusCode.INVALID_ARGUMENT)]:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.FetchEvents(exchange_pb2.FetchEventsRequest(origin=origin, from_seq=1, limit=1))
+            assert raised.value.code() == code  # not a member / not a division code at all
 
 
 async def test_a_caller_without_a_federation_certificate_cannot_connect(

@@ -225,7 +225,7 @@ async def test_hunan_natural_persons_come_in_under_pseudonyms_only(federation: T
     ca, cert, key = federation.layout.client_tls()
     async with open_channel(f"127.0.0.1:{peer.port}", ca=ca, cert=cert, key=key) as channel:
         answer = await lookup_pb2_grpc.LookupServiceStub(channel).GetRecord(
-            lookup_pb2.GetRecordRequest(record_id=points[0].record_id)
+            lookup_pb2.GetRecordRequest(record_id=points[0].record_id, purpose="profile round trip")
         )
     assert answer.entry.record.personal_points.points == points[0].personal_points.points
     await assert_nowhere(numbers, [node, peer], federation, caplog)

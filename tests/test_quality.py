@@ -10,14 +10,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.domain import uscc as uscc_codes
-from credex.domain.workdays import working_days_between
+from credex.domain.workdays import is_workday, working_days_between
 from credex.node.embedded import EmbeddedPostgres
 from credex.node.peers import open_channel
-from credex.node.quality import compute
+from credex.node.quality import compute, problem_rows
 from credex.node.runtime import Node
 from credex.v1 import quality_pb2, quality_pb2_grpc
 
@@ -35,6 +37,19 @@ def test_working_days_follow_the_official_calendar_with_its_swapped_days() -> No
     assert working_days_between(dt.date(2026, 10, 9), dt.date(2026, 10, 10)) == (1, True)
     days, official = working_days_between(dt.date(2099, 1, 1), dt.date(2099, 1, 8))
     assert (days, official) == (5, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.dates(dt.date(2015, 1, 1), dt.date(2101, 12, 31)),
+    span=st.integers(-5, 800),
+)
+def test_working_days_over_any_span_match_counting_day_by_day(start: dt.date, span: int) -> None:
+    end = start + dt.timedelta(days=span)
+    days = [start + dt.timedelta(days=i) for i in range(1, span + 1)]
+    flags = [is_workday(day) for day in days]
+    expected = (sum(working for working, _ in flags), all(known for _, known in flags))
+    assert working_days_between(start, end) == expected
 
 
 def unit_file(
@@ -157,3 +172,16 @@ async def test_the_report_writes_each_unit_its_problem_rows_and_serves_dashboard
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await quality_pb2_grpc.QualityServiceStub(channel).GetQualityReport(quality_pb2.GetQualityReportRequest())
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_rows_a_unit_sends_twice_in_another_encoding_count_once(node: Node, tmp_path: Path) -> None:
+    sent = unit_file(tmp_path / "a.csv", 120, UNIT_A, dt.date.today(), seed=4, bad=0.2)
+    text = (tmp_path / "a.csv").read_text(encoding="utf-8")
+    (tmp_path / "a-gb18030.csv").write_bytes(text.encode("gb18030"))
+    (tmp_path / "a-bom.csv").write_bytes(text.encode("utf-8-sig"))
+    await node.ingest([tmp_path / "a-gb18030.csv", tmp_path / "a-bom.csv"], NATIONAL)
+    assert node.pool is not None
+    [unit] = await compute(node.pool, "310000")
+    assert (unit.reported, unit.quarantined) == (120, sent.bad)
+    assert unit.compliance_rate == pytest.approx((120 - sent.bad) / 120)
+    assert len(await problem_rows(node.pool, UNIT_A[1])) == sent.bad

@@ -24,8 +24,9 @@ from .conftest import TestFederation, eventually
 NATIONAL = Profile.load("national")
 
 
-def forged_event(origin: str, seq: int) -> bytes:
-    record_id = f"{origin}-CF-forged{seq}"
+def event_payload(origin: str, seq: int, record_id: str = "") -> bytes:
+    """An event's payload bytes, ready to seal with whichever key a test wants (genuine or not)."""
+    record_id = record_id or f"{origin}-CF-forged{seq}"
     stamp = Timestamp()
     stamp.FromDatetime(dt.datetime.now(dt.UTC))
     event = event_pb2.Event(
@@ -70,9 +71,9 @@ async def test_damaged_and_forged_events_are_rejected_and_the_consumer_keeps_goi
     other_key = SigningKey.load(federation.layout.member_dir("330000") / "keys")
     damaged = {
         "signature.invalid": flipped_envelope.SerializeToString(),
-        "key.unknown": seal(SigningKey.generate(), forged_event("310000", 9001)).SerializeToString(),
-        "key.other_origin": seal(other_key, forged_event("310000", 9002)).SerializeToString(),
-        "origin.mismatch": seal(own_key, forged_event("330000", 9003)).SerializeToString(),
+        "key.unknown": seal(SigningKey.generate(), event_payload("310000", 9001)).SerializeToString(),
+        "key.other_origin": seal(other_key, event_payload("310000", 9002)).SerializeToString(),
+        "origin.mismatch": seal(own_key, event_payload("330000", 9003)).SerializeToString(),
         "envelope.malformed": b"\xff\xfe not a protobuf envelope",
     }
     caplog.set_level(logging.WARNING, logger="credex.node.intake")

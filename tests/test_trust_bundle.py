@@ -14,12 +14,12 @@ from credex.crypto.keys import SigningKey
 from credex.crypto.trust import EventRejected, EventVerifier, Member, MemberKey, TrustBundle, TrustBundleError
 
 
-def member(origin: str, key: SigningKey, **window: dt.datetime) -> Member:
+def member(origin: str, key: SigningKey, not_after: dt.datetime | None = None) -> Member:
     return Member(
         origin=origin,
         name=origin,
         endpoint="127.0.0.1:1",
-        keys=(MemberKey(key_id=key.key_id, public_key=key.public_b64, **window),),
+        keys=(MemberKey(key_id=key.key_id, public_key=key.public_b64, not_after=not_after),),
     )
 
 
@@ -60,12 +60,12 @@ def test_malformed_bundle_files_give_a_clear_error(tmp_path: Path, content: byte
         TrustBundle.load_signed(path, SigningKey.generate().private.public_key())
 
 
-def test_a_key_is_trusted_only_inside_its_window_and_before_revocation() -> None:
+def test_a_key_is_trusted_only_inside_its_planned_window() -> None:
     from credex.v1 import event_pb2, record_pb2
 
     key = SigningKey.generate()
-    revoked = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-    verifier = EventVerifier(TrustBundle(federation="yrd").with_member(member("310000", key, revoked_at=revoked)))
+    ends = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    verifier = EventVerifier(TrustBundle(federation="yrd").with_member(member("310000", key, not_after=ends)))
 
     def signed_at(when: dt.datetime) -> event_pb2.Envelope:
         event = event_pb2.Event(
@@ -78,10 +78,17 @@ def test_a_key_is_trusted_only_inside_its_window_and_before_revocation() -> None
         event.recorded_at.FromDatetime(when)
         return seal(key, event.SerializeToString())
 
-    assert verifier.verify(signed_at(revoked - dt.timedelta(days=1)), "310000").event.seq == 1
+    assert verifier.verify(signed_at(ends - dt.timedelta(days=1)), "310000").event.seq == 1
     with pytest.raises(EventRejected) as raised:
-        verifier.verify(signed_at(revoked + dt.timedelta(days=1)), "310000")
+        verifier.verify(signed_at(ends + dt.timedelta(days=1)), "310000")
     assert raised.value.reason == "key.not_valid"
+
+
+def test_a_bundle_with_a_version_below_one_or_a_malformed_tls_binding_is_invalid() -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        TrustBundle(federation="yrd", version=0)
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        Member(origin="310000", name="上海", tls_spki_sha256="not-a-hash")
 
 
 def test_member_origins_must_be_division_codes() -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from credex.v1 import event_pb2 as credex_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63redex/v1/log.proto\x12\tcredex.v1\x1a\x15\x63redex/v1/event.proto\"&\n\x14GetCheckpointRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\"L\n\x10SignedCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0c\n\x04root\x18\x04 \x01(\x0c\"i\n\x18GetInclusionProofRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x03seq\x18\x02 \x01(\x04H\x00\x12\x13\n\trecord_id\x18\x03 \x01(\tH\x00\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x42\x06\n\x04leaf\"\xbc\x01\n\x0eInclusionProof\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x12\n\nleaf_index\x18\x03 \x01(\x04\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x0e\n\x06hashes\x18\x05 \x03(\x0c\x12%\n\x08\x65nvelope\x18\x06 \x01(\x0b\x32\x13.credex.v1.Envelope\x12/\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1b.credex.v1.SignedCheckpoint\"P\n\x1aGetConsistencyProofRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x10\n\x08new_size\x18\x03 \x01(\x04\"\x87\x01\n\x10\x43onsistencyProof\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x10\n\x08new_size\x18\x03 \x01(\x04\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12/\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1b.credex.v1.SignedCheckpoint2\x8b\x02\n\nLogService\x12M\n\rGetCheckpoint\x12\x1f.credex.v1.GetCheckpointRequest\x1a\x1b.credex.v1.SignedCheckpoint\x12S\n\x11GetInclusionProof\x12#.credex.v1.GetInclusionProofRequest\x1a\x19.credex.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.credex.v1.GetConsistencyProofRequest\x1a\x1b.credex.v1.ConsistencyProofb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63redex/v1/log.proto\x12\tcredex.v1\x1a\x15\x63redex/v1/event.proto\"&\n\x14GetCheckpointRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\"L\n\x10SignedCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0c\n\x04root\x18\x04 \x01(\x0c\"z\n\x18GetInclusionProofRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x03seq\x18\x02 \x01(\x04H\x00\x12\x13\n\trecord_id\x18\x03 \x01(\tH\x00\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x0f\n\x07purpose\x18\x05 \x01(\tB\x06\n\x04leaf\"\xbc\x01\n\x0eInclusionProof\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x12\n\nleaf_index\x18\x03 \x01(\x04\x12\x11\n\ttree_size\x18\x04 \x01(\x04\x12\x0e\n\x06hashes\x18\x05 \x03(\x0c\x12%\n\x08\x65nvelope\x18\x06 \x01(\x0b\x32\x13.credex.v1.Envelope\x12/\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1b.credex.v1.SignedCheckpoint\"P\n\x1aGetConsistencyProofRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x10\n\x08new_size\x18\x03 \x01(\x04\"\x87\x01\n\x10\x43onsistencyProof\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x10\n\x08new_size\x18\x03 \x01(\x04\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12/\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1b.credex.v1.SignedCheckpoint2\x8b\x02\n\nLogService\x12M\n\rGetCheckpoint\x12\x1f.credex.v1.GetCheckpointRequest\x1a\x1b.credex.v1.SignedCheckpoint\x12S\n\x11GetInclusionProof\x12#.credex.v1.GetInclusionProofRequest\x1a\x19.credex.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.credex.v1.GetConsistencyProofRequest\x1a\x1b.credex.v1.ConsistencyProofb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEDCHECKPOINT']._serialized_start=97
   _globals['_SIGNEDCHECKPOINT']._serialized_end=173
   _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=175
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=280
-  _globals['_INCLUSIONPROOF']._serialized_start=283
-  _globals['_INCLUSIONPROOF']._serialized_end=471
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=473
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=553
-  _globals['_CONSISTENCYPROOF']._serialized_start=556
-  _globals['_CONSISTENCYPROOF']._serialized_end=691
-  _globals['_LOGSERVICE']._serialized_start=694
-  _globals['_LOGSERVICE']._serialized_end=961
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=297
+  _globals['_INCLUSIONPROOF']._serialized_start=300
+  _globals['_INCLUSIONPROOF']._serialized_end=488
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=490
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=570
+  _globals['_CONSISTENCYPROOF']._serialized_start=573
+  _globals['_CONSISTENCYPROOF']._serialized_end=708
+  _globals['_LOGSERVICE']._serialized_start=711
+  _globals['_LOGSERVICE']._serialized_end=978
 # @@protoc_insertion_point(module_scope)

@@ -80,12 +80,15 @@ class GetInclusionProofRequest(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     RECORD_ID_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     seq: _builtins.int
     record_id: _builtins.str
     """the event behind the record's current state"""
     tree_size: _builtins.int
     """0: the newest checkpoint's size"""
+    purpose: _builtins.str
+    """why the caller asks (a proof carries the whole record); written to the audit log"""
     def __init__(
         self,
         *,
@@ -93,10 +96,11 @@ class GetInclusionProofRequest(_message.Message):
         seq: _builtins.int = ...,
         record_id: _builtins.str = ...,
         tree_size: _builtins.int = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["leaf", b"leaf", "record_id", b"record_id", "seq", b"seq"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf", b"leaf", "origin", b"origin", "record_id", b"record_id", "seq", b"seq", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaf", b"leaf", "origin", b"origin", "purpose", b"purpose", "record_id", b"record_id", "seq", b"seq", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_leaf: _TypeAlias = _typing.Literal["seq", "record_id"]  # noqa: Y015
     _WhichOneofArgType_leaf: _TypeAlias = _typing.Literal["leaf", b"leaf"]  # noqa: Y015

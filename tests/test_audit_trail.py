@@ -1,0 +1,217 @@
+"""No data leaves a node without an audit row, and one caller's row never fails another caller's call.
+
+Regression tests of issue 7's probes: a NUL in one caller's purpose failed the
+group-committed audit write of everyone batched with it; walking GetInclusionProof
+read every record with no audit row; FetchEvents, denied and invalid attempts
+were not audited; a government lookup without a purpose was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from credex.node.audit import AuditEntry, AuditLog, AuditUnavailable
+from credex.v1 import (
+    exchange_pb2,
+    exchange_pb2_grpc,
+    log_pb2,
+    log_pb2_grpc,
+    lookup_pb2,
+    lookup_pb2_grpc,
+    quality_pb2,
+    quality_pb2_grpc,
+)
+
+from .callers import PUBLIC, audit_rows, client_channel, government_channel, peer_channel, serve_sample
+from .conftest import TestFederation, eventually
+
+
+async def status_of(call: Any) -> str:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return str(exc.code().name)
+    return "OK"
+
+
+async def test_a_nul_in_one_callers_request_fails_none_of_the_lookups_batched_with_it(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, summary = await serve_sample(federation, tmp_path)
+    subjects = sorted(summary.shared_subjects)
+    async with government_channel(federation, node) as good, client_channel(federation, node, PUBLIC) as bad:
+        office, prober = lookup_pb2_grpc.LookupServiceStub(good), lookup_pb2_grpc.LookupServiceStub(bad)
+
+        async def lookups(stub: lookup_pb2_grpc.LookupServiceAsyncStub, requests: list[Any]) -> Counter[str]:
+            share = asyncio.Semaphore(16)  # within one caller's share: this test is about the audit, not overload
+
+            async def one(request: lookup_pb2.GetProfileRequest) -> str:
+                async with share:
+                    return await status_of(stub.GetProfile(request, timeout=60))
+
+            return Counter(await asyncio.gather(*(one(r) for r in requests)))
+
+        good_requests = [
+            lookup_pb2.GetProfileRequest(uscc=subjects[i % len(subjects)], purpose="资格审查") for i in range(80)
+        ]
+        bad_requests = [lookup_pb2.GetProfileRequest(uscc=subjects[0], purpose=f"probe\x00{i}") for i in range(40)]
+        bad_requests += [lookup_pb2.GetProfileRequest(uscc=f"{subjects[0]}\x00{i}") for i in range(40)]
+        answered, refused = await asyncio.gather(lookups(office, good_requests), lookups(prober, bad_requests))
+    assert answered == Counter({"OK": 80})
+    assert refused == Counter({"INVALID_ARGUMENT": 80})
+    rows = await audit_rows(node, "GetProfile")
+    assert Counter((r["caller"], r["status"]) for r in rows) == Counter(
+        {("government-office", "OK"): 80, (PUBLIC, "INVALID_ARGUMENT"): 80}
+    )
+    probes = [r for r in rows if r["caller"] == PUBLIC]
+    assert all("\\x00" in r["purpose"] + r["subject_id"] for r in probes)  # what was sent, made storable
+
+
+async def test_an_unstorable_entry_fails_alone_and_its_batch_is_written(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=0.05)
+    audit.start()
+    try:
+        good = [audit.record(entry(f"caller-{i}")) for i in range(20)]
+        bad = audit.record(entry("clockless", at="not a time"))  # the database refuses it whatever is escaped
+        results = await asyncio.wait_for(asyncio.gather(*good, bad, return_exceptions=True), timeout=60)
+    finally:
+        await audit.stop()
+    assert results[:20] == [None] * 20
+    assert isinstance(results[20], AuditUnavailable)
+    assert sorted(r["caller"] for r in await audit_rows(node)) == sorted(f"caller-{i}" for i in range(20))
+
+
+async def test_stopping_the_audit_log_resolves_every_waiting_entry(federation: TestFederation) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=0.05)
+    audit.start()
+    waiting = [asyncio.ensure_future(audit.record(entry(f"caller-{i}"))) for i in range(50)]
+    await asyncio.sleep(0)  # the writer takes the first batch in hand
+    await audit.stop()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=30)
+    assert all(r is None or isinstance(r, AuditUnavailable) for r in results)
+    with pytest.raises(AuditUnavailable):
+        await audit.record(entry("late"))
+
+
+async def test_walking_inclusion_proofs_leaves_one_row_per_call_under_the_records_subject(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, _ = await serve_sample(federation, tmp_path, rows=30)
+    assert node.keeper is not None
+    keeper = node.keeper
+    await eventually(lambda: _checkpoint_covers(keeper, 30))
+    async with client_channel(federation, node, PUBLIC) as channel:
+        stub = log_pb2_grpc.LogServiceStub(channel)
+        answers = [
+            await status_of(stub.GetInclusionProof(log_pb2.GetInclusionProofRequest(origin="310000", seq=seq)))
+            for seq in range(1, 33)  # two past the end of the log
+        ]
+    assert answers.count("OK") >= 1 and answers[-2:] == ["NOT_FOUND", "NOT_FOUND"]
+    rows = await audit_rows(node, "GetInclusionProof")
+    assert [r["status"] for r in rows] == answers
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        subjects = {r["subject_id"] for r in await conn.fetch("SELECT subject_id FROM records")}
+    assert all(r["subject_id"] in subjects and r["answered"] == 1 for r in rows if r["status"] == "OK")
+
+
+async def test_fetch_events_is_audited_with_the_range_served_and_refusals_too(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, _ = await serve_sample(federation, tmp_path, rows=20)
+    request = exchange_pb2.FetchEventsRequest(origin="310000", from_seq=3, limit=10)
+    async with peer_channel(federation, node, "320000") as channel:
+        response = await exchange_pb2_grpc.ExchangeServiceStub(channel).FetchEvents(request)
+    async with government_channel(federation, node) as channel:
+        denied = await status_of(exchange_pb2_grpc.ExchangeServiceStub(channel).FetchEvents(request))
+    assert len(response.envelopes) == 10 and denied == "PERMISSION_DENIED"
+    served, refused = await audit_rows(node, "FetchEvents")
+    assert (served["caller"], served["role"], served["answered"], served["detail"]) == (
+        "320000",
+        "peer",
+        10,
+        "310000#3..12",
+    )
+    assert (refused["caller"], refused["status"], refused["answered"]) == ("government-office", "PERMISSION_DENIED", 0)
+
+
+async def test_every_call_answered_or_refused_is_audited_with_its_status(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, summary = await serve_sample(federation, tmp_path, rows=20)
+    subject = sorted(summary.shared_subjects)[0]
+    async with government_channel(federation, node) as channel, client_channel(federation, node, PUBLIC) as public:
+        lookup, log = lookup_pb2_grpc.LookupServiceStub(channel), log_pb2_grpc.LogServiceStub(channel)
+        outcomes = [
+            await status_of(lookup.GetProfile(lookup_pb2.GetProfileRequest(uscc=subject))),
+            await status_of(lookup.GetProfile(lookup_pb2.GetProfileRequest(uscc=subject, purpose="x" * 501))),
+            await status_of(lookup.GetRecord(lookup_pb2.GetRecordRequest(record_id="310000-none", purpose="复核"))),
+            await status_of(
+                log.GetConsistencyProof(log_pb2.GetConsistencyProofRequest(origin="330000", old_size=1, new_size=5))
+            ),
+            await status_of(
+                quality_pb2_grpc.QualityServiceStub(public).GetQualityReport(quality_pb2.GetQualityReportRequest())
+            ),
+            await status_of(public.unary_unary("/credex.v1.LogService/GetCheckpoint", None, None)(b"\xff")),
+            # A proof carries the whole record: the purpose rule holds for it as for a lookup.
+            await status_of(
+                log.GetInclusionProof(log_pb2.GetInclusionProofRequest(origin="310000", record_id="310000-none"))
+            ),
+        ]
+    expected = ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "NOT_FOUND", "OUT_OF_RANGE", "PERMISSION_DENIED"]
+    assert outcomes == [*expected, "INVALID_ARGUMENT", "INVALID_ARGUMENT"]
+    rows = await audit_rows(node)
+    assert [(r["method"], r["status"]) for r in rows] == [
+        ("GetProfile", "INVALID_ARGUMENT"),
+        ("GetProfile", "INVALID_ARGUMENT"),
+        ("GetRecord", "NOT_FOUND"),
+        ("GetConsistencyProof", "OUT_OF_RANGE"),
+        ("GetQualityReport", "PERMISSION_DENIED"),
+        ("GetCheckpoint", "INVALID_ARGUMENT"),
+        ("GetInclusionProof", "INVALID_ARGUMENT"),
+    ]
+    assert rows[0]["detail"].startswith("purpose is required for government callers")
+    assert rows[6]["detail"].startswith("purpose is required for government callers")
+    assert rows[4]["role"] == "public" and rows[4]["caller"] == PUBLIC
+
+
+async def test_the_purpose_rule_for_government_callers_is_a_setting(federation: TestFederation, tmp_path: Path) -> None:
+    node, summary = await serve_sample(federation, tmp_path, rows=10, access={"purpose_required_for_government": False})
+    async with government_channel(federation, node) as channel:
+        profile = await lookup_pb2_grpc.LookupServiceStub(channel).GetProfile(
+            lookup_pb2.GetProfileRequest(uscc=sorted(summary.shared_subjects)[0])
+        )
+    assert profile.entries
+    (row,) = await audit_rows(node)
+    assert (row["status"], row["purpose"], row["answered"]) == ("OK", "", len(profile.entries))
+
+
+def entry(caller: str, at: object = None) -> AuditEntry:
+    return AuditEntry(
+        caller=caller,
+        role="public",
+        method="GetProfile",
+        subject_id="",
+        purpose="",
+        answered=0,
+        status="OK",
+        at=at if at is not None else dt.datetime.now(dt.UTC),  # type: ignore[arg-type]
+    )
+
+
+async def _checkpoint_covers(keeper: Any, size: int) -> bool:
+    held = await keeper.latest("310000")
+    return held is not None and held.size >= size

@@ -1,0 +1,253 @@
+"""A revoked key: judged by log position, not by the time its signer wrote; and a node whose key it is stops."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from typer.testing import CliRunner
+
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
+from credex.crypto.envelope import seal
+from credex.crypto.keys import KeyFileError, SigningKey, SigningRefused, load_public
+from credex.crypto.trust import EventRejected, EventVerifier, Member, MemberKey, TrustBundle
+from credex.node.cli import app
+from credex.node.config import events_topic
+from credex.node.logaudit import audit_origin
+from credex.node.peers import PeerChannels
+from credex.node.proofs import inclusion_proof, proof_to_json
+from credex.node.runtime import Node
+from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc, record_pb2
+
+from .conftest import TestFederation, eventually
+from .trust_support import channel_as, member_tls, own_checkpoint, quick_refresh, take_in
+
+__all__ = ["quick_refresh"]  # a fixture, used by name
+
+FORGED_USCC = "913100006000373412"
+runner = CliRunner()
+
+
+def event(origin: str, seq: int, recorded_at: dt.datetime) -> bytes:
+    record_id = f"{origin}-CF-forged{seq}"
+    signed = event_pb2.Event(
+        origin=origin,
+        seq=seq,
+        event_id=str(uuid.uuid4()),
+        type=event_pb2.EVENT_TYPE_UPSERT,
+        record_id=record_id,
+        record=record_pb2.Record(
+            record_id=record_id,
+            origin=origin,
+            kind=record_pb2.KIND_PENALTY,
+            subject=record_pb2.Subject(uscc=FORGED_USCC, name="被伪造处罚的公司"),
+            sharing_level=record_pb2.SHARING_LEVEL_GOVERNMENT,
+        ),
+    )
+    signed.recorded_at.FromDatetime(recorded_at)
+    return signed.SerializeToString(deterministic=True)
+
+
+def bundle_with(key: MemberKey) -> TrustBundle:
+    return TrustBundle(federation="yrd").with_member(Member(origin="310000", name="上海", keys=(key,)))
+
+
+def test_a_key_revoked_after_seq_n_signs_nothing_beyond_n_whatever_time_it_claims() -> None:
+    key = SigningKey.generate()
+    revoked_at = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    member_key = MemberKey(key_id=key.key_id, public_key=key.public_b64, revoked_at=revoked_at, revoked_after_seq=10)
+    verifier = EventVerifier(bundle_with(member_key))
+    long_before = revoked_at - dt.timedelta(days=365)
+
+    assert verifier.verify(seal(key, event("310000", 10, long_before)), "310000").event.seq == 10
+    with pytest.raises(EventRejected) as raised:
+        verifier.verify(seal(key, event("310000", 11, long_before)), "310000")
+    assert raised.value.reason == "key.revoked"
+    assert "revoked after seq 10" in raised.value.message
+
+
+def test_a_key_revoked_without_a_position_is_trusted_for_nothing() -> None:
+    key = SigningKey.generate()
+    revoked_at = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    verifier = EventVerifier(
+        bundle_with(MemberKey(key_id=key.key_id, public_key=key.public_b64, revoked_at=revoked_at))
+    )
+    with pytest.raises(EventRejected) as raised:
+        verifier.verify(seal(key, event("310000", 1, revoked_at - dt.timedelta(days=365))), "310000")
+    assert raised.value.reason == "key.revoked"
+    assert "without a log position" in raised.value.message
+
+
+def test_a_checkpoint_larger_than_the_revocation_position_is_rejected() -> None:
+    key = SigningKey.generate()
+    bundle = bundle_with(MemberKey(key_id=key.key_id, public_key=key.public_b64, revoked_after_seq=10))
+    root = bytes(32)
+    assert bundle.verify_checkpoint("310000", Checkpoint(log_name("310000"), 10, root).sign(key)).size == 10
+    with pytest.raises(CheckpointRejected) as raised:
+        bundle.verify_checkpoint("310000", Checkpoint(log_name("310000"), 11, root).sign(key))
+    assert raised.value.reason == "key.revoked"
+    with pytest.raises(CheckpointRejected):  # a size written any other way is not a way around it
+        bundle.verify_checkpoint("310000", Checkpoint(log_name("310000"), 11, root).sign(key).replace("11", "١١", 1))
+
+
+def revoke_own_key(federation: TestFederation, origin: str, after_seq: int) -> TrustBundle:
+    key = SigningKey.load(federation.layout.member_dir(origin) / "keys")
+    revoked = federation.bundle_now().with_key_revoked(origin, key.key_id, after_seq, "stolen").next_version()
+    federation.publish(revoked)
+    return revoked
+
+
+async def test_a_back_dated_event_signed_with_a_revoked_key_is_rejected_and_never_served(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    publisher = await federation.start_node("310000")
+    n = await take_in(publisher, tmp_path, 20)
+    await eventually(lambda: own_checkpoint(publisher, n))
+    revoke_own_key(federation, "310000", after_seq=n)  # the key was stolen after event n
+    receiver = await federation.start_node("320000")
+
+    stolen = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    back_dated = event("310000", n + 1, dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    producer = AIOKafkaProducer(bootstrap_servers=federation.broker.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(events_topic("310000"), value=seal(stolen, back_dated).SerializeToString())
+    finally:
+        await producer.stop()
+
+    async def counted() -> dict[str, int] | None:
+        status = await receiver.status()
+        seen = status.intake_counters.get("310000", {})
+        return seen if seen.get("rejected:key.revoked") and status.contiguous_by_origin.get("310000") == n else None
+
+    seen = await eventually(counted)
+    assert seen["rejected:key.revoked"] == 1
+
+    async with channel_as(federation, receiver, member_tls(federation, "330000")) as channel:
+        fetched = await exchange_pb2_grpc.ExchangeServiceStub(channel).FetchEvents(
+            exchange_pb2.FetchEventsRequest(origin="310000", from_seq=n + 1, limit=10)
+        )
+        profile = await lookup_pb2_grpc.LookupServiceStub(channel).GetProfile(
+            lookup_pb2.GetProfileRequest(uscc=FORGED_USCC, purpose="test")
+        )
+    assert list(fetched.envelopes) == []
+    assert not [e for e in profile.entries if "forged" in e.record.record_id]
+
+
+async def test_a_node_whose_key_is_revoked_stops_signing_and_says_why(
+    federation: TestFederation, tmp_path: Path, quick_refresh: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await federation.start_node("310000")
+    n = await take_in(node, tmp_path, 10)
+    await eventually(lambda: own_checkpoint(node, n))
+    caplog.set_level(logging.ERROR, logger="credex.node.runtime")
+    revoke_own_key(federation, "310000", after_seq=n)
+
+    status = await eventually(lambda: _refusing(node))
+    assert f"revoked after seq {n} (stolen)" in status.signing_refused
+    assert "credex keys init" in status.signing_refused
+    assert "this node signs nothing more" in caplog.text
+    with pytest.raises(SigningRefused, match=f"revoked after seq {n}"):
+        await take_in(node, tmp_path, 5, first_row=1000)
+    assert (await node.status()).own_events == n
+
+    await federation.stop_node("310000")  # and after a restart it still refuses, rather than failing to start
+    node = await federation.start_node("310000")
+    assert (await node.status()).signing_refused
+
+
+async def _refusing(node: Node) -> object:
+    status = await node.status()
+    return status if status.signing_refused else None
+
+
+async def test_verify_and_audit_refuse_what_a_revoked_key_signed_beyond_its_position(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await federation.start_node("310000")
+    n = await take_in(node, tmp_path, 20)
+    size = await eventually(lambda: own_checkpoint(node, n))
+    assert node.pool is not None
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(proof_to_json(await inclusion_proof(node.pool, node.logbook, node.keeper, "310000", 15)))
+    before = tmp_path / "before.json"
+    before.write_bytes(federation.layout.bundle.read_bytes())
+    revoked = tmp_path / "revoked.json"
+    revoke_own_key(federation, "310000", after_seq=10)
+    revoked.write_bytes(federation.layout.bundle.read_bytes())
+    federation_key = str(federation.layout.federation_public)
+
+    def verify(bundle: Path) -> tuple[int, str]:
+        result = runner.invoke(
+            app, ["verify", str(proof_file), "--bundle", str(bundle), "--federation-key", federation_key]
+        )
+        return result.exit_code, result.output
+
+    assert verify(before)[0] == 0
+    code, output = verify(revoked)
+    assert code == 1 and "revoked after seq 10" in output
+
+    cert, key = member_tls(federation, "320000")
+    channels = PeerChannels(federation.layout.ca_dir / "ca.crt", cert, key)
+    try:
+        endpoint = f"127.0.0.1:{node.port}"
+        assert (await audit_origin(channels, endpoint, "310000", federation.bundle_now())).ok is False
+        federation_public = load_public(federation.layout.federation_public)
+        report = await audit_origin(channels, endpoint, "310000", TrustBundle.load_signed(before, federation_public))
+    finally:
+        await channels.close()
+    assert report.ok and report.size == size
+
+
+async def test_a_node_refuses_key_files_others_can_read(federation: TestFederation) -> None:
+    config = federation.config("310000")
+    signing = config.keys.signing_key
+    os.chmod(signing, 0o644)
+    with pytest.raises(KeyFileError, match=f"chmod 600 {signing}"):
+        Node(config)
+    os.chmod(signing, 0o600)
+    assert config.keys.pseudonym_key is not None
+    os.chmod(config.keys.pseudonym_key, 0o640)
+    with pytest.raises(KeyFileError, match=r"pseudonym key .* accessible to group or others"):
+        Node(config)
+    os.chmod(config.keys.pseudonym_key, 0o600)
+    Node(config)
+
+
+def test_revoke_key_command_revokes_by_position_and_the_listing_says_so(tmp_path: Path) -> None:
+    for folder in ("federation", "sh"):
+        assert runner.invoke(app, ["keys", "init", "--dir", str(tmp_path / folder)]).exit_code == 0
+    draft = tmp_path / "draft.json"
+    key = SigningKey.load(tmp_path / "sh")
+    steps = [
+        ["trust", "new", str(draft), "--federation", "yrd"],
+        ["trust", "add-member", str(draft), "--origin", "310000", "--name", "上海市", "--endpoint", "h:1",
+         "--public-key", str(tmp_path / "sh" / "signing.pub")],
+        ["trust", "revoke-key", str(draft), "--origin", "310000", "--key-id", key.key_id, "--after-seq", "42",
+         "--reason", "laptop stolen"],
+        ["trust", "sign", str(draft), "--key", str(tmp_path / "federation" / "signing.key"), "--out",
+         str(tmp_path / "bundle.json")],
+    ]  # fmt: skip
+    for step in steps:
+        result = runner.invoke(app, step)
+        assert result.exit_code == 0, result.output
+    listing = runner.invoke(
+        app,
+        [
+            "trust",
+            "verify",
+            str(tmp_path / "bundle.json"),
+            "--federation-key",
+            str(tmp_path / "federation" / "signing.pub"),
+        ],
+    )
+    assert "version 3" in listing.output
+    assert "revoked after seq 42 (laptop stolen)" in listing.output
+    missing = runner.invoke(app, ["trust", "revoke-key", str(draft), "--origin", "310000", "--key-id", key.key_id,
+                                  "--reason", "x"])  # fmt: skip
+    assert missing.exit_code != 0 and "--after-seq" in missing.output

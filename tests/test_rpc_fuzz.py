@@ -1,0 +1,137 @@
+"""Property-based fuzzing of every RPC: whatever arrives, only deliberate status codes come back.
+
+Random bytes as raw requests, and well-formed requests with random field values,
+from each kind of caller, to every method of every credex service (the list comes
+from the server, so a method added later is fuzzed too). No answer may be UNKNOWN
+or INTERNAL (an exception that escaped), and the node's memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+
+from credex.node.server import SERVICES
+
+from .callers import PUBLIC, client_channel, government_channel, peer_channel, serve_sample
+from .conftest import TestFederation
+
+DELIBERATE = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+}
+METHODS = [(f"/{s.full_name}/{m.name}", m.input_type) for s in SERVICES.values() for m in s.methods]
+EXAMPLES = 120  # per property; enough to reach every method with many shapes, small enough for a fast suite
+MEMORY_BOUND = 128 * 1024 * 1024  # generous: what the calls may add to the process, caches included
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+# Values that matter to the node, mixed with arbitrary ones.
+TEXTS = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["", "310000", "320000", "990000", "91310000600037341L", " 91310000600037341L\u3000"]),
+    st.sampled_from(["\x00", "a\x00b", "\u202e", "\ufdfa" * 70, "x" * 5000, "\ud7ff" * 64]),
+)
+UINT64 = st.one_of(st.integers(0, 64), st.integers(0, 2**64 - 1), st.sampled_from([2**63 - 1, 2**63]))
+UINT32 = st.integers(0, 2**32 - 1)
+
+
+def message_values(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
+    """Serialized messages of ``descriptor`` with random values in each top-level field."""
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for fd in descriptor.fields:
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            fields[fd.name] = TEXTS
+        elif fd.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+            fields[fd.name] = UINT64
+        elif fd.type in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
+            fields[fd.name] = UINT32
+    message_class = message_factory.GetMessageClass(descriptor)
+
+    def build(values: dict[str, Any]) -> bytes:
+        message = message_class()
+        for name, value in values.items():
+            setattr(message, name, value)  # a oneof keeps the last one set: both shapes get tried
+        return message.SerializeToString()
+
+    return st.fixed_dictionaries({}, optional=fields).map(build)
+
+
+RAW_CALLS = st.tuples(st.sampled_from([path for path, _ in METHODS]), st.binary(max_size=300))
+FIELD_CALLS = st.sampled_from(METHODS).flatmap(lambda m: st.tuples(st.just(m[0]), message_values(m[1])))
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process (the node runs in it), from /proc/self/statm."""
+    import os
+
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_every_rpc_answers_random_bytes_and_random_fields_with_a_deliberate_status_in_bounded_memory(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, _ = await serve_sample(federation, tmp_path, rows=20)
+    loop = asyncio.get_running_loop()
+    channels = [
+        government_channel(federation, node),
+        client_channel(federation, node, PUBLIC),
+        peer_channel(federation, node, "320000"),
+    ]
+
+    async def send(path: str, payload: bytes, caller: int) -> grpc.StatusCode:
+        try:
+            await channels[caller].unary_unary(path, None, None)(payload, timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    def answered(path: str, payload: bytes, caller: int) -> grpc.StatusCode:
+        return asyncio.run_coroutine_threadsafe(send(path, payload, caller), loop).result(timeout=120)
+
+    seen: set[grpc.StatusCode] = set()
+
+    @FUZZ_SETTINGS
+    @given(call=RAW_CALLS, caller=st.integers(0, 2))
+    def random_bytes(call: tuple[str, bytes], caller: int) -> None:
+        code = answered(*call, caller)
+        seen.add(code)
+        assert code in DELIBERATE, (call, code)
+
+    @FUZZ_SETTINGS
+    @given(call=FIELD_CALLS, caller=st.integers(0, 2))
+    def random_fields(call: tuple[str, bytes], caller: int) -> None:
+        code = answered(*call, caller)
+        seen.add(code)
+        assert code in DELIBERATE, (call, code)
+
+    await asyncio.to_thread(random_bytes)  # warm up: first calls fill pools, channels and code caches
+    before = resident_bytes()
+    await asyncio.to_thread(random_fields)
+    await asyncio.to_thread(random_bytes)
+    grown = resident_bytes() - before
+    for channel in channels:
+        await channel.close(None)
+    assert {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT} <= seen
+    assert grown < MEMORY_BOUND, f"resident memory grew by {grown / 2**20:.0f} MiB"
+    assert REGISTRY.get_sample_value("credex_rpc_in_flight", {"origin": node.origin}) == 0
