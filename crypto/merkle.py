@@ -141,9 +141,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     return root_from_inclusion(leaf, index, size, proof) == root
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
     """RFC 9162 §2.1.4.2: does the tree of ``new_size`` extend the one of ``old_size``?"""
     if old_size == new_size:
         return not proof and old_root == new_root

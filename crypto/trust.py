@@ -19,6 +19,16 @@ member, one catching up) cannot fetch them, so that origin's log stops at the
 key's first event for it until the bundle gives the position. Give it with
 ``credex trust revoke-key --after-seq N``.
 
+The thief can still sign events with seq <= N. Where a node already holds that
+seq, a different event there is refused as ``key.revoked.conflict`` (counted,
+kept as evidence), not taken as equivocation, so the stolen key cannot freeze
+its origin. Where a node does not (a new member, one catching up) it may take
+in forged history, which a checkpoint signed with the same key would vouch
+for; so the revocation may also carry ``revoked_root``, the log's Merkle root at
+N as the federation verified it (``--root``). Every node treats it as a
+checkpoint the federation signed and raises an alarm naming the key if its own
+copy has another root at N.
+
 ``not_before``/``not_after`` are still compared with the event's own
 ``recorded_at``: they describe a planned key window, not a defence against a
 key thief, who writes whatever time suits him.
@@ -37,7 +47,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
 from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae, signature_valid
@@ -64,6 +74,22 @@ class MemberKey(BaseModel, frozen=True):
     # The key signs nothing of its origin's log beyond this seq (checkpoints: beyond this size).
     revoked_after_seq: int | None = Field(default=None, ge=0, lt=_SEQ_LIMIT)
     revocation_reason: str = ""
+    # Hex SHA-256 Merkle root of the origin's log at size ``revoked_after_seq``, as the federation
+    # verified it: a node whose copy has another root at that size holds history forged with this key.
+    revoked_root: str = ""
+
+    @field_validator("revoked_root")
+    @classmethod
+    def _root_hex(cls, value: str) -> str:
+        if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+            raise ValueError("revoked_root is 64 lower-case hex digits (the log's SHA-256 Merkle root)")
+        return value
+
+    @model_validator(mode="after")
+    def _root_needs_position(self) -> MemberKey:
+        if self.revoked_root and self.revoked_after_seq is None:
+            raise ValueError("revoked_root is the log's root at revoked_after_seq: give that seq too")
+        return self
 
     @field_validator("public_key")
     @classmethod
@@ -97,6 +123,8 @@ class MemberKey(BaseModel, frozen=True):
         """How the key is revoked, for messages; empty if it is not."""
         if self.revoked_after_seq is not None:
             text = f"revoked after seq {self.revoked_after_seq}"
+            if self.revoked_root:
+                text += f" (log root there {self.revoked_root[:16]}…)"
         elif self.revoked_at is not None:
             text = f"revoked at {self.revoked_at.isoformat()} without a log position, so trusted for nothing"
         else:
@@ -203,6 +231,12 @@ class TrustBundle(BaseModel, frozen=True):
             return key
         return None
 
+    def revoked_roots(self, origin: str) -> list[MemberKey]:
+        """``origin``'s revoked keys that give the log's root at their position: each is a checkpoint
+        the federation itself vouches for, which no key thief can sign."""
+        member = self.member(origin)
+        return [k for k in member.keys if k.revoked_root and k.revoked_after_seq] if member else []
+
     def signing_refusal(self, origin: str, key_id: str) -> str:
         """Why ``origin``'s node may not sign with ``key_id`` any more; empty if it may."""
         member = self.member(origin)
@@ -233,8 +267,12 @@ class TrustBundle(BaseModel, frozen=True):
         """The same content as the next version: every change an operator signs must raise it."""
         return self.model_copy(update={"version": self.version + 1, "issued_at": dt.datetime.now(dt.UTC)})
 
-    def with_key_revoked(self, origin: str, key_id: str, after_seq: int, reason: str) -> TrustBundle:
-        """Revoke ``origin``'s key ``key_id`` for everything after seq ``after_seq`` of its log."""
+    def with_key_revoked(self, origin: str, key_id: str, after_seq: int, reason: str, root: str = "") -> TrustBundle:
+        """Revoke ``origin``'s key ``key_id`` for everything after seq ``after_seq`` of its log.
+
+        ``root`` (hex) is the origin's Merkle root at ``after_seq`` as the federation verified it;
+        every node compares its own copy with it (see :meth:`revoked_roots`).
+        """
         member = self.member(origin)
         if member is None:
             raise TrustBundleError(f"{origin} is not a member of the bundle")
@@ -244,7 +282,12 @@ class TrustBundle(BaseModel, frozen=True):
 
         def revoke(key: MemberKey) -> MemberKey:
             revoked_at = key.revoked_at or dt.datetime.now(dt.UTC)
-            changes = {"revoked_after_seq": after_seq, "revoked_at": revoked_at, "revocation_reason": reason}
+            changes = {
+                "revoked_after_seq": after_seq,
+                "revoked_at": revoked_at,
+                "revocation_reason": reason,
+                "revoked_root": root,
+            }
             return MemberKey.model_validate({**key.model_dump(), **changes})
 
         keys = tuple(revoke(k) if k.key_id == key_id else k for k in member.keys)

@@ -6,8 +6,13 @@ a peer, only if the certificate's key is the one the trust bundle binds to the
 member (``tls_spki_sha256``): the CA may have issued other certificates with
 that name, by mistake or to an attacker, and a name alone must not open
 restricted records and every log. A member without a binding gets no peer
-rights. Other identities get the role the config gives them. Without TLS there
-is no identity, and the caller gets ``access.anonymous_role``.
+rights. Other identities get the role the config gives them (``access.callers``),
+and where ``access.caller_keys`` binds a name to a key, only with that key: the
+same rule as for members, so that a stray certificate named like the government
+office does not read government-shared records. Without TLS there is no
+identity, and the caller gets ``access.anonymous_role`` under its address: the IP
+(an IPv6 caller its /64), never the source port, so that opening connection after
+connection does not make a caller many callers to the edge's per-caller limit.
 
 The bundle is the one in force at each call, so a member added or removed by a
 refresh gains or loses peer rights at once.
@@ -16,7 +21,9 @@ refresh gains or loses peer rights at once.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,6 +56,7 @@ _LEVELS: dict[str, frozenset[int]] = {
     ),
 }
 _EXCHANGE_ROLES = frozenset({"peer", "operator"})
+_PRIVILEGED = frozenset({"government", "operator"})  # roles a config gives by name: worth binding to a key
 _WARNED_MAX = 1024  # distinct refused certificates logged at WARNING; more go to DEBUG
 
 
@@ -84,10 +92,43 @@ def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: Tr
                 _refused_as_peer(member, presented)
                 return Caller(f"{name} (certificate not bound to the member)", "public")
             return Caller(name, access.callers.get(name, "peer"))
-        if name in access.callers:
-            return Caller(name, access.callers[name])
-        return Caller(name, "public")
-    return Caller(f"anonymous@{context.peer()}", access.anonymous_role)
+        role = access.callers.get(name)
+        if role is None:
+            return Caller(name, "public")
+        bound = access.caller_keys.get(name)
+        if bound is not None:
+            presented = _presented_spki(auth)
+            if presented != bound:
+                _refused_role(name, role, presented)
+                return Caller(f"{name} (certificate not bound to the caller)", "public")
+        return Caller(name, role)
+    return Caller(f"anonymous@{peer_address(context.peer())}", access.anonymous_role)
+
+
+def peer_address(peer: str) -> str:
+    """The caller's address without its source port: ``ipv4:10.1.2.3:50312`` is ``10.1.2.3``.
+
+    An IPv6 caller is its /64, the block one host is normally given. Anything else
+    (a Unix socket) is kept as gRPC names it.
+    """
+    scheme, _, rest = peer.partition(":")
+    if scheme not in {"ipv4", "ipv6"}:
+        return peer
+    host = urllib.parse.unquote(rest.rpartition(":")[0]).strip("[]")
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return peer
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def unbound_privileged(access: AccessConfig) -> list[str]:
+    """Government and operator callers that any CA-issued certificate with their name would be."""
+    return sorted(
+        name for name, role in access.callers.items() if role in _PRIVILEGED and name not in access.caller_keys
+    )
 
 
 def _presented_spki(auth: Mapping[str, Iterable[bytes]]) -> str:
@@ -112,12 +153,22 @@ def _refused_as_peer(member: Member, presented: str) -> None:
         why = "the trust bundle binds no certificate to this member (credex trust add-member --tls-cert)"
     else:
         why = f"its certificate key (SPKI SHA-256 {presented[:16]}…) is not the one the trust bundle binds"
-    seen = (member.origin, presented)
+    _warn_once(member.origin, "peer", presented, why)
+
+
+def _refused_role(name: str, role: Role, presented: str) -> None:
+    why = f"its certificate key (SPKI SHA-256 {presented[:16]}…) is not the one access.caller_keys binds"
+    _warn_once(name, role, presented, why)
+
+
+def _warn_once(name: str, role: str, presented: str, why: str) -> None:
+    """Log at WARNING once per (name, key), so that a caller retrying cannot flood the log."""
+    seen = (name, presented)
     if seen in _warned or len(_warned) >= _WARNED_MAX:
-        log.debug("caller named %s refused peer rights: %s", member.origin, why)
+        log.debug("caller named %s refused %s rights: %s", name, role, why)
         return
     _warned.add(seen)
-    log.warning("caller named %s refused peer rights, served as public: %s", member.origin, why)
+    log.warning("caller named %s refused %s rights, served as public: %s", name, role, why)
 
 
 def entry_status(status: int, publicity_end: dt.date | None, today: dt.date) -> int:

@@ -9,9 +9,15 @@ the node's status.
 
 Some alarms call for an operator without being evidence against the log:
 ``checkpoint.unreachable`` (an origin signed a checkpoint that no member can
-serve the events of, for longer than ``sync.unreachable_alarm_seconds``) does
-not freeze the origin, is raised once while open, and is resolved by the node
-itself once the events arrive.
+serve the events of, for longer than ``sync.unreachable_alarm_seconds``) and
+``sync.not_a_peer`` (a member refuses this node FetchEvents: it does not
+recognise it as a peer) do not freeze the origin, are raised once while open,
+and are resolved by the node itself once their cause is gone.
+
+``revocation.root`` is evidence against this node's own copy: a key revocation
+in the trust bundle gives the origin's Merkle root at the revocation position,
+and the log held here has another root there, so it holds history forged with
+the revoked key. It freezes the origin like equivocation.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ log = logging.getLogger(__name__)
 OPEN_ALARMS = Gauge("credex_open_alarms", "Open equivocation alarms, by node and origin", ["origin", "peer"])
 
 CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"
+SYNC_NOT_A_PEER = "sync.not_a_peer"
+REVOCATION_ROOT = "revocation.root"
 # Kinds that warn without freezing the origin: they are not evidence that its log is false.
-NOT_FREEZING = frozenset({CHECKPOINT_UNREACHABLE})
+NOT_FREEZING = frozenset({CHECKPOINT_UNREACHABLE, SYNC_NOT_A_PEER})
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,11 @@ fail it for the others: every text field is made storable when the entry is
 queued (control characters escaped, length clipped), and if a batch still fails
 for a reason other than a lost connection, its entries are written one by one so
 that only an entry that really cannot be stored fails.
+
+A row may stand for several calls (``calls``): the edge sums up a caller's
+repeated refusals (node/edge.py). The trail is kept ``audit.retention_days``;
+older rows are trimmed by a background task of this writer, in small batches so
+that the trim never holds up the writes of calls being answered.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from credex.node.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered", "status", "detail")
+_COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered", "status", "detail", "calls")
+TRIM_BATCH = 10_000  # rows deleted per statement when trimming old rows
 # Longest text kept per column; the rest is cut with a marker, so a huge field costs nothing downstream.
 _LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose": 500, "status": 32, "detail": 2000}
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -72,6 +78,7 @@ class AuditEntry:
     status: str
     at: dt.datetime
     detail: str = ""
+    calls: int = 1  # how many calls this row stands for: more than one for a sum of refusals
 
     def storable(self) -> AuditEntry:
         """This entry with every field in a form the audit table accepts."""
@@ -79,6 +86,7 @@ class AuditEntry:
             self,
             **{name: storable(getattr(self, name), limit) for name, limit in _LIMITS.items()},  # type: ignore[arg-type]
             answered=max(0, min(self.answered, _INT32)),
+            calls=max(1, min(self.calls, _INT32)),
         )
 
     def row(self) -> tuple[object, ...]:
@@ -92,6 +100,7 @@ class AuditEntry:
             self.answered,
             self.status,
             self.detail,
+            self.calls,
         )
 
 
@@ -114,6 +123,7 @@ class AuditLog:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._in_hand: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self._stopped = False
         self._entries = {
             outcome: METRICS.audit_entries.labels(origin, outcome) for outcome in ("written", "failed", "dropped")
@@ -122,14 +132,57 @@ class AuditLog:
     def start(self) -> None:
         self._task = asyncio.create_task(self._writer(), name="audit-writer")
 
+    def retain(self, days: int, every_seconds: float) -> None:
+        """Keep rows ``days`` days (0: forever), trimming older ones now and every ``every_seconds``."""
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
+        if days > 0:
+            self._trimmer = asyncio.create_task(
+                self._trim_every(dt.timedelta(days=days), every_seconds), name="audit-trim"
+            )
+
+    @property
+    def trimming(self) -> bool:
+        """Whether old rows are being trimmed (a retention is set)."""
+        return self._trimmer is not None and not self._trimmer.done()
+
+    async def trim(self, older_than: dt.datetime) -> int:
+        """Delete the rows written before ``older_than``, a batch per statement; return how many."""
+        trimmed = 0
+        while True:
+            async with self.pool.acquire() as conn:
+                status = await conn.execute(
+                    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2)",
+                    older_than,
+                    TRIM_BATCH,
+                )
+            deleted = int(status.split()[-1])
+            trimmed += deleted
+            if deleted < TRIM_BATCH:
+                return trimmed
+
+    async def _trim_every(self, keep: dt.timedelta, every_seconds: float) -> None:
+        """The retention task: survives any failure (logged), so the trail never grows for good."""
+        while True:
+            try:
+                trimmed = await self.trim(dt.datetime.now(dt.UTC) - keep)
+            except Exception as exc:  # the database may be away for a while; try again next round
+                log.warning("trimming the audit log failed, retrying in %g s: %s", every_seconds, exc)
+            else:
+                if trimmed:
+                    log.info("audit log: %d rows older than %d days trimmed", trimmed, keep.days)
+            await asyncio.sleep(every_seconds)
+
     async def stop(self) -> None:
         """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._trimmer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._trimmer = None
         pending = self._in_hand
         self._in_hand = []
         while not self._queue.empty():

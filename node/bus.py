@@ -8,8 +8,8 @@ nothing.
 
 Confidentiality: whoever can read a topic reads every message on it (on the
 embedded broker, any local user; on a production cluster, every principal granted
-read). So only events of public records about legal entities or individual
-businesses go on the bus with their content (``may_cross_bus``). Every other event
+read). So only events of public records about legal entities go on the bus with
+their content (``may_cross_bus``). Every other event
 is announced by a *withheld notice* — the origin, the seq and the event id, no
 payload, no key, no subject — and peers fetch it over mutual-TLS gRPC
 (``FetchEvents``, peers only), where the origin's signature is checked as for any
@@ -40,9 +40,11 @@ CHECKPOINT_CONTENT_TYPE = "text/x.c2sp.signed-note; charset=utf-8"
 WITHHELD_TYPE = "cn.credex.record.withheld.v1"
 _EVENT_TYPE_NAMES = {1: "upsert", 2: "correct", 3: "revoke", 4: "expire"}
 _MAX_SEQ = 2**63 - 1  # seqs are PostgreSQL bigints
-# Subjects whose records may cross the bus when public: registered organisations.
-# A natural person, or a subject of unknown type, never does (fail closed).
-_BUS_SUBJECT_TYPES = frozenset({record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, record_pb2.SUBJECT_TYPE_INDIVIDUAL_BUSINESS})
+# Subjects whose records may cross the bus when public: legal entities (法人及非法人组织).
+# An individual business (个体工商户) does not: its record names its operator, a natural
+# person, and nothing about natural persons goes where anyone who can read a topic reads
+# it. A natural person, or a subject of unknown type, never does either (fail closed).
+_BUS_SUBJECT_TYPES = frozenset({record_pb2.SUBJECT_TYPE_LEGAL_ENTITY})
 
 
 def client_kwargs(config: NodeConfig, bootstrap_servers: str) -> dict[str, Any]:
@@ -144,10 +146,11 @@ async def ensure_topics(config: NodeConfig, bootstrap_servers: str, topics: Iter
 def may_cross_bus(record: record_pb2.Record) -> bool:
     """Whether an event of this record may go on Kafka with its content.
 
-    Only public records about organisations do. Government-shared and restricted
+    Only public records about legal entities do. Government-shared and restricted
     records, and anything about a natural person (even a public one: the pseudonym
     links a person's records across regions), move only between members over
-    mutual-TLS gRPC.
+    mutual-TLS gRPC. So do public records of individual businesses: they name the
+    operator, a natural person.
     """
     return (
         record.sharing_level == record_pb2.SHARING_LEVEL_PUBLIC

@@ -7,7 +7,8 @@ the trust bundle before it is parsed, stored, and compared with this node's
 tree of that origin at the same size: equal, it is verified; not yet held, it is
 pending (and sync is told how far to fetch); different, or contradicted by
 another validly signed checkpoint of the same size, it is evidence of
-equivocation and raises an alarm.
+equivocation and raises an alarm. A key revocation that gives the log's root at
+its position is compared the same way (see :meth:`CheckpointKeeper.check_revocations`).
 
 A checkpoint is hostile input until proven otherwise, and even a validly signed
 one may hold what the store cannot (a NUL, a size beyond a bigint): such a note
@@ -20,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -29,7 +31,7 @@ from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node import rejections, state
-from credex.node.alarms import Alarms
+from credex.node.alarms import REVOCATION_ROOT, Alarms
 from credex.node.config import IntakeConfig
 from credex.node.ledger import NOTIFY_CHANNEL
 from credex.node.logbook import LogBook
@@ -69,6 +71,7 @@ class CheckpointKeeper:
         self._want_listeners: list[WantListener] = []
         self._sign_lock = asyncio.Lock()
         self._refusal = ""  # why our key may not sign, as last logged
+        self._roots: set[tuple[str, str, str]] = set()  # (origin, key id, revoked root) compared already
 
     def on_want(self, listener: WantListener) -> None:
         """Called with (origin, size) when a checkpoint shows events this node does not hold yet."""
@@ -119,27 +122,52 @@ class CheckpointKeeper:
 
     async def receive(self, origin: str, note: str, source: str) -> str:
         """Take in one checkpoint of ``origin``; returns 'new', 'known' or 'rejected:<reason>'."""
-        try:
-            checkpoint = _open(self.bundle(), origin, note)
-        except CheckpointRejected as exc:
-            raw = note.encode("utf-8", "surrogateescape")
-            async with self.pool.acquire() as conn, conn.transaction():
-                await rejections.record(
-                    conn,
-                    self.me,
-                    origin,
-                    source,
-                    [rejections.Rejection(exc.reason, exc.message, "", raw)],
-                    self.evidence,
-                )
+        [outcome] = await self.receive_all([(origin, note, source)])
+        return outcome
+
+    async def receive_all(self, notes: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Take in (origin, note, source) checkpoints; an outcome for each, as :meth:`receive` gives.
+
+        What fails verification is recorded in one transaction for all of them, so a
+        flood of forged notes costs one write, not one per note, before the Kafka
+        consumer that delivered them can commit and go on.
+        """
+        bundle = self.bundle()
+        outcomes: list[str] = []
+        opened: list[tuple[int, str, Checkpoint, str, str]] = []
+        refused: defaultdict[tuple[str, str], list[rejections.Rejection]] = defaultdict(list)
+        for index, (origin, note, source) in enumerate(notes):
+            try:
+                checkpoint = _open(bundle, origin, note)
+            except CheckpointRejected as exc:
+                raw = note.encode("utf-8", "surrogateescape")
+                refused[(origin, source)].append(rejections.Rejection(exc.reason, exc.message, "", raw))
+                outcomes.append(f"rejected:{exc.reason}")
+                continue
+            outcomes.append("")
+            opened.append((index, origin, checkpoint, note, source))
+        if refused:
+            await self._refuse(refused)
+        for index, origin, checkpoint, note, source in opened:
+            outcomes[index] = await self._store_opened(origin, checkpoint, note, source)
+        return outcomes
+
+    async def _refuse(self, refused: dict[tuple[str, str], list[rejections.Rejection]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for (origin, source), refusals in refused.items():
+                await rejections.record(conn, self.me, origin, source, refusals, self.evidence)
+        for (origin, source), refusals in refused.items():
+            first = refusals[0]
             log.warning(
-                "%s: rejected checkpoint of %s: %s (%s)",
+                "%s: rejected %s of %s: %s (%s)",
                 source,
+                "a checkpoint" if len(refusals) == 1 else f"{len(refusals)} checkpoints, the first",
                 origin,
-                rejections.storable_text(exc.message, rejections.MAX_MESSAGE_CHARS),
-                exc.reason,
+                rejections.storable_text(first.message, rejections.MAX_MESSAGE_CHARS),
+                first.reason,
             )
-            return f"rejected:{exc.reason}"
+
+    async def _store_opened(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> str:
         try:
             return await self._store(origin, checkpoint, note, source)
         except rejections.POISON as exc:
@@ -191,6 +219,7 @@ class CheckpointKeeper:
 
     async def check(self, origin: str) -> None:
         """Compare pending checkpoints with our tree; ask sync for what they show we lack."""
+        await self.check_revocations(origin)
         async with self.pool.acquire() as conn:
             pending = await conn.fetch(
                 "SELECT size, root, note FROM checkpoints WHERE origin = $1 AND state = 'pending' ORDER BY size",
@@ -228,6 +257,45 @@ class CheckpointKeeper:
                     f"{origin} signed root {root.hex()[:16]}… at size {size}, but its own signed events"
                     f" give {ours.hex()[:16]}…",
                     {"size": size, "checkpoint": row["note"], "root_of_signed_events": ours.hex()},
+                )
+        if wanted:
+            for listener in self._want_listeners:
+                listener(origin, wanted)
+
+    async def check_revocations(self, origin: str) -> None:
+        """Compare our copy of ``origin``'s log with the roots its key revocations give.
+
+        A revocation with ``revoked_root`` is a checkpoint of size ``revoked_after_seq``
+        that the federation signed (in the bundle), not the revoked key: a copy with
+        another root there holds history the key's thief forged, taken in before the
+        genuine events (a node that was new or catching up). Each root is compared
+        once, when this node holds that many events; until then sync is asked for them.
+        """
+        keys = [k for k in self.bundle().revoked_roots(origin) if (origin, k.key_id, k.revoked_root) not in self._roots]
+        if not keys:
+            return
+        tree = await self.logbook.tree(origin)
+        wanted = 0
+        for key in keys:
+            size = key.revoked_after_seq or 0
+            if size > tree.size:
+                wanted = max(wanted, size)
+                continue
+            self._roots.add((origin, key.key_id, key.revoked_root))
+            ours = tree.root(size).hex()
+            if ours == key.revoked_root:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self.alarms.raise_once(
+                    conn,
+                    origin,
+                    REVOCATION_ROOT,
+                    f"the trust bundle revokes key {key.key_id} of {origin} after seq {size} and gives its log's"
+                    f" root there as {key.revoked_root[:16]}…, but the events 1..{size} held here give"
+                    f" {ours[:16]}…: they are not the ones {origin} published (forged with the revoked key?)."
+                    f" Compare with `credex audit` of {origin}'s own node; this node's copy needs rebuilding",
+                    {"key_id": key.key_id, "size": size, "root": key.revoked_root, "root_held": ours},
+                    same={"key_id": key.key_id, "root": key.revoked_root},
                 )
         if wanted:
             for listener in self._want_listeners:

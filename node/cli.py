@@ -52,7 +52,8 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    # One line per error whatever the terminal's width, so scripts and logs can match on it.
+    err.print(f"[red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -163,7 +164,7 @@ def ingest(
                         [report] = await node.ingest([path], chosen, progress=update)
                     except (IngestError, SigningRefused) as exc:
                         failures += 1
-                        err.print(f"[red]error:[/] {exc}")
+                        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
                         continue
                     finally:
                         progress.remove_task(task)
@@ -745,18 +746,33 @@ def trust_revoke_key(
         ),
     ],
     reason: Annotated[str, typer.Option(help="why (kept in the bundle)")],
+    root: Annotated[
+        str,
+        typer.Option(
+            help="hex Merkle root of the origin's log at --after-seq: the root `credex audit` prints for that"
+            " size, or of the last checkpoint the federation verified. Every node compares its copy with it and"
+            " raises an alarm naming the key if it holds other (forged) events up to there",
+        ),
+    ] = "",
 ) -> None:
     """Revoke a member's key by log position, in a draft; bump the version.
 
     Events of the origin after seq N and checkpoints larger than N signed with the key
-    are rejected everywhere, whatever time their signer wrote into them.
+    are rejected everywhere, whatever time their signer wrote into them. With --root,
+    a node that took in history forged with the key up to N notices it.
     """
     try:
-        bundle = TrustBundle.from_draft(draft).with_key_revoked(origin, key_id_, after_seq, reason).next_version()
+        bundle = TrustBundle.from_draft(draft)
+        bundle = bundle.with_key_revoked(origin, key_id_, after_seq, reason, root.strip().lower()).next_version()
     except (TrustBundleError, ValueError) as exc:
         raise _fail(str(exc)) from None
     draft.write_bytes(bundle.to_json())
     console.print(f"key {key_id_} of {origin} revoked after seq {after_seq} in {draft} (version {bundle.version})")
+    if not root:
+        err.print(
+            "[yellow]warning:[/] no --root: a node that takes in events forged with this key up to seq"
+            f" {after_seq} (one new or catching up) will not notice; give the log's root at {after_seq}"
+        )
     member = bundle.member(origin)
     if member is not None and all(k.revoked for k in member.keys):
         err.print(f"[yellow]warning:[/] {origin} has no unrevoked key left; add its new one with add-member")

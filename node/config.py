@@ -8,6 +8,7 @@ relative to the file's folder, so a node folder can be moved as a whole.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,9 @@ class KeysConfig(BaseModel):
 class TrustConfig(BaseModel):
     bundle: Path = Path("trust/bundle.json")
     federation_public_key: Path = Path("trust/federation.pub")
+    # The lowest bundle version this node accepts, even when its database remembers none
+    # (first start, a new or restored database): set it to the federation's newest version.
+    min_version: int = Field(default=1, ge=1)
 
 
 class DatabaseConfig(BaseModel):
@@ -93,7 +97,10 @@ class GrpcConfig(BaseModel):
     # RESOURCE_EXHAUSTED (one caller's share) or UNAVAILABLE (the node's), so the
     # calls admitted keep their latency.
     max_concurrent_calls: int = Field(default=256, ge=1)
-    max_concurrent_calls_per_caller: int = Field(default=64, ge=1)
+    max_concurrent_calls_per_caller: int = Field(default=16, ge=1)
+    # Public callers together may hold at most this share of max_concurrent_calls: the
+    # rest stays free for government callers and peers however many public callers come.
+    public_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class AccessConfig(BaseModel):
@@ -104,6 +111,31 @@ class AccessConfig(BaseModel):
     anonymous_role: Role = "public"
     # Government callers must say why they ask (the purpose goes to the audit log).
     purpose_required_for_government: bool = True
+    # Caller identity -> SHA-256 of its certificate's public key (SPKI, 64 hex digits:
+    # `openssl x509 -in caller.crt -pubkey -noout | openssl pkey -pubin -outform der | sha256sum`).
+    # A caller bound here gets its role only with that key: another certificate the CA
+    # issued with the same name is served as public. Bind every government and operator caller.
+    caller_keys: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _caller_keys(self) -> AccessConfig:
+        for name, spki in self.caller_keys.items():
+            if name not in self.callers:
+                raise ValueError(
+                    f"access.caller_keys binds {name!r}, which access.callers does not list: give it a role there"
+                    " or remove the binding"
+                )
+            if not re.fullmatch(r"[0-9a-f]{64}", spki):
+                raise ValueError(
+                    f"access.caller_keys[{name!r}] must be the SPKI SHA-256 of its certificate: 64 lowercase hex digits"
+                )
+        return self
+
+
+class AuditConfig(BaseModel):
+    # Audit rows older than this many days are deleted by a background task; 0: keep forever.
+    retention_days: int = Field(default=365, ge=0)
+    trim_every_seconds: float = Field(default=3600.0, gt=0)
 
 
 class RelayConfig(BaseModel):
@@ -123,6 +155,8 @@ class IntakeConfig(BaseModel):
     evidence_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     # Identical rejections (same origin, reason and key) within this window share one row and a count.
     evidence_window_seconds: float = Field(default=3600.0, ge=0)
+    # Evidence rows last seen longer ago than this are deleted (the counts stay); 0 keeps them for ever.
+    evidence_max_age_days: float = Field(default=90.0, ge=0)
 
 
 class SyncConfig(BaseModel):
@@ -187,6 +221,7 @@ class NodeConfig(BaseSettings):
     bus: BusConfig = BusConfig()
     grpc: GrpcConfig = GrpcConfig()
     access: AccessConfig = AccessConfig()
+    audit: AuditConfig = AuditConfig()
     relay: RelayConfig = RelayConfig()
     intake: IntakeConfig = IntakeConfig()
     sync: SyncConfig = SyncConfig()

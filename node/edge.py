@@ -3,20 +3,29 @@
 One place, so that no RPC (nor any added later) can forget a rule:
 
 - **Admission.** A caller may have ``grpc.max_concurrent_calls_per_caller`` calls in
-  progress and the node ``grpc.max_concurrent_calls``; a call over either limit is
+  progress, public callers together ``grpc.public_share`` of the node's
+  ``grpc.max_concurrent_calls``, and the node that many; a call over a limit is
   refused at once, before its bytes are even decoded, with RESOURCE_EXHAUSTED (your
-  share is used up) or UNAVAILABLE (the node is busy) and a reason. The calls that
-  are admitted keep their latency, and no caller can take the node for itself.
+  share is used up) or UNAVAILABLE (the node, or its public share, is busy) and a
+  reason. The calls that are admitted keep their latency; no caller can take the
+  node for itself, and no number of public callers can lock out government callers
+  and peers (the rest of the node is theirs). Callers without a certificate count
+  by IP address (node/access.py), not by connection.
 - **Validation.** The raw request is size-checked, then decoded (bytes that are not
   the method's message are INVALID_ARGUMENT, not UNKNOWN); every text field is
   checked for length and control characters *before* anything normalizes it
   (NFKC can expand a character 18-fold), every integer is in 0..2^63-1 (what the
   database's bigint holds), every ``origin`` is a well-formed division code.
   Error messages quote at most a few characters of what was sent.
-- **Audit.** Every call answered, refused or invalid leaves one audit row saying who
+- **Audit.** Every call answered, refused or invalid is in the audit trail saying who
   asked what, why, and what was answered; an answer is sent only after its row is
-  committed. Calls refused for overload are summed up per caller into one row per
-  second, so a flood cannot flood the audit table too.
+  committed. Calls answered (and NOT_FOUND, an answer about a subject too) have a
+  row each. Refusals have a row each only for the first :data:`REFUSAL_ROWS` of one
+  caller, method and status in a second; the rest of that second are summed up in
+  one row whose ``calls`` column says how many it stands for, as are calls refused
+  for overload, so a caller sending junk cannot grow the audit table faster than a
+  few rows a second. Rows older than ``audit.retention_days`` are trimmed
+  (node/audit.py).
 - **Accounting.** Every outcome, including calls the caller cancelled (its deadline
   passed or it went away), is counted in ``credex_rpc_calls`` by method and status.
 
@@ -66,7 +75,10 @@ MAX_DETAILS = 300  # characters of any error message
 MAX_INTEGER = 2**63 - 1  # PostgreSQL bigint: larger values must not reach the driver
 MAX_DEPTH = 8  # nesting of messages inside a request
 MAX_ITEMS = 100  # records named in one audit row's detail
-SUMMARY_SECONDS = 1.0  # refused-for-overload calls are summed up this often
+SUMMARY_SECONDS = 1.0  # refused calls beyond their own rows are summed up this often
+REFUSAL_ROWS = 5  # refusals of one caller, method and status per summary period with a row each
+# Statuses audited row by row whatever their number: answers. NOT_FOUND answers a lookup about a subject.
+_ANSWERS = frozenset({"OK", "NOT_FOUND"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 _INTEGERS = frozenset(
     {
@@ -84,6 +96,7 @@ _INTEGERS = frozenset(
 )
 _DATABASE_DOWN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 _CURRENT: contextvars.ContextVar[Call] = contextvars.ContextVar("credex_call")
+_Key: TypeAlias = tuple[str, str, str]  # caller identity, role, method
 
 
 class Refused(Exception):
@@ -231,6 +244,11 @@ class Call:
             detail=self.detail if detail is None else detail,
         )
 
+    @property
+    def key(self) -> _Key:
+        """What refusals are summed up by."""
+        return (self.caller.identity, self.caller.role, self.method)
+
 
 def current() -> Call:
     """The call being served by this task (set by the edge before the service method runs)."""
@@ -241,36 +259,61 @@ def current() -> Call:
 
 
 class Admission:
-    """Counts calls in progress, per caller and in total; refuses instead of queueing."""
+    """Counts calls in progress, per caller, of public callers and in total; refuses instead of queueing.
 
-    def __init__(self, total: int, per_caller: int) -> None:
+    Public callers (anyone with a CA-issued certificate, or none) are many and
+    unknown, so together they get a share of the node, not all of it: what they
+    cannot take stays free for the government callers and peers the config and the
+    trust bundle name, each of whom is still held to the per-caller limit.
+    """
+
+    def __init__(self, total: int, per_caller: int, public_share: float = 1.0) -> None:
         self.total = total
         self.per_caller = per_caller
+        self.public_total = max(1, int(total * public_share))
         self.in_flight = 0
+        self.public_in_flight = 0
         self._by_caller: dict[str, int] = {}  # only callers with calls in progress: bounded by ``total``
 
-    def enter(self, identity: str) -> Refused | None:
-        held = self._by_caller.get(identity, 0)
+    def enter(self, caller: Caller) -> Refused | None:
+        held = self._by_caller.get(caller.identity, 0)
         if held >= self.per_caller:
             return Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many calls in progress for caller {quote(identity, 40)}: {held}, the most one caller may"
-                " have; wait for answers before sending more",
+                f"too many calls in progress for caller {quote(caller.identity, 40)}: {held}, the most one caller"
+                " may have; wait for answers before sending more",
             )
         if self.in_flight >= self.total:
             return Refused(
                 grpc.StatusCode.UNAVAILABLE,
                 f"node busy: {self.in_flight} calls in progress, its limit; retry after a short backoff",
             )
-        self._by_caller[identity] = held + 1
+        public = caller.role == "public"
+        if public and self.public_in_flight >= self.public_total:
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node busy: {self.public_in_flight} calls of public callers in progress, the most they may have"
+                " together; retry after a short backoff",
+            )
+        self._by_caller[caller.identity] = held + 1
         self.in_flight += 1
+        self.public_in_flight += public
         return None
 
-    def leave(self, identity: str) -> None:
+    def leave(self, caller: Caller) -> None:
         self.in_flight -= 1
-        held = self._by_caller.pop(identity) - 1
+        self.public_in_flight -= caller.role == "public"
+        held = self._by_caller.pop(caller.identity) - 1
         if held:
-            self._by_caller[identity] = held
+            self._by_caller[caller.identity] = held
+
+
+@dataclass
+class _Tally:
+    """Calls of one caller, method and status summed up since the last summary, with the first reason given."""
+
+    calls: int = 0
+    reason: str = ""
 
 
 # -- the gate ---------------------------------------------------------------------------
@@ -284,10 +327,14 @@ class Gate:
         self.trust = trust
         self.audit = audit
         self.origin = config.origin
-        self.admission = Admission(config.grpc.max_concurrent_calls, config.grpc.max_concurrent_calls_per_caller)
+        grpc_config = config.grpc
+        self.admission = Admission(
+            grpc_config.max_concurrent_calls, grpc_config.max_concurrent_calls_per_caller, grpc_config.public_share
+        )
         self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
-        # (identity, role, method, status, reason) -> calls refused or cancelled since the last summary
-        self._tally: Counter[tuple[str, str, str, str, str]] = Counter()
+        # Since the last summary: refusals with a row of their own, and calls summed up instead.
+        self._rows: Counter[tuple[_Key, str]] = Counter()
+        self._tally: dict[tuple[_Key, str], _Tally] = {}
         self._summary: asyncio.TimerHandle | None = None
 
     def method_handlers(self, servicer: object, service: ServiceDescriptor) -> dict[str, Handler]:
@@ -314,7 +361,7 @@ class Gate:
     ) -> Message:
         caller = identify(context, self.config.access, self.trust.current)
         call = Call(method, caller)
-        refusal = self.admission.enter(caller.identity)
+        refusal = self.admission.enter(caller)
         if refusal is not None:
             self._count(method, refusal.code.name)
             self._note(call, refusal.code.name, refusal.message.split(":")[0])
@@ -329,7 +376,7 @@ class Gate:
             raise
         finally:
             _CURRENT.reset(token)
-            self.admission.leave(caller.identity)
+            self.admission.leave(caller)
             self._in_flight.dec()
         METRICS.rpc_seconds.labels(self.origin, method).observe(time.perf_counter() - call.started)
         return response
@@ -389,7 +436,19 @@ class Gate:
         raise AssertionError("abort returns only by raising")
 
     async def _audit_refusal(self, call: Call, status: str, message: str) -> None:
-        """Refusals are audited too (probing is worth seeing); a failed write is logged, the refusal stands."""
+        """Refusals are audited too (probing is worth seeing); a failed write is logged, the refusal stands.
+
+        The first few of a caller's refusals each second get a row with what was
+        sent; the rest are summed up (:meth:`_note`), so junk sent in a loop costs
+        the audit table a few rows a second, not a row a call.
+        """
+        if status not in _ANSWERS:
+            self._arm()
+            seen = self._rows[(call.key, status)]
+            if seen >= REFUSAL_ROWS:
+                self._note(call, status, message)
+                return
+            self._rows[(call.key, status)] = seen + 1
         try:
             await self.audit.record(call.entry(status, message))
         except AuditUnavailable as exc:
@@ -399,16 +458,34 @@ class Gate:
         METRICS.rpcs.labels(self.origin, method, status).inc()
 
     def _note(self, call: Call, status: str, reason: str) -> None:
-        """Sum up a call refused for overload or cancelled; :meth:`_summarize` writes the sums."""
-        self._tally[(call.caller.identity, call.caller.role, call.method, status, reason)] += 1
+        """Sum up a refused or cancelled call; :meth:`_summarize` writes the sums."""
+        tally = self._tally.get((call.key, status))
+        if tally is None:
+            tally = self._tally[(call.key, status)] = _Tally(reason=reason)
+        tally.calls += 1
+        self._arm()
+
+    def _arm(self) -> None:
+        """Make sure a summary is due at the end of the current period."""
         if self._summary is None:
             self._summary = asyncio.get_running_loop().call_later(SUMMARY_SECONDS, self._summarize)
 
     def _summarize(self) -> None:
+        """Write one row per caller, method and status summed up, and start a new period."""
         self._summary = None
-        tally, self._tally = self._tally, Counter()
-        for (identity, role, method, status, reason), count in tally.items():
-            log.warning("%s: %d %s calls of %s (%s): %s", self.origin, count, method, identity, role, reason)
+        tally, self._tally = self._tally, {}
+        self._rows.clear()
+        for ((identity, role, method), status), summed in tally.items():
+            log.warning(
+                "%s: %d %s calls of %s (%s) %s: %s",
+                self.origin,
+                summed.calls,
+                method,
+                identity,
+                role,
+                status,
+                summed.reason,
+            )
             if status != "CANCELLED":  # a cancelled call answered nothing: counted and logged is enough
                 self.audit.note(
                     AuditEntry(
@@ -420,7 +497,8 @@ class Gate:
                         answered=0,
                         status=status,
                         at=dt.datetime.now(dt.UTC),
-                        detail=f"{count} calls refused in {SUMMARY_SECONDS:g} s: {reason}",
+                        detail=f"{summed.calls} calls refused in {SUMMARY_SECONDS:g} s, the first: {summed.reason}",
+                        calls=summed.calls,
                     )
                 )
 

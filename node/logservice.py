@@ -1,9 +1,14 @@
 """LogService: checkpoints and proofs of any origin's log this node holds.
 
 An inclusion proof carries the whole signed event, record included, so it is a
-lookup like any other: the caller must be allowed to see the record, and the edge
-audits it under the record's subject. Checkpoints and consistency proofs carry no
-record, but are audited too, so the trail shows every call that was answered.
+lookup like any other, and the edge audits it under the record's subject. A proof
+by seq may return an older version of a record than the current one, so the
+caller must be allowed to see both: the version in the event (its own sharing
+level, whether the event revoked or expired it, its publicity window, its subject)
+and the record as it stands now. Otherwise a record corrected from
+government-shared to public would let a public caller read the government-shared
+version by walking the seqs. Checkpoints and consistency proofs carry no record,
+but are audited too, so the trail shows every call that was answered.
 """
 
 from __future__ import annotations
@@ -13,15 +18,46 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf.message import DecodeError
 
 from credex.node import edge
-from credex.node.access import entry_status
+from credex.node.access import Caller, entry_status
 from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
 from credex.node.logbook import LogBook
 from credex.node.proofs import ProofUnavailable, checkpoint_message, inclusion_proof
+from credex.node.state import _STATUS_BY_TYPE as STATUS_BY_TYPE
+from credex.node.state import RecordState
 from credex.node.trust_provider import TrustProvider
-from credex.v1 import log_pb2, log_pb2_grpc
+from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2
+
+# The event at the leaf asked for, and the current row of its record.
+_LEAF_QUERY = (
+    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.sharing_level, r.status, r.publicity_end"
+    " FROM records r JOIN events e"
+)
+
+
+def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
+    """The subject of the event in ``row`` if ``caller`` may see both that version and the current record."""
+    today = dt.date.today()
+    if not caller.sees(row["sharing_level"], entry_status(row["status"], row["publicity_end"], today)):
+        return None
+    try:
+        event = event_pb2.Event.FromString(event_pb2.Envelope.FromString(row["envelope"]).payload)
+        version = RecordState.of(event.record)
+    except (DecodeError, ValueError):  # stored events verified at intake; unreadable means show nothing
+        return None
+    status = entry_status(
+        STATUS_BY_TYPE.get(row["event_type"], lookup_pb2.ENTRY_STATUS_ACTIVE), version.publicity_end, today
+    )
+    if not caller.sees(version.sharing_level, status):
+        return None
+    # A correction may have changed whom the record is about (a person's pseudonym to a company's USCC):
+    # the older version names someone the current record does not; only peers and operators see it.
+    if version.subject_id != row["subject_id"] and not caller.may_exchange:
+        return None
+    return version.subject_id
 
 
 class LogService(log_pb2_grpc.LogServiceServicer):
@@ -69,22 +105,21 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         async with self.pool.acquire() as conn:
             if by_record:
                 row = await conn.fetchrow(
-                    "SELECT seq, subject_id, sharing_level, status, publicity_end FROM records"
-                    " WHERE record_id = $1 AND origin = $2",
+                    _LEAF_QUERY + " ON e.origin = r.origin AND e.seq = r.seq WHERE r.record_id = $1 AND r.origin = $2",
                     request.record_id,
                     origin,
                 )
             else:
                 row = await conn.fetchrow(
-                    "SELECT e.seq, r.subject_id, r.sharing_level, r.status, r.publicity_end FROM events e"
-                    " JOIN records r ON r.record_id = e.record_id WHERE e.origin = $1 AND e.seq = $2",
+                    _LEAF_QUERY + " ON e.origin = r.origin AND e.record_id = r.record_id"
+                    " WHERE e.origin = $1 AND e.seq = $2",
                     origin,
                     request.seq,
                 )
-        status = entry_status(row["status"], row["publicity_end"], dt.date.today()) if row else 0
-        if row is None or not call.caller.sees(row["sharing_level"], status):
+        subject = _visible_leaf(row, call.caller) if row is not None else None
+        if row is None or subject is None:
             raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such event or record visible to you")
-        call.subject_id = row["subject_id"]
+        call.subject_id = subject
         try:
             proof = await inclusion_proof(self.pool, self.logbook, self.keeper, origin, row["seq"], request.tree_size)
         except ProofUnavailable as exc:

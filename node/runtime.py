@@ -8,9 +8,9 @@ services it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
-from credex.node import store
+from credex.node import rejections, store
 from credex.node.alarms import Alarms
 from credex.node.audit import AuditLog
 from credex.node.checkpoints import CheckpointKeeper
@@ -42,6 +42,8 @@ from credex.node.trust_provider import TrustProvider
 log = logging.getLogger(__name__)
 
 BUNDLE_REFRESH_SECONDS = 10.0
+STOP_TASKS_SECONDS = 30.0
+EVIDENCE_RETENTION_SECONDS = 3600.0
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Node:
         self.config = config
         self.origin = config.origin
         self.key = SigningKey.load(config.keys.signing_key)
-        self.trust = TrustProvider(load_bundle(config))
+        self.trust = TrustProvider(load_bundle(config), config.trust.min_version, str(config.trust.bundle))
         member = self.bundle.member(self.origin)
         if member is None:
             raise TrustBundleError(f"origin {self.origin} is not a member of trust bundle {config.trust.bundle}")
@@ -158,6 +160,7 @@ class Node:
                 "checkpoint-signer",
             )
             self._spawn(self._refresh_bundle(), "bundle-refresh")
+            self._spawn(self._expire_evidence(), "evidence-retention")
         for feed_config in self.config.feeds if exchange else []:
             feed = open_feed(feed_config, self.pool, self.ledger, self.mapping_context(), self.config.ingest)
             self._spawn(feed.run(), f"feed:{feed.name}")
@@ -180,25 +183,46 @@ class Node:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TASKS_SECONDS)
+            for task in stuck:
+                # A task that swallowed its cancellation would hang the stop for ever; name it and go on.
+                log.error(
+                    "node %s: task %s did not stop within %.0f s; leaving it behind. Where it waits:\n%s",
+                    self.origin,
+                    task.get_name(),
+                    STOP_TASKS_SECONDS,
+                    _where(task),
+                )
         self._tasks.clear()
         if self._server is not None:
-            await self._server.stop(grace=1.0)
+            await self._bounded("the gRPC server", self._server.stop(grace=1.0))
             self._server = None
         if self._audit is not None:
-            await self._audit.stop()
+            await self._bounded("the audit writer", self._audit.stop())
         if self._channels is not None:
-            await self._channels.close()
+            await self._bounded("the peer channels", self._channels.close())
         if self.pool is not None:
-            await self.pool.close()
+            # close() waits for every connection to come back; one held by a task left behind would hang it.
+            if not await self._bounded("the database pool", self.pool.close()):
+                self.pool.terminate()
             self.pool = None
         if self._embedded_broker is not None:
             await asyncio.to_thread(self._embedded_broker.stop)
         if self._embedded_pg is not None:
             await asyncio.to_thread(self._embedded_pg.stop)
         log.info("node %s stopped", self.origin)
+
+    async def _bounded(self, what: str, step: Awaitable[object]) -> bool:
+        """Run one step of stopping; after STOP_TASKS_SECONDS say which step hangs and go on (False)."""
+        try:
+            await asyncio.wait_for(step, timeout=STOP_TASKS_SECONDS)
+        except TimeoutError:
+            log.error(
+                "node %s: stopping %s took over %.0f s; going on without it", self.origin, what, STOP_TASKS_SECONDS
+            )
+            return False
+        return True
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -208,43 +232,83 @@ class Node:
         await self.stop()
 
     async def _refresh_bundle(self) -> None:
-        """Pick up a newer signed bundle (members, keys, revocations) without a restart."""
+        """Pick up a newer signed bundle (members, keys, revocations) without a restart.
+
+        Survives whatever goes wrong in one look: a refresh task that died would leave
+        the node on its bundle for good, revocations and all, without a word.
+        """
         # Compared by content, not mtime: a file replaced twice within the mtime's resolution, or
         # just before this task first ran, is still noticed.
-        path = self.config.trust.bundle
         seen = b""
         while True:
             await asyncio.sleep(BUNDLE_REFRESH_SECONDS)
             try:
-                data = path.read_bytes()
-            except OSError as exc:
-                log.warning("cannot read trust bundle %s, keeping version %d: %s", path, self.bundle.version, exc)
-                continue
-            if data == seen:
-                continue
-            seen = data
+                seen = await self._refresh_once(seen)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("trust bundle refresh failed, keeping version %d; trying again", self.bundle.version)
+                seen = b""
+
+    async def _refresh_once(self, seen: bytes) -> bytes:
+        """Take the bundle file if it is new and newer; return its content, or ``b""`` to look again."""
+        path = self.config.trust.bundle
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            log.warning("cannot read trust bundle %s, keeping version %d: %s", path, self.bundle.version, exc)
+            return b""
+        if data == seen:
+            return seen
+        try:
+            federation_public = load_public(self.config.trust.federation_public_key)
+            bundle = TrustBundle.verify_signed(data, federation_public, source=str(path))
+        except (TrustBundleError, KeyFileError) as exc:
+            log.error("new trust bundle rejected, keeping version %d: %s", self.bundle.version, exc)
+            return data
+        if bundle.digest == self.bundle.digest or self.pool is None:
+            return data  # the bundle in force
+        try:
+            await self.trust.adopt(bundle, self.pool, str(path))
+        except TrustBundleError as exc:
+            log.warning("trust bundle at %s ignored, keeping version %d: %s", path, self.bundle.version, exc)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # Not switched before the database has it: otherwise a rollback could not be noticed.
+            log.warning(
+                "trust bundle version %d not yet taken, the database is unavailable (%s); trying again",
+                bundle.version,
+                exc,
+            )
+            return b""
+        return data
+
+    async def _expire_evidence(self) -> None:
+        """Delete rejection evidence past ``intake.evidence_max_age_days``, at start and then hourly."""
+        while True:
             try:
-                federation_public = load_public(self.config.trust.federation_public_key)
-                bundle = TrustBundle.verify_signed(data, federation_public, source=str(path))
-            except (TrustBundleError, KeyFileError) as exc:
-                log.error("new trust bundle rejected, keeping version %d: %s", self.bundle.version, exc)
-                continue
-            if bundle.digest == self.bundle.digest:
-                continue  # the bundle in force
-            try:
-                self.trust.update(bundle)
                 if self.pool is not None:
-                    await self.trust.remember(self.pool, str(path))
-            except TrustBundleError as exc:
-                log.warning("trust bundle at %s ignored: %s", path, exc)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("trust bundle version %d in force but not yet recorded: %s", bundle.version, exc)
+                    await rejections.expire(self.pool, self.config.intake)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("evidence retention: %s; trying again in an hour", exc)
+            await asyncio.sleep(EVIDENCE_RETENTION_SECONDS)
 
     def _say_what_the_bundle_means(self, bundle: TrustBundle) -> None:
         """Log, at start and on each refresh, what in the bundle limits this node or its peers."""
         refusal = bundle.signing_refusal(self.origin, self.key.key_id)
         if refusal:
             log.error("node %s: %s", self.origin, refusal)
+        tls = self.config.grpc.tls
+        if len(bundle.members) > 1 and (tls.cert is None or tls.key is None):
+            log.warning(
+                "node %s: the federation has %d members but grpc.tls.cert/key are not set: peers see this node"
+                " as a public caller and refuse it their non-public events (FetchEvents answers"
+                " PERMISSION_DENIED), so restricted and government-shared records do not replicate. Give it its"
+                " node certificate (grpc.tls) and have it bound in the bundle (`credex trust add-member --tls-cert`)",
+                self.origin,
+                len(bundle.members),
+            )
         if self.config.grpc.tls.cert is not None:
             for origin in bundle.unbound_members():
                 log.warning(
@@ -307,3 +371,9 @@ class Node:
             for row in await conn.fetch("SELECT id, origin, kind FROM alarms WHERE cleared_at IS NULL ORDER BY id"):
                 result.open_alarms.append(f"#{row['id']} {row['kind']} on {row['origin']}")
         return result
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    stack = io.StringIO()
+    task.print_stack(limit=12, file=stack)
+    return stack.getvalue()

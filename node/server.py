@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from credex.node.access import unbound_privileged
 from credex.node.audit import AuditLog
 from credex.node.checkpoints import CheckpointKeeper
 from credex.node.config import NodeConfig
@@ -75,6 +76,14 @@ async def start_server(
         ]
     )
     gate = Gate(config, trust, audit)
+    audit.retain(config.audit.retention_days, config.audit.trim_every_seconds)
+    for name in unbound_privileged(config.access):
+        log.warning(
+            "caller %s is given role %s by its certificate's name alone: any certificate the CA issues with that"
+            " name gets the role; bind it to its key with access.caller_keys",
+            name,
+            config.access.callers[name],
+        )
     services: list[tuple[str, object]] = [
         ("LookupService", LookupService(config, pool, trust, logbook, keeper)),
         ("ExchangeService", ExchangeService(config, pool, trust)),

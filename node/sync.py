@@ -17,6 +17,17 @@ members again with a growing pause instead of every probe, and once it has been
 pending for ``sync.unreachable_alarm_seconds`` it raises a ``checkpoint.unreachable``
 alarm, resolved by itself if the events ever arrive.
 
+A withheld notice is unsigned, so the seq it gives is capped at the head the
+probe reports and forgotten once the missing events were fetched: a notice of
+seq 2^63-1 buys its sender one early fetch, not a standing one.
+
+A member that answers FetchEvents with PERMISSION_DENIED does not recognise this
+node as a peer (no client certificate, or one the bundle does not bind): its
+non-public events cannot replicate here. That is logged as an error when it
+starts and when it ends, counted (``credex_sync_fetch_denied``), and raised as
+a ``sync.not_a_peer`` alarm that does not freeze anything and resolves itself
+once fetching works again.
+
 One origin's failure, of whatever kind, is logged and does not stop the others
 or the loop.
 """
@@ -31,8 +42,9 @@ from dataclasses import dataclass
 
 import asyncpg
 import grpc
+from prometheus_client import Counter
 
-from credex.node.alarms import CHECKPOINT_UNREACHABLE
+from credex.node.alarms import CHECKPOINT_UNREACHABLE, SYNC_NOT_A_PEER
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
 from credex.node.metrics import METRICS
@@ -41,6 +53,12 @@ from credex.node.trust_provider import TrustProvider
 from credex.v1 import exchange_pb2, log_pb2
 
 log = logging.getLogger(__name__)
+
+FETCH_DENIED = Counter(
+    "credex_sync_fetch_denied",
+    "FetchEvents calls a member refused with PERMISSION_DENIED: it does not take this node for a peer",
+    ["origin", "peer"],
+)
 
 
 @dataclass
@@ -80,6 +98,10 @@ class Sync:
         self._settled: set[str] = set()  # origins whose unreachable alarm was resolved since start
         # origin -> the highest seq a withheld notice announced: Kafka will not bring it, do not wait for it
         self._withheld: dict[str, int] = {}
+        # endpoint -> the member that refused this node as a peer, while it does; and the endpoints
+        # whose FetchEvents worked since start (a refusal alarm left open by a previous run is resolved)
+        self._denied: dict[str, str] = {}
+        self._fetching: set[str] = set()
         intake.on_gap(self._on_gap)
         intake.on_withheld(self._on_withheld)
         self.keeper.on_want(self._on_want)
@@ -102,6 +124,10 @@ class Sync:
         ordered = [first] if first else []
         ordered += [m for m in self.trust.current.members if m.origin not in (origin, self.config.origin)]
         return [m.endpoint for m in ordered if m and m.endpoint]
+
+    def withheld(self, origin: str) -> int | None:
+        """The seq of ``origin`` that withheld notices announced and sync has yet to fetch, if any."""
+        return self._withheld.get(origin)
 
     def unreachable(self, origin: str) -> Unreachable | None:
         """The checkpoint of ``origin`` no member serves the events of, if any."""
@@ -127,6 +153,7 @@ class Sync:
             if origin in self.alarms.frozen:
                 continue
             try:
+                await self.keeper.check_revocations(origin)  # a refresh may have brought a revoked root
                 await self.fetch_checkpoint(origin)
                 await self.sync_origin(origin)
             except asyncio.CancelledError:
@@ -147,6 +174,8 @@ class Sync:
         if source is None:
             self._behind.pop(origin, None)
             return 0
+        if origin in self._withheld:  # a notice is unsigned: it cannot announce more than is served
+            self._withheld[origin] = min(self._withheld[origin], head)
         head, sources = await self._target(origin, head, source)
         if head <= contiguous:
             self._behind.pop(origin, None)
@@ -163,6 +192,7 @@ class Sync:
             return 0
         applied = await self.fetch_missing(origin, head, sources)
         self._behind.pop(origin, None)
+        self._withheld.pop(origin, None)  # fetched what was served; a later notice starts anew
         return applied
 
     async def _target(self, origin: str, head: int, source: str) -> tuple[int, list[str]]:
@@ -301,10 +331,50 @@ class Sync:
 
     async def _fetch(self, endpoint: str, origin: str, from_seq: int, limit: int) -> exchange_pb2.FetchEventsResponse:
         stub = self.channels.exchange(endpoint)
-        return await stub.FetchEvents(
-            exchange_pb2.FetchEventsRequest(origin=origin, from_seq=from_seq, limit=limit),
-            timeout=self.config.sync.rpc_timeout_seconds,
+        try:
+            response = await stub.FetchEvents(
+                exchange_pb2.FetchEventsRequest(origin=origin, from_seq=from_seq, limit=limit),
+                timeout=self.config.sync.rpc_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                await self._not_a_peer(endpoint, origin, exc.details() or "")
+            raise
+        if endpoint not in self._fetching:
+            await self._a_peer_again(endpoint)
+        return response
+
+    def _member_at(self, endpoint: str, origin: str) -> str:
+        """The member that answers at ``endpoint`` (``origin`` if the bundle no longer says)."""
+        return next((m.origin for m in self.trust.current.members if m.endpoint == endpoint), origin)
+
+    async def _not_a_peer(self, endpoint: str, origin: str, details: str) -> None:
+        """A member refused FetchEvents: say so once, count every time, raise the alarm."""
+        member = self._member_at(endpoint, origin)
+        FETCH_DENIED.labels(self.config.origin, member).inc()
+        self._fetching.discard(endpoint)
+        if endpoint in self._denied:
+            return
+        message = (
+            f"cannot fetch: not recognised as a peer by {member} at {endpoint} ({details or 'PERMISSION_DENIED'});"
+            f" its non-public events do not replicate to {self.config.origin}. Check that grpc.tls.cert/key are set"
+            f" and that the trust bundle binds this node's certificate (`credex trust add-member --tls-cert`)"
         )
+        log.error("sync: %s", message)
+        async with self.pool.acquire() as conn:
+            await self.alarms.raise_once(conn, member, SYNC_NOT_A_PEER, message, {"endpoint": endpoint})
+        self._denied[endpoint] = member  # only once the alarm is raised: else the next refusal tries again
+
+    async def _a_peer_again(self, endpoint: str) -> None:
+        """FetchEvents at ``endpoint`` works (first time since start, or after a refusal): resolve the alarm."""
+        member = self._denied.pop(endpoint, None)
+        async with self.pool.acquire() as conn:
+            await self.alarms.resolve(
+                conn, member or self._member_at(endpoint, ""), SYNC_NOT_A_PEER, f"{endpoint} serves FetchEvents again"
+            )
+        if member is not None:
+            log.warning("sync: %s at %s recognises this node as a peer again; fetching works", member, endpoint)
+        self._fetching.add(endpoint)
 
     async def _contiguous(self, origin: str) -> int:
         async with self.pool.acquire() as conn:

@@ -59,12 +59,12 @@ def peer_channel(federation: TestFederation, node: Node, origin: str) -> grpc.ai
 
 
 async def audit_rows(node: Node, method: str | None = None) -> list[asyncpg.Record]:
-    """The node's audit trail in order, of one method or all."""
+    """The node's audit trail in order, of one method or all; ``calls``: how many calls a row stands for."""
     assert node.pool is not None
     async with node.pool.acquire() as conn:
         return list(
             await conn.fetch(
-                "SELECT caller, role, method, subject_id, purpose, answered, status, detail FROM audit_log"
+                "SELECT caller, role, method, subject_id, purpose, answered, status, detail, calls FROM audit_log"
                 " WHERE $1::text IS NULL OR method = $1 ORDER BY id",
                 method,
             )

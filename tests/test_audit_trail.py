@@ -3,13 +3,17 @@
 Regression tests of issue 7's probes: a NUL in one caller's purpose failed the
 group-committed audit write of everyone batched with it; walking GetInclusionProof
 read every record with no audit row; FetchEvents, denied and invalid attempts
-were not audited; a government lookup without a purpose was answered.
+were not audited; a government lookup without a purpose was answered. And of the
+security review of the fix: every invalid call wrote a full row, so any caller
+could grow the audit table without limit, and nothing was ever trimmed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,9 @@ from typing import Any
 import grpc
 import pytest
 
+from credex.node import edge
 from credex.node.audit import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.runtime import Node
 from credex.v1 import (
     exchange_pb2,
     exchange_pb2_grpc,
@@ -66,12 +72,73 @@ async def test_a_nul_in_one_callers_request_fails_none_of_the_lookups_batched_wi
         answered, refused = await asyncio.gather(lookups(office, good_requests), lookups(prober, bad_requests))
     assert answered == Counter({"OK": 80})
     assert refused == Counter({"INVALID_ARGUMENT": 80})
-    rows = await audit_rows(node, "GetProfile")
-    assert Counter((r["caller"], r["status"]) for r in rows) == Counter(
-        {("government-office", "OK"): 80, (PUBLIC, "INVALID_ARGUMENT"): 80}
-    )
-    probes = [r for r in rows if r["caller"] == PUBLIC]
-    assert all("\\x00" in r["purpose"] + r["subject_id"] for r in probes)  # what was sent, made storable
+    expected = Counter({("government-office", "OK"): 80, (PUBLIC, "INVALID_ARGUMENT"): 80})
+    rows = await eventually(lambda: calls_audited(node, "GetProfile", expected))
+    probes = [r for r in rows if r["caller"] == PUBLIC and r["calls"] == 1]
+    assert probes and all("\\x00" in r["purpose"] + r["subject_id"] for r in probes)  # what was sent, storable
+
+
+async def test_a_caller_sending_invalid_requests_in_a_loop_is_summed_up_and_every_call_counted(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, _ = await serve_sample(federation, tmp_path, rows=10)
+    junk = [lookup_pb2.GetProfileRequest(uscc=f"9131\x07{i}") for i in range(500)]
+    started = time.monotonic()
+    async with client_channel(federation, node, PUBLIC) as channel:
+        stub = lookup_pb2_grpc.LookupServiceStub(channel)
+        share = asyncio.Semaphore(8)  # within one caller's share: every call reaches validation
+
+        async def one(request: lookup_pb2.GetProfileRequest) -> str:
+            async with share:
+                return await status_of(stub.GetProfile(request, timeout=60))
+
+        answers = Counter(await asyncio.gather(*(one(r) for r in junk)))
+    periods = math.ceil((time.monotonic() - started) / edge.SUMMARY_SECONDS) + 1
+    assert answers == Counter({"INVALID_ARGUMENT": 500})
+    rows = await eventually(lambda: calls_audited(node, "GetProfile", Counter({(PUBLIC, "INVALID_ARGUMENT"): 500})))
+    # Each summary period: a few rows with what was sent, then one row for the rest of them.
+    assert len(rows) <= periods * (edge.REFUSAL_ROWS + 1) and len(rows) < 500
+    summed = [r for r in rows if r["calls"] > 1]
+    assert summed and all(r["detail"].startswith(f"{r['calls']} calls refused in") for r in summed)
+    assert all("control character U+0007" in r["detail"] for r in rows)
+    own_rows = [r for r in rows if r["calls"] == 1]
+    assert all(r["subject_id"].startswith("9131\\x07") for r in own_rows)  # what the caller sent
+
+
+async def test_audit_rows_older_than_the_retention_are_trimmed(federation: TestFederation) -> None:
+    node = await federation.start_node("310000", audit={"retention_days": 30, "trim_every_seconds": 0.2})
+    assert node.pool is not None
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        (now - dt.timedelta(days=age), f"aged-{age}", "public", "GetProfile", "", "", 0, "OK")
+        for age in (400, 31, 29, 0)
+    ]
+    async with node.pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "audit_log",
+            records=rows,
+            columns=("at", "caller", "role", "method", "subject_id", "purpose", "answered", "status"),
+        )
+
+    async def kept() -> list[str] | None:
+        callers = sorted(r["caller"] for r in await audit_rows(node, "GetProfile"))
+        return callers if callers == ["aged-0", "aged-29"] else None
+
+    await eventually(kept)
+
+
+async def test_an_audit_retention_of_zero_days_keeps_the_trail_forever(federation: TestFederation) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool)
+    audit.start()
+    audit.retain(0, every_seconds=0.01)
+    try:
+        await audit.record(entry("ancient", at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+        assert audit.trimming is False
+    finally:
+        await audit.stop()
+    assert [r["caller"] for r in await audit_rows(node)] == ["ancient"]
 
 
 async def test_an_unstorable_entry_fails_alone_and_its_batch_is_written(
@@ -210,6 +277,15 @@ def entry(caller: str, at: object = None) -> AuditEntry:
         status="OK",
         at=at if at is not None else dt.datetime.now(dt.UTC),  # type: ignore[arg-type]
     )
+
+
+async def calls_audited(node: Node, method: str, expected: Counter[tuple[str, str]]) -> list[Any] | None:
+    """The audit rows of ``method`` once the calls they stand for, by caller and status, are ``expected``."""
+    rows = await audit_rows(node, method)
+    audited: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        audited[(row["caller"], row["status"])] += row["calls"]
+    return rows if audited == expected else None
 
 
 async def _checkpoint_covers(keeper: Any, size: int) -> bool:

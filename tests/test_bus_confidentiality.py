@@ -1,10 +1,11 @@
 """Confidentiality on the bus: whoever can read a topic learns nothing that is not public.
 
 Anyone who can reach a broker — on the embedded default, any user of the host —
-can read every topic. So only events of public records about organisations cross
+can read every topic. So only events of public records about legal entities cross
 Kafka with their content; government-shared and restricted records, and anything
-about a natural person, are announced by a content-free notice and move between
-members over mutual-TLS gRPC only. Confidentiality must not cost delivery: the
+about a natural person — a person's own records, and an individual business's
+(个体工商户), which name its operator — are announced by a content-free notice and
+move between members over mutual-TLS gRPC only. Confidentiality must not cost delivery: the
 peers still end up holding every record.
 """
 
@@ -13,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,7 +29,13 @@ from credex.adapters.profile import Profile
 from credex.domain import uscc as uscc_codes
 from credex.node import bus
 from credex.node.config import ConfigError, NodeConfig, events_topic, load_config
-from credex.node.embedded import is_loopback, listening_addresses
+from credex.node.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    EmbeddedServiceError,
+    is_loopback,
+    listening_addresses,
+)
 from credex.node.ledger import Change
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, record_pb2
@@ -54,17 +63,18 @@ NOTICE_HEADERS = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_sequenc
     ("level", "subject_type", "crosses"),
     [
         (PUBLIC, ENTITY, True),
-        (PUBLIC, INDIVIDUAL_BUSINESS, True),
+        (PUBLIC, INDIVIDUAL_BUSINESS, False),
         (PUBLIC, PERSON, False),
         (PUBLIC, record_pb2.SUBJECT_TYPE_UNSPECIFIED, False),
         (GOVERNMENT, ENTITY, False),
         (RESTRICTED, ENTITY, False),
         (GOVERNMENT, PERSON, False),
+        (GOVERNMENT, INDIVIDUAL_BUSINESS, False),
         (RESTRICTED, PERSON, False),
         (record_pb2.SHARING_LEVEL_UNSPECIFIED, ENTITY, False),
     ],
 )
-def test_only_public_records_about_organisations_may_cross_the_bus(
+def test_only_public_records_about_legal_entities_may_cross_the_bus(
     level: int, subject_type: int, crosses: bool
 ) -> None:
     record = record_pb2.Record(
@@ -117,14 +127,22 @@ class Secrets:
     withheld: int = 0
 
 
-def _record(node: Node, n: int, level: int, person: bool, rng: random.Random) -> record_pb2.Record:
-    """A penalty of ``level`` on a company, or on a natural person known only by pseudonym."""
-    if person:
+def _record(node: Node, n: int, level: int, subject_type: int, rng: random.Random) -> record_pb2.Record:
+    """A penalty of ``level`` on a company, on an individual business named with its operator,
+    or on a natural person known only by pseudonym."""
+    if subject_type == PERSON:
         assert node.pseudonymizer is not None
         subject = record_pb2.Subject(
             type=PERSON,
             person_pseudonym=node.pseudonymizer.pseudonym(synth.draw_resident_id(rng, "31")),
             name=f"欧阳保密{n:03d}",
+        )
+    elif subject_type == INDIVIDUAL_BUSINESS:
+        subject = record_pb2.Subject(
+            type=INDIVIDUAL_BUSINESS,
+            uscc=uscc_codes.make("92", "310105", f"{rng.randrange(10**7, 10**8)}"),
+            name=f"长宁区秘密小吃店{n:03d}",
+            legal_representative=f"诸葛经营{n:03d}",  # the operator: a natural person
         )
     else:
         subject = record_pb2.Subject(
@@ -163,17 +181,18 @@ async def _append(node: Node, records: Iterable[record_pb2.Record]) -> None:
 
 
 async def take_in_every_kind(node: Node, tmp_path: Path) -> Secrets:
-    """Records of every sharing level about companies and persons, public persons from a platform file too,
+    """Records of every sharing level about companies, individual businesses and persons, public persons
+    from a platform file too,
     a correction that makes a public record restricted, and the revocation of a government-shared one."""
     secrets = Secrets()
     rng = random.Random(7)
     made: dict[int, record_pb2.Record] = {}
     n = 0
     for level in (PUBLIC, GOVERNMENT, RESTRICTED):
-        for person in (False, True):
+        for subject_type in (ENTITY, INDIVIDUAL_BUSINESS, PERSON):
             for _ in range(4):
                 n += 1
-                made[n] = _record(node, n, level, person, rng)
+                made[n] = _record(node, n, level, subject_type, rng)
     await _append(node, made.values())
     for record in made.values():
         if not (record.sharing_level == PUBLIC and record.subject.type == ENTITY):
@@ -299,7 +318,7 @@ async def test_a_reader_without_credentials_learns_nothing_restricted_or_persona
         assert value is not None
         record = event_pb2.Event.FromString(event_pb2.Envelope.FromString(value).payload).record
         assert record.sharing_level == PUBLIC, record.record_id
-        assert record.subject.type != PERSON and not record.subject.person_pseudonym, record.record_id
+        assert record.subject.type == ENTITY and not record.subject.person_pseudonym, record.record_id
     assert withheld >= secrets.withheld  # at least: a relay may publish a stretch twice
 
     # Every seq of the log is on the topic exactly as envelope or notice, so peers see no unexplained hole.
@@ -320,7 +339,7 @@ async def test_peers_skip_withheld_notices_instead_of_counting_them_as_rejected_
     origin = await federation.start_node("310000")
     peer = await federation.start_node("320000")
     rng = random.Random(3)
-    await _append(origin, [_record(origin, n, RESTRICTED, n % 2 == 0, rng) for n in range(1, 21)])
+    await _append(origin, [_record(origin, n, RESTRICTED, PERSON if n % 2 == 0 else ENTITY, rng) for n in range(1, 21)])
     head = await head_of(origin)
     await eventually(lambda: published_all(origin))
     await eventually(lambda: _holds_to(peer, "310000", head), timeout=60)
@@ -339,7 +358,7 @@ async def test_a_broker_that_lost_a_log_of_withheld_events_gets_the_notices_agai
     """The relay's check that the broker kept what it acknowledged works when every message is a notice."""
     origin = await federation.start_node("310000")
     rng = random.Random(5)
-    await _append(origin, [_record(origin, n, GOVERNMENT, False, rng) for n in range(1, 11)])
+    await _append(origin, [_record(origin, n, GOVERNMENT, ENTITY, rng) for n in range(1, 11)])
     await eventually(lambda: published_all(origin))
     bootstrap = federation.broker.bootstrap_servers
     assert sorted(await seqs_on_topic(bootstrap, "310000")) == list(range(1, 11))
@@ -359,6 +378,67 @@ async def test_the_embedded_broker_listens_on_loopback_only(federation: TestFede
     assert addresses, "no listening socket found for the broker (is /proc mounted?)"
     assert all(is_loopback(host) for host, _ in addresses), addresses
     assert ("127.0.0.1", broker.port) in addresses
+
+
+@pytest.fixture
+def impostor() -> Iterator[socket.socket]:
+    """A plain listener on a loopback port, as another local user would open one; it never accepts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        yield listener
+
+
+def _was_contacted(listener: socket.socket) -> bool:
+    """Whether anyone connected: the kernel queues a connection even when nobody accepts it."""
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def test_the_embedded_broker_refuses_a_given_port_another_process_listens_on(
+    tmp_path: Path, impostor: socket.socket
+) -> None:
+    taken = impostor.getsockname()[1]
+    broker = EmbeddedBroker(tmp_path / "broker", port=taken)
+    with pytest.raises(EmbeddedServiceError, match=rf"another process already listens on 127\.0\.0\.1:{taken}"):
+        broker.start()
+    assert broker.pid is None, "the broker that could not bind is stopped"
+    assert not _was_contacted(impostor)
+
+
+def test_an_embedded_broker_whose_chosen_port_was_taken_moves_and_never_talks_to_the_taker(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(tmp_path / "broker")
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", broker.port))  # between choosing the port and starting the broker
+        taker.listen()
+        taker.setblocking(False)
+        with broker:
+            assert broker.pid is not None and broker.port != taker.getsockname()[1]
+            assert ("127.0.0.1", broker.port) in listening_addresses(broker.pid)
+        assert not _was_contacted(taker)
+
+
+def test_embedded_postgres_takes_connections_only_through_a_socket_folder_private_to_it(
+    postgres: EmbeddedPostgres,
+) -> None:
+    """Its connections need no password, so no TCP port, and no other user may reach the socket."""
+    folder = Path(parse_qs(urlsplit(postgres.uri()).query)["host"][0])
+    assert folder == postgres.directory
+    assert not folder.stat().st_mode & 0o077, oct(folder.stat().st_mode)
+
+
+def test_embedded_postgres_whose_socket_would_leave_its_data_folder_is_refused(tmp_path: Path) -> None:
+    """A data path too long for a socket name makes embedded-postgres put the socket in a shared folder."""
+    deep = tmp_path.joinpath(*["a-long-folder-name-for-a-data-dir"] * 4)
+    server = EmbeddedPostgres(deep / "postgres")
+    with pytest.raises(EmbeddedServiceError, match="use a shorter data_dir"):
+        server.start()
+    with pytest.raises(EmbeddedServiceError, match="not started"):
+        server.uri()
 
 
 # -- production settings ----------------------------------------------------------------

@@ -13,9 +13,11 @@ from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
-from credex.crypto.envelope import seal
+from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import KeyFileError, SigningKey, SigningRefused, load_public
+from credex.crypto.merkle import MerkleTree, leaf_hash
 from credex.crypto.trust import EventRejected, EventVerifier, Member, MemberKey, TrustBundle
+from credex.node.alarms import Alarm, list_alarms
 from credex.node.cli import app
 from credex.node.config import events_topic
 from credex.node.logaudit import audit_origin
@@ -229,7 +231,7 @@ def test_revoke_key_command_revokes_by_position_and_the_listing_says_so(tmp_path
         ["trust", "add-member", str(draft), "--origin", "310000", "--name", "上海市", "--endpoint", "h:1",
          "--public-key", str(tmp_path / "sh" / "signing.pub")],
         ["trust", "revoke-key", str(draft), "--origin", "310000", "--key-id", key.key_id, "--after-seq", "42",
-         "--reason", "laptop stolen"],
+         "--reason", "laptop stolen", "--root", "AB" * 32],
         ["trust", "sign", str(draft), "--key", str(tmp_path / "federation" / "signing.key"), "--out",
          str(tmp_path / "bundle.json")],
     ]  # fmt: skip
@@ -247,7 +249,88 @@ def test_revoke_key_command_revokes_by_position_and_the_listing_says_so(tmp_path
         ],
     )
     assert "version 3" in listing.output
-    assert "revoked after seq 42 (laptop stolen)" in listing.output
+    assert "revoked after seq 42 (log root there abababababababab…) (laptop stolen)" in listing.output
+    assert TrustBundle.from_draft(draft).revoked_roots("310000")[0].revoked_root == "ab" * 32
+    bad_root = runner.invoke(app, ["trust", "revoke-key", str(draft), "--origin", "310000", "--key-id", key.key_id,
+                                   "--after-seq", "42", "--reason", "x", "--root", "not-hex"])  # fmt: skip
+    assert bad_root.exit_code != 0 and "64 lower-case hex" in bad_root.output
     missing = runner.invoke(app, ["trust", "revoke-key", str(draft), "--origin", "310000", "--key-id", key.key_id,
                                   "--reason", "x"])  # fmt: skip
     assert missing.exit_code != 0 and "--after-seq" in missing.output
+
+
+async def test_a_revoked_key_re_signing_a_seq_already_held_is_refused_and_freezes_nothing(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    publisher = await federation.start_node("310000")
+    n = await take_in(publisher, tmp_path, 10)
+    await eventually(lambda: own_checkpoint(publisher, n))
+    revoke_own_key(federation, "310000", after_seq=n)  # the key still vouches for seqs 1..n
+    receiver = await federation.start_node("320000")
+    await eventually(lambda: _holds(receiver, "310000", n))
+
+    stolen = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    rewritten = [seal(stolen, event("310000", 3, dt.datetime.now(dt.UTC))) for _ in range(2)]  # again and again
+    await _produce(federation, [e.SerializeToString() for e in rewritten])
+
+    async def refused() -> dict[str, int] | None:
+        seen = (await receiver.status()).intake_counters.get("310000", {})
+        return seen if seen.get("rejected:key.revoked.conflict", 0) >= 2 else None
+
+    seen = await eventually(refused)
+    assert seen["rejected:key.revoked.conflict"] == 2
+    assert "rejected:event.conflict" not in seen
+    status = await receiver.status()
+    assert status.open_alarms == [] and "310000" not in receiver.alarms.frozen  # no equivocation, no freeze
+    assert receiver.pool is not None
+    async with receiver.pool.acquire() as conn:
+        [row] = await conn.fetch(
+            "SELECT key_id, repeats, message, octet_length(evidence) AS kept FROM intake_rejections"
+            " WHERE origin = '310000' AND reason = 'key.revoked.conflict'"
+        )
+    assert (row["key_id"], row["repeats"]) == (stolen.key_id, 2)
+    assert f"revoked after seq {n}" in row["message"]
+    assert row["kept"] <= receiver.config.intake.evidence_bytes
+
+
+async def test_history_forged_with_a_revoked_key_is_found_by_the_root_its_revocation_gives(
+    federation: TestFederation, quick_refresh: None
+) -> None:
+    # A node new to the federation, catching up on 310000 (not running) from whatever the bus holds:
+    # the key's thief got there first with his own version of seqs 1..5.
+    receiver = await federation.start_node("320000")
+    stolen = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    now = dt.datetime.now(dt.UTC)
+    forged = [seal(stolen, event("310000", seq, now)) for seq in range(1, 6)]
+    await _produce(federation, [e.SerializeToString() for e in forged])
+    await eventually(lambda: _holds(receiver, "310000", 5))
+
+    genuine = [seal(stolen, event("310000", seq, now - dt.timedelta(days=1))) for seq in range(1, 6)]
+    genuine_root = MerkleTree(leaf_hash(canonical_bytes(e)) for e in genuine).root().hex()
+    revoked = federation.bundle_now().with_key_revoked("310000", stolen.key_id, 5, "stolen", root=genuine_root)
+    federation.publish(revoked.next_version())
+
+    async def alarmed() -> list[Alarm]:
+        assert receiver.pool is not None
+        async with receiver.pool.acquire() as conn:
+            return [a for a in await list_alarms(conn) if a.kind == "revocation.root"]
+
+    [alarm] = await eventually(alarmed)
+    assert alarm.origin == "310000"
+    assert f"key {stolen.key_id}" in alarm.message and "after seq 5" in alarm.message
+    assert alarm.evidence["root"] == genuine_root
+    assert alarm.evidence["root_held"] == MerkleTree(leaf_hash(canonical_bytes(e)) for e in forged).root().hex()
+
+
+async def _holds(node: Node, origin: str, size: int) -> bool:
+    return (await node.status()).contiguous_by_origin.get(origin, 0) >= size
+
+
+async def _produce(federation: TestFederation, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=federation.broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(events_topic("310000"), value=value, key=b"thief")
+    finally:
+        await producer.stop()

@@ -4,6 +4,9 @@ Regression tests of issue 7's probe "10,000 concurrent lookups over 20 connectio
 5,806 came back CANCELLED with no cause logged". gRPC core cancelled calls that
 waited too long to be picked up; now the edge's limits refuse first, per caller
 (RESOURCE_EXHAUSTED) and for the node (UNAVAILABLE), and count what they refuse.
+And of the security review of that fix: without a share for public callers, a few
+public identities took the whole node and government lookups and peers'
+FetchEvents got UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import grpc
 from prometheus_client import REGISTRY
 
 from credex.node.runtime import Node
-from credex.v1 import lookup_pb2, lookup_pb2_grpc
+from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
-from .callers import PUBLIC, audit_rows, client_channel, government_channel, serve_sample
+from .callers import PUBLIC, audit_rows, client_channel, government_channel, peer_channel, serve_sample
 from .conftest import TestFederation, eventually
 
 DELIBERATE = {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}
@@ -105,3 +108,61 @@ async def test_thousands_of_concurrent_calls_over_twenty_connections_are_never_c
     assert {status for status, _ in answers} <= DELIBERATE, answers
     assert answers[("OK", "")] > 0
     assert REGISTRY.get_sample_value("credex_rpc_in_flight", {"origin": node.origin}) == 0
+
+
+async def test_public_callers_flooding_cannot_lock_out_government_lookups_and_peer_fetches(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node, summary = await serve_sample(
+        federation,
+        tmp_path,
+        rows=20,
+        grpc={"max_concurrent_calls": 16, "max_concurrent_calls_per_caller": 4, "public_share": 0.5},
+    )
+    subject = sorted(summary.shared_subjects)[0]
+    crowd = [client_channel(federation, node, f"{PUBLIC}-{i}") for i in range(6)]  # 6 x 4 calls > the node's 16
+    flooding = asyncio.Event()
+    flood_answers: Counter[tuple[str, str]] = Counter()
+
+    async def flood(stub: lookup_pb2_grpc.LookupServiceAsyncStub) -> None:
+        """Keep a call in flight, whatever the answer, until the others are done."""
+        request = lookup_pb2.GetProfileRequest(uscc=subject)
+        while not flooding.is_set():
+            try:
+                await stub.GetProfile(request)
+            except grpc.aio.AioRpcError as exc:
+                flood_answers[(exc.code().name, (exc.details() or "").split(":")[0])] += 1
+            else:
+                flood_answers[("OK", "")] += 1
+
+    async def office() -> list[int]:
+        async with government_channel(federation, node) as channel:
+            stub = lookup_pb2_grpc.LookupServiceStub(channel)
+            request = lookup_pb2.GetProfileRequest(uscc=subject, purpose="资格审查")
+            return [len((await stub.GetProfile(request)).entries) for _ in range(20)]
+
+    async def peer() -> list[int]:
+        async with peer_channel(federation, node, "320000") as channel:
+            stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+            request = exchange_pb2.FetchEventsRequest(origin="310000", from_seq=1, limit=5)
+            return [len((await stub.FetchEvents(request)).envelopes) for _ in range(20)]
+
+    stubs = [lookup_pb2_grpc.LookupServiceStub(c) for c in crowd]
+    flooders = [asyncio.create_task(flood(stubs[i % len(stubs)])) for i in range(6 * 8)]
+    await eventually(lambda: _at_least(flood_answers, ("UNAVAILABLE", "node busy"), 1))  # the public share is full
+    try:
+        async with asyncio.TaskGroup() as steady:
+            lookups, fetches = steady.create_task(office()), steady.create_task(peer())
+        looked_up, fetched = lookups.result(), fetches.result()
+    finally:
+        flooding.set()
+        await asyncio.gather(*flooders)
+        for channel in crowd:
+            await channel.close(None)
+    assert all(looked_up) and fetched == [5] * 20  # every call of theirs admitted during the flood
+    assert flood_answers[("OK", "")] > 0  # public callers were served too, within their share
+    assert {status for status, _ in flood_answers} <= DELIBERATE
+
+
+async def _at_least(counts: Counter[tuple[str, str]], key: tuple[str, str], n: int) -> bool:
+    return counts[key] >= n

@@ -1,4 +1,10 @@
-"""Peer rights belong to the certificate the trust bundle binds to a member, not to any certificate with its name."""
+"""Rights belong to a certificate's key, not to any certificate with the right name.
+
+A member's peer rights go to the certificate the trust bundle binds to it; a
+configured caller's role (government, operator) to the key ``access.caller_keys``
+binds to it. Regression test of the security review of issue 7's fix: callers
+named in ``access.callers`` got their role by the certificate's name alone.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from pydantic import ValidationError
 
 from credex.crypto.tls import CertificateAuthority, spki_sha256
+from credex.node.config import AccessConfig
 from credex.v1 import record_pb2
 
 from .conftest import TestFederation
@@ -61,3 +69,42 @@ def test_the_local_federation_binds_each_members_node_certificate(federation: Te
     for member in federation.bundle_now().members:
         cert, _ = member_tls(federation, member.origin)
         assert member.tls_spki_sha256 == spki_sha256(cert.read_bytes())
+
+
+async def test_a_configured_caller_bound_to_a_key_keeps_its_role_only_with_that_key(
+    federation: TestFederation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    genuine, stray = (issue(federation, "audit-office", tmp_path / where) for where in ("genuine", "stray"))
+    bound = spki_sha256(genuine[0].read_bytes())
+    node = await federation.start_node(
+        "310000", access={"callers": {"audit-office": "operator"}, "caller_keys": {"audit-office": bound}}
+    )
+    await add_restricted_record(node)
+    caplog.set_level(logging.WARNING, logger="credex.node.access")
+
+    assert await fetch_code(federation, node, genuine) == grpc.StatusCode.OK
+    assert RESTRICTED in await profile_levels(federation, node, genuine, RESTRICTED_USCC)
+    for _ in range(3):
+        assert await fetch_code(federation, node, stray) == grpc.StatusCode.PERMISSION_DENIED
+        assert RESTRICTED not in await profile_levels(federation, node, stray, RESTRICTED_USCC)
+    assert caplog.text.count("caller named audit-office refused operator rights, served as public") == 1
+
+
+async def test_privileged_callers_without_a_key_binding_are_named_at_start(
+    federation: TestFederation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, _ = issue(federation, "bound-office", tmp_path)
+    callers = {"audit-office": "operator", "bound-office": "government", "news-portal": "public"}
+    caplog.set_level(logging.WARNING, logger="credex.node.server")
+    await federation.start_node(
+        "310000", access={"callers": callers, "caller_keys": {"bound-office": spki_sha256(cert.read_bytes())}}
+    )
+    warned = [r.getMessage() for r in caplog.records if "bind it to its key with access.caller_keys" in r.getMessage()]
+    assert sorted(message.split()[1] for message in warned) == ["audit-office", "government-office"]
+
+
+def test_a_key_binding_must_name_a_configured_caller_and_be_a_sha256() -> None:
+    with pytest.raises(ValidationError, match=r"access\.callers does not list"):
+        AccessConfig(caller_keys={"nobody": "0" * 64})
+    with pytest.raises(ValidationError, match="64 lowercase hex digits"):
+        AccessConfig(callers={"office": "government"}, caller_keys={"office": "AB" * 32})

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.keys import SigningKey
+from credex.crypto.tls import spki_sha256
+from credex.node.alarms import Alarm, list_alarms
 from credex.node.config import events_topic
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.peers import open_channel
 from credex.node.runtime import Node
 from credex.v1 import exchange_pb2, exchange_pb2_grpc, log_pb2, log_pb2_grpc
 
-from .conftest import TestFederation
+from .conftest import TestFederation, eventually
+from .trust_support import add_restricted_record, issue, quick_refresh
+
+__all__ = ["quick_refresh"]  # a fixture, used by name
 
 NATIONAL = Profile.load("national")
 
@@ -219,3 +226,47 @@ async def test_a_peer_serving_tampered_events_and_forged_checkpoints_is_rejected
     finally:
         await server.stop(None)
         await honest_channel.close(None)
+
+
+async def test_a_member_that_refuses_this_node_as_a_peer_raises_an_alarm_that_clears_itself(
+    federation: TestFederation, tmp_path: Path, quick_refresh: None
+) -> None:
+    bound = federation.bundle_now()
+    impostor, _ = issue(federation, "320000", tmp_path / "impostor")  # 320000's name, another key
+    member = bound.member("320000")
+    assert member is not None
+    rebound = member.model_copy(update={"tls_spki_sha256": spki_sha256(impostor.read_bytes())})
+    federation.publish(bound.with_member(rebound).next_version())  # 320000's own certificate is not bound
+    origin = await federation.start_node("310000")
+    await add_restricted_record(origin)  # seq 1, withheld from the bus: only FetchEvents brings it
+    receiver = await federation.start_node("320000")
+
+    [alarm] = await eventually(lambda: open_alarms(receiver, "sync.not_a_peer"))
+    assert alarm.origin == "310000" and "not recognised as a peer by 310000" in alarm.message
+    assert "310000" not in receiver.alarms.frozen  # a warning, not evidence against 310000's log
+    denied = REGISTRY.get_sample_value("credex_sync_fetch_denied_total", {"origin": "320000", "peer": "310000"})
+    assert (denied or 0) > 0
+    assert (await receiver.status()).contiguous_by_origin.get("310000", 0) == 0
+
+    federation.publish(bound.model_copy(update={"version": federation.bundle_now().version + 1}))
+    await eventually(lambda: holds_without_alarm(receiver, "310000", 1))
+
+
+async def open_alarms(node: Node, kind: str) -> list[Alarm]:
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        return [a for a in await list_alarms(conn) if a.kind == kind]
+
+
+async def holds_without_alarm(node: Node, origin: str, size: int) -> bool:
+    status = await node.status()
+    return status.contiguous_by_origin.get(origin, 0) >= size and not status.open_alarms
+
+
+async def test_a_node_of_a_federation_started_without_client_tls_warns_that_peers_will_refuse_it(
+    federation: TestFederation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="credex.node.runtime")
+    await federation.start_node("310000", grpc={"tls": {"cert": None, "key": None, "client_ca": None}})
+    assert "grpc.tls.cert/key are not set" in caplog.text
+    assert "PERMISSION_DENIED" in caplog.text

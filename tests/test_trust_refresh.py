@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
 import pytest
 
 from credex.crypto.tls import spki_sha256
-from credex.crypto.trust import Member
+from credex.crypto.trust import Member, TrustBundle
 from credex.node.trust_provider import BundleRollback
 
 from .conftest import TestFederation, eventually
@@ -80,3 +81,64 @@ async def test_a_refresh_gives_and_takes_peer_rights_without_a_restart(
         )
 
     await eventually(switched)
+
+
+async def test_a_refresh_to_a_version_the_database_knows_to_be_old_leaves_the_bundle_in_force(
+    federation: TestFederation, quick_refresh: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None and node.bundle.version == 1
+    async with node.pool.acquire() as conn:  # another replica of this node already took version 5
+        await conn.execute("UPDATE trust_state SET version = 5")
+    caplog.set_level(logging.WARNING, logger="credex.node.runtime")
+
+    federation.publish(federation.bundle_now().without_member("330000").next_version())  # version 2
+    await eventually(lambda: _logged(caplog, "version 2 (digest"))
+    assert "already trusted: version 5" in caplog.text
+    assert node.bundle.version == 1
+    assert node.bundle.member("330000") is not None
+
+
+async def test_a_component_failing_to_follow_a_bundle_stops_neither_the_others_nor_the_refresh(
+    federation: TestFederation, quick_refresh: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await federation.start_node("310000")
+    heard: list[int] = []
+
+    def broken(bundle: TrustBundle) -> None:
+        raise RuntimeError("this component cannot follow")
+
+    node.trust.subscribe(broken)
+    node.trust.subscribe(lambda bundle: heard.append(bundle.version))
+
+    federation.publish(federation.bundle_now().next_version())
+    await eventually(lambda: _is(heard, [2]))
+    assert node.bundle.version == 2
+    assert "a component failed to follow it" in caplog.text
+    federation.publish(federation.bundle_now().next_version())  # and the refresh is still looking
+    await eventually(lambda: _is(heard, [2, 3]))
+
+
+async def test_a_bundle_below_the_minimum_version_is_refused_even_when_the_database_remembers_none(
+    federation: TestFederation, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(BundleRollback, match=r"version 1, below trust.min_version = 2.*version 2 or later"):
+        await federation.start_node("310000", trust={"min_version": 2})
+
+    caplog.set_level(logging.WARNING, logger="credex.node.trust_provider")
+    await federation.start_node("310000")  # a first start: nothing to compare with, and it says so
+    assert "NO TRUST BUNDLE VERSION RECORDED" in caplog.text
+    assert "version 1 is recorded as the floor" in caplog.text
+    await federation.stop_node("310000")
+
+    caplog.clear()
+    await federation.start_node("310000")  # now the database remembers: no warning
+    assert "NO TRUST BUNDLE VERSION RECORDED" not in caplog.text
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return text in caplog.text
+
+
+async def _is(value: object, wanted: object) -> bool:
+    return value == wanted

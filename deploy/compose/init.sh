@@ -3,8 +3,12 @@
 # compose federation, with the credex CLI only, and the Kafka broker's certificate
 # and passwords (an admin, one SCRAM principal per node). Run once from this folder:
 #   ./init.sh && docker compose up
-# The containers read these files as their own users (Kafka: uid 1000, credex: uid
-# 10001); on a host where that is not you, chown the folders they mount.
+# The nodes (uid 10001) never read these files directly: compose's private-keys step copies
+# each node's private files into a volume of its own, owned by 10001 with mode 0600 (the
+# node refuses keys that others can read). Kafka and kafka-setup (uid 1000) read theirs
+# directly; on a host where you are not uid 1000, after this run
+#   sudo chown 1000 secrets/kafka/* secrets/*/kafka.password
+# (and run init.sh again with sudo only).
 set -eu
 cd "$(dirname "$0")"
 CREDEX=${CREDEX:-credex}
@@ -28,7 +32,7 @@ $CREDEX trust sign secrets/draft.json --key secrets/federation/signing.key --out
 # The broker: a certificate under the federation CA, and the admin that kafka-setup uses.
 mkdir -p secrets/kafka
 [ -f secrets/kafka/node.crt ] || $CREDEX tls issue --ca-dir secrets/ca --name kafka --host kafka --out-dir secrets/kafka
-(umask 077 && cat secrets/kafka/node.key secrets/kafka/node.crt > secrets/kafka/broker.pem)
+[ -f secrets/kafka/broker.pem ] || (umask 077 && cat secrets/kafka/node.key secrets/kafka/node.crt > secrets/kafka/broker.pem)
 password secrets/kafka/admin.password
 admin=$(cat secrets/kafka/admin.password)
 jaas="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$admin\""

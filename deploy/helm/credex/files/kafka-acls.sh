@@ -23,10 +23,25 @@ PARTITIONS=${PARTITIONS:-4}
 REPLICATION=${REPLICATION:-1}
 user="credex-$origin"
 
+# The password never goes on a command line (anyone on the host reads those in
+# /proc/*/cmdline): kafka-configs.sh reads it from a properties file of ours, mode
+# 0600, removed on exit. The file is read as Java properties, so a backslash and
+# spaces are escaped there; commas, brackets and = need nothing. Leading and trailing
+# white space is dropped, as the node drops it when it reads the same file.
 if [ -n "${PASSWORD_FILE:-}" ]; then
-  password=$(cat "$PASSWORD_FILE")
+  password=$(sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$PASSWORD_FILE")
+  [ -n "$password" ] || { echo "$PASSWORD_FILE is empty; write the node's SCRAM password into it" >&2; exit 2; }
+  if [ "$(printf '%s' "$password" | LC_ALL=C tr -d ' -~' | wc -c | tr -d ' ')" != 0 ]; then
+    echo "$PASSWORD_FILE must hold the password on one line, in printable ASCII only" >&2
+    exit 2
+  fi
+  scram_config=$(umask 077 && mktemp)
+  trap 'rm -f "$scram_config"' EXIT
+  trap 'exit 1' HUP INT TERM
+  printf 'SCRAM-SHA-512=password=%s\n' "$(printf '%s' "$password" | sed -e 's/\\/\\\\/g' -e 's/ /\\ /g')" \
+    > "$scram_config"
   "$BIN/kafka-configs.sh" --bootstrap-server "$SERVER" --command-config "$ADMIN" --alter \
-    --entity-type users --entity-name "$user" --add-config "SCRAM-SHA-512=[password=$password]"
+    --entity-type users --entity-name "$user" --add-config-file "$scram_config"
 fi
 
 topic() {
