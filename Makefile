@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# credex.* as links for mypy (outside git; see tools/typecheck_tree.py)
+TYPES  := build/typecheck/credex
 
 .PHONY: demo test check lint typecheck proto bench clean
 
@@ -14,11 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(TYPES): pyproject.toml | $(STAMP)
+	$(BIN)/python tools/typecheck_tree.py
+
 demo: $(STAMP)
 	$(BIN)/credex demo
 
-test: $(STAMP)
-	$(BIN)/ruff check node adapters crypto domain proto/generate.py tests bench
+test: $(STAMP) $(TYPES)
+	$(BIN)/ruff check src node adapters crypto domain proto/generate.py tools tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -34,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.transports
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -29,9 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from credex.adapters.profile import Profile
+from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.federation import LocalFederation
-from credex.node.ingest import FileReport
+from credex.node.feeds import FileReport
 from credex.node.runtime import Node
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -217,7 +217,7 @@ def _load(
     kind: str, port: int, tls: tuple[Path, Path, Path], keys: list[str], seconds: float, concurrency: int, out: Any
 ) -> None:
     """Worker process: drive one kind of call ("profile", "echo", "inclusion", "consistency")."""
-    from credex.node.peers import open_channel
+    from credex.node.channels import open_channel
     from credex.v1 import log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
     async def run() -> LoadResult:

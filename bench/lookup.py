@@ -16,7 +16,7 @@ import grpc
 
 from bench.common import LOAD_CHANNELS, federation, ingest_and_publish, line, load, services, start_node
 from credex.adapters import synth
-from credex.node.federation import LocalFederation
+from credex.node.demo.federation import LocalFederation
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]

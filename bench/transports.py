@@ -31,8 +31,8 @@ from credex.adapters.sample_api import PagedApi, serve
 from credex.adapters.table_poll import TableSource, Watermark
 from credex.adapters.tables import object_row
 from credex.crypto.pseudonym import Pseudonymizer
-from credex.node.mapping import Reader, RowMapper, map_rows, open_mapping
-from credex.node.store import ensure_database
+from credex.node.feeds.mapping import Reader, RowMapper, map_rows, open_mapping
+from credex.node.store.database import ensure_database
 
 CONTEXT = MappingContext(origin="310000", pseudonymizer=Pseudonymizer(b"k" * 32))
 

@@ -9,7 +9,7 @@ and re-syncs from it.
 The embedded broker is plaintext and unauthenticated, so it listens on loopback
 only, and that is checked after it starts: a broker that listens anywhere else
 is stopped. Any local user can still read it; that is why only public records
-about legal entities cross the bus (see ``credex.node.bus``).
+about legal entities cross the bus (see ``credex.node.kafka``).
 
 Nor does the node take the broker's port on trust. A port chosen free may be
 taken by another local user before the broker binds it, and a client that only

@@ -22,22 +22,19 @@ from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
-from credex.node import rejections, store
-from credex.node.alarms import Alarms
-from credex.node.audit import AuditLog
-from credex.node.checkpoints import CheckpointKeeper
+from credex.node.chain import Alarms, CheckpointKeeper, LogBook
+from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.feeds import open_feed
-from credex.node.ingest import FileReport, ingest_file
+from credex.node.feeds import FileReport, ingest_file, open_feed
 from credex.node.intake import Intake
 from credex.node.ledger import Ledger
-from credex.node.logbook import LogBook
-from credex.node.peers import PeerChannels
 from credex.node.relay import Relay
-from credex.node.server import start_server
+from credex.node.services import AuditLog, start_server
+from credex.node.store import database as store
+from credex.node.store import evidence as rejections
 from credex.node.sync import Sync
-from credex.node.trust_provider import TrustProvider
+from credex.node.trust import TrustProvider
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import grpc
 from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.crypto.tls import CertificateAuthority
-from credex.node.federation import GOVERNMENT_CLIENT
-from credex.node.peers import open_channel
+from credex.node.channels import open_channel
+from credex.node.demo.federation import GOVERNMENT_CLIENT
 from credex.node.runtime import Node
 
 from .conftest import TestFederation

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.federation import LocalFederation
 from credex.node.runtime import Node
 
 logging.getLogger("aiokafka").setLevel(logging.ERROR)

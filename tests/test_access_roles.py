@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.node.access import Caller, entry_status, peer_address
 from credex.node.ledger import Change
 from credex.node.runtime import Node
+from credex.node.services.access import Caller, entry_status, peer_address
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2, record_pb2
 
 from .callers import PUBLIC as PORTAL

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.node import edge
-from credex.node.audit import AuditEntry, AuditLog, AuditUnavailable
 from credex.node.runtime import Node
+from credex.node.services import edge
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
 from credex.v1 import (
     exchange_pb2,
     exchange_pb2_grpc,

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.domain import uscc as uscc_codes
-from credex.node import bus
+from credex.node import kafka as bus
 from credex.node.config import ConfigError, NodeConfig, events_topic, load_config
 from credex.node.embedded import (
     EmbeddedBroker,

@@ -16,9 +16,9 @@ from credex.adapters.profile import Profile
 from credex.crypto.checkpoint import Checkpoint, log_name, open_checkpoint
 from credex.crypto.keys import SigningKey
 from credex.crypto.merkle import verify_consistency
+from credex.node.chain import ProofInvalid, check_inclusion
+from credex.node.channels import open_channel
 from credex.node.config import checkpoints_topic
-from credex.node.peers import open_channel
-from credex.node.proofs import ProofInvalid, check_inclusion
 from credex.node.runtime import Node
 from credex.v1 import log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
@@ -139,7 +139,7 @@ async def run_cli(*args: str, expect: int = 0) -> str:
 async def test_two_checkpoints_of_one_size_raise_an_alarm_and_freeze_the_origin_until_cleared(
     federation: TestFederation, tmp_path: Path
 ) -> None:
-    from credex.node.alarms import clear_alarm
+    from credex.node.chain import clear_alarm
 
     origin = await federation.start_node("310000")
     peer = await federation.start_node("320000")

@@ -7,9 +7,9 @@ from typing import Any
 
 from credex.adapters import synth
 from credex.adapters.profile import Profile
-from credex.node.client import get_profile
 from credex.node.embedded import EmbeddedBroker
 from credex.node.runtime import Node
+from credex.node.services import get_profile
 
 from .conftest import TestFederation, eventually
 

@@ -20,7 +20,7 @@ import asyncpg
 from credex.adapters import platform_samples, synth
 from credex.adapters.sample_api import PagedApi, serve
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.store import ensure_database
+from credex.node.store.database import ensure_database
 
 from .conftest import TestFederation
 

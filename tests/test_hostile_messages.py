@@ -21,9 +21,10 @@ from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, seal
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
-from credex.node import bus, rejections
+from credex.node import kafka as bus
 from credex.node.config import checkpoints_topic, events_topic
 from credex.node.runtime import Node
+from credex.node.store import evidence as rejections
 from credex.v1 import event_pb2
 
 from .conftest import TestFederation, eventually

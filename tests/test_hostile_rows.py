@@ -15,7 +15,7 @@ from credex.adapters import synth
 from credex.adapters.profile import MappingContext, Profile, Rejection
 from credex.adapters.tables import object_row
 from credex.crypto.pseudonym import Pseudonymizer
-from credex.node.mapping import Reader, RowMapper
+from credex.node.feeds.mapping import Reader, RowMapper
 
 NATIONAL = Profile.load("national")
 CONTEXT = MappingContext(origin="310000", pseudonymizer=Pseudonymizer(b"k" * 32), today=dt.date(2026, 11, 21))

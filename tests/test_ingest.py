@@ -12,7 +12,7 @@ from openpyxl import Workbook
 from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.ingest import IngestError
+from credex.node.feeds import IngestError
 from credex.node.runtime import Node
 from credex.v1 import event_pb2
 

@@ -17,12 +17,11 @@ from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import KeyFileError, SigningKey, SigningRefused, load_public
 from credex.crypto.merkle import MerkleTree, leaf_hash
 from credex.crypto.trust import EventRejected, EventVerifier, Member, MemberKey, TrustBundle
-from credex.node.alarms import Alarm, list_alarms
-from credex.node.cli import app
+from credex.node.chain import audit_origin, inclusion_proof, proof_to_json
+from credex.node.chain.alarms import Alarm, list_alarms
+from credex.node.channels import PeerChannels
+from credex.node.cli.main import app
 from credex.node.config import events_topic
-from credex.node.logaudit import audit_origin
-from credex.node.peers import PeerChannels
-from credex.node.proofs import inclusion_proof, proof_to_json
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc, record_pb2
 

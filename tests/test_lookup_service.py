@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from credex.adapters import synth
 from credex.domain import uscc as uscc_codes
-from credex.node.peers import open_channel
+from credex.node.channels import open_channel
 from credex.node.runtime import Node
 from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 

@@ -43,7 +43,7 @@ async def test_a_certificate_with_a_members_name_but_another_key_gets_no_peer_ri
 
     assert await fetch_code(federation, node, genuine) == grpc.StatusCode.OK
     assert RESTRICTED in await profile_levels(federation, node, genuine, RESTRICTED_USCC)
-    caplog.set_level(logging.WARNING, logger="credex.node.access")
+    caplog.set_level(logging.WARNING, logger="credex.node.services.access")
     for name, impostor in impostors.items():
         assert await fetch_code(federation, node, impostor) == grpc.StatusCode.PERMISSION_DENIED
         assert RESTRICTED not in await profile_levels(federation, node, impostor, RESTRICTED_USCC)
@@ -80,7 +80,7 @@ async def test_a_configured_caller_bound_to_a_key_keeps_its_role_only_with_that_
         "310000", access={"callers": {"audit-office": "operator"}, "caller_keys": {"audit-office": bound}}
     )
     await add_restricted_record(node)
-    caplog.set_level(logging.WARNING, logger="credex.node.access")
+    caplog.set_level(logging.WARNING, logger="credex.node.services.access")
 
     assert await fetch_code(federation, node, genuine) == grpc.StatusCode.OK
     assert RESTRICTED in await profile_levels(federation, node, genuine, RESTRICTED_USCC)
@@ -95,7 +95,7 @@ async def test_privileged_callers_without_a_key_binding_are_named_at_start(
 ) -> None:
     cert, _ = issue(federation, "bound-office", tmp_path)
     callers = {"audit-office": "operator", "bound-office": "government", "news-portal": "public"}
-    caplog.set_level(logging.WARNING, logger="credex.node.server")
+    caplog.set_level(logging.WARNING, logger="credex.node.services.server")
     await federation.start_node(
         "310000", access={"callers": callers, "caller_keys": {"bound-office": spki_sha256(cert.read_bytes())}}
     )

@@ -19,10 +19,10 @@ import asyncpg
 
 from credex.adapters import platform_samples
 from credex.adapters.sample_api import PagedApi, serve
+from credex.node.channels import open_channel
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.peers import open_channel
 from credex.node.runtime import Node
-from credex.node.store import ensure_database
+from credex.node.store.database import ensure_database
 from credex.v1 import event_pb2, lookup_pb2, lookup_pb2_grpc, record_pb2
 
 from .conftest import TestFederation, eventually

@@ -17,8 +17,8 @@ from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.domain import uscc as uscc_codes
 from credex.domain.workdays import is_workday, working_days_between
+from credex.node.channels import open_channel
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.peers import open_channel
 from credex.node.quality import compute, problem_rows
 from credex.node.runtime import Node
 from credex.v1 import quality_pb2, quality_pb2_grpc

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from credex.node.server import SERVICES
+from credex.node.services.server import SERVICES
 
 from .callers import PUBLIC, client_channel, government_channel, peer_channel, serve_sample
 from .conftest import TestFederation

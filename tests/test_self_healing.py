@@ -17,10 +17,10 @@ from credex.adapters.profile import Profile
 from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.tls import spki_sha256
-from credex.node.alarms import Alarm, list_alarms
+from credex.node.chain.alarms import Alarm, list_alarms
+from credex.node.channels import open_channel
 from credex.node.config import events_topic
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.peers import open_channel
 from credex.node.runtime import Node
 from credex.v1 import exchange_pb2, exchange_pb2_grpc, log_pb2, log_pb2_grpc
 

@@ -76,7 +76,7 @@ async def test_damaged_and_forged_events_are_rejected_and_the_consumer_keeps_goi
         "origin.mismatch": seal(own_key, event_payload("330000", 9003)).SerializeToString(),
         "envelope.malformed": b"\xff\xfe not a protobuf envelope",
     }
-    caplog.set_level(logging.WARNING, logger="credex.node.intake")
+    caplog.set_level(logging.WARNING, logger="credex.node.intake.peer_events")
     producer = AIOKafkaProducer(bootstrap_servers=federation.broker.bootstrap_servers)
     await producer.start()
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from credex.crypto.tls import spki_sha256
 from credex.crypto.trust import Member, TrustBundle
-from credex.node.trust_provider import BundleRollback
+from credex.node.trust import BundleRollback
 
 from .conftest import TestFederation, eventually
 from .trust_support import fetch_code, issue, member_tls, quick_refresh
@@ -125,7 +125,7 @@ async def test_a_bundle_below_the_minimum_version_is_refused_even_when_the_datab
     with pytest.raises(BundleRollback, match=r"version 1, below trust.min_version = 2.*version 2 or later"):
         await federation.start_node("310000", trust={"min_version": 2})
 
-    caplog.set_level(logging.WARNING, logger="credex.node.trust_provider")
+    caplog.set_level(logging.WARNING, logger="credex.node.trust")
     await federation.start_node("310000")  # a first start: nothing to compare with, and it says so
     assert "NO TRUST BUNDLE VERSION RECORDED" in caplog.text
     assert "version 1 is recorded as the floor" in caplog.text

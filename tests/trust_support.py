@@ -12,8 +12,8 @@ from credex.adapters import synth
 from credex.adapters.profile import Profile
 from credex.crypto.tls import CertificateAuthority
 from credex.node import runtime
+from credex.node.channels import open_channel
 from credex.node.ledger import Change
-from credex.node.peers import open_channel
 from credex.node.runtime import Node
 from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc, record_pb2
 

@@ -1,0 +1,378 @@
+"""Checkpoints of every origin: signing our own, checking everyone else's against our copy.
+
+This node signs a checkpoint of its own log every N events or T seconds, and
+never two that disagree: before signing it checks that its tree still has the
+root it signed last. A peer's checkpoint is verified against the peer's keys in
+the trust bundle before it is parsed, stored, and compared with this node's
+tree of that origin at the same size: equal, it is verified; not yet held, it is
+pending (and sync is told how far to fetch); different, or contradicted by
+another validly signed checkpoint of the same size, it is evidence of
+equivocation and raises an alarm. A key revocation that gives the log's root at
+its position is compared the same way (see :meth:`CheckpointKeeper.check_revocations`).
+
+A checkpoint is hostile input until proven otherwise, and even a validly signed
+one may hold what the store cannot (a NUL, a size beyond a bigint): such a note
+is rejected, and whatever its content does to the database, receiving it never
+fails the caller, so it cannot stall the Kafka consumer that delivered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
+from credex.crypto.keys import SigningKey
+from credex.crypto.trust import TrustBundle
+from credex.node.chain.alarms import REVOCATION_ROOT, Alarms
+from credex.node.chain.merkle_book import LogBook
+from credex.node.config import IntakeConfig
+from credex.node.store import NOTIFY_CHANNEL
+from credex.node.store import events as state
+from credex.node.store import evidence as rejections
+
+log = logging.getLogger(__name__)
+
+WantListener = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCheckpoint:
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    state: str
+
+
+class CheckpointKeeper:
+    def __init__(
+        self,
+        origin: str,
+        pool: asyncpg.Pool,
+        bundle: Callable[[], TrustBundle],
+        key: SigningKey,
+        logbook: LogBook,
+        alarms: Alarms,
+        evidence: IntakeConfig | None = None,
+    ) -> None:
+        self.me = origin
+        self.pool = pool
+        self.bundle = bundle
+        self.key = key
+        self.logbook = logbook
+        self.alarms = alarms
+        self.evidence = evidence or IntakeConfig()  # how much of a rejected checkpoint is kept
+        self._want_listeners: list[WantListener] = []
+        self._sign_lock = asyncio.Lock()
+        self._refusal = ""  # why our key may not sign, as last logged
+        self._roots: set[tuple[str, str, str]] = set()  # (origin, key id, revoked root) compared already
+
+    def on_want(self, listener: WantListener) -> None:
+        """Called with (origin, size) when a checkpoint shows events this node does not hold yet."""
+        self._want_listeners.append(listener)
+
+    # -- our own log ---------------------------------------------------------------------
+
+    async def sign_own(self) -> HeldCheckpoint | None:
+        """Sign a checkpoint of our log if it grew since the last one; never one that disagrees."""
+        async with self._sign_lock:
+            tree = await self.logbook.tree(self.me)
+            async with self.pool.acquire() as conn:
+                last = await conn.fetchrow(
+                    "SELECT size, root FROM checkpoints WHERE origin = $1 AND state = 'own' ORDER BY size DESC LIMIT 1",
+                    self.me,
+                )
+                if last is not None and last["size"] >= tree.size:
+                    return None
+                if last is not None and tree.root(last["size"]) != bytes(last["root"]):
+                    async with conn.transaction():
+                        await self.alarms.raise_alarm(
+                            conn,
+                            self.me,
+                            "self.inconsistent",
+                            f"our own log no longer has the root we signed at size {last['size']}; refusing to sign",
+                            {
+                                "size": last["size"],
+                                "signed_root": bytes(last["root"]).hex(),
+                                "current_root": tree.root(last["size"]).hex(),
+                            },
+                        )
+                    return None
+                checkpoint = Checkpoint(log_name(self.me), tree.size, tree.root())
+                note = checkpoint.sign(self.key)
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO checkpoints (origin, size, root, note, state, source)"
+                        " VALUES ($1, $2, $3, $4, 'own', 'self')",
+                        self.me,
+                        checkpoint.size,
+                        checkpoint.root,
+                        note,
+                    )
+                    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            return HeldCheckpoint(self.me, checkpoint.size, checkpoint.root, note, "own")
+
+    # -- the peers' logs -----------------------------------------------------------------
+
+    async def receive(self, origin: str, note: str, source: str) -> str:
+        """Take in one checkpoint of ``origin``; returns 'new', 'known' or 'rejected:<reason>'."""
+        [outcome] = await self.receive_all([(origin, note, source)])
+        return outcome
+
+    async def receive_all(self, notes: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Take in (origin, note, source) checkpoints; an outcome for each, as :meth:`receive` gives.
+
+        What fails verification is recorded in one transaction for all of them, so a
+        flood of forged notes costs one write, not one per note, before the Kafka
+        consumer that delivered them can commit and go on.
+        """
+        bundle = self.bundle()
+        outcomes: list[str] = []
+        opened: list[tuple[int, str, Checkpoint, str, str]] = []
+        refused: defaultdict[tuple[str, str], list[rejections.Rejection]] = defaultdict(list)
+        for index, (origin, note, source) in enumerate(notes):
+            try:
+                checkpoint = _open(bundle, origin, note)
+            except CheckpointRejected as exc:
+                raw = note.encode("utf-8", "surrogateescape")
+                refused[(origin, source)].append(rejections.Rejection(exc.reason, exc.message, "", raw))
+                outcomes.append(f"rejected:{exc.reason}")
+                continue
+            outcomes.append("")
+            opened.append((index, origin, checkpoint, note, source))
+        if refused:
+            await self._refuse(refused)
+        for index, origin, checkpoint, note, source in opened:
+            outcomes[index] = await self._store_opened(origin, checkpoint, note, source)
+        return outcomes
+
+    async def _refuse(self, refused: dict[tuple[str, str], list[rejections.Rejection]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for (origin, source), refusals in refused.items():
+                await rejections.record(conn, self.me, origin, source, refusals, self.evidence)
+        for (origin, source), refusals in refused.items():
+            first = refusals[0]
+            log.warning(
+                "%s: rejected %s of %s: %s (%s)",
+                source,
+                "a checkpoint" if len(refusals) == 1 else f"{len(refusals)} checkpoints, the first",
+                origin,
+                rejections.storable_text(first.message, rejections.MAX_MESSAGE_CHARS),
+                first.reason,
+            )
+
+    async def _store_opened(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> str:
+        try:
+            return await self._store(origin, checkpoint, note, source)
+        except rejections.POISON as exc:
+            # The last resort: whatever in it the database refuses, count it and go on.
+            log.error(
+                "%s: checkpoint of %s size %d cannot be stored (%s); counted as rejected:unstorable",
+                source,
+                origin,
+                checkpoint.size,
+                type(exc).__name__,
+            )
+            async with self.pool.acquire() as conn:
+                await state.count(conn, origin, "rejected:unstorable", 1)
+            return "rejected:unstorable"
+
+    async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> str:
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO checkpoints (origin, size, root, note, state, source)"
+                " VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT DO NOTHING RETURNING 1",
+                origin,
+                checkpoint.size,
+                checkpoint.root,
+                note,
+                source,
+            )
+            if not inserted:
+                return "known"
+            rival = await conn.fetchrow(
+                "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root <> $3 LIMIT 1",
+                origin,
+                checkpoint.size,
+                checkpoint.root,
+            )
+            if rival is not None:
+                await conn.execute(
+                    "UPDATE checkpoints SET state = 'conflict' WHERE origin = $1 AND size = $2", origin, checkpoint.size
+                )
+                await self.alarms.raise_alarm(
+                    conn,
+                    origin,
+                    "equivocation.checkpoint",
+                    f"two checkpoints of size {checkpoint.size}, both validly signed, with different roots",
+                    {"size": checkpoint.size, "checkpoints": [rival["note"], note], "sources": source},
+                )
+                return "new"
+        await self.check(origin)
+        return "new"
+
+    async def check(self, origin: str) -> None:
+        """Compare pending checkpoints with our tree; ask sync for what they show we lack."""
+        await self.check_revocations(origin)
+        async with self.pool.acquire() as conn:
+            pending = await conn.fetch(
+                "SELECT size, root, note FROM checkpoints WHERE origin = $1 AND state = 'pending' ORDER BY size",
+                origin,
+            )
+        if not pending:
+            return
+        tree = await self.logbook.tree(origin)
+        wanted = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for row in pending:
+                size, root = row["size"], bytes(row["root"])
+                if size > tree.size:
+                    wanted = max(wanted, size)
+                    continue
+                ours = tree.root(size)
+                if ours == root:
+                    await conn.execute(
+                        "UPDATE checkpoints SET state = 'verified' WHERE origin = $1 AND size = $2 AND root = $3",
+                        origin,
+                        size,
+                        root,
+                    )
+                    continue
+                await conn.execute(
+                    "UPDATE checkpoints SET state = 'conflict' WHERE origin = $1 AND size = $2 AND root = $3",
+                    origin,
+                    size,
+                    root,
+                )
+                await self.alarms.raise_alarm(
+                    conn,
+                    origin,
+                    "equivocation.log",
+                    f"{origin} signed root {root.hex()[:16]}… at size {size}, but its own signed events"
+                    f" give {ours.hex()[:16]}…",
+                    {"size": size, "checkpoint": row["note"], "root_of_signed_events": ours.hex()},
+                )
+        if wanted:
+            for listener in self._want_listeners:
+                listener(origin, wanted)
+
+    async def check_revocations(self, origin: str) -> None:
+        """Compare our copy of ``origin``'s log with the roots its key revocations give.
+
+        A revocation with ``revoked_root`` is a checkpoint of size ``revoked_after_seq``
+        that the federation signed (in the bundle), not the revoked key: a copy with
+        another root there holds history the key's thief forged, taken in before the
+        genuine events (a node that was new or catching up). Each root is compared
+        once, when this node holds that many events; until then sync is asked for them.
+        """
+        keys = [k for k in self.bundle().revoked_roots(origin) if (origin, k.key_id, k.revoked_root) not in self._roots]
+        if not keys:
+            return
+        tree = await self.logbook.tree(origin)
+        wanted = 0
+        for key in keys:
+            size = key.revoked_after_seq or 0
+            if size > tree.size:
+                wanted = max(wanted, size)
+                continue
+            self._roots.add((origin, key.key_id, key.revoked_root))
+            ours = tree.root(size).hex()
+            if ours == key.revoked_root:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self.alarms.raise_once(
+                    conn,
+                    origin,
+                    REVOCATION_ROOT,
+                    f"the trust bundle revokes key {key.key_id} of {origin} after seq {size} and gives its log's"
+                    f" root there as {key.revoked_root[:16]}…, but the events 1..{size} held here give"
+                    f" {ours[:16]}…: they are not the ones {origin} published (forged with the revoked key?)."
+                    f" Compare with `credex audit` of {origin}'s own node; this node's copy needs rebuilding",
+                    {"key_id": key.key_id, "size": size, "root": key.revoked_root, "root_held": ours},
+                    same={"key_id": key.key_id, "root": key.revoked_root},
+                )
+        if wanted:
+            for listener in self._want_listeners:
+                listener(origin, wanted)
+
+    async def latest(self, origin: str) -> HeldCheckpoint | None:
+        """The newest checkpoint of ``origin`` that this node's copy of the log agrees with."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT origin, size, root, note, state FROM checkpoints"
+                " WHERE origin = $1 AND state IN ('own', 'verified') ORDER BY size DESC LIMIT 1",
+                origin,
+            )
+        if row is None:
+            return None
+        return HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], row["state"])
+
+    async def run_signer(self, every_events: int, every_seconds: float) -> None:
+        """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came.
+
+        Survives any failure of one round (logged, then retried after a growing pause):
+        a signer that died would leave peers without checkpoints and nobody told.
+        """
+        failures = 0
+        while True:
+            await asyncio.sleep(min(every_seconds, 1.0) if not failures else min(60.0, 2.0**failures))
+            try:
+                await self._sign_if_due(every_events, every_seconds)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = min(failures + 1, 6)
+                log.exception("checkpoint signer: %s; trying again in %.0f s", exc, min(60.0, 2.0**failures))
+
+    async def _sign_if_due(self, every_events: int, every_seconds: float) -> None:
+        refusal = self.key.refusal()
+        if refusal != self._refusal:
+            self._refusal = refusal
+            if refusal:
+                log.error("checkpoint signer: signing nothing more: %s", refusal)
+        if refusal:
+            return
+        async with self.pool.acquire() as conn:
+            head = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.me))
+            last = await conn.fetchrow(
+                "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = 'own'"
+                " ORDER BY size DESC LIMIT 1",
+                self.me,
+            )
+        signed_size = int(last["size"]) if last else 0
+        if head <= signed_size:
+            return
+        age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
+        if head - signed_size >= every_events or age >= every_seconds:
+            await self.sign_own()
+
+
+def _open(bundle: TrustBundle, origin: str, note: str) -> Checkpoint:
+    """Verify and parse a checkpoint; whatever goes wrong with it is a :class:`CheckpointRejected`."""
+    try:
+        checkpoint = bundle.verify_checkpoint(origin, note)  # a revoked key: only up to its position
+    except CheckpointRejected:
+        raise
+    except Exception as exc:  # a note must never take its caller (the Kafka consumer) down
+        log.exception("checking a checkpoint of %s failed unexpectedly", origin)
+        raise CheckpointRejected("checkpoint.unverifiable", f"verification failed: {type(exc).__name__}") from None
+    _check_storable(checkpoint, note)
+    return checkpoint
+
+
+def _check_storable(checkpoint: Checkpoint, note: str) -> None:
+    """Refuse a validly signed note the store cannot hold: it would fail every retry of its batch."""
+    if checkpoint.size > state.MAX_SEQ:
+        raise CheckpointRejected(
+            "checkpoint.malformed", f"tree size {checkpoint.size} is beyond any log ({state.MAX_SEQ})"
+        )
+    if any((ch < " " and ch != "\n") or ch == "\x7f" for ch in note):
+        raise CheckpointRejected("checkpoint.malformed", "the note contains NUL or control characters")

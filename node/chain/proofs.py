@@ -1,0 +1,151 @@
+"""Proofs of an origin's log: built by any node that holds it, checked by anyone with the trust bundle.
+
+An inclusion proof ties one signed envelope to a checkpoint the origin signed:
+the envelope's signature, the audit path from its leaf to the root, and the
+checkpoint's signature are all checked with the origin's public key alone, so
+neither the node that served the proof nor the channel needs to be trusted.
+Keys are judged exactly as the node judges them (:class:`EventVerifier`,
+:meth:`TrustBundle.verify_checkpoint`): a revoked key counts only up to the log
+position the bundle gives.
+The same checks serve the gRPC client, ``credex verify`` on a proof file, and
+``credex audit``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import asyncpg
+from google.protobuf.message import DecodeError
+
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
+from credex.crypto.envelope import canonical_bytes
+from credex.crypto.merkle import leaf_hash, verify_inclusion
+from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle, VerifiedEvent
+from credex.node.chain.checkpoints import CheckpointKeeper, HeldCheckpoint
+from credex.node.chain.merkle_book import LogBook
+from credex.v1 import event_pb2, log_pb2
+
+PROOF_FORMAT = "credex-inclusion-proof-v1"
+
+
+class ProofUnavailable(Exception):
+    """This node cannot build the proof asked for; ``code`` is the gRPC status name to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ProofInvalid(Exception):
+    """A proof does not check out; the message says which part failed."""
+
+
+def checkpoint_message(held: HeldCheckpoint) -> log_pb2.SignedCheckpoint:
+    return log_pb2.SignedCheckpoint(origin=held.origin, note=held.note, size=held.size, root=held.root)
+
+
+async def inclusion_proof(
+    pool: asyncpg.Pool, logbook: LogBook, keeper: CheckpointKeeper, origin: str, seq: int, tree_size: int = 0
+) -> log_pb2.InclusionProof:
+    checkpoint: HeldCheckpoint | None = None
+    if tree_size == 0:
+        checkpoint = await keeper.latest(origin)
+        if checkpoint is None:
+            raise ProofUnavailable("FAILED_PRECONDITION", f"no checkpoint of {origin} is held yet")
+        tree_size = checkpoint.size
+    tree = await logbook.tree(origin)
+    if tree_size > tree.size:
+        raise ProofUnavailable("OUT_OF_RANGE", f"this node holds {origin}'s log up to {tree.size}, not {tree_size}")
+    if not 1 <= seq <= tree_size:
+        raise ProofUnavailable("OUT_OF_RANGE", f"seq {seq} is not in {origin}'s log of size {tree_size}")
+    async with pool.acquire() as conn:
+        envelope = await conn.fetchval("SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, seq)
+        if checkpoint is None:
+            row = await conn.fetchrow(
+                "SELECT origin, size, root, note, state FROM checkpoints WHERE origin = $1 AND size = $2"
+                " AND state IN ('own', 'verified') LIMIT 1",
+                origin,
+                tree_size,
+            )
+            if row is not None:
+                checkpoint = HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], row["state"])
+    proof = log_pb2.InclusionProof(
+        origin=origin,
+        seq=seq,
+        leaf_index=seq - 1,
+        tree_size=tree_size,
+        hashes=tree.inclusion_proof(seq - 1, tree_size),
+        envelope=event_pb2.Envelope.FromString(envelope),
+    )
+    if checkpoint is not None:
+        proof.checkpoint.CopyFrom(checkpoint_message(checkpoint))
+    return proof
+
+
+@dataclass(frozen=True)
+class CheckedProof:
+    event: VerifiedEvent
+    checkpoint: Checkpoint
+
+
+def check_inclusion(proof: log_pb2.InclusionProof, bundle: TrustBundle) -> CheckedProof:
+    """Check a proof end to end with the trust bundle only; raise :class:`ProofInvalid` saying what failed."""
+    origin = proof.origin
+    try:
+        event = EventVerifier(bundle).verify(proof.envelope, origin)
+    except EventRejected as exc:
+        raise ProofInvalid(f"the envelope does not verify: {exc.message}") from None
+    if event.event.seq != proof.seq or proof.leaf_index != proof.seq - 1:
+        raise ProofInvalid(f"the envelope is event {event.event.seq}, the proof is for seq {proof.seq}")
+    if not proof.HasField("checkpoint"):
+        raise ProofInvalid("the proof carries no checkpoint to check against")
+    try:
+        checkpoint = bundle.verify_checkpoint(origin, proof.checkpoint.note)  # revoked keys: by log position
+    except CheckpointRejected as exc:
+        raise ProofInvalid(f"the checkpoint does not verify: {exc.message}") from None
+    if checkpoint.size != proof.tree_size:
+        raise ProofInvalid(f"the checkpoint is of size {checkpoint.size}, the proof of {proof.tree_size}")
+    leaf = leaf_hash(canonical_bytes(proof.envelope))
+    if not verify_inclusion(leaf, proof.leaf_index, proof.tree_size, list(proof.hashes), checkpoint.root):
+        raise ProofInvalid("the audit path does not lead to the checkpoint's root")
+    return CheckedProof(event, checkpoint)
+
+
+def proof_to_json(proof: log_pb2.InclusionProof) -> str:
+    """A self-contained proof file: everything ``credex verify`` needs except the trust bundle."""
+    return json.dumps(
+        {
+            "format": PROOF_FORMAT,
+            "origin": proof.origin,
+            "seq": proof.seq,
+            "leaf_index": proof.leaf_index,
+            "tree_size": proof.tree_size,
+            "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
+            "envelope": base64.b64encode(canonical_bytes(proof.envelope)).decode(),
+            "checkpoint": proof.checkpoint.note,
+        },
+        indent=2,
+    )
+
+
+def proof_from_json(text: str) -> log_pb2.InclusionProof:
+    try:
+        data = json.loads(text)
+        if data.get("format") != PROOF_FORMAT:
+            raise ProofInvalid(f"not a {PROOF_FORMAT} file")
+        proof = log_pb2.InclusionProof(
+            origin=str(data["origin"]),
+            seq=int(data["seq"]),
+            leaf_index=int(data["leaf_index"]),
+            tree_size=int(data["tree_size"]),
+            hashes=[base64.b64decode(h, validate=True) for h in data["hashes"]],
+            envelope=event_pb2.Envelope.FromString(base64.b64decode(data["envelope"], validate=True)),
+        )
+        proof.checkpoint.note = str(data["checkpoint"])
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        raise ProofInvalid(f"the proof file is malformed: {exc}") from None
+    return proof

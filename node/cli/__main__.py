@@ -1,0 +1,3 @@
+from credex.node.cli.main import main
+
+main()

@@ -1,0 +1,507 @@
+"""Intake: taking in the peers' logs, from Kafka or from gRPC sync, through one door.
+
+Every envelope is verified against the trust bundle for the origin whose log it
+claims to belong to (the topic, or the origin asked for over gRPC) before its
+payload is parsed. What fails is counted, logged and kept as evidence, never
+stored as data. What passes is applied idempotently in one transaction per
+batch; Kafka offsets are committed only after that transaction commits.
+
+No single message can stall a topic. A message the store cannot hold even as
+evidence is counted and skipped (see :mod:`credex.node.store.evidence`); if a batch
+still fails on what one of its messages contains, it is stored in halves until
+that message is found, counted as ``rejected:unstorable`` and skipped. Every
+message that comes in ends up counted as applied, replay, rejected or held, or
+as ``withheld_notice``: the announcement of an event that does not cross the bus
+(see :mod:`credex.node.kafka`), which sync then fetches over gRPC without waiting.
+
+Two validly signed events of one origin at one seq are equivocation (an alarm
+freezes the origin), unless the new one is signed with a key the bundle revokes:
+then it is refused as ``key.revoked.conflict``, so whoever holds a revoked key
+cannot freeze its origin by re-signing old seqs.
+
+The topics read follow the trust bundle in force: when a refresh adds or removes
+a member, the consumer restarts with the new topic set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
+from credex.node import kafka as bus
+from credex.node.chain import Alarms, CheckpointKeeper
+from credex.node.config import NodeConfig, checkpoints_topic, events_topic
+from credex.node.metrics import METRICS
+from credex.node.store import ANALYZE_AFTER, POISON, Rejection, storable_text
+from credex.node.store import events as state
+from credex.node.store import evidence as rejections
+from credex.node.trust import TrustProvider
+from credex.v1 import event_pb2
+
+log = logging.getLogger(__name__)
+
+GapListener = Callable[[str, int, int], None]
+WithheldListener = Callable[[str, int], None]
+_WORKERS = max(1, os.cpu_count() or 1)
+_PARALLEL_FROM = 64  # below this, threads cost more than they save
+
+
+@dataclass
+class AcceptResult:
+    origin: str
+    applied: int = 0
+    replays: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    held: int = 0  # not applied: an alarm on the origin is open
+    contiguous_seq: int = 0
+    max_seq: int = 0
+    rejections: list[Rejection] = field(default_factory=list)  # for the log
+
+    @property
+    def has_gap(self) -> bool:
+        return self.max_seq > self.contiguous_seq
+
+    def merge(self, other: AcceptResult) -> AcceptResult:
+        """The outcome of two parts of one batch stored one after the other."""
+        return AcceptResult(
+            self.origin,
+            self.applied + other.applied,
+            self.replays + other.replays,
+            self.rejected + other.rejected,
+            self.held + other.held,
+            max(self.contiguous_seq, other.contiguous_seq),
+            max(self.max_seq, other.max_seq),
+            self.rejections + other.rejections,
+        )
+
+
+@dataclass
+class Checked:
+    """A batch after verification: events ready to store, and what was rejected."""
+
+    origin: str
+    events: list[state.StoredEvent] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.rejections)
+
+    def halves(self) -> tuple[Checked, Checked]:
+        """Split in two, to find the one message a batch fails on."""
+        items: list[state.StoredEvent | Rejection] = [*self.events, *self.rejections]
+        middle = len(items) // 2
+        return self._of(items[:middle]), self._of(items[middle:])
+
+    def _of(self, items: Sequence[state.StoredEvent | Rejection]) -> Checked:
+        return Checked(
+            self.origin,
+            [i for i in items if isinstance(i, state.StoredEvent)],
+            [i for i in items if isinstance(i, Rejection)],
+        )
+
+
+class Intake:
+    def __init__(
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        verifier: EventVerifier,
+        alarms: Alarms,
+        keeper: CheckpointKeeper,
+        trust: TrustProvider,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.verifier = verifier
+        self.alarms = alarms
+        self.keeper = keeper
+        self.trust = trust
+        self.me = config.origin
+        self._gap_listeners: list[GapListener] = []
+        self._withheld_listeners: list[WithheldListener] = []
+        self._since_analyze = 0
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Set when a trust bundle changes the topics to read; the consumer restarts with the new set.
+        self._members_changed = asyncio.Event()
+        self._reading: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        trust.subscribe(self._on_bundle)
+
+    def on_gap(self, listener: GapListener) -> None:
+        self._gap_listeners.append(listener)
+
+    def on_withheld(self, listener: WithheldListener) -> None:
+        """Called with (origin, seq) when a withheld notice says seq exists but will not come by Kafka."""
+        self._withheld_listeners.append(listener)
+
+    def verify(self, origin: str, messages: Sequence[bytes]) -> Checked:
+        checked = Checked(origin)
+        for raw in messages:
+            try:
+                verified = self.verifier.verify_bytes(raw, origin)
+                checked.events.append(state.StoredEvent.from_event(verified.event, verified.canonical))
+            except EventRejected as exc:
+                checked.rejections.append(Rejection(exc.reason, exc.message, exc.key_id, raw))
+            except state.Unstorable as exc:
+                checked.rejections.append(Rejection(exc.reason, exc.message, verified.envelope.key_id, raw))
+            except Exception as exc:
+                # A message must never take the consumer down with it: what verification did
+                # not foresee is a rejection too, and the rest of the batch goes on.
+                log.exception("intake: verifying a message of %s failed unexpectedly", origin)
+                checked.rejections.append(
+                    Rejection("envelope.unverifiable", f"verification failed: {type(exc).__name__}", "", raw)
+                )
+        return checked
+
+    async def check(self, origin: str, messages: Sequence[bytes]) -> Checked:
+        """Verify in worker threads, one slice per core: Ed25519 verification releases the GIL."""
+        if origin == self.me:
+            # Our own log comes from the ledger only; a copy from outside is never applied.
+            checked = Checked(origin)
+            checked.rejections = [Rejection("origin.self", "an event of this node's own log")] * len(messages)
+            return checked
+        if len(messages) < _PARALLEL_FROM:
+            return self.verify(origin, messages)
+        size = -(-len(messages) // _WORKERS)
+        parts = await asyncio.gather(
+            *(asyncio.to_thread(self.verify, origin, messages[i : i + size]) for i in range(0, len(messages), size))
+        )
+        checked = Checked(origin)
+        for part in parts:
+            checked.events.extend(part.events)
+            checked.rejections.extend(part.rejections)
+        return checked
+
+    async def accept(self, origin: str, messages: Sequence[bytes], channel: str) -> AcceptResult:
+        """Verify and apply a batch of envelopes that claim to be ``origin``'s."""
+        return await self.apply(await self.check(origin, messages), channel)
+
+    async def apply(self, checked: Checked, channel: str) -> AcceptResult:
+        """Store what verified, keep evidence of what did not, in one transaction."""
+        origin = checked.origin
+        if origin in self.alarms.frozen:
+            # Evidence of equivocation is open: hold everything until an operator clears it;
+            # sync brings these events back afterwards.
+            result = AcceptResult(origin, held=len(checked))
+            async with self.pool.acquire() as conn:
+                await state.count(conn, origin, "held", result.held)
+            METRICS.intake.labels(self.me, origin, "held").inc(result.held)
+            log.warning("%s: %d events of %s held: an alarm on %s is open", channel, result.held, origin, origin)
+            return result
+        result = await self._store(checked, channel)
+        self._report(channel, result)
+        if result.has_gap:
+            for listener in self._gap_listeners:
+                listener(origin, result.contiguous_seq, result.max_seq)
+        if result.applied:
+            await self.keeper.check(origin)
+            self._since_analyze += result.applied
+            if self._since_analyze >= ANALYZE_AFTER:
+                # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
+                self._since_analyze = 0
+                async with self.pool.acquire() as conn:
+                    await conn.execute("ANALYZE records")
+        return result
+
+    async def _store(self, checked: Checked, channel: str) -> AcceptResult:
+        """Store a batch; if what one of its messages holds fails it, find that message and skip it."""
+        try:
+            return await self._store_once(checked, channel)
+        except POISON as exc:
+            if len(checked) <= 1:
+                return await self._skip_unstorable(checked, channel, exc)
+            log.warning(
+                "%s: a batch of %d messages of %s could not be stored (%s); storing it in halves to find the cause",
+                channel,
+                len(checked),
+                checked.origin,
+                type(exc).__name__,
+            )
+            first, second = checked.halves()
+            return (await self._store(first, channel)).merge(await self._store(second, channel))
+
+    async def _skip_unstorable(self, checked: Checked, channel: str, exc: Exception) -> AcceptResult:
+        """The last resort for one message: count it, with no text of its own, and move on."""
+        origin = checked.origin
+        seqs = [e.seq for e in checked.events]
+        log.error(
+            "%s: a message of %s%s cannot be stored (%s: %s); counted as rejected:unstorable and skipped",
+            channel,
+            origin,
+            f" (seq {seqs[0]})" if seqs else "",
+            type(exc).__name__,
+            storable_text(str(exc), 200),
+        )
+        async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
+            await state.count(conn, origin, "rejected:unstorable", len(checked))
+            contiguous, max_seq = await state.advance_progress(conn, origin)
+        return AcceptResult(
+            origin, rejected=Counter({"unstorable": len(checked)}), contiguous_seq=contiguous, max_seq=max_seq
+        )
+
+    async def _store_once(self, checked: Checked, channel: str) -> AcceptResult:
+        origin = checked.origin
+        result = AcceptResult(origin)
+        refused = list(checked.rejections)
+        async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
+            outcome = await state.insert_events(conn, checked.events)
+            await state.upsert_records(conn, outcome.new)
+            equivocations = []
+            for conflict in outcome.conflicts:
+                revoked = self._revoked_signer(conflict)
+                if revoked is not None:
+                    refused.append(revoked)
+                    continue
+                equivocations.append(conflict)
+                refused.append(
+                    Rejection(
+                        "event.conflict",
+                        f"{origin} seq {conflict.seq}: a different event is already held under this seq or id",
+                        "",
+                        conflict.envelope,
+                    )
+                )
+            if equivocations:
+                # Both versions carry the origin's valid signature, by a key nobody revoked: equivocation.
+                held = await conn.fetchval(
+                    "SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, equivocations[0].seq
+                )
+                await self.alarms.raise_alarm(
+                    conn,
+                    origin,
+                    "equivocation.event",
+                    f"two validly signed events of {origin} claim seq {equivocations[0].seq}",
+                    {
+                        "seq": equivocations[0].seq,
+                        "held": bytes(held or b"").hex(),
+                        "received": equivocations[0].envelope.hex(),
+                        "channel": channel,
+                    },
+                )
+            await rejections.record(conn, self.me, origin, channel, refused, self.config.intake)
+            result.applied = len(outcome.new)
+            result.replays = len(outcome.replays)
+            result.rejected.update(r.reason for r in refused)
+            result.rejections = refused
+            await state.count(conn, origin, "applied", result.applied)
+            await state.count(conn, origin, "replay", result.replays)
+            result.contiguous_seq, result.max_seq = await state.advance_progress(conn, origin)
+        return result
+
+    def _revoked_signer(self, conflict: state.StoredEvent) -> Rejection | None:
+        """A conflicting event signed with a key the bundle revokes: refused, not taken as equivocation.
+
+        The key still covers this seq (else verification had refused it), but its
+        revocation says someone else may hold it: a thief re-signing old seqs must not
+        be able to freeze the origin, again and again, by "equivocating" in its name.
+        """
+        key_id = event_pb2.Envelope.FromString(conflict.envelope).key_id
+        entry = self.trust.current.keys_by_id.get(key_id)
+        if entry is None or not entry[1].revoked:
+            return None
+        return Rejection(
+            "key.revoked.conflict",
+            f"{conflict.origin} seq {conflict.seq}: a different event is already held there; this one is signed"
+            f" by key {key_id}, {entry[1].revocation()}: refused as the work of whoever holds the revoked key",
+            key_id,
+            conflict.envelope,
+        )
+
+    def _report(self, channel: str, result: AcceptResult) -> None:
+        metric = METRICS.intake
+        metric.labels(self.me, result.origin, "applied").inc(result.applied)
+        metric.labels(self.me, result.origin, "replay").inc(result.replays)
+        for reason, n in result.rejected.items():
+            metric.labels(self.me, result.origin, rejections.counter_label(reason)).inc(n)
+        METRICS.peer_contiguous.labels(self.me, result.origin).set(result.contiguous_seq)
+        for rejection in result.rejections[:20]:
+            log.warning(
+                "%s: rejected event of %s: %s (%s)",
+                channel,
+                result.origin,
+                storable_text(rejection.message, rejections.MAX_MESSAGE_CHARS),
+                storable_text(rejection.reason, rejections.MAX_REASON_CHARS),
+            )
+        if len(result.rejections) > 20:
+            log.warning(
+                "%s: ... and %d more rejected events of %s", channel, len(result.rejections) - 20, result.origin
+            )
+        if result.replays:
+            log.info(
+                "%s: %d events of %s already held (replay or redelivery), ignored",
+                channel,
+                result.replays,
+                result.origin,
+            )
+
+    # -- Kafka --------------------------------------------------------------------
+
+    @property
+    def reading(self) -> dict[str, str]:
+        """Topic -> origin of what the running consumer reads (it follows :meth:`topics` on a change)."""
+        return dict(self._reading)
+
+    def topics(self) -> dict[str, str]:
+        """Topic -> origin of what to read now: every member's topics but this node's own."""
+        peers = [o for o in self.trust.current.origins if o != self.me]
+        return {events_topic(p): p for p in peers} | {checkpoints_topic(p): p for p in peers}
+
+    def _on_bundle(self, bundle: TrustBundle) -> None:
+        """A new bundle in force: restart the consumer if it changes which topics to read."""
+        if self.topics() != self._reading and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._members_changed.set)
+
+    async def consume(self, bootstrap_servers: str) -> None:
+        """Consume the members' event and checkpoint topics until cancelled, restarting after failures
+        and whenever the trust bundle changes the members."""
+        self._loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self._members_changed.clear()
+            self._reading = self.topics()
+            try:
+                await self._consume(bootstrap_servers, self._reading)
+                _raise_if_cancelling()
+                attempt = 0
+                log.info(
+                    "intake: trust bundle version %d in force; now reading the logs of %s",
+                    self.trust.current.version,
+                    ", ".join(sorted(set(self.topics().values()))) or "no one",
+                )
+                continue
+            except asyncio.CancelledError:
+                raise
+            except (bus.KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                METRICS.intake_errors.labels(self.me).inc()
+                log.warning("intake: %s; restarting the consumer", exc)
+            except Exception:
+                # Whatever it was, intake must go on: a stopped intake silently stops the federation.
+                METRICS.intake_errors.labels(self.me).inc()
+                log.exception("intake: unexpected failure; restarting the consumer")
+            await bus.backoff(attempt)
+            attempt += 1
+
+    async def _store_and_commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        checked: list[Checked],
+        notes: list[tuple[str, bytes]],
+        notices: dict[str, list[int]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        for batch in checked:
+            await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        if notices:
+            await self._take_notices(notices)
+        if notes:  # after the events they may cover; refused ones recorded together
+            await self.keeper.receive_all(
+                [
+                    (origin, note.decode("utf-8", "replace"), f"kafka:{checkpoints_topic(origin)}")
+                    for origin, note in notes
+                ]
+            )
+        await consumer.commit(offsets)
+
+    async def _take_notices(self, notices: dict[str, list[int]]) -> None:
+        """Count withheld notices and tell sync: the events they announce come only over gRPC.
+
+        A notice is unsigned, so it is a hint and nothing more: it can make sync fetch
+        sooner, never make it fetch beyond what a member serves (see :mod:`credex.node.sync.catch_up`).
+        """
+        async with self.pool.acquire() as conn:
+            for origin, seqs in notices.items():
+                await state.count(conn, origin, "withheld_notice", len(seqs))
+        for origin, seqs in notices.items():
+            METRICS.intake.labels(self.me, origin, "withheld_notice").inc(len(seqs))
+            for listener in self._withheld_listeners:
+                listener(origin, max(seqs))
+
+    async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
+        if not topics:
+            await self._members_changed.wait()
+            return
+        await bus.ensure_topics(self.config, bootstrap_servers, topics)
+        consumer = AIOKafkaConsumer(
+            **bus.client_kwargs(self.config, bootstrap_servers),
+            group_id=self.config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            # aiokafka can absorb a cancellation that arrives while it bootstraps; the loop
+            # below checks for one on every turn so that stopping a node always stops intake.
+            _raise_if_cancelling()
+            if self.config.bus.membership == "group":
+                consumer.subscribe(list(topics))
+            else:
+                await consumer.topics()  # fetch metadata
+                partitions = [
+                    TopicPartition(topic, p)
+                    for topic in topics
+                    for p in sorted(consumer.partitions_for_topic(topic) or ())
+                ]
+                consumer.assign(partitions)
+            # Verifying batch N+1 overlaps with storing batch N; offsets of a batch are
+            # committed only after its transaction committed.
+            storing: asyncio.Task[None] | None = None
+            try:
+                while not self._members_changed.is_set():
+                    _raise_if_cancelling()
+                    batch = await consumer.getmany(
+                        timeout_ms=self.config.intake.fetch_wait_ms, max_records=self.config.intake.batch_size
+                    )
+                    if not batch:
+                        if storing is not None:
+                            await storing
+                            storing = None
+                        continue
+                    by_origin: defaultdict[str, list[bytes]] = defaultdict(list)
+                    notes: list[tuple[str, bytes]] = []
+                    notices: defaultdict[str, list[int]] = defaultdict(list)
+                    offsets: dict[TopicPartition, int] = {}
+                    for tp, messages in batch.items():
+                        origin = topics[tp.topic]
+                        if tp.topic == events_topic(origin):
+                            for m in messages:
+                                if bus.is_withheld_notice(m):
+                                    notices[origin].append(bus.notice_seq(m))
+                                else:
+                                    by_origin[origin].append(m.value or b"")
+                        else:
+                            notes.extend((origin, m.value or b"") for m in messages)
+                        offsets[tp] = messages[-1].offset + 1
+                    checked = [await self.check(origin, values) for origin, values in by_origin.items()]
+                    if storing is not None:
+                        await storing
+                    storing = asyncio.create_task(
+                        self._store_and_commit(consumer, checked, notes, dict(notices), offsets)
+                    )
+                if storing is not None:  # members changed: finish and commit what was read
+                    await storing
+                    storing = None
+            finally:
+                if storing is not None:
+                    storing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await storing
+                    _raise_if_cancelling()  # the suppress above must not eat a cancellation of intake itself
+        finally:
+            await consumer.stop()
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation of the running task that an inner ``await`` swallowed."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

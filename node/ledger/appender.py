@@ -1,0 +1,207 @@
+"""The ledger: this node's own log.
+
+Per batch, inside the caller's transaction, it decides what changed (new record,
+correction, nothing), assigns dense sequence numbers under the origin's head
+lock, builds and signs the events, stores them with the record state, and
+thereby fills the outbox the relay publishes from. A crash leaves either the
+whole transaction or none of it.
+
+Each record arrives serialized once (:class:`~credex.node.store.events.RecordState`).
+An event's payload is the event's own fields followed by those record bytes as
+field 6: valid protobuf in any field order, and since verifiers check the exact
+payload bytes and never re-encode, the record is never serialized twice.
+
+A node whose key the trust bundle revokes signs nothing more: ``append`` and
+``revoke`` raise :class:`~credex.crypto.keys.SigningRefused` with the reason and
+the remedy before any work, instead of writing events every peer rejects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from credex.crypto.envelope import canonical_bytes, seal
+from credex.crypto.keys import SigningKey
+from credex.node.store import NOTIFY_CHANNEL, Connection
+from credex.node.store import events as state
+from credex.v1 import event_pb2, lookup_pb2, record_pb2
+
+_RECORD_FIELD_TAG = b"\x32"  # field 6 (record), wire type 2 (length-delimited)
+
+
+class LedgerError(Exception):
+    """A change cannot be recorded (unknown record, record of another origin)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A record to append, with where it was taken in from."""
+
+    state: state.RecordState
+    source: str = ""
+    locator: str = ""
+    profile: str = ""
+
+    @classmethod
+    def of(cls, record: record_pb2.Record, source: str = "", locator: str = "", profile: str = "") -> Change:
+        return cls(state.RecordState.of(record), source, locator, profile)
+
+
+@dataclass
+class AppendResult:
+    new: int = 0
+    corrected: int = 0
+    unchanged: int = 0
+    revoked: int = 0
+    seqs: list[int] = field(default_factory=list)
+
+    def add(self, other: AppendResult) -> None:
+        self.new += other.new
+        self.corrected += other.corrected
+        self.unchanged += other.unchanged
+        self.revoked += other.revoked
+        self.seqs.extend(other.seqs)
+
+    @property
+    def events(self) -> int:
+        return len(self.seqs)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class Ledger:
+    def __init__(self, origin: str, key: SigningKey) -> None:
+        self.origin = origin
+        self.key = key
+
+    async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
+        """Record changes; must run inside a transaction, which it extends with the head lock."""
+        result = AppendResult()
+        if not changes:
+            return result
+        self.key.check_may_sign()
+        for change in changes:
+            if change.state.origin != self.origin:
+                raise LedgerError(
+                    f"record {change.state.record_id} belongs to {change.state.origin}, not {self.origin}"
+                )
+        head = await self._lock_head(conn)
+        ids = list({c.state.record_id for c in changes})
+        held: dict[str, tuple[bytes, int]] = {
+            r["record_id"]: (bytes(r["digest"]), int(r["status"]))
+            for r in await conn.fetch(
+                "SELECT record_id, digest, status FROM records WHERE record_id = ANY($1::text[])", ids
+            )
+        }
+        clock = _Clock()
+        stored: list[state.StoredEvent] = []
+        for change in changes:
+            previous = held.get(change.state.record_id)
+            if previous is not None and previous == (change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE):
+                result.unchanged += 1
+                continue
+            event_type = event_pb2.EVENT_TYPE_UPSERT if previous is None else event_pb2.EVENT_TYPE_CORRECT
+            head += 1
+            stored.append(self._sign(head, event_type, change, clock))
+            held[change.state.record_id] = (change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE)
+            if previous is None:
+                result.new += 1
+            else:
+                result.corrected += 1
+        await self._store(conn, stored, head, result)
+        return result
+
+    async def revoke(self, conn: Connection, record_id: str, reason: str) -> AppendResult:
+        """Withdraw a record of this origin; the event carries the state being withdrawn."""
+        result = AppendResult()
+        self.key.check_may_sign()
+        head = await self._lock_head(conn)
+        row = await conn.fetchrow("SELECT origin, status, record FROM records WHERE record_id = $1", record_id)
+        if row is None:
+            raise LedgerError(f"no record {record_id}")
+        if row["origin"] != self.origin:
+            raise LedgerError(f"record {record_id} belongs to {row['origin']}; only its origin can revoke it")
+        if row["status"] == lookup_pb2.ENTRY_STATUS_REVOKED:
+            return result
+        change = Change(state.RecordState.decode(bytes(row["record"])))
+        event = self._sign(head + 1, event_pb2.EVENT_TYPE_REVOKE, change, _Clock(), reason)
+        result.revoked = 1
+        await self._store(conn, [event], head + 1, result)
+        return result
+
+    async def _lock_head(self, conn: Connection) -> int:
+        head = await conn.fetchval("SELECT seq FROM ledger_head WHERE origin = $1 FOR UPDATE", self.origin)
+        if head is None:
+            await conn.execute(
+                "INSERT INTO ledger_head (origin, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", self.origin
+            )
+            head = await conn.fetchval("SELECT seq FROM ledger_head WHERE origin = $1 FOR UPDATE", self.origin)
+        return int(head)
+
+    def _sign(self, seq: int, event_type: int, change: Change, clock: _Clock, reason: str = "") -> state.StoredEvent:
+        record = change.state
+        event_id = uuid.uuid4()
+        event = event_pb2.Event(
+            origin=self.origin,
+            seq=seq,
+            event_id=str(event_id),
+            type=event_pb2.EventType.ValueType(event_type),
+            record_id=record.record_id,
+            recorded_at=clock.stamp,
+            provenance=event_pb2.Provenance(source=change.source, locator=change.locator, profile=change.profile)
+            if change.source
+            else None,
+            reason=reason,
+            record_digest=record.digest,
+        )
+        payload = (
+            event.SerializeToString(deterministic=True)
+            + _RECORD_FIELD_TAG
+            + _varint(len(record.encoded))
+            + record.encoded
+        )
+        return state.StoredEvent(
+            origin=self.origin,
+            seq=seq,
+            event_id=event_id,
+            event_type=event_type,
+            state=record,
+            envelope=canonical_bytes(seal(self.key, payload)),
+            recorded_at=clock.at,
+        )
+
+    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
+        if not events:
+            return
+        await state.copy_events(conn, events)
+        await state.upsert_records(conn, events)
+        await conn.execute("UPDATE ledger_head SET seq = $2 WHERE origin = $1", self.origin, head)
+        await conn.execute(
+            "INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
+            " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2, updated_at = now()",
+            self.origin,
+            head,
+        )
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        result.seqs.extend(e.seq for e in events)
+
+
+class _Clock:
+    """One signing time per batch, as both a protobuf timestamp and a datetime."""
+
+    def __init__(self) -> None:
+        self.at = dt.datetime.now(dt.UTC)
+        self.stamp = Timestamp()
+        self.stamp.FromDatetime(self.at)

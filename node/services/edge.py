@@ -1,0 +1,533 @@
+"""The node's edge: every gRPC call of every credex service passes through here first.
+
+One place, so that no RPC (nor any added later) can forget a rule:
+
+- **Admission.** A caller may have ``grpc.max_concurrent_calls_per_caller`` calls in
+  progress, public callers together ``grpc.public_share`` of the node's
+  ``grpc.max_concurrent_calls``, and the node that many; a call over a limit is
+  refused at once, before its bytes are even decoded, with RESOURCE_EXHAUSTED (your
+  share is used up) or UNAVAILABLE (the node, or its public share, is busy) and a
+  reason. The calls that are admitted keep their latency; no caller can take the
+  node for itself, and no number of public callers can lock out government callers
+  and peers (the rest of the node is theirs). Callers without a certificate count
+  by IP address (node/access.py), not by connection.
+- **Validation.** The raw request is size-checked, then decoded (bytes that are not
+  the method's message are INVALID_ARGUMENT, not UNKNOWN); every text field is
+  checked for length and control characters *before* anything normalizes it
+  (NFKC can expand a character 18-fold), every integer is in 0..2^63-1 (what the
+  database's bigint holds), every ``origin`` is a well-formed division code.
+  Error messages quote at most a few characters of what was sent.
+- **Audit.** Every call answered, refused or invalid is in the audit trail saying who
+  asked what, why, and what was answered; an answer is sent only after its row is
+  committed. Calls answered (and NOT_FOUND, an answer about a subject too) have a
+  row each. Refusals have a row each only for the first :data:`REFUSAL_ROWS` of one
+  caller, method and status in a second; the rest of that second are summed up in
+  one row whose ``calls`` column says how many it stands for, as are calls refused
+  for overload, so a caller sending junk cannot grow the audit table faster than a
+  few rows a second. Rows older than ``audit.retention_days`` are trimmed
+  (node/audit.py).
+- **Accounting.** Every outcome, including calls the caller cancelled (its deadline
+  passed or it went away), is counted in ``credex_rpc_calls`` by method and status.
+
+A service method reads what the edge learnt with :func:`current` (the caller, for
+its role) and records what it answers on the same :class:`Call`; it refuses by
+raising :class:`Refused`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import functools
+import itertools
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import asyncpg
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from credex.domain.regions import is_origin_code
+from credex.node.config import NodeConfig
+from credex.node.metrics import METRICS
+from credex.node.services.access import Caller, identify
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.trust import TrustProvider
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[[Any, Context], Awaitable[Message]]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
+
+# Every credex request is small; anything bigger is refused before it is decoded.
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_QUOTE = 12  # characters of caller input an error message may repeat
+MAX_DETAILS = 300  # characters of any error message
+MAX_INTEGER = 2**63 - 1  # PostgreSQL bigint: larger values must not reach the driver
+MAX_DEPTH = 8  # nesting of messages inside a request
+MAX_ITEMS = 100  # records named in one audit row's detail
+SUMMARY_SECONDS = 1.0  # refused calls beyond their own rows are summed up this often
+REFUSAL_ROWS = 5  # refusals of one caller, method and status per summary period with a row each
+# Statuses audited row by row whatever their number: answers. NOT_FOUND answers a lookup about a subject.
+_ANSWERS = frozenset({"OK", "NOT_FOUND"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_DATABASE_DOWN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+_CURRENT: contextvars.ContextVar[Call] = contextvars.ContextVar("credex_call")
+_Key: TypeAlias = tuple[str, str, str]  # caller identity, role, method
+
+
+class Refused(Exception):
+    """Refuse the call with ``code``; ``message`` says what to do and is cut to :data:`MAX_DETAILS`."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        if len(message) > MAX_DETAILS:
+            message = message[: MAX_DETAILS - 1] + "…"
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> Refused:
+    return Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def quote(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` as a Python literal, cut to ``limit`` characters: safe to put in an error message or a log."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"… ({len(text):,} characters)"
+
+
+# -- request rules ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """How long a text field may be and whether it must be given; ``subject``: audit it as the subject."""
+
+    max_chars: int
+    required: bool = False
+    subject: bool = False
+
+
+DEFAULT_TEXT = Text(256)  # any text field without a rule of its own, including fields added later
+DEFAULT_BYTES = 4096
+# uscc: 18 characters, plus the spaces and full-width forms platforms send; checked raw, before NFKC.
+RULES: dict[str, dict[str, Text]] = {
+    "credex.v1.GetProfileRequest": {"uscc": Text(64, subject=True), "purpose": Text(500)},
+    "credex.v1.GetRecordRequest": {"record_id": Text(100, required=True, subject=True), "purpose": Text(500)},
+    "credex.v1.GetInclusionProofRequest": {"record_id": Text(100, subject=True), "purpose": Text(500)},
+    "credex.v1.GetQualityReportRequest": {"unit_uscc": Text(64, subject=True)},
+}
+
+
+def check_text(name: str, value: str, rule: Text = DEFAULT_TEXT) -> None:
+    """Length first (cheap, and bounds every later step), then control and direction-override characters."""
+    if len(value) > rule.max_chars:
+        raise invalid(f"{name} has {len(value):,} characters; at most {rule.max_chars} are accepted")
+    if rule.required and not value:
+        raise invalid(f"{name} is required")
+    if not value.isprintable():  # the common case is settled in C
+        found = _CONTROL.search(value)
+        if found:
+            raise invalid(
+                f"{name} contains the control character U+{ord(found.group()):04X} at position {found.start() + 1};"
+                " send plain text"
+            )
+
+
+def check_integer(name: str, value: int) -> None:
+    if not 0 <= value <= MAX_INTEGER:
+        raise invalid(f"{name} must be between 0 and 2^63-1, got {str(value)[:24]}")
+
+
+def check_origin(name: str, value: str) -> None:
+    if not is_origin_code(value):
+        raise invalid(f"{name} {quote(value, 8)} is not a GB/T 2260 division code such as 310000")
+
+
+def check_request(message: Message) -> None:
+    """Every field of ``message`` (and of messages inside it) against the rules; raise :class:`Refused`."""
+    _check_message(message, message.DESCRIPTOR.full_name, 0)
+
+
+def _check_message(message: Message, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise invalid(f"{path} is nested more than {MAX_DEPTH} messages deep")
+    descriptor = message.DESCRIPTOR
+    rules = RULES.get(descriptor.full_name, {})
+    for fd in descriptor.fields:  # unset fields too: required ones and origins must be checked
+        name = fd.name if depth == 0 else f"{path}.{fd.name}"
+        value = getattr(message, fd.name)
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                _check_value(fd.message_type.fields_by_name["key"], f"{name} key", key, {}, depth)
+                _check_value(fd.message_type.fields_by_name["value"], f"{name}[…]", item, {}, depth)
+        elif fd.is_repeated:
+            for item in value:
+                _check_value(fd, f"{name}[…]", item, rules, depth)
+        elif fd.type != FieldDescriptor.TYPE_MESSAGE or message.HasField(fd.name):
+            _check_value(fd, name, value, rules, depth)
+
+
+def _check_value(fd: Any, name: str, value: Any, rules: dict[str, Text], depth: int) -> None:
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        if fd.name == "origin":
+            check_text(name, value, Text(16))
+            check_origin(name, value)
+        else:
+            check_text(name, value, rules.get(fd.name, DEFAULT_TEXT))
+    elif fd.type == FieldDescriptor.TYPE_BYTES:
+        if len(value) > DEFAULT_BYTES:
+            raise invalid(f"{name} has {len(value):,} bytes; at most {DEFAULT_BYTES} are accepted")
+    elif fd.type in _INTEGERS:
+        check_integer(name, value)
+    elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+        _check_message(value, name, depth + 1)
+
+
+# -- the call ---------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One call as the audit trail will show it; the service fills in what it answered."""
+
+    method: str
+    caller: Caller
+    subject_id: str = ""
+    purpose: str = ""
+    answered: int = 0
+    detail: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+    def answer(self, count: int, items: Iterable[str] = ()) -> None:
+        """Record what is being answered: how many records, and which (the first :data:`MAX_ITEMS` of them)."""
+        self.answered = count
+        shown = list(itertools.islice(items, MAX_ITEMS + 1))
+        cut = len(shown) > MAX_ITEMS
+        self.detail = " ".join(shown[:MAX_ITEMS]) + (f" … ({count} in all)" if cut else "")
+
+    def entry(self, status: str, detail: str | None = None) -> AuditEntry:
+        return AuditEntry(
+            caller=self.caller.identity,
+            role=self.caller.role,
+            method=self.method,
+            subject_id=self.subject_id,
+            purpose=self.purpose,
+            answered=self.answered if status == "OK" else 0,
+            status=status,
+            at=dt.datetime.now(dt.UTC),
+            detail=self.detail if detail is None else detail,
+        )
+
+    @property
+    def key(self) -> _Key:
+        """What refusals are summed up by."""
+        return (self.caller.identity, self.caller.role, self.method)
+
+
+def current() -> Call:
+    """The call being served by this task (set by the edge before the service method runs)."""
+    return _CURRENT.get()
+
+
+# -- admission --------------------------------------------------------------------------
+
+
+class Admission:
+    """Counts calls in progress, per caller, of public callers and in total; refuses instead of queueing.
+
+    Public callers (anyone with a CA-issued certificate, or none) are many and
+    unknown, so together they get a share of the node, not all of it: what they
+    cannot take stays free for the government callers and peers the config and the
+    trust bundle name, each of whom is still held to the per-caller limit.
+    """
+
+    def __init__(self, total: int, per_caller: int, public_share: float = 1.0) -> None:
+        self.total = total
+        self.per_caller = per_caller
+        self.public_total = max(1, int(total * public_share))
+        self.in_flight = 0
+        self.public_in_flight = 0
+        self._by_caller: dict[str, int] = {}  # only callers with calls in progress: bounded by ``total``
+
+    def enter(self, caller: Caller) -> Refused | None:
+        held = self._by_caller.get(caller.identity, 0)
+        if held >= self.per_caller:
+            return Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many calls in progress for caller {quote(caller.identity, 40)}: {held}, the most one caller"
+                " may have; wait for answers before sending more",
+            )
+        if self.in_flight >= self.total:
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node busy: {self.in_flight} calls in progress, its limit; retry after a short backoff",
+            )
+        public = caller.role == "public"
+        if public and self.public_in_flight >= self.public_total:
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node busy: {self.public_in_flight} calls of public callers in progress, the most they may have"
+                " together; retry after a short backoff",
+            )
+        self._by_caller[caller.identity] = held + 1
+        self.in_flight += 1
+        self.public_in_flight += public
+        return None
+
+    def leave(self, caller: Caller) -> None:
+        self.in_flight -= 1
+        self.public_in_flight -= caller.role == "public"
+        held = self._by_caller.pop(caller.identity) - 1
+        if held:
+            self._by_caller[caller.identity] = held
+
+
+@dataclass
+class _Tally:
+    """Calls of one caller, method and status summed up since the last summary, with the first reason given."""
+
+    calls: int = 0
+    reason: str = ""
+
+
+# -- the gate ---------------------------------------------------------------------------
+
+
+class Gate:
+    """Wraps every method of the credex services with admission, validation, audit and accounting."""
+
+    def __init__(self, config: NodeConfig, trust: TrustProvider, audit: AuditLog) -> None:
+        self.config = config
+        self.trust = trust
+        self.audit = audit
+        self.origin = config.origin
+        grpc_config = config.grpc
+        self.admission = Admission(
+            grpc_config.max_concurrent_calls, grpc_config.max_concurrent_calls_per_caller, grpc_config.public_share
+        )
+        self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
+        # Since the last summary: refusals with a row of their own, and calls summed up instead.
+        self._rows: Counter[tuple[_Key, str]] = Counter()
+        self._tally: dict[tuple[_Key, str], _Tally] = {}
+        self._summary: asyncio.TimerHandle | None = None
+
+    def method_handlers(self, servicer: object, service: ServiceDescriptor) -> dict[str, Handler]:
+        """A handler per method of ``service``, calling ``servicer`` through the edge."""
+        handlers: dict[str, Handler] = {}
+        for method in service.methods:
+            if method.client_streaming or method.server_streaming:
+                raise TypeError(
+                    f"{method.full_name} streams; node/edge.py serves unary calls only, extend it before adding one"
+                )
+            serve = functools.partial(
+                self._serve,
+                method.name,
+                message_factory.GetMessageClass(method.input_type),
+                getattr(servicer, method.name),
+            )
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                serve, request_deserializer=None, response_serializer=_serialize
+            )
+        return handlers
+
+    async def _serve(
+        self, method: str, request_class: type[Message], behavior: Behavior, raw: bytes, context: Context
+    ) -> Message:
+        caller = identify(context, self.config.access, self.trust.current)
+        call = Call(method, caller)
+        refusal = self.admission.enter(caller)
+        if refusal is not None:
+            self._count(method, refusal.code.name)
+            self._note(call, refusal.code.name, refusal.message.split(":")[0])
+            await context.abort(refusal.code, refusal.message)
+        self._in_flight.inc()
+        token = _CURRENT.set(call)
+        try:
+            response = await self._answer(call, request_class, behavior, raw, context)
+        except asyncio.CancelledError:
+            self._count(method, "CANCELLED")
+            self._note(call, "CANCELLED", "cancelled by the caller (deadline passed or caller gone)")
+            raise
+        finally:
+            _CURRENT.reset(token)
+            self.admission.leave(caller)
+            self._in_flight.dec()
+        METRICS.rpc_seconds.labels(self.origin, method).observe(time.perf_counter() - call.started)
+        return response
+
+    async def _answer(
+        self, call: Call, request_class: type[Message], behavior: Behavior, raw: bytes, context: Context
+    ) -> Message:
+        try:
+            request = _decode(call.method, request_class, raw)
+            _prefill(call, request)
+            check_request(request)
+            self._require_purpose(call, request)
+            response = await behavior(request, context)
+        except Refused as refused:
+            await self._refuse(call, refused, context)
+        except grpc.aio.AbortError:
+            # A method (or access check) that aborted by itself: still audited and counted.
+            code = context.code()
+            status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            await self._audit_refusal(call, status, str(context.details() or ""))
+            self._count(call.method, status)
+            raise
+        except _DATABASE_DOWN as exc:
+            log.warning("%s for %s: database unavailable: %s", call.method, call.caller.identity, exc)
+            await self._refuse(
+                call, Refused(grpc.StatusCode.UNAVAILABLE, "the node's database is unavailable; retry later"), context
+            )
+        except Exception:
+            log.exception("%s for %s failed", call.method, call.caller.identity)
+            await self._refuse(
+                call, Refused(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"), context
+            )
+        try:
+            await self.audit.record(call.entry("OK"))
+        except AuditUnavailable as exc:
+            self._count(call.method, "UNAVAILABLE")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is answered without an audit trail")
+        self._count(call.method, "OK")
+        return response
+
+    def _require_purpose(self, call: Call, request: Message) -> None:
+        if (
+            call.caller.role == "government"
+            and self.config.access.purpose_required_for_government
+            and "purpose" in request.DESCRIPTOR.fields_by_name
+            and not call.purpose.strip()
+        ):
+            raise invalid(
+                "purpose is required for government callers: say why you ask (it is written to the audit log),"
+                " e.g. purpose='政府采购 供应商审查'"
+            )
+
+    async def _refuse(self, call: Call, refused: Refused, context: Context) -> Message:
+        await self._audit_refusal(call, refused.code.name, refused.message)
+        self._count(call.method, refused.code.name)
+        await context.abort(refused.code, refused.message)
+        raise AssertionError("abort returns only by raising")
+
+    async def _audit_refusal(self, call: Call, status: str, message: str) -> None:
+        """Refusals are audited too (probing is worth seeing); a failed write is logged, the refusal stands.
+
+        The first few of a caller's refusals each second get a row with what was
+        sent; the rest are summed up (:meth:`_note`), so junk sent in a loop costs
+        the audit table a few rows a second, not a row a call.
+        """
+        if status not in _ANSWERS:
+            self._arm()
+            seen = self._rows[(call.key, status)]
+            if seen >= REFUSAL_ROWS:
+                self._note(call, status, message)
+                return
+            self._rows[(call.key, status)] = seen + 1
+        try:
+            await self.audit.record(call.entry(status, message))
+        except AuditUnavailable as exc:
+            log.warning("refused %s of %s not audited: %s", call.method, call.caller.identity, exc)
+
+    def _count(self, method: str, status: str) -> None:
+        METRICS.rpcs.labels(self.origin, method, status).inc()
+
+    def _note(self, call: Call, status: str, reason: str) -> None:
+        """Sum up a refused or cancelled call; :meth:`_summarize` writes the sums."""
+        tally = self._tally.get((call.key, status))
+        if tally is None:
+            tally = self._tally[(call.key, status)] = _Tally(reason=reason)
+        tally.calls += 1
+        self._arm()
+
+    def _arm(self) -> None:
+        """Make sure a summary is due at the end of the current period."""
+        if self._summary is None:
+            self._summary = asyncio.get_running_loop().call_later(SUMMARY_SECONDS, self._summarize)
+
+    def _summarize(self) -> None:
+        """Write one row per caller, method and status summed up, and start a new period."""
+        self._summary = None
+        tally, self._tally = self._tally, {}
+        self._rows.clear()
+        for ((identity, role, method), status), summed in tally.items():
+            log.warning(
+                "%s: %d %s calls of %s (%s) %s: %s",
+                self.origin,
+                summed.calls,
+                method,
+                identity,
+                role,
+                status,
+                summed.reason,
+            )
+            if status != "CANCELLED":  # a cancelled call answered nothing: counted and logged is enough
+                self.audit.note(
+                    AuditEntry(
+                        caller=identity,
+                        role=role,
+                        method=method,
+                        subject_id="",
+                        purpose="",
+                        answered=0,
+                        status=status,
+                        at=dt.datetime.now(dt.UTC),
+                        detail=f"{summed.calls} calls refused in {SUMMARY_SECONDS:g} s, the first: {summed.reason}",
+                        calls=summed.calls,
+                    )
+                )
+
+
+def _decode(method: str, request_class: type[Message], raw: bytes) -> Message:
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise invalid(f"the request has {len(raw):,} bytes; a {method} request has at most {MAX_REQUEST_BYTES:,}")
+    try:
+        return request_class.FromString(raw)
+    except (DecodeError, RecursionError, ValueError):
+        raise invalid(
+            f"the request is not a valid {request_class.DESCRIPTOR.full_name} message;"
+            " send the message the method's .proto defines"
+        ) from None
+
+
+def _prefill(call: Call, request: Message) -> None:
+    """What the audit row shows even if the request is refused below: purpose and subject as sent."""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "purpose" in fields:
+        call.purpose = getattr(request, "purpose")  # noqa: B009 (a generic Message; the field is in its descriptor)
+    rules = RULES.get(request.DESCRIPTOR.full_name, {})
+    for name, rule in rules.items():
+        if rule.subject and getattr(request, name):
+            call.subject_id = getattr(request, name)
+            return
+    if "origin" in fields:
+        call.subject_id = getattr(request, "origin")  # noqa: B009
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()

@@ -1,0 +1,155 @@
+"""LogService: checkpoints and proofs of any origin's log this node holds.
+
+An inclusion proof carries the whole signed event, record included, so it is a
+lookup like any other, and the edge audits it under the record's subject. A proof
+by seq may return an older version of a record than the current one, so the
+caller must be allowed to see both: the version in the event (its own sharing
+level, whether the event revoked or expired it, its publicity window, its subject)
+and the record as it stands now. Otherwise a record corrected from
+government-shared to public would let a public caller read the government-shared
+version by walking the seqs. Checkpoints and consistency proofs carry no record,
+but are audited too, so the trail shows every call that was answered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import asyncpg
+import grpc
+from google.protobuf.message import DecodeError
+
+from credex.node.chain import CheckpointKeeper, LogBook, ProofUnavailable, checkpoint_message, inclusion_proof
+from credex.node.config import NodeConfig
+from credex.node.services import edge
+from credex.node.services.access import Caller, entry_status
+from credex.node.store import STATUS_BY_TYPE, RecordState
+from credex.node.trust import TrustProvider
+from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2
+
+# The event at the leaf asked for, and the current row of its record.
+_LEAF_QUERY = (
+    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.sharing_level, r.status, r.publicity_end"
+    " FROM records r JOIN events e"
+)
+
+
+def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
+    """The subject of the event in ``row`` if ``caller`` may see both that version and the current record."""
+    today = dt.date.today()
+    if not caller.sees(row["sharing_level"], entry_status(row["status"], row["publicity_end"], today)):
+        return None
+    try:
+        event = event_pb2.Event.FromString(event_pb2.Envelope.FromString(row["envelope"]).payload)
+        version = RecordState.of(event.record)
+    except (DecodeError, ValueError):  # stored events verified at intake; unreadable means show nothing
+        return None
+    status = entry_status(
+        STATUS_BY_TYPE.get(row["event_type"], lookup_pb2.ENTRY_STATUS_ACTIVE), version.publicity_end, today
+    )
+    if not caller.sees(version.sharing_level, status):
+        return None
+    # A correction may have changed whom the record is about (a person's pseudonym to a company's USCC):
+    # the older version names someone the current record does not; only peers and operators see it.
+    if version.subject_id != row["subject_id"] and not caller.may_exchange:
+        return None
+    return version.subject_id
+
+
+class LogService(log_pb2_grpc.LogServiceServicer):
+    def __init__(
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        trust: TrustProvider,
+        logbook: LogBook,
+        keeper: CheckpointKeeper,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.trust = trust
+        self.logbook = logbook
+        self.keeper = keeper
+
+    def _member(self, origin: str) -> str:
+        if self.trust.current.member(origin) is None:
+            raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"origin {origin} is not a member of the federation")
+        return origin
+
+    async def GetCheckpoint(
+        self,
+        request: log_pb2.GetCheckpointRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> log_pb2.SignedCheckpoint:
+        origin = self._member(request.origin)
+        held = await self.keeper.latest(origin)
+        if held is None:
+            raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"no checkpoint of {origin} is held yet")
+        edge.current().detail = f"checkpoint {origin} size {held.size}"
+        return checkpoint_message(held)
+
+    async def GetInclusionProof(
+        self,
+        request: log_pb2.GetInclusionProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> log_pb2.InclusionProof:
+        call = edge.current()
+        origin = self._member(request.origin)
+        by_record = request.WhichOneof("leaf") == "record_id"
+        if not by_record and request.seq == 0:
+            raise edge.invalid("give the leaf: seq (from 1) or record_id")
+        async with self.pool.acquire() as conn:
+            if by_record:
+                row = await conn.fetchrow(
+                    _LEAF_QUERY + " ON e.origin = r.origin AND e.seq = r.seq WHERE r.record_id = $1 AND r.origin = $2",
+                    request.record_id,
+                    origin,
+                )
+            else:
+                row = await conn.fetchrow(
+                    _LEAF_QUERY + " ON e.origin = r.origin AND e.record_id = r.record_id"
+                    " WHERE e.origin = $1 AND e.seq = $2",
+                    origin,
+                    request.seq,
+                )
+        subject = _visible_leaf(row, call.caller) if row is not None else None
+        if row is None or subject is None:
+            raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such event or record visible to you")
+        call.subject_id = subject
+        try:
+            proof = await inclusion_proof(self.pool, self.logbook, self.keeper, origin, row["seq"], request.tree_size)
+        except ProofUnavailable as exc:
+            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+        call.answer(1, [f"{origin}#{proof.seq} in tree {proof.tree_size}"])
+        return proof
+
+    async def GetConsistencyProof(
+        self,
+        request: log_pb2.GetConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> log_pb2.ConsistencyProof:
+        origin = self._member(request.origin)
+        new_size = request.new_size
+        held = None
+        if new_size == 0:
+            held = await self.keeper.latest(origin)
+            if held is None:
+                raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, f"no checkpoint of {origin} is held yet")
+            new_size = held.size
+        tree = await self.logbook.tree(origin)
+        if not 0 < request.old_size <= new_size <= tree.size:
+            raise edge.Refused(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"need 0 < old_size <= new_size <= {tree.size} (held of {origin}), got {request.old_size}, {new_size}",
+            )
+        proof = log_pb2.ConsistencyProof(
+            origin=origin,
+            old_size=request.old_size,
+            new_size=new_size,
+            hashes=tree.consistency_proof(request.old_size, new_size),
+        )
+        if held is not None:
+            proof.checkpoint.CopyFrom(checkpoint_message(held))
+        edge.current().detail = f"consistency {origin} {request.old_size}..{new_size}"
+        return proof

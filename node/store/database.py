@@ -1,0 +1,120 @@
+"""The PostgreSQL store: connection pool, database creation and migrations.
+
+SQL lives in versioned files under ``migrations/``; they are applied in order at
+start-up inside one transaction each, under an advisory lock, so replicas that
+start together do not race.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection taken from a pool or opened directly; the store accepts both.
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+log = logging.getLogger(__name__)
+
+# The channel a ledger commit notifies, so the relay publishes at once instead of at its next poll.
+NOTIFY_CHANNEL = "credex_outbox"
+# Bulk loads outrun autovacuum's statistics: ANALYZE after this many new rows, or lookups scan.
+ANALYZE_AFTER = 10000
+
+_MIGRATION_LOCK = 0x63726564  # "cred"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class StoreError(RuntimeError):
+    """The database is unreachable or its schema is newer than this code."""
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if the server does not have it yet."""
+    name = database_name(url)
+    try:
+        conn = await asyncpg.connect(with_database(url, "postgres"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot reach PostgreSQL at {_redact(url)}: {exc}") from exc
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            quoted = '"' + name.replace('"', '""') + '"'
+            try:
+                await conn.execute(f"CREATE DATABASE {quoted}")
+                log.info("created database %s", name)
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await conn.close()
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations this database has not seen; return their names."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        known = migrations()
+        newest_known = known[-1][0] if known else 0
+        if done and max(done) > newest_known:
+            raise StoreError(
+                f"database schema is at version {max(done)} but this credex knows only up to {newest_known}; "
+                "upgrade credex before starting this node"
+            )
+        for version, name, sql in known:
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+            applied_now.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied_now
+
+
+async def open_pool(url: str, *, create: bool, min_size: int, max_size: int) -> asyncpg.Pool:
+    if create:
+        await ensure_database(url)
+    try:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=120)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot open database {_redact(url)}: {exc}") from exc
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)

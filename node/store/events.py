@@ -1,0 +1,308 @@
+"""Storing events and the record state they produce.
+
+The ledger (this node's own events) and intake (the peers' verified events) store
+events the same way, through this module: the events table gets the canonical
+envelope, the records table the latest state of each record (the highest seq
+wins, so applying events late or twice changes nothing), and origin_progress how
+far each origin's log is held without a gap. Every function runs inside the
+caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from credex.crypto.merkle import leaf_hash
+from credex.node.store.database import Connection
+from credex.v1 import event_pb2, lookup_pb2, record_pb2
+
+MAX_SEQ = 2**63 - 1  # a bigint column
+_EVENT_COLUMNS = (
+    "origin",
+    "seq",
+    "event_id",
+    "event_type",
+    "record_id",
+    "subject_id",
+    "envelope",
+    "recorded_at",
+    "leaf_hash",
+)
+_RECORD_COLUMNS = (
+    "record_id",
+    "origin",
+    "subject_id",
+    "kind",
+    "seq",
+    "status",
+    "sharing_level",
+    "publicity_end",
+    "digest",
+    "record",
+)
+STATUS_BY_TYPE: dict[int, int] = {
+    event_pb2.EVENT_TYPE_UPSERT: lookup_pb2.ENTRY_STATUS_ACTIVE,
+    event_pb2.EVENT_TYPE_CORRECT: lookup_pb2.ENTRY_STATUS_ACTIVE,
+    event_pb2.EVENT_TYPE_REVOKE: lookup_pb2.ENTRY_STATUS_REVOKED,
+    event_pb2.EVENT_TYPE_EXPIRE: lookup_pb2.ENTRY_STATUS_EXPIRED,
+}
+
+
+def record_bytes(record: record_pb2.Record) -> bytes:
+    return record.SerializeToString(deterministic=True)
+
+
+def record_digest(encoded: bytes) -> bytes:
+    return hashlib.sha256(encoded).digest()
+
+
+def subject_id(record: record_pb2.Record) -> str:
+    """Legal entities and individual businesses by USCC, natural persons by pseudonym."""
+    return record.subject.uscc or record.subject.person_pseudonym
+
+
+@dataclass(frozen=True, slots=True)
+class RecordState:
+    """A record serialized once, with the columns the store finds it by.
+
+    Plain bytes and strings, so it crosses process boundaries cheaply (the
+    mapping worker of a large ingest builds these) and the ledger never has to
+    serialize the record again.
+    """
+
+    record_id: str
+    origin: str
+    subject_id: str
+    kind: int
+    sharing_level: int
+    publicity_end: dt.date | None
+    encoded: bytes
+    digest: bytes
+
+    @classmethod
+    def of(cls, record: record_pb2.Record) -> RecordState:
+        encoded = record_bytes(record)
+        end = record.publicity.end
+        return cls(
+            record_id=record.record_id,
+            origin=record.origin,
+            subject_id=subject_id(record),
+            kind=record.kind,
+            sharing_level=record.sharing_level,
+            publicity_end=dt.date.fromisoformat(end) if end else None,
+            encoded=encoded,
+            digest=record_digest(encoded),
+        )
+
+    @classmethod
+    def decode(cls, encoded: bytes) -> RecordState:
+        return cls.of(record_pb2.Record.FromString(encoded))
+
+
+# Longest record or subject id stored: ids are short codes; a b-tree index entry must fit a page.
+MAX_ID_CHARS = 256
+
+
+class Unstorable(ValueError):
+    """A validly signed event whose fields the store cannot hold (NUL or control characters, an
+    over-long id, a date or id that does not parse). Intake rejects it as ``reason`` instead of
+    letting the database refuse the whole batch."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def check_id(name: str, value: str) -> None:
+    """Refuse an id PostgreSQL text cannot store (NUL) or that is no id (control characters, too long)."""
+    if len(value) > MAX_ID_CHARS:
+        raise Unstorable("event.unstorable", f"{name} has {len(value)} characters, at most {MAX_ID_CHARS} allowed")
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        raise Unstorable("event.unstorable", f"{name} contains NUL or control characters")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event ready to store: the canonical envelope plus the columns derived from it."""
+
+    origin: str
+    seq: int
+    event_id: uuid.UUID
+    event_type: int
+    state: RecordState
+    envelope: bytes
+    recorded_at: dt.datetime
+
+    @classmethod
+    def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
+        """The columns of a verified event; :class:`Unstorable` if the store could not hold them.
+
+        A signature proves who wrote an event, not that it fits the schema: without
+        these checks one such event would fail its whole batch, again on every retry.
+        """
+        check_id("record_id", event.record_id)
+        check_id("subject id", subject_id(event.record))
+        if event.seq > MAX_SEQ:
+            raise Unstorable("event.seq", f"seq {event.seq} is beyond the largest a log can have ({MAX_SEQ})")
+        try:
+            return cls(
+                origin=event.origin,
+                seq=event.seq,
+                event_id=uuid.UUID(event.event_id),
+                event_type=event.type,
+                state=RecordState.of(event.record),
+                envelope=envelope,
+                recorded_at=event.recorded_at.ToDatetime(tzinfo=dt.UTC),
+            )
+        except (ValueError, OverflowError) as exc:
+            raise Unstorable(
+                "event.unstorable", f"event id, time or publicity date does not parse: {exc}"[:200]
+            ) from None
+
+    @property
+    def record_id(self) -> str:
+        return self.state.record_id
+
+    @property
+    def subject_id(self) -> str:
+        return self.state.subject_id
+
+    def event_row(self) -> tuple[object, ...]:
+        return (
+            self.origin,
+            self.seq,
+            self.event_id,
+            self.event_type,
+            self.state.record_id,
+            self.state.subject_id,
+            self.envelope,
+            self.recorded_at,
+            leaf_hash(self.envelope),
+        )
+
+    def record_row(self) -> tuple[object, ...]:
+        state = self.state
+        return (
+            state.record_id,
+            self.origin,
+            state.subject_id,
+            state.kind,
+            self.seq,
+            STATUS_BY_TYPE.get(self.event_type, lookup_pb2.ENTRY_STATUS_ACTIVE),
+            state.sharing_level,
+            state.publicity_end,
+            state.digest,
+            state.encoded,
+        )
+
+
+async def copy_events(conn: Connection, events: Sequence[StoredEvent]) -> None:
+    """Append events that cannot conflict (the ledger holds its origin's head lock)."""
+    await conn.copy_records_to_table("events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    new: list[StoredEvent]
+    replays: list[StoredEvent]  # already held, byte for byte
+    conflicts: list[StoredEvent]  # same (origin, seq) or event id, different content
+
+
+async def insert_events(conn: Connection, events: Sequence[StoredEvent]) -> InsertOutcome:
+    """Insert events that may already be held; sort out replays from conflicting versions."""
+    if not events:
+        return InsertOutcome([], [], [])
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    await conn.execute("TRUNCATE staged_events")
+    await conn.copy_records_to_table("staged_events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
+    inserted = await conn.fetch(
+        "INSERT INTO events SELECT * FROM staged_events ON CONFLICT DO NOTHING RETURNING origin, seq"
+    )
+    new_keys = {(r["origin"], r["seq"]) for r in inserted}
+    new = [e for e in events if (e.origin, e.seq) in new_keys]
+    rest = [e for e in events if (e.origin, e.seq) not in new_keys]
+    if not rest:
+        return InsertOutcome(new, [], [])
+    same = await conn.fetch(
+        "SELECT s.origin, s.seq FROM staged_events s JOIN events e"
+        " ON e.origin = s.origin AND e.seq = s.seq AND e.event_id = s.event_id AND e.envelope = s.envelope"
+        " WHERE (s.origin, s.seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+        [e.origin for e in rest],
+        [e.seq for e in rest],
+    )
+    same_keys = {(r["origin"], r["seq"]) for r in same}
+    replays = [e for e in rest if (e.origin, e.seq) in same_keys]
+    conflicts = [e for e in rest if (e.origin, e.seq) not in same_keys]
+    return InsertOutcome(new, replays, conflicts)
+
+
+async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> None:
+    """Make each record's state the one of its highest-seq event; never cross origins."""
+    latest: dict[str, StoredEvent] = {}
+    for event in events:
+        held = latest.get(event.record_id)
+        if held is None or held.seq < event.seq:
+            latest[event.record_id] = event
+    if not latest:
+        return
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS")
+    await conn.execute("TRUNCATE staged_records")
+    await conn.copy_records_to_table(
+        "staged_records", records=[e.record_row() for e in latest.values()], columns=_RECORD_COLUMNS
+    )
+    await conn.execute(
+        "INSERT INTO records AS r SELECT * FROM staged_records"
+        " ON CONFLICT (record_id) DO UPDATE SET"
+        " subject_id = EXCLUDED.subject_id, kind = EXCLUDED.kind, seq = EXCLUDED.seq,"
+        " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
+        " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record"
+        " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
+    )
+
+
+async def advance_progress(conn: Connection, origin: str) -> tuple[int, int]:
+    """Move the origin's gap-free watermark as far as the stored events allow.
+
+    Returns (contiguous_seq, max_seq). The walk starts at the old watermark, so
+    its cost is the length of the newly closed stretch, not of the whole log.
+    """
+    row = await conn.fetchrow(
+        "INSERT INTO origin_progress (origin) VALUES ($1) ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin"
+        " RETURNING contiguous_seq",
+        origin,
+    )
+    assert row is not None
+    contiguous = int(row["contiguous_seq"])
+    new_contiguous = await conn.fetchval(
+        "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM events WHERE origin = $1 AND seq = $2 + 1) THEN $2"
+        " ELSE (SELECT min(e.seq) FROM events e WHERE e.origin = $1 AND e.seq > $2"
+        "       AND NOT EXISTS (SELECT 1 FROM events n WHERE n.origin = e.origin AND n.seq = e.seq + 1)) END",
+        origin,
+        contiguous,
+    )
+    max_seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
+    await conn.execute(
+        "UPDATE origin_progress SET contiguous_seq = $2, max_seq = $3, updated_at = now() WHERE origin = $1",
+        origin,
+        new_contiguous,
+        max_seq,
+    )
+    return int(new_contiguous), int(max_seq)
+
+
+async def count(conn: Connection, origin: str, outcome: str, n: int) -> None:
+    if n:
+        await conn.execute(
+            "INSERT INTO intake_counters (origin, outcome, n) VALUES ($1, $2, $3)"
+            " ON CONFLICT (origin, outcome) DO UPDATE SET n = intake_counters.n + EXCLUDED.n",
+            origin,
+            outcome,
+            n,
+        )

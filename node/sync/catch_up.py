@@ -1,0 +1,394 @@
+"""Sync: the repair path beside Kafka.
+
+Every few seconds the node asks each origin (or, if it does not answer, any other
+member) how far its log goes. When this node is behind and Kafka has not closed
+the distance by the next probe — a node that started late, a sequence gap, a
+broker that lost its log — it fetches exactly the missing stretches over
+FetchEvents and passes them through the same intake as Kafka messages: they are
+verified against the origin's key, so who relays them does not matter. An event
+announced on Kafka by a withheld notice (it may not cross the bus) is fetched at
+the next probe, without first giving Kafka a chance to bring it.
+
+A checkpoint tells sync how far an origin's log goes, but only as far as some
+member can serve: what a checkpoint claims beyond the highest ``head_seq`` any
+member answers is not fetched. Such a checkpoint (an origin that signed more
+than it published, or a claim of 10^12 events) is "unreachable": sync asks the
+members again with a growing pause instead of every probe, and once it has been
+pending for ``sync.unreachable_alarm_seconds`` it raises a ``checkpoint.unreachable``
+alarm, resolved by itself if the events ever arrive.
+
+A withheld notice is unsigned, so the seq it gives is capped at the head the
+probe reports and forgotten once the missing events were fetched: a notice of
+seq 2^63-1 buys its sender one early fetch, not a standing one.
+
+A member that answers FetchEvents with PERMISSION_DENIED does not recognise this
+node as a peer (no client certificate, or one the bundle does not bind): its
+non-public events cannot replicate here. That is logged as an error when it
+starts and when it ends, counted (``credex_sync_fetch_denied``), and raised as
+a ``sync.not_a_peer`` alarm that does not freeze anything and resolves itself
+once fetching works again.
+
+One origin's failure, of whatever kind, is logged and does not stop the others
+or the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+from prometheus_client import Counter
+
+from credex.node.chain import CHECKPOINT_UNREACHABLE, SYNC_NOT_A_PEER
+from credex.node.channels import PeerChannels
+from credex.node.config import NodeConfig
+from credex.node.intake import Intake
+from credex.node.metrics import METRICS
+from credex.node.trust import TrustProvider
+from credex.v1 import exchange_pb2, log_pb2
+
+log = logging.getLogger(__name__)
+
+FETCH_DENIED = Counter(
+    "credex_sync_fetch_denied",
+    "FetchEvents calls a member refused with PERMISSION_DENIED: it does not take this node for a peer",
+    ["origin", "peer"],
+)
+
+
+@dataclass
+class Unreachable:
+    """An origin's checkpoint claims more events than any member serves."""
+
+    claimed: int  # the largest size claimed
+    served: int = 0  # the most any member served when last asked
+    source: str | None = None  # who served that
+    attempts: int = 0  # rounds of asking every member, each one pause longer than the last
+    delay: float = 0.0  # the pause before the next round
+    retry_at: float = 0.0  # monotonic time of the next round
+
+
+class Sync:
+    def __init__(
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        trust: TrustProvider,
+        intake: Intake,
+        channels: PeerChannels,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.trust = trust
+        self.intake = intake
+        self.keeper = intake.keeper
+        self.alarms = intake.alarms
+        self.channels = channels
+        # origin -> (when it was first seen behind, contiguous_seq then)
+        self._behind: dict[str, tuple[float, int]] = {}
+        # origin -> the largest checkpoint size seen, which the log must reach
+        self._wanted: dict[str, int] = {}
+        # origin -> a checkpoint claiming more than any member serves
+        self._unreachable: dict[str, Unreachable] = {}
+        self._settled: set[str] = set()  # origins whose unreachable alarm was resolved since start
+        # origin -> the highest seq a withheld notice announced: Kafka will not bring it, do not wait for it
+        self._withheld: dict[str, int] = {}
+        # endpoint -> the member that refused this node as a peer, while it does; and the endpoints
+        # whose FetchEvents worked since start (a refusal alarm left open by a previous run is resolved)
+        self._denied: dict[str, str] = {}
+        self._fetching: set[str] = set()
+        intake.on_gap(self._on_gap)
+        intake.on_withheld(self._on_withheld)
+        self.keeper.on_want(self._on_want)
+
+    def _on_want(self, origin: str, size: int) -> None:
+        self._wanted[origin] = max(size, self._wanted.get(origin, 0))
+
+    def _on_withheld(self, origin: str, seq: int) -> None:
+        self._withheld[origin] = max(seq, self._withheld.get(origin, 0))
+
+    def _on_gap(self, origin: str, contiguous: int, max_seq: int) -> None:
+        self._behind.setdefault(origin, (time.monotonic(), contiguous))
+
+    def peers(self) -> list[str]:
+        return [o for o in self.trust.current.origins if o != self.config.origin]
+
+    def sources(self, origin: str) -> list[str]:
+        """The origin itself first, then every other member that may hold a copy."""
+        first = self.trust.current.member(origin)
+        ordered = [first] if first else []
+        ordered += [m for m in self.trust.current.members if m.origin not in (origin, self.config.origin)]
+        return [m.endpoint for m in ordered if m and m.endpoint]
+
+    def withheld(self, origin: str) -> int | None:
+        """The seq of ``origin`` that withheld notices announced and sync has yet to fetch, if any."""
+        return self._withheld.get(origin)
+
+    def unreachable(self, origin: str) -> Unreachable | None:
+        """The checkpoint of ``origin`` no member serves the events of, if any."""
+        return self._unreachable.get(origin)
+
+    async def run(self) -> None:
+        """Probe and repair every origin, round after round, whatever fails in one round."""
+        failures = 0
+        while True:
+            try:
+                await self.round()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = min(failures + 1, 6)
+                log.warning("sync: round failed (%s: %s); next round after a longer pause", type(exc).__name__, exc)
+            await asyncio.sleep(min(self.config.sync.probe_seconds * 2**failures, 60.0))
+
+    async def round(self) -> None:
+        await self.alarms.load()  # an operator may have cleared an alarm
+        for origin in self.peers():
+            if origin in self.alarms.frozen:
+                continue
+            try:
+                await self.keeper.check_revocations(origin)  # a refresh may have brought a revoked root
+                await self.fetch_checkpoint(origin)
+                await self.sync_origin(origin)
+            except asyncio.CancelledError:
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("sync of %s: %s", origin, exc)
+            except Exception:
+                log.exception("sync of %s failed; going on with the other origins", origin)
+
+    async def sync_origin(self, origin: str) -> int:
+        """Probe ``origin``'s head; fetch what is missing if Kafka does not bring it. Returns events applied.
+
+        Kafka gets one probe interval without progress before gRPC steps in, so
+        a node that is merely working through a backlog is not sent everything twice.
+        """
+        contiguous = await self._contiguous(origin)
+        head, source = await self._probe(origin)
+        if source is None:
+            self._behind.pop(origin, None)
+            return 0
+        if origin in self._withheld:  # a notice is unsigned: it cannot announce more than is served
+            self._withheld[origin] = min(self._withheld[origin], head)
+        head, sources = await self._target(origin, head, source)
+        if head <= contiguous:
+            self._behind.pop(origin, None)
+            self._withheld.pop(origin, None)
+            return 0
+        now = time.monotonic()
+        since, seen = self._behind.get(origin, (now, -1))
+        if self._withheld.get(origin, 0) > contiguous:
+            pass  # announced as withheld from the bus: only gRPC brings it, no use waiting for Kafka
+        elif contiguous != seen:  # first probe behind, or Kafka made progress: wait once more
+            self._behind[origin] = (now, contiguous)
+            return 0
+        elif now - since < self.config.sync.probe_seconds:
+            return 0
+        applied = await self.fetch_missing(origin, head, sources)
+        self._behind.pop(origin, None)
+        self._withheld.pop(origin, None)  # fetched what was served; a later notice starts anew
+        return applied
+
+    async def _target(self, origin: str, head: int, source: str) -> tuple[int, list[str]]:
+        """How far to fetch ``origin``'s log, and from whom: up to its checkpoints, as far as anyone serves."""
+        others = [s for s in self.sources(origin) if s != source]
+        wanted = self._wanted.get(origin, 0)
+        if wanted <= head:
+            await self._reachable(origin)
+            return head, [source, *others]
+        now = time.monotonic()
+        state = self._unreachable.get(origin)
+        if state is None or now >= state.retry_at or wanted > state.claimed:
+            state = await self._ask_everyone(origin, wanted, head, source, others, state)
+            if state is None:
+                await self._reachable(origin)
+                return wanted, [source, *others]
+        best = [state.source] if state.source else []
+        return max(head, state.served), [*best, *[s for s in (source, *others) if s not in best]]
+
+    async def _ask_everyone(
+        self, origin: str, wanted: int, head: int, source: str, others: list[str], state: Unreachable | None
+    ) -> Unreachable | None:
+        """One round of asking every member how far it serves ``origin``; None if someone reaches ``wanted``."""
+        served, best = head, source
+        for endpoint in others:
+            try:
+                response = await self._fetch(endpoint, origin, 1, 0)
+            except grpc.aio.AioRpcError:
+                continue
+            if response.head_seq > served:
+                served, best = int(response.head_seq), endpoint
+        if served >= wanted:
+            return None
+        state = state or Unreachable(wanted)
+        state.claimed, state.served, state.source = wanted, served, best
+        state.attempts += 1
+        state.delay = min(
+            self.config.sync.probe_seconds * 2**state.attempts, self.config.sync.unreachable_backoff_max_seconds
+        )
+        state.retry_at = time.monotonic() + state.delay
+        self._unreachable[origin] = state
+        self._settled.discard(origin)
+        log.info(
+            "sync of %s: a checkpoint claims %d events, no member serves more than %d; asking again in %.0f s",
+            origin,
+            wanted,
+            served,
+            state.delay,
+        )
+        await self._alarm_if_overdue(origin, served)
+        return state
+
+    async def _alarm_if_overdue(self, origin: str, served: int) -> None:
+        """Raise the alarm once a checkpoint has stayed beyond what anyone serves for too long."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT size, note, source, first_seen, extract(epoch FROM now() - first_seen)::float8 AS age"
+                " FROM checkpoints WHERE origin = $1 AND state = 'pending' AND size > $2"
+                " ORDER BY first_seen LIMIT 1",
+                origin,
+                served,
+            )
+            if row is None or row["age"] < self.config.sync.unreachable_alarm_seconds:
+                return
+            await self.alarms.raise_once(
+                conn,
+                origin,
+                CHECKPOINT_UNREACHABLE,
+                f"{origin} signed a checkpoint of {row['size']} events {row['age']:.0f} s ago and no member serves"
+                f" more than {served}; sync stops fetching beyond that and asks again with a growing pause."
+                f" Ask {origin}'s operator whether it published its log; if it did not sign this, revoke its key",
+                {
+                    "size": row["size"],
+                    "served": served,
+                    "note": row["note"],
+                    "received_from": row["source"],
+                    "first_seen": row["first_seen"].isoformat(),
+                },
+                same={"size": row["size"]},
+            )
+
+    async def _reachable(self, origin: str) -> None:
+        """Every checkpoint of ``origin`` can be served again: forget the backoff, resolve the alarm."""
+        if self._unreachable.pop(origin, None) is None and origin in self._settled:
+            return
+        async with self.pool.acquire() as conn:
+            await self.alarms.resolve(
+                conn, origin, CHECKPOINT_UNREACHABLE, "the events of every checkpoint can be fetched again"
+            )
+        self._settled.add(origin)
+
+    async def fetch_missing(self, origin: str, head: int, sources: Sequence[str]) -> int:
+        applied = 0
+        for endpoint in sources:
+            try:
+                while True:
+                    start, end = await self._first_missing(origin, head)
+                    if start > head:
+                        return applied
+                    limit = min(self.config.sync.fetch_limit, end - start + 1)
+                    response = await self._fetch(endpoint, origin, start, limit)
+                    if not response.envelopes:
+                        break  # this source has nothing more; try the next
+                    result = await self.intake.accept(
+                        origin, [e.SerializeToString() for e in response.envelopes], f"sync:{endpoint}"
+                    )
+                    applied += result.applied
+                    METRICS.sync_fetched.labels(self.config.origin, origin).inc(len(response.envelopes))
+                    if result.applied == 0:
+                        break  # nothing usable from this source (all rejected or replays)
+            except grpc.aio.AioRpcError as exc:
+                log.info("sync of %s from %s: %s", origin, endpoint, exc.details() or exc.code().name)
+        return applied
+
+    async def fetch_checkpoint(self, origin: str) -> None:
+        """Ask the origin (or, failing it, any member) for its newest checkpoint; a forged one is evidence."""
+        for endpoint in self.sources(origin):
+            try:
+                checkpoint = await self.channels.log(endpoint).GetCheckpoint(
+                    log_pb2.GetCheckpointRequest(origin=origin), timeout=self.config.sync.rpc_timeout_seconds
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            outcome = await self.keeper.receive(origin, checkpoint.note, f"sync:{endpoint}")
+            if not outcome.startswith("rejected"):
+                return
+
+    async def _probe(self, origin: str) -> tuple[int, str | None]:
+        for endpoint in self.sources(origin):
+            try:
+                response = await self._fetch(endpoint, origin, 1, 0)
+            except grpc.aio.AioRpcError:
+                continue
+            return int(response.head_seq), endpoint
+        return 0, None
+
+    async def _fetch(self, endpoint: str, origin: str, from_seq: int, limit: int) -> exchange_pb2.FetchEventsResponse:
+        stub = self.channels.exchange(endpoint)
+        try:
+            response = await stub.FetchEvents(
+                exchange_pb2.FetchEventsRequest(origin=origin, from_seq=from_seq, limit=limit),
+                timeout=self.config.sync.rpc_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                await self._not_a_peer(endpoint, origin, exc.details() or "")
+            raise
+        if endpoint not in self._fetching:
+            await self._a_peer_again(endpoint)
+        return response
+
+    def _member_at(self, endpoint: str, origin: str) -> str:
+        """The member that answers at ``endpoint`` (``origin`` if the bundle no longer says)."""
+        return next((m.origin for m in self.trust.current.members if m.endpoint == endpoint), origin)
+
+    async def _not_a_peer(self, endpoint: str, origin: str, details: str) -> None:
+        """A member refused FetchEvents: say so once, count every time, raise the alarm."""
+        member = self._member_at(endpoint, origin)
+        FETCH_DENIED.labels(self.config.origin, member).inc()
+        self._fetching.discard(endpoint)
+        if endpoint in self._denied:
+            return
+        message = (
+            f"cannot fetch: not recognised as a peer by {member} at {endpoint} ({details or 'PERMISSION_DENIED'});"
+            f" its non-public events do not replicate to {self.config.origin}. Check that grpc.tls.cert/key are set"
+            f" and that the trust bundle binds this node's certificate (`credex trust add-member --tls-cert`)"
+        )
+        log.error("sync: %s", message)
+        async with self.pool.acquire() as conn:
+            await self.alarms.raise_once(conn, member, SYNC_NOT_A_PEER, message, {"endpoint": endpoint})
+        self._denied[endpoint] = member  # only once the alarm is raised: else the next refusal tries again
+
+    async def _a_peer_again(self, endpoint: str) -> None:
+        """FetchEvents at ``endpoint`` works (first time since start, or after a refusal): resolve the alarm."""
+        member = self._denied.pop(endpoint, None)
+        async with self.pool.acquire() as conn:
+            await self.alarms.resolve(
+                conn, member or self._member_at(endpoint, ""), SYNC_NOT_A_PEER, f"{endpoint} serves FetchEvents again"
+            )
+        if member is not None:
+            log.warning("sync: %s at %s recognises this node as a peer again; fetching works", member, endpoint)
+        self._fetching.add(endpoint)
+
+    async def _contiguous(self, origin: str) -> int:
+        async with self.pool.acquire() as conn:
+            value = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin)
+        return int(value or 0)
+
+    async def _first_missing(self, origin: str, head: int) -> tuple[int, int]:
+        """The first stretch of seqs not held: from the watermark to the next held event."""
+        async with self.pool.acquire() as conn:
+            contiguous = int(
+                await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
+            )
+            next_held = await conn.fetchval(
+                "SELECT min(seq) FROM events WHERE origin = $1 AND seq > $2", origin, contiguous + 1
+            )
+        end = min(head, int(next_held) - 1) if next_held else head
+        return contiguous + 1, end
