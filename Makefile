@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.catchup
 	$(BIN)/python -m bench.proofs
 	$(BIN)/python -m bench.transports
+	$(BIN)/python -m bench.quality
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -16,7 +16,7 @@ import os
 import time
 
 from bench.common import federation, ingest_and_publish, line, raw_ed25519, services, start_node
-from credex.adapters import synth
+from credex.adapters.samples import synth
 from credex.node.embedded import EmbeddedBroker
 
 

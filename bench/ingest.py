@@ -23,7 +23,7 @@ from bench.common import (
     services,
     start_node,
 )
-from credex.adapters import synth
+from credex.adapters.samples import synth
 
 
 async def main(rows: int) -> None:

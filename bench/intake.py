@@ -21,7 +21,7 @@ import os
 import time
 
 from bench.common import federation, ingest_and_publish, line, raw_ed25519, raw_produce_consume, services, start_node
-from credex.adapters import synth
+from credex.adapters.samples import synth
 
 
 async def main(rows: int) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import grpc
 
 from bench.common import LOAD_CHANNELS, federation, ingest_and_publish, line, load, services, start_node
-from credex.adapters import synth
+from credex.adapters.samples import synth
 from credex.node.demo.federation import LocalFederation
 
 

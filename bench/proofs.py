@@ -19,7 +19,7 @@ import time
 
 from bench.common import federation, ingest_and_publish, line, load, services, start_node
 from bench.lookup import start_echo
-from credex.adapters import synth
+from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree, verify_consistency, verify_inclusion
 
 HASH = 32

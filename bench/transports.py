@@ -24,10 +24,10 @@ import asyncpg
 import httpx
 
 from bench.common import line, services
-from credex.adapters import platform_samples, synth
 from credex.adapters.http_pull import HttpSource
 from credex.adapters.profile import MappingContext, Profile
-from credex.adapters.sample_api import PagedApi, serve
+from credex.adapters.samples import platform_samples, synth
+from credex.adapters.samples.sample_api import PagedApi, serve
 from credex.adapters.table_poll import TableSource, Watermark
 from credex.adapters.tables import object_row
 from credex.crypto.pseudonym import Pseudonymizer

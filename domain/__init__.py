@@ -1,0 +1,10 @@
+"""Domain rules with no I/O: what codes, dates and amounts mean, and what identifies a record.
+
+- :mod:`.identity`: the subject id and record id rules, and the kind tags;
+- :mod:`.records`: a record as taken in, with its provenance, handed to the ledger;
+- :mod:`.uscc`, :mod:`.persons`, :mod:`.regions`: 统一社会信用代码, ID numbers, division codes;
+- :mod:`.normalize`: cleaning published text, dates and amounts;
+- :mod:`.publicity`, :mod:`.workdays`: publicity windows and the official working-day calendar.
+"""
+
+__all__: list[str] = []

@@ -1,4 +1,11 @@
-"""gRPC channels to other nodes, with the node's client certificate when TLS is on."""
+"""gRPC channels to other nodes, with the node's client certificate when TLS is on.
+
+A refused TLS handshake reaches a gRPC client as nothing more than
+``UNAVAILABLE: Socket closed``; :func:`call_failed` turns that and its siblings
+into what is most likely wrong and which option fixes it, judged from what the
+caller gave (no CA, no client certificate, a certificate from another CA, a
+server name the node's certificate does not list).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from credex.errors import CredexError
 from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc
 
 _OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 1)]
@@ -51,7 +59,68 @@ class PeerChannels:
     def lookup(self, endpoint: str) -> lookup_pb2_grpc.LookupServiceAsyncStub:
         return lookup_pb2_grpc.LookupServiceStub(self.channel(endpoint))
 
+    def failure(self, exc: grpc.aio.AioRpcError, endpoint: str, call: str) -> CallFailed:
+        """What a failed ``call`` to ``endpoint`` most likely means, judged with this set's TLS files."""
+        ca, cert, key = self._tls
+        return call_failed(exc, endpoint, call, ca=ca, cert=cert, key=key)
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close(grace=None)
         self._channels.clear()
+
+
+class CallFailed(CredexError):
+    """A call to a node failed; the message says what most likely went wrong and what to do."""
+
+    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def call_failed(
+    exc: grpc.aio.AioRpcError,
+    endpoint: str,
+    call: str,
+    *,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> CallFailed:
+    """A :class:`CallFailed` for ``exc``, raised by ``call`` to ``endpoint`` over a channel opened with these files."""
+    code, details = exc.code(), exc.details() or ""
+    where = f"{endpoint}: {call}"
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return CallFailed(f"{where}: {code.name}: {details}", code)
+    if "Socket closed" in details:
+        # The node dropped the connection during the handshake: it speaks TLS and refused us.
+        if ca is None:
+            hint = (
+                "the node speaks TLS and no CA was given: give --ca (the federation CA, ca.crt) with --cert and"
+                " --key, or --config with a node.toml whose [grpc.tls] names them"
+            )
+        elif cert is None or key is None:
+            hint = (
+                "no client certificate was given and the node accepts only callers with one from the federation"
+                " CA: give --cert and --key (`credex tls issue` makes them), or --config"
+            )
+        else:
+            hint = (
+                f"the node refused the client certificate {cert}: it is most likely not issued by the federation"
+                " CA the node trusts (or has expired); give --cert and --key of one `credex tls issue` made under"
+                " the federation CA"
+            )
+        return CallFailed(f"{where}: the TLS handshake was refused: {hint}", code)
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return CallFailed(
+            f"{where}: the node's certificate is not issued by the CA given ({ca}): give the federation CA with --ca",
+            code,
+        )
+    if "Hostname Verification" in details or "server name" in details.lower():
+        host = endpoint.rsplit(":", 1)[0]
+        return CallFailed(
+            f"{where}: the node's certificate does not name {host}: give --node with a host name or address its"
+            " certificate lists (the --host given to `credex tls issue`)",
+            code,
+        )
+    return CallFailed(f"{where}: the node is unreachable ({details}): check --node (host:port) and that it runs", code)

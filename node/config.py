@@ -90,9 +90,7 @@ class TLSConfig(BaseModel):
 
 class GrpcConfig(BaseModel):
     listen: str = "127.0.0.1:50051"
-    advertise: str = ""  # what peers dial; default: listen
     tls: TLSConfig = TLSConfig()
-    max_workers_hint: int = 64
     # Overload (see node/edge.py): calls over these limits are refused at once, with
     # RESOURCE_EXHAUSTED (one caller's share) or UNAVAILABLE (the node's), so the
     # calls admitted keep their latency.
@@ -258,10 +256,6 @@ class NodeConfig(BaseSettings):
     @property
     def group_id(self) -> str:
         return self.bus.group_id or f"credex-intake-{self.origin}"
-
-    @property
-    def advertised_endpoint(self) -> str:
-        return self.grpc.advertise or self.grpc.listen
 
 
 def events_topic(origin: str) -> str:

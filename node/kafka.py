@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 ENVELOPE_CONTENT_TYPE = "application/vnd.credex.envelope.v1+protobuf"
 CHECKPOINT_CONTENT_TYPE = "text/x.c2sp.signed-note; charset=utf-8"
 WITHHELD_TYPE = "cn.credex.record.withheld.v1"
-_EVENT_TYPE_NAMES = {1: "upsert", 2: "correct", 3: "revoke", 4: "expire"}
 _MAX_SEQ = 2**63 - 1  # seqs are PostgreSQL bigints
 # Subjects whose records may cross the bus when public: legal entities (法人及非法人组织).
 # An individual business (个体工商户) does not: its record names its operator, a natural
@@ -222,6 +221,13 @@ def _header(message: _Message, name: str) -> bytes | None:
     return None
 
 
+def _event_type_name(event_type: int) -> str:
+    """The proto enum's name without its prefix, lower case: EVENT_TYPE_UPSERT -> "upsert"."""
+    if event_type not in event_pb2.EventType.values() or event_type == 0:
+        return "unknown"
+    return event_pb2.EventType.Name(event_pb2.EventType.ValueType(event_type)).removeprefix("EVENT_TYPE_").lower()
+
+
 def cloudevent_headers(
     origin: str, seq: int, event_id: str, event_type: int, subject: str, recorded_at: dt.datetime
 ) -> list[tuple[str, bytes]]:
@@ -232,7 +238,7 @@ def cloudevent_headers(
     return _headers(
         event_id,
         origin,
-        f"cn.credex.record.{_EVENT_TYPE_NAMES.get(event_type, 'unknown')}.v1",
+        f"cn.credex.record.{_event_type_name(event_type)}.v1",
         subject,
         recorded_at,
         str(seq),

@@ -1,14 +1,24 @@
 """A running node: store, ledger, relay, intake, sync and gRPC services wired together.
 
-``Node`` owns the tasks it starts and stops them in reverse order; cancelling
-the task that runs a node (Ctrl-C) stops everything, including the embedded
-services it started.
+``Node`` owns what it starts and stops it in reverse order; cancelling the task
+that runs a node (Ctrl-C) stops everything, including the embedded services it
+started. A failure inside :meth:`Node.start` stops whatever had been started
+before it is raised: no embedded PostgreSQL, broker, gRPC server or audit
+writer is left behind.
+
+Its background tasks run under a :class:`~credex.node.supervision.Supervisor`:
+restarted with a growing pause when they fail, and when one fails for good the
+gRPC health service answers NOT_SERVING and :meth:`Node.serve_until` raises, so
+``credex node run`` exits non-zero instead of serving with part of it dead.
+
+What intake and the checkpoint keeper find missing of the peers' logs they put
+in one :class:`~credex.node.chain.WantedRanges`, which sync takes from; the
+three are wired here and know nothing of each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +32,7 @@ from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
-from credex.node.chain import Alarms, CheckpointKeeper, LogBook
+from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -33,6 +43,7 @@ from credex.node.relay import Relay
 from credex.node.services import AuditLog, start_server
 from credex.node.store import database as store
 from credex.node.store import evidence as rejections
+from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
 from credex.node.trust import TrustProvider
 
@@ -95,7 +106,8 @@ class Node:
         self._embedded_pg: EmbeddedPostgres | None = None
         self._embedded_broker: EmbeddedBroker | None = None
         self._server: grpc.aio.Server | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._health: Any = None  # grpc_health's aio HealthServicer, while serving
+        self.supervisor = Supervisor(self.origin, self._report_failure)
         self._audit: AuditLog | None = None
         self._channels: PeerChannels | None = None
         self.relay: Relay | None = None
@@ -111,7 +123,17 @@ class Node:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, *, serve: bool = True, exchange: bool = True) -> None:
-        """Open the store and start serving; ``exchange=False`` runs without Kafka and sync (ingest only)."""
+        """Open the store and start serving; ``exchange=False`` runs without Kafka and sync (ingest only).
+
+        If any step fails, what the earlier steps started is stopped before the error is raised.
+        """
+        try:
+            await self._start(serve=serve, exchange=exchange)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, *, serve: bool, exchange: bool) -> None:
         url = self.config.database.url
         if not url:
             self._embedded_pg = EmbeddedPostgres(self.config.data_dir / "postgres")
@@ -123,11 +145,7 @@ class Node:
             min_size=self.config.database.pool_min,
             max_size=self.config.database.pool_max,
         )
-        try:
-            await self.trust.remember(self.pool, str(self.config.trust.bundle))
-        except TrustBundleError:
-            await self.stop()
-            raise
+        await self.trust.remember(self.pool, str(self.config.trust.bundle))
         if exchange and not self.bootstrap_servers:
             self._embedded_broker = EmbeddedBroker(self.config.data_dir / "broker", self.config.bus.embedded_port)
             self.bootstrap_servers = await asyncio.to_thread(self._embedded_broker.start)
@@ -136,31 +154,43 @@ class Node:
         self.logbook = LogBook(self.pool)
         self.alarms = Alarms(self.pool, self.origin)
         await self.alarms.load()
+        self.wanted = WantedRanges()  # intake and the keeper put in, sync takes out
         self.keeper = CheckpointKeeper(
-            self.origin, self.pool, self.trust, self.key, self.logbook, self.alarms, evidence=self.config.intake
+            self.origin,
+            self.pool,
+            self.trust,
+            self.key,
+            self.logbook,
+            self.alarms,
+            evidence=self.config.intake,
+            wanted=self.wanted,
         )
         if serve:
             self._audit = AuditLog(self.pool, origin=self.origin)
             self._audit.start()
-            self._server, _, self.port = await start_server(
+            self._server, self._health, self.port = await start_server(
                 self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
             )
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
-            self.intake = Intake(self.config, self.pool, self.verifier, self.alarms, self.keeper, self.trust)
-            self.sync = Sync(self.config, self.pool, self.trust, self.intake, self._channels)
-            self._spawn(self.relay.run(), "relay")
-            self._spawn(self.intake.consume(self.bootstrap_servers), "intake")  # topics follow self.trust
-            self._spawn(self.sync.run(), "sync")
-            self._spawn(
-                self.keeper.run_signer(self.config.checkpoint.every_events, self.config.checkpoint.every_seconds),
-                "checkpoint-signer",
+            self.intake = Intake(
+                self.config, self.pool, self.verifier, self.alarms, self.keeper, self.trust, self.wanted
             )
-            self._spawn(self._refresh_bundle(), "bundle-refresh")
-            self._spawn(self._expire_evidence(), "evidence-retention")
+            self.sync = Sync(
+                self.config, self.pool, self.trust, self.intake, self._channels, self.keeper, self.alarms, self.wanted
+            )
+            relay, intake, sync, keeper = self.relay, self.intake, self.sync, self.keeper
+            checkpoint = self.config.checkpoint
+            spawn = self.supervisor.spawn
+            spawn("relay", relay.run)
+            spawn("intake", lambda: intake.consume(self.bootstrap_servers))  # topics follow self.trust
+            spawn("sync", sync.run)
+            spawn("checkpoint-signer", lambda: keeper.run_signer(checkpoint.every_events, checkpoint.every_seconds))
+            spawn("bundle-refresh", self._refresh_bundle)
+            spawn("evidence-retention", self._expire_evidence)
         for feed_config in self.config.feeds if exchange else []:
             feed = open_feed(feed_config, self.pool, self.ledger, self.mapping_context(), self.config.ingest)
-            self._spawn(feed.run(), f"feed:{feed.name}")
+            self.supervisor.spawn(f"feed:{feed.name}", feed.run)
         log.info(
             "node %s started (gRPC port %s, broker %s)",
             self.origin,
@@ -168,37 +198,36 @@ class Node:
             self.bootstrap_servers or "-",
         )
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"{self.origin}:{name}")
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
+    async def _report_failure(self, failure: TaskFailed) -> None:
+        """A background task failed for good: health answers NOT_SERVING for every service from now on."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()  # every service NOT_SERVING, and it stays so
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("node %s: task %s failed", self.origin, task.get_name(), exc_info=task.exception())
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; raise :class:`TaskFailed` if a background task fails for good first."""
+        stopping = asyncio.create_task(stop.wait())
+        failing = asyncio.create_task(self.supervisor.failed())
+        try:
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            failing.cancel()
+        if self.supervisor.failure is not None:
+            raise self.supervisor.failure
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TASKS_SECONDS)
-            for task in stuck:
-                # A task that swallowed its cancellation would hang the stop for ever; name it and go on.
-                log.error(
-                    "node %s: task %s did not stop within %.0f s; leaving it behind. Where it waits:\n%s",
-                    self.origin,
-                    task.get_name(),
-                    STOP_TASKS_SECONDS,
-                    _where(task),
-                )
-        self._tasks.clear()
+        """Stop everything this node started, in reverse order; safe after a start that failed half-way."""
+        await self.supervisor.stop(STOP_TASKS_SECONDS)
         if self._server is not None:
             await self._bounded("the gRPC server", self._server.stop(grace=1.0))
             self._server = None
+            self._health = None
         if self._audit is not None:
             await self._bounded("the audit writer", self._audit.stop())
+            self._audit = None
         if self._channels is not None:
             await self._bounded("the peer channels", self._channels.close())
+            self._channels = None
         if self.pool is not None:
             # close() waits for every connection to come back; one held by a task left behind would hang it.
             if not await self._bounded("the database pool", self.pool.close()):
@@ -206,8 +235,11 @@ class Node:
             self.pool = None
         if self._embedded_broker is not None:
             await asyncio.to_thread(self._embedded_broker.stop)
+            self._embedded_broker = None
+            self.bootstrap_servers = self.config.bus.bootstrap_servers
         if self._embedded_pg is not None:
             await asyncio.to_thread(self._embedded_pg.stop)
+            self._embedded_pg = None
         log.info("node %s stopped", self.origin)
 
     async def _bounded(self, what: str, step: Awaitable[object]) -> bool:
@@ -362,15 +394,10 @@ class Node:
                 result.intake_counters.setdefault(row["origin"], {})[row["outcome"]] = row["n"]
             for row in await conn.fetch(
                 "SELECT DISTINCT ON (origin) origin, size, root FROM checkpoints"
-                " WHERE state IN ('own', 'verified') ORDER BY origin, size DESC"
+                " WHERE state = ANY($1::text[]) ORDER BY origin, size DESC",
+                list(AGREED),
             ):
                 result.checkpoints[row["origin"]] = (row["size"], bytes(row["root"]).hex())
             for row in await conn.fetch("SELECT id, origin, kind FROM alarms WHERE cleared_at IS NULL ORDER BY id"):
                 result.open_alarms.append(f"#{row['id']} {row['kind']} on {row['origin']}")
         return result
-
-
-def _where(task: asyncio.Task[Any]) -> str:
-    stack = io.StringIO()
-    task.print_stack(limit=12, file=stack)
-    return stack.getvalue()

@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import grpc
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.crypto.tls import CertificateAuthority
 from credex.node.channels import open_channel
 from credex.node.demo.federation import GOVERNMENT_CLIENT

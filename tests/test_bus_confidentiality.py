@@ -24,8 +24,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.domain import uscc as uscc_codes
 from credex.node import kafka as bus
 from credex.node.config import ConfigError, NodeConfig, events_topic, load_config

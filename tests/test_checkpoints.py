@@ -11,12 +11,12 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.crypto.checkpoint import Checkpoint, log_name, open_checkpoint
 from credex.crypto.keys import SigningKey
 from credex.crypto.merkle import verify_consistency
-from credex.node.chain import ProofInvalid, check_inclusion
+from credex.node.chain import ProofInvalid, Receipt, Received, check_inclusion
 from credex.node.channels import open_channel
 from credex.node.config import checkpoints_topic
 from credex.node.runtime import Node
@@ -157,7 +157,9 @@ async def test_two_checkpoints_of_one_size_raise_an_alarm_and_freeze_the_origin_
     assert "equivocation.checkpoint on 310000" in status.open_alarms[0]
     assert peer.pool is not None
     async with peer.pool.acquire() as conn:
-        evidence = json.loads(await conn.fetchval("SELECT evidence FROM alarms"))
+        alarm = await conn.fetchrow("SELECT id, evidence FROM alarms")
+    assert alarm is not None
+    alarm_id, evidence = alarm["id"], json.loads(alarm["evidence"])
     assert rival in evidence["checkpoints"] and len(evidence["checkpoints"]) == 2
 
     frozen_at = (await peer.status()).contiguous_by_origin["310000"]
@@ -166,7 +168,7 @@ async def test_two_checkpoints_of_one_size_raise_an_alarm_and_freeze_the_origin_
     assert (await peer.status()).contiguous_by_origin["310000"] == frozen_at
 
     async with peer.pool.acquire() as conn:
-        assert await clear_alarm(conn, 1, "operator@test", "the rival checkpoint was injected by the test")
+        assert await clear_alarm(conn, alarm_id, "operator@test", "the rival checkpoint was injected by the test")
     await eventually(lambda: _holds(peer, "310000", n + more))
 
 
@@ -188,8 +190,9 @@ async def test_a_checkpoint_not_signed_by_the_origin_is_rejected_and_kept_as_evi
     await eventually(lambda: checkpoint_of(peer, "310000", n))
     impostor = SigningKey.load(federation.layout.member_dir("330000") / "keys")
     forged = Checkpoint(log_name("310000"), n + 100, bytes(32)).sign(impostor)
-    outcome = await peer.keeper.receive("310000", forged, "test:forged")
-    assert outcome == "rejected:checkpoint.unsigned"
+    receipt = await peer.keeper.receive("310000", forged, "test:forged")
+    assert receipt == Receipt(Received.REJECTED, "checkpoint.unsigned")
+    assert str(receipt) == "rejected:checkpoint.unsigned"  # as the intake counters name it
     assert not (await peer.status()).open_alarms
     assert peer.pool is not None
     async with peer.pool.acquire() as conn:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from credex.adapters import synth
-from credex.node.cli.main import app
+from credex.adapters.samples import synth
+from credex.node.cli import app
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 
 from .conftest import TestFederation

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
-from credex.adapters import synth
+from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 

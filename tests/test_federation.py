@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.node.embedded import EmbeddedBroker
 from credex.node.runtime import Node
 from credex.node.services import get_profile

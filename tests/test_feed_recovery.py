@@ -8,6 +8,7 @@ PostgreSQL database) — and is SIGKILLed again and again while they work.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import random
 import signal
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import asyncpg
 
-from credex.adapters import platform_samples, synth
-from credex.adapters.sample_api import PagedApi, serve
+from credex.adapters.samples import platform_samples, synth
+from credex.adapters.samples.sample_api import PagedApi, serve
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.store.database import ensure_database
 
@@ -79,7 +80,9 @@ async def test_killing_the_node_mid_file_mid_pages_and_mid_poll_takes_every_row_
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     big = tmp_path / "big.csv"
-    drop = synth.write(big, synth.SynthSpec(region="310000", rows=15000, bad_share=0.02, seed=5))
+    # As of today: the node process judges decision dates by the real clock.
+    spec = synth.SynthSpec(region="310000", rows=15000, bad_share=0.02, seed=5, anchor=dt.date.today())
+    drop = synth.write(big, spec)
     records = platform_samples.zhejiang_penalties(1200)
     source = await source_tables(postgres, 1500)
     env = {

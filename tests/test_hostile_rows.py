@@ -11,8 +11,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from credex.adapters import synth
 from credex.adapters.profile import MappingContext, Profile, Rejection
+from credex.adapters.samples import synth
 from credex.adapters.tables import object_row
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.node.feeds.mapping import Reader, RowMapper
@@ -91,8 +91,8 @@ def _map_file(path: Path) -> list[object]:
     reader = Reader(path, NATIONAL, CONTEXT, batch_size=50)
     outcomes: dict[int, object] = {}
     while (batch := reader.next_batch()) is not None:
-        for change in batch.changes:
-            outcomes[int(change.locator.split()[1])] = change
+        for taken in batch.records:
+            outcomes[int(taken.provenance.locator.split()[1])] = taken
         for _, rejection in batch.rejections:
             outcomes[int(rejection.locator.split()[1])] = rejection
     return [outcomes[line] for line in sorted(outcomes)]

@@ -1,24 +1,47 @@
-"""Taking in platform files: every row counted, files idempotent, broken files leave nothing behind."""
+"""Taking in platform files: every row counted, files idempotent, broken files leave nothing behind.
+
+The sample rows are generated as of ``AS_OF`` and mapped as of the same day, so
+what counts as a future decision never depends on when the suite runs.
+``CREDEX_TEST_AS_OF=2041-06-01 pytest tests/test_ingest.py`` runs it as of
+another day, to show that nothing on the way reads the real clock.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime as dt
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from openpyxl import Workbook
+from prometheus_client import REGISTRY
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.feeds import IngestError
+from credex.node.feeds import FileReport, IngestError, ingest_file
 from credex.node.runtime import Node
 from credex.v1 import event_pb2
 
 from .conftest import TestFederation
 
 NATIONAL = Profile.load("national")
+AS_OF = dt.date.fromisoformat(os.environ.get("CREDEX_TEST_AS_OF", synth.DEFAULT_ANCHOR.isoformat()))
+
+
+def shanghai(**spec: object) -> synth.SynthSpec:
+    """Shanghai penalties (by default) generated as of ``AS_OF``."""
+    return synth.SynthSpec(region="310000", anchor=AS_OF, **spec)  # type: ignore[arg-type]
+
+
+async def ingest(node: Node, *paths: Path) -> list[FileReport]:
+    """The node takes the files in through the national profile, judging rows as of ``AS_OF``."""
+    assert node.pool is not None
+    context = dataclasses.replace(node.mapping_context(), today=AS_OF)
+    return [await ingest_file(node.pool, node.ledger, NATIONAL, context, path) for path in paths]
 
 
 @pytest.fixture
@@ -53,10 +76,10 @@ async def test_every_row_is_accepted_or_quarantined_with_the_reason_of_its_defec
     node: Node, tmp_path: Path, suffix: str, encoding: str, headers: synth.HeaderStyle, kind: synth.Kind
 ) -> None:
     path = tmp_path / f"sample{suffix}"
-    spec = synth.SynthSpec(region="310000", kind=kind, rows=400, bad_share=0.1, seed=7)
+    spec = shanghai(kind=kind, rows=400, bad_share=0.1, seed=7)
     summary = synth.write(path, spec, headers=headers, encoding=encoding)
-    [report] = await node.ingest([path], NATIONAL)
-    assert report.rows_in == summary.rows == 400
+    [report] = await ingest(node, path)
+    assert report.rows_in == summary.rows == spec.rows
     assert report.rows_in == report.accepted + report.quarantined
     assert report.quarantined == summary.bad > 0
     assert dict(report.reasons) == dict(summary.defects)
@@ -69,10 +92,10 @@ async def test_every_row_is_accepted_or_quarantined_with_the_reason_of_its_defec
 
 async def test_taking_in_the_same_file_twice_changes_nothing(node: Node, tmp_path: Path) -> None:
     path = tmp_path / "penalties.csv"
-    synth.write(path, synth.SynthSpec(region="310000", rows=200, bad_share=0.05))
-    [first] = await node.ingest([path], NATIONAL)
+    synth.write(path, shanghai(rows=200, bad_share=0.05))
+    [first] = await ingest(node, path)
     events = await event_count(node)
-    [again] = await node.ingest([path], NATIONAL)
+    [again] = await ingest(node, path)
     assert again.already_taken
     assert (again.rows_in, again.accepted, again.quarantined) == (first.rows_in, first.accepted, first.quarantined)
     assert await event_count(node) == events
@@ -81,12 +104,12 @@ async def test_taking_in_the_same_file_twice_changes_nothing(node: Node, tmp_pat
 async def test_the_same_rows_in_another_encoding_are_unchanged_records_not_duplicates(
     node: Node, tmp_path: Path
 ) -> None:
-    spec = synth.SynthSpec(region="310000", rows=150, bad_share=0.0)
+    spec = shanghai(rows=150, bad_share=0.0)
     utf8, gbk = tmp_path / "a.csv", tmp_path / "b.csv"
     synth.write(utf8, spec, headers="codes", encoding="utf-8")
     synth.write(gbk, spec, headers="names", encoding="gb18030")
-    [first] = await node.ingest([utf8], NATIONAL)
-    [second] = await node.ingest([gbk], NATIONAL)
+    [first] = await ingest(node, utf8)
+    [second] = await ingest(node, gbk)
     assert not second.already_taken
     assert (second.new, second.corrected, second.unchanged) == (0, 0, first.accepted)
     assert await event_count(node) == first.new
@@ -94,15 +117,15 @@ async def test_the_same_rows_in_another_encoding_are_unchanged_records_not_dupli
 
 async def test_a_changed_row_becomes_one_correction_event(node: Node, tmp_path: Path) -> None:
     path = tmp_path / "v1.csv"
-    synth.write(path, synth.SynthSpec(region="310000", rows=30, bad_share=0.0))
-    [first] = await node.ingest([path], NATIONAL)
+    synth.write(path, shanghai(rows=30, bad_share=0.0))
+    [first] = await ingest(node, path)
     rows = list(csv.reader(path.open(encoding="utf-8")))
     header = rows[0]
     rows[5][header.index("CF_NR")] = "更正后的处罚内容"
     corrected = tmp_path / "v2.csv"
     with corrected.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)
-    [second] = await node.ingest([corrected], NATIONAL)
+    [second] = await ingest(node, corrected)
     assert (second.new, second.corrected, second.unchanged) == (0, 1, first.accepted - 1)
     assert node.pool is not None
     async with node.pool.acquire() as conn:
@@ -122,17 +145,18 @@ async def test_a_damaged_workbook_gives_an_error_naming_the_file_and_applies_not
     node: Node, tmp_path: Path
 ) -> None:
     good = tmp_path / "good.xlsx"
-    synth.write(good, synth.SynthSpec(region="310000", rows=50))
+    synth.write(good, shanghai(rows=50))
     damaged = tmp_path / "damaged.xlsx"
     damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(IngestError, match=r"damaged\.xlsx"):
-        await node.ingest([damaged], NATIONAL)
+        await ingest(node, damaged)
     await _nothing_applied(node)
 
 
-async def test_a_file_whose_second_sheet_does_not_fit_is_rolled_back_whole(node: Node, tmp_path: Path) -> None:
+def two_sheets(tmp_path: Path) -> Path:
+    """A workbook whose first sheet is good penalties and whose second fits no record kind."""
     source = tmp_path / "rows.csv"
-    synth.write(source, synth.SynthSpec(region="310000", rows=40, bad_share=0.0))
+    synth.write(source, shanghai(rows=40, bad_share=0.0))
     rows = list(csv.reader(source.open(encoding="utf-8")))
     workbook = Workbook()
     first = workbook.active
@@ -144,8 +168,13 @@ async def test_a_file_whose_second_sheet_does_not_fit_is_rolled_back_whole(node:
     second.append(["a", "b"])
     path = tmp_path / "two-sheets.xlsx"
     workbook.save(path)
+    return path
+
+
+async def test_a_file_whose_second_sheet_does_not_fit_is_rolled_back_whole(node: Node, tmp_path: Path) -> None:
+    path = two_sheets(tmp_path)
     with pytest.raises(IngestError, match=r"two-sheets\.xlsx.*matches no record kind"):
-        await node.ingest([path], NATIONAL)
+        await ingest(node, path)
     await _nothing_applied(node)
 
 
@@ -167,22 +196,46 @@ async def test_unreadable_files_are_refused_with_a_clear_error(
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(IngestError, match=message) as raised:
-        await node.ingest([path], NATIONAL)
+        await ingest(node, path)
     assert name in str(raised.value)
     await _nothing_applied(node)
 
 
 async def test_a_missing_file_is_named_in_the_error(node: Node, tmp_path: Path) -> None:
     with pytest.raises(IngestError, match=r"nowhere\.csv"):
-        await node.ingest([tmp_path / "nowhere.csv"], NATIONAL)
+        await ingest(node, tmp_path / "nowhere.csv")
 
 
 async def test_rows_with_bytes_outside_the_encoding_are_quarantined_one_by_one(node: Node, tmp_path: Path) -> None:
     path = tmp_path / "mixed.csv"
-    synth.write(path, synth.SynthSpec(region="310000", rows=30, bad_share=0.0), encoding="gb18030")
+    spec = shanghai(rows=30, bad_share=0.0)
+    synth.write(path, spec, encoding="gb18030")
     lines = path.read_bytes().split(b"\r\n")
     lines[3] = lines[3].replace(b",", b",\x81\x20", 1)  # an incomplete GB18030 sequence
     path.write_bytes(b"\r\n".join(lines))
-    [report] = await node.ingest([path], NATIONAL)
-    assert (report.rows_in, report.accepted, report.quarantined) == (30, 29, 1)
+    [report] = await ingest(node, path)
+    assert (report.rows_in, report.accepted, report.quarantined) == (spec.rows, spec.rows - 1, 1)
     assert report.reasons == {"row.encoding": 1}
+
+
+def rows_counted(outcome: str) -> float:
+    """The node's ``credex_ingest_rows`` counter, as a Prometheus scrape would read it."""
+    return REGISTRY.get_sample_value("credex_ingest_rows_total", {"origin": "310000", "outcome": outcome}) or 0.0
+
+
+async def test_rows_taken_in_are_counted_in_the_metrics_and_a_rolled_back_file_counts_nothing(
+    node: Node, tmp_path: Path
+) -> None:
+    path = tmp_path / "counted.csv"
+    summary = synth.write(path, shanghai(rows=60, bad_share=0.1, seed=3))
+    before = rows_counted("accepted"), rows_counted("quarantined")
+    [report] = await ingest(node, path)
+    assert (rows_counted("accepted") - before[0], rows_counted("quarantined") - before[1]) == (
+        summary.rows - summary.bad,
+        summary.bad,
+    )
+    assert report.quarantined == summary.bad
+    counted = rows_counted("accepted"), rows_counted("quarantined")
+    with pytest.raises(IngestError):  # its first sheet was mapped and appended before the second failed
+        await ingest(node, two_sheets(tmp_path))
+    assert (rows_counted("accepted"), rows_counted("quarantined")) == counted

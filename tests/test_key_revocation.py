@@ -20,7 +20,7 @@ from credex.crypto.trust import EventRejected, EventVerifier, Member, MemberKey,
 from credex.node.chain import audit_origin, inclusion_proof, proof_to_json
 from credex.node.chain.alarms import Alarm, list_alarms
 from credex.node.channels import PeerChannels
-from credex.node.cli.main import app
+from credex.node.cli import app
 from credex.node.config import events_topic
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc, record_pb2

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from credex.adapters import synth
+from credex.adapters.samples import synth
 from credex.domain import uscc as uscc_codes
 from credex.node.channels import open_channel
 from credex.node.runtime import Node
@@ -104,7 +104,7 @@ async def test_bad_requests_get_clear_status_codes(
 async def test_only_federation_peers_may_fetch_logs(
     federation: TestFederation, served: tuple[Node, synth.SynthSummary]
 ) -> None:
-    node, _ = served
+    node, sample = served
     request = exchange_pb2.FetchEventsRequest(origin="310000", from_seq=1, limit=10)
     async with government_channel(federation, node) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -114,7 +114,7 @@ async def test_only_federation_peers_may_fetch_logs(
         stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
         response = await stub.FetchEvents(request)
         assert len(response.envelopes) == 10
-        assert response.head_seq == 60
+        assert response.head_seq == sample.rows - sample.bad  # one event per accepted row
         for origin, code in [("340000", grpc.StatusCode.NOT_FOUND), ("990000", grpc.StatusCode.INVALID_ARGUMENT)]:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.FetchEvents(exchange_pb2.FetchEventsRequest(origin=origin, from_seq=1, limit=1))

@@ -17,8 +17,9 @@ from typing import Any
 
 import asyncpg
 
-from credex.adapters import platform_samples
-from credex.adapters.sample_api import PagedApi, serve
+from credex.adapters.samples import platform_samples
+from credex.adapters.samples.sample_api import PagedApi, serve
+from credex.domain.uscc import USCC
 from credex.node.channels import open_channel
 from credex.node.embedded import EmbeddedPostgres
 from credex.node.runtime import Node
@@ -39,6 +40,13 @@ async def records_of(node: Node, kind: int) -> list[record_pb2.Record]:
     async with node.pool.acquire() as conn:
         rows = await conn.fetch("SELECT record FROM records WHERE origin = $1 AND kind = $2", node.origin, kind)
     return [record_pb2.Record.FromString(r["record"]) for r in rows]
+
+
+async def assert_kinds_taken_in(node: Node, sample: platform_samples.SampleSummary) -> None:
+    """Every record kind of the sample is held, as many as the generator made minus the planted bad rows."""
+    for kind in sample.generated:
+        held = await records_of(node, record_pb2.Kind.Value(kind))
+        assert len(held) == sample.accepted(kind), f"{kind}: {len(held)} held, {sample.accepted(kind)} expected"
 
 
 async def counted(node: Node, table: str) -> dict[str, int]:
@@ -72,11 +80,11 @@ async def test_jiangsu_workbook_dropped_in_the_inbox_is_taken_in_sheet_by_sheet(
     report_file = inbox / "done" / "jiangsu.xlsx.report.json"
     await eventually(lambda: _exists(report_file), timeout=30)
     report = json.loads(report_file.read_text())
-    assert report["rows_in"] == report["accepted"] + report["quarantined"] == 62
-    assert report["reasons"] == {"uscc.check": 1}
+    sample = platform_samples.summary("jiangsu")
+    assert report["rows_in"] == report["accepted"] + report["quarantined"] == sample.rows
+    assert report["reasons"] == sample.reasons
+    await assert_kinds_taken_in(node, sample)
     black = await records_of(node, record_pb2.KIND_BLACK_LIST)
-    red = await records_of(node, record_pb2.KIND_RED_LIST)
-    assert (len(black), len(red)) == (11, 10)
     listed = black[0]
     entries = await profile_over_grpc(federation, node, listed.subject.uscc)
     assert any(e.record.kind == record_pb2.KIND_BLACK_LIST and e.record.black_list.exit_conditions for e in entries)
@@ -96,9 +104,9 @@ async def test_anhui_json_lines_carry_commitments_and_contract_performance(
     # Anhui's origin in this federation is played by 330000's node: profiles are not tied to a code.
     shutil.copy(SAMPLES / "anhui.jsonl", inbox / "anhui.jsonl")
     await eventually(lambda: _exists(inbox / "done" / "anhui.jsonl.report.json"), timeout=30)
+    await assert_kinds_taken_in(node, platform_samples.summary("anhui"))
     commitments = await records_of(node, record_pb2.KIND_COMMITMENT)
     contracts = await records_of(node, record_pb2.KIND_CONTRACT)
-    assert len(commitments) == 12 and len(contracts) == 9
     assert {c.commitment.fulfilment for c in commitments} <= {
         record_pb2.FULFILMENT_PENDING,
         record_pb2.FULFILMENT_KEPT,
@@ -151,9 +159,11 @@ async def test_shanghai_qianzhiku_is_polled_and_an_updated_row_becomes_a_correct
             )
         ],
     )
-    await eventually(lambda: _balanced(node, 60), timeout=40)
+    sample = platform_samples.summary("shanghai")
+    await eventually(lambda: _balanced(node, sample.rows), timeout=40)
+    await assert_kinds_taken_in(node, sample)
     black = await records_of(node, record_pb2.KIND_BLACK_LIST)
-    assert len(black) == 10 and all(b.source_unit.uscc[2:8] == "310105" for b in black)  # 长宁区 as source unit
+    assert all(USCC(b.source_unit.uscc).division == "310105" for b in black)  # 长宁区 as source unit
 
     conn = await asyncpg.connect(source)
     try:
@@ -194,15 +204,15 @@ async def test_zhejiang_api_is_paged_through_despite_failures_and_grades_come_ba
         await eventually(lambda: _balanced(node, len(records)), timeout=40)
     assert api.failures > 0, "the server never failed: retries were not exercised"
     totals = await counted(node, "feed_batches")
-    assert (totals["rows_in"], totals["quarantined"]) == (48, 1)
+    sample = platform_samples.summary("zhejiang")
+    assert (totals["rows_in"], totals["quarantined"]) == (sample.rows, sample.quarantined)
+    await assert_kinds_taken_in(node, sample)
     grades = await records_of(node, record_pb2.KIND_EVALUATION)
     assert {g.evaluation.grade_as_published for g in grades} <= {"优秀", "良好", "中等", "较差"}
     entries = await profile_over_grpc(federation, node, grades[0].subject.uscc)
     assert any(e.record.evaluation.grade != record_pb2.GRADE_UNSPECIFIED for e in entries)
     debtors = await records_of(node, record_pb2.KIND_DISHONEST_DEBTOR)
-    assert len(debtors) == 6 and all(
-        d.dishonest_debtor.court and d.category == record_pb2.CATEGORY_ENFORCEMENT for d in debtors
-    )
+    assert debtors and all(d.dishonest_debtor.court and d.category == record_pb2.CATEGORY_ENFORCEMENT for d in debtors)
     authorizations = await records_of(node, record_pb2.KIND_AUTHORIZATION)
     assert authorizations and all(a.sharing_level == record_pb2.SHARING_LEVEL_RESTRICTED for a in authorizations)
     # A government office does not see authorizations (restricted to the financing platforms' channel).
@@ -217,11 +227,11 @@ async def test_hunan_natural_persons_come_in_under_pseudonyms_only(federation: T
         node = await federation.start_node("320000", feeds=[feed("hunan-api", "http", "hunan", url=url, page_size=8)])
         peer = await federation.start_node("310000")
         await eventually(lambda: _balanced(node, len(records)), timeout=40)
+    sample = platform_samples.summary("hunan")  # one person's ID number fails its check
+    await assert_kinds_taken_in(node, sample)
     points = await records_of(node, record_pb2.KIND_PERSONAL_POINTS)
-    workers = await records_of(node, record_pb2.KIND_HOUSEHOLD_WORKER)
-    assert len(points) == 11 and len(workers) == 12  # one person's ID number failed its check
     assert all(p.subject.person_pseudonym.startswith("psn:") and not p.subject.uscc for p in points)
-    await eventually(lambda: _holds(peer, "320000", 35), timeout=30)
+    await eventually(lambda: _holds(peer, "320000", sample.rows - sample.quarantined), timeout=30)
     ca, cert, key = federation.layout.client_tls()
     async with open_channel(f"127.0.0.1:{peer.port}", ca=ca, cert=cert, key=key) as channel:
         answer = await lookup_pb2_grpc.LookupServiceStub(channel).GetRecord(

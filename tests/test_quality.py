@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.domain import uscc as uscc_codes
 from credex.domain.workdays import is_workday, working_days_between
 from credex.node.channels import open_channel
@@ -55,19 +55,22 @@ def test_working_days_over_any_span_match_counting_day_by_day(start: dt.date, sp
 def unit_file(
     path: Path, rows: int, unit: tuple[str, str], decided: dt.date, seed: int, bad: float
 ) -> synth.SynthSummary:
+    """Penalties reported by ``unit``, all decided on ``decided`` (but for rows whose defect is the date).
+
+    Generated as of today: timeliness is measured against when the node takes them in.
+    """
     spec = synth.SynthSpec(
-        region="310000", rows=rows, seed=seed, bad_share=bad, person_share=0.0, first_row=seed * 1000
+        region="310000",
+        rows=rows,
+        seed=seed,
+        bad_share=bad,
+        person_share=0.0,
+        first_row=seed * 1000,
+        anchor=dt.date.today(),
+        decided_on=decided,
+        source_unit=unit,
     )
-    summary = synth.write(path, spec)
-    lines = list(csv.reader(path.open(encoding="utf-8")))
-    header = lines[0]
-    for line in lines[1:]:
-        line[header.index("CF_SJLY")], line[header.index("CF_SJLYDM")] = unit
-        if line[header.index("CF_JDRQ")] and not line[header.index("CF_JDRQ")].startswith(("2036", "2026-13")):
-            line[header.index("CF_JDRQ")] = decided.isoformat()
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows(lines)
-    return summary
+    return synth.write(path, spec)
 
 
 @pytest.fixture

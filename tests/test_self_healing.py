@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.tls import spki_sha256

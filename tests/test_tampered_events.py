@@ -11,8 +11,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.crypto.envelope import seal
 from credex.crypto.keys import SigningKey
 from credex.node.config import events_topic

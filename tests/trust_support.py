@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from credex.adapters import synth
 from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
 from credex.crypto.tls import CertificateAuthority
 from credex.node import runtime
 from credex.node.channels import open_channel

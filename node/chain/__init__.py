@@ -1,9 +1,10 @@
-"""The credit chain: Merkle trees of every log, signed checkpoints, proofs, equivocation alarms, log audits."""
+"""The credit chain: Merkle trees of every log, signed checkpoints, proofs, equivocation alarms, log audits,
+and the wanted ranges of the peers' logs that intake and the keeper put in and sync takes out."""
 
-from credex.node.chain.alarms import CHECKPOINT_UNREACHABLE, SYNC_NOT_A_PEER, Alarms, clear_alarm, list_alarms
-from credex.node.chain.checkpoints import CheckpointKeeper
+from credex.node.chain.alarms import AlarmKind, Alarms, clear_alarm, list_alarms
+from credex.node.chain.checkpoints import AGREED, CheckpointKeeper, CheckpointState, Receipt, Received
 from credex.node.chain.log_audit import AuditError, AuditReport, audit_origin
-from credex.node.chain.merkle_book import LogBook
+from credex.node.chain.merkle_book import LogBook, TreeView
 from credex.node.chain.proofs import (
     ProofInvalid,
     ProofUnavailable,
@@ -13,17 +14,25 @@ from credex.node.chain.proofs import (
     proof_from_json,
     proof_to_json,
 )
+from credex.node.chain.wanted import Wanted, WantedRanges, Why
 
 __all__ = [
-    "CHECKPOINT_UNREACHABLE",
-    "SYNC_NOT_A_PEER",
+    "AGREED",
+    "AlarmKind",
     "Alarms",
     "AuditError",
     "AuditReport",
     "CheckpointKeeper",
+    "CheckpointState",
     "LogBook",
     "ProofInvalid",
     "ProofUnavailable",
+    "Receipt",
+    "Received",
+    "TreeView",
+    "Wanted",
+    "WantedRanges",
+    "Why",
     "audit_origin",
     "check_inclusion",
     "checkpoint_message",

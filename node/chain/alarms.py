@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -36,11 +37,26 @@ log = logging.getLogger(__name__)
 
 OPEN_ALARMS = Gauge("credex_open_alarms", "Open equivocation alarms, by node and origin", ["origin", "peer"])
 
-CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"
-SYNC_NOT_A_PEER = "sync.not_a_peer"
-REVOCATION_ROOT = "revocation.root"
+
+class AlarmKind(StrEnum):
+    """What an alarm says; its value is the text stored in ``alarms.kind`` and shown to operators."""
+
+    EQUIVOCATION_EVENT = "equivocation.event"  # two validly signed events of one origin at one seq
+    EQUIVOCATION_CHECKPOINT = "equivocation.checkpoint"  # two validly signed checkpoints, one size, two roots
+    EQUIVOCATION_LOG = "equivocation.log"  # a signed checkpoint disagrees with the origin's own signed events
+    SELF_INCONSISTENT = "self.inconsistent"  # this node's own log lost the root it signed
+    REVOCATION_ROOT = "revocation.root"  # the copy held disagrees with a revocation's root
+    CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"  # a checkpoint no member serves the events of
+    SYNC_NOT_A_PEER = "sync.not_a_peer"  # a member refuses this node FetchEvents
+
+    @property
+    def freezes(self) -> bool:
+        """Evidence that the origin's log (or our copy of it) is false: nothing more of it is applied."""
+        return self not in NOT_FREEZING
+
+
 # Kinds that warn without freezing the origin: they are not evidence that its log is false.
-NOT_FREEZING = frozenset({CHECKPOINT_UNREACHABLE, SYNC_NOT_A_PEER})
+NOT_FREEZING = frozenset({AlarmKind.CHECKPOINT_UNREACHABLE, AlarmKind.SYNC_NOT_A_PEER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +90,7 @@ class Alarms:
         return frozen
 
     async def raise_alarm(
-        self, conn: Connection, origin: str, kind: str, message: str, evidence: dict[str, Any]
+        self, conn: Connection, origin: str, kind: AlarmKind, message: str, evidence: dict[str, Any]
     ) -> None:
         await conn.execute(
             "INSERT INTO alarms (origin, kind, message, evidence) VALUES ($1, $2, $3, $4)",
@@ -83,7 +99,7 @@ class Alarms:
             message,
             json.dumps(evidence, ensure_ascii=False),
         )
-        if kind in NOT_FREEZING:
+        if not kind.freezes:
             log.error("ALARM %s on %s: %s", kind, origin, message)
             return
         self.frozen.add(origin)
@@ -100,7 +116,7 @@ class Alarms:
         self,
         conn: Connection,
         origin: str,
-        kind: str,
+        kind: AlarmKind,
         message: str,
         evidence: dict[str, Any],
         same: dict[str, Any] | None = None,
@@ -119,9 +135,9 @@ class Alarms:
         await self.raise_alarm(conn, origin, kind, message, evidence)
         return True
 
-    async def resolve(self, conn: Connection, origin: str, kind: str, note: str) -> int:
+    async def resolve(self, conn: Connection, origin: str, kind: AlarmKind, note: str) -> int:
         """Close open alarms of a non-freezing ``kind`` on ``origin`` whose cause has gone; return how many."""
-        if kind not in NOT_FREEZING:
+        if kind.freezes:
             raise ValueError(f"only an operator clears a {kind} alarm: it is evidence against {origin}'s log")
         status = await conn.execute(
             "UPDATE alarms SET cleared_at = now(), cleared_by = 'credex', clear_note = $3"

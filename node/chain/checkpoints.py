@@ -5,7 +5,7 @@ never two that disagree: before signing it checks that its tree still has the
 root it signed last. A peer's checkpoint is verified against the peer's keys in
 the trust bundle before it is parsed, stored, and compared with this node's
 tree of that origin at the same size: equal, it is verified; not yet held, it is
-pending (and sync is told how far to fetch); different, or contradicted by
+pending (and its log is put in the wanted ranges, which sync fetches); different, or contradicted by
 another validly signed checkpoint of the same size, it is evidence of
 equivocation and raises an alarm. A key revocation that gives the log's root at
 its position is compared the same way (see :meth:`CheckpointKeeper.check_revocations`).
@@ -24,22 +24,63 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import asyncpg
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
-from credex.node.chain.alarms import REVOCATION_ROOT, Alarms
+from credex.node.chain.alarms import AlarmKind, Alarms
 from credex.node.chain.merkle_book import LogBook
+from credex.node.chain.wanted import WantedRanges, Why
 from credex.node.config import IntakeConfig
-from credex.node.store import NOTIFY_CHANNEL
+from credex.node.store import NOTIFY_CHANNEL, Connection
 from credex.node.store import events as state
 from credex.node.store import evidence as rejections
 
 log = logging.getLogger(__name__)
 
-WantListener = Callable[[str, int], None]
+
+class CheckpointState(StrEnum):
+    """Where a checkpoint stands; the value is ``checkpoints.state`` (a CHECK constraint keeps it to these)."""
+
+    OWN = "own"  # this node signed it
+    PENDING = "pending"  # this node does not hold that many events of the origin yet
+    VERIFIED = "verified"  # our tree has the same root at that size
+    CONFLICT = "conflict"  # evidence of equivocation: an alarm was raised
+
+
+# The states whose root this node's copy of the log agrees with: what it serves and shows.
+AGREED = (CheckpointState.OWN, CheckpointState.VERIFIED)
+
+
+class Received(StrEnum):
+    """What became of one checkpoint received."""
+
+    NEW = "new"
+    KNOWN = "known"  # held already
+    REJECTED = "rejected"  # refused; the receipt says why
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The outcome of receiving one checkpoint: a kind, and for a rejection its reason code."""
+
+    kind: Received
+    reason: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.kind is Received.REJECTED
+
+    def __str__(self) -> str:
+        """The text form the intake counters use: ``new``, ``known``, ``rejected:<reason>``."""
+        return f"{self.kind}:{self.reason}" if self.rejected else str(self.kind)
+
+
+NEW = Receipt(Received.NEW)
+KNOWN = Receipt(Received.KNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +89,7 @@ class HeldCheckpoint:
     size: int
     root: bytes
     note: str
-    state: str
+    state: CheckpointState
 
 
 class CheckpointKeeper:
@@ -61,6 +102,7 @@ class CheckpointKeeper:
         logbook: LogBook,
         alarms: Alarms,
         evidence: IntakeConfig | None = None,
+        wanted: WantedRanges | None = None,
     ) -> None:
         self.me = origin
         self.pool = pool
@@ -69,14 +111,10 @@ class CheckpointKeeper:
         self.logbook = logbook
         self.alarms = alarms
         self.evidence = evidence or IntakeConfig()  # how much of a rejected checkpoint is kept
-        self._want_listeners: list[WantListener] = []
+        self.wanted = wanted if wanted is not None else WantedRanges()  # what checkpoints show we lack
         self._sign_lock = asyncio.Lock()
         self._refusal = ""  # why our key may not sign, as last logged
         self._roots: set[tuple[str, str, str]] = set()  # (origin, key id, revoked root) compared already
-
-    def on_want(self, listener: WantListener) -> None:
-        """Called with (origin, size) when a checkpoint shows events this node does not hold yet."""
-        self._want_listeners.append(listener)
 
     # -- our own log ---------------------------------------------------------------------
 
@@ -86,8 +124,9 @@ class CheckpointKeeper:
             tree = await self.logbook.tree(self.me)
             async with self.pool.acquire() as conn:
                 last = await conn.fetchrow(
-                    "SELECT size, root FROM checkpoints WHERE origin = $1 AND state = 'own' ORDER BY size DESC LIMIT 1",
+                    "SELECT size, root FROM checkpoints WHERE origin = $1 AND state = $2 ORDER BY size DESC LIMIT 1",
                     self.me,
+                    CheckpointState.OWN,
                 )
                 if last is not None and last["size"] >= tree.size:
                     return None
@@ -96,7 +135,7 @@ class CheckpointKeeper:
                         await self.alarms.raise_alarm(
                             conn,
                             self.me,
-                            "self.inconsistent",
+                            AlarmKind.SELF_INCONSISTENT,
                             f"our own log no longer has the root we signed at size {last['size']}; refusing to sign",
                             {
                                 "size": last["size"],
@@ -110,23 +149,24 @@ class CheckpointKeeper:
                 async with conn.transaction():
                     await conn.execute(
                         "INSERT INTO checkpoints (origin, size, root, note, state, source)"
-                        " VALUES ($1, $2, $3, $4, 'own', 'self')",
+                        " VALUES ($1, $2, $3, $4, $5, 'self')",
                         self.me,
                         checkpoint.size,
                         checkpoint.root,
                         note,
+                        CheckpointState.OWN,
                     )
                     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-            return HeldCheckpoint(self.me, checkpoint.size, checkpoint.root, note, "own")
+            return HeldCheckpoint(self.me, checkpoint.size, checkpoint.root, note, CheckpointState.OWN)
 
     # -- the peers' logs -----------------------------------------------------------------
 
-    async def receive(self, origin: str, note: str, source: str) -> str:
-        """Take in one checkpoint of ``origin``; returns 'new', 'known' or 'rejected:<reason>'."""
+    async def receive(self, origin: str, note: str, source: str) -> Receipt:
+        """Take in one checkpoint of ``origin``: new, known, or rejected with a reason."""
         [outcome] = await self.receive_all([(origin, note, source)])
         return outcome
 
-    async def receive_all(self, notes: Sequence[tuple[str, str, str]]) -> list[str]:
+    async def receive_all(self, notes: Sequence[tuple[str, str, str]]) -> list[Receipt]:
         """Take in (origin, note, source) checkpoints; an outcome for each, as :meth:`receive` gives.
 
         What fails verification is recorded in one transaction for all of them, so a
@@ -134,7 +174,7 @@ class CheckpointKeeper:
         consumer that delivered them can commit and go on.
         """
         bundle = self.bundle()
-        outcomes: list[str] = []
+        outcomes: list[Receipt] = []
         opened: list[tuple[int, str, Checkpoint, str, str]] = []
         refused: defaultdict[tuple[str, str], list[rejections.Rejection]] = defaultdict(list)
         for index, (origin, note, source) in enumerate(notes):
@@ -143,9 +183,9 @@ class CheckpointKeeper:
             except CheckpointRejected as exc:
                 raw = note.encode("utf-8", "surrogateescape")
                 refused[(origin, source)].append(rejections.Rejection(exc.reason, exc.message, "", raw))
-                outcomes.append(f"rejected:{exc.reason}")
+                outcomes.append(Receipt(Received.REJECTED, exc.reason))
                 continue
-            outcomes.append("")
+            outcomes.append(KNOWN)  # replaced once stored
             opened.append((index, origin, checkpoint, note, source))
         if refused:
             await self._refuse(refused)
@@ -168,7 +208,7 @@ class CheckpointKeeper:
                 first.reason,
             )
 
-    async def _store_opened(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> str:
+    async def _store_opened(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> Receipt:
         try:
             return await self._store(origin, checkpoint, note, source)
         except rejections.POISON as exc:
@@ -180,23 +220,25 @@ class CheckpointKeeper:
                 checkpoint.size,
                 type(exc).__name__,
             )
+            unstorable = Receipt(Received.REJECTED, "unstorable")
             async with self.pool.acquire() as conn:
-                await state.count(conn, origin, "rejected:unstorable", 1)
-            return "rejected:unstorable"
+                await state.count(conn, origin, str(unstorable), 1)
+            return unstorable
 
-    async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> str:
+    async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> Receipt:
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO checkpoints (origin, size, root, note, state, source)"
-                " VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT DO NOTHING RETURNING 1",
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1",
                 origin,
                 checkpoint.size,
                 checkpoint.root,
                 note,
+                CheckpointState.PENDING,
                 source,
             )
             if not inserted:
-                return "known"
+                return KNOWN
             rival = await conn.fetchrow(
                 "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root <> $3 LIMIT 1",
                 origin,
@@ -205,26 +247,30 @@ class CheckpointKeeper:
             )
             if rival is not None:
                 await conn.execute(
-                    "UPDATE checkpoints SET state = 'conflict' WHERE origin = $1 AND size = $2", origin, checkpoint.size
+                    "UPDATE checkpoints SET state = $3 WHERE origin = $1 AND size = $2",
+                    origin,
+                    checkpoint.size,
+                    CheckpointState.CONFLICT,
                 )
                 await self.alarms.raise_alarm(
                     conn,
                     origin,
-                    "equivocation.checkpoint",
+                    AlarmKind.EQUIVOCATION_CHECKPOINT,
                     f"two checkpoints of size {checkpoint.size}, both validly signed, with different roots",
                     {"size": checkpoint.size, "checkpoints": [rival["note"], note], "sources": source},
                 )
-                return "new"
+                return NEW
         await self.check(origin)
-        return "new"
+        return NEW
 
     async def check(self, origin: str) -> None:
-        """Compare pending checkpoints with our tree; ask sync for what they show we lack."""
+        """Compare pending checkpoints with our tree; put what they show we lack in the wanted ranges."""
         await self.check_revocations(origin)
         async with self.pool.acquire() as conn:
             pending = await conn.fetch(
-                "SELECT size, root, note FROM checkpoints WHERE origin = $1 AND state = 'pending' ORDER BY size",
+                "SELECT size, root, note FROM checkpoints WHERE origin = $1 AND state = $2 ORDER BY size",
                 origin,
+                CheckpointState.PENDING,
             )
         if not pending:
             return
@@ -238,30 +284,19 @@ class CheckpointKeeper:
                     continue
                 ours = tree.root(size)
                 if ours == root:
-                    await conn.execute(
-                        "UPDATE checkpoints SET state = 'verified' WHERE origin = $1 AND size = $2 AND root = $3",
-                        origin,
-                        size,
-                        root,
-                    )
+                    await _set_state(conn, origin, size, root, CheckpointState.VERIFIED)
                     continue
-                await conn.execute(
-                    "UPDATE checkpoints SET state = 'conflict' WHERE origin = $1 AND size = $2 AND root = $3",
-                    origin,
-                    size,
-                    root,
-                )
+                await _set_state(conn, origin, size, root, CheckpointState.CONFLICT)
                 await self.alarms.raise_alarm(
                     conn,
                     origin,
-                    "equivocation.log",
+                    AlarmKind.EQUIVOCATION_LOG,
                     f"{origin} signed root {root.hex()[:16]}… at size {size}, but its own signed events"
                     f" give {ours.hex()[:16]}…",
                     {"size": size, "checkpoint": row["note"], "root_of_signed_events": ours.hex()},
                 )
         if wanted:
-            for listener in self._want_listeners:
-                listener(origin, wanted)
+            self.wanted.put(origin, wanted, Why.CHECKPOINT)
 
     async def check_revocations(self, origin: str) -> None:
         """Compare our copy of ``origin``'s log with the roots its key revocations give.
@@ -270,7 +305,7 @@ class CheckpointKeeper:
         that the federation signed (in the bundle), not the revoked key: a copy with
         another root there holds history the key's thief forged, taken in before the
         genuine events (a node that was new or catching up). Each root is compared
-        once, when this node holds that many events; until then sync is asked for them.
+        once, when this node holds that many events; until then they are wanted (sync fetches them).
         """
         keys = [k for k in self.bundle().revoked_roots(origin) if (origin, k.key_id, k.revoked_root) not in self._roots]
         if not keys:
@@ -290,7 +325,7 @@ class CheckpointKeeper:
                 await self.alarms.raise_once(
                     conn,
                     origin,
-                    REVOCATION_ROOT,
+                    AlarmKind.REVOCATION_ROOT,
                     f"the trust bundle revokes key {key.key_id} of {origin} after seq {size} and gives its log's"
                     f" root there as {key.revoked_root[:16]}…, but the events 1..{size} held here give"
                     f" {ours[:16]}…: they are not the ones {origin} published (forged with the revoked key?)."
@@ -299,20 +334,22 @@ class CheckpointKeeper:
                     same={"key_id": key.key_id, "root": key.revoked_root},
                 )
         if wanted:
-            for listener in self._want_listeners:
-                listener(origin, wanted)
+            self.wanted.put(origin, wanted, Why.REVOCATION)
 
     async def latest(self, origin: str) -> HeldCheckpoint | None:
         """The newest checkpoint of ``origin`` that this node's copy of the log agrees with."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT origin, size, root, note, state FROM checkpoints"
-                " WHERE origin = $1 AND state IN ('own', 'verified') ORDER BY size DESC LIMIT 1",
+                " WHERE origin = $1 AND state = ANY($2::text[]) ORDER BY size DESC LIMIT 1",
                 origin,
+                list(AGREED),
             )
         if row is None:
             return None
-        return HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], row["state"])
+        return HeldCheckpoint(
+            row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"])
+        )
 
     async def run_signer(self, every_events: int, every_seconds: float) -> None:
         """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came.
@@ -343,9 +380,9 @@ class CheckpointKeeper:
         async with self.pool.acquire() as conn:
             head = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.me))
             last = await conn.fetchrow(
-                "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = 'own'"
-                " ORDER BY size DESC LIMIT 1",
+                "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = $2 ORDER BY size DESC LIMIT 1",
                 self.me,
+                CheckpointState.OWN,
             )
         signed_size = int(last["size"]) if last else 0
         if head <= signed_size:
@@ -353,6 +390,12 @@ class CheckpointKeeper:
         age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
         if head - signed_size >= every_events or age >= every_seconds:
             await self.sign_own()
+
+
+async def _set_state(conn: Connection, origin: str, size: int, root: bytes, to: CheckpointState) -> None:
+    await conn.execute(
+        "UPDATE checkpoints SET state = $4 WHERE origin = $1 AND size = $2 AND root = $3", origin, size, root, to
+    )
 
 
 def _open(bundle: TrustBundle, origin: str, note: str) -> Checkpoint:

@@ -25,6 +25,7 @@ from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
 from credex.crypto.envelope import canonical_bytes
 from credex.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
+from credex.errors import CredexError
 from credex.node.channels import PeerChannels
 from credex.v1 import exchange_pb2, log_pb2
 
@@ -42,7 +43,7 @@ class AuditReport:
     checks: list[str] = field(default_factory=list)
 
 
-class AuditError(Exception):
+class AuditError(CredexError):
     """The audit could not be carried out (node unreachable, nothing to audit)."""
 
 
@@ -62,7 +63,7 @@ async def audit_origin(
     try:
         signed = await log.GetCheckpoint(log_pb2.GetCheckpointRequest(origin=origin), timeout=30)
     except grpc.aio.AioRpcError as exc:
-        raise AuditError(f"{endpoint}: GetCheckpoint: {exc.code().name}: {exc.details()}") from None
+        raise AuditError(str(channels.failure(exc, endpoint, "GetCheckpoint"))) from None
     try:
         checkpoint = bundle.verify_checkpoint(origin, signed.note)
     except CheckpointRejected as exc:
@@ -110,7 +111,7 @@ async def _fetch_log(
                 timeout=60,
             )
         except grpc.aio.AioRpcError as exc:
-            raise AuditError(f"{endpoint}: FetchEvents: {exc.code().name}: {exc.details()}") from None
+            raise AuditError(str(channels.failure(exc, endpoint, "FetchEvents"))) from None
         if not page.envelopes:
             return tree, (f"the node serves no event {want} although its checkpoint covers {size}", {"seq": want})
         for envelope in page.envelopes:
@@ -190,10 +191,19 @@ async def _check_against_last_audit(
         if old_size > checkpoint.size:
             return f"the log shrank from {old_size} to {checkpoint.size} since the last audit", {"last": last}
         if 0 < old_size < checkpoint.size:
-            proof = await channels.log(endpoint).GetConsistencyProof(
-                log_pb2.GetConsistencyProofRequest(origin=origin, old_size=old_size, new_size=checkpoint.size),
-                timeout=30,
-            )
+            try:
+                proof = await channels.log(endpoint).GetConsistencyProof(
+                    log_pb2.GetConsistencyProofRequest(origin=origin, old_size=old_size, new_size=checkpoint.size),
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError as exc:
+                failure = channels.failure(
+                    exc, endpoint, f"GetConsistencyProof from size {old_size} to {checkpoint.size}"
+                )
+                raise AuditError(
+                    f"{failure}; whether the log extends the one audited before is unknown: run the audit again"
+                    " once the node serves the proof (the state kept is left as it was)"
+                ) from None
             if not verify_consistency(old_size, checkpoint.size, old_root, checkpoint.root, list(proof.hashes)):
                 return f"the log at {checkpoint.size} does not extend the log at {old_size} audited before", {
                     "last": last,

@@ -9,6 +9,11 @@ Keys are judged exactly as the node judges them (:class:`EventVerifier`,
 position the bundle gives.
 The same checks serve the gRPC client, ``credex verify`` on a proof file, and
 ``credex audit``.
+
+Envelopes leave credex as JSON in DSSE's own envelope form (``payloadType``,
+``payload``, ``signatures: [{keyid, sig}]``, bytes in standard base64), so
+standard DSSE tools read a proof file's envelope or ``credex lookup --json``
+without a mapping step.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from google.protobuf.message import DecodeError
@@ -24,14 +30,17 @@ from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
 from credex.crypto.envelope import canonical_bytes
 from credex.crypto.merkle import leaf_hash, verify_inclusion
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle, VerifiedEvent
+from credex.errors import CredexError
 from credex.node.chain.checkpoints import CheckpointKeeper, HeldCheckpoint
 from credex.node.chain.merkle_book import LogBook
 from credex.v1 import event_pb2, log_pb2
 
-PROOF_FORMAT = "credex-inclusion-proof-v1"
+PROOF_FORMAT = "credex-inclusion-proof-v2"
+# v1 carried the envelope as base64 of its protobuf encoding; still read.
+_PROOF_FORMAT_V1 = "credex-inclusion-proof-v1"
 
 
-class ProofUnavailable(Exception):
+class ProofUnavailable(CredexError):
     """This node cannot build the proof asked for; ``code`` is the gRPC status name to answer with."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -40,7 +49,7 @@ class ProofUnavailable(Exception):
         self.message = message
 
 
-class ProofInvalid(Exception):
+class ProofInvalid(CredexError):
     """A proof does not check out; the message says which part failed."""
 
 
@@ -115,6 +124,34 @@ def check_inclusion(proof: log_pb2.InclusionProof, bundle: TrustBundle) -> Check
     return CheckedProof(event, checkpoint)
 
 
+def envelope_to_dsse(envelope: event_pb2.Envelope) -> dict[str, Any]:
+    """The envelope in DSSE's JSON form; the signature covers PAE(payloadType, payload) as DSSE says."""
+    return {
+        "payloadType": envelope.payload_type,
+        "payload": base64.b64encode(envelope.payload).decode(),
+        "signatures": [{"keyid": envelope.key_id, "sig": base64.b64encode(envelope.signature).decode()}],
+    }
+
+
+def envelope_from_dsse(data: object) -> event_pb2.Envelope:
+    """Read DSSE's JSON form back; credex envelopes carry exactly one signature. Raises :class:`ProofInvalid`."""
+    try:
+        if not isinstance(data, dict):
+            raise TypeError("a DSSE envelope is a JSON object")
+        signatures = data["signatures"]
+        if not isinstance(signatures, list) or len(signatures) != 1:
+            raise ValueError("a credex envelope carries exactly one signature")
+        [signature] = signatures
+        return event_pb2.Envelope(
+            payload=base64.b64decode(data["payload"], validate=True),
+            payload_type=str(data["payloadType"]),
+            key_id=str(signature.get("keyid", "")),
+            signature=base64.b64decode(signature["sig"], validate=True),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProofInvalid(f"not a DSSE envelope: {exc!r}") from None
+
+
 def proof_to_json(proof: log_pb2.InclusionProof) -> str:
     """A self-contained proof file: everything ``credex verify`` needs except the trust bundle."""
     return json.dumps(
@@ -125,7 +162,7 @@ def proof_to_json(proof: log_pb2.InclusionProof) -> str:
             "leaf_index": proof.leaf_index,
             "tree_size": proof.tree_size,
             "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
-            "envelope": base64.b64encode(canonical_bytes(proof.envelope)).decode(),
+            "envelope": envelope_to_dsse(proof.envelope),
             "checkpoint": proof.checkpoint.note,
         },
         indent=2,
@@ -133,17 +170,22 @@ def proof_to_json(proof: log_pb2.InclusionProof) -> str:
 
 
 def proof_from_json(text: str) -> log_pb2.InclusionProof:
+    """Read a proof file of this format, or of v1 (envelope as base64 protobuf)."""
     try:
         data = json.loads(text)
-        if data.get("format") != PROOF_FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in (PROOF_FORMAT, _PROOF_FORMAT_V1):
             raise ProofInvalid(f"not a {PROOF_FORMAT} file")
+        if data["format"] == _PROOF_FORMAT_V1:
+            envelope = event_pb2.Envelope.FromString(base64.b64decode(data["envelope"], validate=True))
+        else:
+            envelope = envelope_from_dsse(data["envelope"])
         proof = log_pb2.InclusionProof(
             origin=str(data["origin"]),
             seq=int(data["seq"]),
             leaf_index=int(data["leaf_index"]),
             tree_size=int(data["tree_size"]),
             hashes=[base64.b64decode(h, validate=True) for h in data["hashes"]],
-            envelope=event_pb2.Envelope.FromString(base64.b64decode(data["envelope"], validate=True)),
+            envelope=envelope,
         )
         proof.checkpoint.note = str(data["checkpoint"])
     except (ValueError, KeyError, TypeError, DecodeError) as exc:

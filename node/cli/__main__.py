@@ -1,3 +1,3 @@
-from credex.node.cli.main import main
+from credex.node.cli import main
 
 main()

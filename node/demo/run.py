@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from credex.adapters.profile import Profile
-from credex.adapters.synth import shipped_samples
+from credex.adapters.samples.synth import shipped_samples
 from credex.crypto.trust import TrustBundle
 from credex.domain.regions import region_name
+from credex.domain.uscc import USCC
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.runtime import Node
@@ -116,6 +117,11 @@ async def run_demo(console: Console, workdir: Path | None = None, keep: bool = F
     console.print(f"demo finished in {time.monotonic() - started:.1f}s; everything shut down")
 
 
+def _province(uscc: str) -> str:
+    """The province a company is registered in: the first two digits of its USCC's division code."""
+    return USCC(uscc).division[:2]
+
+
 async def _show_profiles(
     console: Console, federation: LocalFederation, nodes: dict[str, Node], bundle: TrustBundle
 ) -> None:
@@ -123,12 +129,14 @@ async def _show_profiles(
     candidates = await shared_subjects(nodes[DEMO_ORIGINS[0]], limit=40)
     chosen: list[tuple[str, list[str]]] = []
     for subject, origins in candidates:  # companies registered in different provinces
-        if len(chosen) < 3 and all(subject[2:4] != c[0][2:4] for c in chosen):
+        if len(chosen) < 3 and all(_province(subject) != _province(c[0]) for c in chosen):
             chosen.append((subject, origins))
     for subject, origins in chosen:
         # Asked at a node of another region than where the company is registered,
         # preferably one that published nothing about it.
-        others = [o for o in DEMO_ORIGINS if o[:2] != subject[2:4]]
+        code = USCC(subject)
+        registered = region_name(_province(subject) + "0000")
+        others = [o for o in DEMO_ORIGINS if o[:2] != _province(subject)]
         asker = next((o for o in others if o not in origins), others[-1])
         endpoint = f"127.0.0.1:{nodes[asker].port}"
         subject_id, entries = await get_profile(
@@ -136,7 +144,8 @@ async def _show_profiles(
         )
         name = entries[0].entry.record.subject.name if entries else ""
         table = Table(
-            title=f"{subject_id} {name}: answered by {asker} {region_name(asker)} over gRPC (mTLS)",
+            title=f"{subject_id} {name} (registered with {code.department}, {registered}):"
+            f" answered by {asker} {region_name(asker)} over gRPC (mTLS)",
             title_justify="left",
         )
         for column in (

@@ -21,9 +21,11 @@ import asyncpg
 
 from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
 from credex.adapters.tables import FileUnreadable
+from credex.domain.records import TakenRecord
 from credex.node.feeds.mapping import Batch, open_mapping
-from credex.node.ledger import AppendResult, Ledger
-from credex.node.store import ANALYZE_AFTER, Connection
+from credex.node.ledger import AppendResult, Change, Ledger
+from credex.node.metrics import METRICS
+from credex.node.store import ANALYZE_AFTER, Connection, RecordState
 
 ProgressCallback = Callable[[str, int, int], None]
 _QUARANTINE_COLUMNS = (
@@ -57,8 +59,11 @@ class Counts:
     last_seq: int | None = None
     reasons: Counter[str] = field(default_factory=Counter)
 
-    def balanced(self) -> bool:
-        return self.rows_in == self.accepted + self.quarantined
+    def count_in_metrics(self, origin: str) -> None:
+        """Add these rows to the node's ``credex_ingest_rows`` by outcome; call once their transaction committed,
+        so that a file rolled back half-way counts nothing, as nothing of it was taken in."""
+        METRICS.rows_in.labels(origin, "accepted").inc(self.accepted)
+        METRICS.rows_in.labels(origin, "quarantined").inc(self.quarantined)
 
 
 @dataclass
@@ -139,6 +144,7 @@ async def ingest_file(
             if taken is None:
                 raise
             return _already_taken(report, taken)
+        report.count_in_metrics(ledger.origin)
         if report.new + report.corrected >= ANALYZE_AFTER:
             # A bulk load leaves the planner's statistics behind; until autovacuum catches up
             # it may scan the whole records table for every lookup.
@@ -163,7 +169,7 @@ async def take_in_batch(
     Shared by files and feeds; runs inside the caller's transaction.
     """
     counts.rows_in += batch.rows
-    counts.accepted += len(batch.changes)
+    counts.accepted += len(batch.records)
     counts.quarantined += len(batch.rejections)
     if batch.rejections:
         await conn.copy_records_to_table(
@@ -173,7 +179,10 @@ async def take_in_batch(
         )
         for _, rejection in batch.rejections:
             counts.reasons.update(rejection.reasons)
-    result = await ledger.append(conn, batch.changes)
+    # The ledger's side of the hand-over: serializing, digesting and the store's columns,
+    # off the event loop (a batch is thousands of records).
+    changes = await asyncio.to_thread(_changes, batch.records)
+    result = await ledger.append(conn, changes)
     counts.new += result.new
     counts.corrected += result.corrected
     counts.unchanged += result.unchanged
@@ -181,6 +190,11 @@ async def take_in_batch(
         counts.first_seq = min(result.seqs) if counts.first_seq is None else min(counts.first_seq, *result.seqs)
         counts.last_seq = max(result.seqs) if counts.last_seq is None else max(counts.last_seq, *result.seqs)
     return result
+
+
+def _changes(records: list[TakenRecord]) -> list[Change]:
+    """The ledger's view of taken records: each one's state, from the canonical bytes it arrived with."""
+    return [Change(RecordState.of(t.record, t.encoded), *t.provenance) for t in records]
 
 
 def _quarantine_row(key: QuarantineKey, source: str, rejection: Rejection) -> tuple[object, ...]:

@@ -4,9 +4,12 @@ Mapping is CPU-bound. For small files it runs in a worker thread, which keeps
 the node's event loop responsive. For large files it runs in worker processes,
 one per core by default, each mapping every N-th batch, so that mapping uses
 every core and overlaps with signing and storing earlier batches; batches come
-back in file order as plain bytes and strings (:class:`~credex.node.ledger.appender.Change`),
-cheap to pass between processes. Bounded queues give back-pressure: no worker
-runs more than a few batches ahead of the ledger.
+back in file order as canonical records with their provenance
+(:class:`~credex.domain.records.TakenRecord`), which cross between processes as
+their canonical bytes.
+What the store keeps of a record (bytes, digest, subject id) is the ledger's to
+derive. Bounded queues give back-pressure: no worker runs more than a few
+batches ahead of the ledger.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from credex.adapters.profile import (
     header_key,
 )
 from credex.adapters.tables import FileUnreadable, Row, Table, read_tables
-from credex.node.ledger import Change
+from credex.domain.records import Provenance, TakenRecord
 from credex.v1 import record_pb2
 
 _AHEAD = 4  # batches the worker process may map ahead of the ledger
@@ -41,7 +44,7 @@ _ERRORS: dict[str, type[Exception]] = {"FileUnreadable": FileUnreadable, "Profil
 
 @dataclass
 class Batch:
-    changes: list[Change] = field(default_factory=list)
+    records: list[TakenRecord] = field(default_factory=list)
     rejections: list[tuple[str, Rejection]] = field(default_factory=list)
     rows: int = 0
     source: str = ""
@@ -82,7 +85,7 @@ class Reader:
             if isinstance(outcome, Rejection):
                 batch.rejections.append((table.source, outcome))
             else:
-                batch.changes.append(Change.of(outcome, table.source, row.locator, self.profile.name))
+                batch.records.append(TakenRecord(outcome, Provenance(table.source, row.locator, self.profile.name)))
             batch.source = table.source
         if self._current is not None:
             batch.progress = self._current[0].progress()
@@ -133,7 +136,7 @@ def map_rows(rows: list[Row], source: str, mapper: RowMapper) -> Batch:
         if isinstance(outcome, Rejection):
             batch.rejections.append((source, outcome))
         else:
-            batch.changes.append(Change.of(outcome, source, row.locator, mapper.profile.name))
+            batch.records.append(TakenRecord(outcome, Provenance(source, row.locator, mapper.profile.name)))
     return batch
 
 

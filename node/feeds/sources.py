@@ -121,6 +121,7 @@ class Feed(abc.ABC):
                 part,
                 json.dumps(position),
             )
+        counts.count_in_metrics(self.ledger.origin)
         log.info(
             "feed %s %s: %d rows = %d accepted + %d quarantined (%d new, %d corrected)",
             self.name,

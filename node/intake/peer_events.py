@@ -10,9 +10,14 @@ No single message can stall a topic. A message the store cannot hold even as
 evidence is counted and skipped (see :mod:`credex.node.store.evidence`); if a batch
 still fails on what one of its messages contains, it is stored in halves until
 that message is found, counted as ``rejected:unstorable`` and skipped. Every
-message that comes in ends up counted as applied, replay, rejected or held, or
-as ``withheld_notice``: the announcement of an event that does not cross the bus
-(see :mod:`credex.node.kafka`), which sync then fetches over gRPC without waiting.
+message that comes in ends up counted under one :class:`Outcome` — applied,
+replay, rejected (with its reason) or held — or as ``withheld_notice``: the
+announcement of an event that does not cross the bus (see :mod:`credex.node.kafka`).
+
+What intake learns is missing — a gap in an origin's seqs, an event announced by
+a withheld notice — it only puts in the wanted ranges
+(:class:`~credex.node.chain.WantedRanges`); sync takes them from there and
+fetches over gRPC. Intake neither knows nor calls sync.
 
 Two validly signed events of one origin at one seq are equivocation (an alarm
 freezes the origin), unless the new one is signed with a key the bundle revokes:
@@ -30,15 +35,16 @@ import contextlib
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
 from credex.node import kafka as bus
-from credex.node.chain import Alarms, CheckpointKeeper
+from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
 from credex.node.store import ANALYZE_AFTER, POISON, Rejection, storable_text
@@ -49,10 +55,26 @@ from credex.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
-GapListener = Callable[[str, int, int], None]
-WithheldListener = Callable[[str, int], None]
 _WORKERS = max(1, os.cpu_count() or 1)
 _PARALLEL_FROM = 64  # below this, threads cost more than they save
+
+
+class Outcome(StrEnum):
+    """What became of a peer's message; the value is its name in ``intake_counters`` and the metric.
+
+    A rejection is counted under ``rejected:<reason>`` (:func:`rejected`), one counter per reason code.
+    """
+
+    APPLIED = "applied"
+    REPLAY = "replay"  # held already: a redelivery or a replay
+    HELD = "held"  # not applied: an alarm on the origin is open
+    WITHHELD_NOTICE = "withheld_notice"  # announces an event that does not cross the bus
+    REJECTED = "rejected"
+
+
+def rejected(reason: str) -> str:
+    """The counter name of a rejection for ``reason``: ``rejected:<reason>``, bounded for the store."""
+    return rejections.counter_label(reason)
 
 
 @dataclass
@@ -118,6 +140,7 @@ class Intake:
         alarms: Alarms,
         keeper: CheckpointKeeper,
         trust: TrustProvider,
+        wanted: WantedRanges,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -126,8 +149,7 @@ class Intake:
         self.keeper = keeper
         self.trust = trust
         self.me = config.origin
-        self._gap_listeners: list[GapListener] = []
-        self._withheld_listeners: list[WithheldListener] = []
+        self.wanted = wanted  # where gaps and withheld notices go; sync takes them
         self._since_analyze = 0
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Set when a trust bundle changes the topics to read; the consumer restarts with the new set.
@@ -135,13 +157,6 @@ class Intake:
         self._reading: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         trust.subscribe(self._on_bundle)
-
-    def on_gap(self, listener: GapListener) -> None:
-        self._gap_listeners.append(listener)
-
-    def on_withheld(self, listener: WithheldListener) -> None:
-        """Called with (origin, seq) when a withheld notice says seq exists but will not come by Kafka."""
-        self._withheld_listeners.append(listener)
 
     def verify(self, origin: str, messages: Sequence[bytes]) -> Checked:
         checked = Checked(origin)
@@ -193,15 +208,14 @@ class Intake:
             # sync brings these events back afterwards.
             result = AcceptResult(origin, held=len(checked))
             async with self.pool.acquire() as conn:
-                await state.count(conn, origin, "held", result.held)
-            METRICS.intake.labels(self.me, origin, "held").inc(result.held)
+                await state.count(conn, origin, Outcome.HELD, result.held)
+            METRICS.intake.labels(self.me, origin, Outcome.HELD).inc(result.held)
             log.warning("%s: %d events of %s held: an alarm on %s is open", channel, result.held, origin, origin)
             return result
         result = await self._store(checked, channel)
         self._report(channel, result)
         if result.has_gap:
-            for listener in self._gap_listeners:
-                listener(origin, result.contiguous_seq, result.max_seq)
+            self.wanted.put(origin, result.max_seq, Why.GAP, held=result.contiguous_seq)
         if result.applied:
             await self.keeper.check(origin)
             self._since_analyze += result.applied
@@ -234,15 +248,16 @@ class Intake:
         origin = checked.origin
         seqs = [e.seq for e in checked.events]
         log.error(
-            "%s: a message of %s%s cannot be stored (%s: %s); counted as rejected:unstorable and skipped",
+            "%s: a message of %s%s cannot be stored (%s: %s); counted as %s and skipped",
             channel,
             origin,
             f" (seq {seqs[0]})" if seqs else "",
             type(exc).__name__,
             storable_text(str(exc), 200),
+            rejected("unstorable"),
         )
         async with self._locks[origin], self.pool.acquire() as conn, conn.transaction():
-            await state.count(conn, origin, "rejected:unstorable", len(checked))
+            await state.count(conn, origin, rejected("unstorable"), len(checked))
             contiguous, max_seq = await state.advance_progress(conn, origin)
         return AcceptResult(
             origin, rejected=Counter({"unstorable": len(checked)}), contiguous_seq=contiguous, max_seq=max_seq
@@ -278,7 +293,7 @@ class Intake:
                 await self.alarms.raise_alarm(
                     conn,
                     origin,
-                    "equivocation.event",
+                    AlarmKind.EQUIVOCATION_EVENT,
                     f"two validly signed events of {origin} claim seq {equivocations[0].seq}",
                     {
                         "seq": equivocations[0].seq,
@@ -292,8 +307,8 @@ class Intake:
             result.replays = len(outcome.replays)
             result.rejected.update(r.reason for r in refused)
             result.rejections = refused
-            await state.count(conn, origin, "applied", result.applied)
-            await state.count(conn, origin, "replay", result.replays)
+            await state.count(conn, origin, Outcome.APPLIED, result.applied)
+            await state.count(conn, origin, Outcome.REPLAY, result.replays)
             result.contiguous_seq, result.max_seq = await state.advance_progress(conn, origin)
         return result
 
@@ -318,10 +333,10 @@ class Intake:
 
     def _report(self, channel: str, result: AcceptResult) -> None:
         metric = METRICS.intake
-        metric.labels(self.me, result.origin, "applied").inc(result.applied)
-        metric.labels(self.me, result.origin, "replay").inc(result.replays)
+        metric.labels(self.me, result.origin, Outcome.APPLIED).inc(result.applied)
+        metric.labels(self.me, result.origin, Outcome.REPLAY).inc(result.replays)
         for reason, n in result.rejected.items():
-            metric.labels(self.me, result.origin, rejections.counter_label(reason)).inc(n)
+            metric.labels(self.me, result.origin, rejected(reason)).inc(n)
         METRICS.peer_contiguous.labels(self.me, result.origin).set(result.contiguous_seq)
         for rejection in result.rejections[:20]:
             log.warning(
@@ -412,18 +427,17 @@ class Intake:
         await consumer.commit(offsets)
 
     async def _take_notices(self, notices: dict[str, list[int]]) -> None:
-        """Count withheld notices and tell sync: the events they announce come only over gRPC.
+        """Count withheld notices and want what they announce: those events come only over gRPC.
 
         A notice is unsigned, so it is a hint and nothing more: it can make sync fetch
         sooner, never make it fetch beyond what a member serves (see :mod:`credex.node.sync.catch_up`).
         """
         async with self.pool.acquire() as conn:
             for origin, seqs in notices.items():
-                await state.count(conn, origin, "withheld_notice", len(seqs))
+                await state.count(conn, origin, Outcome.WITHHELD_NOTICE, len(seqs))
         for origin, seqs in notices.items():
-            METRICS.intake.labels(self.me, origin, "withheld_notice").inc(len(seqs))
-            for listener in self._withheld_listeners:
-                listener(origin, max(seqs))
+            METRICS.intake.labels(self.me, origin, Outcome.WITHHELD_NOTICE).inc(len(seqs))
+            self.wanted.put(origin, max(seqs), Why.WITHHELD)
 
     async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
         if not topics:

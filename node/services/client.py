@@ -42,9 +42,15 @@ async def get_profile(
     bundle: TrustBundle,
     *,
     purpose: str = "",
-    tls: tuple[Path, Path, Path] | None = None,
+    tls: tuple[Path | None, Path | None, Path | None] | None = None,
     timeout: float = 10.0,
 ) -> tuple[str, list[CheckedEntry]]:
+    """The subject's profile as ``endpoint`` serves it, each entry checked against ``bundle``.
+
+    ``tls`` is (CA, client certificate, client key), each as given even when
+    incomplete, so that a refused handshake fails here (``AioRpcError``) and can
+    be explained by what is missing rather than fall back to plain text.
+    """
     ca, cert, key = tls if tls else (None, None, None)
     async with open_channel(endpoint, ca=ca, cert=cert, key=key) as channel:
         stub = lookup_pb2_grpc.LookupServiceStub(channel)

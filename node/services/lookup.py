@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import grpc
 
+from credex.domain import identity
 from credex.domain import uscc as uscc_codes
 from credex.node.chain import CheckpointKeeper, LogBook, ProofUnavailable, inclusion_proof
 from credex.node.config import NodeConfig
@@ -75,8 +76,7 @@ class LookupService(lookup_pb2_grpc.LookupServiceServicer):
             missing = edge.quote(request.record_id, 40)
             raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"no record {missing} visible to you")
         entry = entries[0]
-        subject = entry.record.subject
-        call.subject_id = subject.uscc or subject.person_pseudonym or request.record_id
+        call.subject_id = identity.subject_id(entry.record) or request.record_id
         call.answer(1, [f"{entry.origin}#{entry.seq}"])
         answer = lookup_pb2.RecordAnswer(entry=entry)
         # While no checkpoint covers the event yet there is no proof; the envelope still verifies on its own.

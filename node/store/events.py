@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from credex.crypto.merkle import leaf_hash
+from credex.domain.identity import subject_id
+from credex.domain.records import canonical_bytes
 from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -52,17 +54,11 @@ STATUS_BY_TYPE: dict[int, int] = {
 }
 
 
-def record_bytes(record: record_pb2.Record) -> bytes:
-    return record.SerializeToString(deterministic=True)
+record_bytes = canonical_bytes  # the store keeps, digests and signs one encoding of a record
 
 
 def record_digest(encoded: bytes) -> bytes:
     return hashlib.sha256(encoded).digest()
-
-
-def subject_id(record: record_pb2.Record) -> str:
-    """Legal entities and individual businesses by USCC, natural persons by pseudonym."""
-    return record.subject.uscc or record.subject.person_pseudonym
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +80,10 @@ class RecordState:
     digest: bytes
 
     @classmethod
-    def of(cls, record: record_pb2.Record) -> RecordState:
-        encoded = record_bytes(record)
+    def of(cls, record: record_pb2.Record, encoded: bytes | None = None) -> RecordState:
+        """The state of ``record``; ``encoded``, when given, must be its canonical bytes (it saves encoding again)."""
+        if encoded is None:
+            encoded = record_bytes(record)
         end = record.publicity.end
         return cls(
             record_id=record.record_id,

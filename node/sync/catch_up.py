@@ -28,6 +28,11 @@ starts and when it ends, counted (``credex_sync_fetch_denied``), and raised as
 a ``sync.not_a_peer`` alarm that does not freeze anything and resolves itself
 once fetching works again.
 
+What to fetch beyond what the probes show, sync takes from the wanted ranges
+(:class:`~credex.node.chain.WantedRanges`) at each round: intake puts gaps and
+withheld notices there, the checkpoint keeper the sizes that checkpoints and
+revocation roots show. Sync is the only one that takes; nobody calls into it.
+
 One origin's failure, of whatever kind, is logged and does not stop the others
 or the loop.
 """
@@ -44,7 +49,7 @@ import asyncpg
 import grpc
 from prometheus_client import Counter
 
-from credex.node.chain import CHECKPOINT_UNREACHABLE, SYNC_NOT_A_PEER
+from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
@@ -81,13 +86,17 @@ class Sync:
         trust: TrustProvider,
         intake: Intake,
         channels: PeerChannels,
+        keeper: CheckpointKeeper,
+        alarms: Alarms,
+        wanted: WantedRanges,
     ) -> None:
         self.config = config
         self.pool = pool
         self.trust = trust
         self.intake = intake
-        self.keeper = intake.keeper
-        self.alarms = intake.alarms
+        self.keeper = keeper
+        self.alarms = alarms
+        self.wanted = wanted  # what intake and the keeper found missing; taken at each round
         self.channels = channels
         # origin -> (when it was first seen behind, contiguous_seq then)
         self._behind: dict[str, tuple[float, int]] = {}
@@ -102,18 +111,16 @@ class Sync:
         # whose FetchEvents worked since start (a refusal alarm left open by a previous run is resolved)
         self._denied: dict[str, str] = {}
         self._fetching: set[str] = set()
-        intake.on_gap(self._on_gap)
-        intake.on_withheld(self._on_withheld)
-        self.keeper.on_want(self._on_want)
 
-    def _on_want(self, origin: str, size: int) -> None:
-        self._wanted[origin] = max(size, self._wanted.get(origin, 0))
-
-    def _on_withheld(self, origin: str, seq: int) -> None:
-        self._withheld[origin] = max(seq, self._withheld.get(origin, 0))
-
-    def _on_gap(self, origin: str, contiguous: int, max_seq: int) -> None:
-        self._behind.setdefault(origin, (time.monotonic(), contiguous))
+    def take_wanted(self) -> None:
+        """Take what intake and the checkpoint keeper put in the wanted ranges since the last round."""
+        for want in self.wanted.take():
+            if want.why is Why.GAP:  # Kafka gets one probe interval from when the gap was seen
+                self._behind.setdefault(want.origin, (want.noticed, want.held))
+            elif want.why is Why.WITHHELD:
+                self._withheld[want.origin] = max(want.upto, self._withheld.get(want.origin, 0))
+            else:  # a checkpoint or a revocation root beyond what is held
+                self._wanted[want.origin] = max(want.upto, self._wanted.get(want.origin, 0))
 
     def peers(self) -> list[str]:
         return [o for o in self.trust.current.origins if o != self.config.origin]
@@ -169,6 +176,7 @@ class Sync:
         Kafka gets one probe interval without progress before gRPC steps in, so
         a node that is merely working through a backlog is not sent everything twice.
         """
+        self.take_wanted()
         contiguous = await self._contiguous(origin)
         head, source = await self._probe(origin)
         if source is None:
@@ -260,7 +268,7 @@ class Sync:
             await self.alarms.raise_once(
                 conn,
                 origin,
-                CHECKPOINT_UNREACHABLE,
+                AlarmKind.CHECKPOINT_UNREACHABLE,
                 f"{origin} signed a checkpoint of {row['size']} events {row['age']:.0f} s ago and no member serves"
                 f" more than {served}; sync stops fetching beyond that and asks again with a growing pause."
                 f" Ask {origin}'s operator whether it published its log; if it did not sign this, revoke its key",
@@ -280,7 +288,7 @@ class Sync:
             return
         async with self.pool.acquire() as conn:
             await self.alarms.resolve(
-                conn, origin, CHECKPOINT_UNREACHABLE, "the events of every checkpoint can be fetched again"
+                conn, origin, AlarmKind.CHECKPOINT_UNREACHABLE, "the events of every checkpoint can be fetched again"
             )
         self._settled.add(origin)
 
@@ -316,8 +324,8 @@ class Sync:
                 )
             except grpc.aio.AioRpcError:
                 continue
-            outcome = await self.keeper.receive(origin, checkpoint.note, f"sync:{endpoint}")
-            if not outcome.startswith("rejected"):
+            receipt = await self.keeper.receive(origin, checkpoint.note, f"sync:{endpoint}")
+            if not receipt.rejected:
                 return
 
     async def _probe(self, origin: str) -> tuple[int, str | None]:
@@ -362,7 +370,7 @@ class Sync:
         )
         log.error("sync: %s", message)
         async with self.pool.acquire() as conn:
-            await self.alarms.raise_once(conn, member, SYNC_NOT_A_PEER, message, {"endpoint": endpoint})
+            await self.alarms.raise_once(conn, member, AlarmKind.SYNC_NOT_A_PEER, message, {"endpoint": endpoint})
         self._denied[endpoint] = member  # only once the alarm is raised: else the next refusal tries again
 
     async def _a_peer_again(self, endpoint: str) -> None:
@@ -370,7 +378,10 @@ class Sync:
         member = self._denied.pop(endpoint, None)
         async with self.pool.acquire() as conn:
             await self.alarms.resolve(
-                conn, member or self._member_at(endpoint, ""), SYNC_NOT_A_PEER, f"{endpoint} serves FetchEvents again"
+                conn,
+                member or self._member_at(endpoint, ""),
+                AlarmKind.SYNC_NOT_A_PEER,
+                f"{endpoint} serves FetchEvents again",
             )
         if member is not None:
             log.warning("sync: %s at %s recognises this node as a peer again; fetching works", member, endpoint)

@@ -20,74 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from credex.adapters.profile.loader import load_spec
 from credex.domain import uscc as uscc_codes
 from credex.domain.regions import region_name
 
 Kind = Literal["penalty", "licence"]
 HeaderStyle = Literal["codes", "names"]
 
-PENALTY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("CF_XDR_MC", "行政相对人名称"),
-    ("CF_XDR_LB", "行政相对人类别"),
-    ("CF_XDR_SHXYM", "统一社会信用代码"),
-    ("CF_XDR_GSZC", "工商注册号"),
-    ("CF_XDR_ZZJG", "组织机构代码"),
-    ("CF_XDR_SWDJ", "税务登记号"),
-    ("CF_XDR_SYDW", "事业单位证书号"),
-    ("CF_XDR_SHZZ", "社会组织登记证号"),
-    ("CF_FRDB", "法定代表人"),
-    ("CF_FR_ZJLX", "法定代表人证件类型"),
-    ("CF_FR_ZJHM", "法定代表人证件号码"),
-    ("CF_XDR_ZJLX", "证件类型"),
-    ("CF_XDR_ZJHM", "证件号码"),
-    ("CF_WSH", "行政处罚决定书文号"),
-    ("CF_WFXW", "违法行为类型"),
-    ("CF_SY", "违法事实"),
-    ("CF_YJ", "处罚依据"),
-    ("CF_CFLB", "处罚类别"),
-    ("CF_NR", "处罚内容"),
-    ("CF_NR_FK", "罚款金额（万元）"),
-    ("CF_NR_WFFF", "没收违法所得、没收非法财物的金额（万元）"),
-    ("CF_NR_ZKDX", "暂扣或吊销证照名称及编号"),
-    ("CF_JDRQ", "处罚决定日期"),
-    ("CF_YXQ", "处罚有效期"),
-    ("CF_GSJZQ", "公示截止期"),
-    ("CF_CFJG", "处罚机关"),
-    ("CF_CFJGDM", "处罚机关统一社会信用代码"),
-    ("CF_SJLY", "数据来源单位"),
-    ("CF_SJLYDM", "数据来源单位统一社会信用代码"),
-    ("BZ", "备注"),
-)
-LICENCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("XK_XDR_MC", "行政相对人名称"),
-    ("XK_XDR_LB", "行政相对人类别"),
-    ("XK_XDR_SHXYM", "统一社会信用代码"),
-    ("XK_XDR_GSZC", "工商注册号"),
-    ("XK_XDR_ZZJG", "组织机构代码"),
-    ("XK_XDR_SWDJ", "税务登记号"),
-    ("XK_XDR_SYDW", "事业单位证书号"),
-    ("XK_XDR_SHZZ", "社会组织登记证号"),
-    ("XK_FRDB", "法定代表人"),
-    ("XK_FR_ZJLX", "法定代表人证件类型"),
-    ("XK_FR_SFZH", "法定代表人身份证号"),
-    ("XK_XDR_ZJLX", "证件类型"),
-    ("XK_XDR_ZJHM", "证件号码"),
-    ("XK_XKWS", "行政许可决定文书名称"),
-    ("XK_WSH", "行政许可决定文书号"),
-    ("XK_XKLB", "许可类别"),
-    ("XK_XKZS", "许可证书名称"),
-    ("XK_XKBH", "许可编号"),
-    ("XK_NR", "许可内容"),
-    ("XK_JDRQ", "许可决定日期"),
-    ("XK_YXQZ", "有效期自"),
-    ("XK_YXQZI", "有效期至"),
-    ("XK_XKJG", "许可机关"),
-    ("XK_XKJGDM", "许可机关统一社会信用代码"),
-    ("XK_ZT", "当前状态"),
-    ("XK_LYDW", "数据来源单位"),
-    ("XK_LYDWDM", "数据来源单位统一社会信用代码"),
-    ("BZ", "备注"),
-)
+
+def _national_columns(kind: str) -> tuple[tuple[str, str], ...]:
+    """(field code, Chinese name) of each column of a national file, in order: the national profile's list.
+
+    Read from the profile rather than restated, so the generator writes exactly the
+    columns the profile reads, and a column added there appears in the samples.
+    """
+    spec = next(k for k in load_spec("national").kinds if k.kind == kind)
+    return tuple((field.columns[0], field.columns[1]) for field in spec.fields.values())
+
+
+PENALTY_COLUMNS = _national_columns("KIND_PENALTY")
+LICENCE_COLUMNS = _national_columns("KIND_LICENCE")
 
 _COMMON_DEFECTS = (
     "uscc.check",
@@ -181,6 +133,11 @@ class SynthSpec:
     shared_pool: int = 40
     # Row ids start here, so two files of one region never reuse a document number.
     first_row: int = 0
+    # Every row decided on this day instead of a day drawn before the anchor (timeliness is measured from it);
+    # rows whose defect is their decision date keep the defect.
+    decided_on: dt.date | None = None
+    # Every row reported by this source unit (name, USCC) instead of its deciding authority.
+    source_unit: tuple[str, str] | None = None
 
 
 @dataclass
@@ -273,7 +230,9 @@ def generate(spec: SynthSpec) -> Iterator[SynthRow]:
         company = rng.choice(pool) if rng.random() < spec.shared_share else rng.choice(local)
         authority, authority_code, abbr = authority_of(province, spec.region, rng.randrange(len(_DEPARTMENTS)))
         decided = spec.anchor - dt.timedelta(days=rng.randrange(1, 330))
-        draw = _Draw(rng, i, company, is_person, province, short, abbr, decided, authority, authority_code)
+        decided = spec.decided_on or decided  # drawn either way, so the rest of the row stays the same
+        unit = spec.source_unit or (authority, authority_code)
+        draw = _Draw(rng, i, company, is_person, province, short, abbr, decided, authority, authority_code, unit)
         values = _penalty(draw) if spec.kind == "penalty" else _licence(draw)
         defects = DEFECTS[spec.kind]
         defect = defects[rng.randrange(len(defects))] if rng.random() < spec.bad_share else None
@@ -296,6 +255,7 @@ class _Draw:
     decided: dt.date
     authority: str
     authority_code: str
+    source_unit: tuple[str, str]
 
 
 def _subject_columns(
@@ -337,8 +297,8 @@ def _penalty(d: _Draw) -> dict[str, str]:
             "CF_GSJZQ": (d.decided + dt.timedelta(days=365)).isoformat() if d.rng.random() < 0.5 else "",
             "CF_CFJG": d.authority,
             "CF_CFJGDM": d.authority_code,
-            "CF_SJLY": d.authority,
-            "CF_SJLYDM": d.authority_code,
+            "CF_SJLY": d.source_unit[0],
+            "CF_SJLYDM": d.source_unit[1],
             "BZ": d.rng.choice(["", "", "无", "/"]),
         }
     )
@@ -362,8 +322,8 @@ def _licence(d: _Draw) -> dict[str, str]:
             "XK_XKJG": d.authority,
             "XK_XKJGDM": d.authority_code,
             "XK_ZT": "1",
-            "XK_LYDW": d.authority,
-            "XK_LYDWDM": d.authority_code,
+            "XK_LYDW": d.source_unit[0],
+            "XK_LYDWDM": d.source_unit[1],
         }
     )
     return values
@@ -503,7 +463,7 @@ DEMO_SAMPLES: tuple[SampleFile, ...] = (
 
 
 def write_demo_samples(folder: Path) -> dict[str, SynthSummary]:
-    """Regenerate the sample files shipped in ``credex/adapters/samples``."""
+    """Regenerate the sample files shipped beside this module (``credex.adapters.samples``)."""
     return {
         sample.name: write(folder / sample.name, sample.spec, headers=sample.headers, encoding=sample.encoding)
         for sample in DEMO_SAMPLES
@@ -513,5 +473,5 @@ def write_demo_samples(folder: Path) -> dict[str, SynthSummary]:
 def shipped_samples(origin: str) -> list[Path]:
     from importlib import resources
 
-    folder = resources.files("credex.adapters").joinpath("samples")
+    folder = resources.files(__package__)
     return [Path(str(folder.joinpath(s.name))) for s in DEMO_SAMPLES if s.origin == origin]

@@ -1,6 +1,6 @@
 """Deterministic sample data for every regional platform profile, in each platform's own shape.
 
-The national 双公示 rows come from :mod:`credex.adapters.synth`; this module adds
+The national 双公示 rows come from :mod:`credex.adapters.samples.synth`; this module adds
 the regional shapes: Jiangsu's multi-sheet workbook, Anhui's JSON Lines,
 Shanghai's 前置库 tables, and the JSON records Zhejiang's and Hunan's APIs page
 through. Each sample carries a couple of deliberately bad records, so the
@@ -14,14 +14,93 @@ import copy
 import datetime as dt
 import json
 import random
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from credex.adapters import synth
+from credex.adapters.samples import synth
 from credex.domain import uscc as uscc_codes
 
 ANCHOR = synth.DEFAULT_ANCHOR
 SEED = 2026
+
+# The deliberately bad rows of each sample, as (record kind, reason code the profile must give):
+# planted by the generators below at the lines marked with the platform's name.
+PLANTED: dict[str, tuple[tuple[str, str], ...]] = {
+    "jiangsu": (("KIND_BLACK_LIST", "uscc.check"),),  # a wrong USCC check character
+    "anhui": (("KIND_CONTRACT", "code.unknown"),),  # a contract stage not in the code list
+    "shanghai": (),
+    "zhejiang": (("KIND_EVALUATION", "code.unknown"),),  # a grade that is no grade
+    "hunan": (("KIND_PERSONAL_POINTS", "ric.check"),),  # a wrong ID-number check character
+}
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    """What a platform's sample holds, as its generator made it: tests take their expectations from here."""
+
+    generated: Counter[str]  # rows per record kind (a record_pb2.Kind name)
+    planted: tuple[tuple[str, str], ...]  # the deliberately bad rows: (kind, reason code)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.generated.values())
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.planted)
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(reason for _, reason in self.planted))
+
+    def accepted(self, kind: str) -> int:
+        """Rows of ``kind`` the profile must accept: all generated but the planted ones."""
+        return self.generated[kind] - sum(1 for planted, _ in self.planted if planted == kind)
+
+
+def summary(platform: str) -> SampleSummary:
+    """The summary of ``platform``'s sample (jiangsu, anhui, shanghai, zhejiang, hunan), counted from the data."""
+    kinds: Counter[str]
+    if platform == "jiangsu":
+        kinds = Counter({_SHEET_KINDS[sheet]: len(rows) - 1 for sheet, rows in jiangsu_sheets().items()})
+    elif platform == "anhui":
+        kinds = Counter(_ANHUI_KINDS[r["record_type"]] for r in anhui_records())
+    elif platform == "shanghai":
+        kinds = Counter({_TABLE_KINDS[table]: len(rows) for table, rows in shanghai_tables().items()})
+    elif platform == "zhejiang":
+        kinds = Counter(f"KIND_{r['type'].upper()}" for r in zhejiang_records())
+    elif platform == "hunan":
+        kinds = Counter(_HUNAN_KINDS[r["kind"]] for r in hunan_records())
+    else:
+        raise ValueError(f"no platform sample {platform!r}")
+    return SampleSummary(kinds, PLANTED[platform])
+
+
+_SHEET_KINDS = {
+    "行政许可": "KIND_LICENCE",
+    "行政处罚": "KIND_PENALTY",
+    "黑名单": "KIND_BLACK_LIST",
+    "红名单": "KIND_RED_LIST",
+}
+_ANHUI_KINDS = {
+    "行政许可": "KIND_LICENCE",
+    "行政处罚": "KIND_PENALTY",
+    "信用承诺": "KIND_COMMITMENT",
+    "合同履约": "KIND_CONTRACT",
+}
+_TABLE_KINDS = {
+    "sh_xzxk": "KIND_LICENCE",
+    "sh_xzcf": "KIND_PENALTY",
+    "sh_sxmd": "KIND_BLACK_LIST",
+    "sh_xycn": "KIND_COMMITMENT",
+}
+_HUNAN_KINDS = {
+    "enterprise_penalty": "KIND_PENALTY",
+    "personal_points": "KIND_PERSONAL_POINTS",
+    "household_worker": "KIND_HOUSEHOLD_WORKER",
+}
 
 
 def _rng(name: str) -> random.Random:
@@ -113,7 +192,7 @@ def jiangsu_sheets() -> dict[str, list[list[str]]]:
                 "",
             ]
         )
-    black[3][2] = black[3][2][:17] + ("0" if black[3][2][17] != "0" else "1")  # a wrong check character
+    black[3][2] = black[3][2][:17] + ("0" if black[3][2][17] != "0" else "1")  # PLANTED["jiangsu"]
     red = [list(RED_LIST_HEADER)]
     for i in range(10):
         company = synth.draw_company(rng, "32")
@@ -197,7 +276,7 @@ def anhui_records() -> list[dict[str, Any]]:
                 "SJLYDM": unit_code,
             }
         )
-    records[-1]["HT_JD"] = "终止"  # not in the code list: quarantined
+    records[-1]["HT_JD"] = "终止"  # PLANTED["anhui"]
     return records
 
 
@@ -372,7 +451,7 @@ def zhejiang_records() -> list[dict[str, Any]]:
                 "withdrawn": False,
             }
         records.append(record)
-    records[5]["evaluation"]["grade"] = "优良"  # not a grade: quarantined
+    records[5]["evaluation"]["grade"] = "优良"  # PLANTED["zhejiang"]
     return records
 
 
@@ -453,7 +532,7 @@ def hunan_records() -> list[dict[str, Any]]:
             )
     records[4]["person"]["id_number"] = records[4]["person"]["id_number"][:17] + (
         "0" if records[4]["person"]["id_number"][17] != "0" else "1"
-    )  # a wrong ID check character: quarantined, and the number never stored
+    )  # PLANTED["hunan"]: and the number is never stored
     return records
 
 

@@ -1,0 +1,64 @@
+"""Wanted ranges: what of the peers' logs this node has learnt it lacks, waiting for sync to fetch it.
+
+Intake and the checkpoint keeper find out that events are missing — a sequence
+gap, a withheld notice, a checkpoint or a revocation root beyond the tree held —
+and only *put* that here; sync only *takes* it, at its next probe. Neither side
+knows the other: intake and chain never import sync, and nothing calls back
+across floors. Runtime creates one queue and hands it to all three.
+
+The queue coalesces by (origin, why): one entry per kind of reason per origin,
+the highest seq wanted, the earliest time it was first noticed. However many
+messages a peer (or a forger) sends, it holds at most ``origins x len(Why)``
+entries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Why(StrEnum):
+    """Why events of an origin are wanted; sync treats each differently."""
+
+    GAP = "gap"  # intake stored seqs beyond a hole: Kafka gets one probe to fill it, then gRPC does
+    WITHHELD = "withheld"  # a notice says the seq exists but never crosses the bus: fetch at once
+    CHECKPOINT = "checkpoint"  # a signed checkpoint claims more than the tree held: fetch up to it
+    REVOCATION = "revocation"  # a revocation gives the root at a position beyond the tree held
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """Events of ``origin`` up to ``upto`` are wanted, for reason ``why``."""
+
+    origin: str
+    upto: int
+    why: Why
+    held: int = 0  # how far the origin's log was held without a gap when this was noticed
+    noticed: float = 0.0  # time.monotonic() when first noticed
+
+
+class WantedRanges:
+    """The one queue between the floors that notice missing events and sync, which fetches them."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, Why], Wanted] = {}
+
+    def put(self, origin: str, upto: int, why: Why, held: int = 0) -> None:
+        """Say that ``origin``'s log is wanted up to ``upto``; merged with what is already waiting."""
+        key = (origin, why)
+        waiting = self._entries.get(key)
+        if waiting is None:
+            self._entries[key] = Wanted(origin, upto, why, held, time.monotonic())
+        elif upto > waiting.upto:
+            self._entries[key] = replace(waiting, upto=upto)  # first noticed stays as it was
+
+    def take(self) -> list[Wanted]:
+        """Everything put since the last take, oldest first; the queue is empty afterwards."""
+        taken = sorted(self._entries.values(), key=lambda w: w.noticed)
+        self._entries.clear()
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,201 @@
+"""``credex lookup``, ``proof``, ``verify`` and ``audit``: ask a node, and check what it says against the bundle only.
+
+Envelopes in JSON output and proof files take DSSE's JSON envelope form
+(:func:`credex.node.chain.proofs.envelope_to_dsse`). A call that fails is
+explained by :func:`credex.node.channels.call_failed`: a refused TLS handshake
+names the missing or wrong flag instead of "Socket closed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from rich.table import Table
+
+from credex.node.channels import call_failed, open_channel
+from credex.node.cli.app import (
+    BundleOption,
+    CaOption,
+    CertOption,
+    ConfigOption,
+    FederationKeyOption,
+    KeyOption,
+    app,
+    console,
+    fail,
+    trust_and_tls,
+)
+
+
+def entry_json(checked: Any) -> dict[str, Any]:
+    """One profile entry of ``lookup --json``: the verdict, the record, and the envelope in DSSE form."""
+    from google.protobuf.json_format import MessageToDict
+
+    from credex.node.chain.proofs import envelope_to_dsse
+
+    entry = MessageToDict(checked.entry, preserving_proto_field_name=True)
+    entry["envelope"] = envelope_to_dsse(checked.entry.envelope)
+    return {"verified": checked.verified, "problem": checked.problem, **entry}
+
+
+@app.command()
+def lookup(
+    uscc: Annotated[str, typer.Argument(help="统一社会信用代码")],
+    node: Annotated[str, typer.Option(help="host:port of any node")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask a node for a subject's profile and check every origin's signature yourself."""
+    from credex.node.services import get_profile
+
+    trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    try:
+        subject, entries = asyncio.run(get_profile(node, uscc, trust, purpose=purpose, tls=(ca, cert, key)))
+    except grpc.aio.AioRpcError as exc:
+        raise call_failed(exc, node, "GetProfile", ca=ca, cert=cert, key=key) from None
+    if as_json:
+        print(json.dumps([entry_json(c) for c in entries], ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{subject}: {len(entries)} records", title_justify="left")
+    for column in ("origin", "record", "decided", "authority", "publicity end", "signature"):
+        table.add_column(column)
+    for c in entries:
+        r = c.entry.record
+        table.add_row(
+            c.entry.origin,
+            r.record_id,
+            r.decision_date,
+            r.deciding_authority.name,
+            r.publicity.end,
+            "[green]✓ verified[/]" if c.verified else f"[red]✗ {c.problem}[/]",
+        )
+    console.print(table)
+    if not all(c.verified for c in entries):
+        raise typer.Exit(2)
+
+
+@app.command()
+def audit(
+    node: Annotated[str, typer.Option(help="host:port of the node whose copy to audit")],
+    origin: Annotated[str, typer.Option(help="whose log (GB/T 2260 code)")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    state: Annotated[
+        Path | None, typer.Option(help="remember what was audited; later audits check consistency")
+    ] = None,
+) -> None:
+    """Verify a node's copy of an origin's log end to end. Exit 0: OK; 1: divergence; 2: could not audit."""
+    from credex.node.chain import AuditError, AuditReport, audit_origin
+    from credex.node.channels import PeerChannels
+
+    trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    remembered = json.loads(state.read_text()) if state is not None and state.exists() else {}
+
+    async def run() -> AuditReport:
+        channels = PeerChannels(ca, cert, key)
+        try:
+            return await audit_origin(channels, node, origin, trust, remembered.get(origin, {}) if state else None)
+        finally:
+            await channels.close()
+
+    try:
+        report = asyncio.run(run())
+    except AuditError as exc:
+        raise fail(str(exc), code=2) from None
+    for check in report.checks:
+        console.print(f"  ✓ {check}")
+    if report.ok:
+        console.print(f"OK {origin} size {report.size} root {report.root.hex()}", soft_wrap=True)
+        if state is not None:
+            remembered[origin] = {"size": report.size, "root": report.root.hex()}
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps(remembered, indent=2))
+        return
+    console.print(f"[red]DIVERGENCE[/] in {node}'s copy of {origin}: {report.divergence}", soft_wrap=True)
+    console.print(json.dumps(report.evidence, ensure_ascii=False, indent=2), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def proof(
+    record_id: Annotated[str, typer.Argument(help="the record whose current state to prove")],
+    node: Annotated[str, typer.Option(help="host:port of any node holding the record")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    out: Annotated[Path | None, typer.Option(help="write the proof here (default: print it)")] = None,
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log (government callers must say)")] = "",
+) -> None:
+    """Fetch a self-contained, offline-verifiable proof of one record (envelope, audit path, checkpoint)."""
+    from credex.node.chain import ProofInvalid, check_inclusion, proof_to_json
+    from credex.v1 import log_pb2, log_pb2_grpc
+
+    trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    origin = record_id.split("-", 1)[0]
+
+    async def fetch() -> log_pb2.InclusionProof:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            return await log_pb2_grpc.LogServiceStub(channel).GetInclusionProof(
+                log_pb2.GetInclusionProofRequest(origin=origin, record_id=record_id, purpose=purpose),
+                timeout=30,
+            )
+
+    try:
+        fetched = asyncio.run(fetch())
+    except grpc.aio.AioRpcError as exc:
+        raise call_failed(exc, node, "GetInclusionProof", ca=ca, cert=cert, key=key) from None
+    try:
+        check_inclusion(fetched, trust)  # never hand out a proof that does not hold
+    except ProofInvalid as exc:
+        raise fail(f"the node served a proof that does not verify: {exc}") from None
+    text = proof_to_json(fetched)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}: event {fetched.seq} of {origin} in its log of {fetched.tree_size}")
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="a proof file written by `credex proof`")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+) -> None:
+    """Check a proof file offline with the trust bundle only. Exit 0 when it holds, 1 when not."""
+    from credex.node.chain import ProofInvalid, check_inclusion, proof_from_json
+
+    trust, _ = trust_and_tls(config, bundle, federation_key)
+    try:
+        checked = check_inclusion(proof_from_json(file.read_text()), trust)
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
+    except ProofInvalid as exc:
+        console.print(f"[red]INVALID[/] {file}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    record = checked.event.event.record
+    console.print(
+        f"OK {record.record_id}: event {checked.event.event.seq} signed by {record.origin},"
+        f" included in its log of {checked.checkpoint.size} (root {checked.checkpoint.root.hex()[:16]}…)",
+        soft_wrap=True,
+    )
+    console.print(f"   {record.subject.name} {record.subject.uscc} {record.document_number} {record.decision_date}")

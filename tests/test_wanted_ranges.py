@@ -1,0 +1,68 @@
+"""The wanted ranges: the one way what intake and the checkpoint keeper find missing reaches sync.
+
+Intake and the keeper only put, sync only takes, and neither side imports or calls
+the other: the arrows between the floors point down. The queue holds one entry per
+origin and reason however much is put, so a flood of notices cannot grow it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from credex.crypto.merkle import MerkleTree, leaf_hash
+from credex.node.chain import TreeView, WantedRanges, Why
+
+NODE = Path(__file__).resolve().parent.parent / "node"
+
+
+def imports_of(package: str) -> set[str]:
+    """Every module the files of ``node/<package>`` import."""
+    found: set[str] = set()
+    for path in (NODE / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_intake_and_the_chain_never_import_sync() -> None:
+    for package in ("intake", "chain"):
+        assert not {m for m in imports_of(package) if m.startswith("credex.node.sync")}, package
+
+
+def test_what_is_put_is_taken_once_merged_by_origin_and_reason() -> None:
+    wanted = WantedRanges()
+    wanted.put("320000", 10, Why.GAP, held=4)
+    wanted.put("320000", 30, Why.GAP, held=9)  # the same gap seen again, further on
+    wanted.put("320000", 12, Why.CHECKPOINT)
+    wanted.put("330000", 7, Why.WITHHELD)
+    taken = {(w.origin, w.why): w for w in wanted.take()}
+    assert set(taken) == {("320000", Why.GAP), ("320000", Why.CHECKPOINT), ("330000", Why.WITHHELD)}
+    gap = taken[("320000", Why.GAP)]
+    assert (gap.upto, gap.held) == (30, 4)  # the furthest seq wanted; held as when it was first noticed
+    assert wanted.take() == []
+
+
+def test_a_flood_of_notices_holds_one_entry_per_origin_and_reason() -> None:
+    wanted = WantedRanges()
+    for seq in range(100_000):
+        wanted.put("320000", seq, Why.WITHHELD)
+    assert len(wanted) == 1
+    [only] = wanted.take()
+    assert only.upto == 99_999
+
+
+def test_a_view_of_a_tree_answers_as_the_tree_of_its_size_while_the_tree_grows() -> None:
+    """LogBook grows trees in a worker thread; a view handed out before stays what it was."""
+    leaves = [leaf_hash(str(i).encode()) for i in range(1000)]
+    tree = MerkleTree(leaves[:300])
+    view = TreeView(tree, tree.size)
+    tree.extend(leaves[300:])
+    alone = MerkleTree(leaves[:300])
+    assert view.size == 300
+    assert view.root() == alone.root()
+    assert view.inclusion_proof(17) == alone.inclusion_proof(17)
+    assert view.consistency_proof(100) == alone.consistency_proof(100)
