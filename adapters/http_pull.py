@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 
+from credex.errors import CredexError
+
 log = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class PageUnavailable(Exception):
+class PageUnavailable(CredexError):
     """A page could not be fetched after every retry, or the API answered something unusable."""
 
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import asyncpg
 
+from credex.errors import CredexError
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-class TableUnavailable(Exception):
+class TableUnavailable(CredexError):
     """The source table cannot be read as configured."""
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from credex.errors import CredexError
+
 _SAMPLE = 256 * 1024
 CSV_SUFFIXES = frozenset({".csv", ".txt"})
 XLSX_SUFFIXES = frozenset({".xlsx", ".xlsm"})
@@ -30,7 +32,7 @@ SUFFIXES = CSV_SUFFIXES | XLSX_SUFFIXES | JSONL_SUFFIXES | JSON_SUFFIXES
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long 违法事实 are real; the profile caps field length
 
 
-class FileUnreadable(Exception):
+class FileUnreadable(CredexError):
     """The file cannot be read as a table; the message names the file and says why."""
 
 

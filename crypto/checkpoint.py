@@ -20,13 +20,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credex.crypto.keys import SigningKey, public_raw
+from credex.errors import CredexError
 
 _SIGNATURE_PREFIX = "\u2014 "  # em dash, space
 _ED25519 = b"\x01"
 MAX_NOTE = 16 * 1024
 
 
-class CheckpointRejected(Exception):
+class CheckpointRejected(CredexError):
     """A checkpoint is malformed or not signed by the log's key; ``reason`` labels the counter."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -21,15 +21,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from credex.errors import CredexError
+
 PRIVATE_NAME = "signing.key"
 PUBLIC_NAME = "signing.pub"
 
 
-class KeyFileError(Exception):
+class KeyFileError(CredexError):
     """A key file is missing, unreadable, readable by others, or not an Ed25519 key."""
 
 
-class SigningRefused(PermissionError):
+class SigningRefused(CredexError, PermissionError):
     """This node may not sign any more (its key is revoked); the message says why and what to do.
 
     A PermissionError, hence an OSError: the loops that retry on OS errors (feeds, the

@@ -13,11 +13,13 @@ import hmac
 import os
 from pathlib import Path
 
+from credex.errors import CredexError
+
 PREFIX = "psn:"
 KEY_BYTES = 32
 
 
-class PseudonymKeyError(Exception):
+class PseudonymKeyError(CredexError):
     """The pseudonym key file is missing or malformed."""
 
 

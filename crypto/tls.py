@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from credex.errors import CredexError
 
-class CertificateError(ValueError):
+
+class CertificateError(CredexError, ValueError):
     """A file or value is not a PEM X.509 certificate."""
 
 

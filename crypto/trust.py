@@ -53,12 +53,13 @@ from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, o
 from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae, signature_valid
 from credex.crypto.keys import SigningKey, key_id, public_raw
 from credex.domain.regions import is_origin_code
+from credex.errors import CredexError
 from credex.v1 import event_pb2
 
 BUNDLE_PAYLOAD_TYPE = "application/vnd.credex.trust-bundle.v1+json"
 
 
-class TrustBundleError(Exception):
+class TrustBundleError(CredexError):
     """The bundle is unreadable, malformed or not signed by the federation key."""
 
 
@@ -370,7 +371,7 @@ def _claimed_size(note: str) -> int:
     return _SEQ_LIMIT
 
 
-class EventRejected(Exception):
+class EventRejected(CredexError):
     """An envelope failed verification. ``reason`` is the counter label; nothing of it is stored as data."""
 
     def __init__(self, reason: str, message: str, key_id: str = "") -> None:

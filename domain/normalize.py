@@ -20,6 +20,8 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache, wraps
 from typing import Any, TypeVar
 
+from credex.errors import CredexError
+
 MISSING = frozenset({"", "无", "/", "-", "—", "--", "空", "null", "NULL", "None", "N/A", "n/a"})
 
 # Dates outside this range are data errors, not history: the People's Republic's
@@ -67,7 +69,7 @@ def memo_sizes() -> dict[str, int]:
     return {name: function.memo.cache_info().currsize for name, function in cached.items()}
 
 
-class ValueRejected(ValueError):
+class ValueRejected(CredexError, ValueError):
     """A raw value could not be normalized; ``reason`` is a stable reason code."""
 
     def __init__(self, reason: str, message: str) -> None:

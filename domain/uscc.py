@@ -24,6 +24,7 @@ from functools import lru_cache
 from stdnum.cn import uscc as stdnum_uscc
 
 from credex.domain.regions import is_plausible_division
+from credex.errors import CredexError
 
 ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _FORBIDDEN = set("IOSVZ")
@@ -60,7 +61,7 @@ MAX_RAW = 64
 _MEMO_SIZE = 16384  # distinct codes kept by validate_recurring (each at most MAX_RAW characters)
 
 
-class InvalidSubjectCode(ValueError):
+class InvalidSubjectCode(CredexError, ValueError):
     """A subject code failed validation; ``reason`` is a stable machine-readable code."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -18,11 +18,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from credex.domain.publicity import PublicityRules
 from credex.domain.regions import is_origin_code
+from credex.errors import CredexError
 
 Role = Literal["public", "government", "peer", "operator"]
 
 
-class ConfigError(Exception):
+class ConfigError(CredexError):
     """The config file is missing, unreadable or invalid."""
 
 

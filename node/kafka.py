@@ -31,9 +31,13 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizat
 from google.protobuf.message import DecodeError
 
 from credex.node.config import NodeConfig
+from credex.node.store.database import RETRYABLE as DATABASE_RETRYABLE
 from credex.v1 import event_pb2, record_pb2
 
 log = logging.getLogger(__name__)
+
+# What the relay's and intake's loops outlive by reconnecting after a pause: the bus or the database went away.
+RETRYABLE: tuple[type[BaseException], ...] = (KafkaError, *DATABASE_RETRYABLE)
 
 ENVELOPE_CONTENT_TYPE = "application/vnd.credex.envelope.v1+protobuf"
 CHECKPOINT_CONTENT_TYPE = "text/x.c2sp.signed-note; charset=utf-8"

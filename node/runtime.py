@@ -43,6 +43,7 @@ from credex.node.relay import Relay
 from credex.node.services import AuditLog, start_server
 from credex.node.store import database as store
 from credex.node.store import evidence as rejections
+from credex.node.store.database import RETRYABLE
 from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
 from credex.node.trust import TrustProvider
@@ -301,7 +302,7 @@ class Node:
             await self.trust.adopt(bundle, self.pool, str(path))
         except TrustBundleError as exc:
             log.warning("trust bundle at %s ignored, keeping version %d: %s", path, self.bundle.version, exc)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except RETRYABLE as exc:
             # Not switched before the database has it: otherwise a rollback could not be noticed.
             log.warning(
                 "trust bundle version %d not yet taken, the database is unavailable (%s); trying again",

@@ -60,7 +60,7 @@ class TaskFailed(CredexError):
         self.cause = cause
 
 
-class TaskEnded(Exception):
+class TaskEnded(CredexError):
     """A loop that should run until the node stops returned."""
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.publicity import PublicityRules
+from credex.errors import CredexError
 
 FieldType = Literal[
     "text",
@@ -37,7 +38,7 @@ SPECIAL_PREFIXES = ("person.", "discard.")
 RULE_FIELDS = frozenset({"publicity.end"})
 
 
-class ProfileError(Exception):
+class ProfileError(CredexError):
     """A profile file is invalid, or a table does not fit the profile (missing columns)."""
 
 

@@ -2,8 +2,7 @@
 
 Every command is registered through :class:`CredexTyper`, which wraps it in
 :func:`error_boundary`: an error credex raised on purpose (a
-:class:`~credex.errors.CredexError`, or one of the older classes not yet rooted
-there) is printed as one line ``error: …`` and exits 1, so an operator never
+:class:`~credex.errors.CredexError`) is printed as one line ``error: …`` and exits 1, so an operator never
 reads a traceback for a mistake they can fix. Anything else is a bug and keeps
 its traceback. The command modules (``node``, ``ingest``, ``lookup`` …) only
 add commands to the app defined here.
@@ -25,18 +24,10 @@ import typer
 from rich.console import Console
 from typer.models import CommandFunctionType
 
-from credex.adapters.profile import ProfileError
-from credex.adapters.tables import FileUnreadable
-from credex.crypto.keys import KeyFileError, load_public
-from credex.crypto.pseudonym import PseudonymKeyError
-from credex.crypto.tls import CertificateError
-from credex.crypto.trust import TrustBundle, TrustBundleError
+from credex.crypto.keys import load_public
+from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
-from credex.node.config import ConfigError, NodeConfig, load_config
-from credex.node.embedded import EmbeddedServiceError
-from credex.node.feeds.files import IngestError
-from credex.node.ledger.appender import LedgerError
-from credex.node.store.database import StoreError
+from credex.node.config import NodeConfig, load_config
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,23 +35,6 @@ R = TypeVar("R")
 # A pipe or CI log has no width; tables of Chinese text need more than rich's fallback of 80.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
-
-
-# Errors raised on purpose before there was one root; each says what is wrong in the operator's terms.
-OPERATOR_ERRORS: tuple[type[Exception], ...] = (
-    CredexError,
-    ConfigError,
-    ProfileError,
-    FileUnreadable,
-    StoreError,
-    EmbeddedServiceError,
-    LedgerError,
-    IngestError,
-    KeyFileError,
-    PseudonymKeyError,
-    CertificateError,
-    TrustBundleError,
-)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -71,7 +45,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def explain(exc: BaseException) -> str | None:
     """The operator's message for an error raised on purpose, or None for a bug."""
-    if isinstance(exc, OPERATOR_ERRORS):
+    if isinstance(exc, CredexError):
         return str(exc)
     if isinstance(exc, grpc.aio.AioRpcError):  # a call made without the channel's context to explain it
         return f"{exc.code().name}: {exc.details()}"

@@ -22,6 +22,7 @@ import asyncpg
 from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
 from credex.adapters.tables import FileUnreadable
 from credex.domain.records import TakenRecord
+from credex.errors import CredexError
 from credex.node.feeds.mapping import Batch, open_mapping
 from credex.node.ledger import AppendResult, Change, Ledger
 from credex.node.metrics import METRICS
@@ -41,7 +42,7 @@ _QUARANTINE_COLUMNS = (
 )
 
 
-class IngestError(Exception):
+class IngestError(CredexError):
     """A file could not be taken in; nothing of it was applied. The message names the file."""
 
 

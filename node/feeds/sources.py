@@ -29,8 +29,11 @@ from credex.node.feeds.files import Counts, IngestError, QuarantineKey, ingest_f
 from credex.node.feeds.mapping import RowMapper, map_rows
 from credex.node.ledger import Ledger
 from credex.node.store import Connection
+from credex.node.store.database import RETRYABLE
 
 log = logging.getLogger(__name__)
+# A platform that does not answer, or answers nonsense, is tried again after a pause, like a lost database.
+_RETRYABLE: tuple[type[BaseException], ...] = (*RETRYABLE, PageUnavailable, TableUnavailable, ProfileError)
 
 
 class Feed(abc.ABC):
@@ -60,14 +63,7 @@ class Feed(abc.ABC):
                     attempt = 0
                 except asyncio.CancelledError:
                     raise
-                except (
-                    PageUnavailable,
-                    TableUnavailable,
-                    ProfileError,
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                ) as exc:
+                except _RETRYABLE as exc:
                     attempt += 1
                     log.error("feed %s: %s", self.name, exc)
                     await asyncio.sleep(min(60.0, self.config.poll_seconds * 2 ** min(attempt, 5)))

@@ -395,7 +395,7 @@ class Intake:
                 continue
             except asyncio.CancelledError:
                 raise
-            except (bus.KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except bus.RETRYABLE as exc:
                 METRICS.intake_errors.labels(self.me).inc()
                 log.warning("intake: %s; restarting the consumer", exc)
             except Exception:

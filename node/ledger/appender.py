@@ -34,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import SigningKey
+from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, Connection
 from credex.node.store import events as state
@@ -42,7 +43,7 @@ from credex.v1 import event_pb2, lookup_pb2, record_pb2
 _RECORD_FIELD_TAG = b"\x32"  # field 6 (record), wire type 2 (length-delimited)
 
 
-class LedgerError(Exception):
+class LedgerError(CredexError):
     """A change cannot be recorded (unknown record, record of another origin)."""
 
 

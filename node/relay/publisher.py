@@ -65,7 +65,7 @@ class Relay:
                 await self._run_as_leader()
             except asyncio.CancelledError:
                 raise
-            except (bus.KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except bus.RETRYABLE as exc:
                 METRICS.relay_errors.labels(self.origin).inc()
                 log.warning("relay: %s; retrying", exc)
                 await bus.backoff(attempt)

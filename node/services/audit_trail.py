@@ -29,7 +29,9 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
+from credex.errors import CredexError
 from credex.node.metrics import METRICS
+from credex.node.store.database import CONNECTION_LOST
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +42,10 @@ _LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose"
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 # Errors that mean the database is out of reach: retrying entries one by one would not help.
-_CONNECTION_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-)
+_CONNECTION_ERRORS = CONNECTION_LOST
 
 
-class AuditUnavailable(RuntimeError):
+class AuditUnavailable(CredexError, RuntimeError):
     """The audit entry could not be written, so the call must not be answered."""
 
 

@@ -49,17 +49,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-import asyncpg
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from credex.domain.regions import is_origin_code
+from credex.errors import CredexError
 from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
 from credex.node.services.access import Caller, identify
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.store.database import CONNECTION_LOST
 from credex.node.trust import TrustProvider
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,12 @@ _INTEGERS = frozenset(
         FieldDescriptor.TYPE_SFIXED64,
     }
 )
-_DATABASE_DOWN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+_DATABASE_DOWN = CONNECTION_LOST
 _CURRENT: contextvars.ContextVar[Call] = contextvars.ContextVar("credex_call")
 _Key: TypeAlias = tuple[str, str, str]  # caller identity, role, method
 
 
-class Refused(Exception):
+class Refused(CredexError):
     """Refuse the call with ``code``; ``message`` says what to do and is cut to :data:`MAX_DETAILS`."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from credex.errors import CredexError
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
 from credex.node.services.access import unbound_privileged
@@ -36,7 +37,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 MAX_PENDING = 50_000
 
 
-class ServerError(RuntimeError):
+class ServerError(CredexError, RuntimeError):
     """The gRPC server could not listen where configured."""
 
 

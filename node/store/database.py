@@ -15,10 +15,25 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from credex.errors import CredexError
+
 # A connection taken from a pool or opened directly; the store accepts both.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# The database or the way to it went away: the same statement may succeed later. Callers that
+# must tell this from a refused statement (the edge, the audit writer) catch exactly these.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
+# What a background loop outlives by trying again after a pause (a refused statement included:
+# the loop logs it and goes on rather than dying on one bad round).
+RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_LOST, asyncpg.PostgresError)
 
 # The channel a ledger commit notifies, so the relay publishes at once instead of at its next poll.
 NOTIFY_CHANNEL = "credex_outbox"
@@ -29,7 +44,7 @@ _MIGRATION_LOCK = 0x63726564  # "cred"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-class StoreError(RuntimeError):
+class StoreError(CredexError, RuntimeError):
     """The database is unreachable or its schema is newer than this code."""
 
 

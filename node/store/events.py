@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from credex.crypto.merkle import leaf_hash
 from credex.domain.identity import subject_id
 from credex.domain.records import canonical_bytes
+from credex.errors import CredexError
 from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -105,7 +106,7 @@ class RecordState:
 MAX_ID_CHARS = 256
 
 
-class Unstorable(ValueError):
+class Unstorable(CredexError, ValueError):
     """A validly signed event whose fields the store cannot hold (NUL or control characters, an
     over-long id, a date or id that does not parse). Intake rejects it as ``reason`` instead of
     letting the database refuse the whole batch."""

@@ -54,6 +54,7 @@ from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
 from credex.node.metrics import METRICS
+from credex.node.store.database import RETRYABLE
 from credex.node.trust import TrustProvider
 from credex.v1 import exchange_pb2, log_pb2
 
@@ -165,7 +166,7 @@ class Sync:
                 await self.sync_origin(origin)
             except asyncio.CancelledError:
                 raise
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except RETRYABLE as exc:
                 log.warning("sync of %s: %s", origin, exc)
             except Exception:
                 log.exception("sync of %s failed; going on with the other origins", origin)
