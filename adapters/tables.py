@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from credex.domain.reasons import Reason
 from credex.errors import CredexError
 
 _SAMPLE = 256 * 1024
@@ -41,7 +42,7 @@ class Row:
     locator: str
     values: list[object]
     # A problem found while reading (reason code, message): the row becomes a rejection.
-    problem: tuple[str, str] | None = None
+    problem: tuple[Reason, str] | None = None
     # Rows of JSON sources name their own fields; table rows share the table's header.
     header: tuple[str, ...] | None = None
 
@@ -145,13 +146,13 @@ def _read_csv(path: Path) -> Table:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    yield Row(f"line {reader.line_num}", [], ("row.csv", f"not valid CSV: {exc}"))
+                    yield Row(f"line {reader.line_num}", [], (Reason.ROW_CSV, f"not valid CSV: {exc}"))
                     continue
                 if not any(cell.strip() for cell in values):
                     continue
                 problem = None
                 if _has_surrogates("".join(values)):
-                    problem = ("row.encoding", f"bytes that are not valid {encoding} text")
+                    problem = (Reason.ROW_ENCODING, f"bytes that are not valid {encoding} text")
                 yield Row(f"line {reader.line_num}", list(values), problem)
 
     size = path.stat().st_size
@@ -230,7 +231,7 @@ def object_row(item: object, locator: str) -> Row:
     record in a feed must not stop the feed.
     """
     if not isinstance(item, dict):
-        return Row(locator, [str(item)[:2000]], ("row.json", f"expected a JSON object, got {type(item).__name__}"))
+        return Row(locator, [str(item)[:2000]], (Reason.ROW_JSON, f"expected a JSON object, got {type(item).__name__}"))
     flat: dict[str, object] = {}
     _flatten(item, "", flat)
     return Row(locator, list(flat.values()), header=tuple(flat))
@@ -268,10 +269,12 @@ def _read_jsonl(path: Path) -> Table:
                 try:
                     item = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
                 except UnicodeDecodeError:
-                    yield Row(locator, [raw[:2000].decode("utf-8", "replace")], ("row.encoding", "not UTF-8 text"))
+                    yield Row(locator, [raw[:2000].decode("utf-8", "replace")], (Reason.ROW_ENCODING, "not UTF-8 text"))
                     continue
                 except json.JSONDecodeError as exc:
-                    yield Row(locator, [raw[:2000].decode("utf-8", "replace")], ("row.json", f"not JSON: {exc.msg}"))
+                    yield Row(
+                        locator, [raw[:2000].decode("utf-8", "replace")], (Reason.ROW_JSON, f"not JSON: {exc.msg}")
+                    )
                     continue
                 yield object_row(item, locator)
 

@@ -25,6 +25,7 @@ from bench.common import line, raw_copy, services
 from credex.node.quality import compute
 from credex.node.store import Connection
 from credex.node.store.database import open_pool
+from credex.node.store.events import EVENT_COLUMNS, RECORD_COLUMNS
 from credex.v1 import record_pb2
 
 ORIGIN = "310000"
@@ -79,41 +80,12 @@ async def load(conn: Connection, n: int) -> float:
         records, events = [], []
         for record_id, encoded, recorded_at in batch:
             seq += 1
-            subject = f"uscc:{record_id}"
+            subject = f"uscc:{record_id}"  # rows in the order of RECORD_COLUMNS and EVENT_COLUMNS
             records.append((record_id, ORIGIN, subject, 1, seq, 1, 1, None, b"\0" * 32, encoded))
             events.append((ORIGIN, seq, uuid.uuid4(), 1, record_id, subject, b"", recorded_at, bytes(32)))
         async with conn.transaction():
-            await conn.copy_records_to_table(
-                "records",
-                records=records,
-                columns=[
-                    "record_id",
-                    "origin",
-                    "subject_id",
-                    "kind",
-                    "seq",
-                    "status",
-                    "sharing_level",
-                    "publicity_end",
-                    "digest",
-                    "record",
-                ],
-            )
-            await conn.copy_records_to_table(
-                "events",
-                records=events,
-                columns=[
-                    "origin",
-                    "seq",
-                    "event_id",
-                    "event_type",
-                    "record_id",
-                    "subject_id",
-                    "envelope",
-                    "recorded_at",
-                    "leaf_hash",
-                ],
-            )
+            await conn.copy_records_to_table("records", records=records, columns=RECORD_COLUMNS)
+            await conn.copy_records_to_table("events", records=events, columns=EVENT_COLUMNS)
     await conn.execute("ANALYZE records; ANALYZE events")
     return time.perf_counter() - started
 

@@ -43,11 +43,12 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
 from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae, signature_valid
@@ -66,6 +67,20 @@ class TrustBundleError(CredexError):
 _SEQ_LIMIT = 2**63  # seq and tree sizes are PostgreSQL bigints
 
 
+def _sha256_hex(meaning: str) -> AfterValidator:
+    """A string field that is empty or a SHA-256 digest in 64 lower-case hex digits, the one form compared.
+
+    ``meaning`` says what digest it is, for the error an operator reads when a bundle gives another form.
+    """
+
+    def check(value: str, info: ValidationInfo) -> str:
+        if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+            raise ValueError(f"{info.field_name} is 64 lower-case hex digits ({meaning})")
+        return value
+
+    return AfterValidator(check)
+
+
 class MemberKey(BaseModel, frozen=True):
     key_id: str
     public_key: str  # base64 of the raw 32 bytes
@@ -77,14 +92,7 @@ class MemberKey(BaseModel, frozen=True):
     revocation_reason: str = ""
     # Hex SHA-256 Merkle root of the origin's log at size ``revoked_after_seq``, as the federation
     # verified it: a node whose copy has another root at that size holds history forged with this key.
-    revoked_root: str = ""
-
-    @field_validator("revoked_root")
-    @classmethod
-    def _root_hex(cls, value: str) -> str:
-        if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
-            raise ValueError("revoked_root is 64 lower-case hex digits (the log's SHA-256 Merkle root)")
-        return value
+    revoked_root: Annotated[str, _sha256_hex("the log's SHA-256 Merkle root")] = ""
 
     @model_validator(mode="after")
     def _root_needs_position(self) -> MemberKey:
@@ -140,14 +148,7 @@ class Member(BaseModel, frozen=True):
     keys: tuple[MemberKey, ...] = ()
     # Hex SHA-256 of the SubjectPublicKeyInfo (DER) of the member's node certificate: a certificate
     # whose common name is the origin code gets peer rights only if its key is this one.
-    tls_spki_sha256: str = ""
-
-    @field_validator("tls_spki_sha256")
-    @classmethod
-    def _sha256_hex(cls, value: str) -> str:
-        if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
-            raise ValueError("tls_spki_sha256 is 64 lower-case hex digits (SHA-256 of the certificate's SPKI)")
-        return value
+    tls_spki_sha256: Annotated[str, _sha256_hex("SHA-256 of the certificate's SPKI")] = ""
 
     @field_validator("origin")
     @classmethod

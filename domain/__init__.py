@@ -4,6 +4,7 @@
 - :mod:`.records`: a record as taken in, with its provenance, handed to the ledger;
 - :mod:`.uscc`, :mod:`.persons`, :mod:`.regions`: 统一社会信用代码, ID numbers, division codes;
 - :mod:`.normalize`: cleaning published text, dates and amounts;
+- :mod:`.reasons`: the catalogue of reason codes a rejected row carries, with how quality counts each;
 - :mod:`.publicity`, :mod:`.workdays`: publicity windows and the official working-day calendar.
 """
 

@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache, wraps
 from typing import Any, TypeVar
 
+from credex.domain.reasons import Reason
 from credex.errors import CredexError
 
 MISSING = frozenset({"", "无", "/", "-", "—", "--", "空", "null", "NULL", "None", "N/A", "n/a"})
@@ -70,9 +71,9 @@ def memo_sizes() -> dict[str, int]:
 
 
 class ValueRejected(CredexError, ValueError):
-    """A raw value could not be normalized; ``reason`` is a stable reason code."""
+    """A raw value could not be normalized; ``reason`` says why, from the catalogue of reason codes."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -94,14 +95,14 @@ def clean_text(raw: object) -> str:
 
 def _checked(text: str) -> str:
     if len(text) > _MAX_FIELD:
-        raise ValueRejected("field.too_long", f"value of {len(text)} characters exceeds {_MAX_FIELD}")
+        raise ValueRejected(Reason.FIELD_TOO_LONG, f"value of {len(text)} characters exceeds {_MAX_FIELD}")
     if _FORMULA.match(text):
         # A spreadsheet would run it when the row is opened again (in a report sent back, say).
-        raise ValueRejected("field.formula", f"value {text[:40]!r} looks like a spreadsheet formula")
+        raise ValueRejected(Reason.FIELD_FORMULA, f"value {text[:40]!r} looks like a spreadsheet formula")
     if text.isprintable():  # the common case, checked in C
         return text
     if _CONTROL.search(text):
-        raise ValueRejected("field.control", "value contains control characters")
+        raise ValueRejected(Reason.FIELD_CONTROL, "value contains control characters")
     # Invisible format characters (zero-width spaces, a stray BOM) are debris of copy and paste.
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
@@ -161,23 +162,23 @@ def parse_date(raw: object) -> dt.date | None:
             try:
                 value = dt.date(year, month, day)
             except ValueError:
-                raise ValueRejected("date.invalid", f"{text!r} is not a calendar date") from None
+                raise ValueRejected(Reason.DATE_INVALID, f"{text!r} is not a calendar date") from None
             return _in_range(value, text)
     if re.fullmatch(r"\d{1,5}(\.\d+)?", text):
         return _excel_serial(float(text), text)
-    raise ValueRejected("date.format", f"{text!r} is not a date in any known form")
+    raise ValueRejected(Reason.DATE_FORMAT, f"{text!r} is not a date in any known form")
 
 
 def _excel_serial(serial: float, text: str) -> dt.date:
     if serial < 1:
-        raise ValueRejected("date.invalid", f"{text!r} is not a valid Excel date serial")
+        raise ValueRejected(Reason.DATE_INVALID, f"{text!r} is not a valid Excel date serial")
     return _in_range(_EXCEL_EPOCH + dt.timedelta(days=int(serial)), text)
 
 
 def _in_range(value: dt.date, text: str) -> dt.date:
     if not EARLIEST_DATE <= value <= LATEST_DATE:
         raise ValueRejected(
-            "date.out_of_range", f"{text!r} is outside {EARLIEST_DATE.isoformat()}..{LATEST_DATE.isoformat()}"
+            Reason.DATE_OUT_OF_RANGE, f"{text!r} is outside {EARLIEST_DATE.isoformat()}..{LATEST_DATE.isoformat()}"
         )
     return value
 
@@ -201,13 +202,13 @@ def parse_wanyuan(raw: object) -> str:
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise ValueRejected("amount.format", f"{raw!r} is not an amount in 万元") from None
+        raise ValueRejected(Reason.AMOUNT_FORMAT, f"{raw!r} is not an amount in 万元") from None
     if not amount.is_finite():
-        raise ValueRejected("amount.format", f"{raw!r} is not a finite amount")
+        raise ValueRejected(Reason.AMOUNT_FORMAT, f"{raw!r} is not a finite amount")
     if amount < 0:
-        raise ValueRejected("amount.negative", f"{raw!r} is negative")
+        raise ValueRejected(Reason.AMOUNT_NEGATIVE, f"{raw!r} is negative")
     if amount > MAX_WANYUAN:
-        raise ValueRejected("amount.absurd", f"{raw!r} 万元 exceeds {MAX_WANYUAN} 万元")
+        raise ValueRejected(Reason.AMOUNT_ABSURD, f"{raw!r} 万元 exceeds {MAX_WANYUAN} 万元")
     return decimal_text(amount * 10000)
 
 

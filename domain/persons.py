@@ -18,6 +18,7 @@ import unicodedata
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError
 
+from credex.domain.reasons import Reason
 from credex.domain.regions import is_plausible_division
 from credex.domain.uscc import InvalidSubjectCode
 
@@ -30,19 +31,19 @@ def validate_ric(raw: str) -> str:
     """
     code = "".join(unicodedata.normalize("NFKC", raw).split()).upper()
     if not code:
-        raise InvalidSubjectCode("ric.missing", "证件号码 is empty")
+        raise InvalidSubjectCode(Reason.RIC_MISSING, "证件号码 is empty")
     if len(code) != 18:
-        raise InvalidSubjectCode("ric.length", f"证件号码 must have 18 characters, got {len(code)}")
+        raise InvalidSubjectCode(Reason.RIC_LENGTH, f"证件号码 must have 18 characters, got {len(code)}")
     if not code[:17].isdigit() or not (code[17].isdigit() or code[17] == "X"):
-        raise InvalidSubjectCode("ric.format", "证件号码 must be 17 digits and a digit or X")
+        raise InvalidSubjectCode(Reason.RIC_FORMAT, "证件号码 must be 17 digits and a digit or X")
     if not is_plausible_division(code[:6]):
-        raise InvalidSubjectCode("ric.component", "证件号码 does not start with a division code")
+        raise InvalidSubjectCode(Reason.RIC_COMPONENT, "证件号码 does not start with a division code")
     try:
         born = ric.get_birth_date(code)
     except ValidationError:
-        raise InvalidSubjectCode("ric.component", "证件号码 has an impossible birth date") from None
+        raise InvalidSubjectCode(Reason.RIC_COMPONENT, "证件号码 has an impossible birth date") from None
     if not dt.date(1900, 1, 1) <= born <= dt.date.today():
-        raise InvalidSubjectCode("ric.component", "证件号码 has a birth date outside 1900 to today")
+        raise InvalidSubjectCode(Reason.RIC_COMPONENT, "证件号码 has a birth date outside 1900 to today")
     if ric.calc_check_digit(code) != code[17]:  # stdnum expects the number with its check digit
-        raise InvalidSubjectCode("ric.check", "证件号码 check character does not match")
+        raise InvalidSubjectCode(Reason.RIC_CHECK, "证件号码 check character does not match")
     return code

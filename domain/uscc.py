@@ -23,6 +23,7 @@ from functools import lru_cache
 
 from stdnum.cn import uscc as stdnum_uscc
 
+from credex.domain.reasons import Reason
 from credex.domain.regions import is_plausible_division
 from credex.errors import CredexError
 
@@ -62,9 +63,9 @@ _MEMO_SIZE = 16384  # distinct codes kept by validate_recurring (each at most MA
 
 
 class InvalidSubjectCode(CredexError, ValueError):
-    """A subject code failed validation; ``reason`` is a stable machine-readable code."""
+    """A subject code failed validation; ``reason`` says why, from the catalogue of reason codes."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -117,25 +118,25 @@ def validate(raw: str) -> USCC:
     """
     if len(raw) > MAX_RAW:
         raise InvalidSubjectCode(
-            "uscc.length", f"统一社会信用代码 must have 18 characters; the value given has {len(raw):,} characters"
+            Reason.USCC_LENGTH, f"统一社会信用代码 must have 18 characters; the value given has {len(raw):,} characters"
         )
     code = normalize(raw)
     if not code:
-        raise InvalidSubjectCode("uscc.missing", "统一社会信用代码 is empty")
+        raise InvalidSubjectCode(Reason.USCC_MISSING, "统一社会信用代码 is empty")
     if len(code) != 18:
         if _LEGACY_REGISTRATION.match(code):
             raise InvalidSubjectCode(
-                "uscc.legacy_registration_number",
+                Reason.USCC_LEGACY_REGISTRATION_NUMBER,
                 f"{code!r} is a 15-digit 工商注册号, not an 18-character 统一社会信用代码; "
                 "put it in the 工商注册号 column and report the subject's USCC",
             )
         if _LEGACY_ORG_CODE.match(code):
             raise InvalidSubjectCode(
-                "uscc.legacy_organization_code",
+                Reason.USCC_LEGACY_ORGANIZATION_CODE,
                 f"{code!r} is a 9-character 组织机构代码, not an 18-character 统一社会信用代码",
             )
         raise InvalidSubjectCode(
-            "uscc.length", f"统一社会信用代码 must have 18 characters, {_shown(code)} has {len(code)}"
+            Reason.USCC_LENGTH, f"统一社会信用代码 must have 18 characters, {_shown(code)} has {len(code)}"
         )
     bad = [(i + 1, c) for i, c in enumerate(code) if c not in ALPHABET]
     if bad:
@@ -145,31 +146,31 @@ def validate(raw: str) -> USCC:
             detail = f"character {char!r} at position {pos} is not allowed{hint}"
         else:
             detail = f"character {char!r} at position {pos} is not a digit or capital letter"
-        raise InvalidSubjectCode("uscc.charset", f"{code!r}: {detail}")
+        raise InvalidSubjectCode(Reason.USCC_CHARSET, f"{code!r}: {detail}")
     if code[0] not in DEPARTMENTS:
         raise InvalidSubjectCode(
-            "uscc.department", f"{code!r}: {code[0]!r} at position 1 is not a registering department code"
+            Reason.USCC_DEPARTMENT, f"{code!r}: {code[0]!r} at position 1 is not a registering department code"
         )
     allowed = CATEGORIES.get(code[0])
     if (allowed is not None and code[1] not in allowed) or not code[1].isdigit():
         raise InvalidSubjectCode(
-            "uscc.category",
+            Reason.USCC_CATEGORY,
             f"{code!r}: {code[1]!r} at position 2 is not a category of department {DEPARTMENTS[code[0]]}",
         )
     if not is_plausible_division(code[2:8]):
         raise InvalidSubjectCode(
-            "uscc.division", f"{code!r}: positions 3-8 {code[2:8]!r} are not a GB/T 2260 division code"
+            Reason.USCC_DIVISION, f"{code!r}: positions 3-8 {code[2:8]!r} are not a GB/T 2260 division code"
         )
     org_check = org_check_char(code[8:16])
     if code[16] != org_check:
         raise InvalidSubjectCode(
-            "uscc.organization_check",
+            Reason.USCC_ORGANIZATION_CHECK,
             f"{code!r}: position 17 should be {org_check!r} (GB 11714 check of positions 9-16), got {code[16]!r}",
         )
     expected = check_char(code[:17])
     if code[17] != expected:
         raise InvalidSubjectCode(
-            "uscc.check", f"{code!r}: check character at position 18 should be {expected!r}, got {code[17]!r}"
+            Reason.USCC_CHECK, f"{code!r}: check character at position 18 should be {expected!r}, got {code[17]!r}"
         )
     return USCC(code)
 

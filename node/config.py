@@ -147,6 +147,9 @@ class RelayConfig(BaseModel):
 class IntakeConfig(BaseModel):
     batch_size: int = 2000
     fetch_wait_ms: int = 200
+    # A Kafka offset commit that has not finished by then restarts the consumer, so a stuck broker or group
+    # coordinator cannot hang intake; what was read again is applied idempotently (counted as replays).
+    commit_timeout_seconds: float = Field(default=30.0, gt=0)
     # Evidence of a rejected message: its first bytes, with the size and SHA-256 of the whole.
     evidence_bytes: int = Field(default=4096, ge=0, le=65536)
     # Evidence kept per origin; beyond either bound the oldest rows are trimmed (the counts stay).

@@ -28,8 +28,8 @@ from credex.node.store import evidence as rejections
 from credex.v1 import event_pb2
 
 from .conftest import TestFederation, eventually
+from .forgery import event_payload
 from .test_checkpoints import take_in
-from .test_tampered_events import event_payload
 from .trust_support import add_restricted_record
 
 OUTCOMES = ("applied", "replay", "held")

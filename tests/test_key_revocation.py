@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,35 +22,24 @@ from credex.node.channels import PeerChannels
 from credex.node.cli import app
 from credex.node.config import events_topic
 from credex.node.runtime import Node
-from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc, record_pb2
+from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc, record_pb2
 
 from .conftest import TestFederation, eventually
+from .forgery import event_payload
 from .trust_support import channel_as, member_tls, own_checkpoint, quick_refresh, take_in
 
 __all__ = ["quick_refresh"]  # a fixture, used by name
 
 FORGED_USCC = "913100006000373412"
+FORGED_SUBJECT = record_pb2.Subject(uscc=FORGED_USCC, name="被伪造处罚的公司")
 runner = CliRunner()
 
 
 def event(origin: str, seq: int, recorded_at: dt.datetime) -> bytes:
-    record_id = f"{origin}-CF-forged{seq}"
-    signed = event_pb2.Event(
-        origin=origin,
-        seq=seq,
-        event_id=str(uuid.uuid4()),
-        type=event_pb2.EVENT_TYPE_UPSERT,
-        record_id=record_id,
-        record=record_pb2.Record(
-            record_id=record_id,
-            origin=origin,
-            kind=record_pb2.KIND_PENALTY,
-            subject=record_pb2.Subject(uscc=FORGED_USCC, name="被伪造处罚的公司"),
-            sharing_level=record_pb2.SHARING_LEVEL_GOVERNMENT,
-        ),
+    """A government-shared penalty of a company that never had one, dated by its forger."""
+    return event_payload(
+        origin, seq, recorded_at=recorded_at, subject=FORGED_SUBJECT, sharing_level=record_pb2.SHARING_LEVEL_GOVERNMENT
     )
-    signed.recorded_at.FromDatetime(recorded_at)
-    return signed.SerializeToString(deterministic=True)
 
 
 def bundle_with(key: MemberKey) -> TrustBundle:
@@ -96,30 +84,35 @@ def test_a_checkpoint_larger_than_the_revocation_position_is_rejected() -> None:
         bundle.verify_checkpoint("310000", Checkpoint(log_name("310000"), 11, root).sign(key).replace("11", "١١", 1))
 
 
+def own_key(federation: TestFederation, origin: str = "310000") -> SigningKey:
+    """The member's signing key: its node's, or, once revoked, the thief's copy."""
+    return SigningKey.load(federation.layout.member_dir(origin) / "keys")
+
+
 def revoke_own_key(federation: TestFederation, origin: str, after_seq: int) -> TrustBundle:
-    key = SigningKey.load(federation.layout.member_dir(origin) / "keys")
-    revoked = federation.bundle_now().with_key_revoked(origin, key.key_id, after_seq, "stolen").next_version()
+    key_id = own_key(federation, origin).key_id
+    revoked = federation.bundle_now().with_key_revoked(origin, key_id, after_seq, "stolen").next_version()
     federation.publish(revoked)
     return revoked
+
+
+async def published_then_revoked(federation: TestFederation, tmp_path: Path, rows: int) -> tuple[Node, int]:
+    """310000 takes in ``rows`` rows and signs a checkpoint of them; then its key is stolen, revoked after them."""
+    publisher = await federation.start_node("310000")
+    n = await take_in(publisher, tmp_path, rows)
+    await eventually(lambda: own_checkpoint(publisher, n))
+    revoke_own_key(federation, "310000", after_seq=n)
+    return publisher, n
 
 
 async def test_a_back_dated_event_signed_with_a_revoked_key_is_rejected_and_never_served(
     federation: TestFederation, tmp_path: Path
 ) -> None:
-    publisher = await federation.start_node("310000")
-    n = await take_in(publisher, tmp_path, 20)
-    await eventually(lambda: own_checkpoint(publisher, n))
-    revoke_own_key(federation, "310000", after_seq=n)  # the key was stolen after event n
+    _, n = await published_then_revoked(federation, tmp_path, 20)
     receiver = await federation.start_node("320000")
 
-    stolen = SigningKey.load(federation.layout.member_dir("310000") / "keys")
     back_dated = event("310000", n + 1, dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
-    producer = AIOKafkaProducer(bootstrap_servers=federation.broker.bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(events_topic("310000"), value=seal(stolen, back_dated).SerializeToString())
-    finally:
-        await producer.stop()
+    await _produce(federation, [seal(own_key(federation), back_dated).SerializeToString()])
 
     async def counted() -> dict[str, int] | None:
         status = await receiver.status()
@@ -143,11 +136,8 @@ async def test_a_back_dated_event_signed_with_a_revoked_key_is_rejected_and_neve
 async def test_a_node_whose_key_is_revoked_stops_signing_and_says_why(
     federation: TestFederation, tmp_path: Path, quick_refresh: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    node = await federation.start_node("310000")
-    n = await take_in(node, tmp_path, 10)
-    await eventually(lambda: own_checkpoint(node, n))
     caplog.set_level(logging.ERROR, logger="credex.node.runtime")
-    revoke_own_key(federation, "310000", after_seq=n)
+    node, n = await published_then_revoked(federation, tmp_path, 10)
 
     status = await eventually(lambda: _refusing(node))
     assert f"revoked after seq {n} (stolen)" in status.signing_refused
@@ -261,14 +251,11 @@ def test_revoke_key_command_revokes_by_position_and_the_listing_says_so(tmp_path
 async def test_a_revoked_key_re_signing_a_seq_already_held_is_refused_and_freezes_nothing(
     federation: TestFederation, tmp_path: Path
 ) -> None:
-    publisher = await federation.start_node("310000")
-    n = await take_in(publisher, tmp_path, 10)
-    await eventually(lambda: own_checkpoint(publisher, n))
-    revoke_own_key(federation, "310000", after_seq=n)  # the key still vouches for seqs 1..n
+    _, n = await published_then_revoked(federation, tmp_path, 10)  # the key still vouches for seqs 1..n
     receiver = await federation.start_node("320000")
     await eventually(lambda: _holds(receiver, "310000", n))
 
-    stolen = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    stolen = own_key(federation)
     rewritten = [seal(stolen, event("310000", 3, dt.datetime.now(dt.UTC))) for _ in range(2)]  # again and again
     await _produce(federation, [e.SerializeToString() for e in rewritten])
 
@@ -298,7 +285,7 @@ async def test_history_forged_with_a_revoked_key_is_found_by_the_root_its_revoca
     # A node new to the federation, catching up on 310000 (not running) from whatever the bus holds:
     # the key's thief got there first with his own version of seqs 1..5.
     receiver = await federation.start_node("320000")
-    stolen = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    stolen = own_key(federation)
     now = dt.datetime.now(dt.UTC)
     forged = [seal(stolen, event("310000", seq, now)) for seq in range(1, 6)]
     await _produce(federation, [e.SerializeToString() for e in forged])

@@ -8,6 +8,7 @@ import pytest
 
 from credex.domain.normalize import ValueRejected, clean_text, name_key, parse_date, parse_wanyuan
 from credex.domain.publicity import PublicityRules, add_months, penalty_window
+from credex.domain.reasons import Reason
 from credex.v1 import record_pb2
 
 
@@ -35,13 +36,13 @@ def test_every_date_form_seen_in_exports_is_read(raw: object) -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        ("2021-13-45", "date.invalid"),
-        ("三月", "date.format"),
-        ("1800-01-01", "date.out_of_range"),
-        ("0", "date.invalid"),
+        ("2021-13-45", Reason.DATE_INVALID),
+        ("三月", Reason.DATE_FORMAT),
+        ("1800-01-01", Reason.DATE_OUT_OF_RANGE),
+        ("0", Reason.DATE_INVALID),
     ],
 )
-def test_impossible_dates_are_rejected(raw: str, reason: str) -> None:
+def test_impossible_dates_are_rejected(raw: str, reason: Reason) -> None:
     with pytest.raises(ValueRejected) as raised:
         parse_date(raw)
     assert raised.value.reason == reason
@@ -67,9 +68,14 @@ def test_amounts_in_wanyuan_become_exact_yuan(raw: object, yuan: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
-    [("-3", "amount.negative"), ("abc", "amount.format"), ("1e20", "amount.absurd"), ("NaN", "amount.format")],
+    [
+        ("-3", Reason.AMOUNT_NEGATIVE),
+        ("abc", Reason.AMOUNT_FORMAT),
+        ("1e20", Reason.AMOUNT_ABSURD),
+        ("NaN", Reason.AMOUNT_FORMAT),
+    ],
 )
-def test_bad_amounts_are_rejected_not_rounded(raw: str, reason: str) -> None:
+def test_bad_amounts_are_rejected_not_rounded(raw: str, reason: Reason) -> None:
     with pytest.raises(ValueRejected) as raised:
         parse_wanyuan(raw)
     assert raised.value.reason == reason

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from credex.adapters.profile import Profile
 from credex.adapters.samples import synth
 from credex.domain import uscc as uscc_codes
+from credex.domain.reasons import Reason
 from credex.domain.workdays import is_workday, working_days_between
 from credex.node.channels import open_channel
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.quality import compute, problem_rows
+from credex.node.quality import compute, is_wrong_code, problem_rows
 from credex.node.runtime import Node
 from credex.v1 import quality_pb2, quality_pb2_grpc
 
@@ -94,9 +95,9 @@ async def test_rates_per_source_unit_add_up_to_what_was_taken_in(node: Node, tmp
     assert (first.reported, first.quarantined) == (200, a.bad)
     assert (second.reported, second.quarantined, second.compliance_rate) == (100, 0, 1.0)
     assert first.compliance_rate == pytest.approx((200 - a.bad) / 200)
-    wrong = sum(n for d, n in a.defects.items() if d.startswith("uscc."))
+    wrong = sum(n for d, n in a.defects.items() if is_wrong_code(d))
     assert first.wrong_code_rate == pytest.approx(wrong / 200)
-    assert first.completeness == pytest.approx((200 - a.defects["field.missing"]) / 200)
+    assert first.completeness == pytest.approx((200 - a.defects[Reason.FIELD_MISSING]) / 200)
     assert first.timeliness_rate == 1.0  # decided yesterday, taken in today
     assert second.timeliness_rate == 0.0  # ninety days late
     assert b.rows == 100

@@ -9,6 +9,7 @@ or INTERNAL (an exception that escaped), and the node's memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,19 +112,19 @@ async def test_every_rpc_answers_random_bytes_and_random_fields_with_a_deliberat
 
     seen: set[grpc.StatusCode] = set()
 
-    @FUZZ_SETTINGS
-    @given(call=RAW_CALLS, caller=st.integers(0, 2))
-    def random_bytes(call: tuple[str, bytes], caller: int) -> None:
-        code = answered(*call, caller)
-        seen.add(code)
-        assert code in DELIBERATE, (call, code)
+    def fuzzing(calls: st.SearchStrategy[tuple[str, bytes]]) -> Callable[[], None]:
+        """A Hypothesis run of ``calls``, each as any of the callers: every answer has a deliberate status."""
 
-    @FUZZ_SETTINGS
-    @given(call=FIELD_CALLS, caller=st.integers(0, 2))
-    def random_fields(call: tuple[str, bytes], caller: int) -> None:
-        code = answered(*call, caller)
-        seen.add(code)
-        assert code in DELIBERATE, (call, code)
+        @FUZZ_SETTINGS
+        @given(call=calls, caller=st.integers(0, 2))
+        def run(call: tuple[str, bytes], caller: int) -> None:
+            code = answered(*call, caller)
+            seen.add(code)
+            assert code in DELIBERATE, (call, code)
+
+        return run
+
+    random_bytes, random_fields = fuzzing(RAW_CALLS), fuzzing(FIELD_CALLS)
 
     await asyncio.to_thread(random_bytes)  # warm up: first calls fill pools, channels and code caches
     before = resident_bytes()

@@ -6,6 +6,7 @@ import pytest
 
 from credex.domain import uscc
 from credex.domain.persons import validate_ric
+from credex.domain.reasons import Reason
 from credex.domain.uscc import InvalidSubjectCode
 
 
@@ -35,20 +36,20 @@ def test_codes_with_letter_departments_are_valid_although_stdnum_rejects_them(pr
 @pytest.mark.parametrize(
     ("raw", "reason", "says"),
     [
-        ("91110000600037341X", "uscc.check", "position 18 should be 'L'"),
-        ("91110000600037342L", "uscc.organization_check", "position 17 should be '1'"),
-        ("91110000600O37341L", "uscc.charset", "the letter O where a zero belongs"),
-        ("310000400000001", "uscc.legacy_registration_number", "工商注册号"),
-        ("60003734-1", "uscc.legacy_organization_code", "组织机构代码"),
-        ("9111000060003734", "uscc.length", "18 characters"),
-        ("Z1110000600037341L", "uscc.charset", "position 1"),
-        ("B1110000600037341L", "uscc.department", "registering department"),
-        ("97110000600037341L", "uscc.category", "position 2"),
-        ("91990000600037341L", "uscc.division", "GB/T 2260"),
-        ("", "uscc.missing", "empty"),
+        ("91110000600037341X", Reason.USCC_CHECK, "position 18 should be 'L'"),
+        ("91110000600037342L", Reason.USCC_ORGANIZATION_CHECK, "position 17 should be '1'"),
+        ("91110000600O37341L", Reason.USCC_CHARSET, "the letter O where a zero belongs"),
+        ("310000400000001", Reason.USCC_LEGACY_REGISTRATION_NUMBER, "工商注册号"),
+        ("60003734-1", Reason.USCC_LEGACY_ORGANIZATION_CODE, "组织机构代码"),
+        ("9111000060003734", Reason.USCC_LENGTH, "18 characters"),
+        ("Z1110000600037341L", Reason.USCC_CHARSET, "position 1"),
+        ("B1110000600037341L", Reason.USCC_DEPARTMENT, "registering department"),
+        ("97110000600037341L", Reason.USCC_CATEGORY, "position 2"),
+        ("91990000600037341L", Reason.USCC_DIVISION, "GB/T 2260"),
+        ("", Reason.USCC_MISSING, "empty"),
     ],
 )
-def test_bad_codes_are_rejected_with_a_reason_and_a_useful_message(raw: str, reason: str, says: str) -> None:
+def test_bad_codes_are_rejected_with_a_reason_and_a_useful_message(raw: str, reason: Reason, says: str) -> None:
     with pytest.raises(InvalidSubjectCode) as raised:
         uscc.validate(raw)
     assert raised.value.reason == reason
@@ -64,7 +65,7 @@ def test_resident_id_numbers_are_validated_without_echoing_them() -> None:
     assert validate_ric(valid) == valid
     with pytest.raises(InvalidSubjectCode) as raised:
         validate_ric("110105194912310021")
-    assert raised.value.reason == "ric.check"
+    assert raised.value.reason == Reason.RIC_CHECK
     assert "110105" not in raised.value.message
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from credex.adapters.profile import Profile
 from credex.adapters.samples import synth
@@ -17,33 +14,12 @@ from credex.crypto.envelope import seal
 from credex.crypto.keys import SigningKey
 from credex.node.config import events_topic
 from credex.node.runtime import Node
-from credex.v1 import event_pb2, record_pb2
+from credex.v1 import event_pb2
 
 from .conftest import TestFederation, eventually
+from .forgery import event_payload
 
 NATIONAL = Profile.load("national")
-
-
-def event_payload(origin: str, seq: int, record_id: str = "") -> bytes:
-    """An event's payload bytes, ready to seal with whichever key a test wants (genuine or not)."""
-    record_id = record_id or f"{origin}-CF-forged{seq}"
-    stamp = Timestamp()
-    stamp.FromDatetime(dt.datetime.now(dt.UTC))
-    event = event_pb2.Event(
-        origin=origin,
-        seq=seq,
-        event_id=str(uuid.uuid4()),
-        type=event_pb2.EVENT_TYPE_UPSERT,
-        record_id=record_id,
-        record=record_pb2.Record(
-            record_id=record_id,
-            origin=origin,
-            kind=record_pb2.KIND_PENALTY,
-            subject=record_pb2.Subject(uscc="91310000600037341L", name="forged"),
-        ),
-        recorded_at=stamp,
-    )
-    return event.SerializeToString(deterministic=True)
 
 
 async def counters(node: Node, origin: str) -> dict[str, int]:

@@ -16,6 +16,7 @@ from credex.adapters.profile.schema import SPECIAL_PREFIXES, FieldSpec, ProfileE
 from credex.domain import uscc as uscc_codes
 from credex.domain.normalize import ValueRejected, clean_text, parse_date, parse_wanyuan, published_text
 from credex.domain.persons import validate_ric
+from credex.domain.reasons import Reason
 
 Converter = Callable[[object], Any]
 
@@ -49,9 +50,9 @@ def _integer(raw: object) -> int | None:
     try:
         value = int(float(text)) if "." in text and float(text).is_integer() else int(text)
     except ValueError:
-        raise ValueRejected("number.format", f"{text!r} is not a whole number") from None
+        raise ValueRejected(Reason.NUMBER_FORMAT, f"{text!r} is not a whole number") from None
     if abs(value) > 10**12:
-        raise ValueRejected("number.absurd", f"{text!r} is out of range")
+        raise ValueRejected(Reason.NUMBER_ABSURD, f"{text!r} is out of range")
     return value
 
 
@@ -67,7 +68,7 @@ def _boolean(raw: object) -> bool | None:
         return True
     if text in _FALSE:
         return False
-    raise ValueRejected("code.unknown", f"{text!r} is not yes or no")
+    raise ValueRejected(Reason.CODE_UNKNOWN, f"{text!r} is not yes or no")
 
 
 CONVERTERS: dict[str, Converter] = {
@@ -103,7 +104,7 @@ def code_converter(table: dict[str, int], *, multiple: bool, list_name: str) -> 
             return table[key]
         if key.isdigit() and key.zfill(2) in table:
             return table[key.zfill(2)]
-        raise ValueRejected("code.unknown", f"{token!r} is not in code list {list_name}")
+        raise ValueRejected(Reason.CODE_UNKNOWN, f"{token!r} is not in code list {list_name}")
 
     def convert(raw: object) -> Any:
         text = clean_text(raw)

@@ -29,6 +29,7 @@ from credex.adapters.profile.schema import (
 )
 from credex.domain import uscc as uscc_codes
 from credex.domain.normalize import ValueRejected, clean_text
+from credex.domain.reasons import Reason
 from credex.v1 import record_pb2
 
 
@@ -41,6 +42,11 @@ class _Binding:
     convert: Converter
     target: tuple[str, ...] | None  # attribute path on the record, None for pseudo-fields
     verbatim: tuple[str, ...] | None  # where the raw text is kept as well
+
+
+def _missing(binding: _Binding) -> Problem:
+    """A required field with nothing in it: no cell, an empty cell, or a cell that normalizes to nothing."""
+    return Problem(Reason.FIELD_MISSING, binding.column_label, f"{binding.column_label} is empty")
 
 
 class TableMapper:
@@ -83,7 +89,9 @@ class TableMapper:
         fields: dict[str, Any] = {}
         width = len(values)
         if width != len(self.header):
-            problems.append(Problem("row.columns", "", f"row has {width} cells but the header has {len(self.header)}"))
+            problems.append(
+                Problem(Reason.ROW_COLUMNS, "", f"row has {width} cells but the header has {len(self.header)}")
+            )
         for binding in self._active:
             index = binding.column_index
             raw = values[index] if 0 <= index < width else None
@@ -91,9 +99,7 @@ class TableMapper:
                 raw = binding.spec.default
                 if raw is None:  # empty and no default: nothing to convert
                     if binding.spec.required:
-                        problems.append(
-                            Problem("field.missing", binding.column_label, f"{binding.column_label} is empty")
-                        )
+                        problems.append(_missing(binding))
                     continue
             try:
                 value = binding.convert(raw)
@@ -102,7 +108,7 @@ class TableMapper:
                 continue
             if value is None or value in ("", []):
                 if binding.spec.required:
-                    problems.append(Problem("field.missing", binding.column_label, f"{binding.column_label} is empty"))
+                    problems.append(_missing(binding))
                 continue
             converted[binding.path] = value
             target = binding.target
@@ -141,7 +147,7 @@ class TableMapper:
             source_unit_uscc=str(converted.get("source_unit.uscc", self._raw_text(values, self._source_unit_uscc))),
         )
 
-    def reject_unread(self, values: Sequence[object], locator: str, reason: str, message: str) -> Rejection:
+    def reject_unread(self, values: Sequence[object], locator: str, reason: Reason, message: str) -> Rejection:
         """A row the reader already found broken (bad bytes, bad CSV quoting)."""
         return Rejection(
             locator=locator,

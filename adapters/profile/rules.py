@@ -14,6 +14,7 @@ from typing import Any
 from credex.adapters.profile.schema import MappingContext, Problem
 from credex.domain import identity
 from credex.domain.publicity import penalty_window
+from credex.domain.reasons import Reason
 from credex.v1 import record_pb2
 
 _SERIOUS_PENALTIES = frozenset(
@@ -39,7 +40,7 @@ def apply_rules(
     subject = _subject_identity(record, values, problems, context)
     decision = values.get("decision_date")
     if isinstance(decision, dt.date) and decision > context.day():
-        problems.append(Problem("date.future", "decision_date", f"decision date {decision} is after today"))
+        problems.append(Problem(Reason.DATE_FUTURE, "decision_date", f"decision date {decision} is after today"))
     if record.kind == record_pb2.KIND_PENALTY and isinstance(decision, dt.date):
         _penalty_publicity(record, decision, values, context)
     elif record.kind == record_pb2.KIND_LICENCE and isinstance(decision, dt.date):
@@ -51,7 +52,9 @@ def apply_rules(
         end = values.get("publicity.end")
         if isinstance(end, dt.date):
             if end < decision:
-                problems.append(Problem("date.order", "publicity.end", f"end {end} is before the decision {decision}"))
+                problems.append(
+                    Problem(Reason.DATE_ORDER, "publicity.end", f"end {end} is before the decision {decision}")
+                )
             record.publicity.end = end.isoformat()
     if problems or not subject:
         return
@@ -68,12 +71,12 @@ def _subject_identity(
     if subject.type == record_pb2.SUBJECT_TYPE_NATURAL_PERSON:
         id_number = values.get("person.id_number")
         if not id_number:
-            problems.append(Problem("ric.missing", "证件号码", "a natural person needs an ID number (证件号码)"))
+            problems.append(Problem(Reason.RIC_MISSING, "证件号码", "a natural person needs an ID number (证件号码)"))
             return ""
         if context.pseudonymizer is None:
             problems.append(
                 Problem(
-                    "person.no_pseudonym_key",
+                    Reason.PERSON_NO_PSEUDONYM_KEY,
                     "证件号码",
                     "this node has no pseudonym key (keys.pseudonym_key), so it cannot take in natural persons",
                 )
@@ -82,7 +85,7 @@ def _subject_identity(
         subject.person_pseudonym = context.pseudonymizer.pseudonym(id_number)
         subject.uscc = ""
     elif not subject.uscc:
-        problems.append(Problem("uscc.missing", "统一社会信用代码", "统一社会信用代码 is empty"))
+        problems.append(Problem(Reason.USCC_MISSING, "统一社会信用代码", "统一社会信用代码 is empty"))
         return ""
     return identity.subject_id(record)
 
@@ -105,7 +108,7 @@ def _licence_publicity(
 ) -> None:
     valid_from, valid_to = values.get("licence.valid_from"), values.get("licence.valid_to")
     if isinstance(valid_from, dt.date) and isinstance(valid_to, dt.date) and valid_to < valid_from:
-        problems.append(Problem("date.order", "有效期至", f"有效期至 {valid_to} is before 有效期自 {valid_from}"))
+        problems.append(Problem(Reason.DATE_ORDER, "有效期至", f"有效期至 {valid_to} is before 有效期自 {valid_from}"))
     record.publicity.start = decision.isoformat()
     if isinstance(valid_to, dt.date):
         record.publicity.end = valid_to.isoformat()

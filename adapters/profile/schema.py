@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.publicity import PublicityRules
+from credex.domain.reasons import Reason
 from credex.errors import CredexError
 
 FieldType = Literal[
@@ -75,7 +76,7 @@ class ProfileSpec(BaseModel, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    reason: str
+    reason: Reason
     column: str
     message: str
 
@@ -89,7 +90,7 @@ class Rejection:
     source_unit_uscc: str = ""
 
     @property
-    def reasons(self) -> list[str]:
+    def reasons(self) -> list[Reason]:
         return [p.reason for p in self.problems]
 
 

@@ -35,6 +35,7 @@ from credex.adapters.profile import (
     header_key,
 )
 from credex.adapters.tables import FileUnreadable, Row, Table, read_tables
+from credex.domain.reasons import Reason
 from credex.domain.records import Provenance, TakenRecord
 from credex.v1 import record_pb2
 
@@ -103,7 +104,7 @@ class RowMapper:
     def map(self, row: Row, source: str, table_mapper: TableMapper | None = None) -> record_pb2.Record | Rejection:
         mapper = table_mapper or self._mapper_for(row, source)
         if isinstance(mapper, ProfileError):
-            return Rejection(row.locator, (Problem("row.kind", "", str(mapper)),), {"row": str(row.values)[:2000]})
+            return Rejection(row.locator, (Problem(Reason.ROW_KIND, "", str(mapper)),), {"row": str(row.values)[:2000]})
         if row.problem is not None:
             return mapper.reject_unread(row.values, row.locator, *row.problem)
         return mapper.map_row(row.values, row.locator)

@@ -4,7 +4,9 @@ Every envelope is verified against the trust bundle for the origin whose log it
 claims to belong to (the topic, or the origin asked for over gRPC) before its
 payload is parsed. What fails is counted, logged and kept as evidence, never
 stored as data. What passes is applied idempotently in one transaction per
-batch; Kafka offsets are committed only after that transaction commits.
+batch; Kafka offsets are committed only after that transaction commits, and a
+commit the broker does not confirm within ``intake.commit_timeout_seconds``
+restarts the consumer (:class:`CommitTimedOut`) instead of hanging intake.
 
 No single message can stall a topic. A message the store cannot hold even as
 evidence is counted and skipped (see :mod:`credex.node.store.evidence`); if a batch
@@ -43,6 +45,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
+from credex.errors import CredexError
 from credex.node import kafka as bus
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
@@ -57,6 +60,14 @@ log = logging.getLogger(__name__)
 
 _WORKERS = max(1, os.cpu_count() or 1)
 _PARALLEL_FROM = 64  # below this, threads cost more than they save
+
+
+class CommitTimedOut(CredexError, TimeoutError):
+    """Kafka did not confirm an offset commit in ``intake.commit_timeout_seconds``: the consumer restarts."""
+
+
+# What intake outlives by restarting its consumer after a pause, with a warning rather than a traceback.
+_RESTART: tuple[type[BaseException], ...] = (*bus.RETRYABLE, CommitTimedOut)
 
 
 class Outcome(StrEnum):
@@ -395,7 +406,7 @@ class Intake:
                 continue
             except asyncio.CancelledError:
                 raise
-            except bus.RETRYABLE as exc:
+            except _RESTART as exc:
                 METRICS.intake_errors.labels(self.me).inc()
                 log.warning("intake: %s; restarting the consumer", exc)
             except Exception:
@@ -424,7 +435,21 @@ class Intake:
                     for origin, note in notes
                 ]
             )
-        await consumer.commit(offsets)
+        await self._commit(consumer, offsets)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets``, or raise :class:`CommitTimedOut` when the broker does not confirm in time.
+
+        aiokafka retries a commit for as long as the group coordinator is unknown or busy, so
+        without a bound a stuck broker would hang intake here for good. Giving up is safe: the
+        events are stored already, and what the next consumer reads again counts as replays.
+        """
+        seconds = self.config.intake.commit_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                await consumer.commit(offsets)
+        except TimeoutError:
+            raise CommitTimedOut(f"the offset commit did not finish within {seconds:g} s") from None
 
     async def _take_notices(self, notices: dict[str, list[int]]) -> None:
         """Count withheld notices and want what they announce: those events come only over gRPC.

@@ -7,6 +7,10 @@ The four dimensions the plans judge data on — completeness (全面性), timeli
 platform within N working days of the decision). Plus the USCC 错码 rate (codes
 that fail their checks) and 重码 rate (one code under two names). Every problem
 row can be written back to its unit as CSV, with its reasons.
+
+Which dimension a rejection counts against, and whether it is a 错码, is read
+from the catalogue of reason codes (:mod:`credex.domain.reasons`), never from
+the spelling of the code.
 """
 
 from __future__ import annotations
@@ -22,19 +26,27 @@ from pathlib import Path
 import asyncpg
 
 from credex.domain.normalize import name_key
+from credex.domain.reasons import Dimension, Reason
 from credex.domain.workdays import working_days_between
 from credex.v1 import quality_pb2, record_pb2
 
 _DUAL = frozenset({record_pb2.KIND_LICENCE, record_pb2.KIND_PENALTY})  # 双公示
 
 
-def dimension(reason: str) -> str:
-    """Which quality dimension a rejection reason counts against."""
-    if reason in ("field.missing", "uscc.missing", "ric.missing"):
-        return "completeness"
-    if reason.startswith(("uscc.", "ric.", "date.", "amount.", "number.")):
-        return "accuracy"
-    return "validity"
+def dimension(reason: str) -> Dimension:
+    """Which quality dimension a stored rejection reason counts against, as the catalogue says.
+
+    A code the catalogue does not hold (stored by an older version) still marks a
+    row that was refused as unusable, so it counts against validity.
+    """
+    known = Reason.known(reason)
+    return known.dimension if known is not None else Dimension.VALIDITY
+
+
+def is_wrong_code(reason: str) -> bool:
+    """Whether a stored rejection reason makes the subject's USCC a 错码, as the catalogue says."""
+    known = Reason.known(reason)
+    return known is not None and known.wrong_code
 
 
 @dataclass
@@ -58,8 +70,8 @@ class UnitQuality:
     def _share(self, part: int, whole: int) -> float | None:
         return part / whole if whole else None
 
-    def _clean(self, name: str) -> float | None:
-        bad = sum(n for reason, n in self.reasons.items() if dimension(reason) == name)
+    def _clean(self, kind: Dimension) -> float | None:
+        bad = sum(n for reason, n in self.reasons.items() if dimension(reason) is kind)
         return self._share(self.reported - bad, self.reported)
 
     @property
@@ -76,19 +88,19 @@ class UnitQuality:
 
     @property
     def completeness(self) -> float | None:
-        return self._clean("completeness")
+        return self._clean(Dimension.COMPLETENESS)
 
     @property
     def accuracy(self) -> float | None:
-        return self._clean("accuracy")
+        return self._clean(Dimension.ACCURACY)
 
     @property
     def validity(self) -> float | None:
-        return self._clean("validity")
+        return self._clean(Dimension.VALIDITY)
 
     @property
     def wrong_code_rate(self) -> float | None:  # 错码率
-        wrong = sum(n for reason, n in self.reasons.items() if reason.startswith("uscc.") and reason != "uscc.missing")
+        wrong = sum(n for reason, n in self.reasons.items() if is_wrong_code(reason))
         return self._share(wrong, self.reported)
 
     @property

@@ -10,23 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import grpc
 
-from credex.node.config import NodeConfig
 from credex.node.services import edge
-from credex.node.trust import TrustProvider
+from credex.node.services.servicer import Servicer
 from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc
 
 MAX_FETCH = 5000
 
 
-class ExchangeService(exchange_pb2_grpc.ExchangeServiceServicer):
-    def __init__(self, config: NodeConfig, pool: asyncpg.Pool, trust: TrustProvider) -> None:
-        self.config = config
-        self.pool = pool
-        self.trust = trust
-
+class ExchangeService(Servicer, exchange_pb2_grpc.ExchangeServiceServicer):
     async def FetchEvents(
         self,
         request: exchange_pb2.FetchEventsRequest,
@@ -39,8 +32,7 @@ class ExchangeService(exchange_pb2_grpc.ExchangeServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{caller.identity} ({caller.role}) may not fetch logs; only federation peers and operators may",
             )
-        if self.trust.current.member(request.origin) is None:
-            raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"origin {request.origin} is not a member of the federation")
+        self.member(request.origin)
         limit = min(request.limit, MAX_FETCH)
         from_seq = max(request.from_seq, 1)
         async with self.pool.acquire() as conn:

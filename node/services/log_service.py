@@ -20,12 +20,11 @@ import asyncpg
 import grpc
 from google.protobuf.message import DecodeError
 
-from credex.node.chain import CheckpointKeeper, LogBook, ProofUnavailable, checkpoint_message, inclusion_proof
-from credex.node.config import NodeConfig
+from credex.node.chain import ProofUnavailable, checkpoint_message, inclusion_proof
 from credex.node.services import edge
 from credex.node.services.access import Caller, entry_status
+from credex.node.services.servicer import Servicer
 from credex.node.store import STATUS_BY_TYPE, RecordState
-from credex.node.trust import TrustProvider
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2
 
 # The event at the leaf asked for, and the current row of its record.
@@ -57,32 +56,13 @@ def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
     return version.subject_id
 
 
-class LogService(log_pb2_grpc.LogServiceServicer):
-    def __init__(
-        self,
-        config: NodeConfig,
-        pool: asyncpg.Pool,
-        trust: TrustProvider,
-        logbook: LogBook,
-        keeper: CheckpointKeeper,
-    ) -> None:
-        self.config = config
-        self.pool = pool
-        self.trust = trust
-        self.logbook = logbook
-        self.keeper = keeper
-
-    def _member(self, origin: str) -> str:
-        if self.trust.current.member(origin) is None:
-            raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"origin {origin} is not a member of the federation")
-        return origin
-
+class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
     async def GetCheckpoint(
         self,
         request: log_pb2.GetCheckpointRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> log_pb2.SignedCheckpoint:
-        origin = self._member(request.origin)
+        origin = self.member(request.origin)
         held = await self.keeper.latest(origin)
         if held is None:
             raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"no checkpoint of {origin} is held yet")
@@ -95,7 +75,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> log_pb2.InclusionProof:
         call = edge.current()
-        origin = self._member(request.origin)
+        origin = self.member(request.origin)
         by_record = request.WhichOneof("leaf") == "record_id"
         if not by_record and request.seq == 0:
             raise edge.invalid("give the leaf: seq (from 1) or record_id")
@@ -129,7 +109,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         request: log_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> log_pb2.ConsistencyProof:
-        origin = self._member(request.origin)
+        origin = self.member(request.origin)
         new_size = request.new_size
         held = None
         if new_size == 0:

@@ -18,11 +18,10 @@ import grpc
 
 from credex.domain import identity
 from credex.domain import uscc as uscc_codes
-from credex.node.chain import CheckpointKeeper, LogBook, ProofUnavailable, inclusion_proof
-from credex.node.config import NodeConfig
+from credex.node.chain import ProofUnavailable, inclusion_proof
 from credex.node.services import edge
 from credex.node.services.access import Caller, entry_status
-from credex.node.trust import TrustProvider
+from credex.node.services.servicer import Servicer
 from credex.v1 import lookup_pb2, lookup_pb2_grpc
 
 _ENTRY_QUERY = (
@@ -31,21 +30,7 @@ _ENTRY_QUERY = (
 )
 
 
-class LookupService(lookup_pb2_grpc.LookupServiceServicer):
-    def __init__(
-        self,
-        config: NodeConfig,
-        pool: asyncpg.Pool,
-        trust: TrustProvider,
-        logbook: LogBook,
-        keeper: CheckpointKeeper,
-    ) -> None:
-        self.config = config
-        self.pool = pool
-        self.trust = trust
-        self.logbook = logbook
-        self.keeper = keeper
-
+class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
     async def GetProfile(
         self,
         request: lookup_pb2.GetProfileRequest,

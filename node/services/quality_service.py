@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import grpc
 
-from credex.node.config import NodeConfig
 from credex.node.quality import compute, to_message
 from credex.node.services import edge
-from credex.node.trust import TrustProvider
+from credex.node.services.servicer import Servicer
 from credex.v1 import quality_pb2, quality_pb2_grpc
 
 
-class QualityService(quality_pb2_grpc.QualityServiceServicer):
-    def __init__(self, config: NodeConfig, pool: asyncpg.Pool, trust: TrustProvider) -> None:
-        self.config = config
-        self.pool = pool
-        self.trust = trust
-
+class QualityService(Servicer, quality_pb2_grpc.QualityServiceServicer):
     async def GetQualityReport(
         self,
         request: quality_pb2.GetQualityReportRequest,

@@ -20,6 +20,7 @@ from credex.node.services.exchange import ExchangeService
 from credex.node.services.log_service import LogService
 from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
+from credex.node.services.servicer import Servicer
 from credex.node.trust import TrustProvider
 from credex.v1 import exchange_pb2, log_pb2, lookup_pb2, quality_pb2
 
@@ -84,14 +85,15 @@ async def start_server(
             name,
             config.access.callers[name],
         )
-    services: list[tuple[str, object]] = [
-        ("LookupService", LookupService(config, pool, trust, logbook, keeper)),
-        ("ExchangeService", ExchangeService(config, pool, trust)),
-        ("LogService", LogService(config, pool, trust, logbook, keeper)),
-        ("QualityService", QualityService(config, pool, trust)),
+    services: list[tuple[str, type[Servicer]]] = [
+        ("LookupService", LookupService),
+        ("ExchangeService", ExchangeService),
+        ("LogService", LogService),
+        ("QualityService", QualityService),
     ]
-    for name, servicer in services:
+    for name, service in services:
         descriptor = SERVICES[name]
+        servicer = service(config, pool, trust, logbook, keeper)
         handlers = gate.method_handlers(servicer, descriptor)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import

@@ -24,7 +24,9 @@ from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 MAX_SEQ = 2**63 - 1  # a bigint column
-_EVENT_COLUMNS = (
+# The columns of an events row and of a records row, in the order of :meth:`StoredEvent.event_row` and
+# :meth:`StoredEvent.record_row`; whatever COPYs rows into these tables (a benchmark too) names them from here.
+EVENT_COLUMNS = (
     "origin",
     "seq",
     "event_id",
@@ -35,7 +37,7 @@ _EVENT_COLUMNS = (
     "recorded_at",
     "leaf_hash",
 )
-_RECORD_COLUMNS = (
+RECORD_COLUMNS = (
     "record_id",
     "origin",
     "subject_id",
@@ -202,7 +204,7 @@ class StoredEvent:
 
 async def copy_events(conn: Connection, events: Sequence[StoredEvent]) -> None:
     """Append events that cannot conflict (the ledger holds its origin's head lock)."""
-    await conn.copy_records_to_table("events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
+    await conn.copy_records_to_table("events", records=[e.event_row() for e in events], columns=EVENT_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +222,7 @@ async def insert_events(conn: Connection, events: Sequence[StoredEvent]) -> Inse
         "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     await conn.execute("TRUNCATE staged_events")
-    await conn.copy_records_to_table("staged_events", records=[e.event_row() for e in events], columns=_EVENT_COLUMNS)
+    await conn.copy_records_to_table("staged_events", records=[e.event_row() for e in events], columns=EVENT_COLUMNS)
     inserted = await conn.fetch(
         "INSERT INTO events SELECT * FROM staged_events ON CONFLICT DO NOTHING RETURNING origin, seq"
     )
@@ -254,7 +256,7 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS")
     await conn.execute("TRUNCATE staged_records")
     await conn.copy_records_to_table(
-        "staged_records", records=[e.record_row() for e in latest.values()], columns=_RECORD_COLUMNS
+        "staged_records", records=[e.record_row() for e in latest.values()], columns=RECORD_COLUMNS
     )
     await conn.execute(
         "INSERT INTO records AS r SELECT * FROM staged_records"
