@@ -532,8 +532,12 @@ class Intake:
             finally:
                 if storing is not None:
                     storing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await storing
+                    with contextlib.suppress(asyncio.CancelledError):
+                        try:
+                            await storing
+                        except Exception:
+                            # Its offsets were not committed, so the batch comes again; say why it failed.
+                            log.exception("intake: storing the last batch failed; it will be read again")
                     _raise_if_cancelling()  # the suppress above must not eat a cancellation of intake itself
         finally:
             await consumer.stop()
