@@ -6,6 +6,7 @@
 - :mod:`.normalize`: cleaning published text, dates and amounts;
 - :mod:`.reasons`: the catalogue of reason codes a rejected row carries, with how quality counts each;
 - :mod:`.publicity`, :mod:`.workdays`: publicity windows and the official working-day calendar.
+- :mod:`.measures`: the measures catalogue (联合奖惩措施清单) a check answers from, read from data files.
 """
 
 __all__: list[str] = []

@@ -44,6 +44,7 @@ from credex.node.services import AuditLog, start_server
 from credex.node.store import database as store
 from credex.node.store import evidence as rejections
 from credex.node.store.database import RETRYABLE
+from credex.node.store.events import backfill_subjects
 from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
 from credex.node.trust import TrustProvider
@@ -147,6 +148,9 @@ class Node:
             max_size=self.config.database.pool_max,
         )
         await self.trust.remember(self.pool, str(self.config.trust.bundle))
+        async with self.pool.acquire() as conn:
+            if filled := await backfill_subjects(conn):
+                log.info("node %s: %d subjects held before search existed are now searchable", self.origin, filled)
         if exchange and not self.bootstrap_servers:
             self._embedded_broker = EmbeddedBroker(self.config.data_dir / "broker", self.config.bus.embedded_port)
             self.bootstrap_servers = await asyncio.to_thread(self._embedded_broker.start)

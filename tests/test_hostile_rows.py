@@ -49,7 +49,12 @@ HOSTILE = {
         st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-", min_size=1, max_size=25),
         # Any 错码; or nothing at all ("-", "--"), or a formula ("-A..."). A random string is a
         # valid code only by a 1 in 31 chance of both check characters.
-        {*(reason for reason in Reason if reason.wrong_code), Reason.FIELD_MISSING, Reason.FIELD_FORMULA},
+        {
+            *(reason for reason in Reason if reason.wrong_code),
+            Reason.FIELD_MISSING,
+            Reason.USCC_MISSING,
+            Reason.FIELD_FORMULA,
+        },
     ),
 }
 

@@ -40,6 +40,8 @@ DATA = [
     ("adapters", "profiles/*.toml"),
     ("proto/credex/v1", "*.proto"),
     ("proto/credex/v1", "*.pyi"),
+    ("domain", "catalogue/*.toml"),
+    ("domain", "catalogue/measures/*.toml"),
 ]
 SOURCES = ["pyproject.toml", "README.md", "src", "node", "adapters", "crypto", "domain", "proto"]
 

@@ -60,7 +60,9 @@ def message_values(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
     """Serialized messages of ``descriptor`` with random values in each top-level field."""
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for fd in descriptor.fields:
-        if fd.type == FieldDescriptor.TYPE_STRING:
+        if fd.type == FieldDescriptor.TYPE_STRING and fd.is_repeated:
+            fields[fd.name] = st.lists(TEXTS, max_size=5)
+        elif fd.type == FieldDescriptor.TYPE_STRING:
             fields[fd.name] = TEXTS
         elif fd.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
             fields[fd.name] = UINT64
@@ -71,7 +73,10 @@ def message_values(descriptor: Descriptor) -> st.SearchStrategy[bytes]:
     def build(values: dict[str, Any]) -> bytes:
         message = message_class()
         for name, value in values.items():
-            setattr(message, name, value)  # a oneof keeps the last one set: both shapes get tried
+            if isinstance(value, list):
+                getattr(message, name).extend(value)
+            else:
+                setattr(message, name, value)  # a oneof keeps the last one set: both shapes get tried
         return message.SerializeToString()
 
     return st.fixed_dictionaries({}, optional=fields).map(build)

@@ -4,7 +4,8 @@ One module per command group, each adding its commands to the app of
 :mod:`.app` (which holds the shared options and the one error boundary):
 :mod:`.node` (demo, node run, health), :mod:`.ingest` (ingest, synth),
 :mod:`.profiles` (profile list, check), :mod:`.lookup` (lookup, proof, verify,
-audit), :mod:`.trust` (keys, tls, trust), :mod:`.alarms`, :mod:`.quality`.
+audit), :mod:`.trust` (keys, tls, trust), :mod:`.alarms`, :mod:`.quality`,
+:mod:`.measures` (measures list, check).
 """
 
 import contextlib
@@ -15,10 +16,10 @@ import sys
 # in one line, so keep the core to errors unless the operator asks (set before grpc loads).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from credex.node.cli import alarms, ingest, lookup, node, profiles, quality, trust
+from credex.node.cli import alarms, ingest, lookup, measures, node, profiles, quality, trust
 from credex.node.cli.app import app
 
-_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality)  # imported for their commands
+_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures)  # imported for their commands
 
 
 def main() -> None:

@@ -93,6 +93,9 @@ profile_app = CredexTyper(help="platform profiles: how rows map to records", no_
 quality_app = CredexTyper(help="data quality per source unit", no_args_is_help=True)
 keys_app = CredexTyper(help="signing keys", no_args_is_help=True)
 trust_app = CredexTyper(help="the federation's trust bundle", no_args_is_help=True)
+measures_app = CredexTyper(
+    help="the measures catalogue (联合奖惩措施清单): list it, check an edited copy", no_args_is_help=True
+)
 for _group, _name in (
     (node_app, "node"),
     (tls_app, "tls"),
@@ -101,6 +104,7 @@ for _group, _name in (
     (quality_app, "quality"),
     (keys_app, "keys"),
     (trust_app, "trust"),
+    (measures_app, "measures"),
 ):
     app.add_typer(_group, name=_name)
 

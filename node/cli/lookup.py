@@ -1,4 +1,4 @@
-"""``credex lookup``, ``proof``, ``verify`` and ``audit``: ask a node, and check what it says against the bundle only.
+"""``credex lookup``, ``search``, ``proof``, ``verify``, ``audit``: ask a node, check its answer with the bundle.
 
 Envelopes in JSON output and proof files take DSSE's JSON envelope form
 (:func:`credex.node.chain.proofs.envelope_to_dsse`). A call that fails is
@@ -83,6 +83,57 @@ def lookup(
     console.print(table)
     if not all(c.verified for c in entries):
         raise typer.Exit(2)
+
+
+@app.command()
+def search(
+    name: Annotated[str, typer.Argument(help="a name in any character form, or part of a code")],
+    node: Annotated[str, typer.Option(help="host:port of any node")],
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
+    page_size: Annotated[int, typer.Option(min=1, max=100, help="subjects per page")] = 20,
+    page_token: Annotated[str, typer.Option(help="the next-page token a previous search printed")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find subjects by name or code fragment, best match first; `credex lookup` then shows one's records."""
+    from google.protobuf.json_format import MessageToDict
+
+    from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
+
+    _, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    request = lookup_pb2.SearchSubjectsRequest(query=name, page_size=page_size, page_token=page_token, purpose=purpose)
+
+    async def ask() -> lookup_pb2.SearchSubjectsResponse:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            return await lookup_pb2_grpc.LookupServiceStub(channel).SearchSubjects(request, timeout=30)
+
+    try:
+        found = asyncio.run(ask())
+    except grpc.aio.AioRpcError as exc:
+        raise call_failed(exc, node, "SearchSubjects", ca=ca, cert=cert, key=key) from None
+    if as_json:
+        print(json.dumps(MessageToDict(found, preserving_proto_field_name=True), ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{name}: {len(found.subjects)} subjects", title_justify="left")
+    for column in ("subject", "name", "type", "origins", "records", "score"):
+        table.add_column(column)
+    for match in found.subjects:
+        table.add_row(
+            match.subject_id,
+            match.name,
+            record_pb2.SubjectType.Name(match.type).removeprefix("SUBJECT_TYPE_").lower(),
+            " ".join(match.origins),
+            str(match.record_count),
+            f"{match.score:.2f}",
+        )
+    console.print(table)
+    if found.next_page_token:
+        console.print(f"more: --page-token {found.next_page_token}", soft_wrap=True)
 
 
 @app.command()

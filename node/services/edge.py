@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import datetime as dt
 import functools
 import itertools
@@ -127,21 +128,33 @@ def quote(text: str, limit: int = MAX_QUOTE) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """How long a text field may be and whether it must be given; ``subject``: audit it as the subject."""
+    """How long a text field may be and whether it must be given; ``subject``: audit it as the subject.
+
+    For a repeated field the rule holds for every item, and ``max_items`` bounds how many may be sent.
+    """
 
     max_chars: int
     required: bool = False
     subject: bool = False
+    max_items: int = 0
 
 
 DEFAULT_TEXT = Text(256)  # any text field without a rule of its own, including fields added later
 DEFAULT_BYTES = 4096
+MAX_BATCH = 1000  # subjects asked about in one call
 # uscc: 18 characters, plus the spaces and full-width forms platforms send; checked raw, before NFKC.
 RULES: dict[str, dict[str, Text]] = {
     "credex.v1.GetProfileRequest": {"uscc": Text(64, subject=True), "purpose": Text(500)},
     "credex.v1.GetRecordRequest": {"record_id": Text(100, required=True, subject=True), "purpose": Text(500)},
     "credex.v1.GetInclusionProofRequest": {"record_id": Text(100, subject=True), "purpose": Text(500)},
     "credex.v1.GetQualityReportRequest": {"unit_uscc": Text(64, subject=True)},
+    # query: bounded before it is folded (NFKC, traditional to simplified) for matching.
+    "credex.v1.SearchSubjectsRequest": {
+        "query": Text(100, required=True),
+        "page_token": Text(200),
+        "purpose": Text(500),
+    },
+    "credex.v1.BatchGetProfilesRequest": {"usccs": Text(64, max_items=MAX_BATCH), "purpose": Text(500)},
 }
 
 
@@ -188,8 +201,11 @@ def _check_message(message: Message, path: str, depth: int) -> None:
                 _check_value(fd.message_type.fields_by_name["key"], f"{name} key", key, {}, depth)
                 _check_value(fd.message_type.fields_by_name["value"], f"{name}[…]", item, {}, depth)
         elif fd.is_repeated:
-            for item in value:
-                _check_value(fd, f"{name}[…]", item, rules, depth)
+            limit = rules.get(fd.name, DEFAULT_TEXT).max_items
+            if limit and len(value) > limit:
+                raise invalid(f"{name} has {len(value):,} items; at most {limit:,} are accepted in one call")
+            for index, item in enumerate(value):
+                _check_value(fd, f"{name}[{index}]", item, rules, depth)
         elif fd.type != FieldDescriptor.TYPE_MESSAGE or message.HasField(fd.name):
             _check_value(fd, name, value, rules, depth)
 
@@ -224,13 +240,23 @@ class Call:
     answered: int = 0
     detail: str = ""
     started: float = field(default_factory=time.perf_counter)
+    # Further subjects a batch answered about: (subject id, records, detail), a row each.
+    more: list[tuple[str, int, str]] = field(default_factory=list)
 
     def answer(self, count: int, items: Iterable[str] = ()) -> None:
         """Record what is being answered: how many records, and which (the first :data:`MAX_ITEMS` of them)."""
         self.answered = count
-        shown = list(itertools.islice(items, MAX_ITEMS + 1))
-        cut = len(shown) > MAX_ITEMS
-        self.detail = " ".join(shown[:MAX_ITEMS]) + (f" … ({count} in all)" if cut else "")
+        self.detail = _shown(count, items)
+
+    def answer_each(self, answers: Iterable[tuple[str, int, Iterable[str]]]) -> None:
+        """Record a batch answer about many subjects: each gets a row of its own when the call is audited.
+
+        The audit trail is read by subject (who asked about me?), and one row's detail
+        cannot name a thousand subjects, so a batch is audited as its single calls would be.
+        """
+        rows = [(subject, count, _shown(count, items)) for subject, count, items in answers]
+        if rows:
+            (self.subject_id, self.answered, self.detail), *self.more = rows
 
     def entry(self, status: str, detail: str | None = None) -> AuditEntry:
         return AuditEntry(
@@ -245,10 +271,24 @@ class Call:
             detail=self.detail if detail is None else detail,
         )
 
+    def entries(self, status: str) -> list[AuditEntry]:
+        """The rows of an answered call: one, or one per subject of a batch (:meth:`answer_each`)."""
+        first = self.entry(status)
+        return [first] + [
+            dataclasses.replace(first, subject_id=subject, answered=count, detail=detail)
+            for subject, count, detail in self.more
+        ]
+
     @property
     def key(self) -> _Key:
         """What refusals are summed up by."""
         return (self.caller.identity, self.caller.role, self.method)
+
+
+def _shown(count: int, items: Iterable[str]) -> str:
+    shown = list(itertools.islice(items, MAX_ITEMS + 1))
+    cut = len(shown) > MAX_ITEMS
+    return " ".join(shown[:MAX_ITEMS]) + (f" … ({count} in all)" if cut else "")
 
 
 def current() -> Call:
@@ -411,7 +451,7 @@ class Gate:
                 call, Refused(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"), context
             )
         try:
-            await self.audit.record(call.entry("OK"))
+            await asyncio.gather(*(self.audit.record(entry) for entry in call.entries("OK")))
         except AuditUnavailable as exc:
             self._count(call.method, "UNAVAILABLE")
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is answered without an audit trail")

@@ -9,8 +9,14 @@ only decides what the caller may see and records it on the call.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import datetime as dt
+import hashlib
+import json
+import re
+from collections import defaultdict
 from typing import Any
 
 import asyncpg
@@ -22,11 +28,54 @@ from credex.node.chain import ProofUnavailable, inclusion_proof
 from credex.node.services import edge
 from credex.node.services.access import Caller, entry_status
 from credex.node.services.servicer import Servicer
-from credex.v1 import lookup_pb2, lookup_pb2_grpc
+from credex.node.store.events import code_key, search_key
+from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
 _ENTRY_QUERY = (
     "SELECT r.record, r.origin, r.seq, r.status, r.sharing_level, r.publicity_end, e.envelope"
     " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
+)
+# Every subject of a batch in one round trip, as GetProfile orders one subject's entries.
+_BATCH_QUERY = (
+    "SELECT r.subject_id, r.record, r.origin, r.seq, r.status, r.sharing_level, r.publicity_end, e.envelope"
+    " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
+    " WHERE r.subject_id = ANY($1::text[]) ORDER BY r.subject_id, r.origin, r.record_id"
+)
+PAGE_SIZE = 20  # a search page when the caller names none
+MAX_PAGE_SIZE = 100
+MIN_CODE_FRAGMENT = 4  # shorter runs of letters and digits are searched as names only
+# Natural persons are found by name only by the federation's own nodes and its operators: to anyone
+# else a hit would say that records about a person exist. Public and government callers ask by ID number.
+_FINDS_PERSONS = frozenset({"peer", "operator"})
+_CODE = re.compile(r"[0-9A-Z]+")
+# A record is visible to a caller when (sharing level, status as of today) is one of the pairs
+# Caller.sees admits: the rule is asked of access.py, never restated here (see _visible_pairs).
+_ACTIVE, _EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
+_VISIBLE = (
+    f"(r.sharing_level, CASE WHEN r.status = {_ACTIVE} AND r.publicity_end < $1 THEN {_EXPIRED} ELSE r.status END)"
+    " IN (SELECT * FROM unnest($2::smallint[], $3::smallint[]))"
+)
+# Candidates from the trigram indexes, best first, after the page token's position; then each one's
+# records the caller may see, one subject at a time in that order, until the page is full (the
+# lateral join runs as a nested loop over the ordered candidates, so LIMIT stops it early).
+# Tier 0: the code itself; 1: the name itself (in any form); 2: similar names and code fragments.
+_SEARCH_QUERY = (
+    "SELECT c.subject_id, c.subject_type, c.name, c.tier, c.score, v.origins, v.n FROM ("
+    "  SELECT s.subject_id, s.subject_type, s.name,"
+    "   CASE WHEN s.subject_id = $5 THEN 0 WHEN s.name_key = $4 THEN 1 ELSE 2 END AS tier,"
+    "   greatest(similarity(s.name_key, $4), word_similarity($4, s.name_key),"
+    "    CASE WHEN $7 <> '' AND s.subject_id LIKE $7 THEN length($5)::real / length(s.subject_id) ELSE 0 END"
+    "   )::real AS score"
+    "  FROM subjects s"
+    "  WHERE (s.name_key LIKE $6 OR $4 <% s.name_key OR ($7 <> '' AND s.subject_id LIKE $7))"
+    "   AND ($8 OR s.subject_type <> " + str(record_pb2.SUBJECT_TYPE_NATURAL_PERSON) + ")"
+    ") c"
+    " CROSS JOIN LATERAL ("
+    "  SELECT array_agg(DISTINCT r.origin ORDER BY r.origin) AS origins, count(*) AS n"
+    "  FROM records r WHERE r.subject_id = c.subject_id AND " + _VISIBLE + ") v"
+    " WHERE v.n > 0 AND ($9::smallint IS NULL OR (c.tier, -c.score, c.subject_id) > ($9, -$10::real, $11::text))"
+    " ORDER BY c.tier, c.score DESC, c.subject_id"
+    " LIMIT $12"
 )
 
 
@@ -68,6 +117,120 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         with contextlib.suppress(ProofUnavailable):
             answer.proof.CopyFrom(await inclusion_proof(self.pool, self.logbook, self.keeper, entry.origin, entry.seq))
         return answer
+
+    async def SearchSubjects(
+        self,
+        request: lookup_pb2.SearchSubjectsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> lookup_pb2.SearchSubjectsResponse:
+        call = edge.current()
+        caller = call.caller
+        key = search_key(request.query)
+        if not key:
+            raise edge.invalid("query has no characters to search by; send a name or part of a code")
+        if request.page_size > MAX_PAGE_SIZE:
+            raise edge.invalid(f"page_size is {request.page_size}; at most {MAX_PAGE_SIZE} subjects a page")
+        size = request.page_size or PAGE_SIZE
+        code = code_key(request.query)
+        fragment = _like(code) if len(code) >= MIN_CODE_FRAGMENT and _CODE.fullmatch(code) else ""
+        fingerprint = _fingerprint(key, caller)
+        after = _read_token(request.page_token, fingerprint) if request.page_token else (None, None, None)
+        levels, statuses = _visible_pairs(caller)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _SEARCH_QUERY,
+                dt.date.today(),
+                levels,
+                statuses,
+                key,
+                code,
+                _like(key),
+                fragment,
+                caller.role in _FINDS_PERSONS,
+                *after,
+                size + 1,
+            )
+        page = rows[:size]
+        matches = [
+            lookup_pb2.SubjectMatch(
+                subject_id=row["subject_id"],
+                name=row["name"],
+                type=row["subject_type"],
+                origins=row["origins"],
+                record_count=row["n"],
+                score=row["score"],
+            )
+            for row in page
+        ]
+        call.answer(len(matches), (m.subject_id for m in matches))
+        call.detail = f"query {edge.quote(request.query, 100)}: {call.detail}"
+        response = lookup_pb2.SearchSubjectsResponse(subjects=matches)
+        if len(rows) > size:
+            last = page[-1]
+            response.next_page_token = _token(fingerprint, last["tier"], last["score"], last["subject_id"])
+        return response
+
+    async def BatchGetProfiles(
+        self,
+        request: lookup_pb2.BatchGetProfilesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> lookup_pb2.BatchGetProfilesResponse:
+        """GetProfile for many codes in one round trip to the store; every code must be valid, or none is answered."""
+        call = edge.current()
+        if not request.usccs:
+            raise edge.invalid("usccs is required: send the codes of the subjects to look up")
+        codes = []
+        for index, raw in enumerate(request.usccs):
+            try:
+                codes.append(uscc_codes.validate(raw).code)
+            except uscc_codes.InvalidSubjectCode as exc:
+                raise edge.invalid(f"usccs[{index}]: {exc.message}; nothing was looked up") from None
+        distinct = list(dict.fromkeys(codes))
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_BATCH_QUERY, distinct)
+        by_subject: defaultdict[str, list[asyncpg.Record]] = defaultdict(list)
+        for row in rows:
+            by_subject[row["subject_id"]].append(row)
+        entries = {code: _visible_entries(by_subject[code], call.caller) for code in distinct}
+        call.answer_each((code, len(found), (f"{e.origin}#{e.seq}" for e in found)) for code, found in entries.items())
+        return lookup_pb2.BatchGetProfilesResponse(
+            profiles=[lookup_pb2.Profile(subject_id=code, entries=entries[code]) for code in codes]
+        )
+
+
+def _visible_pairs(caller: Caller) -> tuple[list[int], list[int]]:
+    """The (sharing level, status) pairs ``caller`` may see, as two arrays for SQL: asked of Caller.sees itself."""
+    levels = record_pb2.SharingLevel.values()
+    statuses = lookup_pb2.EntryStatus.values()
+    pairs = [(level, status) for level in levels for status in statuses if caller.sees(level, status)]
+    return [level for level, _ in pairs], [status for _, status in pairs]
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern finding ``text`` anywhere, its wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _fingerprint(key: str, caller: Caller) -> str:
+    """What a page token is bound to: the folded query and the caller's role (which decides what matches)."""
+    return hashlib.sha256(f"{caller.role}\x1f{key}".encode()).hexdigest()[:16]
+
+
+def _token(fingerprint: str, tier: int, score: float, subject_id: str) -> str:
+    """The position after the last subject of a page: pages never repeat or skip a subject of an unchanged store."""
+    text = json.dumps([fingerprint, tier, score, subject_id], ensure_ascii=False, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _read_token(token: str, fingerprint: str) -> tuple[int, float, str]:
+    try:
+        held = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        mark, tier, score, subject = held
+        if mark == fingerprint and tier in (0, 1, 2) and isinstance(score, float | int) and isinstance(subject, str):
+            return int(tier), float(score), subject
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise edge.invalid("page_token is not one this search gave for this query; start again without it")
 
 
 def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_pb2.ProfileEntry]:

@@ -10,14 +10,17 @@ caller's transaction.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from credex.crypto.merkle import leaf_hash
 from credex.domain.identity import subject_id
+from credex.domain.normalize import name_key
 from credex.domain.records import canonical_bytes
 from credex.errors import CredexError
 from credex.node.store.database import Connection
@@ -81,6 +84,8 @@ class RecordState:
     publicity_end: dt.date | None
     encoded: bytes
     digest: bytes
+    subject_type: int = record_pb2.SUBJECT_TYPE_UNSPECIFIED  # for the subjects table (search)
+    subject_name: str = ""  # as published
 
     @classmethod
     def of(cls, record: record_pb2.Record, encoded: bytes | None = None) -> RecordState:
@@ -97,6 +102,8 @@ class RecordState:
             publicity_end=dt.date.fromisoformat(end) if end else None,
             encoded=encoded,
             digest=record_digest(encoded),
+            subject_type=record.subject.type,
+            subject_name=record.subject.name,
         )
 
     @classmethod
@@ -104,6 +111,7 @@ class RecordState:
         return cls.of(record_pb2.Record.FromString(encoded))
 
 
+MAX_NAME_CHARS = 500  # of a subject's name kept for search
 # Longest record or subject id stored: ids are short codes; a b-tree index entry must fit a page.
 MAX_ID_CHARS = 256
 
@@ -265,6 +273,81 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
         " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
         " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record"
         " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
+    )
+    await _upsert_subjects(conn, latest.values())
+
+
+def search_key(text: str) -> str:
+    """``text`` folded as the subjects table's ``name_key``: half width, simplified, no spaces, upper case.
+
+    Stored names and search queries pass the same function, so any form a name is
+    typed in (繁體 or 简体, full or half width, spaced or not) meets the same key.
+    """
+    return name_key(text).upper()
+
+
+def code_key(text: str) -> str:
+    """A code or code fragment as codes are stored: half width, no spaces, upper case."""
+    return "".join(unicodedata.normalize("NFKC", text).split()).upper()
+
+
+async def _upsert_subjects(conn: Connection, events: Iterable[StoredEvent]) -> None:
+    """Keep each subject's searchable name in step: one statement for the batch, rows rewritten only on change.
+
+    Names are folded once per distinct subject of the batch (a microsecond or two each),
+    so bulk intake pays little; the name of the latest record stored about a subject wins.
+    """
+    await _upsert_subject_states(conn, (event.state for event in events))
+
+
+async def backfill_subjects(conn: Connection, batch: int = 10000) -> int:
+    """Fill an empty subjects table from the records already held; returns the subjects written.
+
+    A store that held records before search existed (migration 0010) has none of their
+    subjects to search; names live only inside the stored record bytes, so they are
+    decoded here, off the event loop, a batch at a time. Does nothing once the table
+    has rows: from then on every upsert keeps it in step.
+    """
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM subjects)"):
+        return 0
+    written, after = 0, ""
+    while True:
+        rows = await conn.fetch(
+            "SELECT record_id, record FROM records WHERE record_id > $1 ORDER BY record_id LIMIT $2", after, batch
+        )
+        if not rows:
+            return written
+        states = await asyncio.to_thread(_states_of, [bytes(r["record"]) for r in rows])
+        await _upsert_subject_states(conn, states)
+        written += len({s.subject_id for s in states if s.subject_name})
+        after = rows[-1]["record_id"]
+
+
+def _states_of(encoded: list[bytes]) -> list[RecordState]:
+    return [RecordState.of(record_pb2.Record.FromString(raw), raw) for raw in encoded]
+
+
+async def _upsert_subject_states(conn: Connection, given: Iterable[RecordState]) -> None:
+    named: dict[str, RecordState] = {}
+    for state in given:
+        if state.subject_name and state.subject_id:
+            named[state.subject_id] = state
+    if not named:
+        return
+    states = list(named.values())
+    # A peer's signed record may carry what text columns cannot hold (NUL) or an absurd name:
+    # search gets a storable prefix instead of the batch failing.
+    names = [s.subject_name.replace("\x00", "")[:MAX_NAME_CHARS] for s in states]
+    await conn.execute(
+        "INSERT INTO subjects AS s (subject_id, subject_type, name, name_key)"
+        " SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[])"
+        " ON CONFLICT (subject_id) DO UPDATE SET"
+        " subject_type = EXCLUDED.subject_type, name = EXCLUDED.name, name_key = EXCLUDED.name_key"
+        " WHERE (s.subject_type, s.name) IS DISTINCT FROM (EXCLUDED.subject_type, EXCLUDED.name)",
+        [s.subject_id for s in states],
+        [s.subject_type for s in states],
+        names,
+        [search_key(name) for name in names],
     )
 
 

@@ -174,3 +174,147 @@ class RecordAnswer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordAnswer: _TypeAlias = RecordAnswer  # noqa: Y015
+
+@_typing.final
+class SearchSubjectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """A name (any character form: traditional or simplified, full or half width, spaced
+    or not) or a fragment of a code.
+    """
+    page_size: _builtins.int
+    """at most 100; 0 means 20"""
+    page_token: _builtins.str
+    """next_page_token of the previous page of the same query"""
+    purpose: _builtins.str
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchSubjectsRequest: _TypeAlias = SearchSubjectsRequest  # noqa: Y015
+
+@_typing.final
+class SubjectMatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    ORIGINS_FIELD_NUMBER: _builtins.int
+    RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    name: _builtins.str
+    """as published"""
+    type: _record_pb2.SubjectType.ValueType
+    record_count: _builtins.int
+    """records the caller may see"""
+    score: _builtins.float
+    """0..1 name similarity; an exact code or name match is first whatever its score"""
+    @_builtins.property
+    def origins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """origins holding records the caller may see"""
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        type: _record_pb2.SubjectType.ValueType = ...,
+        origins: _abc.Iterable[_builtins.str] | None = ...,
+        record_count: _builtins.int = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "origins", b"origins", "record_count", b"record_count", "score", b"score", "subject_id", b"subject_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubjectMatch: _TypeAlias = SubjectMatch  # noqa: Y015
+
+@_typing.final
+class SearchSubjectsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def subjects(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubjectMatch]: ...
+    def __init__(
+        self,
+        *,
+        subjects: _abc.Iterable[Global___SubjectMatch] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "subjects", b"subjects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchSubjectsResponse: _TypeAlias = SearchSubjectsResponse  # noqa: Y015
+
+@_typing.final
+class BatchGetProfilesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USCCS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    @_builtins.property
+    def usccs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """at most 1,000; all must be valid, or the call is refused"""
+
+    def __init__(
+        self,
+        *,
+        usccs: _abc.Iterable[_builtins.str] | None = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "usccs", b"usccs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetProfilesRequest: _TypeAlias = BatchGetProfilesRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetProfilesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Profile]:
+        """One per requested code, in request order; a profile without entries where nothing is visible."""
+
+    def __init__(
+        self,
+        *,
+        profiles: _abc.Iterable[Global___Profile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profiles", b"profiles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetProfilesResponse: _TypeAlias = BatchGetProfilesResponse  # noqa: Y015

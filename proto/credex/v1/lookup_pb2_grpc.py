@@ -44,6 +44,16 @@ class LookupServiceStub:
                 request_serializer=credex_dot_v1_dot_lookup__pb2.GetRecordRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_lookup__pb2.RecordAnswer.FromString,
                 _registered_method=True)
+        self.SearchSubjects = channel.unary_unary(
+                '/credex.v1.LookupService/SearchSubjects',
+                request_serializer=credex_dot_v1_dot_lookup__pb2.SearchSubjectsRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_lookup__pb2.SearchSubjectsResponse.FromString,
+                _registered_method=True)
+        self.BatchGetProfiles = channel.unary_unary(
+                '/credex.v1.LookupService/BatchGetProfiles',
+                request_serializer=credex_dot_v1_dot_lookup__pb2.BatchGetProfilesRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_lookup__pb2.BatchGetProfilesResponse.FromString,
+                _registered_method=True)
 
 
 class LookupServiceServicer:
@@ -64,6 +74,21 @@ class LookupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchSubjects(self, request, context):
+        """Subjects whose name or code matches a text, best first, a page at a time. Only subjects
+        with a record the caller may see; natural persons only for peers and operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetProfiles(self, request, context):
+        """GetProfile for up to 1,000 USCCs at once, answered in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LookupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +101,16 @@ def add_LookupServiceServicer_to_server(servicer, server):
                     servicer.GetRecord,
                     request_deserializer=credex_dot_v1_dot_lookup__pb2.GetRecordRequest.FromString,
                     response_serializer=credex_dot_v1_dot_lookup__pb2.RecordAnswer.SerializeToString,
+            ),
+            'SearchSubjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchSubjects,
+                    request_deserializer=credex_dot_v1_dot_lookup__pb2.SearchSubjectsRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_lookup__pb2.SearchSubjectsResponse.SerializeToString,
+            ),
+            'BatchGetProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetProfiles,
+                    request_deserializer=credex_dot_v1_dot_lookup__pb2.BatchGetProfilesRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_lookup__pb2.BatchGetProfilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +167,60 @@ class LookupService:
             '/credex.v1.LookupService/GetRecord',
             credex_dot_v1_dot_lookup__pb2.GetRecordRequest.SerializeToString,
             credex_dot_v1_dot_lookup__pb2.RecordAnswer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchSubjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.LookupService/SearchSubjects',
+            credex_dot_v1_dot_lookup__pb2.SearchSubjectsRequest.SerializeToString,
+            credex_dot_v1_dot_lookup__pb2.SearchSubjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.LookupService/BatchGetProfiles',
+            credex_dot_v1_dot_lookup__pb2.BatchGetProfilesRequest.SerializeToString,
+            credex_dot_v1_dot_lookup__pb2.BatchGetProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

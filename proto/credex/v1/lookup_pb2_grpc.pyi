@@ -37,6 +37,12 @@ class LookupServiceStub:
     """One record with the envelope of the event that produced its current state,
     and a proof of that event's place in the origin's log.
     """
+    SearchSubjects: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.SearchSubjectsRequest, _lookup_pb2.SearchSubjectsResponse]
+    """Subjects whose name or code matches a text, best first, a page at a time. Only subjects
+    with a record the caller may see; natural persons only for peers and operators.
+    """
+    BatchGetProfiles: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.BatchGetProfilesRequest, _lookup_pb2.BatchGetProfilesResponse]
+    """GetProfile for up to 1,000 USCCs at once, answered in request order."""
 
 @_typing.type_check_only
 class LookupServiceAsyncStub(LookupServiceStub):
@@ -47,6 +53,12 @@ class LookupServiceAsyncStub(LookupServiceStub):
     """One record with the envelope of the event that produced its current state,
     and a proof of that event's place in the origin's log.
     """
+    SearchSubjects: _aio.UnaryUnaryMultiCallable[_lookup_pb2.SearchSubjectsRequest, _lookup_pb2.SearchSubjectsResponse]  # type: ignore[assignment]
+    """Subjects whose name or code matches a text, best first, a page at a time. Only subjects
+    with a record the caller may see; natural persons only for peers and operators.
+    """
+    BatchGetProfiles: _aio.UnaryUnaryMultiCallable[_lookup_pb2.BatchGetProfilesRequest, _lookup_pb2.BatchGetProfilesResponse]  # type: ignore[assignment]
+    """GetProfile for up to 1,000 USCCs at once, answered in request order."""
 
 class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +78,23 @@ class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
         """One record with the envelope of the event that produced its current state,
         and a proof of that event's place in the origin's log.
         """
+
+    @_abc_1.abstractmethod
+    def SearchSubjects(
+        self,
+        request: _lookup_pb2.SearchSubjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookup_pb2.SearchSubjectsResponse, _abc.Awaitable[_lookup_pb2.SearchSubjectsResponse]]:
+        """Subjects whose name or code matches a text, best first, a page at a time. Only subjects
+        with a record the caller may see; natural persons only for peers and operators.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetProfiles(
+        self,
+        request: _lookup_pb2.BatchGetProfilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lookup_pb2.BatchGetProfilesResponse, _abc.Awaitable[_lookup_pb2.BatchGetProfilesResponse]]:
+        """GetProfile for up to 1,000 USCCs at once, answered in request order."""
 
 def add_LookupServiceServicer_to_server(servicer: LookupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
