@@ -17,7 +17,8 @@ import pytest
 
 from credex.node.ledger import Change
 from credex.node.runtime import Node
-from credex.node.services.access import Caller, entry_status, peer_address
+from credex.node.services.access import Caller, peer_address
+from credex.node.store.events import entry_status
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2, record_pb2
 
 from .callers import PUBLIC as PORTAL

@@ -28,8 +28,8 @@ def _generator() -> object:
     return module
 
 
-def test_the_contract_is_the_six_proto_files() -> None:
-    assert PROTO_FILES == ["event", "exchange", "log", "lookup", "quality", "record"]
+def test_the_contract_is_the_seven_proto_files() -> None:
+    assert PROTO_FILES == ["check", "event", "exchange", "log", "lookup", "quality", "record"]
 
 
 def test_committed_generated_code_matches_every_proto_file(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ refresh gains or loses peer rights at once.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import logging
 import urllib.parse
@@ -169,9 +168,3 @@ def _warn_once(name: str, role: str, presented: str, why: str) -> None:
         return
     _warned.add(seen)
     log.warning("caller named %s refused %s rights, served as public: %s", name, role, why)
-
-
-def entry_status(status: int, publicity_end: dt.date | None, today: dt.date) -> int:
-    if status == lookup_pb2.ENTRY_STATUS_ACTIVE and publicity_end is not None and publicity_end < today:
-        return lookup_pb2.ENTRY_STATUS_EXPIRED
-    return status

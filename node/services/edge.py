@@ -155,6 +155,25 @@ RULES: dict[str, dict[str, Text]] = {
         "purpose": Text(500),
     },
     "credex.v1.BatchGetProfilesRequest": {"usccs": Text(64, max_items=MAX_BATCH), "purpose": Text(500)},
+    # A check names its scenario and the unit that will apply the measures (credit-use.md, Check rule 1).
+    "credex.v1.CheckRequest": {
+        "usccs": Text(64, max_items=MAX_BATCH),
+        "scenario": Text(64, required=True),
+        "requesting_unit_uscc": Text(64, required=True),
+        "purpose": Text(500),
+        "legal_basis": Text(500),
+    },
+    "credex.v1.FeedbackRequest": {
+        "check_id": Text(64, required=True),
+        "subject_id": Text(100, required=True, subject=True),
+        "measures_applied": Text(100, max_items=MAX_BATCH),
+        "reason": Text(500),
+        "amount_yuan": Text(32),
+        "basis": Text(500),
+        "district_code": Text(16),
+        "department": Text(200),
+        "applied_on": Text(10, required=True),
+    },
 }
 
 

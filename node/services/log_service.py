@@ -22,9 +22,10 @@ from google.protobuf.message import DecodeError
 
 from credex.node.chain import ProofUnavailable, checkpoint_message, inclusion_proof
 from credex.node.services import edge
-from credex.node.services.access import Caller, entry_status
+from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
 from credex.node.store import STATUS_BY_TYPE, RecordState
+from credex.node.store.events import entry_status
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2
 
 # The event at the leaf asked for, and the current row of its record.

@@ -26,9 +26,9 @@ from credex.domain import identity
 from credex.domain import uscc as uscc_codes
 from credex.node.chain import ProofUnavailable, inclusion_proof
 from credex.node.services import edge
-from credex.node.services.access import Caller, entry_status
+from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
-from credex.node.store.events import code_key, search_key
+from credex.node.store.events import code_key, entry_status, search_key
 from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
 _ENTRY_QUERY = (

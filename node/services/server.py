@@ -15,6 +15,7 @@ from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
 from credex.node.services.access import unbound_privileged
 from credex.node.services.audit_trail import AuditLog
+from credex.node.services.check_service import CheckService
 from credex.node.services.edge import Gate
 from credex.node.services.exchange import ExchangeService
 from credex.node.services.log_service import LogService
@@ -22,7 +23,7 @@ from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
 from credex.node.services.servicer import Servicer
 from credex.node.trust import TrustProvider
-from credex.v1 import exchange_pb2, log_pb2, lookup_pb2, quality_pb2
+from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ SERVICES = {
     "ExchangeService": exchange_pb2.DESCRIPTOR.services_by_name["ExchangeService"],
     "LogService": log_pb2.DESCRIPTOR.services_by_name["LogService"],
     "QualityService": quality_pb2.DESCRIPTOR.services_by_name["QualityService"],
+    "CheckService": check_pb2.DESCRIPTOR.services_by_name["CheckService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -90,6 +92,7 @@ async def start_server(
         ("ExchangeService", ExchangeService),
         ("LogService", LogService),
         ("QualityService", QualityService),
+        ("CheckService", CheckService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]

@@ -277,6 +277,18 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
     await _upsert_subjects(conn, latest.values())
 
 
+def entry_status(status: int, publicity_end: dt.date | None, today: dt.date) -> int:
+    """A record's status as answered today: an active record past its origin's window end is expired."""
+    if status == lookup_pb2.ENTRY_STATUS_ACTIVE and publicity_end is not None and publicity_end < today:
+        return lookup_pb2.ENTRY_STATUS_EXPIRED
+    return status
+
+
+def in_force(status: int, publicity_end: dt.date | None, today: dt.date) -> bool:
+    """The one definition of "in force" for checks and reports: active, inside the window its origin set."""
+    return entry_status(status, publicity_end, today) == lookup_pb2.ENTRY_STATUS_ACTIVE
+
+
 def search_key(text: str) -> str:
     """``text`` folded as the subjects table's ``name_key``: half width, simplified, no spaces, upper case.
 

@@ -1,0 +1,27 @@
+"""Checks (逢办必查 / 联合奖惩): which records of a subject are in force, the measures they trigger, and feedback.
+
+A stage between the store and the services: it reads and writes the store, asks the
+measures catalogue, and knows nothing of gRPC or callers beyond what they may see.
+"""
+
+from credex.node.checks.checking import (
+    CheckFailure,
+    CheckRequest,
+    Feedback,
+    Hit,
+    SubjectAnswer,
+    record_feedback,
+    run_check,
+    scale_of,
+)
+
+__all__ = [
+    "CheckFailure",
+    "CheckRequest",
+    "Feedback",
+    "Hit",
+    "SubjectAnswer",
+    "record_feedback",
+    "run_check",
+    "scale_of",
+]

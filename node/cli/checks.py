@@ -1,0 +1,165 @@
+"""``credex check`` and ``credex feedback``: 逢办必查 against a node, and the usage feedback that follows.
+
+A check prints every subject's hits in force with the measures the catalogue holds
+for them, each with its legal basis, so an office sees why a measure applies; the
+check id it prints is what ``credex feedback`` files against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import grpc
+import typer
+from google.protobuf.message import Message
+from rich.table import Table
+
+from credex.node.channels import call_failed, open_channel
+from credex.node.cli.app import (
+    BundleOption,
+    CaOption,
+    CertOption,
+    ConfigOption,
+    FederationKeyOption,
+    KeyOption,
+    TlsFiles,
+    app,
+    console,
+    trust_and_tls,
+)
+from credex.v1 import check_pb2, check_pb2_grpc
+
+NodeOption = Annotated[str, typer.Option(help="host:port of the node to ask")]
+OUTCOMES = {
+    "punished": check_pb2.FEEDBACK_OUTCOME_PUNISHED,
+    "rewarded": check_pb2.FEEDBACK_OUTCOME_REWARDED,
+    "not_adopted": check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
+}
+Answer = TypeVar("Answer", bound=Message)
+
+
+def _run(node: str, tls: TlsFiles, method: str, asked: Coroutine[Any, Any, Answer]) -> Answer:
+    """Run one call; a refusal becomes the CLI's explanation of what went wrong and how to fix it."""
+    ca, cert, key = tls
+    try:
+        return asyncio.run(asked)
+    except grpc.aio.AioRpcError as exc:
+        raise call_failed(exc, node, method, ca=ca, cert=cert, key=key) from None
+
+
+def _print_json(message: Message) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), ensure_ascii=False, indent=2))
+
+
+@app.command()
+def check(
+    usccs: Annotated[list[str], typer.Argument(help="the subjects' USCCs (up to 1,000)")],
+    scenario: Annotated[str, typer.Option(help="the scenario code, e.g. 政府采购")],
+    unit: Annotated[str, typer.Option(help="the requesting unit's USCC")],
+    node: NodeOption,
+    purpose: Annotated[str, typer.Option(help="why you check; goes to the audit log")] = "",
+    basis: Annotated[str, typer.Option(help="the legal basis of the check")] = "",
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check subjects before granting, buying, funding, hiring or honouring: hits in force and their measures."""
+    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    request = check_pb2.CheckRequest(
+        usccs=usccs, scenario=scenario, requesting_unit_uscc=unit, purpose=purpose, legal_basis=basis
+    )
+    ca, cert, key = tls
+
+    async def ask() -> check_pb2.CheckResponse:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            return await check_pb2_grpc.CheckServiceStub(channel).Check(request, timeout=60)
+
+    answer = _run(node, tls, "Check", ask())
+    if as_json:
+        _print_json(answer)
+        return
+    console.print(f"check {answer.check_id} · scenario {answer.scenario}", soft_wrap=True)
+    table = Table(title_justify="left")
+    for column in ("subject", "record", "origin", "list / severity", "window end", "measure", "basis"):
+        table.add_column(column, overflow="fold")
+    for subject in answer.subjects:
+        if not subject.hits:
+            table.add_row(subject.subject_id, "no record in force", "", "", "", "", "")
+        for hit in subject.hits:
+            rows = [(m.id + " " + m.name, m.basis) for m in hit.measures] or [("(no measure in this scenario)", "")]
+            for index, (measure, measure_basis) in enumerate(rows):
+                first = index == 0
+                table.add_row(
+                    subject.subject_id if first else "",
+                    hit.record_id if first else "",
+                    hit.origin if first else "",
+                    hit.list_or_severity if first else "",
+                    hit.window_end if first else "",
+                    measure,
+                    measure_basis,
+                )
+        for incentive in subject.incentives:
+            table.add_row(subject.subject_id, "激励", "", "", "", incentive.id + " " + incentive.name, incentive.basis)
+        if not subject.notify_commit_available:
+            excluded = ", ".join(subject.excluded_by)
+            table.add_row(subject.subject_id, "告知承诺 not available", "", "", "", excluded, "")
+    console.print(table)
+
+
+@app.command()
+def feedback(
+    check_id: Annotated[str, typer.Argument(help="the check id `credex check` printed")],
+    subject: Annotated[str, typer.Option(help="the subject the feedback is about")],
+    outcome: Annotated[str, typer.Option(help="punished, rewarded or not_adopted")],
+    node: NodeOption,
+    applied_on: Annotated[str, typer.Option(help="the date applied, YYYY-MM-DD")],
+    measure: Annotated[list[str] | None, typer.Option(help="a measure id applied (repeat)")] = None,
+    reason: Annotated[str, typer.Option(help="why not adopted (required for not_adopted)")] = "",
+    amount: Annotated[str, typer.Option(help="the amount in exact yuan, e.g. 12000.50")] = "",
+    basis: Annotated[str, typer.Option(help="the basis of what was applied")] = "",
+    district: Annotated[str, typer.Option(help="the GB/T 2260 district code")] = "",
+    department: Annotated[str, typer.Option(help="the department that applied it")] = "",
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """File usage feedback (应用情况反馈) against a check: the measures applied must be ones it returned."""
+    if outcome not in OUTCOMES:
+        raise typer.BadParameter("punished, rewarded or not_adopted", param_hint="--outcome")
+    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    request = check_pb2.FeedbackRequest(
+        check_id=check_id,
+        subject_id=subject,
+        measures_applied=measure or [],
+        outcome=OUTCOMES[outcome],
+        reason=reason,
+        amount_yuan=amount,
+        basis=basis,
+        district_code=district,
+        department=department,
+        applied_on=applied_on,
+    )
+    ca, cert, key = tls
+
+    async def send() -> check_pb2.FeedbackReceipt:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            return await check_pb2_grpc.CheckServiceStub(channel).SubmitFeedback(request, timeout=30)
+
+    receipt = _run(node, tls, "SubmitFeedback", send())
+    if as_json:
+        _print_json(receipt)
+        return
+    console.print(f"feedback on check {receipt.check_id} for {receipt.subject_id} recorded at {receipt.recorded_at}")
