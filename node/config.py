@@ -200,6 +200,11 @@ class QualityConfig(BaseModel):
     deadline_working_days: int = 7
 
 
+class ChecksConfig(BaseModel):
+    # 应用情况反馈 is overdue once this many working days (official calendar) pass after a check without it.
+    feedback_due_working_days: int = Field(default=5, ge=1)
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -231,6 +236,7 @@ class NodeConfig(BaseSettings):
     checkpoint: CheckpointConfig = CheckpointConfig()
     feeds: list[FeedConfig] = []
     quality: QualityConfig = QualityConfig()
+    checks: ChecksConfig = ChecksConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"

@@ -81,5 +81,13 @@ class _Metrics:
         )
     )
 
+    checks_overdue: Gauge = field(
+        default_factory=lambda: Gauge(
+            "credex_check_feedback_overdue",
+            "Checked subjects whose usage feedback (应用情况反馈) is overdue, as last counted",
+            ["origin"],
+        )
+    )
+
 
 METRICS = _Metrics()

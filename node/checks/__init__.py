@@ -1,7 +1,8 @@
 """Checks (逢办必查 / 联合奖惩): which records of a subject are in force, the measures they trigger, and feedback.
 
 A stage between the store and the services: it reads and writes the store, asks the
-measures catalogue, and knows nothing of gRPC or callers beyond what they may see.
+measures catalogue, lists feedback that is overdue, and knows nothing of gRPC or
+callers beyond what they may see.
 """
 
 from credex.node.checks.checking import (
@@ -14,14 +15,18 @@ from credex.node.checks.checking import (
     run_check,
     scale_of,
 )
+from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric
 
 __all__ = [
     "CheckFailure",
     "CheckRequest",
     "Feedback",
     "Hit",
+    "OverdueFeedback",
     "SubjectAnswer",
+    "overdue_feedback",
     "record_feedback",
+    "refresh_overdue_metric",
     "run_check",
     "scale_of",
 ]

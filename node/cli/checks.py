@@ -1,8 +1,10 @@
-"""``credex check`` and ``credex feedback``: 逢办必查 against a node, and the usage feedback that follows.
+"""``credex check``, ``credex feedback`` and ``credex checks overdue``: 逢办必查, its feedback, what is late.
 
 A check prints every subject's hits in force with the measures the catalogue holds
 for them, each with its legal basis, so an office sees why a measure applies; the
-check id it prints is what ``credex feedback`` files against.
+check id it prints is what ``credex feedback`` files against. ``credex checks overdue``
+reads the node's own store and lists the checked subjects still awaiting feedback past
+the working days the node's config allows.
 """
 
 from __future__ import annotations
@@ -12,22 +14,28 @@ import json
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import grpc
 import typer
 from google.protobuf.message import Message
 from rich.table import Table
 
 from credex.node.channels import call_failed, open_channel
+from credex.node.checks import OverdueFeedback, refresh_overdue_metric
 from credex.node.cli.app import (
     BundleOption,
     CaOption,
     CertOption,
     ConfigOption,
+    CredexTyper,
     FederationKeyOption,
     KeyOption,
+    NodeConfigOption,
     TlsFiles,
     app,
     console,
+    load_settings,
+    run_on_store,
     trust_and_tls,
 )
 from credex.v1 import check_pb2, check_pb2_grpc
@@ -39,6 +47,8 @@ OUTCOMES = {
     "not_adopted": check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
 }
 Answer = TypeVar("Answer", bound=Message)
+checks_app = CredexTyper(help="checks made at this node: feedback that is overdue", no_args_is_help=True)
+app.add_typer(checks_app, name="checks")
 
 
 def _run(node: str, tls: TlsFiles, method: str, asked: Coroutine[Any, Any, Answer]) -> Answer:
@@ -163,3 +173,50 @@ def feedback(
         _print_json(receipt)
         return
     console.print(f"feedback on check {receipt.check_id} for {receipt.subject_id} recorded at {receipt.recorded_at}")
+
+
+@checks_app.command("overdue")
+def checks_overdue(
+    config: NodeConfigOption,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Checked subjects still awaiting usage feedback past the working days allowed (official calendar)."""
+    settings = load_settings(config)
+    due = settings.checks.feedback_due_working_days
+
+    async def work(pool: asyncpg.Pool) -> list[OverdueFeedback]:
+        return await refresh_overdue_metric(pool, settings.origin, due)
+
+    overdue = run_on_store(config, work)
+    if as_json:
+        rows = [
+            {
+                "check_id": o.check_id,
+                "subject_id": o.subject_id,
+                "requesting_unit": o.requesting_unit,
+                "scenario": o.scenario,
+                "checked_at": o.checked_at.isoformat(),
+                "working_days_since": o.working_days_since,
+            }
+            for o in overdue
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(
+        title=f"{len(overdue)} checked subjects awaiting feedback for more than {due} working days",
+        title_justify="left",
+    )
+    for column in ("check", "subject", "requesting unit", "scenario", "checked at", "working days since"):
+        table.add_column(column, overflow="fold", justify="right" if column == "working days since" else "left")
+    for o in overdue:
+        table.add_row(
+            o.check_id,
+            o.subject_id,
+            o.requesting_unit,
+            o.scenario,
+            o.checked_at.isoformat(timespec="seconds"),
+            str(o.working_days_since),
+        )
+    console.print(table)
+    if not all(o.calendar_official for o in overdue):
+        console.print("some working days fall in years the official calendar does not cover yet: Monday to Friday used")

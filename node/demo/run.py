@@ -3,11 +3,15 @@
 Each node takes in its region's sample files, publishes its signed log, takes in
 the others'; then a government office asks one region's node about companies
 that have records in other regions, and checks every origin's signature itself.
+Last, a Shanghai procurement office checks (逢办必查) a Jiangsu company on Jiangsu's
+serious-dishonesty list, learns the catalogue's measures with their legal basis, and
+files its usage feedback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import shutil
 import tempfile
@@ -20,13 +24,16 @@ from rich.table import Table
 from credex.adapters.profile import Profile
 from credex.adapters.samples.synth import shipped_samples
 from credex.crypto.trust import TrustBundle
+from credex.domain import uscc as uscc_codes
 from credex.domain.regions import region_name
 from credex.domain.uscc import USCC
+from credex.node.channels import open_channel
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.node.services import get_profile
-from credex.v1 import lookup_pb2, record_pb2
+from credex.v1 import check_pb2, check_pb2_grpc, lookup_pb2, record_pb2
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,7 @@ async def run_demo(console: Console, workdir: Path | None = None, keep: bool = F
         await _show_profiles(console, federation, nodes, bundle)
         await _summary(console, nodes)
         await _credit_chain(console, nodes)
+        await _procurement_check(console, federation, nodes)
     finally:
         await federation.stop()
         await asyncio.to_thread(broker.stop)
@@ -115,6 +123,105 @@ async def run_demo(console: Console, workdir: Path | None = None, keep: bool = F
         if workdir is None and not keep:
             shutil.rmtree(root, ignore_errors=True)
     console.print(f"demo finished in {time.monotonic() - started:.1f}s; everything shut down")
+
+
+# The procurement scene: a Suzhou company on Jiangsu's list, checked by a Shanghai procurement office.
+LISTED_COMPANY = uscc_codes.make("91", "320500", "DM000001")
+PROCUREMENT_OFFICE = uscc_codes.make("11", "310000", "HCG00001")
+
+
+def _listed_record(today: dt.date) -> record_pb2.Record:
+    decided = (today - dt.timedelta(days=200)).isoformat()
+    return record_pb2.Record(
+        record_id="320000-HMD-DEMO-1",
+        origin="320000",
+        kind=record_pb2.KIND_BLACK_LIST,
+        subject=record_pb2.Subject(
+            type=record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, uscc=LISTED_COMPANY, name="苏州示例失信贸易有限公司"
+        ),
+        decision_date=decided,
+        sharing_level=record_pb2.SHARING_LEVEL_PUBLIC,
+        publicity=record_pb2.PublicityWindow(start=decided, end=(today + dt.timedelta(days=3 * 365)).isoformat()),
+        black_list=record_pb2.BlackListDetails(
+            list_name="严重失信主体名单", identifying_unit=record_pb2.Authority(name="江苏省发展和改革委员会")
+        ),
+    )
+
+
+async def _procurement_check(
+    console: Console, federation: LocalFederation, nodes: dict[str, Node], timeout: float = 20
+) -> None:
+    """Jiangsu lists a company; Shanghai's procurement office checks it over mTLS, sees why, files feedback."""
+    jiangsu, shanghai = nodes["320000"], nodes["310000"]
+    record = _listed_record(dt.date.today())
+    assert jiangsu.pool is not None and shanghai.pool is not None
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.append(conn, [Change.of(record)])
+    started = time.monotonic()
+    while True:
+        async with shanghai.pool.acquire() as conn:
+            if await conn.fetchval("SELECT count(*) FROM records WHERE record_id = $1", record.record_id):
+                break
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"Shanghai did not take in {record.record_id} within {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+    console.print(
+        f"Jiangsu put {LISTED_COMPANY} on its 严重失信主体名单; Shanghai holds it"
+        f" {time.monotonic() - started:.1f}s later"
+    )
+    ca, cert, key = federation.layout.client_tls()
+    async with open_channel(f"127.0.0.1:{shanghai.port}", ca=ca, cert=cert, key=key) as channel:
+        stub = check_pb2_grpc.CheckServiceStub(channel)
+        answer = await stub.Check(
+            check_pb2.CheckRequest(
+                usccs=[LISTED_COMPANY],
+                scenario="政府采购",
+                requesting_unit_uscc=PROCUREMENT_OFFICE,
+                purpose="demo: 供应商资格审查",
+                legal_basis="政府采购法 第二十二条",
+            ),
+            timeout=30,
+        )
+        (subject,) = answer.subjects
+        table = Table(
+            title=f"逢办必查: {PROCUREMENT_OFFICE} (上海市 procurement office) checks {LISTED_COMPANY}"
+            f" for {answer.scenario} at 310000 over gRPC (mTLS), check {answer.check_id}",
+            title_justify="left",
+        )
+        for column in ("hit", "list", "measure", "category", "legal basis"):
+            table.add_column(column, overflow="fold")
+        applied: list[str] = []
+        for hit in subject.hits:
+            for measure in hit.measures:
+                applied.append(measure.id)
+                table.add_row(
+                    f"{hit.origin} {hit.record_id}",
+                    hit.list_or_severity,
+                    f"{measure.id} {measure.name}",
+                    f"{measure.category} {measure.measure_class}".strip(),
+                    measure.basis,
+                )
+        console.print(table)
+        if not subject.notify_commit_available:
+            console.print(f"  告知承诺 not available (excluded by {', '.join(subject.excluded_by)})")
+        receipt = await stub.SubmitFeedback(
+            check_pb2.FeedbackRequest(
+                check_id=answer.check_id,
+                subject_id=LISTED_COMPANY,
+                measures_applied=applied,
+                outcome=check_pb2.FEEDBACK_OUTCOME_PUNISHED,
+                amount_yuan="0.00",
+                basis="政府采购法 第二十二条",
+                district_code="310101",
+                department="上海市黄浦区财政局",
+                applied_on=dt.date.today().isoformat(),
+            ),
+            timeout=30,
+        )
+    console.print(
+        f"  usage feedback (应用情况反馈, 已惩戒) on check {receipt.check_id}: {len(applied)} measures applied,"
+        f" recorded at {receipt.recorded_at}"
+    )
 
 
 def _province(uscc: str) -> str:
