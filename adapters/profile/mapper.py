@@ -78,6 +78,8 @@ class TableMapper:
         if missing:
             raise ProfileError(f"{source}: required columns missing for {kind.kind}: {'; '.join(missing)}")
         self.bindings = bindings
+        # Columns the quarantine never shows as sent: ID numbers, and what the profile discards.
+        self._hidden = frozenset(b.column_index for b in bindings if b.spec.type in ("id_number", "discard"))
         # Bindings that can yield a value: a column is present or a default is set.
         self._active = [b for b in bindings if b.column_index >= 0 or b.spec.default is not None]
         self._source_unit = next((b for b in bindings if b.path == "source_unit.name"), None)
@@ -159,14 +161,13 @@ class TableMapper:
 
     def raw_dict(self, values: Sequence[object]) -> dict[str, str]:
         """The row as published, for the quarantine; never includes ID-number columns."""
-        hidden = {b.column_index for b in self.bindings if b.spec.type in ("id_number", "discard")}
         raw: dict[str, str] = {}
         for i, value in enumerate(values):
             label = self.header[i] if i < len(self.header) else f"extra_{i + 1}"
             if value is None:
                 continue
             text = str(value).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-            raw[label] = "<withheld>" if i in hidden and text.strip() else text[:2000]
+            raw[label] = "<withheld>" if i in self._hidden and text.strip() else text[:2000]
         return raw
 
     @staticmethod

@@ -164,9 +164,9 @@ def _answer(
     today: dt.date,
 ) -> SubjectAnswer:
     hits = tuple(
-        Hit(record, end, tuple(catalogue.measures_for(record, scenario, region=region)))
+        Hit(record, end, measures)
         for record, end in records
-        if catalogue.is_negative(record) or catalogue.measures_for(record, scenario, region=region)
+        if (measures := tuple(catalogue.measures_for(record, scenario, region=region))) or catalogue.is_negative(record)
     )
     found = [record for record, _ in records]
     subject_type = found[0].subject.type if found else record_pb2.SUBJECT_TYPE_LEGAL_ENTITY

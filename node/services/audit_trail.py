@@ -42,7 +42,6 @@ _LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose"
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 # Errors that mean the database is out of reach: retrying entries one by one would not help.
-_CONNECTION_ERRORS = CONNECTION_LOST
 
 
 class AuditUnavailable(CredexError, RuntimeError):
@@ -231,7 +230,7 @@ class AuditLog:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
         try:
             await self._copy([entry for entry, _ in batch])
-        except _CONNECTION_ERRORS as exc:
+        except CONNECTION_LOST as exc:
             log.error("audit log write of %d entries failed: %s", len(batch), exc)
             self._fail(batch, AuditUnavailable(f"audit log unavailable: {exc}"))
             return
@@ -245,7 +244,7 @@ class AuditLog:
             for index, pending in enumerate(batch):
                 try:
                     await self._copy([pending[0]])
-                except _CONNECTION_ERRORS as one_exc:
+                except CONNECTION_LOST as one_exc:
                     self._fail(batch[index:], AuditUnavailable(f"audit log unavailable: {one_exc}"))
                     return
                 except Exception as one_exc:

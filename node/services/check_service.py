@@ -76,10 +76,12 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
     ) -> check_pb2.FeedbackReceipt:
         call = edge.current()
         _may_check(call.caller.role)
-        call.subject_id = request.subject_id
+        # The check stored each subject as its canonical code; feedback may name it in another form.
+        subject = _code("subject_id", request.subject_id)
+        call.subject_id = subject
         feedback = checks.Feedback(
             check_id=request.check_id,
-            subject_id=request.subject_id,
+            subject_id=subject,
             measures_applied=list(request.measures_applied),
             outcome=_OUTCOMES.get(request.outcome, ""),
             reason=request.reason,
@@ -95,9 +97,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
         call.answer(len(request.measures_applied), [f"feedback on check {request.check_id}", *request.measures_applied])
-        return check_pb2.FeedbackReceipt(
-            check_id=request.check_id, subject_id=request.subject_id, recorded_at=at.isoformat()
-        )
+        return check_pb2.FeedbackReceipt(check_id=request.check_id, subject_id=subject, recorded_at=at.isoformat())
 
 
 def _may_check(role: str) -> None:

@@ -96,7 +96,6 @@ _INTEGERS = frozenset(
         FieldDescriptor.TYPE_SFIXED64,
     }
 )
-_DATABASE_DOWN = CONNECTION_LOST
 _CURRENT: contextvars.ContextVar[Call] = contextvars.ContextVar("credex_call")
 _Key: TypeAlias = tuple[str, str, str]  # caller identity, role, method
 
@@ -459,7 +458,7 @@ class Gate:
             await self._audit_refusal(call, status, str(context.details() or ""))
             self._count(call.method, status)
             raise
-        except _DATABASE_DOWN as exc:
+        except CONNECTION_LOST as exc:
             log.warning("%s for %s: database unavailable: %s", call.method, call.caller.identity, exc)
             await self._refuse(
                 call, Refused(grpc.StatusCode.UNAVAILABLE, "the node's database is unavailable; retry later"), context

@@ -108,7 +108,7 @@ class RecordState:
 
     @classmethod
     def decode(cls, encoded: bytes) -> RecordState:
-        return cls.of(record_pb2.Record.FromString(encoded))
+        return cls.of(record_pb2.Record.FromString(encoded), encoded)
 
 
 MAX_NAME_CHARS = 500  # of a subject's name kept for search
@@ -226,6 +226,24 @@ async def insert_events(conn: Connection, events: Sequence[StoredEvent]) -> Inse
     """Insert events that may already be held; sort out replays from conflicting versions."""
     if not events:
         return InsertOutcome([], [], [])
+    # Two copies of one (origin, seq) in the same batch: ON CONFLICT would skip the second in
+    # silence. Keep the first for the database and judge the others against it here.
+    first: dict[tuple[str, int], StoredEvent] = {}
+    repeated: list[StoredEvent] = []
+    for event in events:
+        key = (event.origin, event.seq)
+        if key in first:
+            repeated.append(event)
+        else:
+            first[key] = event
+    outcome = await _insert_distinct(conn, list(first.values()))
+    for event in repeated:
+        same = first[(event.origin, event.seq)].envelope == event.envelope
+        (outcome.replays if same else outcome.conflicts).append(event)
+    return outcome
+
+
+async def _insert_distinct(conn: Connection, events: Sequence[StoredEvent]) -> InsertOutcome:
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
@@ -274,7 +292,7 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
         " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record"
         " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
     )
-    await _upsert_subjects(conn, latest.values())
+    await _upsert_subject_states(conn, (event.state for event in latest.values()))
 
 
 def entry_status(status: int, publicity_end: dt.date | None, today: dt.date) -> int:
@@ -303,15 +321,6 @@ def code_key(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).split()).upper()
 
 
-async def _upsert_subjects(conn: Connection, events: Iterable[StoredEvent]) -> None:
-    """Keep each subject's searchable name in step: one statement for the batch, rows rewritten only on change.
-
-    Names are folded once per distinct subject of the batch (a microsecond or two each),
-    so bulk intake pays little; the name of the latest record stored about a subject wins.
-    """
-    await _upsert_subject_states(conn, (event.state for event in events))
-
-
 async def backfill_subjects(conn: Connection, batch: int = 10000) -> int:
     """Fill an empty subjects table from the records already held; returns the subjects written.
 
@@ -329,17 +338,20 @@ async def backfill_subjects(conn: Connection, batch: int = 10000) -> int:
         )
         if not rows:
             return written
-        states = await asyncio.to_thread(_states_of, [bytes(r["record"]) for r in rows])
+        states = await asyncio.to_thread(
+            lambda raws: [RecordState.decode(raw) for raw in raws], [bytes(r["record"]) for r in rows]
+        )
         await _upsert_subject_states(conn, states)
         written += len({s.subject_id for s in states if s.subject_name})
         after = rows[-1]["record_id"]
 
 
-def _states_of(encoded: list[bytes]) -> list[RecordState]:
-    return [RecordState.of(record_pb2.Record.FromString(raw), raw) for raw in encoded]
-
-
 async def _upsert_subject_states(conn: Connection, given: Iterable[RecordState]) -> None:
+    """Keep each subject's searchable name in step: one statement for the batch, rows rewritten only on change.
+
+    Names are folded once per distinct subject of the batch (a microsecond or two each),
+    so bulk intake pays little; the name of the latest record stored about a subject wins.
+    """
     named: dict[str, RecordState] = {}
     for state in given:
         if state.subject_name and state.subject_id:
