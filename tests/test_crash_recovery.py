@@ -21,6 +21,7 @@ import asyncpg
 from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+from credex.node.feeds.files import file_hash
 
 from .conftest import TestFederation
 
@@ -103,10 +104,19 @@ async def ingest(node: NodeProcess, path: Path, kill_mid_file: random.Random | N
         await asyncio.sleep(kill_mid_file.uniform(0.0, 0.05))
         process.send_signal(signal.SIGKILL)
         await process.wait()
-        return False
+        # Mid-file only if the file's transaction had not committed yet: judged by the store, not the clock.
+        return await _file_taken_in(node, path)
     output, _ = await process.communicate()
     assert process.returncode == 0, f"ingest of {path} failed: {output.decode()[-3000:]}"
     return True
+
+
+async def _file_taken_in(node: NodeProcess, path: Path) -> bool:
+    conn = await asyncpg.connect(node.federation.database_url(node.origin))
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM ingest_files WHERE content_hash = $1", file_hash(path)))
+    finally:
+        await conn.close()
 
 
 async def _writing_transaction_seen(node: NodeProcess, process: asyncio.subprocess.Process) -> bool:
