@@ -450,4 +450,15 @@ class EventVerifier:
             raise EventRejected(
                 "event.inconsistent", "the event's record is missing, or its id or origin is not the event's"
             )
+        if event.type not in _KNOWN_TYPES or event.standing not in _KNOWN_STANDINGS:
+            # A newer credex's event: refused, not guessed at. The gap it leaves is fetched
+            # again by catch-up once this node is upgraded.
+            raise EventRejected(
+                "event.type_unknown",
+                f"event type {event.type} or standing {event.standing} is unknown to this credex; upgrade it",
+            )
         return VerifiedEvent(envelope, event, canonical_bytes(envelope))
+
+
+_KNOWN_TYPES = frozenset(event_pb2.EventType.values()) - {event_pb2.EVENT_TYPE_UNSPECIFIED}
+_KNOWN_STANDINGS = frozenset(event_pb2.Standing.values())

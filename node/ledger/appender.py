@@ -108,10 +108,10 @@ class Ledger:
                 )
         head = await self._lock_head(conn)
         ids = list({c.state.record_id for c in changes})
-        held: dict[str, tuple[bytes, int]] = {
-            r["record_id"]: (bytes(r["digest"]), int(r["status"]))
+        held: dict[str, _Held] = {
+            r["record_id"]: _Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
             for r in await conn.fetch(
-                "SELECT record_id, digest, status FROM records WHERE record_id = ANY($1::text[])", ids
+                "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
             )
         }
         stored, head = await asyncio.to_thread(self._sign_changes, changes, held, head, result)
@@ -119,20 +119,23 @@ class Ledger:
         return result
 
     def _sign_changes(
-        self, changes: Sequence[Change], held: dict[str, tuple[bytes, int]], head: int, result: AppendResult
+        self, changes: Sequence[Change], held: dict[str, _Held], head: int, result: AppendResult
     ) -> tuple[list[state.StoredEvent], int]:
         """Build and sign the events of ``changes`` after ``head``, in a worker thread; return them and the new head."""
         clock = _Clock()
         stored: list[state.StoredEvent] = []
         for change in changes:
             previous = held.get(change.state.record_id)
-            if previous is not None and previous == (change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE):
+            if previous is not None and previous.digest == change.state.digest and previous.status in _KEPT:
                 result.unchanged += 1
                 continue
             event_type = event_pb2.EVENT_TYPE_UPSERT if previous is None else event_pb2.EVENT_TYPE_CORRECT
+            disputed = previous is not None and previous.disputed  # a correction leaves an open objection open
             head += 1
-            stored.append(self._sign(head, event_type, change, clock))
-            held[change.state.record_id] = (change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE)
+            stored.append(
+                self._sign(head, event_type, change, clock, standing=lookup_pb2.ENTRY_STATUS_ACTIVE, disputed=disputed)
+            )
+            held[change.state.record_id] = _Held(change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE, disputed)
             if previous is None:
                 result.new += 1
             else:
@@ -142,20 +145,64 @@ class Ledger:
     async def revoke(self, conn: Connection, record_id: str, reason: str) -> AppendResult:
         """Withdraw a record of this origin; the event carries the state being withdrawn."""
         result = AppendResult()
+        event = await self.amend(
+            conn, record_id, event_pb2.EVENT_TYPE_REVOKE, reason, standing=lookup_pb2.ENTRY_STATUS_REVOKED
+        )
+        if event is not None:
+            result.revoked = 1
+            result.seqs.append(event.seq)
+        return result
+
+    async def amend(
+        self,
+        conn: Connection,
+        record_id: str,
+        event_type: int,
+        reason: str,
+        *,
+        standing: int | None = None,
+        disputed: bool | None = None,
+        case: event_pb2.CaseRef | None = None,
+        record: record_pb2.Record | None = None,
+    ) -> state.StoredEvent | None:
+        """Sign one change of where a record of this origin stands; ``None`` when it already stands so.
+
+        ``standing`` and ``disputed`` left as ``None`` keep the record's current ones; ``record``
+        replaces its content (a correction after an objection), else the event carries the
+        content held. Runs inside the caller's transaction, under the head lock, so the
+        decision and the event commit together.
+        """
         self.key.check_may_sign()
         head = await self._lock_head(conn)
-        row = await conn.fetchrow("SELECT origin, status, record FROM records WHERE record_id = $1", record_id)
+        row = await conn.fetchrow(
+            "SELECT origin, status, disputed, record FROM records WHERE record_id = $1", record_id
+        )
         if row is None:
             raise LedgerError(f"no record {record_id}")
         if row["origin"] != self.origin:
-            raise LedgerError(f"record {record_id} belongs to {row['origin']}; only its origin can revoke it")
-        if row["status"] == lookup_pb2.ENTRY_STATUS_REVOKED:
-            return result
-        change = Change(state.RecordState.decode(bytes(row["record"])))
-        event = self._sign(head + 1, event_pb2.EVENT_TYPE_REVOKE, change, _Clock(), reason)
-        result.revoked = 1
-        await self._store(conn, [event], head + 1, result)
-        return result
+            raise LedgerError(f"record {record_id} belongs to {row['origin']}; only its origin can change it")
+        new_standing = int(row["status"]) if standing is None else standing
+        new_disputed = bool(row["disputed"]) if disputed is None else disputed
+        if record is not None:
+            if record.record_id != record_id or record.origin != self.origin:
+                raise LedgerError(f"the new content given for {record_id} is of another record")
+            content = state.RecordState.of(record)
+        else:
+            content = state.RecordState.decode(bytes(row["record"]))
+        if record is None and case is None and new_standing == row["status"] and new_disputed == row["disputed"]:
+            return None
+        event = self._sign(
+            head + 1,
+            event_type,
+            Change(content),
+            _Clock(),
+            reason,
+            standing=new_standing,
+            disputed=new_disputed,
+            case=case,
+        )
+        await self._store(conn, [event], head + 1, AppendResult())
+        return event
 
     async def _lock_head(self, conn: Connection) -> int:
         head = await conn.fetchval("SELECT seq FROM ledger_head WHERE origin = $1 FOR UPDATE", self.origin)
@@ -166,7 +213,18 @@ class Ledger:
             head = await conn.fetchval("SELECT seq FROM ledger_head WHERE origin = $1 FOR UPDATE", self.origin)
         return int(head)
 
-    def _sign(self, seq: int, event_type: int, change: Change, clock: _Clock, reason: str = "") -> state.StoredEvent:
+    def _sign(
+        self,
+        seq: int,
+        event_type: int,
+        change: Change,
+        clock: _Clock,
+        reason: str = "",
+        *,
+        standing: int,
+        disputed: bool,
+        case: event_pb2.CaseRef | None = None,
+    ) -> state.StoredEvent:
         record = change.state
         event_id = uuid.uuid4()
         event = event_pb2.Event(
@@ -181,6 +239,9 @@ class Ledger:
             else None,
             reason=reason,
             record_digest=record.digest,
+            case=case,
+            standing=event_pb2.Standing.ValueType(standing),
+            disputed=disputed,
         )
         payload = (
             event.SerializeToString(deterministic=True)
@@ -196,6 +257,8 @@ class Ledger:
             state=record,
             envelope=canonical_bytes(seal(self.key, payload)),
             recorded_at=clock.at,
+            status=standing,
+            disputed=disputed,
         )
 
     async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
@@ -213,6 +276,28 @@ class Ledger:
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         result.seqs.extend(e.seq for e in events)
         METRICS.events_signed.labels(self.origin).inc(len(events))
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What the store holds of a record the ledger is about to change."""
+
+    digest: bytes
+    status: int
+    disputed: bool
+
+
+# A re-report of the same content leaves a record standing where it is, unless it had been
+# withdrawn or had expired at the source: the platform publishing it again brings it back.
+# Repairs, deletions after objections and hidings are decisions a re-report must not undo.
+_KEPT = frozenset(
+    {
+        lookup_pb2.ENTRY_STATUS_ACTIVE,
+        lookup_pb2.ENTRY_STATUS_REPAIRED,
+        lookup_pb2.ENTRY_STATUS_DELETED,
+        lookup_pb2.ENTRY_STATUS_HIDDEN,
+    }
+)
 
 
 class _Clock:

@@ -32,6 +32,7 @@ import grpc
 from credex.crypto.tls import CertificateError, spki_sha256
 from credex.crypto.trust import Member, TrustBundle
 from credex.node.config import AccessConfig, Role
+from credex.node.store.events import WITHDRAWN
 from credex.v1 import lookup_pb2, record_pb2
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,15 @@ class Caller:
         return self.role in _EXCHANGE_ROLES
 
     def sees(self, sharing_level: int, status: int) -> bool:
-        """Public callers see only active records inside their window; nobody but peers sees revoked ones."""
+        """Public callers see only active records inside their window; only peers see withdrawn ones.
+
+        Withdrawn: revoked at the source, repaired, deleted after an objection, or hidden for now.
+        """
         if sharing_level not in _LEVELS[self.role]:
             return False
         if self.role == "public":
             return status == lookup_pb2.ENTRY_STATUS_ACTIVE
-        if status == lookup_pb2.ENTRY_STATUS_REVOKED:
+        if status in WITHDRAWN:
             return self.role in _EXCHANGE_ROLES
         return True
 

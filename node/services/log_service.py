@@ -24,9 +24,9 @@ from credex.node.chain import ProofUnavailable, checkpoint_message, inclusion_pr
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
-from credex.node.store import STATUS_BY_TYPE, RecordState
-from credex.node.store.events import entry_status
-from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, lookup_pb2
+from credex.node.store import RecordState
+from credex.node.store.events import entry_status, standing_of
+from credex.v1 import event_pb2, log_pb2, log_pb2_grpc
 
 # The event at the leaf asked for, and the current row of its record.
 _LEAF_QUERY = (
@@ -45,9 +45,7 @@ def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
         version = RecordState.of(event.record)
     except (DecodeError, ValueError):  # stored events verified at intake; unreadable means show nothing
         return None
-    status = entry_status(
-        STATUS_BY_TYPE.get(row["event_type"], lookup_pb2.ENTRY_STATUS_ACTIVE), version.publicity_end, today
-    )
+    status = entry_status(standing_of(event.type, event.standing), version.publicity_end, today)
     if not caller.sees(version.sharing_level, status):
         return None
     # A correction may have changed whom the record is about (a person's pseudonym to a company's USCC):

@@ -32,12 +32,12 @@ from credex.node.store.events import code_key, entry_status, search_key
 from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
 _ENTRY_QUERY = (
-    "SELECT r.record, r.origin, r.seq, r.status, r.sharing_level, r.publicity_end, e.envelope"
+    "SELECT r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end, e.envelope"
     " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
 )
 # Every subject of a batch in one round trip, as GetProfile orders one subject's entries.
 _BATCH_QUERY = (
-    "SELECT r.subject_id, r.record, r.origin, r.seq, r.status, r.sharing_level, r.publicity_end, e.envelope"
+    "SELECT r.subject_id, r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end, e.envelope"
     " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
     " WHERE r.subject_id = ANY($1::text[]) ORDER BY r.subject_id, r.origin, r.record_id"
 )
@@ -240,7 +240,12 @@ def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_
         status = entry_status(row["status"], row["publicity_end"], today)
         if not caller.sees(row["sharing_level"], status):
             continue
-        entry = lookup_pb2.ProfileEntry(origin=row["origin"], seq=row["seq"], status=status)  # type: ignore[arg-type]
+        entry = lookup_pb2.ProfileEntry(
+            origin=row["origin"],
+            seq=row["seq"],
+            status=status,  # type: ignore[arg-type]
+            disputed=row["disputed"],
+        )
         entry.record.ParseFromString(row["record"])
         entry.envelope.ParseFromString(row["envelope"])
         entries.append(entry)

@@ -51,13 +51,36 @@ RECORD_COLUMNS = (
     "publicity_end",
     "digest",
     "record",
+    "disputed",
 )
+# Where a record stands after an event that does not say (signed before events carried
+# their standing). Events that do say are the origin's word: see :func:`standing_of`.
 STATUS_BY_TYPE: dict[int, int] = {
     event_pb2.EVENT_TYPE_UPSERT: lookup_pb2.ENTRY_STATUS_ACTIVE,
     event_pb2.EVENT_TYPE_CORRECT: lookup_pb2.ENTRY_STATUS_ACTIVE,
     event_pb2.EVENT_TYPE_REVOKE: lookup_pb2.ENTRY_STATUS_REVOKED,
     event_pb2.EVENT_TYPE_EXPIRE: lookup_pb2.ENTRY_STATUS_EXPIRED,
+    event_pb2.EVENT_TYPE_REPAIR: lookup_pb2.ENTRY_STATUS_REPAIRED,
+    event_pb2.EVENT_TYPE_HIDE: lookup_pb2.ENTRY_STATUS_HIDDEN,
+    event_pb2.EVENT_TYPE_UNHIDE: lookup_pb2.ENTRY_STATUS_ACTIVE,
 }
+# Standings out of every view but the peers' (and operators'): withdrawn at the source,
+# repaired, deleted after an objection, or hidden for now. Kept in the archive.
+WITHDRAWN = frozenset(
+    {
+        lookup_pb2.ENTRY_STATUS_REVOKED,
+        lookup_pb2.ENTRY_STATUS_REPAIRED,
+        lookup_pb2.ENTRY_STATUS_DELETED,
+        lookup_pb2.ENTRY_STATUS_HIDDEN,
+    }
+)
+
+
+def standing_of(event_type: int, standing: int) -> int:
+    """The EntryStatus a record has after an event: the event's own standing, else its type's."""
+    if standing:
+        return standing
+    return STATUS_BY_TYPE.get(event_type, lookup_pb2.ENTRY_STATUS_ACTIVE)
 
 
 record_bytes = canonical_bytes  # the store keeps, digests and signs one encoding of a record
@@ -146,6 +169,8 @@ class StoredEvent:
     state: RecordState
     envelope: bytes
     recorded_at: dt.datetime
+    status: int = lookup_pb2.ENTRY_STATUS_ACTIVE  # where the record stands after it (EntryStatus)
+    disputed: bool = False  # an objection is open against the record
 
     @classmethod
     def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
@@ -167,6 +192,8 @@ class StoredEvent:
                 state=RecordState.of(event.record),
                 envelope=envelope,
                 recorded_at=event.recorded_at.ToDatetime(tzinfo=dt.UTC),
+                status=standing_of(event.type, event.standing),
+                disputed=event.disputed,
             )
         except (ValueError, OverflowError) as exc:
             raise Unstorable(
@@ -202,11 +229,12 @@ class StoredEvent:
             state.subject_id,
             state.kind,
             self.seq,
-            STATUS_BY_TYPE.get(self.event_type, lookup_pb2.ENTRY_STATUS_ACTIVE),
+            self.status,
             state.sharing_level,
             state.publicity_end,
             state.digest,
             state.encoded,
+            self.disputed,
         )
 
 
@@ -289,7 +317,8 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
         " ON CONFLICT (record_id) DO UPDATE SET"
         " subject_id = EXCLUDED.subject_id, kind = EXCLUDED.kind, seq = EXCLUDED.seq,"
         " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
-        " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record"
+        " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record,"
+        " disputed = EXCLUDED.disputed"
         " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
     )
     await _upsert_subject_states(conn, (event.state for event in latest.values()))

@@ -26,19 +26,25 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from credex.v1 import record_pb2 as credex_dot_v1_dot_record__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redex/v1/event.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16\x63redex/v1/record.proto\">\n\nProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0f\n\x07locator\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\"\x93\x02\n\x05\x45vent\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\"\n\x04type\x18\x04 \x01(\x0e\x32\x14.credex.v1.EventType\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12!\n\x06record\x18\x06 \x01(\x0b\x32\x11.credex.v1.Record\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nprovenance\x18\x08 \x01(\x0b\x32\x15.credex.v1.Provenance\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x15\n\rrecord_digest\x18\n \x01(\x0c\"T\n\x08\x45nvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c*\x84\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_TYPE_UPSERT\x10\x01\x12\x16\n\x12\x45VENT_TYPE_CORRECT\x10\x02\x12\x15\n\x11\x45VENT_TYPE_REVOKE\x10\x03\x12\x15\n\x11\x45VENT_TYPE_EXPIRE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redex/v1/event.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16\x63redex/v1/record.proto\"B\n\x0b\x46ieldChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\"v\n\x07\x43\x61seRef\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\'\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x16.credex.v1.FieldChange\x12\x12\n\ndecided_by\x18\x05 \x01(\t\">\n\nProvenance\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0f\n\x07locator\x18\x02 \x01(\t\x12\x0f\n\x07profile\x18\x03 \x01(\t\"\xee\x02\n\x05\x45vent\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\"\n\x04type\x18\x04 \x01(\x0e\x32\x14.credex.v1.EventType\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12!\n\x06record\x18\x06 \x01(\x0b\x32\x11.credex.v1.Record\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nprovenance\x18\x08 \x01(\x0b\x32\x15.credex.v1.Provenance\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x15\n\rrecord_digest\x18\n \x01(\x0c\x12 \n\x04\x63\x61se\x18\x0b \x01(\x0b\x32\x12.credex.v1.CaseRef\x12%\n\x08standing\x18\x0c \x01(\x0e\x32\x13.credex.v1.Standing\x12\x10\n\x08\x64isputed\x18\r \x01(\x08\"T\n\x08\x45nvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c*\xf7\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_TYPE_UPSERT\x10\x01\x12\x16\n\x12\x45VENT_TYPE_CORRECT\x10\x02\x12\x15\n\x11\x45VENT_TYPE_REVOKE\x10\x03\x12\x15\n\x11\x45VENT_TYPE_EXPIRE\x10\x04\x12\x15\n\x11\x45VENT_TYPE_REPAIR\x10\x05\x12\x16\n\x12\x45VENT_TYPE_DISPUTE\x10\x06\x12\x16\n\x12\x45VENT_TYPE_RESOLVE\x10\x07\x12\x13\n\x0f\x45VENT_TYPE_HIDE\x10\x08\x12\x15\n\x11\x45VENT_TYPE_UNHIDE\x10\t*\xa7\x01\n\x08Standing\x12\x18\n\x14STANDING_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTANDING_ACTIVE\x10\x01\x12\x14\n\x10STANDING_EXPIRED\x10\x02\x12\x14\n\x10STANDING_REVOKED\x10\x03\x12\x15\n\x11STANDING_REPAIRED\x10\x04\x12\x14\n\x10STANDING_DELETED\x10\x05\x12\x13\n\x0fSTANDING_HIDDEN\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=522
-  _globals['_EVENTTYPE']._serialized_end=654
-  _globals['_PROVENANCE']._serialized_start=93
-  _globals['_PROVENANCE']._serialized_end=155
-  _globals['_EVENT']._serialized_start=158
-  _globals['_EVENT']._serialized_end=433
-  _globals['_ENVELOPE']._serialized_start=435
-  _globals['_ENVELOPE']._serialized_end=519
+  _globals['_EVENTTYPE']._serialized_start=801
+  _globals['_EVENTTYPE']._serialized_end=1048
+  _globals['_STANDING']._serialized_start=1051
+  _globals['_STANDING']._serialized_end=1218
+  _globals['_FIELDCHANGE']._serialized_start=93
+  _globals['_FIELDCHANGE']._serialized_end=159
+  _globals['_CASEREF']._serialized_start=161
+  _globals['_CASEREF']._serialized_end=279
+  _globals['_PROVENANCE']._serialized_start=281
+  _globals['_PROVENANCE']._serialized_end=343
+  _globals['_EVENT']._serialized_start=346
+  _globals['_EVENT']._serialized_end=712
+  _globals['_ENVELOPE']._serialized_start=714
+  _globals['_ENVELOPE']._serialized_end=798
 # @@protoc_insertion_point(module_scope)

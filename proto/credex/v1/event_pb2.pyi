@@ -3,10 +3,12 @@
 isort:skip_file
 A signed change of a record, and the envelope that carries its signature."""
 
+from collections import abc as _abc
 from credex.v1 import record_pb2 as _record_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -34,6 +36,19 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """the origin withdrew the record"""
     EVENT_TYPE_EXPIRE: _EventType.ValueType  # 4
     """the publicity window ended"""
+    EVENT_TYPE_REPAIR: _EventType.ValueType  # 5
+    """Added after v1's first release; a node that predates them rejects them as
+    event.type_unknown and takes them in again, by catch-up, once upgraded.
+    a credit repair was approved: out of views and checks, kept as repaired
+    """
+    EVENT_TYPE_DISPUTE: _EventType.ValueType  # 6
+    """an objection is open: the record stays visible with the mark"""
+    EVENT_TYPE_RESOLVE: _EventType.ValueType  # 7
+    """an objection was decided; `case.outcome` says how"""
+    EVENT_TYPE_HIDE: _EventType.ValueType  # 8
+    """temporarily hidden (bankruptcy restructuring), reversible"""
+    EVENT_TYPE_UNHIDE: _EventType.ValueType  # 9
+    """the temporary hiding was lifted"""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -46,7 +61,127 @@ EVENT_TYPE_REVOKE: EventType.ValueType  # 3
 """the origin withdrew the record"""
 EVENT_TYPE_EXPIRE: EventType.ValueType  # 4
 """the publicity window ended"""
+EVENT_TYPE_REPAIR: EventType.ValueType  # 5
+"""Added after v1's first release; a node that predates them rejects them as
+event.type_unknown and takes them in again, by catch-up, once upgraded.
+a credit repair was approved: out of views and checks, kept as repaired
+"""
+EVENT_TYPE_DISPUTE: EventType.ValueType  # 6
+"""an objection is open: the record stays visible with the mark"""
+EVENT_TYPE_RESOLVE: EventType.ValueType  # 7
+"""an objection was decided; `case.outcome` says how"""
+EVENT_TYPE_HIDE: EventType.ValueType  # 8
+"""temporarily hidden (bankruptcy restructuring), reversible"""
+EVENT_TYPE_UNHIDE: EventType.ValueType  # 9
+"""the temporary hiding was lifted"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _Standing:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StandingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Standing.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STANDING_UNSPECIFIED: _Standing.ValueType  # 0
+    STANDING_ACTIVE: _Standing.ValueType  # 1
+    STANDING_EXPIRED: _Standing.ValueType  # 2
+    """the origin ended publication at the window's end"""
+    STANDING_REVOKED: _Standing.ValueType  # 3
+    """the act was annulled or withdrawn at the source"""
+    STANDING_REPAIRED: _Standing.ValueType  # 4
+    """credit repair approved; kept in the archive only"""
+    STANDING_DELETED: _Standing.ValueType  # 5
+    """deleted or delisted after an objection"""
+    STANDING_HIDDEN: _Standing.ValueType  # 6
+    """temporarily hidden; reason in the event"""
+
+class Standing(_Standing, metaclass=_StandingEnumTypeWrapper):
+    """Where a record stands after an event, as its origin decided. The numbers are
+    those of credex.v1.EntryStatus. Every event carries it, so each event is a
+    whole state and the highest seq wins whatever order events arrive in; events
+    signed before the field existed leave it unspecified and their type decides.
+    """
+
+STANDING_UNSPECIFIED: Standing.ValueType  # 0
+STANDING_ACTIVE: Standing.ValueType  # 1
+STANDING_EXPIRED: Standing.ValueType  # 2
+"""the origin ended publication at the window's end"""
+STANDING_REVOKED: Standing.ValueType  # 3
+"""the act was annulled or withdrawn at the source"""
+STANDING_REPAIRED: Standing.ValueType  # 4
+"""credit repair approved; kept in the archive only"""
+STANDING_DELETED: Standing.ValueType  # 5
+"""deleted or delisted after an objection"""
+STANDING_HIDDEN: Standing.ValueType  # 6
+"""temporarily hidden; reason in the event"""
+Global___Standing: _TypeAlias = Standing  # noqa: Y015
+
+@_typing.final
+class FieldChange(_message.Message):
+    """One field changed by a correction after an objection: old and new kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    OLD_VALUE_FIELD_NUMBER: _builtins.int
+    NEW_VALUE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """the Record field's name, dotted for nested fields"""
+    old_value: _builtins.str
+    new_value: _builtins.str
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        old_value: _builtins.str = ...,
+        new_value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "new_value", b"new_value", "old_value", b"old_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldChange: _TypeAlias = FieldChange  # noqa: Y015
+
+@_typing.final
+class CaseRef(_message.Message):
+    """The case (objection or repair) an event carries out at the origin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    kind: _builtins.str
+    """"objection", "repair" or "hiding" """
+    outcome: _builtins.str
+    """objection: deleted, corrected, supplemented, publication_ended,"""
+    decided_by: _builtins.str
+    """the identifying unit or platform that decided"""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldChange]:
+        """delisted, upheld, unconfirmable; repair: approved"""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        changes: _abc.Iterable[Global___FieldChange] | None = ...,
+        decided_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "changes", b"changes", "decided_by", b"decided_by", "kind", b"kind", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseRef: _TypeAlias = CaseRef  # noqa: Y015
 
 @_typing.final
 class Provenance(_message.Message):
@@ -92,6 +227,9 @@ class Event(_message.Message):
     PROVENANCE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     RECORD_DIGEST_FIELD_NUMBER: _builtins.int
+    CASE_FIELD_NUMBER: _builtins.int
+    STANDING_FIELD_NUMBER: _builtins.int
+    DISPUTED_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     """must match the signing key's member and the topic"""
     seq: _builtins.int
@@ -104,6 +242,10 @@ class Event(_message.Message):
     """why a record was corrected or revoked"""
     record_digest: _builtins.bytes
     """SHA-256 of the deterministic record encoding"""
+    standing: Global___Standing.ValueType
+    """where the record stands after this event"""
+    disputed: _builtins.bool
+    """an objection is open against the record"""
     @_builtins.property
     def record(self) -> _record_pb2.Record:
         """the full new state; for a revoke, the state withdrawn"""
@@ -114,6 +256,10 @@ class Event(_message.Message):
 
     @_builtins.property
     def provenance(self) -> Global___Provenance: ...
+    @_builtins.property
+    def case(self) -> Global___CaseRef:
+        """the case this event carries out, if any"""
+
     def __init__(
         self,
         *,
@@ -127,10 +273,13 @@ class Event(_message.Message):
         provenance: Global___Provenance | None = ...,
         reason: _builtins.str = ...,
         record_digest: _builtins.bytes = ...,
+        case: Global___CaseRef | None = ...,
+        standing: Global___Standing.ValueType = ...,
+        disputed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance", "record", b"record", "recorded_at", b"recorded_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "provenance", b"provenance", "record", b"record", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "origin", b"origin", "provenance", b"provenance", "reason", b"reason", "record", b"record", "record_digest", b"record_digest", "record_id", b"record_id", "recorded_at", b"recorded_at", "seq", b"seq", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "disputed", b"disputed", "event_id", b"event_id", "origin", b"origin", "provenance", b"provenance", "reason", b"reason", "record", b"record", "record_digest", b"record_digest", "record_id", b"record_id", "recorded_at", b"recorded_at", "seq", b"seq", "standing", b"standing", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

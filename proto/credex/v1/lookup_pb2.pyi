@@ -33,6 +33,12 @@ class _EntryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryStat
     ENTRY_STATUS_EXPIRED: _EntryStatus.ValueType  # 2
     """past its publicity window"""
     ENTRY_STATUS_REVOKED: _EntryStatus.ValueType  # 3
+    ENTRY_STATUS_REPAIRED: _EntryStatus.ValueType  # 4
+    """credit repair approved: archive only"""
+    ENTRY_STATUS_DELETED: _EntryStatus.ValueType  # 5
+    """deleted or delisted after an objection"""
+    ENTRY_STATUS_HIDDEN: _EntryStatus.ValueType  # 6
+    """temporarily hidden (bankruptcy restructuring)"""
 
 class EntryStatus(_EntryStatus, metaclass=_EntryStatusEnumTypeWrapper): ...
 
@@ -41,6 +47,12 @@ ENTRY_STATUS_ACTIVE: EntryStatus.ValueType  # 1
 ENTRY_STATUS_EXPIRED: EntryStatus.ValueType  # 2
 """past its publicity window"""
 ENTRY_STATUS_REVOKED: EntryStatus.ValueType  # 3
+ENTRY_STATUS_REPAIRED: EntryStatus.ValueType  # 4
+"""credit repair approved: archive only"""
+ENTRY_STATUS_DELETED: EntryStatus.ValueType  # 5
+"""deleted or delisted after an objection"""
+ENTRY_STATUS_HIDDEN: EntryStatus.ValueType  # 6
+"""temporarily hidden (bankruptcy restructuring)"""
 Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
 
 @_typing.final
@@ -75,10 +87,13 @@ class ProfileEntry(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    DISPUTED_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     seq: _builtins.int
     """the seq of the event that produced this state"""
     status: Global___EntryStatus.ValueType
+    disputed: _builtins.bool
+    """an objection against the record is open"""
     @_builtins.property
     def record(self) -> _record_pb2.Record:
         """convenience copy; verify `envelope` to trust it"""
@@ -95,10 +110,11 @@ class ProfileEntry(_message.Message):
         seq: _builtins.int = ...,
         envelope: _event_pb2.Envelope | None = ...,
         status: Global___EntryStatus.ValueType = ...,
+        disputed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "origin", b"origin", "record", b"record", "seq", b"seq", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disputed", b"disputed", "envelope", b"envelope", "origin", b"origin", "record", b"record", "seq", b"seq", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
