@@ -72,6 +72,7 @@ def test_a_key_is_trusted_only_inside_its_planned_window() -> None:
             origin="310000",
             seq=1,
             event_id="00000000-0000-0000-0000-000000000001",
+            type=event_pb2.EVENT_TYPE_UPSERT,
             record_id="310000-CF-1",
             record=record_pb2.Record(record_id="310000-CF-1", origin="310000"),
         )

@@ -244,11 +244,15 @@ class Relay:
 
     async def _publish_batch(self, producer: AIOKafkaProducer) -> int:
         async with self.pool.acquire() as conn:
-            published = await conn.fetchval(
-                "INSERT INTO relay_outbox (origin) VALUES ($1)"
-                " ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin RETURNING published_seq",
-                self.origin,
-            )
+            # Read first: an idle relay polls this row every few seconds, and an upsert would
+            # write (and leave a dead tuple) on every poll.
+            published = await conn.fetchval("SELECT published_seq FROM relay_outbox WHERE origin = $1", self.origin)
+            if published is None:
+                published = await conn.fetchval(
+                    "INSERT INTO relay_outbox (origin) VALUES ($1)"
+                    " ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin RETURNING published_seq",
+                    self.origin,
+                )
             rows = await conn.fetch(
                 "SELECT seq, event_id, event_type, subject_id, envelope, recorded_at FROM events"
                 " WHERE origin = $1 AND seq > $2 ORDER BY seq LIMIT $3",
