@@ -15,11 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache, wraps
+from functools import lru_cache
 from typing import Any, TypeVar
 
+from credex.domain.memo import memo_size, recurring
 from credex.domain.reasons import Reason
 from credex.errors import CredexError
 
@@ -43,31 +43,10 @@ MEMO_KEY_CHARS = 48
 _T = TypeVar("_T")
 
 
-def recurring(maxsize: int) -> Callable[[Callable[[object], _T]], Callable[[object], _T]]:
-    """Cache a one-argument normalizer for short inputs only (strings of at most ``MEMO_KEY_CHARS``,
-    numbers, dates); the cache is exposed as ``.memo`` so its size can be watched."""
-
-    def decorate(function: Callable[[object], _T]) -> Callable[[object], _T]:
-        memo = lru_cache(maxsize=maxsize, typed=True)(function)
-
-        @wraps(function)
-        def call(raw: object) -> _T:
-            if isinstance(raw, str):
-                return memo(raw) if len(raw) <= MEMO_KEY_CHARS else function(raw)
-            if raw is None or isinstance(raw, int | float | dt.date):
-                return memo(raw)
-            return function(raw)
-
-        call.memo = memo  # type: ignore[attr-defined]
-        return call
-
-    return decorate
-
-
 def memo_sizes() -> dict[str, int]:
     """Entries held by each normalization cache of this module (for tests and diagnostics)."""
     cached: dict[str, Any] = {"clean_text": clean_text, "published_text": published_text, "parse_date": parse_date}
-    return {name: function.memo.cache_info().currsize for name, function in cached.items()}
+    return {name: memo_size(function) for name, function in cached.items()}
 
 
 class ValueRejected(CredexError, ValueError):
@@ -79,7 +58,7 @@ class ValueRejected(CredexError, ValueError):
         self.message = message
 
 
-@recurring(maxsize=16384)
+@recurring(maxsize=16384, key_chars=MEMO_KEY_CHARS)
 def clean_text(raw: object) -> str:
     """Full-width to half-width, trim, collapse runs of whitespace; ``MISSING`` spellings become ''."""
     if raw is None:
@@ -107,7 +86,7 @@ def _checked(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
-@recurring(maxsize=8192)
+@recurring(maxsize=8192, key_chars=MEMO_KEY_CHARS)
 def published_text(raw: object) -> str:
     """Keep a name as published (original characters) but trim it and treat ``MISSING`` as ''."""
     if raw is None:
@@ -139,7 +118,7 @@ _DATE_PATTERNS = (
 )
 
 
-@recurring(maxsize=8192)
+@recurring(maxsize=8192, key_chars=MEMO_KEY_CHARS)
 def parse_date(raw: object) -> dt.date | None:
     """Every date form seen in the exports, or None when missing.
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 
 from stdnum.cn import uscc as stdnum_uscc
 
+from credex.domain import memo
 from credex.domain.reasons import Reason
 from credex.domain.regions import is_plausible_division
 from credex.errors import CredexError
@@ -175,24 +175,15 @@ def validate(raw: str) -> USCC:
     return USCC(code)
 
 
-@lru_cache(maxsize=_MEMO_SIZE)
-def _validate_memo(raw: str) -> USCC:
-    return validate(raw)
-
-
-def validate_recurring(raw: str) -> USCC:
-    """:func:`validate` for ingest, where the same codes recur on most rows of a file.
-
-    Bounded twice over: at most ``_MEMO_SIZE`` entries, and only inputs of at most
-    :data:`MAX_RAW` characters (valid codes; failures are not kept). Never use it on
-    what a gRPC caller sends: a caller-facing path must not fill a cache.
-    """
-    return _validate_memo(raw) if len(raw) <= MAX_RAW else validate(raw)
+# :func:`validate` for ingest, where the same codes recur on most rows of a file. Bounded twice
+# over: at most ``_MEMO_SIZE`` entries, and only inputs of at most :data:`MAX_RAW` characters
+# (failures are not kept). Never used on what a gRPC caller sends.
+validate_recurring = memo.recurring(maxsize=_MEMO_SIZE, key_chars=MAX_RAW)(validate)
 
 
 def memo_size() -> int:
     """Codes held by :func:`validate_recurring`'s cache (for tests and diagnostics)."""
-    return _validate_memo.cache_info().currsize
+    return memo.memo_size(validate_recurring)
 
 
 def _shown(code: str) -> str:
