@@ -41,3 +41,8 @@ def event_payload(
     )
     event.recorded_at.FromDatetime(recorded_at or dt.datetime.now(dt.UTC))
     return event.SerializeToString(deterministic=True)
+
+
+def event_in(envelope: bytes) -> event_pb2.Event:
+    """The event an envelope (as stored or published) carries, unverified: for reading what was signed."""
+    return event_pb2.Event.FromString(event_pb2.Envelope.FromString(envelope).payload)

@@ -28,6 +28,7 @@ from credex.v1 import check_pb2, check_pb2_grpc, event_pb2, lookup_pb2, lookup_p
 
 from .callers import NATIONAL, PUBLIC, client_channel, government_channel, peer_channel
 from .conftest import TestFederation, eventually
+from .forgery import event_in
 
 ORIGINS = ("310000", "320000", "330000")
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
@@ -108,7 +109,7 @@ async def latest_event(node: Node, record_id: str) -> event_pb2.Event:
             " WHERE r.record_id = $1",
             record_id,
         )
-    return event_pb2.Event.FromString(event_pb2.Envelope.FromString(bytes(envelope)).payload)
+    return event_in(bytes(envelope))
 
 
 async def public_entries(regions: Regions, node: Node, n: int) -> list[str]:
@@ -304,10 +305,7 @@ async def test_the_platforms_withdrawal_in_a_file_revokes_in_the_same_batch_and_
             event_pb2.EVENT_TYPE_REVOKE,
         )
     assert taken is not None and (taken["revoked"], taken["withdrawn_unknown"]) == (2, 1)
-    reasons = [
-        event_pb2.Event.FromString(event_pb2.Envelope.FromString(bytes(r["envelope"])).payload).reason
-        for r in revocations
-    ]
+    reasons = [event_in(bytes(r["envelope"])).reason for r in revocations]
     assert reasons == ["GSZT 1 撤销", "GSZT 2 删除"]
     assert [r["status"] for r in revocations] == [REVOKED, REVOKED]
     assert [r["record_id"] for r in revocations] == [ids[rows[0]["CF_WSH"]], ids[rows[1]["CF_WSH"]]]
