@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from typer.testing import CliRunner, Result
 
 from credex.adapters.samples import synth
@@ -173,10 +174,42 @@ async def test_a_revocation_at_the_origin_leaves_public_views_and_checks_in_ever
             event_pb2.STANDING_REVOKED,
             "行政复议决定撤销原认定",
         )
+    # On the bus, as every event of the origin: what subscribers and regions not yet in sync read.
+    await eventually(lambda: _relayed(regions.origin, 4))  # three upserts, then the revocation
+    on_the_bus = await published(regions, "credex.310000.events", "cn.credex.record.revoke.v1")
+    assert [(e.record_id, e.reason) for e in on_the_bus] == [("310000-HMD-rv1", "行政复议决定撤销原认定")]
     # The other records of the origin are untouched.
     assert await check_hits(regions, regions.nodes["330000"], 2) == ["310000-HMD-rv2"]
     again = await run_credex(regions, "310000", "revoke", "310000-HMD-rv1", "--reason", "重复")
     assert again.exit_code == 0 and "already revoked; nothing changed" in again.output
+
+
+async def _relayed(node: Node, seq: int) -> bool:
+    return (await node.status()).published >= seq
+
+
+async def published(regions: Regions, topic: str, ce_type: str) -> list[event_pb2.Event]:
+    """The events of type ``ce_type`` on ``topic`` so far, read from the start."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=regions.federation.broker.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        found: list[event_pb2.Event] = []
+        read = dict.fromkeys(partitions, 0)
+        while any(read[tp] < end for tp, end in ends.items()):
+            batch = await consumer.getmany(timeout_ms=2000)
+            assert batch, "the topic ended before its end offsets"
+            for tp, messages in batch.items():
+                read[tp] = messages[-1].offset + 1
+                found += [event_in(m.value) for m in messages if ("ce_type", ce_type.encode()) in m.headers]
+        return found
+    finally:
+        await consumer.stop()
 
 
 async def log_state(node: Node) -> tuple[object, ...]:

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from credex.crypto.keys import SigningRefused
 from credex.domain.publicity import CHINA, publicity_today
 from credex.node.config import ExpiryConfig
 from credex.node.ledger.appender import Ledger
 from credex.node.metrics import METRICS
+from credex.node.store.database import RETRYABLE
 from credex.v1 import lookup_pb2
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -83,10 +86,25 @@ def next_run(now: dt.datetime, hour: int) -> dt.datetime:
 
 
 async def run_daily(pool: asyncpg.Pool, ledger: Ledger, config: ExpiryConfig) -> None:
-    """Expire what is due now, then every day at ``config.hour``; runs until cancelled (supervised)."""
+    """Expire what is due now, then every day at ``config.hour``; runs until cancelled (supervised).
+
+    A database that is away is waited for (the run is tried again in a minute: whole batches
+    committed stay, the rest is still due); a key the bundle revoked signs nothing until the
+    next day's run. Neither is a reason to take the node out of service.
+    """
     while True:
-        run = await expire_due(pool, ledger, config.batch_size)
-        if run.expired:
-            log.info("node %s: %d records expired (windows ended before %s)", ledger.origin, run.expired, run.today)
+        try:
+            run = await expire_due(pool, ledger, config.batch_size)
+        except RETRYABLE as exc:
+            log.warning(
+                "node %s: expiry could not reach the database (%s); trying again in a minute", ledger.origin, exc
+            )
+            await asyncio.sleep(RETRY_SECONDS)
+            continue
+        except SigningRefused as exc:
+            log.error("node %s: expiry signs nothing: %s", ledger.origin, exc)
+        else:
+            if run.expired:
+                log.info("node %s: %d records expired (windows ended before %s)", ledger.origin, run.expired, run.today)
         now = dt.datetime.now(dt.UTC)
         await asyncio.sleep((next_run(now, config.hour) - now).total_seconds())
