@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from typer.testing import CliRunner, Result
 
-from credex.adapters.samples import synth
+from credex.adapters.profile import Profile
+from credex.adapters.samples import platform_samples, synth
 from credex.domain import uscc as uscc_codes
 from credex.node.cli import app
 from credex.node.ledger.appender import Change
@@ -353,6 +355,23 @@ async def test_the_platforms_withdrawal_in_a_file_revokes_in_the_same_batch_and_
             ids[rows[0]["CF_WSH"]],
         )
     assert back is not None and (back["status"], back["event_type"]) == (ACTIVE, event_pb2.EVENT_TYPE_CORRECT)
+
+
+async def test_zhejiangs_api_publicity_state_revokes_too(federation: TestFederation, tmp_path: Path) -> None:
+    node = await federation.start_node("330000")
+    zhejiang = Profile.load("zhejiang")
+    item = next(r for r in platform_samples.zhejiang_records() if r["type"] == "penalty")
+    published = tmp_path / "page1.json"
+    published.write_text(json.dumps([item], ensure_ascii=False), encoding="utf-8")
+    withdrawn = tmp_path / "page2.json"
+    withdrawn.write_text(json.dumps([{**item, "publicity_state": "revoked"}], ensure_ascii=False), encoding="utf-8")
+
+    [first] = await node.ingest([published], zhejiang)
+    [second] = await node.ingest([withdrawn], zhejiang)
+    assert (first.new, second.revoked, second.new) == (1, 1, 0)
+    [record_id] = (await record_ids(node)).values()
+    event = await latest_event(node, record_id)
+    assert (event.type, event.reason) == (event_pb2.EVENT_TYPE_REVOKE, "publicity_state revoked 撤销")
 
 
 async def record_ids(node: Node) -> dict[str, str]:
