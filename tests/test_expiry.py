@@ -195,7 +195,7 @@ async def test_an_expiry_run_killed_mid_way_leaves_no_half_state_and_the_next_ru
     federation: TestFederation,
 ) -> None:
     node = await federation.start_node("310000", **OFF)
-    total = 300
+    total = 600
     await append(node, [penalty("310000", n, YESTERDAY) for n in range(total)])
     url = federation.database_url("310000")
     env = {**os.environ, "CREDEX_DATABASE__URL": url, "CREDEX_EXPIRY__BATCH_SIZE": "1"}

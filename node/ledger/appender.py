@@ -1,9 +1,10 @@
 """The ledger: this node's own log.
 
 Per batch, inside the caller's transaction, it decides what changed (new record,
-correction, nothing), assigns dense sequence numbers under the origin's head
-lock, builds and signs the events, stores them with the record state, and
-thereby fills the outbox the relay publishes from. A crash leaves either the
+correction, a withdrawal the platform published, nothing), assigns dense
+sequence numbers under the origin's head lock, builds and signs the events,
+stores them with the record state, and thereby fills the outbox the relay
+publishes from. A crash leaves either the
 whole transaction or none of it.
 
 Each record arrives serialized once (:class:`~credex.node.store.events.RecordState`).
@@ -17,9 +18,10 @@ off the event loop (Ed25519 in ``cryptography`` and hashlib release the GIL), in
 the same order and with the same results as before. ``credex_events_signed``
 counts what is signed.
 
-A node whose key the trust bundle revokes signs nothing more: ``append`` and
-``revoke`` raise :class:`~credex.crypto.keys.SigningRefused` with the reason and
-the remedy before any work, instead of writing events every peer rejects.
+A node whose key the trust bundle revokes signs nothing more: ``append``,
+``amend`` (and so ``revoke``) and ``expire`` raise
+:class:`~credex.crypto.keys.SigningRefused` with the reason and the remedy
+before any work, instead of writing events every peer rejects.
 """
 
 from __future__ import annotations
