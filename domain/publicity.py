@@ -13,10 +13,19 @@ import calendar
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
 from credex.v1 import record_pb2
+
+# Windows end on a calendar day in China, where the platforms publish, whatever the server's zone.
+CHINA = ZoneInfo("Asia/Shanghai")
+
+
+def publicity_today(now: dt.datetime | None = None) -> dt.date:
+    """The day windows are judged on: today in China Standard Time (``now``, if given, instead of the clock)."""
+    return (now or dt.datetime.now(dt.UTC)).astimezone(CHINA).date()
 
 
 class WindowRule(BaseModel, frozen=True):

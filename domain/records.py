@@ -34,12 +34,20 @@ def canonical_bytes(record: record_pb2.Record) -> bytes:
 class TakenRecord:
     """A record mapped from a platform row, before the ledger makes it an event."""
 
-    __slots__ = ("_encoded", "provenance", "record")
+    __slots__ = ("_encoded", "provenance", "record", "withdrawal")
 
-    def __init__(self, record: record_pb2.Record, provenance: Provenance, encoded: bytes | None = None) -> None:
+    def __init__(
+        self,
+        record: record_pb2.Record,
+        provenance: Provenance,
+        encoded: bytes | None = None,
+        withdrawal: str = "",
+    ) -> None:
         self.record = record
         self.provenance = provenance
         self._encoded = encoded
+        # The platform's own withdrawal of the record (公示状态 撤销 / 删除), as a reason; empty if in publication.
+        self.withdrawal = withdrawal
 
     @property
     def encoded(self) -> bytes:
@@ -48,12 +56,12 @@ class TakenRecord:
             self._encoded = canonical_bytes(self.record)
         return self._encoded
 
-    def __reduce__(self) -> tuple[object, tuple[bytes, Provenance]]:
-        return _from_canonical, (self.encoded, self.provenance)
+    def __reduce__(self) -> tuple[object, tuple[bytes, Provenance, str]]:
+        return _from_canonical, (self.encoded, self.provenance, self.withdrawal)
 
     def __repr__(self) -> str:
         return f"TakenRecord({self.record.record_id!r}, {self.provenance!r})"
 
 
-def _from_canonical(encoded: bytes, provenance: Provenance) -> TakenRecord:
-    return TakenRecord(record_pb2.Record.FromString(encoded), provenance, encoded)
+def _from_canonical(encoded: bytes, provenance: Provenance, withdrawal: str = "") -> TakenRecord:
+    return TakenRecord(record_pb2.Record.FromString(encoded), provenance, encoded, withdrawal)

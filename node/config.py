@@ -205,6 +205,14 @@ class ChecksConfig(BaseModel):
     feedback_due_working_days: int = Field(default=5, ge=1)
 
 
+class ExpiryConfig(BaseModel):
+    # The origin signs EXPIRE for its records whose publicity window has ended, once a day at this
+    # hour (China Standard Time), and once at start so a node that was down catches up.
+    enabled: bool = True
+    hour: int = Field(default=1, ge=0, le=23)
+    batch_size: int = Field(default=500, ge=1, le=10_000)  # records per transaction
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -237,6 +245,7 @@ class NodeConfig(BaseSettings):
     feeds: list[FeedConfig] = []
     quality: QualityConfig = QualityConfig()
     checks: ChecksConfig = ChecksConfig()
+    expiry: ExpiryConfig = ExpiryConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"

@@ -81,6 +81,11 @@ class _Metrics:
         )
     )
 
+    records_expired: Counter = field(
+        default_factory=lambda: Counter(
+            "credex_records_expired", "Own records the daily job signed EXPIRE for (window ended)", ["origin"]
+        )
+    )
     checks_overdue: Gauge = field(
         default_factory=lambda: Gauge(
             "credex_check_feedback_overdue",

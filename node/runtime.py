@@ -39,6 +39,7 @@ from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.feeds import FileReport, ingest_file, open_feed
 from credex.node.intake import Intake
 from credex.node.ledger import Ledger
+from credex.node.ledger.expiry import run_daily
 from credex.node.relay import Relay
 from credex.node.services import AuditLog, start_server
 from credex.node.store import database as store
@@ -193,6 +194,9 @@ class Node:
             spawn("checkpoint-signer", lambda: keeper.run_signer(checkpoint.every_events, checkpoint.every_seconds))
             spawn("bundle-refresh", self._refresh_bundle)
             spawn("evidence-retention", self._expire_evidence)
+            if self.config.expiry.enabled:
+                pool, ledger, expiry = self.pool, self.ledger, self.config.expiry
+                spawn("expiry", lambda: run_daily(pool, ledger, expiry))
         for feed_config in self.config.feeds if exchange else []:
             feed = open_feed(feed_config, self.pool, self.ledger, self.mapping_context(), self.config.ingest)
             self.supervisor.spawn(f"feed:{feed.name}", feed.run)

@@ -24,6 +24,7 @@ from credex.adapters.profile.schema import (
     ProfileError,
     ProfileSpec,
     Rejection,
+    Withdrawn,
     header_key,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "ProfileSpec",
     "Rejection",
     "TableMapper",
+    "Withdrawn",
     "header_key",
     "shipped_profiles",
 ]

@@ -8,7 +8,14 @@ from pathlib import Path
 from credex.adapters.profile.loader import load_spec
 from credex.adapters.profile.mapper import TableMapper
 from credex.adapters.profile.reflection import enum_number, field_path
-from credex.adapters.profile.schema import SPECIAL_PREFIXES, MappingContext, ProfileError, ProfileSpec, header_key
+from credex.adapters.profile.schema import (
+    SPECIAL_PREFIXES,
+    WITHDRAWAL,
+    MappingContext,
+    ProfileError,
+    ProfileSpec,
+    header_key,
+)
 from credex.v1 import record_pb2
 
 
@@ -25,7 +32,7 @@ class Profile:
             for path, spec_field in kind.fields.items():
                 if spec_field.codes and spec_field.codes not in spec.codes:
                     raise ProfileError(f"profile {spec.name}: {path} uses unknown code list {spec_field.codes!r}")
-                if not path.startswith(SPECIAL_PREFIXES):
+                if not path.startswith(SPECIAL_PREFIXES) and path != WITHDRAWAL:
                     field_path(record_pb2.Record.DESCRIPTOR, path)
 
     @classmethod

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from credex.adapters.profile.reflection import enum_number, enum_of
-from credex.adapters.profile.schema import SPECIAL_PREFIXES, FieldSpec, ProfileError, ProfileSpec, header_key
+from credex.adapters.profile.schema import (
+    SPECIAL_PREFIXES,
+    WITHDRAWAL,
+    FieldSpec,
+    ProfileError,
+    ProfileSpec,
+    header_key,
+)
 from credex.domain import uscc as uscc_codes
 from credex.domain.normalize import ValueRejected, clean_text, parse_date, parse_wanyuan, published_text
 from credex.domain.persons import validate_ric
@@ -89,12 +96,36 @@ def converter_for(profile: ProfileSpec, path: str, spec: FieldSpec) -> Converter
     """The converter of field ``path``: by type, or over the profile's code list for coded fields."""
     if spec.type not in ("code", "codes"):
         return CONVERTERS[spec.type]
+    if path == WITHDRAWAL:
+        return _withdrawal_converter(profile, spec)
     if path.startswith(SPECIAL_PREFIXES) or not spec.codes:
         raise ProfileError(f"profile {profile.name}: coded field {path} needs a record field and a code list")
     target_enum = enum_of(path)
     table = profile.codes[spec.codes]
     numbers = {header_key(k): enum_number(target_enum, v) for k, v in table.items()}
     return code_converter(numbers, multiple=spec.type == "codes", list_name=spec.codes)
+
+
+def _withdrawal_converter(profile: ProfileSpec, spec: FieldSpec) -> Converter:
+    """The platform's publication state to the word of its withdrawal ("" while in publication).
+
+    An unknown state is a rejection, never a guess: read as "in publication" it would keep a
+    withdrawn penalty public, read as withdrawn it would revoke one in force.
+    """
+    if spec.type != "code" or not spec.codes:
+        raise ProfileError(f'profile {profile.name}: {WITHDRAWAL} needs type = "code" and a code list')
+    words = {header_key(k): v.strip() for k, v in profile.codes[spec.codes].items()}
+
+    def convert(raw: object) -> str | None:
+        text = clean_text(raw)
+        if not text:
+            return None
+        key = header_key(text)
+        if key not in words:
+            raise ValueRejected(Reason.CODE_UNKNOWN, f"{text!r} is not in code list {spec.codes}")
+        return words[key]
+
+    return convert
 
 
 def code_converter(table: dict[str, int], *, multiple: bool, list_name: str) -> Converter:

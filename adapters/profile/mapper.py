@@ -18,6 +18,7 @@ from credex.adapters.profile.rules import apply_rules
 from credex.adapters.profile.schema import (
     RULE_FIELDS,
     SPECIAL_PREFIXES,
+    WITHDRAWAL,
     FieldSpec,
     KindSpec,
     MappingContext,
@@ -25,6 +26,7 @@ from credex.adapters.profile.schema import (
     ProfileError,
     ProfileSpec,
     Rejection,
+    Withdrawn,
     header_key,
 )
 from credex.domain import uscc as uscc_codes
@@ -72,7 +74,8 @@ class TableMapper:
             if column < 0 and spec.required:
                 missing.append(" / ".join(spec.columns))
             label = self.header[column] if column >= 0 else spec.columns[0]
-            target = None if path.startswith(SPECIAL_PREFIXES) or path in RULE_FIELDS else tuple(path.split("."))
+            special = path.startswith(SPECIAL_PREFIXES) or path in RULE_FIELDS or path == WITHDRAWAL
+            target = None if special else tuple(path.split("."))
             verbatim = tuple(spec.verbatim.split(".")) if spec.verbatim else None
             bindings.append(_Binding(path, column, label, spec, converter_for(profile, path, spec), target, verbatim))
         if missing:
@@ -84,8 +87,10 @@ class TableMapper:
         self._active = [b for b in bindings if b.column_index >= 0 or b.spec.default is not None]
         self._source_unit = next((b for b in bindings if b.path == "source_unit.name"), None)
         self._source_unit_uscc = next((b for b in bindings if b.path == "source_unit.uscc"), None)
+        self._withdrawal = next((b for b in bindings if b.path == WITHDRAWAL), None)
 
-    def map_row(self, values: Sequence[object], locator: str) -> record_pb2.Record | Rejection:
+    def map_row(self, values: Sequence[object], locator: str) -> record_pb2.Record | Withdrawn | Rejection:
+        """The row's record; :class:`Withdrawn` around it if the platform marks it withdrawn; else why not."""
         problems: list[Problem] = []
         converted: dict[str, Any] = {}
         fields: dict[str, Any] = {}
@@ -136,6 +141,10 @@ class TableMapper:
         apply_rules(record, converted, problems, self.context, self.kind.natural_key)
         if problems:
             return self._rejection(values, locator, problems, converted)
+        withdrawal = converted.get(WITHDRAWAL)
+        if withdrawal and self._withdrawal is not None:
+            state = clean_text(values[self._withdrawal.column_index]) if self._withdrawal.column_index >= 0 else ""
+            return Withdrawn(record, f"{self._withdrawal.column_label} {state} {withdrawal}".replace("  ", " "))
         return record
 
     def _rejection(

@@ -19,6 +19,7 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.publicity import PublicityRules
 from credex.domain.reasons import Reason
 from credex.errors import CredexError
+from credex.v1 import record_pb2
 
 FieldType = Literal[
     "text",
@@ -37,6 +38,9 @@ FieldType = Literal[
 # Pseudo-fields: read and checked, never set on the record as such.
 SPECIAL_PREFIXES = ("person.", "discard.")
 RULE_FIELDS = frozenset({"publicity.end"})
+# The platform's own publication state (公示状态): a code list maps each value to the word of a
+# withdrawal (撤销, 删除) or to "" for a record in publication. A withdrawn row becomes a revocation.
+WITHDRAWAL = "withdrawal"
 
 
 class ProfileError(CredexError):
@@ -92,6 +96,14 @@ class Rejection:
     @property
     def reasons(self) -> list[Reason]:
         return [p.reason for p in self.problems]
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """A row the platform marks withdrawn: the record it withdraws, and why, as published."""
+
+    record: record_pb2.Record
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import asyncpg
 import grpc
@@ -28,6 +28,9 @@ from credex.crypto.keys import load_public
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
 from credex.node.config import NodeConfig, load_config
+
+if TYPE_CHECKING:
+    from credex.node.runtime import Node
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -156,14 +159,23 @@ def trust_and_tls(
 
 def run_on_store(config: Path, work: Callable[[asyncpg.Pool], Awaitable[R]]) -> R:
     """Run ``work(pool)`` against the node's database (embedded or not), with nothing served."""
+
+    async def on_pool(node: Node) -> R:
+        assert node.pool is not None
+        return await work(node.pool)
+
+    return run_on_node(config, on_pool)
+
+
+def run_on_node(config: Path, work: Callable[[Node], Awaitable[R]]) -> R:
+    """Run ``work(node)`` with the node's database and ledger (its key, as the bundle allows); nothing served."""
     from credex.node.runtime import Node
 
     async def run() -> R:
         node = Node(load_settings(config))
         await node.start(serve=False, exchange=False)
         try:
-            assert node.pool is not None
-            return await work(node.pool)
+            return await work(node)
         finally:
             await node.stop()
 

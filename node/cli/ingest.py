@@ -65,9 +65,15 @@ def ingest(
                         continue
                     console.print(
                         f"{path}: {balance} — {report.new} new, {report.corrected} corrected, "
-                        f"{report.unchanged} unchanged",
+                        f"{report.unchanged} unchanged, {report.revoked} revoked",
                         soft_wrap=True,
                     )
+                    if report.withdrawn_unknown:
+                        console.print(
+                            f"    {report.withdrawn_unknown} rows marked withdrawn are of records never taken in:"
+                            " nothing to revoke",
+                            soft_wrap=True,
+                        )
                     for reason, n in report.reasons.most_common():
                         console.print(f"    quarantined {n:>6} × {reason}")
         finally:

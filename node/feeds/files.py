@@ -56,6 +56,8 @@ class Counts:
     new: int = 0
     corrected: int = 0
     unchanged: int = 0
+    revoked: int = 0  # rows the platform marks withdrawn, signed as REVOKEs
+    withdrawn_unknown: int = 0  # rows marked withdrawn of records never taken in: nothing to revoke
     first_seq: int | None = None
     last_seq: int | None = None
     reasons: Counter[str] = field(default_factory=Counter)
@@ -126,7 +128,8 @@ async def ingest_file(
                     raise FileUnreadable(f"{path}: no data rows")
                 await conn.execute(
                     "UPDATE ingest_files SET rows_in = $2, accepted = $3, quarantined = $4, new_records = $5,"
-                    " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9 WHERE content_hash = $1",
+                    " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9, revoked = $10,"
+                    " withdrawn_unknown = $11 WHERE content_hash = $1",
                     content_hash,
                     report.rows_in,
                     report.accepted,
@@ -136,6 +139,8 @@ async def ingest_file(
                     report.unchanged,
                     report.first_seq,
                     report.last_seq,
+                    report.revoked,
+                    report.withdrawn_unknown,
                 )
         except (FileUnreadable, ProfileError) as exc:
             raise IngestError(f"{exc}; nothing of {path.name} was taken in") from exc
@@ -187,6 +192,8 @@ async def take_in_batch(
     counts.new += result.new
     counts.corrected += result.corrected
     counts.unchanged += result.unchanged
+    counts.revoked += result.revoked
+    counts.withdrawn_unknown += result.withdrawn_unknown
     if result.seqs:
         counts.first_seq = min(result.seqs) if counts.first_seq is None else min(counts.first_seq, *result.seqs)
         counts.last_seq = max(result.seqs) if counts.last_seq is None else max(counts.last_seq, *result.seqs)
@@ -195,7 +202,7 @@ async def take_in_batch(
 
 def _changes(records: list[TakenRecord]) -> list[Change]:
     """The ledger's view of taken records: each one's state, from the canonical bytes it arrived with."""
-    return [Change(RecordState.of(t.record, t.encoded), *t.provenance) for t in records]
+    return [Change(RecordState.of(t.record, t.encoded), *t.provenance, withdrawal=t.withdrawal) for t in records]
 
 
 def _quarantine_row(key: QuarantineKey, source: str, rejection: Rejection) -> tuple[object, ...]:
@@ -220,6 +227,8 @@ def _already_taken(report: FileReport, taken: asyncpg.Record) -> FileReport:
     report.new = taken["new_records"]
     report.corrected = taken["corrected"]
     report.unchanged = taken["unchanged"]
+    report.revoked = taken["revoked"]
+    report.withdrawn_unknown = taken["withdrawn_unknown"]
     report.first_seq = taken["first_seq"]
     report.last_seq = taken["last_seq"]
     return report

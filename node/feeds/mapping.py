@@ -32,6 +32,7 @@ from credex.adapters.profile import (
     ProfileSpec,
     Rejection,
     TableMapper,
+    Withdrawn,
     header_key,
 )
 from credex.adapters.tables import FileUnreadable, Row, Table, read_tables
@@ -86,7 +87,7 @@ class Reader:
             if isinstance(outcome, Rejection):
                 batch.rejections.append((table.source, outcome))
             else:
-                batch.records.append(TakenRecord(outcome, Provenance(table.source, row.locator, self.profile.name)))
+                batch.records.append(taken(outcome, Provenance(table.source, row.locator, self.profile.name)))
             batch.source = table.source
         if self._current is not None:
             batch.progress = self._current[0].progress()
@@ -101,7 +102,9 @@ class RowMapper:
         self._bound: dict[tuple[tuple[str, ...], str | None], TableMapper | ProfileError] = {}
         self._kind_positions: dict[tuple[str, ...], int] = {}
 
-    def map(self, row: Row, source: str, table_mapper: TableMapper | None = None) -> record_pb2.Record | Rejection:
+    def map(
+        self, row: Row, source: str, table_mapper: TableMapper | None = None
+    ) -> record_pb2.Record | Withdrawn | Rejection:
         mapper = table_mapper or self._mapper_for(row, source)
         if isinstance(mapper, ProfileError):
             return Rejection(row.locator, (Problem(Reason.ROW_KIND, "", str(mapper)),), {"row": str(row.values)[:2000]})
@@ -137,8 +140,15 @@ def map_rows(rows: list[Row], source: str, mapper: RowMapper) -> Batch:
         if isinstance(outcome, Rejection):
             batch.rejections.append((source, outcome))
         else:
-            batch.records.append(TakenRecord(outcome, Provenance(source, row.locator, mapper.profile.name)))
+            batch.records.append(taken(outcome, Provenance(source, row.locator, mapper.profile.name)))
     return batch
+
+
+def taken(outcome: record_pb2.Record | Withdrawn, provenance: Provenance) -> TakenRecord:
+    """What the ledger gets of a mapped row: the record, with the platform's withdrawal if it marks one."""
+    if isinstance(outcome, Withdrawn):
+        return TakenRecord(outcome.record, provenance, withdrawal=outcome.reason)
+    return TakenRecord(outcome, provenance)
 
 
 class Mapping(Protocol):

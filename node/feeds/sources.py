@@ -99,7 +99,8 @@ class Feed(abc.ABC):
             await take_in_batch(conn, self.ledger, batch, counts, QuarantineKey(feed_batch=batch_id))
             await conn.execute(
                 "UPDATE feed_batches SET rows_in = $2, accepted = $3, quarantined = $4, new_records = $5,"
-                " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9 WHERE id = $1",
+                " corrected = $6, unchanged = $7, first_seq = $8, last_seq = $9, revoked = $10,"
+                " withdrawn_unknown = $11 WHERE id = $1",
                 batch_id,
                 counts.rows_in,
                 counts.accepted,
@@ -109,6 +110,8 @@ class Feed(abc.ABC):
                 counts.unchanged,
                 counts.first_seq,
                 counts.last_seq,
+                counts.revoked,
+                counts.withdrawn_unknown,
             )
             await conn.execute(
                 "INSERT INTO feed_cursors (feed, part, position) VALUES ($1, $2, $3)"
@@ -167,6 +170,8 @@ class FileDropFeed(Feed):
                 "new": report.new,
                 "corrected": report.corrected,
                 "unchanged": report.unchanged,
+                "revoked": report.revoked,
+                "withdrawn_unknown": report.withdrawn_unknown,
                 "already_taken": report.already_taken,
                 "reasons": dict(report.reasons),
             }

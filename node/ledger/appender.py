@@ -1,9 +1,10 @@
 """The ledger: this node's own log.
 
 Per batch, inside the caller's transaction, it decides what changed (new record,
-correction, nothing), assigns dense sequence numbers under the origin's head
-lock, builds and signs the events, stores them with the record state, and
-thereby fills the outbox the relay publishes from. A crash leaves either the
+correction, a withdrawal the platform published, nothing), assigns dense
+sequence numbers under the origin's head lock, builds and signs the events,
+stores them with the record state, and thereby fills the outbox the relay
+publishes from. A crash leaves either the
 whole transaction or none of it.
 
 Each record arrives serialized once (:class:`~credex.node.store.events.RecordState`).
@@ -17,9 +18,10 @@ off the event loop (Ed25519 in ``cryptography`` and hashlib release the GIL), in
 the same order and with the same results as before. ``credex_events_signed``
 counts what is signed.
 
-A node whose key the trust bundle revokes signs nothing more: ``append`` and
-``revoke`` raise :class:`~credex.crypto.keys.SigningRefused` with the reason and
-the remedy before any work, instead of writing events every peer rejects.
+A node whose key the trust bundle revokes signs nothing more: ``append``,
+``amend`` (and so ``revoke``) and ``expire`` raise
+:class:`~credex.crypto.keys.SigningRefused` with the reason and the remedy
+before any work, instead of writing events every peer rejects.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -55,10 +57,15 @@ class Change:
     source: str = ""
     locator: str = ""
     profile: str = ""
+    # Why the platform withdrew the record (its own 公示状态 1 撤销 / 2 删除, as the profile maps it);
+    # empty for a record in publication. A withdrawn row is signed as a REVOKE carrying this reason.
+    withdrawal: str = ""
 
     @classmethod
-    def of(cls, record: record_pb2.Record, source: str = "", locator: str = "", profile: str = "") -> Change:
-        return cls(state.RecordState.of(record), source, locator, profile)
+    def of(
+        cls, record: record_pb2.Record, source: str = "", locator: str = "", profile: str = "", withdrawal: str = ""
+    ) -> Change:
+        return cls(state.RecordState.of(record), source, locator, profile, withdrawal)
 
 
 @dataclass
@@ -67,6 +74,9 @@ class AppendResult:
     corrected: int = 0
     unchanged: int = 0
     revoked: int = 0
+    # Withdrawn rows of records this ledger never signed: nothing to revoke, so no event; counted
+    # so the file's report says so instead of the row vanishing.
+    withdrawn_unknown: int = 0
     seqs: list[int] = field(default_factory=list)
 
     def add(self, other: AppendResult) -> None:
@@ -74,6 +84,7 @@ class AppendResult:
         self.corrected += other.corrected
         self.unchanged += other.unchanged
         self.revoked += other.revoked
+        self.withdrawn_unknown += other.withdrawn_unknown
         self.seqs.extend(other.seqs)
 
     @property
@@ -126,6 +137,9 @@ class Ledger:
         stored: list[state.StoredEvent] = []
         for change in changes:
             previous = held.get(change.state.record_id)
+            if change.withdrawal:
+                head = self._withdraw(change, previous, head, clock, stored, held, result)
+                continue
             if previous is not None and previous.digest == change.state.digest and previous.status in _KEPT:
                 result.unchanged += 1
                 continue
@@ -142,6 +156,40 @@ class Ledger:
                 result.corrected += 1
         return stored, head
 
+    def _withdraw(
+        self,
+        change: Change,
+        previous: _Held | None,
+        head: int,
+        clock: _Clock,
+        stored: list[state.StoredEvent],
+        held: dict[str, _Held],
+        result: AppendResult,
+    ) -> int:
+        """A row the platform marks withdrawn: a REVOKE of the record, once; returns the new head."""
+        if previous is None:
+            result.withdrawn_unknown += 1
+            return head
+        if previous.status == lookup_pb2.ENTRY_STATUS_REVOKED:
+            result.unchanged += 1
+            return head
+        head += 1
+        revoked = lookup_pb2.ENTRY_STATUS_REVOKED
+        stored.append(
+            self._sign(
+                head,
+                event_pb2.EVENT_TYPE_REVOKE,
+                change,
+                clock,
+                change.withdrawal,
+                standing=revoked,
+                disputed=previous.disputed,
+            )
+        )
+        held[change.state.record_id] = _Held(change.state.digest, revoked, previous.disputed)
+        result.revoked += 1
+        return head
+
     async def revoke(self, conn: Connection, record_id: str, reason: str) -> AppendResult:
         """Withdraw a record of this origin; the event carries the state being withdrawn."""
         result = AppendResult()
@@ -152,6 +200,46 @@ class Ledger:
             result.revoked = 1
             result.seqs.append(event.seq)
         return result
+
+    async def expire(self, conn: Connection, today: dt.date, limit: int) -> list[state.StoredEvent]:
+        """Sign an EXPIRE for up to ``limit`` of this origin's active records whose window ended before ``today``.
+
+        Runs inside the caller's transaction, under the head lock: a run killed half-way
+        commits nothing of its batch, and the records it expired are no longer active, so
+        the next run picks up exactly the ones left.
+        """
+        self.key.check_may_sign()
+        head = await self._lock_head(conn)
+        rows = await conn.fetch(
+            "SELECT record, disputed FROM records WHERE origin = $1 AND status = $2 AND publicity_end < $3"
+            " ORDER BY publicity_end, record_id LIMIT $4",
+            self.origin,
+            lookup_pb2.ENTRY_STATUS_ACTIVE,
+            today,
+            limit,
+        )
+        if not rows:
+            return []
+
+        def sign() -> list[state.StoredEvent]:
+            clock = _Clock()
+            reason = f"publicity window ended before {today.isoformat()}"
+            return [
+                self._sign(
+                    head + n,
+                    event_pb2.EVENT_TYPE_EXPIRE,
+                    Change(state.RecordState.decode(bytes(row["record"]))),
+                    clock,
+                    reason,
+                    standing=lookup_pb2.ENTRY_STATUS_EXPIRED,
+                    disputed=bool(row["disputed"]),
+                )
+                for n, row in enumerate(rows, start=1)
+            ]
+
+        events = await asyncio.to_thread(sign)
+        await self._store(conn, events, head + len(events), AppendResult())
+        return events
 
     async def amend(
         self,
@@ -164,8 +252,12 @@ class Ledger:
         disputed: bool | None = None,
         case: event_pb2.CaseRef | None = None,
         record: record_pb2.Record | None = None,
+        from_standings: Collection[int] | None = None,
     ) -> state.StoredEvent | None:
         """Sign one change of where a record of this origin stands; ``None`` when it already stands so.
+
+        ``from_standings``, when given, are the standings the change may start from: any other
+        is a :class:`LedgerError` (unhiding a record that is not hidden), checked under the lock.
 
         ``standing`` and ``disputed`` left as ``None`` keep the record's current ones; ``record``
         replaces its content (a correction after an objection), else the event carries the
@@ -181,6 +273,11 @@ class Ledger:
             raise LedgerError(f"no record {record_id}")
         if row["origin"] != self.origin:
             raise LedgerError(f"record {record_id} belongs to {row['origin']}; only its origin can change it")
+        if from_standings is not None and row["status"] not in from_standings and row["status"] != standing:
+            raise LedgerError(
+                f"record {record_id} is {_standing_name(int(row['status']))}; this change applies only to a record"
+                f" that is {' or '.join(_standing_name(s) for s in sorted(from_standings))}"
+            )
         new_standing = int(row["status"]) if standing is None else standing
         new_disputed = bool(row["disputed"]) if disputed is None else disputed
         if record is not None:
@@ -288,16 +385,24 @@ class _Held:
 
 
 # A re-report of the same content leaves a record standing where it is, unless it had been
-# withdrawn or had expired at the source: the platform publishing it again brings it back.
+# withdrawn at the source: the platform publishing it again brings it back. An expired record
+# re-reported unchanged has the same ended window (a new window is new content, a correction),
+# so the daily full exports of a platform do not flip it back to active until the next expiry.
 # Repairs, deletions after objections and hidings are decisions a re-report must not undo.
 _KEPT = frozenset(
     {
         lookup_pb2.ENTRY_STATUS_ACTIVE,
+        lookup_pb2.ENTRY_STATUS_EXPIRED,
         lookup_pb2.ENTRY_STATUS_REPAIRED,
         lookup_pb2.ENTRY_STATUS_DELETED,
         lookup_pb2.ENTRY_STATUS_HIDDEN,
     }
 )
+
+
+def _standing_name(standing: int) -> str:
+    """``revoked`` for ENTRY_STATUS_REVOKED: how an operator reads a standing."""
+    return lookup_pb2.EntryStatus.Name(standing).removeprefix("ENTRY_STATUS_").lower()  # type: ignore[arg-type]
 
 
 class _Clock:
