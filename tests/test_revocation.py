@@ -314,7 +314,7 @@ def national_file(path: Path, rows: list[dict[str, str]], states: list[str]) -> 
     return path
 
 
-async def test_the_platforms_withdrawal_in_a_file_revokes_in_the_same_batch_and_republication_restores(
+async def test_the_platforms_withdrawal_in_a_file_revokes_in_the_same_batch_and_only_new_content_restores(
     federation: TestFederation, tmp_path: Path
 ) -> None:
     node = await federation.start_node("310000")
@@ -345,16 +345,30 @@ async def test_the_platforms_withdrawal_in_a_file_revokes_in_the_same_batch_and_
     assert [r["status"] for r in revocations] == [REVOKED, REVOKED]
     assert [r["record_id"] for r in revocations] == [ids[rows[0]["CF_WSH"]], ids[rows[1]["CF_WSH"]]]
 
-    # The platform publishes row 0 again, unchanged: it is back in publication by a correction.
+    # The platform exports row 0 again, unchanged and in publication: a re-export of an annulled
+    # act is not new information, the revocation stands.
     [third] = await node.ingest([national_file(tmp_path / "day3.csv", rows[:1], ["0"])], NATIONAL)
-    assert (third.corrected, third.revoked) == (1, 0)
+    assert (third.corrected, third.unchanged, third.revoked) == (0, 1, 0)
+    assert await standing(node, ids[rows[0]["CF_WSH"]]) == (REVOKED, event_pb2.EVENT_TYPE_REVOKE)
+
+    # Published again with new content (the decision re-issued): a correction brings it back.
+    reissued = [{**rows[0], "CF_SY": rows[0]["CF_SY"] + "（重新作出）"}]
+    [fourth] = await node.ingest([national_file(tmp_path / "day4.csv", reissued, ["0"])], NATIONAL)
+    assert (fourth.corrected, fourth.revoked) == (1, 0)
+    assert await standing(node, ids[rows[0]["CF_WSH"]]) == (ACTIVE, event_pb2.EVENT_TYPE_CORRECT)
+
+
+async def standing(node: Node, record_id: str) -> tuple[int, int]:
+    """The record's status and the type of the event that gave it."""
+    assert node.pool is not None
     async with node.pool.acquire() as conn:
-        back = await conn.fetchrow(
+        row = await conn.fetchrow(
             "SELECT r.status, e.event_type FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
             " WHERE r.record_id = $1",
-            ids[rows[0]["CF_WSH"]],
+            record_id,
         )
-    assert back is not None and (back["status"], back["event_type"]) == (ACTIVE, event_pb2.EVENT_TYPE_CORRECT)
+    assert row is not None
+    return int(row["status"]), int(row["event_type"])
 
 
 async def test_zhejiangs_api_publicity_state_revokes_too(federation: TestFederation, tmp_path: Path) -> None:
@@ -395,7 +409,7 @@ async def test_an_unknown_publication_state_is_quarantined_never_guessed(
 # -- decisions a re-report must not undo -------------------------------------------------------------
 
 
-async def test_a_rereport_of_unchanged_content_does_not_undo_a_repair_a_deletion_or_a_hiding(
+async def test_a_rereport_of_unchanged_content_undoes_no_repair_deletion_hiding_or_revocation(
     federation: TestFederation,
 ) -> None:
     node = await federation.start_node("310000")
@@ -413,14 +427,13 @@ async def test_a_rereport_of_unchanged_content_does_not_undo_a_repair_a_deletion
             await node.ledger.amend(conn, f"310000-HMD-rv{n}", event_type, "决定", standing=standing)
     async with node.pool.acquire() as conn, conn.transaction():
         result = await node.ledger.append(conn, [Change.of(r) for r in records])
-    # Repair, deletion and hiding are decisions; a revocation at the source ends when the platform
-    # publishes the record again.
-    assert (result.unchanged, result.corrected) == (3, 1)
+    # Repair, deletion, hiding and revocation are decisions; the same content again undoes none.
+    assert (result.unchanged, result.corrected) == (4, 0)
     assert await standings(node, [r.record_id for r in records]) == {
         "310000-HMD-rv1": lookup_pb2.ENTRY_STATUS_REPAIRED,
         "310000-HMD-rv2": lookup_pb2.ENTRY_STATUS_DELETED,
         "310000-HMD-rv3": lookup_pb2.ENTRY_STATUS_HIDDEN,
-        "310000-HMD-rv4": ACTIVE,
+        "310000-HMD-rv4": lookup_pb2.ENTRY_STATUS_REVOKED,
     }
 
 

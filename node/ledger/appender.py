@@ -140,7 +140,12 @@ class Ledger:
             if change.withdrawal:
                 head = self._withdraw(change, previous, head, clock, stored, held, result)
                 continue
-            if previous is not None and previous.digest == change.state.digest and previous.status in _KEPT:
+            # The same content again leaves a record standing where it is, whatever that is. A
+            # revocation (an annulled act, Repair rule 8) is not undone by re-exports of the act;
+            # an expired record re-reported keeps its ended window (a new window is new content);
+            # repairs, deletions after objections and hidings are decisions a re-report must not
+            # undo. Changed content is a correction, and brings the record back into publication.
+            if previous is not None and previous.digest == change.state.digest:
                 result.unchanged += 1
                 continue
             event_type = event_pb2.EVENT_TYPE_UPSERT if previous is None else event_pb2.EVENT_TYPE_CORRECT
@@ -382,22 +387,6 @@ class _Held:
     digest: bytes
     status: int
     disputed: bool
-
-
-# A re-report of the same content leaves a record standing where it is, unless it had been
-# withdrawn at the source: the platform publishing it again brings it back. An expired record
-# re-reported unchanged has the same ended window (a new window is new content, a correction),
-# so the daily full exports of a platform do not flip it back to active until the next expiry.
-# Repairs, deletions after objections and hidings are decisions a re-report must not undo.
-_KEPT = frozenset(
-    {
-        lookup_pb2.ENTRY_STATUS_ACTIVE,
-        lookup_pb2.ENTRY_STATUS_EXPIRED,
-        lookup_pb2.ENTRY_STATUS_REPAIRED,
-        lookup_pb2.ENTRY_STATUS_DELETED,
-        lookup_pb2.ENTRY_STATUS_HIDDEN,
-    }
-)
 
 
 def _standing_name(standing: int) -> str:
