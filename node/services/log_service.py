@@ -13,13 +13,13 @@ but are audited too, so the trail shows every call that was answered.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import asyncpg
 import grpc
 from google.protobuf.message import DecodeError
 
+from credex.domain.publicity import publicity_today
 from credex.node.chain import ProofUnavailable, checkpoint_message, inclusion_proof
 from credex.node.services import edge
 from credex.node.services.access import Caller
@@ -37,7 +37,7 @@ _LEAF_QUERY = (
 
 def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
     """The subject of the event in ``row`` if ``caller`` may see both that version and the current record."""
-    today = dt.date.today()
+    today = publicity_today()
     if not caller.sees(row["sharing_level"], entry_status(row["status"], row["publicity_end"], today)):
         return None
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import re
@@ -24,6 +23,7 @@ import grpc
 
 from credex.domain import identity
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.chain import ProofUnavailable, inclusion_proof
 from credex.node.services import edge
 from credex.node.services.access import Caller
@@ -139,7 +139,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 _SEARCH_QUERY,
-                dt.date.today(),
+                publicity_today(),
                 levels,
                 statuses,
                 key,
@@ -234,7 +234,7 @@ def _read_token(token: str, fingerprint: str) -> tuple[int, float, str]:
 
 
 def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_pb2.ProfileEntry]:
-    today = dt.date.today()
+    today = publicity_today()
     entries = []
     for row in rows:
         status = entry_status(row["status"], row["publicity_end"], today)
