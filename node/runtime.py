@@ -48,6 +48,7 @@ from credex.node.store.events import backfill_subjects
 from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
 from credex.node.trust import TrustProvider
+from credex.node.witness import CosignatureCollector
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class Node:
             )
         if config.keys.pseudonym_key:
             require_private_file(config.keys.pseudonym_key, "pseudonym key")
+        if config.keys.witness_key:
+            require_private_file(config.keys.witness_key, "witness key")
+            SigningKey.load(config.keys.witness_key)  # unreadable: say so now, not at the first checkpoint
         if config.grpc.tls.key is not None:
             require_private_file(config.grpc.tls.key, "TLS key")  # it proves this member's identity to peers
         self.pseudonymizer = Pseudonymizer.load(config.keys.pseudonym_key) if config.keys.pseudonym_key else None
@@ -191,6 +195,8 @@ class Node:
             spawn("intake", lambda: intake.consume(self.bootstrap_servers))  # topics follow self.trust
             spawn("sync", sync.run)
             spawn("checkpoint-signer", lambda: keeper.run_signer(checkpoint.every_events, checkpoint.every_seconds))
+            collector = CosignatureCollector(self.origin, self.pool, self.trust, self.logbook, self._channels)
+            spawn("cosignature-collector", lambda: collector.run(checkpoint.every_seconds))
             spawn("bundle-refresh", self._refresh_bundle)
             spawn("evidence-retention", self._expire_evidence)
         for feed_config in self.config.feeds if exchange else []:

@@ -29,6 +29,7 @@ from enum import StrEnum
 import asyncpg
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
+from credex.crypto.cosignature import cosignatures, note_body, with_lines, witness_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node.chain.alarms import AlarmKind, Alarms
@@ -238,6 +239,7 @@ class CheckpointKeeper:
                 source,
             )
             if not inserted:
+                await self._merge_cosignatures(conn, origin, checkpoint, note)
                 return KNOWN
             rival = await conn.fetchrow(
                 "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root <> $3 LIMIT 1",
@@ -262,6 +264,41 @@ class CheckpointKeeper:
                 return NEW
         await self.check(origin)
         return NEW
+
+    async def _merge_cosignatures(self, conn: Connection, origin: str, checkpoint: Checkpoint, note: str) -> None:
+        """A checkpoint held already may come back carrying more witnesses' cosignatures: keep the valid ones.
+
+        Only cosignatures by witnesses of the log's policy count, each verified with its bundle key
+        over the held note's own text, so what is served stays a note anyone can check.
+        """
+        bundle = self.bundle()
+        policy = bundle.witness_policy(origin)
+        if policy is None:
+            return
+        keys = {witness_name(w): k for w in policy.witnesses if (k := bundle.witness_key(w)) is not None}
+        held = await conn.fetchval(
+            "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
+            origin,
+            checkpoint.size,
+            checkpoint.root,
+        )
+        if held is None or note_body(held) != note_body(note):
+            return
+        have = cosignatures(held, keys)
+        fresh = [c.line for name, c in cosignatures(note, keys).items() if name not in have]
+        if not fresh:
+            return
+        try:
+            merged = with_lines(held, fresh)
+        except ValueError:  # past the note size limit: keep what is held
+            return
+        await conn.execute(
+            "UPDATE checkpoints SET note = $4 WHERE origin = $1 AND size = $2 AND root = $3",
+            origin,
+            checkpoint.size,
+            checkpoint.root,
+            merged,
+        )
 
     async def check(self, origin: str) -> None:
         """Compare pending checkpoints with our tree; put what they show we lack in the wanted ranges."""

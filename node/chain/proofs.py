@@ -118,6 +118,10 @@ def check_inclusion(proof: log_pb2.InclusionProof, bundle: TrustBundle) -> Check
         raise ProofInvalid(f"the checkpoint does not verify: {exc.message}") from None
     if checkpoint.size != proof.tree_size:
         raise ProofInvalid(f"the checkpoint is of size {checkpoint.size}, the proof of {proof.tree_size}")
+    try:
+        bundle.check_witnessed(origin, proof.checkpoint.note)  # the bundle's witness policy, if it has one
+    except CheckpointRejected as exc:
+        raise ProofInvalid(f"the checkpoint is not witnessed enough: {exc.message}") from None
     leaf = leaf_hash(canonical_bytes(proof.envelope))
     if not verify_inclusion(leaf, proof.leaf_index, proof.tree_size, list(proof.hashes), checkpoint.root):
         raise ProofInvalid("the audit path does not lead to the checkpoint's root")
