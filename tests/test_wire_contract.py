@@ -29,7 +29,17 @@ def _generator() -> object:
 
 
 def test_the_contract_is_the_seven_proto_files() -> None:
-    assert PROTO_FILES == ["check", "event", "exchange", "log", "lookup", "quality", "record"]
+    assert PROTO_FILES == [
+        "authorization",
+        "check",
+        "event",
+        "exchange",
+        "log",
+        "lookup",
+        "quality",
+        "record",
+        "witness",
+    ]
 
 
 def test_committed_generated_code_matches_every_proto_file(tmp_path: Path) -> None:
