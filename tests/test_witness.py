@@ -15,7 +15,7 @@ from credex.crypto.cosignature import cosignatures, witness_name
 from credex.crypto.keys import SigningKey
 from credex.node.chain import check_inclusion
 from credex.node.runtime import Node
-from credex.node.witness import Witness
+from credex.node.witness import Witness, WitnessRefused
 from credex.v1 import log_pb2, log_pb2_grpc, witness_pb2, witness_pb2_grpc
 
 from .callers import NATIONAL, client_channel, peer_channel
@@ -108,6 +108,10 @@ async def test_a_witness_refuses_what_is_not_the_log_s_nor_its_business(federati
                 witness_pb2.AddCheckpointRequest(origin=LOG, checkpoint=honest.checkpoint(3))
             )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert witness.pool is not None
+    other_key = Witness(WITNESS, witness.pool, federation.bundle_now, SigningKey.generate())
+    with pytest.raises(WitnessRefused, match="not the one trust bundle version 2 lists"):
+        await other_key.add_checkpoint(LOG, 0, [], honest.checkpoint(3))
     assert await witnessed_size(witness) is None  # nothing was cosigned
 
     assert witness.pool is not None

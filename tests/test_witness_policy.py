@@ -181,3 +181,57 @@ async def _proof(federation: TestFederation, node: Node) -> log_pb2.InclusionPro
             )
         except grpc.aio.AioRpcError:
             return None
+
+
+def test_an_operator_sets_witness_keys_and_policies_with_credex_trust(tmp_path: Path) -> None:
+    def invoke(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, result.output
+        return result.output
+
+    for name in ("federation", "sh", "js", "js-witness"):
+        invoke("keys", "init", "--dir", str(tmp_path / name))
+    draft = str(tmp_path / "draft.json")
+    invoke("trust", "new", draft, "--federation", "yrd")
+    member = ["--endpoint", "127.0.0.1:1", "--name"]
+    invoke(
+        "trust",
+        "add-member",
+        draft,
+        "--origin",
+        "310000",
+        *member,
+        "sh",
+        "--public-key",
+        str(tmp_path / "sh/signing.pub"),
+    )
+    js = [
+        "trust",
+        "add-member",
+        draft,
+        "--origin",
+        "320000",
+        *member,
+        "js",
+        "--public-key",
+        str(tmp_path / "js/signing.pub"),
+    ]
+    said = invoke(*js, "--witness-key", str(tmp_path / "sh/signing.pub"), code=1)
+    assert "must not be a member's signing key" in said
+    invoke(*js, "--witness-key", str(tmp_path / "js-witness/signing.pub"))
+    invoke(*js)  # updating the member without --witness-key keeps its witness key
+    assert "at least that many" in invoke(
+        "trust", "witnesses", draft, "--log", "310000", "--witness", "320000", "--quorum", "2", code=1
+    )
+    assert "not members" in invoke(
+        "trust", "witnesses", draft, "--log", "310000", "--witness", "330000", "--quorum", "1", code=1
+    )
+    invoke("trust", "witnesses", draft, "--log", "310000", "--witness", "320000", "--quorum", "1")
+    bundle = TrustBundle.from_draft(Path(draft))
+    assert bundle.witness_policy("310000") == WitnessPolicy(log="310000", witnesses=("320000",), quorum=1)
+    witness_public = SigningKey.load(tmp_path / "js-witness").public_b64
+    assert bundle.member("320000").witness_key == witness_public  # type: ignore[union-attr]
+    signed = str(tmp_path / "bundle.json")
+    invoke("trust", "sign", draft, "--key", str(tmp_path / "federation/signing.key"), "--out", signed)
+    listed = invoke("trust", "verify", signed, "--federation-key", str(tmp_path / "federation/signing.pub"))
+    assert "310000 witnessed by 320000: 1 needed" in listed

@@ -27,7 +27,7 @@ import asyncpg
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
 from credex.crypto.cosignature import cosign, note_body, with_lines, witness_name
-from credex.crypto.keys import SigningKey
+from credex.crypto.keys import SigningKey, public_raw
 from credex.crypto.merkle import verify_consistency
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
@@ -127,7 +127,13 @@ class Witness:
     def _open(self, origin: str, old_size: int, proof: Sequence[bytes], note_bytes: bytes) -> tuple[Checkpoint, str]:
         """Every check that needs no state: who witnesses what, the request's form, the log's signature."""
         bundle = self.bundle()
-        self._key()
+        listed = bundle.witness_key(self.me)
+        if listed is None or public_raw(listed) != self._key().public_raw:
+            raise WitnessRefused(
+                "FAILED_PRECONDITION",
+                f"{self.me}'s witness key is not the one trust bundle version {bundle.version} lists for it:"
+                " its cosignatures would count for nothing",
+            )
         policy = bundle.witness_policy(origin)
         if policy is None or self.me not in policy.witnesses:
             raise WitnessRefused(
