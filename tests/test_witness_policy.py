@@ -24,6 +24,7 @@ from credex.v1 import log_pb2, log_pb2_grpc
 
 from .callers import NATIONAL, peer_channel
 from .conftest import TestFederation, eventually
+from .test_checkpoints import run_cli
 from .witness_support import set_witnesses
 
 SPEC_BODY = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
@@ -164,6 +165,10 @@ async def test_credex_verify_fails_a_proof_without_enough_cosignatures_naming_wh
     assert result.exit_code == 1, result.output
     assert "INVALID" in result.output and "missing: 330000" in result.output
     assert "320000" not in result.output.split("missing:")[1]
+    audit = ["audit", "--node", f"127.0.0.1:{origin.port}", "--origin", "310000"]
+    audit += ["--config", str(federation.layout.config_path("320000"))]
+    audited = await run_cli(*audit, expect=1)
+    assert "not witnessed as the bundle requires" in audited and "missing: 330000" in audited
 
     await federation.start_node("330000")
     whole = await eventually(lambda: proof_cosigned_by("320000", "330000"), timeout=60)
@@ -171,6 +176,7 @@ async def test_credex_verify_fails_a_proof_without_enough_cosignatures_naming_wh
     result = runner.invoke(app, ["verify", str(proof_file), *federation_args])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("OK ")
+    assert "OK 310000" in await run_cli(*audit)
 
 
 async def _proof(federation: TestFederation, node: Node) -> log_pb2.InclusionProof | None:

@@ -54,6 +54,9 @@ class CheckpointState(StrEnum):
 
 # The states whose root this node's copy of the log agrees with: what it serves and shows.
 AGREED = (CheckpointState.OWN, CheckpointState.VERIFIED)
+# How many of a witnessed log's newest checkpoints are looked at for one that its witnesses cosigned.
+WITNESSED_LOOKBACK = 8
+WITNESSED_MEMORY = 4096  # notes whose policy check is remembered
 
 
 class Received(StrEnum):
@@ -116,6 +119,7 @@ class CheckpointKeeper:
         self._sign_lock = asyncio.Lock()
         self._refusal = ""  # why our key may not sign, as last logged
         self._roots: set[tuple[str, str, str]] = set()  # (origin, key id, revoked root) compared already
+        self._quorum: dict[tuple[int, str, str], bool] = {}  # (bundle version, origin, note) -> meets its policy
 
     # -- our own log ---------------------------------------------------------------------
 
@@ -374,19 +378,47 @@ class CheckpointKeeper:
             self.wanted.put(origin, wanted, Why.REVOCATION)
 
     async def latest(self, origin: str) -> HeldCheckpoint | None:
-        """The newest checkpoint of ``origin`` that this node's copy of the log agrees with."""
+        """The newest checkpoint of ``origin`` that this node's copy of the log agrees with: what it serves.
+
+        Where the bundle has a witness policy for ``origin``, the newest of the last few that
+        carries its quorum of cosignatures, so that the checkpoint served, and every proof
+        built on it, verifies for a client that applies the policy; a checkpoint just signed
+        is served once its witnesses have cosigned it. Until any has, the newest agreed.
+        """
+        bundle = self.bundle()
+        policy = bundle.witness_policy(origin)
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
+            rows = await conn.fetch(
                 "SELECT origin, size, root, note, state FROM checkpoints"
-                " WHERE origin = $1 AND state = ANY($2::text[]) ORDER BY size DESC LIMIT 1",
+                " WHERE origin = $1 AND state = ANY($2::text[]) ORDER BY size DESC LIMIT $3",
                 origin,
                 list(AGREED),
+                1 if policy is None else WITNESSED_LOOKBACK,
             )
-        if row is None:
-            return None
-        return HeldCheckpoint(
-            row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"])
-        )
+        held = [
+            HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"]))
+            for row in rows
+        ]
+        if policy is not None:
+            witnessed = next((c for c in held if self._witnessed(bundle, c)), None)
+            if witnessed is not None:
+                return witnessed
+        return held[0] if held else None
+
+    def _witnessed(self, bundle: TrustBundle, checkpoint: HeldCheckpoint) -> bool:
+        """Whether ``checkpoint`` meets its log's witness policy; remembered per bundle and note."""
+        key = (bundle.version, checkpoint.origin, checkpoint.note)
+        known = self._quorum.get(key)
+        if known is None:
+            try:
+                bundle.check_witnessed(checkpoint.origin, checkpoint.note)
+                known = True
+            except CheckpointRejected:
+                known = False
+            if len(self._quorum) >= WITNESSED_MEMORY:
+                self._quorum.clear()
+            self._quorum[key] = known
+        return known
 
     async def run_signer(self, every_events: int, every_seconds: float) -> None:
         """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came.
