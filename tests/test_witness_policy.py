@@ -175,7 +175,7 @@ async def test_credex_verify_fails_a_proof_without_enough_cosignatures_naming_wh
     proof_file.write_text(proof_to_json(whole))
     result = runner.invoke(app, ["verify", str(proof_file), *federation_args])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("OK ")
+    assert result.output.startswith("OK ") and "cosigned by the witnesses 320000, 330000" in result.output
     assert "OK 310000" in await run_cli(*audit)
 
 
