@@ -84,6 +84,12 @@ async def test_a_witness_cosigns_only_checkpoints_that_extend_the_last_one_it_co
     assert (behind.conflict, behind.witness_size) == (True, 6)
 
     assert await witnessed_size(witness) == 6  # nothing refused moved it
+    async with client_channel(federation, witness) as channel:  # a monitor reads what the witness cosigned
+        held = await witness_pb2_grpc.WitnessServiceStub(channel).GetWitnessedCheckpoint(
+            log_pb2.GetCheckpointRequest(origin=LOG)
+        )
+    assert (held.size, held.root) == (6, honest.tree.root(6))
+    assert held.note.startswith(honest.checkpoint(6).decode()) and cosigned_by(federation, held.note, WITNESS)
     assert (await add(witness, federation, 6, honest.proof(6, 9), honest.checkpoint(9))).witness_size == 9
 
 
@@ -113,6 +119,12 @@ async def test_a_witness_refuses_what_is_not_the_log_s_nor_its_business(federati
     with pytest.raises(WitnessRefused, match="not the one trust bundle version 2 lists"):
         await other_key.add_checkpoint(LOG, 0, [], honest.checkpoint(3))
     assert await witnessed_size(witness) is None  # nothing was cosigned
+    async with client_channel(federation, witness) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await witness_pb2_grpc.WitnessServiceStub(channel).GetWitnessedCheckpoint(
+                log_pb2.GetCheckpointRequest(origin=LOG)
+            )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
     assert witness.pool is not None
     async with witness.pool.acquire() as conn:

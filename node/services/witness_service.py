@@ -1,10 +1,11 @@
 """WitnessService: this node, as a witness, cosigns its peers' checkpoints (C2SP tlog-witness add-checkpoint).
 
-Only federation peers may ask: the log submits its own checkpoints, and any peer
-may relay one (the log's signature is what is judged, not who brings it). Each
-call is audited by the edge with the log, the sizes and the outcome, so a witness's
-trail shows every checkpoint it cosigned or refused (a refused one may be
-evidence of a log's misbehaviour).
+Only federation peers may submit: the log its own checkpoints, and any peer may
+relay one (the log's signature is what is judged, not who brings it). Anyone may
+read the latest checkpoint the witness cosigned, to hold it against what the log
+serves. Each call is audited by the edge with the log, the sizes and the outcome,
+so a witness's trail shows every checkpoint it cosigned or refused (a refused one
+may be evidence of a log's misbehaviour).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from credex.crypto.keys import SigningKey
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.node.witness import Witness, WitnessRefused
-from credex.v1 import witness_pb2, witness_pb2_grpc
+from credex.v1 import log_pb2, witness_pb2, witness_pb2_grpc
 
 
 class WitnessService(Servicer, witness_pb2_grpc.WitnessServiceServicer):
@@ -59,6 +60,20 @@ class WitnessService(Servicer, witness_pb2_grpc.WitnessServiceServicer):
         return witness_pb2.AddCheckpointResponse(
             cosignatures=outcome.lines, conflict=outcome.conflict, witness_size=outcome.witness_size
         )
+
+    async def GetWitnessedCheckpoint(
+        self,
+        request: log_pb2.GetCheckpointRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> log_pb2.SignedCheckpoint:
+        """Open to every caller, like the log's own checkpoints: a note carries no record, and monitors need it."""
+        origin = self.member(request.origin)
+        held = await self.witness.latest(origin)
+        if held is None:
+            raise edge.Refused(grpc.StatusCode.NOT_FOUND, f"this node has cosigned no checkpoint of {origin}")
+        size, root, note = held
+        edge.current().detail = f"witnessed checkpoint {origin} size {size}"
+        return log_pb2.SignedCheckpoint(origin=origin, note=note, size=size, root=root)
 
 
 def _claimed(note: bytes) -> str:

@@ -158,19 +158,22 @@ class CosignatureCollector:
             raise CosignatureInvalid(f"{witness} answered no valid cosignature by its key in the trust bundle")
         line = found[name].line
         async with self.pool.acquire() as conn, conn.transaction():
-            note = await conn.fetchval(
-                "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
-                self.me,
-                latest.size,
-                latest.root,
+            note = str(
+                await conn.fetchval(
+                    "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
+                    self.me,
+                    latest.size,
+                    latest.root,
+                )
             )
-            await conn.execute(
-                "UPDATE checkpoints SET note = $4 WHERE origin = $1 AND size = $2 AND root = $3",
-                self.me,
-                latest.size,
-                latest.root,
-                with_lines(str(note), [line]),
-            )
+            if name not in cosignatures(note, {name: key}):  # another replica of this node may have been first
+                await conn.execute(
+                    "UPDATE checkpoints SET note = $4 WHERE origin = $1 AND size = $2 AND root = $3",
+                    self.me,
+                    latest.size,
+                    latest.root,
+                    with_lines(note, [line]),
+                )
             await conn.execute(
                 "INSERT INTO checkpoint_cosignatures (origin, size, witness, line) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT DO NOTHING",

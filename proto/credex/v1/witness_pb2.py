@@ -22,19 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from credex.v1 import log_pb2 as credex_dot_v1_dot_log__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63redex/v1/witness.proto\x12\tcredex.v1\"a\n\x14\x41\x64\x64\x43heckpointRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x13\n\x0b\x63onsistency\x18\x03 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\x0c\"U\n\x15\x41\x64\x64\x43heckpointResponse\x12\x14\n\x0c\x63osignatures\x18\x01 \x03(\t\x12\x10\n\x08\x63onflict\x18\x02 \x01(\x08\x12\x14\n\x0cwitness_size\x18\x03 \x01(\x04\x32\x64\n\x0eWitnessService\x12R\n\rAddCheckpoint\x12\x1f.credex.v1.AddCheckpointRequest\x1a .credex.v1.AddCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63redex/v1/witness.proto\x12\tcredex.v1\x1a\x13\x63redex/v1/log.proto\"a\n\x14\x41\x64\x64\x43heckpointRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x13\n\x0b\x63onsistency\x18\x03 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\x0c\"U\n\x15\x41\x64\x64\x43heckpointResponse\x12\x14\n\x0c\x63osignatures\x18\x01 \x03(\t\x12\x10\n\x08\x63onflict\x18\x02 \x01(\x08\x12\x14\n\x0cwitness_size\x18\x03 \x01(\x04\x32\xbc\x01\n\x0eWitnessService\x12R\n\rAddCheckpoint\x12\x1f.credex.v1.AddCheckpointRequest\x1a .credex.v1.AddCheckpointResponse\x12V\n\x16GetWitnessedCheckpoint\x12\x1f.credex.v1.GetCheckpointRequest\x1a\x1b.credex.v1.SignedCheckpointb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.witness_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=38
-  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=135
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=137
-  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=222
-  _globals['_WITNESSSERVICE']._serialized_start=224
-  _globals['_WITNESSSERVICE']._serialized_end=324
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_start=59
+  _globals['_ADDCHECKPOINTREQUEST']._serialized_end=156
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_start=158
+  _globals['_ADDCHECKPOINTRESPONSE']._serialized_end=243
+  _globals['_WITNESSSERVICE']._serialized_start=246
+  _globals['_WITNESSSERVICE']._serialized_end=434
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from credex.v1 import log_pb2 as credex_dot_v1_dot_log__pb2
 from credex.v1 import witness_pb2 as credex_dot_v1_dot_witness__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,11 @@ class WitnessServiceStub:
                 request_serializer=credex_dot_v1_dot_witness__pb2.AddCheckpointRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_witness__pb2.AddCheckpointResponse.FromString,
                 _registered_method=True)
+        self.GetWitnessedCheckpoint = channel.unary_unary(
+                '/credex.v1.WitnessService/GetWitnessedCheckpoint',
+                request_serializer=credex_dot_v1_dot_log__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_log__pb2.SignedCheckpoint.FromString,
+                _registered_method=True)
 
 
 class WitnessServiceServicer:
@@ -56,6 +62,14 @@ class WitnessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWitnessedCheckpoint(self, request, context):
+        """The latest checkpoint of `origin` this witness cosigned, with the log's signature and its
+        cosignature (tlog-witness's monitor retrieval): a monitor compares it with what the log serves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WitnessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +77,11 @@ def add_WitnessServiceServicer_to_server(servicer, server):
                     servicer.AddCheckpoint,
                     request_deserializer=credex_dot_v1_dot_witness__pb2.AddCheckpointRequest.FromString,
                     response_serializer=credex_dot_v1_dot_witness__pb2.AddCheckpointResponse.SerializeToString,
+            ),
+            'GetWitnessedCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWitnessedCheckpoint,
+                    request_deserializer=credex_dot_v1_dot_log__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_log__pb2.SignedCheckpoint.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +111,33 @@ class WitnessService:
             '/credex.v1.WitnessService/AddCheckpoint',
             credex_dot_v1_dot_witness__pb2.AddCheckpointRequest.SerializeToString,
             credex_dot_v1_dot_witness__pb2.AddCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWitnessedCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.WitnessService/GetWitnessedCheckpoint',
+            credex_dot_v1_dot_log__pb2.GetCheckpointRequest.SerializeToString,
+            credex_dot_v1_dot_log__pb2.SignedCheckpoint.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ if it is consistent with the last checkpoint of that log the witness cosigned.
 """
 
 from collections import abc as _abc
+from credex.v1 import log_pb2 as _log_pb2
 from credex.v1 import witness_pb2 as _witness_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -41,6 +42,10 @@ class WitnessServiceStub:
     FAILED_PRECONDITION (the proof does not verify, or the same size has another root).
     A wrong old_size is answered, not refused: `conflict` with the witness's size.
     """
+    GetWitnessedCheckpoint: _grpc.UnaryUnaryMultiCallable[_log_pb2.GetCheckpointRequest, _log_pb2.SignedCheckpoint]
+    """The latest checkpoint of `origin` this witness cosigned, with the log's signature and its
+    cosignature (tlog-witness's monitor retrieval): a monitor compares it with what the log serves.
+    """
 
 @_typing.type_check_only
 class WitnessServiceAsyncStub(WitnessServiceStub):
@@ -52,6 +57,10 @@ class WitnessServiceAsyncStub(WitnessServiceStub):
     INVALID_ARGUMENT (old_size beyond the checkpoint: a rollback, or a malformed request),
     FAILED_PRECONDITION (the proof does not verify, or the same size has another root).
     A wrong old_size is answered, not refused: `conflict` with the witness's size.
+    """
+    GetWitnessedCheckpoint: _aio.UnaryUnaryMultiCallable[_log_pb2.GetCheckpointRequest, _log_pb2.SignedCheckpoint]  # type: ignore[assignment]
+    """The latest checkpoint of `origin` this witness cosigned, with the log's signature and its
+    cosignature (tlog-witness's monitor retrieval): a monitor compares it with what the log serves.
     """
 
 class WitnessServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -67,6 +76,16 @@ class WitnessServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (old_size beyond the checkpoint: a rollback, or a malformed request),
         FAILED_PRECONDITION (the proof does not verify, or the same size has another root).
         A wrong old_size is answered, not refused: `conflict` with the witness's size.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWitnessedCheckpoint(
+        self,
+        request: _log_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_log_pb2.SignedCheckpoint, _abc.Awaitable[_log_pb2.SignedCheckpoint]]:
+        """The latest checkpoint of `origin` this witness cosigned, with the log's signature and its
+        cosignature (tlog-witness's monitor retrieval): a monitor compares it with what the log serves.
         """
 
 def add_WitnessServiceServicer_to_server(servicer: WitnessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
