@@ -357,6 +357,17 @@ class Node:
                     origin,
                     bundle.version,
                 )
+        if witnessed := bundle.logs_witnessed_by(self.origin):
+            listed, key = bundle.member(self.origin), self.config.keys.witness_key
+            if key is None or listed is None or listed.witness_key != SigningKey.load(key).public_b64:
+                log.error(
+                    "node %s: trust bundle version %d has it witness %s, but keys.witness_key is %s: it cosigns"
+                    " nothing and their checkpoints may lack the cosignatures their policy needs",
+                    self.origin,
+                    bundle.version,
+                    ", ".join(witnessed),
+                    "not set" if key is None else "not the witness key the bundle lists for it",
+                )
 
     # -- operations -----------------------------------------------------------------
 

@@ -206,3 +206,14 @@ async def test_on_the_federation_each_checkpoint_is_cosigned_by_the_configured_w
                 log_pb2.GetInclusionProofRequest(origin=LOG, seq=1)
             )
         assert check_inclusion(proof, bundle).checkpoint.size == proof.tree_size
+
+
+async def test_a_node_named_witness_without_its_key_says_so_and_cosigns_nothing(
+    federation: TestFederation, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    witness = await federation.start_node(WITNESS, keys={"witness_key": None})
+    assert f"has it witness {LOG}, but keys.witness_key is not set" in caplog.text
+    assert "no witness key configured" in await refused(
+        witness, federation, 0, [], ForgedLog(federation, LOG).checkpoint(2)
+    )
