@@ -5,6 +5,7 @@ the federation every checkpoint of a witnessed log ends up cosigned by its witne
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import grpc
@@ -217,3 +218,41 @@ async def test_a_node_named_witness_without_its_key_says_so_and_cosigns_nothing(
     assert "no witness key configured" in await refused(
         witness, federation, 0, [], ForgedLog(federation, LOG).checkpoint(2)
     )
+
+
+async def test_whatever_it_is_sent_a_witness_cosigns_one_history_and_never_a_smaller_tree(
+    federation: TestFederation,
+) -> None:
+    """Random requests, in concurrent bursts, mixing two histories the origin's key signed (a split view),
+    right and wrong old sizes and proofs: what gets cosigned is one history, in non-decreasing sizes."""
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    node = await federation.start_node(WITNESS)
+    assert node.pool is not None and node.config.keys.witness_key is not None
+    witness = Witness(WITNESS, node.pool, federation.bundle_now, SigningKey.load(node.config.keys.witness_key))
+    histories = [ForgedLog(federation, LOG), ForgedLog(federation, LOG, tag="split")]
+    chance = random.Random(12)
+    cosigned: list[tuple[int, bytes]] = []
+    held = 0
+    for _ in range(40):
+        burst = []
+        for _ in range(chance.randint(1, 4)):
+            log = chance.choice(histories)
+            size = max(0, min(63, held + chance.randint(-3, 5)))
+            old = chance.choice([held, held, chance.randint(0, 63)])
+            proof = log.proof(old, size) if chance.random() < 0.8 else chance.choice(histories).proof(old, size)
+            burst.append((log, old, size, proof))
+        outcomes = await asyncio.gather(
+            *(witness.add_checkpoint(LOG, old, proof, log.checkpoint(size)) for log, old, size, proof in burst),
+            return_exceptions=True,
+        )
+        for (log, _, size, _), outcome in zip(burst, outcomes, strict=True):
+            if isinstance(outcome, WitnessRefused):
+                continue
+            assert not isinstance(outcome, BaseException), outcome
+            if not outcome.conflict:
+                cosigned.append((size, log.tree.root(size)))
+        held = await witnessed_size(node) or 0
+    assert len({s for s, _ in cosigned}) > 5  # the run did exercise cosigning
+    first = next(h for h in histories if h.tree.root(cosigned[0][0]) == cosigned[0][1])
+    assert all(first.tree.root(size) == root for size, root in cosigned)  # one history only
+    assert [s for s, _ in cosigned] == sorted(s for s, _ in cosigned)  # never a rollback
