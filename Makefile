@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.transports
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.expiry
+	$(BIN)/python -m bench.witness
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -43,7 +43,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -51,6 +51,7 @@ from google.protobuf.message import DecodeError
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
+from credex.crypto.cosignature import cosignatures, witness_name
 from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae, signature_valid
 from credex.crypto.keys import SigningKey, key_id, public_raw
 from credex.domain.regions import is_origin_code
@@ -149,6 +150,16 @@ class Member(BaseModel, frozen=True):
     # Hex SHA-256 of the SubjectPublicKeyInfo (DER) of the member's node certificate: a certificate
     # whose common name is the origin code gets peer rights only if its key is this one.
     tls_spki_sha256: Annotated[str, _sha256_hex("SHA-256 of the certificate's SPKI")] = ""
+    # Base64 of the raw Ed25519 key the member's node cosigns its peers' checkpoints with, as a witness.
+    # Its own key, not a log key: a log key revoked must not take the member's witness down with it.
+    witness_key: str = ""
+
+    @field_validator("witness_key")
+    @classmethod
+    def _witness_ed25519(cls, value: str) -> str:
+        if value and len(base64.b64decode(value, validate=True)) != 32:
+            raise ValueError("an Ed25519 public key has 32 bytes")
+        return value
 
     @field_validator("origin")
     @classmethod
@@ -158,12 +169,44 @@ class Member(BaseModel, frozen=True):
         return value
 
 
+class WitnessPolicy(BaseModel, frozen=True):
+    """Who witnesses one origin's log, and how many of them must cosign a checkpoint before anyone trusts it.
+
+    With a quorum of k, a split view needs the origin and k witnesses to collude.
+    """
+
+    log: str  # the origin whose log is witnessed
+    witnesses: tuple[str, ...]  # members' origin codes
+    quorum: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> WitnessPolicy:
+        if not is_origin_code(self.log):
+            raise ValueError(f"{self.log!r} is not a GB/T 2260 division code")
+        if len(set(self.witnesses)) != len(self.witnesses):
+            raise ValueError(f"the witnesses of {self.log} are listed more than once")
+        if self.log in self.witnesses:
+            raise ValueError(f"{self.log} cannot witness its own log")
+        if self.quorum > len(self.witnesses):
+            raise ValueError(f"a quorum of {self.quorum} needs at least that many witnesses, not {len(self.witnesses)}")
+        return self
+
+
 class TrustBundle(BaseModel, frozen=True):
     federation: str
     version: int = Field(default=1, ge=1, lt=_SEQ_LIMIT)
     issued_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
     members: tuple[Member, ...] = ()
     tls_ca: str = ""  # PEM of the federation CA that issues node certificates
+    # Empty (and every bundle written before witnesses existed): no log needs cosignatures.
+    witness_policies: tuple[WitnessPolicy, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_policy_per_log(self) -> TrustBundle:
+        logs = [p.log for p in self.witness_policies]
+        if len(set(logs)) != len(logs):
+            raise ValueError("a log has one witness policy; merge the ones given for the same origin")
+        return self
 
     def member(self, origin: str) -> Member | None:
         return next((m for m in self.members if m.origin == origin), None)
@@ -188,6 +231,54 @@ class TrustBundle(BaseModel, frozen=True):
     def digest(self) -> str:
         """SHA-256 of the bundle's content, remembered with its version to spot a different bundle of one version."""
         return hashlib.sha256(self.to_json()).hexdigest()
+
+    # -- witnesses ---------------------------------------------------------------
+
+    def witness_policy(self, origin: str) -> WitnessPolicy | None:
+        return next((p for p in self.witness_policies if p.log == origin), None)
+
+    def logs_witnessed_by(self, origin: str) -> list[str]:
+        """The logs the policy has ``origin``'s node witness."""
+        return [p.log for p in self.witness_policies if origin in p.witnesses]
+
+    def witness_key(self, origin: str) -> Ed25519PublicKey | None:
+        """``origin``'s cosigning key, if the bundle lists one."""
+        member = self.member(origin)
+        if member is None or not member.witness_key:
+            return None
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(member.witness_key))
+
+    def check_witnessed(self, origin: str, note: str) -> list[str]:
+        """The witnesses whose valid cosignatures on ``note`` meet ``origin``'s policy; none without a policy.
+
+        Raises :class:`CheckpointRejected` (``checkpoint.witnesses``) naming every witness
+        whose cosignature is missing when fewer than the quorum cosigned.
+        """
+        policy = self.witness_policy(origin)
+        if policy is None:
+            return []
+        keys: dict[str, Ed25519PublicKey] = {}
+        missing: list[str] = []
+        for witness in policy.witnesses:
+            key = self.witness_key(witness)
+            if key is None:
+                missing.append(f"{witness} (no witness key in trust bundle version {self.version})")
+            else:
+                keys[witness_name(witness)] = key
+        found = cosignatures(note, keys)
+        cosigned = [w for w in policy.witnesses if witness_name(w) in found]
+        missing += [w for w in policy.witnesses if w not in cosigned and self.witness_key(w) is not None]
+        if len(cosigned) < policy.quorum:
+            raise CheckpointRejected(
+                "checkpoint.witnesses",
+                f"the checkpoint of {origin} has {len(cosigned)} valid cosignature(s), its policy needs"
+                f" {policy.quorum} of {', '.join(policy.witnesses)}; missing: {', '.join(missing)}",
+            )
+        return cosigned
+
+    def with_witness_policy(self, policy: WitnessPolicy) -> TrustBundle:
+        others = tuple(p for p in self.witness_policies if p.log != policy.log)
+        return self.model_copy(update={"witness_policies": (*others, policy)})
 
     def unbound_members(self) -> list[str]:
         """Origins without a TLS binding: they get no peer rights (see ``credex trust add-member --tls-cert``)."""
@@ -298,7 +389,19 @@ class TrustBundle(BaseModel, frozen=True):
     # -- files -----------------------------------------------------------------
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(indent=2).encode()
+        """The bundle's JSON; fields added since the first format are left out while unused.
+
+        So a bundle that uses no witnesses reads back to exactly the bytes, and the
+        digest, it had before they existed, and a node that remembers that digest
+        still takes it after an upgrade.
+        """
+        exclude: dict[str, Any] = {}
+        if not self.witness_policies:
+            exclude["witness_policies"] = True
+        unkeyed = {index: {"witness_key"} for index, member in enumerate(self.members) if not member.witness_key}
+        if unkeyed:
+            exclude["members"] = unkeyed
+        return self.model_dump_json(indent=2, exclude=exclude).encode()
 
     def sign(self, federation_key: SigningKey) -> bytes:
         """A DSSE JSON envelope over this bundle, ready to write to disk."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from credex.errors import CredexError
-from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc
+from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc, witness_pb2_grpc
 
 _OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 1)]
 
@@ -58,6 +58,9 @@ class PeerChannels:
 
     def lookup(self, endpoint: str) -> lookup_pb2_grpc.LookupServiceAsyncStub:
         return lookup_pb2_grpc.LookupServiceStub(self.channel(endpoint))
+
+    def witness(self, endpoint: str) -> witness_pb2_grpc.WitnessServiceAsyncStub:
+        return witness_pb2_grpc.WitnessServiceStub(self.channel(endpoint))
 
     def failure(self, exc: grpc.aio.AioRpcError, endpoint: str, call: str) -> CallFailed:
         """What a failed ``call`` to ``endpoint`` most likely means, judged with this set's TLS files."""

@@ -30,6 +30,9 @@ class ConfigError(CredexError):
 class KeysConfig(BaseModel):
     signing_key: Path = Path("keys/signing.key")
     pseudonym_key: Path | None = None
+    # The key this node cosigns its peers' checkpoints with as a witness (the bundle lists its public half
+    # as the member's witness_key); none: this node witnesses nothing.
+    witness_key: Path | None = None
 
 
 class TrustConfig(BaseModel):
@@ -288,6 +291,7 @@ def checkpoints_topic(origin: str) -> str:
 _PATH_FIELDS = (
     ("keys", "signing_key"),
     ("keys", "pseudonym_key"),
+    ("keys", "witness_key"),
     ("trust", "bundle"),
     ("trust", "federation_public_key"),
     ("grpc", "tls", "cert"),

@@ -49,6 +49,7 @@ from credex.node.store.events import backfill_subjects
 from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
 from credex.node.trust import TrustProvider
+from credex.node.witness import CosignatureCollector
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class Node:
             )
         if config.keys.pseudonym_key:
             require_private_file(config.keys.pseudonym_key, "pseudonym key")
+        if config.keys.witness_key:
+            require_private_file(config.keys.witness_key, "witness key")
+            SigningKey.load(config.keys.witness_key)  # unreadable: say so now, not at the first checkpoint
         if config.grpc.tls.key is not None:
             require_private_file(config.grpc.tls.key, "TLS key")  # it proves this member's identity to peers
         self.pseudonymizer = Pseudonymizer.load(config.keys.pseudonym_key) if config.keys.pseudonym_key else None
@@ -192,6 +196,8 @@ class Node:
             spawn("intake", lambda: intake.consume(self.bootstrap_servers))  # topics follow self.trust
             spawn("sync", sync.run)
             spawn("checkpoint-signer", lambda: keeper.run_signer(checkpoint.every_events, checkpoint.every_seconds))
+            collector = CosignatureCollector(self.origin, self.pool, self.trust, self.logbook, self._channels)
+            spawn("cosignature-collector", lambda: collector.run(checkpoint.every_seconds))
             spawn("bundle-refresh", self._refresh_bundle)
             spawn("evidence-retention", self._expire_evidence)
             if self.config.expiry.enabled:
@@ -354,6 +360,17 @@ class Node:
                     " rights until the federation operator adds one (`credex trust add-member --tls-cert`)",
                     origin,
                     bundle.version,
+                )
+        if witnessed := bundle.logs_witnessed_by(self.origin):
+            listed, key = bundle.member(self.origin), self.config.keys.witness_key
+            if key is None or listed is None or listed.witness_key != SigningKey.load(key).public_b64:
+                log.error(
+                    "node %s: trust bundle version %d has it witness %s, but keys.witness_key is %s: it cosigns"
+                    " nothing and their checkpoints may lack the cosignatures their policy needs",
+                    self.origin,
+                    bundle.version,
+                    ", ".join(witnessed),
+                    "not set" if key is None else "not the witness key the bundle lists for it",
                 )
 
     # -- operations -----------------------------------------------------------------

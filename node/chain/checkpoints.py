@@ -29,6 +29,7 @@ from enum import StrEnum
 import asyncpg
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
+from credex.crypto.cosignature import cosignatures, note_body, with_lines, witness_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node.chain.alarms import AlarmKind, Alarms
@@ -53,6 +54,9 @@ class CheckpointState(StrEnum):
 
 # The states whose root this node's copy of the log agrees with: what it serves and shows.
 AGREED = (CheckpointState.OWN, CheckpointState.VERIFIED)
+# How many of a witnessed log's newest checkpoints are looked at for one that its witnesses cosigned.
+WITNESSED_LOOKBACK = 8
+WITNESSED_MEMORY = 4096  # notes whose policy check is remembered
 
 
 class Received(StrEnum):
@@ -115,6 +119,7 @@ class CheckpointKeeper:
         self._sign_lock = asyncio.Lock()
         self._refusal = ""  # why our key may not sign, as last logged
         self._roots: set[tuple[str, str, str]] = set()  # (origin, key id, revoked root) compared already
+        self._quorum: dict[tuple[int, str, str], bool] = {}  # (bundle version, origin, note) -> meets its policy
 
     # -- our own log ---------------------------------------------------------------------
 
@@ -238,6 +243,7 @@ class CheckpointKeeper:
                 source,
             )
             if not inserted:
+                await self._merge_cosignatures(conn, origin, checkpoint, note)
                 return KNOWN
             rival = await conn.fetchrow(
                 "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root <> $3 LIMIT 1",
@@ -262,6 +268,41 @@ class CheckpointKeeper:
                 return NEW
         await self.check(origin)
         return NEW
+
+    async def _merge_cosignatures(self, conn: Connection, origin: str, checkpoint: Checkpoint, note: str) -> None:
+        """A checkpoint held already may come back carrying more witnesses' cosignatures: keep the valid ones.
+
+        Only cosignatures by witnesses of the log's policy count, each verified with its bundle key
+        over the held note's own text, so what is served stays a note anyone can check.
+        """
+        bundle = self.bundle()
+        policy = bundle.witness_policy(origin)
+        if policy is None:
+            return
+        keys = {witness_name(w): k for w in policy.witnesses if (k := bundle.witness_key(w)) is not None}
+        held = await conn.fetchval(
+            "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
+            origin,
+            checkpoint.size,
+            checkpoint.root,
+        )
+        if held is None or note_body(held) != note_body(note):
+            return
+        have = cosignatures(held, keys)
+        fresh = [c.line for name, c in cosignatures(note, keys).items() if name not in have]
+        if not fresh:
+            return
+        try:
+            merged = with_lines(held, fresh)
+        except ValueError:  # past the note size limit: keep what is held
+            return
+        await conn.execute(
+            "UPDATE checkpoints SET note = $4 WHERE origin = $1 AND size = $2 AND root = $3",
+            origin,
+            checkpoint.size,
+            checkpoint.root,
+            merged,
+        )
 
     async def check(self, origin: str) -> None:
         """Compare pending checkpoints with our tree; put what they show we lack in the wanted ranges."""
@@ -337,19 +378,47 @@ class CheckpointKeeper:
             self.wanted.put(origin, wanted, Why.REVOCATION)
 
     async def latest(self, origin: str) -> HeldCheckpoint | None:
-        """The newest checkpoint of ``origin`` that this node's copy of the log agrees with."""
+        """The newest checkpoint of ``origin`` that this node's copy of the log agrees with: what it serves.
+
+        Where the bundle has a witness policy for ``origin``, the newest of the last few that
+        carries its quorum of cosignatures, so that the checkpoint served, and every proof
+        built on it, verifies for a client that applies the policy; a checkpoint just signed
+        is served once its witnesses have cosigned it. Until any has, the newest agreed.
+        """
+        bundle = self.bundle()
+        policy = bundle.witness_policy(origin)
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
+            rows = await conn.fetch(
                 "SELECT origin, size, root, note, state FROM checkpoints"
-                " WHERE origin = $1 AND state = ANY($2::text[]) ORDER BY size DESC LIMIT 1",
+                " WHERE origin = $1 AND state = ANY($2::text[]) ORDER BY size DESC LIMIT $3",
                 origin,
                 list(AGREED),
+                1 if policy is None else WITNESSED_LOOKBACK,
             )
-        if row is None:
-            return None
-        return HeldCheckpoint(
-            row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"])
-        )
+        held = [
+            HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"]))
+            for row in rows
+        ]
+        if policy is not None:
+            witnessed = next((c for c in held if self._witnessed(bundle, c)), None)
+            if witnessed is not None:
+                return witnessed
+        return held[0] if held else None
+
+    def _witnessed(self, bundle: TrustBundle, checkpoint: HeldCheckpoint) -> bool:
+        """Whether ``checkpoint`` meets its log's witness policy; remembered per bundle and note."""
+        key = (bundle.version, checkpoint.origin, checkpoint.note)
+        known = self._quorum.get(key)
+        if known is None:
+            try:
+                bundle.check_witnessed(checkpoint.origin, checkpoint.note)
+                known = True
+            except CheckpointRejected:
+                known = False
+            if len(self._quorum) >= WITNESSED_MEMORY:
+                self._quorum.clear()
+            self._quorum[key] = known
+        return known
 
     async def run_signer(self, every_events: int, every_seconds: float) -> None:
         """Sign every ``every_events`` new events, or every ``every_seconds`` if anything new came.

@@ -70,6 +70,12 @@ async def audit_origin(
         return _diverged(report, f"the checkpoint served is not {origin}'s: {exc.message}", {"note": signed.note})
     report.size, report.root = checkpoint.size, checkpoint.root
     report.checks.append(f"checkpoint signed by {origin}: size {checkpoint.size}")
+    try:
+        cosigned = bundle.check_witnessed(origin, signed.note)  # the bundle's witness policy, if any
+    except CheckpointRejected as exc:
+        return _diverged(report, f"the checkpoint served is not witnessed as the bundle requires: {exc.message}", {})
+    if cosigned:
+        report.checks.append(f"cosigned by its witnesses {', '.join(cosigned)}")
 
     tree, problem = await _fetch_log(channels, endpoint, origin, checkpoint.size, EventVerifier(bundle))
     if problem is not None:

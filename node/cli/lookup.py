@@ -250,3 +250,5 @@ def verify(
         soft_wrap=True,
     )
     console.print(f"   {record.subject.name} {record.subject.uscc} {record.document_number} {record.decision_date}")
+    if checked.witnesses:
+        console.print(f"   checkpoint cosigned by the witnesses {', '.join(checked.witnesses)}")

@@ -11,7 +11,7 @@ import typer
 from credex.crypto.keys import SigningKey, key_id, load_public, public_raw
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.tls import CertificateAuthority, spki_sha256
-from credex.crypto.trust import Member, MemberKey, TrustBundle
+from credex.crypto.trust import Member, MemberKey, TrustBundle, WitnessPolicy
 from credex.node.cli.app import console, err, fail, keys_app, tls_app, trust_app
 
 
@@ -89,6 +89,13 @@ def trust_add_member(
     tls_cert: Annotated[
         Path | None, typer.Option(help="the member's node certificate (node.crt): only its key gets peer rights")
     ] = None,
+    witness_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="the public half of the key the member's node cosigns peers' checkpoints with as a witness"
+            " (its node.toml's keys.witness_key); a key of its own, not a signing key"
+        ),
+    ] = None,
 ) -> None:
     """Add a member, or update one, in a draft; bump the version.
 
@@ -105,7 +112,15 @@ def trust_add_member(
             if key_id(raw) not in {k.key_id for k in keys}:
                 keys.append(MemberKey(key_id=key_id(raw), public_key=base64.b64encode(raw).decode()))
         spki = spki_sha256(tls_cert.read_bytes()) if tls_cert else (existing.tls_spki_sha256 if existing else "")
-        member = Member(origin=origin, name=name, endpoint=endpoint, keys=tuple(keys), tls_spki_sha256=spki)
+        witness = existing.witness_key if existing else ""
+        if witness_key is not None:
+            witness = base64.b64encode(public_raw(load_public(witness_key))).decode()
+            signing = {k.public_key for k in keys} | {k.public_key for m in bundle.members for k in m.keys}
+            if witness in signing:
+                raise ValueError("the witness key must not be a member's signing key: create one of its own")
+        member = Member(
+            origin=origin, name=name, endpoint=endpoint, keys=tuple(keys), tls_spki_sha256=spki, witness_key=witness
+        )
     except OSError as exc:
         raise fail(f"cannot read {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:  # CertificateError among them
@@ -166,6 +181,37 @@ def trust_revoke_key(
         err.print(f"[yellow]warning:[/] {origin} has no unrevoked key left; add its new one with add-member")
 
 
+@trust_app.command("witnesses")
+def trust_witnesses(
+    draft: Annotated[Path, typer.Argument()],
+    log: Annotated[str, typer.Option(help="the origin whose log is witnessed")],
+    witness: Annotated[list[str], typer.Option("--witness", help="a member that witnesses it (repeatable)")],
+    quorum: Annotated[int, typer.Option(help="how many of them must cosign a checkpoint", min=1)],
+) -> None:
+    """Say who witnesses a log and how many cosignatures its checkpoints need, in a draft; bump the version.
+
+    From then on a proof of that log verifies (``credex verify``) only if its checkpoint
+    carries that many valid cosignatures of the witnesses named.
+    """
+    try:
+        bundle = TrustBundle.from_draft(draft)
+        policy = WitnessPolicy(log=log, witnesses=tuple(witness), quorum=quorum)
+        bundle = bundle.with_witness_policy(policy).next_version()
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    unknown = [w for w in (log, *witness) if bundle.member(w) is None]
+    if unknown:
+        raise fail(f"not members of the draft: {', '.join(unknown)}; add them with add-member first")
+    draft.write_bytes(bundle.to_json())
+    console.print(f"{log} witnessed by {', '.join(witness)}, {quorum} needed, in {draft} (version {bundle.version})")
+    unkeyed = [w for w in witness if bundle.witness_key(w) is None]
+    if unkeyed:
+        err.print(
+            f"[yellow]warning:[/] no witness key for {', '.join(unkeyed)}: give it with add-member --witness-key,"
+            " or their cosignatures count for nothing"
+        )
+
+
 @trust_app.command("sign")
 def trust_sign(
     draft: Annotated[Path, typer.Argument()],
@@ -191,3 +237,5 @@ def trust_verify(
         keys = ", ".join(k.key_id + (f" ({k.revocation()})" if k.revoked else "") for k in member.keys)
         tls = f"tls {member.tls_spki_sha256[:16]}…" if member.tls_spki_sha256 else "[yellow]no tls binding[/]"
         console.print(f"  {member.origin} {member.name} {member.endpoint} {tls} keys: {keys}", soft_wrap=True)
+    for policy in bundle.witness_policies:
+        console.print(f"  {policy.log} witnessed by {', '.join(policy.witnesses)}: {policy.quorum} needed")

@@ -28,6 +28,7 @@ from credex.node.runtime import Node
 log = logging.getLogger(__name__)
 
 GOVERNMENT_CLIENT = "government-office"
+WITNESS_KEY = "witness.key"  # each member's cosigning key, beside its signing key
 
 
 @dataclass
@@ -105,6 +106,9 @@ class LocalFederation:
             if not (member_dir / "keys" / "signing.key").exists():
                 SigningKey.generate().save(member_dir / "keys")
             key = SigningKey.load(member_dir / "keys")
+            witness_key = member_dir / "keys" / WITNESS_KEY
+            if not witness_key.exists():
+                SigningKey.generate().save_as(witness_key, witness_key.with_suffix(".pub"))
             config_path = layout.config_path(origin)
             if config_path.exists():
                 port = int(load_config(config_path).grpc.listen.rsplit(":", 1)[1])
@@ -122,6 +126,7 @@ class LocalFederation:
                     keys=(MemberKey(key_id=key.key_id, public_key=key.public_b64),),
                     # Peer rights go to this certificate's key, not to any certificate with the name.
                     tls_spki_sha256=spki_sha256(node_cert.read_bytes()) if node_cert.exists() else "",
+                    witness_key=SigningKey.load(witness_key).public_b64,
                 )
             )
         return self._publish(bundle, federation_key)
@@ -150,6 +155,7 @@ class LocalFederation:
             "",
             "[keys]",
             'signing_key = "keys/signing.key"',
+            f'witness_key = "keys/{WITNESS_KEY}"',
             f'pseudonym_key = "{layout.pseudonym_key}"',
             "",
             "[trust]",

@@ -162,6 +162,8 @@ RULES: dict[str, dict[str, Text]] = {
         "purpose": Text(500),
         "legal_basis": Text(500),
     },
+    # tlog-witness: at most 63 consistency proof lines (each hash's length is the witness's to check).
+    "credex.v1.AddCheckpointRequest": {"consistency": Text(0, max_items=63)},
     "credex.v1.FeedbackRequest": {
         "check_id": Text(64, required=True),
         "subject_id": Text(100, required=True, subject=True),

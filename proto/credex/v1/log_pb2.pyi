@@ -42,8 +42,9 @@ Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
 
 @_typing.final
 class SignedCheckpoint(_message.Message):
-    """C2SP tlog-checkpoint in a signed note, signed by the origin; size and root
-    are a convenience copy of what the note says.
+    """C2SP tlog-checkpoint in a signed note, signed by the origin and, for a log the
+    trust bundle has witnessed, cosigned by its witnesses (C2SP tlog-cosignature
+    lines after the origin's); size and root are a convenience copy of what the note says.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -1,0 +1,185 @@
+"""The origin's side of witnessing: ask the witnesses the bundle names to cosign our newest checkpoint.
+
+For each witness of our log without a cosignature on our newest checkpoint, the
+collector sends AddCheckpoint over the peer channel with a consistency proof from
+the last checkpoint that witness cosigned (as ``checkpoint_cosignatures`` remembers;
+0 if none). A witness that answers with another size (it lost our record of it,
+or cosigned a checkpoint another way) is asked once more from its size. A
+returned cosignature is verified with the witness key in the bundle before it is
+kept: its line is merged into ``checkpoints.note``, so every checkpoint this node
+serves (GetCheckpoint, the checkpoints embedded in proofs) carries it, and
+recorded in ``checkpoint_cosignatures``. A witness that fails is asked again after
+a growing pause, so one that is down costs nothing between attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from credex.crypto.cosignature import cosignatures, with_lines, witness_name
+from credex.crypto.trust import TrustBundle
+from credex.errors import CredexError
+from credex.node.chain import LogBook
+from credex.node.channels import PeerChannels
+from credex.v1 import witness_pb2
+
+log = logging.getLogger(__name__)
+
+RPC_TIMEOUT_SECONDS = 10.0
+MAX_PAUSE_SECONDS = 60.0
+
+
+class CosignatureInvalid(CredexError):
+    """A witness's answer that cannot be kept, or a witness that cannot be asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    size: int
+    root: bytes
+    note: str
+
+
+class CosignatureCollector:
+    def __init__(
+        self,
+        me: str,
+        pool: asyncpg.Pool,
+        bundle: Callable[[], TrustBundle],
+        logbook: LogBook,
+        channels: PeerChannels,
+    ) -> None:
+        self.me = me
+        self.pool = pool
+        self.bundle = bundle
+        self.logbook = logbook
+        self.channels = channels
+        self._pause: dict[str, tuple[float, int]] = {}  # witness -> (not before, failures)
+
+    async def run(self, every_seconds: float) -> None:
+        """Collect for each new checkpoint as it is signed; survive any one round's failure."""
+        while True:
+            await asyncio.sleep(min(every_seconds, 1.0))
+            try:
+                await self.collect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("collecting cosignatures of %s's checkpoint failed; trying again", self.me)
+
+    async def collect(self) -> dict[str, str]:
+        """Ask every witness still missing on our newest checkpoint; what became of each, by witness."""
+        bundle = self.bundle()
+        policy = bundle.witness_policy(self.me)
+        if policy is None:
+            return {}
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT size, root, note FROM checkpoints WHERE origin = $1 AND state = 'own'"
+                " ORDER BY size DESC LIMIT 1",
+                self.me,
+            )
+            if row is None:
+                return {}
+            latest = _Latest(int(row["size"]), bytes(row["root"]), str(row["note"]))
+            done = {
+                r["witness"]
+                for r in await conn.fetch(
+                    "SELECT witness FROM checkpoint_cosignatures WHERE origin = $1 AND size = $2", self.me, latest.size
+                )
+            }
+        now = time.monotonic()
+        asked = [w for w in policy.witnesses if w not in done and self._pause.get(w, (0.0, 0))[0] <= now]
+        results = await asyncio.gather(*(self._ask(bundle, w, latest) for w in asked))
+        return dict(zip(asked, results, strict=True))
+
+    async def _ask(self, bundle: TrustBundle, witness: str, latest: _Latest) -> str:
+        try:
+            outcome = await self._cosign(bundle, witness, latest)
+        except (grpc.aio.AioRpcError, CosignatureInvalid) as exc:
+            failures = self._pause.get(witness, (0.0, 0))[1] + 1
+            pause = min(MAX_PAUSE_SECONDS, 0.5 * 2**failures)
+            self._pause[witness] = (time.monotonic() + pause, failures)
+            text = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            log.warning("witness %s did not cosign %s's checkpoint %d: %s", witness, self.me, latest.size, text)
+            return f"failed: {text}"
+        self._pause.pop(witness, None)
+        return outcome
+
+    async def _cosign(self, bundle: TrustBundle, witness: str, latest: _Latest) -> str:
+        member = bundle.member(witness)
+        key = bundle.witness_key(witness)
+        if member is None or not member.endpoint or key is None:
+            raise CosignatureInvalid(f"{witness} has no endpoint or witness key in the trust bundle")
+        async with self.pool.acquire() as conn:
+            old = int(
+                await conn.fetchval(
+                    "SELECT coalesce(max(size), 0) FROM checkpoint_cosignatures WHERE origin = $1 AND witness = $2",
+                    self.me,
+                    witness,
+                )
+            )
+        stub = self.channels.witness(member.endpoint)
+        for _ in range(2):  # once from what we remember, once more from what the witness says it holds
+            if old > latest.size:
+                raise CosignatureInvalid(
+                    f"{witness} says it cosigned {self.me}'s log at size {old}, beyond our newest checkpoint"
+                    f" {latest.size}: it holds a checkpoint we did not sign"
+                )
+            tree = await self.logbook.tree(self.me)
+            proof = tree.consistency_proof(old, latest.size) if 0 < old < latest.size else []
+            response = await stub.AddCheckpoint(
+                witness_pb2.AddCheckpointRequest(
+                    origin=self.me, old_size=old, consistency=proof, checkpoint=latest.note.encode()
+                ),
+                timeout=RPC_TIMEOUT_SECONDS,
+            )
+            if not response.conflict:
+                return await self._keep(witness, key, latest, list(response.cosignatures))
+            old = int(response.witness_size)
+        raise CosignatureInvalid(f"{witness} answered a conflict twice; its size is {old}")
+
+    async def _keep(self, witness: str, key: Ed25519PublicKey, latest: _Latest, lines: list[str]) -> str:
+        """Verify the witness's line against its bundle key, then merge it into the stored note."""
+        name = witness_name(witness)
+        try:
+            found = cosignatures(with_lines(latest.note, lines), {name: key})
+        except ValueError as exc:
+            raise CosignatureInvalid(f"{witness} answered what cannot be merged: {exc}") from None
+        if name not in found:
+            raise CosignatureInvalid(f"{witness} answered no valid cosignature by its key in the trust bundle")
+        line = found[name].line
+        async with self.pool.acquire() as conn, conn.transaction():
+            note = str(
+                await conn.fetchval(
+                    "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
+                    self.me,
+                    latest.size,
+                    latest.root,
+                )
+            )
+            if name not in cosignatures(note, {name: key}):  # another replica of this node may have been first
+                await conn.execute(
+                    "UPDATE checkpoints SET note = $4 WHERE origin = $1 AND size = $2 AND root = $3",
+                    self.me,
+                    latest.size,
+                    latest.root,
+                    with_lines(note, [line]),
+                )
+            await conn.execute(
+                "INSERT INTO checkpoint_cosignatures (origin, size, witness, line) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT DO NOTHING",
+                self.me,
+                latest.size,
+                witness,
+                line,
+            )
+        return "cosigned"
