@@ -40,7 +40,7 @@ REPAIRED = "已修复"
 SHOWN_STANDING = {IN_FORCE: lookup_pb2.ENTRY_STATUS_ACTIVE, REPAIRED: lookup_pb2.ENTRY_STATUS_REPAIRED}
 HAS_RECORD = "有违法违规记录"
 NO_RECORD = "无违法违规记录"
-NOT_COVERED = "not covered（未覆盖：本联盟无此类数据来源）"
+NOT_COVERED = "not covered（未覆盖：本联盟尚未接入该类信息的数据来源）"  # never a word that reads as 无
 
 
 class ReportInvalid(CredexError):

@@ -29,7 +29,7 @@ from credex.errors import CredexError
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.chain.proofs import ProofUnavailable, inclusion_proof, proof_to_json
 from credex.node.config import ReportsConfig
-from credex.node.reports.catalogue import NEVER_SHOWN, Field, FieldsList, Heading
+from credex.node.reports.catalogue import Field, FieldsList, Heading
 from credex.node.reports.document import (
     HAS_RECORD,
     IN_FORCE,
@@ -141,6 +141,7 @@ class Issuer:
                 ) from None
             evidence.append(json.loads(proof_to_json(proof)))
             s.item = _item(s)
+        held_seq = {r["origin"]: int(r["contiguous_seq"]) for r in held}
         sources: dict[int, set[str]] = defaultdict(set)
         for row in published:
             sources[int(row["kind"])].add(row["origin"])
@@ -159,17 +160,13 @@ class Issuer:
                 "issued_at": issued_at.isoformat(),
                 "data_cutoff": {
                     "at": issued_at.isoformat(),
-                    "logs": [{"origin": r["origin"], "seq": int(r["contiguous_seq"])} for r in held],
+                    "logs": [{"origin": o, "seq": held_seq.get(o, 0)} for o in bundle.origins],
                 },
                 "issuer": {"origin": self.origin, "name": _member_name(bundle, self.origin)},
                 "subject": {"id": request.subject_id, "name": name or ""},
                 "period": {"start": request.period_start.isoformat(), "end": request.period_end.isoformat()},
                 "fields": [{"code": f.code, "name": f.name} for f in request.fields],
-                "regions": [
-                    {"origin": r["origin"], "name": _member_name(bundle, r["origin"])}
-                    for r in held
-                    if bundle.member(r["origin"]) is not None
-                ],
+                "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins],
                 "sections": self._sections(request, shown, sources, bundle),
                 "items": [s.item for s in shown],
                 "evidence": evidence,
@@ -208,8 +205,9 @@ class Issuer:
         """The record as the report shows it, or ``None`` where the rules leave it out."""
         record = record_pb2.Record.FromString(bytes(row["record"]))
         kind = record.kind
-        if kind in NEVER_SHOWN or row["sharing_level"] not in request.sharing_levels:
-            return None
+        headings = self.fields_list.categories if request.kind == "special" else self.fields_list.sections
+        if not any(kind in h.kinds for h in headings) or row["sharing_level"] not in request.sharing_levels:
+            return None  # a kind no heading shows (never a grade: the fields list cannot name one)
         if in_force(row["status"], row["publicity_end"], today):
             shown_as = IN_FORCE
         elif row["status"] == lookup_pb2.ENTRY_STATUS_REPAIRED and row["origin"] in self.settings.show_repaired:
@@ -238,8 +236,8 @@ class Issuer:
         sources: dict[int, set[str]],
         bundle: TrustBundle,
     ) -> list[dict[str, Any]]:
-        headings = self.fields_list.categories if request.kind == "special" else self.fields_list.sections
         sections = []
+        headings = self.fields_list.categories if request.kind == "special" else self.fields_list.sections
         for heading in headings:
             origins = sorted(set().union(*(sources.get(k, set()) for k in heading.kinds)))
             records = [s for s in shown if s.record.kind in heading.kinds]
