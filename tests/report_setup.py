@@ -35,7 +35,7 @@ AUTHORIZED = uscc_codes.make("91", "310000", "XYD00001")  # a financing platform
 PORTAL = "enterprise-portal"  # a public caller: the enterprise asking for its own report
 
 
-def record(number: str, kind: int, **fields: object) -> record_pb2.Record:
+def record(number: str, kind: record_pb2.Kind.ValueType, **fields: object) -> record_pb2.Record:
     subject = fields.pop("subject", None) or record_pb2.Subject(type=ENTITY, uscc=COMPANY, name=COMPANY_NAME)
     base = record_pb2.Record(
         record_id=f"320000-T-{number}",
