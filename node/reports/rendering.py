@@ -31,7 +31,7 @@ from credex.node.reports.document import CheckedReport, ReportInvalid, check_rep
 
 ATTACHMENT = "credex-report.json"
 _FONT = "cjk"
-_FONT_INDEX = 2  # Simplified Chinese in the Noto Sans CJK collection (JP, KR, SC, TC, HK)
+FONT_INDEX = 2  # Simplified Chinese in the Noto Sans CJK collection (JP, KR, SC, TC, HK)
 _HTML_BLOCK = re.compile(
     rb'<script type="application/vnd\.credex\.report\+json" id="credex-signed-report">([A-Za-z0-9+/=]*)</script>'
 )
@@ -110,7 +110,7 @@ def render_pdf(checked: CheckedReport) -> bytes:
     pdf.set_title(f"{document['title']} {document['report_number']}")
     pdf.set_author(document["issuer"]["name"] or document["issuer"]["origin"])
     pdf.set_subject(document["subject"]["id"])
-    pdf.add_font(_FONT, fname=str(font_path()), collection_font_number=_FONT_INDEX)
+    pdf.add_font(_FONT, fname=str(font_path()), collection_font_number=FONT_INDEX)
     pdf.set_auto_page_break(True, margin=15)
     pdf.add_page()
     qr = io.BytesIO()
