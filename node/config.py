@@ -214,6 +214,11 @@ class ReportsConfig(BaseModel):
     simple_procedure_excluded: list[str] = []
     # The most years a report may cover (565号 commentary: 5), and the default period.
     max_period_years: int = Field(default=5, ge=1, le=5)
+    # Reports one caller may have issued in 24 hours: each is signed and kept whole in the register,
+    # so a caller asking in a loop must not grow it without bound.
+    max_per_caller_per_day: int = Field(default=50, ge=1)
+    # The most records one report may show, each with its proof; more: narrow the period or fields.
+    max_records: int = Field(default=2000, ge=1)
     # Where a verification code is checked; the QR code holds this URL with the number and code.
     verify_url: str = "credex:report-verify"
     # An edited copy of the report fields list (node/reports/fields.toml); empty: the shipped list.

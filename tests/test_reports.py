@@ -367,3 +367,19 @@ def test_simple_procedure_follows_the_administrative_penalty_law() -> None:
     assert simple_procedure(fine("3000")) and not simple_procedure(fine("3000.01"))
     assert simple_procedure(fine("200", person=True)) and not simple_procedure(fine("201", person=True))
     assert not simple_procedure(SERIOUS) and not simple_procedure(fine(""))
+
+
+async def test_a_caller_asking_in_a_loop_or_for_too_many_records_is_refused(federation: TestFederation) -> None:
+    pair = await start_pair(federation, reports={"max_per_caller_per_day": 2, "max_records": 3})
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        too_many = await refused(issue(channel, issue_request(kind=report_pb2.REPORT_KIND_FULL)))  # 5 records
+        assert too_many.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "shorter period" in (too_many.details() or "")
+        for _ in range(2):
+            await issue(channel, issue_request(fields=["market"]))
+        third = await refused(issue(channel, issue_request(fields=["market"])))
+    assert third.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "24 hours" in (third.details() or "")
+    async with client_channel(federation, pair.shanghai, "another-portal") as channel:  # others are not held up
+        assert (await issue(channel, issue_request(fields=["market"]))).report_number
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports") == 3

@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import grpc
 import typer
+from google.protobuf import json_format
 from typer.core import TyperGroup
 
 from credex.node.channels import call_failed, open_channel
@@ -100,6 +101,10 @@ def issue(
     to: Annotated[str, typer.Option("--to", help="the period's last day, YYYY-MM-DD (default today)")] = "",
     fields: Annotated[str, typer.Option(help="field codes or names, comma-separated (default all)")] = "",
     purpose: Annotated[str, typer.Option(help="why the report is asked; goes to the audit log")] = "",
+    authorization: Annotated[
+        Path | None,
+        typer.Option(help="a person's authorization for you (JSON of credex.v1.Authorization, scope report)"),
+    ] = None,
     config: ConfigOption = None,
     bundle: BundleOption = None,
     federation_key: FederationKeyOption = None,
@@ -119,6 +124,11 @@ def issue(
         fields=[f.strip() for f in fields.split(",") if f.strip()],
         purpose=purpose,
     )
+    if authorization is not None:
+        try:
+            json_format.Parse(authorization.read_text(encoding="utf-8"), request.authorization)
+        except json_format.ParseError as exc:
+            raise typer.BadParameter(f"not an Authorization: {exc}", param_hint="--authorization") from None
     trust, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
 

@@ -8,7 +8,7 @@ has become of the included records; :mod:`rendering` writes and reads back PDF a
 
 from credex.node.reports.catalogue import FieldsList, FieldsListError
 from credex.node.reports.document import CheckedReport, ReportInvalid, check_report
-from credex.node.reports.issuing import Issued, Issuer, ReportRequest, ReportUnavailable
+from credex.node.reports.issuing import Issued, Issuer, ReportRefused, ReportRequest, ReportUnavailable
 
 __all__ = [
     "CheckedReport",
@@ -17,6 +17,7 @@ __all__ = [
     "Issued",
     "Issuer",
     "ReportInvalid",
+    "ReportRefused",
     "ReportRequest",
     "ReportUnavailable",
     "check_report",

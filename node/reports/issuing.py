@@ -56,6 +56,10 @@ class ReportUnavailable(CredexError):
     """The report cannot be issued yet; the message says why and when to retry."""
 
 
+class ReportRefused(CredexError):
+    """The report will not be issued as asked: too many today for this caller, or too many records."""
+
+
 @dataclass(frozen=True)
 class ReportRequest:
     """What a report is asked for, already checked by the service."""
@@ -118,6 +122,15 @@ class Issuer:
         self.key.check_may_sign()
         today = dt.date.today()
         async with self.pool.acquire() as conn:
+            recent = await conn.fetchval(
+                "SELECT count(*) FROM reports WHERE issued_to = $1 AND issued_at > now() - interval '1 day'",
+                request.caller,
+            )
+            if recent >= self.settings.max_per_caller_per_day:
+                raise ReportRefused(
+                    f"{recent} reports were issued to you in the last 24 hours, the most this node issues to one"
+                    " caller; retry tomorrow"
+                )
             rows = await conn.fetch(
                 "SELECT record_id, origin, seq, status, disputed, sharing_level, publicity_end, record"
                 " FROM records WHERE subject_id = $1 ORDER BY origin, record_id",
@@ -127,6 +140,11 @@ class Issuer:
             published = await conn.fetch("SELECT DISTINCT origin, kind FROM records")
             held = await conn.fetch("SELECT origin, contiguous_seq FROM origin_progress ORDER BY origin")
         shown = [s for s in (self._shown(row, request, today) for row in rows) if s is not None]
+        if len(shown) > self.settings.max_records:
+            raise ReportRefused(
+                f"the report would show {len(shown):,} records, more than the {self.settings.max_records:,} one report"
+                " may; choose a shorter period or fewer fields"
+            )
         if not name:
             name = next((s.record.subject.name for s in shown if s.record.subject.name), "")
         evidence = []
@@ -214,7 +232,7 @@ class Issuer:
             shown_as = REPAIRED
         else:
             return None
-        decided = _decision_date(record)
+        decided = _decision_date(record)  # a record without a date is shown: the period cannot exclude it
         if decided is not None and not request.period_start <= decided <= request.period_end:
             return None
         if (

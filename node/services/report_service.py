@@ -22,7 +22,15 @@ from credex.crypto.pseudonym import PREFIX as PSEUDONYM_PREFIX
 from credex.domain import uscc as uscc_codes
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
-from credex.node.reports import FieldsList, FieldsListError, Issuer, ReportRequest, ReportUnavailable, register
+from credex.node.reports import (
+    FieldsList,
+    FieldsListError,
+    Issuer,
+    ReportRefused,
+    ReportRequest,
+    ReportUnavailable,
+    register,
+)
 from credex.node.reports.issuing import log_access
 from credex.node.services import edge
 from credex.node.services.access import Caller
@@ -91,6 +99,8 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                 ),
                 self.trust.current,
             )
+        except ReportRefused as exc:
+            raise edge.Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except ReportUnavailable as exc:
             raise edge.Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         except SigningRefused as exc:

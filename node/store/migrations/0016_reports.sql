@@ -20,6 +20,7 @@ CREATE TABLE reports (
     signed_report     bytea       NOT NULL
 );
 CREATE INDEX reports_subject ON reports (subject_id);
+CREATE INDEX reports_issued_to ON reports (issued_to, issued_at);
 
 CREATE TABLE report_accesses (
     id            bigserial PRIMARY KEY,
