@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -49,6 +50,7 @@ _SIMPLE_TYPES = frozenset({record_pb2.PENALTY_TYPE_WARNING, record_pb2.PENALTY_T
 # 行政处罚法 第五十一条: on the spot, a warning or a fine of at most 200 yuan (citizens) or 3,000 (others).
 _SIMPLE_FINE_PERSON = Decimal(200)
 _SIMPLE_FINE_OTHERS = Decimal(3000)
+SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
 
@@ -114,6 +116,7 @@ class Issuer:
         self.key = key
         self.settings = settings
         self.fields_list = fields_list
+        self._sources_cache: tuple[float, dict[int, set[str]]] | None = None
 
     def verify_url(self, number: str, code: str) -> str:
         return f"{self.settings.verify_url}?n={number}&c={code}"
@@ -137,7 +140,6 @@ class Issuer:
                 request.subject_id,
             )
             name = await conn.fetchval("SELECT name FROM subjects WHERE subject_id = $1", request.subject_id)
-            published = await conn.fetch("SELECT DISTINCT origin, kind FROM records")
             held = await conn.fetch("SELECT origin, contiguous_seq FROM origin_progress ORDER BY origin")
         shown = [s for s in (self._shown(row, request, today) for row in rows) if s is not None]
         if len(shown) > self.settings.max_records:
@@ -160,9 +162,7 @@ class Issuer:
             evidence.append(json.loads(proof_to_json(proof)))
             s.item = _item(s)
         held_seq = {r["origin"]: int(r["contiguous_seq"]) for r in held}
-        sources: dict[int, set[str]] = defaultdict(set)
-        for row in published:
-            sources[int(row["kind"])].add(row["origin"])
+        sources = await self._sources()
         issued_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         code = "-".join("".join(secrets.choice(_CODE_ALPHABET) for _ in range(4)) for _ in range(3))
         async with self.pool.acquire() as conn, conn.transaction():
@@ -218,6 +218,22 @@ class Issuer:
         return Issued(
             number, code, issued_at, self.verify_url(number, code), signed, [s.item["record_id"] for s in shown]
         )
+
+    async def _sources(self) -> dict[int, set[str]]:
+        """Which members publish each record kind: what a heading is covered by.
+
+        A scan of every record, so it is kept for :data:`SOURCES_SECONDS`: members start
+        publishing a kind rarely, and a report issued meanwhile says "not covered" for it.
+        """
+        now = time.monotonic()
+        if self._sources_cache is None or now - self._sources_cache[0] > SOURCES_SECONDS:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch("SELECT DISTINCT origin, kind FROM records")
+            sources: dict[int, set[str]] = defaultdict(set)
+            for row in rows:
+                sources[int(row["kind"])].add(row["origin"])
+            self._sources_cache = (now, sources)
+        return self._sources_cache[1]
 
     def _shown(self, row: asyncpg.Record, request: ReportRequest, today: dt.date) -> _Shown | None:
         """The record as the report shows it, or ``None`` where the rules leave it out."""

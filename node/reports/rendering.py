@@ -4,7 +4,9 @@ The signed report travels inside the file (a PDF embedded file, an HTML data blo
 and the file is nothing but its rendering: rendering is deterministic (fixed dates,
 a content-derived file id, the font brought by a project dependency), so a verifier
 renders the embedded report again and compares byte for byte. A changed byte in
-the embedded data breaks the signature; anywhere else, the comparison.
+the embedded data breaks the signature; anywhere else, the comparison. The price: a
+PDF is confirmed by a credex with the same fpdf2 and font wheel; another one says so
+(the PDF names its renderer) and the signed .json still verifies anywhere.
 
 Chinese text must render on a machine without system fonts: the font is Noto Sans
 CJK SC from the ``manimgx-fonts-cjk`` wheel (SIL Open Font License 1.1), subset and
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import segno
-from fpdf import FPDF
+from fpdf import FPDF, FPDF_VERSION
 
 from credex.crypto.trust import TrustBundle
 from credex.node.reports.document import CheckedReport, ReportInvalid, check_report
@@ -169,26 +171,45 @@ def render(checked: CheckedReport, suffix: str) -> bytes:
 def embedded_report(data: bytes) -> tuple[bytes, str]:
     """The signed report inside a report file, and the file's form: ``pdf``, ``html`` or ``json``."""
     if data.startswith(b"%PDF"):
-        import pypdfium2  # type: ignore[import-untyped]  # imported here: only reading a PDF back needs it
-
-        try:
-            document = pypdfium2.PdfDocument(data)
-        except pypdfium2.PdfiumError as exc:
-            raise ReportInvalid(f"the PDF cannot be read: {exc}") from None
-        try:
-            for index in range(document.count_attachments()):
-                attachment = document.get_attachment(index)
-                if attachment.get_name() == ATTACHMENT:
-                    return bytes(attachment.get_data()), "pdf"
-        finally:
-            document.close()
-        raise ReportInvalid(f"the PDF carries no {ATTACHMENT}: it is not a credex report")
+        return _pdf_attachment(data), "pdf"
     found = _HTML_BLOCK.search(data)
     if found is not None:
         return base64.b64decode(found.group(1)), "html"
     if data.lstrip().startswith(b"{"):
         return data, "json"
     raise ReportInvalid("not a credex report: neither a PDF nor an HTML page with a signed report, nor one itself")
+
+
+def _pdf_attachment(data: bytes) -> bytes:
+    import pypdfium2  # type: ignore[import-untyped]  # imported here: only reading a PDF back needs it
+
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError as exc:
+        raise ReportInvalid(f"the PDF cannot be read: {exc}") from None
+    try:
+        for index in range(document.count_attachments()):
+            attachment = document.get_attachment(index)
+            if attachment.get_name() == ATTACHMENT:
+                return bytes(attachment.get_data())
+        raise ReportInvalid(f"the PDF carries no {ATTACHMENT}: it is not a credex report")
+    finally:
+        document.close()
+
+
+def _renderer_note(data: bytes) -> str:
+    """Why a re-rendering may differ without any tampering: the PDF names another renderer than ours."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(data)
+    try:
+        producer = str(document.get_metadata_value("Producer"))
+    finally:
+        document.close()
+    ours = f"PyFPDF/fpdf{FPDF_VERSION}"
+    if producer == ours:
+        return ""
+    return f"; it names the renderer {producer[:40]!r} and this machine has {ours}: verify with that version"
 
 
 def check_file(data: bytes, bundle: TrustBundle) -> CheckedReport:
@@ -200,6 +221,6 @@ def check_file(data: bytes, bundle: TrustBundle) -> CheckedReport:
         if again != data:
             raise ReportInvalid(
                 f"the {form.upper()} is not the rendering of the report signed inside it: its content was changed"
-                " after issue (or it was rendered by another credex version)"
+                " after issue" + (_renderer_note(data) if form == "pdf" else "")
             )
     return checked
