@@ -130,6 +130,10 @@ async def test_a_changed_record_in_the_report_fails_verification(federation: Tes
         item["disputed"] = False
     with pytest.raises(ReportInvalid, match="dispute mark"):
         check_report(sign_document(undisputed, issuer_key), bundle)
+    dangling = json.loads(json.dumps(document))
+    dangling["sections"][0]["records"].append("320000-T-999")
+    with pytest.raises(ReportInvalid, match="does not show"):
+        check_report(sign_document(dangling, issuer_key), bundle)
     outsider = SigningKey.generate()
     with pytest.raises(ReportInvalid, match="does not list"):
         check_report(sign_document(document, outsider), bundle)

@@ -6,6 +6,7 @@ it took in over the federation's bus (tests/report_setup.py lists the records).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,9 +19,8 @@ from PIL import ImageOps
 
 from credex.node.reports import FieldsList, FieldsListError, check_report
 from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
-from credex.node.reports.issuing import simple_procedure
 from credex.node.reports.rendering import render_html, render_pdf
-from credex.v1 import authorization_pb2, record_pb2, report_pb2
+from credex.v1 import authorization_pb2, report_pb2
 
 from .callers import client_channel
 from .conftest import TestFederation
@@ -42,7 +42,6 @@ from .report_setup import (
     Pair,
     issue,
     issue_request,
-    penalty,
     start_pair,
 )
 
@@ -245,6 +244,12 @@ async def test_pdf_renders_chinese_with_the_bundled_font(
     assert fonts >= 1, "the font is not embedded"
     html = render_html(checked).decode()
     assert COMPANY_NAME in html and issued.report_number in html and "<svg" in html
+    # A name as an origin published it is text on the page, never markup.
+    hostile = dataclasses.replace(
+        checked, document={**checked.document, "subject": {"id": COMPANY, "name": "<script>x()</script>"}}
+    )
+    page = render_html(hostile).decode()
+    assert "<script>x()" not in page and "&lt;script&gt;x()" in page
 
 
 async def test_a_persons_report_needs_the_person_or_an_authorization_the_node_holds(
@@ -351,22 +356,6 @@ def test_fields_list_is_data_an_operator_edits_and_is_checked_on_load(tmp_path: 
     edited.write_text(text.replace('kinds = ["penalty"]', 'kinds = ["no_such_kind"]', 1), encoding="utf-8")
     with pytest.raises(FieldsListError, match="unknown record kind"):
         FieldsList.load(edited)
-
-
-def test_simple_procedure_follows_the_administrative_penalty_law() -> None:
-    def fine(amount: str, person: bool = False) -> record_pb2.Record:
-        record = penalty(
-            "x",
-            penalty=record_pb2.PenaltyDetails(types=[record_pb2.PENALTY_TYPE_FINE], fine_yuan=amount),
-        )
-        if person:
-            record.subject.type = record_pb2.SUBJECT_TYPE_NATURAL_PERSON
-        return record
-
-    assert simple_procedure(WARNING)
-    assert simple_procedure(fine("3000")) and not simple_procedure(fine("3000.01"))
-    assert simple_procedure(fine("200", person=True)) and not simple_procedure(fine("201", person=True))
-    assert not simple_procedure(SERIOUS) and not simple_procedure(fine(""))
 
 
 async def test_a_caller_asking_in_a_loop_or_for_too_many_records_is_refused(federation: TestFederation) -> None:

@@ -136,5 +136,13 @@ def _check_evidence(document: dict[str, Any], bundle: TrustBundle) -> None:
                 raise ReportInvalid(f"{where}: shown as {item['shown_as']!r}, which is not where its origin put it")
         if len(evidence) != len(items):
             raise ReportInvalid("the report carries proofs of records it does not show")
+        shown = {item["record_id"] for item in items}
+        for section in document["sections"]:
+            named = list(section["records"]) + [r for f in section.get("findings", []) for r in f["records"]]
+            if not set(named) <= shown:
+                raise ReportInvalid(f"section {section['code']!r} names records the report does not show")
+        for key in ("report_number", "verification_code", "verify_url", "title", "subject", "period", "fields"):
+            if key not in document:
+                raise ReportInvalid(f"the signed document has no {key}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ReportInvalid(f"the report's records or proofs are malformed: {exc!r}") from None

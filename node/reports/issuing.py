@@ -19,13 +19,13 @@ import secrets
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import asyncpg
 
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
+from credex.domain.penalties import simple_procedure
 from credex.errors import CredexError
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.chain.proofs import ProofUnavailable, inclusion_proof, proof_to_json
@@ -46,10 +46,6 @@ from credex.node.store.events import in_force, record_digest
 from credex.v1 import lookup_pb2, record_pb2
 
 KINDS = {"special": "专项信用报告", "full": "公共信用信息报告"}
-_SIMPLE_TYPES = frozenset({record_pb2.PENALTY_TYPE_WARNING, record_pb2.PENALTY_TYPE_FINE})
-# 行政处罚法 第五十一条: on the spot, a warning or a fine of at most 200 yuan (citizens) or 3,000 (others).
-_SIMPLE_FINE_PERSON = Decimal(200)
-_SIMPLE_FINE_OTHERS = Decimal(3000)
 SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
@@ -335,26 +331,6 @@ async def log_access(conn: Connection, number: str, caller: str, role: str, acti
         action,
         purpose,
     )
-
-
-def simple_procedure(record: record_pb2.Record) -> bool:
-    """Whether a penalty is of the kind 行政处罚法 Art. 51 lets be decided on the spot (简易程序).
-
-    A warning, or a fine of at most 200 yuan for a citizen and 3,000 for anyone else, and
-    nothing more; a penalty whose types or amount are not given is not taken for one.
-    """
-    penalty = record.penalty
-    types = set(penalty.types)
-    if not types or not types <= _SIMPLE_TYPES:
-        return False
-    if record_pb2.PENALTY_TYPE_FINE not in types:
-        return True
-    try:
-        fine = Decimal(penalty.fine_yuan)
-    except InvalidOperation:
-        return False
-    person = record.subject.type == record_pb2.SUBJECT_TYPE_NATURAL_PERSON
-    return fine <= (_SIMPLE_FINE_PERSON if person else _SIMPLE_FINE_OTHERS)
 
 
 def _decision_date(record: record_pb2.Record) -> dt.date | None:
