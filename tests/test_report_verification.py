@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from credex.crypto.keys import SigningKey
+from credex.crypto.trust import TrustBundle
 from credex.node.cli import app
 from credex.node.ledger.appender import Change
 from credex.node.reports import ReportInvalid, check_report
@@ -134,6 +135,12 @@ async def test_a_changed_record_in_the_report_fails_verification(federation: Tes
     dangling["sections"][0]["records"].append("320000-T-999")
     with pytest.raises(ReportInvalid, match="does not show"):
         check_report(sign_document(dangling, issuer_key), bundle)
+    # Through JSON: model_copy in with_member carries the original's cached keys_by_id over.
+    revoked = TrustBundle.model_validate_json(
+        bundle.with_key_revoked("310000", issuer_key.key_id, 0, "stolen").to_json()
+    )
+    with pytest.raises(ReportInvalid, match="cannot be confirmed offline"):  # a thief could backdate
+        check_report(issued.signed_report, revoked)
     outsider = SigningKey.generate()
     with pytest.raises(ReportInvalid, match="does not list"):
         check_report(sign_document(document, outsider), bundle)
@@ -219,6 +226,19 @@ async def test_credex_report_writes_a_pdf_and_verifies_it(
     result = await asyncio.to_thread(runner.invoke, app, ["report", "verify", str(out), "--node", node, *trust])
     assert result.exit_code == 0, result.output
     assert "genuine" in result.output and "no included record has changed" in result.output
+    number = check_file(out.read_bytes(), federation.bundle_now()).report_number
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        code = await conn.fetchval("SELECT verification_code FROM reports WHERE report_number = $1", number)
+    viewed = tmp_path / "viewed.html"
+    result = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["report", "view", number, "--code", code, "--node", node, "--out", str(viewed),
+         "--purpose", "投标资格审查", *trust],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert check_file(viewed.read_bytes(), federation.bundle_now()).report_number == number
     changed = bytearray(out.read_bytes())
     changed[len(changed) // 2] ^= 0x01
     out.write_bytes(bytes(changed))

@@ -105,8 +105,14 @@ def check_report(signed: bytes, bundle: TrustBundle) -> CheckedReport:
         raise ReportInvalid(f"the signed document is malformed: {exc!r}") from None
     if not member_key.valid_at(issued_at):
         raise ReportInvalid(f"key {envelope.key_id} of {origin} was not valid at {issued_at.isoformat()}")
-    if member_key.revoked and (member_key.revoked_at is None or member_key.revoked_at <= issued_at):
-        raise ReportInvalid(f"key {envelope.key_id} of {origin} is {member_key.revocation()}")
+    if member_key.revoked:
+        # Nothing anchors a report's issue time but the signer's word, and whoever holds a revoked key can
+        # backdate: fail closed, as for a revoked key without a log position. The issuing node's register
+        # (VerifyReport) still knows the reports it issued.
+        raise ReportInvalid(
+            f"key {envelope.key_id} of {origin} is {member_key.revocation()}: a report it signed cannot be"
+            " confirmed offline; ask the issuing node with the report number and verification code"
+        )
     _check_evidence(document, bundle)
     return CheckedReport(document, signed, origin, envelope.key_id, issued_at)
 
