@@ -191,6 +191,7 @@ async def test_full_report_has_every_section_and_never_grades_or_withdrawn_recor
     text = json.dumps(document, ensure_ascii=False)
     assert "较差" not in text and "evaluation" not in text
     assert GOVERNMENT_ONLY.record_id not in text
+    assert {i["sharing"] for i in document["items"]} == {"public"} and "未向社会公开" not in text
 
 
 async def test_never_says_none_where_a_category_has_no_source(federation: TestFederation, pair: Pair) -> None:
@@ -278,7 +279,10 @@ async def test_a_persons_report_needs_the_person_or_an_authorization_the_node_ho
         error = await refused(issue(channel, wrong_scope))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     document = check_report(issued.signed_report, federation.bundle_now()).document
-    assert [i["kind"] for i in document["items"]] == ["penalty"]  # never the authorization itself
+    assert [(i["kind"], i["sharing"]) for i in document["items"]] == [
+        ("penalty", "government")
+    ]  # never the authorization
+    assert any("未向社会公开" in note for note in document["notes"])
     async with client_channel(federation, pair.shanghai, PERSON) as channel:  # the person, as themselves
         assert (await issue(channel, issue_request(subject=PERSON))).report_number
     async with client_channel(federation, pair.shanghai, PORTAL) as channel:  # persons' reports are not viewed by code

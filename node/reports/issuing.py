@@ -46,6 +46,7 @@ from credex.node.store.events import in_force, record_digest
 from credex.v1 import lookup_pb2, record_pb2
 
 KINDS = {"special": "专项信用报告", "full": "公共信用信息报告"}
+_SHARING = {record_pb2.SHARING_LEVEL_PUBLIC: "public", record_pb2.SHARING_LEVEL_GOVERNMENT: "government"}
 SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
@@ -305,6 +306,10 @@ class Issuer:
                 + "、".join(self.settings.simple_procedure_excluded)
                 + "。"
             )
+        if any(s.item["sharing"] != "public" for s in shown):
+            notes.append(
+                "本报告含未向社会公开的信息（仅政府部门间共享或经信息主体授权查询），仅供出具对象依法使用，不得向他人提供。"
+            )
         if any(s.row["disputed"] for s in shown):
             notes.append("本报告含异议中的信息。")
         notes.append("本报告不含公共信用综合评价等级与监管风险分类。")
@@ -369,6 +374,7 @@ def _item(s: _Shown) -> dict[str, Any]:
         "publicity_end": record.publicity.end,
         "shown_as": s.shown_as,
         "disputed": bool(row["disputed"]),
+        "sharing": _SHARING.get(int(row["sharing_level"]), "restricted"),
         "record_sha256": record_digest(bytes(row["record"])).hex(),
     }
 
