@@ -46,7 +46,10 @@ from credex.node.store.events import in_force, record_digest
 from credex.v1 import lookup_pb2, record_pb2
 
 KINDS = {"special": "专项信用报告", "full": "公共信用信息报告"}
-_SHARING = {record_pb2.SHARING_LEVEL_PUBLIC: "public", record_pb2.SHARING_LEVEL_GOVERNMENT: "government"}
+_SHARING: dict[int, str] = {
+    record_pb2.SHARING_LEVEL_PUBLIC: "public",
+    record_pb2.SHARING_LEVEL_GOVERNMENT: "government",
+}
 SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
