@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from typer.testing import CliRunner
 
@@ -199,6 +200,22 @@ async def test_an_unknown_number_or_wrong_code_is_not_genuine(federation: TestFe
         )
     for verdict in (wrong_code, unknown):
         assert not verdict.genuine and verdict.reason and verdict.issued_at == "" and list(verdict.changes) == []
+    malformed = [
+        report_pb2.VerifyReportRequest(verification_code=issued.verification_code),  # no number
+        report_pb2.VerifyReportRequest(report_number=issued.report_number),  # no code
+        report_pb2.VerifyReportRequest(
+            report_number=issued.report_number, verification_code=issued.verification_code, report_sha256=b"x" * 31
+        ),
+        report_pb2.VerifyReportRequest(report_number="3" * 41, verification_code=issued.verification_code),
+    ]
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        for request in malformed:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await verify(channel, request)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:  # only the issue: refusals and wrong codes log no access
+        assert await conn.fetchval("SELECT count(*) FROM report_accesses") == 1
 
 
 async def test_credex_report_writes_a_pdf_and_verifies_it(
