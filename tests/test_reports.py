@@ -17,13 +17,14 @@ import pypdfium2  # type: ignore[import-untyped]
 import pytest
 from PIL import ImageOps
 
+from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, FieldsListError, check_report
 from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
 from credex.node.reports.rendering import render_html, render_pdf
 from credex.v1 import authorization_pb2, report_pb2
 
 from .callers import client_channel
-from .conftest import TestFederation
+from .conftest import TestFederation, eventually
 from .report_setup import (
     AUTHORIZED,
     CLEAN,
@@ -43,6 +44,7 @@ from .report_setup import (
     issue,
     issue_request,
     start_pair,
+    taken_in,
 )
 
 
@@ -376,3 +378,27 @@ async def test_a_caller_asking_in_a_loop_or_for_too_many_records_is_refused(fede
     assert pair.shanghai.pool is not None
     async with pair.shanghai.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM reports") == 3
+
+
+async def test_no_report_is_issued_before_its_records_are_under_a_checkpoint(federation: TestFederation) -> None:
+    jiangsu = await federation.start_node("320000", checkpoint={"every_seconds": 3600, "every_events": 1_000_000})
+    shanghai = await federation.start_node("310000")
+    assert jiangsu.pool is not None and shanghai.pool is not None
+    # Jiangsu's first checkpoint comes at once; the next only after an hour or a million events.
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.append(conn, [Change.of(WARNING)])
+    await taken_in(shanghai, jiangsu)
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.append(conn, [Change.of(SERIOUS)])
+
+    async def held() -> bool:
+        assert shanghai.pool is not None
+        async with shanghai.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT count(*) FROM records WHERE record_id = $1", SERIOUS.record_id))
+
+    await eventually(held)
+    async with client_channel(federation, shanghai, PORTAL) as channel:
+        error = await refused(issue(channel, issue_request()))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and "checkpoint" in (error.details() or "")
+    async with shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports") == 0
