@@ -216,6 +216,26 @@ class ExpiryConfig(BaseModel):
     batch_size: int = Field(default=500, ge=1, le=10_000)  # records per transaction
 
 
+class ReportsConfig(BaseModel):
+    # Per origin region (GB/T 2260): credit-use.md, Report rules 2 and 3 make these regional settings.
+    # Origins whose repaired records a report shows labelled 已修复; the default leaves them out.
+    show_repaired: list[str] = []
+    # Origins whose 简易程序 penalties the special report leaves out (Zhejiang's 2023 plan); the 2025
+    # national minimum includes them, so the default is none.
+    simple_procedure_excluded: list[str] = []
+    # The most years a report may cover (565号 commentary: 5), and the default period.
+    max_period_years: int = Field(default=5, ge=1, le=5)
+    # Reports one caller may have issued in 24 hours: each is signed and kept whole in the register,
+    # so a caller asking in a loop must not grow it without bound.
+    max_per_caller_per_day: int = Field(default=50, ge=1)
+    # The most records one report may show, each with its proof; more: narrow the period or fields.
+    max_records: int = Field(default=2000, ge=1)
+    # Where a verification code is checked; the QR code holds this URL with the number and code.
+    verify_url: str = "credex:report-verify"
+    # An edited copy of the report fields list (node/reports/fields.toml); empty: the shipped list.
+    fields: Path | None = None
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -249,6 +269,7 @@ class NodeConfig(BaseSettings):
     quality: QualityConfig = QualityConfig()
     checks: ChecksConfig = ChecksConfig()
     expiry: ExpiryConfig = ExpiryConfig()
+    reports: ReportsConfig = ReportsConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"
@@ -301,6 +322,7 @@ _PATH_FIELDS = (
     ("bus", "ssl_certfile"),
     ("bus", "ssl_keyfile"),
     ("bus", "sasl_password_file"),
+    ("reports", "fields"),
 )
 
 

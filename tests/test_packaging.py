@@ -35,6 +35,7 @@ SUBPACKAGES = {
 # Package data: (folder in the tree, glob) -> the same files must be in the wheel.
 DATA = [
     ("node", "store/migrations/*.sql"),
+    ("node", "reports/*.toml"),
     ("adapters", "samples/*.*"),
     ("adapters", "samples/platforms/*"),
     ("adapters", "profiles/*.toml"),

@@ -16,11 +16,23 @@ import sys
 # in one line, so keep the core to errors unless the operator asks (set before grpc loads).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from credex.node.cli import alarms, checks, ingest, lookup, measures, node, profiles, quality, revocation, trust
+from credex.node.cli import (
+    alarms,
+    checks,
+    ingest,
+    lookup,
+    measures,
+    node,
+    profiles,
+    quality,
+    reports,
+    revocation,
+    trust,
+)
 from credex.node.cli.app import app
 
 # imported for their commands
-_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, revocation)
+_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, revocation, reports)
 
 
 def main() -> None:

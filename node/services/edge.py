@@ -175,6 +175,23 @@ RULES: dict[str, dict[str, Text]] = {
         "department": Text(200),
         "applied_on": Text(10, required=True),
     },
+    # Reports: the subject is audited by the service once it is known to be a USCC or a pseudonym (never an ID number).
+    "credex.v1.IssueReportRequest": {
+        "subject": Text(64, required=True),
+        "period_start": Text(10),
+        "period_end": Text(10),
+        "fields": Text(64, max_items=100),
+        "purpose": Text(500),
+    },
+    "credex.v1.VerifyReportRequest": {
+        "report_number": Text(40, required=True),
+        "verification_code": Text(20, required=True),
+    },
+    "credex.v1.ViewReportRequest": {
+        "report_number": Text(40, required=True),
+        "verification_code": Text(20, required=True),
+        "purpose": Text(500),
+    },
 }
 
 

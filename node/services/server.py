@@ -21,10 +21,11 @@ from credex.node.services.exchange import ExchangeService
 from credex.node.services.log_service import LogService
 from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
+from credex.node.services.report_service import ReportService
 from credex.node.services.servicer import Servicer
 from credex.node.services.witness_service import WitnessService
 from credex.node.trust import TrustProvider
-from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2, witness_pb2
+from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2, report_pb2, witness_pb2
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ SERVICES = {
     "QualityService": quality_pb2.DESCRIPTOR.services_by_name["QualityService"],
     "CheckService": check_pb2.DESCRIPTOR.services_by_name["CheckService"],
     "WitnessService": witness_pb2.DESCRIPTOR.services_by_name["WitnessService"],
+    "ReportService": report_pb2.DESCRIPTOR.services_by_name["ReportService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -96,6 +98,7 @@ async def start_server(
         ("QualityService", QualityService),
         ("CheckService", CheckService),
         ("WitnessService", WitnessService),
+        ("ReportService", ReportService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]
