@@ -278,7 +278,7 @@ class TrustBundle(BaseModel, frozen=True):
 
     def with_witness_policy(self, policy: WitnessPolicy) -> TrustBundle:
         others = tuple(p for p in self.witness_policies if p.log != policy.log)
-        return self.model_copy(update={"witness_policies": (*others, policy)})
+        return self._changed(witness_policies=(*others, policy))
 
     def unbound_members(self) -> list[str]:
         """Origins without a TLS binding: they get no peer rights (see ``credex trust add-member --tls-cert``)."""
@@ -349,16 +349,25 @@ class TrustBundle(BaseModel, frozen=True):
             " then point keys.signing_key at the new key and restart"
         )
 
+    def _changed(self, **update: object) -> TrustBundle:
+        """A new bundle with ``update`` applied, validated as a loaded one is.
+
+        Not ``model_copy``: that would carry over the cached key table and digest of this
+        bundle (a changed bundle would verify with the old keys and report the old digest)
+        and skip the validators.
+        """
+        return TrustBundle.model_validate({**dict(self), **update})
+
     def with_member(self, member: Member) -> TrustBundle:
         others = tuple(m for m in self.members if m.origin != member.origin)
-        return self.model_copy(update={"members": (*others, member)})
+        return self._changed(members=(*others, member))
 
     def without_member(self, origin: str) -> TrustBundle:
-        return self.model_copy(update={"members": tuple(m for m in self.members if m.origin != origin)})
+        return self._changed(members=tuple(m for m in self.members if m.origin != origin))
 
     def next_version(self) -> TrustBundle:
         """The same content as the next version: every change an operator signs must raise it."""
-        return self.model_copy(update={"version": self.version + 1, "issued_at": dt.datetime.now(dt.UTC)})
+        return self._changed(version=self.version + 1, issued_at=dt.datetime.now(dt.UTC))
 
     def with_key_revoked(self, origin: str, key_id: str, after_seq: int, reason: str, root: str = "") -> TrustBundle:
         """Revoke ``origin``'s key ``key_id`` for everything after seq ``after_seq`` of its log.

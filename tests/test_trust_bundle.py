@@ -95,3 +95,15 @@ def test_a_bundle_with_a_version_below_one_or_a_malformed_tls_binding_is_invalid
 def test_member_origins_must_be_division_codes() -> None:
     with pytest.raises(ValueError, match="division code"):
         Member(origin="SH", name="上海")
+
+
+def test_a_bundle_changed_in_memory_knows_its_new_keys_and_has_a_new_digest() -> None:
+    first, second = SigningKey.generate(), SigningKey.generate()
+    bundle = TrustBundle(federation="yrd").with_member(member("310000", first))
+    assert set(bundle.keys_by_id) == {first.key_id} and bundle.digest  # both now cached
+    grown = bundle.with_member(member("320000", second))
+    assert set(grown.keys_by_id) == {first.key_id, second.key_id}
+    assert grown.digest != bundle.digest
+    shrunk = grown.without_member("310000")
+    assert set(shrunk.keys_by_id) == {second.key_id}
+    assert shrunk.next_version().digest != shrunk.digest
