@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -173,6 +174,16 @@ class Scenario:
     english: str
     aliases: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    # Laws that let a unit check natural persons in this scenario without their authorization.
+    person_legal_bases: tuple[str, ...] = ()
+
+    def allows_persons_by(self, legal_basis: str) -> bool:
+        """Whether ``legal_basis`` (as a check names it) is one the catalogue allows for persons here.
+
+        Compared after NFKC and without spaces, so 全角 digits or a stray space do not decide.
+        """
+        given = _folded_basis(legal_basis)
+        return bool(given) and any(given == _folded_basis(allowed) for allowed in self.person_legal_bases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +428,10 @@ class Catalogue:
         return NotifyCommit(available=not excluded, excluded_by=excluded)
 
 
+def _folded_basis(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
 def _decided(record: record_pb2.Record) -> dt.date | None:
     try:
         return dt.date.fromisoformat(record.decision_date)
@@ -597,7 +612,7 @@ class _Loader:
         aliases: dict[str, str] = {}
         if file is None:
             return scenarios, aliases
-        known = {"code", "name", "english", "aliases", "sources"}
+        known = {"code", "name", "english", "aliases", "sources", "person_legal_bases"}
         for index, table in enumerate(self.tables(file, "scenario")):
             span = file.text.span("scenario", index)
             code = self.text(file, span, table, "code", f"scenario #{index + 1}")
@@ -609,7 +624,12 @@ class _Loader:
                 english=self.text(file, span, table, "english", what),
                 aliases=tuple(self.words(file, span, table, "aliases", what)),
                 sources=tuple(self.words(file, span, table, "sources", what)),
+                person_legal_bases=tuple(self.words(file, span, table, "person_legal_bases", what)),
             )
+            if any(not basis for basis in scenario.person_legal_bases):
+                self.problem(
+                    file, file.text.key(span, "person_legal_bases"), f"{what}: person_legal_bases has an empty basis"
+                )
             for name in (code, *scenario.aliases):
                 if name and name in aliases:
                     self.problem(

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from credex.domain import uscc as uscc_codes
 from credex.domain.publicity import PublicityRules
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
@@ -115,6 +116,24 @@ class AccessConfig(BaseModel):
     # A caller bound here gets its role only with that key: another certificate the CA
     # issued with the same name is served as public. Bind every government and operator caller.
     caller_keys: dict[str, str] = {}
+    # Caller identity -> the USCCs it speaks for (a company's own desk): it may list who checked
+    # those subjects, and nothing more. Each name must be bound in caller_keys, so that no other
+    # certificate with that name reads who checked the company.
+    speaks_for: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _speaks_for(self) -> AccessConfig:
+        for name, codes in self.speaks_for.items():
+            if name not in self.caller_keys:
+                raise ValueError(
+                    f"access.speaks_for names {name!r}, which access.caller_keys does not bind to a key: bind it there"
+                )
+            for code in codes:
+                try:
+                    uscc_codes.validate(code)
+                except uscc_codes.InvalidSubjectCode as exc:
+                    raise ValueError(f"access.speaks_for[{name!r}]: {exc.message}") from None
+        return self
 
     @model_validator(mode="after")
     def _caller_keys(self) -> AccessConfig:

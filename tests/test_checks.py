@@ -193,7 +193,7 @@ async def test_incentives_only_without_negative_records_and_no_notify_commit_for
         (check_request(CLEAN, unit=""), "requesting_unit_uscc is required"),
         (check_request(CLEAN, unit="not-a-code"), "requesting_unit_uscc"),
         (check_request(*[CLEAN] * 1001), "at most 1,000"),
-        (check_request(), "usccs is required"),
+        (check_request(), "usccs or person_ids is required"),
     ],
 )
 async def test_bad_checks_are_refused_and_audited_and_nothing_is_stored(
