@@ -37,7 +37,8 @@ HIRING_BASIS = "中华人民共和国公务员法 第二十六条"
 
 
 def id_number(first17: str) -> str:
-    return first17 + ric.calc_check_digit(first17 + "0")
+    check: str = ric.calc_check_digit(first17 + "0")
+    return first17 + check
 
 
 PENALIZED = id_number("32050219800101123")  # a serious penalty in force
@@ -217,7 +218,11 @@ async def test_without_leave_a_person_check_is_permission_denied_audited_and_not
         (
             person_check(
                 usccs=(DISPUTED,),
-                responsible=(check_pb2.ResponsiblePerson(subject=COMPANY, id_number=PENALIZED, role=1),),
+                responsible=(
+                    check_pb2.ResponsiblePerson(
+                        subject=COMPANY, id_number=PENALIZED, role=check_pb2.RESPONSIBLE_ROLE_PRINCIPAL
+                    ),
+                ),
                 legal_basis=HIRING_BASIS,
                 scenario="公职录用",
             ),
