@@ -222,6 +222,8 @@ class QualityConfig(BaseModel):
 class ChecksConfig(BaseModel):
     # 应用情况反馈 is overdue once this many working days (official calendar) pass after a check without it.
     feedback_due_working_days: int = Field(default=5, ge=1)
+    # How often a serving node recounts the overdue feedback for its gauge.
+    overdue_every_seconds: float = Field(default=3600.0, gt=0)
 
 
 class CheckpointConfig(BaseModel):

@@ -34,6 +34,7 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
+from credex.node.checks import watch_overdue
 from credex.node.config import NodeConfig
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.feeds import FileReport, ingest_file, open_feed
@@ -175,6 +176,13 @@ class Node:
             self._audit.start()
             self._server, self._health, self.port = await start_server(
                 self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
+            )
+            pool, checks_config = self.pool, self.config.checks
+            self.supervisor.spawn(
+                "checks-overdue",
+                lambda: watch_overdue(
+                    pool, self.origin, checks_config.feedback_due_working_days, checks_config.overdue_every_seconds
+                ),
             )
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)

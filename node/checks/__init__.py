@@ -16,7 +16,7 @@ from credex.node.checks.checking import (
     run_check,
     scale_of,
 )
-from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric
+from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
 
 __all__ = [
     "CheckFailure",
@@ -31,4 +31,5 @@ __all__ = [
     "refresh_overdue_metric",
     "run_check",
     "scale_of",
+    "watch_overdue",
 ]
