@@ -152,8 +152,12 @@ class AccessConfig(BaseModel):
 
 class AuditConfig(BaseModel):
     # Audit rows older than this many days are deleted by a background task; 0: keep forever.
-    retention_days: int = Field(default=365, ge=0)
+    # Ten years by default (credit-use.md Check rule 8, Zhejiang Art. 20): the table is partitioned
+    # by month, and months wholly older are dropped whole.
+    retention_days: int = Field(default=3653, ge=0)
     trim_every_seconds: float = Field(default=3600.0, gt=0)
+    # How often the monthly partitions of the audit trail and the checks are made ahead and dropped.
+    partitions_every_seconds: float = Field(default=86_400.0, gt=0)
 
 
 class RelayConfig(BaseModel):
@@ -224,6 +228,8 @@ class ChecksConfig(BaseModel):
     feedback_due_working_days: int = Field(default=5, ge=1)
     # How often a serving node recounts the overdue feedback for its gauge.
     overdue_every_seconds: float = Field(default=3600.0, gt=0)
+    # Checks, their answers and feedback are kept this many days (0: forever), dropped by whole months.
+    retention_days: int = Field(default=3653, ge=0)
 
 
 class CheckpointConfig(BaseModel):

@@ -44,6 +44,7 @@ from credex.node.relay import Relay
 from credex.node.services import AuditLog, start_server
 from credex.node.store import database as store
 from credex.node.store import evidence as rejections
+from credex.node.store import partitions
 from credex.node.store.database import RETRYABLE
 from credex.node.store.events import backfill_subjects
 from credex.node.supervision import Supervisor, TaskFailed
@@ -178,6 +179,9 @@ class Node:
                 self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
             )
             pool, checks_config = self.pool, self.config.checks
+            retention = partitions.Retention(self.config.audit.retention_days, checks_config.retention_days)
+            every = self.config.audit.partitions_every_seconds
+            self.supervisor.spawn("partitions", lambda: partitions.keep_partitions(pool, retention, every))
             self.supervisor.spawn(
                 "checks-overdue",
                 lambda: watch_overdue(

@@ -273,7 +273,8 @@ async def test_the_raw_id_number_is_in_no_table_no_log_record_and_no_audit_row(
     assert jiangsu.pool is not None
     async with jiangsu.pool.acquire() as conn:
         tables = await conn.fetch(
-            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            "SELECT schemaname, tablename FROM pg_tables"
+            " WHERE schemaname <> 'information_schema' AND schemaname NOT LIKE 'pg\\_%'"
         )
         dump = []
         for table in tables:

@@ -164,9 +164,9 @@ async def run_check(
             by_subject[row["subject_id"]].append(_Found(record, row["publicity_end"], row["disputed"]))
         answers = [_answer(catalogue, code, by_subject, linked[code], scenario, region, day) for code in distinct]
         async with conn.transaction():
-            await conn.execute(
+            at = await conn.fetchval(
                 "INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING at",
                 check_id,
                 request.caller,
                 request.role,
@@ -177,8 +177,8 @@ async def run_check(
                 len(distinct),
             )
             await conn.executemany(
-                "INSERT INTO check_answers (check_id, subject_id, measure_ids) VALUES ($1, $2, $3)",
-                [(check_id, a.subject_id, a.measure_ids) for a in answers],
+                "INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids) VALUES ($1, $2, $3, $4)",
+                [(check_id, at, a.subject_id, a.measure_ids) for a in answers],
             )
     return str(check_id), scenario, answers
 
@@ -229,13 +229,14 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
     check_id = _check_id(feedback.check_id)
     amount, applied_on = _validate_fields(feedback)
     async with pool.acquire() as conn, conn.transaction():
-        owner = await conn.fetchval("SELECT caller FROM checks WHERE check_id = $1", check_id)
-        if owner is None:
+        made = await conn.fetchrow("SELECT caller, at FROM checks WHERE check_id = $1", check_id)
+        if made is None:
             raise CheckFailure("NOT_FOUND", f"no check {feedback.check_id} on this node")
-        if owner != feedback.caller:
+        if made["caller"] != feedback.caller:
             raise CheckFailure("PERMISSION_DENIED", "the check was made by another caller; only it files feedback")
+        # Read in this transaction, with the row held: the tables are partitioned, so no foreign key does it.
         returned = await conn.fetchval(
-            "SELECT measure_ids FROM check_answers WHERE check_id = $1 AND subject_id = $2",
+            "SELECT measure_ids FROM check_answers WHERE check_id = $1 AND subject_id = $2 FOR KEY SHARE",
             check_id,
             feedback.subject_id,
         )
@@ -248,12 +249,13 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
                 f"measures_applied names measures the check did not return for the subject: {', '.join(unknown)}",
             )
         at: dt.datetime | None = await conn.fetchval(
-            "INSERT INTO check_feedback (check_id, subject_id, caller, measures_applied, outcome, reason,"
+            "INSERT INTO check_feedback (check_id, subject_id, checked_at, caller, measures_applied, outcome, reason,"
             " amount_yuan, basis, district_code, department, applied_on)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (check_id, subject_id) DO NOTHING RETURNING at",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT (check_id, subject_id, checked_at) DO NOTHING RETURNING at",
             check_id,
             feedback.subject_id,
+            made["at"],
             feedback.caller,
             list(feedback.measures_applied),
             feedback.outcome,

@@ -15,7 +15,7 @@ import asyncpg
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
-_QUERY = (
+CHECKS_OF_SUBJECT = (
     "SELECT c.check_id, c.at, c.caller, c.requesting_unit, c.scenario, c.purpose, c.legal_basis"
     " FROM check_answers a JOIN checks c USING (check_id)"
     " WHERE a.subject_id = $1 AND ($2::timestamptz IS NULL OR (c.at, c.check_id) < ($2, $3::uuid))"
@@ -45,6 +45,6 @@ async def checks_of_subject(
     """One page of ``subject_id``'s checks after the position ``after``, and whether more follow."""
     at, check_id = after if after else (None, None)
     async with pool.acquire() as conn:
-        rows = await conn.fetch(_QUERY, subject_id, at, check_id, page_size + 1)
+        rows = await conn.fetch(CHECKS_OF_SUBJECT, subject_id, at, check_id, page_size + 1)
     found = [CheckOfSubject(*row.values()) for row in rows[:page_size]]
     return found, len(rows) > page_size
