@@ -327,6 +327,12 @@ class Catalogue:
     measures: tuple[Measure, ...]
     files: tuple[str, ...] = ()
     _aliases: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # (scenario, province, subject type) -> record kind -> the punishments that may apply: filled on
+    # first use, so a check of many records tests each record against a handful of triggers only.
+    _punishments: dict[tuple[str, str | None, int], dict[int, tuple[Measure, ...]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _set_by_kind: dict[tuple[str, int], tuple[Trigger, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, folder: Path | Traversable | None = None) -> Catalogue:
@@ -369,19 +375,33 @@ class Catalogue:
         subject's records, so they come from :meth:`incentives_for` instead.
         """
         code = self.scenario(scenario).code
-        return [
+        key = (code, region[:2] if region else None, record.subject.type)
+        by_kind = self._punishments.get(key)
+        if by_kind is None:
+            by_kind = self._punishments[key] = self._punishments_by_kind(code, region, record.subject.type)
+        return [m for m in by_kind.get(record.kind, ()) if m.triggered_by(record)]
+
+    def _punishments_by_kind(self, code: str, region: str | None, subject_type: int) -> dict[int, tuple[Measure, ...]]:
+        """The punishments for a scenario, region and subject type, grouped by the record kinds that trigger them."""
+        fitting = [
             m
             for m in self.measures
-            if not m.is_incentive
-            and m.in_region(region)
-            and m.applies_in(code)
-            and m.targets_subject(record.subject.type)
-            and m.triggered_by(record)
+            if not m.is_incentive and m.in_region(region) and m.applies_in(code) and m.targets_subject(subject_type)
         ]
+        kinds = {trigger.kind for m in fitting for trigger in m.triggers}
+        return {kind: tuple(m for m in fitting if any(t.kind == kind for t in m.triggers)) for kind in kinds}
 
     def is_negative(self, record: record_pb2.Record) -> bool:
         """Whether a record counts against a subject in a look-back (the ``不良信息`` trigger set)."""
-        return any(trigger.matches(record) for trigger in self.trigger_sets[NEGATIVE_SET])
+        return any(trigger.matches(record) for trigger in self._set_of_kind(NEGATIVE_SET, record.kind))
+
+    def _set_of_kind(self, name: str, kind: int) -> tuple[Trigger, ...]:
+        """The triggers of a trigger set that a record of ``kind`` can match (a record matches only its kind's)."""
+        key = (name, kind)
+        found = self._set_by_kind.get(key)
+        if found is None:
+            found = self._set_by_kind[key] = tuple(t for t in self.trigger_sets[name] if t.kind == kind)
+        return found
 
     def incentives_for(
         self,
@@ -423,8 +443,11 @@ class Catalogue:
         penalties and broken commitments; a repaired record is no longer in force,
         so it no longer excludes.
         """
-        exclusions = self.trigger_sets[NOTIFY_COMMIT_EXCLUSION_SET]
-        excluded = tuple(r.record_id for r in in_force if any(t.matches(r) for t in exclusions))
+        excluded = tuple(
+            r.record_id
+            for r in in_force
+            if any(t.matches(r) for t in self._set_of_kind(NOTIFY_COMMIT_EXCLUSION_SET, r.kind))
+        )
         return NotifyCommit(available=not excluded, excluded_by=excluded)
 
 
