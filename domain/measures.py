@@ -333,6 +333,9 @@ class Catalogue:
         default_factory=dict, repr=False, compare=False
     )
     _set_by_kind: dict[tuple[str, int], tuple[Trigger, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _incentives: dict[tuple[str, str | None, int], tuple[Measure, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def load(cls, folder: Path | Traversable | None = None) -> Catalogue:
@@ -423,9 +426,15 @@ class Catalogue:
         records = list(in_force)
         dates = [_decided(r) for r in records if self.is_negative(r)]
         offered = []
-        for m in self.measures:
-            if not (m.is_incentive and m.applies_in(code) and m.in_region(region) and m.targets_subject(subject_type)):
-                continue
+        key = (code, region[:2] if region else None, subject_type)
+        candidates = self._incentives.get(key)
+        if candidates is None:
+            candidates = self._incentives[key] = tuple(
+                m
+                for m in self.measures
+                if m.is_incentive and m.applies_in(code) and m.in_region(region) and m.targets_subject(subject_type)
+            )
+        for m in candidates:
             cutoff = add_months(today, -12 * (m.lookback_years or 0))
             if any(day is None or day >= cutoff for day in dates):
                 continue

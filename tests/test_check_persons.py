@@ -266,9 +266,12 @@ async def test_the_raw_id_number_is_in_no_table_no_log_record_and_no_audit_row(
     )
     await refused(federation, jiangsu, person_check(SPOTLESS))  # refused: audited, logged
     await refused(federation, jiangsu, person_check(PENALIZED[:-1] + "Y"))  # invalid
-    await refused(
-        federation, jiangsu, check_pb2.CheckRequest(usccs=[SPOTLESS], scenario="政府采购", requesting_unit_uscc=UNIT)
+    misplaced = await refused(
+        federation,
+        jiangsu,
+        check_pb2.CheckRequest(usccs=[SPOTLESS], scenario="政府采购", requesting_unit_uscc=UNIT, purpose="审查"),
     )
+    assert "usccs[0] is a resident ID number" in (misplaced.details() or "")
     assert await count(jiangsu, "SELECT count(*) FROM checks") == 2
     assert jiangsu.pool is not None
     async with jiangsu.pool.acquire() as conn:

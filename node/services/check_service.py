@@ -70,7 +70,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         if not request.usccs and not request.person_ids:
             raise edge.invalid("usccs or person_ids is required: send the subjects to check")
         codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
-        leaves, responsible = self._persons(request, catalogue, unit, scenario)
+        leaves, responsible = self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
         check_id, scenario_code, answers = await checks.run_check(
             self.pool,
@@ -110,6 +110,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         catalogue: Catalogue,
         unit: str,
         scenario: Scenario,
+        named: set[str],
     ) -> tuple[list[persons.Leave], list[checks.Responsible]]:
         """Every person the request names, as pseudonyms with their leave; refused before any other work."""
         if not request.person_ids and not request.responsible_persons:
@@ -121,7 +122,6 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
                 persons.admit(f"person_ids[{i}]", raw, granted, scenario, request.legal_basis, self.pseudonymizer)
                 for i, raw in enumerate(request.person_ids)
             ]
-            named = set(_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs))
             responsible = []
             for i, link in enumerate(request.responsible_persons):
                 name = f"responsible_persons[{i}]"

@@ -163,6 +163,7 @@ RULES: dict[str, dict[str, Text]] = {
         "legal_basis": Text(500),
         # Resident ID numbers: 18 characters, plus the spaces and full-width forms platforms send.
         "person_ids": Text(64, max_items=MAX_BATCH),
+        # Messages: only how many may be sent is bounded here; their own fields have rules of their own below.
         "authorizations": Text(0, max_items=MAX_BATCH),
         "responsible_persons": Text(0, max_items=MAX_BATCH),
     },
