@@ -20,6 +20,7 @@ transaction before the answer leaves, so feedback can be held to what was return
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,15 @@ _SEVERITIES = {
 _RECORDS_QUERY = (
     "SELECT subject_id, record, status, disputed, sharing_level, publicity_end FROM records"
     " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
+)
+# $9: [[subject id, [measure id, ...]], ...] as JSON (answers carry lists of different lengths).
+_STORE_CHECK = (
+    "WITH c AS (INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING check_id, at)"
+    " INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids)"
+    " SELECT c.check_id, c.at, a.value ->> 0,"
+    " ARRAY(SELECT m FROM jsonb_array_elements_text(a.value -> 1) WITH ORDINALITY AS t (m, n) ORDER BY n)"
+    " FROM c, jsonb_array_elements($9::jsonb) AS a"
 )
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
 MAX_REASON = 500
@@ -163,23 +173,19 @@ async def run_check(
             record = record_pb2.Record.FromString(row["record"])
             by_subject[row["subject_id"]].append(_Found(record, row["publicity_end"], row["disputed"]))
         answers = [_answer(catalogue, code, by_subject, linked[code], scenario, region, day) for code in distinct]
-        async with conn.transaction():
-            at = await conn.fetchval(
-                "INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING at",
-                check_id,
-                request.caller,
-                request.role,
-                request.requesting_unit,
-                scenario,
-                request.purpose,
-                request.legal_basis,
-                len(distinct),
-            )
-            await conn.executemany(
-                "INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids) VALUES ($1, $2, $3, $4)",
-                [(check_id, at, a.subject_id, a.measure_ids) for a in answers],
-            )
+        # One statement, so one round trip and atomic by itself: the check and every answer, or nothing.
+        await conn.execute(
+            _STORE_CHECK,
+            check_id,
+            request.caller,
+            request.role,
+            request.requesting_unit,
+            scenario,
+            request.purpose,
+            request.legal_basis,
+            len(distinct),
+            json.dumps([[a.subject_id, a.measure_ids] for a in answers], ensure_ascii=False),
+        )
     return str(check_id), scenario, answers
 
 
