@@ -14,7 +14,7 @@ They do not decide the subject's incentives or 告知承诺: those follow the su
 records, as the catalogue's triggers are written for the subject.
 
 A check and every subject's answer (the measure ids it was told) are stored in one
-transaction before the answer leaves, so feedback can be held to what was returned.
+statement before the answer leaves, so feedback can be held to what was returned.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ async def run_check(
 ) -> tuple[str, str, list[SubjectAnswer]]:
     """Answer every distinct subject once, in the order first named, and store the check with its answers.
 
-    One transaction stores the check and every answer: (check id, scenario, answers). Only
+    One statement stores the check and every answer: (check id, scenario, answers). Only
     records in force that the caller may see count, for hits, incentives and 告知承诺 alike.
     """
     day = today or dt.date.today()
