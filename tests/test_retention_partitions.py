@@ -21,6 +21,8 @@ from credex.node.store import database, partitions
 from credex.node.store.database import Connection
 from credex.node.store.partitions import Retention
 
+from .conftest import TestFederation, eventually
+
 UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SUBJECT = "91320500JT0000210X"
@@ -229,3 +231,23 @@ async def test_who_checked_a_subject_reads_each_months_index(pool: asyncpg.Pool)
     for month in range(1, 7):  # every month holding rows is read by its index on subject_id
         assert f"check_answers_2026{month:02d}_subject_id_idx" in plan, plan
         assert f"Seq Scan on check_answers_2026{month:02d}" not in plan, plan
+
+
+async def test_a_serving_node_makes_months_ahead_and_drops_old_ones_by_itself(federation: TestFederation) -> None:
+    node = await federation.start_node(
+        "320000", audit={"partitions_every_seconds": 0.2}, checks={"retention_days": 400}
+    )
+    assert node.pool is not None
+    ahead = f"checks_{partitions.add_months(partitions.month_start(dt.date.today()), partitions.AHEAD_MONTHS):%Y%m}"
+    async with node.pool.acquire() as conn:
+        await partitions.ensure_months(conn, "checks", dt.date(2020, 1, 1), dt.date(2020, 1, 1))
+        await add_check(conn, at(2020, 1), SUBJECT)
+        await conn.execute(f"ALTER TABLE checks DETACH PARTITION {ahead}; DROP TABLE {ahead}")
+
+    async def settled() -> bool:
+        assert node.pool is not None
+        async with node.pool.acquire() as conn:
+            months = await partitions.months_of(conn, "checks")
+        return ahead in months and "checks_202001" not in months
+
+    await eventually(settled)
