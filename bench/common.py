@@ -216,9 +216,9 @@ ECHO_METHOD = "/bench.Echo/Echo"
 def _load(
     kind: str, port: int, tls: tuple[Path, Path, Path], keys: list[str], seconds: float, concurrency: int, out: Any
 ) -> None:
-    """Worker process: drive one kind of call ("profile", "echo", "inclusion", "consistency")."""
+    """Worker process: drive one kind of call ("profile", "echo", "inclusion", "consistency", "check<N>", "search")."""
     from credex.node.channels import open_channel
-    from credex.v1 import log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
+    from credex.v1 import check_pb2, check_pb2_grpc, log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
     async def run() -> LoadResult:
         ca, cert, key = tls
@@ -237,6 +237,25 @@ def _load(
             async def call(i: int) -> Any:
                 request = lookup_pb2.GetProfileRequest(uscc=rng.choice(keys), purpose="bench")
                 return await stubs[i % LOAD_CHANNELS].GetProfile(request, timeout=10)
+        elif kind.startswith("check"):  # "check<N>": a Check of N random subjects (keys[0] is the requesting unit)
+            checkers = [check_pb2_grpc.CheckServiceStub(c) for c in channels]
+            unit, subjects, per_call = keys[0], keys[1:], int(kind.removeprefix("check"))
+
+            async def call(i: int) -> Any:
+                request = check_pb2.CheckRequest(
+                    usccs=rng.sample(subjects, per_call),
+                    scenario="政府采购",
+                    requesting_unit_uscc=unit,
+                    purpose="bench",
+                    legal_basis="政府采购法 第二十二条",
+                )
+                return await checkers[i % LOAD_CHANNELS].Check(request, timeout=30)
+        elif kind == "search":  # keys: name fragments
+            searchers = [lookup_pb2_grpc.LookupServiceStub(c) for c in channels]
+
+            async def call(i: int) -> Any:
+                request = lookup_pb2.SearchSubjectsRequest(query=rng.choice(keys), purpose="bench")
+                return await searchers[i % LOAD_CHANNELS].SearchSubjects(request, timeout=30)
         else:
             logs = [log_pb2_grpc.LogServiceStub(c) for c in channels]
             origin, size = keys[0], int(keys[1])

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -173,6 +174,16 @@ class Scenario:
     english: str
     aliases: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    # Laws that let a unit check natural persons in this scenario without their authorization.
+    person_legal_bases: tuple[str, ...] = ()
+
+    def allows_persons_by(self, legal_basis: str) -> bool:
+        """Whether ``legal_basis`` (as a check names it) is one the catalogue allows for persons here.
+
+        Compared after NFKC and without spaces, so 全角 digits or a stray space do not decide.
+        """
+        given = _folded_basis(legal_basis)
+        return bool(given) and any(given == _folded_basis(allowed) for allowed in self.person_legal_bases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +327,15 @@ class Catalogue:
     measures: tuple[Measure, ...]
     files: tuple[str, ...] = ()
     _aliases: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # (scenario, province, subject type) -> record kind -> the punishments that may apply: filled on
+    # first use, so a check of many records tests each record against a handful of triggers only.
+    _punishments: dict[tuple[str, str | None, int], dict[int, tuple[Measure, ...]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _set_by_kind: dict[tuple[str, int], tuple[Trigger, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _incentives: dict[tuple[str, str | None, int], tuple[Measure, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def load(cls, folder: Path | Traversable | None = None) -> Catalogue:
@@ -358,19 +378,33 @@ class Catalogue:
         subject's records, so they come from :meth:`incentives_for` instead.
         """
         code = self.scenario(scenario).code
-        return [
+        key = (code, region[:2] if region else None, record.subject.type)
+        by_kind = self._punishments.get(key)
+        if by_kind is None:
+            by_kind = self._punishments[key] = self._punishments_by_kind(code, region, record.subject.type)
+        return [m for m in by_kind.get(record.kind, ()) if m.triggered_by(record)]
+
+    def _punishments_by_kind(self, code: str, region: str | None, subject_type: int) -> dict[int, tuple[Measure, ...]]:
+        """The punishments for a scenario, region and subject type, grouped by the record kinds that trigger them."""
+        fitting = [
             m
             for m in self.measures
-            if not m.is_incentive
-            and m.in_region(region)
-            and m.applies_in(code)
-            and m.targets_subject(record.subject.type)
-            and m.triggered_by(record)
+            if not m.is_incentive and m.in_region(region) and m.applies_in(code) and m.targets_subject(subject_type)
         ]
+        kinds = {trigger.kind for m in fitting for trigger in m.triggers}
+        return {kind: tuple(m for m in fitting if any(t.kind == kind for t in m.triggers)) for kind in kinds}
 
     def is_negative(self, record: record_pb2.Record) -> bool:
         """Whether a record counts against a subject in a look-back (the ``不良信息`` trigger set)."""
-        return any(trigger.matches(record) for trigger in self.trigger_sets[NEGATIVE_SET])
+        return any(trigger.matches(record) for trigger in self._set_of_kind(NEGATIVE_SET, record.kind))
+
+    def _set_of_kind(self, name: str, kind: int) -> tuple[Trigger, ...]:
+        """The triggers of a trigger set that a record of ``kind`` can match (a record matches only its kind's)."""
+        key = (name, kind)
+        found = self._set_by_kind.get(key)
+        if found is None:
+            found = self._set_by_kind[key] = tuple(t for t in self.trigger_sets[name] if t.kind == kind)
+        return found
 
     def incentives_for(
         self,
@@ -392,9 +426,15 @@ class Catalogue:
         records = list(in_force)
         dates = [_decided(r) for r in records if self.is_negative(r)]
         offered = []
-        for m in self.measures:
-            if not (m.is_incentive and m.applies_in(code) and m.in_region(region) and m.targets_subject(subject_type)):
-                continue
+        key = (code, region[:2] if region else None, subject_type)
+        candidates = self._incentives.get(key)
+        if candidates is None:
+            candidates = self._incentives[key] = tuple(
+                m
+                for m in self.measures
+                if m.is_incentive and m.applies_in(code) and m.in_region(region) and m.targets_subject(subject_type)
+            )
+        for m in candidates:
             cutoff = add_months(today, -12 * (m.lookback_years or 0))
             if any(day is None or day >= cutoff for day in dates):
                 continue
@@ -412,9 +452,16 @@ class Catalogue:
         penalties and broken commitments; a repaired record is no longer in force,
         so it no longer excludes.
         """
-        exclusions = self.trigger_sets[NOTIFY_COMMIT_EXCLUSION_SET]
-        excluded = tuple(r.record_id for r in in_force if any(t.matches(r) for t in exclusions))
+        excluded = tuple(
+            r.record_id
+            for r in in_force
+            if any(t.matches(r) for t in self._set_of_kind(NOTIFY_COMMIT_EXCLUSION_SET, r.kind))
+        )
         return NotifyCommit(available=not excluded, excluded_by=excluded)
+
+
+def _folded_basis(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())
 
 
 def _decided(record: record_pb2.Record) -> dt.date | None:
@@ -597,7 +644,7 @@ class _Loader:
         aliases: dict[str, str] = {}
         if file is None:
             return scenarios, aliases
-        known = {"code", "name", "english", "aliases", "sources"}
+        known = {"code", "name", "english", "aliases", "sources", "person_legal_bases"}
         for index, table in enumerate(self.tables(file, "scenario")):
             span = file.text.span("scenario", index)
             code = self.text(file, span, table, "code", f"scenario #{index + 1}")
@@ -609,7 +656,12 @@ class _Loader:
                 english=self.text(file, span, table, "english", what),
                 aliases=tuple(self.words(file, span, table, "aliases", what)),
                 sources=tuple(self.words(file, span, table, "sources", what)),
+                person_legal_bases=tuple(self.words(file, span, table, "person_legal_bases", what)),
             )
+            if any(not basis for basis in scenario.person_legal_bases):
+                self.problem(
+                    file, file.text.key(span, "person_legal_bases"), f"{what}: person_legal_bases has an empty basis"
+                )
             for name in (code, *scenario.aliases):
                 if name and name in aliases:
                     self.problem(

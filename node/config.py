@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from credex.domain import uscc as uscc_codes
 from credex.domain.publicity import PublicityRules
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
@@ -118,6 +119,24 @@ class AccessConfig(BaseModel):
     # A caller bound here gets its role only with that key: another certificate the CA
     # issued with the same name is served as public. Bind every government and operator caller.
     caller_keys: dict[str, str] = {}
+    # Caller identity -> the USCCs it speaks for (a company's own desk): it may list who checked
+    # those subjects, and nothing more. Each name must be bound in caller_keys, so that no other
+    # certificate with that name reads who checked the company.
+    speaks_for: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _speaks_for(self) -> AccessConfig:
+        for name, codes in self.speaks_for.items():
+            if name not in self.caller_keys:
+                raise ValueError(
+                    f"access.speaks_for names {name!r}, which access.caller_keys does not bind to a key: bind it there"
+                )
+            for code in codes:
+                try:
+                    uscc_codes.validate(code)
+                except uscc_codes.InvalidSubjectCode as exc:
+                    raise ValueError(f"access.speaks_for[{name!r}]: {exc.message}") from None
+        return self
 
     @model_validator(mode="after")
     def _caller_keys(self) -> AccessConfig:
@@ -136,8 +155,12 @@ class AccessConfig(BaseModel):
 
 class AuditConfig(BaseModel):
     # Audit rows older than this many days are deleted by a background task; 0: keep forever.
-    retention_days: int = Field(default=365, ge=0)
+    # Ten years by default (credit-use.md Check rule 8, Zhejiang Art. 20): the table is partitioned
+    # by month, and months wholly older are dropped whole.
+    retention_days: int = Field(default=3653, ge=0)
     trim_every_seconds: float = Field(default=3600.0, gt=0)
+    # How often the monthly partitions of the audit trail and the checks are made ahead and dropped.
+    partitions_every_seconds: float = Field(default=86_400.0, gt=0)
 
 
 class RelayConfig(BaseModel):
@@ -206,6 +229,10 @@ class QualityConfig(BaseModel):
 class ChecksConfig(BaseModel):
     # 应用情况反馈 is overdue once this many working days (official calendar) pass after a check without it.
     feedback_due_working_days: int = Field(default=5, ge=1)
+    # How often a serving node recounts the overdue feedback for its gauge.
+    overdue_every_seconds: float = Field(default=3600.0, gt=0)
+    # Checks, their answers and feedback are kept this many days (0: forever), dropped by whole months.
+    retention_days: int = Field(default=3653, ge=0)
 
 
 class ExpiryConfig(BaseModel):

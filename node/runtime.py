@@ -34,6 +34,7 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
+from credex.node.checks import watch_overdue
 from credex.node.config import NodeConfig
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.feeds import FileReport, ingest_file, open_feed
@@ -44,6 +45,7 @@ from credex.node.relay import Relay
 from credex.node.services import AuditLog, start_server
 from credex.node.store import database as store
 from credex.node.store import evidence as rejections
+from credex.node.store import partitions
 from credex.node.store.database import RETRYABLE
 from credex.node.store.events import backfill_subjects
 from credex.node.supervision import Supervisor, TaskFailed
@@ -180,6 +182,16 @@ class Node:
             self._audit.start()
             self._server, self._health, self.port = await start_server(
                 self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
+            )
+            pool, checks_config = self.pool, self.config.checks
+            retention = partitions.Retention(self.config.audit.retention_days, checks_config.retention_days)
+            every = self.config.audit.partitions_every_seconds
+            self.supervisor.spawn("partitions", lambda: partitions.keep_partitions(pool, retention, every))
+            self.supervisor.spawn(
+                "checks-overdue",
+                lambda: watch_overdue(
+                    pool, self.origin, checks_config.feedback_due_working_days, checks_config.overdue_every_seconds
+                ),
             )
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -23,7 +23,7 @@ from credex.node.cli import app
 from credex.node.runtime import Node
 
 from .callers import GOVERNMENT, government_channel
-from .conftest import TestFederation
+from .conftest import TestFederation, eventually
 from .test_checks import CLEAN, LAPSED, LISTED, check, check_request, feedback, punished
 
 TODAY = dt.date(2026, 10, 14)  # a Wednesday, a week after the National Day holiday (1–7 October)
@@ -106,3 +106,25 @@ async def test_credex_checks_overdue_lists_them_from_the_node_config(
     listed = json.loads(result.output)
     assert [(row["check_id"], row["subject_id"]) for row in listed][:1] == [(ids[LISTED], LISTED)]
     assert {ids[LAPSED], ids[CLEAN]}.isdisjoint(row["check_id"] for row in listed)
+
+
+async def test_a_serving_node_keeps_the_overdue_gauge_current_by_itself(federation: TestFederation) -> None:
+    node = await federation.start_node(
+        "320000", access={"callers": {GOVERNMENT: "government"}}, checks={"overdue_every_seconds": 0.2}
+    )
+    async with government_channel(federation, node) as channel:
+        made = await check(channel, check_request(LISTED, CLEAN))
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:  # made two months ago by the real clock, and never answered
+        await conn.execute("UPDATE checks SET at = now() - interval '60 days' WHERE check_id = $1::uuid", made.check_id)
+
+    def gauge_is(expected: float) -> Callable[[], Awaitable[bool]]:
+        async def now() -> bool:
+            return REGISTRY.get_sample_value("credex_check_feedback_overdue", {"origin": "320000"}) == expected
+
+        return now
+
+    await eventually(gauge_is(2.0))  # nobody ran `credex checks overdue`
+    async with government_channel(federation, node) as channel:
+        await feedback(channel, punished(made.check_id, LISTED))
+    await eventually(gauge_is(1.0))

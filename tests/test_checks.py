@@ -193,7 +193,7 @@ async def test_incentives_only_without_negative_records_and_no_notify_commit_for
         (check_request(CLEAN, unit=""), "requesting_unit_uscc is required"),
         (check_request(CLEAN, unit="not-a-code"), "requesting_unit_uscc"),
         (check_request(*[CLEAN] * 1001), "at most 1,000"),
-        (check_request(), "usccs is required"),
+        (check_request(), "usccs or person_ids is required"),
     ],
 )
 async def test_bad_checks_are_refused_and_audited_and_nothing_is_stored(
@@ -272,3 +272,18 @@ async def fetch_one(node: Node, query: str) -> dict[str, object]:
         rows = await conn.fetch(query)
     assert len(rows) == 1, rows
     return dict(rows[0])
+
+
+async def test_provincial_measures_follow_the_requesting_units_region_not_the_answering_nodes(
+    federation: TestFederation, pair: Pair
+) -> None:
+    zhejiang_unit = uscc_codes.make("11", "330100", "HCG00003")  # a Hangzhou office asking Shanghai's node
+    async with government_channel(federation, pair.shanghai) as channel:
+        from_shanghai = await check(channel, check_request(LISTED))
+        from_zhejiang = await check(channel, check_request(LISTED, unit=zhejiang_unit))
+    shanghai_ids = [m.id for m in from_shanghai.subjects[0].hits[0].measures]
+    zhejiang_ids = [m.id for m in from_zhejiang.subjects[0].hits[0].measures]
+    assert any(i.startswith("SH-") for i in shanghai_ids) and not any(i.startswith("ZJ-") for i in shanghai_ids)
+    assert any(i.startswith("ZJ-") for i in zhejiang_ids) and not any(i.startswith("SH-") for i in zhejiang_ids)
+    # National and Delta measures are the same for both units.
+    assert {i for i in shanghai_ids if not i.startswith("SH-")} == {i for i in zhejiang_ids if not i.startswith("ZJ-")}

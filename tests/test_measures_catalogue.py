@@ -363,3 +363,32 @@ def test_measures_check_exits_0_with_a_summary_or_1_with_file_and_line_per_probl
     assert f"{path}:{line_of(path, '外星人名单')}: measure X-1, trigger #1: unknown list type" in broken.output
     listed = runner.invoke(app, ["measures", "list", "--dir", str(folder)])
     assert listed.exit_code == 1 and "unknown list type" in listed.output
+
+
+def test_a_scenario_names_the_legal_bases_that_allow_checking_persons_without_their_authorization(
+    catalogue: Catalogue,
+) -> None:
+    hiring = catalogue.scenario("公职录用")
+    assert hiring.allows_persons_by("中华人民共和国公务员法 第二十六条")
+    assert hiring.allows_persons_by("中华人民共和国公务员法第二十六条")  # spacing does not decide
+    assert not hiring.allows_persons_by("中华人民共和国政府采购法 第二十二条")  # another scenario's basis
+    assert not hiring.allows_persons_by("")
+    assert not catalogue.scenario("表彰奖励").allows_persons_by("中华人民共和国公务员法 第二十六条")
+
+
+def test_person_legal_bases_must_be_a_list_of_non_empty_texts(folder: Path) -> None:
+    scenarios = folder / "scenarios.toml"
+    text = scenarios.read_text(encoding="utf-8")
+    scenarios.write_text(
+        text.replace('english = "awards and honours"', 'english = "awards and honours"\nperson_legal_bases = "法"'),
+        encoding="utf-8",
+    )
+    (problem,) = problems_of(folder)
+    line = line_of(scenarios, 'person_legal_bases = "法"')
+    assert problem == (f"{scenarios}:{line}: scenario 表彰奖励: person_legal_bases must be a list of strings")
+    scenarios.write_text(
+        text.replace('english = "awards and honours"', 'english = "awards and honours"\nperson_legal_bases = [" "]'),
+        encoding="utf-8",
+    )
+    (problem,) = problems_of(folder)
+    assert problem.endswith("scenario 表彰奖励: person_legal_bases has an empty basis")

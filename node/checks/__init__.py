@@ -10,12 +10,13 @@ from credex.node.checks.checking import (
     CheckRequest,
     Feedback,
     Hit,
+    Responsible,
     SubjectAnswer,
     record_feedback,
     run_check,
     scale_of,
 )
-from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric
+from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
 
 __all__ = [
     "CheckFailure",
@@ -23,10 +24,12 @@ __all__ = [
     "Feedback",
     "Hit",
     "OverdueFeedback",
+    "Responsible",
     "SubjectAnswer",
     "overdue_feedback",
     "record_feedback",
     "refresh_overdue_metric",
     "run_check",
     "scale_of",
+    "watch_overdue",
 ]

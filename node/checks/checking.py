@@ -3,21 +3,27 @@
 Only records **in force** count (credit-use.md, Check rule 3): status active and inside
 the publicity window the ORIGIN set when it published the record (``publicity_end`` is
 the origin's own window, computed by its rules with :mod:`credex.domain.publicity` and
-signed into the record), so whichever node answers, the origin's rules apply. Revoked
-records are out. Repaired records and records corrected away after an objection are
-not modelled yet (no repair or objection feature exists); when they are, they must be
-excluded here too.
+signed into the record), so whichever node answers, the origin's rules apply. Revoked,
+repaired, deleted and hidden records are out (:func:`credex.node.store.events.in_force`).
+A record under an open objection stays in force and its hit says it is disputed.
+
+A subject's responsible persons (legal representative, principal, actual controller),
+named by the caller and already pseudonymized (:mod:`credex.node.checks.persons`), add
+their own records in force as hits of the subject, marked with the person and role.
+They do not decide the subject's incentives or 告知承诺: those follow the subject's own
+records, as the catalogue's triggers are written for the subject.
 
 A check and every subject's answer (the measure ids it was told) are stored in one
-transaction before the answer leaves, so feedback can be held to what was returned.
+statement before the answer leaves, so feedback can be held to what was returned.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -39,8 +45,17 @@ _SEVERITIES = {
     record_pb2.SEVERITY_SERIOUS: "严重",
 }
 _RECORDS_QUERY = (
-    "SELECT subject_id, record, status, sharing_level, publicity_end FROM records"
+    "SELECT subject_id, record, status, disputed, sharing_level, publicity_end FROM records"
     " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
+)
+# $9: [[subject id, [measure id, ...]], ...] as JSON (answers carry lists of different lengths).
+_STORE_CHECK = (
+    "WITH c AS (INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING check_id, at)"
+    " INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids)"
+    " SELECT c.check_id, c.at, a.value ->> 0,"
+    " ARRAY(SELECT m FROM jsonb_array_elements_text(a.value -> 1) WITH ORDINALITY AS t (m, n) ORDER BY n)"
+    " FROM c, jsonb_array_elements($9::jsonb) AS a"
 )
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
 MAX_REASON = 500
@@ -56,8 +71,17 @@ class CheckFailure(CredexError):
 
 
 @dataclass(frozen=True, slots=True)
+class Responsible:
+    """A responsible person linked to a subject: whose records (by pseudonym) count as the subject's hits."""
+
+    subject: str
+    person: str  # the pseudonym
+    role: int  # check_pb2.ResponsibleRole
+
+
+@dataclass(frozen=True, slots=True)
 class CheckRequest:
-    """Who checks which subjects, in which scenario, for what, on which basis."""
+    """Who checks which subjects (USCCs and persons' pseudonyms), in which scenario, for what, on which basis."""
 
     subjects: Sequence[str]
     scenario: str
@@ -66,15 +90,25 @@ class CheckRequest:
     legal_basis: str
     caller: str
     role: str
+    responsible: Sequence[Responsible] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One in-force record of a subject and the punishments it triggers in the scenario."""
+    """One in-force record of a subject (or of its responsible person) and the punishments it triggers."""
 
     record: record_pb2.Record
     window_end: dt.date | None
     measures: tuple[Measure, ...]
+    disputed: bool = False
+    responsible: Responsible | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    record: record_pb2.Record
+    window_end: dt.date | None
+    disputed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,58 +151,62 @@ async def run_check(
     sees: Visibility,
     today: dt.date | None = None,
 ) -> tuple[str, str, list[SubjectAnswer]]:
-    """Answer every subject and store the check with its answers in one transaction: (check id, scenario, answers).
+    """Answer every distinct subject once, in the order first named, and store the check with its answers.
 
-    Only records in force that the caller may see count, for hits, incentives and 告知承诺 alike.
+    One statement stores the check and every answer: (check id, scenario, answers). Only
+    records in force that the caller may see count, for hits, incentives and 告知承诺 alike.
     """
     day = today or dt.date.today()
     scenario = catalogue.scenario(request.scenario).code
     region = unit_region(request.requesting_unit)
     distinct = list(dict.fromkeys(request.subjects))
-    by_subject: defaultdict[str, list[tuple[record_pb2.Record, dt.date | None]]] = defaultdict(list)
+    linked: defaultdict[str, list[Responsible]] = defaultdict(list)
+    for link in dict.fromkeys(request.responsible):
+        linked[link.subject].append(link)
+    wanted = list(dict.fromkeys([*distinct, *(link.person for link in request.responsible)]))
+    by_subject: defaultdict[str, list[_Found]] = defaultdict(list)
     check_id = uuid.uuid4()
     async with pool.acquire() as conn:
-        for row in await conn.fetch(_RECORDS_QUERY, distinct):
+        for row in await conn.fetch(_RECORDS_QUERY, wanted):
             if not in_force(row["status"], row["publicity_end"], day) or not sees(row["sharing_level"], _ACTIVE):
                 continue
             record = record_pb2.Record.FromString(row["record"])
-            by_subject[row["subject_id"]].append((record, row["publicity_end"]))
-        answers = [_answer(catalogue, code, by_subject[code], scenario, region, day) for code in distinct]
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                check_id,
-                request.caller,
-                request.role,
-                request.requesting_unit,
-                scenario,
-                request.purpose,
-                request.legal_basis,
-                len(distinct),
-            )
-            await conn.executemany(
-                "INSERT INTO check_answers (check_id, subject_id, measure_ids) VALUES ($1, $2, $3)",
-                [(check_id, a.subject_id, a.measure_ids) for a in answers],
-            )
-    by_code = {a.subject_id: a for a in answers}
-    return str(check_id), scenario, [by_code[code] for code in request.subjects]
+            by_subject[row["subject_id"]].append(_Found(record, row["publicity_end"], row["disputed"]))
+        answers = [_answer(catalogue, code, by_subject, linked[code], scenario, region, day) for code in distinct]
+        # One statement, so one round trip and atomic by itself: the check and every answer, or nothing.
+        await conn.execute(
+            _STORE_CHECK,
+            check_id,
+            request.caller,
+            request.role,
+            request.requesting_unit,
+            scenario,
+            request.purpose,
+            request.legal_basis,
+            len(distinct),
+            json.dumps([[a.subject_id, a.measure_ids] for a in answers], ensure_ascii=False),
+        )
+    return str(check_id), scenario, answers
 
 
 def _answer(
     catalogue: Catalogue,
     subject: str,
-    records: list[tuple[record_pb2.Record, dt.date | None]],
+    by_subject: Mapping[str, list[_Found]],
+    responsible: list[Responsible],
     scenario: str,
     region: str | None,
     today: dt.date,
 ) -> SubjectAnswer:
+    own = by_subject.get(subject, [])
+    sources = [(f, None) for f in own] + [(f, link) for link in responsible for f in by_subject.get(link.person, [])]
     hits = tuple(
-        Hit(record, end, measures)
-        for record, end in records
-        if (measures := tuple(catalogue.measures_for(record, scenario, region=region))) or catalogue.is_negative(record)
+        Hit(f.record, f.window_end, measures, f.disputed, link)
+        for f, link in sources
+        if (measures := tuple(catalogue.measures_for(f.record, scenario, region=region)))
+        or catalogue.is_negative(f.record)
     )
-    found = [record for record, _ in records]
+    found = [f.record for f in own]
     subject_type = found[0].subject.type if found else record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
     incentives = catalogue.incentives_for(found, scenario, today, subject_type, region)
     notify = catalogue.notify_commit(found)
@@ -197,13 +235,14 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
     check_id = _check_id(feedback.check_id)
     amount, applied_on = _validate_fields(feedback)
     async with pool.acquire() as conn, conn.transaction():
-        owner = await conn.fetchval("SELECT caller FROM checks WHERE check_id = $1", check_id)
-        if owner is None:
+        made = await conn.fetchrow("SELECT caller, at FROM checks WHERE check_id = $1", check_id)
+        if made is None:
             raise CheckFailure("NOT_FOUND", f"no check {feedback.check_id} on this node")
-        if owner != feedback.caller:
+        if made["caller"] != feedback.caller:
             raise CheckFailure("PERMISSION_DENIED", "the check was made by another caller; only it files feedback")
+        # Read in this transaction, with the row held: the tables are partitioned, so no foreign key does it.
         returned = await conn.fetchval(
-            "SELECT measure_ids FROM check_answers WHERE check_id = $1 AND subject_id = $2",
+            "SELECT measure_ids FROM check_answers WHERE check_id = $1 AND subject_id = $2 FOR KEY SHARE",
             check_id,
             feedback.subject_id,
         )
@@ -216,12 +255,13 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
                 f"measures_applied names measures the check did not return for the subject: {', '.join(unknown)}",
             )
         at: dt.datetime | None = await conn.fetchval(
-            "INSERT INTO check_feedback (check_id, subject_id, caller, measures_applied, outcome, reason,"
+            "INSERT INTO check_feedback (check_id, subject_id, checked_at, caller, measures_applied, outcome, reason,"
             " amount_yuan, basis, district_code, department, applied_on)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (check_id, subject_id) DO NOTHING RETURNING at",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT (check_id, subject_id, checked_at) DO NOTHING RETURNING at",
             check_id,
             feedback.subject_id,
+            made["at"],
             feedback.caller,
             list(feedback.measures_applied),
             feedback.outcome,

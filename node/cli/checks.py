@@ -1,10 +1,11 @@
-"""``credex check``, ``credex feedback`` and ``credex checks overdue``: 逢办必查, its feedback, what is late.
+"""``credex check``, ``credex feedback``, ``credex checks overdue`` and ``credex checks of``: 逢办必查 and its trail.
 
 A check prints every subject's hits in force with the measures the catalogue holds
 for them, each with its legal basis, so an office sees why a measure applies; the
 check id it prints is what ``credex feedback`` files against. ``credex checks overdue``
 reads the node's own store and lists the checked subjects still awaiting feedback past
-the working days the node's config allows.
+the working days the node's config allows; ``credex checks of`` asks a node who checked
+a subject (Shanghai Art. 34).
 """
 
 from __future__ import annotations
@@ -106,11 +107,15 @@ def check(
             table.add_row(subject.subject_id, "no record in force", "", "", "", "", "")
         for hit in subject.hits:
             rows = [(m.id + " " + m.name, m.basis) for m in hit.measures] or [("(no measure in this scenario)", "")]
+            shown = hit.record_id + (" (异议中 disputed)" if hit.disputed else "")
+            if hit.responsible_person:
+                role = check_pb2.ResponsibleRole.Name(hit.responsible_role).removeprefix("RESPONSIBLE_ROLE_").lower()
+                shown += f" via {role} {hit.responsible_person}"
             for index, (measure, measure_basis) in enumerate(rows):
                 first = index == 0
                 table.add_row(
                     subject.subject_id if first else "",
-                    hit.record_id if first else "",
+                    shown if first else "",
                     hit.origin if first else "",
                     hit.list_or_severity if first else "",
                     hit.window_end if first else "",
@@ -220,3 +225,43 @@ def checks_overdue(
     console.print(table)
     if not all(o.calendar_official for o in overdue):
         console.print("some working days fall in years the official calendar does not cover yet: Monday to Friday used")
+
+
+@checks_app.command("of")
+def checks_of(
+    uscc: Annotated[str, typer.Argument(help="the subject's USCC")],
+    node: NodeOption,
+    page_size: Annotated[int, typer.Option(help="checks per page (at most 500)")] = 50,
+    page_token: Annotated[str, typer.Option(help="the next-page token a previous page printed")] = "",
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Who checked a subject, when, for which scenario and purpose (for operators and the subject itself)."""
+    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    request = check_pb2.ListChecksOfSubjectRequest(
+        uscc=uscc, page_size=page_size, page_token=page_token, purpose=purpose
+    )
+    ca, cert, key = tls
+
+    async def ask() -> check_pb2.ChecksOfSubject:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            return await check_pb2_grpc.CheckServiceStub(channel).ListChecksOfSubject(request, timeout=30)
+
+    page = _run(node, tls, "ListChecksOfSubject", ask())
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title=f"checks of {page.uscc}, newest first", title_justify="left")
+    for column in ("checked at", "check", "caller", "requesting unit", "scenario", "purpose", "legal basis"):
+        table.add_column(column, overflow="fold")
+    for c in page.checks:
+        table.add_row(c.checked_at, c.check_id, c.caller, c.requesting_unit, c.scenario, c.purpose, c.legal_basis)
+    console.print(table)
+    if page.next_page_token:
+        console.print(f"more: --page-token {page.next_page_token}", soft_wrap=True)

@@ -56,7 +56,8 @@ _LEVELS: dict[str, frozenset[int]] = {
     ),
 }
 _EXCHANGE_ROLES = frozenset({"peer", "operator"})
-_PRIVILEGED = frozenset({"government", "operator"})  # roles a config gives by name: worth binding to a key
+# Roles a config gives by name: worth binding to a key; the offices that check subjects and read quality reports.
+_PRIVILEGED = frozenset({"government", "operator"})
 _WARNED_MAX = 1024  # distinct refused certificates logged at WARNING; more go to DEBUG
 
 
@@ -68,6 +69,11 @@ class Caller:
     @property
     def may_exchange(self) -> bool:
         return self.role in _EXCHANGE_ROLES
+
+    @property
+    def may_check(self) -> bool:
+        """Government offices and operators check subjects (逢办必查) and read data-quality reports; no one else."""
+        return self.role in _PRIVILEGED
 
     def sees(self, sharing_level: int, status: int) -> bool:
         """Public callers see only active records inside their window; only peers see withdrawn ones.

@@ -1,25 +1,39 @@
-"""CheckService: 逢办必查 / 联合奖惩 for government offices and operators, and their usage feedback.
+"""CheckService: 逢办必查 / 联合奖惩 for government offices and operators, their usage feedback, and who checked me.
 
 The edge has validated the fields and will audit the call; this module refuses callers
-who may not check (public), resolves the subjects, asks :mod:`credex.node.checks`, and
-records one audit row per subject with the check id, as BatchGetProfiles does, so that
-"who checked me" can read the trail by subject.
+who may not check (public), resolves the subjects — natural persons' ID numbers become
+pseudonyms first, and only with leave (:mod:`credex.node.checks.persons`) — asks
+:mod:`credex.node.checks`, and records one audit row per subject with the check id, as
+BatchGetProfiles does, so that the trail can be read by subject. ID numbers appear in
+no row, message or log: only their pseudonyms do.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
 from typing import Any
 
+import asyncpg
 import grpc
 
+from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import uscc as uscc_codes
-from credex.domain.measures import Catalogue, Measure, UnknownScenario
+from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
+from credex.domain.persons import validate_ric
 from credex.node import checks
+from credex.node.chain import CheckpointKeeper, LogBook
+from credex.node.checks import history, persons
+from credex.node.checks.overdue import CHINA
+from credex.node.config import NodeConfig
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
+from credex.node.trust import TrustProvider
 from credex.v1 import check_pb2, check_pb2_grpc, record_pb2
 
-_MAY_CHECK = frozenset({"government", "operator"})
 _OUTCOMES = {
     check_pb2.FEEDBACK_OUTCOME_PUNISHED: "punished",
     check_pb2.FEEDBACK_OUTCOME_REWARDED: "rewarded",
@@ -28,46 +42,104 @@ _OUTCOMES = {
 
 
 class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
+    def __init__(
+        self,
+        config: NodeConfig,
+        pool: asyncpg.Pool,
+        trust: TrustProvider,
+        logbook: LogBook,
+        keeper: CheckpointKeeper,
+    ) -> None:
+        super().__init__(config, pool, trust, logbook, keeper)
+        key = config.keys.pseudonym_key
+        self.pseudonymizer = Pseudonymizer.load(key) if key else None
+
     async def Check(
         self,
         request: check_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> check_pb2.CheckResponse:
         call = edge.current()
-        _may_check(call.caller.role)
+        _may_check(call)
         catalogue = Catalogue.shipped()
         try:
-            catalogue.scenario(request.scenario)
+            scenario = catalogue.scenario(request.scenario)
         except UnknownScenario as exc:
             raise edge.invalid(f"scenario: {exc}") from None
         unit = _code("requesting_unit_uscc", request.requesting_unit_uscc)
-        if not request.usccs:
-            raise edge.invalid("usccs is required: send the codes of the subjects to check")
+        if not request.usccs and not request.person_ids:
+            raise edge.invalid("usccs or person_ids is required: send the subjects to check")
         codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
+        leaves, responsible = self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
-        check_id, scenario, answers = await checks.run_check(
+        check_id, scenario_code, answers = await checks.run_check(
             self.pool,
             catalogue,
             checks.CheckRequest(
-                subjects=codes,
-                scenario=request.scenario,
+                subjects=[*codes, *(leave.pseudonym for leave in leaves)],
+                scenario=scenario.code,
                 requesting_unit=unit,
                 purpose=request.purpose,
                 legal_basis=request.legal_basis,
                 caller=caller.identity,
                 role=caller.role,
+                responsible=responsible,
             ),
             caller.sees,
         )
-        seen: set[str] = set()
-        rows = []
-        for answer in answers:
-            if answer.subject_id not in seen:
-                seen.add(answer.subject_id)
-                items = [f"check {check_id} {scenario}", *(h.record.record_id for h in answer.hits)]
-                rows.append((answer.subject_id, len(answer.hits), items))
-        call.answer_each(rows)
-        return check_pb2.CheckResponse(check_id=check_id, scenario=scenario, subjects=[_subject(a) for a in answers])
+        grounds = {leave.pseudonym: leave.ground for leave in leaves}
+        call.answer_each(
+            (
+                answer.subject_id,
+                len(answer.hits),
+                [
+                    f"check {check_id} {scenario_code}",
+                    *([grounds[answer.subject_id]] if answer.subject_id in grounds else []),
+                    *(_audited(hit) for hit in answer.hits),
+                ],
+            )
+            for answer in answers
+        )
+        return check_pb2.CheckResponse(
+            check_id=check_id, scenario=scenario_code, subjects=[_subject(a) for a in answers]
+        )
+
+    def _persons(
+        self,
+        request: check_pb2.CheckRequest,
+        catalogue: Catalogue,
+        unit: str,
+        scenario: Scenario,
+        named: set[str],
+    ) -> tuple[list[persons.Leave], list[checks.Responsible]]:
+        """Every person the request names, as pseudonyms with their leave; refused before any other work."""
+        if not request.person_ids and not request.responsible_persons:
+            return [], []
+        today = dt.datetime.now(CHINA).date()
+        try:
+            granted = persons.grounds(request.authorizations, catalogue, unit, scenario, today)
+            leaves = [
+                persons.admit(f"person_ids[{i}]", raw, granted, scenario, request.legal_basis, self.pseudonymizer)
+                for i, raw in enumerate(request.person_ids)
+            ]
+            responsible = []
+            for i, link in enumerate(request.responsible_persons):
+                name = f"responsible_persons[{i}]"
+                subject = _code(f"{name}.subject", link.subject)
+                if subject not in named:
+                    raise checks.CheckFailure("INVALID_ARGUMENT", f"{name}.subject must be one of the usccs checked")
+                if link.role not in _ROLES:
+                    raise checks.CheckFailure(
+                        "INVALID_ARGUMENT",
+                        f"{name}.role must be a legal representative, a principal or an actual controller",
+                    )
+                leave = persons.admit(
+                    f"{name}.id_number", link.id_number, granted, scenario, request.legal_basis, self.pseudonymizer
+                )
+                responsible.append(checks.Responsible(subject, leave.pseudonym, link.role))
+        except checks.CheckFailure as exc:
+            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+        return leaves, responsible
 
     async def SubmitFeedback(
         self,
@@ -75,7 +147,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> check_pb2.FeedbackReceipt:
         call = edge.current()
-        _may_check(call.caller.role)
+        _may_check(call)
         # The check stored each subject as its canonical code; feedback may name it in another form.
         subject = _code("subject_id", request.subject_id)
         call.subject_id = subject
@@ -99,17 +171,98 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         call.answer(len(request.measures_applied), [f"feedback on check {request.check_id}", *request.measures_applied])
         return check_pb2.FeedbackReceipt(check_id=request.check_id, subject_id=subject, recorded_at=at.isoformat())
 
+    async def ListChecksOfSubject(
+        self,
+        request: check_pb2.ListChecksOfSubjectRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> check_pb2.ChecksOfSubject:
+        call = edge.current()
+        subject = _code("uscc", request.uscc)
+        call.subject_id = subject
+        caller = call.caller
+        speaks_for = {uscc_codes.validate(c).code for c in self.config.access.speaks_for.get(caller.identity, [])}
+        if caller.role != "operator" and subject not in speaks_for:
+            raise edge.Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "who checked a subject is told to operators and to the subject itself (access.speaks_for) only",
+            )
+        if request.page_size > history.MAX_PAGE:
+            raise edge.invalid(f"page_size is at most {history.MAX_PAGE}")
+        size = request.page_size or history.DEFAULT_PAGE
+        after = _read_position(request.page_token, subject) if request.page_token else None
+        found, more = await history.checks_of_subject(self.pool, subject, size, after)
+        call.answer(len(found), (f"check {c.check_id}" for c in found))
+        return check_pb2.ChecksOfSubject(
+            uscc=subject,
+            checks=[
+                check_pb2.CheckOfSubject(
+                    check_id=str(c.check_id),
+                    checked_at=c.at.isoformat(),
+                    caller=c.caller,
+                    requesting_unit=c.requesting_unit,
+                    scenario=c.scenario,
+                    purpose=c.purpose,
+                    legal_basis=c.legal_basis,
+                )
+                for c in found
+            ],
+            next_page_token=_position(subject, found[-1]) if more else "",
+        )
 
-def _may_check(role: str) -> None:
-    if role not in _MAY_CHECK:
+
+_ROLES = frozenset(
+    {
+        check_pb2.RESPONSIBLE_ROLE_LEGAL_REPRESENTATIVE,
+        check_pb2.RESPONSIBLE_ROLE_PRINCIPAL,
+        check_pb2.RESPONSIBLE_ROLE_ACTUAL_CONTROLLER,
+    }
+)
+
+
+def _may_check(call: edge.Call) -> None:
+    if not call.caller.may_check:
         raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "only government offices and operators may check")
 
 
 def _code(name: str, raw: str) -> str:
+    """The canonical USCC; a resident ID number sent in its place is refused without repeating it."""
     try:
         return uscc_codes.validate(raw).code
     except uscc_codes.InvalidSubjectCode as exc:
+        if _is_id_number(raw):
+            raise edge.invalid(f"{name} is a resident ID number; send persons in person_ids") from None
         raise edge.invalid(f"{name}: {exc.message}; nothing was checked") from None
+
+
+def _is_id_number(raw: str) -> bool:
+    try:
+        validate_ric(raw)
+    except uscc_codes.InvalidSubjectCode:
+        return False
+    return True
+
+
+def _position(subject: str, last: history.CheckOfSubject) -> str:
+    """The page token after ``last``, bound to the subject so it cannot page another's checks."""
+    text = json.dumps([subject, last.at.isoformat(), str(last.check_id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _read_position(token: str, subject: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        held, at, check_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if held == subject:
+            return dt.datetime.fromisoformat(at), uuid.UUID(check_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise edge.invalid("page_token is not one this list gave for this subject; start again without it")
+
+
+def _audited(hit: checks.Hit) -> str:
+    """A hit as its audit item: the record id, and the responsible person's pseudonym it came through."""
+    if hit.responsible is None:
+        return hit.record.record_id
+    return f"{hit.record.record_id} via {hit.responsible.person}"
 
 
 def _measure(m: Measure) -> check_pb2.CheckedMeasure:
@@ -137,9 +290,11 @@ def _subject(answer: checks.SubjectAnswer) -> check_pb2.SubjectAnswer:
                 scale=scale,
                 decision_date=record.decision_date,
                 window_end=hit.window_end.isoformat() if hit.window_end else "",
-                disputed=False,  # objections do not exist yet
+                disputed=hit.disputed,
                 measures=[_measure(m) for m in hit.measures],
                 identifying_unit=record.black_list.identifying_unit.name or record.deciding_authority.name,
+                responsible_role=hit.responsible.role if hit.responsible else 0,  # type: ignore[arg-type]
+                responsible_person=hit.responsible.person if hit.responsible else "",
             )
         )
     return check_pb2.SubjectAnswer(

@@ -161,6 +161,25 @@ RULES: dict[str, dict[str, Text]] = {
         "requesting_unit_uscc": Text(64, required=True),
         "purpose": Text(500),
         "legal_basis": Text(500),
+        # Resident ID numbers: 18 characters, plus the spaces and full-width forms platforms send.
+        "person_ids": Text(64, max_items=MAX_BATCH),
+        # Messages: only how many may be sent is bounded here; their own fields have rules of their own below.
+        "authorizations": Text(0, max_items=MAX_BATCH),
+        "responsible_persons": Text(0, max_items=MAX_BATCH),
+    },
+    "credex.v1.Authorization": {
+        "authorization_id": Text(100),
+        "subject": Text(64),
+        "grantee": Text(64),
+        "scope": Text(64),
+        "valid_from": Text(10),
+        "valid_until": Text(10),
+    },
+    "credex.v1.ResponsiblePerson": {"subject": Text(64), "id_number": Text(64)},
+    "credex.v1.ListChecksOfSubjectRequest": {
+        "uscc": Text(64, required=True, subject=True),
+        "page_token": Text(200),
+        "purpose": Text(500),
     },
     # tlog-witness: at most 63 consistency proof lines (each hash's length is the witness's to check).
     "credex.v1.AddCheckpointRequest": {"consistency": Text(0, max_items=63)},

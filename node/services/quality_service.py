@@ -19,7 +19,7 @@ class QualityService(Servicer, quality_pb2_grpc.QualityServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> quality_pb2.QualityReport:
         call = edge.current()
-        if call.caller.role not in ("government", "operator"):
+        if not call.caller.may_check:
             raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "the quality report is for government and operators")
         deadline = self.config.quality.deadline_working_days
         units = await compute(self.pool, self.config.origin, deadline_days=deadline, unit=request.unit_uscc or None)

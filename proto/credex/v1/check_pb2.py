@@ -22,33 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from credex.v1 import authorization_pb2 as credex_dot_v1_dot_authorization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redex/v1/check.proto\x12\tcredex.v1\"s\n\x0c\x43heckRequest\x12\r\n\x05usccs\x18\x01 \x03(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12\x1c\n\x14requesting_unit_uscc\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0blegal_basis\x18\x05 \x01(\t\"}\n\x0e\x43heckedMeasure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x15\n\rmeasure_class\x18\x04 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x05 \x01(\t\x12\x19\n\x11implementing_body\x18\x06 \x01(\t\"\xe8\x01\n\x08\x43heckHit\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x18\n\x10list_or_severity\x18\x04 \x01(\t\x12\r\n\x05scale\x18\x05 \x01(\t\x12\x15\n\rdecision_date\x18\x06 \x01(\t\x12\x12\n\nwindow_end\x18\x07 \x01(\t\x12\x10\n\x08\x64isputed\x18\x08 \x01(\x08\x12+\n\x08measures\x18\t \x03(\x0b\x32\x19.credex.v1.CheckedMeasure\x12\x18\n\x10identifying_unit\x18\n \x01(\t\"\xd4\x01\n\rSubjectAnswer\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12!\n\x04hits\x18\x02 \x03(\x0b\x32\x13.credex.v1.CheckHit\x12-\n\nincentives\x18\x03 \x03(\x0b\x32\x19.credex.v1.CheckedMeasure\x12\x1f\n\x17notify_commit_available\x18\x04 \x01(\x08\x12\x13\n\x0b\x65xcluded_by\x18\x05 \x03(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.credex.v1.AnswerStatus\"_\n\rCheckResponse\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12*\n\x08subjects\x18\x03 \x03(\x0b\x32\x18.credex.v1.SubjectAnswer\"\xf1\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x18\n\x10measures_applied\x18\x03 \x03(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.credex.v1.FeedbackOutcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61mount_yuan\x18\x06 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x07 \x01(\t\x12\x15\n\rdistrict_code\x18\x08 \x01(\t\x12\x12\n\ndepartment\x18\t \x01(\t\x12\x12\n\napplied_on\x18\n \x01(\t\"L\n\x0f\x46\x65\x65\x64\x62\x61\x63kReceipt\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0brecorded_at\x18\x03 \x01(\t*^\n\x0c\x41nswerStatus\x12\x1d\n\x19\x41NSWER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41NSWER_STATUS_HITS\x10\x01\x12\x17\n\x13\x41NSWER_STATUS_CLEAR\x10\x02*\x93\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_PUNISHED\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_REWARDED\x10\x02\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_NOT_ADOPTED\x10\x03\x32\x94\x01\n\x0c\x43heckService\x12:\n\x05\x43heck\x12\x17.credex.v1.CheckRequest\x1a\x18.credex.v1.CheckResponse\x12H\n\x0eSubmitFeedback\x12\x1a.credex.v1.FeedbackRequest\x1a\x1a.credex.v1.FeedbackReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63redex/v1/check.proto\x12\tcredex.v1\x1a\x1d\x63redex/v1/authorization.proto\"\xf4\x01\n\x0c\x43heckRequest\x12\r\n\x05usccs\x18\x01 \x03(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12\x1c\n\x14requesting_unit_uscc\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0blegal_basis\x18\x05 \x01(\t\x12\x12\n\nperson_ids\x18\x06 \x03(\t\x12\x30\n\x0e\x61uthorizations\x18\x07 \x03(\x0b\x32\x18.credex.v1.Authorization\x12\x39\n\x13responsible_persons\x18\x08 \x03(\x0b\x32\x1c.credex.v1.ResponsiblePerson\"a\n\x11ResponsiblePerson\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tid_number\x18\x02 \x01(\t\x12(\n\x04role\x18\x03 \x01(\x0e\x32\x1a.credex.v1.ResponsibleRole\"}\n\x0e\x43heckedMeasure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x15\n\rmeasure_class\x18\x04 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x05 \x01(\t\x12\x19\n\x11implementing_body\x18\x06 \x01(\t\"\xba\x02\n\x08\x43heckHit\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x18\n\x10list_or_severity\x18\x04 \x01(\t\x12\r\n\x05scale\x18\x05 \x01(\t\x12\x15\n\rdecision_date\x18\x06 \x01(\t\x12\x12\n\nwindow_end\x18\x07 \x01(\t\x12\x10\n\x08\x64isputed\x18\x08 \x01(\x08\x12+\n\x08measures\x18\t \x03(\x0b\x32\x19.credex.v1.CheckedMeasure\x12\x18\n\x10identifying_unit\x18\n \x01(\t\x12\x34\n\x10responsible_role\x18\x0b \x01(\x0e\x32\x1a.credex.v1.ResponsibleRole\x12\x1a\n\x12responsible_person\x18\x0c \x01(\t\"\xd4\x01\n\rSubjectAnswer\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12!\n\x04hits\x18\x02 \x03(\x0b\x32\x13.credex.v1.CheckHit\x12-\n\nincentives\x18\x03 \x03(\x0b\x32\x19.credex.v1.CheckedMeasure\x12\x1f\n\x17notify_commit_available\x18\x04 \x01(\x08\x12\x13\n\x0b\x65xcluded_by\x18\x05 \x03(\t\x12\'\n\x06status\x18\x06 \x01(\x0e\x32\x17.credex.v1.AnswerStatus\"_\n\rCheckResponse\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12*\n\x08subjects\x18\x03 \x03(\x0b\x32\x18.credex.v1.SubjectAnswer\"\xf1\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x18\n\x10measures_applied\x18\x03 \x03(\t\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.credex.v1.FeedbackOutcome\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61mount_yuan\x18\x06 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x07 \x01(\t\x12\x15\n\rdistrict_code\x18\x08 \x01(\t\x12\x12\n\ndepartment\x18\t \x01(\t\x12\x12\n\napplied_on\x18\n \x01(\t\"L\n\x0f\x46\x65\x65\x64\x62\x61\x63kReceipt\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0brecorded_at\x18\x03 \x01(\t\"b\n\x1aListChecksOfSubjectRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\"\x97\x01\n\x0e\x43heckOfSubject\x12\x10\n\x08\x63heck_id\x18\x01 \x01(\t\x12\x12\n\nchecked_at\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x17\n\x0frequesting_unit\x18\x04 \x01(\t\x12\x10\n\x08scenario\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x13\n\x0blegal_basis\x18\x07 \x01(\t\"c\n\x0f\x43hecksOfSubject\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12)\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x19.credex.v1.CheckOfSubject\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t*\xa6\x01\n\x0fResponsibleRole\x12 \n\x1cRESPONSIBLE_ROLE_UNSPECIFIED\x10\x00\x12)\n%RESPONSIBLE_ROLE_LEGAL_REPRESENTATIVE\x10\x01\x12\x1e\n\x1aRESPONSIBLE_ROLE_PRINCIPAL\x10\x02\x12&\n\"RESPONSIBLE_ROLE_ACTUAL_CONTROLLER\x10\x03*^\n\x0c\x41nswerStatus\x12\x1d\n\x19\x41NSWER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41NSWER_STATUS_HITS\x10\x01\x12\x17\n\x13\x41NSWER_STATUS_CLEAR\x10\x02*\x93\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_PUNISHED\x10\x01\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_REWARDED\x10\x02\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_NOT_ADOPTED\x10\x03\x32\xee\x01\n\x0c\x43heckService\x12:\n\x05\x43heck\x12\x17.credex.v1.CheckRequest\x1a\x18.credex.v1.CheckResponse\x12H\n\x0eSubmitFeedback\x12\x1a.credex.v1.FeedbackRequest\x1a\x1a.credex.v1.FeedbackReceipt\x12X\n\x13ListChecksOfSubject\x12%.credex.v1.ListChecksOfSubjectRequest\x1a\x1a.credex.v1.ChecksOfSubjectb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.check_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANSWERSTATUS']._serialized_start=1149
-  _globals['_ANSWERSTATUS']._serialized_end=1243
-  _globals['_FEEDBACKOUTCOME']._serialized_start=1246
-  _globals['_FEEDBACKOUTCOME']._serialized_end=1393
-  _globals['_CHECKREQUEST']._serialized_start=36
-  _globals['_CHECKREQUEST']._serialized_end=151
-  _globals['_CHECKEDMEASURE']._serialized_start=153
-  _globals['_CHECKEDMEASURE']._serialized_end=278
-  _globals['_CHECKHIT']._serialized_start=281
-  _globals['_CHECKHIT']._serialized_end=513
-  _globals['_SUBJECTANSWER']._serialized_start=516
-  _globals['_SUBJECTANSWER']._serialized_end=728
-  _globals['_CHECKRESPONSE']._serialized_start=730
-  _globals['_CHECKRESPONSE']._serialized_end=825
-  _globals['_FEEDBACKREQUEST']._serialized_start=828
-  _globals['_FEEDBACKREQUEST']._serialized_end=1069
-  _globals['_FEEDBACKRECEIPT']._serialized_start=1071
-  _globals['_FEEDBACKRECEIPT']._serialized_end=1147
-  _globals['_CHECKSERVICE']._serialized_start=1396
-  _globals['_CHECKSERVICE']._serialized_end=1544
+  _globals['_RESPONSIBLEROLE']._serialized_start=1847
+  _globals['_RESPONSIBLEROLE']._serialized_end=2013
+  _globals['_ANSWERSTATUS']._serialized_start=2015
+  _globals['_ANSWERSTATUS']._serialized_end=2109
+  _globals['_FEEDBACKOUTCOME']._serialized_start=2112
+  _globals['_FEEDBACKOUTCOME']._serialized_end=2259
+  _globals['_CHECKREQUEST']._serialized_start=68
+  _globals['_CHECKREQUEST']._serialized_end=312
+  _globals['_RESPONSIBLEPERSON']._serialized_start=314
+  _globals['_RESPONSIBLEPERSON']._serialized_end=411
+  _globals['_CHECKEDMEASURE']._serialized_start=413
+  _globals['_CHECKEDMEASURE']._serialized_end=538
+  _globals['_CHECKHIT']._serialized_start=541
+  _globals['_CHECKHIT']._serialized_end=855
+  _globals['_SUBJECTANSWER']._serialized_start=858
+  _globals['_SUBJECTANSWER']._serialized_end=1070
+  _globals['_CHECKRESPONSE']._serialized_start=1072
+  _globals['_CHECKRESPONSE']._serialized_end=1167
+  _globals['_FEEDBACKREQUEST']._serialized_start=1170
+  _globals['_FEEDBACKREQUEST']._serialized_end=1411
+  _globals['_FEEDBACKRECEIPT']._serialized_start=1413
+  _globals['_FEEDBACKRECEIPT']._serialized_end=1489
+  _globals['_LISTCHECKSOFSUBJECTREQUEST']._serialized_start=1491
+  _globals['_LISTCHECKSOFSUBJECTREQUEST']._serialized_end=1589
+  _globals['_CHECKOFSUBJECT']._serialized_start=1592
+  _globals['_CHECKOFSUBJECT']._serialized_end=1743
+  _globals['_CHECKSOFSUBJECT']._serialized_start=1745
+  _globals['_CHECKSOFSUBJECT']._serialized_end=1844
+  _globals['_CHECKSERVICE']._serialized_start=2262
+  _globals['_CHECKSERVICE']._serialized_end=2500
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from credex.v1 import authorization_pb2 as _authorization_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -18,6 +19,31 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ResponsibleRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponsibleRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponsibleRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSIBLE_ROLE_UNSPECIFIED: _ResponsibleRole.ValueType  # 0
+    RESPONSIBLE_ROLE_LEGAL_REPRESENTATIVE: _ResponsibleRole.ValueType  # 1
+    """法定代表人"""
+    RESPONSIBLE_ROLE_PRINCIPAL: _ResponsibleRole.ValueType  # 2
+    """主要负责人"""
+    RESPONSIBLE_ROLE_ACTUAL_CONTROLLER: _ResponsibleRole.ValueType  # 3
+    """实际控制人"""
+
+class ResponsibleRole(_ResponsibleRole, metaclass=_ResponsibleRoleEnumTypeWrapper): ...
+
+RESPONSIBLE_ROLE_UNSPECIFIED: ResponsibleRole.ValueType  # 0
+RESPONSIBLE_ROLE_LEGAL_REPRESENTATIVE: ResponsibleRole.ValueType  # 1
+"""法定代表人"""
+RESPONSIBLE_ROLE_PRINCIPAL: ResponsibleRole.ValueType  # 2
+"""主要负责人"""
+RESPONSIBLE_ROLE_ACTUAL_CONTROLLER: ResponsibleRole.ValueType  # 3
+"""实际控制人"""
+Global___ResponsibleRole: _TypeAlias = ResponsibleRole  # noqa: Y015
 
 class _AnswerStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -74,6 +100,9 @@ class CheckRequest(_message.Message):
     REQUESTING_UNIT_USCC_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    PERSON_IDS_FIELD_NUMBER: _builtins.int
+    AUTHORIZATIONS_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_PERSONS_FIELD_NUMBER: _builtins.int
     scenario: _builtins.str
     """a scenario code (or alias) of the catalogue, e.g. 政府采购"""
     requesting_unit_uscc: _builtins.str
@@ -84,6 +113,22 @@ class CheckRequest(_message.Message):
     def usccs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """1..1000 subjects"""
 
+    @_builtins.property
+    def person_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Natural persons to check, by resident ID number (GB 11643). The answering node turns each into
+        the federation's pseudonym before any other work and never stores, logs or forwards the number;
+        their answers follow the usccs' in the response, named by pseudonym. A person (or a responsible
+        person below) is answered only with an authorization of theirs in `authorizations` (subject the
+        number, grantee the requesting unit, scope the scenario, valid today), or with a `legal_basis`
+        the catalogue allows for the scenario; otherwise the whole check is PERMISSION_DENIED.
+        """
+
+    @_builtins.property
+    def authorizations(self) -> _containers.RepeatedCompositeFieldContainer[_authorization_pb2.Authorization]: ...
+    @_builtins.property
+    def responsible_persons(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResponsiblePerson]:
+        """Responsible persons linked to subjects in `usccs`: their records in force are hits of that subject."""
+
     def __init__(
         self,
         *,
@@ -92,14 +137,44 @@ class CheckRequest(_message.Message):
         requesting_unit_uscc: _builtins.str = ...,
         purpose: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
+        person_ids: _abc.Iterable[_builtins.str] | None = ...,
+        authorizations: _abc.Iterable[_authorization_pb2.Authorization] | None = ...,
+        responsible_persons: _abc.Iterable[Global___ResponsiblePerson] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "purpose", b"purpose", "requesting_unit_uscc", b"requesting_unit_uscc", "scenario", b"scenario", "usccs", b"usccs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorizations", b"authorizations", "legal_basis", b"legal_basis", "person_ids", b"person_ids", "purpose", b"purpose", "requesting_unit_uscc", b"requesting_unit_uscc", "responsible_persons", b"responsible_persons", "scenario", b"scenario", "usccs", b"usccs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckRequest: _TypeAlias = CheckRequest  # noqa: Y015
+
+@_typing.final
+class ResponsiblePerson(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    ID_NUMBER_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """the USCC (one of the request's usccs) the person answers for"""
+    id_number: _builtins.str
+    """resident ID number; pseudonymized like person_ids, never kept"""
+    role: Global___ResponsibleRole.ValueType
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        id_number: _builtins.str = ...,
+        role: Global___ResponsibleRole.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "role", b"role", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponsiblePerson: _TypeAlias = ResponsiblePerson  # noqa: Y015
 
 @_typing.final
 class CheckedMeasure(_message.Message):
@@ -152,6 +227,8 @@ class CheckHit(_message.Message):
     DISPUTED_FIELD_NUMBER: _builtins.int
     MEASURES_FIELD_NUMBER: _builtins.int
     IDENTIFYING_UNIT_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_ROLE_FIELD_NUMBER: _builtins.int
+    RESPONSIBLE_PERSON_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     record_id: _builtins.str
     kind: _builtins.str
@@ -163,8 +240,12 @@ class CheckHit(_message.Message):
     decision_date: _builtins.str
     window_end: _builtins.str
     disputed: _builtins.bool
-    """True while an objection is open on the record. Objections do not exist yet, so always false."""
+    """an objection is open on the record"""
     identifying_unit: _builtins.str
+    responsible_role: Global___ResponsibleRole.ValueType
+    """Set when the record is about a responsible person linked to the subject, not the subject itself."""
+    responsible_person: _builtins.str
+    """that person's pseudonym"""
     @_builtins.property
     def measures(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckedMeasure]: ...
     def __init__(
@@ -180,10 +261,12 @@ class CheckHit(_message.Message):
         disputed: _builtins.bool = ...,
         measures: _abc.Iterable[Global___CheckedMeasure] | None = ...,
         identifying_unit: _builtins.str = ...,
+        responsible_role: Global___ResponsibleRole.ValueType = ...,
+        responsible_person: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_date", b"decision_date", "disputed", b"disputed", "identifying_unit", b"identifying_unit", "kind", b"kind", "list_or_severity", b"list_or_severity", "measures", b"measures", "origin", b"origin", "record_id", b"record_id", "scale", b"scale", "window_end", b"window_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_date", b"decision_date", "disputed", b"disputed", "identifying_unit", b"identifying_unit", "kind", b"kind", "list_or_severity", b"list_or_severity", "measures", b"measures", "origin", b"origin", "record_id", b"record_id", "responsible_person", b"responsible_person", "responsible_role", b"responsible_role", "scale", b"scale", "window_end", b"window_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -332,3 +415,100 @@ class FeedbackReceipt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeedbackReceipt: _TypeAlias = FeedbackReceipt  # noqa: Y015
+
+@_typing.final
+class ListChecksOfSubjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USCC_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    uscc: _builtins.str
+    page_size: _builtins.int
+    """0: 50; at most 500"""
+    page_token: _builtins.str
+    """from the previous page's next_page_token"""
+    purpose: _builtins.str
+    def __init__(
+        self,
+        *,
+        uscc: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChecksOfSubjectRequest: _TypeAlias = ListChecksOfSubjectRequest  # noqa: Y015
+
+@_typing.final
+class CheckOfSubject(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    REQUESTING_UNIT_FIELD_NUMBER: _builtins.int
+    SCENARIO_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    checked_at: _builtins.str
+    """RFC 3339"""
+    caller: _builtins.str
+    """who asked"""
+    requesting_unit: _builtins.str
+    """the unit that checked, by USCC"""
+    scenario: _builtins.str
+    purpose: _builtins.str
+    legal_basis: _builtins.str
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+        checked_at: _builtins.str = ...,
+        caller: _builtins.str = ...,
+        requesting_unit: _builtins.str = ...,
+        scenario: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "check_id", b"check_id", "checked_at", b"checked_at", "legal_basis", b"legal_basis", "purpose", b"purpose", "requesting_unit", b"requesting_unit", "scenario", b"scenario"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckOfSubject: _TypeAlias = CheckOfSubject  # noqa: Y015
+
+@_typing.final
+class ChecksOfSubject(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USCC_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    uscc: _builtins.str
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckOfSubject]: ...
+    def __init__(
+        self,
+        *,
+        uscc: _builtins.str = ...,
+        checks: _abc.Iterable[Global___CheckOfSubject] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "next_page_token", b"next_page_token", "uscc", b"uscc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChecksOfSubject: _TypeAlias = ChecksOfSubject  # noqa: Y015

@@ -47,6 +47,11 @@ class CheckServiceStub:
                 request_serializer=credex_dot_v1_dot_check__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_check__pb2.FeedbackReceipt.FromString,
                 _registered_method=True)
+        self.ListChecksOfSubject = channel.unary_unary(
+                '/credex.v1.CheckService/ListChecksOfSubject',
+                request_serializer=credex_dot_v1_dot_check__pb2.ListChecksOfSubjectRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_check__pb2.ChecksOfSubject.FromString,
+                _registered_method=True)
 
 
 class CheckServiceServicer:
@@ -67,6 +72,14 @@ class CheckServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChecksOfSubject(self, request, context):
+        """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
+        For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +92,11 @@ def add_CheckServiceServicer_to_server(servicer, server):
                     servicer.SubmitFeedback,
                     request_deserializer=credex_dot_v1_dot_check__pb2.FeedbackRequest.FromString,
                     response_serializer=credex_dot_v1_dot_check__pb2.FeedbackReceipt.SerializeToString,
+            ),
+            'ListChecksOfSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChecksOfSubject,
+                    request_deserializer=credex_dot_v1_dot_check__pb2.ListChecksOfSubjectRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_check__pb2.ChecksOfSubject.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +156,33 @@ class CheckService:
             '/credex.v1.CheckService/SubmitFeedback',
             credex_dot_v1_dot_check__pb2.FeedbackRequest.SerializeToString,
             credex_dot_v1_dot_check__pb2.FeedbackReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChecksOfSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.CheckService/ListChecksOfSubject',
+            credex_dot_v1_dot_check__pb2.ListChecksOfSubjectRequest.SerializeToString,
+            credex_dot_v1_dot_check__pb2.ChecksOfSubject.FromString,
             options,
             channel_credentials,
             insecure,

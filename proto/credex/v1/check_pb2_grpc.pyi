@@ -38,6 +38,10 @@ class CheckServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CheckServiceAsyncStub: ...
     Check: _grpc.UnaryUnaryMultiCallable[_check_pb2.CheckRequest, _check_pb2.CheckResponse]
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_check_pb2.FeedbackRequest, _check_pb2.FeedbackReceipt]
+    ListChecksOfSubject: _grpc.UnaryUnaryMultiCallable[_check_pb2.ListChecksOfSubjectRequest, _check_pb2.ChecksOfSubject]
+    """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
+    For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
+    """
 
 @_typing.type_check_only
 class CheckServiceAsyncStub(CheckServiceStub):
@@ -49,6 +53,10 @@ class CheckServiceAsyncStub(CheckServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Check: _aio.UnaryUnaryMultiCallable[_check_pb2.CheckRequest, _check_pb2.CheckResponse]  # type: ignore[assignment]
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_check_pb2.FeedbackRequest, _check_pb2.FeedbackReceipt]  # type: ignore[assignment]
+    ListChecksOfSubject: _aio.UnaryUnaryMultiCallable[_check_pb2.ListChecksOfSubjectRequest, _check_pb2.ChecksOfSubject]  # type: ignore[assignment]
+    """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
+    For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
+    """
 
 class CheckServiceServicer(metaclass=_abc_1.ABCMeta):
     """CheckService: 逢办必查 / 联合奖惩. Before an office grants, buys, funds, hires or honours, it checks
@@ -69,5 +77,15 @@ class CheckServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _check_pb2.FeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_check_pb2.FeedbackReceipt, _abc.Awaitable[_check_pb2.FeedbackReceipt]]: ...
+
+    @_abc_1.abstractmethod
+    def ListChecksOfSubject(
+        self,
+        request: _check_pb2.ListChecksOfSubjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_check_pb2.ChecksOfSubject, _abc.Awaitable[_check_pb2.ChecksOfSubject]]:
+        """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
+        For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
+        """
 
 def add_CheckServiceServicer_to_server(servicer: CheckServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
