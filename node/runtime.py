@@ -32,6 +32,7 @@ from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
+from credex.node.cases import CaseCourier, CaseDesk
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
@@ -170,11 +171,12 @@ class Node:
             evidence=self.config.intake,
             wanted=self.wanted,
         )
+        self.cases = CaseDesk(self.origin, self.pool, self.ledger, self.trust)
         if serve:
             self._audit = AuditLog(self.pool, origin=self.origin)
             self._audit.start()
             self._server, self._health, self.port = await start_server(
-                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
+                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper, self.cases
             )
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
@@ -193,6 +195,7 @@ class Node:
             spawn("checkpoint-signer", lambda: keeper.run_signer(checkpoint.every_events, checkpoint.every_seconds))
             spawn("bundle-refresh", self._refresh_bundle)
             spawn("evidence-retention", self._expire_evidence)
+            spawn("case-courier", CaseCourier(self.cases, self._channels, self.alarms).run)
         for feed_config in self.config.feeds if exchange else []:
             feed = open_feed(feed_config, self.pool, self.ledger, self.mapping_context(), self.config.ingest)
             self.supervisor.spawn(f"feed:{feed.name}", feed.run)

@@ -173,6 +173,43 @@ RULES: dict[str, dict[str, Text]] = {
         "department": Text(200),
         "applied_on": Text(10, required=True),
     },
+    # Cases: a filing travels to the origin signed in one envelope (bytes fields hold DEFAULT_BYTES), so its
+    # texts are bounded to fit in UTF-8 with room to spare.
+    "credex.v1.FileObjectionRequest": {
+        "request_id": Text(64, required=True),
+        "record_id": Text(100, required=True),
+        "on_behalf_of": Text(100, required=True, subject=True),
+        "grounds": Text(16, required=True),
+        "statement": Text(500),
+        "purpose": Text(500),
+    },
+    "credex.v1.FileRepairRequest": {
+        "request_id": Text(64, required=True),
+        "record_id": Text(100, required=True),
+        "on_behalf_of": Text(100, required=True, subject=True),
+        "proof_of_duty": Text(200),
+        "commitment": Text(200),
+        "statement": Text(300),
+        "purpose": Text(500),
+    },
+    "credex.v1.GetCaseRequest": {"case_id": Text(64, required=True), "purpose": Text(500)},
+    "credex.v1.ListCasesRequest": {"state": Text(32), "purpose": Text(500)},
+    "credex.v1.AcceptCaseRequest": {"case_id": Text(64, required=True), "opinion": Text(1000), "actor": Text(100)},
+    "credex.v1.DecideCaseRequest": {
+        "case_id": Text(64, required=True),
+        "outcome": Text(32, required=True),
+        "opinion": Text(1000),
+        "decided_by": Text(200),
+        "actor": Text(100),
+    },
+    "credex.v1.FieldChange": {
+        "field": Text(100, required=True),
+        "old_value": Text(1000),
+        "new_value": Text(1000),
+    },
+    "credex.v1.ExtendCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    "credex.v1.WithdrawCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    "credex.v1.Envelope": {"payload_type": Text(100, required=True), "key_id": Text(100, required=True)},
 }
 
 

@@ -11,10 +11,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from credex.errors import CredexError
+from credex.node.cases import CaseDesk
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
 from credex.node.services.access import unbound_privileged
 from credex.node.services.audit_trail import AuditLog
+from credex.node.services.case_service import CaseService
 from credex.node.services.check_service import CheckService
 from credex.node.services.edge import Gate
 from credex.node.services.exchange import ExchangeService
@@ -23,7 +25,7 @@ from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
 from credex.node.services.servicer import Servicer
 from credex.node.trust import TrustProvider
-from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2
+from credex.v1 import case_pb2, check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ SERVICES = {
     "LogService": log_pb2.DESCRIPTOR.services_by_name["LogService"],
     "QualityService": quality_pb2.DESCRIPTOR.services_by_name["QualityService"],
     "CheckService": check_pb2.DESCRIPTOR.services_by_name["CheckService"],
+    "CaseService": case_pb2.DESCRIPTOR.services_by_name["CaseService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -63,6 +66,7 @@ async def start_server(
     audit: AuditLog,
     logbook: LogBook,
     keeper: CheckpointKeeper,
+    cases: CaseDesk | None = None,
 ) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
@@ -93,10 +97,13 @@ async def start_server(
         ("LogService", LogService),
         ("QualityService", QualityService),
         ("CheckService", CheckService),
+        ("CaseService", CaseService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]
         servicer = service(config, pool, trust, logbook, keeper)
+        if isinstance(servicer, CaseService) and cases is not None:
+            servicer.desk = cases  # the node's own: one clock and one key guard for service and courier
         handlers = gate.method_handlers(servicer, descriptor)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import
