@@ -1,0 +1,250 @@
+"""Objections (异议) across regions (credit-use.md, Objection 1-6).
+
+A Shanghai government office files objections against Jiangsu's records on the Shanghai
+node; the cases travel signed to Jiangsu, which marks each record disputed in its own log
+at once, so the mark reaches every region by the normal event path; Jiangsu's operators
+review (platform, then source unit) and decide, and each outcome goes out as a signed
+RESOLVE that every region applies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+
+from credex.node.store.events import RecordState
+from credex.v1 import case_pb2, event_pb2, lookup_pb2
+
+from .cases_support import (
+    Regions,
+    arrived,
+    black_list,
+    case_at,
+    everywhere,
+    held,
+    objection,
+    penalty,
+    publish,
+    refused,
+    regions_fixture,  # noqa: F401 (the regions fixture)
+)
+
+ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
+
+
+async def test_each_outcome_is_signed_by_the_origin_and_applied_in_every_region(regions: Regions) -> None:
+    records = {
+        "deleted": penalty(20),
+        "corrected": penalty(21),
+        "supplemented": penalty(22),
+        "publication_ended": penalty(23),
+        "delisted": black_list(24),
+        "upheld": penalty(25),
+        "unconfirmable": penalty(26),
+    }
+    await publish(regions.jiangsu, list(records.values()), regions.shanghai, regions.zhejiang)
+    filer, operator = regions.filer(), regions.operator()
+    cases: dict[str, str] = {}
+    for outcome, record in records.items():
+        filed = await filer.FileObjection(objection(record, f"obj-{outcome}"), timeout=30)
+        assert filed.created and filed.case.state == "submitted" and filed.case.record_origin == "320000"
+        assert filed.case.delivery == "pending"
+        cases[outcome] = filed.case.case_id
+    for outcome, record in records.items():
+        row = await arrived(regions, cases[outcome])
+        assert row["at_origin"] and row["due_on"] is not None
+        await everywhere(regions, record.record_id, disputed=True, status=ACTIVE)
+
+    # Two stages: the platform passes some cases to the source unit (部门审核, 待核实).
+    for outcome in ("corrected", "supplemented", "upheld"):
+        passed = await operator.AcceptCase(
+            case_pb2.AcceptCaseRequest(case_id=cases[outcome], accept=True, to_provider=True, opinion="转数据提供单位"),
+            timeout=30,
+        )
+        assert (passed.state, passed.status_code, passed.status_label) == ("provider_review", 1, "待核实")
+
+    changes = {
+        "corrected": [event_pb2.FieldChange(field="penalty.fine_yuan", old_value="20000", new_value="2000")],
+        "supplemented": [event_pb2.FieldChange(field="penalty.basis", old_value="", new_value="行政处罚法 第二十八条")],
+    }
+    for outcome in records:
+        decided = await operator.DecideCase(
+            case_pb2.DecideCaseRequest(
+                case_id=cases[outcome],
+                outcome=outcome,
+                opinion=f"核实结果 {outcome}",
+                changes=changes.get(outcome, []),
+                decided_by="苏州市市场监督管理局",
+            ),
+            timeout=30,
+        )
+        assert decided.state == "decided" and decided.outcome == outcome and decided.closed_at
+        assert decided.status_code == (3 if outcome in {"upheld", "unconfirmable"} else 2)
+        assert [s.stage for s in decided.steps][:2] == ["filing", "delivery"] and decided.steps[-1].stage == "decision"
+
+    await everywhere(regions, records["deleted"].record_id, status=lookup_pb2.ENTRY_STATUS_DELETED, disputed=False)
+    await everywhere(regions, records["delisted"].record_id, status=lookup_pb2.ENTRY_STATUS_DELETED, disputed=False)
+    await everywhere(
+        regions, records["publication_ended"].record_id, status=lookup_pb2.ENTRY_STATUS_EXPIRED, disputed=False
+    )
+    for outcome in ("corrected", "supplemented", "upheld", "unconfirmable"):
+        await everywhere(regions, records[outcome].record_id, status=ACTIVE, disputed=False)
+    for node in regions.nodes():
+        assert (await held(node, records["corrected"].record_id))["record"].penalty.fine_yuan == "2000"
+        assert (await held(node, records["supplemented"].record_id))["record"].penalty.basis == "行政处罚法 第二十八条"
+        assert (await held(node, records["upheld"].record_id))["record"] == records["upheld"]
+
+    # The RESOLVE in Zhejiang's copy of Jiangsu's log keeps the field-level old -> new and the outcome.
+    resolve = await last_event(regions, records["corrected"].record_id)
+    assert resolve.type == event_pb2.EVENT_TYPE_RESOLVE
+    assert resolve.case.case_id == cases["corrected"] and resolve.case.outcome == "corrected"
+    assert [(c.field, c.old_value, c.new_value) for c in resolve.case.changes] == [
+        ("penalty.fine_yuan", "20000", "2000")
+    ]
+    assert (await last_event(regions, records["unconfirmable"].record_id)).case.outcome == "unconfirmable"
+
+
+async def last_event(regions: Regions, record_id: str) -> event_pb2.Event:
+    assert regions.zhejiang.pool is not None
+    async with regions.zhejiang.pool.acquire() as conn:
+        raw = await conn.fetchval(
+            "SELECT envelope FROM events WHERE record_id = $1 ORDER BY seq DESC LIMIT 1", record_id
+        )
+    return event_pb2.Event.FromString(event_pb2.Envelope.FromString(bytes(raw)).payload)
+
+
+async def test_filing_twice_makes_one_case_and_a_reused_request_id_is_refused(regions: Regions) -> None:
+    record = penalty(30)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filer = regions.filer()
+    first = await filer.FileObjection(objection(record, "twice"), timeout=30)
+    again = await filer.FileObjection(objection(record, "twice"), timeout=30)
+    assert first.created and not again.created and again.case.case_id == first.case.case_id
+    other = await refused(filer.FileObjection(objection(record, "twice", grounds="omission"), timeout=30))
+    assert other.code() == grpc.StatusCode.ALREADY_EXISTS and "different filing" in (other.details() or "")
+    await arrived(regions, first.case.case_id)
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM cases WHERE record_id = $1", record.record_id) == 1
+        disputes = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE record_id = $1 AND event_type = $2",
+            record.record_id,
+            event_pb2.EVENT_TYPE_DISPUTE,
+        )
+    assert disputes == 1
+
+
+async def test_an_outcome_for_a_closed_case_is_refused_and_changes_nothing(regions: Regions) -> None:
+    record = penalty(31)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "closed"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    decide = case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="upheld", opinion="信息无误")
+    await operator.DecideCase(decide, timeout=30)
+    before = await held(regions.jiangsu, record.record_id)
+    again = await refused(
+        operator.DecideCase(
+            case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="deleted", opinion="改判"), timeout=30
+        )
+    )
+    assert again.code() == grpc.StatusCode.FAILED_PRECONDITION and "closed" in (again.details() or "")
+    for late in (
+        operator.ExtendCase(case_pb2.ExtendCaseRequest(case_id=filed.case.case_id, reason="复杂", working_days=3)),
+        operator.WithdrawCase(case_pb2.WithdrawCaseRequest(case_id=filed.case.case_id, reason="撤回")),
+    ):
+        assert (await refused(late)).code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await held(regions.jiangsu, record.record_id) == before
+    row = await case_at(regions.jiangsu, filed.case.case_id)
+    assert row is not None and row["outcome"] == "upheld"
+
+
+async def test_only_the_origin_decides_and_only_operators(regions: Regions) -> None:
+    record = penalty(32)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "who-decides"), timeout=30)
+    at_shanghai = await refused(
+        regions.operator(regions.shanghai).DecideCase(
+            case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="deleted"), timeout=30
+        )
+    )
+    assert at_shanghai.code() == grpc.StatusCode.FAILED_PRECONDITION and "320000" in (at_shanghai.details() or "")
+    await arrived(regions, filed.case.case_id)
+    by_government = await refused(
+        regions.filer(regions.jiangsu).DecideCase(
+            case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="deleted"), timeout=30
+        )
+    )
+    assert by_government.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await held(regions.jiangsu, record.record_id))["status"] == ACTIVE
+
+
+async def test_objection_deadlines_follow_the_origins_calendar_across_an_adjusted_working_weekend(
+    regions: Regions,
+) -> None:
+    """Jiangsu (default rules: taken in within 2 working days) receives on Friday 13 February 2026: the
+    Saturday after is an adjusted working day and the Spring Festival follows, so the case is due on the 24th."""
+    regions.jiangsu.cases.clock = lambda: dt.date(2026, 2, 13)
+    record = penalty(33)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "calendar"), timeout=30)
+    row = await arrived(regions, filed.case.case_id)
+    assert row["received_on"] == dt.date(2026, 2, 13) and row["due_on"] == dt.date(2026, 2, 24)
+    operator = regions.operator()
+    # Provider review in Jiangsu: 10 working days from the day it is passed on; Sat 28 Feb is a working day.
+    regions.jiangsu.cases.clock = lambda: dt.date(2026, 2, 14)
+    passed = await operator.AcceptCase(
+        case_pb2.AcceptCaseRequest(case_id=filed.case.case_id, accept=True, to_provider=True), timeout=30
+    )
+    assert passed.due_on == "2026-03-06"
+    extended = await operator.ExtendCase(
+        case_pb2.ExtendCaseRequest(case_id=filed.case.case_id, reason="需现场核查", working_days=5), timeout=30
+    )
+    assert extended.due_on == "2026-03-13" and "需现场核查" in extended.steps[-1].opinion
+    # Never beyond 20 working days from acceptance (13 Feb + 20 = 19 March): 7 more days would pass it.
+    too_long = await refused(
+        operator.ExtendCase(
+            case_pb2.ExtendCaseRequest(case_id=filed.case.case_id, reason="再延期", working_days=7), timeout=30
+        )
+    )
+    assert too_long.code() == grpc.StatusCode.FAILED_PRECONDITION and "2026-03-19" in (too_long.details() or "")
+    regions.jiangsu.cases.clock = lambda: dt.date(2026, 3, 16)
+    overdue = await operator.ListCases(case_pb2.ListCasesRequest(overdue=True), timeout=30)
+    assert [c.case_id for c in overdue.cases] == [filed.case.case_id] and overdue.cases[0].overdue
+
+
+async def test_a_correction_of_a_stale_value_or_an_identity_field_is_refused_and_signs_nothing(
+    regions: Regions,
+) -> None:
+    """A correction whose old value is not what the origin holds is refused: nothing is signed."""
+    record = penalty(34)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "stale"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    before = await held(regions.jiangsu, record.record_id)
+    stale = await refused(
+        regions.operator().DecideCase(
+            case_pb2.DecideCaseRequest(
+                case_id=filed.case.case_id,
+                outcome="corrected",
+                changes=[event_pb2.FieldChange(field="penalty.fine_yuan", old_value="99", new_value="1")],
+            ),
+            timeout=30,
+        )
+    )
+    assert stale.code() == grpc.StatusCode.FAILED_PRECONDITION and "old value" in (stale.details() or "")
+    identity = await refused(
+        regions.operator().DecideCase(
+            case_pb2.DecideCaseRequest(
+                case_id=filed.case.case_id,
+                outcome="corrected",
+                changes=[event_pb2.FieldChange(field="origin", old_value="320000", new_value="310000")],
+            ),
+            timeout=30,
+        )
+    )
+    assert identity.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = await held(regions.jiangsu, record.record_id)
+    assert after == before and after["disputed"]
+    assert RecordState.of(after["record"]).digest == RecordState.of(record).digest
