@@ -169,6 +169,7 @@ def repair(record: record_pb2.Record, request_id: str, **fields: str) -> case_pb
 
 async def arrived(regions: Regions, case_id: str) -> dict[str, Any]:
     """Wait until the origin holds ``case_id``; its row."""
+
     async def there() -> dict[str, Any] | None:
         return await case_at(regions.jiangsu, case_id)
 
