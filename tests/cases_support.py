@@ -34,7 +34,9 @@ def subject(n: int) -> str:
     return uscc_codes.make("91", "320500", f"CX{n:06d}")
 
 
-def penalty(n: int, severity: int = record_pb2.SEVERITY_GENERAL, decided: str = DECIDED) -> record_pb2.Record:
+def penalty(
+    n: int, severity: record_pb2.Severity.ValueType = record_pb2.SEVERITY_GENERAL, decided: str = DECIDED
+) -> record_pb2.Record:
     return record_pb2.Record(
         record_id=f"320000-CF-{n}",
         origin="320000",
@@ -73,11 +75,11 @@ class Regions:
     def nodes(self) -> list[Node]:
         return [self.jiangsu, self.shanghai, self.zhejiang]
 
-    def filer(self, node: Node | None = None) -> case_pb2_grpc.CaseServiceStub:
+    def filer(self, node: Node | None = None) -> case_pb2_grpc.CaseServiceAsyncStub:
         """The government office's stub on ``node`` (Shanghai by default)."""
         return case_pb2_grpc.CaseServiceStub(government_channel(self.federation, node or self.shanghai))
 
-    def operator(self, node: Node | None = None) -> case_pb2_grpc.CaseServiceStub:
+    def operator(self, node: Node | None = None) -> case_pb2_grpc.CaseServiceAsyncStub:
         """The operator desk's stub on ``node`` (Jiangsu, the origin, by default)."""
         return case_pb2_grpc.CaseServiceStub(client_channel(self.federation, node or self.jiangsu, OPERATOR))
 
@@ -89,7 +91,7 @@ async def publish(node: Node, records: list[record_pb2.Record], *others: Node) -
         await node.ledger.append(conn, [Change.of(r) for r in records])
     ids = [r.record_id for r in records]
     for other in others:
-        await eventually(lambda other=other: count_records(other, ids), timeout=60)  # type: ignore[misc]
+        await eventually(lambda other=other: count_records(other, ids), timeout=60)
 
 
 async def count_records(node: Node, ids: list[str]) -> bool:
