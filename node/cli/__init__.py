@@ -16,11 +16,11 @@ import sys
 # in one line, so keep the core to errors unless the operator asks (set before grpc loads).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from credex.node.cli import alarms, checks, ingest, lookup, measures, node, profiles, quality, trust
+from credex.node.cli import alarms, cases, checks, ingest, lookup, measures, node, profiles, quality, trust
 from credex.node.cli.app import app
 
 # imported for their commands
-_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks)
+_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, cases)
 
 
 def main() -> None:
