@@ -13,9 +13,11 @@ import datetime as dt
 
 import grpc
 
+from credex.domain import uscc as uscc_codes
 from credex.node.store.events import RecordState
-from credex.v1 import case_pb2, event_pb2, lookup_pb2
+from credex.v1 import case_pb2, check_pb2, check_pb2_grpc, event_pb2, lookup_pb2
 
+from .callers import government_channel
 from .cases_support import (
     Regions,
     arrived,
@@ -248,3 +250,32 @@ async def test_a_correction_of_a_stale_value_or_an_identity_field_is_refused_and
     after = await held(regions.jiangsu, record.record_id)
     assert after == before and after["disputed"]
     assert RecordState.of(after["record"]).digest == RecordState.of(record).digest
+
+
+async def test_a_check_shows_the_mark_while_the_objection_is_open_and_the_record_still_counts(
+    regions: Regions,
+) -> None:
+    record = penalty(35)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    checker = check_pb2_grpc.CheckServiceStub(government_channel(regions.federation, regions.shanghai))
+    request = check_pb2.CheckRequest(
+        usccs=[record.subject.uscc],
+        scenario="政府采购",
+        requesting_unit_uscc=uscc_codes.make("11", "310000", "HCG00001"),
+        purpose="供应商资格审查",
+    )
+
+    async def marks() -> list[bool]:
+        answer = await checker.Check(request, timeout=30)
+        return [hit.disputed for hit in answer.subjects[0].hits]
+
+    assert await marks() == [False]
+    filed = await regions.filer().FileObjection(objection(record, "check-mark"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    await everywhere(regions, record.record_id, disputed=True)
+    assert await marks() == [True]  # not suspended: still a hit, with the mark
+    await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="upheld", opinion="信息无误"), timeout=30
+    )
+    await everywhere(regions, record.record_id, disputed=False)
+    assert await marks() == [False]

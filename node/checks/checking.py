@@ -39,7 +39,7 @@ _SEVERITIES = {
     record_pb2.SEVERITY_SERIOUS: "严重",
 }
 _RECORDS_QUERY = (
-    "SELECT subject_id, record, status, sharing_level, publicity_end FROM records"
+    "SELECT subject_id, record_id, record, status, sharing_level, publicity_end, disputed FROM records"
     " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
 )
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
@@ -75,6 +75,7 @@ class Hit:
     record: record_pb2.Record
     window_end: dt.date | None
     measures: tuple[Measure, ...]
+    disputed: bool = False  # an objection is open: the hit counts, and the answer shows the mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +128,16 @@ async def run_check(
     distinct = list(dict.fromkeys(request.subjects))
     by_subject: defaultdict[str, list[tuple[record_pb2.Record, dt.date | None]]] = defaultdict(list)
     check_id = uuid.uuid4()
+    disputed: set[str] = set()
     async with pool.acquire() as conn:
         for row in await conn.fetch(_RECORDS_QUERY, distinct):
             if not in_force(row["status"], row["publicity_end"], day) or not sees(row["sharing_level"], _ACTIVE):
                 continue
+            if row["disputed"]:
+                disputed.add(row["record_id"])
             record = record_pb2.Record.FromString(row["record"])
             by_subject[row["subject_id"]].append((record, row["publicity_end"]))
-        answers = [_answer(catalogue, code, by_subject[code], scenario, region, day) for code in distinct]
+        answers = [_answer(catalogue, code, by_subject[code], scenario, region, day, disputed) for code in distinct]
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
@@ -162,9 +166,10 @@ def _answer(
     scenario: str,
     region: str | None,
     today: dt.date,
+    disputed: set[str],
 ) -> SubjectAnswer:
     hits = tuple(
-        Hit(record, end, measures)
+        Hit(record, end, measures, record.record_id in disputed)
         for record, end in records
         if (measures := tuple(catalogue.measures_for(record, scenario, region=region))) or catalogue.is_negative(record)
     )

@@ -137,7 +137,7 @@ def _subject(answer: checks.SubjectAnswer) -> check_pb2.SubjectAnswer:
                 scale=scale,
                 decision_date=record.decision_date,
                 window_end=hit.window_end.isoformat() if hit.window_end else "",
-                disputed=False,  # objections do not exist yet
+                disputed=hit.disputed,
                 measures=[_measure(m) for m in hit.measures],
                 identifying_unit=record.black_list.identifying_unit.name or record.deciding_authority.name,
             )
