@@ -201,3 +201,41 @@ async def test_a_filing_the_origin_refuses_is_not_retried_and_closes_the_filing_
         case_pb2.GetCaseRequest(case_id=filed.case.case_id, purpose="查询修复进度"), timeout=30
     )
     assert (shown.state, shown.status_label) == ("not_accepted", "未通过") and shown.steps[-1].actor == "320000"
+
+
+async def test_the_filing_nodes_copy_follows_the_origins_decisions_and_serves_the_signed_decision(
+    regions: Regions,
+) -> None:
+    record = penalty(53)
+    await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
+    filer = regions.filer()
+    filed = await filer.FileRepair(repair(record, "follow"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    await operator.AcceptCase(case_pb2.AcceptCaseRequest(case_id=filed.case.case_id, accept=True), timeout=30)
+    await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="approved", decided_by="苏州市市场监督管理局"),
+        timeout=30,
+    )
+    ask = case_pb2.GetCaseRequest(case_id=filed.case.case_id, purpose="查询修复进度")
+
+    async def done_at_shanghai() -> case_pb2.Case | None:
+        case = await filer.GetCase(ask, timeout=30)
+        return case if case.state == "done" else None
+
+    copy = await eventually(done_at_shanghai, timeout=90)
+    original = await operator.GetCase(case_pb2.GetCaseRequest(case_id=filed.case.case_id), timeout=30)
+    assert [(s.actor, s.stage, s.state) for s in copy.steps] == [(s.actor, s.stage, s.state) for s in original.steps]
+    assert copy.decision_number == original.decision_number and copy.status_label == "已完成"
+    here = await filer.GetRepairDecision(ask, timeout=30)
+    there = await operator.GetRepairDecision(ask, timeout=30)
+    assert here.envelope == there.envelope
+
+    # Only the record's origin speaks for a case: a status signed and sent by Zhejiang is refused.
+    forged = case_pb2.CaseStatus(case_id=filed.case.case_id, state="withdrawn", version=99)
+    envelope = event_pb2.Envelope.FromString(
+        messages.seal_message(regions.zhejiang.ledger.key, messages.message_at("330000", forged))
+    )
+    refusal = await refused(deliver(regions, regions.shanghai, "330000", envelope))
+    assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await filer.GetCase(ask, timeout=30)).state == "done"

@@ -101,7 +101,12 @@ class CaseCourier:
                 await self._retry(row, reason)
             return False
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE case_outbox SET delivered_at = now(), last_error = '' WHERE id = $1", row["id"])
+            # A status replaced while this one was on its way stays due: the newer one is sent next.
+            await conn.execute(
+                "UPDATE case_outbox SET delivered_at = now(), last_error = '' WHERE id = $1 AND envelope = $2",
+                row["id"],
+                row["envelope"],
+            )
             if row["purpose"] == "filing":
                 await conn.execute(
                     "UPDATE cases SET delivery = $2 WHERE case_id = $1",

@@ -181,6 +181,8 @@ class CaseDesk:
             ) from None
         if message.HasField("receipt"):
             return await self._confirm(message.receipt, sender)
+        if message.HasField("status"):
+            return await self._take_status(message.status, sender)
         pb = message.filing
         if pb.filed_on != sender:
             raise _invalid(f"the filing says it was filed on {pb.filed_on[:16]!r}, but {sender} sends it")
@@ -211,6 +213,7 @@ class CaseDesk:
                 return case_pb2.DeliverCaseResponse(case_id=pb.case_id, state=row["state"], created=False)
             await self._step(conn, pb.case_id, f"{pb.filer}@{pb.filed_on}", "filing", State.SUBMITTED, pb.statement)
             state = await self._arrive(conn, pb.case_id)
+            await self._send_status(conn, pb.case_id)
             return case_pb2.DeliverCaseResponse(case_id=pb.case_id, state=state, created=True)
 
     def _check_filing(self, pb: case_pb2.CaseFiling, held: Any, record: record_pb2.Record) -> str:
@@ -330,6 +333,7 @@ class CaseDesk:
                 await self._step(conn, case_id, actor, "acceptance", State.ACCEPTED, opinion)
                 await self._move(conn, case_id, State.UNDER_REVIEW, due)
                 await self._step(conn, case_id, actor, "review", State.UNDER_REVIEW, "")
+            await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
     async def decide(
@@ -363,6 +367,7 @@ class CaseDesk:
                 await self._step(conn, case_id, actor, "decision", State.DENIED, opinion)
             else:
                 await self._approve(conn, row, opinion, decided_by or actor, actor, today)
+            await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
     async def _approve(self, conn: Connection, row: Any, opinion: str, unit: str, actor: str, today: dt.date) -> None:
@@ -433,6 +438,7 @@ class CaseDesk:
                 days,
             )
             await self._step(conn, case_id, actor, "extension", state, f"extended to {due}: {reason}")
+            await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
     async def withdraw(self, case_id: str, reason: str, actor: str) -> case_pb2.Case:
@@ -446,6 +452,7 @@ class CaseDesk:
                 await self._resolve(conn, row, "withdrawn", reason, actor)
             await self._close(conn, case_id, State.WITHDRAWN, "withdrawn", self.clock())
             await self._step(conn, case_id, actor, "withdrawal", State.WITHDRAWN, reason)
+            await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
     async def _resolve(
@@ -563,6 +570,8 @@ class CaseDesk:
                     f"applied: verified checkpoint {receipt.checkpoint_size} covers seq {receipt.seq}",
                 )
             state = await self._finish_if_confirmed(conn, receipt.case_id)
+            if created:
+                await self._send_status(conn, receipt.case_id)
             return case_pb2.DeliverCaseResponse(case_id=receipt.case_id, state=state, created=bool(created))
 
     async def _finish_if_confirmed(self, conn: Connection, case_id: str) -> str:
@@ -594,6 +603,79 @@ class CaseDesk:
                 if missing:
                     late.append((row["case_id"], missing, row["due_on"]))
         return late
+
+    # -- the filing node's copy ---------------------------------------------------------------
+
+    async def _send_status(self, conn: Connection, case_id: str) -> None:
+        """Queue where a case stands for the node it was filed on; an undelivered older status is replaced."""
+        row = await self._row(conn, case_id)
+        if not row["at_origin"] or row["filed_on"] == self.origin:
+            return
+        view = await self._view(conn, row)
+        status = case_pb2.CaseStatus(
+            case_id=case_id,
+            state=view.state,
+            outcome=view.outcome,
+            due_on=view.due_on,
+            closed_at=view.closed_at,
+            version=len(view.steps),
+            steps=view.steps,
+        )
+        if row["decision"] is not None:
+            status.decision.ParseFromString(bytes(row["decision"]))
+        _fit(status)
+        envelope = messages.seal_message(self.ledger.key, messages.message_at(self.origin, status))
+        await conn.execute(
+            "INSERT INTO case_outbox (case_id, purpose, target, envelope) VALUES ($1, 'status', $2, $3)"
+            " ON CONFLICT (case_id, purpose, target) DO UPDATE SET envelope = excluded.envelope, attempts = 0,"
+            " next_attempt_at = now(), last_error = '', delivered_at = NULL, refused = ''",
+            case_id,
+            row["filed_on"],
+            envelope,
+        )
+
+    async def _take_status(self, status: case_pb2.CaseStatus, origin: str) -> case_pb2.DeliverCaseResponse:
+        """The origin's word on a case filed here: the newest version replaces the state and the file held."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", status.case_id)
+            if row is None or row["at_origin"] or row["record_origin"] != origin:
+                raise CaseFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"no case {status.case_id[:60]} filed here for a record of {origin}; status not taken",
+                )
+            if status.state not in set(State) or len(status.steps) > _MAX_STEPS:
+                raise _invalid("the status names an unknown state or too many steps")
+            decision = b""
+            if status.HasField("decision"):
+                decision = status.decision.SerializeToString(deterministic=True)
+                try:
+                    if messages.verify_decision(decision, self.trust.current).case_id != status.case_id:
+                        raise _invalid("the repair decision sent is of another case")
+                except messages.MessageRejected as exc:
+                    raise _invalid(f"the repair decision sent does not verify: {exc}") from None
+            if status.version <= row["origin_version"]:
+                return case_pb2.DeliverCaseResponse(case_id=status.case_id, state=row["state"], created=False)
+            await conn.execute(
+                "UPDATE cases SET state = $2, outcome = $3, due_on = $4, closed_at = $5, origin_version = $6,"
+                " decision = coalesce($7, decision) WHERE case_id = $1",
+                status.case_id,
+                status.state,
+                status.outcome[:64],
+                _date_or_none(status.due_on),
+                _time_or_none(status.closed_at),
+                status.version,
+                decision or None,
+            )
+            await conn.execute("DELETE FROM case_steps WHERE case_id = $1", status.case_id)
+            await conn.executemany(
+                "INSERT INTO case_steps (case_id, step, at, actor, stage, state, opinion)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [
+                    (status.case_id, index, _parse_time(s.at), s.actor, s.stage, s.state, s.opinion)
+                    for index, s in enumerate(status.steps, start=1)
+                ],
+            )
+            return case_pb2.DeliverCaseResponse(case_id=status.case_id, state=status.state, created=True)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -680,6 +762,31 @@ class CaseDesk:
             overdue=row["closed_at"] is None and row["due_on"] is not None and row["due_on"] < self.clock(),
             delivery=row["delivery"],
         )
+
+
+_MAX_STEPS = 200
+_STATUS_BYTES = 40 * 1024  # well inside the edge's bound on a delivered envelope
+
+
+def _fit(status: case_pb2.CaseStatus) -> None:
+    """Shorten long opinions, then drop the oldest steps, until the status fits one delivery."""
+    if status.ByteSize() > _STATUS_BYTES:
+        for step in status.steps:
+            if len(step.opinion) > 200:
+                step.opinion = step.opinion[:199] + "…"
+    while status.ByteSize() > _STATUS_BYTES or len(status.steps) > _MAX_STEPS:
+        del status.steps[0]
+
+
+def _date_or_none(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _time_or_none(text: str) -> dt.datetime | None:
+    return _parse_time(text) if text else None
 
 
 def _stage(row: Any) -> str:

@@ -54,14 +54,18 @@ def open_message(envelope: event_pb2.Envelope, bundle: TrustBundle, caller: str)
     if message.sender != origin:
         raise MessageRejected(f"the message says it is from {message.sender[:16]!r}, signed by {origin}")
     if message.WhichOneof("body") is None:
-        raise MessageRejected("the case message carries neither a filing nor a receipt")
+        raise MessageRejected("the case message carries no filing, receipt or status")
     return message
 
 
-def message_at(sender: str, body: case_pb2.CaseFiling | case_pb2.RepairReceipt) -> case_pb2.CaseMessage:
+def message_at(
+    sender: str, body: case_pb2.CaseFiling | case_pb2.RepairReceipt | case_pb2.CaseStatus
+) -> case_pb2.CaseMessage:
     now = dt.datetime.now(dt.UTC).isoformat()
     if isinstance(body, case_pb2.CaseFiling):
         return case_pb2.CaseMessage(sender=sender, sent_at=now, filing=body)
+    if isinstance(body, case_pb2.CaseStatus):
+        return case_pb2.CaseMessage(sender=sender, sent_at=now, status=body)
     return case_pb2.CaseMessage(sender=sender, sent_at=now, receipt=body)
 
 

@@ -140,6 +140,8 @@ class Text:
 
 DEFAULT_TEXT = Text(256)  # any text field without a rule of its own, including fields added later
 DEFAULT_BYTES = 4096
+# Bytes fields that may be longer: a case message delivered between nodes (a case's status carries its file).
+BYTES_LIMITS: dict[tuple[str, str], int] = {("credex.v1.Envelope", "payload"): 48 * 1024}
 MAX_BATCH = 1000  # subjects asked about in one call
 # uscc: 18 characters, plus the spaces and full-width forms platforms send; checked raw, before NFKC.
 RULES: dict[str, dict[str, Text]] = {
@@ -273,8 +275,9 @@ def _check_value(fd: Any, name: str, value: Any, rules: dict[str, Text], depth: 
         else:
             check_text(name, value, rules.get(fd.name, DEFAULT_TEXT))
     elif fd.type == FieldDescriptor.TYPE_BYTES:
-        if len(value) > DEFAULT_BYTES:
-            raise invalid(f"{name} has {len(value):,} bytes; at most {DEFAULT_BYTES} are accepted")
+        limit = BYTES_LIMITS.get((fd.containing_type.full_name, fd.name), DEFAULT_BYTES)
+        if len(value) > limit:
+            raise invalid(f"{name} has {len(value):,} bytes; at most {limit:,} are accepted")
     elif fd.type in _INTEGERS:
         check_integer(name, value)
     elif fd.type == FieldDescriptor.TYPE_MESSAGE:

@@ -26,6 +26,7 @@ CREATE TABLE cases (
     repair_seq      bigint,                 -- the REPAIR event of an approved repair
     decision        bytea,                  -- the signed 修复决定书 (canonical envelope bytes)
     delivery        text        NOT NULL DEFAULT '',
+    origin_version  integer     NOT NULL DEFAULT 0,  -- on the filing node: the origin's status held
     UNIQUE (filed_on, filer, request_id)
 );
 CREATE INDEX cases_open ON cases (state) WHERE closed_at IS NULL;
@@ -43,10 +44,11 @@ CREATE TABLE case_steps (
 );
 
 -- Signed case messages waiting for their target node to acknowledge them; kept after delivery.
+-- A case's status has one row per target, replaced by the newest status while undelivered.
 CREATE TABLE case_outbox (
     id              bigserial   PRIMARY KEY,
     case_id         text        NOT NULL,
-    purpose         text        NOT NULL CHECK (purpose IN ('filing', 'receipt')),
+    purpose         text        NOT NULL CHECK (purpose IN ('filing', 'receipt', 'status')),
     target          text        NOT NULL,   -- origin code of the node to deliver to
     envelope        bytea       NOT NULL,
     attempts        integer     NOT NULL DEFAULT 0,

@@ -145,6 +145,57 @@ class RepairReceipt(_message.Message):
 Global___RepairReceipt: _TypeAlias = RepairReceipt  # noqa: Y015
 
 @_typing.final
+class CaseStatus(_message.Message):
+    """Where a case stands at its origin, sent to the node it was filed on after each change, so
+    that the filer reads the same file there. Only a higher version replaces what is held.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DUE_ON_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    state: _builtins.str
+    outcome: _builtins.str
+    due_on: _builtins.str
+    closed_at: _builtins.str
+    version: _builtins.int
+    """the number of steps in the origin's file"""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseStep]:
+        """the origin's file (long opinions shortened to fit)"""
+
+    @_builtins.property
+    def decision(self) -> _event_pb2.Envelope:
+        """the signed repair decision, once there is one"""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        due_on: _builtins.str = ...,
+        closed_at: _builtins.str = ...,
+        version: _builtins.int = ...,
+        steps: _abc.Iterable[Global___CaseStep] | None = ...,
+        decision: _event_pb2.Envelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "closed_at", b"closed_at", "decision", b"decision", "due_on", b"due_on", "outcome", b"outcome", "state", b"state", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseStatus: _TypeAlias = CaseStatus  # noqa: Y015
+
+@_typing.final
 class CaseMessage(_message.Message):
     """The signed payload of a DeliverCase envelope."""
 
@@ -154,6 +205,7 @@ class CaseMessage(_message.Message):
     SENT_AT_FIELD_NUMBER: _builtins.int
     FILING_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     sender: _builtins.str
     """the sending node's origin: must be the key's and the caller's"""
     sent_at: _builtins.str
@@ -162,6 +214,8 @@ class CaseMessage(_message.Message):
     def filing(self) -> Global___CaseFiling: ...
     @_builtins.property
     def receipt(self) -> Global___RepairReceipt: ...
+    @_builtins.property
+    def status(self) -> Global___CaseStatus: ...
     def __init__(
         self,
         *,
@@ -169,12 +223,13 @@ class CaseMessage(_message.Message):
         sent_at: _builtins.str = ...,
         filing: Global___CaseFiling | None = ...,
         receipt: Global___RepairReceipt | None = ...,
+        status: Global___CaseStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "sender", b"sender", "sent_at", b"sent_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "sender", b"sender", "sent_at", b"sent_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["filing", "receipt"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["filing", "receipt", "status"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
