@@ -279,3 +279,34 @@ async def test_a_check_shows_the_mark_while_the_objection_is_open_and_the_record
     )
     await everywhere(regions, record.record_id, disputed=False)
     assert await marks() == [False]
+
+
+async def test_review_of_an_outcome_marks_the_record_again_runs_its_own_clock_and_is_final(regions: Regions) -> None:
+    record = penalty(36)
+    await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
+    filed = await regions.filer().FileObjection(objection(record, "review"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    case_id = filed.case.case_id
+    await operator.DecideCase(case_pb2.DecideCaseRequest(case_id=case_id, outcome="upheld", opinion="无误"), timeout=30)
+    await everywhere(regions, record.record_id, disputed=False)
+
+    regions.jiangsu.cases.clock = lambda: dt.date(2026, 2, 13)
+    bare = await refused(operator.ReviewCase(case_pb2.ReviewCaseRequest(case_id=case_id), timeout=30))
+    assert bare.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reviewed = await operator.ReviewCase(
+        case_pb2.ReviewCaseRequest(case_id=case_id, reason="申请人不服，申请复核", actor="省发展改革委"), timeout=30
+    )
+    # Jiangsu's review takes 5 working days: Sat 14 Feb works, then the Spring Festival to the 23rd.
+    assert (reviewed.state, reviewed.status_label, reviewed.due_on) == ("review", "待核实", "2026-02-27")
+    assert not reviewed.closed_at
+    await everywhere(regions, record.record_id, disputed=True, status=ACTIVE)
+
+    final = await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=case_id, outcome="deleted", opinion="复核认定事实错误"), timeout=30
+    )
+    assert (final.state, final.status_label, final.outcome) == ("done", "已完成", "deleted")
+    assert [s.stage for s in final.steps][-2:] == ["review", "review"]
+    await everywhere(regions, record.record_id, disputed=False, status=lookup_pb2.ENTRY_STATUS_DELETED)
+    again = await refused(operator.ReviewCase(case_pb2.ReviewCaseRequest(case_id=case_id, reason="再次"), timeout=30))
+    assert again.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -357,9 +357,12 @@ class CaseDesk:
                 raise _invalid(f"field changes go with corrected or supplemented, not {outcome}")
             today = self.clock()
             if kind == Kind.OBJECTION:
+                # A review's outcome is final: the case is done, and no second review follows.
+                reviewed = row["state"] == State.REVIEW
+                final, stage = (State.DONE, "review") if reviewed else (State.DECIDED, "decision")
                 await self._resolve(conn, row, outcome, opinion, decided_by or actor, list(changes))
-                await self._close(conn, case_id, State.DECIDED, outcome, today)
-                await self._step(conn, case_id, actor, "decision", State.DECIDED, f"{outcome}: {opinion}".strip(": "))
+                await self._close(conn, case_id, final, outcome, today)
+                await self._step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
             elif outcome == "denied":
                 if not opinion.strip():
                     raise _invalid("a denied repair needs the reason (opinion); the subject may object to it")
@@ -438,6 +441,36 @@ class CaseDesk:
                 days,
             )
             await self._step(conn, case_id, actor, "extension", state, f"extended to {due}: {reason}")
+            await self._send_status(conn, case_id)
+            return await self._view(conn, await self._row(conn, case_id))
+
+    async def review(self, case_id: str, reason: str, actor: str) -> case_pb2.Case:
+        """复核: reopen a decided objection for the review body, with its own clock; the record is marked again."""
+        if not reason.strip():
+            raise _invalid("a review needs the objector's grounds (reason)")
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._decidable(conn, case_id)
+            if row["kind"] != Kind.OBJECTION or row["state"] != State.DECIDED:
+                raise refuse_state(case_id, row["state"], "reviewed (only a decided objection is, once)")
+            today = self.clock()
+            rules = self.mine
+            due = add_working_days(today, rules.objection_review_days)
+            await self.ledger.amend(
+                conn,
+                row["record_id"],
+                event_pb2.EVENT_TYPE_DISPUTE,
+                "review of the outcome asked for",
+                disputed=True,
+                case=event_pb2.CaseRef(case_id=case_id, kind=Kind.OBJECTION, outcome="review_requested"),
+            )
+            # The review's clock: received_on restarts it, so extensions are capped from the review's start.
+            await conn.execute(
+                "UPDATE cases SET state = 'review', due_on = $2, received_on = $3, closed_at = NULL WHERE case_id = $1",
+                case_id,
+                due,
+                today,
+            )
+            await self._step(conn, case_id, actor, "review", State.REVIEW, reason)
             await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 

@@ -36,6 +36,7 @@ class State(StrEnum):
     PLATFORM_REVIEW = "platform_review"  # objection: the platform checks it (中心审核)
     PROVIDER_REVIEW = "provider_review"  # objection: passed to the source unit (部门审核)
     DECIDED = "decided"  # objection: an outcome signed
+    REVIEW = "review"  # objection: 复核 of the outcome asked for; the record is marked again
     ACCEPTED = "accepted"  # repair: the identifying unit took it (a step; the case goes under review)
     UNDER_REVIEW = "under_review"
     EXTENDED = "extended"  # repair: more time taken, with a reason
@@ -62,11 +63,11 @@ ACCEPTABLE = {
     Kind.REPAIR: frozenset({State.SUBMITTED}),
 }
 DECIDABLE = {
-    Kind.OBJECTION: frozenset({State.SUBMITTED, State.PLATFORM_REVIEW, State.PROVIDER_REVIEW}),
+    Kind.OBJECTION: frozenset({State.SUBMITTED, State.PLATFORM_REVIEW, State.PROVIDER_REVIEW, State.REVIEW}),
     Kind.REPAIR: frozenset({State.UNDER_REVIEW, State.EXTENDED}),
 }
 EXTENDABLE = {
-    Kind.OBJECTION: frozenset({State.PLATFORM_REVIEW, State.PROVIDER_REVIEW}),
+    Kind.OBJECTION: frozenset({State.PLATFORM_REVIEW, State.PROVIDER_REVIEW, State.REVIEW}),
     Kind.REPAIR: frozenset({State.UNDER_REVIEW, State.EXTENDED}),
 }
 
@@ -77,7 +78,7 @@ def status_code(state: str, outcome: str) -> int:
     """The platforms' status code of a case in ``state`` with ``outcome``."""
     if state in {State.SUBMITTED, State.PLATFORM_REVIEW}:
         return 0
-    if state in {State.PROVIDER_REVIEW, State.UNDER_REVIEW, State.EXTENDED, State.ACCEPTED}:
+    if state in {State.PROVIDER_REVIEW, State.UNDER_REVIEW, State.EXTENDED, State.ACCEPTED, State.REVIEW}:
         return 1
     if state == State.PROPAGATING or (state == State.DECIDED and outcome in CHANGING):
         return 2

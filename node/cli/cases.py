@@ -256,6 +256,25 @@ def cases_withdraw(
     _show(answer, as_json)
 
 
+@cases_app.command("review")
+def cases_review(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: Annotated[str, typer.Option(help="the objector's grounds for review")],
+    actor: ActorOption = "",
+    config: ConfigOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """复核: reopen a decided objection for review (once); decide it again with `credex cases decide`."""
+    tls = _tls(config, None, None, ca, cert, key)
+    answer = _call(node, tls, "ReviewCase", case_pb2.ReviewCaseRequest(case_id=case_id, reason=reason, actor=actor))
+    assert isinstance(answer, case_pb2.Case)
+    _show(answer, as_json)
+
+
 @objection_app.command("file")
 def objection_file(
     record_id: Annotated[str, typer.Argument()],

@@ -142,6 +142,14 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
         _answer(case)
         return case
 
+    async def ReviewCase(
+        self, request: case_pb2.ReviewCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> case_pb2.Case:
+        actor = _operator(request.actor)
+        case = await _run(self.desk.review(request.case_id, request.reason, actor))
+        _answer(case)
+        return case
+
     async def GetRepairDecision(
         self, request: case_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.RepairDecisionDocument:

@@ -210,6 +210,7 @@ RULES: dict[str, dict[str, Text]] = {
         "new_value": Text(1000),
     },
     "credex.v1.ExtendCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    "credex.v1.ReviewCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
     "credex.v1.WithdrawCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
     "credex.v1.Envelope": {"payload_type": Text(100, required=True), "key_id": Text(100, required=True)},
 }

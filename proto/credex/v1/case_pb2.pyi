@@ -321,7 +321,7 @@ class CaseStep(_message.Message):
     """RFC 3339"""
     actor: _builtins.str
     stage: _builtins.str
-    """filing, delivery, platform_review (中心审核), provider_review (部门审核), decision, review, propagation"""
+    """filing, delivery, platform_review (中心审核), provider_review (部门审核), decision, review (复核), propagation"""
     state: _builtins.str
     """the case's state after the step"""
     opinion: _builtins.str
@@ -649,6 +649,32 @@ class WithdrawCaseRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WithdrawCaseRequest: _TypeAlias = WithdrawCaseRequest  # noqa: Y015
+
+@_typing.final
+class ReviewCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reason: _builtins.str
+    """the objector's grounds for review"""
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "case_id", b"case_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewCaseRequest: _TypeAlias = ReviewCaseRequest  # noqa: Y015
 
 @_typing.final
 class DeliverCaseRequest(_message.Message):

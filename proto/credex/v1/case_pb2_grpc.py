@@ -74,6 +74,11 @@ class CaseServiceStub:
                 request_serializer=credex_dot_v1_dot_case__pb2.WithdrawCaseRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_case__pb2.Case.FromString,
                 _registered_method=True)
+        self.ReviewCase = channel.unary_unary(
+                '/credex.v1.CaseService/ReviewCase',
+                request_serializer=credex_dot_v1_dot_case__pb2.ReviewCaseRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
         self.GetRepairDecision = channel.unary_unary(
                 '/credex.v1.CaseService/GetRepairDecision',
                 request_serializer=credex_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
@@ -140,6 +145,13 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewCase(self, request, context):
+        """复核: the objector disputes a decided objection's outcome; the review body decides it again, once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRepairDecision(self, request, context):
         """The repair decision (修复决定书), signed by the origin's key; verifiable offline with the trust bundle.
         """
@@ -195,6 +207,11 @@ def add_CaseServiceServicer_to_server(servicer, server):
             'WithdrawCase': grpc.unary_unary_rpc_method_handler(
                     servicer.WithdrawCase,
                     request_deserializer=credex_dot_v1_dot_case__pb2.WithdrawCaseRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'ReviewCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewCase,
+                    request_deserializer=credex_dot_v1_dot_case__pb2.ReviewCaseRequest.FromString,
                     response_serializer=credex_dot_v1_dot_case__pb2.Case.SerializeToString,
             ),
             'GetRepairDecision': grpc.unary_unary_rpc_method_handler(
@@ -423,6 +440,33 @@ class CaseService:
             target,
             '/credex.v1.CaseService/WithdrawCase',
             credex_dot_v1_dot_case__pb2.WithdrawCaseRequest.SerializeToString,
+            credex_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.CaseService/ReviewCase',
+            credex_dot_v1_dot_case__pb2.ReviewCaseRequest.SerializeToString,
             credex_dot_v1_dot_case__pb2.Case.FromString,
             options,
             channel_credentials,

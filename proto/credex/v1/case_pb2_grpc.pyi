@@ -44,6 +44,8 @@ class CaseServiceStub:
     DecideCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.DecideCaseRequest, _case_pb2.Case]
     ExtendCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.ExtendCaseRequest, _case_pb2.Case]
     WithdrawCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.WithdrawCaseRequest, _case_pb2.Case]
+    ReviewCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.ReviewCaseRequest, _case_pb2.Case]
+    """复核: the objector disputes a decided objection's outcome; the review body decides it again, once."""
     GetRepairDecision: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.RepairDecisionDocument]
     """The repair decision (修复决定书), signed by the origin's key; verifiable offline with the trust bundle."""
     DeliverCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.DeliverCaseRequest, _case_pb2.DeliverCaseResponse]
@@ -63,6 +65,8 @@ class CaseServiceAsyncStub(CaseServiceStub):
     DecideCase: _aio.UnaryUnaryMultiCallable[_case_pb2.DecideCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
     ExtendCase: _aio.UnaryUnaryMultiCallable[_case_pb2.ExtendCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
     WithdrawCase: _aio.UnaryUnaryMultiCallable[_case_pb2.WithdrawCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    ReviewCase: _aio.UnaryUnaryMultiCallable[_case_pb2.ReviewCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    """复核: the objector disputes a decided objection's outcome; the review body decides it again, once."""
     GetRepairDecision: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.RepairDecisionDocument]  # type: ignore[assignment]
     """The repair decision (修复决定书), signed by the origin's key; verifiable offline with the trust bundle."""
     DeliverCase: _aio.UnaryUnaryMultiCallable[_case_pb2.DeliverCaseRequest, _case_pb2.DeliverCaseResponse]  # type: ignore[assignment]
@@ -127,6 +131,14 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.WithdrawCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
+
+    @_abc_1.abstractmethod
+    def ReviewCase(
+        self,
+        request: _case_pb2.ReviewCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
+        """复核: the objector disputes a decided objection's outcome; the review body decides it again, once."""
 
     @_abc_1.abstractmethod
     def GetRepairDecision(
