@@ -205,6 +205,12 @@ class ChecksConfig(BaseModel):
     feedback_due_working_days: int = Field(default=5, ge=1)
 
 
+class CasesConfig(BaseModel):
+    # Objection and repair deadlines and repair rules per region (domain/case_rules.toml's format);
+    # unset: the shipped file. Validated at start: a broken file stops the node with every problem named.
+    rules: Path | None = None
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -237,6 +243,7 @@ class NodeConfig(BaseSettings):
     feeds: list[FeedConfig] = []
     quality: QualityConfig = QualityConfig()
     checks: ChecksConfig = ChecksConfig()
+    cases: CasesConfig = CasesConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"
@@ -288,6 +295,7 @@ _PATH_FIELDS = (
     ("bus", "ssl_certfile"),
     ("bus", "ssl_keyfile"),
     ("bus", "sasl_password_file"),
+    ("cases", "rules"),
 )
 
 

@@ -32,6 +32,7 @@ from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
+from credex.domain.case_rules import CaseRules
 from credex.node.cases import CaseCourier, CaseDesk
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
@@ -171,7 +172,8 @@ class Node:
             evidence=self.config.intake,
             wanted=self.wanted,
         )
-        self.cases = CaseDesk(self.origin, self.pool, self.ledger, self.trust)
+        rules = CaseRules.load(self.config.cases.rules)  # an operator's broken file stops the start, named
+        self.cases = CaseDesk(self.origin, self.pool, self.ledger, self.trust, rules)
         if serve:
             self._audit = AuditLog(self.pool, origin=self.origin)
             self._audit.start()

@@ -10,15 +10,17 @@ RESOLVE that every region applies.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import grpc
 
 from credex.domain import uscc as uscc_codes
 from credex.node.store.events import RecordState
-from credex.v1 import case_pb2, check_pb2, check_pb2_grpc, event_pb2, lookup_pb2
+from credex.v1 import case_pb2, check_pb2, check_pb2_grpc, event_pb2, lookup_pb2, record_pb2
 
-from .callers import government_channel
+from .callers import audit_rows, government_channel
 from .cases_support import (
+    CALLERS,
     Regions,
     arrived,
     black_list,
@@ -31,6 +33,7 @@ from .cases_support import (
     refused,
     regions_fixture,  # noqa: F401 (the regions fixture)
 )
+from .conftest import eventually
 
 ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 
@@ -310,3 +313,53 @@ async def test_review_of_an_outcome_marks_the_record_again_runs_its_own_clock_an
     await everywhere(regions, record.record_id, disputed=False, status=lookup_pb2.ENTRY_STATUS_DELETED)
     again = await refused(operator.ReviewCase(case_pb2.ReviewCaseRequest(case_id=case_id, reason="再次"), timeout=30))
     assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_one_open_objection_per_filer_and_record_and_hidden_records_cannot_be_probed(regions: Regions) -> None:
+    record = penalty(37)
+    restricted = penalty(38)
+    restricted.sharing_level = record_pb2.SHARING_LEVEL_RESTRICTED
+    await publish(regions.jiangsu, [record, restricted], regions.shanghai)
+    filer = regions.filer()
+    first = await filer.FileObjection(objection(record, "open-1"), timeout=30)
+    second = await refused(filer.FileObjection(objection(record, "open-2", grounds="omission"), timeout=30))
+    assert second.code() == grpc.StatusCode.ALREADY_EXISTS and first.case.case_id in (second.details() or "")
+    hidden = await refused(filer.FileObjection(objection(restricted, "probe"), timeout=30))
+    missing = await refused(filer.FileObjection(objection(penalty(999), "probe-2"), timeout=30))
+    assert hidden.code() == missing.code() == grpc.StatusCode.NOT_FOUND
+    assert (hidden.details() or "").replace(restricted.record_id, "X") == (missing.details() or "").replace(
+        penalty(999).record_id, "X"
+    )
+    # Withdrawn at the objector's request: the mark comes off everywhere, and a new objection may follow.
+    await arrived(regions, first.case.case_id)
+    await everywhere(regions, record.record_id, disputed=True)
+    withdrawn = await regions.operator().WithdrawCase(
+        case_pb2.WithdrawCaseRequest(case_id=first.case.case_id, reason="申请人撤回"), timeout=30
+    )
+    assert (withdrawn.state, withdrawn.status_label) == ("withdrawn", "已完成")
+    await everywhere(regions, record.record_id, disputed=False)
+
+    async def closed_at_shanghai() -> bool:
+        case = await filer.GetCase(case_pb2.GetCaseRequest(case_id=first.case.case_id, purpose="查询"), timeout=30)
+        return case.state == "withdrawn"
+
+    await eventually(closed_at_shanghai, timeout=60)
+    again = await filer.FileObjection(objection(record, "open-3"), timeout=30)
+    assert again.created
+    audited = await audit_rows(regions.shanghai, "FileObjection")
+    assert [r["status"] for r in audited] == ["OK", "ALREADY_EXISTS", "NOT_FOUND", "NOT_FOUND", "OK"]
+    assert audited[0]["subject_id"] == record.subject.uscc and first.case.case_id in audited[0]["detail"]
+
+
+async def test_an_operators_rules_file_sets_the_regions_deadlines(regions: Regions, tmp_path: Path) -> None:
+    shipped = (Path(__file__).parents[1] / "domain" / "case_rules.toml").read_text(encoding="utf-8")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(shipped + "\n[regions.320000]\nobjection_accept_days = 7\n", encoding="utf-8")
+    await regions.federation.stop_node("320000")
+    regions.jiangsu = await regions.federation.start_node("320000", cases={"rules": str(rules)}, **CALLERS)
+    regions.jiangsu.cases.clock = lambda: dt.date(2026, 11, 20)
+    record = penalty(39)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "rules"), timeout=30)
+    row = await arrived(regions, filed.case.case_id)
+    assert row["due_on"] == dt.date(2026, 12, 1)  # 7 working days after Friday 20 November

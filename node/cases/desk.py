@@ -125,8 +125,13 @@ class CaseDesk:
 
     # -- filing -------------------------------------------------------------------------
 
-    async def file(self, filing: Filing) -> tuple[case_pb2.Case, bool]:
-        """File a case on this node; ``(case, False)`` when the same request was filed before."""
+    async def file(self, filing: Filing, sees: Callable[[int, int], bool]) -> tuple[case_pb2.Case, bool]:
+        """File a case on this node; ``(case, False)`` when the same request was filed before.
+
+        ``sees(sharing level, status)`` is what the filer may see: a record it may not see is
+        answered as missing, so filing cannot probe for restricted or withdrawn records. An
+        objection to a repair result is the exception: the repaired record is its subject.
+        """
         if filing.kind == Kind.OBJECTION and filing.grounds not in GROUNDS:
             raise _invalid(f"grounds must be one of {', '.join(sorted(GROUNDS))}")
         case_id = case_id_of(self.origin, filing.filer, filing.request_id)
@@ -150,6 +155,14 @@ class CaseDesk:
             if existing is not None:
                 return await self._view(conn, existing), False
             held = await self._record(conn, filing.record_id)
+            visible = sees(held["sharing_level"], held["status"]) or (
+                filing.grounds == "repair_result"
+                and held["status"] == lookup_pb2.ENTRY_STATUS_REPAIRED
+                and sees(held["sharing_level"], lookup_pb2.ENTRY_STATUS_ACTIVE)
+            )
+            if not visible:
+                raise _missing(filing.record_id)
+            await self._no_open_case(conn, filing)
             record = record_pb2.Record.FromString(bytes(held["record"]))
             eligibility = self._check_filing(pb, held, record)
             at_origin = held["origin"] == self.origin
@@ -247,10 +260,29 @@ class CaseDesk:
         return row
 
     async def _record(self, conn: Connection, record_id: str) -> Any:
-        held = await conn.fetchrow("SELECT origin, subject_id, record FROM records WHERE record_id = $1", record_id)
+        held = await conn.fetchrow(
+            "SELECT origin, subject_id, record, sharing_level, status FROM records WHERE record_id = $1", record_id
+        )
         if held is None:
-            raise CaseFailure(grpc.StatusCode.NOT_FOUND, f"no record {record_id[:60]} on this node; nothing filed")
+            raise _missing(record_id)
         return held
+
+    async def _no_open_case(self, conn: Connection, filing: Filing) -> None:
+        """One open case of a kind per filer and record: a flood of filings must not flood the origin's log."""
+        open_case = await conn.fetchval(
+            "SELECT case_id FROM cases WHERE record_id = $1 AND kind = $2 AND filer = $3 AND filed_on = $4"
+            " AND closed_at IS NULL LIMIT 1",
+            filing.record_id,
+            filing.kind,
+            filing.filer,
+            self.origin,
+        )
+        if open_case is not None:
+            raise CaseFailure(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"your {filing.kind} {open_case} on record {filing.record_id[:60]} is still open; follow it with"
+                " GetCase instead of filing again",
+            )
 
     async def _insert(
         self, conn: Connection, pb: case_pb2.CaseFiling, held: Any, at_origin: bool, eligibility: str, delivery: str
@@ -824,6 +856,10 @@ def _time_or_none(text: str) -> dt.datetime | None:
 
 def _stage(row: Any) -> str:
     return "platform_review" if row["kind"] == Kind.OBJECTION else "acceptance"
+
+
+def _missing(record_id: str) -> CaseFailure:
+    return CaseFailure(grpc.StatusCode.NOT_FOUND, f"no record {record_id[:60]} on this node; nothing filed")
 
 
 def _invalid(message: str) -> CaseFailure:

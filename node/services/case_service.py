@@ -83,7 +83,7 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 "only government callers and platforms acting for the subject may file objections and repairs",
             )
-        case, created = await _run(self.desk.file(filing))
+        case, created = await _run(self.desk.file(filing, call.caller.sees))
         _answer(case)
         return case_pb2.FileCaseResponse(case=case, created=created)
 
