@@ -239,3 +239,43 @@ async def test_the_filing_nodes_copy_follows_the_origins_decisions_and_serves_th
     refusal = await refused(deliver(regions, regions.shanghai, "330000", envelope))
     assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert (await filer.GetCase(ask, timeout=30)).state == "done"
+
+
+async def test_receipts_that_do_not_match_the_repair_are_refused_and_confirm_nothing(regions: Regions) -> None:
+    record = penalty(54)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    await regions.federation.stop_node("330000")  # so the case stays propagating while we probe
+    filed = await regions.filer().FileRepair(repair(record, "receipts"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    await operator.AcceptCase(case_pb2.AcceptCaseRequest(case_id=filed.case.case_id, accept=True), timeout=30)
+    await operator.DecideCase(case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="approved"), timeout=30)
+    row = await case_at(regions.jiangsu, filed.case.case_id)
+    assert row is not None
+    seq = int(row["repair_seq"])
+    key = regions.shanghai.ledger.key
+
+    def receipt(**fields: object) -> event_pb2.Envelope:
+        given: dict[str, object] = {
+            "case_id": filed.case.case_id, "record_origin": "320000", "seq": seq, "checkpoint_size": seq, **fields
+        }  # fmt: skip
+        body = case_pb2.RepairReceipt(**given)  # type: ignore[arg-type]
+        return event_pb2.Envelope.FromString(messages.seal_message(key, messages.message_at("310000", body)))
+
+    for wrong, code in (
+        ({"seq": seq + 1, "checkpoint_size": seq + 1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"checkpoint_size": seq - 1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"record_origin": "330000"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"case_id": "case-310000-00000000000000000000"}, grpc.StatusCode.FAILED_PRECONDITION),
+    ):
+        answer = await refused(deliver(regions, regions.jiangsu, "310000", receipt(**wrong)))
+        assert answer.code() == code, wrong
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn:
+        confirmed = await conn.fetch(
+            "SELECT peer, seq FROM repair_confirmations WHERE case_id = $1", filed.case.case_id
+        )
+    # Only Shanghai's own courier, with the right seq, may have confirmed by now.
+    assert all((r["peer"], r["seq"]) == ("310000", seq) for r in confirmed)
+    case = await operator.GetCase(case_pb2.GetCaseRequest(case_id=filed.case.case_id), timeout=30)
+    assert case.state == "propagating" and "330000" in case.unconfirmed_peers
