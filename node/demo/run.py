@@ -29,6 +29,7 @@ from credex.domain.regions import region_name
 from credex.domain.uscc import USCC
 from credex.node.channels import open_channel
 from credex.node.demo.federation import LocalFederation
+from credex.node.demo.repair_scene import repair_scene
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
@@ -116,6 +117,7 @@ async def run_demo(console: Console, workdir: Path | None = None, keep: bool = F
         await _summary(console, nodes)
         await _credit_chain(console, nodes)
         await _procurement_check(console, federation, nodes)
+        await repair_scene(console, federation, nodes, root)
     finally:
         await federation.stop()
         await asyncio.to_thread(broker.stop)
