@@ -11,17 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import asyncpg
 import grpc
 
-from credex.crypto.keys import SigningKey
 from credex.node.cases import CaseDesk, CaseFailure, Filing, Kind, Viewer
-from credex.node.chain import CheckpointKeeper, LogBook
-from credex.node.config import NodeConfig
-from credex.node.ledger import Ledger
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
-from credex.node.trust import TrustProvider
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2
 
 _MAY_FILE = frozenset({"government", "operator"})
@@ -30,20 +24,8 @@ T = TypeVar("T")
 
 
 class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
-    def __init__(
-        self,
-        config: NodeConfig,
-        pool: asyncpg.Pool,
-        trust: TrustProvider,
-        logbook: LogBook,
-        keeper: CheckpointKeeper,
-    ) -> None:
-        super().__init__(config, pool, trust, logbook, keeper)
-        # The running node hands its own desk over (one clock, one signing key guard); this one
-        # serves when the service is built alone.
-        key = SigningKey.load(config.keys.signing_key)
-        key.guard = lambda key_id: trust.current.signing_refusal(config.origin, key_id)
-        self.desk = CaseDesk(config.origin, pool, Ledger(config.origin, key), trust)
+    # The node's own desk, handed over by the server (one clock and one signing key for service and courier).
+    desk: CaseDesk
 
     async def FileObjection(
         self, request: case_pb2.FileObjectionRequest, context: grpc.aio.ServicerContext[Any, Any]

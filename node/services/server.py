@@ -66,7 +66,7 @@ async def start_server(
     audit: AuditLog,
     logbook: LogBook,
     keeper: CheckpointKeeper,
-    cases: CaseDesk | None = None,
+    cases: CaseDesk,
 ) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
@@ -102,8 +102,8 @@ async def start_server(
     for name, service in services:
         descriptor = SERVICES[name]
         servicer = service(config, pool, trust, logbook, keeper)
-        if isinstance(servicer, CaseService) and cases is not None:
-            servicer.desk = cases  # the node's own: one clock and one key guard for service and courier
+        if isinstance(servicer, CaseService):
+            servicer.desk = cases
         handlers = gate.method_handlers(servicer, descriptor)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import
