@@ -160,43 +160,59 @@ class CaseCourier:
         log.warning("case %s: %s refused by %s: %s", row["case_id"], row["purpose"], row["target"], reason)
 
     async def queue_receipts(self) -> int:
-        """Queue a signed receipt for each REPAIR of another origin that this node's verified checkpoint covers."""
+        """Queue a signed receipt for each REPAIR of another origin that this node's verified checkpoint covers.
+
+        Each origin's log is looked through once, from where the last look stopped up to the
+        newest verified checkpoint, in the same transaction that queues the receipts.
+        """
         me = self.desk.origin
+        queued = 0
         async with self.pool.acquire() as conn:
-            covered = await conn.fetch(
-                "SELECT e.origin, e.seq, e.envelope, c.size FROM events e"
-                " JOIN (SELECT origin, max(size) AS size FROM checkpoints WHERE state = ANY($2::text[])"
-                "       GROUP BY origin) c ON c.origin = e.origin"
-                " WHERE e.event_type = $3 AND e.origin <> $1 AND e.seq <= c.size"
-                " AND NOT EXISTS (SELECT 1 FROM repair_receipts_sent r WHERE r.origin = e.origin AND r.seq = e.seq)"
-                " ORDER BY e.origin, e.seq LIMIT $4",
+            heads = await conn.fetch(
+                "SELECT c.origin, max(c.size) AS size, coalesce(max(m.scanned_seq), 0) AS scanned"
+                " FROM checkpoints c LEFT JOIN repair_receipt_marks m ON m.origin = c.origin"
+                " WHERE c.state = ANY($2::text[]) AND c.origin <> $1 GROUP BY c.origin",
                 me,
                 list(AGREED),
-                event_pb2.EVENT_TYPE_REPAIR,
-                BATCH,
             )
-            for row in covered:
-                event = event_pb2.Event.FromString(event_pb2.Envelope.FromString(bytes(row["envelope"])).payload)
-                case_id = event.case.case_id
-                receipt = case_pb2.RepairReceipt(
-                    case_id=case_id, record_origin=row["origin"], seq=row["seq"], checkpoint_size=row["size"]
-                )
+            for head in heads:
+                if head["size"] <= head["scanned"]:
+                    continue
                 async with conn.transaction():
-                    await conn.execute(
-                        "INSERT INTO repair_receipts_sent (origin, seq, case_id) VALUES ($1, $2, $3)",
-                        row["origin"],
-                        row["seq"],
-                        case_id,
+                    repairs = await conn.fetch(
+                        "SELECT seq, envelope FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3"
+                        " AND event_type = $4 ORDER BY seq",
+                        head["origin"],
+                        head["scanned"],
+                        head["size"],
+                        event_pb2.EVENT_TYPE_REPAIR,
                     )
-                    if case_id:  # a REPAIR signed without a case (none so far) has no one to tell
+                    for row in repairs:
+                        envelope = event_pb2.Envelope.FromString(bytes(row["envelope"]))
+                        event = event_pb2.Event.FromString(envelope.payload)
+                        if not event.case.case_id:  # a REPAIR signed without a case has no one to tell
+                            continue
+                        receipt = case_pb2.RepairReceipt(
+                            case_id=event.case.case_id,
+                            record_origin=head["origin"],
+                            seq=row["seq"],
+                            checkpoint_size=head["size"],
+                        )
                         await conn.execute(
                             "INSERT INTO case_outbox (case_id, purpose, target, envelope)"
                             " VALUES ($1, 'receipt', $2, $3) ON CONFLICT DO NOTHING",
-                            case_id,
-                            row["origin"],
+                            event.case.case_id,
+                            head["origin"],
                             messages.seal_message(self.desk.ledger.key, messages.message_at(me, receipt)),
                         )
-        return len(covered)
+                        queued += 1
+                    await conn.execute(
+                        "INSERT INTO repair_receipt_marks (origin, scanned_seq) VALUES ($1, $2)"
+                        " ON CONFLICT (origin) DO UPDATE SET scanned_seq = excluded.scanned_seq",
+                        head["origin"],
+                        head["size"],
+                    )
+        return queued
 
     async def watch(self) -> int:
         """Raise an alarm, once per case and peer, for each repair a peer has not confirmed in time."""

@@ -70,11 +70,9 @@ CREATE TABLE repair_confirmations (
     PRIMARY KEY (case_id, peer)
 );
 
--- On a peer: the REPAIR events of other origins it has confirmed to their origin (receipt queued).
-CREATE TABLE repair_receipts_sent (
-    origin   text        NOT NULL,
-    seq      bigint      NOT NULL,
-    case_id  text        NOT NULL,
-    queued_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (origin, seq)
+-- On a peer: how far each other origin's log has been looked through for REPAIR events to confirm
+-- (up to a verified checkpoint), so that each event is looked at once, by a range of the primary key.
+CREATE TABLE repair_receipt_marks (
+    origin       text   PRIMARY KEY,
+    scanned_seq  bigint NOT NULL
 );
