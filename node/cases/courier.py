@@ -166,13 +166,16 @@ class CaseCourier:
         newest verified checkpoint, in the same transaction that queues the receipts.
         """
         me = self.desk.origin
-        queued = 0
+        queued = 0  # receipts queued
         async with self.pool.acquire() as conn:
+            # Per member, the newest agreed checkpoint by the (origin, size DESC) index: one row each.
             heads = await conn.fetch(
-                "SELECT c.origin, max(c.size) AS size, coalesce(max(m.scanned_seq), 0) AS scanned"
-                " FROM checkpoints c LEFT JOIN repair_receipt_marks m ON m.origin = c.origin"
-                " WHERE c.state = ANY($2::text[]) AND c.origin <> $1 GROUP BY c.origin",
-                me,
+                "SELECT p.origin, c.size, coalesce(m.scanned_seq, 0) AS scanned"
+                " FROM unnest($1::text[]) AS p (origin)"
+                " CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE origin = p.origin"
+                "   AND state = ANY($2::text[]) ORDER BY size DESC LIMIT 1) c"
+                " LEFT JOIN repair_receipt_marks m ON m.origin = p.origin",
+                self.desk.peers(),
                 list(AGREED),
             )
             for head in heads:
