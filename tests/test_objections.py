@@ -218,6 +218,16 @@ async def test_objection_deadlines_follow_the_origins_calendar_across_an_adjuste
     overdue = await operator.ListCases(case_pb2.ListCasesRequest(overdue=True), timeout=30)
     assert [c.case_id for c in overdue.cases] == [filed.case.case_id] and overdue.cases[0].overdue
 
+    # The file says it is late, once, and the filing node's copy says so too.
+    async def told() -> list[str]:
+        case = await regions.filer().GetCase(
+            case_pb2.GetCaseRequest(case_id=filed.case.case_id, purpose="查询异议进度"), timeout=30
+        )
+        return [s.opinion for s in case.steps if s.stage == "deadline"]
+
+    notes = await eventually(told, timeout=60)
+    assert len(notes) == 1 and notes[0].startswith("2026-03-13 passed without a decision")
+
 
 async def test_a_correction_of_a_stale_value_or_an_identity_field_is_refused_and_signs_nothing(
     regions: Regions,

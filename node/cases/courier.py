@@ -218,7 +218,9 @@ class CaseCourier:
         return queued
 
     async def watch(self) -> int:
-        """Raise an alarm, once per case and peer, for each repair a peer has not confirmed in time."""
+        """Note open cases past their deadline; raise an alarm, once per case and peer, for each repair a
+        peer has not confirmed in time."""
+        await self.desk.note_overdue()
         raised = 0
         late = await self.desk.late_repairs()
         if not late:

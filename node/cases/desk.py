@@ -656,6 +656,29 @@ class CaseDesk:
         }
         return [peer for peer in self.peers() if peer not in confirmed]
 
+    async def note_overdue(self) -> int:
+        """Put a step in the file of each open case past its deadline, once per deadline, and tell the filing node.
+
+        The applicant is told that the case is late (credit-use.md, Repair 3); the reason is the
+        operator's to give by extending with one.
+        """
+        today = self.clock()
+        noted = 0
+        async with self.pool.acquire() as conn:
+            late = await conn.fetch(
+                "SELECT c.case_id, c.state, c.due_on FROM cases c WHERE c.at_origin AND c.closed_at IS NULL"
+                " AND c.state <> 'propagating' AND c.due_on < $1 AND NOT EXISTS (SELECT 1 FROM case_steps s"
+                " WHERE s.case_id = c.case_id AND s.stage = 'deadline' AND s.opinion LIKE c.due_on::text || '%')",
+                today,
+            )
+            for row in late:
+                async with conn.transaction():
+                    opinion = f"{row['due_on']} passed without a decision; the region is told and the case stays open"
+                    await self._step(conn, row["case_id"], self.origin, "deadline", row["state"], opinion)
+                    await self._send_status(conn, row["case_id"])
+                noted += 1
+        return noted
+
     async def late_repairs(self) -> list[tuple[str, list[str], dt.date]]:
         """Repairs propagating past their deadline, with the peers that have not confirmed."""
         today = self.clock()
