@@ -95,6 +95,10 @@ async def test_an_approved_repair_reaches_every_region_which_confirms_and_the_de
     with pytest.raises(MessageRejected, match="signature"):
         verify_decision(forged.SerializeToString(), regions.federation.bundle_now())
 
+    # A repaired record has nothing more to repair, even for a caller who still sees it.
+    twice = await refused(regions.operator().FileRepair(repair(record, "rep-again"), timeout=30))
+    assert twice.code() == grpc.StatusCode.FAILED_PRECONDITION and "is repaired" in (twice.details() or "")
+
 
 async def test_a_denial_needs_a_reason_and_leaves_the_record_as_it_was(regions: Regions) -> None:
     record = penalty(41)

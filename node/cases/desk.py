@@ -208,7 +208,7 @@ class CaseDesk:
             if existing is not None:
                 return case_pb2.DeliverCaseResponse(case_id=pb.case_id, state=existing["state"], created=False)
             held = await conn.fetchrow(
-                "SELECT origin, subject_id, record FROM records WHERE record_id = $1 AND origin = $2",
+                "SELECT origin, subject_id, record, status FROM records WHERE record_id = $1 AND origin = $2",
                 pb.record_id,
                 self.origin,
             )
@@ -238,6 +238,12 @@ class CaseDesk:
             )
         if pb.kind != case_pb2.CASE_KIND_REPAIR:
             return ""
+        if held["status"] != lookup_pb2.ENTRY_STATUS_ACTIVE:
+            standing = lookup_pb2.EntryStatus.Name(held["status"]).removeprefix("ENTRY_STATUS_").lower()
+            raise CaseFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"repair not filed: record {pb.record_id[:60]} is {standing}, not in force; there is nothing to repair",
+            )
         verdict = repair_eligibility(
             record,
             self.rules.of(held["origin"]),
