@@ -13,6 +13,7 @@ import datetime as dt
 from pathlib import Path
 
 import grpc
+from prometheus_client import REGISTRY
 
 from credex.domain import uscc as uscc_codes
 from credex.node.store.events import RecordState
@@ -227,6 +228,7 @@ async def test_objection_deadlines_follow_the_origins_calendar_across_an_adjuste
 
     notes = await eventually(told, timeout=60)
     assert len(notes) == 1 and notes[0].startswith("2026-03-13 passed without a decision")
+    assert REGISTRY.get_sample_value("credex_cases_overdue", {"origin": "320000", "kind": "objection"}) == 1
 
 
 async def test_a_correction_of_a_stale_value_or_an_identity_field_is_refused_and_signs_nothing(

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
@@ -48,6 +49,7 @@ from credex.node.trust import TrustProvider
 from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
+OVERDUE = Gauge("credex_cases_overdue", "Open cases past their deadline at their origin, by kind", ["origin", "kind"])
 GROUNDS = frozenset({"error", "omission", "window", "listing", "repair_result"})
 MAX_EXTENSION_DAYS = 20
 _KINDS = {Kind.OBJECTION: case_pb2.CASE_KIND_OBJECTION, Kind.REPAIR: case_pb2.CASE_KIND_REPAIR}
@@ -677,6 +679,14 @@ class CaseDesk:
                 " WHERE s.case_id = c.case_id AND s.stage = 'deadline' AND s.opinion LIKE c.due_on::text || '%')",
                 today,
             )
+            counts = await conn.fetch(
+                "SELECT kind, count(*) AS n FROM cases WHERE at_origin AND closed_at IS NULL"
+                " AND state <> 'propagating' AND due_on < $1 GROUP BY kind",
+                today,
+            )
+            by_kind = {r["kind"]: int(r["n"]) for r in counts}
+            for kind in Kind:
+                OVERDUE.labels(self.origin, kind).set(by_kind.get(kind, 0))
             for row in late:
                 async with conn.transaction():
                     opinion = f"{row['due_on']} passed without a decision; the region is told and the case stays open"
