@@ -156,6 +156,14 @@ async def test_forged_and_misrouted_case_messages_are_refused_and_store_nothing(
     wrong_id = await refused(deliver(regions, regions.jiangsu, "310000", sealed(shanghai_key, "310000", hijack)))
     assert wrong_id.code() == grpc.StatusCode.INVALID_ARGUMENT
 
+    # Well signed, but not what a filing may hold: unknown grounds, an oversized statement.
+    for field, value in (("grounds", "because"), ("statement", "长" * 501)):
+        odd = filing(record.record_id, record.subject.uscc, "310000", f"odd-{field}")
+        setattr(odd, field, value)
+        odd.content_digest = content_digest(odd)
+        shape = await refused(deliver(regions, regions.jiangsu, "310000", sealed(shanghai_key, "310000", odd)))
+        assert shape.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (shape.details() or "")
+
     # A well-signed filing for Jiangsu's record sent to Zhejiang, which is not its origin.
     misrouted = await refused(deliver(regions, regions.zhejiang, "310000", sealed(shanghai_key, "310000", good)))
     assert misrouted.code() == grpc.StatusCode.FAILED_PRECONDITION and "origin" in (misrouted.details() or "")

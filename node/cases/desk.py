@@ -205,6 +205,10 @@ class CaseDesk:
             raise _invalid("the filing's case id or content digest is not the one its content gives")
         if pb.kind not in _KINDS.values():
             raise _invalid("the filing names no case kind")
+        # A member vouches for its filer, not for the size or shape of what it relays.
+        too_long = [fd.name for fd, value in pb.ListFields() if isinstance(value, str) and len(value) > _MAX_TEXT]
+        if too_long or (pb.kind == case_pb2.CASE_KIND_OBJECTION and pb.grounds not in GROUNDS):
+            raise _invalid(f"the filing's {', '.join(too_long) or 'grounds'} is not what a filing may hold")
         async with self.pool.acquire() as conn, conn.transaction():
             existing = await self._same_filing(conn, pb)
             if existing is not None:
@@ -869,6 +873,7 @@ class CaseDesk:
 
 
 _MAX_STEPS = 200
+_MAX_TEXT = 500  # the longest text a filing's field may hold (the edge holds callers to less)
 _STATUS_BYTES = 40 * 1024  # well inside the edge's bound on a delivered envelope
 
 
