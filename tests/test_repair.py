@@ -217,3 +217,26 @@ async def test_a_region_that_never_applies_the_repair_raises_an_alarm_at_the_ori
     await eventually(done, timeout=90)
     assert (await held(regions.zhejiang, record.record_id))["status"] == REPAIRED
     assert await alarms() == ["330000"]  # raised once, left for an operator to clear
+
+
+async def test_a_record_revoked_while_its_repair_is_under_review_cannot_be_repaired(regions: Regions) -> None:
+    record = penalty(47)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileRepair(repair(record, "rep-revoked"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    await operator.AcceptCase(case_pb2.AcceptCaseRequest(case_id=filed.case.case_id, accept=True), timeout=30)
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn, conn.transaction():
+        await regions.jiangsu.ledger.revoke(conn, record.record_id, "处罚决定被复议撤销")
+    before = await held(regions.jiangsu, record.record_id)
+    approve_now = await refused(
+        operator.DecideCase(case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="approved"), timeout=30)
+    )
+    assert approve_now.code() == grpc.StatusCode.FAILED_PRECONDITION and "revoked" in (approve_now.details() or "")
+    assert await held(regions.jiangsu, record.record_id) == before
+    denied = await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="denied", opinion="原处罚已撤销，无需修复"),
+        timeout=30,
+    )
+    assert denied.state == "denied"

@@ -419,6 +419,14 @@ class CaseDesk:
 
     async def _approve(self, conn: Connection, row: Any, opinion: str, unit: str, actor: str, today: dt.date) -> None:
         case_id = row["case_id"]
+        status = await conn.fetchval("SELECT status FROM records WHERE record_id = $1", row["record_id"])
+        if status != lookup_pb2.ENTRY_STATUS_ACTIVE:
+            # Withdrawn or ended since filing (revoked, expired, deleted after an objection): deny instead.
+            standing = lookup_pb2.EntryStatus.Name(status).removeprefix("ENTRY_STATUS_").lower()
+            raise CaseFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"record {row['record_id']} is {standing} now, not in force: deny the repair with that reason",
+            )
         event = await self.ledger.amend(
             conn,
             row["record_id"],
