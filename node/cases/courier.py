@@ -27,7 +27,7 @@ import logging
 import asyncpg
 import grpc
 
-from credex.node.cases import messages
+from credex.node.cases import casefile, messages
 from credex.node.cases.desk import CaseDesk
 from credex.node.cases.model import State
 from credex.node.chain import AGREED, Alarms
@@ -148,15 +148,7 @@ class CaseCourier:
                     f"refused by {row['target']}: {reason}",
                 )
                 if closed:
-                    await conn.execute(
-                        "INSERT INTO case_steps (case_id, step, actor, stage, state, opinion)"
-                        " SELECT $1, coalesce(max(step), 0) + 1, $2, 'delivery', $3, $4 FROM case_steps"
-                        " WHERE case_id = $1",
-                        row["case_id"],
-                        row["target"],
-                        State.NOT_ACCEPTED,
-                        reason,
-                    )
+                    await casefile.add_step(conn, row["case_id"], row["target"], "delivery", State.NOT_ACCEPTED, reason)
         log.warning("case %s: %s refused by %s: %s", row["case_id"], row["purpose"], row["target"], reason)
 
     async def queue_receipts(self) -> int:

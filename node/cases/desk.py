@@ -27,7 +27,7 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import messages
+from credex.node.cases import casefile, messages
 from credex.node.cases.corrections import apply_changes
 from credex.node.cases.model import (
     ACCEPTABLE,
@@ -40,8 +40,6 @@ from credex.node.cases.model import (
     Kind,
     State,
     refuse_state,
-    status_code,
-    status_label,
 )
 from credex.node.ledger import Ledger
 from credex.node.store import Connection
@@ -52,7 +50,6 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 OVERDUE = Gauge("credex_cases_overdue", "Open cases past their deadline at their origin, by kind", ["origin", "kind"])
 GROUNDS = frozenset({"error", "omission", "window", "listing", "repair_result"})
 MAX_EXTENSION_DAYS = 20
-_KINDS = {Kind.OBJECTION: case_pb2.CASE_KIND_OBJECTION, Kind.REPAIR: case_pb2.CASE_KIND_REPAIR}
 
 
 def china_today() -> dt.date:
@@ -139,7 +136,7 @@ class CaseDesk:
         case_id = case_id_of(self.origin, filing.filer, filing.request_id)
         pb = case_pb2.CaseFiling(
             case_id=case_id,
-            kind=_KINDS[filing.kind],
+            kind=casefile.KINDS[filing.kind],
             record_id=filing.record_id,
             filed_on=self.origin,
             filer=filing.filer,
@@ -173,7 +170,7 @@ class CaseDesk:
                 row = await self._same_filing(conn, pb)
                 assert row is not None
                 return await self._view(conn, row), False
-            await self._step(conn, case_id, filing.filer, "filing", State.SUBMITTED, filing.statement)
+            await casefile.add_step(conn, case_id, filing.filer, "filing", State.SUBMITTED, filing.statement)
             if at_origin:
                 await self._arrive(conn, case_id)
             else:
@@ -203,7 +200,7 @@ class CaseDesk:
             raise _invalid(f"the filing says it was filed on {pb.filed_on[:16]!r}, but {sender} sends it")
         if pb.case_id != case_id_of(pb.filed_on, pb.filer, pb.request_id) or pb.content_digest != content_digest(pb):
             raise _invalid("the filing's case id or content digest is not the one its content gives")
-        if pb.kind not in _KINDS.values():
+        if pb.kind not in casefile.KINDS.values():
             raise _invalid("the filing names no case kind")
         # A member vouches for its filer, not for the size or shape of what it relays.
         too_long = [fd.name for fd, value in pb.ListFields() if isinstance(value, str) and len(value) > _MAX_TEXT]
@@ -230,7 +227,8 @@ class CaseDesk:
                 row = await self._same_filing(conn, pb)
                 assert row is not None
                 return case_pb2.DeliverCaseResponse(case_id=pb.case_id, state=row["state"], created=False)
-            await self._step(conn, pb.case_id, f"{pb.filer}@{pb.filed_on}", "filing", State.SUBMITTED, pb.statement)
+            filer = f"{pb.filer}@{pb.filed_on}"
+            await casefile.add_step(conn, pb.case_id, filer, "filing", State.SUBMITTED, pb.statement)
             state = await self._arrive(conn, pb.case_id)
             await self._send_status(conn, pb.case_id)
             return case_pb2.DeliverCaseResponse(case_id=pb.case_id, state=state, created=True)
@@ -343,7 +341,7 @@ class CaseDesk:
             due = add_working_days(today, rules.repair_accept_days)
             opinion = f"taken in by the identifying unit's region; {row['eligibility']}"
         await conn.execute("UPDATE cases SET received_on = $2, due_on = $3 WHERE case_id = $1", case_id, today, due)
-        await self._step(conn, case_id, self.origin, "delivery", State.SUBMITTED, opinion)
+        await casefile.add_step(conn, case_id, self.origin, "delivery", State.SUBMITTED, opinion)
         return str(State.SUBMITTED)
 
     # -- decisions at the origin ----------------------------------------------------------
@@ -362,7 +360,7 @@ class CaseDesk:
                 if kind == Kind.OBJECTION:
                     await self._resolve(conn, row, "not_accepted", opinion, actor)
                 await self._close(conn, case_id, State.NOT_ACCEPTED, "not_accepted", today)
-                await self._step(conn, case_id, actor, _stage(row), State.NOT_ACCEPTED, opinion)
+                await casefile.add_step(conn, case_id, actor, _stage(row), State.NOT_ACCEPTED, opinion)
             elif kind == Kind.OBJECTION:
                 if to_provider:
                     state, due = State.PROVIDER_REVIEW, add_working_days(today, rules.objection_provider_days)
@@ -370,13 +368,13 @@ class CaseDesk:
                     state, due = State.PLATFORM_REVIEW, add_working_days(today, rules.objection_platform_days)
                 due = min(due, self._cap(row, rules) or due)
                 await self._move(conn, case_id, state, due)
-                await self._step(conn, case_id, actor, _stage(row), state, opinion)
+                await casefile.add_step(conn, case_id, actor, _stage(row), state, opinion)
             else:
                 filed = row["filed_at"].astimezone(CHINA).date()
                 due = add_working_days(filed, rules.repair_result_days)
-                await self._step(conn, case_id, actor, "acceptance", State.ACCEPTED, opinion)
+                await casefile.add_step(conn, case_id, actor, "acceptance", State.ACCEPTED, opinion)
                 await self._move(conn, case_id, State.UNDER_REVIEW, due)
-                await self._step(conn, case_id, actor, "review", State.UNDER_REVIEW, "")
+                await casefile.add_step(conn, case_id, actor, "review", State.UNDER_REVIEW, "")
             await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
@@ -406,12 +404,12 @@ class CaseDesk:
                 final, stage = (State.DONE, "review") if reviewed else (State.DECIDED, "decision")
                 await self._resolve(conn, row, outcome, opinion, decided_by or actor, list(changes))
                 await self._close(conn, case_id, final, outcome, today)
-                await self._step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
+                await casefile.add_step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
             elif outcome == "denied":
                 if not opinion.strip():
                     raise _invalid("a denied repair needs the reason (opinion); the subject may object to it")
                 await self._close(conn, case_id, State.DENIED, outcome, today)
-                await self._step(conn, case_id, actor, "decision", State.DENIED, opinion)
+                await casefile.add_step(conn, case_id, actor, "decision", State.DENIED, opinion)
             else:
                 await self._approve(conn, row, opinion, decided_by or actor, actor, today)
             await self._send_status(conn, case_id)
@@ -462,8 +460,9 @@ class CaseDesk:
             event.seq,
             document,
         )
-        await self._step(conn, case_id, actor, "decision", State.APPROVED, f"{number}: {opinion}".rstrip(": "))
-        await self._step(conn, case_id, self.origin, "propagation", State.PROPAGATING, f"REPAIR event {event.seq}")
+        await casefile.add_step(conn, case_id, actor, "decision", State.APPROVED, f"{number}: {opinion}".rstrip(": "))
+        signed = f"REPAIR event {event.seq}"
+        await casefile.add_step(conn, case_id, self.origin, "propagation", State.PROPAGATING, signed)
         await self._finish_if_confirmed(conn, case_id)
 
     async def extend(self, case_id: str, reason: str, days: int, actor: str) -> case_pb2.Case:
@@ -492,7 +491,7 @@ class CaseDesk:
                 due,
                 days,
             )
-            await self._step(conn, case_id, actor, "extension", state, f"extended to {due}: {reason}")
+            await casefile.add_step(conn, case_id, actor, "extension", state, f"extended to {due}: {reason}")
             await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
@@ -522,7 +521,7 @@ class CaseDesk:
                 due,
                 today,
             )
-            await self._step(conn, case_id, actor, "review", State.REVIEW, reason)
+            await casefile.add_step(conn, case_id, actor, "review", State.REVIEW, reason)
             await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
@@ -536,7 +535,7 @@ class CaseDesk:
             if row["kind"] == Kind.OBJECTION:
                 await self._resolve(conn, row, "withdrawn", reason, actor)
             await self._close(conn, case_id, State.WITHDRAWN, "withdrawn", self.clock())
-            await self._step(conn, case_id, actor, "withdrawal", State.WITHDRAWN, reason)
+            await casefile.add_step(conn, case_id, actor, "withdrawal", State.WITHDRAWN, reason)
             await self._send_status(conn, case_id)
             return await self._view(conn, await self._row(conn, case_id))
 
@@ -611,17 +610,6 @@ class CaseDesk:
             today,
         )
 
-    async def _step(self, conn: Connection, case_id: str, actor: str, stage: str, state: str, opinion: str) -> None:
-        await conn.execute(
-            "INSERT INTO case_steps (case_id, step, actor, stage, state, opinion)"
-            " SELECT $1, coalesce(max(step), 0) + 1, $2, $3, $4, $5 FROM case_steps WHERE case_id = $1",
-            case_id,
-            actor,
-            stage,
-            state,
-            opinion,
-        )
-
     # -- propagation of a repair --------------------------------------------------------------
 
     async def _confirm(self, receipt: case_pb2.RepairReceipt, peer: str) -> case_pb2.DeliverCaseResponse:
@@ -646,7 +634,7 @@ class CaseDesk:
                 receipt.checkpoint_size,
             )
             if created:
-                await self._step(
+                await casefile.add_step(
                     conn,
                     receipt.case_id,
                     peer,
@@ -666,7 +654,7 @@ class CaseDesk:
             await conn.execute(
                 "UPDATE cases SET state = 'done', closed_at = now(), due_on = NULL WHERE case_id = $1", case_id
             )
-            await self._step(conn, case_id, self.origin, "propagation", State.DONE, "every region confirmed")
+            await casefile.add_step(conn, case_id, self.origin, "propagation", State.DONE, "every region confirmed")
             return str(State.DONE)
         return str(state)
 
@@ -702,7 +690,7 @@ class CaseDesk:
             for row in late:
                 async with conn.transaction():
                     opinion = f"{row['due_on']} passed without a decision; the region is told and the case stays open"
-                    await self._step(conn, row["case_id"], self.origin, "deadline", row["state"], opinion)
+                    await casefile.add_step(conn, row["case_id"], self.origin, "deadline", row["state"], opinion)
                     await self._send_status(conn, row["case_id"])
                 noted += 1
         return noted
@@ -837,47 +825,8 @@ class CaseDesk:
         return await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
 
     async def _view(self, conn: Connection, row: Any) -> case_pb2.Case:
-        steps = await conn.fetch(
-            "SELECT step, at, actor, stage, state, opinion FROM case_steps WHERE case_id = $1 ORDER BY step",
-            row["case_id"],
-        )
-        code = status_code(row["state"], row["outcome"])
         unconfirmed = await self._unconfirmed(conn, row["case_id"]) if row["state"] == State.PROPAGATING else []
-        number = ""
-        if row["decision"] is not None:
-            number = messages.verify_decision(bytes(row["decision"]), self.trust.current).decision_number
-        return case_pb2.Case(
-            case_id=row["case_id"],
-            kind=_KINDS[Kind(row["kind"])],
-            record_id=row["record_id"],
-            record_origin=row["record_origin"],
-            filed_on=row["filed_on"],
-            filer=row["filer"],
-            on_behalf_of=row["on_behalf_of"],
-            state=row["state"],
-            status_code=code,
-            status_label=status_label(code),
-            outcome=row["outcome"],
-            due_on=row["due_on"].isoformat() if row["due_on"] else "",
-            filed_at=row["filed_at"].isoformat(),
-            closed_at=row["closed_at"].isoformat() if row["closed_at"] else "",
-            steps=[
-                case_pb2.CaseStep(
-                    step=s["step"],
-                    at=s["at"].isoformat(),
-                    actor=s["actor"],
-                    stage=s["stage"],
-                    state=s["state"],
-                    opinion=s["opinion"],
-                )
-                for s in steps
-            ],
-            eligibility=row["eligibility"],
-            decision_number=number,
-            unconfirmed_peers=unconfirmed,
-            overdue=row["closed_at"] is None and row["due_on"] is not None and row["due_on"] < self.clock(),
-            delivery=row["delivery"],
-        )
+        return await casefile.view(conn, row, unconfirmed, self.trust.current, self.clock())
 
 
 _MAX_STEPS = 200
