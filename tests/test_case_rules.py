@@ -6,9 +6,11 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from credex.domain.case_rules import CaseRules, CaseRulesError, repair_eligibility
 from credex.domain.workdays import add_working_days
+from credex.node.cli.app import app
 from credex.v1 import record_pb2
 
 RULES = CaseRules.shipped()
@@ -96,3 +98,12 @@ def test_deadlines_count_working_days_on_the_official_calendar() -> None:
     assert add_working_days(dt.date(2026, 2, 13), 2) == dt.date(2026, 2, 24)
     assert add_working_days(dt.date(2026, 9, 18), 1) == dt.date(2026, 9, 20)  # a Sunday made a working day
     assert add_working_days(dt.date(2026, 11, 20), 0) == dt.date(2026, 11, 20)
+
+
+def test_credex_cases_rules_shows_each_region_or_names_the_mistake(tmp_path: Path) -> None:
+    shown = CliRunner().invoke(app, ["cases", "rules"])
+    assert shown.exit_code == 0 and "310000" in shown.output and "330000" in shown.output, shown.output
+    broken = tmp_path / "rules.toml"
+    broken.write_text("[default]\nobjection_accept_days = 'two'\n", encoding="utf-8")
+    refused = CliRunner().invoke(app, ["cases", "rules", str(broken)])
+    assert refused.exit_code == 1 and "objection_accept_days" in refused.output

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from credex.crypto.keys import load_public
 from credex.crypto.trust import TrustBundle, TrustBundleError
+from credex.domain.case_rules import CaseRules, RegionRules
 from credex.node.cases import MessageRejected, verify_decision
 from credex.node.channels import open_channel
 from credex.node.cli.app import (
@@ -101,6 +102,25 @@ def _show(case: case_pb2.Case, as_json: bool) -> None:
     for step in case.steps:
         table.add_row(str(step.step), step.at, step.actor, step.stage, step.state, step.opinion)
     console.print(table)
+
+
+@cases_app.command("rules")
+def cases_rules(
+    file: Annotated[Path | None, typer.Argument(help="an edited rules file; default: the shipped one")] = None,
+) -> None:
+    """Check a case rules file (deadlines per region) and show what each region gets; exit 1 naming each problem."""
+    rules = CaseRules.load(file)  # a CaseRulesError names the file and every problem
+    title = f"case rules: {file or 'shipped'} (working days on the official calendar)"
+    table = Table(title=title, title_justify="left")
+    for column in ("region", *RegionRules.model_fields):
+        table.add_column(column, overflow="fold")
+    for region, values in (("default", rules.default), *sorted(rules.regions.items())):
+        table.add_row(region, *(_shown(getattr(values, name)) for name in RegionRules.model_fields))
+    console.print(table)
+
+
+def _shown(value: object) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 @cases_app.command("list")
