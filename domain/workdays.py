@@ -53,3 +53,18 @@ def working_days_between(start: dt.date, end: dt.date) -> tuple[int, bool]:
         days += upto - before
         official = official and known
     return days, official
+
+
+def add_working_days(start: dt.date, days: int) -> dt.date:
+    """The day ``days`` working days after ``start`` on the official calendar (``start`` itself if 0).
+
+    A deadline "within N working days of receipt" falls on this day: the day of
+    receipt does not count, an adjusted working weekend does, a holiday does not.
+    """
+    day = start
+    left = days
+    while left > 0:
+        day += dt.timedelta(days=1)
+        if is_workday(day)[0]:
+            left -= 1
+    return day

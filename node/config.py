@@ -263,6 +263,12 @@ class ReportsConfig(BaseModel):
     fields: Path | None = None
 
 
+class CasesConfig(BaseModel):
+    # Objection and repair deadlines and repair rules per region (domain/case_rules.toml's format);
+    # unset: the shipped file. Validated at start: a broken file stops the node with every problem named.
+    rules: Path | None = None
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -297,6 +303,7 @@ class NodeConfig(BaseSettings):
     checks: ChecksConfig = ChecksConfig()
     expiry: ExpiryConfig = ExpiryConfig()
     reports: ReportsConfig = ReportsConfig()
+    cases: CasesConfig = CasesConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"
@@ -350,6 +357,7 @@ _PATH_FIELDS = (
     ("bus", "ssl_keyfile"),
     ("bus", "sasl_password_file"),
     ("reports", "fields"),
+    ("cases", "rules"),
 )
 
 

@@ -32,6 +32,8 @@ from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
+from credex.domain.case_rules import CaseRules
+from credex.node.cases import CaseCourier, CaseDesk
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
 from credex.node.checks import watch_overdue
@@ -177,11 +179,13 @@ class Node:
             evidence=self.config.intake,
             wanted=self.wanted,
         )
+        rules = CaseRules.load(self.config.cases.rules)  # an operator's broken file stops the start, named
+        self.cases = CaseDesk(self.origin, self.pool, self.ledger, self.trust, rules)
         if serve:
             self._audit = AuditLog(self.pool, origin=self.origin)
             self._audit.start()
             self._server, self._health, self.port = await start_server(
-                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper
+                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper, self.cases
             )
             pool, checks_config = self.pool, self.config.checks
             retention = partitions.Retention(self.config.audit.retention_days, checks_config.retention_days)
@@ -215,6 +219,7 @@ class Node:
             if self.config.expiry.enabled:
                 pool, ledger, expiry = self.pool, self.ledger, self.config.expiry
                 spawn("expiry", lambda: run_daily(pool, ledger, expiry))
+            spawn("case-courier", CaseCourier(self.cases, self._channels, self.alarms).run)
         for feed_config in self.config.feeds if exchange else []:
             feed = open_feed(feed_config, self.pool, self.ledger, self.mapping_context(), self.config.ingest)
             self.supervisor.spawn(f"feed:{feed.name}", feed.run)

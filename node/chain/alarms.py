@@ -48,6 +48,7 @@ class AlarmKind(StrEnum):
     REVOCATION_ROOT = "revocation.root"  # the copy held disagrees with a revocation's root
     CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"  # a checkpoint no member serves the events of
     SYNC_NOT_A_PEER = "sync.not_a_peer"  # a member refuses this node FetchEvents
+    REPAIR_UNCONFIRMED = "repair.unconfirmed"  # a peer has not confirmed an approved repair in time
 
     @property
     def freezes(self) -> bool:
@@ -56,7 +57,7 @@ class AlarmKind(StrEnum):
 
 
 # Kinds that warn without freezing the origin: they are not evidence that its log is false.
-NOT_FREEZING = frozenset({AlarmKind.CHECKPOINT_UNREACHABLE, AlarmKind.SYNC_NOT_A_PEER})
+NOT_FREEZING = frozenset({AlarmKind.CHECKPOINT_UNREACHABLE, AlarmKind.SYNC_NOT_A_PEER, AlarmKind.REPAIR_UNCONFIRMED})
 
 
 @dataclass(frozen=True, slots=True)

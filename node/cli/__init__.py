@@ -18,6 +18,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from credex.node.cli import (
     alarms,
+    cases,
     checks,
     ingest,
     lookup,
@@ -32,7 +33,7 @@ from credex.node.cli import (
 from credex.node.cli.app import app
 
 # imported for their commands
-_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, revocation, reports)
+_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, revocation, reports, cases)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from credex.domain.regions import region_name
 from credex.domain.uscc import USCC
 from credex.node.channels import open_channel
 from credex.node.demo.federation import LocalFederation
+from credex.node.demo.repair_scene import repair_scene
 from credex.node.demo.report_scene import special_report
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.ledger.appender import Change
@@ -118,6 +119,7 @@ async def run_demo(console: Console, workdir: Path | None = None, keep: bool = F
         await _credit_chain(console, nodes)
         await _procurement_check(console, federation, nodes)
         await special_report(console, federation, nodes["310000"], bundle, LISTED_COMPANY, root)
+        await repair_scene(console, federation, nodes, root)
     finally:
         await federation.stop()
         await asyncio.to_thread(broker.stop)

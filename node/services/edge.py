@@ -140,6 +140,8 @@ class Text:
 
 DEFAULT_TEXT = Text(256)  # any text field without a rule of its own, including fields added later
 DEFAULT_BYTES = 4096
+# Bytes fields that may be longer: a case message delivered between nodes (a case's status carries its file).
+BYTES_LIMITS: dict[tuple[str, str], int] = {("credex.v1.Envelope", "payload"): 48 * 1024}
 MAX_BATCH = 1000  # subjects asked about in one call
 # uscc: 18 characters, plus the spaces and full-width forms platforms send; checked raw, before NFKC.
 RULES: dict[str, dict[str, Text]] = {
@@ -211,6 +213,44 @@ RULES: dict[str, dict[str, Text]] = {
         "verification_code": Text(20, required=True),
         "purpose": Text(500),
     },
+    # Cases: a filing travels to the origin signed in one envelope (bytes fields hold DEFAULT_BYTES), so its
+    # texts are bounded to fit in UTF-8 with room to spare.
+    "credex.v1.FileObjectionRequest": {
+        "request_id": Text(64, required=True),
+        "record_id": Text(100, required=True),
+        "on_behalf_of": Text(100, required=True, subject=True),
+        "grounds": Text(16, required=True),
+        "statement": Text(500),
+        "purpose": Text(500),
+    },
+    "credex.v1.FileRepairRequest": {
+        "request_id": Text(64, required=True),
+        "record_id": Text(100, required=True),
+        "on_behalf_of": Text(100, required=True, subject=True),
+        "proof_of_duty": Text(200),
+        "commitment": Text(200),
+        "statement": Text(300),
+        "purpose": Text(500),
+    },
+    "credex.v1.GetCaseRequest": {"case_id": Text(64, required=True), "purpose": Text(500)},
+    "credex.v1.ListCasesRequest": {"state": Text(32), "purpose": Text(500)},
+    "credex.v1.AcceptCaseRequest": {"case_id": Text(64, required=True), "opinion": Text(1000), "actor": Text(100)},
+    "credex.v1.DecideCaseRequest": {
+        "case_id": Text(64, required=True),
+        "outcome": Text(32, required=True),
+        "opinion": Text(1000),
+        "decided_by": Text(200),
+        "actor": Text(100),
+    },
+    "credex.v1.FieldChange": {
+        "field": Text(100, required=True),
+        "old_value": Text(1000),
+        "new_value": Text(1000),
+    },
+    "credex.v1.ExtendCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    "credex.v1.ReviewCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    "credex.v1.WithdrawCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    "credex.v1.Envelope": {"payload_type": Text(100, required=True), "key_id": Text(100, required=True)},
 }
 
 
@@ -274,8 +314,9 @@ def _check_value(fd: Any, name: str, value: Any, rules: dict[str, Text], depth: 
         else:
             check_text(name, value, rules.get(fd.name, DEFAULT_TEXT))
     elif fd.type == FieldDescriptor.TYPE_BYTES:
-        if len(value) > DEFAULT_BYTES:
-            raise invalid(f"{name} has {len(value):,} bytes; at most {DEFAULT_BYTES} are accepted")
+        limit = BYTES_LIMITS.get((fd.containing_type.full_name, fd.name), DEFAULT_BYTES)
+        if len(value) > limit:
+            raise invalid(f"{name} has {len(value):,} bytes; at most {limit:,} are accepted")
     elif fd.type in _INTEGERS:
         check_integer(name, value)
     elif fd.type == FieldDescriptor.TYPE_MESSAGE:

@@ -11,10 +11,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from credex.errors import CredexError
+from credex.node.cases import CaseDesk
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
 from credex.node.services.access import unbound_privileged
 from credex.node.services.audit_trail import AuditLog
+from credex.node.services.case_service import CaseService
 from credex.node.services.check_service import CheckService
 from credex.node.services.edge import Gate
 from credex.node.services.exchange import ExchangeService
@@ -25,7 +27,7 @@ from credex.node.services.report_service import ReportService
 from credex.node.services.servicer import Servicer
 from credex.node.services.witness_service import WitnessService
 from credex.node.trust import TrustProvider
-from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2, report_pb2, witness_pb2
+from credex.v1 import case_pb2, check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2, report_pb2, witness_pb2
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ SERVICES = {
     "CheckService": check_pb2.DESCRIPTOR.services_by_name["CheckService"],
     "WitnessService": witness_pb2.DESCRIPTOR.services_by_name["WitnessService"],
     "ReportService": report_pb2.DESCRIPTOR.services_by_name["ReportService"],
+    "CaseService": case_pb2.DESCRIPTOR.services_by_name["CaseService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -67,6 +70,7 @@ async def start_server(
     audit: AuditLog,
     logbook: LogBook,
     keeper: CheckpointKeeper,
+    cases: CaseDesk,
 ) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
@@ -99,10 +103,13 @@ async def start_server(
         ("CheckService", CheckService),
         ("WitnessService", WitnessService),
         ("ReportService", ReportService),
+        ("CaseService", CaseService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]
         servicer = service(config, pool, trust, logbook, keeper)
+        if isinstance(servicer, CaseService):
+            servicer.desk = cases
         handlers = gate.method_handlers(servicer, descriptor)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import

@@ -1,0 +1,236 @@
+"""The courier: delivers signed case messages from the durable outbox, confirms repairs, watches their spread.
+
+Three duties, one supervised loop (``case-courier`` in :mod:`credex.node.runtime`):
+
+- **Delivery.** Each message in ``case_outbox`` is sent to its target's DeliverCase
+  over the mTLS peer channel until the target acknowledges it. A target that is down
+  or busy is tried again with a growing pause (0.5 s doubling up to a minute); the
+  message and its attempts are in the database, so a restart of either side loses
+  nothing, and the origin's idempotent take-in makes a second delivery change nothing.
+  A definitive refusal (the origin says the filing is invalid, ineligible or not its
+  record) is kept with its reason and the filing node's copy of the case is closed
+  ``not_accepted``, so the filer learns why.
+- **Receipts.** Once this node's verified checkpoint of another origin covers a REPAIR
+  event of that origin, the node queues a signed receipt for the origin: "my copy of
+  your log holds the repair". The checkpoint, not mere arrival, is the proof, because
+  it means this node's tree agrees with the origin's signed root up to the event.
+- **Watch.** At the origin, a repair still propagating past its deadline (3 working days
+  by default) raises a ``repair.unconfirmed`` alarm per peer that has not confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import asyncpg
+import grpc
+
+from credex.node.cases import casefile, messages
+from credex.node.cases.desk import CaseDesk
+from credex.node.cases.model import State
+from credex.node.chain import AGREED, Alarms
+from credex.node.chain.alarms import AlarmKind
+from credex.node.channels import PeerChannels
+from credex.v1 import case_pb2, case_pb2_grpc, event_pb2
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 60.0
+CALL_TIMEOUT_SECONDS = 10.0
+BATCH = 50
+# The target's answer that retrying cannot change: the message itself is refused.
+_DEFINITIVE = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+
+
+class CaseCourier:
+    def __init__(self, desk: CaseDesk, channels: PeerChannels, alarms: Alarms, poll_seconds: float = POLL_SECONDS):
+        self.desk = desk
+        self.pool: asyncpg.Pool = desk.pool
+        self.channels = channels
+        self.alarms = alarms
+        self.poll_seconds = poll_seconds
+
+    async def run(self) -> None:
+        while True:
+            await self.round()
+            await asyncio.sleep(self.poll_seconds)
+
+    async def round(self) -> None:
+        """One pass of all three duties; a failure of one target never stops the others."""
+        await self.queue_receipts()
+        await self.deliver_due()
+        await self.watch()
+
+    async def deliver_due(self) -> int:
+        """Send every message that is due; return how many were acknowledged."""
+        async with self.pool.acquire() as conn:
+            due = await conn.fetch(
+                "SELECT id, case_id, purpose, target, envelope, attempts FROM case_outbox"
+                " WHERE delivered_at IS NULL AND refused = '' AND next_attempt_at <= now() ORDER BY id LIMIT $1",
+                BATCH,
+            )
+        acknowledged = await asyncio.gather(*(self._deliver(row) for row in due))
+        return sum(acknowledged)
+
+    async def _deliver(self, row: asyncpg.Record) -> bool:
+        member = self.desk.trust.current.member(row["target"])
+        if member is None or not member.endpoint:
+            await self._retry(row, f"{row['target']} has no endpoint in the trust bundle")
+            return False
+        envelope = event_pb2.Envelope.FromString(bytes(row["envelope"]))
+        stub = case_pb2_grpc.CaseServiceStub(self.channels.channel(member.endpoint))
+        try:
+            answer: case_pb2.DeliverCaseResponse = await stub.DeliverCase(
+                case_pb2.DeliverCaseRequest(envelope=envelope), timeout=CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            reason = f"{exc.code().name}: {exc.details() or ''}"[:500]
+            if exc.code() in _DEFINITIVE:
+                await self._refused(row, reason)
+            else:
+                await self._retry(row, reason)
+            return False
+        async with self.pool.acquire() as conn, conn.transaction():
+            # A status replaced while this one was on its way stays due: the newer one is sent next.
+            await conn.execute(
+                "UPDATE case_outbox SET delivered_at = now(), last_error = '' WHERE id = $1 AND envelope = $2",
+                row["id"],
+                row["envelope"],
+            )
+            if row["purpose"] == "filing":
+                await conn.execute(
+                    "UPDATE cases SET delivery = $2 WHERE case_id = $1",
+                    row["case_id"],
+                    f"delivered to {row['target']} ({answer.state} there)",
+                )
+        log.info("case %s: %s delivered to %s", row["case_id"], row["purpose"], row["target"])
+        return True
+
+    async def _retry(self, row: asyncpg.Record, reason: str) -> None:
+        pause = min(MAX_BACKOFF_SECONDS, POLL_SECONDS * 2 ** min(row["attempts"], 10))
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE case_outbox SET attempts = attempts + 1, last_error = $2,"
+                " next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                row["id"],
+                reason,
+                pause,
+            )
+        log.warning(
+            "case %s: %s to %s not delivered (%s); again in %.1f s",
+            row["case_id"],
+            row["purpose"],
+            row["target"],
+            reason,
+            pause,
+        )
+
+    async def _refused(self, row: asyncpg.Record, reason: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE case_outbox SET attempts = attempts + 1, refused = $2 WHERE id = $1", row["id"], reason
+            )
+            if row["purpose"] == "filing":
+                closed = await conn.fetchval(
+                    "UPDATE cases SET state = 'not_accepted', delivery = $2, closed_at = now(), due_on = NULL"
+                    " WHERE case_id = $1 AND closed_at IS NULL RETURNING 1",
+                    row["case_id"],
+                    f"refused by {row['target']}: {reason}",
+                )
+                if closed:
+                    await casefile.add_step(conn, row["case_id"], row["target"], "delivery", State.NOT_ACCEPTED, reason)
+        log.warning("case %s: %s refused by %s: %s", row["case_id"], row["purpose"], row["target"], reason)
+
+    async def queue_receipts(self) -> int:
+        """Queue a signed receipt for each REPAIR of another origin that this node's verified checkpoint covers.
+
+        Each origin's log is looked through once, from where the last look stopped up to the
+        newest verified checkpoint, in the same transaction that queues the receipts.
+        """
+        me = self.desk.origin
+        queued = 0  # receipts queued
+        async with self.pool.acquire() as conn:
+            # Per member, the newest agreed checkpoint by the (origin, size DESC) index: one row each.
+            heads = await conn.fetch(
+                "SELECT p.origin, c.size, coalesce(m.scanned_seq, 0) AS scanned"
+                " FROM unnest($1::text[]) AS p (origin)"
+                " CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE origin = p.origin"
+                "   AND state = ANY($2::text[]) ORDER BY size DESC LIMIT 1) c"
+                " LEFT JOIN repair_receipt_marks m ON m.origin = p.origin",
+                self.desk.peers(),
+                list(AGREED),
+            )
+            for head in heads:
+                if head["size"] <= head["scanned"]:
+                    continue
+                async with conn.transaction():
+                    repairs = await conn.fetch(
+                        "SELECT seq, envelope FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3"
+                        " AND event_type = $4 ORDER BY seq",
+                        head["origin"],
+                        head["scanned"],
+                        head["size"],
+                        event_pb2.EVENT_TYPE_REPAIR,
+                    )
+                    for row in repairs:
+                        envelope = event_pb2.Envelope.FromString(bytes(row["envelope"]))
+                        event = event_pb2.Event.FromString(envelope.payload)
+                        if not event.case.case_id:  # a REPAIR signed without a case has no one to tell
+                            continue
+                        receipt = case_pb2.RepairReceipt(
+                            case_id=event.case.case_id,
+                            record_origin=head["origin"],
+                            seq=row["seq"],
+                            checkpoint_size=head["size"],
+                        )
+                        await conn.execute(
+                            "INSERT INTO case_outbox (case_id, purpose, target, envelope)"
+                            " VALUES ($1, 'receipt', $2, $3) ON CONFLICT DO NOTHING",
+                            event.case.case_id,
+                            head["origin"],
+                            messages.seal_message(self.desk.ledger.key, messages.message_at(me, receipt)),
+                        )
+                        queued += 1
+                    await conn.execute(
+                        "INSERT INTO repair_receipt_marks (origin, scanned_seq) VALUES ($1, $2)"
+                        " ON CONFLICT (origin) DO UPDATE SET scanned_seq = excluded.scanned_seq",
+                        head["origin"],
+                        head["size"],
+                    )
+        return queued
+
+    async def watch(self) -> int:
+        """Note open cases past their deadline; raise an alarm, once per case and peer, for each repair a
+        peer has not confirmed in time."""
+        await self.desk.note_overdue()
+        raised = 0
+        late = await self.desk.late_repairs()
+        if not late:
+            return 0
+        async with self.pool.acquire() as conn:
+            for case_id, peers, due in late:
+                for peer in peers:
+                    raised += await self.alarms.raise_once(
+                        conn,
+                        peer,
+                        AlarmKind.REPAIR_UNCONFIRMED,
+                        f"{peer} has not confirmed repair case {case_id} (due {due}): its verified copy of"
+                        f" {self.desk.origin}'s log does not yet hold the REPAIR",
+                        {"case_id": case_id, "peer": peer, "due_on": due.isoformat(), "seen": _now()},
+                        same={"case_id": case_id, "peer": peer},
+                    )
+        return raised
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
