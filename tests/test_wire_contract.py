@@ -28,8 +28,18 @@ def _generator() -> object:
     return module
 
 
-def test_the_contract_is_the_seven_proto_files() -> None:
-    assert PROTO_FILES == ["check", "event", "exchange", "log", "lookup", "quality", "record"]
+def test_the_contract_is_the_nine_proto_files() -> None:
+    assert PROTO_FILES == [
+        "authorization",
+        "check",
+        "event",
+        "exchange",
+        "log",
+        "lookup",
+        "quality",
+        "record",
+        "subscription",
+    ]
 
 
 def test_committed_generated_code_matches_every_proto_file(tmp_path: Path) -> None:

@@ -22,8 +22,9 @@ from credex.node.services.log_service import LogService
 from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
 from credex.node.services.servicer import Servicer
+from credex.node.services.subscription_service import SubscriptionService
 from credex.node.trust import TrustProvider
-from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2
+from credex.v1 import check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2, subscription_pb2
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ SERVICES = {
     "LogService": log_pb2.DESCRIPTOR.services_by_name["LogService"],
     "QualityService": quality_pb2.DESCRIPTOR.services_by_name["QualityService"],
     "CheckService": check_pb2.DESCRIPTOR.services_by_name["CheckService"],
+    "SubscriptionService": subscription_pb2.DESCRIPTOR.services_by_name["SubscriptionService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -93,6 +95,7 @@ async def start_server(
         ("LogService", LogService),
         ("QualityService", QualityService),
         ("CheckService", CheckService),
+        ("SubscriptionService", SubscriptionService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]
