@@ -77,7 +77,10 @@ async def grant(conn: Connection, given: authorization_pb2.Authorization, grante
     """
     authorization_id = _id("authorization_id", given.authorization_id)
     grantee = subject_code_of_unit(given.grantee)
-    subject = subject_code(given.subject)
+    try:
+        subject = subject_code(given.subject)
+    except AuthorizationInvalid as exc:
+        raise AuthorizationInvalid(f"subject: {exc}") from None
     scope = given.scope or STREAM_SCOPE
     if len(scope) > 64:
         raise AuthorizationInvalid("scope has more than 64 characters")
