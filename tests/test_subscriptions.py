@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from credex.node.streams.subscriber import load_cursor
 from credex.v1 import event_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel, peer_channel
 from .conftest import TestFederation, eventually
-from .streaming import append, company, penalty, reached, revoke, subscribe
+from .streaming import READ_TIMEOUT, append, company, penalty, reached, revoke, subscribe
 
 SH = "310000"
 
@@ -244,3 +247,55 @@ async def test_ten_subscribers_one_stalled_do_not_hold_up_the_others_or_grow_the
         with contextlib.suppress(Exception):
             await stalled_channel.close(None)
         await readers_channel.close(None)
+
+
+async def test_credex_subscribe_killed_mid_stream_resumes_from_its_cursor_file(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await federation.start_node(SH)
+    await append(node, [penalty(SH, n, company(n)) for n in range(1, 41)])
+    tls = federation.layout.member_dir("320000") / "tls"
+    cursor_file = tmp_path / "cursor.json"
+    command = [
+        sys.executable,
+        "-m",
+        "credex.node.cli",
+        "subscribe",
+        "--node",
+        f"127.0.0.1:{node.port}",
+        "--from",
+        str(cursor_file),
+        "--kinds",
+        "penalty",
+        "--bundle",
+        str(federation.layout.bundle),
+        "--federation-key",
+        str(federation.layout.federation_public),
+        "--ca",
+        str(federation.layout.ca_dir / "ca.crt"),
+        "--cert",
+        str(tls / "node.crt"),
+        "--key",
+        str(tls / "node.key"),
+    ]
+    first = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert first.stdout is not None
+    printed: list[bytes] = []  # event lines; proofs that follow earlier events print lines of their own
+    while len(printed) < 15:
+        line = await asyncio.wait_for(first.stdout.readline(), READ_TIMEOUT)
+        assert line, "credex subscribe stopped"
+        if b" signed" in line:
+            printed.append(line)
+    first.kill()  # no goodbye: the cursor file is whatever was last saved whole
+    await first.wait()
+    saved = load_cursor(cursor_file)[SH]
+    assert saved >= 15
+    taken_before = [int(line.split()[0].split(b":")[1]) for line in printed]
+    second = await asyncio.create_subprocess_exec(
+        *command, "--max-events", str(40 - saved), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(second.communicate(), READ_TIMEOUT)
+    assert second.returncode == 0
+    taken_after = [int(line.split()[0].split(b":")[1]) for line in out.splitlines() if b" signed" in line]
+    assert taken_after == list(range(saved + 1, 41))
+    assert taken_before == list(range(1, 16))

@@ -5,7 +5,7 @@ One module per command group, each adding its commands to the app of
 :mod:`.node` (demo, node run, health), :mod:`.ingest` (ingest, synth),
 :mod:`.profiles` (profile list, check), :mod:`.lookup` (lookup, proof, verify,
 audit), :mod:`.trust` (keys, tls, trust), :mod:`.alarms`, :mod:`.quality`,
-:mod:`.measures` (measures list, check).
+:mod:`.measures` (measures list, check), :mod:`.subscriptions` (subscribe, authorization).
 """
 
 import contextlib
@@ -16,11 +16,11 @@ import sys
 # in one line, so keep the core to errors unless the operator asks (set before grpc loads).
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from credex.node.cli import alarms, checks, ingest, lookup, measures, node, profiles, quality, trust
+from credex.node.cli import alarms, checks, ingest, lookup, measures, node, profiles, quality, subscriptions, trust
 from credex.node.cli.app import app
 
 # imported for their commands
-_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks)
+_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, subscriptions)
 
 
 def main() -> None:
