@@ -64,7 +64,7 @@ class Reading:
             message = await asyncio.wait_for(self.call.read(), READ_TIMEOUT)
             if not isinstance(message, subscription_pb2.SubscribeResponse):
                 raise AssertionError("the stream ended")
-            self.taken.append(self.subscriber.take(message))
+            self.taken.extend(self.subscriber.take(message))
         return self
 
     def seqs(self, origin: str, kind: str = "event") -> list[int]:

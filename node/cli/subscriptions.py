@@ -98,15 +98,16 @@ def subscribe(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             call = subscription_pb2_grpc.SubscriptionServiceStub(channel).Subscribe(request)
             async for message in call:
-                line = subscriber.take(message)
-                save_cursor(cursor_file, subscriber.cursor)
-                if line.kind != "heartbeat":
-                    console.print(line.line(), soft_wrap=True, markup=False, highlight=False)
-                if line.kind in ("event", "change"):
-                    taken += 1
-                    if max_events and taken >= max_events:
-                        call.cancel()
-                        break
+                for item in message.items:
+                    line = subscriber.take_item(item)
+                    save_cursor(cursor_file, subscriber.cursor)
+                    if line.kind != "heartbeat":
+                        console.print(line.line(), soft_wrap=True, markup=False, highlight=False)
+                    if line.kind in ("event", "change"):
+                        taken += 1
+                        if max_events and taken >= max_events:
+                            call.cancel()
+                            return taken
         return taken
 
     try:

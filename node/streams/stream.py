@@ -8,7 +8,9 @@ passes over an event that arrives late, and nothing at or below the cursor is se
 Memory is bounded per stream whatever the subscriber does: at most ``batch_size`` events
 of one origin are read at a time, with no database connection held while they are
 written, and each write is awaited (gRPC's flow control holds a subscriber that does not
-read). :attr:`Stream.buffered_bytes` is what the stream holds read and not yet written.
+read). Items go out gathered in messages of at most :data:`MAX_MESSAGE_ITEMS` items and about
+:data:`MAX_MESSAGE_BYTES`, so a fast subscriber is not held to one gRPC write per event.
+:attr:`Stream.buffered_bytes` is what the stream holds read and not yet written.
 
 A stream sleeps on the store's notification channel (the ledger and the checkpoint signer
 ring it on commit, intake after applying a peer's events), with a poll as a safety net,
@@ -44,7 +46,9 @@ log = logging.getLogger(__name__)
 
 SAFETY_POLL_SECONDS = 5.0  # a missed notification (listener reconnecting) delays a stream at most this long
 PROOF_POLL_SECONDS = 1.0  # while proofs are owed, look for a covering checkpoint this often
-_MESSAGE = subscription_pb2.SubscribeResponse
+_ITEM = subscription_pb2.StreamItem
+MAX_MESSAGE_ITEMS = 256  # items of one SubscribeResponse
+MAX_MESSAGE_BYTES = 256 * 1024  # and their bytes (one item may go over): what a stream holds while writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +164,31 @@ class Stream:
     filter: Filter
     positions: dict[str, int]  # origin -> highest seq taken or passed over
     counts: Counts = field(default_factory=Counts)
-    buffered_bytes: int = 0
+    held_rows: int = 0  # bytes of events read from the store and not yet judged
+    held_message: int = 0  # bytes of the message gathered or being written
     owed: list[_Owed] = field(default_factory=list)
 
     async def messages(self) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
-        """The stream, without end; the caller writes each message before asking for the next."""
+        """The stream, without end, as messages of the items ready; the caller writes each before asking for more."""
+        message = subscription_pb2.SubscribeResponse()
+        size = 0
+        async for item in self.items():
+            if item is None:  # nothing more is ready now: send what is gathered
+                if message.items:
+                    yield message
+                    message, size = subscription_pb2.SubscribeResponse(), 0
+                    self.held_message = 0
+                continue
+            message.items.append(item)
+            size += item.ByteSize()
+            self.held_message = size
+            if len(message.items) >= MAX_MESSAGE_ITEMS or size >= MAX_MESSAGE_BYTES:
+                yield message
+                message, size = subscription_pb2.SubscribeResponse(), 0
+                self.held_message = 0
+
+    async def items(self) -> AsyncIterator[subscription_pb2.StreamItem | None]:
+        """Every item in order, and None whenever the stream is about to wait (or read the store again)."""
         wake = self.bell.join()
         try:
             reported = dict(self.positions)
@@ -174,20 +198,23 @@ class Stream:
                 read_any = False
                 if len(self.owed) < self.settings.max_pending_proofs:
                     for origin, head in await self._heads():
-                        async for message in self._origin_round(origin, head):
+                        async for item in self._origin_round(origin, head):
                             read_any = True
-                            yield message
+                            yield item
                             last_sent = time.monotonic()
                         read_any = read_any or self.positions.get(origin, 0) > reported.get(origin, 0)
-                async for message in self._owed_proofs():
-                    yield message
+                        yield None
+                async for item in self._owed_proofs():
+                    yield item
                     last_sent = time.monotonic()
                 if read_any:
                     if self.positions != reported:
                         reported = dict(self.positions)
                         yield self._heartbeat()
                         last_sent = time.monotonic()
+                    yield None
                     continue
+                yield None
                 timeout = min(self.settings.heartbeat_seconds, SAFETY_POLL_SECONDS)
                 if self.owed:
                     timeout = min(timeout, PROOF_POLL_SECONDS)
@@ -196,18 +223,24 @@ class Stream:
                 if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
                     reported = dict(self.positions)
                     yield self._heartbeat()
+                    yield None
                     last_sent = time.monotonic()
         finally:
             self.bell.leave(wake)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """What this stream holds for its subscriber: events read and not judged, and the message not yet written."""
+        return self.held_rows + self.held_message
+
     def cursor(self) -> list[subscription_pb2.Position]:
         return [subscription_pb2.Position(origin=o, seq=s) for o, s in sorted(self.positions.items())]
 
-    def _heartbeat(self) -> subscription_pb2.SubscribeResponse:
+    def _heartbeat(self) -> subscription_pb2.StreamItem:
         self.counts.heartbeats += 1
         at = Timestamp()
         at.GetCurrentTime()
-        return _MESSAGE(heartbeat=subscription_pb2.Heartbeat(cursor=self.cursor(), at=at))
+        return _ITEM(heartbeat=subscription_pb2.Heartbeat(cursor=self.cursor(), at=at))
 
     async def _heads(self) -> list[tuple[str, int]]:
         """Each origin the stream may take, with how far its log is held without a gap."""
@@ -224,7 +257,7 @@ class Stream:
                 heads.append((origin, head))
         return heads
 
-    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
+    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.StreamItem]:
         after = self.positions.get(origin, 0)
         limit = self.settings.batch_size
         today = dt.date.today()
@@ -253,7 +286,7 @@ class Stream:
             _Row(r["seq"], r["event_type"], r["subject_id"], bytes(r["envelope"]), bytes(r["leaf_hash"])) for r in rows
         ]
         scanned_to = batch[-1].seq if len(batch) == limit else head
-        self.buffered_bytes += sum(len(r.envelope) for r in batch)
+        self.held_rows += sum(len(r.envelope) for r in batch)
         try:
             checkpoint = await self.keeper.latest(origin)
             covered = 0
@@ -263,7 +296,7 @@ class Stream:
                 covered = checkpoint.size if checkpoint.size <= tree.size else 0
             for index, row in enumerate(batch):
                 message = self._judge(origin, row, today, row.subject_id in allowed)
-                self.buffered_bytes -= len(row.envelope)
+                self.held_rows -= len(row.envelope)
                 batch[index] = _Row(row.seq, 0, "", b"", b"")  # let go of what is judged
                 if message is not None:
                     full = message.HasField("event")
@@ -276,8 +309,7 @@ class Stream:
                             hashes=tree.inclusion_proof(row.seq - 1, covered),
                             checkpoint=checkpoint_message(checkpoint),
                         )
-                        if full:
-                            proof.envelope.CopyFrom(message.event.envelope)
+                        if full:  # the envelope is the event's own: not sent twice
                             message.event.proof.CopyFrom(proof)
                         else:
                             message.change.proof.CopyFrom(proof)
@@ -287,9 +319,9 @@ class Stream:
                 self.positions[origin] = row.seq
             self.positions[origin] = max(self.positions.get(origin, 0), scanned_to)
         finally:
-            self.buffered_bytes = 0
+            self.held_rows = 0
 
-    def _judge(self, origin: str, row: _Row, today: dt.date, authorized: bool) -> _MESSAGE | None:
+    def _judge(self, origin: str, row: _Row, today: dt.date, authorized: bool) -> _ITEM | None:
         envelope = event_pb2.Envelope.FromString(row.envelope)
         event = event_pb2.Event.FromString(envelope.payload)
         record = event.record
@@ -301,10 +333,10 @@ class Stream:
         delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
         if delivery is Delivery.FULL:
             self.counts.events += 1
-            return _MESSAGE(event=subscription_pb2.StreamedEvent(origin=origin, seq=row.seq, envelope=envelope))
+            return _ITEM(event=subscription_pb2.StreamedEvent(origin=origin, seq=row.seq, envelope=envelope))
         if delivery is Delivery.CHANGE:
             self.counts.changes += 1
-            return _MESSAGE(
+            return _ITEM(
                 change=subscription_pb2.StreamedChange(
                     origin=origin,
                     seq=row.seq,
@@ -316,7 +348,7 @@ class Stream:
             )
         return None
 
-    async def _owed_proofs(self) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
+    async def _owed_proofs(self) -> AsyncIterator[subscription_pb2.StreamItem]:
         """Proofs of events sent earlier, for every origin whose agreed checkpoint now covers them."""
         if not self.owed:
             return
@@ -346,7 +378,7 @@ class Stream:
                     if owed.full:
                         proof.envelope.CopyFrom(event_pb2.Envelope.FromString(envelopes[owed.seq]))
                     self.counts.proofs += 1
-                    yield _MESSAGE(proof=proof)
+                    yield _ITEM(proof=proof)
         self.owed = still
 
     async def _envelopes(self, origin: str, seqs: Sequence[int]) -> dict[int, bytes]:

@@ -64,21 +64,25 @@ class Subscriber:
         self.cursor: dict[str, int] = dict(cursor or {})
         self.leaves: dict[tuple[str, int], bytes] = {}  # changes awaiting their proof: their leaf hash
 
-    def take(self, message: subscription_pb2.SubscribeResponse) -> Taken:
-        body = message.WhichOneof("body")
+    def take(self, message: subscription_pb2.SubscribeResponse) -> list[Taken]:
+        """Every item of a message, in order; the first that does not check out raises :class:`StreamInvalid`."""
+        return [self.take_item(item) for item in message.items]
+
+    def take_item(self, item: subscription_pb2.StreamItem) -> Taken:
+        body = item.WhichOneof("body")
         if body == "event":
-            return self._event(message.event)
+            return self._event(item.event)
         if body == "change":
-            return self._change(message.change)
+            return self._change(item.change)
         if body == "proof":
-            return self._proof(message.proof)
+            return self._proof(item.proof)
         if body == "heartbeat":
-            for position in message.heartbeat.cursor:
+            for position in item.heartbeat.cursor:
                 if position.seq < self.cursor.get(position.origin, 0):
                     raise StreamInvalid(f"heartbeat moves {position.origin} back to {position.seq}")
                 self.cursor[position.origin] = position.seq
             return Taken("heartbeat")
-        raise StreamInvalid(f"a message this subscriber does not know ({body})")
+        raise StreamInvalid(f"an item this subscriber does not know ({body})")
 
     def _advance(self, origin: str, seq: int) -> None:
         held = self.cursor.get(origin, 0)
@@ -96,9 +100,10 @@ class Subscriber:
             raise StreamInvalid(f"{streamed.origin}:{streamed.seq} carries event {verified.event.seq}")
         proved = False
         if streamed.HasField("proof"):
-            self._check(streamed.proof)
-            if streamed.proof.envelope != streamed.envelope:
-                raise StreamInvalid(f"{streamed.origin}:{streamed.seq}: the proof is of another envelope")
+            proof = log_pb2.InclusionProof()
+            proof.CopyFrom(streamed.proof)
+            proof.envelope.CopyFrom(streamed.envelope)  # sent once, in the event
+            self._check(proof)
             proved = True
         self._advance(streamed.origin, streamed.seq)
         return Taken("event", streamed.origin, streamed.seq, verified.event, proved)

@@ -135,7 +135,9 @@ class StreamedEvent(_message.Message):
     def envelope(self) -> _event_pb2.Envelope: ...
     @_builtins.property
     def proof(self) -> _log_pb2.InclusionProof:
-        """set when a checkpoint already covered the event when it was sent"""
+        """Set when a checkpoint already covered the event when it was sent; its envelope is left
+        empty (it is this event's): put `envelope` there to check the proof.
+        """
 
     def __init__(
         self,
@@ -227,7 +229,9 @@ class Heartbeat(_message.Message):
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
-class SubscribeResponse(_message.Message):
+class StreamItem(_message.Message):
+    """One thing a stream says."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
@@ -259,6 +263,30 @@ class SubscribeResponse(_message.Message):
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["event", "proof", "heartbeat", "change"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___StreamItem: _TypeAlias = StreamItem  # noqa: Y015
+
+@_typing.final
+class SubscribeResponse(_message.Message):
+    """What a stream sends at a time: items in order, as many as were ready (at most a few hundred
+    kilobytes), so a fast subscriber is not held to one gRPC message per event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___StreamItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
 
