@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 
 from credex.node.streams.stream import MAX_MESSAGE_BYTES
 from credex.node.streams.subscriber import load_cursor
-from credex.v1 import event_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
+from credex.v1 import event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel, peer_channel
 from .conftest import TestFederation, eventually
@@ -98,6 +98,34 @@ async def test_a_revoked_record_arrives_as_a_change(federation: TestFederation) 
     # A peer gets the signed revocation itself.
     revocation = [t.event for t in seen_by_peer.taken if t.kind == "event" and t.seq == 2]
     assert revocation and revocation[0] is not None and revocation[0].type == event_pb2.EVENT_TYPE_REVOKE
+
+
+async def test_a_dispute_arrives_with_its_mark_and_a_repair_as_a_change(federation: TestFederation) -> None:
+    node = await federation.start_node(SH)
+    record_id = f"{SH}-CF-S8"
+    await append(node, [penalty(SH, 8, company(8))])
+    assert node.pool is not None
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.amend(conn, record_id, event_pb2.EVENT_TYPE_DISPUTE, "异议受理", disputed=True)
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.amend(
+            conn,
+            record_id,
+            event_pb2.EVENT_TYPE_REPAIR,
+            "信用修复",
+            standing=lookup_pb2.ENTRY_STATUS_REPAIRED,
+            disputed=False,
+            case=event_pb2.CaseRef(case_id="R-1", kind="repair", outcome="approved"),
+        )
+    bundle = federation.bundle_now()
+    async with client_channel(federation, node, PUBLIC) as public:
+        reading = await subscribe(
+            public, bundle, event_types=[event_pb2.EVENT_TYPE_DISPUTE, event_pb2.EVENT_TYPE_REPAIR]
+        ).until(reached(SH, 3))
+        reading.call.cancel()
+    [dispute] = [t.event for t in reading.taken if t.kind == "event"]
+    assert dispute is not None and dispute.type == event_pb2.EVENT_TYPE_DISPUTE and dispute.disputed
+    assert reading.seqs(SH, "change") == [3]  # repaired: out of the public view, said without the record
 
 
 async def test_the_filter_takes_only_what_was_asked_and_the_cursor_still_moves_past_the_rest(
