@@ -77,9 +77,10 @@ class Reading:
         return self.subscriber.cursor.get(origin, 0)
 
 
-def reached(origin: str, seq: int) -> Callable[[Reading], bool]:
-    """Done once the reading's cursor for ``origin`` is at ``seq`` or beyond."""
-    return lambda reading: reading.at(origin) >= seq
+def reached(origin: str, seq: int, *more: tuple[str, int]) -> Callable[[Reading], bool]:
+    """Done once the reading's cursor for ``origin`` is at ``seq`` or beyond (and for each of ``more``)."""
+    wanted = [(origin, seq), *more]
+    return lambda reading: all(reading.at(o) >= s for o, s in wanted)
 
 
 def subscribe(

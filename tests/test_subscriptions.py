@@ -239,6 +239,7 @@ async def test_ten_subscribers_one_stalled_do_not_hold_up_the_others_or_grow_the
     node = await federation.start_node(
         SH, subscriptions={"max_streams_per_caller": 16, "batch_size": batch, "heartbeat_seconds": 0.5}
     )
+    jiangsu = await federation.start_node("320000")  # a peer whose log intake keeps taking in meanwhile
     bundle = federation.bundle_now()
     padding = "款" * 600  # ~2 KB an event: the stalled stream's window fills after a few dozen
     # The stalled subscriber never reads; without BDP probing its HTTP/2 window stays at its initial size.
@@ -258,7 +259,10 @@ async def test_ten_subscribers_one_stalled_do_not_hold_up_the_others_or_grow_the
                     envelope_bytes,
                     await conn.fetchval("SELECT max(length(envelope)) FROM events WHERE origin = $1", SH),
                 )
-            await asyncio.gather(*(r.until(reached(SH, first + 399)) for r in readers))
+            await append(jiangsu, [penalty("320000", n, company(n, "320500")) for n in range(first, first + 20)])
+            # The readers get Shanghai's new events, and Jiangsu's once intake has taken them in.
+            both = reached(SH, first + 399, ("320000", 20 * (round_ + 1)))
+            await asyncio.gather(*(r.until(both) for r in readers))
 
             async def held_back() -> float:
                 value = REGISTRY.get_sample_value("credex_stream_buffered_bytes", {"origin": SH})
@@ -272,6 +276,7 @@ async def test_ten_subscribers_one_stalled_do_not_hold_up_the_others_or_grow_the
         assert 1200 * envelope_bytes > 4 * bound  # what the stalled subscriber did not take is far more
         for reader in readers:
             assert reader.seqs(SH) == list(range(1, 1201))
+            assert reader.seqs("320000") == list(range(1, 61))
         stalled.cancel()
         for reader in readers:
             reader.call.cancel()
