@@ -209,6 +209,26 @@ async def test_a_caller_over_its_stream_limit_is_refused_with_a_clear_error(fede
             reading.call.cancel()
 
 
+async def test_public_subscribers_together_cannot_take_every_stream_of_the_node(federation: TestFederation) -> None:
+    node = await federation.start_node(
+        SH, subscriptions={"max_streams": 2, "heartbeat_seconds": 0.2}, grpc={"public_share": 0.5}
+    )
+    bundle = federation.bundle_now()
+    async with (
+        client_channel(federation, node, PUBLIC) as first,
+        client_channel(federation, node, "another-portal") as second,
+        peer_channel(federation, node, "320000") as peer,
+    ):
+        held = await subscribe(first, bundle).until(lambda r: bool(r.taken))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await subscribe(second, bundle).until(lambda r: bool(r.taken))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "public callers" in (refused.value.details() or "")
+        kept = await subscribe(peer, bundle).until(lambda r: bool(r.taken))  # the rest is the peers'
+        for reading in (held, kept):
+            reading.call.cancel()
+
+
 async def test_every_stream_is_audited_once_at_open_and_once_at_close_with_what_was_sent(
     federation: TestFederation,
 ) -> None:

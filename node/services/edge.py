@@ -392,16 +392,21 @@ class Admission:
 
 
 class StreamLimit:
-    """Open streams per caller and in all: a stream holds no call slot (it may last for days), so it has its own.
+    """Open streams per caller, of public callers together, and in all: a stream holds no call slot (it may
+    last for days), so it has limits of its own.
 
     A caller over its share is refused RESOURCE_EXHAUSTED saying how many it holds; the
-    node over its limit UNAVAILABLE. Streams of callers without a certificate count by address.
+    node over its limit, or public callers over their share of it (``grpc.public_share``,
+    as for calls), UNAVAILABLE: no number of public subscribers can take the streams that
+    supervision platforms and peers need. Callers without a certificate count by address.
     """
 
-    def __init__(self, total: int, per_caller: int) -> None:
+    def __init__(self, total: int, per_caller: int, public_share: float = 1.0) -> None:
         self.total = total
         self.per_caller = per_caller
+        self.public_total = max(1, int(total * public_share))
         self.open = 0
+        self.public_open = 0
         self._by_caller: dict[str, int] = {}
 
     def enter(self, caller: Caller) -> Refused | None:
@@ -417,12 +422,21 @@ class StreamLimit:
                 grpc.StatusCode.UNAVAILABLE,
                 f"node busy: {self.open} streams open, its limit; retry after a backoff",
             )
+        public = caller.role == "public"
+        if public and self.public_open >= self.public_total:
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node busy: {self.public_open} streams of public callers open, the most they may have together;"
+                " retry after a backoff",
+            )
         self._by_caller[caller.identity] = held + 1
         self.open += 1
+        self.public_open += public
         return None
 
     def leave(self, caller: Caller) -> None:
         self.open -= 1
+        self.public_open -= caller.role == "public"
         held = self._by_caller.pop(caller.identity) - 1
         if held:
             self._by_caller[caller.identity] = held
@@ -451,7 +465,9 @@ class Gate:
         self.admission = Admission(
             grpc_config.max_concurrent_calls, grpc_config.max_concurrent_calls_per_caller, grpc_config.public_share
         )
-        self.streams = StreamLimit(config.subscriptions.max_streams, config.subscriptions.max_streams_per_caller)
+        self.streams = StreamLimit(
+            config.subscriptions.max_streams, config.subscriptions.max_streams_per_caller, grpc_config.public_share
+        )
         self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
         # Since the last summary: refusals with a row of their own, and calls summed up instead.
         self._rows: Counter[tuple[_Key, str]] = Counter()
