@@ -141,6 +141,37 @@ async def test_the_filter_takes_only_what_was_asked_and_the_cursor_still_moves_p
     assert [t.event.record.subject.uscc for t in reading.taken if t.event is not None] == [wanted]
 
 
+async def test_a_scenario_filter_takes_the_records_that_trigger_a_measure_in_that_scenario(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node(SH)
+    listed = record_pb2.Record(
+        record_id=f"{SH}-HMD-1",
+        origin=SH,
+        kind=record_pb2.KIND_BLACK_LIST,
+        subject=record_pb2.Subject(type=record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, uscc=company(1), name="某失信公司"),
+        decision_date="2026-01-05",
+        sharing_level=record_pb2.SHARING_LEVEL_PUBLIC,
+        publicity=record_pb2.PublicityWindow(start="2026-01-05", end="2099-12-31"),
+        black_list=record_pb2.BlackListDetails(list_name="严重失信主体名单"),
+    )
+    licence = record_pb2.Record(
+        record_id=f"{SH}-XK-2",
+        origin=SH,
+        kind=record_pb2.KIND_LICENCE,
+        subject=record_pb2.Subject(type=record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, uscc=company(2), name="某守法公司"),
+        decision_date="2026-01-05",
+        sharing_level=record_pb2.SHARING_LEVEL_PUBLIC,
+        publicity=record_pb2.PublicityWindow(start="2026-01-05", end="2099-12-31"),
+        licence=record_pb2.LicenceDetails(document_name="许可决定书"),
+    )
+    await append(node, [listed, licence])
+    async with peer_channel(federation, node, "320000") as channel:
+        reading = await subscribe(channel, federation.bundle_now(), scenario="政府采购").until(reached(SH, 2))
+        reading.call.cancel()
+    assert [t.event.record_id for t in reading.taken if t.event is not None] == [listed.record_id]
+
+
 @pytest.mark.parametrize(
     ("filter_fields", "cursor", "code", "says"),
     [
