@@ -88,12 +88,14 @@ def subscribe(
     bundle: TrustBundle,
     cursor: dict[str, int] | None = None,
     purpose: str = "测试订阅",
+    proved: dict[str, int] | None = None,
     **filter_fields: object,
 ) -> Reading:
     stub = subscription_pb2_grpc.SubscriptionServiceStub(channel)
     request = subscription_pb2.SubscribeRequest(
         filter=subscription_pb2.SubscriptionFilter(**filter_fields),  # type: ignore[arg-type]
         cursor=positions(cursor or {}),
+        proved=positions(proved or {}),
         purpose=purpose,
     )
-    return Reading(stub.Subscribe(request), Subscriber(bundle, cursor))
+    return Reading(stub.Subscribe(request), Subscriber(bundle, cursor, proved))

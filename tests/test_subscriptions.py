@@ -79,6 +79,25 @@ async def test_every_event_sent_is_proved_against_the_origins_signed_checkpoint(
     assert reading.seqs(SH) == list(range(1, 11))
 
 
+async def test_proofs_a_cut_stream_still_owed_are_sent_again_on_resuming(federation: TestFederation) -> None:
+    node = await federation.start_node(SH, checkpoint={"every_seconds": 3600, "every_events": 100_000})
+    await append(node, [penalty(SH, n, company(n)) for n in range(1, 11)])
+    bundle = federation.bundle_now()
+    async with peer_channel(federation, node, "320000") as channel:
+        first = await subscribe(channel, bundle).until(reached(SH, 10))
+        first.call.cancel()
+    assert first.proved(SH) == set()  # no checkpoint yet: every proof still owed when the stream was cut
+    assert first.subscriber.proved() == {SH: 0}
+    assert node.keeper is not None
+    await node.keeper.sign_own()
+    async with peer_channel(federation, node, "320000") as channel:
+        second = subscribe(channel, bundle, first.subscriber.cursor, proved=first.subscriber.proved())
+        await second.until(lambda r: r.subscriber.proved() == {SH: 10})
+        second.call.cancel()
+    assert second.proved(SH) == set(range(1, 11)), [(t.kind, t.seq) for t in second.taken]
+    assert second.seqs(SH) == []  # the events themselves are not sent again
+
+
 async def test_a_revoked_record_arrives_as_a_change(federation: TestFederation) -> None:
     node = await federation.start_node(SH)
     subject = company(7)
@@ -376,7 +395,7 @@ async def test_credex_subscribe_killed_mid_stream_resumes_from_its_cursor_file(
             printed.append(line)
     first.kill()  # no goodbye: the cursor file is whatever was last saved whole
     await first.wait()
-    saved = load_cursor(cursor_file)[SH]
+    saved = load_cursor(cursor_file)[0][SH]
     assert saved >= 15
     taken_before = [int(line.split()[0].split(b":")[1]) for line in printed]
     second = await asyncio.create_subprocess_exec(

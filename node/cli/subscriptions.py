@@ -90,8 +90,10 @@ def subscribe(
         ),
         purpose=purpose,
     )
-    subscriber = Subscriber(trust, load_cursor(cursor_file))
-    request.cursor.extend(positions(subscriber.cursor))
+    cursor, proved = load_cursor(cursor_file)
+    subscriber = Subscriber(trust, cursor, proved)
+    request.cursor.extend(positions(cursor))
+    request.proved.extend(positions(proved))
 
     async def take() -> int:
         taken = 0
@@ -100,7 +102,7 @@ def subscribe(
             async for message in call:
                 for item in message.items:
                     line = subscriber.take_item(item)
-                    save_cursor(cursor_file, subscriber.cursor)
+                    save_cursor(cursor_file, subscriber.cursor, subscriber.proved())
                     if line.kind != "heartbeat":
                         console.print(line.line(), soft_wrap=True, markup=False, highlight=False)
                     if line.kind in ("event", "change"):

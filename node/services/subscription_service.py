@@ -63,7 +63,8 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         except NotEntitled as exc:
             raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
         wanted = self._filter(request.filter)
-        positions = self._cursor(request.cursor)
+        positions = self._cursor("cursor", request.cursor)
+        proved = self._cursor("proved", request.proved)
         stream = Stream(
             pool=self.pool,
             logbook=self.logbook,
@@ -73,6 +74,7 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
             entitlement=entitlement,
             filter=wanted,
             positions=positions,
+            proved=proved,
         )
         resumed = " ".join(f"{o}:{s}" for o, s in sorted(positions.items())) or "the start"
         call.detail = f"filter {wanted.describe()}; from {resumed}"
@@ -129,14 +131,14 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
             measures=measures,
         )
 
-    def _cursor(self, given: Any) -> dict[str, int]:
+    def _cursor(self, name: str, given: Any) -> dict[str, int]:
         if len(given) > MAX_CURSOR:
-            raise edge.invalid(f"cursor has {len(given)} positions; at most {MAX_CURSOR}, one per origin")
+            raise edge.invalid(f"{name} has {len(given)} positions; at most {MAX_CURSOR}, one per origin")
         positions: dict[str, int] = {}
         for index, position in enumerate(given):
             origin = self.member(position.origin)
             if origin in positions:
-                raise edge.invalid(f"cursor[{index}] names {origin} a second time; send one position per origin")
+                raise edge.invalid(f"{name}[{index}] names {origin} a second time; send one position per origin")
             positions[origin] = position.seq
         return positions
 

@@ -163,6 +163,8 @@ class Stream:
     entitlement: Entitlement
     filter: Filter
     positions: dict[str, int]  # origin -> highest seq taken or passed over
+    proved: dict[str, int] = field(default_factory=dict)  # origin -> seq the subscriber holds proofs up to
+    resending: dict[str, int] = field(default_factory=dict)  # origin -> seq proofs are owed again up to
     counts: Counts = field(default_factory=Counts)
     held_rows: int = 0  # bytes of events read from the store and not yet judged
     held_message: int = 0  # bytes of the message gathered or being written
@@ -191,6 +193,7 @@ class Stream:
         """Every item in order, and None whenever the stream is about to wait (or read the store again)."""
         wake = self.bell.join()
         try:
+            await self._owe_again()
             reported = dict(self.positions)
             last_sent = time.monotonic()
             while True:
@@ -206,6 +209,12 @@ class Stream:
                         yield None
                 async for item in self._owed_proofs():
                     yield item
+                    last_sent = time.monotonic()
+                resent = self._resent()
+                if resent:
+                    heartbeat = self._heartbeat()
+                    heartbeat.heartbeat.proofs_resent.extend(resent)
+                    yield heartbeat
                     last_sent = time.monotonic()
                 if read_any:
                     if self.positions != reported:
@@ -236,6 +245,17 @@ class Stream:
     def cursor(self) -> list[subscription_pb2.Position]:
         return [subscription_pb2.Position(origin=o, seq=s) for o, s in sorted(self.positions.items())]
 
+    def _resent(self) -> list[subscription_pb2.Position]:
+        """Origins whose proofs owed again are all sent now: no longer owed, said once."""
+        done = [
+            subscription_pb2.Position(origin=origin, seq=upto)
+            for origin, upto in sorted(self.resending.items())
+            if not any(o.origin == origin and o.seq <= upto for o in self.owed)
+        ]
+        for position in done:
+            del self.resending[position.origin]
+        return done
+
     def _heartbeat(self) -> subscription_pb2.StreamItem:
         self.counts.heartbeats += 1
         at = Timestamp()
@@ -258,33 +278,9 @@ class Stream:
         return heads
 
     async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.StreamItem]:
-        after = self.positions.get(origin, 0)
         limit = self.settings.batch_size
         today = dt.date.today()
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT seq, event_type, subject_id, envelope, leaf_hash FROM events"
-                " WHERE origin = $1 AND seq > $2 AND seq <= $3"
-                " AND (cardinality($4::text[]) = 0 OR subject_id = ANY($4::text[]))"
-                " AND (cardinality($5::smallint[]) = 0 OR event_type = ANY($5::smallint[]))"
-                " ORDER BY seq LIMIT $6",
-                origin,
-                after,
-                head,
-                list(self.filter.subjects),
-                sorted(self.filter.event_types),
-                limit,
-            )
-            # Asked after the events were read, in the same round: an authorization ended before an
-            # event was stored is seen ended when that event is judged.
-            allowed: set[str] = set()
-            if self.entitlement.needs_authorization and rows:
-                allowed = await authorizations.authorized(
-                    conn, self.entitlement.grantee, (r["subject_id"] for r in rows), today
-                )
-        batch = [
-            _Row(r["seq"], r["event_type"], r["subject_id"], bytes(r["envelope"]), bytes(r["leaf_hash"])) for r in rows
-        ]
+        batch, allowed = await self._read(origin, self.positions.get(origin, 0), head, today)
         scanned_to = batch[-1].seq if len(batch) == limit else head
         self.held_rows += sum(len(r.envelope) for r in batch)
         try:
@@ -321,7 +317,7 @@ class Stream:
         finally:
             self.held_rows = 0
 
-    def _judge(self, origin: str, row: _Row, today: dt.date, authorized: bool) -> _ITEM | None:
+    def _judge(self, origin: str, row: _Row, today: dt.date, authorized: bool, count: bool = True) -> _ITEM | None:
         envelope = event_pb2.Envelope.FromString(row.envelope)
         event = event_pb2.Event.FromString(envelope.payload)
         record = event.record
@@ -332,10 +328,10 @@ class Stream:
         standing = standing_of(event.type, event.standing)
         delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
         if delivery is Delivery.FULL:
-            self.counts.events += 1
+            self.counts.events += count
             return _ITEM(event=subscription_pb2.StreamedEvent(origin=origin, seq=row.seq, envelope=envelope))
         if delivery is Delivery.CHANGE:
-            self.counts.changes += 1
+            self.counts.changes += count
             return _ITEM(
                 change=subscription_pb2.StreamedChange(
                     origin=origin,
@@ -347,6 +343,65 @@ class Stream:
                 )
             )
         return None
+
+    async def _read(self, origin: str, after: int, upto: int, today: dt.date) -> tuple[list[_Row], set[str]]:
+        """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter, and
+        which of their subjects a financing caller is authorized for now.
+
+        Asked after the events were read, on the same connection: an authorization ended before
+        an event was stored is seen ended when that event is judged. No connection is held
+        once this returns, however long the subscriber takes to read.
+        """
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, event_type, subject_id, envelope, leaf_hash FROM events"
+                " WHERE origin = $1 AND seq > $2 AND seq <= $3"
+                " AND (cardinality($4::text[]) = 0 OR subject_id = ANY($4::text[]))"
+                " AND (cardinality($5::smallint[]) = 0 OR event_type = ANY($5::smallint[]))"
+                " ORDER BY seq LIMIT $6",
+                origin,
+                after,
+                upto,
+                list(self.filter.subjects),
+                sorted(self.filter.event_types),
+                self.settings.batch_size,
+            )
+            allowed: set[str] = set()
+            if self.entitlement.needs_authorization and rows:
+                allowed = await authorizations.authorized(
+                    conn, self.entitlement.grantee, (r["subject_id"] for r in rows), today
+                )
+        batch = [
+            _Row(r["seq"], r["event_type"], r["subject_id"], bytes(r["envelope"]), bytes(r["leaf_hash"])) for r in rows
+        ]
+        return batch, allowed
+
+    async def _owe_again(self) -> None:
+        """Owe again the proofs of events the subscriber took after what it says it holds proofs for.
+
+        Only events it may see in full now are owed again (their proof carries the envelope, so
+        it is checked on its own); at most ``max_pending_proofs``, the rest on a later resume.
+        """
+        today = dt.date.today()
+        room = self.settings.max_pending_proofs
+        for origin, proved_to in sorted(self.proved.items()):
+            upto, after = self.positions.get(origin, 0), proved_to
+            while after < upto and len(self.owed) < room:
+                rows, allowed = await self._read(origin, after, upto, today)
+                if not rows:  # nothing more the filter passes up to the cursor
+                    after = upto
+                    break
+                for row in rows:
+                    item = self._judge(origin, row, today, row.subject_id in allowed, count=False)
+                    if item is not None and item.HasField("event"):
+                        if len(self.owed) >= room:
+                            break
+                        self.owed.append(_Owed(origin, row.seq, True))
+                    after = row.seq
+                else:
+                    continue
+                break
+            self.resending[origin] = max(after, proved_to)
 
     async def _owed_proofs(self) -> AsyncIterator[subscription_pb2.StreamItem]:
         """Proofs of events sent earlier, for every origin whose agreed checkpoint now covers them."""

@@ -58,11 +58,16 @@ class Taken:
 class Subscriber:
     """Checks a stream's messages in order and keeps the cursor they add up to."""
 
-    def __init__(self, bundle: TrustBundle, cursor: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, bundle: TrustBundle, cursor: dict[str, int] | None = None, proved: dict[str, int] | None = None
+    ) -> None:
         self.bundle = bundle
         self.verifier = EventVerifier(bundle)
         self.cursor: dict[str, int] = dict(cursor or {})
+        # Proofs owed from before this session, per origin: held until the node says it sent them again.
+        self.floor = {o: s for o, s in (proved or {}).items() if s < self.cursor.get(o, 0)}
         self.leaves: dict[tuple[str, int], bytes] = {}  # changes awaiting their proof: their leaf hash
+        self.unproved: dict[str, set[int]] = {}  # events taken whose proof is still to come, per origin
 
     def take(self, message: subscription_pb2.SubscribeResponse) -> list[Taken]:
         """Every item of a message, in order; the first that does not check out raises :class:`StreamInvalid`."""
@@ -81,8 +86,20 @@ class Subscriber:
                 if position.seq < self.cursor.get(position.origin, 0):
                     raise StreamInvalid(f"heartbeat moves {position.origin} back to {position.seq}")
                 self.cursor[position.origin] = position.seq
+            for position in item.heartbeat.proofs_resent:
+                if position.origin in self.floor:
+                    self.floor[position.origin] = max(self.floor[position.origin], position.seq)
+                    if self.floor[position.origin] >= self.cursor.get(position.origin, 0):
+                        del self.floor[position.origin]
             return Taken("heartbeat")
         raise StreamInvalid(f"an item this subscriber does not know ({body})")
+
+    def proved(self) -> dict[str, int]:
+        """Per origin, the seq up to which every event taken has its proof: what to send as ``proved`` on resuming."""
+        return {
+            origin: min(self.floor.get(origin, seq), min(self.unproved.get(origin) or {seq + 1}) - 1)
+            for origin, seq in sorted(self.cursor.items())
+        }
 
     def _advance(self, origin: str, seq: int) -> None:
         held = self.cursor.get(origin, 0)
@@ -106,6 +123,8 @@ class Subscriber:
             self._check(proof)
             proved = True
         self._advance(streamed.origin, streamed.seq)
+        if not proved:
+            self.unproved.setdefault(streamed.origin, set()).add(streamed.seq)
         return Taken("event", streamed.origin, streamed.seq, verified.event, proved)
 
     def _change(self, change: subscription_pb2.StreamedChange) -> Taken:
@@ -121,6 +140,7 @@ class Subscriber:
     def _proof(self, proof: log_pb2.InclusionProof) -> Taken:
         if proof.HasField("envelope"):
             self._check(proof)
+            self.unproved.get(proof.origin, set()).discard(proof.seq)
         else:
             leaf = self.leaves.pop((proof.origin, proof.seq), None)
             if leaf is None:
@@ -146,25 +166,41 @@ class Subscriber:
             raise StreamInvalid(f"{proof.origin}:{proof.seq}: the change's leaf is not in the signed log")
 
 
-def load_cursor(path: Path) -> dict[str, int]:
-    """The cursor saved at ``path``; empty if there is none yet. A file that is not a cursor is an error."""
+def load_cursor(path: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """The cursor saved at ``path`` and how far its events are proved; empty if there is none yet.
+
+    A file that is not a cursor is an error, not a fresh start: resuming from nothing would take
+    everything again.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        return {}, {}
     except (OSError, ValueError) as exc:
         raise StreamInvalid(f"cannot read the cursor file {path}: {exc}") from None
-    positions = data.get("positions") if isinstance(data, dict) and data.get("format") == CURSOR_FORMAT else None
-    if not isinstance(positions, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in positions.items()
-    ):
+    if not isinstance(data, dict) or data.get("format") != CURSOR_FORMAT:
         raise StreamInvalid(f"{path} is not a {CURSOR_FORMAT} file")
-    return dict(positions)
+    found = []
+    for name in ("positions", "proved"):
+        value = data.get(name, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in value.items()
+        ):
+            raise StreamInvalid(f"{path} is not a {CURSOR_FORMAT} file ({name})")
+        found.append(dict(value))
+    return found[0], found[1]
 
 
-def save_cursor(path: Path, cursor: dict[str, int]) -> None:
+def save_cursor(path: Path, cursor: dict[str, int], proved: dict[str, int] | None = None) -> None:
     """Write the cursor so that a crash leaves the old file or the new one, never half of one."""
-    text = json.dumps({"format": CURSOR_FORMAT, "positions": dict(sorted(cursor.items()))}, indent=1)
+    text = json.dumps(
+        {
+            "format": CURSOR_FORMAT,
+            "positions": dict(sorted(cursor.items())),
+            "proved": dict(sorted((proved or {}).items())),
+        },
+        indent=1,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -98,6 +98,7 @@ class SubscribeRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    PROVED_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """why the subscriber takes the stream; written to the audit log"""
     @_builtins.property
@@ -106,16 +107,24 @@ class SubscribeRequest(_message.Message):
     def cursor(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]:
         """one per origin at most; origins not named start at seq 1"""
 
+    @_builtins.property
+    def proved(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]:
+        """Per origin, the seq up to which the subscriber holds a proof of every event it took: proofs of
+        the events after it, up to the cursor, that the filter passes and the caller may see are sent
+        again (a resumed stream does not lose the proofs a cut one still owed).
+        """
+
     def __init__(
         self,
         *,
         filter: Global___SubscriptionFilter | None = ...,
         cursor: _abc.Iterable[Global___Position] | None = ...,
         purpose: _builtins.str = ...,
+        proved: _abc.Iterable[Global___Position] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "filter", b"filter", "purpose", b"purpose"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "filter", b"filter", "proved", b"proved", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,19 +219,27 @@ class Heartbeat(_message.Message):
 
     CURSOR_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    PROOFS_RESENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def cursor(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]: ...
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def proofs_resent(self) -> _containers.RepeatedCompositeFieldContainer[Global___Position]:
+        """Per origin named in the request's `proved`: every proof owed again has been sent up to this
+        seq (the cursor, unless more were owed than a stream keeps; then resume again for the rest).
+        """
+
     def __init__(
         self,
         *,
         cursor: _abc.Iterable[Global___Position] | None = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        proofs_resent: _abc.Iterable[Global___Position] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cursor", b"cursor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "cursor", b"cursor", "proofs_resent", b"proofs_resent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
