@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.proofs
 	$(BIN)/python -m bench.transports
 	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.streams
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -19,8 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credex.domain import uscc as uscc_codes
+from credex.node.config import SubscriptionsConfig
 from credex.node.runtime import Node
-from credex.v1 import authorization_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
+from credex.node.services.access import Caller
+from credex.node.streams.entitlement import Delivery, Entitlement
+from credex.v1 import authorization_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel
 from .conftest import TestFederation
@@ -249,3 +252,59 @@ async def test_only_operators_record_or_end_authorizations_and_each_is_audited(f
     assert (FINANCING, "GrantAuthorization", "", "PERMISSION_DENIED") in rows
     assert rows.count((OPERATOR, "GrantAuthorization", subject, "OK")) == 2
     assert (OPERATOR, "EndAuthorization", subject, "OK") in rows
+
+
+ACTIVE, EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
+REVOKED, REPAIRED = lookup_pb2.ENTRY_STATUS_REVOKED, lookup_pb2.ENTRY_STATUS_REPAIRED
+PUBLIC_LEVEL, GOVERNMENT_LEVEL = record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT
+RESTRICTED_LEVEL = record_pb2.SHARING_LEVEL_RESTRICTED
+
+
+@pytest.mark.parametrize(
+    ("role", "origin", "kind", "level", "standing", "authorized", "delivery"),
+    [
+        # Public callers: what lookups show them; a record that leaves their view is a change.
+        ("public", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("public", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, REVOKED, False, Delivery.CHANGE),
+        ("public", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, REPAIRED, False, Delivery.CHANGE),
+        ("public", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.NONE),
+        ("public", SH, record_pb2.KIND_EVALUATION, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
+        # Government callers: government-shared records too, never grades.
+        ("government", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("government", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, REVOKED, False, Delivery.CHANGE),
+        ("government", SH, record_pb2.KIND_EVALUATION, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.NONE),
+        # Financing: nothing without an authorization in force; with one, restricted records too.
+        ("financing", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
+        ("financing", SH, record_pb2.KIND_PENALTY, RESTRICTED_LEVEL, ACTIVE, True, Delivery.FULL),
+        ("financing", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, True, Delivery.NONE),
+        ("financing", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, REVOKED, True, Delivery.CHANGE),
+        ("financing", SH, record_pb2.KIND_EVALUATION, PUBLIC_LEVEL, ACTIVE, True, Delivery.NONE),
+        # Supervision: its region's records, grades included; another region's nothing.
+        ("supervision", SH, record_pb2.KIND_EVALUATION, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("supervision", "310105", record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("supervision", "320000", record_pb2.KIND_EVALUATION, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
+        ("supervision", SH, record_pb2.KIND_PENALTY, RESTRICTED_LEVEL, ACTIVE, False, Delivery.NONE),
+        # Peers get everything, withdrawn records in full.
+        ("peer", SH, record_pb2.KIND_PENALTY, RESTRICTED_LEVEL, REVOKED, False, Delivery.FULL),
+        ("peer", SH, record_pb2.KIND_EVALUATION, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+    ],
+)
+def test_who_gets_what_of_each_event(
+    role: str, origin: str, kind: int, level: int, standing: int, authorized: bool, delivery: Delivery
+) -> None:
+    caller = Caller("someone", role)  # type: ignore[arg-type]
+    entitlement = Entitlement.of(
+        caller, SubscriptionsConfig(grantees={"someone": UNIT} if role == "financing" else {}, regions={"someone": SH})
+    )
+    record = record_pb2.Record(origin=origin, kind=kind, sharing_level=level)  # type: ignore[arg-type]
+    record.publicity.end = "2099-12-31"
+    assert entitlement.delivery(origin, record, standing, TODAY, authorized) is delivery
+
+
+def test_a_record_past_its_window_leaves_a_public_subscribers_view_as_a_change() -> None:
+    record = record_pb2.Record(origin=SH, kind=record_pb2.KIND_PENALTY, sharing_level=PUBLIC_LEVEL)
+    record.publicity.end = (TODAY - dt.timedelta(days=1)).isoformat()
+    public = Entitlement.of(Caller("someone", "public"), SubscriptionsConfig())
+    assert public.delivery(SH, record, ACTIVE, TODAY, False) is Delivery.CHANGE
+    government = Entitlement.of(Caller("someone", "government"), SubscriptionsConfig())
+    assert government.delivery(SH, record, EXPIRED, TODAY, False) is Delivery.FULL  # as lookups show them
