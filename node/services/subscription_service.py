@@ -22,8 +22,9 @@ from credex.node.metrics import METRICS
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.node.streams import authorizations
+from credex.node.streams.bell import Bell
 from credex.node.streams.entitlement import Entitlement, NotEntitled
-from credex.node.streams.stream import Bell, Filter, Stream
+from credex.node.streams.stream import Filter, Stream
 from credex.node.trust import TrustProvider
 from credex.v1 import event_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 

@@ -12,9 +12,8 @@ read). Items go out gathered in messages of at most :data:`MAX_MESSAGE_ITEMS` it
 :data:`MAX_MESSAGE_BYTES`, so a fast subscriber is not held to one gRPC write per event.
 :attr:`Stream.buffered_bytes` is what the stream holds read and not yet written.
 
-A stream sleeps on the store's notification channel (the ledger and the checkpoint signer
-ring it on commit, intake after applying a peer's events), with a poll as a safety net,
-and sends a heartbeat carrying the cursor to save when it has sent nothing for a while
+A stream sleeps on the store's notification channel (node/streams/bell.py), with a poll
+as a safety net, and sends a heartbeat carrying the cursor to save when it has sent nothing for a while
 or has passed over events its filter did not take.
 """
 
@@ -23,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
-import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -35,16 +32,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from credex.domain.measures import Measure
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
-from credex.node.store import NOTIFY_CHANNEL
-from credex.node.store.database import RETRYABLE
 from credex.node.store.events import standing_of
 from credex.node.streams import authorizations
+from credex.node.streams.bell import SAFETY_POLL_SECONDS, Bell
 from credex.node.streams.entitlement import Delivery, Entitlement
 from credex.v1 import event_pb2, log_pb2, subscription_pb2
 
-log = logging.getLogger(__name__)
-
-SAFETY_POLL_SECONDS = 5.0  # a missed notification (listener reconnecting) delays a stream at most this long
 PROOF_POLL_SECONDS = 1.0  # while proofs are owed, look for a covering checkpoint this often
 _ITEM = subscription_pb2.StreamItem
 MAX_MESSAGE_ITEMS = 256  # items of one SubscribeResponse
@@ -74,57 +67,6 @@ class Filter:
         if self.measures is not None:
             parts.append(f"scenario measures={len(self.measures)}")
         return " ".join(parts) or "everything"
-
-
-class Bell:
-    """The store's notification channel, listened to once for all of a service's streams.
-
-    Listening takes a pool connection, so it is held only while some stream is open.
-    """
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._waiters: set[asyncio.Event] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    def join(self) -> asyncio.Event:
-        wake = asyncio.Event()
-        self._waiters.add(wake)
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen(), name="credex-stream-bell")
-        return wake
-
-    def leave(self, wake: asyncio.Event) -> None:
-        self._waiters.discard(wake)
-        if not self._waiters and self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def _ring(self, *_: object) -> None:
-        for wake in self._waiters:
-            wake.set()
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                conn = await self.pool.acquire()
-            except RETRYABLE as exc:
-                log.warning("streams: cannot listen for new events (%s); polling meanwhile", exc)
-                await asyncio.sleep(SAFETY_POLL_SECONDS)
-                continue
-            lost = asyncio.Event()
-            try:
-                conn.add_termination_listener(functools.partial(_set, lost))
-                await conn.add_listener(NOTIFY_CHANNEL, self._ring)
-                self._ring()  # anything committed while no one listened
-                await lost.wait()
-            except RETRYABLE as exc:
-                log.warning("streams: listening for new events failed (%s); polling meanwhile", exc)
-                await asyncio.sleep(SAFETY_POLL_SECONDS)
-            finally:
-                with contextlib.suppress(*RETRYABLE):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._ring)
-                await self.pool.release(conn)
 
 
 @dataclass(slots=True)
@@ -444,10 +386,6 @@ class Stream:
                 "SELECT seq, envelope FROM events WHERE origin = $1 AND seq = ANY($2::bigint[])", origin, list(seqs)
             )
         return {int(r["seq"]): bytes(r["envelope"]) for r in rows}
-
-
-def _set(event: asyncio.Event, *_: object) -> None:
-    event.set()
 
 
 def _chunks(items: list[_Owed], size: int) -> list[list[_Owed]]:
