@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.expiry
 	$(BIN)/python -m bench.witness
+	$(BIN)/python -m bench.streams
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

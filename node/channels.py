@@ -10,13 +10,17 @@ server name the node's certificate does not list).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from credex.errors import CredexError
 from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc, witness_pb2_grpc
 
-_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 1)]
+_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.enable_retries", 1),
+)
 
 
 def open_channel(
@@ -25,16 +29,21 @@ def open_channel(
     ca: Path | None = None,
     cert: Path | None = None,
     key: Path | None = None,
+    options: tuple[tuple[str, Any], ...] = (),
 ) -> grpc.aio.Channel:
-    """A channel to ``endpoint``; TLS when a CA is given, mutual TLS with a certificate too."""
+    """A channel to ``endpoint``; TLS when a CA is given, mutual TLS with a certificate too.
+
+    ``options`` are added to the node's own (a subscriber may want a small HTTP/2 window, say).
+    """
+    every = (*_OPTIONS, *options)
     if ca is None:
-        return grpc.aio.insecure_channel(endpoint, options=_OPTIONS)
+        return grpc.aio.insecure_channel(endpoint, options=every)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=ca.read_bytes(),
         private_key=key.read_bytes() if key else None,
         certificate_chain=cert.read_bytes() if cert else None,
     )
-    return grpc.aio.secure_channel(endpoint, credentials, options=_OPTIONS)
+    return grpc.aio.secure_channel(endpoint, credentials, options=every)
 
 
 class PeerChannels:

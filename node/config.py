@@ -21,7 +21,7 @@ from credex.domain.publicity import PublicityRules
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 
-Role = Literal["public", "government", "peer", "operator"]
+Role = Literal["public", "government", "peer", "operator", "financing", "supervision"]
 
 
 class ConfigError(CredexError):
@@ -269,6 +269,26 @@ class CasesConfig(BaseModel):
     rules: Path | None = None
 
 
+class SubscriptionsConfig(BaseModel):
+    """Subscription streams (node/streams): limits, pacing, and whom financing and supervision callers stand for."""
+
+    # Open streams one caller may hold, and the node in all; one more is refused RESOURCE_EXHAUSTED.
+    max_streams_per_caller: int = Field(default=4, ge=1)
+    max_streams: int = Field(default=256, ge=1)
+    # A heartbeat (with the cursor to save) when nothing was sent for this long.
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Events read from the store per round and stream: with one write awaited at a time, this bounds
+    # what a stream holds for a subscriber that does not read.
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    # Events sent before a checkpoint covered them, per stream, whose proofs are still owed; at the bound
+    # the stream waits for a checkpoint before it reads more.
+    max_pending_proofs: int = Field(default=10_000, ge=1)
+    # Financing caller (certificate name) -> its unit's USCC, the grantee its authorizations name.
+    grantees: dict[str, str] = {}
+    # Supervision caller (certificate name) -> the GB/T 2260 code of the region it supervises.
+    regions: dict[str, str] = {}
+
+
 class CheckpointConfig(BaseModel):
     every_events: int = 1000
     every_seconds: float = 5.0
@@ -304,6 +324,7 @@ class NodeConfig(BaseSettings):
     expiry: ExpiryConfig = ExpiryConfig()
     reports: ReportsConfig = ReportsConfig()
     cases: CasesConfig = CasesConfig()
+    subscriptions: SubscriptionsConfig = SubscriptionsConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
     log_level: str = "INFO"

@@ -93,6 +93,16 @@ class _Metrics:
             ["origin"],
         )
     )
+    streams_open: Gauge = field(
+        default_factory=lambda: Gauge("credex_streams_open", "Subscription streams being served now", ["origin"])
+    )
+    stream_buffered_bytes: Gauge = field(
+        default_factory=lambda: Gauge(
+            "credex_stream_buffered_bytes",
+            "Event bytes the open subscription streams hold read from the store and not yet written",
+            ["origin"],
+        )
+    )
 
 
 METRICS = _Metrics()

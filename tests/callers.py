@@ -9,6 +9,7 @@ member's own node certificate is that peer, and any other name is public.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -51,11 +52,13 @@ def government_channel(federation: TestFederation, node: Node) -> grpc.aio.Chann
     return client_channel(federation, node, GOVERNMENT)
 
 
-def peer_channel(federation: TestFederation, node: Node, origin: str) -> grpc.aio.Channel:
+def peer_channel(
+    federation: TestFederation, node: Node, origin: str, options: tuple[tuple[str, Any], ...] = ()
+) -> grpc.aio.Channel:
     """A channel with member ``origin``'s own node certificate: a federation peer."""
     tls = federation.layout.member_dir(origin) / "tls"
     ca = federation.layout.ca_dir / "ca.crt"
-    return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=tls / "node.crt", key=tls / "node.key")
+    return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=tls / "node.crt", key=tls / "node.key", options=options)
 
 
 async def audit_rows(node: Node, method: str | None = None) -> list[asyncpg.Record]:

@@ -28,12 +28,27 @@ from credex.node.cli import (
     quality,
     reports,
     revocation,
+    subscriptions,
     trust,
 )
 from credex.node.cli.app import app
 
 # imported for their commands
-_COMMAND_GROUPS = (node, ingest, profiles, lookup, trust, alarms, quality, measures, checks, revocation, reports, cases)
+_COMMAND_GROUPS = (
+    node,
+    ingest,
+    profiles,
+    lookup,
+    trust,
+    alarms,
+    quality,
+    measures,
+    checks,
+    revocation,
+    reports,
+    cases,
+    subscriptions,
+)
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ from credex.node import kafka as bus
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
-from credex.node.store import ANALYZE_AFTER, POISON, Rejection, storable_text
+from credex.node.store import ANALYZE_AFTER, NOTIFY_CHANNEL, POISON, Rejection, storable_text
 from credex.node.store import events as state
 from credex.node.store import evidence as rejections
 from credex.node.trust import TrustProvider
@@ -321,6 +321,8 @@ class Intake:
             await state.count(conn, origin, Outcome.APPLIED, result.applied)
             await state.count(conn, origin, Outcome.REPLAY, result.replays)
             result.contiguous_seq, result.max_seq = await state.advance_progress(conn, origin)
+            if result.applied:
+                await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # subscription streams wait on it
         return result
 
     def _revoked_signer(self, conflict: state.StoredEvent) -> Rejection | None:

@@ -47,6 +47,11 @@ _LEVELS: dict[str, frozenset[int]] = {
             record_pb2.SHARING_LEVEL_RESTRICTED,
         }
     ),
+    # A financing platform sees public records; restricted ones only of subjects that authorized it,
+    # which the stream decides per event (node/streams/access.py).
+    "financing": frozenset({record_pb2.SHARING_LEVEL_PUBLIC}),
+    # A supervision platform is a government body: what government callers see.
+    "supervision": frozenset({record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT}),
     "operator": frozenset(
         {
             record_pb2.SHARING_LEVEL_PUBLIC,

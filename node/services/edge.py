@@ -46,7 +46,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Message]]
+# A server-streaming method: validates and refuses like a unary one, then returns the messages to send.
+StreamBehavior = Callable[[Any, Context], Awaitable[AsyncIterator[Message]]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
 
 # Every credex request is small; anything bigger is refused before it is decoded.
@@ -169,14 +171,6 @@ RULES: dict[str, dict[str, Text]] = {
         "authorizations": Text(0, max_items=MAX_BATCH),
         "responsible_persons": Text(0, max_items=MAX_BATCH),
     },
-    "credex.v1.Authorization": {
-        "authorization_id": Text(100),
-        "subject": Text(64),
-        "grantee": Text(64),
-        "scope": Text(64),
-        "valid_from": Text(10),
-        "valid_until": Text(10),
-    },
     "credex.v1.ResponsiblePerson": {"subject": Text(64), "id_number": Text(64)},
     "credex.v1.ListChecksOfSubjectRequest": {
         "uscc": Text(64, required=True, subject=True),
@@ -185,6 +179,26 @@ RULES: dict[str, dict[str, Text]] = {
     },
     # tlog-witness: at most 63 consistency proof lines (each hash's length is the witness's to check).
     "credex.v1.AddCheckpointRequest": {"consistency": Text(0, max_items=63)},
+    # A subscription names at most a batch's worth of subjects; origins are member codes.
+    "credex.v1.SubscriptionFilter": {
+        "origins": Text(16, max_items=100),
+        "subjects": Text(64, max_items=MAX_BATCH),
+        "scenario": Text(64),
+    },
+    "credex.v1.SubscribeRequest": {"purpose": Text(500)},
+    "credex.v1.Authorization": {
+        "authorization_id": Text(128, required=True),
+        "subject": Text(64, required=True),
+        "grantee": Text(64, required=True),
+        "scope": Text(64),
+        "valid_from": Text(10, required=True),
+        "valid_until": Text(10, required=True),
+    },
+    "credex.v1.EndAuthorizationRequest": {
+        "authorization_id": Text(128, required=True),
+        "grantee": Text(64, required=True),
+        "reason": Text(500),
+    },
     "credex.v1.FeedbackRequest": {
         "check_id": Text(64, required=True),
         "subject_id": Text(100, required=True, subject=True),
@@ -339,6 +353,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     # Further subjects a batch answered about: (subject id, records, detail), a row each.
     more: list[tuple[str, int, str]] = field(default_factory=list)
+    # A stream's own account of what it sent, for the row written when it ends: (items, detail).
+    summary: Callable[[], tuple[int, str]] | None = None
 
     def answer(self, count: int, items: Iterable[str] = ()) -> None:
         """Record what is being answered: how many records, and which (the first :data:`MAX_ITEMS` of them)."""
@@ -446,6 +462,57 @@ class Admission:
             self._by_caller[caller.identity] = held
 
 
+class StreamLimit:
+    """Open streams per caller, of public callers together, and in all: a stream holds no call slot (it may
+    last for days), so it has limits of its own.
+
+    A caller over its share is refused RESOURCE_EXHAUSTED saying how many it holds; the
+    node over its limit, or public callers over their share of it (``grpc.public_share``,
+    as for calls), UNAVAILABLE: no number of public subscribers can take the streams that
+    supervision platforms and peers need. Callers without a certificate count by address.
+    """
+
+    def __init__(self, total: int, per_caller: int, public_share: float = 1.0) -> None:
+        self.total = total
+        self.per_caller = per_caller
+        self.public_total = max(1, int(total * public_share))
+        self.open = 0
+        self.public_open = 0
+        self._by_caller: dict[str, int] = {}
+
+    def enter(self, caller: Caller) -> Refused | None:
+        held = self._by_caller.get(caller.identity, 0)
+        if held >= self.per_caller:
+            return Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many streams open for caller {quote(caller.identity, 40)}: {held}, the most one caller may"
+                " have (subscriptions.max_streams_per_caller); close one before opening another",
+            )
+        if self.open >= self.total:
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node busy: {self.open} streams open, its limit; retry after a backoff",
+            )
+        public = caller.role == "public"
+        if public and self.public_open >= self.public_total:
+            return Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"node busy: {self.public_open} streams of public callers open, the most they may have together;"
+                " retry after a backoff",
+            )
+        self._by_caller[caller.identity] = held + 1
+        self.open += 1
+        self.public_open += public
+        return None
+
+    def leave(self, caller: Caller) -> None:
+        self.open -= 1
+        self.public_open -= caller.role == "public"
+        held = self._by_caller.pop(caller.identity) - 1
+        if held:
+            self._by_caller[caller.identity] = held
+
+
 @dataclass
 class _Tally:
     """Calls of one caller, method and status summed up since the last summary, with the first reason given."""
@@ -469,6 +536,9 @@ class Gate:
         self.admission = Admission(
             grpc_config.max_concurrent_calls, grpc_config.max_concurrent_calls_per_caller, grpc_config.public_share
         )
+        self.streams = StreamLimit(
+            config.subscriptions.max_streams, config.subscriptions.max_streams_per_caller, grpc_config.public_share
+        )
         self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
         # Since the last summary: refusals with a row of their own, and calls summed up instead.
         self._rows: Counter[tuple[_Key, str]] = Counter()
@@ -479,10 +549,22 @@ class Gate:
         """A handler per method of ``service``, calling ``servicer`` through the edge."""
         handlers: dict[str, Handler] = {}
         for method in service.methods:
-            if method.client_streaming or method.server_streaming:
+            if method.client_streaming:
                 raise TypeError(
-                    f"{method.full_name} streams; node/edge.py serves unary calls only, extend it before adding one"
+                    f"{method.full_name} takes a stream; node/edge.py serves unary requests only, extend it first"
                 )
+            if method.server_streaming:
+                handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                    functools.partial(
+                        self._serve_stream,
+                        method.name,
+                        message_factory.GetMessageClass(method.input_type),
+                        getattr(servicer, method.name),
+                    ),
+                    request_deserializer=None,
+                    response_serializer=_serialize,
+                )
+                continue
             serve = functools.partial(
                 self._serve,
                 method.name,
@@ -554,6 +636,88 @@ class Gate:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is answered without an audit trail")
         self._count(call.method, "OK")
         return response
+
+    async def _serve_stream(
+        self, method: str, request_class: type[Message], behavior: StreamBehavior, raw: bytes, context: Context
+    ) -> None:
+        """A server stream: the unary call's rules to open it, then one audit row at open and one at close.
+
+        Opening is admitted against the stream limits, not the call limits. The request is
+        validated and the service decides before anything is sent; the open row (who, the
+        filter) is committed before the first message, and the close row (what was sent, how
+        it ended) is queued whatever ends the stream, the caller going away included.
+        """
+        caller = identify(context, self.config.access, self.trust.current)
+        call = Call(method, caller)
+        refusal = self.streams.enter(caller)
+        if refusal is not None:
+            self._count(method, refusal.code.name)
+            await self._audit_refusal(call, refusal.code.name, refusal.message)
+            await context.abort(refusal.code, refusal.message)
+        token = _CURRENT.set(call)
+        status, why = "OK", "ended by the node"
+        opened = False
+        try:
+            messages = await self._open_stream(call, request_class, behavior, raw, context)
+            opened = True
+            async for message in messages:
+                await context.write(message)
+        except asyncio.CancelledError:
+            status, why = "CANCELLED", "the subscriber went away (or its deadline passed)"
+            raise
+        except grpc.aio.AbortError:
+            code = context.code()
+            status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            why = str(context.details() or "")
+            raise
+        except CONNECTION_LOST as exc:
+            log.warning("%s for %s: database unavailable: %s", method, caller.identity, exc)
+            status, why = "UNAVAILABLE", "the node's database is unavailable; resume from your cursor later"
+            await self._stream_failed(call, opened, grpc.StatusCode.UNAVAILABLE, why, context)
+        except Exception:
+            log.exception("%s for %s failed", method, caller.identity)
+            status, why = "INTERNAL", "internal error; the node's log has the details"
+            await self._stream_failed(call, opened, grpc.StatusCode.INTERNAL, why, context)
+        finally:
+            _CURRENT.reset(token)
+            self.streams.leave(caller)
+            if opened:
+                self._count(method, status)
+                answered, detail = call.summary() if call.summary is not None else (0, "")
+                self.audit.note(
+                    dataclasses.replace(call.entry(status), answered=answered, detail=f"stream closed: {why}; {detail}")
+                )
+
+    async def _stream_failed(self, call: Call, opened: bool, code: grpc.StatusCode, why: str, context: Context) -> None:
+        """End a stream on a failure; one that failed before it opened is audited and counted as a refusal."""
+        if not opened:
+            await self._audit_refusal(call, code.name, why)
+            self._count(call.method, code.name)
+        await context.abort(code, why)
+
+    async def _open_stream(
+        self, call: Call, request_class: type[Message], behavior: StreamBehavior, raw: bytes, context: Context
+    ) -> AsyncIterator[Message]:
+        try:
+            request = _decode(call.method, request_class, raw)
+            _prefill(call, request)
+            check_request(request)
+            self._require_purpose(call, request)
+            messages = await behavior(request, context)
+        except Refused as refused:
+            await self._refuse(call, refused, context)
+        except grpc.aio.AbortError:
+            code = context.code()
+            status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            await self._audit_refusal(call, status, str(context.details() or ""))
+            self._count(call.method, status)
+            raise
+        try:
+            await self.audit.record(call.entry("OK", f"stream opened: {call.detail}"))
+        except AuditUnavailable as exc:
+            self._count(call.method, "UNAVAILABLE")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is sent without an audit trail")
+        return messages
 
     def _require_purpose(self, call: Call, request: Message) -> None:
         if (

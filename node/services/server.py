@@ -25,9 +25,20 @@ from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
 from credex.node.services.report_service import ReportService
 from credex.node.services.servicer import Servicer
+from credex.node.services.subscription_service import SubscriptionService
 from credex.node.services.witness_service import WitnessService
 from credex.node.trust import TrustProvider
-from credex.v1 import case_pb2, check_pb2, exchange_pb2, log_pb2, lookup_pb2, quality_pb2, report_pb2, witness_pb2
+from credex.v1 import (
+    case_pb2,
+    check_pb2,
+    exchange_pb2,
+    log_pb2,
+    lookup_pb2,
+    quality_pb2,
+    report_pb2,
+    subscription_pb2,
+    witness_pb2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,7 @@ SERVICES = {
     "WitnessService": witness_pb2.DESCRIPTOR.services_by_name["WitnessService"],
     "ReportService": report_pb2.DESCRIPTOR.services_by_name["ReportService"],
     "CaseService": case_pb2.DESCRIPTOR.services_by_name["CaseService"],
+    "SubscriptionService": subscription_pb2.DESCRIPTOR.services_by_name["SubscriptionService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -104,6 +116,7 @@ async def start_server(
         ("WitnessService", WitnessService),
         ("ReportService", ReportService),
         ("CaseService", CaseService),
+        ("SubscriptionService", SubscriptionService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]

@@ -1,0 +1,1 @@
+"""Subscription streams: who gets which events, the authorizations behind it, and the stream itself."""

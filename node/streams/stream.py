@@ -1,0 +1,392 @@
+"""One subscriber's stream: the store's events in seq order per origin, from a cursor on, as messages.
+
+Read from the store, not from Kafka, so that a stream resumes exactly where its cursor says
+after the subscriber or the node went away: an origin's events are sent only up to the
+seq its log is held without a gap (``origin_progress.contiguous_seq``), so a cursor never
+passes over an event that arrives late, and nothing at or below the cursor is sent again.
+
+Memory is bounded per stream whatever the subscriber does: at most ``batch_size`` events
+of one origin are read at a time, with no database connection held while they are
+written, and each write is awaited (gRPC's flow control holds a subscriber that does not
+read). Items go out gathered in messages of at most :data:`MAX_MESSAGE_ITEMS` items and about
+:data:`MAX_MESSAGE_BYTES`, so a fast subscriber is not held to one gRPC write per event.
+:attr:`Stream.buffered_bytes` is what the stream holds read and not yet written.
+
+A stream sleeps on the store's notification channel (node/streams/bell.py), with a poll
+as a safety net, and sends a heartbeat carrying the cursor to save when it has sent nothing for a while
+or has passed over events its filter did not take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from credex.domain.measures import Measure
+from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
+from credex.node.config import SubscriptionsConfig
+from credex.node.store.events import standing_of
+from credex.node.streams import authorizations
+from credex.node.streams.bell import SAFETY_POLL_SECONDS, Bell
+from credex.node.streams.entitlement import Delivery, Entitlement
+from credex.v1 import event_pb2, log_pb2, subscription_pb2
+
+PROOF_POLL_SECONDS = 1.0  # while proofs are owed, look for a covering checkpoint this often
+_ITEM = subscription_pb2.StreamItem
+MAX_MESSAGE_ITEMS = 256  # items of one SubscribeResponse
+MAX_MESSAGE_BYTES = 256 * 1024  # and their bytes (one item may go over): what a stream holds while writing
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """What the subscriber asked for, validated (node/services/subscription_service.py); empty: no restriction."""
+
+    origins: frozenset[str] = frozenset()
+    kinds: frozenset[int] = frozenset()
+    event_types: frozenset[int] = frozenset()
+    subjects: tuple[str, ...] = ()
+    measures: tuple[Measure, ...] | None = None  # a scenario's measures: a record passes if it triggers one
+
+    def describe(self) -> str:
+        parts = []
+        if self.origins:
+            parts.append("origins=" + ",".join(sorted(self.origins)))
+        if self.kinds:
+            parts.append("kinds=" + ",".join(str(k) for k in sorted(self.kinds)))
+        if self.event_types:
+            parts.append("event_types=" + ",".join(str(t) for t in sorted(self.event_types)))
+        if self.subjects:
+            parts.append(f"subjects={len(self.subjects)}")
+        if self.measures is not None:
+            parts.append(f"scenario measures={len(self.measures)}")
+        return " ".join(parts) or "everything"
+
+
+@dataclass(slots=True)
+class Counts:
+    events: int = 0
+    changes: int = 0
+    proofs: int = 0
+    heartbeats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    seq: int
+    event_type: int
+    subject_id: str
+    envelope: bytes
+    leaf_hash: bytes
+
+
+@dataclass(slots=True)
+class _Owed:
+    """An event sent before a checkpoint covered it: its proof follows."""
+
+    origin: str
+    seq: int
+    full: bool  # False: a change, whose proof carries no envelope
+
+
+@dataclass(eq=False)  # one stream is one subscriber's: kept in sets by identity
+class Stream:
+    pool: asyncpg.Pool
+    logbook: LogBook
+    keeper: CheckpointKeeper
+    bell: Bell
+    settings: SubscriptionsConfig
+    entitlement: Entitlement
+    filter: Filter
+    positions: dict[str, int]  # origin -> highest seq taken or passed over
+    proved: dict[str, int] = field(default_factory=dict)  # origin -> seq the subscriber holds proofs up to
+    resending: dict[str, int] = field(default_factory=dict)  # origin -> seq proofs are owed again up to
+    counts: Counts = field(default_factory=Counts)
+    held_rows: int = 0  # bytes of events read from the store and not yet judged
+    held_message: int = 0  # bytes of the message gathered or being written
+    owed: list[_Owed] = field(default_factory=list)
+
+    async def messages(self) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
+        """The stream, without end, as messages of the items ready; the caller writes each before asking for more."""
+        message = subscription_pb2.SubscribeResponse()
+        size = 0
+        async for item in self.items():
+            if item is None:  # nothing more is ready now: send what is gathered
+                if message.items:
+                    yield message
+                    message, size = subscription_pb2.SubscribeResponse(), 0
+                    self.held_message = 0
+                continue
+            message.items.append(item)
+            size += item.ByteSize()
+            self.held_message = size
+            if len(message.items) >= MAX_MESSAGE_ITEMS or size >= MAX_MESSAGE_BYTES:
+                yield message
+                message, size = subscription_pb2.SubscribeResponse(), 0
+                self.held_message = 0
+
+    async def items(self) -> AsyncIterator[subscription_pb2.StreamItem | None]:
+        """Every item in order, and None whenever the stream is about to wait (or read the store again)."""
+        wake = self.bell.join()
+        try:
+            await self._owe_again()
+            reported = dict(self.positions)
+            last_sent = time.monotonic()
+            while True:
+                wake.clear()
+                read_any = False
+                if len(self.owed) < self.settings.max_pending_proofs:
+                    for origin, head in await self._heads():
+                        async for item in self._origin_round(origin, head):
+                            read_any = True
+                            yield item
+                            last_sent = time.monotonic()
+                        read_any = read_any or self.positions.get(origin, 0) > reported.get(origin, 0)
+                        yield None
+                async for item in self._owed_proofs():
+                    yield item
+                    last_sent = time.monotonic()
+                resent = self._resent()
+                if resent:
+                    heartbeat = self._heartbeat()
+                    heartbeat.heartbeat.proofs_resent.extend(resent)
+                    yield heartbeat
+                    last_sent = time.monotonic()
+                if read_any:
+                    if self.positions != reported:
+                        reported = dict(self.positions)
+                        yield self._heartbeat()
+                        last_sent = time.monotonic()
+                    yield None
+                    continue
+                yield None
+                timeout = min(self.settings.heartbeat_seconds, SAFETY_POLL_SECONDS)
+                if self.owed:
+                    timeout = min(timeout, PROOF_POLL_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout)
+                if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
+                    reported = dict(self.positions)
+                    yield self._heartbeat()
+                    yield None
+                    last_sent = time.monotonic()
+        finally:
+            self.bell.leave(wake)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """What this stream holds for its subscriber: events read and not judged, and the message not yet written."""
+        return self.held_rows + self.held_message
+
+    def cursor(self) -> list[subscription_pb2.Position]:
+        return [subscription_pb2.Position(origin=o, seq=s) for o, s in sorted(self.positions.items())]
+
+    def _resent(self) -> list[subscription_pb2.Position]:
+        """Origins whose proofs owed again are all sent now: no longer owed, said once."""
+        done = [
+            subscription_pb2.Position(origin=origin, seq=upto)
+            for origin, upto in sorted(self.resending.items())
+            if not any(o.origin == origin and o.seq <= upto for o in self.owed)
+        ]
+        for position in done:
+            del self.resending[position.origin]
+        return done
+
+    def _heartbeat(self) -> subscription_pb2.StreamItem:
+        self.counts.heartbeats += 1
+        at = Timestamp()
+        at.GetCurrentTime()
+        return _ITEM(heartbeat=subscription_pb2.Heartbeat(cursor=self.cursor(), at=at))
+
+    async def _heads(self) -> list[tuple[str, int]]:
+        """Each origin the stream may take, with how far its log is held without a gap."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT origin, contiguous_seq FROM origin_progress ORDER BY origin")
+        heads = []
+        for row in rows:
+            origin, head = row["origin"], int(row["contiguous_seq"])
+            if self.filter.origins and origin not in self.filter.origins:
+                continue
+            if not self.entitlement.covers_origin(origin):
+                continue
+            if head > self.positions.get(origin, 0):
+                heads.append((origin, head))
+        return heads
+
+    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.StreamItem]:
+        limit = self.settings.batch_size
+        today = dt.date.today()
+        batch, allowed = await self._read(origin, self.positions.get(origin, 0), head, today)
+        scanned_to = batch[-1].seq if len(batch) == limit else head
+        self.held_rows += sum(len(r.envelope) for r in batch)
+        try:
+            checkpoint = await self.keeper.latest(origin)
+            covered = 0
+            tree = None
+            if checkpoint is not None:
+                tree = await self.logbook.tree(origin)
+                covered = checkpoint.size if checkpoint.size <= tree.size else 0
+            for index, row in enumerate(batch):
+                message = self._judge(origin, row, today, row.subject_id in allowed)
+                self.held_rows -= len(row.envelope)
+                batch[index] = _Row(row.seq, 0, "", b"", b"")  # let go of what is judged
+                if message is not None:
+                    full = message.HasField("event")
+                    if row.seq <= covered and checkpoint is not None and tree is not None:
+                        proof = log_pb2.InclusionProof(
+                            origin=origin,
+                            seq=row.seq,
+                            leaf_index=row.seq - 1,
+                            tree_size=covered,
+                            hashes=tree.inclusion_proof(row.seq - 1, covered),
+                            checkpoint=checkpoint_message(checkpoint),
+                        )
+                        if full:  # the envelope is the event's own: not sent twice
+                            message.event.proof.CopyFrom(proof)
+                        else:
+                            message.change.proof.CopyFrom(proof)
+                    else:
+                        self.owed.append(_Owed(origin, row.seq, full))
+                    yield message
+                self.positions[origin] = row.seq
+            self.positions[origin] = max(self.positions.get(origin, 0), scanned_to)
+        finally:
+            self.held_rows = 0
+
+    def _judge(self, origin: str, row: _Row, today: dt.date, authorized: bool, count: bool = True) -> _ITEM | None:
+        envelope = event_pb2.Envelope.FromString(row.envelope)
+        event = event_pb2.Event.FromString(envelope.payload)
+        record = event.record
+        if self.filter.kinds and record.kind not in self.filter.kinds:
+            return None
+        if self.filter.measures is not None and not any(m.triggered_by(record) for m in self.filter.measures):
+            return None
+        standing = standing_of(event.type, event.standing)
+        delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
+        if delivery is Delivery.FULL:
+            self.counts.events += count
+            return _ITEM(event=subscription_pb2.StreamedEvent(origin=origin, seq=row.seq, envelope=envelope))
+        if delivery is Delivery.CHANGE:
+            self.counts.changes += count
+            return _ITEM(
+                change=subscription_pb2.StreamedChange(
+                    origin=origin,
+                    seq=row.seq,
+                    record_id=event.record_id,
+                    type=event.type,
+                    standing=standing,  # type: ignore[arg-type]  # the Standing numbers equal EntryStatus's
+                    leaf_hash=row.leaf_hash,
+                )
+            )
+        return None
+
+    async def _read(self, origin: str, after: int, upto: int, today: dt.date) -> tuple[list[_Row], set[str]]:
+        """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter, and
+        which of their subjects a financing caller is authorized for now.
+
+        Asked after the events were read, on the same connection: an authorization ended before
+        an event was stored is seen ended when that event is judged. No connection is held
+        once this returns, however long the subscriber takes to read.
+        """
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, event_type, subject_id, envelope, leaf_hash FROM events"
+                " WHERE origin = $1 AND seq > $2 AND seq <= $3"
+                " AND (cardinality($4::text[]) = 0 OR subject_id = ANY($4::text[]))"
+                " AND (cardinality($5::smallint[]) = 0 OR event_type = ANY($5::smallint[]))"
+                " ORDER BY seq LIMIT $6",
+                origin,
+                after,
+                upto,
+                list(self.filter.subjects),
+                sorted(self.filter.event_types),
+                self.settings.batch_size,
+            )
+            allowed: set[str] = set()
+            if self.entitlement.needs_authorization and rows:
+                allowed = await authorizations.authorized(
+                    conn, self.entitlement.grantee, (r["subject_id"] for r in rows), today
+                )
+        batch = [
+            _Row(r["seq"], r["event_type"], r["subject_id"], bytes(r["envelope"]), bytes(r["leaf_hash"])) for r in rows
+        ]
+        return batch, allowed
+
+    async def _owe_again(self) -> None:
+        """Owe again the proofs of events the subscriber took after what it says it holds proofs for.
+
+        Only events it may see in full now are owed again (their proof carries the envelope, so
+        it is checked on its own); at most ``max_pending_proofs``, the rest on a later resume.
+        """
+        today = dt.date.today()
+        room = self.settings.max_pending_proofs
+        for origin, proved_to in sorted(self.proved.items()):
+            upto, after = self.positions.get(origin, 0), proved_to
+            while after < upto and len(self.owed) < room:
+                rows, allowed = await self._read(origin, after, upto, today)
+                if not rows:  # nothing more the filter passes up to the cursor
+                    after = upto
+                    break
+                for row in rows:
+                    item = self._judge(origin, row, today, row.subject_id in allowed, count=False)
+                    if item is not None and item.HasField("event"):
+                        if len(self.owed) >= room:
+                            break
+                        self.owed.append(_Owed(origin, row.seq, True))
+                    after = row.seq
+                else:
+                    continue
+                break
+            self.resending[origin] = max(after, proved_to)
+
+    async def _owed_proofs(self) -> AsyncIterator[subscription_pb2.StreamItem]:
+        """Proofs of events sent earlier, for every origin whose agreed checkpoint now covers them."""
+        if not self.owed:
+            return
+        by_origin: dict[str, list[_Owed]] = {}
+        for owed in self.owed:
+            by_origin.setdefault(owed.origin, []).append(owed)
+        still: list[_Owed] = []
+        for origin, owed_here in by_origin.items():
+            checkpoint = await self.keeper.latest(origin)
+            tree = await self.logbook.tree(origin) if checkpoint is not None else None
+            if checkpoint is None or tree is None or checkpoint.size > tree.size:
+                still.extend(owed_here)
+                continue
+            due = [o for o in owed_here if o.seq <= checkpoint.size]
+            still.extend(o for o in owed_here if o.seq > checkpoint.size)
+            for chunk in _chunks(due, self.settings.batch_size):
+                envelopes = await self._envelopes(origin, [o.seq for o in chunk if o.full])
+                for owed in chunk:
+                    proof = log_pb2.InclusionProof(
+                        origin=origin,
+                        seq=owed.seq,
+                        leaf_index=owed.seq - 1,
+                        tree_size=checkpoint.size,
+                        hashes=tree.inclusion_proof(owed.seq - 1, checkpoint.size),
+                        checkpoint=checkpoint_message(checkpoint),
+                    )
+                    if owed.full:
+                        proof.envelope.CopyFrom(event_pb2.Envelope.FromString(envelopes[owed.seq]))
+                    self.counts.proofs += 1
+                    yield _ITEM(proof=proof)
+        self.owed = still
+
+    async def _envelopes(self, origin: str, seqs: Sequence[int]) -> dict[int, bytes]:
+        if not seqs:
+            return {}
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, envelope FROM events WHERE origin = $1 AND seq = ANY($2::bigint[])", origin, list(seqs)
+            )
+        return {int(r["seq"]): bytes(r["envelope"]) for r in rows}
+
+
+def _chunks(items: list[_Owed], size: int) -> list[list[_Owed]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
