@@ -87,7 +87,7 @@ async def inclusion_proof(
         seq=seq,
         leaf_index=seq - 1,
         tree_size=tree_size,
-        hashes=tree.inclusion_proof(seq - 1, tree_size),
+        hashes=await tree.inclusion_proof(seq - 1, tree_size),
         envelope=event_pb2.Envelope.FromString(envelope),
     )
     if checkpoint is not None:

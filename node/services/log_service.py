@@ -126,7 +126,7 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
             origin=origin,
             old_size=request.old_size,
             new_size=new_size,
-            hashes=tree.consistency_proof(request.old_size, new_size),
+            hashes=await tree.consistency_proof(request.old_size, new_size),
         )
         if held is not None:
             proof.checkpoint.CopyFrom(checkpoint_message(held))

@@ -23,6 +23,7 @@ from credex.domain.identity import subject_id
 from credex.domain.normalize import name_key
 from credex.domain.records import canonical_bytes
 from credex.errors import CredexError
+from credex.node.store import tiles
 from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -408,7 +409,8 @@ async def advance_progress(conn: Connection, origin: str) -> tuple[int, int]:
     """Move the origin's gap-free watermark as far as the stored events allow.
 
     Returns (contiguous_seq, max_seq). The walk starts at the old watermark, so
-    its cost is the length of the newly closed stretch, not of the whole log.
+    its cost is the length of the newly closed stretch, not of the whole log. The
+    origin's tiles grow with the watermark, in the same transaction.
     """
     row = await conn.fetchrow(
         "INSERT INTO origin_progress (origin) VALUES ($1) ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin"
@@ -431,6 +433,7 @@ async def advance_progress(conn: Connection, origin: str) -> tuple[int, int]:
         new_contiguous,
         max_seq,
     )
+    await tiles.cover(conn, origin, contiguous, int(new_contiguous))
     return int(new_contiguous), int(max_seq)
 
 
