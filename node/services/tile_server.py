@@ -138,14 +138,32 @@ class TileServer:
         http = h11.Connection(h11.SERVER)
         caller = self._caller(writer)
         while True:
-            event = http.next_event()
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:  # not HTTP/1.1, or a head over 16 KiB: say so, then close
+                if http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    status = exc.error_status_hint
+                    body = f"not a request this server reads: {exc}\n".encode()[:500]
+                    writer.write(
+                        http.send(
+                            h11.Response(
+                                status_code=status,
+                                headers=[("content-length", str(len(body))), ("connection", "close")],
+                            )
+                        )
+                        or b""
+                    )
+                    writer.write(body)
+                    await writer.drain()
+                return
             if event is h11.NEED_DATA:
                 data = await asyncio.wait_for(reader.read(16384), IDLE_SECONDS)
                 http.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
                 answer = await self._answer(caller, event)
-                writer.write(_render(http, event, answer))
+                # A body is never read: the answer closes the connection instead of leaving it mid-request.
+                writer.write(_render(http, event, answer, close=_has_body(event)))
                 await writer.drain()
                 continue
             if isinstance(event, h11.EndOfMessage):
@@ -181,6 +199,8 @@ class TileServer:
         path = request.target.decode("ascii", errors="replace")
         if request.method not in (b"GET", b"HEAD"):
             answer = _text(405, "only GET and HEAD")
+        elif _has_body(request):
+            answer = _text(400, "a GET carries no body")
         else:
             try:
                 answer = await self._resolve(caller, path)
@@ -235,13 +255,22 @@ class TileServer:
         return Answer(200, content[: request.width * 32], "application/octet-stream", cache)
 
 
-def _render(http: h11.Connection, request: h11.Request, answer: Answer) -> bytes:
+def _has_body(request: h11.Request) -> bool:
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+        for name, value in request.headers
+    )
+
+
+def _render(http: h11.Connection, request: h11.Request, answer: Answer, *, close: bool) -> bytes:
     headers = [
         ("content-type", answer.content_type),
         ("content-length", str(len(answer.body))),
         ("cache-control", answer.cache),
         ("x-content-type-options", "nosniff"),
     ]
+    if close:
+        headers.append(("connection", "close"))
     out = http.send(h11.Response(status_code=answer.status, headers=headers)) or b""
     if request.method != b"HEAD":
         out += http.send(h11.Data(data=answer.body)) or b""
