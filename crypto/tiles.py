@@ -107,14 +107,42 @@ def tile_width(size: int, level: int, index: int) -> int:
     return max(0, min(TILE_WIDTH, held - index * TILE_WIDTH))
 
 
-def subtree_hash(entries: bytes) -> bytes:
-    """The root over a power-of-two run of hashes (32 bytes each)."""
+def _levels(entries: bytes) -> list[list[bytes]]:
+    """Every level of the complete subtree over a power-of-two run of hashes, from the run up to its root."""
     level = [entries[i : i + HASH_SIZE] for i in range(0, len(entries), HASH_SIZE)]
     if not level or len(level) & (len(level) - 1):
         raise ValueError(f"a complete subtree has a power-of-two number of hashes, not {len(level)}")
+    levels = [level]
     while len(level) > 1:
         level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
+        levels.append(level)
+    return levels
+
+
+def subtree_hash(entries: bytes) -> bytes:
+    """The root over a power-of-two run of hashes (32 bytes each)."""
+    return _levels(entries)[-1][0]
+
+
+def _inner_offset(height: int) -> int:
+    """Where the hashes of ``height`` (1..7) start in a full tile's inner hashes, in hashes."""
+    return TILE_WIDTH - 2 * (TILE_WIDTH >> height)
+
+
+INNER_SIZE = _inner_offset(TILE_HEIGHT) * HASH_SIZE  # 254 hashes: 128 of height 1, 64 of height 2, ... 2 of 7
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """What appending leaves changes: each tile's whole content, and the inner hashes of tiles now full.
+
+    A full tile's inner hashes (the subtrees of heights 1..7 inside it) are not part
+    of the spec's tiles; the store keeps them beside the tile so that a proof reads
+    hashes instead of recomputing up to 254 of them per level.
+    """
+
+    tiles: dict[TileId, bytes]
+    inner: dict[TileId, bytes]
 
 
 def right_edge(size: int) -> list[TileId]:
@@ -128,7 +156,7 @@ def right_edge(size: int) -> list[TileId]:
     return edge
 
 
-def grow(size: int, edge: Mapping[TileId, bytes], leaves: Sequence[bytes]) -> dict[TileId, bytes]:
+def grow(size: int, edge: Mapping[TileId, bytes], leaves: Sequence[bytes]) -> Growth:
     """The tiles that change when ``leaves`` (leaf hashes) are appended to a tree of ``size``.
 
     ``edge`` holds the tree's partial tiles (:func:`right_edge`); the answer maps each
@@ -139,6 +167,7 @@ def grow(size: int, edge: Mapping[TileId, bytes], leaves: Sequence[bytes]) -> di
         if len(leaf) != HASH_SIZE:
             raise ValueError("a leaf hash has 32 bytes")
     changed: dict[TileId, bytes] = {}
+    inner: dict[TileId, bytes] = {}
     entries = b"".join(leaves)
     level = 0
     while entries:
@@ -154,12 +183,15 @@ def grow(size: int, edge: Mapping[TileId, bytes], leaves: Sequence[bytes]) -> di
         above = []
         for offset in range(0, len(run), FULL_TILE):
             content = run[offset : offset + FULL_TILE]
-            changed[TileId(level, first + offset // FULL_TILE)] = content
+            tile = TileId(level, first + offset // FULL_TILE)
+            changed[tile] = content
             if len(content) == FULL_TILE:
-                above.append(subtree_hash(content))
+                levels = _levels(content)
+                inner[tile] = b"".join(b"".join(hashes) for hashes in levels[1:TILE_HEIGHT])
+                above.append(levels[TILE_HEIGHT][0])
         entries = b"".join(above)
         level += 1
-    return changed
+    return Growth(changed, inner)
 
 
 def _locate(height: int, index: int) -> tuple[TileId, int, int]:
@@ -170,11 +202,12 @@ def _locate(height: int, index: int) -> tuple[TileId, int, int]:
 
 
 class TileTree(SubtreeHashes):
-    """A tree of ``size`` leaves answered from the tiles given (a mapping TileId → hashes)."""
+    """A tree of ``size`` leaves answered from the tiles given (TileId → hashes), and full tiles' inner hashes."""
 
-    def __init__(self, size: int, tiles: Mapping[TileId, bytes]) -> None:
+    def __init__(self, size: int, tiles: Mapping[TileId, bytes], inner: Mapping[TileId, bytes] | None = None) -> None:
         self._size = size
         self._tiles = tiles
+        self._inner = inner or {}
         self._known: dict[tuple[int, int], bytes] = {}
 
     @property
@@ -186,6 +219,11 @@ class TileTree(SubtreeHashes):
         if known is not None:
             return known
         tile, first, count = _locate(level, index)
+        within = level % TILE_HEIGHT
+        inner = self._inner.get(tile)
+        if within and inner is not None:
+            at = (_inner_offset(within) + (first >> within)) * HASH_SIZE
+            return inner[at : at + HASH_SIZE]
         content = self._tiles.get(tile)
         if content is None or len(content) < (first + count) * HASH_SIZE:
             raise TileMismatch(f"tile {tile.level}/{tile.index} lacks the hashes of subtree {level}/{index}")

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from credex.crypto.merkle import MerkleTree, leaf_hash
 from credex.crypto.tiles import (
+    Growth,
     TileId,
     TileMismatch,
     TileRequest,
@@ -43,17 +44,22 @@ def leaves(n: int, salt: str = "") -> list[bytes]:
     return [leaf_hash(f"{salt}{i}".encode()) for i in range(n)]
 
 
-def tiles_of(all_leaves: list[bytes], cuts: list[int]) -> dict[TileId, bytes]:
-    """Tiles grown batch by batch, cut where ``cuts`` say, as the store grows them."""
-    held: dict[TileId, bytes] = {}
+def grown(all_leaves: list[bytes], cuts: list[int]) -> Growth:
+    """Tiles (and full tiles' inner hashes) grown batch by batch, cut where ``cuts`` say, as the store grows them."""
+    held = Growth({}, {})
     size = 0
     for end in [*sorted(set(cuts)), len(all_leaves)]:
         if end <= size:
             continue
-        edge = {t: held[t] for t in right_edge(size) if t in held}
-        held.update(grow(size, edge, all_leaves[size:end]))
+        growth = grow(size, {t: held.tiles[t] for t in right_edge(size) if t in held.tiles}, all_leaves[size:end])
+        held.tiles.update(growth.tiles)
+        held.inner.update(growth.inner)
         size = end
     return held
+
+
+def tiles_of(all_leaves: list[bytes], cuts: list[int]) -> dict[TileId, bytes]:
+    return grown(all_leaves, cuts).tiles
 
 
 # -- paths and encodings (C2SP tlog-tiles) --------------------------------------------------
@@ -122,30 +128,34 @@ def test_a_level_one_entry_is_the_root_of_a_full_level_zero_tile() -> None:
     assert held[TileId(0, 3)] == b"".join(all_leaves[768:])  # partial: 5 leaf hashes
     assert held[TileId(1, 0)] == b"".join(reference.subtree(8, i) for i in range(3))
     assert set(held) == {TileId(0, 0), TileId(0, 1), TileId(0, 2), TileId(0, 3), TileId(1, 0)}
+    inner = grown(all_leaves, []).inner
+    assert set(inner) == {TileId(0, 0), TileId(0, 1), TileId(0, 2)}  # only full tiles
+    assert inner[TileId(0, 1)][:32] == reference.subtree(1, 128)  # height 1 first
+    assert inner[TileId(0, 1)][-32:] == reference.subtree(7, 3)  # height 7 last
 
 
 # -- roots and proofs from tiles equal the reference tree -----------------------------------
 
 
-def check_against_reference(size: int, held: dict[TileId, bytes], reference: MerkleTree, probes: list[int]) -> None:
-    tree = TileTree(size, held)
-    assert tree.root() == reference.root(size)
-    for probe in probes:
-        if size:
-            index = probe % size
-            assert tree.inclusion_proof(index) == reference.inclusion_proof(index, size)
-            old = probe % size + 1
-            assert tree.consistency_proof(old) == reference.consistency_proof(old, size)
-            for old_root_size in (old, size):
-                assert TileTree(size, held).root(old_root_size) == reference.root(old_root_size)
+def check_against_reference(size: int, held: Growth, reference: MerkleTree, probes: list[int]) -> None:
+    """With the full tiles' inner hashes and without them (hashing the tile's entries instead), alike."""
+    for tree in (TileTree(size, held.tiles, held.inner), TileTree(size, held.tiles)):
+        assert tree.root() == reference.root(size)
+        for probe in probes:
+            if size:
+                index = probe % size
+                assert tree.inclusion_proof(index) == reference.inclusion_proof(index, size)
+                old = probe % size + 1
+                assert tree.consistency_proof(old) == reference.consistency_proof(old, size)
+                assert tree.root(old) == reference.root(old)
 
 
 @pytest.mark.parametrize("size", EDGE_SIZES)
 def test_roots_and_proofs_from_tiles_equal_the_reference_at_the_tile_edges(size: int) -> None:
     all_leaves = leaves(size)
     reference = MerkleTree(all_leaves)
-    held = tiles_of(all_leaves, [size // 3, size // 2, size - 1])
-    assert held == tiles_of(all_leaves, [])  # how the log grew does not change its tiles
+    held = grown(all_leaves, [size // 3, size // 2, size - 1])
+    assert held == grown(all_leaves, [])  # how the log grew does not change its tiles
     check_against_reference(size, held, reference, [0, 1, 254, 255, 256, 257, size // 2, size - 1, 65535])
 
 
@@ -160,7 +170,7 @@ def test_roots_and_proofs_from_tiles_equal_the_reference_on_random_sizes(
 ) -> None:
     all_leaves = leaves(size, "r")
     reference = MerkleTree(all_leaves)
-    check_against_reference(size, tiles_of(all_leaves, cuts), reference, probes)
+    check_against_reference(size, grown(all_leaves, cuts), reference, probes)
 
 
 @pytest.mark.parametrize("size", [1, 255, 256, 257, 65536 + 1, 10**6])
@@ -258,13 +268,12 @@ async def stored_tiles_match_events(pool: asyncpg.Pool, origin: str) -> int:
         rows = await conn.fetch(
             "SELECT leaf_hash FROM events WHERE origin = $1 AND seq <= $2 ORDER BY seq", origin, size
         )
-        held = {
-            TileId(r["level"], r["idx"]): bytes(r["hashes"])
-            for r in await conn.fetch("SELECT level, idx, hashes FROM log_tiles WHERE origin = $1", origin)
-        }
+        stored = await conn.fetch("SELECT level, idx, hashes, interior FROM log_tiles WHERE origin = $1", origin)
+    held = {TileId(r["level"], r["idx"]): bytes(r["hashes"]) for r in stored}
+    inner = {TileId(r["level"], r["idx"]): bytes(r["interior"]) for r in stored if r["interior"] is not None}
     assert len(rows) == size
     reference = MerkleTree(bytes(r["leaf_hash"]) for r in rows)
-    assert held == tiles_of([bytes(r["leaf_hash"]) for r in rows], [])
+    assert Growth(held, inner) == grown([bytes(r["leaf_hash"]) for r in rows], [])
     assert TileTree(size, held).root() == reference.root()
     return size
 

@@ -47,10 +47,10 @@ class TreeView:
         needed = tiles_needed(size, question)
         if conn is None:
             async with self._pool.acquire() as own:
-                held = await tiles.read(own, self._origin, needed)
+                held, inner = await tiles.read_for_proofs(own, self._origin, needed)
         else:
-            held = await tiles.read(conn, self._origin, needed)
-        return question(TileTree(size, held))
+            held, inner = await tiles.read_for_proofs(conn, self._origin, needed)
+        return question(TileTree(size, held, inner))
 
     async def root(self, size: int | None = None, *, conn: Connection | None = None) -> bytes:
         """The root at ``size``; ``conn`` when the caller holds one already (a second could starve the pool)."""

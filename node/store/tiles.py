@@ -30,18 +30,27 @@ _IN_THREAD = 2048  # from this many leaves, hashing runs in a worker thread (has
 
 async def read(conn: Connection, origin: str, ids: Iterable[TileId]) -> dict[TileId, bytes]:
     """The tiles asked for that the store holds, at the size the store's tiles cover (one query)."""
+    return (await read_for_proofs(conn, origin, ids))[0]
+
+
+async def read_for_proofs(
+    conn: Connection, origin: str, ids: Iterable[TileId]
+) -> tuple[dict[TileId, bytes], dict[TileId, bytes]]:
+    """The tiles asked for, and the inner hashes of those that are full (one query)."""
     wanted = sorted(set(ids))
     if not wanted:
-        return {}
+        return {}, {}
     rows = await conn.fetch(
-        "SELECT t.level, t.idx, t.hashes FROM log_tiles t"
+        "SELECT t.level, t.idx, t.hashes, t.interior FROM log_tiles t"
         " JOIN unnest($2::smallint[], $3::bigint[]) AS w(level, idx) ON t.level = w.level AND t.idx = w.idx"
         " WHERE t.origin = $1",
         origin,
         [t.level for t in wanted],
         [t.index for t in wanted],
     )
-    return {TileId(row["level"], row["idx"]): bytes(row["hashes"]) for row in rows}
+    hashes = {TileId(row["level"], row["idx"]): bytes(row["hashes"]) for row in rows}
+    inner = {TileId(row["level"], row["idx"]): bytes(row["interior"]) for row in rows if row["interior"] is not None}
+    return hashes, inner
 
 
 async def tiled_size(conn: Connection, origin: str) -> int:
@@ -83,18 +92,20 @@ async def _leaf_hashes(conn: Connection, origin: str, old: int, new: int) -> lis
 async def _extend(conn: Connection, origin: str, old: int, leaves: Sequence[bytes]) -> None:
     edge = await read(conn, origin, right_edge(old))
     if len(leaves) >= _IN_THREAD:
-        changed = await asyncio.to_thread(grow, old, edge, leaves)
+        growth = await asyncio.to_thread(grow, old, edge, leaves)
     else:
-        changed = grow(old, edge, leaves)
-    ids = sorted(changed)
+        growth = grow(old, edge, leaves)
+    ids = sorted(growth.tiles)
     await conn.execute(
-        "INSERT INTO log_tiles (origin, level, idx, hashes)"
-        " SELECT $1, level, idx, hashes FROM unnest($2::smallint[], $3::bigint[], $4::bytea[]) AS t(level, idx, hashes)"
-        " ON CONFLICT (origin, level, idx) DO UPDATE SET hashes = EXCLUDED.hashes",
+        "INSERT INTO log_tiles (origin, level, idx, hashes, interior)"
+        " SELECT $1, level, idx, hashes, interior"
+        " FROM unnest($2::smallint[], $3::bigint[], $4::bytea[], $5::bytea[]) AS t(level, idx, hashes, interior)"
+        " ON CONFLICT (origin, level, idx) DO UPDATE SET hashes = EXCLUDED.hashes, interior = EXCLUDED.interior",
         origin,
         [t.level for t in ids],
         [t.index for t in ids],
-        [changed[t] for t in ids],
+        [growth.tiles[t] for t in ids],
+        [growth.inner.get(t) for t in ids],
     )
     await conn.execute("UPDATE origin_progress SET tiled_seq = $2 WHERE origin = $1", origin, old + len(leaves))
 
