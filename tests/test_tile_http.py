@@ -14,9 +14,11 @@ import asyncio
 import base64
 import hashlib
 import ssl
+import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from credex.crypto.tls import CertificateAuthority
 from credex.node.runtime import Node
@@ -190,3 +192,38 @@ async def test_without_a_client_certificate_the_tls_tile_server_refuses_the_hand
         except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
             return
         raise AssertionError(f"answered {answer.status_code} without a client certificate")
+
+
+async def credex(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "credex.node.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_credex_audit_over_http_checks_a_log_from_its_tiles_and_names_a_tampered_tile(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await serving_with_checkpoint(federation, tmp_path, rows=300)
+    assert node.tiles is not None and node.pool is not None
+    size = (await node.keeper.latest("310000") or pytest.fail("no checkpoint")).size
+    endpoint = f"127.0.0.1:{node.tiles.port}"
+    auditor = ["--config", str(federation.layout.config_path("320000"))]  # a peer's trust bundle and certificate
+    state = tmp_path / "audited.json"
+    code, out = await credex(
+        "audit", "--over", "http", "--node", endpoint, "--origin", "310000", *auditor, "--state", str(state)
+    )
+    assert code == 0, out
+    assert f"OK 310000 size {size}" in " ".join(out.split())
+    assert "every hash tile agrees with the events" in out
+    async with node.pool.acquire() as conn:  # the node's tiles no longer match its events
+        await conn.execute(
+            "UPDATE log_tiles SET hashes = overlay(hashes placing $1 from 33 for 32)"
+            " WHERE origin = '310000' AND level = 0 AND idx = 0",
+            bytes(32),
+        )
+    code, out = await credex("audit", "--over", "http", "--node", endpoint, "--origin", "310000", *auditor)
+    assert code == 1, out
+    assert "hash tile tile/0/000 disagrees with the events" in " ".join(out.split())
