@@ -56,11 +56,15 @@ class TreeView:
         """The root at ``size``; ``conn`` when the caller holds one already (a second could starve the pool)."""
         return await self._answer(self._within(size), lambda tree: tree.root(), conn)
 
-    async def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return await self._answer(self._within(size), lambda tree: tree.inclusion_proof(index))
+    async def inclusion_proof(
+        self, index: int, size: int | None = None, *, conn: Connection | None = None
+    ) -> list[bytes]:
+        return await self._answer(self._within(size), lambda tree: tree.inclusion_proof(index), conn)
 
-    async def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        return await self._answer(self._within(new_size), lambda tree: tree.consistency_proof(old_size))
+    async def consistency_proof(
+        self, old_size: int, new_size: int | None = None, *, conn: Connection | None = None
+    ) -> list[bytes]:
+        return await self._answer(self._within(new_size), lambda tree: tree.consistency_proof(old_size), conn)
 
     async def leaf(self, index: int) -> bytes:
         if not 0 <= index < self.size:
@@ -72,7 +76,9 @@ class LogBook:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def tree(self, origin: str) -> TreeView:
-        """The origin's tree as its tiles cover it now."""
-        async with self.pool.acquire() as conn:
+    async def tree(self, origin: str, *, conn: Connection | None = None) -> TreeView:
+        """The origin's tree as its tiles cover it now; ``conn`` when the caller holds one already."""
+        if conn is not None:
             return TreeView(self.pool, origin, await tiles.tiled_size(conn, origin))
+        async with self.pool.acquire() as own:
+            return TreeView(self.pool, origin, await tiles.tiled_size(own, origin))
