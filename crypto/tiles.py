@@ -81,7 +81,8 @@ class TileRequest:
     width: int
 
 
-_PATH = re.compile(r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
+MAX_INDEX = (1 << 63) // TILE_WIDTH - 1  # a seq is a bigint: no tile lies beyond this one
+_PATH = re.compile(r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
 
 
 def parse_tile_path(path: str) -> TileRequest | None:
@@ -97,6 +98,8 @@ def parse_tile_path(path: str) -> TileRequest | None:
     index = int("".join(p.removeprefix("x") for p in parts))
     width = TILE_WIDTH if width_text is None else int(width_text)
     if (width_text is not None and width >= TILE_WIDTH) or (level is not None and level > MAX_LEVEL):
+        return None
+    if index > MAX_INDEX:
         return None
     return TileRequest(level, index, width)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import ssl
 import sys
@@ -178,6 +179,35 @@ async def test_a_hostile_connection_is_closed_without_disturbing_other_callers(
     writer.close()
     async with client(federation, node, "320000") as http:
         assert (await http.get("/310000/checkpoint")).status_code == 200
+
+
+async def test_a_caller_dribbling_a_request_is_cut_off_however_often_it_sends_a_byte(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await serving_with_checkpoint(federation, tmp_path, rows=1)
+    assert node.tiles is not None
+    node.tiles.request_seconds = 0.5  # the whole head must come within this, not each byte
+    context = ssl.create_default_context(cafile=federation.layout.ca_dir / "ca.crt")
+    member = federation.layout.member_dir("320000") / "tls"
+    context.load_cert_chain(member / "node.crt", member / "node.key")
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.tiles.port, ssl=context)
+    head = b"GET /310000/checkpoint HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+    sent = 0
+    for byte in head:  # 0.1 s a byte: 100 s for the head, far past the server's limit
+        try:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            break
+        sent += 1
+        if reader.at_eof():
+            break
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            if await asyncio.wait_for(reader.read(1), 0.01) == b"":
+                break
+    assert sent < len(head), "the server kept reading a request dribbled over 100 seconds"
+    writer.close()
 
 
 async def test_without_a_client_certificate_the_tls_tile_server_refuses_the_handshake(

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from credex.crypto.merkle import MerkleTree, leaf_hash
 from credex.crypto.tiles import (
+    MAX_INDEX,
     Growth,
     TileId,
     TileMismatch,
@@ -75,6 +76,7 @@ def test_tile_paths_are_those_of_the_spec() -> None:
     assert tile_path(3, 5, 255) == "tile/3/005.p/255"
     assert entries_path(1234067) == "tile/entries/x001/x234/067"
     assert entries_path(2, 1) == "tile/entries/002.p/1"
+    assert parse_tile_path(tile_path(0, MAX_INDEX)) == TileRequest(0, MAX_INDEX, 256)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +111,8 @@ def test_a_spec_path_parses_to_its_tile(path: str, request_: TileRequest) -> Non
         "tile/0/000/",
         "tile/-1/000",
         "checkpoint/../tile/0/000",
+        "tile/0/x036/x028/x797/x018/x963/x968/000",  # past any seq a bigint holds
+        "tile/0/" + "x999/" * 2000 + "999",  # a huge number is not even parsed
     ],
 )
 def test_a_path_the_spec_does_not_allow_names_no_tile(path: str) -> None:

@@ -48,7 +48,7 @@ from credex.node.store import tiles
 
 log = logging.getLogger(__name__)
 
-IDLE_SECONDS = 15.0  # a connection with no complete request for this long is closed
+IDLE_SECONDS = 15.0  # a connection that takes longer to send one whole request (head) is closed
 MAX_CONNECTIONS = 256
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _SHORT = "public, max-age=5"
@@ -98,6 +98,7 @@ class TileServer:
         self._server: asyncio.Server | None = None
         self._open = asyncio.Semaphore(MAX_CONNECTIONS)
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed at stop
+        self.request_seconds = IDLE_SECONDS
         self.port = 0
 
     async def start(self) -> int:
@@ -137,6 +138,8 @@ class TileServer:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         http = h11.Connection(h11.SERVER)
         caller = self._caller(writer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_seconds  # per request, not per read: a byte a while buys no time
         while True:
             try:
                 event = http.next_event()
@@ -157,7 +160,7 @@ class TileServer:
                     await writer.drain()
                 return
             if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(16384), IDLE_SECONDS)
+                data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
                 http.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
@@ -169,6 +172,7 @@ class TileServer:
             if isinstance(event, h11.EndOfMessage):
                 if http.our_state is h11.DONE and http.their_state is h11.DONE:
                     http.start_next_cycle()
+                    deadline = loop.time() + self.request_seconds
                     continue
                 return
             if isinstance(event, h11.Data):
