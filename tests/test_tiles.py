@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from credex.crypto.merkle import MerkleTree, leaf_hash
+from credex.crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
 from credex.crypto.tiles import (
     MAX_INDEX,
     Growth,
@@ -322,3 +322,34 @@ async def test_a_store_older_than_tiles_gets_them_from_the_backlog_job_in_batche
     assert await stored_tiles_match_events(node.pool, "310000") == size
     assert await (await node.logbook.tree("310000")).root() == root
     assert await tiles.tile_backlog(node.pool, batch=256) == 0
+
+
+async def test_a_node_started_on_a_store_older_than_tiles_tiles_it_and_proves_from_the_tiles_without_alarm(
+    federation: TestFederation, tmp_path: object
+) -> None:
+    from .callers import serve_sample
+
+    node, _ = await serve_sample(federation, tmp_path, rows=300)  # type: ignore[arg-type]
+    assert node.pool is not None
+    size = await stored_tiles_match_events(node.pool, "310000")
+    root = await (await node.logbook.tree("310000")).root()
+    async with node.pool.acquire() as conn:  # the store as it was before migration 0018
+        await conn.execute("DELETE FROM log_tiles")
+        await conn.execute("UPDATE origin_progress SET tiled_seq = 0")
+    await federation.stop_node("310000")
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    pool = node.pool
+
+    async def tiled() -> bool:
+        async with pool.acquire() as conn:
+            return await tiles.tiled_size(conn, "310000") == size
+
+    await eventually(tiled)  # the supervised backlog job did it
+    assert await stored_tiles_match_events(pool, "310000") == size
+    tree = await node.logbook.tree("310000")
+    assert await tree.root() == root
+    async with pool.acquire() as conn:
+        leaf = bytes(await conn.fetchval("SELECT leaf_hash FROM events WHERE origin = '310000' AND seq = 7"))
+        assert await conn.fetchval("SELECT count(*) FROM alarms") == 0  # its own checkpoints still hold
+    assert verify_inclusion(leaf, 6, size, await tree.inclusion_proof(6), root)

@@ -251,7 +251,11 @@ class TileServer:
                 envelopes = await tiles.entries(conn, origin, request.index, request.width)
                 if envelopes is None:
                     return _text(404, f"{origin}'s log does not hold that entry bundle")
-                return Answer(200, entry_bundle(envelopes), "application/octet-stream", cache)
+                try:
+                    bundle = entry_bundle(envelopes)
+                except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
+                    return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
+                return Answer(200, bundle, "application/octet-stream", cache)
             found = await tiles.read(conn, origin, [TileId(request.level, request.index)])
         content = found.get(TileId(request.level, request.index), b"")
         if len(content) < request.width * 32:
