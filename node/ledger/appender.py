@@ -34,7 +34,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import SigningKey
-from credex.crypto.merkle import leaf_hash
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, Connection, tiles
@@ -274,7 +273,7 @@ class Ledger:
             self.origin,
             head,
         )
-        await tiles.cover(conn, self.origin, events[0].seq - 1, head, [leaf_hash(e.envelope) for e in events])
+        await tiles.cover(conn, self.origin, events[0].seq - 1, head, [e.leaf for e in events])
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         result.seqs.extend(e.seq for e in events)
         METRICS.events_signed.labels(self.origin).inc(len(events))

@@ -16,7 +16,7 @@ import hashlib
 import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from credex.crypto.merkle import leaf_hash
 from credex.domain.identity import subject_id
@@ -172,6 +172,12 @@ class StoredEvent:
     recorded_at: dt.datetime
     status: int = lookup_pb2.ENTRY_STATUS_ACTIVE  # where the record stands after it (EntryStatus)
     disputed: bool = False  # an objection is open against the record
+    # The Merkle leaf hash, hashed once where the event is built (the ledger's signing thread),
+    # not on the event loop by each of the events table and the tiles.
+    leaf: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "leaf", leaf_hash(self.envelope))
 
     @classmethod
     def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
@@ -219,7 +225,7 @@ class StoredEvent:
             self.state.subject_id,
             self.envelope,
             self.recorded_at,
-            leaf_hash(self.envelope),
+            self.leaf,
         )
 
     def record_row(self) -> tuple[object, ...]:
