@@ -20,13 +20,16 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import asyncpg
 
 from bench.common import line
 from credex.crypto.merkle import MerkleTree, verify_inclusion
 from credex.node.chain import LogBook
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.store import database, tiles
+from credex.node.store import Connection, database, tiles
 
 ORIGIN = "310000"
 BATCH = 50_000
@@ -48,15 +51,27 @@ def raw_sha256(n: int = 500_000) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def drive(seconds: float, concurrency: int, ask: object) -> float:
+async def drive(
+    seconds: float,
+    concurrency: int,
+    ask: Callable[[Connection | None], Awaitable[object]],
+    pool: asyncpg.Pool | None = None,
+) -> float:
+    """Asks per second from ``concurrency`` askers; with ``pool``, each asker holds one connection throughout."""
     done = 0
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
         nonlocal done
-        while time.perf_counter() < deadline:
-            await ask()  # type: ignore[operator]
-            done += 1
+        if pool is None:
+            while time.perf_counter() < deadline:
+                await ask(None)
+                done += 1
+            return
+        async with pool.acquire() as conn:
+            while time.perf_counter() < deadline:
+                await ask(conn)
+                done += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -91,13 +106,14 @@ async def main(leaves: int, seconds: float, concurrency: int) -> None:
             opened = time.perf_counter() - started
             root = await tree.root()
 
-            async def inclusion() -> None:
-                await tree.inclusion_proof(rng.randrange(leaves))
+            async def inclusion(conn: Connection | None) -> None:
+                await tree.inclusion_proof(rng.randrange(leaves), conn=conn)
 
-            async def a_root() -> None:
-                await tree.root(rng.randrange(1, leaves + 1))
+            async def a_root(conn: Connection | None) -> None:
+                await tree.root(rng.randrange(1, leaves + 1), conn=conn)
 
             from_tiles = await drive(seconds, concurrency, inclusion)
+            on_held = await drive(seconds, concurrency, inclusion, pool)
             roots_from_tiles = await drive(seconds, concurrency, a_root)
             index = rng.randrange(leaves)
             assert verify_inclusion(hashes[index], index, leaves, await tree.inclusion_proof(index), root)
@@ -127,6 +143,7 @@ async def main(leaves: int, seconds: float, concurrency: int) -> None:
     print(f"  {'tree opened from tiles (start-up)':<44} {opened * 1000:>12.1f} ms")
     print(f"\nproofs at {leaves:,} leaves ({concurrency} concurrent askers for tiles, one query each):")
     line("inclusion proofs from tiles", from_tiles, "proofs/s", in_memory, "in-memory tree")
+    line("  the same, each asker holding a connection", on_held, "proofs/s", in_memory, "in-memory tree")
     line("roots at random sizes from tiles", roots_from_tiles, "roots/s")
     line("inclusion proofs from the in-memory tree", in_memory, "proofs/s")
     print("\nmemory (resident set growth of this process):")
