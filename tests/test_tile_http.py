@@ -257,3 +257,21 @@ async def test_credex_audit_over_http_checks_a_log_from_its_tiles_and_names_a_ta
     code, out = await credex("audit", "--over", "http", "--node", endpoint, "--origin", "310000", *auditor)
     assert code == 1, out
     assert "hash tile tile/0/000 disagrees with the events" in " ".join(out.split())
+
+
+async def test_a_tile_port_in_use_stops_the_start_with_what_to_change(federation: TestFederation) -> None:
+    import socket
+
+    from credex.node.services.server import ServerError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerError, match=f"cannot listen on '127.0.0.1:{port}'.*set tiles_listen"):
+            await federation.start_node("310000", tiles_listen=f"127.0.0.1:{port}")
+
+
+async def test_an_empty_tiles_listen_serves_no_tiles(federation: TestFederation) -> None:
+    node = await federation.start_node("310000", tiles_listen="")
+    assert node.tiles is None and node.port

@@ -44,6 +44,7 @@ from credex.node.chain import CheckpointKeeper
 from credex.node.config import NodeConfig
 from credex.node.services.access import Caller, caller_of
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.server import ServerError
 from credex.node.store import tiles
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,17 @@ class TileServer:
         self.port = 0
 
     async def start(self) -> int:
-        host, _, port = self.config.tiles_listen.rpartition(":")
-        self._server = await asyncio.start_server(
-            self._connection, host.strip("[]") or "127.0.0.1", int(port), ssl=server_ssl(self.config)
-        )
+        listen = self.config.tiles_listen
+        host, _, port = listen.rpartition(":")
+        try:
+            self._server = await asyncio.start_server(
+                self._connection, host.strip("[]") or "127.0.0.1", int(port), ssl=server_ssl(self.config)
+            )
+        except (OSError, ValueError) as exc:
+            raise ServerError(
+                f"the tile server cannot listen on {listen!r} ({exc}): set tiles_listen to a free host:port,"
+                " or to an empty string to turn it off"
+            ) from None
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
