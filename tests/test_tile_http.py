@@ -22,10 +22,14 @@ import httpx
 import pytest
 
 from credex.crypto.tls import CertificateAuthority
+from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
+from credex.node.ledger import Change
 from credex.node.runtime import Node
+from credex.v1 import record_pb2
 
 from .callers import PUBLIC, audit_rows, serve_sample
 from .conftest import TestFederation, eventually
+from .forgery import FORGED_SUBJECT
 
 
 def sha256(data: bytes) -> bytes:
@@ -275,3 +279,43 @@ async def test_a_tile_port_in_use_stops_the_start_with_what_to_change(federation
 async def test_an_empty_tiles_listen_serves_no_tiles(federation: TestFederation) -> None:
     node = await federation.start_node("310000", tiles_listen="")
     assert node.tiles is None and node.port
+
+
+async def test_without_tls_the_tile_server_is_plain_http_on_loopback_and_anonymous_callers_are_public(
+    tmp_path: Path, postgres: EmbeddedPostgres, broker: EmbeddedBroker
+) -> None:
+    plain = TestFederation(tmp_path / "plain", ["310000", "320000"], postgres, broker)
+    plain.tls = False
+    plain.prepare()
+    try:
+        node, _ = await serve_sample(plain, tmp_path, rows=3)
+        assert node.tiles is not None
+        assert node.tiles.host == "127.0.0.1"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.tiles.port}") as http:
+            assert (await http.get("/310000/tile/0/000.p/3")).status_code == 200
+            assert (await http.get("/310000/tile/entries/000.p/3")).status_code == 403
+        rows = await audit_rows(node, "tiles.GET")
+        assert rows[0]["caller"] == "anonymous@127.0.0.1" and rows[0]["role"] == "public"
+    finally:
+        await plain.stop()
+
+
+async def test_an_envelope_too_long_for_a_uint16_length_is_named_not_cut(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    record = record_pb2.Record(
+        record_id="310000-XK-long",
+        origin="310000",
+        kind=record_pb2.KIND_LICENCE,
+        subject=FORGED_SUBJECT,
+        licence=record_pb2.LicenceDetails(content="许" * 30_000),  # 90,000 bytes of UTF-8
+    )
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.append(conn, [Change.of(record)])
+    async with client(federation, node, "320000") as http:
+        assert (await http.get("/310000/tile/0/000.p/1")).status_code == 200  # its hash is served
+        answer = await http.get("/310000/tile/entries/000.p/1")
+    assert answer.status_code == 500
+    assert "does not fit a bundle's uint16 length; fetch it over gRPC" in answer.text

@@ -101,6 +101,7 @@ class TileServer:
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed at stop
         self.request_seconds = IDLE_SECONDS
         self.port = 0
+        self.host = ""
 
     async def start(self) -> int:
         listen = self.config.tiles_listen
@@ -114,7 +115,7 @@ class TileServer:
                 f"the tile server cannot listen on {listen!r} ({exc}): set tiles_listen to a free host:port,"
                 " or to an empty string to turn it off"
             ) from None
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
         return self.port
 
     async def stop(self) -> None:
