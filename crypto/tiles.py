@@ -10,6 +10,10 @@ aligned subtree is one tile entry, or the root of at most 128 consecutive
 entries of one tile, so a root or a proof costs O(log n) tiles, whatever the
 size of the log.
 
+A full tile also has inner hashes (its subtrees of heights 1..7), which the
+node stores beside it so that a proof reads them rather than hashing; they are
+not part of the spec and never served.
+
 Paths follow the spec: ``tile/<L>/<N>[.p/<W>]`` and ``tile/entries/<N>[.p/<W>]``,
 N written in 3-digit groups, all but the last prefixed with ``x``
 (1234067 is ``x001/x234/067``). An entry bundle is the entries of one level 0

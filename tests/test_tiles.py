@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from credex.crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
 from credex.crypto.tiles import (
+    INNER_SIZE,
     MAX_INDEX,
     Growth,
     TileId,
@@ -134,6 +135,7 @@ def test_a_level_one_entry_is_the_root_of_a_full_level_zero_tile() -> None:
     assert set(held) == {TileId(0, 0), TileId(0, 1), TileId(0, 2), TileId(0, 3), TileId(1, 0)}
     inner = grown(all_leaves, []).inner
     assert set(inner) == {TileId(0, 0), TileId(0, 1), TileId(0, 2)}  # only full tiles
+    assert {len(hashes) for hashes in inner.values()} == {INNER_SIZE} == {8128}  # as the store's CHECK says
     assert inner[TileId(0, 1)][:32] == reference.subtree(1, 128)  # height 1 first
     assert inner[TileId(0, 1)][-32:] == reference.subtree(7, 3)  # height 7 last
 
