@@ -100,6 +100,7 @@ async def main(leaves: int, seconds: float, concurrency: int) -> None:
                     )
                     await tiles.cover(conn, ORIGIN, old, old + len(batch), batch)
             grown = leaves / (time.perf_counter() - started)
+            serving_from = rss_mb()
             book = LogBook(pool)
             started = time.perf_counter()
             tree = await book.tree(ORIGIN)
@@ -118,6 +119,7 @@ async def main(leaves: int, seconds: float, concurrency: int) -> None:
             index = rng.randrange(leaves)
             assert verify_inclusion(hashes[index], index, leaves, await tree.inclusion_proof(index), root)
             tiles_rss = rss_mb() - before
+            serving_rss = rss_mb() - serving_from
             async with pool.acquire() as conn:
                 stored = await conn.fetchval("SELECT pg_total_relation_size('log_tiles')")
             await pool.close()
@@ -148,6 +150,7 @@ async def main(leaves: int, seconds: float, concurrency: int) -> None:
     line("inclusion proofs from the in-memory tree", in_memory, "proofs/s")
     print("\nmemory (resident set growth of this process):")
     print(f"  {'tiles: growing them and serving proofs':<44} {tiles_rss:>12.1f} MB")
+    print(f"  {'  of which serving proofs':<44} {serving_rss:>12.1f} MB")
     print(f"  {'in-memory tree':<44} {memory_rss:>12.1f} MB")
     print(f"  {'tiles on disk (log_tiles, with index)':<44} {stored / 2**20:>12.1f} MB")
 
