@@ -31,36 +31,21 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-class MerkleTree:
-    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
-        self._levels: list[bytearray] = [bytearray()]
-        self.extend(leaf_hashes)
+class SubtreeHashes:
+    """Roots and proofs of a tree of ``size`` leaves, from the hashes of its complete aligned subtrees.
+
+    Where those hashes live is the subclass's business (:class:`MerkleTree` keeps them in
+    memory; the node reads them from tiles in its store), so there is one copy of the
+    RFC 6962 proof algorithms. ``_node(height, index)`` is the hash of leaves
+    [index * 2**height, (index + 1) * 2**height).
+    """
 
     @property
     def size(self) -> int:
-        return len(self._levels[0]) // HASH_SIZE
-
-    def append(self, leaf: bytes) -> None:
-        """Add the hash of the next leaf (already ``leaf_hash``-ed)."""
-        if len(leaf) != HASH_SIZE:
-            raise ValueError("a leaf hash has 32 bytes")
-        index, level, current = self.size, 0, leaf
-        self._levels[0] += current
-        while index & 1:  # a right child completes its parent
-            left = self._node(level, index - 1)
-            current = node_hash(left, current)
-            level, index = level + 1, index >> 1
-            if len(self._levels) == level:
-                self._levels.append(bytearray())
-            self._levels[level] += current
-
-    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        for leaf in leaf_hashes:
-            self.append(leaf)
+        raise NotImplementedError
 
     def _node(self, level: int, index: int) -> bytes:
-        start = index * HASH_SIZE
-        return bytes(self._levels[level][start : start + HASH_SIZE])
+        raise NotImplementedError
 
     def leaf(self, index: int) -> bytes:
         return self._node(0, index)
@@ -117,6 +102,44 @@ class MerkleTree:
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self.size:
             raise ValueError(f"the tree holds {self.size} leaves, not {size}")
+
+
+class MerkleTree(SubtreeHashes):
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        self._levels: list[bytearray] = [bytearray()]
+        self.extend(leaf_hashes)
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0]) // HASH_SIZE
+
+    def append(self, leaf: bytes) -> None:
+        """Add the hash of the next leaf (already ``leaf_hash``-ed)."""
+        if len(leaf) != HASH_SIZE:
+            raise ValueError("a leaf hash has 32 bytes")
+        index, level, current = self.size, 0, leaf
+        self._levels[0] += current
+        while index & 1:  # a right child completes its parent
+            left = self._node(level, index - 1)
+            current = node_hash(left, current)
+            level, index = level + 1, index >> 1
+            if len(self._levels) == level:
+                self._levels.append(bytearray())
+            self._levels[level] += current
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        for leaf in leaf_hashes:
+            self.append(leaf)
+
+    def _node(self, level: int, index: int) -> bytes:
+        start = index * HASH_SIZE
+        return bytes(self._levels[level][start : start + HASH_SIZE])
+
+    def subtree(self, height: int, index: int) -> bytes:
+        """The hash of leaves [index * 2**height, (index + 1) * 2**height), a complete subtree held."""
+        if not 0 <= index < (self.size >> height):
+            raise ValueError(f"no complete subtree {index} of height {height} in a tree of size {self.size}")
+        return self._node(height, index)
 
 
 def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes | None:

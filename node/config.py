@@ -327,6 +327,9 @@ class NodeConfig(BaseSettings):
     subscriptions: SubscriptionsConfig = SubscriptionsConfig()
     publicity: PublicityRules = Field(default_factory=PublicityRules)
     metrics_listen: str = ""  # host:port for Prometheus; empty: off
+    # host:port of the tile server (every origin's log as C2SP tlog-tiles over HTTP, HTTPS with
+    # grpc.tls); port 0: any free port; empty: off.
+    tiles_listen: str = "127.0.0.1:0"
     log_level: str = "INFO"
 
     @field_validator("origin")

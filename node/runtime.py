@@ -45,17 +45,20 @@ from credex.node.ledger import Ledger
 from credex.node.ledger.expiry import run_daily
 from credex.node.relay import Relay
 from credex.node.services import AuditLog, start_server
+from credex.node.services.tile_server import TileServer
 from credex.node.store import database as store
 from credex.node.store import evidence as rejections
 from credex.node.store import partitions
 from credex.node.store.database import RETRYABLE
 from credex.node.store.events import backfill_subjects
+from credex.node.store.tiles import tile_backlog
 from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
 from credex.node.trust import TrustProvider
 from credex.node.witness import CosignatureCollector
 
 log = logging.getLogger(__name__)
+TILE_BACKLOG_SECONDS = 300.0  # how often the tile backlog job looks for untiled events
 
 BUNDLE_REFRESH_SECONDS = 10.0
 STOP_TASKS_SECONDS = 30.0
@@ -120,6 +123,7 @@ class Node:
         self._health: Any = None  # grpc_health's aio HealthServicer, while serving
         self.supervisor = Supervisor(self.origin, self._report_failure)
         self._audit: AuditLog | None = None
+        self.tiles: TileServer | None = None  # every origin's log as tlog-tiles over HTTP, while serving
         self._channels: PeerChannels | None = None
         self.relay: Relay | None = None
         self.intake: Intake | None = None
@@ -197,6 +201,11 @@ class Node:
                     pool, self.origin, checks_config.feedback_due_working_days, checks_config.overdue_every_seconds
                 ),
             )
+            if self.config.tiles_listen:
+                self.tiles = TileServer(self.config, self.pool, self.keeper, self._audit, self.trust)
+                await self.tiles.start()
+        pool = self.pool
+        self.supervisor.spawn("tile-backlog", lambda: _tile_backlog(pool))
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
             self.intake = Intake(
@@ -254,6 +263,9 @@ class Node:
             await self._bounded("the gRPC server", self._server.stop(grace=1.0))
             self._server = None
             self._health = None
+        if self.tiles is not None:
+            await self._bounded("the tile server", self.tiles.stop())
+            self.tiles = None
         if self._audit is not None:
             await self._bounded("the audit writer", self._audit.stop())
             self._audit = None
@@ -444,3 +456,11 @@ class Node:
             for row in await conn.fetch("SELECT id, origin, kind FROM alarms WHERE cleared_at IS NULL ORDER BY id"):
                 result.open_alarms.append(f"#{row['id']} {row['kind']} on {row['origin']}")
         return result
+
+
+async def _tile_backlog(pool: asyncpg.Pool) -> None:
+    """Tile the events a store held before tiles existed, then look again now and then (it runs until stop)."""
+    while True:
+        if tiled := await tile_backlog(pool):
+            log.info("tiled %d leaves held before the log had tiles", tiled)
+        await asyncio.sleep(TILE_BACKLOG_SECONDS)

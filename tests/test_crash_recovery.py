@@ -1,5 +1,9 @@
 """Nodes and ingests killed with SIGKILL at random points: no event lost, none applied twice, one root per origin.
 
+After every kill the dead node's tiles equal the events they cover (they are
+written in the transaction that moves the watermark, so a kill during a tile
+write leaves both or neither).
+
 Nodes run as real ``credex node run`` processes and files are taken in by real
 ``credex ingest`` processes, so a kill is a kill: no ``finally`` runs, no
 connection is closed politely. The random points are drawn from a fixed seed,
@@ -20,6 +24,7 @@ import asyncpg
 
 from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree
+from credex.crypto.tiles import Growth, TileId, TileTree, grow
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.feeds.files import file_hash
 
@@ -152,6 +157,42 @@ async def node_state(url: str) -> dict[str, tuple[int, int, bytes]]:
         await conn.close()
 
 
+async def assert_tiles_match_events(url: str) -> None:
+    """Every origin's tiles cover exactly its gap-free events, and equal the tiles those events give.
+
+    Read in one snapshot: a live node may be taking in its peers' events meanwhile.
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await _tiles_match_events(conn)
+    finally:
+        await conn.close()
+
+
+async def _tiles_match_events(conn: asyncpg.Connection) -> None:
+    for origin in ORIGINS:
+        progress = await conn.fetchrow(
+            "SELECT contiguous_seq, tiled_seq FROM origin_progress WHERE origin = $1", origin
+        )
+        if progress is None:
+            assert not await conn.fetchval("SELECT count(*) FROM log_tiles WHERE origin = $1", origin)
+            continue
+        tiled = int(progress["tiled_seq"])
+        assert tiled == progress["contiguous_seq"], f"{origin}: tiles cover {tiled}, events {dict(progress)}"
+        leaves = [
+            bytes(r["leaf_hash"])
+            for r in await conn.fetch(
+                "SELECT leaf_hash FROM events WHERE origin = $1 AND seq <= $2 ORDER BY seq", origin, tiled
+            )
+        ]
+        stored = await conn.fetch("SELECT level, idx, hashes, interior FROM log_tiles WHERE origin = $1", origin)
+        held = {TileId(r["level"], r["idx"]): bytes(r["hashes"]) for r in stored}
+        inner = {TileId(r["level"], r["idx"]): bytes(r["interior"]) for r in stored if r["interior"] is not None}
+        assert Growth(held, inner) == grow(0, {}, leaves), f"{origin}: the tiles are not those of the events they cover"
+        assert TileTree(tiled, held).root() == MerkleTree(leaves).root()
+
+
 async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
     tmp_path: Path, postgres: EmbeddedPostgres, broker: EmbeddedBroker
 ) -> None:
@@ -182,17 +223,20 @@ async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
             # During ingest: the ingest process dies mid-file; its transaction must vanish whole.
             if not await ingest(nodes[origin], new_file(origin, rows=6000), kill_mid_file=rng):
                 kills["ingest"] += 1
+            await assert_tiles_match_events(federation.database_url(origin))
             # During publishing: the origin dies right after a file, while its relay publishes.
             await ingest(nodes[origin], new_file(origin))
             await asyncio.sleep(rng.uniform(0.0, 0.4))
             await nodes[origin].kill()
             kills["publishing"] += 1
+            await assert_tiles_match_events(federation.database_url(origin))
             await nodes[origin].start()
             # During intake: a peer dies while it consumes the origin's new events.
             await ingest(nodes[origin], new_file(origin))
             await asyncio.sleep(rng.uniform(0.1, 0.8))
             await nodes[peer].kill()
             kills["intake"] += 1
+            await assert_tiles_match_events(federation.database_url(peer))
             await nodes[peer].start()
             # During sync: a peer comes back far behind and dies again while catching up.
             await nodes[peer].kill()
@@ -201,6 +245,7 @@ async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
             await asyncio.sleep(rng.uniform(0.2, 1.0))
             await nodes[peer].kill()
             kills["sync"] += 1
+            await assert_tiles_match_events(federation.database_url(peer))
             await nodes[peer].start()
             if round_number % 2:
                 await ingest(nodes[peer], new_file(peer))  # everyone publishes, not only the origin
@@ -235,6 +280,8 @@ async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
             per_node = {o: states[o][origin] for o in ORIGINS}
             assert all(state[:2] == (heads[origin], heads[origin]) for state in per_node.values()), per_node
             assert len({state[2] for state in per_node.values()}) == 1, f"roots of {origin} differ: {per_node}"
+        for origin in ORIGINS:
+            await assert_tiles_match_events(federation.database_url(origin))
     finally:
         for node in nodes.values():
             await node.stop()

@@ -10,8 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from credex.crypto.merkle import MerkleTree, leaf_hash
-from credex.node.chain import TreeView, WantedRanges, Why
+from credex.node.chain import WantedRanges, Why
 
 NODE = Path(__file__).resolve().parent.parent / "node"
 
@@ -53,16 +52,3 @@ def test_a_flood_of_notices_holds_one_entry_per_origin_and_reason() -> None:
     assert len(wanted) == 1
     [only] = wanted.take()
     assert only.upto == 99_999
-
-
-def test_a_view_of_a_tree_answers_as_the_tree_of_its_size_while_the_tree_grows() -> None:
-    """LogBook grows trees in a worker thread; a view handed out before stays what it was."""
-    leaves = [leaf_hash(str(i).encode()) for i in range(1000)]
-    tree = MerkleTree(leaves[:300])
-    view = TreeView(tree, tree.size)
-    tree.extend(leaves[300:])
-    alone = MerkleTree(leaves[:300])
-    assert view.size == 300
-    assert view.root() == alone.root()
-    assert view.inclusion_proof(17) == alone.inclusion_proof(17)
-    assert view.consistency_proof(100) == alone.consistency_proof(100)

@@ -14,6 +14,7 @@ from credex.node.chain.proofs import (
     proof_from_json,
     proof_to_json,
 )
+from credex.node.chain.tile_audit import audit_origin_over_tiles
 from credex.node.chain.wanted import Wanted, WantedRanges, Why
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "WantedRanges",
     "Why",
     "audit_origin",
+    "audit_origin_over_tiles",
     "check_inclusion",
     "checkpoint_message",
     "clear_alarm",

@@ -135,7 +135,7 @@ class CheckpointKeeper:
                 )
                 if last is not None and last["size"] >= tree.size:
                     return None
-                if last is not None and tree.root(last["size"]) != bytes(last["root"]):
+                if last is not None and await tree.root(last["size"], conn=conn) != bytes(last["root"]):
                     async with conn.transaction():
                         await self.alarms.raise_alarm(
                             conn,
@@ -145,11 +145,11 @@ class CheckpointKeeper:
                             {
                                 "size": last["size"],
                                 "signed_root": bytes(last["root"]).hex(),
-                                "current_root": tree.root(last["size"]).hex(),
+                                "current_root": (await tree.root(last["size"], conn=conn)).hex(),
                             },
                         )
                     return None
-                checkpoint = Checkpoint(log_name(self.me), tree.size, tree.root())
+                checkpoint = Checkpoint(log_name(self.me), tree.size, await tree.root(conn=conn))
                 note = checkpoint.sign(self.key)
                 async with conn.transaction():
                     await conn.execute(
@@ -323,7 +323,7 @@ class CheckpointKeeper:
                 if size > tree.size:
                     wanted = max(wanted, size)
                     continue
-                ours = tree.root(size)
+                ours = await tree.root(size, conn=conn)
                 if ours == root:
                     await _set_state(conn, origin, size, root, CheckpointState.VERIFIED)
                     continue
@@ -359,7 +359,7 @@ class CheckpointKeeper:
                 wanted = max(wanted, size)
                 continue
             self._roots.add((origin, key.key_id, key.revoked_root))
-            ours = tree.root(size).hex()
+            ours = (await tree.root(size)).hex()
             if ours == key.revoked_root:
                 continue
             async with self.pool.acquire() as conn, conn.transaction():

@@ -42,6 +42,13 @@ class AuditReport:
     evidence: dict[str, object] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
 
+    def diverged(self, message: str, evidence: dict[str, object]) -> AuditReport:
+        """This report, failed: the first thing that does not hold, with its evidence."""
+        self.ok = False
+        self.divergence = message
+        self.evidence = evidence
+        return self
+
 
 class AuditError(CredexError):
     """The audit could not be carried out (node unreachable, nothing to audit)."""
@@ -67,40 +74,33 @@ async def audit_origin(
     try:
         checkpoint = bundle.verify_checkpoint(origin, signed.note)
     except CheckpointRejected as exc:
-        return _diverged(report, f"the checkpoint served is not {origin}'s: {exc.message}", {"note": signed.note})
+        return report.diverged(f"the checkpoint served is not {origin}'s: {exc.message}", {"note": signed.note})
     report.size, report.root = checkpoint.size, checkpoint.root
     report.checks.append(f"checkpoint signed by {origin}: size {checkpoint.size}")
     try:
         cosigned = bundle.check_witnessed(origin, signed.note)  # the bundle's witness policy, if any
     except CheckpointRejected as exc:
-        return _diverged(report, f"the checkpoint served is not witnessed as the bundle requires: {exc.message}", {})
+        return report.diverged(f"the checkpoint served is not witnessed as the bundle requires: {exc.message}", {})
     if cosigned:
         report.checks.append(f"cosigned by its witnesses {', '.join(cosigned)}")
 
     tree, problem = await _fetch_log(channels, endpoint, origin, checkpoint.size, EventVerifier(bundle))
     if problem is not None:
-        return _diverged(report, *problem)
+        return report.diverged(*problem)
     report.checks.append(f"{checkpoint.size} events, each signed by {origin}, in sequence")
     if tree.root() != checkpoint.root:
-        return _diverged(report, *await _locate(channels, bundle, origin, tree, checkpoint))
+        return report.diverged(*await _locate(channels, bundle, origin, tree, checkpoint))
     report.checks.append("the events' Merkle root equals the checkpoint's")
 
     problem = await _check_served_proofs(channels, endpoint, origin, tree, checkpoint)
     if problem is not None:
-        return _diverged(report, *problem)
+        return report.diverged(*problem)
     if last_audit:
         problem = await _check_against_last_audit(channels, endpoint, origin, checkpoint, last_audit)
         if problem is not None:
-            return _diverged(report, *problem)
+            return report.diverged(*problem)
         report.checks.append(f"the log extends the one audited before (size {last_audit['size']})")
     report.ok = True
-    return report
-
-
-def _diverged(report: AuditReport, message: str, evidence: dict[str, object]) -> AuditReport:
-    report.ok = False
-    report.divergence = message
-    report.evidence = evidence
     return report
 
 

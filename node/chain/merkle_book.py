@@ -1,38 +1,40 @@
-"""The Merkle tree of every origin's log this node holds, kept in memory and grown from the store.
+"""The Merkle tree of every origin's log this node holds, answered from the tiles in the store.
 
-A tree covers an origin's log from seq 1 up to its gap-free watermark
-(origin_progress.contiguous_seq): the store is append-only for events, so a tree
-only ever grows, by the leaf hashes stored beside the events. Trees are built
-on first use and extended on every later use; several replicas of a node each
-keep their own, all equal because they are built from the same rows.
+A tree covers an origin's log from seq 1 up to what its tiles cover
+(``origin_progress.tiled_seq``, the gap-free watermark once an old store's
+backlog is tiled). Nothing is held in memory and nothing is read at start: a
+root or a proof first learns which tiles it needs (O(log n) of them), reads them
+in one query, and hashes at most a few hundred hashes. Several replicas of a
+node answer alike because they read the same rows.
 
-Hashing is CPU work (two SHA-256 per leaf, over 100 ms for a batch of 50,000
-leaves), so it runs in a worker thread, not on the event loop; hashlib releases
-the GIL. Callers get a :class:`TreeView`: the tree as it stood when they asked,
-fixed at that size. A later growth, in its thread, only appends hashes past that
-size and never changes a node the view reads, so a view stays valid while the
-tree grows under it, and answers exactly what the tree of that size answers.
+Callers get a :class:`TreeView`: the tree as it stood when they asked, fixed at
+that size. Tiles only grow (a partial tile is a prefix of what it becomes), so a
+view keeps answering exactly what the tree of that size answers while the log
+grows under it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import asyncpg
 
-from credex.crypto.merkle import MerkleTree
+from credex.crypto.merkle import SubtreeHashes
+from credex.crypto.tiles import TileTree, tiles_needed
+from credex.node.store import Connection, tiles
 
-_CHUNK = 50000
+T = TypeVar("T")
 
 
 class TreeView:
     """An origin's Merkle tree at a fixed size: what :meth:`LogBook.tree` hands out."""
 
-    __slots__ = ("_tree", "size")
+    __slots__ = ("_origin", "_pool", "size")
 
-    def __init__(self, tree: MerkleTree, size: int) -> None:
-        self._tree = tree
+    def __init__(self, pool: asyncpg.Pool, origin: str, size: int) -> None:
+        self._pool = pool
+        self._origin = origin
         self.size = size
 
     def _within(self, size: int | None) -> int:
@@ -41,53 +43,48 @@ class TreeView:
             raise ValueError(f"the tree holds {self.size} leaves, not {size}")
         return size
 
-    def root(self, size: int | None = None) -> bytes:
-        return self._tree.root(self._within(size))
+    async def _answer(self, size: int, question: Callable[[SubtreeHashes], T], conn: Connection | None = None) -> T:
+        needed = tiles_needed(size, question)
+        if conn is None:
+            async with self._pool.acquire() as own:
+                held, inner = await tiles.read_for_proofs(own, self._origin, needed)
+        else:
+            held, inner = await tiles.read_for_proofs(conn, self._origin, needed)
+        return question(TileTree(size, held, inner))
 
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return self._tree.inclusion_proof(index, self._within(size))
+    async def root(self, size: int | None = None, *, conn: Connection | None = None) -> bytes:
+        """The root at ``size``; ``conn`` when the caller holds one already (a second could starve the pool)."""
+        return await self._answer(self._within(size), lambda tree: tree.root(), conn)
 
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        return self._tree.consistency_proof(old_size, self._within(new_size))
+    async def inclusion_proof(
+        self, index: int, size: int | None = None, *, conn: Connection | None = None
+    ) -> list[bytes]:
+        return await self._answer(self._within(size), lambda tree: tree.inclusion_proof(index), conn)
 
-    def leaf(self, index: int) -> bytes:
+    async def inclusion_proofs(
+        self, indexes: Sequence[int], size: int | None = None, *, conn: Connection | None = None
+    ) -> list[list[bytes]]:
+        """Proofs of many leaves at one size, from one read of the tiles they need (a stream's batch)."""
+        return await self._answer(self._within(size), lambda tree: [tree.inclusion_proof(i) for i in indexes], conn)
+
+    async def consistency_proof(
+        self, old_size: int, new_size: int | None = None, *, conn: Connection | None = None
+    ) -> list[bytes]:
+        return await self._answer(self._within(new_size), lambda tree: tree.consistency_proof(old_size), conn)
+
+    async def leaf(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise ValueError(f"leaf {index} is not in a tree of size {self.size}")
-        return self._tree.leaf(index)
+        return await self._answer(self.size, lambda tree: tree.leaf(index))
 
 
 class LogBook:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._trees: dict[str, MerkleTree] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    async def tree(self, origin: str) -> TreeView:
-        """The origin's tree, up to date with what the store holds without a gap."""
-        async with self._locks[origin]:  # one growth at a time per origin: appends stay in order
-            tree = self._trees.setdefault(origin, MerkleTree())
-            async with self.pool.acquire() as conn:
-                contiguous = int(
-                    await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
-                )
-                while tree.size < contiguous:
-                    upto = min(contiguous, tree.size + _CHUNK)
-                    rows = await conn.fetch(
-                        "SELECT seq, leaf_hash FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
-                        origin,
-                        tree.size,
-                        upto,
-                    )
-                    leaves = [(row["seq"], bytes(row["leaf_hash"])) for row in rows]
-                    await asyncio.to_thread(_grow, tree, origin, leaves)
-            return TreeView(tree, tree.size)
-
-
-def _grow(tree: MerkleTree, origin: str, leaves: list[tuple[int, bytes]]) -> None:
-    """Append leaves (seq, leaf hash) in seq order; a hole below the watermark is a broken store."""
-    for seq, leaf in leaves:
-        if seq != tree.size + 1:
-            raise RuntimeError(f"{origin}: the store lacks seq {tree.size + 1} below its watermark")
-        tree.append(leaf)
-    if not leaves:
-        raise RuntimeError(f"{origin}: the store lacks seq {tree.size + 1} below its watermark")
+    async def tree(self, origin: str, *, conn: Connection | None = None) -> TreeView:
+        """The origin's tree as its tiles cover it now; ``conn`` when the caller holds one already."""
+        if conn is not None:
+            return TreeView(self.pool, origin, await tiles.tiled_size(conn, origin))
+        async with self.pool.acquire() as own:
+            return TreeView(self.pool, origin, await tiles.tiled_size(own, origin))

@@ -66,12 +66,13 @@ async def inclusion_proof(
         if checkpoint is None:
             raise ProofUnavailable("FAILED_PRECONDITION", f"no checkpoint of {origin} is held yet")
         tree_size = checkpoint.size
-    tree = await logbook.tree(origin)
-    if tree_size > tree.size:
-        raise ProofUnavailable("OUT_OF_RANGE", f"this node holds {origin}'s log up to {tree.size}, not {tree_size}")
-    if not 1 <= seq <= tree_size:
-        raise ProofUnavailable("OUT_OF_RANGE", f"seq {seq} is not in {origin}'s log of size {tree_size}")
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn:  # one connection for the tiles, the event and the checkpoint
+        tree = await logbook.tree(origin, conn=conn)
+        if tree_size > tree.size:
+            raise ProofUnavailable("OUT_OF_RANGE", f"this node holds {origin}'s log up to {tree.size}, not {tree_size}")
+        if not 1 <= seq <= tree_size:
+            raise ProofUnavailable("OUT_OF_RANGE", f"seq {seq} is not in {origin}'s log of size {tree_size}")
+        hashes = await tree.inclusion_proof(seq - 1, tree_size, conn=conn)
         envelope = await conn.fetchval("SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, seq)
         if checkpoint is None:
             row = await conn.fetchrow(
@@ -87,7 +88,7 @@ async def inclusion_proof(
         seq=seq,
         leaf_index=seq - 1,
         tree_size=tree_size,
-        hashes=tree.inclusion_proof(seq - 1, tree_size),
+        hashes=hashes,
         envelope=event_pb2.Envelope.FromString(envelope),
     )
     if checkpoint is not None:

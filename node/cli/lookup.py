@@ -149,18 +149,38 @@ def audit(
     state: Annotated[
         Path | None, typer.Option(help="remember what was audited; later audits check consistency")
     ] = None,
+    over: Annotated[
+        str,
+        typer.Option(help="grpc, or http: --node is the node's tile server (tiles_listen), read as tlog-tiles"),
+    ] = "grpc",
 ) -> None:
     """Verify a node's copy of an origin's log end to end. Exit 0: OK; 1: divergence; 2: could not audit."""
-    from credex.node.chain import AuditError, AuditReport, audit_origin
+    from credex.node.chain import AuditError, AuditReport, audit_origin, audit_origin_over_tiles
     from credex.node.channels import PeerChannels
 
+    if over not in ("grpc", "http"):
+        raise fail(f"--over is grpc or http, not {over!r}", code=2)
     trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     remembered = json.loads(state.read_text()) if state is not None and state.exists() else {}
 
     async def run() -> AuditReport:
+        last = remembered.get(origin, {}) if state else None
+        if over == "http":
+            import ssl
+
+            import httpx
+
+            context = None
+            if ca is not None:  # HTTPS with the federation CA, and our certificate when we have one
+                context = ssl.create_default_context(cafile=ca)
+                if cert is not None and key is not None:
+                    context.load_cert_chain(cert, key)
+            base = f"{'https' if context else 'http'}://{node}"
+            async with httpx.AsyncClient(base_url=base, verify=context or False) as client:
+                return await audit_origin_over_tiles(client, origin, trust, last)
         channels = PeerChannels(ca, cert, key)
         try:
-            return await audit_origin(channels, node, origin, trust, remembered.get(origin, {}) if state else None)
+            return await audit_origin(channels, node, origin, trust, last)
         finally:
             await channels.close()
 

@@ -38,7 +38,7 @@ from credex.crypto.envelope import canonical_bytes, seal
 from credex.crypto.keys import SigningKey
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
-from credex.node.store import NOTIFY_CHANNEL, Connection
+from credex.node.store import NOTIFY_CHANNEL, Connection, tiles
 from credex.node.store import events as state
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -375,6 +375,7 @@ class Ledger:
             self.origin,
             head,
         )
+        await tiles.cover(conn, self.origin, events[0].seq - 1, head, [e.leaf for e in events])
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         result.seqs.extend(e.seq for e in events)
         METRICS.events_signed.labels(self.origin).inc(len(events))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -97,13 +97,23 @@ class Caller:
 def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: TrustBundle) -> Caller:  # type: ignore[type-arg]
     auth = context.auth_context()
     names = list(auth.get("x509_common_name") or [])
-    if names:
-        name = names[0].decode(errors="replace")
+    name = names[0].decode(errors="replace") if names else None
+    return caller_of(name, lambda: _presented_spki(auth), peer_address(context.peer()), access, bundle)
+
+
+def caller_of(
+    name: str | None, presented: Callable[[], str], address: str, access: AccessConfig, bundle: TrustBundle
+) -> Caller:
+    """Who a caller is, from its certificate's common name (None: no certificate) and key (SPKI SHA-256).
+
+    One rule for every transport (gRPC, the tile server over HTTPS).
+    """
+    if name is not None:
         member = bundle.member(name)
         if member is not None:
-            presented = _presented_spki(auth)
-            if not member.tls_spki_sha256 or presented != member.tls_spki_sha256:
-                _refused_as_peer(member, presented)
+            spki = presented()
+            if not member.tls_spki_sha256 or spki != member.tls_spki_sha256:
+                _refused_as_peer(member, spki)
                 return Caller(f"{name} (certificate not bound to the member)", "public")
             return Caller(name, access.callers.get(name, "peer"))
         role = access.callers.get(name)
@@ -111,12 +121,12 @@ def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: Tr
             return Caller(name, "public")
         bound = access.caller_keys.get(name)
         if bound is not None:
-            presented = _presented_spki(auth)
-            if presented != bound:
-                _refused_role(name, role, presented)
+            spki = presented()
+            if spki != bound:
+                _refused_role(name, role, spki)
                 return Caller(f"{name} (certificate not bound to the caller)", "public")
         return Caller(name, role)
-    return Caller(f"anonymous@{peer_address(context.peer())}", access.anonymous_role)
+    return Caller(f"anonymous@{address}", access.anonymous_role)
 
 
 def peer_address(peer: str) -> str:

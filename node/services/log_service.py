@@ -116,18 +116,16 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
             if held is None:
                 raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, f"no checkpoint of {origin} is held yet")
             new_size = held.size
-        tree = await self.logbook.tree(origin)
-        if not 0 < request.old_size <= new_size <= tree.size:
-            raise edge.Refused(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"need 0 < old_size <= new_size <= {tree.size} (held of {origin}), got {request.old_size}, {new_size}",
-            )
-        proof = log_pb2.ConsistencyProof(
-            origin=origin,
-            old_size=request.old_size,
-            new_size=new_size,
-            hashes=tree.consistency_proof(request.old_size, new_size),
-        )
+        async with self.pool.acquire() as conn:  # one connection for the tree's size and its tiles
+            tree = await self.logbook.tree(origin, conn=conn)
+            if not 0 < request.old_size <= new_size <= tree.size:
+                raise edge.Refused(
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"need 0 < old_size <= new_size <= {tree.size} (held of {origin}),"
+                    f" got {request.old_size}, {new_size}",
+                )
+            hashes = await tree.consistency_proof(request.old_size, new_size, conn=conn)
+        proof = log_pb2.ConsistencyProof(origin=origin, old_size=request.old_size, new_size=new_size, hashes=hashes)
         if held is not None:
             proof.checkpoint.CopyFrom(checkpoint_message(held))
         edge.current().detail = f"consistency {origin} {request.old_size}..{new_size}"

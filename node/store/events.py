@@ -16,13 +16,14 @@ import hashlib
 import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from credex.crypto.merkle import leaf_hash
 from credex.domain.identity import subject_id
 from credex.domain.normalize import name_key
 from credex.domain.records import canonical_bytes
 from credex.errors import CredexError
+from credex.node.store import tiles
 from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -171,6 +172,12 @@ class StoredEvent:
     recorded_at: dt.datetime
     status: int = lookup_pb2.ENTRY_STATUS_ACTIVE  # where the record stands after it (EntryStatus)
     disputed: bool = False  # an objection is open against the record
+    # The Merkle leaf hash, hashed once where the event is built (the ledger's signing thread),
+    # not on the event loop by each of the events table and the tiles.
+    leaf: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "leaf", leaf_hash(self.envelope))
 
     @classmethod
     def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
@@ -218,7 +225,7 @@ class StoredEvent:
             self.state.subject_id,
             self.envelope,
             self.recorded_at,
-            leaf_hash(self.envelope),
+            self.leaf,
         )
 
     def record_row(self) -> tuple[object, ...]:
@@ -408,7 +415,8 @@ async def advance_progress(conn: Connection, origin: str) -> tuple[int, int]:
     """Move the origin's gap-free watermark as far as the stored events allow.
 
     Returns (contiguous_seq, max_seq). The walk starts at the old watermark, so
-    its cost is the length of the newly closed stretch, not of the whole log.
+    its cost is the length of the newly closed stretch, not of the whole log. The
+    origin's tiles grow with the watermark, in the same transaction.
     """
     row = await conn.fetchrow(
         "INSERT INTO origin_progress (origin) VALUES ($1) ON CONFLICT (origin) DO UPDATE SET origin = EXCLUDED.origin"
@@ -431,6 +439,7 @@ async def advance_progress(conn: Connection, origin: str) -> tuple[int, int]:
         new_contiguous,
         max_seq,
     )
+    await tiles.cover(conn, origin, contiguous, int(new_contiguous))
     return int(new_contiguous), int(max_seq)
 
 

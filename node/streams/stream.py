@@ -30,6 +30,7 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from credex.domain.measures import Measure
+from credex.domain.publicity import publicity_today
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
 from credex.node.store.events import standing_of
@@ -221,7 +222,7 @@ class Stream:
 
     async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.StreamItem]:
         limit = self.settings.batch_size
-        today = dt.date.today()
+        today = publicity_today()
         batch, allowed = await self._read(origin, self.positions.get(origin, 0), head, today)
         scanned_to = batch[-1].seq if len(batch) == limit else head
         self.held_rows += sum(len(r.envelope) for r in batch)
@@ -232,19 +233,27 @@ class Stream:
             if checkpoint is not None:
                 tree = await self.logbook.tree(origin)
                 covered = checkpoint.size if checkpoint.size <= tree.size else 0
+            judged: list[tuple[int, _ITEM | None]] = []
             for index, row in enumerate(batch):
-                message = self._judge(origin, row, today, row.subject_id in allowed)
+                judged.append((row.seq, self._judge(origin, row, today, row.subject_id in allowed)))
                 self.held_rows -= len(row.envelope)
                 batch[index] = _Row(row.seq, 0, "", b"", b"")  # let go of what is judged
+            # The batch's proofs from one read of the tiles they need, not a read per event.
+            proved = [seq for seq, message in judged if message is not None and seq <= covered]
+            hashes: dict[int, list[bytes]] = {}
+            if proved and checkpoint is not None and tree is not None:
+                found = await tree.inclusion_proofs([seq - 1 for seq in proved], covered)
+                hashes = dict(zip(proved, found, strict=True))
+            for seq, message in judged:
                 if message is not None:
                     full = message.HasField("event")
-                    if row.seq <= covered and checkpoint is not None and tree is not None:
+                    if seq in hashes and checkpoint is not None:
                         proof = log_pb2.InclusionProof(
                             origin=origin,
-                            seq=row.seq,
-                            leaf_index=row.seq - 1,
+                            seq=seq,
+                            leaf_index=seq - 1,
                             tree_size=covered,
-                            hashes=tree.inclusion_proof(row.seq - 1, covered),
+                            hashes=hashes[seq],
                             checkpoint=checkpoint_message(checkpoint),
                         )
                         if full:  # the envelope is the event's own: not sent twice
@@ -252,9 +261,9 @@ class Stream:
                         else:
                             message.change.proof.CopyFrom(proof)
                     else:
-                        self.owed.append(_Owed(origin, row.seq, full))
+                        self.owed.append(_Owed(origin, seq, full))
                     yield message
-                self.positions[origin] = row.seq
+                self.positions[origin] = seq
             self.positions[origin] = max(self.positions.get(origin, 0), scanned_to)
         finally:
             self.held_rows = 0
@@ -324,7 +333,7 @@ class Stream:
         Only events it may see in full now are owed again (their proof carries the envelope, so
         it is checked on its own); at most ``max_pending_proofs``, the rest on a later resume.
         """
-        today = dt.date.today()
+        today = publicity_today()
         room = self.settings.max_pending_proofs
         for origin, proved_to in sorted(self.proved.items()):
             upto, after = self.positions.get(origin, 0), proved_to
@@ -363,13 +372,14 @@ class Stream:
             still.extend(o for o in owed_here if o.seq > checkpoint.size)
             for chunk in _chunks(due, self.settings.batch_size):
                 envelopes = await self._envelopes(origin, [o.seq for o in chunk if o.full])
-                for owed in chunk:
+                found = await tree.inclusion_proofs([o.seq - 1 for o in chunk], checkpoint.size)
+                for owed, owed_hashes in zip(chunk, found, strict=True):
                     proof = log_pb2.InclusionProof(
                         origin=origin,
                         seq=owed.seq,
                         leaf_index=owed.seq - 1,
                         tree_size=checkpoint.size,
-                        hashes=tree.inclusion_proof(owed.seq - 1, checkpoint.size),
+                        hashes=owed_hashes,
                         checkpoint=checkpoint_message(checkpoint),
                     )
                     if owed.full:

@@ -135,7 +135,7 @@ class CosignatureCollector:
                     f" {latest.size}: it holds a checkpoint we did not sign"
                 )
             tree = await self.logbook.tree(self.me)
-            proof = tree.consistency_proof(old, latest.size) if 0 < old < latest.size else []
+            proof = await tree.consistency_proof(old, latest.size) if 0 < old < latest.size else []
             response = await stub.AddCheckpoint(
                 witness_pb2.AddCheckpointRequest(
                     origin=self.me, old_size=old, consistency=proof, checkpoint=latest.note.encode()
