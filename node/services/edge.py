@@ -186,13 +186,15 @@ RULES: dict[str, dict[str, Text]] = {
         "scenario": Text(64),
     },
     "credex.v1.SubscribeRequest": {"purpose": Text(500)},
+    # An authorization travels inside checks, reports and grants; each says what it requires of one
+    # (node/checks/persons.py, node/services/report_service.py, node/streams/authorizations.py).
     "credex.v1.Authorization": {
-        "authorization_id": Text(128, required=True),
-        "subject": Text(64, required=True),
-        "grantee": Text(64, required=True),
+        "authorization_id": Text(128),
+        "subject": Text(64),
+        "grantee": Text(64),
         "scope": Text(64),
-        "valid_from": Text(10, required=True),
-        "valid_until": Text(10, required=True),
+        "valid_from": Text(10),
+        "valid_until": Text(10),
     },
     "credex.v1.EndAuthorizationRequest": {
         "authorization_id": Text(128, required=True),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from credex.crypto.merkle import verify_inclusion
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
+from credex.domain.identity import subject_id
 from credex.errors import CredexError
 from credex.node.chain import ProofInvalid, check_inclusion
 from credex.v1 import event_pb2, log_pb2, subscription_pb2
@@ -46,7 +47,7 @@ class Taken:
             proof = "proved" if self.proved else "proof to follow"
             return (
                 f"{self.origin}:{self.seq} {event_pb2.EventType.Name(e.type)} {e.record_id} kind={kind}"
-                f" subject={e.record.subject.uscc or e.record.subject.person_pseudonym} signed; {proof}"
+                f" subject={subject_id(e.record)} signed; {proof}"
             )
         if self.kind == "change":
             return f"{self.origin}:{self.seq} change (record withdrawn from your view)"
