@@ -5,6 +5,8 @@ the federation every checkpoint of a witnessed log ends up cosigned by its witne
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import random
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import grpc
 import pytest
 
 from credex.adapters.samples import synth
+from credex.crypto.checkpoint import MAX_NOTE
 from credex.crypto.cosignature import cosignatures, witness_name
 from credex.crypto.keys import SigningKey
 from credex.node.chain import check_inclusion
@@ -256,3 +259,40 @@ async def test_whatever_it_is_sent_a_witness_cosigns_one_history_and_never_a_sma
     first = next(h for h in histories if h.tree.root(cosigned[0][0]) == cosigned[0][1])
     assert all(first.tree.root(size) == root for size, root in cosigned)  # one history only
     assert [s for s, _ in cosigned] == sorted(s for s, _ in cosigned)  # never a rollback
+
+
+def stuffed(note: bytes, up_to: int = MAX_NOTE - 40) -> bytes:
+    """``note`` padded near the note size limit with signature lines of keys nobody trusts (a relay's junk)."""
+    text = note.decode()
+    n = 0
+    while len(text) < up_to - 120:
+        junk = base64.b64encode(hashlib.sha256(str(n).encode()).digest() * 2 + b"\0" * 4).decode()
+        text += f"\u2014 junk.example/{n} {junk}\n"
+        n += 1
+    return text.encode()
+
+
+async def test_junk_lines_a_relay_adds_to_a_checkpoint_never_crowd_out_the_cosignatures_that_count(
+    federation: TestFederation,
+) -> None:
+    """Any member may hand a peer (or a witness) the origin's checkpoint first, padded to the size limit with lines
+    of unknown keys: what is stored keeps only the log's signature and the policy's cosignatures, so the witness's
+    cosignature that comes later is still merged, and the witness itself cosigns the padded note."""
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    peer = await federation.start_node("330000")
+    witness = await federation.start_node(WITNESS)
+    honest = ForgedLog(federation, LOG)
+    note = honest.checkpoint(5)
+
+    answer = await add(witness, federation, 0, [], stuffed(note, up_to=3800))  # under the edge's cap on a request
+    assert not answer.conflict and answer.witness_size == 5
+    held = await witness.pool.fetchval("SELECT note FROM witness_state WHERE log_origin = $1", LOG)  # type: ignore[union-attr]
+    assert held == note.decode() + "".join(answer.cosignatures)  # the log's signature and the witness's only
+
+    assert peer.keeper is not None and peer.pool is not None
+    assert str(await peer.keeper.receive(LOG, stuffed(note).decode(), "sync:a-relay")) == "new"
+    cosigned = note.decode() + "".join(answer.cosignatures)
+    assert str(await peer.keeper.receive(LOG, cosigned, f"sync:{WITNESS}")) == "known"
+    stored = await peer.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = 5", LOG)
+    assert stored == cosigned
+    assert federation.bundle_now().check_witnessed(LOG, stored) == [WITNESS]

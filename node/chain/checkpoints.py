@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
-from credex.crypto.cosignature import cosignatures, note_body, with_lines, witness_name
+from credex.crypto.cosignature import cosignatures, note_body, pruned, with_lines, witness_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node.chain.alarms import AlarmKind, Alarms
@@ -231,6 +232,11 @@ class CheckpointKeeper:
             return unstorable
 
     async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> Receipt:
+        bundle = self.bundle()
+        # Kept and served: the log's signature and the cosignatures its policy counts, not what a relay added.
+        kept = pruned(
+            note, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), _witness_keys(bundle, origin)
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO checkpoints (origin, size, root, note, state, source)"
@@ -238,7 +244,7 @@ class CheckpointKeeper:
                 origin,
                 checkpoint.size,
                 checkpoint.root,
-                note,
+                kept,
                 CheckpointState.PENDING,
                 source,
             )
@@ -276,10 +282,9 @@ class CheckpointKeeper:
         over the held note's own text, so what is served stays a note anyone can check.
         """
         bundle = self.bundle()
-        policy = bundle.witness_policy(origin)
-        if policy is None:
+        keys = _witness_keys(bundle, origin)
+        if not keys:
             return
-        keys = {witness_name(w): k for w in policy.witnesses if (k := bundle.witness_key(w)) is not None}
         held = await conn.fetchval(
             "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
             origin,
@@ -292,8 +297,10 @@ class CheckpointKeeper:
         fresh = [c.line for name, c in cosignatures(note, keys).items() if name not in have]
         if not fresh:
             return
-        try:
-            merged = with_lines(held, fresh)
+        try:  # a note stored before notes were pruned may hold a relay's padding: it goes now
+            merged = with_lines(
+                pruned(held, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), keys), fresh
+            )
         except ValueError:  # past the note size limit: keep what is held
             return
         await conn.execute(
@@ -459,6 +466,14 @@ class CheckpointKeeper:
         age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
         if head - signed_size >= every_events or age >= every_seconds:
             await self.sign_own()
+
+
+def _witness_keys(bundle: TrustBundle, origin: str) -> dict[str, Ed25519PublicKey]:
+    """The cosigning keys, by key name, of the witnesses ``origin``'s policy names (none without a policy)."""
+    policy = bundle.witness_policy(origin)
+    if policy is None:
+        return {}
+    return {witness_name(w): k for w in policy.witnesses if (k := bundle.witness_key(w)) is not None}
 
 
 async def _set_state(conn: Connection, origin: str, size: int, root: bytes, to: CheckpointState) -> None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
-from credex.crypto.cosignature import cosign, note_body, with_lines, witness_name
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
+from credex.crypto.cosignature import cosign, note_body, pruned, with_lines, witness_name
 from credex.crypto.keys import SigningKey, public_raw
 from credex.crypto.merkle import verify_consistency
 from credex.crypto.trust import TrustBundle
@@ -125,7 +125,10 @@ class Witness:
         return self.key
 
     def _open(self, origin: str, old_size: int, proof: Sequence[bytes], note_bytes: bytes) -> tuple[Checkpoint, str]:
-        """Every check that needs no state: who witnesses what, the request's form, the log's signature."""
+        """Every check that needs no state: who witnesses what, the request's form, the log's signature.
+
+        Returns the checkpoint and its note with only the log's signature lines.
+        """
         bundle = self.bundle()
         listed = bundle.witness_key(self.me)
         if listed is None or public_raw(listed) != self._key().public_raw:
@@ -164,7 +167,8 @@ class Witness:
             raise WitnessRefused("FAILED_PRECONDITION", "a checkpoint of size 0 has the empty tree's root")
         if old_size == 0 and proof:
             raise WitnessRefused("FAILED_PRECONDITION", "from size 0 the consistency proof is empty")
-        return checkpoint, note
+        # What it stores and serves as cosigned: the log's signature and its own, not what a relay added.
+        return checkpoint, pruned(note, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), {})
 
     async def latest(self, origin: str) -> tuple[int, bytes, str] | None:
         """The latest checkpoint of ``origin`` this witness cosigned: size, root, note with the cosignature."""
