@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from credex.domain import uscc as uscc_codes
 from credex.domain.publicity import CHINA, publicity_today
 from credex.node.cli import app
-from credex.node.ledger.appender import Change
+from credex.node.ledger.appender import Change, Ledger
 from credex.node.ledger.expiry import expire_due, next_run
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
@@ -232,6 +232,20 @@ async def test_an_expiry_run_killed_mid_way_leaves_no_half_state_and_the_next_ru
     assert finished.expired == total - expired
     assert await log_is_whole(url) == (2 * total, total)
     assert (await expire_due(node.pool, node.ledger, batch_size=50)).expired == 0
+
+
+async def test_two_replicas_expiring_at_once_sign_one_expire_per_record(federation: TestFederation) -> None:
+    """Two replicas of one origin (one database, one key) whose daily runs start together."""
+    node = await federation.start_node("310000", **OFF)
+    assert node.pool is not None
+    total = 120
+    await append(node, [penalty("310000", n, YESTERDAY) for n in range(total)])
+    replica = Ledger(node.ledger.origin, node.ledger.key)
+    runs = await asyncio.gather(
+        expire_due(node.pool, node.ledger, batch_size=7), expire_due(node.pool, replica, batch_size=7)
+    )
+    assert sum(run.expired for run in runs) == total
+    assert await log_is_whole(federation.database_url("310000")) == (2 * total, total)
 
 
 async def _run_waits_on_lock(url: str) -> bool:
