@@ -15,15 +15,19 @@ import pytest
 
 from credex.adapters.samples import synth
 from credex.crypto.checkpoint import MAX_NOTE
-from credex.crypto.cosignature import cosignatures, witness_name
+from credex.crypto.cosignature import cosign, cosignatures, note_body, witness_name
 from credex.crypto.keys import SigningKey
 from credex.node.chain import check_inclusion
+from credex.node.chain.checkpoints import CheckpointKeeper
+from credex.node.demo.federation import WITNESS_KEY
+from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.node.witness import Witness, WitnessRefused
 from credex.v1 import log_pb2, log_pb2_grpc, witness_pb2, witness_pb2_grpc
 
 from .callers import NATIONAL, client_channel, peer_channel
 from .conftest import TestFederation, eventually
+from .test_expiry import penalty
 from .witness_support import ForgedLog, set_witnesses
 
 LOG, WITNESS = "310000", "320000"
@@ -296,3 +300,37 @@ async def test_junk_lines_a_relay_adds_to_a_checkpoint_never_crowd_out_the_cosig
     stored = await peer.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = 5", LOG)
     assert stored == cosigned
     assert federation.bundle_now().check_witnessed(LOG, stored) == [WITNESS]
+
+
+async def test_a_log_serves_its_newest_witnessed_checkpoint_however_many_unwitnessed_ones_came_since(
+    federation: TestFederation,
+) -> None:
+    """While a witness is away the log goes on signing; what it serves (and embeds in proofs) stays the newest
+    checkpoint that meets the policy, not the newest one, which clients applying the policy would refuse."""
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)  # the witness is not running
+    origin = await federation.start_node(LOG, checkpoint={"every_seconds": 3600, "every_events": 10**6})
+    assert origin.pool is not None and origin.keeper is not None
+    witness_key = SigningKey.load(federation.layout.member_dir(WITNESS) / "keys" / WITNESS_KEY)
+    records = [penalty(LOG, n, "2099-12-31") for n in range(12)]
+    for n, record in enumerate(records, start=1):
+        async with origin.pool.acquire() as conn, conn.transaction():
+            await origin.ledger.append(conn, [Change.of(record)])
+        await origin.keeper.sign_own()  # or the signer's own loop was first: either way, a checkpoint of size n
+        note = await origin.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = $2", LOG, n)
+        assert note is not None
+        if n == 2:  # the witness's last cosignature before it went away
+            line = cosign(note_body(note), witness_name(WITNESS), witness_key, 1_800_000_000)
+            await origin.pool.execute(
+                "UPDATE checkpoints SET note = note || $2 WHERE origin = $1 AND size = $3", LOG, line, n
+            )
+        if n in (2, 7):  # served in between: remembered from then on, and found again by a node just started
+            assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 2
+    assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 2
+    assert federation.bundle_now().check_witnessed(LOG, served.note) == [WITNESS]
+    restarted = CheckpointKeeper(LOG, origin.pool, federation.bundle_now, origin.key, origin.logbook, origin.alarms)
+    assert (served := await restarted.latest(LOG)) is not None and served.size == 2
+
+    newest = await origin.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = 12", LOG)
+    line = cosign(note_body(newest), witness_name(WITNESS), witness_key, 1_800_000_100)  # the witness is back
+    await origin.pool.execute("UPDATE checkpoints SET note = note || $2 WHERE origin = $1 AND size = 12", LOG, line)
+    assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 12
