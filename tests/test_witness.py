@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from credex.adapters.samples import synth
-from credex.crypto.checkpoint import MAX_NOTE
+from credex.crypto.checkpoint import MAX_NOTE, Checkpoint, log_name
 from credex.crypto.cosignature import cosign, cosignatures, note_body, witness_name
 from credex.crypto.keys import SigningKey
 from credex.node.chain import check_inclusion
@@ -334,3 +334,32 @@ async def test_a_log_serves_its_newest_witnessed_checkpoint_however_many_unwitne
     line = cosign(note_body(newest), witness_name(WITNESS), witness_key, 1_800_000_100)  # the witness is back
     await origin.pool.execute("UPDATE checkpoints SET note = note || $2 WHERE origin = $1 AND size = 12", LOG, line)
     assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 12
+
+
+async def test_a_witness_refuses_a_view_of_the_log_that_its_own_copy_contradicts(federation: TestFederation) -> None:
+    """Every member holds every log: a checkpoint validly signed with the log's key (stolen, say) whose root
+    differs from the witness's own copy at that size is refused, even where the witness never cosigned before."""
+    origin = await federation.start_node(LOG, checkpoint={"every_seconds": 3600, "every_events": 10**6})
+    node = await federation.start_node(WITNESS)
+    assert origin.pool is not None and node.pool is not None and node.logbook is not None
+    async with origin.pool.acquire() as conn, conn.transaction():
+        await origin.ledger.append(conn, [Change.of(penalty(LOG, n, "2099-12-31")) for n in range(5)])
+
+    async def held_by_witness() -> bool:
+        assert node.logbook is not None
+        return (await node.logbook.tree(LOG)).size == 5
+
+    await eventually(held_by_witness)
+    await federation.stop_node(LOG)
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    assert node.config.keys.witness_key is not None
+    witness = Witness(
+        WITNESS, node.pool, federation.bundle_now, SigningKey.load(node.config.keys.witness_key), node.logbook
+    )
+
+    forged = ForgedLog(federation, LOG, tag="stolen-key")
+    with pytest.raises(WitnessRefused, match="another root at size 3"):
+        await witness.add_checkpoint(LOG, 0, [], forged.checkpoint(3))
+    assert await witnessed_size(node) is None
+    genuine = Checkpoint(log_name(LOG), 3, (await node.logbook.tree(LOG)).root(3)).sign(forged.key)
+    assert (await witness.add_checkpoint(LOG, 0, [], genuine.encode())).witness_size == 3

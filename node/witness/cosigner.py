@@ -31,6 +31,7 @@ from credex.crypto.keys import SigningKey, public_raw
 from credex.crypto.merkle import verify_consistency
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
+from credex.node.chain import LogBook
 from credex.node.store import events as state
 
 MAX_PROOF = 63  # hashes in a consistency proof; tlog-witness's bound
@@ -62,17 +63,29 @@ class Outcome:
 
 
 class Witness:
-    def __init__(self, me: str, pool: asyncpg.Pool, bundle: Callable[[], TrustBundle], key: SigningKey | None) -> None:
+    def __init__(
+        self,
+        me: str,
+        pool: asyncpg.Pool,
+        bundle: Callable[[], TrustBundle],
+        key: SigningKey | None,
+        logbook: LogBook | None = None,
+    ) -> None:
         self.me = me
         self.name = witness_name(me)
         self.pool = pool
         self.bundle = bundle
         self.key = key
+        # This node's own copy of the logs it witnesses (every member holds every log): a checkpoint
+        # whose root differs from it at a size it holds is another view of the log, refused whatever
+        # the witness cosigned before (a log whose key was stolen after the witness's last cosignature).
+        self.logbook = logbook
         self.clock: Callable[[], float] = time.time
 
     async def add_checkpoint(self, origin: str, old_size: int, proof: Sequence[bytes], note_bytes: bytes) -> Outcome:
         """Check and cosign one checkpoint of ``origin``'s log; raise :class:`WitnessRefused` saying why not."""
         checkpoint, note = self._open(origin, old_size, proof, note_bytes)
+        await self._check_against_copy(origin, checkpoint)
         async with self.pool.acquire() as conn:
             held = await conn.fetchrow("SELECT size, root FROM witness_state WHERE log_origin = $1", origin)
             held_size, held_root = (int(held["size"]), bytes(held["root"])) if held else (0, EMPTY_ROOT)
@@ -118,6 +131,17 @@ class Witness:
                 now = await conn.fetchval("SELECT size FROM witness_state WHERE log_origin = $1", origin)
                 return Outcome((), int(now or 0))
         return Outcome((line,), checkpoint.size)
+
+    async def _check_against_copy(self, origin: str, checkpoint: Checkpoint) -> None:
+        if self.logbook is None:
+            return
+        tree = await self.logbook.tree(origin)
+        if 0 < checkpoint.size <= tree.size and tree.root(checkpoint.size) != checkpoint.root:
+            raise WitnessRefused(
+                "FAILED_PRECONDITION",
+                f"{origin}'s signed events held here give another root at size {checkpoint.size}:"
+                " refusing a split view",
+            )
 
     def _key(self) -> SigningKey:
         if self.key is None:
