@@ -16,13 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from credex.crypto.checkpoint import MAX_NOTE
+from credex.crypto.checkpoint import MAX_NOTE, key_hash
 from credex.crypto.keys import SigningKey, public_raw
 
 _SIGNATURE_PREFIX = "\u2014 "  # em dash, space: every signed-note signature line starts so
@@ -76,6 +76,42 @@ def with_lines(note: str, lines: list[str]) -> str:
     if len(merged) > MAX_NOTE:
         raise ValueError(f"the note with its cosignatures would exceed {MAX_NOTE} characters")
     return merged
+
+
+def pruned(
+    note: str, log_line: str, log_keys: Iterable[Ed25519PublicKey], witnesses: Mapping[str, Ed25519PublicKey]
+) -> str:
+    """``note`` with only the signature lines that count: the log's, by ``log_keys``, and valid cosignatures.
+
+    Signed notes let anyone append lines of keys a verifier does not know, and a relay may
+    pad a checkpoint with them up to the note size limit; stored and served as received,
+    such a note could never take the cosignatures its policy needs. Each kept line is
+    verified here; the note's order is kept, and a line given twice is kept once.
+    """
+    body = note_body(note)
+    hashes = {key_hash(log_line, public_raw(key)): key for key in log_keys}
+    counted = {c.line for c in cosignatures(note, witnesses).values()}
+    kept: list[str] = []
+    for line in dict.fromkeys(signature_lines(note)):
+        name, _, text = line[len(_SIGNATURE_PREFIX) :].rstrip("\n").rpartition(" ")
+        if line in counted or (name == log_line and _signed_by_log(text, hashes, body)):
+            kept.append(line)
+    return body + "\n" + "".join(kept)
+
+
+def _signed_by_log(text: str, keys: Mapping[bytes, Ed25519PublicKey], body: str) -> bool:
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    key = keys.get(blob[:4])
+    if key is None or len(blob) != 4 + 64:
+        return False
+    try:
+        key.verify(blob[4:], body.encode())
+    except InvalidSignature:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

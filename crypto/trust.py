@@ -208,6 +208,22 @@ class TrustBundle(BaseModel, frozen=True):
             raise ValueError("a log has one witness policy; merge the ones given for the same origin")
         return self
 
+    @model_validator(mode="after")
+    def _one_witness_per_key(self) -> TrustBundle:
+        """Cosignatures are counted per member: a key two members list would make one witness count twice."""
+        if clash := self.witness_key_clash():
+            raise ValueError(clash)
+        return self
+
+    def witness_key_clash(self, member: Member | None = None) -> str:
+        """Why ``member`` (else the bundle as it is) lists a witness key another member lists; "" if none does."""
+        holders: dict[str, str] = {}
+        for listed in self.members if member is None else (*self.members, member):
+            holder = holders.setdefault(listed.witness_key, listed.origin)
+            if listed.witness_key and holder != listed.origin:
+                return f"{holder} and {listed.origin} list the same witness key: {holder}'s witness key"
+        return ""
+
     def member(self, origin: str) -> Member | None:
         return next((m for m in self.members if m.origin == origin), None)
 

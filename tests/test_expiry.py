@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from credex.domain import uscc as uscc_codes
 from credex.domain.publicity import CHINA, publicity_today
 from credex.node.cli import app
-from credex.node.ledger.appender import Change
+from credex.node.ledger.appender import Change, Ledger
 from credex.node.ledger.expiry import expire_due, next_run
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
@@ -198,6 +198,13 @@ async def test_an_expiry_run_killed_mid_way_leaves_no_half_state_and_the_next_ru
     total = 600
     await append(node, [penalty("310000", n, YESTERDAY) for n in range(total)])
     url = federation.database_url("310000")
+    # Mid-way by construction, not by timing: a record half-way through the run's order is locked, so the
+    # run commits the batches before it and then waits inside the batch that writes it, where it is killed.
+    blocker = sorted(f"310000-CF-ex{n}" for n in range(total))[total // 2]
+    holder = await asyncpg.connect(url)
+    held = holder.transaction()
+    await held.start()
+    await holder.execute("SELECT 1 FROM records WHERE record_id = $1 FOR UPDATE", blocker)
     env = {**os.environ, "CREDEX_DATABASE__URL": url, "CREDEX_EXPIRY__BATCH_SIZE": "1"}
     process = await asyncio.create_subprocess_exec(
         *CREDEX,
@@ -209,26 +216,50 @@ async def test_an_expiry_run_killed_mid_way_leaves_no_half_state_and_the_next_ru
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        # Killed once the run has committed some of its one-record batches: judged by the store.
-        await eventually(lambda: _expired_some(url), timeout=120, interval=0.05)
+        await eventually(lambda: _run_waits_on_lock(url), timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGKILL)
         await process.wait()
+        await held.rollback()
+        await holder.close()
     events, expired = await log_is_whole(url)
-    assert 0 < expired < total, "the kill landed mid-run"
+    assert 0 < expired < total and (await statuses(node, "310000"))[blocker] == ACTIVE
     assert events == total + expired
 
     assert node.pool is not None
-    finished = await expire_due(node.pool, node.ledger, batch_size=50)
+    finished = await expire_due(node.pool, node.ledger, batch_size=50)  # waits out the killed run's open batch
     assert finished.expired == total - expired
     assert await log_is_whole(url) == (2 * total, total)
     assert (await expire_due(node.pool, node.ledger, batch_size=50)).expired == 0
 
 
-async def _expired_some(url: str) -> bool:
+async def test_two_replicas_expiring_at_once_sign_one_expire_per_record(federation: TestFederation) -> None:
+    """Two replicas of one origin (one database, one key) whose daily runs start together."""
+    node = await federation.start_node("310000", **OFF)
+    assert node.pool is not None
+    total = 120
+    await append(node, [penalty("310000", n, YESTERDAY) for n in range(total)])
+    replica = Ledger(node.ledger.origin, node.ledger.key)
+    runs = await asyncio.gather(
+        expire_due(node.pool, node.ledger, batch_size=7), expire_due(node.pool, replica, batch_size=7)
+    )
+    assert sum(run.expired for run in runs) == total
+    assert await log_is_whole(federation.database_url("310000")) == (2 * total, total)
+
+
+async def _run_waits_on_lock(url: str) -> bool:
+    """Whether a session of this database waits for a lock: the run, at the locked record.
+
+    Asked on a connection of its own: inside the holder's transaction the activity view would be a snapshot.
+    """
     conn = await asyncpg.connect(url)
     try:
-        return bool(await conn.fetchval("SELECT count(*) > 0 FROM records WHERE status = $1", EXPIRED))
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        )
     finally:
         await conn.close()

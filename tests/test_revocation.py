@@ -409,22 +409,31 @@ async def test_an_unknown_publication_state_is_quarantined_never_guessed(
 # -- decisions a re-report must not undo -------------------------------------------------------------
 
 
+DECISIONS = {
+    1: (event_pb2.EVENT_TYPE_REPAIR, lookup_pb2.ENTRY_STATUS_REPAIRED),
+    2: (event_pb2.EVENT_TYPE_RESOLVE, lookup_pb2.ENTRY_STATUS_DELETED),
+    3: (event_pb2.EVENT_TYPE_HIDE, lookup_pb2.ENTRY_STATUS_HIDDEN),
+    4: (event_pb2.EVENT_TYPE_REVOKE, lookup_pb2.ENTRY_STATUS_REVOKED),
+}
+
+
+async def decided_records(node: Node) -> list[record_pb2.Record]:
+    """Black-list entries 1-4 of ``node``'s origin, taken in, then repaired, deleted, hidden and revoked."""
+    assert node.pool is not None
+    records = [black_list(n) for n in DECISIONS]
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.append(conn, [Change.of(r) for r in records])
+        for n, (event_type, standing) in DECISIONS.items():
+            await node.ledger.amend(conn, f"310000-HMD-rv{n}", event_type, "决定", standing=standing)
+    return records
+
+
 async def test_a_rereport_of_unchanged_content_undoes_no_repair_deletion_hiding_or_revocation(
     federation: TestFederation,
 ) -> None:
     node = await federation.start_node("310000")
     assert node.pool is not None
-    decided = {
-        1: (event_pb2.EVENT_TYPE_REPAIR, lookup_pb2.ENTRY_STATUS_REPAIRED),
-        2: (event_pb2.EVENT_TYPE_RESOLVE, lookup_pb2.ENTRY_STATUS_DELETED),
-        3: (event_pb2.EVENT_TYPE_HIDE, lookup_pb2.ENTRY_STATUS_HIDDEN),
-        4: (event_pb2.EVENT_TYPE_REVOKE, lookup_pb2.ENTRY_STATUS_REVOKED),
-    }
-    records = [black_list(n) for n in decided]
-    async with node.pool.acquire() as conn, conn.transaction():
-        await node.ledger.append(conn, [Change.of(r) for r in records])
-        for n, (event_type, standing) in decided.items():
-            await node.ledger.amend(conn, f"310000-HMD-rv{n}", event_type, "决定", standing=standing)
+    records = await decided_records(node)
     async with node.pool.acquire() as conn, conn.transaction():
         result = await node.ledger.append(conn, [Change.of(r) for r in records])
     # Repair, deletion, hiding and revocation are decisions; the same content again undoes none.
@@ -434,6 +443,34 @@ async def test_a_rereport_of_unchanged_content_undoes_no_repair_deletion_hiding_
         "310000-HMD-rv2": lookup_pb2.ENTRY_STATUS_DELETED,
         "310000-HMD-rv3": lookup_pb2.ENTRY_STATUS_HIDDEN,
         "310000-HMD-rv4": lookup_pb2.ENTRY_STATUS_REVOKED,
+    }
+
+
+async def test_a_platforms_correction_updates_content_but_undoes_no_repair_deletion_or_hiding(
+    federation: TestFederation,
+) -> None:
+    """Repair, deletion after an objection and hiding end only by the origin's decision (Repair 6 and 9): the
+    platform correcting a detail of the act (or a profile that maps one more field, changing every record) is
+    signed as a correction that keeps the standing. Only a revoked act published anew comes back."""
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    records = await decided_records(node)
+    for record in records:
+        record.black_list.list_name += "（更正）"
+    async with node.pool.acquire() as conn, conn.transaction():
+        result = await node.ledger.append(conn, [Change.of(r) for r in records])
+    assert (result.corrected, result.unchanged) == (4, 0)
+    for record in records:
+        held = await latest_event(node, record.record_id)
+        assert (held.type, held.record.black_list.list_name) == (
+            event_pb2.EVENT_TYPE_CORRECT,
+            "严重失信主体名单（更正）",
+        )
+    assert await standings(node, [r.record_id for r in records]) == {
+        "310000-HMD-rv1": lookup_pb2.ENTRY_STATUS_REPAIRED,
+        "310000-HMD-rv2": lookup_pb2.ENTRY_STATUS_DELETED,
+        "310000-HMD-rv3": lookup_pb2.ENTRY_STATUS_HIDDEN,
+        "310000-HMD-rv4": lookup_pb2.ENTRY_STATUS_ACTIVE,
     }
 
 

@@ -5,6 +5,8 @@ the federation every checkpoint of a witnessed log ends up cosigned by its witne
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import random
 from pathlib import Path
 
@@ -12,15 +14,20 @@ import grpc
 import pytest
 
 from credex.adapters.samples import synth
-from credex.crypto.cosignature import cosignatures, witness_name
+from credex.crypto.checkpoint import MAX_NOTE, Checkpoint, log_name
+from credex.crypto.cosignature import cosign, cosignatures, note_body, witness_name
 from credex.crypto.keys import SigningKey
 from credex.node.chain import check_inclusion
+from credex.node.chain.checkpoints import CheckpointKeeper
+from credex.node.demo.federation import WITNESS_KEY
+from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.node.witness import Witness, WitnessRefused
 from credex.v1 import log_pb2, log_pb2_grpc, witness_pb2, witness_pb2_grpc
 
 from .callers import NATIONAL, client_channel, peer_channel
 from .conftest import TestFederation, eventually
+from .test_expiry import penalty
 from .witness_support import ForgedLog, set_witnesses
 
 LOG, WITNESS = "310000", "320000"
@@ -256,3 +263,103 @@ async def test_whatever_it_is_sent_a_witness_cosigns_one_history_and_never_a_sma
     first = next(h for h in histories if h.tree.root(cosigned[0][0]) == cosigned[0][1])
     assert all(first.tree.root(size) == root for size, root in cosigned)  # one history only
     assert [s for s, _ in cosigned] == sorted(s for s, _ in cosigned)  # never a rollback
+
+
+def stuffed(note: bytes, up_to: int = MAX_NOTE - 40) -> bytes:
+    """``note`` padded near the note size limit with signature lines of keys nobody trusts (a relay's junk)."""
+    text = note.decode()
+    n = 0
+    while len(text) < up_to - 120:
+        junk = base64.b64encode(hashlib.sha256(str(n).encode()).digest() * 2 + b"\0" * 4).decode()
+        text += f"\u2014 junk.example/{n} {junk}\n"
+        n += 1
+    return text.encode()
+
+
+async def test_junk_lines_a_relay_adds_to_a_checkpoint_never_crowd_out_the_cosignatures_that_count(
+    federation: TestFederation,
+) -> None:
+    """Any member may hand a peer (or a witness) the origin's checkpoint first, padded to the size limit with lines
+    of unknown keys: what is stored keeps only the log's signature and the policy's cosignatures, so the witness's
+    cosignature that comes later is still merged, and the witness itself cosigns the padded note."""
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    peer = await federation.start_node("330000")
+    witness = await federation.start_node(WITNESS)
+    honest = ForgedLog(federation, LOG)
+    note = honest.checkpoint(5)
+
+    answer = await add(witness, federation, 0, [], stuffed(note, up_to=3800))  # under the edge's cap on a request
+    assert not answer.conflict and answer.witness_size == 5
+    held = await witness.pool.fetchval("SELECT note FROM witness_state WHERE log_origin = $1", LOG)  # type: ignore[union-attr]
+    assert held == note.decode() + "".join(answer.cosignatures)  # the log's signature and the witness's only
+
+    assert peer.keeper is not None and peer.pool is not None
+    assert str(await peer.keeper.receive(LOG, stuffed(note).decode(), "sync:a-relay")) == "new"
+    cosigned = note.decode() + "".join(answer.cosignatures)
+    assert str(await peer.keeper.receive(LOG, cosigned, f"sync:{WITNESS}")) == "known"
+    stored = await peer.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = 5", LOG)
+    assert stored == cosigned
+    assert federation.bundle_now().check_witnessed(LOG, stored) == [WITNESS]
+
+
+async def test_a_log_serves_its_newest_witnessed_checkpoint_however_many_unwitnessed_ones_came_since(
+    federation: TestFederation,
+) -> None:
+    """While a witness is away the log goes on signing; what it serves (and embeds in proofs) stays the newest
+    checkpoint that meets the policy, not the newest one, which clients applying the policy would refuse."""
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)  # the witness is not running
+    origin = await federation.start_node(LOG, checkpoint={"every_seconds": 3600, "every_events": 10**6})
+    assert origin.pool is not None and origin.keeper is not None
+    witness_key = SigningKey.load(federation.layout.member_dir(WITNESS) / "keys" / WITNESS_KEY)
+    records = [penalty(LOG, n, "2099-12-31") for n in range(12)]
+    for n, record in enumerate(records, start=1):
+        async with origin.pool.acquire() as conn, conn.transaction():
+            await origin.ledger.append(conn, [Change.of(record)])
+        await origin.keeper.sign_own()  # or the signer's own loop was first: either way, a checkpoint of size n
+        note = await origin.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = $2", LOG, n)
+        assert note is not None
+        if n == 2:  # the witness's last cosignature before it went away
+            line = cosign(note_body(note), witness_name(WITNESS), witness_key, 1_800_000_000)
+            await origin.pool.execute(
+                "UPDATE checkpoints SET note = note || $2 WHERE origin = $1 AND size = $3", LOG, line, n
+            )
+        if n in (2, 7):  # served in between: remembered from then on, and found again by a node just started
+            assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 2
+    assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 2
+    assert federation.bundle_now().check_witnessed(LOG, served.note) == [WITNESS]
+    restarted = CheckpointKeeper(LOG, origin.pool, federation.bundle_now, origin.key, origin.logbook, origin.alarms)
+    assert (served := await restarted.latest(LOG)) is not None and served.size == 2
+
+    newest = await origin.pool.fetchval("SELECT note FROM checkpoints WHERE origin = $1 AND size = 12", LOG)
+    line = cosign(note_body(newest), witness_name(WITNESS), witness_key, 1_800_000_100)  # the witness is back
+    await origin.pool.execute("UPDATE checkpoints SET note = note || $2 WHERE origin = $1 AND size = 12", LOG, line)
+    assert (served := await origin.keeper.latest(LOG)) is not None and served.size == 12
+
+
+async def test_a_witness_refuses_a_view_of_the_log_that_its_own_copy_contradicts(federation: TestFederation) -> None:
+    """Every member holds every log: a checkpoint validly signed with the log's key (stolen, say) whose root
+    differs from the witness's own copy at that size is refused, even where the witness never cosigned before."""
+    origin = await federation.start_node(LOG, checkpoint={"every_seconds": 3600, "every_events": 10**6})
+    node = await federation.start_node(WITNESS)
+    assert origin.pool is not None and node.pool is not None and node.logbook is not None
+    async with origin.pool.acquire() as conn, conn.transaction():
+        await origin.ledger.append(conn, [Change.of(penalty(LOG, n, "2099-12-31")) for n in range(5)])
+
+    async def held_by_witness() -> bool:
+        assert node.logbook is not None
+        return (await node.logbook.tree(LOG)).size == 5
+
+    await eventually(held_by_witness)
+    await federation.stop_node(LOG)
+    set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    assert node.config.keys.witness_key is not None
+    witness = Witness(
+        WITNESS, node.pool, federation.bundle_now, SigningKey.load(node.config.keys.witness_key), node.logbook
+    )
+
+    forged = ForgedLog(federation, LOG, tag="stolen-key")
+    with pytest.raises(WitnessRefused, match="another root at size 3"):
+        await witness.add_checkpoint(LOG, 0, [], forged.checkpoint(3))
+    assert await witnessed_size(node) is None
+    genuine = Checkpoint(log_name(LOG), 3, (await node.logbook.tree(LOG)).root(3)).sign(forged.key)
+    assert (await witness.add_checkpoint(LOG, 0, [], genuine.encode())).witness_size == 3

@@ -108,6 +108,18 @@ def test_a_policy_that_cannot_be_met_is_refused() -> None:
         Member(origin="320000", name="x", witness_key=base64.b64encode(bytes(31)).decode())
 
 
+def test_one_witness_key_counts_once_members_sharing_one_are_refused() -> None:
+    """Two members listing one witness key would let one witness make two of a quorum's cosignatures."""
+    members, _, _ = _members("310000", "320000", "330000")
+    shared = members[2].model_copy(update={"witness_key": members[1].witness_key})
+    policy = WitnessPolicy(log="310000", witnesses=("320000", "330000"), quorum=2)
+    with pytest.raises(ValueError, match="320000 and 330000 list the same witness key"):
+        TrustBundle(federation="f", members=(members[0], members[1], shared), witness_policies=(policy,))
+    raw = TrustBundle(federation="f", members=members, witness_policies=(policy,)).with_member(shared).to_json()
+    with pytest.raises(ValueError, match="the same witness key"):
+        TrustBundle.model_validate_json(raw)  # how a draft or a signed bundle is read
+
+
 def test_a_checkpoint_needs_the_quorum_of_valid_cosignatures_and_the_refusal_names_who_is_missing() -> None:
     members, keys, witness_keys = _members("310000", "320000", "330000", "340000")
     policy = WitnessPolicy(log="310000", witnesses=("320000", "330000", "340000"), quorum=2)
@@ -195,7 +207,7 @@ def test_an_operator_sets_witness_keys_and_policies_with_credex_trust(tmp_path: 
         assert result.exit_code == code, result.output
         return result.output
 
-    for name in ("federation", "sh", "js", "js-witness"):
+    for name in ("federation", "sh", "js", "js-witness", "zj"):
         invoke("keys", "init", "--dir", str(tmp_path / name))
     draft = str(tmp_path / "draft.json")
     invoke("trust", "new", draft, "--federation", "yrd")
@@ -226,6 +238,19 @@ def test_an_operator_sets_witness_keys_and_policies_with_credex_trust(tmp_path: 
     assert "must not be a member's signing key" in said
     invoke(*js, "--witness-key", str(tmp_path / "js-witness/signing.pub"))
     invoke(*js)  # updating the member without --witness-key keeps its witness key
+    zj = [
+        "trust",
+        "add-member",
+        draft,
+        "--origin",
+        "330000",
+        *member,
+        "zj",
+        "--public-key",
+        str(tmp_path / "zj/signing.pub"),
+    ]
+    said = invoke(*zj, "--witness-key", str(tmp_path / "js-witness/signing.pub"), code=1)
+    assert "320000's witness key" in said  # one witness may not count twice towards a quorum
     assert "at least that many" in invoke(
         "trust", "witnesses", draft, "--log", "310000", "--witness", "320000", "--quorum", "2", code=1
     )

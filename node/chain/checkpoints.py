@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
-from credex.crypto.cosignature import cosignatures, note_body, with_lines, witness_name
+from credex.crypto.cosignature import cosignatures, note_body, pruned, with_lines, witness_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node.chain.alarms import AlarmKind, Alarms
@@ -54,8 +55,10 @@ class CheckpointState(StrEnum):
 
 # The states whose root this node's copy of the log agrees with: what it serves and shows.
 AGREED = (CheckpointState.OWN, CheckpointState.VERIFIED)
-# How many of a witnessed log's newest checkpoints are looked at for one that its witnesses cosigned.
+# How many of a witnessed log's newest checkpoints are looked at for one that its witnesses cosigned; and,
+# when none of those is and none is known from before, how many once (a node that just started).
 WITNESSED_LOOKBACK = 8
+WITNESSED_SCAN = 1024
 WITNESSED_MEMORY = 4096  # notes whose policy check is remembered
 
 
@@ -120,6 +123,7 @@ class CheckpointKeeper:
         self._refusal = ""  # why our key may not sign, as last logged
         self._roots: set[tuple[str, str, str]] = set()  # (origin, key id, revoked root) compared already
         self._quorum: dict[tuple[int, str, str], bool] = {}  # (bundle version, origin, note) -> meets its policy
+        self._newest_witnessed: dict[str, tuple[int, int]] = {}  # origin -> (bundle version, size; 0: none)
 
     # -- our own log ---------------------------------------------------------------------
 
@@ -231,6 +235,11 @@ class CheckpointKeeper:
             return unstorable
 
     async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> Receipt:
+        bundle = self.bundle()
+        # Kept and served: the log's signature and the cosignatures its policy counts, not what a relay added.
+        kept = pruned(
+            note, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), _witness_keys(bundle, origin)
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO checkpoints (origin, size, root, note, state, source)"
@@ -238,7 +247,7 @@ class CheckpointKeeper:
                 origin,
                 checkpoint.size,
                 checkpoint.root,
-                note,
+                kept,
                 CheckpointState.PENDING,
                 source,
             )
@@ -276,10 +285,9 @@ class CheckpointKeeper:
         over the held note's own text, so what is served stays a note anyone can check.
         """
         bundle = self.bundle()
-        policy = bundle.witness_policy(origin)
-        if policy is None:
+        keys = _witness_keys(bundle, origin)
+        if not keys:
             return
-        keys = {witness_name(w): k for w in policy.witnesses if (k := bundle.witness_key(w)) is not None}
         held = await conn.fetchval(
             "SELECT note FROM checkpoints WHERE origin = $1 AND size = $2 AND root = $3 FOR UPDATE",
             origin,
@@ -292,8 +300,10 @@ class CheckpointKeeper:
         fresh = [c.line for name, c in cosignatures(note, keys).items() if name not in have]
         if not fresh:
             return
-        try:
-            merged = with_lines(held, fresh)
+        try:  # a note stored before notes were pruned may hold a relay's padding: it goes now
+            merged = with_lines(
+                pruned(held, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), keys), fresh
+            )
         except ValueError:  # past the note size limit: keep what is held
             return
         await conn.execute(
@@ -380,30 +390,56 @@ class CheckpointKeeper:
     async def latest(self, origin: str) -> HeldCheckpoint | None:
         """The newest checkpoint of ``origin`` that this node's copy of the log agrees with: what it serves.
 
-        Where the bundle has a witness policy for ``origin``, the newest of the last few that
-        carries its quorum of cosignatures, so that the checkpoint served, and every proof
-        built on it, verifies for a client that applies the policy; a checkpoint just signed
-        is served once its witnesses have cosigned it. Until any has, the newest agreed.
+        Where the bundle has a witness policy for ``origin``, the newest that carries its quorum
+        of cosignatures, so that the checkpoint served, and every proof built on it, verifies
+        for a client that applies the policy: a checkpoint just signed is served once its
+        witnesses have cosigned it, and while a witness is away, however many are signed
+        meanwhile, the last one they cosigned is. Until any has, the newest agreed.
         """
         bundle = self.bundle()
         policy = bundle.witness_policy(origin)
+        held = await self._agreed(origin, 1 if policy is None else WITNESSED_LOOKBACK)
+        if policy is None or not held:
+            return held[0] if held else None
+        witnessed = next((c for c in held if self._witnessed(bundle, c)), None)
+        if witnessed is not None:
+            self._newest_witnessed[origin] = (bundle.version, witnessed.size)
+            return witnessed
+        return await self._older_witnessed(bundle, origin) or held[0]
+
+    async def _older_witnessed(self, bundle: TrustBundle, origin: str) -> HeldCheckpoint | None:
+        """The newest witnessed checkpoint seen before, else the one a single deeper look finds (or none).
+
+        What the deeper look found, even nothing, is remembered for the bundle version, so a log
+        whose witnesses have not cosigned yet costs one look, not one per call.
+        """
+        known = self._newest_witnessed.get(origin)
+        if known is None or known[0] != bundle.version:
+            deeper = await self._agreed(origin, WITNESSED_SCAN)
+            found = next((c for c in deeper if self._witnessed(bundle, c)), None)
+            self._newest_witnessed[origin] = (bundle.version, found.size if found else 0)
+            return found
+        if not known[1]:
+            return None
+        again = await self._agreed(origin, 1, size=known[1])  # its note may carry more cosignatures by now
+        return again[0] if again and self._witnessed(bundle, again[0]) else None
+
+    async def _agreed(self, origin: str, limit: int, size: int | None = None) -> list[HeldCheckpoint]:
+        """The newest ``limit`` checkpoints of ``origin`` this node agrees with (of ``size`` only, if given)."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT origin, size, root, note, state FROM checkpoints"
-                " WHERE origin = $1 AND state = ANY($2::text[]) ORDER BY size DESC LIMIT $3",
+                " WHERE origin = $1 AND state = ANY($2::text[]) AND ($4::bigint IS NULL OR size = $4)"
+                " ORDER BY size DESC LIMIT $3",
                 origin,
                 list(AGREED),
-                1 if policy is None else WITNESSED_LOOKBACK,
+                limit,
+                size,
             )
-        held = [
+        return [
             HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"]))
             for row in rows
         ]
-        if policy is not None:
-            witnessed = next((c for c in held if self._witnessed(bundle, c)), None)
-            if witnessed is not None:
-                return witnessed
-        return held[0] if held else None
 
     def _witnessed(self, bundle: TrustBundle, checkpoint: HeldCheckpoint) -> bool:
         """Whether ``checkpoint`` meets its log's witness policy; remembered per bundle and note."""
@@ -459,6 +495,14 @@ class CheckpointKeeper:
         age = (dt.datetime.now(dt.UTC) - last["first_seen"]).total_seconds() if last else every_seconds
         if head - signed_size >= every_events or age >= every_seconds:
             await self.sign_own()
+
+
+def _witness_keys(bundle: TrustBundle, origin: str) -> dict[str, Ed25519PublicKey]:
+    """The cosigning keys, by key name, of the witnesses ``origin``'s policy names (none without a policy)."""
+    policy = bundle.witness_policy(origin)
+    if policy is None:
+        return {}
+    return {witness_name(w): k for w in policy.witnesses if (k := bundle.witness_key(w)) is not None}
 
 
 async def _set_state(conn: Connection, origin: str, size: int, root: bytes, to: CheckpointState) -> None:

@@ -118,6 +118,10 @@ def trust_add_member(
             signing = {k.public_key for k in keys} | {k.public_key for m in bundle.members for k in m.keys}
             if witness in signing:
                 raise ValueError("the witness key must not be a member's signing key: create one of its own")
+            if clash := bundle.without_member(origin).witness_key_clash(
+                Member(origin=origin, name=name, witness_key=witness)
+            ):
+                raise ValueError(f"{clash}; a witness counts once towards a quorum: create one of its own")
         member = Member(
             origin=origin, name=name, endpoint=endpoint, keys=tuple(keys), tls_spki_sha256=spki, witness_key=witness
         )

@@ -142,19 +142,19 @@ class Ledger:
                 continue
             # The same content again leaves a record standing where it is, whatever that is. A
             # revocation (an annulled act, Repair rule 8) is not undone by re-exports of the act;
-            # an expired record re-reported keeps its ended window (a new window is new content);
-            # repairs, deletions after objections and hidings are decisions a re-report must not
-            # undo. Changed content is a correction, and brings the record back into publication.
+            # an expired record re-reported keeps its ended window (a new window is new content).
+            # Changed content is a correction: it brings a revoked or expired record back into
+            # publication, but repairs, deletions after objections and hidings are decisions that
+            # only the origin's next decision ends (Repair 6, 9): the correction keeps them.
             if previous is not None and previous.digest == change.state.digest:
                 result.unchanged += 1
                 continue
             event_type = event_pb2.EVENT_TYPE_UPSERT if previous is None else event_pb2.EVENT_TYPE_CORRECT
             disputed = previous is not None and previous.disputed  # a correction leaves an open objection open
+            standing = previous.status if previous is not None and previous.status in _DECIDED else _ACTIVE
             head += 1
-            stored.append(
-                self._sign(head, event_type, change, clock, standing=lookup_pb2.ENTRY_STATUS_ACTIVE, disputed=disputed)
-            )
-            held[change.state.record_id] = _Held(change.state.digest, lookup_pb2.ENTRY_STATUS_ACTIVE, disputed)
+            stored.append(self._sign(head, event_type, change, clock, standing=standing, disputed=disputed))
+            held[change.state.record_id] = _Held(change.state.digest, standing, disputed)
             if previous is None:
                 result.new += 1
             else:
@@ -388,6 +388,13 @@ class _Held:
     digest: bytes
     status: int
     disputed: bool
+
+
+_ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
+# Standings only the origin's own decision ends; new content from the platform does not.
+_DECIDED = frozenset(
+    {lookup_pb2.ENTRY_STATUS_REPAIRED, lookup_pb2.ENTRY_STATUS_DELETED, lookup_pb2.ENTRY_STATUS_HIDDEN}
+)
 
 
 def _standing_name(standing: int) -> str:

@@ -31,7 +31,8 @@ class WitnessService(Servicer, witness_pb2_grpc.WitnessServiceServicer):
         stops the node there, not here.
         """
         path = self.config.keys.witness_key
-        return Witness(self.config.origin, self.pool, self.trust, SigningKey.load(path) if path else None)
+        key = SigningKey.load(path) if path else None
+        return Witness(self.config.origin, self.pool, self.trust, key, self.logbook)
 
     async def AddCheckpoint(
         self,

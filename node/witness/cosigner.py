@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from credex.crypto.checkpoint import Checkpoint, CheckpointRejected
-from credex.crypto.cosignature import cosign, note_body, with_lines, witness_name
+from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
+from credex.crypto.cosignature import cosign, note_body, pruned, with_lines, witness_name
 from credex.crypto.keys import SigningKey, public_raw
 from credex.crypto.merkle import verify_consistency
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
+from credex.node.chain import LogBook
 from credex.node.store import events as state
 
 MAX_PROOF = 63  # hashes in a consistency proof; tlog-witness's bound
@@ -62,17 +63,29 @@ class Outcome:
 
 
 class Witness:
-    def __init__(self, me: str, pool: asyncpg.Pool, bundle: Callable[[], TrustBundle], key: SigningKey | None) -> None:
+    def __init__(
+        self,
+        me: str,
+        pool: asyncpg.Pool,
+        bundle: Callable[[], TrustBundle],
+        key: SigningKey | None,
+        logbook: LogBook | None = None,
+    ) -> None:
         self.me = me
         self.name = witness_name(me)
         self.pool = pool
         self.bundle = bundle
         self.key = key
+        # This node's own copy of the logs it witnesses (every member holds every log): a checkpoint
+        # whose root differs from it at a size it holds is another view of the log, refused whatever
+        # the witness cosigned before (a log whose key was stolen after the witness's last cosignature).
+        self.logbook = logbook
         self.clock: Callable[[], float] = time.time
 
     async def add_checkpoint(self, origin: str, old_size: int, proof: Sequence[bytes], note_bytes: bytes) -> Outcome:
         """Check and cosign one checkpoint of ``origin``'s log; raise :class:`WitnessRefused` saying why not."""
         checkpoint, note = self._open(origin, old_size, proof, note_bytes)
+        await self._check_against_copy(origin, checkpoint)
         async with self.pool.acquire() as conn:
             held = await conn.fetchrow("SELECT size, root FROM witness_state WHERE log_origin = $1", origin)
             held_size, held_root = (int(held["size"]), bytes(held["root"])) if held else (0, EMPTY_ROOT)
@@ -119,13 +132,27 @@ class Witness:
                 return Outcome((), int(now or 0))
         return Outcome((line,), checkpoint.size)
 
+    async def _check_against_copy(self, origin: str, checkpoint: Checkpoint) -> None:
+        if self.logbook is None:
+            return
+        tree = await self.logbook.tree(origin)
+        if 0 < checkpoint.size <= tree.size and tree.root(checkpoint.size) != checkpoint.root:
+            raise WitnessRefused(
+                "FAILED_PRECONDITION",
+                f"{origin}'s signed events held here give another root at size {checkpoint.size}:"
+                " refusing a split view",
+            )
+
     def _key(self) -> SigningKey:
         if self.key is None:
             raise WitnessRefused("FAILED_PRECONDITION", f"{self.me} has no witness key configured (keys.witness_key)")
         return self.key
 
     def _open(self, origin: str, old_size: int, proof: Sequence[bytes], note_bytes: bytes) -> tuple[Checkpoint, str]:
-        """Every check that needs no state: who witnesses what, the request's form, the log's signature."""
+        """Every check that needs no state: who witnesses what, the request's form, the log's signature.
+
+        Returns the checkpoint and its note with only the log's signature lines.
+        """
         bundle = self.bundle()
         listed = bundle.witness_key(self.me)
         if listed is None or public_raw(listed) != self._key().public_raw:
@@ -164,7 +191,8 @@ class Witness:
             raise WitnessRefused("FAILED_PRECONDITION", "a checkpoint of size 0 has the empty tree's root")
         if old_size == 0 and proof:
             raise WitnessRefused("FAILED_PRECONDITION", "from size 0 the consistency proof is empty")
-        return checkpoint, note
+        # What it stores and serves as cosigned: the log's signature and its own, not what a relay added.
+        return checkpoint, pruned(note, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), {})
 
     async def latest(self, origin: str) -> tuple[int, bytes, str] | None:
         """The latest checkpoint of ``origin`` this witness cosigned: size, root, note with the cosignature."""
