@@ -10,19 +10,16 @@ become of each included record.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import grpc
 import typer
 from google.protobuf import json_format
 from typer.core import TyperGroup
 
-from credex.node.channels import call_failed, open_channel
+from credex.node.channels import open_channel
 from credex.node.cli.app import (
     BundleOption,
     CaOption,
@@ -31,8 +28,8 @@ from credex.node.cli.app import (
     CredexTyper,
     FederationKeyOption,
     KeyOption,
-    TlsFiles,
     app,
+    call_node,
     console,
     fail,
     trust_and_tls,
@@ -42,7 +39,6 @@ from credex.node.reports.document import report_sha256
 from credex.node.reports.rendering import check_file, render
 from credex.v1 import report_pb2, report_pb2_grpc
 
-Answer = TypeVar("Answer")
 _KINDS = {"special": report_pb2.REPORT_KIND_SPECIAL, "full": report_pb2.REPORT_KIND_FULL}
 _PERIOD = re.compile(r"([1-9])y")
 
@@ -62,14 +58,6 @@ report_app = CredexTyper(
     no_args_is_help=True,
 )
 app.add_typer(report_app, name="report")
-
-
-def _run(node: str, tls: TlsFiles, method: str, asked: Coroutine[Any, Any, Answer]) -> Answer:
-    ca, cert, key = tls
-    try:
-        return asyncio.run(asked)
-    except grpc.aio.AioRpcError as exc:
-        raise call_failed(exc, node, method, ca=ca, cert=cert, key=key) from None
 
 
 def _period_start(period: str, today: dt.date) -> dt.date:
@@ -136,7 +124,7 @@ def issue(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await report_pb2_grpc.ReportServiceStub(channel).IssueReport(request, timeout=120)
 
-    issued = _run(node, tls, "IssueReport", ask())
+    issued = call_node(node, tls, "IssueReport", ask())
     checked = check_report(issued.signed_report, trust)
     _write(checked, out)
     document = checked.document
@@ -185,7 +173,7 @@ def verify(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await report_pb2_grpc.ReportServiceStub(channel).VerifyReport(request, timeout=60)
 
-    verdict = _run(node, tls, "VerifyReport", ask())
+    verdict = call_node(node, tls, "VerifyReport", ask())
     if not verdict.genuine:
         raise fail(f"NOT GENUINE according to {node}: {verdict.reason}")
     if not verdict.changes:
@@ -222,7 +210,7 @@ def view(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await report_pb2_grpc.ReportServiceStub(channel).ViewReport(request, timeout=60)
 
-    viewed = _run(node, tls, "ViewReport", ask())
+    viewed = call_node(node, tls, "ViewReport", ask())
     checked = check_report(viewed.signed_report, trust)
     _write(checked, out)
     console.print(f"{checked.document['title']} {checked.report_number} written to {out}", soft_wrap=True)
