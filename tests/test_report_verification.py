@@ -24,7 +24,7 @@ from credex.crypto.trust import TrustBundle
 from credex.node.cli import app
 from credex.node.ledger.appender import Change
 from credex.node.reports import ReportInvalid, check_report
-from credex.node.reports.document import report_sha256, sign_document
+from credex.node.reports.document import NO_RECORD, report_sha256, sign_document
 from credex.node.reports.rendering import check_file, render_html, render_pdf
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, report_pb2
 
@@ -261,3 +261,47 @@ async def test_credex_report_writes_a_pdf_and_verifies_it(
     out.write_bytes(bytes(changed))
     result = await asyncio.to_thread(runner.invoke, app, ["report", "verify", str(out), *trust])
     assert result.exit_code == 1 and "NOT GENUINE" in result.output
+
+
+async def test_even_the_issuer_cannot_describe_a_record_or_a_verdict_otherwise_than_the_origin_signed(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """What a reader sees of a record comes from the record its origin signed, and each 有/无 from the records shown.
+
+    A member that issues reports is trusted to sign them, not to rewrite other regions'
+    records: its signature over a changed summary must not make the change genuine.
+    """
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        special = await issue(channel, issue_request(fields=["market", "tax"]))
+    bundle = federation.bundle_now()
+    issuer_key = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    document = json.loads(base64.b64decode(json.loads(special.signed_report)["payload"]))
+    assert check_report(sign_document(document, issuer_key), bundle).report_number == special.report_number
+    for name, value in [
+        ("summary", "信用承诺履约良好"),
+        ("decision_date", "2001-01-01"),
+        ("authority", "某某管理局"),
+        ("document_number", "无"),
+        ("kind", "licence"),
+        ("publicity_end", "2000-01-01"),
+        ("sharing", "public" if document["items"][0]["sharing"] != "public" else "government"),
+    ]:
+        rewritten = json.loads(json.dumps(document))
+        rewritten["items"][0][name] = value
+        with pytest.raises(ReportInvalid, match=f"{name} .* not what its origin signed"):
+            check_report(sign_document(rewritten, issuer_key), bundle)
+    cleared = json.loads(json.dumps(document))
+    finding = next(f for s in cleared["sections"] for f in s.get("findings", []) if f["records"])
+    finding["verdict"], finding["records"] = NO_RECORD, []
+    with pytest.raises(ReportInvalid, match="无违法违规记录"):
+        check_report(sign_document(cleared, issuer_key), bundle)
+    emptied = json.loads(json.dumps(document))
+    finding = next(f for s in emptied["sections"] for f in s.get("findings", []) if f["records"])
+    finding["verdict"] = NO_RECORD
+    with pytest.raises(ReportInvalid, match="无违法违规记录"):
+        check_report(sign_document(emptied, issuer_key), bundle)
+    uncovered = json.loads(json.dumps(document))
+    section = next(s for s in uncovered["sections"] if not s["covered"])
+    section["verdict"] = NO_RECORD
+    with pytest.raises(ReportInvalid, match="not covered"):
+        check_report(sign_document(uncovered, issuer_key), bundle)

@@ -38,6 +38,8 @@ from credex.node.reports.document import (
     NOT_COVERED,
     REPAIRED,
     REPORT_FORMAT,
+    authorities,
+    describe,
     report_sha256,
     sign_document,
 )
@@ -46,10 +48,6 @@ from credex.node.store.events import in_force, record_digest
 from credex.v1 import lookup_pb2, record_pb2
 
 KINDS = {"special": "专项信用报告", "full": "公共信用信息报告"}
-_SHARING: dict[int, str] = {
-    record_pb2.SHARING_LEVEL_PUBLIC: "public",
-    record_pb2.SHARING_LEVEL_GOVERNMENT: "government",
-}
 SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
@@ -258,7 +256,7 @@ class Issuer:
             and simple_procedure(record)
         ):
             return None
-        found = self.fields_list.field_of(_authorities(record))
+        found = self.fields_list.field_of(authorities(record))
         if found.code not in {f.code for f in request.fields}:
             return None
         return _Shown(row, record, shown_as, found)
@@ -349,61 +347,20 @@ def _decision_date(record: record_pb2.Record) -> dt.date | None:
         return None
 
 
-def _authorities(record: record_pb2.Record) -> list[str]:
-    names = [record.deciding_authority.name, record.source_unit.name]
-    if record.HasField("black_list"):
-        names.append(record.black_list.identifying_unit.name)
-    return [n for n in names if n]
-
-
 def _member_name(bundle: TrustBundle, origin: str) -> str:
     member = bundle.member(origin)
     return member.name if member is not None else ""
 
 
 def _item(s: _Shown) -> dict[str, Any]:
-    record, row = s.record, s.row
-    authority = " / ".join(_authorities(record))
+    row = s.row
     return {
         "record_id": row["record_id"],
         "origin": row["origin"],
         "seq": int(row["seq"]),
-        "kind": record_pb2.Kind.Name(record.kind).removeprefix("KIND_").lower(),
+        **describe(s.record),
         "field": s.belongs_to.code,
-        "decision_date": record.decision_date,
-        "document_number": record.document_number,
-        "authority": authority,
-        "summary": summary(record),
-        "publicity_end": record.publicity.end,
         "shown_as": s.shown_as,
         "disputed": bool(row["disputed"]),
-        "sharing": _SHARING.get(int(row["sharing_level"]), "restricted"),
         "record_sha256": record_digest(bytes(row["record"])).hex(),
     }
-
-
-def summary(record: record_pb2.Record) -> str:
-    """One line saying what the record is, from the fields its kind has."""
-    which = record.WhichOneof("details")
-    parts: list[str] = []
-    if which == "penalty":
-        p = record.penalty
-        parts = [p.violation_type, p.content or p.types_as_published]
-        if p.fine_yuan:
-            parts.append(f"罚款 {p.fine_yuan} 元")
-    elif which == "black_list":
-        parts = [record.black_list.list_name, record.black_list.rule]
-    elif which == "licence":
-        parts = [record.licence.document_name or record.licence.certificate_name, record.licence.content]
-    elif which == "red_list":
-        parts = [record.red_list.list_name, record.red_list.reason]
-    elif which == "dishonest_debtor":
-        d = record.dishonest_debtor
-        parts = [d.case_number, d.court, d.obligation]
-    elif which == "commitment":
-        parts = [record.commitment.matter, record.commitment.content]
-    elif which == "contract":
-        parts = [record.contract.contract_name, record.contract.breach]
-    elif which == "household_worker":
-        parts = [record.household_worker.service_type, record.household_worker.agency.name]
-    return "；".join(p for p in parts if p) or record.note
