@@ -21,7 +21,7 @@ from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, FieldsListError, check_report
 from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
 from credex.node.reports.rendering import render_html, render_pdf
-from credex.v1 import authorization_pb2, report_pb2
+from credex.v1 import authorization_pb2, report_pb2, report_pb2_grpc
 
 from .callers import client_channel
 from .conftest import TestFederation, eventually
@@ -402,3 +402,36 @@ async def test_no_report_is_issued_before_its_records_are_under_a_checkpoint(fed
     assert error.code() == grpc.StatusCode.UNAVAILABLE and "checkpoint" in (error.details() or "")
     async with shanghai.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM reports") == 0
+
+
+async def test_a_code_shows_a_report_only_to_a_viewer_who_may_see_every_record_in_it(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """A government office's report holds records shared with government only; its code must not open them to all."""
+    async with client_channel(federation, pair.shanghai, "government-office") as channel:
+        issued = await issue(channel, issue_request(fields=["market"], purpose="政府采购 供应商审查"))
+    shown = [i["record_id"] for i in check_report(issued.signed_report, federation.bundle_now()).document["items"]]
+    assert GOVERNMENT_ONLY.record_id in shown
+    async with client_channel(federation, pair.shanghai, "bidding-office") as channel:
+        denied = await refused(pair_view(channel, issued.report_number, issued.verification_code))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "government" in (denied.details() or "")
+    async with client_channel(federation, pair.shanghai, "government-office") as channel:
+        viewed = await report_pb2_grpc.ReportServiceStub(channel).ViewReport(
+            report_pb2.ViewReportRequest(
+                report_number=issued.report_number, verification_code=issued.verification_code, purpose="资格审查"
+            ),
+            timeout=30,
+        )
+    assert viewed.signed_report == issued.signed_report
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        accesses = await conn.fetch("SELECT caller, action FROM report_accesses ORDER BY id")
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE method = 'ViewReport' AND caller = 'bidding-office'"
+            " AND status = 'PERMISSION_DENIED'"
+        )
+    assert [(a["caller"], a["action"]) for a in accesses] == [
+        ("government-office", "issue"),
+        ("government-office", "view"),
+    ]
+    assert audited == 1

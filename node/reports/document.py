@@ -43,7 +43,7 @@ NO_RECORD = "无违法违规记录"
 NOT_COVERED = "not covered（未覆盖：本联盟尚未接入该类信息的数据来源）"  # never a word that reads as 无
 
 
-_SHARING: dict[int, str] = {
+SHARING: dict[int, str] = {
     record_pb2.SHARING_LEVEL_PUBLIC: "public",
     record_pb2.SHARING_LEVEL_GOVERNMENT: "government",
 }
@@ -67,7 +67,7 @@ def describe(record: record_pb2.Record) -> dict[str, str]:
         "authority": " / ".join(authorities(record)),
         "summary": summary(record),
         "publicity_end": record.publicity.end,
-        "sharing": _SHARING.get(record.sharing_level, "restricted"),
+        "sharing": SHARING.get(record.sharing_level, "restricted"),
     }
 
 

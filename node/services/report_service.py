@@ -11,6 +11,7 @@ shows the records its caller may see, in force, never grades or risk classes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Any
 
@@ -31,6 +32,7 @@ from credex.node.reports import (
     ReportUnavailable,
     register,
 )
+from credex.node.reports.document import SHARING
 from credex.node.reports.issuing import log_access
 from credex.node.services import edge
 from credex.node.services.access import Caller
@@ -172,6 +174,22 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                 raise edge.Refused(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "a natural person's report is not shown by code; ask the person for the report itself",
+                )
+            levels = await conn.fetch(
+                "SELECT DISTINCT sharing_level FROM records WHERE record_id = ANY($1)",
+                [i["record_id"] for i in json.loads(held.row["included"])],
+            )
+            hidden = sorted(
+                SHARING.get(r["sharing_level"], "restricted")
+                for r in levels
+                if not caller.sees(r["sharing_level"], _ACTIVE)
+            )
+            if hidden:
+                # The code is a bearer token the subject hands to anyone: it opens no more than the viewer may see.
+                raise edge.Refused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"this report holds records shared only at level {', '.join(hidden)}, which you may not see;"
+                    " ask the subject for a report issued to you",
                 )
             await log_access(conn, held.report_number, caller.identity, caller.role, "view", request.purpose)
         call.answer(1, [f"report {held.report_number} viewed"])
