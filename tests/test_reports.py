@@ -6,6 +6,7 @@ it took in over the federation's bus (tests/report_setup.py lists the records).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -435,3 +436,18 @@ async def test_a_code_shows_a_report_only_to_a_viewer_who_may_see_every_record_i
         ("government-office", "view"),
     ]
     assert audited == 1
+
+
+async def test_the_daily_limit_holds_against_a_caller_asking_many_times_at_once(federation: TestFederation) -> None:
+    pair = await start_pair(federation, reports={"max_per_caller_per_day": 2})
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        answers = await asyncio.gather(
+            *(issue(channel, issue_request(fields=["market"])) for _ in range(8)), return_exceptions=True
+        )
+    issued = [a for a in answers if isinstance(a, report_pb2.IssuedReport)]
+    refusals = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert len(issued) == 2 and len(refusals) == 6
+    assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refusals)
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports WHERE issued_to = $1", PORTAL) == 2

@@ -49,6 +49,7 @@ from credex.v1 import lookup_pb2, record_pb2
 
 KINDS = {"special": "专项信用报告", "full": "公共信用信息报告"}
 SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
+_LIMIT_LOCK = 0x72657074  # "rept": the advisory lock class of a caller's daily count, keyed by the caller
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
 
@@ -123,15 +124,7 @@ class Issuer:
         self.key.check_may_sign()
         today = dt.date.today()
         async with self.pool.acquire() as conn:
-            recent = await conn.fetchval(
-                "SELECT count(*) FROM reports WHERE issued_to = $1 AND issued_at > now() - interval '1 day'",
-                request.caller,
-            )
-            if recent >= self.settings.max_per_caller_per_day:
-                raise ReportRefused(
-                    f"{recent} reports were issued to you in the last 24 hours, the most this node issues to one"
-                    " caller; retry tomorrow"
-                )
+            await self._within_daily_limit(conn, request.caller)  # early, before any work for a refused caller
             rows = await conn.fetch(
                 "SELECT record_id, origin, seq, status, disputed, sharing_level, publicity_end, record"
                 " FROM records WHERE subject_id = $1 ORDER BY origin, record_id",
@@ -164,6 +157,9 @@ class Issuer:
         issued_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         code = "-".join("".join(secrets.choice(_CODE_ALPHABET) for _ in range(4)) for _ in range(3))
         async with self.pool.acquire() as conn, conn.transaction():
+            # Again under a lock on the caller, where the report is registered: many calls at once count as many.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LIMIT_LOCK, request.caller)
+            await self._within_daily_limit(conn, request.caller)
             serial = await conn.fetchval("SELECT nextval('report_numbers')")
             number = f"{self.origin}-{issued_at:%Y%m%d}-{serial:08d}"
             document = {
@@ -216,6 +212,16 @@ class Issuer:
         return Issued(
             number, code, issued_at, self.verify_url(number, code), signed, [s.item["record_id"] for s in shown]
         )
+
+    async def _within_daily_limit(self, conn: Connection, caller: str) -> None:
+        recent = await conn.fetchval(
+            "SELECT count(*) FROM reports WHERE issued_to = $1 AND issued_at > now() - interval '1 day'", caller
+        )
+        if recent >= self.settings.max_per_caller_per_day:
+            raise ReportRefused(
+                f"{recent} reports were issued to you in the last 24 hours, the most this node issues to one"
+                " caller; retry tomorrow"
+            )
 
     async def _sources(self) -> dict[int, set[str]]:
         """Which members publish each record kind: what a heading is covered by.
