@@ -305,3 +305,27 @@ async def test_even_the_issuer_cannot_describe_a_record_or_a_verdict_otherwise_t
     section["verdict"] = NO_RECORD
     with pytest.raises(ReportInvalid, match="not covered"):
         check_report(sign_document(uncovered, issuer_key), bundle)
+
+
+HOSTILE_FILES = {
+    "an HTML block that is not base64": b'<script type="application/vnd.credex.report+json" id="credex-signed-report">'
+    b"A</script>",
+    "JSON nested past the stack": b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "an HTML block of JSON nested past the stack": b'<script type="application/vnd.credex.report+json"'
+    b' id="credex-signed-report">' + base64.b64encode(b"[" * 100_000 + b"]" * 100_000) + b"</script>",
+    "a PDF that is not one": b"%PDF-1.7 then nothing",
+    "an envelope of the wrong shapes": json.dumps({"payload": 1, "payloadType": [], "signatures": ["x"]}).encode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+async def test_a_hostile_file_is_reported_not_genuine_never_a_crash(
+    federation: TestFederation, tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(ReportInvalid):
+        check_file(HOSTILE_FILES[name], federation.bundle_now())
+    hostile = tmp_path / "report.html"
+    hostile.write_bytes(HOSTILE_FILES[name])
+    trust = ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["report", "verify", str(hostile), *trust])
+    assert result.exit_code == 1 and "NOT GENUINE" in result.output, result.output

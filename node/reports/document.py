@@ -141,7 +141,7 @@ def check_report(signed: bytes, bundle: TrustBundle) -> CheckedReport:
     """Check a signed report with the trust bundle only; :class:`ReportInvalid` says what failed."""
     try:
         envelope = envelope_from_dsse(json.loads(signed))
-    except (ValueError, ProofInvalid) as exc:
+    except (ValueError, ProofInvalid, RecursionError) as exc:  # RecursionError: arrays nested past Python's stack
         raise ReportInvalid(f"not a signed credex report: {exc}") from None
     if envelope.payload_type != REPORT_PAYLOAD_TYPE:
         raise ReportInvalid(f"payload type {envelope.payload_type[:60]!r} is not a credex report")
@@ -160,7 +160,7 @@ def check_report(signed: bytes, bundle: TrustBundle) -> CheckedReport:
         issued_at = dt.datetime.fromisoformat(document["issued_at"])
         if document["issuer"]["origin"] != origin:
             raise ReportInvalid(f"the report names issuer {document['issuer']['origin']!r} but is signed by {origin}")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ReportInvalid(f"the signed document is malformed: {exc!r}") from None
     if not member_key.valid_at(issued_at):
         raise ReportInvalid(f"key {envelope.key_id} of {origin} was not valid at {issued_at.isoformat()}")

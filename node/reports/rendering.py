@@ -16,6 +16,7 @@ embedded by fpdf2, so the PDF needs no font on the reader's machine either.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import html
 import io
@@ -174,7 +175,10 @@ def embedded_report(data: bytes) -> tuple[bytes, str]:
         return _pdf_attachment(data), "pdf"
     found = _HTML_BLOCK.search(data)
     if found is not None:
-        return base64.b64decode(found.group(1)), "html"
+        try:
+            return base64.b64decode(found.group(1), validate=True), "html"
+        except binascii.Error as exc:
+            raise ReportInvalid(f"the HTML page's signed report is not base64: {exc}") from None
     if data.lstrip().startswith(b"{"):
         return data, "json"
     raise ReportInvalid("not a credex report: neither a PDF nor an HTML page with a signed report, nor one itself")
