@@ -13,6 +13,7 @@ and the first row of its access log commit together.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
@@ -184,7 +185,8 @@ class Issuer:
                 "evidence": evidence,
                 "notes": self._notes(request, shown),
             }
-            signed = sign_document(document, self.key)
+            # Off the event loop: a report of max_records records is megabytes of JSON to encode and sign.
+            signed = await asyncio.to_thread(sign_document, document, self.key)
             await conn.execute(
                 "INSERT INTO reports (report_number, verification_code, kind, subject_id, issued_at, issued_to, role,"
                 " period_start, period_end, fields, included, report_sha256, signed_report)"
