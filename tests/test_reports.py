@@ -18,11 +18,12 @@ import pypdfium2  # type: ignore[import-untyped]
 import pytest
 from PIL import ImageOps
 
+from credex.domain import uscc as uscc_codes
 from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, FieldsListError, check_report
 from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
 from credex.node.reports.rendering import render_html, render_pdf
-from credex.v1 import authorization_pb2, report_pb2, report_pb2_grpc
+from credex.v1 import authorization_pb2, record_pb2, report_pb2, report_pb2_grpc
 
 from .callers import client_channel
 from .conftest import TestFederation, eventually
@@ -36,6 +37,7 @@ from .report_setup import (
     LICENCE,
     LISTED,
     PERSON,
+    PERSON_AUTHORIZATION,
     PORTAL,
     REPAIRED,
     SERIOUS,
@@ -44,9 +46,12 @@ from .report_setup import (
     Pair,
     issue,
     issue_request,
+    record,
     start_pair,
     taken_in,
 )
+
+STREAMS_GRANTEE = uscc_codes.make("91", "310000", "JG000001")  # a supervision platform the person let take streams
 
 
 @pytest.fixture
@@ -451,3 +456,50 @@ async def test_the_daily_limit_holds_against_a_caller_asking_many_times_at_once(
     assert pair.shanghai.pool is not None
     async with pair.shanghai.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM reports WHERE issued_to = $1", PORTAL) == 2
+
+
+async def test_the_node_judges_by_the_authorization_it_holds_not_the_one_presented(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """Held for streams only, or revoked at its origin since: whatever the caller presents, no report."""
+    streams_only = record(
+        "13",
+        record_pb2.KIND_AUTHORIZATION,
+        subject=PERSON_AUTHORIZATION.subject,
+        sharing_level=record_pb2.SHARING_LEVEL_RESTRICTED,
+        authorization=record_pb2.AuthorizationDetails(
+            grantee=record_pb2.Authority(name="某监管平台", uscc=STREAMS_GRANTEE),
+            scope="stream",
+            valid_from=TODAY.isoformat(),
+            valid_to="2099-12-31",
+        ),
+    )
+    jiangsu = pair.jiangsu
+    assert jiangsu.pool is not None
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.append(conn, [Change.of(streams_only)])
+    await taken_in(pair.shanghai, jiangsu)
+
+    def asked(grantee: str) -> report_pb2.IssueReportRequest:
+        request = issue_request(subject=PERSON, kind=report_pb2.REPORT_KIND_FULL)
+        request.authorization.CopyFrom(
+            authorization_pb2.Authorization(
+                subject=PERSON, grantee=grantee, scope="report", valid_from=TODAY.isoformat(), valid_until="2099-12-31"
+            )
+        )
+        return request
+
+    async with client_channel(federation, pair.shanghai, STREAMS_GRANTEE) as channel:
+        error = await refused(issue(channel, asked(STREAMS_GRANTEE)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with client_channel(federation, pair.shanghai, AUTHORIZED) as channel:
+        assert (await issue(channel, asked(AUTHORIZED))).report_number
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.revoke(conn, PERSON_AUTHORIZATION.record_id, "信息主体撤回授权")
+    await taken_in(pair.shanghai, jiangsu)
+    async with client_channel(federation, pair.shanghai, AUTHORIZED) as channel:
+        error = await refused(issue(channel, asked(AUTHORIZED)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports WHERE subject_id = $1", PERSON) == 1
