@@ -329,3 +329,35 @@ async def test_a_hostile_file_is_reported_not_genuine_never_a_crash(
     trust = ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
     result = await asyncio.to_thread(CliRunner().invoke, app, ["report", "verify", str(hostile), *trust])
     assert result.exit_code == 1 and "NOT GENUINE" in result.output, result.output
+
+
+async def test_a_verdict_by_number_and_code_alone_says_whose_report_it_is(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """A QR scan or a paper copy gives no signed report: the verdict must say what was issued, to compare with it.
+
+    Otherwise a genuine number and code copied onto a doctored report of another
+    enterprise, or another period, would be answered "genuine" and nothing more.
+    """
+    issued = await issued_report(federation, pair)
+    document = check_report(issued.signed_report, federation.bundle_now()).document
+    async with client_channel(federation, pair.shanghai, "bidding-office") as channel:
+        verdict = await verify(
+            channel,
+            report_pb2.VerifyReportRequest(
+                report_number=issued.report_number, verification_code=issued.verification_code
+            ),
+        )
+        wrong = await verify(
+            channel,
+            report_pb2.VerifyReportRequest(report_number=issued.report_number, verification_code="AAAA-BBBB-CCCC"),
+        )
+    assert verdict.genuine
+    assert (verdict.subject_id, verdict.kind, verdict.period_start, verdict.period_end) == (
+        COMPANY,
+        report_pb2.REPORT_KIND_FULL,
+        document["period"]["start"],
+        document["period"]["end"],
+    )
+    assert verdict.report_sha256 == report_sha256(issued.signed_report)
+    assert not wrong.genuine and (wrong.subject_id, wrong.report_sha256, wrong.period_start) == ("", b"", "")

@@ -52,6 +52,7 @@ class Verdict:
     issued_at: dt.datetime | None = None
     subject_id: str = ""
     changes: list[RecordChange] = field(default_factory=list)
+    held: Held | None = None  # the register's entry, when genuine
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ async def verify(
     now = {r["record_id"]: r for r in rows}
     today = dt.date.today()
     changes = [c for c in (_change(i, now.get(i["record_id"]), today) for i in included) if c is not None]
-    return Verdict(True, "", number, held.issued_at, held.subject_id, changes)
+    return Verdict(True, "", number, held.issued_at, held.subject_id, changes, held)
 
 
 def _change(item: dict[str, object], row: asyncpg.Record | None, today: dt.date) -> RecordChange | None:

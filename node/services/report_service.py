@@ -42,6 +42,7 @@ from credex.node.trust import TrustProvider
 from credex.v1 import lookup_pb2, record_pb2, report_pb2, report_pb2_grpc
 
 _KINDS = {report_pb2.REPORT_KIND_SPECIAL: "special", report_pb2.REPORT_KIND_FULL: "full"}
+_KIND_CODES = {name: code for code, name in _KINDS.items()}
 _PSEUDONYM = re.compile(re.escape(PSEUDONYM_PREFIX) + r"[a-z2-7]{32}")
 _LEVELS = (record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT, record_pb2.SHARING_LEVEL_RESTRICTED)
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
@@ -139,7 +140,13 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             [f"report {request.report_number} verified: {'genuine' if verdict.genuine else 'not genuine'}"]
             + [f"{c.record_id} {c.change}" for c in verdict.changes],
         )
+        held = verdict.held if verdict.genuine else None
         return report_pb2.ReportVerdict(
+            subject_id=held.subject_id if held else "",
+            kind=_KIND_CODES[held.row["kind"]] if held else report_pb2.REPORT_KIND_UNSPECIFIED,
+            period_start=held.row["period_start"].isoformat() if held else "",
+            period_end=held.row["period_end"].isoformat() if held else "",
+            report_sha256=bytes(held.row["report_sha256"]) if held else b"",
             genuine=verdict.genuine,
             reason=verdict.reason,
             issued_at=verdict.issued_at.isoformat() if verdict.issued_at else "",
