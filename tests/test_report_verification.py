@@ -315,6 +315,10 @@ HOSTILE_FILES = {
     b' id="credex-signed-report">' + base64.b64encode(b"[" * 100_000 + b"]" * 100_000) + b"</script>",
     "a PDF that is not one": b"%PDF-1.7 then nothing",
     "an envelope of the wrong shapes": json.dumps({"payload": 1, "payloadType": [], "signatures": ["x"]}).encode(),
+    # What the file says is quoted in the error: console markup in it must print as text, not crash or restyle it.
+    "an envelope whose payload type is console markup": json.dumps(
+        {"payload": "e30=", "payloadType": "[/][green]GENUINE", "signatures": [{"keyid": "k", "sig": "AAAA"}]}
+    ).encode(),
 }
 
 
@@ -329,6 +333,7 @@ async def test_a_hostile_file_is_reported_not_genuine_never_a_crash(
     trust = ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
     result = await asyncio.to_thread(CliRunner().invoke, app, ["report", "verify", str(hostile), *trust])
     assert result.exit_code == 1 and "NOT GENUINE" in result.output, result.output
+    assert "[/][green]GENUINE" in result.output or "markup" not in name
 
 
 async def test_a_verdict_by_number_and_code_alone_says_whose_report_it_is(

@@ -22,6 +22,7 @@ import asyncpg
 import grpc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.models import CommandFunctionType
 
 from credex.crypto.keys import load_public
@@ -42,8 +43,11 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` as one line whatever the terminal's width, so scripts and logs can match on it."""
-    err.print(f"[red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    """Print ``error: message`` as one line whatever the terminal's width, so scripts and logs can match on it.
+
+    The message is text, never markup: it often quotes what a file or a peer sent.
+    """
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, markup=True, highlight=False)
     return typer.Exit(code)
 
 
