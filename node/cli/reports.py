@@ -132,6 +132,7 @@ def issue(
         f"{document['title']} {issued.report_number} for {document['subject']['id']} written to {out}\n"
         f"verification code {issued.verification_code} · {len(document['items'])} records · {issued.verify_url}",
         soft_wrap=True,
+        markup=False,  # what a report or a node says is text
     )
 
 
@@ -158,6 +159,7 @@ def verify(
         f" {checked.issuer} (key {checked.key_id}) for {document['subject']['id']};"
         f" {len(document['items'])} records, each signed by its origin and in its log",
         soft_wrap=True,
+        markup=False,  # what a report or a node says is text
     )
     if not node:
         console.print("checked offline with the trust bundle; give --node to learn what changed since issue")
@@ -177,13 +179,16 @@ def verify(
     if not verdict.genuine:
         raise fail(f"NOT GENUINE according to {node}: {verdict.reason}")
     if not verdict.changes:
-        console.print(f"{node}: issued by it at {verdict.issued_at}; no included record has changed since")
+        console.print(
+            f"{node}: issued by it at {verdict.issued_at}; no included record has changed since", markup=False
+        )
         return
-    console.print(f"{node}: issued by it at {verdict.issued_at}; changed since:")
+    console.print(f"{node}: issued by it at {verdict.issued_at}; changed since:", markup=False)
     for change in verdict.changes:
         console.print(
             f"  {change.record_id} ({change.origin} #{change.seq_in_report} → #{change.seq_now}): {change.change}",
             soft_wrap=True,
+            markup=False,
         )
 
 
@@ -213,4 +218,4 @@ def view(
     viewed = call_node(node, tls, "ViewReport", ask())
     checked = check_report(viewed.signed_report, trust)
     _write(checked, out)
-    console.print(f"{checked.document['title']} {checked.report_number} written to {out}", soft_wrap=True)
+    console.print(f"{checked.document['title']} {checked.report_number} written to {out}", soft_wrap=True, markup=False)
