@@ -62,16 +62,28 @@ class Held:
     report_number: str
     subject_id: str
     issued_at: dt.datetime
-    signed: bytes
-    row: asyncpg.Record
+    row: asyncpg.Record  # every column but the signed report itself: see :func:`signed_report`
 
 
 async def find(conn: Connection, number: str, code: str) -> Held | None:
-    """The report of this number, if ``code`` is its verification code (compared in constant time)."""
-    row = await conn.fetchrow("SELECT * FROM reports WHERE report_number = $1", number)
+    """The report of this number, if ``code`` is its verification code (compared in constant time).
+
+    The signed report (megabytes for a large one) is not read here: a guess at a code
+    must not make the node read it.
+    """
+    row = await conn.fetchrow(
+        "SELECT report_number, verification_code, kind, subject_id, issued_at, issued_to, role, period_start,"
+        " period_end, fields, included, report_sha256 FROM reports WHERE report_number = $1",
+        number,
+    )
     if row is None or not hmac.compare_digest(row["verification_code"].encode(), code.encode()):
         return None
-    return Held(number, row["subject_id"], row["issued_at"], bytes(row["signed_report"]), row)
+    return Held(number, row["subject_id"], row["issued_at"], row)
+
+
+async def signed_report(conn: Connection, held: Held) -> bytes:
+    """The signed report as issued, once its code has been checked."""
+    return bytes(await conn.fetchval("SELECT signed_report FROM reports WHERE report_number = $1", held.report_number))
 
 
 async def verify(

@@ -199,13 +199,14 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                     " ask the subject for a report issued to you",
                 )
             await log_access(conn, held.report_number, caller.identity, caller.role, "view", request.purpose)
+            signed = await register.signed_report(conn, held)
         call.answer(1, [f"report {held.report_number} viewed"])
         return report_pb2.IssuedReport(
             report_number=held.report_number,
             verification_code=request.verification_code,
             issued_at=held.issued_at.isoformat(),
             verify_url=self.issuer.verify_url(held.report_number, request.verification_code),
-            signed_report=held.signed,
+            signed_report=signed,
         )
 
     def _period(self, start_text: str, end_text: str) -> tuple[dt.date, dt.date]:
