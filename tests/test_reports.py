@@ -156,7 +156,12 @@ async def test_special_report_states_per_category_and_field_whether_there_is_a_r
     assert document["subject"] == {"id": COMPANY, "name": COMPANY_NAME}
     assert document["issuer"]["origin"] == "310000"
     members = federation.bundle_now().origins
-    assert [r["origin"] for r in document["regions"]] == members  # every member's log, each with how far it is held
+    # Covered: the regions whose logs this node holds, never a member it has nothing of (a relying party in that
+    # region would take the report's 无 for its own); the data cut-off still says how far each member's log is held.
+    assert [r["origin"] for r in document["regions"]] == ["320000"]
+    assert [o for o in members if any(f"（{o}）" in n and "不覆盖" in n for n in document["notes"])] == [
+        o for o in members if o != "320000"
+    ]
     assert {log["origin"]: log["seq"] > 0 for log in document["data_cutoff"]["logs"]} == {
         o: o == "320000" for o in members
     }

@@ -179,11 +179,17 @@ class Issuer:
                 "subject": {"id": request.subject_id, "name": name or ""},
                 "period": {"start": request.period_start.isoformat(), "end": request.period_end.isoformat()},
                 "fields": [{"code": f.code, "name": f.name} for f in request.fields],
-                "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins],
+                # Only the regions whose logs this node holds: a member it has nothing of is not covered.
+                "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins if held_seq.get(o)],
                 "sections": self._sections(request, shown, sources, bundle),
                 "items": [s.item for s in shown],
                 "evidence": evidence,
-                "notes": self._notes(request, shown),
+                "notes": self._notes(request, shown)
+                + [
+                    f"本节点尚无{_member_name(bundle, o) or o}（{o}）的信息，本报告不覆盖该地区。"
+                    for o in bundle.origins
+                    if not held_seq.get(o)
+                ],
             }
             # Off the event loop: a report of max_records records is megabytes of JSON to encode and sign.
             signed = await asyncio.to_thread(sign_document, document, self.key)
