@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fpdf import FPDF
 from typer.testing import CliRunner
 
 from credex.crypto.keys import SigningKey
@@ -366,3 +367,17 @@ async def test_a_verdict_by_number_and_code_alone_says_whose_report_it_is(
     )
     assert verdict.report_sha256 == report_sha256(issued.signed_report)
     assert not wrong.genuine and (wrong.subject_id, wrong.report_sha256, wrong.period_start) == ("", b"", "")
+
+
+def test_a_pdf_damaged_anywhere_is_reported_not_genuine_never_a_crash() -> None:
+    """pdfium fails on some damaged attachments (no data, no attachment at an index): that too is NOT GENUINE."""
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.embed_file(bytes=b'{"x":1}' * 200, basename="credex-report.json")
+    whole = bytes(pdf.output())
+    bundle = TrustBundle.model_construct()  # never reached: every file fails before any signature is checked
+    for position in range(len(whole)):
+        changed = bytearray(whole)
+        changed[position] ^= 0x01
+        with pytest.raises(ReportInvalid):
+            check_file(bytes(changed), bundle)

@@ -197,6 +197,8 @@ def _pdf_attachment(data: bytes) -> bytes:
             if attachment.get_name() == ATTACHMENT:
                 return bytes(attachment.get_data())
         raise ReportInvalid(f"the PDF carries no {ATTACHMENT}: it is not a credex report")
+    except pypdfium2.PdfiumError as exc:  # a damaged attachment: pdfium finds no data, or no attachment at an index
+        raise ReportInvalid(f"the PDF's attachments cannot be read: {exc}") from None
     finally:
         document.close()
 
@@ -205,9 +207,14 @@ def _renderer_note(data: bytes) -> str:
     """Why a re-rendering may differ without any tampering: the PDF names another renderer than ours."""
     import pypdfium2
 
-    document = pypdfium2.PdfDocument(data)
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError:
+        return ""
     try:
         producer = str(document.get_metadata_value("Producer"))
+    except pypdfium2.PdfiumError:
+        return ""
     finally:
         document.close()
     ours = f"PyFPDF/fpdf{FPDF_VERSION}"
