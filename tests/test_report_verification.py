@@ -381,3 +381,10 @@ def test_a_pdf_damaged_anywhere_is_reported_not_genuine_never_a_crash() -> None:
         changed[position] ^= 0x01
         with pytest.raises(ReportInvalid):
             check_file(bytes(changed), bundle)
+
+
+def test_a_report_asked_with_a_malformed_date_is_a_usage_error_before_any_call() -> None:
+    result = CliRunner().invoke(
+        app, ["report", COMPANY, "--to", "2026-13-45", "--node", "127.0.0.1:1", "--out", "report.pdf"]
+    )
+    assert result.exit_code == 2 and "--to" in result.output, (result.output, result.exception)

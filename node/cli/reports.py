@@ -103,7 +103,10 @@ def issue(
     """Issue a credit report and write it, after checking its signature and every record's proof."""
     if kind not in _KINDS:
         raise typer.BadParameter("special or full", param_hint="--kind")
-    end = dt.date.fromisoformat(to) if to else dt.date.today()
+    try:
+        end = dt.date.fromisoformat(to) if to else dt.date.today()
+    except ValueError:
+        raise typer.BadParameter(f"{to!r} is not a date YYYY-MM-DD", param_hint="--to") from None
     request = report_pb2.IssueReportRequest(
         subject=subject,
         kind=_KINDS[kind],
