@@ -388,3 +388,13 @@ def test_a_report_asked_with_a_malformed_date_is_a_usage_error_before_any_call()
         app, ["report", COMPANY, "--to", "2026-13-45", "--node", "127.0.0.1:1", "--out", "report.pdf"]
     )
     assert result.exit_code == 2 and "--to" in result.output, (result.output, result.exception)
+
+
+def test_an_authorization_file_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
+    garbled = tmp_path / "authorization.json"
+    garbled.write_bytes(b"\xff\xfe{")
+    result = CliRunner().invoke(
+        app,
+        ["report", "psn:" + "a" * 32, "--authorization", str(garbled), "--node", "127.0.0.1:1", "--out", "r.pdf"],
+    )
+    assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)

@@ -118,7 +118,7 @@ def issue(
     if authorization is not None:
         try:
             json_format.Parse(authorization.read_text(encoding="utf-8"), request.authorization)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, UnicodeDecodeError) as exc:
             raise typer.BadParameter(f"not an Authorization: {exc}", param_hint="--authorization") from None
     trust, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
