@@ -34,5 +34,7 @@ def simple_procedure(record: record_pb2.Record) -> bool:
         fine = Decimal(penalty.fine_yuan)
     except InvalidOperation:
         return False
+    if not fine.is_finite() or fine < 0:  # NaN would raise on comparison; a negative fine is no amount at all
+        return False
     person = record.subject.type == record_pb2.SUBJECT_TYPE_NATURAL_PERSON
     return fine <= (SIMPLE_FINE_PERSON if person else SIMPLE_FINE_OTHERS)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fpdf import FPDF
 from typer.testing import CliRunner
 
 from credex.crypto.keys import SigningKey
@@ -24,7 +25,7 @@ from credex.crypto.trust import TrustBundle
 from credex.node.cli import app
 from credex.node.ledger.appender import Change
 from credex.node.reports import ReportInvalid, check_report
-from credex.node.reports.document import report_sha256, sign_document
+from credex.node.reports.document import NO_RECORD, report_sha256, sign_document
 from credex.node.reports.rendering import check_file, render_html, render_pdf
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, report_pb2
 
@@ -261,3 +262,139 @@ async def test_credex_report_writes_a_pdf_and_verifies_it(
     out.write_bytes(bytes(changed))
     result = await asyncio.to_thread(runner.invoke, app, ["report", "verify", str(out), *trust])
     assert result.exit_code == 1 and "NOT GENUINE" in result.output
+
+
+async def test_even_the_issuer_cannot_describe_a_record_or_a_verdict_otherwise_than_the_origin_signed(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """What a reader sees of a record comes from the record its origin signed, and each 有/无 from the records shown.
+
+    A member that issues reports is trusted to sign them, not to rewrite other regions'
+    records: its signature over a changed summary must not make the change genuine.
+    """
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        special = await issue(channel, issue_request(fields=["market", "tax"]))
+    bundle = federation.bundle_now()
+    issuer_key = SigningKey.load(federation.layout.member_dir("310000") / "keys")
+    document = json.loads(base64.b64decode(json.loads(special.signed_report)["payload"]))
+    assert check_report(sign_document(document, issuer_key), bundle).report_number == special.report_number
+    for name, value in [
+        ("summary", "信用承诺履约良好"),
+        ("decision_date", "2001-01-01"),
+        ("authority", "某某管理局"),
+        ("document_number", "无"),
+        ("kind", "licence"),
+        ("publicity_end", "2000-01-01"),
+        ("sharing", "public" if document["items"][0]["sharing"] != "public" else "government"),
+    ]:
+        rewritten = json.loads(json.dumps(document))
+        rewritten["items"][0][name] = value
+        with pytest.raises(ReportInvalid, match=f"{name} .* not what its origin signed"):
+            check_report(sign_document(rewritten, issuer_key), bundle)
+    cleared = json.loads(json.dumps(document))
+    finding = next(f for s in cleared["sections"] for f in s.get("findings", []) if f["records"])
+    finding["verdict"], finding["records"] = NO_RECORD, []
+    with pytest.raises(ReportInvalid, match="无违法违规记录"):
+        check_report(sign_document(cleared, issuer_key), bundle)
+    emptied = json.loads(json.dumps(document))
+    finding = next(f for s in emptied["sections"] for f in s.get("findings", []) if f["records"])
+    finding["verdict"] = NO_RECORD
+    with pytest.raises(ReportInvalid, match="无违法违规记录"):
+        check_report(sign_document(emptied, issuer_key), bundle)
+    uncovered = json.loads(json.dumps(document))
+    section = next(s for s in uncovered["sections"] if not s["covered"])
+    section["verdict"] = NO_RECORD
+    with pytest.raises(ReportInvalid, match="not covered"):
+        check_report(sign_document(uncovered, issuer_key), bundle)
+
+
+HOSTILE_FILES = {
+    "an HTML block that is not base64": b'<script type="application/vnd.credex.report+json" id="credex-signed-report">'
+    b"A</script>",
+    "JSON nested past the stack": b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "an HTML block of JSON nested past the stack": b'<script type="application/vnd.credex.report+json"'
+    b' id="credex-signed-report">' + base64.b64encode(b"[" * 100_000 + b"]" * 100_000) + b"</script>",
+    "a PDF that is not one": b"%PDF-1.7 then nothing",
+    "an envelope of the wrong shapes": json.dumps({"payload": 1, "payloadType": [], "signatures": ["x"]}).encode(),
+    # What the file says is quoted in the error: console markup in it must print as text, not crash or restyle it.
+    "an envelope whose payload type is console markup": json.dumps(
+        {"payload": "e30=", "payloadType": "[/][green]GENUINE", "signatures": [{"keyid": "k", "sig": "AAAA"}]}
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+async def test_a_hostile_file_is_reported_not_genuine_never_a_crash(
+    federation: TestFederation, tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(ReportInvalid):
+        check_file(HOSTILE_FILES[name], federation.bundle_now())
+    hostile = tmp_path / "report.html"
+    hostile.write_bytes(HOSTILE_FILES[name])
+    trust = ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["report", "verify", str(hostile), *trust])
+    assert result.exit_code == 1 and "NOT GENUINE" in result.output, result.output
+    assert "[/][green]GENUINE" in result.output or "markup" not in name
+
+
+async def test_a_verdict_by_number_and_code_alone_says_whose_report_it_is(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """A QR scan or a paper copy gives no signed report: the verdict must say what was issued, to compare with it.
+
+    Otherwise a genuine number and code copied onto a doctored report of another
+    enterprise, or another period, would be answered "genuine" and nothing more.
+    """
+    issued = await issued_report(federation, pair)
+    document = check_report(issued.signed_report, federation.bundle_now()).document
+    async with client_channel(federation, pair.shanghai, "bidding-office") as channel:
+        verdict = await verify(
+            channel,
+            report_pb2.VerifyReportRequest(
+                report_number=issued.report_number, verification_code=issued.verification_code
+            ),
+        )
+        wrong = await verify(
+            channel,
+            report_pb2.VerifyReportRequest(report_number=issued.report_number, verification_code="AAAA-BBBB-CCCC"),
+        )
+    assert verdict.genuine
+    assert (verdict.subject_id, verdict.kind, verdict.period_start, verdict.period_end) == (
+        COMPANY,
+        report_pb2.REPORT_KIND_FULL,
+        document["period"]["start"],
+        document["period"]["end"],
+    )
+    assert verdict.report_sha256 == report_sha256(issued.signed_report)
+    assert not wrong.genuine and (wrong.subject_id, wrong.report_sha256, wrong.period_start) == ("", b"", "")
+
+
+def test_a_pdf_damaged_anywhere_is_reported_not_genuine_never_a_crash() -> None:
+    """pdfium fails on some damaged attachments (no data, no attachment at an index): that too is NOT GENUINE."""
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.embed_file(bytes=b'{"x":1}' * 200, basename="credex-report.json")
+    whole = bytes(pdf.output())
+    bundle = TrustBundle.model_construct()  # never reached: every file fails before any signature is checked
+    for position in range(len(whole)):
+        changed = bytearray(whole)
+        changed[position] ^= 0x01
+        with pytest.raises(ReportInvalid):
+            check_file(bytes(changed), bundle)
+
+
+def test_a_report_asked_with_a_malformed_date_is_a_usage_error_before_any_call() -> None:
+    result = CliRunner().invoke(
+        app, ["report", COMPANY, "--to", "2026-13-45", "--node", "127.0.0.1:1", "--out", "report.pdf"]
+    )
+    assert result.exit_code == 2 and "--to" in result.output, (result.output, result.exception)
+
+
+def test_an_authorization_file_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
+    garbled = tmp_path / "authorization.json"
+    garbled.write_bytes(b"\xff\xfe{")
+    result = CliRunner().invoke(
+        app,
+        ["report", "psn:" + "a" * 32, "--authorization", str(garbled), "--node", "127.0.0.1:1", "--out", "r.pdf"],
+    )
+    assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)

@@ -6,6 +6,7 @@ it took in over the federation's bus (tests/report_setup.py lists the records).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -17,11 +18,12 @@ import pypdfium2  # type: ignore[import-untyped]
 import pytest
 from PIL import ImageOps
 
+from credex.domain import uscc as uscc_codes
 from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, FieldsListError, check_report
 from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
 from credex.node.reports.rendering import render_html, render_pdf
-from credex.v1 import authorization_pb2, report_pb2
+from credex.v1 import authorization_pb2, record_pb2, report_pb2, report_pb2_grpc
 
 from .callers import client_channel
 from .conftest import TestFederation, eventually
@@ -35,6 +37,7 @@ from .report_setup import (
     LICENCE,
     LISTED,
     PERSON,
+    PERSON_AUTHORIZATION,
     PORTAL,
     REPAIRED,
     SERIOUS,
@@ -43,9 +46,12 @@ from .report_setup import (
     Pair,
     issue,
     issue_request,
+    record,
     start_pair,
     taken_in,
 )
+
+STREAMS_GRANTEE = uscc_codes.make("91", "310000", "JG000001")  # a supervision platform the person let take streams
 
 
 @pytest.fixture
@@ -150,7 +156,12 @@ async def test_special_report_states_per_category_and_field_whether_there_is_a_r
     assert document["subject"] == {"id": COMPANY, "name": COMPANY_NAME}
     assert document["issuer"]["origin"] == "310000"
     members = federation.bundle_now().origins
-    assert [r["origin"] for r in document["regions"]] == members  # every member's log, each with how far it is held
+    # Covered: the regions whose logs this node holds, never a member it has nothing of (a relying party in that
+    # region would take the report's 无 for its own); the data cut-off still says how far each member's log is held.
+    assert [r["origin"] for r in document["regions"]] == ["320000"]
+    assert [o for o in members if any(f"（{o}）" in n and "不覆盖" in n for n in document["notes"])] == [
+        o for o in members if o != "320000"
+    ]
     assert {log["origin"]: log["seq"] > 0 for log in document["data_cutoff"]["logs"]} == {
         o: o == "320000" for o in members
     }
@@ -402,3 +413,98 @@ async def test_no_report_is_issued_before_its_records_are_under_a_checkpoint(fed
     assert error.code() == grpc.StatusCode.UNAVAILABLE and "checkpoint" in (error.details() or "")
     async with shanghai.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM reports") == 0
+
+
+async def test_a_code_shows_a_report_only_to_a_viewer_who_may_see_every_record_in_it(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """A government office's report holds records shared with government only; its code must not open them to all."""
+    async with client_channel(federation, pair.shanghai, "government-office") as channel:
+        issued = await issue(channel, issue_request(fields=["market"], purpose="政府采购 供应商审查"))
+    shown = [i["record_id"] for i in check_report(issued.signed_report, federation.bundle_now()).document["items"]]
+    assert GOVERNMENT_ONLY.record_id in shown
+    async with client_channel(federation, pair.shanghai, "bidding-office") as channel:
+        denied = await refused(pair_view(channel, issued.report_number, issued.verification_code))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "government" in (denied.details() or "")
+    async with client_channel(federation, pair.shanghai, "government-office") as channel:
+        viewed = await report_pb2_grpc.ReportServiceStub(channel).ViewReport(
+            report_pb2.ViewReportRequest(
+                report_number=issued.report_number, verification_code=issued.verification_code, purpose="资格审查"
+            ),
+            timeout=30,
+        )
+    assert viewed.signed_report == issued.signed_report
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        accesses = await conn.fetch("SELECT caller, action FROM report_accesses ORDER BY id")
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE method = 'ViewReport' AND caller = 'bidding-office'"
+            " AND status = 'PERMISSION_DENIED'"
+        )
+    assert [(a["caller"], a["action"]) for a in accesses] == [
+        ("government-office", "issue"),
+        ("government-office", "view"),
+    ]
+    assert audited == 1
+
+
+async def test_the_daily_limit_holds_against_a_caller_asking_many_times_at_once(federation: TestFederation) -> None:
+    pair = await start_pair(federation, reports={"max_per_caller_per_day": 2})
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        answers = await asyncio.gather(
+            *(issue(channel, issue_request(fields=["market"])) for _ in range(8)), return_exceptions=True
+        )
+    issued = [a for a in answers if isinstance(a, report_pb2.IssuedReport)]
+    refusals = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert len(issued) == 2 and len(refusals) == 6
+    assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refusals)
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports WHERE issued_to = $1", PORTAL) == 2
+
+
+async def test_the_node_judges_by_the_authorization_it_holds_not_the_one_presented(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """Held for streams only, or revoked at its origin since: whatever the caller presents, no report."""
+    streams_only = record(
+        "13",
+        record_pb2.KIND_AUTHORIZATION,
+        subject=PERSON_AUTHORIZATION.subject,
+        sharing_level=record_pb2.SHARING_LEVEL_RESTRICTED,
+        authorization=record_pb2.AuthorizationDetails(
+            grantee=record_pb2.Authority(name="某监管平台", uscc=STREAMS_GRANTEE),
+            scope="stream",
+            valid_from=TODAY.isoformat(),
+            valid_to="2099-12-31",
+        ),
+    )
+    jiangsu = pair.jiangsu
+    assert jiangsu.pool is not None
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.append(conn, [Change.of(streams_only)])
+    await taken_in(pair.shanghai, jiangsu)
+
+    def asked(grantee: str) -> report_pb2.IssueReportRequest:
+        request = issue_request(subject=PERSON, kind=report_pb2.REPORT_KIND_FULL)
+        request.authorization.CopyFrom(
+            authorization_pb2.Authorization(
+                subject=PERSON, grantee=grantee, scope="report", valid_from=TODAY.isoformat(), valid_until="2099-12-31"
+            )
+        )
+        return request
+
+    async with client_channel(federation, pair.shanghai, STREAMS_GRANTEE) as channel:
+        error = await refused(issue(channel, asked(STREAMS_GRANTEE)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with client_channel(federation, pair.shanghai, AUTHORIZED) as channel:
+        assert (await issue(channel, asked(AUTHORIZED))).report_number
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        await jiangsu.ledger.revoke(conn, PERSON_AUTHORIZATION.record_id, "信息主体撤回授权")
+    await taken_in(pair.shanghai, jiangsu)
+    async with client_channel(federation, pair.shanghai, AUTHORIZED) as channel:
+        error = await refused(issue(channel, asked(AUTHORIZED)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports WHERE subject_id = $1", PERSON) == 1

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -22,11 +22,13 @@ import asyncpg
 import grpc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.models import CommandFunctionType
 
 from credex.crypto.keys import load_public
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
+from credex.node.channels import call_failed
 from credex.node.config import NodeConfig, load_config
 
 if TYPE_CHECKING:
@@ -41,8 +43,11 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` as one line whatever the terminal's width, so scripts and logs can match on it."""
-    err.print(f"[red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    """Print ``error: message`` as one line whatever the terminal's width, so scripts and logs can match on it.
+
+    The message is text, never markup: it often quotes what a file or a peer sent.
+    """
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -155,6 +160,15 @@ def trust_and_tls(
     if bundle is None or federation_key is None:
         raise fail("give --config, or --bundle and --federation-key, to check signatures")
     return TrustBundle.load_signed(bundle, load_public(federation_key)), (ca, cert, key)
+
+
+def call_node(node: str, tls: TlsFiles, method: str, asked: Coroutine[Any, Any, R]) -> R:
+    """Run one call to a node; a refusal becomes the CLI's explanation of what went wrong and how to fix it."""
+    ca, cert, key = tls
+    try:
+        return asyncio.run(asked)
+    except grpc.aio.AioRpcError as exc:
+        raise call_failed(exc, node, method, ca=ca, cert=cert, key=key) from None
 
 
 def run_on_store(config: Path, work: Callable[[asyncpg.Pool], Awaitable[R]]) -> R:

@@ -10,18 +10,15 @@ a subject (Shanghai Art. 34).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import asyncpg
-import grpc
 import typer
 from google.protobuf.message import Message
 from rich.table import Table
 
-from credex.node.channels import call_failed, open_channel
+from credex.node.channels import open_channel
 from credex.node.checks import OverdueFeedback, refresh_overdue_metric
 from credex.node.cli.app import (
     BundleOption,
@@ -32,8 +29,8 @@ from credex.node.cli.app import (
     FederationKeyOption,
     KeyOption,
     NodeConfigOption,
-    TlsFiles,
     app,
+    call_node,
     console,
     load_settings,
     run_on_store,
@@ -47,18 +44,8 @@ OUTCOMES = {
     "rewarded": check_pb2.FEEDBACK_OUTCOME_REWARDED,
     "not_adopted": check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
 }
-Answer = TypeVar("Answer", bound=Message)
 checks_app = CredexTyper(help="checks made at this node: feedback that is overdue", no_args_is_help=True)
 app.add_typer(checks_app, name="checks")
-
-
-def _run(node: str, tls: TlsFiles, method: str, asked: Coroutine[Any, Any, Answer]) -> Answer:
-    """Run one call; a refusal becomes the CLI's explanation of what went wrong and how to fix it."""
-    ca, cert, key = tls
-    try:
-        return asyncio.run(asked)
-    except grpc.aio.AioRpcError as exc:
-        raise call_failed(exc, node, method, ca=ca, cert=cert, key=key) from None
 
 
 def _print_json(message: Message) -> None:
@@ -94,7 +81,7 @@ def check(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await check_pb2_grpc.CheckServiceStub(channel).Check(request, timeout=60)
 
-    answer = _run(node, tls, "Check", ask())
+    answer = call_node(node, tls, "Check", ask())
     if as_json:
         _print_json(answer)
         return
@@ -173,7 +160,7 @@ def feedback(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await check_pb2_grpc.CheckServiceStub(channel).SubmitFeedback(request, timeout=30)
 
-    receipt = _run(node, tls, "SubmitFeedback", send())
+    receipt = call_node(node, tls, "SubmitFeedback", send())
     if as_json:
         _print_json(receipt)
         return

@@ -10,19 +10,16 @@ become of each included record.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import grpc
 import typer
 from google.protobuf import json_format
 from typer.core import TyperGroup
 
-from credex.node.channels import call_failed, open_channel
+from credex.node.channels import open_channel
 from credex.node.cli.app import (
     BundleOption,
     CaOption,
@@ -31,8 +28,8 @@ from credex.node.cli.app import (
     CredexTyper,
     FederationKeyOption,
     KeyOption,
-    TlsFiles,
     app,
+    call_node,
     console,
     fail,
     trust_and_tls,
@@ -42,7 +39,6 @@ from credex.node.reports.document import report_sha256
 from credex.node.reports.rendering import check_file, render
 from credex.v1 import report_pb2, report_pb2_grpc
 
-Answer = TypeVar("Answer")
 _KINDS = {"special": report_pb2.REPORT_KIND_SPECIAL, "full": report_pb2.REPORT_KIND_FULL}
 _PERIOD = re.compile(r"([1-9])y")
 
@@ -62,14 +58,6 @@ report_app = CredexTyper(
     no_args_is_help=True,
 )
 app.add_typer(report_app, name="report")
-
-
-def _run(node: str, tls: TlsFiles, method: str, asked: Coroutine[Any, Any, Answer]) -> Answer:
-    ca, cert, key = tls
-    try:
-        return asyncio.run(asked)
-    except grpc.aio.AioRpcError as exc:
-        raise call_failed(exc, node, method, ca=ca, cert=cert, key=key) from None
 
 
 def _period_start(period: str, today: dt.date) -> dt.date:
@@ -115,7 +103,10 @@ def issue(
     """Issue a credit report and write it, after checking its signature and every record's proof."""
     if kind not in _KINDS:
         raise typer.BadParameter("special or full", param_hint="--kind")
-    end = dt.date.fromisoformat(to) if to else dt.date.today()
+    try:
+        end = dt.date.fromisoformat(to) if to else dt.date.today()
+    except ValueError:
+        raise typer.BadParameter(f"{to!r} is not a date YYYY-MM-DD", param_hint="--to") from None
     request = report_pb2.IssueReportRequest(
         subject=subject,
         kind=_KINDS[kind],
@@ -127,7 +118,7 @@ def issue(
     if authorization is not None:
         try:
             json_format.Parse(authorization.read_text(encoding="utf-8"), request.authorization)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, UnicodeDecodeError) as exc:
             raise typer.BadParameter(f"not an Authorization: {exc}", param_hint="--authorization") from None
     trust, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
@@ -136,7 +127,7 @@ def issue(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await report_pb2_grpc.ReportServiceStub(channel).IssueReport(request, timeout=120)
 
-    issued = _run(node, tls, "IssueReport", ask())
+    issued = call_node(node, tls, "IssueReport", ask())
     checked = check_report(issued.signed_report, trust)
     _write(checked, out)
     document = checked.document
@@ -144,6 +135,7 @@ def issue(
         f"{document['title']} {issued.report_number} for {document['subject']['id']} written to {out}\n"
         f"verification code {issued.verification_code} · {len(document['items'])} records · {issued.verify_url}",
         soft_wrap=True,
+        markup=False,  # what a report or a node says is text
     )
 
 
@@ -170,6 +162,7 @@ def verify(
         f" {checked.issuer} (key {checked.key_id}) for {document['subject']['id']};"
         f" {len(document['items'])} records, each signed by its origin and in its log",
         soft_wrap=True,
+        markup=False,  # what a report or a node says is text
     )
     if not node:
         console.print("checked offline with the trust bundle; give --node to learn what changed since issue")
@@ -185,17 +178,20 @@ def verify(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await report_pb2_grpc.ReportServiceStub(channel).VerifyReport(request, timeout=60)
 
-    verdict = _run(node, tls, "VerifyReport", ask())
+    verdict = call_node(node, tls, "VerifyReport", ask())
     if not verdict.genuine:
         raise fail(f"NOT GENUINE according to {node}: {verdict.reason}")
     if not verdict.changes:
-        console.print(f"{node}: issued by it at {verdict.issued_at}; no included record has changed since")
+        console.print(
+            f"{node}: issued by it at {verdict.issued_at}; no included record has changed since", markup=False
+        )
         return
-    console.print(f"{node}: issued by it at {verdict.issued_at}; changed since:")
+    console.print(f"{node}: issued by it at {verdict.issued_at}; changed since:", markup=False)
     for change in verdict.changes:
         console.print(
             f"  {change.record_id} ({change.origin} #{change.seq_in_report} → #{change.seq_now}): {change.change}",
             soft_wrap=True,
+            markup=False,
         )
 
 
@@ -222,7 +218,7 @@ def view(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await report_pb2_grpc.ReportServiceStub(channel).ViewReport(request, timeout=60)
 
-    viewed = _run(node, tls, "ViewReport", ask())
+    viewed = call_node(node, tls, "ViewReport", ask())
     checked = check_report(viewed.signed_report, trust)
     _write(checked, out)
-    console.print(f"{checked.document['title']} {checked.report_number} written to {out}", soft_wrap=True)
+    console.print(f"{checked.document['title']} {checked.report_number} written to {out}", soft_wrap=True, markup=False)

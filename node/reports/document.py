@@ -30,7 +30,7 @@ from credex.node.chain.proofs import (
     proof_from_json,
 )
 from credex.node.store.events import record_bytes, record_digest, standing_of
-from credex.v1 import lookup_pb2
+from credex.v1 import lookup_pb2, record_pb2
 
 REPORT_FORMAT = "credex-report-v1"
 REPORT_PAYLOAD_TYPE = "application/vnd.credex.report.v1+json"
@@ -43,8 +43,67 @@ NO_RECORD = "无违法违规记录"
 NOT_COVERED = "not covered（未覆盖：本联盟尚未接入该类信息的数据来源）"  # never a word that reads as 无
 
 
+SHARING: dict[int, str] = {
+    record_pb2.SHARING_LEVEL_PUBLIC: "public",
+    record_pb2.SHARING_LEVEL_GOVERNMENT: "government",
+}
+
+
 class ReportInvalid(CredexError):
     """The report is not genuine, or not a credex report; the message says which check failed."""
+
+
+def describe(record: record_pb2.Record) -> dict[str, str]:
+    """What a report says of a record, all of it from the record its origin signed.
+
+    The issuer writes these words, but a reader checks them against the origin's
+    record (:func:`check_report`): the issuer vouches for the report, never for a
+    rewording of another region's decision.
+    """
+    return {
+        "kind": record_pb2.Kind.Name(record.kind).removeprefix("KIND_").lower(),
+        "decision_date": record.decision_date,
+        "document_number": record.document_number,
+        "authority": " / ".join(authorities(record)),
+        "summary": summary(record),
+        "publicity_end": record.publicity.end,
+        "sharing": SHARING.get(record.sharing_level, "restricted"),
+    }
+
+
+def authorities(record: record_pb2.Record) -> list[str]:
+    """The units named in a record: what the fields list places it by."""
+    names = [record.deciding_authority.name, record.source_unit.name]
+    if record.HasField("black_list"):
+        names.append(record.black_list.identifying_unit.name)
+    return [n for n in names if n]
+
+
+def summary(record: record_pb2.Record) -> str:
+    """One line saying what the record is, from the fields its kind has."""
+    which = record.WhichOneof("details")
+    parts: list[str] = []
+    if which == "penalty":
+        p = record.penalty
+        parts = [p.violation_type, p.content or p.types_as_published]
+        if p.fine_yuan:
+            parts.append(f"罚款 {p.fine_yuan} 元")
+    elif which == "black_list":
+        parts = [record.black_list.list_name, record.black_list.rule]
+    elif which == "licence":
+        parts = [record.licence.document_name or record.licence.certificate_name, record.licence.content]
+    elif which == "red_list":
+        parts = [record.red_list.list_name, record.red_list.reason]
+    elif which == "dishonest_debtor":
+        d = record.dishonest_debtor
+        parts = [d.case_number, d.court, d.obligation]
+    elif which == "commitment":
+        parts = [record.commitment.matter, record.commitment.content]
+    elif which == "contract":
+        parts = [record.contract.contract_name, record.contract.breach]
+    elif which == "household_worker":
+        parts = [record.household_worker.service_type, record.household_worker.agency.name]
+    return "；".join(p for p in parts if p) or record.note
 
 
 def sign_document(document: dict[str, Any], key: SigningKey) -> bytes:
@@ -82,7 +141,7 @@ def check_report(signed: bytes, bundle: TrustBundle) -> CheckedReport:
     """Check a signed report with the trust bundle only; :class:`ReportInvalid` says what failed."""
     try:
         envelope = envelope_from_dsse(json.loads(signed))
-    except (ValueError, ProofInvalid) as exc:
+    except (ValueError, ProofInvalid, RecursionError) as exc:  # RecursionError: arrays nested past Python's stack
         raise ReportInvalid(f"not a signed credex report: {exc}") from None
     if envelope.payload_type != REPORT_PAYLOAD_TYPE:
         raise ReportInvalid(f"payload type {envelope.payload_type[:60]!r} is not a credex report")
@@ -101,7 +160,7 @@ def check_report(signed: bytes, bundle: TrustBundle) -> CheckedReport:
         issued_at = dt.datetime.fromisoformat(document["issued_at"])
         if document["issuer"]["origin"] != origin:
             raise ReportInvalid(f"the report names issuer {document['issuer']['origin']!r} but is signed by {origin}")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ReportInvalid(f"the signed document is malformed: {exc!r}") from None
     if not member_key.valid_at(issued_at):
         raise ReportInvalid(f"key {envelope.key_id} of {origin} was not valid at {issued_at.isoformat()}")
@@ -136,19 +195,57 @@ def _check_evidence(document: dict[str, Any], bundle: TrustBundle) -> None:
                 raise ReportInvalid(f"{where}: the proof is of record {event.record_id}")
             if record_digest(record_bytes(event.record)).hex() != item["record_sha256"]:
                 raise ReportInvalid(f"{where}: the record shown is not the one its origin signed")
+            for name, value in describe(event.record).items():
+                if item[name] != value:
+                    raise ReportInvalid(f"{where}: its {name} {item[name]!r:.80} is not what its origin signed")
             if event.disputed != bool(item["disputed"]):
                 raise ReportInvalid(f"{where}: the dispute mark differs from the origin's")
             if standing_of(event.type, event.standing) != SHOWN_STANDING.get(item["shown_as"]):
                 raise ReportInvalid(f"{where}: shown as {item['shown_as']!r}, which is not where its origin put it")
         if len(evidence) != len(items):
             raise ReportInvalid("the report carries proofs of records it does not show")
-        shown = {item["record_id"] for item in items}
-        for section in document["sections"]:
-            named = list(section["records"]) + [r for f in section.get("findings", []) for r in f["records"]]
-            if not set(named) <= shown:
-                raise ReportInvalid(f"section {section['code']!r} names records the report does not show")
+        _check_sections(document)
         for key in ("report_number", "verification_code", "verify_url", "title", "subject", "period", "fields"):
             if key not in document:
                 raise ReportInvalid(f"the signed document has no {key}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ReportInvalid(f"the report's records or proofs are malformed: {exc!r}") from None
+
+
+def _check_sections(document: dict[str, Any]) -> None:
+    """Each heading's verdicts follow from the records it shows: never 无 beside a record, never 无 uncovered.
+
+    Which field a record belongs to is the issuing node's fields list, which a reader
+    does not hold; that it is one of the fields chosen, and that each 有/无 agrees
+    with the records placed under it, the reader checks.
+    """
+    items = {item["record_id"]: item for item in document["items"]}
+    chosen = {f["code"] for f in document["fields"]}
+    for section in document["sections"]:
+        where = f"section {section['code']!r}"
+        findings = section.get("findings", [])
+        named = list(section["records"]) + [r for f in findings for r in f["records"]]
+        if not set(named) <= set(items):
+            raise ReportInvalid(f"{where} names records the report does not show")
+        if not section["covered"]:
+            if section.get("verdict") != NOT_COVERED or named:
+                raise ReportInvalid(f"{where} has no source, so it must say not covered and show no record")
+            continue
+        if document["kind"] != "special":
+            continue
+        if {f["field"] for f in findings} != chosen or len(findings) != len(chosen):
+            raise ReportInvalid(f"{where} does not give one verdict for each field chosen")
+        for finding in findings:
+            behind = [
+                r
+                for r in section["records"]
+                if items[r]["field"] == finding["field"] and items[r]["shown_as"] == IN_FORCE
+            ]
+            verdict = HAS_RECORD if behind else NO_RECORD
+            if finding["records"] != behind or finding["verdict"] != verdict:
+                raise ReportInvalid(
+                    f"{where}, field {finding['field']!r}: says {finding['verdict']} beside records"
+                    f" {finding['records']}, but the records it shows make it {verdict} with {behind}"
+                )
+        if any(items[r]["field"] not in chosen for r in section["records"]):
+            raise ReportInvalid(f"{where} shows a record of a field that was not chosen")

@@ -13,6 +13,7 @@ and the first row of its access log commit together.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
@@ -38,6 +39,8 @@ from credex.node.reports.document import (
     NOT_COVERED,
     REPAIRED,
     REPORT_FORMAT,
+    authorities,
+    describe,
     report_sha256,
     sign_document,
 )
@@ -46,11 +49,8 @@ from credex.node.store.events import in_force, record_digest
 from credex.v1 import lookup_pb2, record_pb2
 
 KINDS = {"special": "专项信用报告", "full": "公共信用信息报告"}
-_SHARING: dict[int, str] = {
-    record_pb2.SHARING_LEVEL_PUBLIC: "public",
-    record_pb2.SHARING_LEVEL_GOVERNMENT: "government",
-}
 SOURCES_SECONDS = 300.0  # how long which members publish which kinds is taken as known
+_LIMIT_LOCK = 0x72657074  # "rept": the advisory lock class of a caller's daily count, keyed by the caller
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper
 
 
@@ -125,15 +125,7 @@ class Issuer:
         self.key.check_may_sign()
         today = dt.date.today()
         async with self.pool.acquire() as conn:
-            recent = await conn.fetchval(
-                "SELECT count(*) FROM reports WHERE issued_to = $1 AND issued_at > now() - interval '1 day'",
-                request.caller,
-            )
-            if recent >= self.settings.max_per_caller_per_day:
-                raise ReportRefused(
-                    f"{recent} reports were issued to you in the last 24 hours, the most this node issues to one"
-                    " caller; retry tomorrow"
-                )
+            await self._within_daily_limit(conn, request.caller)  # early, before any work for a refused caller
             rows = await conn.fetch(
                 "SELECT record_id, origin, seq, status, disputed, sharing_level, publicity_end, record"
                 " FROM records WHERE subject_id = $1 ORDER BY origin, record_id",
@@ -166,6 +158,9 @@ class Issuer:
         issued_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         code = "-".join("".join(secrets.choice(_CODE_ALPHABET) for _ in range(4)) for _ in range(3))
         async with self.pool.acquire() as conn, conn.transaction():
+            # Again under a lock on the caller, where the report is registered: many calls at once count as many.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LIMIT_LOCK, request.caller)
+            await self._within_daily_limit(conn, request.caller)
             serial = await conn.fetchval("SELECT nextval('report_numbers')")
             number = f"{self.origin}-{issued_at:%Y%m%d}-{serial:08d}"
             document = {
@@ -184,13 +179,20 @@ class Issuer:
                 "subject": {"id": request.subject_id, "name": name or ""},
                 "period": {"start": request.period_start.isoformat(), "end": request.period_end.isoformat()},
                 "fields": [{"code": f.code, "name": f.name} for f in request.fields],
-                "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins],
+                # Only the regions whose logs this node holds: a member it has nothing of is not covered.
+                "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins if held_seq.get(o)],
                 "sections": self._sections(request, shown, sources, bundle),
                 "items": [s.item for s in shown],
                 "evidence": evidence,
-                "notes": self._notes(request, shown),
+                "notes": self._notes(request, shown)
+                + [
+                    f"本节点尚无{_member_name(bundle, o) or o}（{o}）的信息，本报告不覆盖该地区。"
+                    for o in bundle.origins
+                    if not held_seq.get(o)
+                ],
             }
-            signed = sign_document(document, self.key)
+            # Off the event loop: a report of max_records records is megabytes of JSON to encode and sign.
+            signed = await asyncio.to_thread(sign_document, document, self.key)
             await conn.execute(
                 "INSERT INTO reports (report_number, verification_code, kind, subject_id, issued_at, issued_to, role,"
                 " period_start, period_end, fields, included, report_sha256, signed_report)"
@@ -218,6 +220,16 @@ class Issuer:
         return Issued(
             number, code, issued_at, self.verify_url(number, code), signed, [s.item["record_id"] for s in shown]
         )
+
+    async def _within_daily_limit(self, conn: Connection, caller: str) -> None:
+        recent = await conn.fetchval(
+            "SELECT count(*) FROM reports WHERE issued_to = $1 AND issued_at > now() - interval '1 day'", caller
+        )
+        if recent >= self.settings.max_per_caller_per_day:
+            raise ReportRefused(
+                f"{recent} reports were issued to you in the last 24 hours, the most this node issues to one"
+                " caller; retry tomorrow"
+            )
 
     async def _sources(self) -> dict[int, set[str]]:
         """Which members publish each record kind: what a heading is covered by.
@@ -258,7 +270,7 @@ class Issuer:
             and simple_procedure(record)
         ):
             return None
-        found = self.fields_list.field_of(_authorities(record))
+        found = self.fields_list.field_of(authorities(record))
         if found.code not in {f.code for f in request.fields}:
             return None
         return _Shown(row, record, shown_as, found)
@@ -349,61 +361,20 @@ def _decision_date(record: record_pb2.Record) -> dt.date | None:
         return None
 
 
-def _authorities(record: record_pb2.Record) -> list[str]:
-    names = [record.deciding_authority.name, record.source_unit.name]
-    if record.HasField("black_list"):
-        names.append(record.black_list.identifying_unit.name)
-    return [n for n in names if n]
-
-
 def _member_name(bundle: TrustBundle, origin: str) -> str:
     member = bundle.member(origin)
     return member.name if member is not None else ""
 
 
 def _item(s: _Shown) -> dict[str, Any]:
-    record, row = s.record, s.row
-    authority = " / ".join(_authorities(record))
+    row = s.row
     return {
         "record_id": row["record_id"],
         "origin": row["origin"],
         "seq": int(row["seq"]),
-        "kind": record_pb2.Kind.Name(record.kind).removeprefix("KIND_").lower(),
+        **describe(s.record),
         "field": s.belongs_to.code,
-        "decision_date": record.decision_date,
-        "document_number": record.document_number,
-        "authority": authority,
-        "summary": summary(record),
-        "publicity_end": record.publicity.end,
         "shown_as": s.shown_as,
         "disputed": bool(row["disputed"]),
-        "sharing": _SHARING.get(int(row["sharing_level"]), "restricted"),
         "record_sha256": record_digest(bytes(row["record"])).hex(),
     }
-
-
-def summary(record: record_pb2.Record) -> str:
-    """One line saying what the record is, from the fields its kind has."""
-    which = record.WhichOneof("details")
-    parts: list[str] = []
-    if which == "penalty":
-        p = record.penalty
-        parts = [p.violation_type, p.content or p.types_as_published]
-        if p.fine_yuan:
-            parts.append(f"罚款 {p.fine_yuan} 元")
-    elif which == "black_list":
-        parts = [record.black_list.list_name, record.black_list.rule]
-    elif which == "licence":
-        parts = [record.licence.document_name or record.licence.certificate_name, record.licence.content]
-    elif which == "red_list":
-        parts = [record.red_list.list_name, record.red_list.reason]
-    elif which == "dishonest_debtor":
-        d = record.dishonest_debtor
-        parts = [d.case_number, d.court, d.obligation]
-    elif which == "commitment":
-        parts = [record.commitment.matter, record.commitment.content]
-    elif which == "contract":
-        parts = [record.contract.contract_name, record.contract.breach]
-    elif which == "household_worker":
-        parts = [record.household_worker.service_type, record.household_worker.agency.name]
-    return "；".join(p for p in parts if p) or record.note

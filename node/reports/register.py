@@ -52,6 +52,7 @@ class Verdict:
     issued_at: dt.datetime | None = None
     subject_id: str = ""
     changes: list[RecordChange] = field(default_factory=list)
+    held: Held | None = None  # the register's entry, when genuine
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,28 @@ class Held:
     report_number: str
     subject_id: str
     issued_at: dt.datetime
-    signed: bytes
-    row: asyncpg.Record
+    row: asyncpg.Record  # every column but the signed report itself: see :func:`signed_report`
 
 
 async def find(conn: Connection, number: str, code: str) -> Held | None:
-    """The report of this number, if ``code`` is its verification code (compared in constant time)."""
-    row = await conn.fetchrow("SELECT * FROM reports WHERE report_number = $1", number)
+    """The report of this number, if ``code`` is its verification code (compared in constant time).
+
+    The signed report (megabytes for a large one) is not read here: a guess at a code
+    must not make the node read it.
+    """
+    row = await conn.fetchrow(
+        "SELECT report_number, verification_code, kind, subject_id, issued_at, issued_to, role, period_start,"
+        " period_end, fields, included, report_sha256 FROM reports WHERE report_number = $1",
+        number,
+    )
     if row is None or not hmac.compare_digest(row["verification_code"].encode(), code.encode()):
         return None
-    return Held(number, row["subject_id"], row["issued_at"], bytes(row["signed_report"]), row)
+    return Held(number, row["subject_id"], row["issued_at"], row)
+
+
+async def signed_report(conn: Connection, held: Held) -> bytes:
+    """The signed report as issued, once its code has been checked."""
+    return bytes(await conn.fetchval("SELECT signed_report FROM reports WHERE report_number = $1", held.report_number))
 
 
 async def verify(
@@ -97,7 +110,7 @@ async def verify(
     now = {r["record_id"]: r for r in rows}
     today = dt.date.today()
     changes = [c for c in (_change(i, now.get(i["record_id"]), today) for i in included) if c is not None]
-    return Verdict(True, "", number, held.issued_at, held.subject_id, changes)
+    return Verdict(True, "", number, held.issued_at, held.subject_id, changes, held)
 
 
 def _change(item: dict[str, object], row: asyncpg.Record | None, today: dt.date) -> RecordChange | None:

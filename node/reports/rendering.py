@@ -16,6 +16,7 @@ embedded by fpdf2, so the PDF needs no font on the reader's machine either.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import html
 import io
@@ -174,7 +175,10 @@ def embedded_report(data: bytes) -> tuple[bytes, str]:
         return _pdf_attachment(data), "pdf"
     found = _HTML_BLOCK.search(data)
     if found is not None:
-        return base64.b64decode(found.group(1)), "html"
+        try:
+            return base64.b64decode(found.group(1), validate=True), "html"
+        except binascii.Error as exc:
+            raise ReportInvalid(f"the HTML page's signed report is not base64: {exc}") from None
     if data.lstrip().startswith(b"{"):
         return data, "json"
     raise ReportInvalid("not a credex report: neither a PDF nor an HTML page with a signed report, nor one itself")
@@ -193,6 +197,8 @@ def _pdf_attachment(data: bytes) -> bytes:
             if attachment.get_name() == ATTACHMENT:
                 return bytes(attachment.get_data())
         raise ReportInvalid(f"the PDF carries no {ATTACHMENT}: it is not a credex report")
+    except pypdfium2.PdfiumError as exc:  # a damaged attachment: pdfium finds no data, or no attachment at an index
+        raise ReportInvalid(f"the PDF's attachments cannot be read: {exc}") from None
     finally:
         document.close()
 
@@ -201,9 +207,14 @@ def _renderer_note(data: bytes) -> str:
     """Why a re-rendering may differ without any tampering: the PDF names another renderer than ours."""
     import pypdfium2
 
-    document = pypdfium2.PdfDocument(data)
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError:
+        return ""
     try:
         producer = str(document.get_metadata_value("Producer"))
+    except pypdfium2.PdfiumError:
+        return ""
     finally:
         document.close()
     ours = f"PyFPDF/fpdf{FPDF_VERSION}"

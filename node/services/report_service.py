@@ -11,6 +11,7 @@ shows the records its caller may see, in force, never grades or risk classes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Any
 
@@ -31,6 +32,7 @@ from credex.node.reports import (
     ReportUnavailable,
     register,
 )
+from credex.node.reports.document import SHARING
 from credex.node.reports.issuing import log_access
 from credex.node.services import edge
 from credex.node.services.access import Caller
@@ -40,6 +42,7 @@ from credex.node.trust import TrustProvider
 from credex.v1 import lookup_pb2, record_pb2, report_pb2, report_pb2_grpc
 
 _KINDS = {report_pb2.REPORT_KIND_SPECIAL: "special", report_pb2.REPORT_KIND_FULL: "full"}
+_KIND_CODES = {name: code for code, name in _KINDS.items()}
 _PSEUDONYM = re.compile(re.escape(PSEUDONYM_PREFIX) + r"[a-z2-7]{32}")
 _LEVELS = (record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT, record_pb2.SHARING_LEVEL_RESTRICTED)
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
@@ -137,7 +140,13 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             [f"report {request.report_number} verified: {'genuine' if verdict.genuine else 'not genuine'}"]
             + [f"{c.record_id} {c.change}" for c in verdict.changes],
         )
+        held = verdict.held if verdict.genuine else None
         return report_pb2.ReportVerdict(
+            subject_id=held.subject_id if held else "",
+            kind=_KIND_CODES[held.row["kind"]] if held else report_pb2.REPORT_KIND_UNSPECIFIED,
+            period_start=held.row["period_start"].isoformat() if held else "",
+            period_end=held.row["period_end"].isoformat() if held else "",
+            report_sha256=bytes(held.row["report_sha256"]) if held else b"",
             genuine=verdict.genuine,
             reason=verdict.reason,
             issued_at=verdict.issued_at.isoformat() if verdict.issued_at else "",
@@ -173,14 +182,31 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                     grpc.StatusCode.PERMISSION_DENIED,
                     "a natural person's report is not shown by code; ask the person for the report itself",
                 )
+            levels = await conn.fetch(
+                "SELECT DISTINCT sharing_level FROM records WHERE record_id = ANY($1)",
+                [i["record_id"] for i in json.loads(held.row["included"])],
+            )
+            hidden = sorted(
+                SHARING.get(r["sharing_level"], "restricted")
+                for r in levels
+                if not caller.sees(r["sharing_level"], _ACTIVE)
+            )
+            if hidden:
+                # The code is a bearer token the subject hands to anyone: it opens no more than the viewer may see.
+                raise edge.Refused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"this report holds records shared only at level {', '.join(hidden)}, which you may not see;"
+                    " ask the subject for a report issued to you",
+                )
             await log_access(conn, held.report_number, caller.identity, caller.role, "view", request.purpose)
+            signed = await register.signed_report(conn, held)
         call.answer(1, [f"report {held.report_number} viewed"])
         return report_pb2.IssuedReport(
             report_number=held.report_number,
             verification_code=request.verification_code,
             issued_at=held.issued_at.isoformat(),
             verify_url=self.issuer.verify_url(held.report_number, request.verification_code),
-            signed_report=held.signed,
+            signed_report=signed,
         )
 
     def _period(self, start_text: str, end_text: str) -> tuple[dt.date, dt.date]:

@@ -194,6 +194,11 @@ class ReportVerdict(_message.Message):
     ISSUER_FIELD_NUMBER: _builtins.int
     REPORT_NUMBER_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    REPORT_SHA256_FIELD_NUMBER: _builtins.int
     genuine: _builtins.bool
     reason: _builtins.str
     """why not, when not genuine"""
@@ -201,6 +206,16 @@ class ReportVerdict(_message.Message):
     issuer: _builtins.str
     """the issuing node's origin"""
     report_number: _builtins.str
+    subject_id: _builtins.str
+    """What the register holds under this number, when genuine: a verifier holding only the number and
+    code (a QR scan, a paper copy) compares these with what it was shown, since the code proves no more.
+    the USCC, or the person's pseudonym
+    """
+    kind: Global___ReportKind.ValueType
+    period_start: _builtins.str
+    period_end: _builtins.str
+    report_sha256: _builtins.bytes
+    """SHA-256 of the signed report as issued"""
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordChange]:
         """included records that changed since the report was issued"""
@@ -214,10 +229,15 @@ class ReportVerdict(_message.Message):
         issuer: _builtins.str = ...,
         report_number: _builtins.str = ...,
         changes: _abc.Iterable[Global___RecordChange] | None = ...,
+        subject_id: _builtins.str = ...,
+        kind: Global___ReportKind.ValueType = ...,
+        period_start: _builtins.str = ...,
+        period_end: _builtins.str = ...,
+        report_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "genuine", b"genuine", "issued_at", b"issued_at", "issuer", b"issuer", "reason", b"reason", "report_number", b"report_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "genuine", b"genuine", "issued_at", b"issued_at", "issuer", b"issuer", "kind", b"kind", "period_end", b"period_end", "period_start", b"period_start", "reason", b"reason", "report_number", b"report_number", "report_sha256", b"report_sha256", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
