@@ -361,5 +361,5 @@ async def test_a_witness_refuses_a_view_of_the_log_that_its_own_copy_contradicts
     with pytest.raises(WitnessRefused, match="another root at size 3"):
         await witness.add_checkpoint(LOG, 0, [], forged.checkpoint(3))
     assert await witnessed_size(node) is None
-    genuine = Checkpoint(log_name(LOG), 3, (await node.logbook.tree(LOG)).root(3)).sign(forged.key)
+    genuine = Checkpoint(log_name(LOG), 3, await (await node.logbook.tree(LOG)).root(3)).sign(forged.key)
     assert (await witness.add_checkpoint(LOG, 0, [], genuine.encode())).witness_size == 3

@@ -30,11 +30,12 @@ from credex.node.cli.app import (
     KeyOption,
     TlsFiles,
     app,
+    call_node,
     console,
     fail,
     trust_and_tls,
 )
-from credex.node.cli.checks import NodeOption, _print_json, _run
+from credex.node.cli.checks import NodeOption, _print_json
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2
 
 cases_app = CredexTyper(
@@ -73,7 +74,7 @@ def _call(node: str, tls: TlsFiles, method: str, request: Message) -> Message:
             answer: Message = await getattr(stub, method)(request, timeout=60)
             return answer
 
-    return _run(node, tls, method, ask())
+    return call_node(node, tls, method, ask())
 
 
 def _show(case: case_pb2.Case, as_json: bool) -> None:

@@ -240,7 +240,7 @@ def checks_of(
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
             return await check_pb2_grpc.CheckServiceStub(channel).ListChecksOfSubject(request, timeout=30)
 
-    page = _run(node, tls, "ListChecksOfSubject", ask())
+    page = call_node(node, tls, "ListChecksOfSubject", ask())
     if as_json:
         _print_json(page)
         return

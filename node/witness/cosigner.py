@@ -136,7 +136,7 @@ class Witness:
         if self.logbook is None:
             return
         tree = await self.logbook.tree(origin)
-        if 0 < checkpoint.size <= tree.size and tree.root(checkpoint.size) != checkpoint.root:
+        if 0 < checkpoint.size <= tree.size and await tree.root(checkpoint.size) != checkpoint.root:
             raise WitnessRefused(
                 "FAILED_PRECONDITION",
                 f"{origin}'s signed events held here give another root at size {checkpoint.size}:"
