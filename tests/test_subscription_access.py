@@ -23,11 +23,11 @@ from credex.node.config import SubscriptionsConfig
 from credex.node.runtime import Node
 from credex.node.services.access import Caller
 from credex.node.streams.entitlement import Delivery, Entitlement
-from credex.v1 import authorization_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
+from credex.v1 import authorization_pb2, event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel
 from .conftest import TestFederation
-from .streaming import append, company, penalty, reached, subscribe
+from .streaming import append, company, penalty, reached, revoke, subscribe
 
 SH = "310000"
 FINANCING = "xinyidai-platform"  # a 信易贷 platform's certificate name
@@ -308,3 +308,31 @@ def test_a_record_past_its_window_leaves_a_public_subscribers_view_as_a_change()
     assert public.delivery(SH, record, ACTIVE, TODAY, False) is Delivery.CHANGE
     government = Entitlement.of(Caller("someone", "government"), SubscriptionsConfig())
     assert government.delivery(SH, record, EXPIRED, TODAY, False) is Delivery.FULL  # as lookups show them
+
+
+async def test_a_subscriber_replaying_history_never_receives_a_record_withdrawn_since(
+    federation: TestFederation,
+) -> None:
+    """Judged by where the record stands now, not where it stood when the event was signed: a public
+    subscriber that starts from the beginning after a revocation or a repair (信用修复) gets the record's
+    old events as changes, never the withdrawn record itself."""
+    node = await federation.start_node(SH)
+    await append(node, [penalty(SH, n, company(n)) for n in (1, 2, 3)])
+    await revoke(node, f"{SH}-CF-S1")
+    assert node.pool is not None
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.amend(
+            conn,
+            f"{SH}-CF-S2",
+            event_pb2.EVENT_TYPE_REPAIR,
+            "信用修复",
+            standing=lookup_pb2.ENTRY_STATUS_REPAIRED,
+            case=event_pb2.CaseRef(case_id="R-2", kind="repair", outcome="approved"),
+        )
+    bundle = federation.bundle_now()
+    async with client_channel(federation, node, PUBLIC) as public:
+        replay = await subscribe(public, bundle).until(reached(SH, 5))
+        replay.call.cancel()
+    sent_in_full = {t.event.record.record_id for t in replay.taken if t.event is not None}
+    assert sent_in_full == {f"{SH}-CF-S3"}
+    assert replay.seqs(SH, "change") == [1, 2, 4, 5]

@@ -33,7 +33,7 @@ from credex.domain.measures import Measure
 from credex.domain.publicity import publicity_today
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
-from credex.node.store.events import standing_of
+from credex.node.store.events import WITHDRAWN, standing_of
 from credex.node.streams import authorizations
 from credex.node.streams.bell import SAFETY_POLL_SECONDS, Bell
 from credex.node.streams.entitlement import Delivery, Entitlement
@@ -85,6 +85,7 @@ class _Row:
     subject_id: str
     envelope: bytes
     leaf_hash: bytes
+    standing_now: int  # where the event's record stands now (records.status), 0 if not held
 
 
 @dataclass(slots=True)
@@ -237,7 +238,7 @@ class Stream:
             for index, row in enumerate(batch):
                 judged.append((row.seq, self._judge(origin, row, today, row.subject_id in allowed)))
                 self.held_rows -= len(row.envelope)
-                batch[index] = _Row(row.seq, 0, "", b"", b"")  # let go of what is judged
+                batch[index] = _Row(row.seq, 0, "", b"", b"", 0)  # let go of what is judged
             # The batch's proofs from one read of the tiles they need, not a read per event.
             proved = [seq for seq, message in judged if message is not None and seq <= covered]
             hashes: dict[int, list[bytes]] = {}
@@ -277,6 +278,8 @@ class Stream:
         if self.filter.measures is not None and not any(m.triggered_by(record) for m in self.filter.measures):
             return None
         standing = standing_of(event.type, event.standing)
+        if row.standing_now in WITHDRAWN:  # withdrawn since: its old events are history the caller may not see
+            standing = row.standing_now
         delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
         if delivery is Delivery.FULL:
             self.counts.events += count
@@ -299,17 +302,21 @@ class Stream:
         """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter, and
         which of their subjects a financing caller is authorized for now.
 
-        Asked after the events were read, on the same connection: an authorization ended before
-        an event was stored is seen ended when that event is judged. No connection is held
+        Each row carries where its record stands now: an event of a record revoked or repaired
+        since is judged as withdrawn, so replaying history never hands out what lookups no
+        longer show. Authorizations are asked after the events were read, on the same connection:
+        an authorization ended before an event was stored is seen ended when that event is
+        judged. No connection is held
         once this returns, however long the subscriber takes to read.
         """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT seq, event_type, subject_id, envelope, leaf_hash FROM events"
-                " WHERE origin = $1 AND seq > $2 AND seq <= $3"
-                " AND (cardinality($4::text[]) = 0 OR subject_id = ANY($4::text[]))"
-                " AND (cardinality($5::smallint[]) = 0 OR event_type = ANY($5::smallint[]))"
-                " ORDER BY seq LIMIT $6",
+                "SELECT e.seq, e.event_type, e.subject_id, e.envelope, e.leaf_hash, r.status AS standing_now"
+                " FROM events e LEFT JOIN records r ON r.record_id = e.record_id"
+                " WHERE e.origin = $1 AND e.seq > $2 AND e.seq <= $3"
+                " AND (cardinality($4::text[]) = 0 OR e.subject_id = ANY($4::text[]))"
+                " AND (cardinality($5::smallint[]) = 0 OR e.event_type = ANY($5::smallint[]))"
+                " ORDER BY e.seq LIMIT $6",
                 origin,
                 after,
                 upto,
@@ -323,7 +330,15 @@ class Stream:
                     conn, self.entitlement.grantee, (r["subject_id"] for r in rows), today
                 )
         batch = [
-            _Row(r["seq"], r["event_type"], r["subject_id"], bytes(r["envelope"]), bytes(r["leaf_hash"])) for r in rows
+            _Row(
+                r["seq"],
+                r["event_type"],
+                r["subject_id"],
+                bytes(r["envelope"]),
+                bytes(r["leaf_hash"]),
+                int(r["standing_now"] or 0),
+            )
+            for r in rows
         ]
         return batch, allowed
 
