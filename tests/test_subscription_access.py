@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import itertools
 
+import asyncpg
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,8 +26,8 @@ from credex.node.services.access import Caller
 from credex.node.streams.entitlement import Delivery, Entitlement
 from credex.v1 import authorization_pb2, event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
-from .callers import PUBLIC, audit_rows, client_channel
-from .conftest import TestFederation
+from .callers import PUBLIC, audit_rows, client_channel, peer_channel
+from .conftest import TestFederation, eventually
 from .streaming import append, company, penalty, reached, revoke, subscribe
 
 SH = "310000"
@@ -336,3 +337,30 @@ async def test_a_subscriber_replaying_history_never_receives_a_record_withdrawn_
     sent_in_full = {t.event.record.record_id for t in replay.taken if t.event is not None}
     assert sent_in_full == {f"{SH}-CF-S3"}
     assert replay.seqs(SH, "change") == [1, 2, 4, 5]
+
+
+async def test_a_stream_ends_when_a_new_trust_bundle_no_longer_gives_the_caller_its_role(
+    federation: TestFederation,
+) -> None:
+    """A stream may last for days: who the caller is gets asked again whenever the node takes a new
+    bundle, and a peer removed from the federation is cut before anything more is written to it."""
+    node = await federation.start_node(SH)
+    await append(node, [penalty(SH, n, company(n)) for n in (1, 2, 3)])
+    bundle = federation.bundle_now()
+    async with peer_channel(federation, node, "320000") as channel:
+        reading = await subscribe(channel, bundle).until(reached(SH, 3))
+        node.trust.update(bundle.without_member("320000").next_version())
+        await append(node, [penalty(SH, n, company(n)) for n in (4, 5, 6)])
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await reading.until(reached(SH, 6))
+    assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "trust bundle" in str(ended.value.details())
+    assert reading.seqs(SH) == [1, 2, 3]
+    closed = await eventually(lambda: closing_row(node))
+    assert closed["status"] == "PERMISSION_DENIED" and "trust bundle changed" in closed["detail"]
+
+
+async def closing_row(node: Node) -> asyncpg.Record | None:
+    """The audit row of the last stream to close, once written (closing rows are queued)."""
+    rows = [r for r in await audit_rows(node, "Subscribe") if "stream closed" in r["detail"]]
+    return rows[-1] if rows else None
