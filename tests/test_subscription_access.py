@@ -18,12 +18,14 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from credex.domain import uscc as uscc_codes
 from credex.node.config import SubscriptionsConfig
 from credex.node.runtime import Node
 from credex.node.services.access import Caller
 from credex.node.streams.entitlement import Delivery, Entitlement
+from credex.node.streams.stream import MAX_MESSAGE_BYTES
 from credex.v1 import authorization_pb2, event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel, peer_channel
@@ -364,3 +366,50 @@ async def closing_row(node: Node) -> asyncpg.Record | None:
     """The audit row of the last stream to close, once written (closing rows are queued)."""
     rows = [r for r in await audit_rows(node, "Subscribe") if "stream closed" in r["detail"]]
     return rows[-1] if rows else None
+
+
+async def test_an_authorization_ended_while_a_financing_subscriber_stalls_stops_what_was_not_yet_written(
+    federation: TestFederation,
+) -> None:
+    """Authorization is asked again just before each message is written, not only when a batch is read:
+    a subscriber that holds the stream up with flow control gets, after the end, at most what was
+    already written to its connection, and no proof carrying an envelope it was not sent."""
+    node = await federation.start_node(
+        SH,
+        access=SETTINGS["access"],
+        subscriptions={"grantees": {FINANCING: UNIT}, "heartbeat_seconds": 0.5, "batch_size": 1000},
+    )
+    subject = company(42)
+    bundle = federation.bundle_now()
+    padding = "款" * 600  # ~2 KB an event: 1000 of them are far more than a connection's window holds
+    # Without BDP probing the subscriber's HTTP/2 window stays at its initial 64 KiB.
+    stalled = (("grpc.http2.bdp_probe", 0),)
+    async with (
+        client_channel(federation, node, OPERATOR) as operator,
+        client_channel(federation, node, FINANCING, options=stalled) as financing,
+    ):
+        desk = subscription_pb2_grpc.SubscriptionServiceStub(operator)
+        await desk.GrantAuthorization(
+            subscription_pb2.GrantAuthorizationRequest(authorization=authorization("W-1", subject))
+        )
+        await append(node, [penalty(SH, n, subject, note=padding) for n in range(1, 1001)])
+        reading = subscribe(financing, bundle)  # not read from until the authorization has ended
+
+        async def held_back() -> float:
+            return float(REGISTRY.get_sample_value("credex_stream_buffered_bytes", {"origin": SH}) or 0.0)
+
+        await eventually(held_back)  # the stream has read the batch and waits on the subscriber
+        await desk.EndAuthorization(
+            subscription_pb2.EndAuthorizationRequest(authorization_id="W-1", grantee=UNIT, reason="授权撤回")
+        )
+        await append(node, [penalty(SH, 1001, company(43))])
+        await reading.until(reached(SH, 1001))  # heartbeats carry the cursor past what was not sent
+        reading.call.cancel()
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        smallest = await conn.fetchval("SELECT min(length(envelope)) FROM events WHERE origin = $1 AND seq <= 1000", SH)
+    written_before_the_end = (65_535 + 2 * MAX_MESSAGE_BYTES) // smallest + 1
+    sent = reading.seqs(SH)
+    assert len(sent) <= written_before_the_end < 1000, (len(sent), written_before_the_end)
+    assert {t.seq for t in reading.taken if t.kind == "proof"} <= set(sent)
+    assert reading.seqs(SH, "change") == []

@@ -95,6 +95,11 @@ class _Owed:
     origin: str
     seq: int
     full: bool  # False: a change, whose proof carries no envelope
+    subject: str  # the event's subject, asked again for a financing caller before the proof is written
+
+
+# An item ready to go out, with the subject of the event it carries ("" for a heartbeat).
+_Out = tuple[subscription_pb2.StreamItem, str]
 
 
 @dataclass(eq=False)  # one stream is one subscriber's: kept in sets by identity
@@ -117,23 +122,24 @@ class Stream:
     async def messages(self) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
         """The stream, without end, as messages of the items ready; the caller writes each before asking for more."""
         message = subscription_pb2.SubscribeResponse()
+        subjects: list[str] = []
         size = 0
-        async for item in self.items():
-            if item is None:  # nothing more is ready now: send what is gathered
-                if message.items:
-                    yield message
-                    message, size = subscription_pb2.SubscribeResponse(), 0
-                    self.held_message = 0
-                continue
-            message.items.append(item)
-            size += item.ByteSize()
-            self.held_message = size
-            if len(message.items) >= MAX_MESSAGE_ITEMS or size >= MAX_MESSAGE_BYTES:
-                yield message
-                message, size = subscription_pb2.SubscribeResponse(), 0
+        async for out in self.items():
+            if out is not None:
+                item, subject = out
+                message.items.append(item)
+                subjects.append(subject)
+                size += item.ByteSize()
+                self.held_message = size
+            full = len(message.items) >= MAX_MESSAGE_ITEMS or size >= MAX_MESSAGE_BYTES
+            if message.items and (out is None or full):  # None: nothing more is ready now, send what is gathered
+                ready = await self._still_entitled(message, subjects)
+                if ready.items:
+                    yield ready
+                message, subjects, size = subscription_pb2.SubscribeResponse(), [], 0
                 self.held_message = 0
 
-    async def items(self) -> AsyncIterator[subscription_pb2.StreamItem | None]:
+    async def items(self) -> AsyncIterator[_Out | None]:
         """Every item in order, and None whenever the stream is about to wait (or read the store again)."""
         wake = self.bell.join()
         try:
@@ -145,25 +151,25 @@ class Stream:
                 read_any = False
                 if len(self.owed) < self.settings.max_pending_proofs:
                     for origin, head in await self._heads():
-                        async for item in self._origin_round(origin, head):
+                        async for out in self._origin_round(origin, head):
                             read_any = True
-                            yield item
+                            yield out
                             last_sent = time.monotonic()
                         read_any = read_any or self.positions.get(origin, 0) > reported.get(origin, 0)
                         yield None
-                async for item in self._owed_proofs():
-                    yield item
+                async for out in self._owed_proofs():
+                    yield out
                     last_sent = time.monotonic()
                 resent = self._resent()
                 if resent:
                     heartbeat = self._heartbeat()
                     heartbeat.heartbeat.proofs_resent.extend(resent)
-                    yield heartbeat
+                    yield heartbeat, ""
                     last_sent = time.monotonic()
                 if read_any:
                     if self.positions != reported:
                         reported = dict(self.positions)
-                        yield self._heartbeat()
+                        yield self._heartbeat(), ""
                         last_sent = time.monotonic()
                     yield None
                     continue
@@ -175,11 +181,47 @@ class Stream:
                     await asyncio.wait_for(wake.wait(), timeout)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
                     reported = dict(self.positions)
-                    yield self._heartbeat()
+                    yield self._heartbeat(), ""
                     yield None
                     last_sent = time.monotonic()
         finally:
             self.bell.leave(wake)
+
+    async def _still_entitled(
+        self, message: subscription_pb2.SubscribeResponse, subjects: list[str]
+    ) -> subscription_pb2.SubscribeResponse:
+        """``message`` as it may be written now: a financing caller's items of subjects no longer authorized out.
+
+        Judged when read, an item may wait long for a subscriber that holds the stream up with
+        flow control; an authorization ended meanwhile ends what the subscriber gets at the
+        next message written, not at the next batch read. What is taken out is passed over
+        (the cursor moves past it, as past what the filter leaves out) and owes no proof.
+        """
+        wanted = {subject for subject in subjects if subject}
+        if not self.entitlement.needs_authorization or not wanted:
+            return message
+        async with self.pool.acquire() as conn:
+            allowed = await authorizations.authorized(conn, self.entitlement.grantee, wanted, publicity_today())
+        if wanted <= allowed:
+            return message
+        kept = subscription_pb2.SubscribeResponse()
+        dropped: set[tuple[str, int]] = set()
+        for item, subject in zip(message.items, subjects, strict=True):
+            if not subject or subject in allowed:
+                kept.items.append(item)
+                continue
+            body = item.WhichOneof("body")
+            if body == "event":
+                self.counts.events -= 1
+                dropped.add((item.event.origin, item.event.seq))
+            elif body == "change":
+                self.counts.changes -= 1
+                dropped.add((item.change.origin, item.change.seq))
+            elif body == "proof":
+                self.counts.proofs -= 1
+        if dropped:
+            self.owed = [o for o in self.owed if (o.origin, o.seq) not in dropped]
+        return kept
 
     @property
     def buffered_bytes(self) -> int:
@@ -221,7 +263,7 @@ class Stream:
                 heads.append((origin, head))
         return heads
 
-    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.StreamItem]:
+    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[_Out]:
         limit = self.settings.batch_size
         today = publicity_today()
         batch, allowed = await self._read(origin, self.positions.get(origin, 0), head, today)
@@ -234,18 +276,18 @@ class Stream:
             if checkpoint is not None:
                 tree = await self.logbook.tree(origin)
                 covered = checkpoint.size if checkpoint.size <= tree.size else 0
-            judged: list[tuple[int, _ITEM | None]] = []
+            judged: list[tuple[int, _ITEM | None, str]] = []
             for index, row in enumerate(batch):
-                judged.append((row.seq, self._judge(origin, row, today, row.subject_id in allowed)))
+                judged.append((row.seq, self._judge(origin, row, today, row.subject_id in allowed), row.subject_id))
                 self.held_rows -= len(row.envelope)
                 batch[index] = _Row(row.seq, 0, "", b"", b"", 0)  # let go of what is judged
             # The batch's proofs from one read of the tiles they need, not a read per event.
-            proved = [seq for seq, message in judged if message is not None and seq <= covered]
+            proved = [seq for seq, message, _ in judged if message is not None and seq <= covered]
             hashes: dict[int, list[bytes]] = {}
             if proved and checkpoint is not None and tree is not None:
                 found = await tree.inclusion_proofs([seq - 1 for seq in proved], covered)
                 hashes = dict(zip(proved, found, strict=True))
-            for seq, message in judged:
+            for seq, message, subject in judged:
                 if message is not None:
                     full = message.HasField("event")
                     if seq in hashes and checkpoint is not None:
@@ -262,8 +304,8 @@ class Stream:
                         else:
                             message.change.proof.CopyFrom(proof)
                     else:
-                        self.owed.append(_Owed(origin, seq, full))
-                    yield message
+                        self.owed.append(_Owed(origin, seq, full, subject))
+                    yield message, subject
                 self.positions[origin] = seq
             self.positions[origin] = max(self.positions.get(origin, 0), scanned_to)
         finally:
@@ -362,14 +404,14 @@ class Stream:
                     if item is not None and item.HasField("event"):
                         if len(self.owed) >= room:
                             break
-                        self.owed.append(_Owed(origin, row.seq, True))
+                        self.owed.append(_Owed(origin, row.seq, True, row.subject_id))
                     after = row.seq
                 else:
                     continue
                 break
             self.resending[origin] = max(after, proved_to)
 
-    async def _owed_proofs(self) -> AsyncIterator[subscription_pb2.StreamItem]:
+    async def _owed_proofs(self) -> AsyncIterator[_Out]:
         """Proofs of events sent earlier, for every origin whose agreed checkpoint now covers them."""
         if not self.owed:
             return
@@ -400,7 +442,7 @@ class Stream:
                     if owed.full:
                         proof.envelope.CopyFrom(event_pb2.Envelope.FromString(envelopes[owed.seq]))
                     self.counts.proofs += 1
-                    yield _ITEM(proof=proof)
+                    yield _ITEM(proof=proof), owed.subject
         self.owed = still
 
     async def _envelopes(self, origin: str, seqs: Sequence[int]) -> dict[int, bytes]:
