@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,13 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from credex.node.streams.stream import MAX_MESSAGE_BYTES
+from credex.node.streams.stream import MAX_MESSAGE_BYTES, SCAN_WINDOW_BATCHES
 from credex.node.streams.subscriber import load_cursor
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel, peer_channel
 from .conftest import TestFederation, eventually
-from .streaming import READ_TIMEOUT, append, company, penalty, reached, revoke, subscribe
+from .streaming import READ_TIMEOUT, Reading, append, company, penalty, reached, revoke, subscribe
 
 SH = "310000"
 
@@ -407,3 +408,28 @@ async def test_credex_subscribe_killed_mid_stream_resumes_from_its_cursor_file(
     taken_after = [int(line.split()[0].split(b":")[1]) for line in out.splitlines() if b" signed" in line]
     assert taken_after == list(range(saved + 1, 41))
     assert taken_before == list(range(1, 16))
+
+
+async def test_a_filter_that_passes_little_reads_history_a_window_at_a_time_and_says_how_far_it_got(
+    federation: TestFederation,
+) -> None:
+    """No one read of the store scans an unbounded stretch of history however rarely the filter matches:
+    the cursor moves a bounded window of seqs per read, and each step reaches the subscriber."""
+    batch = 10
+    node = await federation.start_node(SH, subscriptions={"batch_size": batch, "heartbeat_seconds": 0.5})
+    await append(node, [penalty(SH, n, company(n)) for n in range(1, 501)])
+    bundle = federation.bundle_now()
+    cursors: list[int] = []
+
+    def noted(reading: Reading) -> bool:
+        cursors.append(reading.at(SH))
+        return reading.at(SH) >= 500
+
+    async with peer_channel(federation, node, "320000") as channel:
+        reading = await subscribe(channel, bundle, subjects=[company(9999)]).until(noted)
+        reading.call.cancel()
+    assert reading.seqs(SH) == []
+    steps = sorted(set(cursors))
+    assert steps[0] == 0 and steps[-1] == 500
+    window = batch * SCAN_WINDOW_BATCHES
+    assert all(later - earlier <= window for earlier, later in itertools.pairwise(steps)), steps

@@ -43,6 +43,8 @@ PROOF_POLL_SECONDS = 1.0  # while proofs are owed, look for a covering checkpoin
 _ITEM = subscription_pb2.StreamItem
 MAX_MESSAGE_ITEMS = 256  # items of one SubscribeResponse
 MAX_MESSAGE_BYTES = 256 * 1024  # and their bytes (one item may go over): what a stream holds while writing
+# One read of the store looks at most this many batches' worth of seqs, however few the filter passes.
+SCAN_WINDOW_BATCHES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +266,8 @@ class Stream:
         return heads
 
     async def _origin_round(self, origin: str, head: int) -> AsyncIterator[_Out]:
-        limit = self.settings.batch_size
         today = publicity_today()
-        batch, allowed = await self._read(origin, self.positions.get(origin, 0), head, today)
-        scanned_to = batch[-1].seq if len(batch) == limit else head
+        batch, allowed, scanned_to = await self._read(origin, self.positions.get(origin, 0), head, today)
         self.held_rows += sum(len(r.envelope) for r in batch)
         try:
             checkpoint = await self.keeper.latest(origin)
@@ -340,9 +340,13 @@ class Stream:
             )
         return None
 
-    async def _read(self, origin: str, after: int, upto: int, today: dt.date) -> tuple[list[_Row], set[str]]:
-        """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter, and
-        which of their subjects a financing caller is authorized for now.
+    async def _read(self, origin: str, after: int, upto: int, today: dt.date) -> tuple[list[_Row], set[str], int]:
+        """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter,
+        which of their subjects a financing caller is authorized for now, and the seq read up to.
+
+        One read looks at a window of :data:`SCAN_WINDOW_BATCHES` batches' worth of seqs at most:
+        a filter that passes one event in a million costs the store a bounded read each round,
+        not a scan of the whole log in one statement, and the cursor moves on between reads.
 
         Each row carries where its record stands now: an event of a record revoked or repaired
         since is judged as withdrawn, so replaying history never hands out what lookups no
@@ -351,6 +355,8 @@ class Stream:
         judged. No connection is held
         once this returns, however long the subscriber takes to read.
         """
+        limit = self.settings.batch_size
+        upto = min(upto, after + limit * SCAN_WINDOW_BATCHES)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT e.seq, e.event_type, e.subject_id, e.envelope, e.leaf_hash, r.status AS standing_now"
@@ -364,7 +370,7 @@ class Stream:
                 upto,
                 list(self.filter.subjects),
                 sorted(self.filter.event_types),
-                self.settings.batch_size,
+                limit,
             )
             allowed: set[str] = set()
             if self.entitlement.needs_authorization and rows:
@@ -382,7 +388,7 @@ class Stream:
             )
             for r in rows
         ]
-        return batch, allowed
+        return batch, allowed, batch[-1].seq if len(batch) == limit else upto
 
     async def _owe_again(self) -> None:
         """Owe again the proofs of events the subscriber took after what it says it holds proofs for.
@@ -395,10 +401,7 @@ class Stream:
         for origin, proved_to in sorted(self.proved.items()):
             upto, after = self.positions.get(origin, 0), proved_to
             while after < upto and len(self.owed) < room:
-                rows, allowed = await self._read(origin, after, upto, today)
-                if not rows:  # nothing more the filter passes up to the cursor
-                    after = upto
-                    break
+                rows, allowed, scanned_to = await self._read(origin, after, upto, today)
                 for row in rows:
                     item = self._judge(origin, row, today, row.subject_id in allowed, count=False)
                     if item is not None and item.HasField("event"):
@@ -407,6 +410,7 @@ class Stream:
                         self.owed.append(_Owed(origin, row.seq, True, row.subject_id))
                     after = row.seq
                 else:
+                    after = scanned_to
                     continue
                 break
             self.resending[origin] = max(after, proved_to)
