@@ -433,3 +433,37 @@ async def test_a_filter_that_passes_little_reads_history_a_window_at_a_time_and_
     assert steps[0] == 0 and steps[-1] == 500
     window = batch * SCAN_WINDOW_BATCHES
     assert all(later - earlier <= window for earlier, later in itertools.pairwise(steps)), steps
+
+
+async def test_when_every_subscriber_goes_away_the_node_lets_go_of_the_streams_and_the_bells_connection(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node(SH, subscriptions={"heartbeat_seconds": 0.2})
+    await append(node, [penalty(SH, n, company(n)) for n in range(1, 4)])
+    bundle = federation.bundle_now()
+    assert node.pool is not None
+
+    async def listening() -> int:
+        assert node.pool is not None
+        async with node.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'") or 0)
+
+    def open_streams() -> float:
+        return float(REGISTRY.get_sample_value("credex_streams_open", {"origin": SH}) or 0.0)
+
+    others = await eventually(listening)  # the relay's publisher listens too
+    async with peer_channel(federation, node, "320000") as channel:
+        readings = [await subscribe(channel, bundle).until(reached(SH, 3)) for _ in range(3)]
+        assert open_streams() == 3
+
+        async def one_more() -> bool:
+            return await listening() == others + 1  # one connection listens for all the streams
+
+        await eventually(one_more)
+        for reading in readings:
+            reading.call.cancel()
+
+        async def let_go() -> bool:
+            return open_streams() == 0 and await listening() == others
+
+        await eventually(let_go)
