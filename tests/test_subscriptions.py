@@ -451,7 +451,7 @@ async def test_when_every_subscriber_goes_away_the_node_lets_go_of_the_streams_a
     def open_streams() -> float:
         return float(REGISTRY.get_sample_value("credex_streams_open", {"origin": SH}) or 0.0)
 
-    others = await eventually(listening)  # the relay's publisher listens too
+    others = int(await eventually(listening))  # the relay's publisher listens too
     async with peer_channel(federation, node, "320000") as channel:
         readings = [await subscribe(channel, bundle).until(reached(SH, 3)) for _ in range(3)]
         assert open_streams() == 3
