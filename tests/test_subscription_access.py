@@ -413,3 +413,24 @@ async def test_an_authorization_ended_while_a_financing_subscriber_stalls_stops_
     assert len(sent) <= written_before_the_end < 1000, (len(sent), written_before_the_end)
     assert {t.seq for t in reading.taken if t.kind == "proof"} <= set(sent)
     assert reading.seqs(SH, "change") == []
+
+
+async def test_a_subscriber_replaying_history_never_receives_a_record_whose_corrected_window_has_ended(
+    federation: TestFederation,
+) -> None:
+    """The window that counts is the record's as it stands now: a correction that ends its publicity
+    makes its earlier events changes to a public subscriber replaying them, as lookups no longer show it."""
+    node = await federation.start_node(SH)
+    first = penalty(SH, 1, company(1))
+    await append(node, [first, penalty(SH, 2, company(2))])
+    corrected = record_pb2.Record()
+    corrected.CopyFrom(first)
+    corrected.publicity.start = (TODAY - dt.timedelta(days=60)).isoformat()
+    corrected.publicity.end = (TODAY - dt.timedelta(days=2)).isoformat()  # ended, in any time zone
+    [seq] = await append(node, [corrected])
+    bundle = federation.bundle_now()
+    async with client_channel(federation, node, PUBLIC) as public:
+        replay = await subscribe(public, bundle).until(reached(SH, seq))
+        replay.call.cancel()
+    assert {t.event.record.record_id for t in replay.taken if t.event is not None} == {f"{SH}-CF-S2"}
+    assert replay.seqs(SH, "change") == [1, seq]

@@ -33,11 +33,11 @@ from credex.domain.measures import Measure
 from credex.domain.publicity import publicity_today
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
-from credex.node.store.events import WITHDRAWN, standing_of
+from credex.node.store.events import entry_status, standing_of
 from credex.node.streams import authorizations
 from credex.node.streams.bell import SAFETY_POLL_SECONDS, Bell
 from credex.node.streams.entitlement import Delivery, Entitlement
-from credex.v1 import event_pb2, log_pb2, subscription_pb2
+from credex.v1 import event_pb2, log_pb2, lookup_pb2, subscription_pb2
 
 PROOF_POLL_SECONDS = 1.0  # while proofs are owed, look for a covering checkpoint this often
 _ITEM = subscription_pb2.StreamItem
@@ -87,7 +87,7 @@ class _Row:
     subject_id: str
     envelope: bytes
     leaf_hash: bytes
-    standing_now: int  # where the event's record stands now (records.status), 0 if not held
+    standing_now: int  # the event's record as answered today (status, its window now), 0 if not held
 
 
 @dataclass(slots=True)
@@ -320,8 +320,8 @@ class Stream:
         if self.filter.measures is not None and not any(m.triggered_by(record) for m in self.filter.measures):
             return None
         standing = standing_of(event.type, event.standing)
-        if row.standing_now in WITHDRAWN:  # withdrawn since: its old events are history the caller may not see
-            standing = row.standing_now
+        if row.standing_now and row.standing_now != lookup_pb2.ENTRY_STATUS_ACTIVE:
+            standing = row.standing_now  # withdrawn or expired since: its old events are what the caller may not see
         delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
         if delivery is Delivery.FULL:
             self.counts.events += count
@@ -349,17 +349,17 @@ class Stream:
         not a scan of the whole log in one statement, and the cursor moves on between reads.
 
         Each row carries where its record stands now: an event of a record revoked or repaired
-        since is judged as withdrawn, so replaying history never hands out what lookups no
-        longer show. Authorizations are asked after the events were read, on the same connection:
-        an authorization ended before an event was stored is seen ended when that event is
-        judged. No connection is held
-        once this returns, however long the subscriber takes to read.
+        since, or whose window a correction has ended, is judged as the record is answered
+        today, so replaying history never hands out what lookups no longer show.
+        Authorizations are asked after the events were read, on the same connection: an
+        authorization ended before an event was stored is seen ended when that event is judged.
+        No connection is held once this returns, however long the subscriber takes to read.
         """
         limit = self.settings.batch_size
         upto = min(upto, after + limit * SCAN_WINDOW_BATCHES)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT e.seq, e.event_type, e.subject_id, e.envelope, e.leaf_hash, r.status AS standing_now"
+                "SELECT e.seq, e.event_type, e.subject_id, e.envelope, e.leaf_hash, r.status, r.publicity_end"
                 " FROM events e LEFT JOIN records r ON r.record_id = e.record_id"
                 " WHERE e.origin = $1 AND e.seq > $2 AND e.seq <= $3"
                 " AND (cardinality($4::text[]) = 0 OR e.subject_id = ANY($4::text[]))"
@@ -384,7 +384,7 @@ class Stream:
                 r["subject_id"],
                 bytes(r["envelope"]),
                 bytes(r["leaf_hash"]),
-                int(r["standing_now"] or 0),
+                entry_status(r["status"], r["publicity_end"], today) if r["status"] is not None else 0,
             )
             for r in rows
         ]
