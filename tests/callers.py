@@ -39,13 +39,15 @@ async def serve_sample(
     return node, summary
 
 
-def client_channel(federation: TestFederation, node: Node, name: str = GOVERNMENT) -> grpc.aio.Channel:
+def client_channel(
+    federation: TestFederation, node: Node, name: str = GOVERNMENT, options: tuple[tuple[str, Any], ...] = ()
+) -> grpc.aio.Channel:
     """A channel with a client certificate named ``name``, issued by the federation CA on first use."""
     ca_dir = federation.layout.ca_dir
     if not (ca_dir / f"{name}.crt").exists():
         CertificateAuthority.load(ca_dir).issue(name, []).write(ca_dir, name)
     ca, cert, key = federation.layout.client_tls(name)
-    return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=cert, key=key)
+    return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=cert, key=key, options=options)
 
 
 def government_channel(federation: TestFederation, node: Node) -> grpc.aio.Channel:

@@ -13,21 +13,24 @@ import datetime as dt
 import hashlib
 import itertools
 
+import asyncpg
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from credex.domain import uscc as uscc_codes
 from credex.node.config import SubscriptionsConfig
 from credex.node.runtime import Node
 from credex.node.services.access import Caller
 from credex.node.streams.entitlement import Delivery, Entitlement
-from credex.v1 import authorization_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
+from credex.node.streams.stream import MAX_MESSAGE_BYTES
+from credex.v1 import authorization_pb2, event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
-from .callers import PUBLIC, audit_rows, client_channel
-from .conftest import TestFederation
-from .streaming import append, company, penalty, reached, subscribe
+from .callers import PUBLIC, audit_rows, client_channel, peer_channel
+from .conftest import TestFederation, eventually
+from .streaming import append, company, penalty, reached, revoke, subscribe
 
 SH = "310000"
 FINANCING = "xinyidai-platform"  # a 信易贷 platform's certificate name
@@ -308,3 +311,126 @@ def test_a_record_past_its_window_leaves_a_public_subscribers_view_as_a_change()
     assert public.delivery(SH, record, ACTIVE, TODAY, False) is Delivery.CHANGE
     government = Entitlement.of(Caller("someone", "government"), SubscriptionsConfig())
     assert government.delivery(SH, record, EXPIRED, TODAY, False) is Delivery.FULL  # as lookups show them
+
+
+async def test_a_subscriber_replaying_history_never_receives_a_record_withdrawn_since(
+    federation: TestFederation,
+) -> None:
+    """Judged by where the record stands now, not where it stood when the event was signed: a public
+    subscriber that starts from the beginning after a revocation or a repair (信用修复) gets the record's
+    old events as changes, never the withdrawn record itself."""
+    node = await federation.start_node(SH)
+    await append(node, [penalty(SH, n, company(n)) for n in (1, 2, 3)])
+    await revoke(node, f"{SH}-CF-S1")
+    assert node.pool is not None
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.amend(
+            conn,
+            f"{SH}-CF-S2",
+            event_pb2.EVENT_TYPE_REPAIR,
+            "信用修复",
+            standing=lookup_pb2.ENTRY_STATUS_REPAIRED,
+            case=event_pb2.CaseRef(case_id="R-2", kind="repair", outcome="approved"),
+        )
+    bundle = federation.bundle_now()
+    async with client_channel(federation, node, PUBLIC) as public:
+        replay = await subscribe(public, bundle).until(reached(SH, 5))
+        replay.call.cancel()
+    sent_in_full = {t.event.record.record_id for t in replay.taken if t.event is not None}
+    assert sent_in_full == {f"{SH}-CF-S3"}
+    assert replay.seqs(SH, "change") == [1, 2, 4, 5]
+
+
+async def test_a_stream_ends_when_a_new_trust_bundle_no_longer_gives_the_caller_its_role(
+    federation: TestFederation,
+) -> None:
+    """A stream may last for days: who the caller is gets asked again whenever the node takes a new
+    bundle, and a peer removed from the federation is cut before anything more is written to it."""
+    node = await federation.start_node(SH)
+    await append(node, [penalty(SH, n, company(n)) for n in (1, 2, 3)])
+    bundle = federation.bundle_now()
+    async with peer_channel(federation, node, "320000") as channel:
+        reading = await subscribe(channel, bundle).until(reached(SH, 3))
+        node.trust.update(bundle.without_member("320000").next_version())
+        await append(node, [penalty(SH, n, company(n)) for n in (4, 5, 6)])
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await reading.until(reached(SH, 6))
+    assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "trust bundle" in str(ended.value.details())
+    assert reading.seqs(SH) == [1, 2, 3]
+    closed = await eventually(lambda: closing_row(node))
+    assert closed["status"] == "PERMISSION_DENIED" and "trust bundle changed" in closed["detail"]
+
+
+async def closing_row(node: Node) -> asyncpg.Record | None:
+    """The audit row of the last stream to close, once written (closing rows are queued)."""
+    rows = [r for r in await audit_rows(node, "Subscribe") if "stream closed" in r["detail"]]
+    return rows[-1] if rows else None
+
+
+async def test_an_authorization_ended_while_a_financing_subscriber_stalls_stops_what_was_not_yet_written(
+    federation: TestFederation,
+) -> None:
+    """Authorization is asked again just before each message is written, not only when a batch is read:
+    a subscriber that holds the stream up with flow control gets, after the end, at most what was
+    already written to its connection, and no proof carrying an envelope it was not sent."""
+    node = await federation.start_node(
+        SH,
+        access=SETTINGS["access"],
+        subscriptions={"grantees": {FINANCING: UNIT}, "heartbeat_seconds": 0.5, "batch_size": 1000},
+    )
+    subject = company(42)
+    bundle = federation.bundle_now()
+    padding = "款" * 600  # ~2 KB an event: 1000 of them are far more than a connection's window holds
+    # Without BDP probing the subscriber's HTTP/2 window stays at its initial 64 KiB.
+    stalled = (("grpc.http2.bdp_probe", 0),)
+    async with (
+        client_channel(federation, node, OPERATOR) as operator,
+        client_channel(federation, node, FINANCING, options=stalled) as financing,
+    ):
+        desk = subscription_pb2_grpc.SubscriptionServiceStub(operator)
+        await desk.GrantAuthorization(
+            subscription_pb2.GrantAuthorizationRequest(authorization=authorization("W-1", subject))
+        )
+        await append(node, [penalty(SH, n, subject, note=padding) for n in range(1, 1001)])
+        reading = subscribe(financing, bundle)  # not read from until the authorization has ended
+
+        async def held_back() -> float:
+            return float(REGISTRY.get_sample_value("credex_stream_buffered_bytes", {"origin": SH}) or 0.0)
+
+        await eventually(held_back)  # the stream has read the batch and waits on the subscriber
+        await desk.EndAuthorization(
+            subscription_pb2.EndAuthorizationRequest(authorization_id="W-1", grantee=UNIT, reason="授权撤回")
+        )
+        await append(node, [penalty(SH, 1001, company(43))])
+        await reading.until(reached(SH, 1001))  # heartbeats carry the cursor past what was not sent
+        reading.call.cancel()
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        smallest = await conn.fetchval("SELECT min(length(envelope)) FROM events WHERE origin = $1 AND seq <= 1000", SH)
+    written_before_the_end = (65_535 + 2 * MAX_MESSAGE_BYTES) // smallest + 1
+    sent = reading.seqs(SH)
+    assert len(sent) <= written_before_the_end < 1000, (len(sent), written_before_the_end)
+    assert {t.seq for t in reading.taken if t.kind == "proof"} <= set(sent)
+    assert reading.seqs(SH, "change") == []
+
+
+async def test_a_subscriber_replaying_history_never_receives_a_record_whose_corrected_window_has_ended(
+    federation: TestFederation,
+) -> None:
+    """The window that counts is the record's as it stands now: a correction that ends its publicity
+    makes its earlier events changes to a public subscriber replaying them, as lookups no longer show it."""
+    node = await federation.start_node(SH)
+    first = penalty(SH, 1, company(1))
+    await append(node, [first, penalty(SH, 2, company(2))])
+    corrected = record_pb2.Record()
+    corrected.CopyFrom(first)
+    corrected.publicity.start = (TODAY - dt.timedelta(days=60)).isoformat()
+    corrected.publicity.end = (TODAY - dt.timedelta(days=2)).isoformat()  # ended, in any time zone
+    [seq] = await append(node, [corrected])
+    bundle = federation.bundle_now()
+    async with client_channel(federation, node, PUBLIC) as public:
+        replay = await subscribe(public, bundle).until(reached(SH, seq))
+        replay.call.cancel()
+    assert {t.event.record.record_id for t in replay.taken if t.event is not None} == {f"{SH}-CF-S2"}
+    assert replay.seqs(SH, "change") == [1, seq]

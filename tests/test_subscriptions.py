@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,13 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from credex.node.streams.stream import MAX_MESSAGE_BYTES
+from credex.node.streams.stream import MAX_MESSAGE_BYTES, SCAN_WINDOW_BATCHES
 from credex.node.streams.subscriber import load_cursor
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 from .callers import PUBLIC, audit_rows, client_channel, peer_channel
 from .conftest import TestFederation, eventually
-from .streaming import READ_TIMEOUT, append, company, penalty, reached, revoke, subscribe
+from .streaming import READ_TIMEOUT, Reading, append, company, penalty, reached, revoke, subscribe
 
 SH = "310000"
 
@@ -124,25 +125,26 @@ async def test_a_dispute_arrives_with_its_mark_and_a_repair_as_a_change(federati
     record_id = f"{SH}-CF-S8"
     await append(node, [penalty(SH, 8, company(8))])
     assert node.pool is not None
-    async with node.pool.acquire() as conn, conn.transaction():
-        await node.ledger.amend(conn, record_id, event_pb2.EVENT_TYPE_DISPUTE, "异议受理", disputed=True)
-    async with node.pool.acquire() as conn, conn.transaction():
-        await node.ledger.amend(
-            conn,
-            record_id,
-            event_pb2.EVENT_TYPE_REPAIR,
-            "信用修复",
-            standing=lookup_pb2.ENTRY_STATUS_REPAIRED,
-            disputed=False,
-            case=event_pb2.CaseRef(case_id="R-1", kind="repair", outcome="approved"),
-        )
     bundle = federation.bundle_now()
     async with client_channel(federation, node, PUBLIC) as public:
-        reading = await subscribe(
-            public, bundle, event_types=[event_pb2.EVENT_TYPE_DISPUTE, event_pb2.EVENT_TYPE_REPAIR]
-        ).until(reached(SH, 3))
+        reading = subscribe(public, bundle, event_types=[event_pb2.EVENT_TYPE_DISPUTE, event_pb2.EVENT_TYPE_REPAIR])
+        async with node.pool.acquire() as conn, conn.transaction():
+            await node.ledger.amend(conn, record_id, event_pb2.EVENT_TYPE_DISPUTE, "异议受理", disputed=True)
+        await reading.until(reached(SH, 2))
+        async with node.pool.acquire() as conn, conn.transaction():
+            await node.ledger.amend(
+                conn,
+                record_id,
+                event_pb2.EVENT_TYPE_REPAIR,
+                "信用修复",
+                standing=lookup_pb2.ENTRY_STATUS_REPAIRED,
+                disputed=False,
+                case=event_pb2.CaseRef(case_id="R-1", kind="repair", outcome="approved"),
+            )
+        await reading.until(reached(SH, 3))
         reading.call.cancel()
-    [dispute] = [t.event for t in reading.taken if t.kind == "event"]
+    # Sent while the record was in view (an event judged before the repair is sent as it stood then).
+    [dispute] = [t.event for t in reading.taken if t.event is not None]
     assert dispute is not None and dispute.type == event_pb2.EVENT_TYPE_DISPUTE and dispute.disputed
     assert reading.seqs(SH, "change") == [3]  # repaired: out of the public view, said without the record
 
@@ -406,3 +408,62 @@ async def test_credex_subscribe_killed_mid_stream_resumes_from_its_cursor_file(
     taken_after = [int(line.split()[0].split(b":")[1]) for line in out.splitlines() if b" signed" in line]
     assert taken_after == list(range(saved + 1, 41))
     assert taken_before == list(range(1, 16))
+
+
+async def test_a_filter_that_passes_little_reads_history_a_window_at_a_time_and_says_how_far_it_got(
+    federation: TestFederation,
+) -> None:
+    """No one read of the store scans an unbounded stretch of history however rarely the filter matches:
+    the cursor moves a bounded window of seqs per read, and each step reaches the subscriber."""
+    batch = 10
+    node = await federation.start_node(SH, subscriptions={"batch_size": batch, "heartbeat_seconds": 0.5})
+    await append(node, [penalty(SH, n, company(n)) for n in range(1, 501)])
+    bundle = federation.bundle_now()
+    cursors: list[int] = []
+
+    def noted(reading: Reading) -> bool:
+        cursors.append(reading.at(SH))
+        return reading.at(SH) >= 500
+
+    async with peer_channel(federation, node, "320000") as channel:
+        reading = await subscribe(channel, bundle, subjects=[company(9999)]).until(noted)
+        reading.call.cancel()
+    assert reading.seqs(SH) == []
+    steps = sorted(set(cursors))
+    assert steps[0] == 0 and steps[-1] == 500
+    window = batch * SCAN_WINDOW_BATCHES
+    assert all(later - earlier <= window for earlier, later in itertools.pairwise(steps)), steps
+
+
+async def test_when_every_subscriber_goes_away_the_node_lets_go_of_the_streams_and_the_bells_connection(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node(SH, subscriptions={"heartbeat_seconds": 0.2})
+    await append(node, [penalty(SH, n, company(n)) for n in range(1, 4)])
+    bundle = federation.bundle_now()
+    assert node.pool is not None
+
+    async def listening() -> int:
+        assert node.pool is not None
+        async with node.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'") or 0)
+
+    def open_streams() -> float:
+        return float(REGISTRY.get_sample_value("credex_streams_open", {"origin": SH}) or 0.0)
+
+    others = int(await eventually(listening))  # the relay's publisher listens too
+    async with peer_channel(federation, node, "320000") as channel:
+        readings = [await subscribe(channel, bundle).until(reached(SH, 3)) for _ in range(3)]
+        assert open_streams() == 3
+
+        async def one_more() -> bool:
+            return await listening() == others + 1  # one connection listens for all the streams
+
+        await eventually(one_more)
+        for reading in readings:
+            reading.call.cancel()
+
+        async def let_go() -> bool:
+            return open_streams() == 0 and await listening() == others
+
+        await eventually(let_go)

@@ -37,6 +37,7 @@ raising :class:`Refused`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -46,7 +47,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -55,6 +56,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from credex.crypto.trust import TrustBundle
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 from credex.node.config import NodeConfig
@@ -69,7 +71,7 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Message]]
 # A server-streaming method: validates and refuses like a unary one, then returns the messages to send.
-StreamBehavior = Callable[[Any, Context], Awaitable[AsyncIterator[Message]]]
+StreamBehavior = Callable[[Any, Context], Awaitable[AsyncGenerator[Message, None]]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
 
 # Every credex request is small; anything bigger is refused before it is decoded.
@@ -662,8 +664,13 @@ class Gate:
         try:
             messages = await self._open_stream(call, request_class, behavior, raw, context)
             opened = True
-            async for message in messages:
-                await context.write(message)
+            bundle = self.trust.current
+            async with contextlib.aclosing(messages):
+                async for message in messages:
+                    if self.trust.current is not bundle:
+                        bundle = self.trust.current
+                        await self._still_the_caller(caller, bundle, context)
+                    await context.write(message)
         except asyncio.CancelledError:
             status, why = "CANCELLED", "the subscriber went away (or its deadline passed)"
             raise
@@ -690,6 +697,20 @@ class Gate:
                     dataclasses.replace(call.entry(status), answered=answered, detail=f"stream closed: {why}; {detail}")
                 )
 
+    async def _still_the_caller(self, caller: Caller, bundle: TrustBundle, context: Context) -> None:
+        """End a stream whose caller a new trust bundle makes someone else (a member removed, a key rebound).
+
+        The stream was entitled by who the caller was when it opened; a stream lasts for
+        days, so nothing more is written to it under a bundle that says otherwise.
+        """
+        now = identify(context, self.config.access, bundle)
+        if now != caller:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the trust bundle changed (version {bundle.version}): this caller is now {quote(now.identity, 40)}"
+                f" with role {now.role}, not {caller.role}; subscribe again to get what that role may have",
+            )
+
     async def _stream_failed(self, call: Call, opened: bool, code: grpc.StatusCode, why: str, context: Context) -> None:
         """End a stream on a failure; one that failed before it opened is audited and counted as a refusal."""
         if not opened:
@@ -699,7 +720,7 @@ class Gate:
 
     async def _open_stream(
         self, call: Call, request_class: type[Message], behavior: StreamBehavior, raw: bytes, context: Context
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         try:
             request = _decode(call.method, request_class, raw)
             _prefill(call, request)

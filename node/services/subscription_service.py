@@ -9,7 +9,7 @@ and hands the edge the stream. Who gets which event is decided again for every e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import asyncpg
@@ -55,7 +55,7 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         self,
         request: subscription_pb2.SubscribeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
+    ) -> AsyncGenerator[subscription_pb2.SubscribeResponse, None]:
         call = edge.current()
         if call.caller.role not in _MAY_SUBSCRIBE:
             raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, f"role {call.caller.role} may not subscribe")
@@ -87,7 +87,7 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         )
         return self._served(stream)
 
-    async def _served(self, stream: Stream) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
+    async def _served(self, stream: Stream) -> AsyncGenerator[subscription_pb2.SubscribeResponse, None]:
         self.open.add(stream)
         try:
             async for message in stream.messages():

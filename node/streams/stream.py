@@ -33,16 +33,18 @@ from credex.domain.measures import Measure
 from credex.domain.publicity import publicity_today
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
-from credex.node.store.events import standing_of
+from credex.node.store.events import entry_status, standing_of
 from credex.node.streams import authorizations
 from credex.node.streams.bell import SAFETY_POLL_SECONDS, Bell
 from credex.node.streams.entitlement import Delivery, Entitlement
-from credex.v1 import event_pb2, log_pb2, subscription_pb2
+from credex.v1 import event_pb2, log_pb2, lookup_pb2, subscription_pb2
 
 PROOF_POLL_SECONDS = 1.0  # while proofs are owed, look for a covering checkpoint this often
 _ITEM = subscription_pb2.StreamItem
 MAX_MESSAGE_ITEMS = 256  # items of one SubscribeResponse
 MAX_MESSAGE_BYTES = 256 * 1024  # and their bytes (one item may go over): what a stream holds while writing
+# One read of the store looks at most this many batches' worth of seqs, however few the filter passes.
+SCAN_WINDOW_BATCHES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class _Row:
     subject_id: str
     envelope: bytes
     leaf_hash: bytes
+    standing_now: int  # the event's record as answered today (status, its window now), 0 if not held
 
 
 @dataclass(slots=True)
@@ -94,6 +97,11 @@ class _Owed:
     origin: str
     seq: int
     full: bool  # False: a change, whose proof carries no envelope
+    subject: str  # the event's subject, asked again for a financing caller before the proof is written
+
+
+# An item ready to go out, with the subject of the event it carries ("" for a heartbeat).
+_Out = tuple[subscription_pb2.StreamItem, str]
 
 
 @dataclass(eq=False)  # one stream is one subscriber's: kept in sets by identity
@@ -116,23 +124,24 @@ class Stream:
     async def messages(self) -> AsyncIterator[subscription_pb2.SubscribeResponse]:
         """The stream, without end, as messages of the items ready; the caller writes each before asking for more."""
         message = subscription_pb2.SubscribeResponse()
+        subjects: list[str] = []
         size = 0
-        async for item in self.items():
-            if item is None:  # nothing more is ready now: send what is gathered
-                if message.items:
-                    yield message
-                    message, size = subscription_pb2.SubscribeResponse(), 0
-                    self.held_message = 0
-                continue
-            message.items.append(item)
-            size += item.ByteSize()
-            self.held_message = size
-            if len(message.items) >= MAX_MESSAGE_ITEMS or size >= MAX_MESSAGE_BYTES:
-                yield message
-                message, size = subscription_pb2.SubscribeResponse(), 0
+        async for out in self.items():
+            if out is not None:
+                item, subject = out
+                message.items.append(item)
+                subjects.append(subject)
+                size += item.ByteSize()
+                self.held_message = size
+            full = len(message.items) >= MAX_MESSAGE_ITEMS or size >= MAX_MESSAGE_BYTES
+            if message.items and (out is None or full):  # None: nothing more is ready now, send what is gathered
+                ready = await self._still_entitled(message, subjects)
+                if ready.items:
+                    yield ready
+                message, subjects, size = subscription_pb2.SubscribeResponse(), [], 0
                 self.held_message = 0
 
-    async def items(self) -> AsyncIterator[subscription_pb2.StreamItem | None]:
+    async def items(self) -> AsyncIterator[_Out | None]:
         """Every item in order, and None whenever the stream is about to wait (or read the store again)."""
         wake = self.bell.join()
         try:
@@ -144,25 +153,25 @@ class Stream:
                 read_any = False
                 if len(self.owed) < self.settings.max_pending_proofs:
                     for origin, head in await self._heads():
-                        async for item in self._origin_round(origin, head):
+                        async for out in self._origin_round(origin, head):
                             read_any = True
-                            yield item
+                            yield out
                             last_sent = time.monotonic()
                         read_any = read_any or self.positions.get(origin, 0) > reported.get(origin, 0)
                         yield None
-                async for item in self._owed_proofs():
-                    yield item
+                async for out in self._owed_proofs():
+                    yield out
                     last_sent = time.monotonic()
                 resent = self._resent()
                 if resent:
                     heartbeat = self._heartbeat()
                     heartbeat.heartbeat.proofs_resent.extend(resent)
-                    yield heartbeat
+                    yield heartbeat, ""
                     last_sent = time.monotonic()
                 if read_any:
                     if self.positions != reported:
                         reported = dict(self.positions)
-                        yield self._heartbeat()
+                        yield self._heartbeat(), ""
                         last_sent = time.monotonic()
                     yield None
                     continue
@@ -174,11 +183,47 @@ class Stream:
                     await asyncio.wait_for(wake.wait(), timeout)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
                     reported = dict(self.positions)
-                    yield self._heartbeat()
+                    yield self._heartbeat(), ""
                     yield None
                     last_sent = time.monotonic()
         finally:
             self.bell.leave(wake)
+
+    async def _still_entitled(
+        self, message: subscription_pb2.SubscribeResponse, subjects: list[str]
+    ) -> subscription_pb2.SubscribeResponse:
+        """``message`` as it may be written now: a financing caller's items of subjects no longer authorized out.
+
+        Judged when read, an item may wait long for a subscriber that holds the stream up with
+        flow control; an authorization ended meanwhile ends what the subscriber gets at the
+        next message written, not at the next batch read. What is taken out is passed over
+        (the cursor moves past it, as past what the filter leaves out) and owes no proof.
+        """
+        wanted = {subject for subject in subjects if subject}
+        if not self.entitlement.needs_authorization or not wanted:
+            return message
+        async with self.pool.acquire() as conn:
+            allowed = await authorizations.authorized(conn, self.entitlement.grantee, wanted, publicity_today())
+        if wanted <= allowed:
+            return message
+        kept = subscription_pb2.SubscribeResponse()
+        dropped: set[tuple[str, int]] = set()
+        for item, subject in zip(message.items, subjects, strict=True):
+            if not subject or subject in allowed:
+                kept.items.append(item)
+                continue
+            body = item.WhichOneof("body")
+            if body == "event":
+                self.counts.events -= 1
+                dropped.add((item.event.origin, item.event.seq))
+            elif body == "change":
+                self.counts.changes -= 1
+                dropped.add((item.change.origin, item.change.seq))
+            elif body == "proof":
+                self.counts.proofs -= 1
+        if dropped:
+            self.owed = [o for o in self.owed if (o.origin, o.seq) not in dropped]
+        return kept
 
     @property
     def buffered_bytes(self) -> int:
@@ -220,11 +265,9 @@ class Stream:
                 heads.append((origin, head))
         return heads
 
-    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[subscription_pb2.StreamItem]:
-        limit = self.settings.batch_size
+    async def _origin_round(self, origin: str, head: int) -> AsyncIterator[_Out]:
         today = publicity_today()
-        batch, allowed = await self._read(origin, self.positions.get(origin, 0), head, today)
-        scanned_to = batch[-1].seq if len(batch) == limit else head
+        batch, allowed, scanned_to = await self._read(origin, self.positions.get(origin, 0), head, today)
         self.held_rows += sum(len(r.envelope) for r in batch)
         try:
             checkpoint = await self.keeper.latest(origin)
@@ -233,18 +276,18 @@ class Stream:
             if checkpoint is not None:
                 tree = await self.logbook.tree(origin)
                 covered = checkpoint.size if checkpoint.size <= tree.size else 0
-            judged: list[tuple[int, _ITEM | None]] = []
+            judged: list[tuple[int, _ITEM | None, str]] = []
             for index, row in enumerate(batch):
-                judged.append((row.seq, self._judge(origin, row, today, row.subject_id in allowed)))
+                judged.append((row.seq, self._judge(origin, row, today, row.subject_id in allowed), row.subject_id))
                 self.held_rows -= len(row.envelope)
-                batch[index] = _Row(row.seq, 0, "", b"", b"")  # let go of what is judged
+                batch[index] = _Row(row.seq, 0, "", b"", b"", 0)  # let go of what is judged
             # The batch's proofs from one read of the tiles they need, not a read per event.
-            proved = [seq for seq, message in judged if message is not None and seq <= covered]
+            proved = [seq for seq, message, _ in judged if message is not None and seq <= covered]
             hashes: dict[int, list[bytes]] = {}
             if proved and checkpoint is not None and tree is not None:
                 found = await tree.inclusion_proofs([seq - 1 for seq in proved], covered)
                 hashes = dict(zip(proved, found, strict=True))
-            for seq, message in judged:
+            for seq, message, subject in judged:
                 if message is not None:
                     full = message.HasField("event")
                     if seq in hashes and checkpoint is not None:
@@ -261,8 +304,8 @@ class Stream:
                         else:
                             message.change.proof.CopyFrom(proof)
                     else:
-                        self.owed.append(_Owed(origin, seq, full))
-                    yield message
+                        self.owed.append(_Owed(origin, seq, full, subject))
+                    yield message, subject
                 self.positions[origin] = seq
             self.positions[origin] = max(self.positions.get(origin, 0), scanned_to)
         finally:
@@ -277,6 +320,8 @@ class Stream:
         if self.filter.measures is not None and not any(m.triggered_by(record) for m in self.filter.measures):
             return None
         standing = standing_of(event.type, event.standing)
+        if row.standing_now and row.standing_now != lookup_pb2.ENTRY_STATUS_ACTIVE:
+            standing = row.standing_now  # withdrawn or expired since: its old events are what the caller may not see
         delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
         if delivery is Delivery.FULL:
             self.counts.events += count
@@ -295,27 +340,37 @@ class Stream:
             )
         return None
 
-    async def _read(self, origin: str, after: int, upto: int, today: dt.date) -> tuple[list[_Row], set[str]]:
-        """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter, and
-        which of their subjects a financing caller is authorized for now.
+    async def _read(self, origin: str, after: int, upto: int, today: dt.date) -> tuple[list[_Row], set[str], int]:
+        """The next batch of ``origin``'s events in (after, upto] that pass the SQL part of the filter,
+        which of their subjects a financing caller is authorized for now, and the seq read up to.
 
-        Asked after the events were read, on the same connection: an authorization ended before
-        an event was stored is seen ended when that event is judged. No connection is held
-        once this returns, however long the subscriber takes to read.
+        One read looks at a window of :data:`SCAN_WINDOW_BATCHES` batches' worth of seqs at most:
+        a filter that passes one event in a million costs the store a bounded read each round,
+        not a scan of the whole log in one statement, and the cursor moves on between reads.
+
+        Each row carries where its record stands now: an event of a record revoked or repaired
+        since, or whose window a correction has ended, is judged as the record is answered
+        today, so replaying history never hands out what lookups no longer show.
+        Authorizations are asked after the events were read, on the same connection: an
+        authorization ended before an event was stored is seen ended when that event is judged.
+        No connection is held once this returns, however long the subscriber takes to read.
         """
+        limit = self.settings.batch_size
+        upto = min(upto, after + limit * SCAN_WINDOW_BATCHES)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT seq, event_type, subject_id, envelope, leaf_hash FROM events"
-                " WHERE origin = $1 AND seq > $2 AND seq <= $3"
-                " AND (cardinality($4::text[]) = 0 OR subject_id = ANY($4::text[]))"
-                " AND (cardinality($5::smallint[]) = 0 OR event_type = ANY($5::smallint[]))"
-                " ORDER BY seq LIMIT $6",
+                "SELECT e.seq, e.event_type, e.subject_id, e.envelope, e.leaf_hash, r.status, r.publicity_end"
+                " FROM events e LEFT JOIN records r ON r.record_id = e.record_id"
+                " WHERE e.origin = $1 AND e.seq > $2 AND e.seq <= $3"
+                " AND (cardinality($4::text[]) = 0 OR e.subject_id = ANY($4::text[]))"
+                " AND (cardinality($5::smallint[]) = 0 OR e.event_type = ANY($5::smallint[]))"
+                " ORDER BY e.seq LIMIT $6",
                 origin,
                 after,
                 upto,
                 list(self.filter.subjects),
                 sorted(self.filter.event_types),
-                self.settings.batch_size,
+                limit,
             )
             allowed: set[str] = set()
             if self.entitlement.needs_authorization and rows:
@@ -323,9 +378,17 @@ class Stream:
                     conn, self.entitlement.grantee, (r["subject_id"] for r in rows), today
                 )
         batch = [
-            _Row(r["seq"], r["event_type"], r["subject_id"], bytes(r["envelope"]), bytes(r["leaf_hash"])) for r in rows
+            _Row(
+                r["seq"],
+                r["event_type"],
+                r["subject_id"],
+                bytes(r["envelope"]),
+                bytes(r["leaf_hash"]),
+                entry_status(r["status"], r["publicity_end"], today) if r["status"] is not None else 0,
+            )
+            for r in rows
         ]
-        return batch, allowed
+        return batch, allowed, batch[-1].seq if len(batch) == limit else upto
 
     async def _owe_again(self) -> None:
         """Owe again the proofs of events the subscriber took after what it says it holds proofs for.
@@ -338,23 +401,21 @@ class Stream:
         for origin, proved_to in sorted(self.proved.items()):
             upto, after = self.positions.get(origin, 0), proved_to
             while after < upto and len(self.owed) < room:
-                rows, allowed = await self._read(origin, after, upto, today)
-                if not rows:  # nothing more the filter passes up to the cursor
-                    after = upto
-                    break
+                rows, allowed, scanned_to = await self._read(origin, after, upto, today)
                 for row in rows:
                     item = self._judge(origin, row, today, row.subject_id in allowed, count=False)
                     if item is not None and item.HasField("event"):
                         if len(self.owed) >= room:
                             break
-                        self.owed.append(_Owed(origin, row.seq, True))
+                        self.owed.append(_Owed(origin, row.seq, True, row.subject_id))
                     after = row.seq
                 else:
+                    after = scanned_to
                     continue
                 break
             self.resending[origin] = max(after, proved_to)
 
-    async def _owed_proofs(self) -> AsyncIterator[subscription_pb2.StreamItem]:
+    async def _owed_proofs(self) -> AsyncIterator[_Out]:
         """Proofs of events sent earlier, for every origin whose agreed checkpoint now covers them."""
         if not self.owed:
             return
@@ -385,7 +446,7 @@ class Stream:
                     if owed.full:
                         proof.envelope.CopyFrom(event_pb2.Envelope.FromString(envelopes[owed.seq]))
                     self.counts.proofs += 1
-                    yield _ITEM(proof=proof)
+                    yield _ITEM(proof=proof), owed.subject
         self.owed = still
 
     async def _envelopes(self, origin: str, seqs: Sequence[int]) -> dict[int, bytes]:
