@@ -89,13 +89,18 @@ class Filing:
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Who reads cases: operators see all of a node's cases, others the ones they filed."""
+    """Who reads cases: operators see all of a node's cases, others the ones they filed on that node.
+
+    A certificate name is only the name of a caller of one node: the same name on another
+    node may be another office. So a filer is known by (filing node, name), and at the
+    origin a caller never sees the cases filed elsewhere under its name.
+    """
 
     identity: str
     sees_all: bool
 
-    def may_see(self, row: Any) -> bool:
-        return self.sees_all or row["filer"] == self.identity
+    def may_see(self, row: Any, node: str) -> bool:
+        return self.sees_all or (row["filed_on"] == node and row["filer"] == self.identity)
 
 
 class CaseDesk:
@@ -786,7 +791,7 @@ class CaseDesk:
     async def get(self, case_id: str, viewer: Viewer) -> case_pb2.Case:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
-            if row is None or not viewer.may_see(row):
+            if row is None or not viewer.may_see(row, self.origin):
                 raise CaseFailure(grpc.StatusCode.NOT_FOUND, f"no case {case_id[:60]} of yours on this node")
             return await self._view(conn, row)
 
@@ -796,7 +801,7 @@ class CaseDesk:
         today = self.clock()
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR filer = $3)"
+                "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR (filer = $3 AND filed_on = $7))"
                 " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5)) ORDER BY filed_at, case_id LIMIT $6",
                 state,
                 viewer.sees_all,
@@ -804,13 +809,14 @@ class CaseDesk:
                 overdue,
                 today,
                 limit,
+                self.origin,
             )
             return [await self._view(conn, row) for row in rows]
 
     async def decision(self, case_id: str, viewer: Viewer) -> bytes:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
-        if row is None or not viewer.may_see(row):
+        if row is None or not viewer.may_see(row, self.origin):
             raise CaseFailure(grpc.StatusCode.NOT_FOUND, f"no case {case_id[:60]} of yours on this node")
         if row["decision"] is None:
             raise CaseFailure(
