@@ -287,3 +287,25 @@ async def test_receipts_that_do_not_match_the_repair_are_refused_and_confirm_not
     assert all((r["peer"], r["seq"]) == ("310000", seq) for r in confirmed)
     case = await operator.GetCase(case_pb2.GetCaseRequest(case_id=filed.case.case_id), timeout=30)
     assert case.state == "propagating" and "330000" in case.unconfirmed_peers
+
+
+async def test_a_filing_dated_in_the_future_or_not_dated_is_refused_so_a_member_cannot_move_the_origins_deadlines(
+    regions: Regions,
+) -> None:
+    """A repair's result is due 10 working days from filing, so the origin checks the filing time it is given."""
+    record = penalty(55)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    key = regions.shanghai.ledger.key
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    for n, filed_at in enumerate(("2999-01-01T00:00:00+00:00", tomorrow, "last tuesday", "")):
+        dated = filing(record.record_id, record.subject.uscc, "310000", f"dated-{n}")
+        dated.filed_at = filed_at
+        dated.content_digest = content_digest(dated)
+        answer = await refused(deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", dated)))
+        assert answer.code() == grpc.StatusCode.INVALID_ARGUMENT and "filed_at" in (answer.details() or ""), filed_at
+    assert await cases_held(regions.jiangsu) == 0
+    # A filing made a while ago (the origin was down) is taken, and keeps its own filing time.
+    late = filing(record.record_id, record.subject.uscc, "310000", "dated-late")
+    taken = await deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", late))
+    row = await case_at(regions.jiangsu, late.case_id)
+    assert taken.created and row is not None and row["filed_at"] == dt.datetime.fromisoformat(late.filed_at)

@@ -211,6 +211,7 @@ class CaseDesk:
         too_long = [fd.name for fd, value in pb.ListFields() if isinstance(value, str) and len(value) > _MAX_TEXT]
         if too_long or (pb.kind == case_pb2.CASE_KIND_OBJECTION and pb.grounds not in GROUNDS):
             raise _invalid(f"the filing's {', '.join(too_long) or 'grounds'} is not what a filing may hold")
+        _filing_time(pb.filed_at)
         async with self.pool.acquire() as conn, conn.transaction():
             existing = await self._same_filing(conn, pb)
             if existing is not None:
@@ -836,6 +837,7 @@ class CaseDesk:
 
 
 _MAX_STEPS = 200
+_CLOCK_SKEW = dt.timedelta(minutes=10)  # how far ahead of this node's clock a filing node's may be
 _MAX_TEXT = 500  # the longest text a filing's field may hold (the edge holds callers to less)
 _STATUS_BYTES = 40 * 1024  # well inside the edge's bound on a delivered envelope
 
@@ -848,6 +850,20 @@ def _fit(status: case_pb2.CaseStatus) -> None:
                 step.opinion = step.opinion[:199] + "…"
     while status.ByteSize() > _STATUS_BYTES or len(status.steps) > _MAX_STEPS:
         del status.steps[0]
+
+
+def _filing_time(text: str) -> dt.datetime:
+    """When a delivered filing was made: deadlines count from it, so a time that is not one, or that has
+    not come yet, is refused rather than replaced (a member could otherwise move the origin's deadlines)."""
+    try:
+        filed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _invalid(f"the filing's filed_at {text[:40]!r} is not an ISO 8601 time") from None
+    if filed.tzinfo is None:
+        raise _invalid(f"the filing's filed_at {text[:40]!r} has no time zone")
+    if filed > dt.datetime.now(dt.UTC) + _CLOCK_SKEW:
+        raise _invalid(f"the filing's filed_at {text[:40]!r} is in the future; check the filing node's clock")
+    return filed
 
 
 def _date_or_none(text: str) -> dt.date | None:
