@@ -309,3 +309,30 @@ async def test_a_filing_dated_in_the_future_or_not_dated_is_refused_so_a_member_
     taken = await deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", late))
     row = await case_at(regions.jiangsu, late.case_id)
     assert taken.created and row is not None and row["filed_at"] == dt.datetime.fromisoformat(late.filed_at)
+
+
+async def test_a_filer_may_hold_only_so_many_undelivered_filings_for_an_origin_that_does_not_answer(
+    regions: Regions,
+) -> None:
+    """Under a dead origin the outbox stays bounded per filer, and one filer's flood does not block another."""
+    records = [penalty(n) for n in (56, 57, 58)]
+    await publish(regions.jiangsu, records, regions.shanghai)
+    await regions.federation.stop_node("320000")
+    regions.shanghai.cases.max_undelivered_filings = 2
+    filer = regions.filer()
+    for n, record in enumerate(records[:2]):
+        assert (await filer.FileObjection(objection(record, f"flood-{n}"), timeout=30)).created
+    full = await refused(filer.FileObjection(objection(records[2], "flood-2"), timeout=30))
+    assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "320000" in (full.details() or "")
+    assert await cases_held(regions.shanghai) == 2 and len(await outbox(regions.shanghai)) == 2
+    # Another caller of the same node still files.
+    other = regions.operator(regions.shanghai)
+    assert (await other.FileObjection(objection(records[2], "other-filer"), timeout=30)).created
+
+    regions.jiangsu = await regions.federation.start_node("320000", **CALLERS)
+
+    async def all_delivered() -> bool:
+        return all(row["delivered_at"] is not None for row in await outbox(regions.shanghai))
+
+    await eventually(all_delivered, timeout=90)
+    assert (await filer.FileObjection(objection(records[2], "flood-3"), timeout=30)).created

@@ -50,6 +50,7 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 OVERDUE = Gauge("credex_cases_overdue", "Open cases past their deadline at their origin, by kind", ["origin", "kind"])
 GROUNDS = frozenset({"error", "omission", "window", "listing", "repair_result"})
 MAX_EXTENSION_DAYS = 20
+MAX_UNDELIVERED_FILINGS = 1000
 
 
 def china_today() -> dt.date:
@@ -119,6 +120,8 @@ class CaseDesk:
         self.trust = trust
         self.rules = rules or CaseRules.shipped()
         self.clock = clock
+        # Filings one filer may have waiting for one origin: a dead origin must not grow the outbox without end.
+        self.max_undelivered_filings = MAX_UNDELIVERED_FILINGS
 
     @property
     def mine(self) -> RegionRules:
@@ -179,6 +182,7 @@ class CaseDesk:
             if at_origin:
                 await self._arrive(conn, case_id)
             else:
+                await self._room_for(conn, filing.filer, held["origin"])
                 envelope = messages.seal_message(self.ledger.key, messages.message_at(self.origin, pb))
                 await conn.execute(
                     "INSERT INTO case_outbox (case_id, purpose, target, envelope) VALUES ($1, 'filing', $2, $3)",
@@ -298,6 +302,26 @@ class CaseDesk:
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"your {filing.kind} {open_case} on record {filing.record_id[:60]} is still open; follow it with"
                 " GetCase instead of filing again",
+            )
+
+    async def _room_for(self, conn: Connection, filer: str, target: str) -> None:
+        """Refuse a filing for ``target`` while this filer already has as many waiting for it as allowed.
+
+        Counted per filer, so that one caller filing in a loop against an origin that does not
+        answer fills only its own share, and another caller's filing still goes out.
+        """
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM case_outbox o JOIN cases c USING (case_id) WHERE o.purpose = 'filing'"
+            " AND o.target = $1 AND o.delivered_at IS NULL AND o.refused = '' AND c.filer = $2 AND c.filed_on = $3",
+            target,
+            filer,
+            self.origin,
+        )
+        if waiting >= self.max_undelivered_filings:
+            raise CaseFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{waiting} of your filings for {target} are still waiting for it to answer; file again once they"
+                " are delivered (GetCase shows their delivery); nothing filed",
             )
 
     async def _insert(
