@@ -336,3 +336,29 @@ async def test_a_filer_may_hold_only_so_many_undelivered_filings_for_an_origin_t
 
     await eventually(all_delivered, timeout=90)
     assert (await filer.FileObjection(objection(records[2], "flood-3"), timeout=30)).created
+
+
+async def test_a_member_cannot_flood_the_origins_log_with_filings_under_fresh_request_ids(regions: Regions) -> None:
+    """The origin holds every member to one open case per filer, record and kind, as a filing node its callers."""
+    record = penalty(59)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    key = regions.shanghai.ledger.key
+    first = filing(record.record_id, record.subject.uscc, "310000", "flood-a")
+    assert (await deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", first))).created
+    second = filing(record.record_id, record.subject.uscc, "310000", "flood-b")
+    again = await refused(deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", second)))
+    assert again.code() == grpc.StatusCode.ALREADY_EXISTS and first.case_id in (again.details() or "")
+    nameless = filing(record.record_id, record.subject.uscc, "310000", "flood-c")
+    nameless.filer, nameless.case_id = "", case_id_of("310000", "", "flood-c")
+    nameless.content_digest = content_digest(nameless)
+    unnamed = await refused(deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", nameless)))
+    assert unnamed.code() == grpc.StatusCode.INVALID_ARGUMENT and "filer" in (unnamed.details() or "")
+    assert await cases_held(regions.jiangsu) == 1
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn:
+        disputes = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE record_id = $1 AND event_type = $2",
+            record.record_id,
+            event_pb2.EVENT_TYPE_DISPUTE,
+        )
+    assert disputes == 1

@@ -169,7 +169,7 @@ class CaseDesk:
             )
             if not visible:
                 raise _missing(filing.record_id)
-            await self._no_open_case(conn, filing)
+            await self._no_open_case(conn, filing.record_id, filing.kind, filing.filer, self.origin)
             record = record_pb2.Record.FromString(bytes(held["record"]))
             eligibility = self._check_filing(pb, held, record)
             at_origin = held["origin"] == self.origin
@@ -211,6 +211,9 @@ class CaseDesk:
             raise _invalid("the filing's case id or content digest is not the one its content gives")
         if pb.kind not in casefile.KINDS.values():
             raise _invalid("the filing names no case kind")
+        unnamed = [name for name in ("filer", "request_id", "record_id", "on_behalf_of") if not getattr(pb, name)]
+        if unnamed:
+            raise _invalid(f"the filing has no {', '.join(unnamed)}: a case is filed by someone, for a record")
         # A member vouches for its filer, not for the size or shape of what it relays.
         too_long = [fd.name for fd, value in pb.ListFields() if isinstance(value, str) and len(value) > _MAX_TEXT]
         if too_long or (pb.kind == case_pb2.CASE_KIND_OBJECTION and pb.grounds not in GROUNDS):
@@ -231,6 +234,7 @@ class CaseDesk:
                     f"record {pb.record_id[:60]} is not a record of {self.origin}: a case goes to its record's"
                     " origin; nothing stored",
                 )
+            await self._no_open_case(conn, pb.record_id, _kind_of(pb), pb.filer, pb.filed_on)
             record = record_pb2.Record.FromString(bytes(held["record"]))
             eligibility = self._check_filing(pb, held, record)
             if not await self._insert(conn, pb, held, True, eligibility, f"received from {sender}"):
@@ -287,20 +291,24 @@ class CaseDesk:
             raise _missing(record_id)
         return held
 
-    async def _no_open_case(self, conn: Connection, filing: Filing) -> None:
-        """One open case of a kind per filer and record: a flood of filings must not flood the origin's log."""
+    async def _no_open_case(self, conn: Connection, record_id: str, kind: Kind, filer: str, filed_on: str) -> None:
+        """One open case of a kind per filer and record: a flood of filings must not flood the origin's log.
+
+        The filing node holds its callers to it, and the origin holds every member to it again,
+        since a member's fresh request ids would otherwise each sign a DISPUTE in this log.
+        """
         open_case = await conn.fetchval(
             "SELECT case_id FROM cases WHERE record_id = $1 AND kind = $2 AND filer = $3 AND filed_on = $4"
             " AND closed_at IS NULL LIMIT 1",
-            filing.record_id,
-            filing.kind,
-            filing.filer,
-            self.origin,
+            record_id,
+            kind,
+            filer,
+            filed_on,
         )
         if open_case is not None:
             raise CaseFailure(
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"your {filing.kind} {open_case} on record {filing.record_id[:60]} is still open; follow it with"
+                f"the {kind} {open_case} of {filer[:60]} on record {record_id[:60]} is still open; follow it with"
                 " GetCase instead of filing again",
             )
 
@@ -334,7 +342,7 @@ class CaseDesk:
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'submitted', $13, $14, $15)"
             " ON CONFLICT DO NOTHING RETURNING 1",
             pb.case_id,
-            Kind.REPAIR if pb.kind == case_pb2.CASE_KIND_REPAIR else Kind.OBJECTION,
+            _kind_of(pb),
             pb.record_id,
             held["origin"],
             held["subject_id"],
@@ -899,6 +907,10 @@ def _date_or_none(text: str) -> dt.date | None:
 
 def _time_or_none(text: str) -> dt.datetime | None:
     return _parse_time(text) if text else None
+
+
+def _kind_of(pb: case_pb2.CaseFiling) -> Kind:
+    return Kind.REPAIR if pb.kind == case_pb2.CASE_KIND_REPAIR else Kind.OBJECTION
 
 
 def _stage(row: Any) -> str:
