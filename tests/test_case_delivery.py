@@ -362,3 +362,30 @@ async def test_a_member_cannot_flood_the_origins_log_with_filings_under_fresh_re
             event_pb2.EVENT_TYPE_DISPUTE,
         )
     assert disputes == 1
+
+
+async def test_an_origin_that_does_not_answer_does_not_hold_up_delivery_to_the_others(regions: Regions) -> None:
+    """Each round gives every target its turn: a backlog for a dead origin, always due, never fills the round."""
+    record = penalty(62)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    await regions.federation.stop_node("330000")
+    assert regions.shanghai.pool is not None
+    backlog = messages.seal_message(
+        regions.shanghai.ledger.key, messages.message_at("310000", case_pb2.CaseStatus(case_id="case-backlog"))
+    )
+    async with regions.shanghai.pool.acquire() as conn:
+        # A backlog larger than a round, kept due however often it is tried (as a big one is, in effect).
+        await conn.execute(
+            "CREATE FUNCTION keep_due() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN NEW.next_attempt_at := now() - interval '1 second'; RETURN NEW; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER keep_due BEFORE UPDATE ON case_outbox FOR EACH ROW"
+            " WHEN (NEW.target = '330000') EXECUTE FUNCTION keep_due()"
+        )
+        await conn.executemany(
+            "INSERT INTO case_outbox (case_id, purpose, target, envelope) VALUES ($1, 'receipt', '330000', $2)",
+            [(f"case-backlog-{n}", backlog) for n in range(120)],
+        )
+    filed = await regions.filer().FileObjection(objection(record, "behind-a-backlog"), timeout=30)
+    await arrived(regions, filed.case.case_id)
