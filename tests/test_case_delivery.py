@@ -15,7 +15,7 @@ import grpc
 
 from credex.crypto.keys import SigningKey
 from credex.node.cases import case_id_of, messages
-from credex.node.cases.desk import content_digest
+from credex.node.cases.filing import content_digest
 from credex.node.runtime import Node
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2, record_pb2
 

@@ -28,7 +28,7 @@ import logging
 import asyncpg
 import grpc
 
-from credex.node.cases import casefile, messages
+from credex.node.cases import casefile, messages, propagation
 from credex.node.cases.desk import CaseDesk
 from credex.node.cases.model import State
 from credex.node.chain import AGREED, Alarms
@@ -221,7 +221,7 @@ class CaseCourier:
         peer has not confirmed in time."""
         await self.desk.note_overdue()
         raised = 0
-        late = await self.desk.late_repairs()
+        late = await propagation.late_repairs(self.desk)
         if not late:
             return 0
         async with self.pool.acquire() as conn:
