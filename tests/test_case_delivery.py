@@ -15,7 +15,7 @@ import grpc
 
 from credex.crypto.keys import SigningKey
 from credex.node.cases import case_id_of, messages
-from credex.node.cases.desk import content_digest
+from credex.node.cases.filing import content_digest
 from credex.node.runtime import Node
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2, record_pb2
 
@@ -287,3 +287,105 @@ async def test_receipts_that_do_not_match_the_repair_are_refused_and_confirm_not
     assert all((r["peer"], r["seq"]) == ("310000", seq) for r in confirmed)
     case = await operator.GetCase(case_pb2.GetCaseRequest(case_id=filed.case.case_id), timeout=30)
     assert case.state == "propagating" and "330000" in case.unconfirmed_peers
+
+
+async def test_a_filing_dated_in_the_future_or_not_dated_is_refused_so_a_member_cannot_move_the_origins_deadlines(
+    regions: Regions,
+) -> None:
+    """A repair's result is due 10 working days from filing, so the origin checks the filing time it is given."""
+    record = penalty(55)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    key = regions.shanghai.ledger.key
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    for n, filed_at in enumerate(("2999-01-01T00:00:00+00:00", tomorrow, "last tuesday", "")):
+        dated = filing(record.record_id, record.subject.uscc, "310000", f"dated-{n}")
+        dated.filed_at = filed_at
+        dated.content_digest = content_digest(dated)
+        answer = await refused(deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", dated)))
+        assert answer.code() == grpc.StatusCode.INVALID_ARGUMENT and "filed_at" in (answer.details() or ""), filed_at
+    assert await cases_held(regions.jiangsu) == 0
+    # A filing made a while ago (the origin was down) is taken, and keeps its own filing time.
+    late = filing(record.record_id, record.subject.uscc, "310000", "dated-late")
+    taken = await deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", late))
+    row = await case_at(regions.jiangsu, late.case_id)
+    assert taken.created and row is not None and row["filed_at"] == dt.datetime.fromisoformat(late.filed_at)
+
+
+async def test_a_filer_may_hold_only_so_many_undelivered_filings_for_an_origin_that_does_not_answer(
+    regions: Regions,
+) -> None:
+    """Under a dead origin the outbox stays bounded per filer, and one filer's flood does not block another."""
+    records = [penalty(n) for n in (56, 57, 58)]
+    await publish(regions.jiangsu, records, regions.shanghai)
+    await regions.federation.stop_node("320000")
+    regions.shanghai.cases.max_undelivered_filings = 2
+    filer = regions.filer()
+    for n, record in enumerate(records[:2]):
+        assert (await filer.FileObjection(objection(record, f"flood-{n}"), timeout=30)).created
+    full = await refused(filer.FileObjection(objection(records[2], "flood-2"), timeout=30))
+    assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "320000" in (full.details() or "")
+    assert await cases_held(regions.shanghai) == 2 and len(await outbox(regions.shanghai)) == 2
+    # Another caller of the same node still files.
+    other = regions.operator(regions.shanghai)
+    assert (await other.FileObjection(objection(records[2], "other-filer"), timeout=30)).created
+
+    regions.jiangsu = await regions.federation.start_node("320000", **CALLERS)
+
+    async def all_delivered() -> bool:
+        return all(row["delivered_at"] is not None for row in await outbox(regions.shanghai))
+
+    await eventually(all_delivered, timeout=90)
+    assert (await filer.FileObjection(objection(records[2], "flood-3"), timeout=30)).created
+
+
+async def test_a_member_cannot_flood_the_origins_log_with_filings_under_fresh_request_ids(regions: Regions) -> None:
+    """The origin holds every member to one open case per filer, record and kind, as a filing node its callers."""
+    record = penalty(59)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    key = regions.shanghai.ledger.key
+    first = filing(record.record_id, record.subject.uscc, "310000", "flood-a")
+    assert (await deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", first))).created
+    second = filing(record.record_id, record.subject.uscc, "310000", "flood-b")
+    again = await refused(deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", second)))
+    assert again.code() == grpc.StatusCode.ALREADY_EXISTS and first.case_id in (again.details() or "")
+    nameless = filing(record.record_id, record.subject.uscc, "310000", "flood-c")
+    nameless.filer, nameless.case_id = "", case_id_of("310000", "", "flood-c")
+    nameless.content_digest = content_digest(nameless)
+    unnamed = await refused(deliver(regions, regions.jiangsu, "310000", sealed(key, "310000", nameless)))
+    assert unnamed.code() == grpc.StatusCode.INVALID_ARGUMENT and "filer" in (unnamed.details() or "")
+    assert await cases_held(regions.jiangsu) == 1
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn:
+        disputes = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE record_id = $1 AND event_type = $2",
+            record.record_id,
+            event_pb2.EVENT_TYPE_DISPUTE,
+        )
+    assert disputes == 1
+
+
+async def test_an_origin_that_does_not_answer_does_not_hold_up_delivery_to_the_others(regions: Regions) -> None:
+    """Each round gives every target its turn: a backlog for a dead origin, always due, never fills the round."""
+    record = penalty(62)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    await regions.federation.stop_node("330000")
+    assert regions.shanghai.pool is not None
+    backlog = messages.seal_message(
+        regions.shanghai.ledger.key, messages.message_at("310000", case_pb2.CaseStatus(case_id="case-backlog"))
+    )
+    async with regions.shanghai.pool.acquire() as conn:
+        # A backlog larger than a round, kept due however often it is tried (as a big one is, in effect).
+        await conn.execute(
+            "CREATE FUNCTION keep_due() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN NEW.next_attempt_at := now() - interval '1 second'; RETURN NEW; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER keep_due BEFORE UPDATE ON case_outbox FOR EACH ROW"
+            " WHEN (NEW.target = '330000') EXECUTE FUNCTION keep_due()"
+        )
+        await conn.executemany(
+            "INSERT INTO case_outbox (case_id, purpose, target, envelope) VALUES ($1, 'receipt', '330000', $2)",
+            [(f"case-backlog-{n}", backlog) for n in range(120)],
+        )
+    filed = await regions.filer().FileObjection(objection(record, "behind-a-backlog"), timeout=30)
+    await arrived(regions, filed.case.case_id)

@@ -375,3 +375,40 @@ async def test_an_operators_rules_file_sets_the_regions_deadlines(regions: Regio
     filed = await regions.filer().FileObjection(objection(record, "rules"), timeout=30)
     row = await arrived(regions, filed.case.case_id)
     assert row["due_on"] == dt.date(2026, 12, 1)  # 7 working days after Friday 20 November
+
+
+async def test_at_the_origin_a_caller_sees_only_the_cases_it_filed_there_not_those_filed_elsewhere_under_its_name(
+    regions: Regions,
+) -> None:
+    """Certificate names are each node's own: the same name on another node is another caller."""
+    elsewhere, here = penalty(70), penalty(71)
+    await publish(regions.jiangsu, [elsewhere, here], regions.shanghai)
+    from_shanghai = await regions.filer().FileObjection(objection(elsewhere, "scoped"), timeout=30)
+    await arrived(regions, from_shanghai.case.case_id)
+    namesake = regions.filer(regions.jiangsu)  # the same certificate name, calling Jiangsu
+    from_jiangsu = await namesake.FileObjection(objection(here, "scoped"), timeout=30)
+    assert from_jiangsu.case.case_id != from_shanghai.case.case_id
+
+    unseen = await refused(
+        namesake.GetCase(case_pb2.GetCaseRequest(case_id=from_shanghai.case.case_id, purpose="异议查询"), timeout=30)
+    )
+    assert unseen.code() == grpc.StatusCode.NOT_FOUND
+    no_decision = await refused(
+        namesake.GetRepairDecision(
+            case_pb2.GetCaseRequest(case_id=from_shanghai.case.case_id, purpose="异议查询"), timeout=30
+        )
+    )
+    assert no_decision.code() == grpc.StatusCode.NOT_FOUND
+    listed = await namesake.ListCases(case_pb2.ListCasesRequest(purpose="异议查询"), timeout=30)
+    assert [c.case_id for c in listed.cases] == [from_jiangsu.case.case_id]
+
+    # The filer still follows its case on the node it filed on, and the origin's operators see both.
+    assert (
+        await regions.filer().GetCase(
+            case_pb2.GetCaseRequest(case_id=from_shanghai.case.case_id, purpose="异议查询"), timeout=30
+        )
+    ).case_id
+    mine = await regions.filer().ListCases(case_pb2.ListCasesRequest(purpose="异议查询"), timeout=30)
+    assert [c.case_id for c in mine.cases] == [from_shanghai.case.case_id]
+    everything = await regions.operator().ListCases(case_pb2.ListCasesRequest(purpose="异议查询"), timeout=30)
+    assert {c.case_id for c in everything.cases} == {from_shanghai.case.case_id, from_jiangsu.case.case_id}

@@ -77,7 +77,13 @@ async def test_an_approved_repair_reaches_every_region_which_confirms_and_the_de
     confirmations = [s.actor for s in case.steps if s.stage == "propagation" and s.opinion.startswith("applied")]
     assert sorted(confirmations) == ["310000", "330000"] and case.status_label == "已完成"
 
-    document = await regions.filer(regions.jiangsu).GetRepairDecision(
+    # The subject's agent downloads it where it filed, from the copy the origin keeps up to date.
+    async def decision_held() -> bool:
+        copy = await case_at(regions.shanghai, filed.case.case_id)
+        return copy is not None and copy["decision"] is not None
+
+    await eventually(decision_held, timeout=60)
+    document = await regions.filer().GetRepairDecision(
         case_pb2.GetCaseRequest(case_id=filed.case.case_id, purpose="下载信用修复决定书"), timeout=30
     )
     raw = document.envelope.SerializeToString()

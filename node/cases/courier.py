@@ -4,7 +4,8 @@ Three duties, one supervised loop (``case-courier`` in :mod:`credex.node.runtime
 
 - **Delivery.** Each message in ``case_outbox`` is sent to its target's DeliverCase
   over the mTLS peer channel until the target acknowledges it. A target that is down
-  or busy is tried again with a growing pause (0.5 s doubling up to a minute); the
+  or busy is tried again with a growing pause (0.5 s doubling up to a minute), and each
+  round takes the targets in turn, so one that does not answer holds up no other; the
   message and its attempts are in the database, so a restart of either side loses
   nothing, and the origin's idempotent take-in makes a second delivery change nothing.
   A definitive refusal (the origin says the filing is invalid, ineligible or not its
@@ -27,7 +28,7 @@ import logging
 import asyncpg
 import grpc
 
-from credex.node.cases import casefile, messages
+from credex.node.cases import casefile, messages, propagation
 from credex.node.cases.desk import CaseDesk
 from credex.node.cases.model import State
 from credex.node.chain import AGREED, Alarms
@@ -41,6 +42,7 @@ POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 60.0
 CALL_TIMEOUT_SECONDS = 10.0
 BATCH = 50
+PER_TARGET = 10
 # The target's answer that retrying cannot change: the message itself is refused.
 _DEFINITIVE = frozenset(
     {
@@ -74,10 +76,15 @@ class CaseCourier:
     async def deliver_due(self) -> int:
         """Send every message that is due; return how many were acknowledged."""
         async with self.pool.acquire() as conn:
+            # Round robin over targets, each at most PER_TARGET: an origin that does not answer, however
+            # long its backlog, takes its turn and never the whole round (the oldest due go first within one).
             due = await conn.fetch(
-                "SELECT id, case_id, purpose, target, envelope, attempts FROM case_outbox"
-                " WHERE delivered_at IS NULL AND refused = '' AND next_attempt_at <= now() ORDER BY id LIMIT $1",
+                "SELECT id, case_id, purpose, target, envelope, attempts FROM (SELECT *, row_number() OVER"
+                " (PARTITION BY target ORDER BY next_attempt_at, id) AS turn FROM case_outbox"
+                " WHERE delivered_at IS NULL AND refused = '' AND next_attempt_at <= now()) due"
+                " WHERE turn <= $2 ORDER BY turn, id LIMIT $1",
                 BATCH,
+                PER_TARGET,
             )
         acknowledged = await asyncio.gather(*(self._deliver(row) for row in due))
         return sum(acknowledged)
@@ -214,7 +221,7 @@ class CaseCourier:
         peer has not confirmed in time."""
         await self.desk.note_overdue()
         raised = 0
-        late = await self.desk.late_repairs()
+        late = await propagation.late_repairs(self.desk)
         if not late:
             return 0
         async with self.pool.acquire() as conn:

@@ -11,14 +11,16 @@ never says "decided" without its event in the log, nor the reverse.
 Deadlines are the origin region's (:mod:`credex.domain.case_rules`), counted on the
 official calendar from the origin's own date (``clock``, China time), which tests
 inject.
+
+What a filing is and who reads it is :mod:`~credex.node.cases.filing`; the filing node's
+copy of a case, kept up to date by the origin, is :mod:`~credex.node.cases.copies`; an
+approved repair's confirmation by every region is :mod:`~credex.node.cases.propagation`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -27,8 +29,19 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import casefile, messages
+from credex.node.cases import casefile, copies, messages, propagation
 from credex.node.cases.corrections import apply_changes
+from credex.node.cases.filing import (
+    GROUNDS,
+    MAX_TEXT,
+    Filing,
+    Viewer,
+    case_id_of,
+    content_digest,
+    filing_time,
+    kind_of,
+    parse_time,
+)
 from credex.node.cases.model import (
     ACCEPTABLE,
     CLOSED,
@@ -39,6 +52,7 @@ from credex.node.cases.model import (
     CaseFailure,
     Kind,
     State,
+    invalid,
     refuse_state,
 )
 from credex.node.ledger import Ledger
@@ -48,54 +62,12 @@ from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 OVERDUE = Gauge("credex_cases_overdue", "Open cases past their deadline at their origin, by kind", ["origin", "kind"])
-GROUNDS = frozenset({"error", "omission", "window", "listing", "repair_result"})
 MAX_EXTENSION_DAYS = 20
+MAX_UNDELIVERED_FILINGS = 1000
 
 
 def china_today() -> dt.date:
     return dt.datetime.now(CHINA).date()
-
-
-def case_id_of(filed_on: str, filer: str, request_id: str) -> str:
-    """The case id of a filing: one per (filing node, filer, request id), the idempotency key."""
-    digest = hashlib.sha256("\x00".join((filed_on, filer, request_id)).encode()).hexdigest()
-    return f"case-{filed_on}-{digest[:20]}"
-
-
-def content_digest(filing: case_pb2.CaseFiling) -> bytes:
-    """SHA-256 of what was filed, without the fields the filing node adds (id, time, digest)."""
-    content = case_pb2.CaseFiling()
-    content.CopyFrom(filing)
-    content.ClearField("case_id")
-    content.ClearField("filed_at")
-    content.ClearField("content_digest")
-    return hashlib.sha256(content.SerializeToString(deterministic=True)).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Filing:
-    """A case as a caller files it."""
-
-    kind: Kind
-    request_id: str
-    record_id: str
-    filer: str
-    on_behalf_of: str
-    grounds: str = ""
-    statement: str = ""
-    proof_of_duty: str = ""
-    commitment: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who reads cases: operators see all of a node's cases, others the ones they filed."""
-
-    identity: str
-    sees_all: bool
-
-    def may_see(self, row: Any) -> bool:
-        return self.sees_all or row["filer"] == self.identity
 
 
 class CaseDesk:
@@ -114,6 +86,8 @@ class CaseDesk:
         self.trust = trust
         self.rules = rules or CaseRules.shipped()
         self.clock = clock
+        # Filings one filer may have waiting for one origin: a dead origin must not grow the outbox without end.
+        self.max_undelivered_filings = MAX_UNDELIVERED_FILINGS
 
     @property
     def mine(self) -> RegionRules:
@@ -132,7 +106,7 @@ class CaseDesk:
         objection to a repair result is the exception: the repaired record is its subject.
         """
         if filing.kind == Kind.OBJECTION and filing.grounds not in GROUNDS:
-            raise _invalid(f"grounds must be one of {', '.join(sorted(GROUNDS))}")
+            raise invalid(f"grounds must be one of {', '.join(sorted(GROUNDS))}")
         case_id = case_id_of(self.origin, filing.filer, filing.request_id)
         pb = case_pb2.CaseFiling(
             case_id=case_id,
@@ -152,7 +126,7 @@ class CaseDesk:
         async with self.pool.acquire() as conn, conn.transaction():
             existing = await self._same_filing(conn, pb)
             if existing is not None:
-                return await self._view(conn, existing), False
+                return await self.view(conn, existing), False
             held = await self._record(conn, filing.record_id)
             visible = sees(held["sharing_level"], held["status"]) or (
                 filing.grounds == "repair_result"
@@ -161,7 +135,7 @@ class CaseDesk:
             )
             if not visible:
                 raise _missing(filing.record_id)
-            await self._no_open_case(conn, filing)
+            await self._no_open_case(conn, filing.record_id, filing.kind, filing.filer, self.origin)
             record = record_pb2.Record.FromString(bytes(held["record"]))
             eligibility = self._check_filing(pb, held, record)
             at_origin = held["origin"] == self.origin
@@ -169,11 +143,12 @@ class CaseDesk:
             if not inserted:  # a concurrent identical filing won the race
                 row = await self._same_filing(conn, pb)
                 assert row is not None
-                return await self._view(conn, row), False
+                return await self.view(conn, row), False
             await casefile.add_step(conn, case_id, filing.filer, "filing", State.SUBMITTED, filing.statement)
             if at_origin:
                 await self._arrive(conn, case_id)
             else:
+                await self._room_for(conn, filing.filer, held["origin"])
                 envelope = messages.seal_message(self.ledger.key, messages.message_at(self.origin, pb))
                 await conn.execute(
                     "INSERT INTO case_outbox (case_id, purpose, target, envelope) VALUES ($1, 'filing', $2, $3)",
@@ -181,7 +156,7 @@ class CaseDesk:
                     held["origin"],
                     envelope,
                 )
-            return await self._view(conn, await self._row(conn, case_id)), True
+            return await self.view(conn, await self.case_row(conn, case_id)), True
 
     async def take_in(self, envelope: event_pb2.Envelope, sender: str) -> case_pb2.DeliverCaseResponse:
         """A signed case message from peer ``sender``: a filing for this origin, or a repair receipt."""
@@ -192,20 +167,24 @@ class CaseDesk:
                 grpc.StatusCode.PERMISSION_DENIED, f"case message refused: {exc}; nothing changed"
             ) from None
         if message.HasField("receipt"):
-            return await self._confirm(message.receipt, sender)
+            return await propagation.confirm(self, message.receipt, sender)
         if message.HasField("status"):
-            return await self._take_status(message.status, sender)
+            return await copies.take_status(self, message.status, sender)
         pb = message.filing
         if pb.filed_on != sender:
-            raise _invalid(f"the filing says it was filed on {pb.filed_on[:16]!r}, but {sender} sends it")
+            raise invalid(f"the filing says it was filed on {pb.filed_on[:16]!r}, but {sender} sends it")
         if pb.case_id != case_id_of(pb.filed_on, pb.filer, pb.request_id) or pb.content_digest != content_digest(pb):
-            raise _invalid("the filing's case id or content digest is not the one its content gives")
+            raise invalid("the filing's case id or content digest is not the one its content gives")
         if pb.kind not in casefile.KINDS.values():
-            raise _invalid("the filing names no case kind")
+            raise invalid("the filing names no case kind")
+        unnamed = [name for name in ("filer", "request_id", "record_id", "on_behalf_of") if not getattr(pb, name)]
+        if unnamed:
+            raise invalid(f"the filing has no {', '.join(unnamed)}: a case is filed by someone, for a record")
         # A member vouches for its filer, not for the size or shape of what it relays.
-        too_long = [fd.name for fd, value in pb.ListFields() if isinstance(value, str) and len(value) > _MAX_TEXT]
+        too_long = [fd.name for fd, value in pb.ListFields() if isinstance(value, str) and len(value) > MAX_TEXT]
         if too_long or (pb.kind == case_pb2.CASE_KIND_OBJECTION and pb.grounds not in GROUNDS):
-            raise _invalid(f"the filing's {', '.join(too_long) or 'grounds'} is not what a filing may hold")
+            raise invalid(f"the filing's {', '.join(too_long) or 'grounds'} is not what a filing may hold")
+        filing_time(pb.filed_at)
         async with self.pool.acquire() as conn, conn.transaction():
             existing = await self._same_filing(conn, pb)
             if existing is not None:
@@ -221,6 +200,7 @@ class CaseDesk:
                     f"record {pb.record_id[:60]} is not a record of {self.origin}: a case goes to its record's"
                     " origin; nothing stored",
                 )
+            await self._no_open_case(conn, pb.record_id, kind_of(pb), pb.filer, pb.filed_on)
             record = record_pb2.Record.FromString(bytes(held["record"]))
             eligibility = self._check_filing(pb, held, record)
             if not await self._insert(conn, pb, held, True, eligibility, f"received from {sender}"):
@@ -230,7 +210,7 @@ class CaseDesk:
             filer = f"{pb.filer}@{pb.filed_on}"
             await casefile.add_step(conn, pb.case_id, filer, "filing", State.SUBMITTED, pb.statement)
             state = await self._arrive(conn, pb.case_id)
-            await self._send_status(conn, pb.case_id)
+            await copies.queue_status(self, conn, pb.case_id)
             return case_pb2.DeliverCaseResponse(case_id=pb.case_id, state=state, created=True)
 
     def _check_filing(self, pb: case_pb2.CaseFiling, held: Any, record: record_pb2.Record) -> str:
@@ -277,34 +257,58 @@ class CaseDesk:
             raise _missing(record_id)
         return held
 
-    async def _no_open_case(self, conn: Connection, filing: Filing) -> None:
-        """One open case of a kind per filer and record: a flood of filings must not flood the origin's log."""
+    async def _no_open_case(self, conn: Connection, record_id: str, kind: Kind, filer: str, filed_on: str) -> None:
+        """One open case of a kind per filer and record: a flood of filings must not flood the origin's log.
+
+        The filing node holds its callers to it, and the origin holds every member to it again,
+        since a member's fresh request ids would otherwise each sign a DISPUTE in this log.
+        """
         open_case = await conn.fetchval(
             "SELECT case_id FROM cases WHERE record_id = $1 AND kind = $2 AND filer = $3 AND filed_on = $4"
             " AND closed_at IS NULL LIMIT 1",
-            filing.record_id,
-            filing.kind,
-            filing.filer,
-            self.origin,
+            record_id,
+            kind,
+            filer,
+            filed_on,
         )
         if open_case is not None:
             raise CaseFailure(
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"your {filing.kind} {open_case} on record {filing.record_id[:60]} is still open; follow it with"
+                f"the {kind} {open_case} of {filer[:60]} on record {record_id[:60]} is still open; follow it with"
                 " GetCase instead of filing again",
+            )
+
+    async def _room_for(self, conn: Connection, filer: str, target: str) -> None:
+        """Refuse a filing for ``target`` while this filer already has as many waiting for it as allowed.
+
+        Counted per filer, so that one caller filing in a loop against an origin that does not
+        answer fills only its own share, and another caller's filing still goes out.
+        """
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM case_outbox o JOIN cases c USING (case_id) WHERE o.purpose = 'filing'"
+            " AND o.target = $1 AND o.delivered_at IS NULL AND o.refused = '' AND c.filer = $2 AND c.filed_on = $3",
+            target,
+            filer,
+            self.origin,
+        )
+        if waiting >= self.max_undelivered_filings:
+            raise CaseFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{waiting} of your filings for {target} are still waiting for it to answer; file again once they"
+                " are delivered (GetCase shows their delivery); nothing filed",
             )
 
     async def _insert(
         self, conn: Connection, pb: case_pb2.CaseFiling, held: Any, at_origin: bool, eligibility: str, delivery: str
     ) -> bool:
-        filed_at = _parse_time(pb.filed_at)
+        filed_at = parse_time(pb.filed_at)
         inserted = await conn.fetchval(
             "INSERT INTO cases (case_id, kind, record_id, record_origin, subject_id, filed_on, filer, on_behalf_of,"
             " request_id, content_digest, filing, at_origin, state, eligibility, filed_at, delivery)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'submitted', $13, $14, $15)"
             " ON CONFLICT DO NOTHING RETURNING 1",
             pb.case_id,
-            Kind.REPAIR if pb.kind == case_pb2.CASE_KIND_REPAIR else Kind.OBJECTION,
+            kind_of(pb),
             pb.record_id,
             held["origin"],
             held["subject_id"],
@@ -323,7 +327,7 @@ class CaseDesk:
 
     async def _arrive(self, conn: Connection, case_id: str) -> str:
         """The origin takes a case in: its clock starts, and an objection marks the record disputed at once."""
-        row = await self._row(conn, case_id)
+        row = await self.case_row(conn, case_id)
         today = self.clock()
         rules = self.mine
         if row["kind"] == Kind.OBJECTION:
@@ -356,7 +360,7 @@ class CaseDesk:
             rules = self.mine
             if not accept:
                 if not opinion.strip():
-                    raise _invalid("a case not accepted needs the reason (opinion)")
+                    raise invalid("a case not accepted needs the reason (opinion)")
                 if kind == Kind.OBJECTION:
                     await self._resolve(conn, row, "not_accepted", opinion, actor)
                 await self._close(conn, case_id, State.NOT_ACCEPTED, "not_accepted", today)
@@ -375,8 +379,8 @@ class CaseDesk:
                 await casefile.add_step(conn, case_id, actor, "acceptance", State.ACCEPTED, opinion)
                 await self._move(conn, case_id, State.UNDER_REVIEW, due)
                 await casefile.add_step(conn, case_id, actor, "review", State.UNDER_REVIEW, "")
-            await self._send_status(conn, case_id)
-            return await self._view(conn, await self._row(conn, case_id))
+            await copies.queue_status(self, conn, case_id)
+            return await self.view(conn, await self.case_row(conn, case_id))
 
     async def decide(
         self,
@@ -392,11 +396,11 @@ class CaseDesk:
             kind = Kind(row["kind"])
             allowed = OBJECTION_OUTCOMES if kind == Kind.OBJECTION else REPAIR_OUTCOMES
             if outcome not in allowed:
-                raise _invalid(f"outcome of a {kind} must be one of {', '.join(sorted(allowed))}")
+                raise invalid(f"outcome of a {kind} must be one of {', '.join(sorted(allowed))}")
             if row["state"] not in DECIDABLE[kind]:
                 raise refuse_state(case_id, row["state"], "decided")
             if changes and outcome not in {"corrected", "supplemented"}:
-                raise _invalid(f"field changes go with corrected or supplemented, not {outcome}")
+                raise invalid(f"field changes go with corrected or supplemented, not {outcome}")
             today = self.clock()
             if kind == Kind.OBJECTION:
                 # A review's outcome is final: the case is done, and no second review follows.
@@ -407,13 +411,13 @@ class CaseDesk:
                 await casefile.add_step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
             elif outcome == "denied":
                 if not opinion.strip():
-                    raise _invalid("a denied repair needs the reason (opinion); the subject may object to it")
+                    raise invalid("a denied repair needs the reason (opinion); the subject may object to it")
                 await self._close(conn, case_id, State.DENIED, outcome, today)
                 await casefile.add_step(conn, case_id, actor, "decision", State.DENIED, opinion)
             else:
                 await self._approve(conn, row, opinion, decided_by or actor, actor, today)
-            await self._send_status(conn, case_id)
-            return await self._view(conn, await self._row(conn, case_id))
+            await copies.queue_status(self, conn, case_id)
+            return await self.view(conn, await self.case_row(conn, case_id))
 
     async def _approve(self, conn: Connection, row: Any, opinion: str, unit: str, actor: str, today: dt.date) -> None:
         case_id = row["case_id"]
@@ -463,13 +467,13 @@ class CaseDesk:
         await casefile.add_step(conn, case_id, actor, "decision", State.APPROVED, f"{number}: {opinion}".rstrip(": "))
         signed = f"REPAIR event {event.seq}"
         await casefile.add_step(conn, case_id, self.origin, "propagation", State.PROPAGATING, signed)
-        await self._finish_if_confirmed(conn, case_id)
+        await propagation.finish_if_confirmed(self, conn, case_id)
 
     async def extend(self, case_id: str, reason: str, days: int, actor: str) -> case_pb2.Case:
         if not reason.strip():
-            raise _invalid("an extension needs its reason; the applicant is told it")
+            raise invalid("an extension needs its reason; the applicant is told it")
         if not 1 <= days <= MAX_EXTENSION_DAYS:
-            raise _invalid(f"working_days must be 1 to {MAX_EXTENSION_DAYS}")
+            raise invalid(f"working_days must be 1 to {MAX_EXTENSION_DAYS}")
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._decidable(conn, case_id)
             kind = Kind(row["kind"])
@@ -492,13 +496,13 @@ class CaseDesk:
                 days,
             )
             await casefile.add_step(conn, case_id, actor, "extension", state, f"extended to {due}: {reason}")
-            await self._send_status(conn, case_id)
-            return await self._view(conn, await self._row(conn, case_id))
+            await copies.queue_status(self, conn, case_id)
+            return await self.view(conn, await self.case_row(conn, case_id))
 
     async def review(self, case_id: str, reason: str, actor: str) -> case_pb2.Case:
         """复核: reopen a decided objection for the review body, with its own clock; the record is marked again."""
         if not reason.strip():
-            raise _invalid("a review needs the objector's grounds (reason)")
+            raise invalid("a review needs the objector's grounds (reason)")
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._decidable(conn, case_id)
             if row["kind"] != Kind.OBJECTION or row["state"] != State.DECIDED:
@@ -522,12 +526,12 @@ class CaseDesk:
                 today,
             )
             await casefile.add_step(conn, case_id, actor, "review", State.REVIEW, reason)
-            await self._send_status(conn, case_id)
-            return await self._view(conn, await self._row(conn, case_id))
+            await copies.queue_status(self, conn, case_id)
+            return await self.view(conn, await self.case_row(conn, case_id))
 
     async def withdraw(self, case_id: str, reason: str, actor: str) -> case_pb2.Case:
         if not reason.strip():
-            raise _invalid("a withdrawal needs its reason")
+            raise invalid("a withdrawal needs its reason")
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._decidable(conn, case_id)
             if row["state"] in CLOSED or row["state"] == State.PROPAGATING:
@@ -536,8 +540,8 @@ class CaseDesk:
                 await self._resolve(conn, row, "withdrawn", reason, actor)
             await self._close(conn, case_id, State.WITHDRAWN, "withdrawn", self.clock())
             await casefile.add_step(conn, case_id, actor, "withdrawal", State.WITHDRAWN, reason)
-            await self._send_status(conn, case_id)
-            return await self._view(conn, await self._row(conn, case_id))
+            await copies.queue_status(self, conn, case_id)
+            return await self.view(conn, await self.case_row(conn, case_id))
 
     async def _resolve(
         self,
@@ -610,60 +614,6 @@ class CaseDesk:
             today,
         )
 
-    # -- propagation of a repair --------------------------------------------------------------
-
-    async def _confirm(self, receipt: case_pb2.RepairReceipt, peer: str) -> case_pb2.DeliverCaseResponse:
-        """A peer's signed word that its verified copy of this log holds a repair."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", receipt.case_id)
-            if row is None or not row["at_origin"] or row["kind"] != Kind.REPAIR or row["repair_seq"] is None:
-                raise CaseFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"no approved repair {receipt.case_id[:60]} decided here; receipt not taken",
-                )
-            if receipt.record_origin != self.origin or receipt.seq != row["repair_seq"]:
-                raise _invalid(f"the receipt names seq {receipt.seq} of {receipt.record_origin[:16]}, not the repair's")
-            if receipt.checkpoint_size < receipt.seq:
-                raise _invalid("a checkpoint smaller than the repair's seq does not cover it")
-            created = await conn.fetchval(
-                "INSERT INTO repair_confirmations (case_id, peer, seq, checkpoint_size) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                receipt.case_id,
-                peer,
-                receipt.seq,
-                receipt.checkpoint_size,
-            )
-            if created:
-                await casefile.add_step(
-                    conn,
-                    receipt.case_id,
-                    peer,
-                    "propagation",
-                    row["state"],
-                    f"applied: verified checkpoint {receipt.checkpoint_size} covers seq {receipt.seq}",
-                )
-            state = await self._finish_if_confirmed(conn, receipt.case_id)
-            if created:
-                await self._send_status(conn, receipt.case_id)
-            return case_pb2.DeliverCaseResponse(case_id=receipt.case_id, state=state, created=bool(created))
-
-    async def _finish_if_confirmed(self, conn: Connection, case_id: str) -> str:
-        missing = await self._unconfirmed(conn, case_id)
-        state = await conn.fetchval("SELECT state FROM cases WHERE case_id = $1", case_id)
-        if state == State.PROPAGATING and not missing:
-            await conn.execute(
-                "UPDATE cases SET state = 'done', closed_at = now(), due_on = NULL WHERE case_id = $1", case_id
-            )
-            await casefile.add_step(conn, case_id, self.origin, "propagation", State.DONE, "every region confirmed")
-            return str(State.DONE)
-        return str(state)
-
-    async def _unconfirmed(self, conn: Connection, case_id: str) -> list[str]:
-        confirmed = {
-            r["peer"] for r in await conn.fetch("SELECT peer FROM repair_confirmations WHERE case_id = $1", case_id)
-        }
-        return [peer for peer in self.peers() if peer not in confirmed]
-
     async def note_overdue(self) -> int:
         """Put a step in the file of each open case past its deadline, once per deadline, and tell the filing node.
 
@@ -691,104 +641,18 @@ class CaseDesk:
                 async with conn.transaction():
                     opinion = f"{row['due_on']} passed without a decision; the region is told and the case stays open"
                     await casefile.add_step(conn, row["case_id"], self.origin, "deadline", row["state"], opinion)
-                    await self._send_status(conn, row["case_id"])
+                    await copies.queue_status(self, conn, row["case_id"])
                 noted += 1
         return noted
-
-    async def late_repairs(self) -> list[tuple[str, list[str], dt.date]]:
-        """Repairs propagating past their deadline, with the peers that have not confirmed."""
-        today = self.clock()
-        late = []
-        async with self.pool.acquire() as conn:
-            for row in await conn.fetch(
-                "SELECT case_id, due_on FROM cases WHERE at_origin AND state = 'propagating' AND due_on < $1", today
-            ):
-                missing = await self._unconfirmed(conn, row["case_id"])
-                if missing:
-                    late.append((row["case_id"], missing, row["due_on"]))
-        return late
-
-    # -- the filing node's copy ---------------------------------------------------------------
-
-    async def _send_status(self, conn: Connection, case_id: str) -> None:
-        """Queue where a case stands for the node it was filed on; an undelivered older status is replaced."""
-        row = await self._row(conn, case_id)
-        if not row["at_origin"] or row["filed_on"] == self.origin:
-            return
-        view = await self._view(conn, row)
-        status = case_pb2.CaseStatus(
-            case_id=case_id,
-            state=view.state,
-            outcome=view.outcome,
-            due_on=view.due_on,
-            closed_at=view.closed_at,
-            version=len(view.steps),
-            steps=view.steps,
-        )
-        if row["decision"] is not None:
-            status.decision.ParseFromString(bytes(row["decision"]))
-        _fit(status)
-        envelope = messages.seal_message(self.ledger.key, messages.message_at(self.origin, status))
-        await conn.execute(
-            "INSERT INTO case_outbox (case_id, purpose, target, envelope) VALUES ($1, 'status', $2, $3)"
-            " ON CONFLICT (case_id, purpose, target) DO UPDATE SET envelope = excluded.envelope, attempts = 0,"
-            " next_attempt_at = now(), last_error = '', delivered_at = NULL, refused = ''",
-            case_id,
-            row["filed_on"],
-            envelope,
-        )
-
-    async def _take_status(self, status: case_pb2.CaseStatus, origin: str) -> case_pb2.DeliverCaseResponse:
-        """The origin's word on a case filed here: the newest version replaces the state and the file held."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", status.case_id)
-            if row is None or row["at_origin"] or row["record_origin"] != origin:
-                raise CaseFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"no case {status.case_id[:60]} filed here for a record of {origin}; status not taken",
-                )
-            if status.state not in set(State) or len(status.steps) > _MAX_STEPS:
-                raise _invalid("the status names an unknown state or too many steps")
-            decision = b""
-            if status.HasField("decision"):
-                decision = status.decision.SerializeToString(deterministic=True)
-                try:
-                    if messages.verify_decision(decision, self.trust.current).case_id != status.case_id:
-                        raise _invalid("the repair decision sent is of another case")
-                except messages.MessageRejected as exc:
-                    raise _invalid(f"the repair decision sent does not verify: {exc}") from None
-            if status.version <= row["origin_version"]:
-                return case_pb2.DeliverCaseResponse(case_id=status.case_id, state=row["state"], created=False)
-            await conn.execute(
-                "UPDATE cases SET state = $2, outcome = $3, due_on = $4, closed_at = $5, origin_version = $6,"
-                " decision = coalesce($7, decision) WHERE case_id = $1",
-                status.case_id,
-                status.state,
-                status.outcome[:64],
-                _date_or_none(status.due_on),
-                _time_or_none(status.closed_at),
-                status.version,
-                decision or None,
-            )
-            await conn.execute("DELETE FROM case_steps WHERE case_id = $1", status.case_id)
-            await conn.executemany(
-                "INSERT INTO case_steps (case_id, step, at, actor, stage, state, opinion)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                [
-                    (status.case_id, index, _parse_time(s.at), s.actor, s.stage, s.state, s.opinion)
-                    for index, s in enumerate(status.steps, start=1)
-                ],
-            )
-            return case_pb2.DeliverCaseResponse(case_id=status.case_id, state=status.state, created=True)
 
     # -- reading --------------------------------------------------------------------------
 
     async def get(self, case_id: str, viewer: Viewer) -> case_pb2.Case:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
-            if row is None or not viewer.may_see(row):
+            if row is None or not viewer.may_see(row, self.origin):
                 raise CaseFailure(grpc.StatusCode.NOT_FOUND, f"no case {case_id[:60]} of yours on this node")
-            return await self._view(conn, row)
+            return await self.view(conn, row)
 
     async def list(
         self, viewer: Viewer, state: str = "", overdue: bool = False, limit: int = 100
@@ -796,7 +660,7 @@ class CaseDesk:
         today = self.clock()
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR filer = $3)"
+                "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR (filer = $3 AND filed_on = $7))"
                 " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5)) ORDER BY filed_at, case_id LIMIT $6",
                 state,
                 viewer.sees_all,
@@ -804,13 +668,14 @@ class CaseDesk:
                 overdue,
                 today,
                 limit,
+                self.origin,
             )
-            return [await self._view(conn, row) for row in rows]
+            return [await self.view(conn, row) for row in rows]
 
     async def decision(self, case_id: str, viewer: Viewer) -> bytes:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
-        if row is None or not viewer.may_see(row):
+        if row is None or not viewer.may_see(row, self.origin):
             raise CaseFailure(grpc.StatusCode.NOT_FOUND, f"no case {case_id[:60]} of yours on this node")
         if row["decision"] is None:
             raise CaseFailure(
@@ -821,38 +686,14 @@ class CaseDesk:
             )
         return bytes(row["decision"])
 
-    async def _row(self, conn: Connection, case_id: str) -> Any:
+    async def case_row(self, conn: Connection, case_id: str) -> Any:
         return await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
 
-    async def _view(self, conn: Connection, row: Any) -> case_pb2.Case:
-        unconfirmed = await self._unconfirmed(conn, row["case_id"]) if row["state"] == State.PROPAGATING else []
+    async def view(self, conn: Connection, row: Any) -> case_pb2.Case:
+        unconfirmed = (
+            await propagation.unconfirmed(self, conn, row["case_id"]) if row["state"] == State.PROPAGATING else []
+        )
         return await casefile.view(conn, row, unconfirmed, self.trust.current, self.clock())
-
-
-_MAX_STEPS = 200
-_MAX_TEXT = 500  # the longest text a filing's field may hold (the edge holds callers to less)
-_STATUS_BYTES = 40 * 1024  # well inside the edge's bound on a delivered envelope
-
-
-def _fit(status: case_pb2.CaseStatus) -> None:
-    """Shorten long opinions, then drop the oldest steps, until the status fits one delivery."""
-    if status.ByteSize() > _STATUS_BYTES:
-        for step in status.steps:
-            if len(step.opinion) > 200:
-                step.opinion = step.opinion[:199] + "…"
-    while status.ByteSize() > _STATUS_BYTES or len(status.steps) > _MAX_STEPS:
-        del status.steps[0]
-
-
-def _date_or_none(text: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
-def _time_or_none(text: str) -> dt.datetime | None:
-    return _parse_time(text) if text else None
 
 
 def _stage(row: Any) -> str:
@@ -861,15 +702,3 @@ def _stage(row: Any) -> str:
 
 def _missing(record_id: str) -> CaseFailure:
     return CaseFailure(grpc.StatusCode.NOT_FOUND, f"no record {record_id[:60]} on this node; nothing filed")
-
-
-def _invalid(message: str) -> CaseFailure:
-    return CaseFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _parse_time(text: str) -> dt.datetime:
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return dt.datetime.now(dt.UTC)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

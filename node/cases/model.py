@@ -97,3 +97,8 @@ def refuse_state(case_id: str, state: str, action: str) -> CaseFailure:
         grpc.StatusCode.FAILED_PRECONDITION,
         f"case {case_id} is {state}{closed}: it cannot be {action}; nothing changed",
     )
+
+
+def invalid(message: str) -> CaseFailure:
+    """A request or message refused for what it holds."""
+    return CaseFailure(grpc.StatusCode.INVALID_ARGUMENT, message)

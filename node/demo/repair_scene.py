@@ -134,8 +134,15 @@ async def repair_scene(
 
         waited = await _until("every region confirming the repair", done, timeout)
         console.print(f"  every region's verified checkpoint of 320000 covers the REPAIR: case done ({waited:.1f}s)")
-    async with open_channel(f"127.0.0.1:{jiangsu.port}", ca=ca, cert=cert, key=key) as channel:
-        document = await case_pb2_grpc.CaseServiceStub(channel).GetRepairDecision(
+
+        async def decision_at_shanghai() -> bool:
+            assert shanghai.pool is not None
+            async with shanghai.pool.acquire() as conn:
+                return bool(await conn.fetchval("SELECT decision IS NOT NULL FROM cases WHERE case_id = $1", case_id))
+
+        # The platform downloads it where it filed: a case is read on the node it was filed on.
+        await _until("Shanghai's copy of the case holding the decision", decision_at_shanghai, timeout)
+        document = await cases.GetRepairDecision(
             case_pb2.GetCaseRequest(case_id=case_id, purpose="demo: 下载修复决定书"), timeout=30
         )
     path = workdir / "repair-decision.bin"
