@@ -126,12 +126,14 @@ class CaseCourier:
     async def _retry(self, row: asyncpg.Record, reason: str) -> None:
         pause = min(MAX_BACKOFF_SECONDS, POLL_SECONDS * 2 ** min(row["attempts"], 10))
         async with self.pool.acquire() as conn:
+            # Only the message that failed is put off: a status that replaced it meanwhile stays due.
             await conn.execute(
                 "UPDATE case_outbox SET attempts = attempts + 1, last_error = $2,"
-                " next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                " next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1 AND envelope = $4",
                 row["id"],
                 reason,
                 pause,
+                row["envelope"],
             )
         log.warning(
             "case %s: %s to %s not delivered (%s); again in %.1f s",
@@ -144,10 +146,15 @@ class CaseCourier:
 
     async def _refused(self, row: asyncpg.Record, reason: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE case_outbox SET attempts = attempts + 1, refused = $2 WHERE id = $1", row["id"], reason
+            # Only the message refused is marked: a status that replaced it meanwhile is still sent.
+            marked = await conn.fetchval(
+                "UPDATE case_outbox SET attempts = attempts + 1, refused = $2 WHERE id = $1 AND envelope = $3"
+                " RETURNING 1",
+                row["id"],
+                reason,
+                row["envelope"],
             )
-            if row["purpose"] == "filing":
+            if marked and row["purpose"] == "filing":
                 closed = await conn.fetchval(
                     "UPDATE cases SET state = 'not_accepted', delivery = $2, closed_at = now(), due_on = NULL"
                     " WHERE case_id = $1 AND closed_at IS NULL RETURNING 1",
