@@ -266,6 +266,11 @@ RULES: dict[str, dict[str, Text]] = {
     "credex.v1.ExtendCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
     "credex.v1.ReviewCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
     "credex.v1.WithdrawCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    # An operator's decision on a record of this origin: the record is audited as the subject.
+    "credex.v1.StandingRequest": {
+        "record_id": Text(100, required=True, subject=True),
+        "reason": Text(500, required=True),
+    },
     "credex.v1.Envelope": {"payload_type": Text(100, required=True), "key_id": Text(100, required=True)},
 }
 
