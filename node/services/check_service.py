@@ -163,13 +163,21 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             department=request.department,
             applied_on=request.applied_on,
             caller=call.caller.identity,
+            result=request.result,
+            department_code=request.department_code,
         )
         try:
             at = await checks.record_feedback(self.pool, feedback)
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
         call.answer(len(request.measures_applied), [f"feedback on check {request.check_id}", *request.measures_applied])
-        return check_pb2.FeedbackReceipt(check_id=request.check_id, subject_id=subject, recorded_at=at.isoformat())
+        return check_pb2.FeedbackReceipt(
+            check_id=request.check_id,
+            subject_id=subject,
+            recorded_at=at.isoformat(),
+            result=feedback.result,
+            department_code=feedback.department_code,
+        )
 
     async def ListChecksOfSubject(
         self,

@@ -211,6 +211,8 @@ RULES: dict[str, dict[str, Text]] = {
         "district_code": Text(16),
         "department": Text(200),
         "applied_on": Text(10, required=True),
+        "result": Text(500),
+        "department_code": Text(32),
     },
     # Reports: the subject is audited by the service once it is known to be a USCC or a pseudonym (never an ID number).
     "credex.v1.IssueReportRequest": {
