@@ -23,7 +23,7 @@ import grpc
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
-from credex.domain.persons import validate_ric
+from credex.domain.persons import looks_like_ric, validate_ric
 from credex.node import checks
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, persons
@@ -239,6 +239,10 @@ def _code(name: str, raw: str) -> str:
     except uscc_codes.InvalidSubjectCode as exc:
         if _is_id_number(raw):
             raise edge.invalid(f"{name} is a resident ID number; send persons in person_ids") from None
+        if looks_like_ric(raw):  # a mistyped ID number is still a person's: the USCC's message would quote it
+            raise edge.invalid(
+                f"{name} has the form of a resident ID number and is no USCC; send persons in person_ids"
+            ) from None
         raise edge.invalid(f"{name}: {exc.message}; nothing was checked") from None
 
 
