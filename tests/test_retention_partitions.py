@@ -263,6 +263,31 @@ async def test_two_replicas_dropping_the_same_month_at_once_drop_it_once_and_nei
         await second.close()
 
 
+async def test_a_row_inserted_into_the_default_while_its_month_is_made_moves_into_the_month(
+    url: str, pool: asyncpg.Pool
+) -> None:
+    """A month without a partition takes its rows in DEFAULT; making the month moves them, and a row an
+    insert has put there but not yet committed must move too, not fail the month (and the maintenance)."""
+    inserting, making = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        earlier = await add_check(inserting, at(2032, 3), SUBJECT)
+        insert = inserting.transaction()
+        await insert.start()
+        late = await add_check(inserting, at(2032, 3, 20), SUBJECT)  # in DEFAULT, not committed yet
+        racing = asyncio.ensure_future(
+            partitions.ensure_months(making, "checks", dt.date(2032, 3, 1), at(2032, 3).date())
+        )
+        await eventually(lambda: blocked(url, making.get_server_pid()))
+        await insert.commit()
+        assert await racing == ["checks_203203"]
+        moved = await making.fetch("SELECT check_id FROM checks_203203")
+        assert {r["check_id"] for r in moved} == {earlier, late}
+        assert await making.fetchval("SELECT count(*) FROM checks_default") == 0
+    finally:
+        await inserting.close()
+        await making.close()
+
+
 async def test_who_checked_a_subject_reads_each_months_index(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         for parent in ("checks", "check_answers"):

@@ -7,6 +7,9 @@ ALTER TABLE check_feedback ADD COLUMN department_code text NOT NULL DEFAULT '';
 -- the month missing and created it, and the second failed on the catalog's unique index once
 -- the first committed. Making a month now takes a lock on the month's name first (class
 -- 0x70617274 "part", the same lock partitions.py takes to drop one) and looks again under it.
+-- And an insert not yet committed into DEFAULT (a row of the month being made) was missed by the
+-- move, then failed the ATTACH: the default partition is now locked before the move (ATTACH
+-- takes that lock anyway), so in-flight inserts commit first and their rows move too.
 CREATE OR REPLACE FUNCTION credex_month_partition(parent text, month date) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -19,6 +22,7 @@ BEGIN
     IF to_regclass(child) IS NOT NULL THEN
         RETURN false;
     END IF;
+    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', parent || '_default');
     SELECT a.attname INTO STRICT key
       FROM pg_partitioned_table p
       JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
