@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest
@@ -302,7 +302,7 @@ async def test_an_id_number_sent_where_a_uscc_belongs_is_refused_and_audited_wit
     typo = SPOTLESS[:-1] + ("0" if SPOTLESS[-1] != "0" else "1")
     async with government_channel(federation, jiangsu) as channel:
         stub = check_pb2_grpc.CheckServiceStub(channel)
-        asked = [
+        asked: list[Awaitable[object]] = [
             stub.ListChecksOfSubject(check_pb2.ListChecksOfSubjectRequest(uscc=PENALIZED, purpose="核查"), timeout=30),
             stub.ListChecksOfSubject(check_pb2.ListChecksOfSubjectRequest(uscc=typo, purpose="核查"), timeout=30),
             stub.SubmitFeedback(
