@@ -13,6 +13,7 @@ and only asks that the region code sits under a real province.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 
 from stdnum.cn import ric
@@ -22,6 +23,19 @@ from credex.domain.reasons import Reason
 from credex.domain.regions import is_plausible_division
 from credex.domain.uscc import InvalidSubjectCode
 
+# 17 digits and a digit or X: an ID number's shape, valid or not, in any text after folding.
+_RIC_SHAPED = re.compile(r"\d{17}[\dX]")
+
+
+def fold(raw: str) -> str:
+    """An ID number as platforms send it (full-width, spaced, lower-case x) in its one written form."""
+    return "".join(unicodedata.normalize("NFKC", raw).split()).upper()
+
+
+def looks_like_ric(raw: str) -> bool:
+    """Whether ``raw`` holds an ID number's shape: one mistyped is still a person's number, never to echo."""
+    return _RIC_SHAPED.search(fold(raw)) is not None
+
 
 def validate_ric(raw: str) -> str:
     """The normalized 18-character ID number, or :class:`InvalidSubjectCode`.
@@ -29,7 +43,7 @@ def validate_ric(raw: str) -> str:
     Messages never echo the number itself, since they end up in quarantine
     reports and logs.
     """
-    code = "".join(unicodedata.normalize("NFKC", raw).split()).upper()
+    code = fold(raw)
     if not code:
         raise InvalidSubjectCode(Reason.RIC_MISSING, "证件号码 is empty")
     if len(code) != 18:

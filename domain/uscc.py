@@ -3,8 +3,9 @@
 ``stdnum.cn.uscc`` checks the length, the alphabet and position 18, but its
 ``validate`` rejects valid codes whose first eight characters are not all digits
 (A-, N- and Y-prefixed registering departments) and never checks position 17, the
-GB 11714 organization-code check character. This module uses its check-character
-arithmetic, runs the format checks itself so those prefixes pass, adds position 17,
+GB 11714 organization-code check character. This module computes the same check
+character itself (with precomputed tables: it runs for every subject a caller sends),
+runs the format checks itself so those prefixes pass, adds position 17,
 and turns every failure into a reason code plus a message that says
 what is wrong, because the message goes back to the unit that reported the row.
 
@@ -19,8 +20,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-
-from stdnum.cn import uscc as stdnum_uscc
 
 from credex.domain import memo
 from credex.domain.reasons import Reason
@@ -54,6 +53,12 @@ CATEGORIES: dict[str, frozenset[str]] = {
 }
 
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+# GB 11714 values: digits as themselves, A-Z from 10 (a code of other characters is refused before).
+_ORG_VALUES = {char: int(char, 36) for char in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+# GB 32100 values: each character's place in the alphabet; weights 3^(i-1) mod 31.
+_IN_ALPHABET = re.compile(f"[{ALPHABET}]+")
+_VALUES = {char: value for value, char in enumerate(ALPHABET)}
+_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
 _LEGACY_REGISTRATION = re.compile(r"^\d{15}$")
 _LEGACY_ORG_CODE = re.compile(r"^[0-9A-Z]{8}-?[0-9X]$")
 # Longest raw input normalized at all: 18 characters plus the spaces and full-width
@@ -97,17 +102,20 @@ def normalize(raw: str) -> str:
 
 def org_check_char(org8: str) -> str:
     """GB 11714 check character over the 8-character organization code body."""
-    total = 0
-    for char, weight in zip(org8, _ORG_WEIGHTS, strict=True):
-        value = int(char) if char.isdigit() else ord(char) - ord("A") + 10
-        total += value * weight
+    total = sum(_ORG_VALUES[char] * weight for char, weight in zip(org8, _ORG_WEIGHTS, strict=True))
     check = 11 - total % 11
     return "X" if check == 10 else "0" if check == 11 else str(check)
 
 
 def check_char(first17: str) -> str:
-    """Position-18 check character (weights 3^(i-1) mod 31)."""
-    return str(stdnum_uscc.calc_check_digit(first17))
+    """Position-18 check character (weights 3^(i-1) mod 31).
+
+    ``stdnum.cn.uscc.calc_check_digit`` computes the same (tests/test_uscc_check_char.py
+    compares them) but compacts its input and looks each character up by ``str.index``:
+    two thirds of a validation, paid for every subject of a batch Check.
+    """
+    total = sum(_VALUES[char] * weight for char, weight in zip(first17, _WEIGHTS, strict=True))
+    return ALPHABET[-total % 31]
 
 
 def validate(raw: str) -> USCC:
@@ -138,9 +146,8 @@ def validate(raw: str) -> USCC:
         raise InvalidSubjectCode(
             Reason.USCC_LENGTH, f"统一社会信用代码 must have 18 characters, {_shown(code)} has {len(code)}"
         )
-    bad = [(i + 1, c) for i, c in enumerate(code) if c not in ALPHABET]
-    if bad:
-        pos, char = bad[0]
+    if not _IN_ALPHABET.fullmatch(code):
+        pos, char = next((i + 1, c) for i, c in enumerate(code) if c not in ALPHABET)
         hint = " (the letter O where a zero belongs?)" if char == "O" else ""
         if char in _FORBIDDEN or char.isalnum():
             detail = f"character {char!r} at position {pos} is not allowed{hint}"

@@ -189,7 +189,7 @@ class Node:
             self._audit = AuditLog(self.pool, origin=self.origin)
             self._audit.start()
             self._server, self._health, self.port = await start_server(
-                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper, self.cases
+                self.config, self.pool, self.trust, self._audit, self.logbook, self.keeper, self.cases, self.ledger
             )
             pool, checks_config = self.pool, self.config.checks
             retention = partitions.Retention(self.config.audit.retention_days, checks_config.retention_days)

@@ -121,16 +121,22 @@ async def test_credex_check_prints_hits_measures_and_bases_and_files_feedback_fr
         "12000.50",
         "--district",
         "320505",
+        "--result",
+        "罚款12000.50元",
+        "--department-code",
+        "11320505MB1234567X",
         "--applied-on",
         TODAY.isoformat(),
         "--json",
     )
     filed = json.loads(receipt.output)
     assert (filed["check_id"], filed["subject_id"]) == (answer["check_id"], LISTED) and filed["recorded_at"]
+    assert (filed["result"], filed["department_code"]) == ("罚款12000.50元", "11320505MB1234567X")
     assert office.node.pool is not None
     async with office.node.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT measures_applied, amount_yuan FROM check_feedback")
+        row = await conn.fetchrow("SELECT measures_applied, amount_yuan, result, department_code FROM check_feedback")
     assert row is not None and (row["measures_applied"], str(row["amount_yuan"])) == ([measure], "12000.50")
+    assert (row["result"], row["department_code"]) == ("罚款12000.50元", "11320505MB1234567X")
 
 
 async def test_credex_check_and_feedback_print_tables(office: Office) -> None:
@@ -149,11 +155,16 @@ async def test_credex_check_and_feedback_print_tables(office: Office) -> None:
             "not_adopted",
             "--reason",
             "无失信记录",
+            "--result",
+            "未采纳",
+            "--department-code",
+            "SH-HP-CZ",
             "--applied-on",
             TODAY.isoformat(),
         )
     ).output
     assert said.startswith(f"feedback on check {check_id} for {CLEAN} recorded at ")
+    assert "result: 未采纳 · department code: SH-HP-CZ" in said
 
 
 async def test_credex_search_finds_a_subject_across_character_forms_as_json_and_as_a_table(office: Office) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest
@@ -23,7 +23,7 @@ from credex.node.runtime import Node
 from credex.v1 import authorization_pb2, check_pb2, check_pb2_grpc, event_pb2, record_pb2
 
 from .callers import audit_rows, government_channel
-from .conftest import TestFederation
+from .conftest import TestFederation, eventually
 
 TODAY = dt.date.today()
 LAST_YEAR = (TODAY - dt.timedelta(days=200)).isoformat()
@@ -292,6 +292,41 @@ async def test_the_raw_id_number_is_in_no_table_no_log_record_and_no_audit_row(
             assert form not in logged
     assert jiangsu.pseudonymizer is not None
     assert jiangsu.pseudonymizer.pseudonym(SPOTLESS) in text  # what is kept instead
+
+
+async def test_an_id_number_sent_where_a_uscc_belongs_is_refused_and_audited_without_it(
+    federation: TestFederation, jiangsu: Node
+) -> None:
+    """Who-checked-me and feedback name their subject by USCC; the edge audits the subject as sent before
+    the service refuses it, so an ID number there (valid, or one typo away) must be withheld from the row."""
+    typo = SPOTLESS[:-1] + ("0" if SPOTLESS[-1] != "0" else "1")
+    async with government_channel(federation, jiangsu) as channel:
+        stub = check_pb2_grpc.CheckServiceStub(channel)
+        asked: list[Awaitable[object]] = [
+            stub.ListChecksOfSubject(check_pb2.ListChecksOfSubjectRequest(uscc=PENALIZED, purpose="核查"), timeout=30),
+            stub.ListChecksOfSubject(check_pb2.ListChecksOfSubjectRequest(uscc=typo, purpose="核查"), timeout=30),
+            stub.SubmitFeedback(
+                check_pb2.FeedbackRequest(
+                    check_id="00000000-0000-0000-0000-000000000000",
+                    subject_id=f" {SPOTLESS[:6]} {SPOTLESS[6:]} ",
+                    outcome=check_pb2.FEEDBACK_OUTCOME_PUNISHED,
+                    applied_on=TODAY.isoformat(),
+                ),
+                timeout=30,
+            ),
+        ]
+        for call in asked:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    async def rows() -> list[str] | None:
+        found = [r for r in await audit_rows(jiangsu) if r["method"] in ("ListChecksOfSubject", "SubmitFeedback")]
+        return [str(dict(r)) for r in found] if len(found) == 3 else None
+
+    audited = "\n".join(await eventually(rows))
+    for number in (PENALIZED, typo, SPOTLESS, SPOTLESS[:6], SPOTLESS[6:]):
+        assert number not in audited
 
 
 # ---------------------------------------------------------------- what a hit says

@@ -274,6 +274,33 @@ async def fetch_one(node: Node, query: str) -> dict[str, object]:
     return dict(rows[0])
 
 
+async def test_feedback_keeps_its_result_text_and_department_code_and_refuses_a_code_that_is_a_name(
+    federation: TestFederation, pair: Pair
+) -> None:
+    async with government_channel(federation, pair.shanghai) as channel:
+        answer = await check(channel, check_request(LISTED))
+        measure = answer.subjects[0].hits[0].measures[0].id
+        named = punished(answer.check_id, LISTED, measure)
+        named.department_code = "上海市黄浦区财政局"
+        not_a_code = await refused(feedback(channel, named))
+        too_long = punished(answer.check_id, LISTED, measure)
+        too_long.result = "罚" * 501
+        over = await refused(feedback(channel, too_long))
+        assert await stored(pair.shanghai, "SELECT count(*) FROM check_feedback") == 0
+        filed = punished(answer.check_id, LISTED, measure)
+        filed.result, filed.department_code = "取消其政府采购投标资格三年", "11310101MB2F07652X"
+        receipt = await feedback(channel, filed)
+    assert not_a_code.code() == grpc.StatusCode.INVALID_ARGUMENT and "department_code" in (not_a_code.details() or "")
+    assert over.code() == grpc.StatusCode.INVALID_ARGUMENT and "result" in (over.details() or "")
+    assert (receipt.result, receipt.department_code) == ("取消其政府采购投标资格三年", "11310101MB2F07652X")
+    row = await fetch_one(pair.shanghai, "SELECT result, department_code, department FROM check_feedback")
+    assert (row["result"], row["department_code"], row["department"]) == (
+        "取消其政府采购投标资格三年",
+        "11310101MB2F07652X",
+        "上海市黄浦区财政局",
+    )
+
+
 async def test_provincial_measures_follow_the_requesting_units_region_not_the_answering_nodes(
     federation: TestFederation, pair: Pair
 ) -> None:

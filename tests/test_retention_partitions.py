@@ -7,6 +7,7 @@ when all of it is older than the limit, and a query by subject reads each month'
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -212,6 +213,79 @@ async def test_a_retention_of_zero_keeps_every_month(pool: asyncpg.Pool) -> None
     assert not [c for c in changes if c.startswith("dropped")]
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM checks") == 1
+
+
+async def blocked(url: str, pid: int) -> bool:
+    """Whether the backend ``pid`` waits for a lock another replica holds."""
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid))
+    finally:
+        await conn.close()
+
+
+async def test_two_replicas_making_the_same_month_at_once_make_it_once_and_neither_fails(
+    url: str, pool: asyncpg.Pool
+) -> None:
+    month = dt.date(2031, 5, 1)
+    first, second = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        making = first.transaction()
+        await making.start()  # the first replica is making the month and has not committed yet
+        assert await partitions.ensure_months(first, "checks", month, month) == ["checks_203105"]
+        racing = asyncio.ensure_future(partitions.ensure_months(second, "checks", month, month))
+        await eventually(lambda: blocked(url, second.get_server_pid()))
+        await making.commit()
+        assert await racing == []  # already made: nothing to do, no error
+        assert "checks_203105" in await partitions.months_of(second, "checks")
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_two_replicas_dropping_the_same_month_at_once_drop_it_once_and_neither_fails(
+    url: str, pool: asyncpg.Pool
+) -> None:
+    limit = dt.datetime(2001, 3, 1, tzinfo=UTC)
+    first, second = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        await partitions.ensure_months(first, "checks", dt.date(2001, 1, 1), dt.date(2001, 1, 1))
+        dropping = first.transaction()
+        await dropping.start()  # the first replica is dropping the month and has not committed yet
+        assert await partitions.drop_months_before(first, "checks", limit) == ["checks_200101"]
+        racing = asyncio.ensure_future(partitions.drop_months_before(second, "checks", limit))
+        await eventually(lambda: blocked(url, second.get_server_pid()))
+        await dropping.commit()
+        assert await racing == []
+        assert "checks_200101" not in await partitions.months_of(second, "checks")
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_row_inserted_into_the_default_while_its_month_is_made_moves_into_the_month(
+    url: str, pool: asyncpg.Pool
+) -> None:
+    """A month without a partition takes its rows in DEFAULT; making the month moves them, and a row an
+    insert has put there but not yet committed must move too, not fail the month (and the maintenance)."""
+    inserting, making = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        earlier = await add_check(inserting, at(2032, 3), SUBJECT)
+        insert = inserting.transaction()
+        await insert.start()
+        late = await add_check(inserting, at(2032, 3, 20), SUBJECT)  # in DEFAULT, not committed yet
+        racing = asyncio.ensure_future(
+            partitions.ensure_months(making, "checks", dt.date(2032, 3, 1), at(2032, 3).date())
+        )
+        await eventually(lambda: blocked(url, making.get_server_pid()))
+        await insert.commit()
+        assert await racing == ["checks_203203"]
+        moved = await making.fetch("SELECT check_id FROM checks_203203")
+        assert {r["check_id"] for r in moved} == {earlier, late}
+        assert await making.fetchval("SELECT count(*) FROM checks_default") == 0
+    finally:
+        await inserting.close()
+        await making.close()
 
 
 async def test_who_checked_a_subject_reads_each_months_index(pool: asyncpg.Pool) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,8 @@ _STORE_CHECK = (
     " FROM c, jsonb_array_elements($9::jsonb) AS a"
 )
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
+# A department's code as platforms send it (Taizhou's bizDept; a USCC of an organ fits too): a code, not a name.
+_DEPARTMENT_CODE = re.compile(r"[0-9A-Za-z](?:[0-9A-Za-z.-]*[0-9A-Za-z])?")
 MAX_REASON = 500
 
 
@@ -228,6 +231,8 @@ class Feedback:
     department: str
     applied_on: str
     caller: str
+    result: str = ""  # what was done, in words (罚款10万元)
+    department_code: str = ""
 
 
 async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime:
@@ -256,8 +261,8 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
             )
         at: dt.datetime | None = await conn.fetchval(
             "INSERT INTO check_feedback (check_id, subject_id, checked_at, caller, measures_applied, outcome, reason,"
-            " amount_yuan, basis, district_code, department, applied_on)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " amount_yuan, basis, district_code, department, applied_on, result, department_code)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             " ON CONFLICT (check_id, subject_id, checked_at) DO NOTHING RETURNING at",
             check_id,
             feedback.subject_id,
@@ -271,6 +276,8 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
             feedback.district_code,
             feedback.department,
             applied_on,
+            feedback.result,
+            feedback.department_code,
         )
         if at is None:
             raise CheckFailure("ALREADY_EXISTS", "feedback for this check and subject was already filed")
@@ -299,6 +306,12 @@ def _validate_fields(feedback: Feedback) -> tuple[Decimal | None, dt.date]:
             raise CheckFailure("INVALID_ARGUMENT", "amount_yuan must be an exact amount in yuan such as 12000.50")
     if feedback.district_code and not is_origin_code(feedback.district_code):
         raise CheckFailure("INVALID_ARGUMENT", "district_code must be a GB/T 2260 division code")
+    if feedback.department_code and not _DEPARTMENT_CODE.fullmatch(feedback.department_code):
+        raise CheckFailure(
+            "INVALID_ARGUMENT",
+            "department_code must be a code: ASCII letters and digits, with '.' or '-' inside (the name goes in"
+            " department)",
+        )
     try:
         applied_on = dt.date.fromisoformat(feedback.applied_on)
     except ValueError:

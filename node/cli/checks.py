@@ -130,6 +130,8 @@ def feedback(
     basis: Annotated[str, typer.Option(help="the basis of what was applied")] = "",
     district: Annotated[str, typer.Option(help="the GB/T 2260 district code")] = "",
     department: Annotated[str, typer.Option(help="the department that applied it")] = "",
+    department_code: Annotated[str, typer.Option(help="the code of the department that applied it")] = "",
+    result: Annotated[str, typer.Option(help="what was done, in words, e.g. 罚款10万元")] = "",
     config: ConfigOption = None,
     bundle: BundleOption = None,
     federation_key: FederationKeyOption = None,
@@ -153,6 +155,8 @@ def feedback(
         district_code=district,
         department=department,
         applied_on=applied_on,
+        result=result,
+        department_code=department_code,
     )
     ca, cert, key = tls
 
@@ -164,7 +168,12 @@ def feedback(
     if as_json:
         _print_json(receipt)
         return
-    console.print(f"feedback on check {receipt.check_id} for {receipt.subject_id} recorded at {receipt.recorded_at}")
+    console.print(
+        f"feedback on check {receipt.check_id} for {receipt.subject_id} recorded at {receipt.recorded_at}",
+        soft_wrap=True,
+    )
+    if receipt.result or receipt.department_code:
+        console.print(f"    result: {receipt.result or '—'} · department code: {receipt.department_code or '—'}")
 
 
 @checks_app.command("overdue")

@@ -1,61 +1,155 @@
 """``credex revoke``, ``credex hide``, ``credex unhide`` and ``credex expire``: the origin's decisions on its records.
 
 Each signs one event in the node's own log, which the relay publishes to every
-region; run them against the node's config (its database and signing key). A record
-of another origin is refused with the reason, and nothing changes.
+region. With ``--node`` the decision is asked of the running node over gRPC with an
+operator's certificate; with ``--config`` alone it is taken on the node's own store,
+which the embedded PostgreSQL allows only while the node is stopped. Both run
+:mod:`credex.node.ledger.standing`. A record of another origin is refused with the
+reason, and nothing changes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import asyncpg
 import typer
 
-from credex.node.cli.app import NodeConfigOption, app, console, run_on_node
-from credex.node.ledger import Ledger
+from credex.node.channels import open_channel
+from credex.node.cli.app import (
+    CaOption,
+    CertOption,
+    KeyOption,
+    NodeConfigOption,
+    app,
+    call_node,
+    console,
+    fail,
+    load_settings,
+    run_on_node,
+)
 from credex.node.ledger import standing as decisions
 from credex.node.ledger.expiry import ExpiryRun, expire_due
 from credex.node.store import events as state
+from credex.v1 import standing_pb2, standing_pb2_grpc
 
 if TYPE_CHECKING:
     from credex.node.runtime import Node
 
 RecordArgument = Annotated[str, typer.Argument(help="the record id, e.g. 310000-CF-…")]
 ReasonOption = Annotated[str, typer.Option(help="why: signed into the event, shown to every region")]
-Decision = Callable[[asyncpg.Pool, Ledger, str, str], Awaitable[state.StoredEvent | None]]
+RunningNodeOption = Annotated[
+    str | None, typer.Option("--node", help="host:port of the running node to ask (with an operator's certificate)")
+]
+StoreConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="the node's node.toml: without --node, decide on its store (the node stopped)"),
+]
 
 
-def _decide(config: NodeConfigOption, decision: Decision, record_id: str, reason: str, done: str, already: str) -> None:
-    async def work(node: Node) -> state.StoredEvent | None:
-        assert node.pool is not None
-        return await decision(node.pool, node.ledger, record_id, reason)
+def _decide(
+    decision: decisions.Decision,
+    method: str,
+    record_id: str,
+    reason: str,
+    done: str,
+    already: str,
+    running: tuple[str | None, Path | None, Path | None, Path | None, Path | None],
+) -> None:
+    node, config, ca, cert, key = running
+    if node is not None:
+        answer = _ask(
+            node, config, (ca, cert, key), method, standing_pb2.StandingRequest(record_id=record_id, reason=reason)
+        )
+        changed, origin, seq = answer.changed, answer.origin, answer.seq
+    else:
+        if config is None:
+            raise fail("give --node ADDR (a running node) or --config (the node's node.toml, the node stopped)")
+        store_config = config
 
-    event = run_on_node(config, work)
-    if event is None:
+        async def work(running_node: Node) -> state.StoredEvent | None:
+            assert running_node.pool is not None
+            return await decision(running_node.pool, running_node.ledger, record_id, reason)
+
+        event = run_on_node(store_config, work)
+        changed, origin, seq = event is not None, event.origin if event else "", event.seq if event else 0
+    if not changed:
         console.print(f"{record_id} is already {already}; nothing changed", soft_wrap=True)
         return
-    console.print(f"{record_id} {done}: event {event.origin}#{event.seq} signed; every region follows", soft_wrap=True)
+    console.print(f"{record_id} {done}: event {origin}#{seq} signed; every region follows", soft_wrap=True)
+
+
+def _ask(
+    node: str,
+    config: Path | None,
+    tls: tuple[Path | None, Path | None, Path | None],
+    method: str,
+    request: standing_pb2.StandingRequest,
+) -> standing_pb2.StandingResponse:
+    """One StandingService call; the TLS files not given come from --config's node certificate."""
+    ca, cert, key = tls
+    if config is not None:
+        settings = load_settings(config).grpc.tls
+        ca, cert, key = ca or settings.client_ca, cert or settings.cert, key or settings.key
+
+    async def ask() -> standing_pb2.StandingResponse:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            stub = standing_pb2_grpc.StandingServiceStub(channel)
+            answer: standing_pb2.StandingResponse = await getattr(stub, method)(request, timeout=60)
+            return answer
+
+    return call_node(node, (ca, cert, key), method, ask())
 
 
 @app.command()
-def revoke(record_id: RecordArgument, reason: ReasonOption, config: NodeConfigOption) -> None:
+def revoke(
+    record_id: RecordArgument,
+    reason: ReasonOption,
+    node: RunningNodeOption = None,
+    config: StoreConfigOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
     """Withdraw a record of this origin whose act was annulled (on review, in court): out of every view and check."""
-    _decide(config, decisions.revoke, record_id, reason, "revoked", "revoked")
+    _decide(decisions.revoke, "Revoke", record_id, reason, "revoked", "revoked", (node, config, ca, cert, key))
 
 
 @app.command()
-def hide(record_id: RecordArgument, reason: ReasonOption, config: NodeConfigOption) -> None:
+def hide(
+    record_id: RecordArgument,
+    reason: ReasonOption,
+    node: RunningNodeOption = None,
+    config: StoreConfigOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
     """Hide a record of this origin for now (bankruptcy restructuring): out of public views and checks, reversibly."""
-    _decide(config, decisions.hide, record_id, reason, "hidden", "hidden")
+    _decide(decisions.hide, "Hide", record_id, reason, "hidden", "hidden", (node, config, ca, cert, key))
 
 
 @app.command()
-def unhide(record_id: RecordArgument, reason: ReasonOption, config: NodeConfigOption) -> None:
+def unhide(
+    record_id: RecordArgument,
+    reason: ReasonOption,
+    node: RunningNodeOption = None,
+    config: StoreConfigOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+) -> None:
     """Lift the temporary hiding of a record of this origin: it is in publication again (until its window ends)."""
-    _decide(config, decisions.unhide, record_id, reason, "no longer hidden", "in publication")
+    _decide(
+        decisions.unhide,
+        "Unhide",
+        record_id,
+        reason,
+        "no longer hidden",
+        "in publication",
+        (node, config, ca, cert, key),
+    )
 
 
 @app.command()

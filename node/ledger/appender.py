@@ -49,6 +49,10 @@ class LedgerError(CredexError):
     """A change cannot be recorded (unknown record, record of another origin)."""
 
 
+class UnknownRecord(LedgerError):
+    """No record has the id: a caller on the wire is told NOT_FOUND rather than a refused change."""
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """A record to append, with where it was taken in from."""
@@ -275,7 +279,7 @@ class Ledger:
             "SELECT origin, status, disputed, record FROM records WHERE record_id = $1", record_id
         )
         if row is None:
-            raise LedgerError(f"no record {record_id}")
+            raise UnknownRecord(f"no record {record_id}")
         if row["origin"] != self.origin:
             raise LedgerError(f"record {record_id} belongs to {row['origin']}; only its origin can change it")
         if from_standings is not None and row["status"] not in from_standings and row["status"] != standing:

@@ -12,6 +12,8 @@ refused by the ledger (only its origin can change it) and nothing is written.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 from credex.node.ledger.appender import Ledger, LedgerError
@@ -20,6 +22,8 @@ from credex.v1 import event_pb2, lookup_pb2
 
 MAX_REASON_CHARS = 500
 _ACTIVE, _EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
+# revoke, hide or unhide: what the CLI on a stopped node and the StandingService on a running one both call.
+Decision = Callable[[asyncpg.Pool, Ledger, str, str], Awaitable[state.StoredEvent | None]]
 
 
 def check_reason(reason: str) -> str:

@@ -23,7 +23,7 @@ import grpc
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
-from credex.domain.persons import validate_ric
+from credex.domain.persons import looks_like_ric, validate_ric
 from credex.node import checks
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, persons
@@ -163,13 +163,21 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             department=request.department,
             applied_on=request.applied_on,
             caller=call.caller.identity,
+            result=request.result,
+            department_code=request.department_code,
         )
         try:
             at = await checks.record_feedback(self.pool, feedback)
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
         call.answer(len(request.measures_applied), [f"feedback on check {request.check_id}", *request.measures_applied])
-        return check_pb2.FeedbackReceipt(check_id=request.check_id, subject_id=subject, recorded_at=at.isoformat())
+        return check_pb2.FeedbackReceipt(
+            check_id=request.check_id,
+            subject_id=subject,
+            recorded_at=at.isoformat(),
+            result=feedback.result,
+            department_code=feedback.department_code,
+        )
 
     async def ListChecksOfSubject(
         self,
@@ -231,6 +239,10 @@ def _code(name: str, raw: str) -> str:
     except uscc_codes.InvalidSubjectCode as exc:
         if _is_id_number(raw):
             raise edge.invalid(f"{name} is a resident ID number; send persons in person_ids") from None
+        if looks_like_ric(raw):  # a mistyped ID number is still a person's: the USCC's message would quote it
+            raise edge.invalid(
+                f"{name} has the form of a resident ID number and is no USCC; send persons in person_ids"
+            ) from None
         raise edge.invalid(f"{name}: {exc.message}; nothing was checked") from None
 
 

@@ -57,6 +57,8 @@ from google.protobuf.descriptor import FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from credex.crypto.trust import TrustBundle
+from credex.domain import uscc as uscc_codes
+from credex.domain.persons import looks_like_ric
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 from credex.node.config import NodeConfig
@@ -213,6 +215,8 @@ RULES: dict[str, dict[str, Text]] = {
         "district_code": Text(16),
         "department": Text(200),
         "applied_on": Text(10, required=True),
+        "result": Text(500),
+        "department_code": Text(32),
     },
     # Reports: the subject is audited by the service once it is known to be a USCC or a pseudonym (never an ID number).
     "credex.v1.IssueReportRequest": {
@@ -268,6 +272,11 @@ RULES: dict[str, dict[str, Text]] = {
     "credex.v1.ExtendCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
     "credex.v1.ReviewCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
     "credex.v1.WithdrawCaseRequest": {"case_id": Text(64, required=True), "reason": Text(500), "actor": Text(100)},
+    # An operator's decision on a record of this origin: the record is audited as the subject.
+    "credex.v1.StandingRequest": {
+        "record_id": Text(100, required=True, subject=True),
+        "reason": Text(500, required=True),
+    },
     "credex.v1.Envelope": {"payload_type": Text(100, required=True), "key_id": Text(100, required=True)},
 }
 
@@ -848,10 +857,30 @@ def _prefill(call: Call, request: Message) -> None:
     rules = RULES.get(request.DESCRIPTOR.full_name, {})
     for name, rule in rules.items():
         if rule.subject and getattr(request, name):
-            call.subject_id = getattr(request, name)
+            call.subject_id = _auditable_subject(getattr(request, name))
             return
     if "origin" in fields:
         call.subject_id = getattr(request, "origin")  # noqa: B009
+
+
+WITHHELD_ID = "(a resident ID number, withheld)"
+
+
+def _auditable_subject(sent: str) -> str:
+    """A subject as sent, for the audit row of a call refused before its service names the subject.
+
+    The subject is audited before anything checks what it is, and a caller may put an ID
+    number where a USCC or record id belongs (by mistake, or one typo away from valid).
+    Only the origin ever holds a raw ID number (domain/persons.py), so one is withheld
+    here; a valid USCC that happens to be all digits is kept. The regular expression runs
+    first, so the common call pays no USCC validation.
+    """
+    if not looks_like_ric(sent):
+        return sent
+    try:
+        return uscc_codes.validate(sent).code
+    except uscc_codes.InvalidSubjectCode:
+        return WITHHELD_ID
 
 
 def _serialize(message: Message) -> bytes:

@@ -14,6 +14,7 @@ from credex.errors import CredexError
 from credex.node.cases import CaseDesk
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
+from credex.node.ledger import Ledger
 from credex.node.services.access import unbound_privileged
 from credex.node.services.audit_trail import AuditLog
 from credex.node.services.case_service import CaseService
@@ -25,6 +26,7 @@ from credex.node.services.lookup import LookupService
 from credex.node.services.quality_service import QualityService
 from credex.node.services.report_service import ReportService
 from credex.node.services.servicer import Servicer
+from credex.node.services.standing_service import StandingService
 from credex.node.services.subscription_service import SubscriptionService
 from credex.node.services.witness_service import WitnessService
 from credex.node.trust import TrustProvider
@@ -36,6 +38,7 @@ from credex.v1 import (
     lookup_pb2,
     quality_pb2,
     report_pb2,
+    standing_pb2,
     subscription_pb2,
     witness_pb2,
 )
@@ -53,6 +56,7 @@ SERVICES = {
     "ReportService": report_pb2.DESCRIPTOR.services_by_name["ReportService"],
     "CaseService": case_pb2.DESCRIPTOR.services_by_name["CaseService"],
     "SubscriptionService": subscription_pb2.DESCRIPTOR.services_by_name["SubscriptionService"],
+    "StandingService": standing_pb2.DESCRIPTOR.services_by_name["StandingService"],
 }
 SERVICE_NAMES = tuple(d.full_name for d in SERVICES.values())
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -83,6 +87,7 @@ async def start_server(
     logbook: LogBook,
     keeper: CheckpointKeeper,
     cases: CaseDesk,
+    ledger: Ledger,
 ) -> tuple[grpc.aio.Server, Any, int]:
     server = grpc.aio.server(
         options=[
@@ -117,12 +122,15 @@ async def start_server(
         ("ReportService", ReportService),
         ("CaseService", CaseService),
         ("SubscriptionService", SubscriptionService),
+        ("StandingService", StandingService),
     ]
     for name, service in services:
         descriptor = SERVICES[name]
         servicer = service(config, pool, trust, logbook, keeper)
         if isinstance(servicer, CaseService):
             servicer.desk = cases
+        if isinstance(servicer, StandingService):
+            servicer.ledger = ledger
         handlers = gate.method_handlers(servicer, descriptor)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # aio is set at import

@@ -35,6 +35,9 @@ DAY_SECONDS = 86_400.0
 AUDIT = ("audit_log",)
 CHECKS = ("check_feedback", "check_answers", "checks")
 _MONTH = re.compile(r"_(\d{4})(\d{2})$")
+# The advisory lock class ("part") under which a month partition is made (credex_month_partition,
+# migration 0026) or dropped, keyed by the partition's name: replicas maintain the same tables at once.
+MONTH_LOCK = 0x70617274
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +91,17 @@ async def drop_months_before(conn: Connection, parent: str, limit: dt.datetime) 
 
     A partition still referenced as a partition is detached first, so that dropping it takes
     only its own lock. Rows of such months in the DEFAULT partition are deleted with it.
+    Each month is dropped under :data:`MONTH_LOCK` and looked up again under it, so two
+    replicas dropping at once drop it once and neither fails.
     """
     dropped = []
     for name, month in (await months_of(conn, parent)).items():
         ends = dt.datetime.combine(add_months(month, 1), dt.time(), dt.UTC)
         if ends <= limit:
             async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", MONTH_LOCK, name)
+                if await conn.fetchval("SELECT to_regclass($1)", f'"{name}"') is None:
+                    continue  # another replica dropped it while this one waited
                 await conn.execute(f'ALTER TABLE "{parent}" DETACH PARTITION "{name}"')
                 await conn.execute(f'DROP TABLE "{name}"')
             dropped.append(name)

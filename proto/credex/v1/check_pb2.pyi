@@ -353,6 +353,8 @@ class FeedbackRequest(_message.Message):
     DISTRICT_CODE_FIELD_NUMBER: _builtins.int
     DEPARTMENT_FIELD_NUMBER: _builtins.int
     APPLIED_ON_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_CODE_FIELD_NUMBER: _builtins.int
     check_id: _builtins.str
     subject_id: _builtins.str
     outcome: Global___FeedbackOutcome.ValueType
@@ -363,8 +365,13 @@ class FeedbackRequest(_message.Message):
     district_code: _builtins.str
     """GB/T 2260"""
     department: _builtins.str
+    """the department's name"""
     applied_on: _builtins.str
     """YYYY-MM-DD"""
+    result: _builtins.str
+    """what was done, in words, e.g. "罚款10万元" (Taizhou's `result`)"""
+    department_code: _builtins.str
+    """the department's code (Taizhou's `bizDept`): letters, digits, '.', '-'"""
     @_builtins.property
     def measures_applied(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """a subset of the measure ids returned for the subject"""
@@ -382,10 +389,12 @@ class FeedbackRequest(_message.Message):
         district_code: _builtins.str = ...,
         department: _builtins.str = ...,
         applied_on: _builtins.str = ...,
+        result: _builtins.str = ...,
+        department_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_yuan", b"amount_yuan", "applied_on", b"applied_on", "basis", b"basis", "check_id", b"check_id", "department", b"department", "district_code", b"district_code", "measures_applied", b"measures_applied", "outcome", b"outcome", "reason", b"reason", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_yuan", b"amount_yuan", "applied_on", b"applied_on", "basis", b"basis", "check_id", b"check_id", "department", b"department", "department_code", b"department_code", "district_code", b"district_code", "measures_applied", b"measures_applied", "outcome", b"outcome", "reason", b"reason", "result", b"result", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -393,24 +402,32 @@ Global___FeedbackRequest: _TypeAlias = FeedbackRequest  # noqa: Y015
 
 @_typing.final
 class FeedbackReceipt(_message.Message):
+    """What the node recorded: the result and department code as stored, so the filer sees them back."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECK_ID_FIELD_NUMBER: _builtins.int
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_CODE_FIELD_NUMBER: _builtins.int
     check_id: _builtins.str
     subject_id: _builtins.str
     recorded_at: _builtins.str
+    result: _builtins.str
+    department_code: _builtins.str
     def __init__(
         self,
         *,
         check_id: _builtins.str = ...,
         subject_id: _builtins.str = ...,
         recorded_at: _builtins.str = ...,
+        result: _builtins.str = ...,
+        department_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_id", b"check_id", "recorded_at", b"recorded_at", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_id", b"check_id", "department_code", b"department_code", "recorded_at", b"recorded_at", "result", b"result", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
