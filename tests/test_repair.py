@@ -9,6 +9,7 @@ decision (修复决定书) verifies with the trust bundle alone.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import grpc
@@ -25,6 +26,7 @@ from .cases_support import (
     case_at,
     everywhere,
     held,
+    objection,
     penalty,
     publish,
     refused,
@@ -104,6 +106,50 @@ async def test_an_approved_repair_reaches_every_region_which_confirms_and_the_de
     # A repaired record has nothing more to repair, even for a caller who still sees it.
     twice = await refused(regions.operator().FileRepair(repair(record, "rep-again"), timeout=30))
     assert twice.code() == grpc.StatusCode.FAILED_PRECONDITION and "is repaired" in (twice.details() or "")
+
+
+async def test_a_repair_approved_as_the_broker_loses_its_log_still_reaches_every_region_and_is_confirmed(
+    regions: Regions,
+) -> None:
+    record = penalty(47)
+    await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
+    filed = await regions.filer().FileRepair(repair(record, "rep-wiped"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    approved = await approve(regions, filed.case.case_id)
+    assert approved.state == "propagating"
+    # The broker loses everything while the REPAIR and its checkpoint are on their way.
+    await asyncio.to_thread(regions.federation.broker.restart)
+    await everywhere(regions, record.record_id, status=REPAIRED)
+
+    async def done() -> bool:
+        case = await case_at(regions.jiangsu, filed.case.case_id)
+        return case is not None and case["state"] == "done"
+
+    await eventually(done, timeout=120)
+
+
+async def test_an_objection_to_a_repair_result_marks_the_repaired_record_disputed_until_it_is_decided(
+    regions: Regions,
+) -> None:
+    record = penalty(48)
+    await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
+    filed = await regions.filer().FileRepair(repair(record, "rep-then-objection"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    await approve(regions, filed.case.case_id)
+    await everywhere(regions, record.record_id, status=REPAIRED)
+
+    objected = await regions.filer().FileObjection(
+        objection(record, "objection-to-repair", grounds="repair_result"), timeout=30
+    )
+    assert objected.created
+    await arrived(regions, objected.case.case_id)
+    # Repaired stays repaired: the mark travels to every region with it.
+    await everywhere(regions, record.record_id, status=REPAIRED, disputed=True)
+    await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=objected.case.case_id, outcome="upheld", opinion="修复结果无误"),
+        timeout=30,
+    )
+    await everywhere(regions, record.record_id, status=REPAIRED, disputed=False)
 
 
 async def test_a_denial_needs_a_reason_and_leaves_the_record_as_it_was(regions: Regions) -> None:
