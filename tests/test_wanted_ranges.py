@@ -8,6 +8,7 @@ origin and reason however much is put, so a flood of notices cannot grow it.
 from __future__ import annotations
 
 import ast
+import asyncio
 from pathlib import Path
 
 from credex.node.chain import WantedRanges, Why
@@ -52,3 +53,13 @@ def test_a_flood_of_notices_holds_one_entry_per_origin_and_reason() -> None:
     assert len(wanted) == 1
     [only] = wanted.take()
     assert only.upto == 99_999
+
+
+async def test_a_withheld_seq_wakes_sync_at_once_and_a_gap_waits_for_the_next_probe() -> None:
+    wanted = WantedRanges()
+    wanted.put("320000", 7, Why.GAP)  # Kafka gets one probe to fill a gap: no hurry
+    started = asyncio.get_running_loop().time()
+    await wanted.urgent(0.2)
+    assert asyncio.get_running_loop().time() - started >= 0.2
+    wanted.put("320000", 9, Why.WITHHELD)  # only sync can bring it
+    await asyncio.wait_for(wanted.urgent(3600), timeout=60)  # returns at once, not after the probe pause

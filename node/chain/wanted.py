@@ -2,7 +2,8 @@
 
 Intake and the checkpoint keeper find out that events are missing — a sequence
 gap, a withheld notice, a checkpoint or a revocation root beyond the tree held —
-and only *put* that here; sync only *takes* it, at its next probe. Neither side
+and only *put* that here; sync only *takes* it, at its next probe — or at once for
+a withheld notice, which nothing but sync can fill (it waits on :meth:`urgent`). Neither side
 knows the other: intake and chain never import sync, and nothing calls back
 across floors. Runtime creates one queue and hands it to all three.
 
@@ -14,6 +15,8 @@ entries.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -44,6 +47,7 @@ class WantedRanges:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, Why], Wanted] = {}
+        self._urgent = asyncio.Event()  # set when something only sync can bring is wanted
 
     def put(self, origin: str, upto: int, why: Why, held: int = 0) -> None:
         """Say that ``origin``'s log is wanted up to ``upto``; merged with what is already waiting."""
@@ -53,6 +57,14 @@ class WantedRanges:
             self._entries[key] = Wanted(origin, upto, why, held, time.monotonic())
         elif upto > waiting.upto:
             self._entries[key] = replace(waiting, upto=upto)  # first noticed stays as it was
+        if why is Why.WITHHELD:
+            self._urgent.set()
+
+    async def urgent(self, timeout: float) -> None:
+        """Return after ``timeout`` seconds, or sooner once a withheld seq is wanted (Kafka will not bring it)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), timeout)
+        self._urgent.clear()
 
     def take(self) -> list[Wanted]:
         """Everything put since the last take, oldest first; the queue is empty afterwards."""

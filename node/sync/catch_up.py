@@ -153,7 +153,11 @@ class Sync:
             except Exception as exc:
                 failures = min(failures + 1, 6)
                 log.warning("sync: round failed (%s: %s); next round after a longer pause", type(exc).__name__, exc)
-            await asyncio.sleep(min(self.config.sync.probe_seconds * 2**failures, 60.0))
+            pause = min(self.config.sync.probe_seconds * 2**failures, 60.0)
+            if failures:
+                await asyncio.sleep(pause)
+            else:  # a withheld notice cuts the pause short: only this fetch can fill it
+                await self.wanted.urgent(pause)
 
     async def round(self) -> None:
         await self.alarms.load()  # an operator may have cleared an alarm
