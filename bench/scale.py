@@ -82,12 +82,15 @@ async def _fill(node: Node, members: LocalFederation, origin: str, have: int, wa
     ledger = node.ledger if origin == OWN else Ledger(origin, key)
     context = node.mapping_context()
     context = type(context)(origin=origin, publicity=context.publicity, pseudonymizer=context.pseudonymizer)
+    # Shared subjects grow with the log (as in bench.lookup), so a profile holds a few records at any size.
     while have < want:
         rows = min(CHUNK, want - have)
         sample = root / f"rows-{origin}-{have}.csv"
         synth.write(
             sample,
-            synth.SynthSpec(region=origin, rows=rows, bad_share=0.0, first_row=have, seed=have + 1, shared_pool=2000),
+            synth.SynthSpec(
+                region=origin, rows=rows, bad_share=0.0, first_row=have, seed=have + 1, shared_pool=max(40, want // 50)
+            ),
         )
         report = await ingest_file(
             node.pool,
