@@ -258,6 +258,41 @@ async def test_a_view_answers_as_the_tree_of_its_size_while_the_log_grows(pool: 
     assert (await LogBook(pool).tree("310000")).size == 1000
 
 
+async def test_a_book_that_keeps_the_tiles_it_read_answers_every_size_as_the_reference_tree(
+    pool: asyncpg.Pool,
+) -> None:
+    all_leaves = leaves(70_000)
+    book, small = LogBook(pool), LogBook(pool, cached_tiles=3)  # the second evicts all the time
+    views = []
+    done = 0
+    for end in [1, 255, 256, 300, 65_536, 65_537, 70_000]:
+        await append_leaves(pool, "310000", done, all_leaves[done:end])
+        done = end
+        views += [await book.tree("310000"), await small.tree("310000")]
+        for view in views:  # views taken earlier are answered from tiles read wider since
+            reference = MerkleTree(all_leaves[: view.size])
+            assert await view.root() == reference.root()
+            for index in {0, view.size // 2, view.size - 1}:
+                assert await view.inclusion_proof(index) == reference.inclusion_proof(index)
+                assert await view.consistency_proof(index + 1) == reference.consistency_proof(index + 1)
+
+
+async def test_tiles_read_inside_a_transaction_that_rolls_back_are_not_kept(pool: asyncpg.Pool) -> None:
+    book = LogBook(pool)
+    honest, forked = leaves(300, "honest"), leaves(300, "forked")
+    await append_leaves(pool, "310000", 0, honest[:100])
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        await tiles.cover(conn, "310000", 100, 300, forked[100:])
+        await conn.execute("UPDATE origin_progress SET contiguous_seq = 300 WHERE origin = '310000'")
+        uncommitted = await book.tree("310000", conn=conn)
+        assert await uncommitted.root(conn=conn) == MerkleTree(honest[:100] + forked[100:]).root()
+        await transaction.rollback()
+    await append_leaves(pool, "310000", 100, honest[100:])
+    assert await (await book.tree("310000")).root() == MerkleTree(honest).root()
+
+
 async def test_an_empty_log_has_the_empty_root(pool: asyncpg.Pool) -> None:
     tree = await LogBook(pool).tree("310000")
     assert tree.size == 0

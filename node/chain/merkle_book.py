@@ -11,31 +11,82 @@ Callers get a :class:`TreeView`: the tree as it stood when they asked, fixed at
 that size. Tiles only grow (a partial tile is a prefix of what it becomes), so a
 view keeps answering exactly what the tree of that size answers while the log
 grows under it.
+
+The same fact lets a :class:`LogBook` keep the tiles it has read in a small
+bounded :class:`TileCache`: a committed tile's hashes never change, they only
+gain entries at the end, so a cached tile holding at least the entries a view
+needs answers that view exactly as the store would. Proofs then skip the
+store's round trip for the upper levels and the hot leaves, which every proof of
+a log shares.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
 
-from credex.crypto.merkle import SubtreeHashes
-from credex.crypto.tiles import TileTree, tiles_needed
+from credex.crypto.merkle import HASH_SIZE, SubtreeHashes
+from credex.crypto.tiles import TileId, TileTree, tile_width, tiles_needed
 from credex.node.store import Connection, tiles
 
 T = TypeVar("T")
+
+CACHED_TILES = 4096  # about 64 MB at most: a full tile is 8 KiB of hashes and 8 KiB of inner hashes
+
+
+class TileCache:
+    """The tiles this node read last, per (origin, level, index), at the widest they were read.
+
+    Only tiles read outside a transaction enter (those are committed, so they only
+    ever grow); a tile is used for a tree when it holds at least the entries that
+    tree needs, which are then the store's entries exactly.
+    """
+
+    def __init__(self, capacity: int = CACHED_TILES) -> None:
+        self._capacity = capacity
+        self._held: OrderedDict[tuple[str, TileId], tuple[bytes, bytes | None]] = OrderedDict()
+
+    def lookup(self, origin: str, size: int, needed: set[TileId]) -> tuple[dict[TileId, bytes], dict[TileId, bytes]]:
+        """The needed tiles held wide enough for a tree of ``size``, and the inner hashes of the full ones."""
+        held: dict[TileId, bytes] = {}
+        inner: dict[TileId, bytes] = {}
+        for tile in needed:
+            key = (origin, tile)
+            found = self._held.get(key)
+            if found is None or len(found[0]) < tile_width(size, tile.level, tile.index) * HASH_SIZE:
+                continue
+            self._held.move_to_end(key)
+            held[tile] = found[0]
+            if found[1] is not None:
+                inner[tile] = found[1]
+        return held, inner
+
+    def keep(self, origin: str, tiles: dict[TileId, bytes], inner: dict[TileId, bytes]) -> None:
+        """Remember committed tiles, each only if wider than the copy held."""
+        for tile, hashes in tiles.items():
+            key = (origin, tile)
+            found = self._held.get(key)
+            if found is not None and len(found[0]) >= len(hashes):
+                continue
+            self._held[key] = (hashes, inner.get(tile))
+            self._held.move_to_end(key)
+        while len(self._held) > self._capacity:
+            self._held.popitem(last=False)
 
 
 class TreeView:
     """An origin's Merkle tree at a fixed size: what :meth:`LogBook.tree` hands out."""
 
-    __slots__ = ("_origin", "_pool", "size")
+    __slots__ = ("_cache", "_origin", "_pool", "size")
 
-    def __init__(self, pool: asyncpg.Pool, origin: str, size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, origin: str, size: int, cache: TileCache | None = None) -> None:
         self._pool = pool
         self._origin = origin
         self.size = size
+        self._cache = cache if cache is not None else TileCache(0)
 
     def _within(self, size: int | None) -> int:
         size = self.size if size is None else size
@@ -45,11 +96,19 @@ class TreeView:
 
     async def _answer(self, size: int, question: Callable[[SubtreeHashes], T], conn: Connection | None = None) -> T:
         needed = tiles_needed(size, question)
-        if conn is None:
-            async with self._pool.acquire() as own:
-                held, inner = await tiles.read_for_proofs(own, self._origin, needed)
-        else:
-            held, inner = await tiles.read_for_proofs(conn, self._origin, needed)
+        held, inner = self._cache.lookup(self._origin, size, needed)
+        missing = needed - held.keys()
+        if missing:
+            if conn is None:
+                async with self._pool.acquire() as own:
+                    read, read_inner = await tiles.read_for_proofs(own, self._origin, missing)
+            else:
+                read, read_inner = await tiles.read_for_proofs(conn, self._origin, missing)
+                if conn.is_in_transaction():  # may be uncommitted: used for this answer, not kept
+                    return question(TileTree(size, held | read, inner | read_inner))
+            self._cache.keep(self._origin, read, read_inner)
+            held |= read
+            inner |= read_inner
         return question(TileTree(size, held, inner))
 
     async def root(self, size: int | None = None, *, conn: Connection | None = None) -> bytes:
@@ -79,12 +138,13 @@ class TreeView:
 
 
 class LogBook:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, cached_tiles: int = CACHED_TILES) -> None:
         self.pool = pool
+        self.cache = TileCache(cached_tiles)
 
     async def tree(self, origin: str, *, conn: Connection | None = None) -> TreeView:
         """The origin's tree as its tiles cover it now; ``conn`` when the caller holds one already."""
         if conn is not None:
-            return TreeView(self.pool, origin, await tiles.tiled_size(conn, origin))
+            return TreeView(self.pool, origin, await tiles.tiled_size(conn, origin), self.cache)
         async with self.pool.acquire() as own:
-            return TreeView(self.pool, origin, await tiles.tiled_size(own, origin))
+            return TreeView(self.pool, origin, await tiles.tiled_size(own, origin), self.cache)

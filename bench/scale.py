@@ -1,0 +1,365 @@
+"""Scale: a node holding a national-size store, beside the raw limits measured in the same run.
+
+    python -m bench.scale [--scale 1.0] [--seconds 8] [--concurrency 32]
+
+At ``--scale 1`` the store holds 10,000,000 events in Shanghai's log (310000) and
+1,000,000 in each of three others (320000, 330000, 340000); ``--scale 0.01``
+builds a hundredth of that. Every event is honestly signed by its origin's key
+through the real pipeline (synthetic rows → profile → ledger → COPY into the
+store, tiles grown in the same transactions). The store is built by a child
+process, so the serving node's resident memory is its own and not the builder's.
+
+Then, with Shanghai's log first at its small size (100,000 × scale, at least
+1,000) and then at its full size, the node is started in this process and
+measured: time from start to serving, resident memory while serving, GetProfile
+and GetInclusionProof rate and p50/p99 (mutual TLS, audited, load from another
+process), beside a bare gRPC echo server under the same load; hash tiles served
+over HTTP beside a bare HTTP/1.1 server on the same TLS; and a fresh member's
+catch-up of the log over gRPC beside raw Ed25519 verification × cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h11
+
+from bench.common import LoadResult, drive, line, load, raw_ed25519, services, start_node
+from bench.lookup import start_echo
+from credex.adapters.profile import Profile
+from credex.adapters.samples import synth
+from credex.crypto.keys import SigningKey
+from credex.crypto.tiles import TILE_WIDTH, tile_path
+from credex.node.demo.federation import LocalFederation
+from credex.node.embedded import EmbeddedBroker
+from credex.node.feeds.files import ingest_file
+from credex.node.ledger import Ledger
+from credex.node.runtime import Node
+
+OWN = "310000"
+PEERS = ("320000", "330000", "340000")
+FRESH = "350000"  # a member that starts empty and catches up
+CHUNK = 200_000  # rows per synthetic file: bounds the disk a full-size build needs at once
+
+
+@dataclass
+class Serving:
+    """What one start of the node measured."""
+
+    size: int
+    start_seconds: float
+    rss_mb: float
+    profile: LoadResult
+    inclusion: LoadResult
+    echo: LoadResult
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for text in status:
+            if text.startswith("VmRSS:"):
+                return int(text.split()[1]) / 1024
+    return 0.0
+
+
+# -- building the store (in a child process) ---------------------------------------------------
+
+
+async def _fill(node: Node, members: LocalFederation, origin: str, have: int, want: int) -> None:
+    """Take in synthetic rows of ``origin`` until its log holds ``want`` events, signed by its own key."""
+    assert node.pool is not None
+    root = members.root
+    key = SigningKey.load(members.layout.member_dir(origin) / "keys") if origin != OWN else node.key
+    ledger = node.ledger if origin == OWN else Ledger(origin, key)
+    context = node.mapping_context()
+    context = type(context)(origin=origin, publicity=context.publicity, pseudonymizer=context.pseudonymizer)
+    # Shared subjects grow with the log (as in bench.lookup), so a profile holds a few records at any size.
+    while have < want:
+        rows = min(CHUNK, want - have)
+        sample = root / f"rows-{origin}-{have}.csv"
+        synth.write(
+            sample,
+            synth.SynthSpec(
+                region=origin, rows=rows, bad_share=0.0, first_row=have, seed=have + 1, shared_pool=max(40, want // 50)
+            ),
+        )
+        report = await ingest_file(
+            node.pool,
+            ledger,
+            Profile.load("national"),
+            context,
+            sample,
+            batch_size=node.config.ingest.batch_size,
+            parallel_from_bytes=node.config.ingest.parallel_from_bytes,
+        )
+        sample.unlink()
+        if report.new == 0:
+            raise RuntimeError(f"{origin}: a file of {rows} rows added no events ({report})")
+        async with node.pool.acquire() as conn:
+            have = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin))
+    if origin != OWN:
+        async with node.pool.acquire() as conn:  # this node holds the peer's log; only the peer signs more of it
+            await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
+
+
+def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
+    async def run() -> None:
+        members = LocalFederation(Path(root), [OWN, *PEERS, FRESH], tls=True)
+        node = await members.start_node(OWN, **overrides)
+        try:
+            assert node.pool is not None
+            for origin, want in sizes.items():
+                async with node.pool.acquire() as conn:
+                    have = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
+                await _fill(node, members, origin, int(have), want)
+        finally:
+            await members.stop()
+
+    asyncio.run(run())
+
+
+async def build(members: LocalFederation, overrides: dict[str, Any], sizes: dict[str, int]) -> float:
+    """Grow the store to ``sizes`` (events per origin) in a child process; return the seconds it took."""
+    started = time.perf_counter()
+    process = multiprocessing.get_context("spawn").Process(target=_build, args=(str(members.root), overrides, sizes))
+    process.start()
+    await asyncio.to_thread(process.join)
+    if process.exitcode != 0:
+        raise RuntimeError(f"building the store failed (exit {process.exitcode})")
+    return time.perf_counter() - started
+
+
+# -- serving -------------------------------------------------------------------------------------
+
+
+async def serve_and_measure(
+    members: LocalFederation, overrides: dict[str, Any], seconds: float, concurrency: int
+) -> tuple[Node, Serving]:
+    started = time.perf_counter()
+    node = await members.start_node(OWN, **overrides)
+    start_seconds = time.perf_counter() - started
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        size = int(await conn.fetchval("SELECT tiled_seq FROM origin_progress WHERE origin = $1", OWN))
+        subjects = [
+            r["subject_id"]
+            for r in await conn.fetch(
+                "SELECT subject_id FROM records WHERE origin = $1 AND subject_id NOT LIKE 'psn:%'"
+                " ORDER BY random() LIMIT 20000",
+                OWN,
+            )
+        ]
+    tls = members.layout.client_tls()
+    profile = await load("profile", node.port, tls, subjects, seconds, concurrency)
+    inclusion = await load("inclusion", node.port, tls, [OWN, str(size)], seconds, concurrency)
+    rss = rss_mb()
+    echo_server, echo_port = await start_echo(members)
+    try:
+        echo = await load("echo", echo_port, tls, subjects, seconds, concurrency)
+    finally:
+        await echo_server.stop(None)
+    return node, Serving(size, start_seconds, rss, profile, inclusion, echo)
+
+
+# -- tiles over HTTP -----------------------------------------------------------------------------
+
+
+def _tile_load(
+    port: int, tls: tuple[Path, Path, Path], paths: list[str], seconds: float, concurrency: int, out: Any
+) -> None:
+    """Worker process: GET ``paths`` at random over ``concurrency`` keep-alive HTTPS connections."""
+    import httpx
+
+    async def run() -> LoadResult:
+        ca, cert, key = tls
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(cert, key)
+        rng = random.Random(3)
+        async with httpx.AsyncClient(
+            base_url=f"https://127.0.0.1:{port}", verify=context, limits=httpx.Limits(max_connections=concurrency)
+        ) as client:
+
+            async def call(i: int) -> None:
+                answer = await client.get(rng.choice(paths))
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{answer.status_code} for {answer.url}")
+
+            return await drive(call, concurrency=concurrency, seconds=seconds)
+
+    out.put(asyncio.run(run()))
+
+
+async def tile_load(
+    port: int, tls: tuple[Path, Path, Path], paths: list[str], seconds: float, concurrency: int
+) -> LoadResult:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    process = ctx.Process(target=_tile_load, args=(port, tls, paths, seconds, concurrency, out))
+    process.start()
+    result: LoadResult = await asyncio.to_thread(out.get)
+    await asyncio.to_thread(process.join)
+    return result
+
+
+async def start_bare_http(members: LocalFederation, body: bytes) -> tuple[asyncio.Server, int]:
+    """A bare HTTP/1.1 server (h11 on asyncio streams, the tile server's stack) answering ``body`` to any GET."""
+    tls = members.layout.member_dir(OWN) / "tls"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls / "node.crt", tls / "node.key")
+    context.load_verify_locations(members.layout.ca_dir / "ca.crt")
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    conn.receive_data(data)
+                    if not data:
+                        return
+                    continue
+                if isinstance(event, h11.Request):
+                    headers = [("content-type", "application/octet-stream"), ("content-length", str(len(body)))]
+                    writer.write(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
+                    writer.write(conn.send(h11.Data(data=body)) or b"")
+                    writer.write(conn.send(h11.EndOfMessage()) or b"")
+                    await writer.drain()
+                elif isinstance(event, h11.EndOfMessage):
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (ConnectionError, h11.RemoteProtocolError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1]
+
+
+# -- catch-up ------------------------------------------------------------------------------------
+
+
+async def catch_up(members: LocalFederation, running: Any, size: int, overrides: dict[str, Any]) -> tuple[float, int]:
+    """Seconds for a fresh member to hold Shanghai's log of ``size`` complete and checkpoint-verified."""
+    with EmbeddedBroker(running.root / "empty-broker") as empty:
+        started = time.perf_counter()
+        fresh = await start_node(
+            members, running, FRESH, bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 1.0}
+        )
+        while True:
+            status = await fresh.status()
+            if status.contiguous_by_origin.get(OWN, 0) >= size and status.checkpoints.get(OWN, (0, ""))[0] >= size:
+                break
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        held = sum(status.contiguous_by_origin.values())
+        await members.stop_node(FRESH)
+    return elapsed, held
+
+
+async def main(scale: float, seconds: float, concurrency: int) -> None:
+    big = max(1000, int(10_000_000 * scale))
+    small = max(1000, min(big, int(100_000 * scale)))
+    peer = max(1000, int(1_000_000 * scale))
+    async with services() as running:
+        members = LocalFederation(running.root / "federation", [OWN, *PEERS, FRESH], tls=True)
+        members.prepare()
+        overrides: dict[str, Any] = {
+            "database": {"url": running.postgres.uri(f"bench_scale_{OWN}"), "pool_max": 20},
+            "bus": {"bootstrap_servers": running.broker.bootstrap_servers},
+            "grpc": {"max_concurrent_calls_per_caller": max(16, concurrency)},
+        }
+        print(f"building: {OWN} to {small:,} events, {', '.join(PEERS)} to {peer:,} each", flush=True)
+        built_small = await build(members, overrides, {OWN: small, **dict.fromkeys(PEERS, peer)})
+        node, at_small = await serve_and_measure(members, overrides, seconds, concurrency)
+        await members.stop_node(OWN)
+        print(f"building: {OWN} to {big:,} events", flush=True)
+        built_big = await build(members, overrides, {OWN: big})
+        node, at_big = await serve_and_measure(members, overrides, seconds, concurrency)
+        try:
+            assert node.tiles is not None
+            full = at_big.size // TILE_WIDTH
+            paths = [f"/{OWN}/{tile_path(0, i)}" for i in range(full)] or [f"/{OWN}/checkpoint"]
+            tiles = await tile_load(node.tiles.port, members.layout.client_tls(), paths, seconds, concurrency)
+            serving_rss = rss_mb()
+            while (await node.status()).checkpoints.get(OWN, (0, ""))[0] < at_big.size:
+                await asyncio.sleep(0.2)
+            caught_up, fetched = await catch_up(members, running, at_big.size, overrides)
+        finally:
+            await members.stop()
+        bare, bare_port = await start_bare_http(members, bytes(TILE_WIDTH * 32))
+        try:
+            raw_http = await tile_load(bare_port, members.layout.client_tls(), ["/tile"], seconds, concurrency)
+        finally:
+            bare.close()
+            await bare.wait_closed()
+    signing, verifying = raw_ed25519()
+    cores = os.cpu_count() or 1
+    print(f"\nscale {scale}: {OWN} {small:,} then {big:,} events; {', '.join(PEERS)} {peer:,} each")
+    print(f"  {'store built (small / grown to full), child':<44} {built_small:>9.1f}s / {built_big:.1f}s")
+    # The child's whole work: node start, synthetic rows, mapping, signing, storing, tiles.
+    line(
+        "  build rate (rows made, mapped, signed, stored)",
+        (small + 3 * peer) / built_small,
+        "ev/s",
+        signing,
+        "raw sign",
+    )
+    for at in (at_small, at_big):
+        print(f"\nserving with {OWN} at {at.size:,} events ({concurrency} concurrent calls from another process):")
+        print(f"  {'time from start to serving':<44} {at.start_seconds:>9.2f}s (goal: at most 10 s)")
+        print(f"  {'node process RSS while serving':<44} {at.rss_mb:>9.0f} MB (goal: at most 1 GB)")
+        line("GetProfile", at.profile.rate, "req/s", at.echo.rate, "raw gRPC echo")
+        print(
+            f"  {'  p50 / p99':<44} {at.profile.p50:>9.1f} / {at.profile.percentile(0.99):.1f} ms"
+            f"   ({at.profile.errors} errors)"
+        )
+        line("GetInclusionProof", at.inclusion.rate, "req/s", at.echo.rate, "raw gRPC echo")
+        print(
+            f"  {'  p50 / p99':<44} {at.inclusion.p50:>9.1f} / {at.inclusion.percentile(0.99):.1f} ms"
+            f"   ({at.inclusion.errors} errors)"
+        )
+        line("raw gRPC echo (same TLS, same load)", at.echo.rate, "req/s")
+        print(f"  {'  p50 / p99':<44} {at.echo.p50:>9.1f} / {at.echo.percentile(0.99):.1f} ms")
+    for name, pick in (("GetProfile", "profile"), ("GetInclusionProof", "inclusion")):
+        low, high = getattr(at_small, pick).percentile(0.99), getattr(at_big, pick).percentile(0.99)
+        print(
+            f"  {name + ' p99 at full / at small':<44} {high / low if low else float('nan'):>9.2f}x (goal: at most 2x)"
+        )
+    print(f"\ntiles over HTTP (full level-0 tiles of {OWN}, {concurrency} connections, audited):")
+    line("hash tiles served", tiles.rate, "tiles/s", raw_http.rate, "bare h11 server")
+    print(f"  {'  p50 / p99':<44} {tiles.p50:>9.1f} / {tiles.percentile(0.99):.1f} ms   ({tiles.errors} errors)")
+    line("bare h11 HTTPS server, same 8 KiB body", raw_http.rate, "req/s")
+    print(f"  {'node process RSS after the tile load':<44} {serving_rss:>9.0f} MB")
+    print(f"\ncatch-up of a fresh member ({FRESH}) over gRPC, empty broker:")
+    line(
+        f"{OWN}'s log fetched, verified, applied",
+        at_big.size / caught_up,
+        "ev/s",
+        verifying * cores,
+        f"raw Ed25519 verify x {cores} cores",
+    )
+    print(f"  {'time to a complete, verified copy':<44} {caught_up:>9.1f}s ({fetched:,} events held of all origins)")
+    line("raw Ed25519 sign (one core)", signing, "sig/s")
+    line("raw Ed25519 verify (one core)", verifying, "ver/s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(main(args.scale, args.seconds, args.concurrency))
