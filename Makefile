@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.expiry
 	$(BIN)/python -m bench.witness
 	$(BIN)/python -m bench.streams
+	$(BIN)/python -m bench.checks
+	$(BIN)/python -m bench.reports
+	$(BIN)/python -m bench.tiles
+	$(BIN)/python -m bench.scale --scale 0.01  # the full size (10M events) takes over an hour to build
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
