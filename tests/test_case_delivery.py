@@ -389,3 +389,27 @@ async def test_an_origin_that_does_not_answer_does_not_hold_up_delivery_to_the_o
         )
     filed = await regions.filer().FileObjection(objection(record, "behind-a-backlog"), timeout=30)
     await arrived(regions, filed.case.case_id)
+
+
+async def test_a_message_the_courier_cannot_even_read_is_put_off_alone_and_the_rest_is_delivered(
+    regions: Regions,
+) -> None:
+    """A row that breaks in an unforeseen way (here: bytes that are no envelope) fails by itself, not the round."""
+    record = penalty(63)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    assert regions.shanghai.pool is not None
+    async with regions.shanghai.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO case_outbox (case_id, purpose, target, envelope)"
+            " VALUES ('case-broken', 'status', '320000', $1)",
+            b"\xff\xff not an envelope",
+        )
+    filed = await regions.filer().FileObjection(objection(record, "beside-a-broken-row"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+
+    async def put_off() -> bool:
+        async with regions.shanghai.pool.acquire() as conn:  # type: ignore[union-attr]
+            error = await conn.fetchval("SELECT last_error FROM case_outbox WHERE case_id = 'case-broken'")
+        return bool(error)
+
+    await eventually(put_off, timeout=60)

@@ -252,12 +252,16 @@ async def test_whatever_it_is_sent_a_witness_cosigns_one_history_and_never_a_sma
             *(witness.add_checkpoint(LOG, old, proof, log.checkpoint(size)) for log, old, size, proof in burst),
             return_exceptions=True,
         )
+        # Requests of one burst race: their cosignatures chain by compare-and-set in commit order, which
+        # is the order of their sizes, not of the burst's list.
+        this_burst: list[tuple[int, bytes]] = []
         for (log, _, size, _), outcome in zip(burst, outcomes, strict=True):
             if isinstance(outcome, WitnessRefused):
                 continue
             assert not isinstance(outcome, BaseException), outcome
             if not outcome.conflict:
-                cosigned.append((size, log.tree.root(size)))
+                this_burst.append((size, log.tree.root(size)))
+        cosigned.extend(sorted(this_burst, key=lambda cosignature: cosignature[0]))
         held = await witnessed_size(node) or 0
     assert len({s for s, _ in cosigned}) > 5  # the run did exercise cosigning
     first = next(h for h in histories if h.tree.root(cosigned[0][0]) == cosigned[0][1])

@@ -34,6 +34,7 @@ from credex.node.cases.model import State
 from credex.node.chain import AGREED, Alarms
 from credex.node.chain.alarms import AlarmKind
 from credex.node.channels import PeerChannels
+from credex.node.store.database import CONNECTION_LOST
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,21 @@ class CaseCourier:
         return sum(acknowledged)
 
     async def _deliver(self, row: asyncpg.Record) -> bool:
+        """Send one message; whatever goes wrong with it is its own, and never stops the round's others."""
+        try:
+            return await self._deliver_one(row)
+        except asyncio.CancelledError:
+            raise
+        except CONNECTION_LOST:
+            raise  # the database is gone for every message: the round fails and the task retries
+        except Exception as exc:
+            log.exception(
+                "case %s: delivering %s to %s failed unexpectedly", row["case_id"], row["purpose"], row["target"]
+            )
+            await self._retry(row, f"{type(exc).__name__}: {exc}"[:500])
+            return False
+
+    async def _deliver_one(self, row: asyncpg.Record) -> bool:
         member = self.desk.trust.current.member(row["target"])
         if member is None or not member.endpoint:
             await self._retry(row, f"{row['target']} has no endpoint in the trust bundle")

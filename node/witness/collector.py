@@ -104,11 +104,19 @@ class CosignatureCollector:
     async def _ask(self, bundle: TrustBundle, witness: str, latest: _Latest) -> str:
         try:
             outcome = await self._cosign(bundle, witness, latest)
-        except (grpc.aio.AioRpcError, CosignatureInvalid) as exc:
+        except Exception as exc:
+            # Whatever went wrong with one witness (a refusal, a bad answer, our own database) puts off
+            # that witness alone: the others are asked this round, this one after a growing pause.
             failures = self._pause.get(witness, (0.0, 0))[1] + 1
             pause = min(MAX_PAUSE_SECONDS, 0.5 * 2**failures)
             self._pause[witness] = (time.monotonic() + pause, failures)
-            text = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            if isinstance(exc, grpc.aio.AioRpcError):
+                text = exc.details() or exc.code().name
+            elif isinstance(exc, CosignatureInvalid):
+                text = str(exc)
+            else:
+                log.exception("asking witness %s to cosign %s's checkpoint failed unexpectedly", witness, self.me)
+                text = f"{type(exc).__name__}: {exc}"
             log.warning("witness %s did not cosign %s's checkpoint %d: %s", witness, self.me, latest.size, text)
             return f"failed: {text}"
         self._pause.pop(witness, None)
