@@ -426,40 +426,54 @@ def current() -> Call:
 
 
 class Admission:
-    """Counts calls in progress, per caller, of public callers and in total; refuses instead of queueing.
+    """Counts what is in progress (calls, or open streams), per caller, of public callers and in total;
+    refuses instead of queueing.
 
     Public callers (anyone with a CA-issued certificate, or none) are many and
     unknown, so together they get a share of the node, not all of it: what they
     cannot take stays free for the government callers and peers the config and the
-    trust bundle name, each of whom is still held to the per-caller limit.
+    trust bundle name, each of whom is still held to the per-caller limit. A stream
+    holds no call slot (it may last for days), so streams are counted by an
+    Admission of their own. A caller over its share is refused RESOURCE_EXHAUSTED
+    saying how many it holds; the node over its limit, or public callers over their
+    share, UNAVAILABLE. Callers without a certificate count by address.
     """
 
-    def __init__(self, total: int, per_caller: int, public_share: float = 1.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        per_caller: int,
+        public_share: float = 1.0,
+        *,
+        held: str = "calls in progress",
+        caller_advice: str = "the most one caller may have; wait for answers before sending more",
+    ) -> None:
         self.total = total
         self.per_caller = per_caller
         self.public_total = max(1, int(total * public_share))
         self.in_flight = 0
         self.public_in_flight = 0
-        self._by_caller: dict[str, int] = {}  # only callers with calls in progress: bounded by ``total``
+        self._held = held  # what is counted, as a refusal names it
+        self._caller_advice = caller_advice
+        self._by_caller: dict[str, int] = {}  # only callers with something in progress: bounded by ``total``
 
     def enter(self, caller: Caller) -> Refused | None:
         held = self._by_caller.get(caller.identity, 0)
         if held >= self.per_caller:
             return Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many calls in progress for caller {quote(caller.identity, 40)}: {held}, the most one caller"
-                " may have; wait for answers before sending more",
+                f"too many {self._held} for caller {quote(caller.identity, 40)}: {held}, {self._caller_advice}",
             )
         if self.in_flight >= self.total:
             return Refused(
                 grpc.StatusCode.UNAVAILABLE,
-                f"node busy: {self.in_flight} calls in progress, its limit; retry after a short backoff",
+                f"node busy: {self.in_flight} {self._held}, its limit; retry after a short backoff",
             )
         public = caller.role == "public"
         if public and self.public_in_flight >= self.public_total:
             return Refused(
                 grpc.StatusCode.UNAVAILABLE,
-                f"node busy: {self.public_in_flight} calls of public callers in progress, the most they may have"
+                f"node busy: {self.public_in_flight} {self._held} of public callers, the most they may have"
                 " together; retry after a short backoff",
             )
         self._by_caller[caller.identity] = held + 1
@@ -470,57 +484,6 @@ class Admission:
     def leave(self, caller: Caller) -> None:
         self.in_flight -= 1
         self.public_in_flight -= caller.role == "public"
-        held = self._by_caller.pop(caller.identity) - 1
-        if held:
-            self._by_caller[caller.identity] = held
-
-
-class StreamLimit:
-    """Open streams per caller, of public callers together, and in all: a stream holds no call slot (it may
-    last for days), so it has limits of its own.
-
-    A caller over its share is refused RESOURCE_EXHAUSTED saying how many it holds; the
-    node over its limit, or public callers over their share of it (``grpc.public_share``,
-    as for calls), UNAVAILABLE: no number of public subscribers can take the streams that
-    supervision platforms and peers need. Callers without a certificate count by address.
-    """
-
-    def __init__(self, total: int, per_caller: int, public_share: float = 1.0) -> None:
-        self.total = total
-        self.per_caller = per_caller
-        self.public_total = max(1, int(total * public_share))
-        self.open = 0
-        self.public_open = 0
-        self._by_caller: dict[str, int] = {}
-
-    def enter(self, caller: Caller) -> Refused | None:
-        held = self._by_caller.get(caller.identity, 0)
-        if held >= self.per_caller:
-            return Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many streams open for caller {quote(caller.identity, 40)}: {held}, the most one caller may"
-                " have (subscriptions.max_streams_per_caller); close one before opening another",
-            )
-        if self.open >= self.total:
-            return Refused(
-                grpc.StatusCode.UNAVAILABLE,
-                f"node busy: {self.open} streams open, its limit; retry after a backoff",
-            )
-        public = caller.role == "public"
-        if public and self.public_open >= self.public_total:
-            return Refused(
-                grpc.StatusCode.UNAVAILABLE,
-                f"node busy: {self.public_open} streams of public callers open, the most they may have together;"
-                " retry after a backoff",
-            )
-        self._by_caller[caller.identity] = held + 1
-        self.open += 1
-        self.public_open += public
-        return None
-
-    def leave(self, caller: Caller) -> None:
-        self.open -= 1
-        self.public_open -= caller.role == "public"
         held = self._by_caller.pop(caller.identity) - 1
         if held:
             self._by_caller[caller.identity] = held
@@ -549,8 +512,13 @@ class Gate:
         self.admission = Admission(
             grpc_config.max_concurrent_calls, grpc_config.max_concurrent_calls_per_caller, grpc_config.public_share
         )
-        self.streams = StreamLimit(
-            config.subscriptions.max_streams, config.subscriptions.max_streams_per_caller, grpc_config.public_share
+        self.streams = Admission(
+            config.subscriptions.max_streams,
+            config.subscriptions.max_streams_per_caller,
+            grpc_config.public_share,
+            held="streams open",
+            caller_advice="the most one caller may have (subscriptions.max_streams_per_caller);"
+            " close one before opening another",
         )
         self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
         # Since the last summary: refusals with a row of their own, and calls summed up instead.
