@@ -35,10 +35,11 @@ from .forgery import event_in
 
 ORIGINS = ("310000", "320000", "330000")
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
-ACTIVE, REVOKED, HIDDEN = (
+ACTIVE, REVOKED, HIDDEN, EXPIRED = (
     lookup_pb2.ENTRY_STATUS_ACTIVE,
     lookup_pb2.ENTRY_STATUS_REVOKED,
     lookup_pb2.ENTRY_STATUS_HIDDEN,
+    lookup_pb2.ENTRY_STATUS_EXPIRED,
 )
 DECIDED = (dt.date.today() - dt.timedelta(days=100)).isoformat()
 UNIT = uscc_codes.make("11", "310000", "HCG00001")  # a procurement office
@@ -285,6 +286,27 @@ async def test_hiding_for_restructuring_is_reversible_everywhere_and_keeps_each_
         event_pb2.EVENT_TYPE_HIDE,
         event_pb2.EVENT_TYPE_UNHIDE,
     ]
+
+
+async def test_a_record_whose_window_ended_while_hidden_comes_back_expired_not_active(regions: Regions) -> None:
+    shanghai = regions.origin
+    assert shanghai.pool is not None
+    lapsed = black_list(4)
+    lapsed.publicity.end = (dt.date.today() - dt.timedelta(days=2)).isoformat()
+    async with shanghai.pool.acquire() as conn, conn.transaction():
+        await shanghai.ledger.append(conn, [Change.of(lapsed)])
+    await eventually(lambda: standing_everywhere(regions, "310000-HMD-rv4", ACTIVE))
+    hidden = await run_credex(regions, "310000", "hide", "310000-HMD-rv4", "--reason", "重整计划执行期间")
+    assert hidden.exit_code == 0, hidden.output
+    await eventually(lambda: standing_everywhere(regions, "310000-HMD-rv4", HIDDEN))
+
+    lifted = await run_credex(regions, "310000", "unhide", "310000-HMD-rv4", "--reason", "重整计划执行完毕")
+    assert lifted.exit_code == 0, lifted.output
+    await eventually(lambda: standing_everywhere(regions, "310000-HMD-rv4", EXPIRED))
+    for origin, node in regions.nodes.items():
+        event = await latest_event(node, "310000-HMD-rv4")
+        assert (event.type, event.standing) == (event_pb2.EVENT_TYPE_UNHIDE, event_pb2.STANDING_EXPIRED), origin
+        assert await check_hits(regions, node, 4) == [], origin
 
 
 async def test_only_a_hidden_record_can_be_unhidden_and_a_revoked_one_cannot_be_hidden(regions: Regions) -> None:

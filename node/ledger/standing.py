@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from credex.domain.publicity import publicity_today
 from credex.node.ledger.appender import Ledger, LedgerError
 from credex.node.store import events as state
 from credex.v1 import event_pb2, lookup_pb2
@@ -53,7 +54,11 @@ async def hide(pool: asyncpg.Pool, ledger: Ledger, record_id: str, reason: str) 
 
 
 async def unhide(pool: asyncpg.Pool, ledger: Ledger, record_id: str, reason: str) -> state.StoredEvent | None:
-    """Lift a temporary hiding: the record is active again (and expires as usual if its window has ended)."""
+    """Lift a temporary hiding: the record is back in publication, or expired if its window ended meanwhile.
+
+    A record hidden through the end of its window must not come back active and stay so
+    until the next daily expiry run: the one UNHIDE event already says it has expired.
+    """
     return await _decide(
         pool, ledger, record_id, event_pb2.EVENT_TYPE_UNHIDE, reason, _ACTIVE, {lookup_pb2.ENTRY_STATUS_HIDDEN}
     )
@@ -71,4 +76,8 @@ async def _decide(
     state.check_id("record_id", record_id)
     text = check_reason(reason)
     async with pool.acquire() as conn, conn.transaction():
+        if standing == _ACTIVE:
+            end = await conn.fetchval("SELECT publicity_end FROM records WHERE record_id = $1", record_id)
+            if end is not None and end < publicity_today():
+                standing = _EXPIRED
         return await ledger.amend(conn, record_id, event_type, text, standing=standing, from_standings=from_standings)
