@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.publicity import PublicityRules
 from credex.domain.reasons import Reason
+from credex.domain.risk import RiskSchemes
 from credex.errors import CredexError
 from credex.v1 import record_pb2
 
@@ -120,6 +121,7 @@ class MappingContext:
     publicity: PublicityRules = field(default_factory=PublicityRules)
     pseudonymizer: Pseudonymizer | None = None
     today: dt.date | None = None
+    risk_schemes: RiskSchemes = field(default_factory=RiskSchemes.shipped)
 
     def day(self) -> dt.date:
         """The day rows are judged on now."""
