@@ -110,8 +110,7 @@ class RiskSchemes:
         if found is None:
             raise ValueRejected(
                 Reason.RISK_CLASS_OUTSIDE_SCHEME,
-                f"risk class {published[:40]!r} is not a class of scheme {scheme.id}"
-                f" ({'/'.join(scheme.symbols())})",
+                f"risk class {published[:40]!r} is not a class of scheme {scheme.id} ({'/'.join(scheme.symbols())})",
             )
         return found
 

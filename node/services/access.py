@@ -60,6 +60,14 @@ _LEVELS: dict[str, frozenset[int]] = {
         }
     ),
 }
+# Kinds not every role that sees their sharing level may see, and the roles that may (credit-use.md,
+# Check rule 9): market-supervision risk classes reach supervision platforms only (and the federation's
+# peers and operators, who hold every log); evaluation grades are never shown to public callers, nor
+# to financing platforms, which see what the public sees of a subject that authorized them.
+_KIND_AUDIENCE: dict[int, frozenset[Role]] = {
+    record_pb2.KIND_RISK_CLASS: frozenset({"supervision", "peer", "operator"}),
+    record_pb2.KIND_EVALUATION: frozenset({"government", "supervision", "peer", "operator"}),
+}
 _EXCHANGE_ROLES = frozenset({"peer", "operator"})
 # Roles a config gives by name: worth binding to a key; the offices that check subjects and read quality reports.
 _PRIVILEGED = frozenset({"government", "operator"})
@@ -80,11 +88,29 @@ class Caller:
         """Government offices and operators check subjects (逢办必查) and read data-quality reports; no one else."""
         return self.role in _PRIVILEGED
 
-    def sees(self, sharing_level: int, status: int) -> bool:
-        """Public callers see only active records inside their window; only peers see withdrawn ones.
+    def sees(self, sharing_level: int, status: int, kind: int) -> bool:
+        """Whether a record of ``kind`` at this sharing level and status is shown to the caller: the one rule.
 
-        Withdrawn: revoked at the source, repaired, deleted after an objection, or hidden for now.
+        Every reader asks it (lookups, search, checks, streams, the log's leaves), so a kind kept
+        from a role is kept from it everywhere. Public callers see only active records inside
+        their window; only peers see withdrawn ones (revoked at the source, repaired, deleted
+        after an objection, or hidden for now).
         """
+        if not self.sees_kind(kind):
+            return False
+        return self.sees_level(sharing_level, status)
+
+    def sees_kind(self, kind: int) -> bool:
+        """Risk classes only to supervision callers, grades never to public or financing ones, other kinds to all."""
+        audience = _KIND_AUDIENCE.get(kind)
+        return audience is None or self.role in audience
+
+    def visible_kinds(self) -> list[int]:
+        """Every record kind the caller may see, for readers that filter in SQL."""
+        return [kind for kind in record_pb2.Kind.values() if self.sees_kind(kind)]
+
+    def sees_level(self, sharing_level: int, status: int) -> bool:
+        """The sharing-level and status half of :meth:`sees`, for what is judged by level alone (a report's levels)."""
         if sharing_level not in _LEVELS[self.role]:
             return False
         if self.role == "public":
