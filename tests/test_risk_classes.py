@@ -27,7 +27,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from credex.adapters.profile import MappingContext, Profile
+from credex.adapters.profile import MappingContext, Profile, ProfileError
 from credex.crypto.tls import CertificateAuthority
 from credex.domain import uscc as uscc_codes
 from credex.domain.jurisdiction import concerned_divisions
@@ -256,6 +256,15 @@ def test_mapping_keeps_a_class_in_its_scheme_and_a_class_outside_it_is_a_clear_r
     assert [p.reason for p in problems] == [Reason.RISK_CLASS_OUTSIDE_SCHEME, Reason.RISK_SCHEME_UNKNOWN]
     assert "'E' is not a class of scheme samr-2022 (A/B/C/D)" in problems[0].message
     assert "'mars-2030' is not known" in problems[1].message
+
+
+def test_a_profile_that_would_publish_risk_classes_is_refused(tmp_path: Path) -> None:
+    source = (HERE / "profiles" / "market_risk.toml").read_text(encoding="utf-8")
+    public = tmp_path / "public_risk.toml"
+    public.write_text(source.replace("SHARING_LEVEL_GOVERNMENT", "SHARING_LEVEL_PUBLIC"), encoding="utf-8")
+    with pytest.raises(ProfileError) as refused:
+        Profile.load(public)
+    assert "KIND_RISK_CLASS records are never published" in str(refused.value)
 
 
 @pytest.mark.parametrize(
