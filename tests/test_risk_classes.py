@@ -37,6 +37,7 @@ from credex.domain.risk import RiskSchemes, RiskSchemesError, SamplingRate
 from credex.node.cli import app
 from credex.node.config import SubscriptionsConfig
 from credex.node.feeds.mapping import Reader
+from credex.node.kafka import may_cross_bus
 from credex.node.ledger.appender import Change
 from credex.node.reports.catalogue import FieldsList, FieldsListError
 from credex.node.runtime import Node
@@ -596,3 +597,10 @@ async def test_peers_still_receive_risk_classes_over_the_exchange(jiangsu: Jiang
     node, federation = jiangsu.node, jiangsu.federation
     async with peer_channel(federation, node, "310000") as channel:
         assert RISK in await profile_kinds(channel, SZ_FIRM)
+
+
+@pytest.mark.parametrize(("kind", "crosses"), [(PENALTY, True), (GRADE, False), (RISK, False)])
+def test_a_kind_kept_from_public_callers_never_crosses_the_bus_in_clear(kind: int, crosses: bool) -> None:
+    """Whoever reads a topic reads as the public: a public-level grade or class goes as a withheld notice."""
+    given = record("X-1", kind, SZ_FIRM, "苏州风控精密有限公司", SZ_SAMR)
+    assert may_cross_bus(given) is crosses

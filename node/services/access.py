@@ -31,6 +31,7 @@ import grpc
 
 from credex.crypto.tls import CertificateError, spki_sha256
 from credex.crypto.trust import Member, TrustBundle
+from credex.domain.audience import kind_shown_to
 from credex.node.config import AccessConfig, Role
 from credex.node.store.events import WITHDRAWN
 from credex.v1 import lookup_pb2, record_pb2
@@ -59,14 +60,6 @@ _LEVELS: dict[str, frozenset[int]] = {
             record_pb2.SHARING_LEVEL_RESTRICTED,
         }
     ),
-}
-# Kinds not every role that sees their sharing level may see, and the roles that may (credit-use.md,
-# Check rule 9): market-supervision risk classes reach supervision platforms only (and the federation's
-# peers and operators, who hold every log); evaluation grades are never shown to public callers, nor
-# to financing platforms, which see what the public sees of a subject that authorized them.
-_KIND_AUDIENCE: dict[int, frozenset[Role]] = {
-    record_pb2.KIND_RISK_CLASS: frozenset({"supervision", "peer", "operator"}),
-    record_pb2.KIND_EVALUATION: frozenset({"government", "supervision", "peer", "operator"}),
 }
 _EXCHANGE_ROLES = frozenset({"peer", "operator"})
 # Roles a config gives by name: worth binding to a key; the offices that check subjects and read quality reports.
@@ -101,9 +94,8 @@ class Caller:
         return self.sees_level(sharing_level, status)
 
     def sees_kind(self, kind: int) -> bool:
-        """Risk classes only to supervision callers, grades never to public or financing ones, other kinds to all."""
-        audience = _KIND_AUDIENCE.get(kind)
-        return audience is None or self.role in audience
+        """Risk classes only to supervision callers, grades never to public or financing ones (domain.audience)."""
+        return kind_shown_to(kind, self.role)
 
     def visible_kinds(self) -> list[int]:
         """Every record kind the caller may see, for readers that filter in SQL."""
