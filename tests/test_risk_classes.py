@@ -604,3 +604,14 @@ def test_a_kind_kept_from_public_callers_never_crosses_the_bus_in_clear(kind: in
     """Whoever reads a topic reads as the public: a public-level grade or class goes as a withheld notice."""
     given = record("X-1", kind, SZ_FIRM, "苏州风控精密有限公司", SZ_SAMR)
     assert may_cross_bus(given) is crosses
+
+
+def test_credex_risk_schemes_shows_each_class_rate_and_names_a_bad_file(tmp_path: Path) -> None:
+    shown = CliRunner().invoke(app, ["risk-schemes"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "samr-2022" in shown.output and "61–100 %" in shown.output and "shandong-2025" in shown.output
+    bad = tmp_path / "risk.toml"
+    bad.write_text('[[scheme]]\nid = "x"\nname = "x"\nbasis = "b"\n', encoding="utf-8")
+    refused = CliRunner().invoke(app, ["risk-schemes", "--file", str(bad)])
+    assert refused.exit_code == 1
+    assert "no [[scheme.class]] listed" in refused.output
