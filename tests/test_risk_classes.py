@@ -45,6 +45,8 @@ from credex.node.services.access import Caller
 from credex.node.streams.entitlement import Delivery, Entitlement
 from credex.v1 import (
     authorization_pb2,
+    case_pb2,
+    case_pb2_grpc,
     check_pb2,
     check_pb2_grpc,
     log_pb2,
@@ -615,3 +617,28 @@ def test_credex_risk_schemes_shows_each_class_rate_and_names_a_bad_file(tmp_path
     refused = CliRunner().invoke(app, ["risk-schemes", "--file", str(bad)])
     assert refused.exit_code == 1
     assert "no [[scheme.class]] listed" in refused.output
+
+
+async def test_filing_a_case_cannot_probe_for_a_risk_class_a_government_caller_may_not_see(jiangsu: Jiangsu) -> None:
+    """A government office filing an objection to a class gets the answer a missing record gets."""
+    node, federation = jiangsu.node, jiangsu.federation
+    answers: dict[str, tuple[grpc.StatusCode, str]] = {}
+    for record_id in (jiangsu.classes[SZ_FIRM], f"{JS}-NO-SUCH-RECORD"):
+        async with client_channel(federation, node, GOVERNMENT) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await case_pb2_grpc.CaseServiceStub(channel).FileObjection(
+                    case_pb2.FileObjectionRequest(
+                        request_id=f"probe-{len(answers)}",
+                        record_id=record_id,
+                        on_behalf_of=SZ_FIRM,
+                        grounds="error",
+                        statement="风险分类有误",
+                        purpose=WHY,
+                    )
+                )
+        answers[record_id] = (refused.value.code(), (refused.value.details() or "").replace(record_id, "ID"))
+    assert answers[jiangsu.classes[SZ_FIRM]] == answers[f"{JS}-NO-SUCH-RECORD"]
+    assert answers[jiangsu.classes[SZ_FIRM]][0] == grpc.StatusCode.NOT_FOUND
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM cases") == 0
