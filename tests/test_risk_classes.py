@@ -348,7 +348,7 @@ def test_risk_classes_reach_supervision_only_and_grades_never_the_public(role: s
     caller = Caller("someone", role)  # type: ignore[arg-type]
     level, active = record_pb2.SHARING_LEVEL_PUBLIC, lookup_pb2.ENTRY_STATUS_ACTIVE
     assert {k for k in (RISK, GRADE, PENALTY) if caller.sees(level, active, k)} == kinds_seen
-    assert {k for k in (RISK, GRADE, PENALTY) if k in caller.visible_kinds()} == kinds_seen
+    assert {k for k in (RISK, GRADE, PENALTY) if k not in caller.hidden_kinds()} == kinds_seen
 
 
 # --- every reader ---------------------------------------------------------------------------------

@@ -97,9 +97,10 @@ class Caller:
         """Risk classes only to supervision callers, grades never to public or financing ones (domain.audience)."""
         return kind_shown_to(kind, self.role)
 
-    def visible_kinds(self) -> list[int]:
-        """Every record kind the caller may see, for readers that filter in SQL."""
-        return [kind for kind in record_pb2.Kind.values() if self.sees_kind(kind)]
+    def hidden_kinds(self) -> list[int]:
+        """The kinds kept from the caller, for readers that filter in SQL (a kind this version does not
+        know is judged by its level alone, in SQL as in :meth:`sees`)."""
+        return [kind for kind in record_pb2.Kind.values() if not self.sees_kind(kind)]
 
     def sees_level(self, sharing_level: int, status: int) -> bool:
         """The sharing-level and status half of :meth:`sees`, for what is judged by level alone (a report's levels)."""

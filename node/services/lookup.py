@@ -54,7 +54,7 @@ _CODE = re.compile(r"[0-9A-Z]+")
 _ACTIVE, _EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
 _VISIBLE = (
     f"(r.sharing_level, CASE WHEN r.status = {_ACTIVE} AND r.publicity_end < $1 THEN {_EXPIRED} ELSE r.status END)"
-    " IN (SELECT * FROM unnest($2::smallint[], $3::smallint[])) AND r.kind = ANY($13::smallint[])"
+    " IN (SELECT * FROM unnest($2::smallint[], $3::smallint[])) AND r.kind <> ALL($13::smallint[])"
 )
 # Candidates from the trigram indexes, best first, after the page token's position; then each one's
 # records the caller may see, one subject at a time in that order, until the page is full (the
@@ -150,7 +150,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
                 caller.role in _FINDS_PERSONS,
                 *after,
                 size + 1,
-                caller.visible_kinds(),
+                caller.hidden_kinds(),
             )
         page = rows[:size]
         matches = [
@@ -203,7 +203,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
 def _visible_pairs(caller: Caller) -> tuple[list[int], list[int]]:
     """The (sharing level, status) pairs ``caller`` may see, as two arrays for SQL: asked of Caller.sees_level itself.
 
-    With :meth:`Caller.visible_kinds` (the kinds it may see) this is :meth:`Caller.sees` as SQL.
+    With :meth:`Caller.hidden_kinds` (the kinds kept from it) this is :meth:`Caller.sees` as SQL.
     """
     levels = record_pb2.SharingLevel.values()
     statuses = lookup_pb2.EntryStatus.values()
