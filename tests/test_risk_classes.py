@@ -438,6 +438,21 @@ async def test_a_check_answers_without_the_class_and_a_report_never_holds_one(ji
         text = _report_text(issued.signed_report)
         assert jiangsu.penalties[SZ_FIRM] in text, name
         assert jiangsu.classes[SZ_FIRM] not in text and jiangsu.grade not in text, name
+    # Verified and viewed by code by anyone the subject hands it to: still no class in what comes back.
+    code = report_pb2.VerifyReportRequest(
+        report_number=issued.report_number, verification_code=issued.verification_code
+    )
+    async with client_channel(federation, node, PUBLIC) as channel:
+        reports = report_pb2_grpc.ReportServiceStub(channel)
+        verdict = await reports.VerifyReport(code)
+        viewed = await reports.ViewReport(
+            report_pb2.ViewReportRequest(
+                report_number=issued.report_number, verification_code=issued.verification_code, purpose=WHY
+            )
+        )
+    assert verdict.genuine and verdict.subject_id == SZ_FIRM
+    for said in (verdict.SerializeToString(), viewed.SerializeToString()):
+        assert jiangsu.classes[SZ_FIRM].encode() not in said and jiangsu.grade.encode() not in said
 
 
 def _report_text(signed: bytes) -> str:
