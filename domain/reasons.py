@@ -142,6 +142,18 @@ class Reason(StrEnum):
         "代码不在代码表中 — a value not in the field's code list, or not yes or no",
     )
 
+    # Market-supervision risk classes (domain.risk)
+    RISK_SCHEME_UNKNOWN = (
+        "risk.scheme_unknown",
+        _UNUSABLE,
+        "风险分类体系未知 — a risk class published under a scheme the node's list of schemes does not have",
+    )
+    RISK_CLASS_OUTSIDE_SCHEME = (
+        "risk.class_outside_scheme",
+        _WRONG,
+        "风险等级不属于其分类体系 — a risk class that is not one of its scheme's classes (E under A–D)",
+    )
+
     # Whole rows (adapters.tables, the mapper, the feeds)
     ROW_COLUMNS = "row.columns", _UNUSABLE, "该行列数与表头不符 — the row has more or fewer cells than the header"
     ROW_ENCODING = "row.encoding", _UNUSABLE, "该行含有不符合文件编码的字节 — bytes not valid in the file's encoding"

@@ -35,3 +35,12 @@ def is_origin_code(code: str) -> bool:
 
 def region_name(code: str) -> str:
     return REGIONS.get(code, code)
+
+
+def within(code: str, region: str) -> bool:
+    """``code`` lies in ``region``: a province (xx0000) holds its cities and districts, a city its districts."""
+    if region.endswith("0000"):
+        return code[:2] == region[:2]
+    if region.endswith("00"):
+        return code[:4] == region[:4]
+    return code == region

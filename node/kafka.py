@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 from google.protobuf.message import DecodeError
 
+from credex.domain.audience import PUBLIC_ROLE, kind_shown_to
 from credex.node.config import NodeConfig
 from credex.node.store.database import RETRYABLE as DATABASE_RETRYABLE
 from credex.v1 import event_pb2, record_pb2
@@ -153,10 +154,12 @@ def may_cross_bus(record: record_pb2.Record) -> bool:
     records, and anything about a natural person (even a public one: the pseudonym
     links a person's records across regions), move only between members over
     mutual-TLS gRPC. So do public records of individual businesses: they name the
-    operator, a natural person.
+    operator, a natural person. Nor do kinds kept from public callers whatever their level (risk
+    classes, grades: domain.audience): anyone who reads the topic reads as the public.
     """
     return (
         record.sharing_level == record_pb2.SHARING_LEVEL_PUBLIC
+        and kind_shown_to(record.kind, PUBLIC_ROLE)
         and record.subject.type in _BUS_SUBJECT_TYPES
         and not record.subject.person_pseudonym
     )

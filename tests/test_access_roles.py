@@ -61,7 +61,7 @@ def test_a_record_past_its_window_is_expired() -> None:
     ],
 )
 def test_each_role_sees_only_what_it_may(role: str, level: int, status: int, sees: bool) -> None:
-    assert Caller("someone", role).sees(level, status) is sees  # type: ignore[arg-type]
+    assert Caller("someone", role).sees(level, status, record_pb2.KIND_PENALTY) is sees  # type: ignore[arg-type]
 
 
 def test_only_peers_and_operators_may_fetch_logs() -> None:

@@ -272,10 +272,11 @@ RESTRICTED_LEVEL = record_pb2.SHARING_LEVEL_RESTRICTED
         ("public", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, REPAIRED, False, Delivery.CHANGE),
         ("public", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.NONE),
         ("public", SH, record_pb2.KIND_EVALUATION, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
-        # Government callers: government-shared records too, never grades.
+        # Government callers: government-shared records too, grades as in lookups, never risk classes.
         ("government", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
         ("government", SH, record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, REVOKED, False, Delivery.CHANGE),
-        ("government", SH, record_pb2.KIND_EVALUATION, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.NONE),
+        ("government", SH, record_pb2.KIND_EVALUATION, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("government", SH, record_pb2.KIND_RISK_CLASS, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.NONE),
         # Financing: nothing without an authorization in force; with one, restricted records too.
         ("financing", SH, record_pb2.KIND_PENALTY, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
         ("financing", SH, record_pb2.KIND_PENALTY, RESTRICTED_LEVEL, ACTIVE, True, Delivery.FULL),
@@ -284,6 +285,9 @@ RESTRICTED_LEVEL = record_pb2.SHARING_LEVEL_RESTRICTED
         ("financing", SH, record_pb2.KIND_EVALUATION, PUBLIC_LEVEL, ACTIVE, True, Delivery.NONE),
         # Supervision: its region's records, grades included; another region's nothing.
         ("supervision", SH, record_pb2.KIND_EVALUATION, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("supervision", SH, record_pb2.KIND_RISK_CLASS, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
+        ("financing", SH, record_pb2.KIND_RISK_CLASS, PUBLIC_LEVEL, ACTIVE, True, Delivery.NONE),
+        ("public", SH, record_pb2.KIND_RISK_CLASS, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
         ("supervision", "310105", record_pb2.KIND_PENALTY, GOVERNMENT_LEVEL, ACTIVE, False, Delivery.FULL),
         ("supervision", "320000", record_pb2.KIND_EVALUATION, PUBLIC_LEVEL, ACTIVE, False, Delivery.NONE),
         ("supervision", SH, record_pb2.KIND_PENALTY, RESTRICTED_LEVEL, ACTIVE, False, Delivery.NONE),

@@ -13,8 +13,10 @@ from typing import Any
 
 from credex.adapters.profile.schema import MappingContext, Problem
 from credex.domain import identity
+from credex.domain.normalize import ValueRejected
 from credex.domain.publicity import penalty_window
 from credex.domain.reasons import Reason
+from credex.domain.risk import DEFAULT_SCHEME
 from credex.v1 import record_pb2
 
 _SERIOUS_PENALTIES = frozenset(
@@ -41,6 +43,8 @@ def apply_rules(
     decision = values.get("decision_date")
     if isinstance(decision, dt.date) and decision > context.day():
         problems.append(Problem(Reason.DATE_FUTURE, "decision_date", f"decision date {decision} is after today"))
+    if record.kind == record_pb2.KIND_RISK_CLASS:
+        _risk_class(record, problems, context)
     if record.kind == record_pb2.KIND_PENALTY and isinstance(decision, dt.date):
         _penalty_publicity(record, decision, values, context)
     elif record.kind == record_pb2.KIND_LICENCE and isinstance(decision, dt.date):
@@ -88,6 +92,23 @@ def _subject_identity(
         problems.append(Problem(Reason.USCC_MISSING, "统一社会信用代码", "统一社会信用代码 is empty"))
         return ""
     return identity.subject_id(record)
+
+
+def _risk_class(record: record_pb2.Record, problems: list[Problem], context: MappingContext) -> None:
+    """The class's symbol in the scheme it was published under; a class outside its scheme is the row's error.
+
+    A profile that names no scheme publishes the national one (国市监信发〔2022〕6号).
+    """
+    details = record.risk_class
+    details.scheme = details.scheme or DEFAULT_SCHEME
+    published = details.class_as_published or details.risk_class
+    try:
+        found = context.risk_schemes.classify(details.scheme, published)
+    except ValueRejected as exc:
+        problems.append(Problem(exc.reason, "risk_class", exc.message))
+        return
+    details.risk_class = found.symbol
+    details.class_as_published = published
 
 
 def _penalty_publicity(

@@ -13,11 +13,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.publicity import PublicityRules
 from credex.domain.reasons import Reason
+from credex.domain.risk import RiskSchemes
 from credex.errors import CredexError
 from credex.v1 import record_pb2
 
@@ -67,6 +68,17 @@ class KindSpec(BaseModel, frozen=True):
     detect: tuple[str, ...] = ()
     natural_key: tuple[str, ...] = ("document_number",)
     fields: dict[str, FieldSpec]
+
+    @model_validator(mode="after")
+    def _classes_are_not_published(self) -> KindSpec:
+        """Risk classes are never published (不公开): a profile may not share them at the public level.
+
+        The visibility rule keeps them from public callers on this version; the sharing level keeps
+        them from the public on a node of an older version too, which does not know the kind.
+        """
+        if self.kind == "KIND_RISK_CLASS" and self.sharing_level == "SHARING_LEVEL_PUBLIC":
+            raise ValueError("KIND_RISK_CLASS records are never published: give sharing_level SHARING_LEVEL_GOVERNMENT")
+        return self
 
 
 class ProfileSpec(BaseModel, frozen=True):
@@ -120,6 +132,7 @@ class MappingContext:
     publicity: PublicityRules = field(default_factory=PublicityRules)
     pseudonymizer: Pseudonymizer | None = None
     today: dt.date | None = None
+    risk_schemes: RiskSchemes = field(default_factory=RiskSchemes.shipped)
 
     def day(self) -> dt.date:
         """The day rows are judged on now."""

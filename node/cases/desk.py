@@ -98,10 +98,10 @@ class CaseDesk:
 
     # -- filing -------------------------------------------------------------------------
 
-    async def file(self, filing: Filing, sees: Callable[[int, int], bool]) -> tuple[case_pb2.Case, bool]:
+    async def file(self, filing: Filing, sees: Callable[[int, int, int], bool]) -> tuple[case_pb2.Case, bool]:
         """File a case on this node; ``(case, False)`` when the same request was filed before.
 
-        ``sees(sharing level, status)`` is what the filer may see: a record it may not see is
+        ``sees(sharing level, status, kind)`` is what the filer may see: a record it may not see is
         answered as missing, so filing cannot probe for restricted or withdrawn records. An
         objection to a repair result is the exception: the repaired record is its subject.
         """
@@ -128,10 +128,10 @@ class CaseDesk:
             if existing is not None:
                 return await self.view(conn, existing), False
             held = await self._record(conn, filing.record_id)
-            visible = sees(held["sharing_level"], held["status"]) or (
+            visible = sees(held["sharing_level"], held["status"], held["kind"]) or (
                 filing.grounds == "repair_result"
                 and held["status"] == lookup_pb2.ENTRY_STATUS_REPAIRED
-                and sees(held["sharing_level"], lookup_pb2.ENTRY_STATUS_ACTIVE)
+                and sees(held["sharing_level"], lookup_pb2.ENTRY_STATUS_ACTIVE, held["kind"])
             )
             if not visible:
                 raise _missing(filing.record_id)
@@ -251,7 +251,8 @@ class CaseDesk:
 
     async def _record(self, conn: Connection, record_id: str) -> Any:
         held = await conn.fetchrow(
-            "SELECT origin, subject_id, record, sharing_level, status FROM records WHERE record_id = $1", record_id
+            "SELECT origin, subject_id, kind, record, sharing_level, status FROM records WHERE record_id = $1",
+            record_id,
         )
         if held is None:
             raise _missing(record_id)

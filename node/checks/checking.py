@@ -36,8 +36,8 @@ from credex.errors import CredexError
 from credex.node.store.events import in_force
 from credex.v1 import lookup_pb2, record_pb2
 
-# (sharing level, entry status) -> whether the caller may see such a record; decided by the services.
-Visibility = Callable[[int, int], bool]
+# (sharing level, entry status, kind) -> whether the caller may see such a record; decided by the services.
+Visibility = Callable[[int, int, int], bool]
 
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 _SEVERITIES = {
@@ -46,7 +46,7 @@ _SEVERITIES = {
     record_pb2.SEVERITY_SERIOUS: "严重",
 }
 _RECORDS_QUERY = (
-    "SELECT subject_id, record, status, disputed, sharing_level, publicity_end FROM records"
+    "SELECT subject_id, kind, record, status, disputed, sharing_level, publicity_end FROM records"
     " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
 )
 # $9: [[subject id, [measure id, ...]], ...] as JSON (answers carry lists of different lengths).
@@ -171,7 +171,9 @@ async def run_check(
     check_id = uuid.uuid4()
     async with pool.acquire() as conn:
         for row in await conn.fetch(_RECORDS_QUERY, wanted):
-            if not in_force(row["status"], row["publicity_end"], day) or not sees(row["sharing_level"], _ACTIVE):
+            if not in_force(row["status"], row["publicity_end"], day):
+                continue
+            if not sees(row["sharing_level"], _ACTIVE, row["kind"]):
                 continue
             record = record_pb2.Record.FromString(row["record"])
             by_subject[row["subject_id"]].append(_Found(record, row["publicity_end"], row["disputed"]))

@@ -28,6 +28,7 @@ from credex.node.cli import (
     quality,
     reports,
     revocation,
+    risk,
     subscriptions,
     trust,
 )
@@ -48,6 +49,7 @@ _COMMAND_GROUPS = (
     reports,
     cases,
     subscriptions,
+    risk,
 )
 
 

@@ -16,9 +16,17 @@ from pathlib import Path
 from credex.errors import CredexError
 from credex.v1 import record_pb2
 
-# Never in a report: grades and points are not published (国市监信发〔2022〕6号: 不公开), and an
-# authorization is a permission, not a credit fact.
-NEVER_SHOWN = frozenset({record_pb2.KIND_EVALUATION, record_pb2.KIND_PERSONAL_POINTS, record_pb2.KIND_AUTHORIZATION})
+# Never in a report: market-supervision risk classes (credit-use.md, Check rule 9: "never shown in
+# public views or reports"; 国市监信发〔2022〕6号, Shandong's 不公开), grades and points, which are not
+# published; an authorization is a permission, not a credit fact.
+NEVER_SHOWN = frozenset(
+    {
+        record_pb2.KIND_RISK_CLASS,
+        record_pb2.KIND_EVALUATION,
+        record_pb2.KIND_PERSONAL_POINTS,
+        record_pb2.KIND_AUTHORIZATION,
+    }
+)
 
 
 class FieldsListError(CredexError):

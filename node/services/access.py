@@ -31,6 +31,7 @@ import grpc
 
 from credex.crypto.tls import CertificateError, spki_sha256
 from credex.crypto.trust import Member, TrustBundle
+from credex.domain.audience import kind_shown_to
 from credex.node.config import AccessConfig, Role
 from credex.node.store.events import WITHDRAWN
 from credex.v1 import lookup_pb2, record_pb2
@@ -80,11 +81,29 @@ class Caller:
         """Government offices and operators check subjects (逢办必查) and read data-quality reports; no one else."""
         return self.role in _PRIVILEGED
 
-    def sees(self, sharing_level: int, status: int) -> bool:
-        """Public callers see only active records inside their window; only peers see withdrawn ones.
+    def sees(self, sharing_level: int, status: int, kind: int) -> bool:
+        """Whether a record of ``kind`` at this sharing level and status is shown to the caller: the one rule.
 
-        Withdrawn: revoked at the source, repaired, deleted after an objection, or hidden for now.
+        Every reader asks it (lookups, search, checks, streams, the log's leaves), so a kind kept
+        from a role is kept from it everywhere. Public callers see only active records inside
+        their window; only peers see withdrawn ones (revoked at the source, repaired, deleted
+        after an objection, or hidden for now).
         """
+        if not self.sees_kind(kind):
+            return False
+        return self.sees_level(sharing_level, status)
+
+    def sees_kind(self, kind: int) -> bool:
+        """Risk classes only to supervision callers, grades never to public or financing ones (domain.audience)."""
+        return kind_shown_to(kind, self.role)
+
+    def hidden_kinds(self) -> list[int]:
+        """The kinds kept from the caller, for readers that filter in SQL (a kind this version does not
+        know is judged by its level alone, in SQL as in :meth:`sees`)."""
+        return [kind for kind in record_pb2.Kind.values() if not self.sees_kind(kind)]
+
+    def sees_level(self, sharing_level: int, status: int) -> bool:
+        """The sharing-level and status half of :meth:`sees`, for what is judged by level alone (a report's levels)."""
         if sharing_level not in _LEVELS[self.role]:
             return False
         if self.role == "public":

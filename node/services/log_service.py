@@ -30,7 +30,7 @@ from credex.v1 import event_pb2, log_pb2, log_pb2_grpc
 
 # The event at the leaf asked for, and the current row of its record.
 _LEAF_QUERY = (
-    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.sharing_level, r.status, r.publicity_end"
+    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.kind, r.sharing_level, r.status, r.publicity_end"
     " FROM records r JOIN events e"
 )
 
@@ -38,7 +38,7 @@ _LEAF_QUERY = (
 def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
     """The subject of the event in ``row`` if ``caller`` may see both that version and the current record."""
     today = publicity_today()
-    if not caller.sees(row["sharing_level"], entry_status(row["status"], row["publicity_end"], today)):
+    if not caller.sees(row["sharing_level"], entry_status(row["status"], row["publicity_end"], today), row["kind"]):
         return None
     try:
         event = event_pb2.Event.FromString(event_pb2.Envelope.FromString(row["envelope"]).payload)
@@ -46,7 +46,7 @@ def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
     except (DecodeError, ValueError):  # stored events verified at intake; unreadable means show nothing
         return None
     status = entry_status(standing_of(event.type, event.standing), version.publicity_end, today)
-    if not caller.sees(version.sharing_level, status):
+    if not caller.sees(version.sharing_level, status, event.record.kind):
         return None
     # A correction may have changed whom the record is about (a person's pseudonym to a company's USCC):
     # the older version names someone the current record does not; only peers and operators see it.

@@ -32,12 +32,13 @@ from credex.node.store.events import code_key, entry_status, search_key
 from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
 _ENTRY_QUERY = (
-    "SELECT r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end, e.envelope"
+    "SELECT r.kind, r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end, e.envelope"
     " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
 )
 # Every subject of a batch in one round trip, as GetProfile orders one subject's entries.
 _BATCH_QUERY = (
-    "SELECT r.subject_id, r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end, e.envelope"
+    "SELECT r.subject_id, r.kind, r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end,"
+    " e.envelope"
     " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
     " WHERE r.subject_id = ANY($1::text[]) ORDER BY r.subject_id, r.origin, r.record_id"
 )
@@ -53,7 +54,7 @@ _CODE = re.compile(r"[0-9A-Z]+")
 _ACTIVE, _EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
 _VISIBLE = (
     f"(r.sharing_level, CASE WHEN r.status = {_ACTIVE} AND r.publicity_end < $1 THEN {_EXPIRED} ELSE r.status END)"
-    " IN (SELECT * FROM unnest($2::smallint[], $3::smallint[]))"
+    " IN (SELECT * FROM unnest($2::smallint[], $3::smallint[])) AND r.kind <> ALL($13::smallint[])"
 )
 # Candidates from the trigram indexes, best first, after the page token's position; then each one's
 # records the caller may see, one subject at a time in that order, until the page is full (the
@@ -149,6 +150,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
                 caller.role in _FINDS_PERSONS,
                 *after,
                 size + 1,
+                caller.hidden_kinds(),
             )
         page = rows[:size]
         matches = [
@@ -199,10 +201,13 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
 
 
 def _visible_pairs(caller: Caller) -> tuple[list[int], list[int]]:
-    """The (sharing level, status) pairs ``caller`` may see, as two arrays for SQL: asked of Caller.sees itself."""
+    """The (sharing level, status) pairs ``caller`` may see, as two arrays for SQL: asked of Caller.sees_level itself.
+
+    With :meth:`Caller.hidden_kinds` (the kinds kept from it) this is :meth:`Caller.sees` as SQL.
+    """
     levels = record_pb2.SharingLevel.values()
     statuses = lookup_pb2.EntryStatus.values()
-    pairs = [(level, status) for level in levels for status in statuses if caller.sees(level, status)]
+    pairs = [(level, status) for level in levels for status in statuses if caller.sees_level(level, status)]
     return [level for level, _ in pairs], [status for _, status in pairs]
 
 
@@ -238,7 +243,7 @@ def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_
     entries = []
     for row in rows:
         status = entry_status(row["status"], row["publicity_end"], today)
-        if not caller.sees(row["sharing_level"], status):
+        if not caller.sees(row["sharing_level"], status, row["kind"]):
             continue
         entry = lookup_pb2.ProfileEntry(
             origin=row["origin"],

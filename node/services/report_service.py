@@ -86,7 +86,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             await self._authorized(caller, subject, request)
             levels = frozenset(_LEVELS)  # the person, or the one the person authorized, sees the person's records
         else:
-            levels = frozenset(level for level in _LEVELS if caller.sees(level, _ACTIVE))
+            levels = frozenset(level for level in _LEVELS if caller.sees_level(level, _ACTIVE))
         try:
             issued = await self.issuer.issue(
                 ReportRequest(
@@ -189,7 +189,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             hidden = sorted(
                 SHARING.get(r["sharing_level"], "restricted")
                 for r in levels
-                if not caller.sees(r["sharing_level"], _ACTIVE)
+                if not caller.sees_level(r["sharing_level"], _ACTIVE)
             )
             if hidden:
                 # The code is a bearer token the subject hands to anyone: it opens no more than the viewer may see.

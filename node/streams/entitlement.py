@@ -4,9 +4,15 @@
 - A financing caller gets a subject's events only while the subject's authorization for
   its unit is in force (asked of the store for every batch, node/streams/authorizations.py),
   and then restricted (授权查询) records too.
-- A supervision caller gets its region's records only, grades (evaluations) included.
-- Grades and risk classes (evaluation records) never reach public, government or financing
-  streams (credit-use.md, Check rule 9): only supervision subscribers and the federation's peers.
+- A supervision caller gets its region's records only, grades and risk classes included, each
+  risk class with its scheme's default 双随机 sampling rate (domain/risk_schemes.toml). Its region
+  is the division it supervises: an origin inside it whole; an origin wider than it (a city's
+  supervisor and its province's platform) only in the records that concern the region, by the
+  subject's or the identifying unit's division (:mod:`credex.domain.jurisdiction`), never those of
+  another city.
+- Which kinds a role may see at all is the lookups' rule (:meth:`Caller.sees`): risk classes only
+  supervision callers (and peers and operators), grades never public or financing callers
+  (credit-use.md, Check rule 9).
 - Peers and operators get everything, as over ExchangeService.
 
 An event the caller could see while its record was in view, but whose record is now out of
@@ -21,12 +27,13 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
+from credex.domain.jurisdiction import concerns
+from credex.domain.regions import within
+from credex.domain.risk import RiskSchemes
 from credex.node.config import SubscriptionsConfig
 from credex.node.services.access import Caller
 from credex.node.store.events import entry_status
-from credex.v1 import lookup_pb2, record_pb2
-
-_SEES_GRADES = frozenset({"supervision", "peer", "operator"})
+from credex.v1 import lookup_pb2, record_pb2, subscription_pb2
 
 
 class Delivery(enum.Enum):
@@ -70,8 +77,30 @@ class Entitlement:
         return bool(self.grantee)
 
     def covers_origin(self, origin: str) -> bool:
-        """Whether the caller may have anything of ``origin`` at all: a supervision caller only its region's."""
-        return not self.region or in_region(origin, self.region)
+        """Whether the caller may have anything of ``origin`` at all: a supervision caller its region's origins
+        and the origins its region lies in (whose records are then judged one by one, :meth:`concerns_region`)."""
+        return not self.region or within(origin, self.region) or within(self.region, origin)
+
+    def concerns_region(self, origin: str, record: record_pb2.Record) -> bool:
+        """A supervision caller's part of ``origin``: all of an origin in its region, else what concerns the region."""
+        if not self.region or within(origin, self.region):
+            return True
+        return within(self.region, origin) and concerns(record, self.region)
+
+    def sampling(self, record: record_pb2.Record) -> subscription_pb2.SamplingRate | None:
+        """The default 双随机 rate sent beside a risk class (only supervision callers are sent one at all)."""
+        if record.kind != record_pb2.KIND_RISK_CLASS:
+            return None
+        details = record.risk_class
+        rate = RiskSchemes.shipped().sampling(details.scheme, details.risk_class)
+        if rate is None:
+            return None
+        return subscription_pb2.SamplingRate(
+            scheme=details.scheme,
+            risk_class=details.risk_class,
+            low_percent=rate.low_percent,
+            high_percent=rate.high_percent,
+        )
 
     def delivery(
         self,
@@ -82,9 +111,7 @@ class Entitlement:
         authorized: bool,
     ) -> Delivery:
         caller = self.caller
-        if not self.covers_origin(origin):
-            return Delivery.NONE
-        if record.kind == record_pb2.KIND_EVALUATION and caller.role not in _SEES_GRADES:
+        if not self.concerns_region(origin, record):
             return Delivery.NONE
         level = record.sharing_level
         if self.grantee:
@@ -99,17 +126,8 @@ class Entitlement:
         except ValueError:
             publicity_end = None
         status = entry_status(standing, publicity_end, today)
-        if caller.sees(level, status):
+        if caller.sees(level, status, record.kind):
             return Delivery.FULL
-        if caller.sees(level, lookup_pb2.ENTRY_STATUS_ACTIVE):
+        if caller.sees(level, lookup_pb2.ENTRY_STATUS_ACTIVE, record.kind):
             return Delivery.CHANGE
         return Delivery.NONE
-
-
-def in_region(origin: str, region: str) -> bool:
-    """``origin`` lies in ``region``: a province (xx0000) holds its cities and districts, a city its districts."""
-    if region.endswith("0000"):
-        return origin[:2] == region[:2]
-    if region.endswith("00"):
-        return origin[:4] == region[:4]
-    return origin == region

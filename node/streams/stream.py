@@ -325,7 +325,11 @@ class Stream:
         delivery = self.entitlement.delivery(origin, record, standing, today, authorized)
         if delivery is Delivery.FULL:
             self.counts.events += count
-            return _ITEM(event=subscription_pb2.StreamedEvent(origin=origin, seq=row.seq, envelope=envelope))
+            streamed = subscription_pb2.StreamedEvent(origin=origin, seq=row.seq, envelope=envelope)
+            sampling = self.entitlement.sampling(record)
+            if sampling is not None:
+                streamed.sampling.CopyFrom(sampling)
+            return _ITEM(event=streamed)
         if delivery is Delivery.CHANGE:
             self.counts.changes += count
             return _ITEM(

@@ -39,15 +39,21 @@ class Taken:
     seq: int = 0
     event: event_pb2.Event | None = None
     proved: bool = False
+    # Beside a risk class (supervision streams): its scheme's default 双随机 rate, as the node sent it.
+    sampling: subscription_pb2.SamplingRate | None = None
 
     def line(self) -> str:
         if self.kind == "event" and self.event is not None:
             e = self.event
             kind = e.record.kind
             proof = "proved" if self.proved else "proof to follow"
+            rate = ""
+            if self.sampling is not None:
+                s = self.sampling
+                rate = f" class={s.risk_class} ({s.scheme}) 双随机 {s.low_percent}–{s.high_percent}%"
             return (
                 f"{self.origin}:{self.seq} {event_pb2.EventType.Name(e.type)} {e.record_id} kind={kind}"
-                f" subject={subject_id(e.record)} signed; {proof}"
+                f" subject={subject_id(e.record)}{rate} signed; {proof}"
             )
         if self.kind == "change":
             return f"{self.origin}:{self.seq} change (record withdrawn from your view)"
@@ -126,7 +132,8 @@ class Subscriber:
         self._advance(streamed.origin, streamed.seq)
         if not proved:
             self.unproved.setdefault(streamed.origin, set()).add(streamed.seq)
-        return Taken("event", streamed.origin, streamed.seq, verified.event, proved)
+        sampling = streamed.sampling if streamed.HasField("sampling") else None
+        return Taken("event", streamed.origin, streamed.seq, verified.event, proved, sampling)
 
     def _change(self, change: subscription_pb2.StreamedChange) -> Taken:
         proved = False

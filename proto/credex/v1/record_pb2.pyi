@@ -96,6 +96,8 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     """家政从业人员"""
     KIND_AUTHORIZATION: _Kind.ValueType  # 11
     """授权 (to share with financing platforms)"""
+    KIND_RISK_CLASS: _Kind.ValueType  # 12
+    """企业信用风险分类 of market supervision: never public (国市监信发〔2022〕6号)"""
 
 class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
     """The concrete kind of a record; `details` carries the kind-specific fields."""
@@ -123,6 +125,8 @@ KIND_HOUSEHOLD_WORKER: Kind.ValueType  # 10
 """家政从业人员"""
 KIND_AUTHORIZATION: Kind.ValueType  # 11
 """授权 (to share with financing platforms)"""
+KIND_RISK_CLASS: Kind.ValueType  # 12
+"""企业信用风险分类 of market supervision: never public (国市监信发〔2022〕6号)"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
 
 class _SubjectType:
@@ -1044,6 +1048,50 @@ class AuthorizationDetails(_message.Message):
 Global___AuthorizationDetails: _TypeAlias = AuthorizationDetails  # noqa: Y015
 
 @_typing.final
+class RiskClassDetails(_message.Message):
+    """企业信用风险分类: a market-supervision risk class, kept in the scale it was published in.
+    Classes drive 双随机 sampling and are never shown in public views or reports (credit-use.md,
+    Check rule 9). The schemes and their classes are data (domain/risk_schemes.toml): a class
+    outside its scheme is refused at mapping.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RISK_CLASS_FIELD_NUMBER: _builtins.int
+    CLASS_AS_PUBLISHED_FIELD_NUMBER: _builtins.int
+    SCHEME_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    CLASSIFYING_AUTHORITY_FIELD_NUMBER: _builtins.int
+    risk_class: _builtins.str
+    """the class's symbol in its scheme: A, B, C, D (E in Shandong's)"""
+    class_as_published: _builtins.str
+    """e.g. A类, 信用风险低"""
+    scheme: _builtins.str
+    """scheme id, e.g. samr-2022 (A–D), shandong-2025 (A–E)"""
+    period: _builtins.str
+    """the classification's period, e.g. 2026-01 (reclassified monthly)"""
+    @_builtins.property
+    def classifying_authority(self) -> Global___Authority:
+        """分类机关"""
+
+    def __init__(
+        self,
+        *,
+        risk_class: _builtins.str = ...,
+        class_as_published: _builtins.str = ...,
+        scheme: _builtins.str = ...,
+        period: _builtins.str = ...,
+        classifying_authority: Global___Authority | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["classifying_authority", b"classifying_authority"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_as_published", b"class_as_published", "classifying_authority", b"classifying_authority", "period", b"period", "risk_class", b"risk_class", "scheme", b"scheme"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RiskClassDetails: _TypeAlias = RiskClassDetails  # noqa: Y015
+
+@_typing.final
 class Record(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1070,6 +1118,7 @@ class Record(_message.Message):
     PERSONAL_POINTS_FIELD_NUMBER: _builtins.int
     HOUSEHOLD_WORKER_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    RISK_CLASS_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     """Stable identity: the same fact re-reported keeps its id, so a re-upload
     becomes "unchanged" or a correction, never a duplicate.
@@ -1119,6 +1168,8 @@ class Record(_message.Message):
     def household_worker(self) -> Global___HouseholdWorkerDetails: ...
     @_builtins.property
     def authorization(self) -> Global___AuthorizationDetails: ...
+    @_builtins.property
+    def risk_class(self) -> Global___RiskClassDetails: ...
     def __init__(
         self,
         *,
@@ -1145,12 +1196,13 @@ class Record(_message.Message):
         personal_points: Global___PersonalPointsDetails | None = ...,
         household_worker: Global___HouseholdWorkerDetails | None = ...,
         authorization: Global___AuthorizationDetails | None = ...,
+        risk_class: Global___RiskClassDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "black_list", b"black_list", "commitment", b"commitment", "contract", b"contract", "deciding_authority", b"deciding_authority", "details", b"details", "dishonest_debtor", b"dishonest_debtor", "evaluation", b"evaluation", "household_worker", b"household_worker", "licence", b"licence", "penalty", b"penalty", "personal_points", b"personal_points", "publicity", b"publicity", "red_list", b"red_list", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "black_list", b"black_list", "commitment", b"commitment", "contract", b"contract", "deciding_authority", b"deciding_authority", "details", b"details", "dishonest_debtor", b"dishonest_debtor", "evaluation", b"evaluation", "household_worker", b"household_worker", "licence", b"licence", "penalty", b"penalty", "personal_points", b"personal_points", "publicity", b"publicity", "red_list", b"red_list", "risk_class", b"risk_class", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "black_list", b"black_list", "category", b"category", "commitment", b"commitment", "contract", b"contract", "deciding_authority", b"deciding_authority", "decision_date", b"decision_date", "details", b"details", "dishonest_debtor", b"dishonest_debtor", "document_number", b"document_number", "evaluation", b"evaluation", "household_worker", b"household_worker", "kind", b"kind", "licence", b"licence", "note", b"note", "origin", b"origin", "penalty", b"penalty", "personal_points", b"personal_points", "publicity", b"publicity", "record_id", b"record_id", "red_list", b"red_list", "sharing_level", b"sharing_level", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "black_list", b"black_list", "category", b"category", "commitment", b"commitment", "contract", b"contract", "deciding_authority", b"deciding_authority", "decision_date", b"decision_date", "details", b"details", "dishonest_debtor", b"dishonest_debtor", "document_number", b"document_number", "evaluation", b"evaluation", "household_worker", b"household_worker", "kind", b"kind", "licence", b"licence", "note", b"note", "origin", b"origin", "penalty", b"penalty", "personal_points", b"personal_points", "publicity", b"publicity", "record_id", b"record_id", "red_list", b"red_list", "risk_class", b"risk_class", "sharing_level", b"sharing_level", "source_unit", b"source_unit", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["licence", "penalty", "black_list", "red_list", "dishonest_debtor", "commitment", "evaluation", "contract", "personal_points", "household_worker", "authorization"]  # noqa: Y015
+    _WhichOneofReturnType_details: _TypeAlias = _typing.Literal["licence", "penalty", "black_list", "red_list", "dishonest_debtor", "commitment", "evaluation", "contract", "personal_points", "household_worker", "authorization", "risk_class"]  # noqa: Y015
     _WhichOneofArgType_details: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_details) -> _WhichOneofReturnType_details | None: ...
 

@@ -29,7 +29,7 @@ from credex.v1 import log_pb2 as credex_dot_v1_dot_log__pb2
 from credex.v1 import record_pb2 as credex_dot_v1_dot_record__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63redex/v1/subscription.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x63redex/v1/authorization.proto\x1a\x15\x63redex/v1/event.proto\x1a\x13\x63redex/v1/log.proto\x1a\x16\x63redex/v1/record.proto\"\x94\x01\n\x12SubscriptionFilter\x12\x0f\n\x07origins\x18\x01 \x03(\t\x12\x1e\n\x05kinds\x18\x02 \x03(\x0e\x32\x0f.credex.v1.Kind\x12)\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x14.credex.v1.EventType\x12\x10\n\x08subjects\x18\x04 \x03(\t\x12\x10\n\x08scenario\x18\x05 \x01(\t\"\'\n\x08Position\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x9c\x01\n\x10SubscribeRequest\x12-\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1d.credex.v1.SubscriptionFilter\x12#\n\x06\x63ursor\x18\x02 \x03(\x0b\x32\x13.credex.v1.Position\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12#\n\x06proved\x18\x04 \x03(\x0b\x32\x13.credex.v1.Position\"}\n\rStreamedEvent\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12%\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x13.credex.v1.Envelope\x12(\n\x05proof\x18\x04 \x01(\x0b\x32\x19.credex.v1.InclusionProof\"\xc8\x01\n\x0eStreamedChange\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\trecord_id\x18\x03 \x01(\t\x12\"\n\x04type\x18\x04 \x01(\x0e\x32\x14.credex.v1.EventType\x12%\n\x08standing\x18\x05 \x01(\x0e\x32\x13.credex.v1.Standing\x12\x11\n\tleaf_hash\x18\x06 \x01(\x0c\x12(\n\x05proof\x18\x07 \x01(\x0b\x32\x19.credex.v1.InclusionProof\"\x84\x01\n\tHeartbeat\x12#\n\x06\x63ursor\x18\x01 \x03(\x0b\x32\x13.credex.v1.Position\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\rproofs_resent\x18\x03 \x03(\x0b\x32\x13.credex.v1.Position\"\xc3\x01\n\nStreamItem\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.credex.v1.StreamedEventH\x00\x12*\n\x05proof\x18\x02 \x01(\x0b\x32\x19.credex.v1.InclusionProofH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.credex.v1.HeartbeatH\x00\x12+\n\x06\x63hange\x18\x04 \x01(\x0b\x32\x19.credex.v1.StreamedChangeH\x00\x42\x06\n\x04\x62ody\"9\n\x11SubscribeResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.credex.v1.StreamItem\"L\n\x19GrantAuthorizationRequest\x12/\n\rauthorization\x18\x01 \x01(\x0b\x32\x18.credex.v1.Authorization\"T\n\x17\x45ndAuthorizationRequest\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"e\n\x14\x41uthorizationReceipt\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x32\x95\x02\n\x13SubscriptionService\x12H\n\tSubscribe\x12\x1b.credex.v1.SubscribeRequest\x1a\x1c.credex.v1.SubscribeResponse0\x01\x12[\n\x12GrantAuthorization\x12$.credex.v1.GrantAuthorizationRequest\x1a\x1f.credex.v1.AuthorizationReceipt\x12W\n\x10\x45ndAuthorization\x12\".credex.v1.EndAuthorizationRequest\x1a\x1f.credex.v1.AuthorizationReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63redex/v1/subscription.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x63redex/v1/authorization.proto\x1a\x15\x63redex/v1/event.proto\x1a\x13\x63redex/v1/log.proto\x1a\x16\x63redex/v1/record.proto\"\x94\x01\n\x12SubscriptionFilter\x12\x0f\n\x07origins\x18\x01 \x03(\t\x12\x1e\n\x05kinds\x18\x02 \x03(\x0e\x32\x0f.credex.v1.Kind\x12)\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x14.credex.v1.EventType\x12\x10\n\x08subjects\x18\x04 \x03(\t\x12\x10\n\x08scenario\x18\x05 \x01(\t\"\'\n\x08Position\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x9c\x01\n\x10SubscribeRequest\x12-\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1d.credex.v1.SubscriptionFilter\x12#\n\x06\x63ursor\x18\x02 \x03(\x0b\x32\x13.credex.v1.Position\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12#\n\x06proved\x18\x04 \x03(\x0b\x32\x13.credex.v1.Position\"\xa8\x01\n\rStreamedEvent\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12%\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x13.credex.v1.Envelope\x12(\n\x05proof\x18\x04 \x01(\x0b\x32\x19.credex.v1.InclusionProof\x12)\n\x08sampling\x18\x05 \x01(\x0b\x32\x17.credex.v1.SamplingRate\"]\n\x0cSamplingRate\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x12\n\nrisk_class\x18\x02 \x01(\t\x12\x13\n\x0blow_percent\x18\x03 \x01(\r\x12\x14\n\x0chigh_percent\x18\x04 \x01(\r\"\xc8\x01\n\x0eStreamedChange\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\trecord_id\x18\x03 \x01(\t\x12\"\n\x04type\x18\x04 \x01(\x0e\x32\x14.credex.v1.EventType\x12%\n\x08standing\x18\x05 \x01(\x0e\x32\x13.credex.v1.Standing\x12\x11\n\tleaf_hash\x18\x06 \x01(\x0c\x12(\n\x05proof\x18\x07 \x01(\x0b\x32\x19.credex.v1.InclusionProof\"\x84\x01\n\tHeartbeat\x12#\n\x06\x63ursor\x18\x01 \x03(\x0b\x32\x13.credex.v1.Position\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\rproofs_resent\x18\x03 \x03(\x0b\x32\x13.credex.v1.Position\"\xc3\x01\n\nStreamItem\x12)\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.credex.v1.StreamedEventH\x00\x12*\n\x05proof\x18\x02 \x01(\x0b\x32\x19.credex.v1.InclusionProofH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.credex.v1.HeartbeatH\x00\x12+\n\x06\x63hange\x18\x04 \x01(\x0b\x32\x19.credex.v1.StreamedChangeH\x00\x42\x06\n\x04\x62ody\"9\n\x11SubscribeResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.credex.v1.StreamItem\"L\n\x19GrantAuthorizationRequest\x12/\n\rauthorization\x18\x01 \x01(\x0b\x32\x18.credex.v1.Authorization\"T\n\x17\x45ndAuthorizationRequest\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"e\n\x14\x41uthorizationReceipt\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x0f\n\x07grantee\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x32\x95\x02\n\x13SubscriptionService\x12H\n\tSubscribe\x12\x1b.credex.v1.SubscribeRequest\x1a\x1c.credex.v1.SubscribeResponse0\x01\x12[\n\x12GrantAuthorization\x12$.credex.v1.GrantAuthorizationRequest\x1a\x1f.credex.v1.AuthorizationReceipt\x12W\n\x10\x45ndAuthorization\x12\".credex.v1.EndAuthorizationRequest\x1a\x1f.credex.v1.AuthorizationReceiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,22 +42,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSITION']._serialized_end=365
   _globals['_SUBSCRIBEREQUEST']._serialized_start=368
   _globals['_SUBSCRIBEREQUEST']._serialized_end=524
-  _globals['_STREAMEDEVENT']._serialized_start=526
-  _globals['_STREAMEDEVENT']._serialized_end=651
-  _globals['_STREAMEDCHANGE']._serialized_start=654
-  _globals['_STREAMEDCHANGE']._serialized_end=854
-  _globals['_HEARTBEAT']._serialized_start=857
-  _globals['_HEARTBEAT']._serialized_end=989
-  _globals['_STREAMITEM']._serialized_start=992
-  _globals['_STREAMITEM']._serialized_end=1187
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1189
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1246
-  _globals['_GRANTAUTHORIZATIONREQUEST']._serialized_start=1248
-  _globals['_GRANTAUTHORIZATIONREQUEST']._serialized_end=1324
-  _globals['_ENDAUTHORIZATIONREQUEST']._serialized_start=1326
-  _globals['_ENDAUTHORIZATIONREQUEST']._serialized_end=1410
-  _globals['_AUTHORIZATIONRECEIPT']._serialized_start=1412
-  _globals['_AUTHORIZATIONRECEIPT']._serialized_end=1513
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=1516
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=1793
+  _globals['_STREAMEDEVENT']._serialized_start=527
+  _globals['_STREAMEDEVENT']._serialized_end=695
+  _globals['_SAMPLINGRATE']._serialized_start=697
+  _globals['_SAMPLINGRATE']._serialized_end=790
+  _globals['_STREAMEDCHANGE']._serialized_start=793
+  _globals['_STREAMEDCHANGE']._serialized_end=993
+  _globals['_HEARTBEAT']._serialized_start=996
+  _globals['_HEARTBEAT']._serialized_end=1128
+  _globals['_STREAMITEM']._serialized_start=1131
+  _globals['_STREAMITEM']._serialized_end=1326
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1328
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1385
+  _globals['_GRANTAUTHORIZATIONREQUEST']._serialized_start=1387
+  _globals['_GRANTAUTHORIZATIONREQUEST']._serialized_end=1463
+  _globals['_ENDAUTHORIZATIONREQUEST']._serialized_start=1465
+  _globals['_ENDAUTHORIZATIONREQUEST']._serialized_end=1549
+  _globals['_AUTHORIZATIONRECEIPT']._serialized_start=1551
+  _globals['_AUTHORIZATIONRECEIPT']._serialized_end=1652
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=1655
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=1932
 # @@protoc_insertion_point(module_scope)

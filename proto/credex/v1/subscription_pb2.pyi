@@ -138,6 +138,7 @@ class StreamedEvent(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
+    SAMPLING_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     seq: _builtins.int
     @_builtins.property
@@ -148,6 +149,13 @@ class StreamedEvent(_message.Message):
         empty (it is this event's): put `envelope` there to check the proof.
         """
 
+    @_builtins.property
+    def sampling(self) -> Global___SamplingRate:
+        """For a risk-class event (sent to supervision subscribers only): the class's default 双随机
+        sampling rate in its scheme, from this node's list of schemes. Data the platform starts from
+        and may replace, not part of what the origin signed.
+        """
+
     def __init__(
         self,
         *,
@@ -155,14 +163,45 @@ class StreamedEvent(_message.Message):
         seq: _builtins.int = ...,
         envelope: _event_pb2.Envelope | None = ...,
         proof: _log_pb2.InclusionProof | None = ...,
+        sampling: Global___SamplingRate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "proof", b"proof"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "proof", b"proof", "sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "origin", b"origin", "proof", b"proof", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "origin", b"origin", "proof", b"proof", "sampling", b"sampling", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamedEvent: _TypeAlias = StreamedEvent  # noqa: Y015
+
+@_typing.final
+class SamplingRate(_message.Message):
+    """The share of a risk class drawn for random inspection (双随机) in a year, in whole percents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEME_FIELD_NUMBER: _builtins.int
+    RISK_CLASS_FIELD_NUMBER: _builtins.int
+    LOW_PERCENT_FIELD_NUMBER: _builtins.int
+    HIGH_PERCENT_FIELD_NUMBER: _builtins.int
+    scheme: _builtins.str
+    risk_class: _builtins.str
+    low_percent: _builtins.int
+    high_percent: _builtins.int
+    def __init__(
+        self,
+        *,
+        scheme: _builtins.str = ...,
+        risk_class: _builtins.str = ...,
+        low_percent: _builtins.int = ...,
+        high_percent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_percent", b"high_percent", "low_percent", b"low_percent", "risk_class", b"risk_class", "scheme", b"scheme"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SamplingRate: _TypeAlias = SamplingRate  # noqa: Y015
 
 @_typing.final
 class StreamedChange(_message.Message):
