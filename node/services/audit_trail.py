@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
+from credex.domain.persons import withhold
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store.database import CONNECTION_LOST
@@ -76,10 +77,14 @@ class AuditEntry:
     calls: int = 1  # how many calls this row stands for: more than one for a sum of refusals
 
     def storable(self) -> AuditEntry:
-        """This entry with every field in a form the audit table accepts."""
+        """This entry with every field in a form the audit table accepts, and no resident ID number in it.
+
+        A caller may write a person's number into any text it sends (a purpose, a search, a
+        record id); whatever repeats it here, the trail keeps it withheld (domain/persons.py).
+        """
         return replace(
             self,
-            **{name: storable(getattr(self, name), limit) for name, limit in _LIMITS.items()},  # type: ignore[arg-type]
+            **{name: storable(withhold(getattr(self, name)), limit) for name, limit in _LIMITS.items()},  # type: ignore[arg-type]
             answered=max(0, min(self.answered, _INT32)),
             calls=max(1, min(self.calls, _INT32)),
         )
