@@ -41,7 +41,10 @@ def looks_like_ric(raw: str) -> bool:
 
 
 def withhold(text: str) -> str:
-    """``text`` with every ID number in it, valid or not, however spaced or wide, replaced by :data:`WITHHELD`.
+    """``text`` with every ID number in it, however spaced or wide, replaced by :data:`WITHHELD`.
+
+    Withheld whatever its check character (one mistyped is still a person's number): any
+    run of digits with 18 characters that begin with a division code and a birth date.
 
     For free text a caller writes (a purpose, a legal basis, a reason) before it is kept
     in an audit row or a table: someone will type a person's number there. A run that is
@@ -59,12 +62,31 @@ def withhold(text: str) -> str:
     kept: list[str] = []
     end = 0
     for run in _RIC_RUN.finditer("".join(folded)):
-        if _is_uscc_only(run.group()):
+        if _is_uscc_only(run.group()) or not _holds_a_plausible_number(run.group()):
             continue
         start, stop = at[run.start()], at[run.end() - 1] + 1
         kept += [text[end:start], WITHHELD]
         end = stop
     return "".join([*kept, text[end:]])
+
+
+def _holds_a_plausible_number(run: str) -> bool:
+    """Whether 18 characters of ``run`` start with a division code and a birth date: an ID number, maybe mistyped.
+
+    Folding drops spaces (platforms space ID numbers out), so unrelated numbers a space
+    apart form one run; a hex digest beside a sequence number is no one's ID number.
+    """
+    for start in range(len(run) - 17):
+        if is_plausible_division(run[start : start + 6]) and _born(run[start + 6 : start + 14]):
+            return True
+    return False
+
+
+def _born(text: str) -> bool:
+    try:
+        return dt.date(1900, 1, 1) <= dt.datetime.strptime(text, "%Y%m%d").date() <= dt.date.today()
+    except ValueError:
+        return False
 
 
 def _is_uscc_only(code: str) -> bool:

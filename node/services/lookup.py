@@ -209,10 +209,10 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
     async def _person_profile(self, request: lookup_pb2.GetProfileRequest) -> lookup_pb2.Profile:
         """One person's profile, named by pseudonym; the ID number is turned into it first and kept nowhere."""
         call = edge.current()
-        if request.uscc:
-            raise edge.invalid("send uscc or person_id, not both")
         if not request.person_id:
             raise edge.invalid("leave is for looking up a person: send person_id with it")
+        if request.uscc:
+            raise edge.invalid("send uscc or person_id, not both")
         (leave,) = self._admit(call, [("person_id", request.person_id)], request.leave)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
