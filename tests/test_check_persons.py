@@ -9,19 +9,25 @@ today, or a legal basis the catalogue allows for persons in that scenario.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from pydantic import ValidationError
 from stdnum.cn import ric
+from typer.testing import CliRunner, Result
 
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.tls import CertificateAuthority, spki_sha256
 from credex.domain import uscc as uscc_codes
 from credex.domain.persons import withhold
+from credex.node.cli import app
 from credex.node.config import AccessConfig, NodeConfig
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
@@ -453,7 +459,7 @@ async def test_an_id_number_in_any_free_text_field_reaches_no_table_no_audit_row
     assert jiangsu.pool is not None
     async with jiangsu.pool.acquire() as conn:
         kept = await conn.fetchrow("SELECT purpose, legal_basis FROM checks")
-    assert tuple(kept) == (
+    assert kept is not None and tuple(kept) == (
         "核查 [证件号码已隐去 ID number withheld] 的供应商资格",
         "依申请核查（申请人 [证件号码已隐去 ID number withheld]）",
     )
@@ -589,13 +595,15 @@ async def test_bad_who_checked_me_requests_for_persons_are_invalid_and_audited_w
 
 def test_a_config_binding_a_caller_to_a_raw_id_number_is_refused_without_repeating_it() -> None:
     with pytest.raises(ValidationError) as raised:
-        NodeConfig(
-            origin="320000",
-            access={
-                "callers": {PERSON_DESK: "public"},
-                "caller_keys": {PERSON_DESK: "0" * 64},
-                "speaks_for": {PERSON_DESK: [f"{PENALIZED[:6]} {PENALIZED[6:]}"]},
-            },
+        NodeConfig.model_validate(
+            {
+                "origin": "320000",
+                "access": {
+                    "callers": {PERSON_DESK: "public"},
+                    "caller_keys": {PERSON_DESK: "0" * 64},
+                    "speaks_for": {PERSON_DESK: [f"{PENALIZED[:6]} {PENALIZED[6:]}"]},
+                },
+            }
         )
     assert "pseudonym" in str(raised.value) and PENALIZED[6:] not in str(raised.value)
     bound = AccessConfig(
@@ -609,3 +617,87 @@ def test_a_config_binding_a_caller_to_a_raw_id_number_is_refused_without_repeati
 def pseudonym_of(node: Node, number: str) -> str:
     assert node.pseudonymizer is not None
     return node.pseudonymizer.pseudonym(number)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def cli_options(federation: TestFederation, node: Node, caller: str = GOVERNMENT) -> list[str]:
+    """What a caller passes to reach ``node`` with its certificate (issued by the federation CA on first use)."""
+    ca_dir = federation.layout.ca_dir
+    if not (ca_dir / f"{caller}.crt").exists():
+        CertificateAuthority.load(ca_dir).issue(caller, []).write(ca_dir, caller)
+    ca, cert, key = federation.layout.client_tls(caller)
+    options = ["--config", str(federation.layout.config_path(node.config.origin))]
+    return [*options, "--node", f"127.0.0.1:{node.port}", "--ca", str(ca), "--cert", str(cert), "--key", str(key)]
+
+
+async def run_cli(*args: str, code: int = 0, stdin: str | None = None) -> Result:
+    # Wide enough that no message is wrapped inside its box.
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args), input=stdin, env={"COLUMNS": "400"})
+    assert result.exit_code == code, result.output
+    return result
+
+
+def authorization_file(directory: Path, number: str) -> Path:
+    path = directory / "authorization.json"
+    path.write_text(json_format.MessageToJson(authorization(number)), encoding="utf-8")
+    return path
+
+
+async def test_credex_check_checks_persons_with_an_authorization_file_in_a_table_and_as_json(
+    federation: TestFederation, jiangsu: Node, tmp_path: Path
+) -> None:
+    base = ["check", "--scenario", "政府采购", "--unit", UNIT, "--purpose", "供应商资格审查"]
+    given = ["--person", PENALIZED, "--authorization", str(authorization_file(tmp_path, PENALIZED))]
+    answer = json.loads((await run_cli(*base, *given, "--json", *cli_options(federation, jiangsu))).output)
+    (subject,) = answer["subjects"]
+    assert subject["subject_id"] == pseudonym_of(jiangsu, PENALIZED)
+    assert [h["record_id"] for h in subject["hits"]] == ["320000-CF-P1"]
+    table = (await run_cli(*base, *given, *cli_options(federation, jiangsu))).output
+    assert "320000-CF-P1" in table and pseudonym_of(jiangsu, PENALIZED)[:12] in table
+    hiring = ["check", "--scenario", "公职录用", "--unit", UNIT, "--purpose", "录用", "--legal-basis", HIRING_BASIS]
+    both = json.loads(
+        (await run_cli(*hiring, DISPUTED, "--person", SPOTLESS, "--json", *cli_options(federation, jiangsu))).output
+    )
+    assert [s["subject_id"] for s in both["subjects"]] == [DISPUTED, pseudonym_of(jiangsu, SPOTLESS)]
+
+
+async def test_credex_check_explains_a_refusal_without_leave_and_a_malformed_authorization_file(
+    federation: TestFederation, jiangsu: Node, tmp_path: Path
+) -> None:
+    base = ["check", "--scenario", "政府采购", "--unit", UNIT, "--purpose", "审查", "--person", PENALIZED]
+    refused = await run_cli(*base, *cli_options(federation, jiangsu), code=1)
+    assert "Check: PERMISSION_DENIED: person_ids[0]: a person is answered only with" in refused.output
+    assert PENALIZED not in refused.output
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"subject": "' + PENALIZED + '", "nonsense": 1}', encoding="utf-8")
+    bad = await run_cli(*base, "--authorization", str(broken), *cli_options(federation, jiangsu), code=2)
+    assert "not the JSON of a credex.v1.Authorization" in bad.output and PENALIZED not in bad.output
+    nobody = await run_cli("check", "--scenario", "政府采购", "--unit", UNIT, *cli_options(federation, jiangsu), code=2)
+    assert "--person" in nobody.output
+
+
+async def test_credex_checks_of_person_lists_who_checked_them(
+    federation: TestFederation, jiangsu_with_desks: Node
+) -> None:
+    node = jiangsu_with_desks
+    options = cli_options(federation, node, PERSON_DESK)
+    listed = json.loads((await run_cli("checks", "of", "--person", PENALIZED, "--json", *options)).output)
+    assert listed["subject_id"] == pseudonym_of(node, PENALIZED)
+    assert [c["purpose"] for c in listed["checks"]] == ["供应商资格审查"]
+    table = (await run_cli("checks", "of", "--person", PENALIZED, *options)).output
+    assert "供应商资格审查" in table
+    other = await run_cli("checks", "of", "--person", SPOTLESS, *options, code=1)
+    assert SPOTLESS not in other.output
+
+
+async def test_credex_checks_pseudonym_reads_the_number_hidden_and_prints_what_speaks_for_takes(
+    federation: TestFederation, jiangsu: Node
+) -> None:
+    key = str(federation.layout.pseudonym_key)
+    printed = await run_cli("checks", "pseudonym", "--pseudonym-key", key, stdin=f"{PENALIZED}\n")
+    assert printed.output.strip().splitlines()[-1] == pseudonym_of(jiangsu, PENALIZED)
+    assert PENALIZED not in printed.output
+    mistyped = await run_cli("checks", "pseudonym", "--pseudonym-key", key, stdin=f"{PENALIZED[:-1]}1\n", code=2)
+    assert "check character" in mistyped.output and PENALIZED[:14] not in mistyped.output

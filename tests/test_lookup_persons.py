@@ -10,7 +10,9 @@ person without leave refuses a whole batch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -30,7 +32,10 @@ from .test_check_persons import (
     SPOTLESS,
     UNIT,
     authorization,
+    authorization_file,
+    cli_options,
     jiangsu,
+    run_cli,
 )
 
 __all__ = ["jiangsu"]  # the fixture, shared with the check's tests
@@ -278,3 +283,34 @@ async def test_bad_batches_with_persons_are_invalid(
     error = await refused_with(batch(federation, jiangsu, request_))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and words in (error.details() or ""), error.details()
     assert PENALIZED[:14] not in (error.details() or "")
+
+
+# ---------------------------------------------------------------- the command line
+
+
+async def test_credex_lookup_person_shows_their_profile_verified_under_their_pseudonym(
+    federation: TestFederation, jiangsu: Node, tmp_path: Path
+) -> None:
+    given = ["--person", PENALIZED, "--scenario", "政府采购", "--unit", UNIT, "--purpose", "供应商资格审查"]
+    given += ["--authorization", str(authorization_file(tmp_path, PENALIZED))]
+    (entry,) = json.loads((await run_cli("lookup", *given, "--json", *cli_options(federation, jiangsu))).output)
+    assert (entry["verified"], entry["record"]["record_id"]) == (True, "320000-CF-P1")
+    assert entry["record"]["subject"]["person_pseudonym"] == pseudonym(jiangsu, PENALIZED)
+    table = (await run_cli("lookup", *given, *cli_options(federation, jiangsu))).output
+    assert f"{pseudonym(jiangsu, PENALIZED)}: 1 records" in table and "verified" in table
+    basis = ["--person", SPOTLESS, "--scenario", "公职录用", "--unit", UNIT, "--legal-basis", HIRING_BASIS]
+    clear = (await run_cli("lookup", *basis, "--purpose", "录用", *cli_options(federation, jiangsu))).output
+    assert f"{pseudonym(jiangsu, SPOTLESS)}: 0 records" in clear
+
+
+async def test_credex_lookup_refuses_a_person_without_leave_and_mixed_arguments(
+    federation: TestFederation, jiangsu: Node
+) -> None:
+    options = cli_options(federation, jiangsu)
+    asked = ["--person", PENALIZED, "--scenario", "政府采购", "--unit", UNIT, "--purpose", "审查"]
+    refused = await run_cli("lookup", *asked, *options, code=1)
+    assert "GetProfile: PERMISSION_DENIED: person_id" in refused.output and PENALIZED not in refused.output
+    both = await run_cli("lookup", COMPANY, "--person", PENALIZED, *options, code=2)
+    assert "not both" in both.output
+    stray = await run_cli("lookup", COMPANY, "--scenario", "政府采购", *options, code=2)
+    assert "are for --person" in stray.output
