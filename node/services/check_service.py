@@ -220,6 +220,8 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
     def _subject_asked_about(self, request: check_pb2.ListChecksOfSubjectRequest) -> str:
         """The USCC, or the pseudonym of the person whose ID number is given (never kept)."""
         if not request.person_id:
+            if not request.uscc:
+                raise edge.invalid("uscc is required (or person_id, for a natural person)")
             return _code("uscc", request.uscc)
         if request.uscc:
             raise edge.invalid("send uscc or person_id, not both")
