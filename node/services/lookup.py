@@ -26,6 +26,7 @@ import grpc
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import identity
 from credex.domain import uscc as uscc_codes
+from credex.domain.persons import withhold
 from credex.domain.publicity import publicity_today
 from credex.node.chain import ProofUnavailable, inclusion_proof
 from credex.node.checks import persons
@@ -170,7 +171,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             for row in page
         ]
         call.answer(len(matches), (m.subject_id for m in matches))
-        call.detail = f"query {edge.quote(request.query, 100)}: {call.detail}"
+        call.detail = f"query {edge.quote(withhold(request.query), 100)}: {call.detail}"  # no ID number kept
         response = lookup_pb2.SearchSubjectsResponse(subjects=matches)
         if len(rows) > size:
             last = page[-1]
