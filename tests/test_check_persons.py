@@ -224,6 +224,16 @@ async def test_without_leave_a_person_check_is_permission_denied_audited_and_not
     assert await count(jiangsu, "SELECT count(*) FROM checks") == 0
 
 
+async def test_a_person_without_leave_refuses_a_check_of_usccs_with_them_and_nothing_is_answered(
+    federation: TestFederation, jiangsu: Node
+) -> None:
+    error = await refused(federation, jiangsu, person_check(SPOTLESS, usccs=(DISPUTED, COMPANY)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "person_ids[0]" in (error.details() or "")
+    rows = await audit_rows(jiangsu, "Check")
+    assert [(r["status"], r["subject_id"], r["answered"]) for r in rows] == [("PERMISSION_DENIED", "", 0)]
+    assert await count(jiangsu, "SELECT count(*) FROM checks") == 0
+
+
 @pytest.mark.parametrize(
     ("request_", "words"),
     [
