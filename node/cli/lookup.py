@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
 import typer
 from rich.table import Table
 
-from credex.crypto.trust import TrustBundle
 from credex.node.channels import call_failed, open_channel
 from credex.node.cli.app import (
     BundleOption,
@@ -32,8 +31,11 @@ from credex.node.cli.app import (
     trust_and_tls,
 )
 from credex.node.cli.checks import AuthorizationOption, read_authorizations
-from credex.node.services.client import CheckedEntry
-from credex.v1 import lookup_pb2, lookup_pb2_grpc
+
+if TYPE_CHECKING:
+    from credex.crypto.trust import TrustBundle
+    from credex.node.services.client import CheckedEntry
+    from credex.v1 import lookup_pb2
 
 
 def entry_json(checked: Any) -> dict[str, Any]:
@@ -73,6 +75,7 @@ def lookup(
     A person by ID number (--person) with their --authorization for --unit in --scenario, or a --legal-basis.
     """
     from credex.node.services import get_profile
+    from credex.v1 import lookup_pb2
 
     if bool(uscc) == bool(person):
         raise typer.BadParameter("give the subject's USCC, or --person with an ID number (not both)", param_hint="USCC")
@@ -126,6 +129,7 @@ async def _person_profile(
     """A person's profile under their pseudonym, each entry checked against the bundle as ``get_profile`` does."""
     from credex.crypto.trust import EventVerifier
     from credex.node.services.client import check_entry
+    from credex.v1 import lookup_pb2, lookup_pb2_grpc
 
     ca, cert, key = tls
     request = lookup_pb2.GetProfileRequest(person_id=number, leave=leave, purpose=purpose)
