@@ -11,12 +11,19 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 
 from credex.errors import CredexError
 
 PREFIX = "psn:"
 KEY_BYTES = 32
+_PSEUDONYM = re.compile(re.escape(PREFIX) + r"[a-z2-7]{32}")
+
+
+def is_pseudonym(text: str) -> bool:
+    """Whether ``text`` is written as a pseudonym is: the prefix and 20 bytes in lower-case base32."""
+    return _PSEUDONYM.fullmatch(text) is not None
 
 
 class PseudonymKeyError(CredexError):

@@ -21,10 +21,13 @@ from stdnum.exceptions import ValidationError
 
 from credex.domain.reasons import Reason
 from credex.domain.regions import is_plausible_division
-from credex.domain.uscc import InvalidSubjectCode
+from credex.domain.uscc import InvalidSubjectCode, validate
 
 # 17 digits and a digit or X: an ID number's shape, valid or not, in any text after folding.
 _RIC_SHAPED = re.compile(r"\d{17}[\dX]")
+# The whole run of digits holding an ID number's shape: withheld as one, so no part of the number is left.
+_RIC_RUN = re.compile(r"\d{17,}X?")
+WITHHELD = "[证件号码已隐去 ID number withheld]"
 
 
 def fold(raw: str) -> str:
@@ -35,6 +38,69 @@ def fold(raw: str) -> str:
 def looks_like_ric(raw: str) -> bool:
     """Whether ``raw`` holds an ID number's shape: one mistyped is still a person's number, never to echo."""
     return _RIC_SHAPED.search(fold(raw)) is not None
+
+
+def withhold(text: str) -> str:
+    """``text`` with every ID number in it, however spaced or wide, replaced by :data:`WITHHELD`.
+
+    Withheld whatever its check character (one mistyped is still a person's number): any
+    run of digits with 18 characters that begin with a division code and a birth date.
+
+    For free text a caller writes (a purpose, a legal basis, a reason) before it is kept
+    in an audit row or a table: someone will type a person's number there. A run that is
+    a valid USCC and no valid ID number is kept, since an enterprise's code is no secret.
+    Text without an ID number's shape is returned as it is, at the cost of one fold.
+    """
+    if not looks_like_ric(text):
+        return text
+    folded: list[str] = []
+    at: list[int] = []  # the position in ``text`` each folded character came from
+    for index, char in enumerate(text):
+        for part in fold(char):
+            folded.append(part)
+            at.append(index)
+    kept: list[str] = []
+    end = 0
+    for run in _RIC_RUN.finditer("".join(folded)):
+        if _is_uscc_only(run.group()) or not _holds_a_plausible_number(run.group()):
+            continue
+        start, stop = at[run.start()], at[run.end() - 1] + 1
+        kept += [text[end:start], WITHHELD]
+        end = stop
+    return "".join([*kept, text[end:]])
+
+
+def _holds_a_plausible_number(run: str) -> bool:
+    """Whether 18 characters of ``run`` start with a division code and a birth date: an ID number, maybe mistyped.
+
+    Folding drops spaces (platforms space ID numbers out), so unrelated numbers a space
+    apart form one run; a hex digest beside a sequence number is no one's ID number.
+    """
+    for start in range(len(run) - 17):
+        if is_plausible_division(run[start : start + 6]) and _born(run[start + 6 : start + 14]):
+            return True
+    return False
+
+
+def _born(text: str) -> bool:
+    try:
+        return dt.date(1900, 1, 1) <= dt.datetime.strptime(text, "%Y%m%d").date() <= dt.date.today()
+    except ValueError:
+        return False
+
+
+def _is_uscc_only(code: str) -> bool:
+    try:
+        validate_ric(code)
+    except InvalidSubjectCode:
+        pass
+    else:
+        return False
+    try:
+        validate(code)
+    except InvalidSubjectCode:
+        return False
+    return True
 
 
 def validate_ric(raw: str) -> str:

@@ -13,10 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from credex.crypto.pseudonym import is_pseudonym
 from credex.domain import uscc as uscc_codes
+from credex.domain.persons import looks_like_ric
 from credex.domain.publicity import PublicityRules
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
@@ -107,6 +109,9 @@ class GrpcConfig(BaseModel):
 
 
 class AccessConfig(BaseModel):
+    # speaks_for may be given a person's ID number by mistake: errors must not repeat what was given.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     # Caller identity (client certificate CN) -> role. Members of the trust bundle
     # are peers by their origin code unless listed here otherwise.
     callers: dict[str, Role] = {}
@@ -121,7 +126,8 @@ class AccessConfig(BaseModel):
     caller_keys: dict[str, str] = {}
     # Caller identity -> the USCCs it speaks for (a company's own desk): it may list who checked
     # those subjects, and nothing more. Each name must be bound in caller_keys, so that no other
-    # certificate with that name reads who checked the company.
+    # certificate with that name reads who checked the company. A natural person's own caller
+    # speaks for the person's pseudonym (psn:…, `credex checks pseudonym`), never the ID number.
     speaks_for: dict[str, list[str]] = {}
 
     @model_validator(mode="after")
@@ -132,10 +138,20 @@ class AccessConfig(BaseModel):
                     f"access.speaks_for names {name!r}, which access.caller_keys does not bind to a key: bind it there"
                 )
             for code in codes:
+                if is_pseudonym(code):
+                    continue
+                if looks_like_ric(code):
+                    raise ValueError(
+                        f"access.speaks_for[{name!r}] holds a resident ID number: give the person's pseudonym"
+                        " (psn:…, `credex checks pseudonym`), never the number"
+                    )
                 try:
                     uscc_codes.validate(code)
                 except uscc_codes.InvalidSubjectCode as exc:
-                    raise ValueError(f"access.speaks_for[{name!r}]: {exc.message}") from None
+                    raise ValueError(
+                        f"access.speaks_for[{name!r}]: {exc.message}; give a USCC, or a person's pseudonym (psn:…),"
+                        " never an ID number"
+                    ) from None
         return self
 
     @model_validator(mode="after")
@@ -301,7 +317,11 @@ class IngestConfig(BaseModel):
 
 
 class NodeConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CREDEX_", env_nested_delimiter="__", extra="forbid")
+    # hide_input_in_errors: a config may hold a person's ID number by mistake (access.speaks_for);
+    # an error names the field and what is wrong, and never repeats what the file says.
+    model_config = SettingsConfigDict(
+        env_prefix="CREDEX_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
+    )
 
     origin: str
     name: str = ""

@@ -15,6 +15,8 @@ records, as the catalogue's triggers are written for the subject.
 
 A check and every subject's answer (the measure ids it was told) are stored in one
 statement before the answer leaves, so feedback can be held to what was returned.
+The free text kept with them (purpose, basis, reason, result) has any resident ID number
+a caller typed into it withheld: only pseudonyms name persons in these tables.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 import asyncpg
 
 from credex.domain.measures import Catalogue, Measure
+from credex.domain.persons import withhold
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 from credex.node.store.events import in_force
@@ -186,8 +189,8 @@ async def run_check(
             request.role,
             request.requesting_unit,
             scenario,
-            request.purpose,
-            request.legal_basis,
+            withhold(request.purpose),
+            withhold(request.legal_basis),
             len(distinct),
             json.dumps([[a.subject_id, a.measure_ids] for a in answers], ensure_ascii=False),
         )
@@ -272,14 +275,14 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
             feedback.caller,
             list(feedback.measures_applied),
             feedback.outcome,
-            feedback.reason,
+            withhold(feedback.reason),
             amount,
-            feedback.basis,
+            withhold(feedback.basis),
             feedback.district_code,
-            feedback.department,
+            withhold(feedback.department),
             applied_on,
-            feedback.result,
-            feedback.department_code,
+            withhold(feedback.result),
+            withhold(feedback.department_code),
         )
         if at is None:
             raise CheckFailure("ALREADY_EXISTS", "feedback for this check and subject was already filed")

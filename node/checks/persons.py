@@ -1,6 +1,7 @@
-"""Natural persons in a check: the ID number becomes the pseudonym first, and a person is answered only with leave.
+"""Natural persons in a check or a lookup: the ID number becomes the pseudonym first; answers only with leave.
 
-A check may name persons by resident ID number (GB 11643), as subjects or as the
+A check (and a profile lookup, by the same rule: :func:`admit_all`) may name persons
+by resident ID number (GB 11643), as subjects or as the
 responsible persons of a subject (legal representative, principal, actual
 controller). The number is validated and turned into the federation's pseudonym
 here, before any other work, and is kept nowhere: not in the check rows, not in the
@@ -27,6 +28,7 @@ from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Scenario, UnknownScenario
 from credex.domain.persons import validate_ric
 from credex.node.checks.checking import CheckFailure
+from credex.node.checks.overdue import CHINA
 from credex.v1 import authorization_pb2
 
 DOCUMENT_DIGEST_BYTES = 32  # SHA-256
@@ -52,6 +54,7 @@ def grounds(
     unit: str,
     scenario: Scenario,
     today: dt.date,
+    prefix: str = "",
 ) -> list[Granted]:
     """Every authorization of the request checked field by field; those that let ``unit`` check persons today.
 
@@ -60,7 +63,7 @@ def grounds(
     """
     granted = []
     for index, auth in enumerate(authorizations):
-        name = f"authorizations[{index}]"
+        name = f"{prefix}authorizations[{index}]"
         if not auth.authorization_id.strip():
             raise CheckFailure("INVALID_ARGUMENT", f"{name}.authorization_id is required")
         if len(auth.document_sha256) != DOCUMENT_DIGEST_BYTES:
@@ -81,6 +84,41 @@ def grounds(
     return granted
 
 
+def admit_all(
+    named: Sequence[tuple[str, str]],
+    scenario_code: str,
+    unit_code: str,
+    legal_basis: str,
+    authorizations: Sequence[authorization_pb2.Authorization],
+    pseudonymizer: Pseudonymizer | None,
+    prefix: str = "",
+) -> list[Leave]:
+    """The pseudonyms of the persons ``named`` (field, raw number), with their leave, by the rule of a check.
+
+    For requests that name persons outside a check (a profile lookup): the scenario and the
+    requesting unit they give are checked as a check's are (``prefix`` names where they sit
+    in the request), then every person goes through :func:`admit`. One person without leave
+    refuses them all.
+    """
+    catalogue = Catalogue.shipped()
+    try:
+        scenario = catalogue.scenario(scenario_code)
+    except UnknownScenario as exc:
+        raise CheckFailure("INVALID_ARGUMENT", f"{prefix}scenario: {exc}") from None
+    unit = _uscc(f"{prefix}requesting_unit_uscc", unit_code)
+    granted = grounds(authorizations, catalogue, unit, scenario, dt.datetime.now(CHINA).date(), prefix)
+    return [admit(field, raw, granted, scenario, legal_basis, pseudonymizer) for field, raw in named]
+
+
+def pseudonym_of(field: str, raw: str, pseudonymizer: Pseudonymizer | None) -> str:
+    """The pseudonym of the person ``raw`` names, asked without leave: for asking about oneself (who checked me).
+
+    INVALID_ARGUMENT for a number that is not one, FAILED_PRECONDITION on a node without the
+    pseudonym key. No message repeats the number.
+    """
+    return _number(field, raw, pseudonymizer)[1]
+
+
 def admit(
     field: str,
     raw: str,
@@ -94,14 +132,7 @@ def admit(
     INVALID_ARGUMENT for a number that is not one, FAILED_PRECONDITION on a node without the
     pseudonym key, PERMISSION_DENIED without leave. No message repeats the number.
     """
-    if pseudonymizer is None:
-        raise CheckFailure(
-            "FAILED_PRECONDITION", "this node has no pseudonym key (keys.pseudonym_key), so it cannot check persons"
-        )
-    try:
-        number = validate_ric(raw)
-    except uscc_codes.InvalidSubjectCode as exc:
-        raise CheckFailure("INVALID_ARGUMENT", f"{field}: {exc.message}; nothing was checked") from None
+    number, pseudonym = _number(field, raw, pseudonymizer)
     ground = next((g.ground for g in granted if g.number == number), "")
     if not ground and scenario.allows_persons_by(legal_basis):
         ground = "legal basis allowed for persons in the scenario"
@@ -111,9 +142,23 @@ def admit(
             "PERMISSION_DENIED",
             f"{field}: a person is answered only with their authorization for the requesting unit in scenario"
             f" {scenario.code}, valid today, or a legal basis the catalogue allows for persons ({allowed});"
-            " nothing was checked",
+            " nothing was answered",
         )
-    return Leave(pseudonymizer.pseudonym(number), ground)
+    return Leave(pseudonym, ground)
+
+
+def _number(field: str, raw: str, pseudonymizer: Pseudonymizer | None) -> tuple[str, str]:
+    """The normalized number and its pseudonym; the number is for comparing with authorizations, never to keep."""
+    if pseudonymizer is None:
+        raise CheckFailure(
+            "FAILED_PRECONDITION",
+            "this node has no pseudonym key (keys.pseudonym_key), so it cannot answer about persons",
+        )
+    try:
+        number = validate_ric(raw)
+    except uscc_codes.InvalidSubjectCode as exc:
+        raise CheckFailure("INVALID_ARGUMENT", f"{field}: {exc.message}; nothing was answered") from None
+    return number, pseudonymizer.pseudonym(number)
 
 
 def _subject_number(name: str, subject: str) -> str:

@@ -11,10 +11,12 @@ a subject (Shanghai Art. 34).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import asyncpg
 import typer
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.table import Table
 
@@ -36,9 +38,17 @@ from credex.node.cli.app import (
     run_on_store,
     trust_and_tls,
 )
-from credex.v1 import check_pb2, check_pb2_grpc
+from credex.v1 import authorization_pb2, check_pb2, check_pb2_grpc
 
 NodeOption = Annotated[str, typer.Option(help="host:port of the node to ask")]
+PersonOption = Annotated[
+    list[str] | None,
+    typer.Option(help="a natural person's resident ID number (repeat); the node keeps only its pseudonym"),
+]
+AuthorizationOption = Annotated[
+    list[Path] | None,
+    typer.Option(help="a person's authorization for --unit in --scenario: JSON of credex.v1.Authorization (repeat)"),
+]
 OUTCOMES = {
     "punished": check_pb2.FEEDBACK_OUTCOME_PUNISHED,
     "rewarded": check_pb2.FEEDBACK_OUTCOME_REWARDED,
@@ -54,14 +64,37 @@ def _print_json(message: Message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), ensure_ascii=False, indent=2))
 
 
+def read_authorizations(paths: list[Path] | None) -> list[authorization_pb2.Authorization]:
+    """Authorizations from files, each the JSON of credex.v1.Authorization (as ``credex report issue`` reads one)."""
+    read = []
+    for path in paths or []:
+        given = authorization_pb2.Authorization()
+        try:
+            json_format.Parse(path.read_text(encoding="utf-8"), given)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--authorization") from None
+        except (json_format.ParseError, UnicodeDecodeError):
+            # The parser's message may quote the file, and the file holds a person's ID number.
+            raise typer.BadParameter(
+                f"{path} is not the JSON of a credex.v1.Authorization", param_hint="--authorization"
+            ) from None
+        read.append(given)
+    return read
+
+
 @app.command()
 def check(
-    usccs: Annotated[list[str], typer.Argument(help="the subjects' USCCs (up to 1,000)")],
+    usccs: Annotated[list[str] | None, typer.Argument(help="the subjects' USCCs (up to 1,000)")] = None,
+    *,
     scenario: Annotated[str, typer.Option(help="the scenario code, e.g. 政府采购")],
     unit: Annotated[str, typer.Option(help="the requesting unit's USCC")],
     node: NodeOption,
+    person: PersonOption = None,
+    authorization: AuthorizationOption = None,
     purpose: Annotated[str, typer.Option(help="why you check; goes to the audit log")] = "",
-    basis: Annotated[str, typer.Option(help="the legal basis of the check")] = "",
+    basis: Annotated[
+        str, typer.Option("--legal-basis", "--basis", help="the legal basis of the check (for persons: one allowed)")
+    ] = "",
     config: ConfigOption = None,
     bundle: BundleOption = None,
     federation_key: FederationKeyOption = None,
@@ -70,11 +103,22 @@ def check(
     key: KeyOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Check subjects before granting, buying, funding, hiring or honouring: hits in force and their measures."""
-    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    """Check subjects before granting, buying, funding, hiring or honouring: hits in force and their measures.
+
+    Persons by ID number (--person), with their --authorization or a --legal-basis allowed for persons.
+    """
+    if not usccs and not person:
+        raise typer.BadParameter("name the subjects: USCCs, or --person ID numbers", param_hint="USCCS")
     request = check_pb2.CheckRequest(
-        usccs=usccs, scenario=scenario, requesting_unit_uscc=unit, purpose=purpose, legal_basis=basis
+        usccs=usccs or [],
+        scenario=scenario,
+        requesting_unit_uscc=unit,
+        purpose=purpose,
+        legal_basis=basis,
+        person_ids=person or [],
+        authorizations=read_authorizations(authorization),
     )
+    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
 
     async def ask() -> check_pb2.CheckResponse:
@@ -225,8 +269,12 @@ def checks_overdue(
 
 @checks_app.command("of")
 def checks_of(
-    uscc: Annotated[str, typer.Argument(help="the subject's USCC")],
+    uscc: Annotated[str, typer.Argument(help="the subject's USCC (or --person)")] = "",
+    *,
     node: NodeOption,
+    person: Annotated[
+        str, typer.Option(help="a natural person's resident ID number instead of a USCC (never kept by the node)")
+    ] = "",
     page_size: Annotated[int, typer.Option(help="checks per page (at most 500)")] = 50,
     page_token: Annotated[str, typer.Option(help="the next-page token a previous page printed")] = "",
     purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
@@ -239,9 +287,11 @@ def checks_of(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Who checked a subject, when, for which scenario and purpose (for operators and the subject itself)."""
+    if bool(uscc) == bool(person):
+        raise typer.BadParameter("give the subject's USCC, or --person with an ID number (not both)", param_hint="USCC")
     _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     request = check_pb2.ListChecksOfSubjectRequest(
-        uscc=uscc, page_size=page_size, page_token=page_token, purpose=purpose
+        uscc=uscc, person_id=person, page_size=page_size, page_token=page_token, purpose=purpose
     )
     ca, cert, key = tls
 
@@ -253,7 +303,7 @@ def checks_of(
     if as_json:
         _print_json(page)
         return
-    table = Table(title=f"checks of {page.uscc}, newest first", title_justify="left")
+    table = Table(title=f"checks of {page.subject_id or page.uscc}, newest first", title_justify="left")
     for column in ("checked at", "check", "caller", "requesting unit", "scenario", "purpose", "legal basis"):
         table.add_column(column, overflow="fold")
     for c in page.checks:
@@ -261,3 +311,27 @@ def checks_of(
     console.print(table)
     if page.next_page_token:
         console.print(f"more: --page-token {page.next_page_token}", soft_wrap=True)
+
+
+@checks_app.command("pseudonym")
+def checks_pseudonym(
+    pseudonym_key: Annotated[Path, typer.Option(help="the federation's pseudonym key file (keys.pseudonym_key)")],
+) -> None:
+    """Print a person's pseudonym for access.speaks_for; the ID number is asked for hidden, never an argument.
+
+    A person's own caller is bound to the pseudonym, so that no config file holds an ID number.
+    """
+    from credex.crypto.pseudonym import Pseudonymizer, PseudonymKeyError
+    from credex.domain.persons import validate_ric
+    from credex.domain.uscc import InvalidSubjectCode
+
+    try:
+        pseudonymizer = Pseudonymizer.load(pseudonym_key)
+    except PseudonymKeyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pseudonym-key") from None
+    raw = typer.prompt("resident ID number", hide_input=True)
+    try:
+        number = validate_ric(raw)
+    except InvalidSubjectCode as exc:
+        raise typer.BadParameter(exc.message, param_hint="resident ID number") from None
+    print(pseudonymizer.pseudonym(number))

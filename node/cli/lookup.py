@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import grpc
 import typer
@@ -30,6 +30,12 @@ from credex.node.cli.app import (
     fail,
     trust_and_tls,
 )
+from credex.node.cli.checks import AuthorizationOption, read_authorizations
+
+if TYPE_CHECKING:
+    from credex.crypto.trust import TrustBundle
+    from credex.node.services.client import CheckedEntry
+    from credex.v1 import lookup_pb2
 
 
 def entry_json(checked: Any) -> dict[str, Any]:
@@ -45,8 +51,16 @@ def entry_json(checked: Any) -> dict[str, Any]:
 
 @app.command()
 def lookup(
-    uscc: Annotated[str, typer.Argument(help="统一社会信用代码")],
+    uscc: Annotated[str, typer.Argument(help="统一社会信用代码 (or --person)")] = "",
+    *,
     node: Annotated[str, typer.Option(help="host:port of any node")],
+    person: Annotated[
+        str, typer.Option(help="a natural person's resident ID number instead of a USCC (the node keeps no copy)")
+    ] = "",
+    scenario: Annotated[str, typer.Option(help="for --person: the scenario you ask in, e.g. 公职录用")] = "",
+    unit: Annotated[str, typer.Option(help="for --person: your unit's USCC, the authorization's grantee")] = "",
+    authorization: AuthorizationOption = None,
+    legal_basis: Annotated[str, typer.Option(help="for --person: a legal basis allowed for persons")] = "",
     config: ConfigOption = None,
     bundle: BundleOption = None,
     federation_key: FederationKeyOption = None,
@@ -56,12 +70,31 @@ def lookup(
     purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Ask a node for a subject's profile and check every origin's signature yourself."""
-    from credex.node.services import get_profile
+    """Ask a node for a subject's profile and check every origin's signature yourself.
 
+    A person by ID number (--person) with their --authorization for --unit in --scenario, or a --legal-basis.
+    """
+    from credex.node.services import get_profile
+    from credex.v1 import lookup_pb2
+
+    if bool(uscc) == bool(person):
+        raise typer.BadParameter("give the subject's USCC, or --person with an ID number (not both)", param_hint="USCC")
+    leave = lookup_pb2.PersonLeave(
+        scenario=scenario,
+        requesting_unit_uscc=unit,
+        legal_basis=legal_basis,
+        authorizations=read_authorizations(authorization),
+    )
+    if not person and leave.ByteSize():
+        raise typer.BadParameter("--scenario, --unit, --authorization and --legal-basis are for --person")
     trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    asked = (
+        _person_profile(node, person, leave, trust, purpose, (ca, cert, key))
+        if person
+        else get_profile(node, uscc, trust, purpose=purpose, tls=(ca, cert, key))
+    )
     try:
-        subject, entries = asyncio.run(get_profile(node, uscc, trust, purpose=purpose, tls=(ca, cert, key)))
+        subject, entries = asyncio.run(asked)
     except grpc.aio.AioRpcError as exc:
         raise call_failed(exc, node, "GetProfile", ca=ca, cert=cert, key=key) from None
     if as_json:
@@ -83,6 +116,27 @@ def lookup(
     console.print(table)
     if not all(c.verified for c in entries):
         raise typer.Exit(2)
+
+
+async def _person_profile(
+    node: str,
+    number: str,
+    leave: lookup_pb2.PersonLeave,
+    trust: TrustBundle,
+    purpose: str,
+    tls: tuple[Path | None, Path | None, Path | None],
+) -> tuple[str, list[CheckedEntry]]:
+    """A person's profile under their pseudonym, each entry checked against the bundle as ``get_profile`` does."""
+    from credex.crypto.trust import EventVerifier
+    from credex.node.services.client import check_entry
+    from credex.v1 import lookup_pb2, lookup_pb2_grpc
+
+    ca, cert, key = tls
+    request = lookup_pb2.GetProfileRequest(person_id=number, leave=leave, purpose=purpose)
+    async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+        profile = await lookup_pb2_grpc.LookupServiceStub(channel).GetProfile(request, timeout=30)
+    verifier = EventVerifier(trust)
+    return profile.subject_id, [check_entry(e, verifier) for e in profile.entries]
 
 
 @app.command()

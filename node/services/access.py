@@ -29,9 +29,11 @@ from functools import lru_cache
 
 import grpc
 
+from credex.crypto.pseudonym import is_pseudonym
 from credex.crypto.tls import CertificateError, spki_sha256
 from credex.crypto.trust import Member, TrustBundle
 from credex.domain.audience import kind_shown_to
+from credex.domain import uscc as uscc_codes
 from credex.node.config import AccessConfig, Role
 from credex.node.store.events import WITHDRAWN
 from credex.v1 import lookup_pb2, record_pb2
@@ -146,6 +148,20 @@ def caller_of(
                 return Caller(f"{name} (certificate not bound to the caller)", "public")
         return Caller(name, role)
     return Caller(f"anonymous@{address}", access.anonymous_role)
+
+
+def speaks_for(access: AccessConfig, caller: Caller) -> frozenset[str]:
+    """The subjects ``caller`` speaks for (``access.speaks_for``): canonical USCCs and persons' pseudonyms.
+
+    A company's desk speaks for its USCC; a natural person's own caller for the person's
+    pseudonym, so that no config file holds an ID number. The config binds every such
+    name to its certificate's key, but a caller that lost its role (a stray certificate
+    with the name, served as public under another identity) never matches a name here.
+    """
+    return frozenset(
+        code if is_pseudonym(code) else uscc_codes.validate(code).code
+        for code in access.speaks_for.get(caller.identity, [])
+    )
 
 
 def peer_address(peer: str) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
+from credex.domain.persons import withhold
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store.database import CONNECTION_LOST
@@ -39,6 +40,8 @@ _COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered
 TRIM_BATCH = 10_000  # rows deleted per statement when trimming old rows
 # Longest text kept per column; the rest is cut with a marker, so a huge field costs nothing downstream.
 _LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose": 500, "status": 32, "detail": 2000}
+# Fields that hold what the caller sent: searched for ID numbers on every row (all fields of a refusal).
+_CALLER_TEXT = ("caller", "subject_id", "purpose")
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 # Errors that mean the database is out of reach: retrying entries one by one would not help.
@@ -76,10 +79,20 @@ class AuditEntry:
     calls: int = 1  # how many calls this row stands for: more than one for a sum of refusals
 
     def storable(self) -> AuditEntry:
-        """This entry with every field in a form the audit table accepts."""
+        """This entry with every field in a form the audit table accepts, and no resident ID number in it.
+
+        A caller may write a person's number into any text it sends (a purpose, a search, a
+        record id, its certificate's name), and a refusal may quote it: the trail keeps it
+        withheld (domain/persons.py). The detail of an answer is the node's own account of
+        what it answered (record ids, check ids), long and on every call, so it is spared
+        the search; a service that puts caller text there withholds it itself (SearchSubjects).
+        """
+        texts = {name: getattr(self, name) for name in _LIMITS}
+        for name in _CALLER_TEXT if self.status == "OK" else _LIMITS:
+            texts[name] = withhold(texts[name])
         return replace(
             self,
-            **{name: storable(getattr(self, name), limit) for name, limit in _LIMITS.items()},  # type: ignore[arg-type]
+            **{name: storable(text, _LIMITS[name]) for name, text in texts.items()},  # type: ignore[arg-type]
             answered=max(0, min(self.answered, _INT32)),
             calls=max(1, min(self.calls, _INT32)),
         )

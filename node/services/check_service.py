@@ -29,7 +29,7 @@ from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, persons
 from credex.node.checks.overdue import CHINA
 from credex.node.config import NodeConfig
-from credex.node.services import edge
+from credex.node.services import access, edge
 from credex.node.services.servicer import Servicer
 from credex.node.trust import TrustProvider
 from credex.v1 import check_pb2, check_pb2_grpc, record_pb2
@@ -185,11 +185,10 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> check_pb2.ChecksOfSubject:
         call = edge.current()
-        subject = _code("uscc", request.uscc)
+        subject = self._subject_asked_about(request)
         call.subject_id = subject
         caller = call.caller
-        speaks_for = {uscc_codes.validate(c).code for c in self.config.access.speaks_for.get(caller.identity, [])}
-        if caller.role != "operator" and subject not in speaks_for:
+        if caller.role != "operator" and subject not in access.speaks_for(self.config.access, caller):
             raise edge.Refused(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "who checked a subject is told to operators and to the subject itself (access.speaks_for) only",
@@ -201,7 +200,8 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         found, more = await history.checks_of_subject(self.pool, subject, size, after)
         call.answer(len(found), (f"check {c.check_id}" for c in found))
         return check_pb2.ChecksOfSubject(
-            uscc=subject,
+            uscc="" if request.person_id else subject,
+            subject_id=subject,
             checks=[
                 check_pb2.CheckOfSubject(
                     check_id=str(c.check_id),
@@ -216,6 +216,19 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             ],
             next_page_token=_position(subject, found[-1]) if more else "",
         )
+
+    def _subject_asked_about(self, request: check_pb2.ListChecksOfSubjectRequest) -> str:
+        """The USCC, or the pseudonym of the person whose ID number is given (never kept)."""
+        if not request.person_id:
+            if not request.uscc:
+                raise edge.invalid("uscc is required (or person_id, for a natural person)")
+            return _code("uscc", request.uscc)
+        if request.uscc:
+            raise edge.invalid("send uscc or person_id, not both")
+        try:
+            return persons.pseudonym_of("person_id", request.person_id, self.pseudonymizer)
+        except checks.CheckFailure as exc:
+            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
 
 
 _ROLES = frozenset(

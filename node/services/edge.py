@@ -58,7 +58,7 @@ from google.protobuf.message import DecodeError, Message
 
 from credex.crypto.trust import TrustBundle
 from credex.domain import uscc as uscc_codes
-from credex.domain.persons import looks_like_ric
+from credex.domain.persons import looks_like_ric, withhold
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 from credex.node.config import NodeConfig
@@ -110,6 +110,7 @@ class Refused(CredexError):
     """Refuse the call with ``code``; ``message`` says what to do and is cut to :data:`MAX_DETAILS`."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        message = withhold(message)  # a message quoting what was sent must not carry an ID number onward
         if len(message) > MAX_DETAILS:
             message = message[: MAX_DETAILS - 1] + "…"
         super().__init__(message)
@@ -151,7 +152,14 @@ BYTES_LIMITS: dict[tuple[str, str], int] = {("credex.v1.Envelope", "payload"): 4
 MAX_BATCH = 1000  # subjects asked about in one call
 # uscc: 18 characters, plus the spaces and full-width forms platforms send; checked raw, before NFKC.
 RULES: dict[str, dict[str, Text]] = {
-    "credex.v1.GetProfileRequest": {"uscc": Text(64, subject=True), "purpose": Text(500)},
+    "credex.v1.GetProfileRequest": {"uscc": Text(64, subject=True), "purpose": Text(500), "person_id": Text(64)},
+    # Leave to look up persons: a check's scenario, unit and basis (node/checks/persons.py says what they must be).
+    "credex.v1.PersonLeave": {
+        "scenario": Text(64),
+        "requesting_unit_uscc": Text(64),
+        "legal_basis": Text(500),
+        "authorizations": Text(0, max_items=MAX_BATCH),
+    },
     "credex.v1.GetRecordRequest": {"record_id": Text(100, required=True, subject=True), "purpose": Text(500)},
     "credex.v1.GetInclusionProofRequest": {"record_id": Text(100, subject=True), "purpose": Text(500)},
     "credex.v1.GetQualityReportRequest": {"unit_uscc": Text(64, subject=True)},
@@ -161,7 +169,11 @@ RULES: dict[str, dict[str, Text]] = {
         "page_token": Text(200),
         "purpose": Text(500),
     },
-    "credex.v1.BatchGetProfilesRequest": {"usccs": Text(64, max_items=MAX_BATCH), "purpose": Text(500)},
+    "credex.v1.BatchGetProfilesRequest": {
+        "usccs": Text(64, max_items=MAX_BATCH),
+        "purpose": Text(500),
+        "person_ids": Text(64, max_items=MAX_BATCH),
+    },
     # A check names its scenario and the unit that will apply the measures (credit-use.md, Check rule 1).
     "credex.v1.CheckRequest": {
         "usccs": Text(64, max_items=MAX_BATCH),
@@ -176,8 +188,10 @@ RULES: dict[str, dict[str, Text]] = {
         "responsible_persons": Text(0, max_items=MAX_BATCH),
     },
     "credex.v1.ResponsiblePerson": {"subject": Text(64), "id_number": Text(64)},
+    # A subject by USCC, or a person by ID number (person_id: never audited; the service audits the pseudonym).
     "credex.v1.ListChecksOfSubjectRequest": {
-        "uscc": Text(64, required=True, subject=True),
+        "uscc": Text(64, subject=True),
+        "person_id": Text(64),
         "page_token": Text(200),
         "purpose": Text(500),
     },

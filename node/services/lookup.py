@@ -12,19 +12,25 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import grpc
 
+from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import identity
 from credex.domain import uscc as uscc_codes
+from credex.domain.persons import withhold
 from credex.domain.publicity import publicity_today
 from credex.node.chain import ProofUnavailable, inclusion_proof
+from credex.node.checks import persons
+from credex.node.checks.checking import CheckFailure
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
@@ -86,6 +92,8 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         request: lookup_pb2.GetProfileRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> lookup_pb2.Profile:
+        if request.person_id or request.HasField("leave"):
+            return await self._person_profile(request)
         call = edge.current()
         try:
             code = uscc_codes.validate(request.uscc).code
@@ -165,7 +173,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             for row in page
         ]
         call.answer(len(matches), (m.subject_id for m in matches))
-        call.detail = f"query {edge.quote(request.query, 100)}: {call.detail}"
+        call.detail = f"query {edge.quote(withhold(request.query), 100)}: {call.detail}"  # no ID number kept
         response = lookup_pb2.SearchSubjectsResponse(subjects=matches)
         if len(rows) > size:
             last = page[-1]
@@ -178,26 +186,115 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> lookup_pb2.BatchGetProfilesResponse:
         """GetProfile for many codes in one round trip to the store; every code must be valid, or none is answered."""
+        if request.person_ids or request.HasField("leave"):
+            return await self._batch_with_persons(request)
         call = edge.current()
         if not request.usccs:
             raise edge.invalid("usccs is required: send the codes of the subjects to look up")
-        codes = []
-        for index, raw in enumerate(request.usccs):
-            try:
-                codes.append(uscc_codes.validate(raw).code)
-            except uscc_codes.InvalidSubjectCode as exc:
-                raise edge.invalid(f"usccs[{index}]: {exc.message}; nothing was looked up") from None
-        distinct = list(dict.fromkeys(codes))
+        codes = _batch_codes(request.usccs)
+        entries = await self._batch_entries(list(dict.fromkeys(codes)), call.caller)
+        call.answer_each((code, len(found), (f"{e.origin}#{e.seq}" for e in found)) for code, found in entries.items())
+        return lookup_pb2.BatchGetProfilesResponse(
+            profiles=[lookup_pb2.Profile(subject_id=code, entries=entries[code]) for code in codes]
+        )
+
+    async def _batch_entries(self, distinct: list[str], caller: Caller) -> dict[str, list[lookup_pb2.ProfileEntry]]:
+        """What ``caller`` may see of each subject, in one round trip to the store."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_BATCH_QUERY, distinct)
         by_subject: defaultdict[str, list[asyncpg.Record]] = defaultdict(list)
         for row in rows:
             by_subject[row["subject_id"]].append(row)
-        entries = {code: _visible_entries(by_subject[code], call.caller) for code in distinct}
-        call.answer_each((code, len(found), (f"{e.origin}#{e.seq}" for e in found)) for code, found in entries.items())
-        return lookup_pb2.BatchGetProfilesResponse(
-            profiles=[lookup_pb2.Profile(subject_id=code, entries=entries[code]) for code in codes]
+        return {code: _visible_entries(by_subject[code], caller) for code in distinct}
+
+    # -- natural persons: by ID number, with leave, under their pseudonym ------------------
+
+    async def _person_profile(self, request: lookup_pb2.GetProfileRequest) -> lookup_pb2.Profile:
+        """One person's profile, named by pseudonym; the ID number is turned into it first and kept nowhere."""
+        call = edge.current()
+        if not request.person_id:
+            raise edge.invalid("leave is for looking up a person: send person_id with it")
+        if request.uscc:
+            raise edge.invalid("send uscc or person_id, not both")
+        (leave,) = self._admit(call, [("person_id", request.person_id)], request.leave)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _ENTRY_QUERY + " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id", leave.pseudonym
+            )
+        entries = _visible_entries(rows, call.caller)
+        call.answer_each([(leave.pseudonym, len(entries), [leave.ground, *(f"{e.origin}#{e.seq}" for e in entries)])])
+        return lookup_pb2.Profile(subject_id=leave.pseudonym, entries=entries)
+
+    async def _batch_with_persons(
+        self, request: lookup_pb2.BatchGetProfilesRequest
+    ) -> lookup_pb2.BatchGetProfilesResponse:
+        """USCCs and persons in one batch: the usccs' profiles first, then the persons', in request order.
+
+        Every code and every person's leave is settled before the store is asked: one person
+        without leave refuses the whole batch, so the refusal says nothing about anyone's records.
+        """
+        call = edge.current()
+        if not request.person_ids:
+            raise edge.invalid("leave is for looking up persons: send person_ids with it")
+        if len(request.usccs) + len(request.person_ids) > edge.MAX_BATCH:
+            raise edge.invalid(f"usccs and person_ids together name at most {edge.MAX_BATCH:,} subjects a call")
+        codes = _batch_codes(request.usccs)
+        leaves = self._admit(
+            call, [(f"person_ids[{i}]", raw) for i, raw in enumerate(request.person_ids)], request.leave
         )
+        subjects = [*codes, *(leave.pseudonym for leave in leaves)]
+        grounds = {leave.pseudonym: leave.ground for leave in leaves}
+        entries = await self._batch_entries(list(dict.fromkeys(subjects)), call.caller)
+        call.answer_each(
+            (
+                subject,
+                len(found),
+                [*([grounds[subject]] if subject in grounds else []), *(f"{e.origin}#{e.seq}" for e in found)],
+            )
+            for subject, found in entries.items()
+        )
+        return lookup_pb2.BatchGetProfilesResponse(
+            profiles=[lookup_pb2.Profile(subject_id=subject, entries=entries[subject]) for subject in subjects]
+        )
+
+    def _admit(
+        self, call: edge.Call, named: list[tuple[str, str]], leave: lookup_pb2.PersonLeave
+    ) -> list[persons.Leave]:
+        """The persons' pseudonyms with their leave, by a check's rule and code; refused before the store is asked."""
+        if not call.caller.may_check:
+            raise edge.Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "natural persons are looked up only by government offices and operators, with leave;"
+                " nothing was answered",
+            )
+        try:
+            return persons.admit_all(
+                named,
+                leave.scenario,
+                leave.requesting_unit_uscc,
+                leave.legal_basis,
+                leave.authorizations,
+                self._pseudonymizer,
+                prefix="leave.",
+            )
+        except CheckFailure as exc:
+            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+
+    @functools.cached_property
+    def _pseudonymizer(self) -> Pseudonymizer | None:
+        key = self.config.keys.pseudonym_key
+        return Pseudonymizer.load(key) if key else None
+
+
+def _batch_codes(usccs: Sequence[str]) -> list[str]:
+    """Every code of a batch as its canonical USCC; one invalid code refuses the batch."""
+    codes = []
+    for index, raw in enumerate(usccs):
+        try:
+            codes.append(uscc_codes.validate(raw).code)
+        except uscc_codes.InvalidSubjectCode as exc:
+            raise edge.invalid(f"usccs[{index}]: {exc.message}; nothing was looked up") from None
+    return codes
 
 
 def _visible_pairs(caller: Caller) -> tuple[list[int], list[int]]:

@@ -438,10 +438,16 @@ class ListChecksOfSubjectRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USCC_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
+    """the subject; or, for a natural person, person_id instead"""
+    person_id: _builtins.str
+    """A natural person by resident ID number, turned into the federation's pseudonym first and kept
+    nowhere. For operators, and for callers that speak for that pseudonym (access.speaks_for).
+    """
     page_size: _builtins.int
     """0: 50; at most 500"""
     page_token: _builtins.str
@@ -451,13 +457,14 @@ class ListChecksOfSubjectRequest(_message.Message):
         self,
         *,
         uscc: _builtins.str = ...,
+        person_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "person_id", b"person_id", "purpose", b"purpose", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -510,9 +517,13 @@ class ChecksOfSubject(_message.Message):
     USCC_FIELD_NUMBER: _builtins.int
     CHECKS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
+    """empty when a person was asked about"""
     next_page_token: _builtins.str
     """empty on the last page"""
+    subject_id: _builtins.str
+    """the subject as checks name it: the USCC, or the person's pseudonym"""
     @_builtins.property
     def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckOfSubject]: ...
     def __init__(
@@ -521,10 +532,11 @@ class ChecksOfSubject(_message.Message):
         uscc: _builtins.str = ...,
         checks: _abc.Iterable[Global___CheckOfSubject] | None = ...,
         next_page_token: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "next_page_token", b"next_page_token", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "next_page_token", b"next_page_token", "subject_id", b"subject_id", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

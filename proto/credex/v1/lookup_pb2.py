@@ -22,40 +22,43 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from credex.v1 import authorization_pb2 as credex_dot_v1_dot_authorization__pb2
 from credex.v1 import event_pb2 as credex_dot_v1_dot_event__pb2
 from credex.v1 import log_pb2 as credex_dot_v1_dot_log__pb2
 from credex.v1 import record_pb2 as credex_dot_v1_dot_record__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/lookup.proto\x12\tcredex.v1\x1a\x15\x63redex/v1/event.proto\x1a\x13\x63redex/v1/log.proto\x1a\x16\x63redex/v1/record.proto\"2\n\x11GetProfileRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"\xaf\x01\n\x0cProfileEntry\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.credex.v1.Record\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12%\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x13.credex.v1.Envelope\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.credex.v1.EntryStatus\x12\x10\n\x08\x64isputed\x18\x06 \x01(\x08\"G\n\x07Profile\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12(\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x17.credex.v1.ProfileEntry\"6\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"`\n\x0cRecordAnswer\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.credex.v1.ProfileEntry\x12(\n\x05proof\x18\x02 \x01(\x0b\x32\x19.credex.v1.InclusionProof\"^\n\x15SearchSubjectsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\"\x8c\x01\n\x0cSubjectMatch\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.credex.v1.SubjectType\x12\x0f\n\x07origins\x18\x04 \x03(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x02\"\\\n\x16SearchSubjectsResponse\x12)\n\x08subjects\x18\x01 \x03(\x0b\x32\x17.credex.v1.SubjectMatch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x17\x42\x61tchGetProfilesRequest\x12\r\n\x05usccs\x18\x01 \x03(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"@\n\x18\x42\x61tchGetProfilesResponse\x12$\n\x08profiles\x18\x01 \x03(\x0b\x32\x12.credex.v1.Profile*\xc6\x01\n\x0b\x45ntryStatus\x12\x1c\n\x18\x45NTRY_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTRY_STATUS_ACTIVE\x10\x01\x12\x18\n\x14\x45NTRY_STATUS_EXPIRED\x10\x02\x12\x18\n\x14\x45NTRY_STATUS_REVOKED\x10\x03\x12\x19\n\x15\x45NTRY_STATUS_REPAIRED\x10\x04\x12\x18\n\x14\x45NTRY_STATUS_DELETED\x10\x05\x12\x17\n\x13\x45NTRY_STATUS_HIDDEN\x10\x06\x32\xc6\x02\n\rLookupService\x12>\n\nGetProfile\x12\x1c.credex.v1.GetProfileRequest\x1a\x12.credex.v1.Profile\x12\x41\n\tGetRecord\x12\x1b.credex.v1.GetRecordRequest\x1a\x17.credex.v1.RecordAnswer\x12U\n\x0eSearchSubjects\x12 .credex.v1.SearchSubjectsRequest\x1a!.credex.v1.SearchSubjectsResponse\x12[\n\x10\x42\x61tchGetProfiles\x12\".credex.v1.BatchGetProfilesRequest\x1a#.credex.v1.BatchGetProfilesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/lookup.proto\x12\tcredex.v1\x1a\x1d\x63redex/v1/authorization.proto\x1a\x15\x63redex/v1/event.proto\x1a\x13\x63redex/v1/log.proto\x1a\x16\x63redex/v1/record.proto\"l\n\x11GetProfileRequest\x12\x0c\n\x04uscc\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x11\n\tperson_id\x18\x03 \x01(\t\x12%\n\x05leave\x18\x04 \x01(\x0b\x32\x16.credex.v1.PersonLeave\"\x84\x01\n\x0bPersonLeave\x12\x10\n\x08scenario\x18\x01 \x01(\t\x12\x1c\n\x14requesting_unit_uscc\x18\x02 \x01(\t\x12\x13\n\x0blegal_basis\x18\x03 \x01(\t\x12\x30\n\x0e\x61uthorizations\x18\x04 \x03(\x0b\x32\x18.credex.v1.Authorization\"\xaf\x01\n\x0cProfileEntry\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.credex.v1.Record\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12%\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x13.credex.v1.Envelope\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.credex.v1.EntryStatus\x12\x10\n\x08\x64isputed\x18\x06 \x01(\x08\"G\n\x07Profile\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12(\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x17.credex.v1.ProfileEntry\"6\n\x10GetRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"`\n\x0cRecordAnswer\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.credex.v1.ProfileEntry\x12(\n\x05proof\x18\x02 \x01(\x0b\x32\x19.credex.v1.InclusionProof\"^\n\x15SearchSubjectsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\"\x8c\x01\n\x0cSubjectMatch\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.credex.v1.SubjectType\x12\x0f\n\x07origins\x18\x04 \x03(\t\x12\x14\n\x0crecord_count\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x02\"\\\n\x16SearchSubjectsResponse\x12)\n\x08subjects\x18\x01 \x03(\x0b\x32\x17.credex.v1.SubjectMatch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"t\n\x17\x42\x61tchGetProfilesRequest\x12\r\n\x05usccs\x18\x01 \x03(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x12\n\nperson_ids\x18\x03 \x03(\t\x12%\n\x05leave\x18\x04 \x01(\x0b\x32\x16.credex.v1.PersonLeave\"@\n\x18\x42\x61tchGetProfilesResponse\x12$\n\x08profiles\x18\x01 \x03(\x0b\x32\x12.credex.v1.Profile*\xc6\x01\n\x0b\x45ntryStatus\x12\x1c\n\x18\x45NTRY_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTRY_STATUS_ACTIVE\x10\x01\x12\x18\n\x14\x45NTRY_STATUS_EXPIRED\x10\x02\x12\x18\n\x14\x45NTRY_STATUS_REVOKED\x10\x03\x12\x19\n\x15\x45NTRY_STATUS_REPAIRED\x10\x04\x12\x18\n\x14\x45NTRY_STATUS_DELETED\x10\x05\x12\x17\n\x13\x45NTRY_STATUS_HIDDEN\x10\x06\x32\xc6\x02\n\rLookupService\x12>\n\nGetProfile\x12\x1c.credex.v1.GetProfileRequest\x1a\x12.credex.v1.Profile\x12\x41\n\tGetRecord\x12\x1b.credex.v1.GetRecordRequest\x1a\x17.credex.v1.RecordAnswer\x12U\n\x0eSearchSubjects\x12 .credex.v1.SearchSubjectsRequest\x1a!.credex.v1.SearchSubjectsResponse\x12[\n\x10\x42\x61tchGetProfiles\x12\".credex.v1.BatchGetProfilesRequest\x1a#.credex.v1.BatchGetProfilesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.lookup_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYSTATUS']._serialized_start=1021
-  _globals['_ENTRYSTATUS']._serialized_end=1219
-  _globals['_GETPROFILEREQUEST']._serialized_start=105
-  _globals['_GETPROFILEREQUEST']._serialized_end=155
-  _globals['_PROFILEENTRY']._serialized_start=158
-  _globals['_PROFILEENTRY']._serialized_end=333
-  _globals['_PROFILE']._serialized_start=335
-  _globals['_PROFILE']._serialized_end=406
-  _globals['_GETRECORDREQUEST']._serialized_start=408
-  _globals['_GETRECORDREQUEST']._serialized_end=462
-  _globals['_RECORDANSWER']._serialized_start=464
-  _globals['_RECORDANSWER']._serialized_end=560
-  _globals['_SEARCHSUBJECTSREQUEST']._serialized_start=562
-  _globals['_SEARCHSUBJECTSREQUEST']._serialized_end=656
-  _globals['_SUBJECTMATCH']._serialized_start=659
-  _globals['_SUBJECTMATCH']._serialized_end=799
-  _globals['_SEARCHSUBJECTSRESPONSE']._serialized_start=801
-  _globals['_SEARCHSUBJECTSRESPONSE']._serialized_end=893
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=895
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=952
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=954
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=1018
-  _globals['_LOOKUPSERVICE']._serialized_start=1222
-  _globals['_LOOKUPSERVICE']._serialized_end=1548
+  _globals['_ENTRYSTATUS']._serialized_start=1304
+  _globals['_ENTRYSTATUS']._serialized_end=1502
+  _globals['_GETPROFILEREQUEST']._serialized_start=136
+  _globals['_GETPROFILEREQUEST']._serialized_end=244
+  _globals['_PERSONLEAVE']._serialized_start=247
+  _globals['_PERSONLEAVE']._serialized_end=379
+  _globals['_PROFILEENTRY']._serialized_start=382
+  _globals['_PROFILEENTRY']._serialized_end=557
+  _globals['_PROFILE']._serialized_start=559
+  _globals['_PROFILE']._serialized_end=630
+  _globals['_GETRECORDREQUEST']._serialized_start=632
+  _globals['_GETRECORDREQUEST']._serialized_end=686
+  _globals['_RECORDANSWER']._serialized_start=688
+  _globals['_RECORDANSWER']._serialized_end=784
+  _globals['_SEARCHSUBJECTSREQUEST']._serialized_start=786
+  _globals['_SEARCHSUBJECTSREQUEST']._serialized_end=880
+  _globals['_SUBJECTMATCH']._serialized_start=883
+  _globals['_SUBJECTMATCH']._serialized_end=1023
+  _globals['_SEARCHSUBJECTSRESPONSE']._serialized_start=1025
+  _globals['_SEARCHSUBJECTSRESPONSE']._serialized_end=1117
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=1119
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=1235
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=1237
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=1301
+  _globals['_LOOKUPSERVICE']._serialized_start=1505
+  _globals['_LOOKUPSERVICE']._serialized_end=1831
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 Lookups answered from a node's local store, across every origin it holds."""
 
 from collections import abc as _abc
+from credex.v1 import authorization_pb2 as _authorization_pb2
 from credex.v1 import event_pb2 as _event_pb2
 from credex.v1 import log_pb2 as _log_pb2
 from credex.v1 import record_pb2 as _record_pb2
@@ -61,22 +62,71 @@ class GetProfileRequest(_message.Message):
 
     USCC_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    LEAVE_FIELD_NUMBER: _builtins.int
     uscc: _builtins.str
     purpose: _builtins.str
     """why the caller asks; written to the audit log"""
+    person_id: _builtins.str
+    """A natural person instead of `uscc`: a resident ID number (GB 11643). The answering node turns
+    it into the federation's pseudonym before any other work and never stores, logs or forwards
+    it; the profile is named by the pseudonym. Answered only with `leave`.
+    """
+    @_builtins.property
+    def leave(self) -> Global___PersonLeave: ...
     def __init__(
         self,
         *,
         uscc: _builtins.str = ...,
         purpose: _builtins.str = ...,
+        person_id: _builtins.str = ...,
+        leave: Global___PersonLeave | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leave", b"leave"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "uscc", b"uscc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leave", b"leave", "person_id", b"person_id", "purpose", b"purpose", "uscc", b"uscc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProfileRequest: _TypeAlias = GetProfileRequest  # noqa: Y015
+
+@_typing.final
+class PersonLeave(_message.Message):
+    """Leave to be answered about natural persons: the rule of a check (CheckRequest.person_ids), and
+    only for callers that may check (government offices and operators). A person is answered only
+    with an authorization of theirs in `authorizations` (subject the number, grantee the requesting
+    unit, scope the scenario, valid today), or a `legal_basis` the measures catalogue allows for
+    persons in the scenario. Otherwise the whole call is PERMISSION_DENIED, audited.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIO_FIELD_NUMBER: _builtins.int
+    REQUESTING_UNIT_USCC_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
+    AUTHORIZATIONS_FIELD_NUMBER: _builtins.int
+    scenario: _builtins.str
+    """a scenario code (or alias) of the catalogue, e.g. 公职录用"""
+    requesting_unit_uscc: _builtins.str
+    """the unit that asks, the grantee of the authorizations"""
+    legal_basis: _builtins.str
+    @_builtins.property
+    def authorizations(self) -> _containers.RepeatedCompositeFieldContainer[_authorization_pb2.Authorization]: ...
+    def __init__(
+        self,
+        *,
+        scenario: _builtins.str = ...,
+        requesting_unit_uscc: _builtins.str = ...,
+        legal_basis: _builtins.str = ...,
+        authorizations: _abc.Iterable[_authorization_pb2.Authorization] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorizations", b"authorizations", "legal_basis", b"legal_basis", "requesting_unit_uscc", b"requesting_unit_uscc", "scenario", b"scenario"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonLeave: _TypeAlias = PersonLeave  # noqa: Y015
 
 @_typing.final
 class ProfileEntry(_message.Message):
@@ -294,20 +344,33 @@ class BatchGetProfilesRequest(_message.Message):
 
     USCCS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    PERSON_IDS_FIELD_NUMBER: _builtins.int
+    LEAVE_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     @_builtins.property
     def usccs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """at most 1,000; all must be valid, or the call is refused"""
 
+    @_builtins.property
+    def person_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Natural persons by resident ID number, as GetProfileRequest.person_id; their profiles follow
+        the usccs' in the response, named by pseudonym. One person without leave refuses the whole
+        batch, so that a refusal says nothing about anyone's records. usccs and person_ids: 1,000 in all.
+        """
+
+    @_builtins.property
+    def leave(self) -> Global___PersonLeave: ...
     def __init__(
         self,
         *,
         usccs: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
+        person_ids: _abc.Iterable[_builtins.str] | None = ...,
+        leave: Global___PersonLeave | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leave", b"leave"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "usccs", b"usccs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leave", b"leave", "person_ids", b"person_ids", "purpose", b"purpose", "usccs", b"usccs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

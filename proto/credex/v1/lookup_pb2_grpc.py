@@ -60,7 +60,8 @@ class LookupServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetProfile(self, request, context):
-        """Everything the caller may see about one subject, from every region.
+        """Everything the caller may see about one subject, from every region. A natural person is
+        looked up by resident ID number (person_id) with leave, as in a check; see PersonLeave.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,7 +84,7 @@ class LookupServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetProfiles(self, request, context):
-        """GetProfile for up to 1,000 USCCs at once, answered in request order.
+        """GetProfile for up to 1,000 subjects (USCCs and persons) at once, answered in request order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

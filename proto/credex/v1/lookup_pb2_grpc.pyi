@@ -32,7 +32,9 @@ class LookupServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LookupServiceAsyncStub: ...
     GetProfile: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.GetProfileRequest, _lookup_pb2.Profile]
-    """Everything the caller may see about one subject, from every region."""
+    """Everything the caller may see about one subject, from every region. A natural person is
+    looked up by resident ID number (person_id) with leave, as in a check; see PersonLeave.
+    """
     GetRecord: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.GetRecordRequest, _lookup_pb2.RecordAnswer]
     """One record with the envelope of the event that produced its current state,
     and a proof of that event's place in the origin's log.
@@ -42,13 +44,15 @@ class LookupServiceStub:
     with a record the caller may see; natural persons only for peers and operators.
     """
     BatchGetProfiles: _grpc.UnaryUnaryMultiCallable[_lookup_pb2.BatchGetProfilesRequest, _lookup_pb2.BatchGetProfilesResponse]
-    """GetProfile for up to 1,000 USCCs at once, answered in request order."""
+    """GetProfile for up to 1,000 subjects (USCCs and persons) at once, answered in request order."""
 
 @_typing.type_check_only
 class LookupServiceAsyncStub(LookupServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetProfile: _aio.UnaryUnaryMultiCallable[_lookup_pb2.GetProfileRequest, _lookup_pb2.Profile]  # type: ignore[assignment]
-    """Everything the caller may see about one subject, from every region."""
+    """Everything the caller may see about one subject, from every region. A natural person is
+    looked up by resident ID number (person_id) with leave, as in a check; see PersonLeave.
+    """
     GetRecord: _aio.UnaryUnaryMultiCallable[_lookup_pb2.GetRecordRequest, _lookup_pb2.RecordAnswer]  # type: ignore[assignment]
     """One record with the envelope of the event that produced its current state,
     and a proof of that event's place in the origin's log.
@@ -58,7 +62,7 @@ class LookupServiceAsyncStub(LookupServiceStub):
     with a record the caller may see; natural persons only for peers and operators.
     """
     BatchGetProfiles: _aio.UnaryUnaryMultiCallable[_lookup_pb2.BatchGetProfilesRequest, _lookup_pb2.BatchGetProfilesResponse]  # type: ignore[assignment]
-    """GetProfile for up to 1,000 USCCs at once, answered in request order."""
+    """GetProfile for up to 1,000 subjects (USCCs and persons) at once, answered in request order."""
 
 class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -67,7 +71,9 @@ class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lookup_pb2.GetProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lookup_pb2.Profile, _abc.Awaitable[_lookup_pb2.Profile]]:
-        """Everything the caller may see about one subject, from every region."""
+        """Everything the caller may see about one subject, from every region. A natural person is
+        looked up by resident ID number (person_id) with leave, as in a check; see PersonLeave.
+        """
 
     @_abc_1.abstractmethod
     def GetRecord(
@@ -95,6 +101,6 @@ class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lookup_pb2.BatchGetProfilesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lookup_pb2.BatchGetProfilesResponse, _abc.Awaitable[_lookup_pb2.BatchGetProfilesResponse]]:
-        """GetProfile for up to 1,000 USCCs at once, answered in request order."""
+        """GetProfile for up to 1,000 subjects (USCCs and persons) at once, answered in request order."""
 
 def add_LookupServiceServicer_to_server(servicer: LookupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
