@@ -32,8 +32,8 @@ import grpc
 from credex.crypto.pseudonym import is_pseudonym
 from credex.crypto.tls import CertificateError, spki_sha256
 from credex.crypto.trust import Member, TrustBundle
-from credex.domain.audience import kind_shown_to
 from credex.domain import uscc as uscc_codes
+from credex.domain.audience import kind_shown_to
 from credex.node.config import AccessConfig, Role
 from credex.node.store.events import WITHDRAWN
 from credex.v1 import lookup_pb2, record_pb2
