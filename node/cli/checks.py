@@ -46,6 +46,8 @@ OUTCOMES = {
     "rewarded": check_pb2.FEEDBACK_OUTCOME_REWARDED,
     "not_adopted": check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
 }
+# What a unit reading its lifted measures does, unless it says otherwise: the audit row's purpose.
+LIFTED_PURPOSE = "停止执行已解除的惩戒措施 (stop applying lifted measures)"
 checks_app = CredexTyper(help="checks made at this node: feedback that is overdue", no_args_is_help=True)
 app.add_typer(checks_app, name="checks")
 
@@ -275,7 +277,7 @@ def checks_lifted(
     unacknowledged: Annotated[bool, typer.Option(help="only those not yet acknowledged")] = False,
     page_size: Annotated[int, typer.Option(help="measures per page (at most 500)")] = 50,
     page_token: Annotated[str, typer.Option(help="the next-page token a previous page printed")] = "",
-    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = LIFTED_PURPOSE,
     config: ConfigOption = None,
     bundle: BundleOption = None,
     federation_key: FederationKeyOption = None,
