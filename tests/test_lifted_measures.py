@@ -62,7 +62,10 @@ def stub(regions: Regions, node: Node, caller: str = GOVERNMENT) -> check_pb2_gr
 
 
 async def check_and_report(
-    regions: Regions, node: Node, uscc: str, outcome: int = check_pb2.FEEDBACK_OUTCOME_PUNISHED
+    regions: Regions,
+    node: Node,
+    uscc: str,
+    outcome: check_pb2.FeedbackOutcome.ValueType = check_pb2.FEEDBACK_OUTCOME_PUNISHED,
 ) -> tuple[str, list[str]]:
     """Check ``uscc`` on ``node`` for a Shanghai procurement and report every hit measure applied."""
     checks = stub(regions, node)
@@ -294,7 +297,9 @@ async def test_feedback_filed_after_the_record_left_force_is_lifted_as_it_is_fil
     await everywhere_two(regions, listed.record_id)
     assert await lifted(regions, regions.shanghai) == []  # no feedback yet: nothing was applied
 
-    def report(check_id: str, outcome: int, reason: str = "") -> check_pb2.FeedbackRequest:
+    def report(
+        check_id: str, outcome: check_pb2.FeedbackOutcome.ValueType, reason: str = ""
+    ) -> check_pb2.FeedbackRequest:
         return check_pb2.FeedbackRequest(
             check_id=check_id,
             subject_id=subject(63),
@@ -321,7 +326,7 @@ async def everywhere_two(regions: Regions, record_id: str) -> None:
     for node in (regions.jiangsu, regions.shanghai):
 
         async def revoked(node: Node = node) -> bool:
-            return (await held(node, record_id))["status"] == lookup_pb2.ENTRY_STATUS_REVOKED
+            return bool((await held(node, record_id))["status"] == lookup_pb2.ENTRY_STATUS_REVOKED)
 
         await eventually(revoked, timeout=60)
 
@@ -341,9 +346,8 @@ async def test_bad_lists_are_refused_with_the_reason_and_audited(
 ) -> None:
     node = await federation.start_node("310000", **CALLERS)
     stub_ = check_pb2_grpc.CheckServiceStub(government_channel(federation, node))
-    bad = await refused(
-        stub_.ListLiftedMeasures(check_pb2.ListLiftedMeasuresRequest(purpose=PURPOSE, **request_fields), timeout=30)
-    )  # type: ignore[arg-type]
+    request = check_pb2.ListLiftedMeasuresRequest(purpose=PURPOSE, **request_fields)  # type: ignore[arg-type]
+    bad = await refused(stub_.ListLiftedMeasures(request, timeout=30))
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and says in (bad.details() or "")
     rows = await audit_rows(node, "ListLiftedMeasures")
     assert [r["status"] for r in rows] == ["INVALID_ARGUMENT"]
