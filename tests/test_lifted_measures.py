@@ -34,6 +34,7 @@ from .cases_support import (
     black_list,
     everywhere,
     held,
+    objection,
     penalty,
     publish,
     refused,
@@ -419,3 +420,35 @@ async def test_a_unit_sees_and_acknowledges_only_its_own_lifted_measures_operato
     assert len(await lifted(regions, regions.shanghai, unacknowledged_only=True)) == 3
     wrong = await asyncio.to_thread(CliRunner().invoke, app, ["checks", "lifted", "ackk", "1", *options])
     assert wrong.exit_code == 1 and "unknown action" in wrong.output
+
+
+async def test_an_objection_deleting_or_ending_a_record_lifts_its_measures_an_upheld_one_or_its_window_ending_not(
+    regions: Regions,
+) -> None:
+    records = {"deleted": penalty(80), "publication_ended": penalty(81), "upheld": penalty(82)}
+    by_window = penalty(83)
+    await publish(regions.jiangsu, [*records.values(), by_window], regions.shanghai, regions.zhejiang)
+    for n in (80, 81, 82, 83):
+        await check_and_report(regions, regions.shanghai, subject(n))
+    for outcome, record in records.items():
+        filed = await regions.filer().FileObjection(objection(record, f"lift-{outcome}"), timeout=30)
+        await arrived(regions, filed.case.case_id)
+        await regions.operator().DecideCase(
+            case_pb2.DecideCaseRequest(
+                case_id=filed.case.case_id, outcome=outcome, opinion="核实", decided_by="苏州市市场监督管理局"
+            ),
+            timeout=30,
+        )
+    await everywhere(regions, records["deleted"].record_id, status=lookup_pb2.ENTRY_STATUS_DELETED)
+    await everywhere(regions, records["publication_ended"].record_id, status=lookup_pb2.ENTRY_STATUS_EXPIRED)
+    await everywhere(regions, records["upheld"].record_id, status=lookup_pb2.ENTRY_STATUS_ACTIVE, disputed=False)
+    # The windows end by themselves (the origin's daily EXPIRE): foreseen when the measure was applied.
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn, conn.transaction():
+        expired = await regions.jiangsu.ledger.expire(conn, dt.date(2100, 1, 1), 100)
+    assert sorted(e.record_id for e in expired) == [records["upheld"].record_id, by_window.record_id]
+    await everywhere(regions, by_window.record_id, status=lookup_pb2.ENTRY_STATUS_EXPIRED)
+    assert shown(await lifted(regions, regions.shanghai)) == [
+        (SH30, records["deleted"].record_id, "deleted", False, 0, []),
+        (SH30, records["publication_ended"].record_id, "publication_ended", False, 0, []),
+    ]
