@@ -167,3 +167,17 @@ async def lift_already_out(conn: Connection, check_id: uuid.UUID, subject_id: st
         feedback = (check_id, subject_id, checked_at)
         written += await lift(conn, row["record_id"], row["origin"], status, row["seq"], row["recorded_at"], feedback)
     return written
+
+
+async def forget_dropped_checks(conn: Connection, before: dt.datetime) -> int:
+    """Delete lifted rows of checks retention has dropped (checked before ``before`` and gone); how many.
+
+    They are kept as long as their check, no longer: the check, its answer and its feedback
+    are what they report on.
+    """
+    done = await conn.execute(
+        "DELETE FROM lifted_measures l WHERE l.checked_at < $1 AND NOT EXISTS"
+        " (SELECT 1 FROM checks c WHERE c.check_id = l.check_id AND c.at = l.checked_at)",
+        before,
+    )
+    return int(done.rsplit(" ", 1)[1])
