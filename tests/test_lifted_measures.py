@@ -67,6 +67,7 @@ async def check_and_report(
     node: Node,
     uscc: str,
     outcome: check_pb2.FeedbackOutcome.ValueType = check_pb2.FEEDBACK_OUTCOME_PUNISHED,
+    named_twice: bool = False,
 ) -> tuple[str, list[str]]:
     """Check ``uscc`` on ``node`` for a Shanghai procurement and report every hit measure applied."""
     checks = stub(regions, node)
@@ -86,7 +87,7 @@ async def check_and_report(
         check_pb2.FeedbackRequest(
             check_id=answer.check_id,
             subject_id=uscc,
-            measures_applied=measures,
+            measures_applied=measures * 2 if named_twice else measures,
             outcome=outcome,
             reason="" if outcome != check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED else "已另行处理",
             amount_yuan="0",
@@ -231,7 +232,8 @@ async def test_hiding_lifts_for_the_while_unhiding_reinstates_and_a_revocation_w
     listed = black_list(62)
     fined = penalty(62)  # the same subject: both trigger SH-30, only the listing SH-31
     await publish(regions.jiangsu, [listed, fined], regions.shanghai)
-    _, measures = await check_and_report(regions, regions.shanghai, subject(62))
+    # Each measure named twice: lifted once, and the intake of the decisions does not trip over it.
+    _, measures = await check_and_report(regions, regions.shanghai, subject(62), named_twice=True)
     assert measures == [SH30, SH31]
     assert regions.jiangsu.pool is not None
 

@@ -22,6 +22,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -52,20 +53,27 @@ _LIFTING = frozenset(
 _UNHIDE = event_pb2.EVENT_TYPE_UNHIDE
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 
-# $1 record, $2 its origin, $3 reason, $4 event seq, $5 date; $6..$8 narrow it to one feedback (or NULL).
-# A feedback's measure is lifted when the check's answer says that measure was triggered by the record.
+# One statement for every record a batch takes out of force: $1..$5 the lifts (record, origin,
+# reason, event seq, date) as parallel arrays; $6..$8 narrow it to one feedback (or NULL). The
+# overlap test finds the answers that hit any of the records through the GIN index in one pass.
+# A feedback's measure is lifted when the check's answer says that record triggered it.
 # A measure lifted for the while (hidden) that a lasting decision now lifts is told again, as lasting.
+# A measure a feedback names twice is one row: DO UPDATE may not touch a row twice in one statement,
+# and that error would fail the intake of the origin's event, again on every retry.
 _LIFT = (
     "INSERT INTO lifted_measures (check_id, subject_id, checked_at, requesting_unit, caller, measure_id,"
     " record_id, record_origin, reason, event_seq, lifted_on)"
-    " SELECT f.check_id, f.subject_id, f.checked_at, c.requesting_unit, f.caller, m.measure_id, $1, $2, $3, $4, $5"
-    " FROM check_answers a"
+    " SELECT f.check_id, f.subject_id, f.checked_at, c.requesting_unit, f.caller, m.measure_id,"
+    " t.record_id, t.origin, t.reason, t.seq, t.lifted_on"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::date[])"
+    " AS t (record_id, origin, reason, seq, lifted_on)"
+    " JOIN check_answers a ON t.record_id = ANY (a.hit_records)"
     " JOIN check_feedback f ON f.check_id = a.check_id AND f.subject_id = a.subject_id"
     " AND f.checked_at = a.checked_at"
     " JOIN checks c ON c.check_id = a.check_id AND c.at = a.checked_at"
-    " CROSS JOIN LATERAL unnest(f.measures_applied) AS m (measure_id)"
-    " WHERE a.hit_records @> ARRAY[$1::text] AND f.outcome <> 'not_adopted'"
-    " AND coalesce(a.measure_records -> m.measure_id, '[]'::jsonb) ? $1"
+    " CROSS JOIN LATERAL (SELECT DISTINCT unnest(f.measures_applied)) AS m (measure_id)"
+    " WHERE a.hit_records && $1::text[] AND f.outcome <> 'not_adopted'"
+    " AND coalesce(a.measure_records -> m.measure_id, '[]'::jsonb) ? t.record_id"
     " AND ($6::uuid IS NULL OR (a.check_id = $6 AND a.subject_id = $7 AND a.checked_at = $8))"
     " ON CONFLICT (check_id, subject_id, measure_id, record_id) WHERE reinstated_seq IS NULL DO UPDATE SET"
     " reason = EXCLUDED.reason, event_seq = EXCLUDED.event_seq, lifted_on = EXCLUDED.lifted_on,"
@@ -107,6 +115,7 @@ async def lift_measures(conn: Connection, events: Sequence[StoredEvent]) -> int:
         "SELECT record_id, origin, seq, status FROM records WHERE record_id = ANY($1::text[])", list(by_record)
     )
     written = 0
+    lifts = []
     for row in rows:
         # Never cross origins: only the record's own origin's events count.
         applied = sorted(
@@ -120,29 +129,44 @@ async def lift_measures(conn: Connection, events: Sequence[StoredEvent]) -> int:
                 lifting = [e for e in lifting if e.event_type == event_pb2.EVENT_TYPE_RESOLVE]
             if lifting:
                 last = lifting[-1]
-                written += await lift(conn, row["record_id"], row["origin"], status, last.seq, last.recorded_at)
+                lifts.append(Lift(row["record_id"], row["origin"], status, last.seq, last.recorded_at))
         elif status == lookup_pb2.ENTRY_STATUS_ACTIVE:
             unhidden = [e for e in applied if e.event_type == _UNHIDE]
             if unhidden:
                 last = unhidden[-1]
                 done = await conn.execute(_REINSTATE, row["record_id"], last.seq, china_day(last.recorded_at))
                 written += int(done.rsplit(" ", 1)[1])
-    return written
+    return written + await lift(conn, lifts)
+
+
+@dataclass(frozen=True, slots=True)
+class Lift:
+    """A record out of force by its origin's event: what its applied measures are marked lifted with."""
+
+    record_id: str
+    origin: str
+    status: int
+    seq: int
+    at: dt.datetime
 
 
 async def lift(
-    conn: Connection,
-    record_id: str,
-    origin: str,
-    status: int,
-    seq: int,
-    at: dt.datetime,
-    feedback: tuple[uuid.UUID, str, dt.datetime] | None = None,
+    conn: Connection, lifts: Sequence[Lift], feedback: tuple[uuid.UUID, str, dt.datetime] | None = None
 ) -> int:
-    """Mark lifted the measures resting on ``record_id`` (of one feedback, if given); rows written."""
+    """Mark lifted the measures resting on each record of ``lifts`` (of one feedback, if given); rows written."""
+    if not lifts:
+        return 0
     check_id, subject_id, checked_at = feedback if feedback is not None else (None, None, None)
     done = await conn.execute(
-        _LIFT, record_id, origin, _REASONS[status], seq, china_day(at), check_id, subject_id, checked_at
+        _LIFT,
+        [x.record_id for x in lifts],
+        [x.origin for x in lifts],
+        [_REASONS[x.status] for x in lifts],
+        [x.seq for x in lifts],
+        [china_day(x.at) for x in lifts],
+        check_id,
+        subject_id,
+        checked_at,
     )
     return int(done.rsplit(" ", 1)[1])
 
@@ -157,16 +181,14 @@ async def lift_already_out(conn: Connection, check_id: uuid.UUID, subject_id: st
 
     The lifting event is the one that set the record's standing held now (its ``seq``).
     """
-    written = 0
-    for row in await conn.fetch(_ALREADY_OUT, check_id, subject_id, checked_at, _ACTIVE):
-        status = int(row["status"])
-        if not leaves_force(status):
-            continue
-        if status == lookup_pb2.ENTRY_STATUS_EXPIRED and row["event_type"] != event_pb2.EVENT_TYPE_RESOLVE:
-            continue  # the window ended by itself: nothing the unit could not foresee
-        feedback = (check_id, subject_id, checked_at)
-        written += await lift(conn, row["record_id"], row["origin"], status, row["seq"], row["recorded_at"], feedback)
-    return written
+    lifts = [
+        Lift(row["record_id"], row["origin"], int(row["status"]), row["seq"], row["recorded_at"])
+        for row in await conn.fetch(_ALREADY_OUT, check_id, subject_id, checked_at, _ACTIVE)
+        if leaves_force(int(row["status"]))
+        # the window ended by itself: nothing the unit could not foresee
+        and not (row["status"] == lookup_pb2.ENTRY_STATUS_EXPIRED and row["event_type"] != event_pb2.EVENT_TYPE_RESOLVE)
+    ]
+    return await lift(conn, lifts, (check_id, subject_id, checked_at))
 
 
 async def forget_dropped_checks(conn: Connection, before: dt.datetime) -> int:
