@@ -56,12 +56,14 @@ async def test_a_repair_filed_the_friday_before_an_adjusted_working_weekend_alar
 
     for day in (dt.date(2026, 2, 16), dt.date(2026, 2, 25)):  # a holiday; the due day itself
         on(regions, day)
-        assert await lateness.alarm_late_cases(desk, alarms) == (0, 0)
-    assert await late_alarms(regions) == []
+        await lateness.alarm_late_cases(desk, alarms)
+        assert await late_alarms(regions) == []
 
+    # The node's own watch (the case courier) runs the same pass with the same clock, so which of the
+    # two raises it is a race; that it is raised exactly once is not.
     on(regions, dt.date(2026, 2, 26))
-    assert await lateness.alarm_late_cases(desk, alarms) == (1, 0)
-    assert await lateness.alarm_late_cases(desk, alarms) == (0, 0)  # once per case and deadline
+    await lateness.alarm_late_cases(desk, alarms)
+    assert (await lateness.alarm_late_cases(desk, alarms))[0] == 0  # once per case and deadline
     (alarm,) = await late_alarms(regions)
     assert alarm == {
         "case_id": filed.case.case_id,
@@ -86,14 +88,14 @@ async def test_a_repair_filed_the_friday_before_an_adjusted_working_weekend_alar
     accepted = await regions.operator().AcceptCase(
         case_pb2.AcceptCaseRequest(case_id=filed.case.case_id, accept=True, opinion="予以受理"), timeout=30
     )
-    assert await lateness.alarm_late_cases(desk, alarms) == (0, 1)
+    await lateness.alarm_late_cases(desk, alarms)
     assert await late_alarms(regions) == []
     assert [a["cleared_by"] for a in await late_alarms(regions, open_only=False)] == ["credex"]
 
     # Past the decision deadline: a second alarm, for that deadline.
     decision_due = dt.date.fromisoformat(accepted.due_on)
     on(regions, decision_due + dt.timedelta(days=1))
-    assert await lateness.alarm_late_cases(desk, alarms) == (1, 0)
+    await lateness.alarm_late_cases(desk, alarms)
     (alarm,) = await late_alarms(regions)
     assert (alarm["deadline"], alarm["due_on"]) == ("decision", accepted.due_on)
 
@@ -101,8 +103,9 @@ async def test_a_repair_filed_the_friday_before_an_adjusted_working_weekend_alar
     await regions.operator().ExtendCase(
         case_pb2.ExtendCaseRequest(case_id=filed.case.case_id, reason="需补充材料核实", working_days=10), timeout=30
     )
-    assert await lateness.alarm_late_cases(desk, alarms) == (0, 1)
+    await lateness.alarm_late_cases(desk, alarms)
     assert await late_alarms(regions) == []
+    assert [a["deadline"] for a in await late_alarms(regions, open_only=False)] == ["acceptance", "decision"]
 
 
 async def _watched(regions: Regions) -> bool:
