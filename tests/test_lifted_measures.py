@@ -454,3 +454,33 @@ async def test_an_objection_deleting_or_ending_a_record_lifts_its_measures_an_up
         (SH30, records["deleted"].record_id, "deleted", False, 0, []),
         (SH30, records["publication_ended"].record_id, "publication_ended", False, 0, []),
     ]
+
+
+async def test_a_hiding_that_ends_after_the_records_window_leaves_the_measures_lifted_for_good(
+    regions: Regions,
+) -> None:
+    listed = black_list(66)
+    await publish(regions.jiangsu, [listed], regions.shanghai)
+    await check_and_report(regions, regions.shanghai, subject(66))
+    assert regions.jiangsu.pool is not None
+    await standing.hide(regions.jiangsu.pool, regions.jiangsu.ledger, listed.record_id, "重整计划执行期间")
+    hidden = await eventually(lambda: _open(regions, "hidden"), timeout=60)
+    await stub(regions, regions.shanghai).AcknowledgeLiftedMeasure(
+        check_pb2.AcknowledgeLiftedMeasureRequest(id=hidden[0].id, purpose=PURPOSE), timeout=30
+    )
+    # The UNHIDE as the origin signs it when the window ended while the record was hidden: back, expired.
+    async with regions.jiangsu.pool.acquire() as conn, conn.transaction():
+        await regions.jiangsu.ledger.amend(
+            conn,
+            listed.record_id,
+            event_pb2.EVENT_TYPE_UNHIDE,
+            "重整计划执行完毕",
+            standing=lookup_pb2.ENTRY_STATUS_EXPIRED,
+            from_standings={lookup_pb2.ENTRY_STATUS_HIDDEN},
+        )
+    ended = await eventually(lambda: _open(regions, "window_ended"), timeout=60)
+    unhide_seq = await event_seq(regions.jiangsu, listed.record_id, event_pb2.EVENT_TYPE_UNHIDE)
+    assert sorted(m.id for m in ended) == sorted(m.id for m in hidden)
+    assert {(m.temporary, m.reinstated_seq, m.event_seq, m.acknowledged_at) for m in ended} == {
+        (False, 0, unhide_seq, "")
+    }

@@ -6,7 +6,8 @@ an objection's outcome, or hidden for a bankruptcy restructuring (credit-use.md,
 8 and 9). Every node that holds such feedback marks those measures lifted — with the
 origin's event that lifted them, its date and the reason — in the transaction that applies
 the event (:func:`credex.node.store.events.upsert_records` calls :func:`lift_measures`), so
-a crash cannot apply the event and lose the lift. UNHIDE reinstates what HIDE lifted.
+a crash cannot apply the event and lose the lift. UNHIDE reinstates what HIDE lifted, unless
+it brings the record back expired (its window ended while hidden): then the lift lasts.
 
 The window ending by itself (the daily EXPIRE) lifts nothing here: the measure's term was
 known to the department when it applied it; only a decision it could not foresee is news.
@@ -80,6 +81,13 @@ _LIFT = (
     " lifted_at = now(), acknowledged_at = NULL, acknowledged_by = NULL"
     " WHERE lifted_measures.reason = 'hidden' AND EXCLUDED.reason <> 'hidden'"
 )
+# The hiding ended after the record's window did: the UNHIDE brings it back expired, so the measure
+# stays lifted, for good now, and the unit is told again.
+_ENDED_WHILE_HIDDEN = (
+    "UPDATE lifted_measures SET reason = 'window_ended', event_seq = $2, lifted_on = $3, lifted_at = now(),"
+    " acknowledged_at = NULL, acknowledged_by = NULL"
+    " WHERE record_id = $1 AND reason = 'hidden' AND reinstated_seq IS NULL"
+)
 # Records of one answer that are out of force now, with the event that put them there.
 _ALREADY_OUT = (
     "SELECT r.record_id, r.origin, r.seq, r.status, e.event_type, e.recorded_at"
@@ -123,19 +131,22 @@ async def lift_measures(conn: Connection, events: Sequence[StoredEvent]) -> int:
             key=lambda e: e.seq,
         )
         status = int(row["status"])
-        if status in _REASONS:
+        unhidden = [e for e in applied if e.event_type == _UNHIDE]
+        if status == lookup_pb2.ENTRY_STATUS_EXPIRED and unhidden and unhidden[-1] is applied[-1]:
+            last = unhidden[-1]
+            done = await conn.execute(_ENDED_WHILE_HIDDEN, row["record_id"], last.seq, china_day(last.recorded_at))
+            written += int(done.rsplit(" ", 1)[1])
+        elif status in _REASONS:
             lifting = [e for e in applied if e.event_type in _LIFTING and e.status == status]
             if status == lookup_pb2.ENTRY_STATUS_EXPIRED:
                 lifting = [e for e in lifting if e.event_type == event_pb2.EVENT_TYPE_RESOLVE]
             if lifting:
                 last = lifting[-1]
                 lifts.append(Lift(row["record_id"], row["origin"], status, last.seq, last.recorded_at))
-        elif status == lookup_pb2.ENTRY_STATUS_ACTIVE:
-            unhidden = [e for e in applied if e.event_type == _UNHIDE]
-            if unhidden:
-                last = unhidden[-1]
-                done = await conn.execute(_REINSTATE, row["record_id"], last.seq, china_day(last.recorded_at))
-                written += int(done.rsplit(" ", 1)[1])
+        elif status == lookup_pb2.ENTRY_STATUS_ACTIVE and unhidden:
+            last = unhidden[-1]
+            done = await conn.execute(_REINSTATE, row["record_id"], last.seq, china_day(last.recorded_at))
+            written += int(done.rsplit(" ", 1)[1])
     return written + await lift(conn, lifts)
 
 

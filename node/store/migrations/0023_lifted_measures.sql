@@ -9,7 +9,8 @@ CREATE INDEX check_answers_hit_records ON check_answers USING gin (hit_records);
 
 -- One row per (feedback, measure applied, record it rested on) lifted by an event of the record's
 -- origin, written in the transaction that applies the event. A temporary lift (HIDE) is reinstated by
--- UNHIDE; at most one row per measure and record is open (not reinstated) at a time.
+-- UNHIDE, or made lasting ('window_ended') by an UNHIDE that brings the record back expired, its window
+-- having ended while it was hidden; at most one row per measure and record is open (not reinstated) at a time.
 CREATE TABLE lifted_measures (
     id               bigserial   PRIMARY KEY,
     check_id         uuid        NOT NULL,
@@ -20,7 +21,7 @@ CREATE TABLE lifted_measures (
     measure_id       text        NOT NULL,
     record_id        text        NOT NULL,
     record_origin    text        NOT NULL,
-    reason           text        NOT NULL CHECK (reason IN ('repaired', 'revoked', 'deleted', 'publication_ended', 'hidden')),
+    reason           text        NOT NULL CHECK (reason IN ('repaired', 'revoked', 'deleted', 'publication_ended', 'hidden', 'window_ended')),
     event_seq        bigint      NOT NULL,   -- the origin's event that lifted it
     lifted_on        date        NOT NULL,   -- the day the origin signed that event (China)
     lifted_at        timestamptz NOT NULL DEFAULT now(),

@@ -604,7 +604,7 @@ class LiftedMeasure(_message.Message):
     """the record the measure rested on"""
     record_origin: _builtins.str
     reason: _builtins.str
-    """repaired, revoked, deleted, publication_ended or hidden"""
+    """repaired, revoked, deleted, publication_ended, hidden or window_ended"""
     event_seq: _builtins.int
     """the origin's event that lifted it"""
     lifted_on: _builtins.str
