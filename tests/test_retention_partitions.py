@@ -325,3 +325,21 @@ async def test_a_serving_node_makes_months_ahead_and_drops_old_ones_by_itself(fe
         return ahead in months and "checks_202001" not in months
 
     await eventually(settled)
+
+
+async def test_measures_lifted_on_a_dropped_months_feedback_go_with_it(pool: asyncpg.Pool) -> None:
+    keep_days = 100
+    async with pool.acquire() as conn:
+        for parent in partitions.CHECKS:
+            await partitions.ensure_months(conn, parent, dt.date(2026, 6, 1), dt.date(2026, 9, 1))
+        ids = {month: await add_check(conn, at(2026, month, 1), SUBJECT) for month in (6, 9)}
+        await conn.executemany(
+            "INSERT INTO lifted_measures (check_id, subject_id, checked_at, requesting_unit, caller, measure_id,"
+            " record_id, record_origin, reason, event_seq, lifted_on)"
+            " VALUES ($1, $2, $3, 'U', 'gov', 'M', 'R', '320000', 'repaired', 9, '2026-10-01')",
+            [(ids[month], SUBJECT, at(2026, month, 1)) for month in (6, 9)],
+        )
+    changes = await partitions.maintain(pool, Retention(audit_days=0, checks_days=keep_days), now=NOW)
+    assert "deleted 1 lifted measures of dropped checks" in changes
+    async with pool.acquire() as conn:
+        assert [r["check_id"] for r in await conn.fetch("SELECT check_id FROM lifted_measures")] == [ids[9]]

@@ -15,7 +15,8 @@ Three duties, one supervised loop (``case-courier`` in :mod:`credex.node.runtime
   event of that origin, the node queues a signed receipt for the origin: "my copy of
   your log holds the repair". The checkpoint, not mere arrival, is the proof, because
   it means this node's tree agrees with the origin's signed root up to the event.
-- **Watch.** At the origin, a repair still propagating past its deadline (3 working days
+- **Watch.** At the origin, a case past a deadline raises a ``case.late`` alarm
+  (:mod:`.lateness`), and a repair still propagating past its deadline (3 working days
   by default) raises a ``repair.unconfirmed`` alarm per peer that has not confirmed.
 """
 
@@ -28,7 +29,7 @@ import logging
 import asyncpg
 import grpc
 
-from credex.node.cases import casefile, messages, propagation
+from credex.node.cases import casefile, lateness, messages, propagation
 from credex.node.cases.desk import CaseDesk
 from credex.node.cases.model import State
 from credex.node.chain import AGREED, Alarms
@@ -240,13 +241,13 @@ class CaseCourier:
         return queued
 
     async def watch(self) -> int:
-        """Note open cases past their deadline; raise an alarm, once per case and peer, for each repair a
-        peer has not confirmed in time."""
+        """Note open cases past their deadline and raise a ``case.late`` alarm for each (resolved once the case
+        moves on); raise an alarm, once per case and peer, for each repair a peer has not confirmed in time."""
         await self.desk.note_overdue()
-        raised = 0
+        raised, _ = await lateness.alarm_late_cases(self.desk, self.alarms)
         late = await propagation.late_repairs(self.desk)
         if not late:
-            return 0
+            return raised
         async with self.pool.acquire() as conn:
             for case_id, peers, due in late:
                 for peer in peers:

@@ -14,6 +14,10 @@ serve the events of, for longer than ``sync.unreachable_alarm_seconds``) and
 recognise it as a peer) do not freeze the origin, are raised once while open,
 and are resolved by the node itself once their cause is gone.
 
+``case.late`` says a case at this origin passed a deadline on the official calendar
+(acceptance, decision or propagation); it is raised once per case and deadline and
+resolved by the node when the case moves on (a decision, an extension, its close).
+
 ``revocation.root`` is evidence against this node's own copy: a key revocation
 in the trust bundle gives the origin's Merkle root at the revocation position,
 and the log held here has another root there, so it holds history forged with
@@ -49,6 +53,7 @@ class AlarmKind(StrEnum):
     CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"  # a checkpoint no member serves the events of
     SYNC_NOT_A_PEER = "sync.not_a_peer"  # a member refuses this node FetchEvents
     REPAIR_UNCONFIRMED = "repair.unconfirmed"  # a peer has not confirmed an approved repair in time
+    CASE_LATE = "case.late"  # a case at this origin passed a deadline (acceptance, decision, propagation)
 
     @property
     def freezes(self) -> bool:
@@ -57,7 +62,9 @@ class AlarmKind(StrEnum):
 
 
 # Kinds that warn without freezing the origin: they are not evidence that its log is false.
-NOT_FREEZING = frozenset({AlarmKind.CHECKPOINT_UNREACHABLE, AlarmKind.SYNC_NOT_A_PEER, AlarmKind.REPAIR_UNCONFIRMED})
+NOT_FREEZING = frozenset(
+    {AlarmKind.CHECKPOINT_UNREACHABLE, AlarmKind.SYNC_NOT_A_PEER, AlarmKind.REPAIR_UNCONFIRMED, AlarmKind.CASE_LATE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,44 @@ class Alarms:
             return False
         await self.raise_alarm(conn, origin, kind, message, evidence)
         return True
+
+    async def raise_once_per(
+        self,
+        conn: Connection,
+        origin: str,
+        kind: AlarmKind,
+        message: str,
+        evidence: dict[str, Any],
+        key: dict[str, Any],
+    ) -> bool:
+        """Raise an alarm unless one of this kind whose evidence holds ``key`` was ever raised on ``origin``.
+
+        Unlike :meth:`raise_once`, other open alarms of the kind do not hold this one back: one
+        alarm per key (a case and its deadline), however many are open. True if raised.
+        """
+        raised = await conn.fetchval(
+            "SELECT 1 FROM alarms WHERE origin = $1 AND kind = $2 AND evidence @> $3::jsonb LIMIT 1",
+            origin,
+            kind,
+            json.dumps(key, ensure_ascii=False),
+        )
+        if raised:
+            return False
+        await self.raise_alarm(conn, origin, kind, message, evidence)
+        return True
+
+    async def resolve_ids(self, conn: Connection, kind: AlarmKind, ids: list[int], note: str) -> int:
+        """Close the open alarms ``ids`` of a non-freezing ``kind`` whose cause has gone; return how many."""
+        if kind.freezes:
+            raise ValueError(f"only an operator clears a {kind} alarm")
+        status = await conn.execute(
+            "UPDATE alarms SET cleared_at = now(), cleared_by = 'credex', clear_note = $3"
+            " WHERE id = ANY($1::bigint[]) AND kind = $2 AND cleared_at IS NULL",
+            ids,
+            kind,
+            note,
+        )
+        return int(status.rsplit(" ", 1)[1])
 
     async def resolve(self, conn: Connection, origin: str, kind: AlarmKind, note: str) -> int:
         """Close open alarms of a non-freezing ``kind`` on ``origin`` whose cause has gone; return how many."""

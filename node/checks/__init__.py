@@ -1,7 +1,7 @@
 """Checks (逢办必查 / 联合奖惩): which records of a subject are in force, the measures they trigger, and feedback.
 
 A stage between the store and the services: it reads and writes the store, asks the
-measures catalogue, lists feedback that is overdue, and knows nothing of gRPC or
+measures catalogue, lists feedback that is overdue and measures lifted since, and knows nothing of gRPC or
 callers beyond what they may see.
 """
 
@@ -16,6 +16,7 @@ from credex.node.checks.checking import (
     run_check,
     scale_of,
 )
+from credex.node.checks.lifted import LiftedMeasure, acknowledge, lifted_measures, refresh_lifted_metric
 from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
 
 __all__ = [
@@ -23,11 +24,15 @@ __all__ = [
     "CheckRequest",
     "Feedback",
     "Hit",
+    "LiftedMeasure",
     "OverdueFeedback",
     "Responsible",
     "SubjectAnswer",
+    "acknowledge",
+    "lifted_measures",
     "overdue_feedback",
     "record_feedback",
+    "refresh_lifted_metric",
     "refresh_overdue_metric",
     "run_check",
     "scale_of",

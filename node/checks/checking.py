@@ -36,6 +36,7 @@ from credex.domain.measures import Catalogue, Measure
 from credex.domain.persons import withhold
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
+from credex.node.store import lifting
 from credex.node.store.events import in_force
 from credex.v1 import lookup_pb2, record_pb2
 
@@ -52,13 +53,16 @@ _RECORDS_QUERY = (
     "SELECT subject_id, kind, record, status, disputed, sharing_level, publicity_end FROM records"
     " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
 )
-# $9: [[subject id, [measure id, ...]], ...] as JSON (answers carry lists of different lengths).
+# $9: [[subject id, [measure id, ...], {measure id: [record id, ...]}, [record id, ...]], ...] as JSON
+# (answers carry lists of different lengths). Which records each measure rests on is what lets a
+# record's repair or revocation find the measures applied because of it (node/store/lifting.py).
 _STORE_CHECK = (
     "WITH c AS (INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING check_id, at)"
-    " INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids)"
+    " INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids, measure_records, hit_records)"
     " SELECT c.check_id, c.at, a.value ->> 0,"
-    " ARRAY(SELECT m FROM jsonb_array_elements_text(a.value -> 1) WITH ORDINALITY AS t (m, n) ORDER BY n)"
+    " ARRAY(SELECT m FROM jsonb_array_elements_text(a.value -> 1) WITH ORDINALITY AS t (m, n) ORDER BY n),"
+    " a.value -> 2, ARRAY(SELECT jsonb_array_elements_text(a.value -> 3))"
     " FROM c, jsonb_array_elements($9::jsonb) AS a"
 )
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
@@ -131,6 +135,24 @@ class SubjectAnswer:
         ids = [m.id for hit in self.hits for m in hit.measures] + [m.id for m in self.incentives]
         return list(dict.fromkeys(ids))
 
+    @property
+    def measure_records(self) -> dict[str, list[str]]:
+        """Each hit measure and the records that triggered it: what lifts it when they leave force.
+
+        Incentives rest on the absence of records, not on a record, so none is named for them.
+        """
+        found: dict[str, list[str]] = {}
+        for hit in self.hits:
+            for measure in hit.measures:
+                ids = found.setdefault(measure.id, [])
+                if hit.record.record_id not in ids:
+                    ids.append(hit.record.record_id)
+        return found
+
+    @property
+    def hit_records(self) -> list[str]:
+        return list(dict.fromkeys(hit.record.record_id for hit in self.hits))
+
 
 def unit_region(requesting_unit: str) -> str | None:
     """The implementing unit's division (USCC characters 3–8): whose provincial measures it may apply."""
@@ -192,7 +214,9 @@ async def run_check(
             withhold(request.purpose),
             withhold(request.legal_basis),
             len(distinct),
-            json.dumps([[a.subject_id, a.measure_ids] for a in answers], ensure_ascii=False),
+            json.dumps(
+                [[a.subject_id, a.measure_ids, a.measure_records, a.hit_records] for a in answers], ensure_ascii=False
+            ),
         )
     return str(check_id), scenario, answers
 
@@ -286,6 +310,8 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
         )
         if at is None:
             raise CheckFailure("ALREADY_EXISTS", "feedback for this check and subject was already filed")
+        if feedback.outcome != "not_adopted":
+            await lifting.lift_already_out(conn, check_id, feedback.subject_id, made["at"])
         return at
 
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from credex.domain.workdays import working_days_between
+from credex.node.checks.lifted import refresh_lifted_metric
 from credex.node.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,10 @@ async def refresh_overdue_metric(
 
 
 async def watch_overdue(pool: asyncpg.Pool, origin: str, due_working_days: int, every_seconds: float) -> None:
-    """Keep the overdue gauge current, every ``every_seconds``, until the node stops (a supervised task)."""
+    """Keep the overdue gauge, and the lifted-but-unacknowledged one, current every ``every_seconds``, until
+    the node stops (a supervised task)."""
     while True:
         overdue = await refresh_overdue_metric(pool, origin, due_working_days)
+        await refresh_lifted_metric(pool, origin)
         log.debug("node %s: %d checked subjects overdue for feedback", origin, len(overdue))
         await asyncio.sleep(every_seconds)

@@ -1,11 +1,12 @@
-"""``credex check``, ``credex feedback``, ``credex checks overdue`` and ``credex checks of``: 逢办必查 and its trail.
+"""``credex check``, ``credex feedback``, ``credex checks overdue|of|lifted``: 逢办必查 and its trail.
 
 A check prints every subject's hits in force with the measures the catalogue holds
 for them, each with its legal basis, so an office sees why a measure applies; the
 check id it prints is what ``credex feedback`` files against. ``credex checks overdue``
 reads the node's own store and lists the checked subjects still awaiting feedback past
 the working days the node's config allows; ``credex checks of`` asks a node who checked
-a subject (Shanghai Art. 34).
+a subject (Shanghai Art. 34); ``credex checks lifted`` lists the measures a unit applied whose
+record has since left force, and ``credex checks lifted ack ID`` acknowledges one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from credex.node.cli.app import (
     app,
     call_node,
     console,
+    fail,
     load_settings,
     run_on_store,
     trust_and_tls,
@@ -54,6 +56,8 @@ OUTCOMES = {
     "rewarded": check_pb2.FEEDBACK_OUTCOME_REWARDED,
     "not_adopted": check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
 }
+# What a unit reading its lifted measures does, unless it says otherwise: the audit row's purpose.
+LIFTED_PURPOSE = "停止执行已解除的惩戒措施 (stop applying lifted measures)"
 checks_app = CredexTyper(help="checks made at this node: feedback that is overdue", no_args_is_help=True)
 app.add_typer(checks_app, name="checks")
 
@@ -335,3 +339,80 @@ def checks_pseudonym(
     except InvalidSubjectCode as exc:
         raise typer.BadParameter(exc.message, param_hint="resident ID number") from None
     print(pseudonymizer.pseudonym(number))
+@checks_app.command("lifted")
+def checks_lifted(
+    node: NodeOption,
+    action: Annotated[str, typer.Argument(help="'ack' to acknowledge one lifted measure; omit to list")] = "",
+    lifted_id: Annotated[int, typer.Argument(help="with ack: the lifted measure's id, as the list shows it")] = 0,
+    unit: Annotated[str, typer.Option(help="only measures this unit (USCC) applied")] = "",
+    since: Annotated[str, typer.Option(help="only measures lifted on or after this day (YYYY-MM-DD)")] = "",
+    unacknowledged: Annotated[bool, typer.Option(help="only those not yet acknowledged")] = False,
+    page_size: Annotated[int, typer.Option(help="measures per page (at most 500)")] = 50,
+    page_token: Annotated[str, typer.Option(help="the next-page token a previous page printed")] = "",
+    purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = LIFTED_PURPOSE,
+    config: ConfigOption = None,
+    bundle: BundleOption = None,
+    federation_key: FederationKeyOption = None,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Measures your unit applied because of a record since repaired, revoked, deleted or hidden; `ack ID` them."""
+    if action not in ("", "ack"):
+        raise fail(f"unknown action {action!r}: use `credex checks lifted ack ID`, or no action to list")
+    if action == "ack" and lifted_id <= 0:
+        raise fail("`credex checks lifted ack` needs the lifted measure's id")
+    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    ca, cert, key = tls
+    if action == "ack":
+        acknowledge = check_pb2.AcknowledgeLiftedMeasureRequest(id=lifted_id, purpose=purpose)
+
+        async def ack() -> check_pb2.LiftedMeasure:
+            async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+                return await check_pb2_grpc.CheckServiceStub(channel).AcknowledgeLiftedMeasure(acknowledge, timeout=30)
+
+        done = call_node(node, tls, "AcknowledgeLiftedMeasure", ack())
+        if as_json:
+            _print_json(done)
+            return
+        console.print(f"lifted measure {done.id} acknowledged at {done.acknowledged_at} by {done.acknowledged_by}")
+        return
+    request = check_pb2.ListLiftedMeasuresRequest(
+        requesting_unit_uscc=unit,
+        since=since,
+        unacknowledged_only=unacknowledged,
+        page_size=page_size,
+        page_token=page_token,
+        purpose=purpose,
+    )
+
+    async def ask() -> check_pb2.LiftedMeasures:
+        async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
+            return await check_pb2_grpc.CheckServiceStub(channel).ListLiftedMeasures(request, timeout=30)
+
+    page = call_node(node, tls, "ListLiftedMeasures", ask())
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title="measures applied whose record has left force, oldest first", title_justify="left")
+    for column in ("id", "unit", "subject", "measure", "record", "why", "lifted on", "acknowledged", "still rests on"):
+        table.add_column(column, overflow="fold")
+    for m in page.measures:
+        why = f"{m.reason} (seq {m.event_seq})"
+        if m.reinstated_seq:
+            why += f"; reinstated {m.reinstated_on} (seq {m.reinstated_seq})"
+        table.add_row(
+            str(m.id),
+            m.requesting_unit,
+            m.subject_id,
+            m.measure_id,
+            f"{m.record_id} ({m.record_origin})",
+            why,
+            m.lifted_on,
+            m.acknowledged_at or "no",
+            ", ".join(m.still_rests_on),
+        )
+    console.print(table)
+    if page.next_page_token:
+        console.print(f"more: --page-token {page.next_page_token}", soft_wrap=True)

@@ -26,7 +26,7 @@ from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
 from credex.domain.persons import looks_like_ric, validate_ric
 from credex.node import checks
 from credex.node.chain import CheckpointKeeper, LogBook
-from credex.node.checks import history, persons
+from credex.node.checks import history, lifted, persons
 from credex.node.checks.overdue import CHINA
 from credex.node.config import NodeConfig
 from credex.node.services import access, edge
@@ -229,6 +229,89 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             return persons.pseudonym_of("person_id", request.person_id, self.pseudonymizer)
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+    async def ListLiftedMeasures(
+        self,
+        request: check_pb2.ListLiftedMeasuresRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> check_pb2.LiftedMeasures:
+        call = edge.current()
+        _may_check(call)
+        unit = _code("requesting_unit_uscc", request.requesting_unit_uscc) if request.requesting_unit_uscc else None
+        since = _date("since", request.since) if request.since else None
+        if request.page_size > lifted.MAX_PAGE:
+            raise edge.invalid(f"page_size is at most {lifted.MAX_PAGE}")
+        after = _lifted_position(request.page_token) if request.page_token else 0
+        found, more = await checks.lifted_measures(
+            self.pool,
+            caller=_own(call),
+            unit=unit,
+            since=since,
+            unacknowledged_only=request.unacknowledged_only,
+            after=after,
+            page_size=request.page_size or lifted.DEFAULT_PAGE,
+        )
+        call.answer(len(found), (f"lifted {m.id} {m.measure_id} of {m.subject_id} ({m.record_id})" for m in found))
+        return check_pb2.LiftedMeasures(
+            measures=[_lifted(m) for m in found], next_page_token=str(found[-1].id) if more else ""
+        )
+
+    async def AcknowledgeLiftedMeasure(
+        self,
+        request: check_pb2.AcknowledgeLiftedMeasureRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> check_pb2.LiftedMeasure:
+        call = edge.current()
+        _may_check(call)
+        if not request.id:
+            raise edge.invalid("id is required: the lifted measure's id as ListLiftedMeasures gave it")
+        try:
+            acknowledged = await checks.acknowledge(self.pool, request.id, _own(call), call.caller.identity)
+        except checks.CheckFailure as exc:
+            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+        call.subject_id = acknowledged.subject_id
+        call.answer(1, [f"acknowledged lifted {acknowledged.id} {acknowledged.measure_id}"])
+        return _lifted(acknowledged)
+
+
+def _own(call: edge.Call) -> str | None:
+    """Whose feedback the caller may read lifted measures of: its own, or every one for an operator."""
+    return None if call.caller.role == "operator" else call.caller.identity
+
+
+def _date(name: str, raw: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise edge.invalid(f"{name} must be a date YYYY-MM-DD") from None
+
+
+def _lifted_position(token: str) -> int:
+    if token.isascii() and token.isdigit() and int(token) < 2**63:
+        return int(token)
+    raise edge.invalid("page_token is not one this list gave; start again without it")
+
+
+def _lifted(m: checks.LiftedMeasure) -> check_pb2.LiftedMeasure:
+    return check_pb2.LiftedMeasure(
+        id=m.id,
+        check_id=str(m.check_id),
+        subject_id=m.subject_id,
+        checked_at=m.checked_at.isoformat(),
+        requesting_unit=m.requesting_unit,
+        caller=m.caller,
+        measure_id=m.measure_id,
+        record_id=m.record_id,
+        record_origin=m.record_origin,
+        reason=m.reason,
+        event_seq=m.event_seq,
+        lifted_on=m.lifted_on.isoformat(),
+        temporary=m.temporary,
+        reinstated_seq=m.reinstated_seq or 0,
+        reinstated_on=m.reinstated_on.isoformat() if m.reinstated_on else "",
+        acknowledged_at=m.acknowledged_at.isoformat() if m.acknowledged_at else "",
+        acknowledged_by=m.acknowledged_by or "",
+        still_rests_on=m.still_rests_on,
+    )
 
 
 _ROLES = frozenset(

@@ -188,6 +188,13 @@ RULES: dict[str, dict[str, Text]] = {
         "responsible_persons": Text(0, max_items=MAX_BATCH),
     },
     "credex.v1.ResponsiblePerson": {"subject": Text(64), "id_number": Text(64)},
+    "credex.v1.ListLiftedMeasuresRequest": {
+        "requesting_unit_uscc": Text(64),
+        "since": Text(10),
+        "page_token": Text(32),
+        "purpose": Text(500),
+    },
+    "credex.v1.AcknowledgeLiftedMeasureRequest": {"purpose": Text(500)},
     # A subject by USCC, or a person by ID number (person_id: never audited; the service audits the pseudonym).
     "credex.v1.ListChecksOfSubjectRequest": {
         "uscc": Text(64, subject=True),

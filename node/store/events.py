@@ -23,7 +23,7 @@ from credex.domain.identity import subject_id
 from credex.domain.normalize import name_key
 from credex.domain.records import canonical_bytes
 from credex.errors import CredexError
-from credex.node.store import tiles
+from credex.node.store import lifting, tiles
 from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -306,7 +306,12 @@ async def _insert_distinct(conn: Connection, events: Sequence[StoredEvent]) -> I
 
 
 async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> None:
-    """Make each record's state the one of its highest-seq event; never cross origins."""
+    """Make each record's state the one of its highest-seq event; never cross origins.
+
+    In the same transaction, measures applied because of a record these events take out of
+    force are marked lifted (:mod:`credex.node.store.lifting`), so the two cannot part.
+    """
+    events = list(events)
     latest: dict[str, StoredEvent] = {}
     for event in events:
         held = latest.get(event.record_id)
@@ -329,6 +334,7 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
         " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
     )
     await _upsert_subject_states(conn, (event.state for event in latest.values()))
+    await lifting.lift_measures(conn, events)
 
 
 def entry_status(status: int, publicity_end: dt.date | None, today: dt.date) -> int:

@@ -12,7 +12,7 @@ at start and every day after, so rows never wait for a partition; a row of a mon
 one (a clock far off) goes to the table's DEFAULT partition and moves into its month when that
 month's partition is made (``credex_month_partition`` in the migration, the one definition).
 Check answers and feedback are partitioned by the time of their check, and a month of checks
-is dropped after its answers and feedback.
+is dropped after its answers and feedback; the measures lifted on their feedback go with them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from credex.node.store import lifting
 from credex.node.store.database import Connection
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ async def maintain(pool: asyncpg.Pool, retention: Retention, now: dt.datetime | 
             if days > 0:
                 limit = at - dt.timedelta(days=days)
                 changes += [f"dropped {name}" for name in await drop_months_before(conn, parent, limit)]
+                if parent == CHECKS[-1] and (forgotten := await lifting.forget_dropped_checks(conn, limit)):
+                    changes.append(f"deleted {forgotten} lifted measures of dropped checks")
     return changes
 
 

@@ -541,3 +541,170 @@ class ChecksOfSubject(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChecksOfSubject: _TypeAlias = ChecksOfSubject  # noqa: Y015
+
+@_typing.final
+class ListLiftedMeasuresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTING_UNIT_USCC_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNACKNOWLEDGED_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    requesting_unit_uscc: _builtins.str
+    """only this unit's; empty: every unit the caller may see"""
+    since: _builtins.str
+    """YYYY-MM-DD: lifted on or after this day; empty: any day"""
+    unacknowledged_only: _builtins.bool
+    page_size: _builtins.int
+    """0: 50; at most 500"""
+    page_token: _builtins.str
+    """from the previous page's next_page_token"""
+    purpose: _builtins.str
+    def __init__(
+        self,
+        *,
+        requesting_unit_uscc: _builtins.str = ...,
+        since: _builtins.str = ...,
+        unacknowledged_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "requesting_unit_uscc", b"requesting_unit_uscc", "since", b"since", "unacknowledged_only", b"unacknowledged_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLiftedMeasuresRequest: _TypeAlias = ListLiftedMeasuresRequest  # noqa: Y015
+
+@_typing.final
+class LiftedMeasure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    REQUESTING_UNIT_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    MEASURE_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ORIGIN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EVENT_SEQ_FIELD_NUMBER: _builtins.int
+    LIFTED_ON_FIELD_NUMBER: _builtins.int
+    TEMPORARY_FIELD_NUMBER: _builtins.int
+    REINSTATED_SEQ_FIELD_NUMBER: _builtins.int
+    REINSTATED_ON_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_AT_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    STILL_RESTS_ON_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    check_id: _builtins.str
+    subject_id: _builtins.str
+    checked_at: _builtins.str
+    """RFC 3339"""
+    requesting_unit: _builtins.str
+    """the unit that checked and applied the measure"""
+    caller: _builtins.str
+    """who filed the feedback"""
+    measure_id: _builtins.str
+    record_id: _builtins.str
+    """the record the measure rested on"""
+    record_origin: _builtins.str
+    reason: _builtins.str
+    """repaired, revoked, deleted, publication_ended, hidden or window_ended"""
+    event_seq: _builtins.int
+    """the origin's event that lifted it"""
+    lifted_on: _builtins.str
+    """YYYY-MM-DD, the day the origin signed that event"""
+    temporary: _builtins.bool
+    """hidden: reversible; UNHIDE reinstates the measure"""
+    reinstated_seq: _builtins.int
+    """0 unless UNHIDE reinstated it"""
+    reinstated_on: _builtins.str
+    acknowledged_at: _builtins.str
+    """empty until the unit acknowledges"""
+    acknowledged_by: _builtins.str
+    @_builtins.property
+    def still_rests_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """other records in force that triggered the same measure in the check"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        check_id: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        checked_at: _builtins.str = ...,
+        requesting_unit: _builtins.str = ...,
+        caller: _builtins.str = ...,
+        measure_id: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        record_origin: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        event_seq: _builtins.int = ...,
+        lifted_on: _builtins.str = ...,
+        temporary: _builtins.bool = ...,
+        reinstated_seq: _builtins.int = ...,
+        reinstated_on: _builtins.str = ...,
+        acknowledged_at: _builtins.str = ...,
+        acknowledged_by: _builtins.str = ...,
+        still_rests_on: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_at", b"acknowledged_at", "acknowledged_by", b"acknowledged_by", "caller", b"caller", "check_id", b"check_id", "checked_at", b"checked_at", "event_seq", b"event_seq", "id", b"id", "lifted_on", b"lifted_on", "measure_id", b"measure_id", "reason", b"reason", "record_id", b"record_id", "record_origin", b"record_origin", "reinstated_on", b"reinstated_on", "reinstated_seq", b"reinstated_seq", "requesting_unit", b"requesting_unit", "still_rests_on", b"still_rests_on", "subject_id", b"subject_id", "temporary", b"temporary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiftedMeasure: _TypeAlias = LiftedMeasure  # noqa: Y015
+
+@_typing.final
+class LiftedMeasures(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEASURES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def measures(self) -> _containers.RepeatedCompositeFieldContainer[Global___LiftedMeasure]: ...
+    def __init__(
+        self,
+        *,
+        measures: _abc.Iterable[Global___LiftedMeasure] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["measures", b"measures", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiftedMeasures: _TypeAlias = LiftedMeasures  # noqa: Y015
+
+@_typing.final
+class AcknowledgeLiftedMeasureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    purpose: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeLiftedMeasureRequest: _TypeAlias = AcknowledgeLiftedMeasureRequest  # noqa: Y015

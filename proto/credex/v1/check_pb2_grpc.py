@@ -52,6 +52,16 @@ class CheckServiceStub:
                 request_serializer=credex_dot_v1_dot_check__pb2.ListChecksOfSubjectRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_check__pb2.ChecksOfSubject.FromString,
                 _registered_method=True)
+        self.ListLiftedMeasures = channel.unary_unary(
+                '/credex.v1.CheckService/ListLiftedMeasures',
+                request_serializer=credex_dot_v1_dot_check__pb2.ListLiftedMeasuresRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_check__pb2.LiftedMeasures.FromString,
+                _registered_method=True)
+        self.AcknowledgeLiftedMeasure = channel.unary_unary(
+                '/credex.v1.CheckService/AcknowledgeLiftedMeasure',
+                request_serializer=credex_dot_v1_dot_check__pb2.AcknowledgeLiftedMeasureRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_check__pb2.LiftedMeasure.FromString,
+                _registered_method=True)
 
 
 class CheckServiceServicer:
@@ -80,6 +90,22 @@ class CheckServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLiftedMeasures(self, request, context):
+        """Measures a unit applied (per its feedback) because of a record that has since left force:
+        repaired, revoked, deleted or ended by an objection's outcome, or hidden for the while.
+        Government callers see what their own feedback named; operators see all. Oldest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeLiftedMeasure(self, request, context):
+        """The unit says it has seen a lifted (or reinstated) measure; it leaves the unacknowledged count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +123,16 @@ def add_CheckServiceServicer_to_server(servicer, server):
                     servicer.ListChecksOfSubject,
                     request_deserializer=credex_dot_v1_dot_check__pb2.ListChecksOfSubjectRequest.FromString,
                     response_serializer=credex_dot_v1_dot_check__pb2.ChecksOfSubject.SerializeToString,
+            ),
+            'ListLiftedMeasures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLiftedMeasures,
+                    request_deserializer=credex_dot_v1_dot_check__pb2.ListLiftedMeasuresRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_check__pb2.LiftedMeasures.SerializeToString,
+            ),
+            'AcknowledgeLiftedMeasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeLiftedMeasure,
+                    request_deserializer=credex_dot_v1_dot_check__pb2.AcknowledgeLiftedMeasureRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_check__pb2.LiftedMeasure.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +219,60 @@ class CheckService:
             '/credex.v1.CheckService/ListChecksOfSubject',
             credex_dot_v1_dot_check__pb2.ListChecksOfSubjectRequest.SerializeToString,
             credex_dot_v1_dot_check__pb2.ChecksOfSubject.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLiftedMeasures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.CheckService/ListLiftedMeasures',
+            credex_dot_v1_dot_check__pb2.ListLiftedMeasuresRequest.SerializeToString,
+            credex_dot_v1_dot_check__pb2.LiftedMeasures.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeLiftedMeasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.CheckService/AcknowledgeLiftedMeasure',
+            credex_dot_v1_dot_check__pb2.AcknowledgeLiftedMeasureRequest.SerializeToString,
+            credex_dot_v1_dot_check__pb2.LiftedMeasure.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class CheckServiceStub:
     """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
     For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
     """
+    ListLiftedMeasures: _grpc.UnaryUnaryMultiCallable[_check_pb2.ListLiftedMeasuresRequest, _check_pb2.LiftedMeasures]
+    """Measures a unit applied (per its feedback) because of a record that has since left force:
+    repaired, revoked, deleted or ended by an objection's outcome, or hidden for the while.
+    Government callers see what their own feedback named; operators see all. Oldest first, paged.
+    """
+    AcknowledgeLiftedMeasure: _grpc.UnaryUnaryMultiCallable[_check_pb2.AcknowledgeLiftedMeasureRequest, _check_pb2.LiftedMeasure]
+    """The unit says it has seen a lifted (or reinstated) measure; it leaves the unacknowledged count."""
 
 @_typing.type_check_only
 class CheckServiceAsyncStub(CheckServiceStub):
@@ -57,6 +64,13 @@ class CheckServiceAsyncStub(CheckServiceStub):
     """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
     For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
     """
+    ListLiftedMeasures: _aio.UnaryUnaryMultiCallable[_check_pb2.ListLiftedMeasuresRequest, _check_pb2.LiftedMeasures]  # type: ignore[assignment]
+    """Measures a unit applied (per its feedback) because of a record that has since left force:
+    repaired, revoked, deleted or ended by an objection's outcome, or hidden for the while.
+    Government callers see what their own feedback named; operators see all. Oldest first, paged.
+    """
+    AcknowledgeLiftedMeasure: _aio.UnaryUnaryMultiCallable[_check_pb2.AcknowledgeLiftedMeasureRequest, _check_pb2.LiftedMeasure]  # type: ignore[assignment]
+    """The unit says it has seen a lifted (or reinstated) measure; it leaves the unacknowledged count."""
 
 class CheckServiceServicer(metaclass=_abc_1.ABCMeta):
     """CheckService: 逢办必查 / 联合奖惩. Before an office grants, buys, funds, hires or honours, it checks
@@ -87,5 +101,24 @@ class CheckServiceServicer(metaclass=_abc_1.ABCMeta):
         """Who checked me (Shanghai Art. 34): the checks of one subject on this node, newest first, paged.
         For operators, and for callers that speak for the subject (access.speaks_for); nobody else.
         """
+
+    @_abc_1.abstractmethod
+    def ListLiftedMeasures(
+        self,
+        request: _check_pb2.ListLiftedMeasuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_check_pb2.LiftedMeasures, _abc.Awaitable[_check_pb2.LiftedMeasures]]:
+        """Measures a unit applied (per its feedback) because of a record that has since left force:
+        repaired, revoked, deleted or ended by an objection's outcome, or hidden for the while.
+        Government callers see what their own feedback named; operators see all. Oldest first, paged.
+        """
+
+    @_abc_1.abstractmethod
+    def AcknowledgeLiftedMeasure(
+        self,
+        request: _check_pb2.AcknowledgeLiftedMeasureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_check_pb2.LiftedMeasure, _abc.Awaitable[_check_pb2.LiftedMeasure]]:
+        """The unit says it has seen a lifted (or reinstated) measure; it leaves the unacknowledged count."""
 
 def add_CheckServiceServicer_to_server(servicer: CheckServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
