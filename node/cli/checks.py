@@ -339,6 +339,8 @@ def checks_pseudonym(
     except InvalidSubjectCode as exc:
         raise typer.BadParameter(exc.message, param_hint="resident ID number") from None
     print(pseudonymizer.pseudonym(number))
+
+
 @checks_app.command("lifted")
 def checks_lifted(
     node: NodeOption,

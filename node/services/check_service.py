@@ -229,6 +229,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             return persons.pseudonym_of("person_id", request.person_id, self.pseudonymizer)
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+
     async def ListLiftedMeasures(
         self,
         request: check_pb2.ListLiftedMeasuresRequest,
