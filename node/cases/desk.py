@@ -29,8 +29,7 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import casefile, copies, messages, propagation
-from credex.node.cases.corrections import apply_changes
+from credex.node.cases import casefile, copies, messages, propagation, resolution
 from credex.node.cases.filing import (
     GROUNDS,
     MAX_TEXT,
@@ -362,7 +361,7 @@ class CaseDesk:
                 if not opinion.strip():
                     raise invalid("a case not accepted needs the reason (opinion)")
                 if kind == Kind.OBJECTION:
-                    await self._resolve(conn, row, "not_accepted", opinion, actor)
+                    await resolution.resolve(conn, self.ledger, row, "not_accepted", opinion, actor, today)
                 await self._close(conn, case_id, State.NOT_ACCEPTED, "not_accepted", today)
                 await casefile.add_step(conn, case_id, actor, _stage(row), State.NOT_ACCEPTED, opinion)
             elif kind == Kind.OBJECTION:
@@ -406,9 +405,15 @@ class CaseDesk:
                 # A review's outcome is final: the case is done, and no second review follows.
                 reviewed = row["state"] == State.REVIEW
                 final, stage = (State.DONE, "review") if reviewed else (State.DECIDED, "decision")
-                await self._resolve(conn, row, outcome, opinion, decided_by or actor, list(changes))
-                await self._close(conn, case_id, final, outcome, today)
-                await casefile.add_step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
+                unit = decided_by or actor
+                if await resolution.resolve(conn, self.ledger, row, outcome, opinion, unit, today, list(changes)):
+                    await self._close(conn, case_id, final, outcome, today)
+                    await casefile.add_step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
+                else:
+                    status = (await resolution.record_now(conn, row["record_id"]))["status"]
+                    await self._close(conn, case_id, State.DONE, resolution.MOOT, today)
+                    moot = resolution.moot_reason(row["record_id"], status)
+                    await casefile.add_step(conn, case_id, actor, stage, State.DONE, f"{moot} ({outcome} asked)")
             elif outcome == "denied":
                 if not opinion.strip():
                     raise invalid("a denied repair needs the reason (opinion); the subject may object to it")
@@ -507,6 +512,13 @@ class CaseDesk:
             row = await self._decidable(conn, case_id)
             if row["kind"] != Kind.OBJECTION or row["state"] != State.DECIDED:
                 raise refuse_state(case_id, row["state"], "reviewed (only a decided objection is, once)")
+            status = (await resolution.record_now(conn, row["record_id"]))["status"]
+            if resolution.withdrawn_meanwhile({**dict(row), "state": State.REVIEW}, status):
+                raise CaseFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"record {row['record_id']} is {resolution.standing_name(status)} since the outcome: there is"
+                    " nothing left to review; nothing changed",
+                )
             today = self.clock()
             rules = self.mine
             due = add_working_days(today, rules.objection_review_days)
@@ -537,53 +549,11 @@ class CaseDesk:
             if row["state"] in CLOSED or row["state"] == State.PROPAGATING:
                 raise refuse_state(case_id, row["state"], "withdrawn")
             if row["kind"] == Kind.OBJECTION:
-                await self._resolve(conn, row, "withdrawn", reason, actor)
+                await resolution.resolve(conn, self.ledger, row, "withdrawn", reason, actor, self.clock())
             await self._close(conn, case_id, State.WITHDRAWN, "withdrawn", self.clock())
             await casefile.add_step(conn, case_id, actor, "withdrawal", State.WITHDRAWN, reason)
             await copies.queue_status(self, conn, case_id)
             return await self.view(conn, await self.case_row(conn, case_id))
-
-    async def _resolve(
-        self,
-        conn: Connection,
-        row: Any,
-        outcome: str,
-        opinion: str,
-        decided_by: str,
-        changes: list[event_pb2.FieldChange] | None = None,
-    ) -> None:
-        """Sign the RESOLVE that carries an objection's outcome; the mark stays while another objection is open."""
-        still_open = await conn.fetchval(
-            "SELECT count(*) FROM cases WHERE record_id = $1 AND kind = 'objection' AND at_origin"
-            " AND closed_at IS NULL AND case_id <> $2",
-            row["record_id"],
-            row["case_id"],
-        )
-        standing: int | None = None
-        new_record: record_pb2.Record | None = None
-        if outcome in {"deleted", "delisted"}:
-            standing = lookup_pb2.ENTRY_STATUS_DELETED
-        elif outcome == "publication_ended":
-            standing = lookup_pb2.ENTRY_STATUS_EXPIRED
-        elif outcome in {"corrected", "supplemented"}:
-            held = await conn.fetchval("SELECT record FROM records WHERE record_id = $1", row["record_id"])
-            new_record = apply_changes(record_pb2.Record.FromString(bytes(held)), changes or [])
-        await self.ledger.amend(
-            conn,
-            row["record_id"],
-            event_pb2.EVENT_TYPE_RESOLVE,
-            opinion or outcome,
-            standing=standing,
-            disputed=bool(still_open),
-            case=event_pb2.CaseRef(
-                case_id=row["case_id"],
-                kind=Kind.OBJECTION,
-                outcome=outcome,
-                changes=changes or [],
-                decided_by=decided_by,
-            ),
-            record=new_record,
-        )
 
     async def _decidable(self, conn: Connection, case_id: str) -> Any:
         row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
@@ -655,22 +625,40 @@ class CaseDesk:
             return await self.view(conn, row)
 
     async def list(
-        self, viewer: Viewer, state: str = "", overdue: bool = False, limit: int = 100
-    ) -> list[case_pb2.Case]:
+        self, viewer: Viewer, state: str = "", overdue: bool = False, limit: int = 100, after: str = ""
+    ) -> tuple[list[case_pb2.Case], str]:
+        """One page of the cases ``viewer`` may see, in filing order, and the cursor of the next page ("" if none).
+
+        The order (filing time, then case id) never changes for a case once filed, so a page
+        neither skips nor repeats a case however many are filed while a caller pages through.
+        The cursor is the last case of the page; one the viewer may not see is refused like a
+        case that does not exist.
+        """
         today = self.clock()
         async with self.pool.acquire() as conn:
+            start = None
+            if after:
+                start = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", after)
+                if start is None or not viewer.may_see(start, self.origin):
+                    raise invalid(f"after names no case {after[:60]} of yours on this node: pass a next_after given")
             rows = await conn.fetch(
                 "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR (filer = $3 AND filed_on = $7))"
-                " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5)) ORDER BY filed_at, case_id LIMIT $6",
+                " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5))"
+                " AND ($8::timestamptz IS NULL OR (filed_at, case_id) > ($8, $9))"
+                " ORDER BY filed_at, case_id LIMIT $6",
                 state,
                 viewer.sees_all,
                 viewer.identity,
                 overdue,
                 today,
-                limit,
+                limit + 1,
                 self.origin,
+                start["filed_at"] if start else None,
+                after,
             )
-            return [await self.view(conn, row) for row in rows]
+            page = rows[:limit]
+            cursor = page[-1]["case_id"] if len(rows) > limit else ""
+            return [await self.view(conn, row) for row in page], cursor
 
     async def decision(self, case_id: str, viewer: Viewer) -> bytes:
         async with self.pool.acquire() as conn:

@@ -129,7 +129,8 @@ def cases_list(
     node: NodeOption,
     state: Annotated[str, typer.Option(help="only cases in this state")] = "",
     overdue: Annotated[bool, typer.Option("--overdue", help="only open cases past their deadline")] = False,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    page_size: Annotated[int, typer.Option("--page-size", "--limit", min=1, max=1000, help="cases per page")] = 100,
+    after: Annotated[str, typer.Option(help="the page after this case (the cursor the last page printed)")] = "",
     purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
     config: ConfigOption = None,
     bundle: BundleOption = None,
@@ -139,9 +140,9 @@ def cases_list(
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The cases a node holds (an operator sees all; a government caller those it filed)."""
+    """The cases a node holds (an operator sees all; a government caller those it filed), a page at a time."""
     tls = _tls(config, bundle, federation_key, ca, cert, key)
-    request = case_pb2.ListCasesRequest(state=state, overdue=overdue, limit=limit, purpose=purpose)
+    request = case_pb2.ListCasesRequest(state=state, overdue=overdue, limit=page_size, after=after, purpose=purpose)
     answer = _call(node, tls, "ListCases", request)
     assert isinstance(answer, case_pb2.ListCasesResponse)
     if as_json:
@@ -157,6 +158,8 @@ def cases_list(
             case.case_id, kind, case.record_id, case.record_origin, case.state, case.status_label, due, case.filed_on
         )
     console.print(table if answer.cases else "no cases")
+    if answer.next_after:
+        console.print(f"more: --after {answer.next_after}", soft_wrap=True)
 
 
 @cases_app.command("show")

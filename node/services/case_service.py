@@ -82,9 +82,11 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
         viewer = _viewer()
         if request.limit > MAX_LIST:
             raise edge.invalid(f"limit is at most {MAX_LIST}")
-        cases = await self.desk.list(viewer, request.state, request.overdue, request.limit or 100)
+        cases, after = await _run(
+            self.desk.list(viewer, request.state, request.overdue, request.limit or 100, request.after)
+        )
         edge.current().answer(len(cases), (c.case_id for c in cases))
-        return case_pb2.ListCasesResponse(cases=cases)
+        return case_pb2.ListCasesResponse(cases=cases, next_after=after)
 
     async def AcceptCase(
         self, request: case_pb2.AcceptCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
