@@ -63,7 +63,7 @@ async def test_a_review_that_overturns_a_deletion_brings_the_record_back_active_
     assert (final.state, final.outcome, final.status_label) == ("done", "upheld", "已完成")
     await everywhere(regions, record_id, status=ACTIVE, disputed=False)
     restoring = await last_event(regions, record_id)  # Zhejiang's copy of Jiangsu's log
-    assert restoring.type == event_pb2.EVENT_TYPE_RESOLVE and restoring.standing == ACTIVE
+    assert restoring.type == event_pb2.EVENT_TYPE_RESOLVE and restoring.standing == event_pb2.STANDING_ACTIVE
     assert (restoring.case.case_id, restoring.case.outcome) == (case_id, "upheld")
 
 

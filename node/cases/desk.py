@@ -29,7 +29,7 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import casefile, copies, messages, propagation, resolution
+from credex.node.cases import applicant, casefile, copies, messages, propagation, resolution
 from credex.node.cases.filing import (
     GROUNDS,
     MAX_TEXT,
@@ -169,6 +169,8 @@ class CaseDesk:
             return await propagation.confirm(self, message.receipt, sender)
         if message.HasField("status"):
             return await copies.take_status(self, message.status, sender)
+        if message.HasField("request"):
+            return await applicant.take(self, message.request, sender)
         pb = message.filing
         if pb.filed_on != sender:
             raise invalid(f"the filing says it was filed on {pb.filed_on[:16]!r}, but {sender} sends it")

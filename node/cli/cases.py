@@ -331,6 +331,61 @@ def objection_file(
     _show(answer.case, as_json)
 
 
+ReasonOption = Annotated[str, typer.Option(help="why; the origin keeps it in the case file")]
+
+
+def _applicant(method: str, request: Message, node: str, tls: TlsFiles, as_json: bool) -> None:
+    """The filer's own step, asked on the node it filed on; that node carries it to the origin."""
+    answer = _call(node, tls, method, request)
+    assert isinstance(answer, case_pb2.Case)
+    _show(answer, as_json)  # its delivery line says whether the origin has the request yet
+
+
+@objection_app.command("withdraw")
+def objection_withdraw(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: ReasonOption,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw an objection you filed, on the node you filed it on; the record's mark comes off."""
+    request = case_pb2.WithdrawCaseRequest(case_id=case_id, reason=reason)
+    _applicant("WithdrawCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
+
+
+@objection_app.command("review")
+def objection_review(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: Annotated[str, typer.Option(help="your grounds for review (复核) of the outcome")],
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask for review (复核) of a decided objection you filed, once, on the node you filed it on."""
+    request = case_pb2.ReviewCaseRequest(case_id=case_id, reason=reason)
+    _applicant("ReviewCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
+
+
+@repair_app.command("withdraw")
+def repair_withdraw(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: ReasonOption,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw a repair you filed, on the node you filed it on, while it is undecided."""
+    request = case_pb2.WithdrawCaseRequest(case_id=case_id, reason=reason)
+    _applicant("WithdrawCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
+
+
 @repair_app.command("file")
 def repair_file(
     record_id: Annotated[str, typer.Argument()],

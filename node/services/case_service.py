@@ -1,8 +1,9 @@
 """CaseService: objections and repairs, filed on any node and decided by the record's origin.
 
 The edge has validated every field and audits the call; this module decides who may
-do what (government callers and platforms file, on behalf of the record's subject;
-operators decide at the origin; only peers deliver), hands the work to the
+do what (government callers and platforms file, on behalf of the record's subject, and
+withdraw or ask for review of what they filed; operators decide at the origin; only peers
+deliver), hands the work to the
 :class:`~credex.node.cases.CaseDesk`, and names the case and its record in the audit row.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from credex.node.cases import CaseDesk, CaseFailure, Filing, Kind, Viewer
+from credex.node.cases.applicant import Action, ask
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2
@@ -121,16 +123,22 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def WithdrawCase(
         self, request: case_pb2.WithdrawCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        actor = _operator(request.actor)
-        case = await _run(self.desk.withdraw(request.case_id, request.reason, actor))
+        applicant = _applicant()
+        if applicant is not None:
+            case = await _run(ask(self.desk, request.case_id, Action.WITHDRAW, request.reason, applicant))
+        else:
+            case = await _run(self.desk.withdraw(request.case_id, request.reason, _operator(request.actor)))
         _answer(case)
         return case
 
     async def ReviewCase(
         self, request: case_pb2.ReviewCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        actor = _operator(request.actor)
-        case = await _run(self.desk.review(request.case_id, request.reason, actor))
+        applicant = _applicant()
+        if applicant is not None:
+            case = await _run(ask(self.desk, request.case_id, Action.REVIEW, request.reason, applicant))
+        else:
+            case = await _run(self.desk.review(request.case_id, request.reason, _operator(request.actor)))
         _answer(case)
         return case
 
@@ -166,6 +174,12 @@ def _viewer() -> Viewer:
     if caller.role not in _MAY_FILE:
         raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "only government callers and operators read cases")
     return Viewer(caller.identity, caller.role == "operator")
+
+
+def _applicant() -> str | None:
+    """The government caller acting on a case it filed on this node (withdrawal, 复核); ``None`` for others."""
+    caller = edge.current().caller
+    return caller.identity if caller.role == "government" else None
 
 
 def _operator(actor: str) -> str:

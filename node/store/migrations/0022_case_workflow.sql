@@ -2,3 +2,8 @@
 -- a filer's (the filing node and filer first) the second, each page one range scan however many cases there are.
 CREATE INDEX cases_filing_order ON cases (filed_at, case_id);
 CREATE INDEX cases_filer_order ON cases (filed_on, filer, filed_at, case_id);
+
+-- The applicant's own withdrawal and review requests travel to the origin through the same outbox.
+ALTER TABLE case_outbox DROP CONSTRAINT case_outbox_purpose_check;
+ALTER TABLE case_outbox ADD CONSTRAINT case_outbox_purpose_check
+    CHECK (purpose IN ('filing', 'receipt', 'status', 'withdrawal', 'review'));
