@@ -123,6 +123,10 @@ class AccessConfig(BaseModel):
     # those subjects, and nothing more. Each name must be bound in caller_keys, so that no other
     # certificate with that name reads who checked the company.
     speaks_for: dict[str, list[str]] = {}
+    # Caller identity -> the USCC of the providing unit (数据提供单位) it decides for: it decides the
+    # objections the platform passed to that unit (部门审核) about records the unit provided, and
+    # nothing more. Each name must be bound in caller_keys, like speaks_for.
+    provider_units: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _speaks_for(self) -> AccessConfig:
@@ -136,6 +140,20 @@ class AccessConfig(BaseModel):
                     uscc_codes.validate(code)
                 except uscc_codes.InvalidSubjectCode as exc:
                     raise ValueError(f"access.speaks_for[{name!r}]: {exc.message}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _provider_units(self) -> AccessConfig:
+        for name, code in self.provider_units.items():
+            if name not in self.caller_keys:
+                raise ValueError(
+                    f"access.provider_units names {name!r}, which access.caller_keys does not bind to a key:"
+                    " bind it there"
+                )
+            try:
+                uscc_codes.validate(code)
+            except uscc_codes.InvalidSubjectCode as exc:
+                raise ValueError(f"access.provider_units[{name!r}]: {exc.message}") from None
         return self
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import applicant, casefile, copies, messages, propagation, resolution
+from credex.node.cases import applicant, casefile, copies, messages, propagation, provider, resolution
 from credex.node.cases.filing import (
     GROUNDS,
     MAX_TEXT,
@@ -368,7 +368,13 @@ class CaseDesk:
                 await casefile.add_step(conn, case_id, actor, _stage(row), State.NOT_ACCEPTED, opinion)
             elif kind == Kind.OBJECTION:
                 if to_provider:
+                    held = await conn.fetchval("SELECT record FROM records WHERE record_id = $1", row["record_id"])
+                    unit = provider.providing_unit(record_pb2.Record.FromString(bytes(held)))
+                    if not unit:
+                        raise provider.no_unit(row["record_id"])
+                    await conn.execute("UPDATE cases SET provider_unit = $2 WHERE case_id = $1", case_id, unit)
                     state, due = State.PROVIDER_REVIEW, add_working_days(today, rules.objection_provider_days)
+                    opinion = f"passed to providing unit {unit}: {opinion}".rstrip(": ")
                 else:
                     state, due = State.PLATFORM_REVIEW, add_working_days(today, rules.objection_platform_days)
                 due = min(due, self._cap(row, rules) or due)
@@ -391,9 +397,12 @@ class CaseDesk:
         changes: Sequence[event_pb2.FieldChange],
         decided_by: str,
         actor: str,
+        provider_unit: str = "",
     ) -> case_pb2.Case:
+        """Decide a case: by the origin's operators, or at provider review by the providing unit ``provider_unit``."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._decidable(conn, case_id)
+            provider.check_decider(row, provider_unit)
             kind = Kind(row["kind"])
             allowed = OBJECTION_OUTCOMES if kind == Kind.OBJECTION else REPAIR_OUTCOMES
             if outcome not in allowed:
@@ -407,6 +416,8 @@ class CaseDesk:
                 # A review's outcome is final: the case is done, and no second review follows.
                 reviewed = row["state"] == State.REVIEW
                 final, stage = (State.DONE, "review") if reviewed else (State.DECIDED, "decision")
+                if provider_unit:
+                    stage, decided_by = str(State.PROVIDER_REVIEW), provider_unit
                 unit = decided_by or actor
                 if await resolution.resolve(conn, self.ledger, row, outcome, opinion, unit, today, list(changes)):
                     await self._close(conn, case_id, final, outcome, today)
@@ -644,7 +655,8 @@ class CaseDesk:
                 if start is None or not viewer.may_see(start, self.origin):
                     raise invalid(f"after names no case {after[:60]} of yours on this node: pass a next_after given")
             rows = await conn.fetch(
-                "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR (filer = $3 AND filed_on = $7))"
+                "SELECT * FROM cases WHERE ($1 = '' OR state = $1)"
+                " AND ($2::boolean OR (filer = $3 AND filed_on = $7) OR ($10 <> '' AND provider_unit = $10))"
                 " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5))"
                 " AND ($8::timestamptz IS NULL OR (filed_at, case_id) > ($8, $9))"
                 " ORDER BY filed_at, case_id LIMIT $6",
@@ -657,6 +669,7 @@ class CaseDesk:
                 self.origin,
                 start["filed_at"] if start else None,
                 after,
+                viewer.provider_unit,
             )
             page = rows[:limit]
             cursor = page[-1]["case_id"] if len(rows) > limit else ""

@@ -29,6 +29,19 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     # The node's own desk, handed over by the server (one clock and one signing key for service and courier).
     desk: CaseDesk
 
+    def _viewer(self) -> Viewer:
+        caller = edge.current().caller
+        if caller.role not in _MAY_FILE:
+            raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "only government callers and operators read cases")
+        return Viewer(caller.identity, caller.role == "operator", self._provider_unit())
+
+    def _provider_unit(self) -> str:
+        """The providing unit the caller decides for (部门审核), bound in access.provider_units; "" for none."""
+        caller = edge.current().caller
+        if caller.role not in _MAY_FILE:
+            return ""
+        return self.config.access.provider_units.get(caller.identity, "")
+
     async def FileObjection(
         self, request: case_pb2.FileObjectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.FileCaseResponse:
@@ -74,14 +87,14 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def GetCase(
         self, request: case_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        case = await _run(self.desk.get(request.case_id, _viewer()))
+        case = await _run(self.desk.get(request.case_id, self._viewer()))
         _answer(case)
         return case
 
     async def ListCases(
         self, request: case_pb2.ListCasesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.ListCasesResponse:
-        viewer = _viewer()
+        viewer = self._viewer()
         if request.limit > MAX_LIST:
             raise edge.invalid(f"limit is at most {MAX_LIST}")
         cases, after = await _run(
@@ -103,12 +116,18 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def DecideCase(
         self, request: case_pb2.DecideCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        actor = _operator(request.actor)
-        case = await _run(
-            self.desk.decide(
-                request.case_id, request.outcome, request.opinion, list(request.changes), request.decided_by, actor
+        caller = edge.current().caller
+        changes = list(request.changes)
+        unit = self._provider_unit()
+        if unit and caller.role != "operator":  # 部门审核: the unit decides, and is named as the decider
+            actor = f"{request.actor} ({caller.identity})" if request.actor else caller.identity
+            work = self.desk.decide(request.case_id, request.outcome, request.opinion, changes, unit, actor, unit)
+        else:
+            actor = _operator(request.actor)
+            work = self.desk.decide(
+                request.case_id, request.outcome, request.opinion, changes, request.decided_by, actor
             )
-        )
+        case = await _run(work)
         _answer(case)
         return case
 
@@ -145,7 +164,7 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def GetRepairDecision(
         self, request: case_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.RepairDecisionDocument:
-        raw = await _run(self.desk.decision(request.case_id, _viewer()))
+        raw = await _run(self.desk.decision(request.case_id, self._viewer()))
         edge.current().answer(1, [f"repair decision of {request.case_id}"])
         return case_pb2.RepairDecisionDocument(envelope=_envelope(raw))
 
@@ -167,13 +186,6 @@ async def _run(work: Awaitable[T]) -> T:
         return await work
     except CaseFailure as exc:
         raise edge.Refused(exc.code, exc.message) from None
-
-
-def _viewer() -> Viewer:
-    caller = edge.current().caller
-    if caller.role not in _MAY_FILE:
-        raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "only government callers and operators read cases")
-    return Viewer(caller.identity, caller.role == "operator")
 
 
 def _applicant() -> str | None:
