@@ -21,8 +21,10 @@ from .cases_support import (
     penalty,
     publish,
     regions_fixture,  # noqa: F401 (the regions fixture)
+    repair,
 )
 from .conftest import eventually
+from .test_repair import approve
 
 
 async def event_count(node: Node, record_id: str) -> int:
@@ -93,3 +95,21 @@ async def test_withdrawing_an_objection_to_a_record_revoked_meanwhile_signs_noth
     )
     assert withdrawn.state == "withdrawn"
     assert await event_count(regions.jiangsu, record_id) == signed
+
+
+async def test_an_objection_decided_after_the_record_was_repaired_is_moot_and_the_repair_stands(
+    regions: Regions,
+) -> None:
+    case_id, record_id = await open_objection(regions, 93)
+    record = penalty(93)
+    repaired = await regions.filer().FileRepair(repair(record, "moot-repair"), timeout=30)
+    await arrived(regions, repaired.case.case_id)
+    await approve(regions, repaired.case.case_id)
+    await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_REPAIRED)
+    signed = await event_count(regions.jiangsu, record_id)
+    decided = await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=case_id, outcome="publication_ended", opinion="公示期已满"), timeout=30
+    )
+    assert decided.outcome == "moot" and "repaired" in decided.steps[-1].opinion
+    assert await event_count(regions.jiangsu, record_id) == signed
+    await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_REPAIRED)

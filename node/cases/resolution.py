@@ -28,7 +28,7 @@ from credex.node.cases.model import CaseFailure, Kind, State
 from credex.node.ledger import Ledger
 from credex.node.store import Connection
 from credex.node.store.events import WITHDRAWN, standing_of
-from credex.v1 import event_pb2, lookup_pb2, record_pb2
+from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
 MOOT = "moot"
 ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
@@ -52,15 +52,21 @@ async def record_now(conn: Connection, record_id: str) -> Any:
 
 
 def withdrawn_meanwhile(case: Any, status: int) -> bool:
-    """Whether the record is out of publication by an act other than this case's own outcome.
+    """Whether the record is out of publication by an act other than the one the case is about.
 
-    A case under review whose first outcome withdrew the record is the one exception: that
-    withdrawal is what the review is about.
+    Two exceptions: a case under review whose first outcome withdrew the record (that
+    withdrawal is what the review is about), and an objection to a repair result (the repair).
     """
     if status not in WITHDRAWN:
         return False
+    if status == lookup_pb2.ENTRY_STATUS_REPAIRED and _grounds(case) == "repair_result":
+        return False  # an objection to a repair result is about the repaired record itself
     own = case["state"] == State.REVIEW and STANDING_OF.get(case["outcome"]) == status
     return not own
+
+
+def _grounds(case: Any) -> str:
+    return case_pb2.CaseFiling.FromString(bytes(case["filing"])).grounds
 
 
 def moot_reason(record_id: str, status: int) -> str:
