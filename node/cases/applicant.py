@@ -65,13 +65,27 @@ async def ask(desk: CaseDesk, case_id: str, action: Action, reason: str, filer: 
         return await desk.review(case_id, reason, actor)
     async with desk.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
+        assert row is not None  # cases are never deleted
         asked = await conn.fetchrow(
-            "SELECT delivered_at, refused FROM case_outbox WHERE case_id = $1 AND purpose = $2",
-            case_id,
-            PURPOSE[action],
+            "SELECT refused FROM case_outbox WHERE case_id = $1 AND purpose = $2", case_id, PURPOSE[action]
         )
+        if asked is not None and asked["refused"]:
+            raise CaseFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"your {PURPOSE[action]} of case {case_id} was refused by {row['record_origin']}: {asked['refused']}",
+            )
         if asked is None:
             _may_ask(row, action)
+            filing = await conn.fetchval(
+                "SELECT delivered_at IS NOT NULL FROM case_outbox WHERE case_id = $1 AND purpose = 'filing'", case_id
+            )
+            if not filing:
+                # Sent now, the request could overtake the filing; the origin must hold the case first.
+                raise CaseFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"case {case_id} has not reached {row['record_origin']} yet (delivery {row['delivery']}): ask"
+                    " again once it is delivered; nothing changed",
+                )
             await _queue(desk, conn, row, action, reason)
         return await desk.view(conn, await desk.case_row(conn, case_id))
 

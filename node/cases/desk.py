@@ -29,7 +29,7 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import applicant, casefile, copies, messages, propagation, provider, resolution
+from credex.node.cases import applicant, casefile, copies, listing, messages, propagation, provider, resolution
 from credex.node.cases.filing import (
     GROUNDS,
     MAX_TEXT,
@@ -640,40 +640,10 @@ class CaseDesk:
     async def list(
         self, viewer: Viewer, state: str = "", overdue: bool = False, limit: int = 100, after: str = ""
     ) -> tuple[list[case_pb2.Case], str]:
-        """One page of the cases ``viewer`` may see, in filing order, and the cursor of the next page ("" if none).
-
-        The order (filing time, then case id) never changes for a case once filed, so a page
-        neither skips nor repeats a case however many are filed while a caller pages through.
-        The cursor is the last case of the page; one the viewer may not see is refused like a
-        case that does not exist.
-        """
-        today = self.clock()
+        """One page of the cases ``viewer`` may see, and the cursor of the next (:mod:`~credex.node.cases.listing`)."""
         async with self.pool.acquire() as conn:
-            start = None
-            if after:
-                start = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", after)
-                if start is None or not viewer.may_see(start, self.origin):
-                    raise invalid(f"after names no case {after[:60]} of yours on this node: pass a next_after given")
-            rows = await conn.fetch(
-                "SELECT * FROM cases WHERE ($1 = '' OR state = $1)"
-                " AND ($2::boolean OR (filer = $3 AND filed_on = $7) OR ($10 <> '' AND provider_unit = $10))"
-                " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5))"
-                " AND ($8::timestamptz IS NULL OR (filed_at, case_id) > ($8, $9))"
-                " ORDER BY filed_at, case_id LIMIT $6",
-                state,
-                viewer.sees_all,
-                viewer.identity,
-                overdue,
-                today,
-                limit + 1,
-                self.origin,
-                start["filed_at"] if start else None,
-                after,
-                viewer.provider_unit,
-            )
-            page = rows[:limit]
-            cursor = page[-1]["case_id"] if len(rows) > limit else ""
-            return [await self.view(conn, row) for row in page], cursor
+            rows, cursor = await listing.page(conn, self.origin, viewer, self.clock(), state, overdue, limit, after)
+            return [await self.view(conn, row) for row in rows], cursor
 
     async def decision(self, case_id: str, viewer: Viewer) -> bytes:
         async with self.pool.acquire() as conn:
