@@ -209,3 +209,27 @@ async def test_a_repair_is_withdrawn_with_the_cli_and_a_case_filed_at_the_origin
         case_pb2.WithdrawCaseRequest(case_id=at_origin.case.case_id, reason="撤回"), timeout=30
     )
     assert withdrawn.state == "withdrawn" and withdrawn.steps[-1].actor == "government-office@320000"
+
+
+async def test_a_withdrawal_waits_until_the_filing_has_reached_the_origin(regions: Regions) -> None:
+    """Sent at once, the withdrawal could overtake the filing; the filer is told to ask again once delivered."""
+    record = penalty(145)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    await regions.federation.stop_node("320000")
+    filed = await regions.filer().FileObjection(objection(record, "applicant-early"), timeout=30)
+    withdraw = case_pb2.WithdrawCaseRequest(case_id=filed.case.case_id, reason="撤回")
+    early = await refused(regions.filer().WithdrawCase(withdraw, timeout=30))
+    assert early.code() == grpc.StatusCode.FAILED_PRECONDITION and "has not reached 320000" in (early.details() or "")
+    assert await requests_queued(regions.shanghai, filed.case.case_id) == []
+    regions.jiangsu = await regions.federation.start_node("320000", **CALLERS)
+    await arrived(regions, filed.case.case_id)
+
+    async def delivered() -> bool:
+        case = await regions.filer().GetCase(
+            case_pb2.GetCaseRequest(case_id=filed.case.case_id, purpose=PURPOSE), timeout=30
+        )
+        return case.delivery.startswith("delivered")
+
+    await eventually(delivered, timeout=60)
+    await regions.filer().WithdrawCase(withdraw, timeout=30)
+    await state_at(regions.jiangsu, filed.case.case_id, "withdrawn")
