@@ -1,9 +1,10 @@
 """An objection whose record left publication by another act while the case was open is moot.
 
 The rule: when Jiangsu decides (or closes) an objection to a record that was revoked at the
-source, hidden, or repaired since the objection was filed, the case is closed ``moot`` and no
-event is signed over the withdrawn record, so the other act stands in every region and the
-filer reads why on the node it filed on.
+source or repaired since the objection was filed, the case is closed ``moot`` and no event is
+signed over the withdrawn record, so the other act stands in every region and the filer reads
+why on the node it filed on. A record only hidden for now is not withdrawn for good: its
+objection is decided as usual.
 """
 
 from __future__ import annotations
@@ -65,14 +66,14 @@ async def test_an_objection_decided_on_a_record_revoked_meanwhile_is_closed_moot
     await eventually(told_at_shanghai, timeout=60)
 
 
-async def test_a_correction_decided_on_a_record_hidden_meanwhile_is_moot_and_does_not_unhide_it(
+async def test_an_objection_to_a_record_hidden_meanwhile_is_decided_and_the_record_stays_hidden_until_unhidden(
     regions: Regions,
 ) -> None:
+    """Hiding is for now, not for good: the objection goes on, and the record comes back as decided, unmarked."""
     case_id, record_id = await open_objection(regions, 91)
     assert regions.jiangsu.pool is not None
     await standing.hide(regions.jiangsu.pool, regions.jiangsu.ledger, record_id, "破产重整期间暂停公示")
     await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_HIDDEN)
-    before = await held(regions.jiangsu, record_id)
     decided = await regions.operator().DecideCase(
         case_pb2.DecideCaseRequest(
             case_id=case_id,
@@ -81,8 +82,11 @@ async def test_a_correction_decided_on_a_record_hidden_meanwhile_is_moot_and_doe
         ),
         timeout=30,
     )
-    assert decided.outcome == "moot" and "hidden" in decided.steps[-1].opinion
-    assert await held(regions.jiangsu, record_id) == before
+    assert (decided.state, decided.outcome) == ("decided", "corrected")
+    await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_HIDDEN, disputed=False)
+    await standing.unhide(regions.jiangsu.pool, regions.jiangsu.ledger, record_id, "重整计划执行完毕")
+    await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_ACTIVE, disputed=False)
+    assert (await held(regions.zhejiang, record_id))["record"].penalty.fine_yuan == "2000"
 
 
 async def test_withdrawing_an_objection_to_a_record_revoked_meanwhile_signs_nothing(regions: Regions) -> None:

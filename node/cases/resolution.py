@@ -9,10 +9,13 @@ Two rules beyond the plain outcome (credit-use.md, Objection 5-6):
   the case's RESOLVE). A record whose window has ended meanwhile comes back expired, never
   active: the origin's window rule is the same whichever event brings a record back. Peers
   see one RESOLVE carrying the restored standing, as with any other outcome.
-- **Withdrawn meanwhile.** When the record left publication by another act while the case was
-  open (revoked at the source, repaired, hidden, or deleted by another case), the objection is
-  moot: the case is closed ``moot`` and no event is signed over a withdrawn record, because an
-  outcome over it would either change nothing or bring back what the other act withdrew.
+- **Withdrawn meanwhile.** When the record left publication for good by another act while the
+  case was open (revoked at the source, repaired, or deleted by another case), the objection is
+  moot: the case is closed ``moot`` and no event is signed over the withdrawn record, because an
+  outcome over it would either change nothing or bring back what the other act withdrew. A
+  record hidden for now (bankruptcy restructuring) is not withdrawn for good: its objection is
+  decided as usual and the outcome keeps it hidden (or ends it, if deleted), so that when the
+  hiding is lifted the record comes back as decided and without a stale dispute mark.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 MOOT = "moot"
 ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 EXPIRED = lookup_pb2.ENTRY_STATUS_EXPIRED
+# Standings that end publication for good: an objection to a record that reached one meanwhile is moot.
+FINAL = frozenset(WITHDRAWN) - {lookup_pb2.ENTRY_STATUS_HIDDEN}
 # The standing each outcome gives; the others keep the record's standing (or restore it, on review).
 STANDING_OF: dict[str, int] = {
     "deleted": lookup_pb2.ENTRY_STATUS_DELETED,
@@ -52,12 +57,12 @@ async def record_now(conn: Connection, record_id: str) -> Any:
 
 
 def withdrawn_meanwhile(case: Any, status: int) -> bool:
-    """Whether the record is out of publication by an act other than the one the case is about.
+    """Whether the record is out of publication for good by an act other than the one the case is about.
 
     Two exceptions: a case under review whose first outcome withdrew the record (that
     withdrawal is what the review is about), and an objection to a repair result (the repair).
     """
-    if status not in WITHDRAWN:
+    if status not in FINAL:
         return False
     if status == lookup_pb2.ENTRY_STATUS_REPAIRED and _grounds(case) == "repair_result":
         return False  # an objection to a repair result is about the repaired record itself
