@@ -102,10 +102,14 @@ async def test_the_filer_withdraws_on_the_filing_node_once_and_the_mark_comes_of
     await state_at(regions.jiangsu, case_id, "withdrawn")
     await everywhere(regions, record_id, disputed=False, status=lookup_pb2.ENTRY_STATUS_ACTIVE)
     await state_at(regions.shanghai, case_id, "withdrawn")
-    shown = await regions.filer().GetCase(case_pb2.GetCaseRequest(case_id=case_id, purpose=PURPOSE), timeout=30)
-    withdrawal = [s for s in shown.steps if s.stage == "withdrawal"]
+
+    async def shown() -> case_pb2.Case | None:
+        case = await regions.filer().GetCase(case_pb2.GetCaseRequest(case_id=case_id, purpose=PURPOSE), timeout=30)
+        return case if case.delivery.startswith("withdrawal delivered to 320000") else None
+
+    case = await eventually(shown, timeout=60)
+    withdrawal = [s for s in case.steps if s.stage == "withdrawal"]
     assert [(s.actor, s.opinion) for s in withdrawal] == [("government-office@310000", "已与提供单位沟通，撤回异议")]
-    assert shown.delivery.startswith("withdrawal delivered to 320000")
 
     # Closed now: a review is refused with the reason, on the filing node, and nothing is queued.
     closed = await refused(
@@ -141,7 +145,16 @@ async def test_the_filer_asks_for_review_while_the_origin_is_down_and_an_overtur
     regions.jiangsu = await regions.federation.start_node("320000", **CALLERS)
     await state_at(regions.jiangsu, case_id, "review")
     await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_DELETED, disputed=True)
-    await regions.filer().ReviewCase(case_pb2.ReviewCaseRequest(case_id=case_id, reason="删除依据不足"), timeout=30)
+
+    async def delivered() -> bool:
+        case = await regions.filer().GetCase(case_pb2.GetCaseRequest(case_id=case_id, purpose=PURPOSE), timeout=30)
+        return case.delivery.startswith("review delivered")
+
+    await eventually(delivered, timeout=60)
+    # Asked again, with the CLI this time: one request, already carried out.
+    government = tls_options(regions, regions.shanghai, GOVERNMENT)
+    again = await credex("objection", "review", case_id, *government, "--reason", "删除依据不足")
+    assert again.exit_code == 0 and "review delivered to 320000" in again.output, again.output
     assert len(await requests_queued(regions.shanghai, case_id)) == 1
 
     await regions.operator().DecideCase(
