@@ -129,6 +129,10 @@ class AccessConfig(BaseModel):
     # certificate with that name reads who checked the company. A natural person's own caller
     # speaks for the person's pseudonym (psn:…, `credex checks pseudonym`), never the ID number.
     speaks_for: dict[str, list[str]] = {}
+    # Caller identity -> the USCC of the providing unit (数据提供单位) it decides for: it decides the
+    # objections the platform passed to that unit (部门审核) about records the unit provided, and
+    # nothing more. Each name must be bound in caller_keys, like speaks_for.
+    provider_units: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _speaks_for(self) -> AccessConfig:
@@ -152,6 +156,20 @@ class AccessConfig(BaseModel):
                         f"access.speaks_for[{name!r}]: {exc.message}; give a USCC, or a person's pseudonym (psn:…),"
                         " never an ID number"
                     ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _provider_units(self) -> AccessConfig:
+        for name, code in self.provider_units.items():
+            if name not in self.caller_keys:
+                raise ValueError(
+                    f"access.provider_units names {name!r}, which access.caller_keys does not bind to a key:"
+                    " bind it there"
+                )
+            try:
+                uscc_codes.validate(code)
+            except uscc_codes.InvalidSubjectCode as exc:
+                raise ValueError(f"access.provider_units[{name!r}]: {exc.message}") from None
         return self
 
     @model_validator(mode="after")

@@ -30,6 +30,10 @@ TODAY = china_today()
 DECIDED = (TODAY - dt.timedelta(days=200)).isoformat()  # past 3 months, not yet a year
 
 
+# The unit that provided Jiangsu's test records (数据来源单位): objections passed on go to it (部门审核).
+SOURCE_UNIT = uscc_codes.make("11", "320500", "JCDW0001")
+
+
 def subject(n: int) -> str:
     return uscc_codes.make("91", "320500", f"CX{n:06d}")
 
@@ -46,6 +50,7 @@ def penalty(
         sharing_level=record_pb2.SHARING_LEVEL_PUBLIC,
         publicity=record_pb2.PublicityWindow(start=decided, end="2099-12-31"),
         deciding_authority=record_pb2.Authority(name="苏州市市场监督管理局"),
+        source_unit=record_pb2.Authority(name="苏州市市场监督管理局", uscc=SOURCE_UNIT),
         penalty=record_pb2.PenaltyDetails(content="罚款 20000 元", fine_yuan="20000", severity=severity),
     )
 

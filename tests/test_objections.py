@@ -62,13 +62,13 @@ async def test_each_outcome_is_signed_by_the_origin_and_applied_in_every_region(
         assert row["at_origin"] and row["due_on"] is not None
         await everywhere(regions, record.record_id, disputed=True, status=ACTIVE)
 
-    # Two stages: the platform passes some cases to the source unit (部门审核, 待核实).
+    # The platform takes some cases into its own review (中心审核, 待审核); provider review (部门审核) is
+    # test_objection_provider_review.py.
     for outcome in ("corrected", "supplemented", "upheld"):
-        passed = await operator.AcceptCase(
-            case_pb2.AcceptCaseRequest(case_id=cases[outcome], accept=True, to_provider=True, opinion="转数据提供单位"),
-            timeout=30,
+        taken = await operator.AcceptCase(
+            case_pb2.AcceptCaseRequest(case_id=cases[outcome], accept=True, opinion="平台审核"), timeout=30
         )
-        assert (passed.state, passed.status_code, passed.status_label) == ("provider_review", 1, "待核实")
+        assert (taken.state, taken.status_code, taken.status_label) == ("platform_review", 0, "待审核")
 
     changes = {
         "corrected": [event_pb2.FieldChange(field="penalty.fine_yuan", old_value="20000", new_value="2000")],

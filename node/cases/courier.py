@@ -54,6 +54,8 @@ _DEFINITIVE = frozenset(
         grpc.StatusCode.NOT_FOUND,
     }
 )
+# Messages the filer sent (its filing, withdrawal or review): the filing node's copy says how each went.
+_FILERS_OWN = frozenset({"filing", "withdrawal", "review"})
 
 
 class CaseCourier:
@@ -131,11 +133,12 @@ class CaseCourier:
                 row["id"],
                 row["envelope"],
             )
-            if row["purpose"] == "filing":
+            if row["purpose"] in _FILERS_OWN:
+                done = "delivered" if row["purpose"] == "filing" else f"{row['purpose']} delivered"
                 await conn.execute(
                     "UPDATE cases SET delivery = $2 WHERE case_id = $1",
                     row["case_id"],
-                    f"delivered to {row['target']} ({answer.state} there)",
+                    f"{done} to {row['target']} ({answer.state} there)",
                 )
         log.info("case %s: %s delivered to %s", row["case_id"], row["purpose"], row["target"])
         return True
@@ -180,6 +183,12 @@ class CaseCourier:
                 )
                 if closed:
                     await casefile.add_step(conn, row["case_id"], row["target"], "delivery", State.NOT_ACCEPTED, reason)
+            elif marked and row["purpose"] in _FILERS_OWN:  # a withdrawal or review refused: the case goes on
+                await conn.execute(
+                    "UPDATE cases SET delivery = $2 WHERE case_id = $1",
+                    row["case_id"],
+                    f"{row['purpose']} refused by {row['target']}: {reason}",
+                )
         log.warning("case %s: %s refused by %s: %s", row["case_id"], row["purpose"], row["target"], reason)
 
     async def queue_receipts(self) -> int:

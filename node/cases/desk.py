@@ -29,8 +29,7 @@ from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
 from credex.domain.workdays import add_working_days
-from credex.node.cases import casefile, copies, messages, propagation
-from credex.node.cases.corrections import apply_changes
+from credex.node.cases import applicant, casefile, copies, listing, messages, propagation, provider, resolution
 from credex.node.cases.filing import (
     GROUNDS,
     MAX_TEXT,
@@ -170,6 +169,8 @@ class CaseDesk:
             return await propagation.confirm(self, message.receipt, sender)
         if message.HasField("status"):
             return await copies.take_status(self, message.status, sender)
+        if message.HasField("request"):
+            return await applicant.take(self, message.request, sender)
         pb = message.filing
         if pb.filed_on != sender:
             raise invalid(f"the filing says it was filed on {pb.filed_on[:16]!r}, but {sender} sends it")
@@ -363,12 +364,18 @@ class CaseDesk:
                 if not opinion.strip():
                     raise invalid("a case not accepted needs the reason (opinion)")
                 if kind == Kind.OBJECTION:
-                    await self._resolve(conn, row, "not_accepted", opinion, actor)
+                    await resolution.resolve(conn, self.ledger, row, "not_accepted", opinion, actor, today)
                 await self._close(conn, case_id, State.NOT_ACCEPTED, "not_accepted", today)
                 await casefile.add_step(conn, case_id, actor, _stage(row), State.NOT_ACCEPTED, opinion)
             elif kind == Kind.OBJECTION:
                 if to_provider:
+                    held = await conn.fetchval("SELECT record FROM records WHERE record_id = $1", row["record_id"])
+                    unit = provider.providing_unit(record_pb2.Record.FromString(bytes(held)))
+                    if not unit:
+                        raise provider.no_unit(row["record_id"])
+                    await conn.execute("UPDATE cases SET provider_unit = $2 WHERE case_id = $1", case_id, unit)
                     state, due = State.PROVIDER_REVIEW, add_working_days(today, rules.objection_provider_days)
+                    opinion = f"passed to providing unit {unit}: {opinion}".rstrip(": ")
                 else:
                     state, due = State.PLATFORM_REVIEW, add_working_days(today, rules.objection_platform_days)
                 due = min(due, self._cap(row, rules) or due)
@@ -391,9 +398,12 @@ class CaseDesk:
         changes: Sequence[event_pb2.FieldChange],
         decided_by: str,
         actor: str,
+        provider_unit: str = "",
     ) -> case_pb2.Case:
+        """Decide a case: by the origin's operators, or at provider review by the providing unit ``provider_unit``."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await self._decidable(conn, case_id)
+            provider.check_decider(row, provider_unit)
             kind = Kind(row["kind"])
             allowed = OBJECTION_OUTCOMES if kind == Kind.OBJECTION else REPAIR_OUTCOMES
             if outcome not in allowed:
@@ -407,9 +417,17 @@ class CaseDesk:
                 # A review's outcome is final: the case is done, and no second review follows.
                 reviewed = row["state"] == State.REVIEW
                 final, stage = (State.DONE, "review") if reviewed else (State.DECIDED, "decision")
-                await self._resolve(conn, row, outcome, opinion, decided_by or actor, list(changes))
-                await self._close(conn, case_id, final, outcome, today)
-                await casefile.add_step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
+                if provider_unit:
+                    stage, decided_by = str(State.PROVIDER_REVIEW), provider_unit
+                unit = decided_by or actor
+                if await resolution.resolve(conn, self.ledger, row, outcome, opinion, unit, today, list(changes)):
+                    await self._close(conn, case_id, final, outcome, today)
+                    await casefile.add_step(conn, case_id, actor, stage, final, f"{outcome}: {opinion}".strip(": "))
+                else:
+                    status = (await resolution.record_now(conn, row["record_id"]))["status"]
+                    await self._close(conn, case_id, State.DONE, resolution.MOOT, today)
+                    moot = resolution.moot_reason(row["record_id"], status)
+                    await casefile.add_step(conn, case_id, actor, stage, State.DONE, f"{moot} ({outcome} asked)")
             elif outcome == "denied":
                 if not opinion.strip():
                     raise invalid("a denied repair needs the reason (opinion); the subject may object to it")
@@ -508,6 +526,13 @@ class CaseDesk:
             row = await self._decidable(conn, case_id)
             if row["kind"] != Kind.OBJECTION or row["state"] != State.DECIDED:
                 raise refuse_state(case_id, row["state"], "reviewed (only a decided objection is, once)")
+            status = (await resolution.record_now(conn, row["record_id"]))["status"]
+            if resolution.withdrawn_meanwhile({**dict(row), "state": State.REVIEW}, status):
+                raise CaseFailure(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"record {row['record_id']} is {resolution.standing_name(status)} since the outcome: there is"
+                    " nothing left to review; nothing changed",
+                )
             today = self.clock()
             rules = self.mine
             due = add_working_days(today, rules.objection_review_days)
@@ -538,53 +563,11 @@ class CaseDesk:
             if row["state"] in CLOSED or row["state"] == State.PROPAGATING:
                 raise refuse_state(case_id, row["state"], "withdrawn")
             if row["kind"] == Kind.OBJECTION:
-                await self._resolve(conn, row, "withdrawn", reason, actor)
+                await resolution.resolve(conn, self.ledger, row, "withdrawn", reason, actor, self.clock())
             await self._close(conn, case_id, State.WITHDRAWN, "withdrawn", self.clock())
             await casefile.add_step(conn, case_id, actor, "withdrawal", State.WITHDRAWN, reason)
             await copies.queue_status(self, conn, case_id)
             return await self.view(conn, await self.case_row(conn, case_id))
-
-    async def _resolve(
-        self,
-        conn: Connection,
-        row: Any,
-        outcome: str,
-        opinion: str,
-        decided_by: str,
-        changes: list[event_pb2.FieldChange] | None = None,
-    ) -> None:
-        """Sign the RESOLVE that carries an objection's outcome; the mark stays while another objection is open."""
-        still_open = await conn.fetchval(
-            "SELECT count(*) FROM cases WHERE record_id = $1 AND kind = 'objection' AND at_origin"
-            " AND closed_at IS NULL AND case_id <> $2",
-            row["record_id"],
-            row["case_id"],
-        )
-        standing: int | None = None
-        new_record: record_pb2.Record | None = None
-        if outcome in {"deleted", "delisted"}:
-            standing = lookup_pb2.ENTRY_STATUS_DELETED
-        elif outcome == "publication_ended":
-            standing = lookup_pb2.ENTRY_STATUS_EXPIRED
-        elif outcome in {"corrected", "supplemented"}:
-            held = await conn.fetchval("SELECT record FROM records WHERE record_id = $1", row["record_id"])
-            new_record = apply_changes(record_pb2.Record.FromString(bytes(held)), changes or [])
-        await self.ledger.amend(
-            conn,
-            row["record_id"],
-            event_pb2.EVENT_TYPE_RESOLVE,
-            opinion or outcome,
-            standing=standing,
-            disputed=bool(still_open),
-            case=event_pb2.CaseRef(
-                case_id=row["case_id"],
-                kind=Kind.OBJECTION,
-                outcome=outcome,
-                changes=changes or [],
-                decided_by=decided_by,
-            ),
-            record=new_record,
-        )
 
     async def _decidable(self, conn: Connection, case_id: str) -> Any:
         row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1 FOR UPDATE", case_id)
@@ -656,22 +639,12 @@ class CaseDesk:
             return await self.view(conn, row)
 
     async def list(
-        self, viewer: Viewer, state: str = "", overdue: bool = False, limit: int = 100
-    ) -> list[case_pb2.Case]:
-        today = self.clock()
+        self, viewer: Viewer, state: str = "", overdue: bool = False, limit: int = 100, after: str = ""
+    ) -> tuple[list[case_pb2.Case], str]:
+        """One page of the cases ``viewer`` may see, and the cursor of the next (:mod:`~credex.node.cases.listing`)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT * FROM cases WHERE ($1 = '' OR state = $1) AND ($2::boolean OR (filer = $3 AND filed_on = $7))"
-                " AND (NOT $4 OR (closed_at IS NULL AND due_on < $5)) ORDER BY filed_at, case_id LIMIT $6",
-                state,
-                viewer.sees_all,
-                viewer.identity,
-                overdue,
-                today,
-                limit,
-                self.origin,
-            )
-            return [await self.view(conn, row) for row in rows]
+            rows, cursor = await listing.page(conn, self.origin, viewer, self.clock(), state, overdue, limit, after)
+            return [await self.view(conn, row) for row in rows], cursor
 
     async def decision(self, case_id: str, viewer: Viewer) -> bytes:
         async with self.pool.acquire() as conn:

@@ -54,7 +54,8 @@ class Filing:
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Who reads cases: operators see all of a node's cases, others the ones they filed on that node.
+    """Who reads cases: operators see all of a node's cases, others the ones they filed on that node (and a
+    providing unit's caller the cases passed to its unit).
 
     A certificate name is only the name of a caller of one node: the same name on another
     node may be another office. So a filer is known by (filing node, name), and at the
@@ -63,8 +64,11 @@ class Viewer:
 
     identity: str
     sees_all: bool
+    provider_unit: str = ""  # a caller bound to a providing unit also sees the cases passed to it (部门审核)
 
     def may_see(self, row: Any, node: str) -> bool:
+        if self.provider_unit and row["provider_unit"] == self.provider_unit:
+            return True
         return self.sees_all or (row["filed_on"] == node and row["filer"] == self.identity)
 
 

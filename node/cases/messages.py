@@ -59,9 +59,12 @@ def open_message(envelope: event_pb2.Envelope, bundle: TrustBundle, caller: str)
 
 
 def message_at(
-    sender: str, body: case_pb2.CaseFiling | case_pb2.RepairReceipt | case_pb2.CaseStatus
+    sender: str,
+    body: case_pb2.CaseFiling | case_pb2.RepairReceipt | case_pb2.CaseStatus | case_pb2.ApplicantRequest,
 ) -> case_pb2.CaseMessage:
     now = dt.datetime.now(dt.UTC).isoformat()
+    if isinstance(body, case_pb2.ApplicantRequest):
+        return case_pb2.CaseMessage(sender=sender, sent_at=now, request=body)
     if isinstance(body, case_pb2.CaseFiling):
         return case_pb2.CaseMessage(sender=sender, sent_at=now, filing=body)
     if isinstance(body, case_pb2.CaseStatus):

@@ -129,7 +129,8 @@ def cases_list(
     node: NodeOption,
     state: Annotated[str, typer.Option(help="only cases in this state")] = "",
     overdue: Annotated[bool, typer.Option("--overdue", help="only open cases past their deadline")] = False,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    page_size: Annotated[int, typer.Option("--page-size", "--limit", min=1, max=1000, help="cases per page")] = 100,
+    after: Annotated[str, typer.Option(help="the page after this case (the cursor the last page printed)")] = "",
     purpose: Annotated[str, typer.Option(help="why you ask; goes to the audit log")] = "",
     config: ConfigOption = None,
     bundle: BundleOption = None,
@@ -139,9 +140,9 @@ def cases_list(
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The cases a node holds (an operator sees all; a government caller those it filed)."""
+    """The cases a node holds (an operator sees all; a government caller those it filed), a page at a time."""
     tls = _tls(config, bundle, federation_key, ca, cert, key)
-    request = case_pb2.ListCasesRequest(state=state, overdue=overdue, limit=limit, purpose=purpose)
+    request = case_pb2.ListCasesRequest(state=state, overdue=overdue, limit=page_size, after=after, purpose=purpose)
     answer = _call(node, tls, "ListCases", request)
     assert isinstance(answer, case_pb2.ListCasesResponse)
     if as_json:
@@ -157,6 +158,8 @@ def cases_list(
             case.case_id, kind, case.record_id, case.record_origin, case.state, case.status_label, due, case.filed_on
         )
     console.print(table if answer.cases else "no cases")
+    if answer.next_after:
+        console.print(f"more: --after {answer.next_after}", soft_wrap=True)
 
 
 @cases_app.command("show")
@@ -326,6 +329,61 @@ def objection_file(
     if not answer.created and not as_json:
         console.print("filed before with this request id: the same case")
     _show(answer.case, as_json)
+
+
+ReasonOption = Annotated[str, typer.Option(help="why; the origin keeps it in the case file")]
+
+
+def _applicant(method: str, request: Message, node: str, tls: TlsFiles, as_json: bool) -> None:
+    """The filer's own step, asked on the node it filed on; that node carries it to the origin."""
+    answer = _call(node, tls, method, request)
+    assert isinstance(answer, case_pb2.Case)
+    _show(answer, as_json)  # its delivery line says whether the origin has the request yet
+
+
+@objection_app.command("withdraw")
+def objection_withdraw(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: ReasonOption,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw an objection you filed, on the node you filed it on; the record's mark comes off."""
+    request = case_pb2.WithdrawCaseRequest(case_id=case_id, reason=reason)
+    _applicant("WithdrawCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
+
+
+@objection_app.command("review")
+def objection_review(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: Annotated[str, typer.Option(help="your grounds for review (复核) of the outcome")],
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask for review (复核) of a decided objection you filed, once, on the node you filed it on."""
+    request = case_pb2.ReviewCaseRequest(case_id=case_id, reason=reason)
+    _applicant("ReviewCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
+
+
+@repair_app.command("withdraw")
+def repair_withdraw(
+    case_id: Annotated[str, typer.Argument()],
+    node: NodeOption,
+    reason: ReasonOption,
+    ca: CaOption = None,
+    cert: CertOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw a repair you filed, on the node you filed it on, while it is undecided."""
+    request = case_pb2.WithdrawCaseRequest(case_id=case_id, reason=reason)
+    _applicant("WithdrawCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
 
 
 @repair_app.command("file")

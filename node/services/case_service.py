@@ -1,8 +1,9 @@
 """CaseService: objections and repairs, filed on any node and decided by the record's origin.
 
 The edge has validated every field and audits the call; this module decides who may
-do what (government callers and platforms file, on behalf of the record's subject;
-operators decide at the origin; only peers deliver), hands the work to the
+do what (government callers and platforms file, on behalf of the record's subject, and
+withdraw or ask for review of what they filed; operators decide at the origin; only peers
+deliver), hands the work to the
 :class:`~credex.node.cases.CaseDesk`, and names the case and its record in the audit row.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from credex.node.cases import CaseDesk, CaseFailure, Filing, Kind, Viewer
+from credex.node.cases.applicant import Action, ask
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2
@@ -26,6 +28,19 @@ T = TypeVar("T")
 class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     # The node's own desk, handed over by the server (one clock and one signing key for service and courier).
     desk: CaseDesk
+
+    def _viewer(self) -> Viewer:
+        caller = edge.current().caller
+        if caller.role not in _MAY_FILE:
+            raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "only government callers and operators read cases")
+        return Viewer(caller.identity, caller.role == "operator", self._provider_unit())
+
+    def _provider_unit(self) -> str:
+        """The providing unit the caller decides for (部门审核), bound in access.provider_units; "" for none."""
+        caller = edge.current().caller
+        if caller.role not in _MAY_FILE:
+            return ""
+        return self.config.access.provider_units.get(caller.identity, "")
 
     async def FileObjection(
         self, request: case_pb2.FileObjectionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -72,19 +87,21 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def GetCase(
         self, request: case_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        case = await _run(self.desk.get(request.case_id, _viewer()))
+        case = await _run(self.desk.get(request.case_id, self._viewer()))
         _answer(case)
         return case
 
     async def ListCases(
         self, request: case_pb2.ListCasesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.ListCasesResponse:
-        viewer = _viewer()
+        viewer = self._viewer()
         if request.limit > MAX_LIST:
             raise edge.invalid(f"limit is at most {MAX_LIST}")
-        cases = await self.desk.list(viewer, request.state, request.overdue, request.limit or 100)
+        cases, after = await _run(
+            self.desk.list(viewer, request.state, request.overdue, request.limit or 100, request.after)
+        )
         edge.current().answer(len(cases), (c.case_id for c in cases))
-        return case_pb2.ListCasesResponse(cases=cases)
+        return case_pb2.ListCasesResponse(cases=cases, next_after=after)
 
     async def AcceptCase(
         self, request: case_pb2.AcceptCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -99,12 +116,18 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def DecideCase(
         self, request: case_pb2.DecideCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        actor = _operator(request.actor)
-        case = await _run(
-            self.desk.decide(
-                request.case_id, request.outcome, request.opinion, list(request.changes), request.decided_by, actor
+        caller = edge.current().caller
+        changes = list(request.changes)
+        unit = self._provider_unit()
+        if unit and caller.role != "operator":  # 部门审核: the unit decides, and is named as the decider
+            actor = f"{request.actor} ({caller.identity})" if request.actor else caller.identity
+            work = self.desk.decide(request.case_id, request.outcome, request.opinion, changes, unit, actor, unit)
+        else:
+            actor = _operator(request.actor)
+            work = self.desk.decide(
+                request.case_id, request.outcome, request.opinion, changes, request.decided_by, actor
             )
-        )
+        case = await _run(work)
         _answer(case)
         return case
 
@@ -119,23 +142,29 @@ class CaseService(Servicer, case_pb2_grpc.CaseServiceServicer):
     async def WithdrawCase(
         self, request: case_pb2.WithdrawCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        actor = _operator(request.actor)
-        case = await _run(self.desk.withdraw(request.case_id, request.reason, actor))
+        applicant = _applicant()
+        if applicant is not None:
+            case = await _run(ask(self.desk, request.case_id, Action.WITHDRAW, request.reason, applicant))
+        else:
+            case = await _run(self.desk.withdraw(request.case_id, request.reason, _operator(request.actor)))
         _answer(case)
         return case
 
     async def ReviewCase(
         self, request: case_pb2.ReviewCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.Case:
-        actor = _operator(request.actor)
-        case = await _run(self.desk.review(request.case_id, request.reason, actor))
+        applicant = _applicant()
+        if applicant is not None:
+            case = await _run(ask(self.desk, request.case_id, Action.REVIEW, request.reason, applicant))
+        else:
+            case = await _run(self.desk.review(request.case_id, request.reason, _operator(request.actor)))
         _answer(case)
         return case
 
     async def GetRepairDecision(
         self, request: case_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> case_pb2.RepairDecisionDocument:
-        raw = await _run(self.desk.decision(request.case_id, _viewer()))
+        raw = await _run(self.desk.decision(request.case_id, self._viewer()))
         edge.current().answer(1, [f"repair decision of {request.case_id}"])
         return case_pb2.RepairDecisionDocument(envelope=_envelope(raw))
 
@@ -159,11 +188,10 @@ async def _run(work: Awaitable[T]) -> T:
         raise edge.Refused(exc.code, exc.message) from None
 
 
-def _viewer() -> Viewer:
+def _applicant() -> str | None:
+    """The government caller acting on a case it filed on this node (withdrawal, 复核); ``None`` for others."""
     caller = edge.current().caller
-    if caller.role not in _MAY_FILE:
-        raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, "only government callers and operators read cases")
-    return Viewer(caller.identity, caller.role == "operator")
+    return caller.identity if caller.role == "government" else None
 
 
 def _operator(actor: str) -> str:

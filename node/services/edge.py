@@ -276,7 +276,7 @@ RULES: dict[str, dict[str, Text]] = {
         "purpose": Text(500),
     },
     "credex.v1.GetCaseRequest": {"case_id": Text(64, required=True), "purpose": Text(500)},
-    "credex.v1.ListCasesRequest": {"state": Text(32), "purpose": Text(500)},
+    "credex.v1.ListCasesRequest": {"state": Text(32), "purpose": Text(500), "after": Text(64)},
     "credex.v1.AcceptCaseRequest": {"case_id": Text(64, required=True), "opinion": Text(1000), "actor": Text(100)},
     "credex.v1.DecideCaseRequest": {
         "case_id": Text(64, required=True),

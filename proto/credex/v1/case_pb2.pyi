@@ -206,6 +206,7 @@ class CaseMessage(_message.Message):
     FILING_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
     sender: _builtins.str
     """the sending node's origin: must be the key's and the caller's"""
     sent_at: _builtins.str
@@ -216,6 +217,8 @@ class CaseMessage(_message.Message):
     def receipt(self) -> Global___RepairReceipt: ...
     @_builtins.property
     def status(self) -> Global___CaseStatus: ...
+    @_builtins.property
+    def request(self) -> Global___ApplicantRequest: ...
     def __init__(
         self,
         *,
@@ -224,16 +227,51 @@ class CaseMessage(_message.Message):
         filing: Global___CaseFiling | None = ...,
         receipt: Global___RepairReceipt | None = ...,
         status: Global___CaseStatus | None = ...,
+        request: Global___ApplicantRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "request", b"request", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "sender", b"sender", "sent_at", b"sent_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "filing", b"filing", "receipt", b"receipt", "request", b"request", "sender", b"sender", "sent_at", b"sent_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["filing", "receipt", "status"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["filing", "receipt", "status", "request"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___CaseMessage: _TypeAlias = CaseMessage  # noqa: Y015
+
+@_typing.final
+class ApplicantRequest(_message.Message):
+    """The applicant's own request on a case it filed, carried by the filing node to the origin. The origin
+    takes it only from the node the case was filed on, and only for the filer who filed it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FILER_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    action: _builtins.str
+    """withdraw or review"""
+    reason: _builtins.str
+    filer: _builtins.str
+    """the filer's identity on the filing node (the message's sender)"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        filer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "case_id", b"case_id", "filer", b"filer", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplicantRequest: _TypeAlias = ApplicantRequest  # noqa: Y015
 
 @_typing.final
 class FileObjectionRequest(_message.Message):
@@ -481,11 +519,14 @@ class ListCasesRequest(_message.Message):
     OVERDUE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     overdue: _builtins.bool
     limit: _builtins.int
-    """default 100, at most 1000"""
+    """the page size: default 100, at most 1000"""
     purpose: _builtins.str
+    after: _builtins.str
+    """the next_after of the page before: this page starts after that case"""
     def __init__(
         self,
         *,
@@ -493,10 +534,11 @@ class ListCasesRequest(_message.Message):
         overdue: _builtins.bool = ...,
         limit: _builtins.int = ...,
         purpose: _builtins.str = ...,
+        after: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "overdue", b"overdue", "purpose", b"purpose", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit", "overdue", b"overdue", "purpose", b"purpose", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,16 +549,20 @@ class ListCasesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CASES_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_FIELD_NUMBER: _builtins.int
+    next_after: _builtins.str
+    """empty on the last page; else pass it as after for the next page"""
     @_builtins.property
     def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Case]: ...
     def __init__(
         self,
         *,
         cases: _abc.Iterable[Global___Case] | None = ...,
+        next_after: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases", "next_after", b"next_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -140,14 +140,16 @@ class CaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WithdrawCase(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Withdrawal and 复核 (the objector disputes a decided objection's outcome; the review body decides it
+        again, once): by the origin's operators, or by the applicant itself on the node it filed on, which
+        carries the request to the origin signed through its durable outbox.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReviewCase(self, request, context):
-        """复核: the objector disputes a decided objection's outcome; the review body decides it again, once.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

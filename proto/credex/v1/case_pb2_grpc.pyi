@@ -44,8 +44,11 @@ class CaseServiceStub:
     DecideCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.DecideCaseRequest, _case_pb2.Case]
     ExtendCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.ExtendCaseRequest, _case_pb2.Case]
     WithdrawCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.WithdrawCaseRequest, _case_pb2.Case]
+    """Withdrawal and 复核 (the objector disputes a decided objection's outcome; the review body decides it
+    again, once): by the origin's operators, or by the applicant itself on the node it filed on, which
+    carries the request to the origin signed through its durable outbox.
+    """
     ReviewCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.ReviewCaseRequest, _case_pb2.Case]
-    """复核: the objector disputes a decided objection's outcome; the review body decides it again, once."""
     GetRepairDecision: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.RepairDecisionDocument]
     """The repair decision (修复决定书), signed by the origin's key; verifiable offline with the trust bundle."""
     DeliverCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.DeliverCaseRequest, _case_pb2.DeliverCaseResponse]
@@ -65,8 +68,11 @@ class CaseServiceAsyncStub(CaseServiceStub):
     DecideCase: _aio.UnaryUnaryMultiCallable[_case_pb2.DecideCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
     ExtendCase: _aio.UnaryUnaryMultiCallable[_case_pb2.ExtendCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
     WithdrawCase: _aio.UnaryUnaryMultiCallable[_case_pb2.WithdrawCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    """Withdrawal and 复核 (the objector disputes a decided objection's outcome; the review body decides it
+    again, once): by the origin's operators, or by the applicant itself on the node it filed on, which
+    carries the request to the origin signed through its durable outbox.
+    """
     ReviewCase: _aio.UnaryUnaryMultiCallable[_case_pb2.ReviewCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
-    """复核: the objector disputes a decided objection's outcome; the review body decides it again, once."""
     GetRepairDecision: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.RepairDecisionDocument]  # type: ignore[assignment]
     """The repair decision (修复决定书), signed by the origin's key; verifiable offline with the trust bundle."""
     DeliverCase: _aio.UnaryUnaryMultiCallable[_case_pb2.DeliverCaseRequest, _case_pb2.DeliverCaseResponse]  # type: ignore[assignment]
@@ -130,15 +136,18 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _case_pb2.WithdrawCaseRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
+        """Withdrawal and 复核 (the objector disputes a decided objection's outcome; the review body decides it
+        again, once): by the origin's operators, or by the applicant itself on the node it filed on, which
+        carries the request to the origin signed through its durable outbox.
+        """
 
     @_abc_1.abstractmethod
     def ReviewCase(
         self,
         request: _case_pb2.ReviewCaseRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
-        """复核: the objector disputes a decided objection's outcome; the review body decides it again, once."""
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
 
     @_abc_1.abstractmethod
     def GetRepairDecision(

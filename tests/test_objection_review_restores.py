@@ -1,0 +1,119 @@
+"""复核 that overturns an outcome which withdrew a record brings the record back, with the standing it had.
+
+Jiangsu (the origin) deletes a record on an objection filed at Shanghai; the review body then
+overturns the deletion. The origin signs one RESOLVE carrying the record's prior standing, and
+every region applies it by the normal path. A record whose window ended meanwhile comes back
+expired, and one revoked meanwhile is not brought back at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+
+from credex.node.ledger import standing
+from credex.v1 import case_pb2, event_pb2, lookup_pb2
+
+from .cases_support import (
+    TODAY,
+    Regions,
+    arrived,
+    everywhere,
+    held,
+    objection,
+    penalty,
+    publish,
+    refused,
+    regions_fixture,  # noqa: F401 (the regions fixture)
+)
+from .test_objections import last_event
+
+ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
+DELETED = lookup_pb2.ENTRY_STATUS_DELETED
+
+
+async def deleted_then_reviewed(regions: Regions, n: int, window_end: str = "2099-12-31") -> tuple[str, str]:
+    """A record of Jiangsu deleted on a Shanghai objection, and the review of that outcome asked for."""
+    record = penalty(n)
+    record.publicity.end = window_end
+    await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
+    filed = await regions.filer().FileObjection(objection(record, f"restore-{n}"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="deleted", opinion="信息有误，删除"), timeout=30
+    )
+    await everywhere(regions, record.record_id, status=DELETED, disputed=False)
+    reviewed = await operator.ReviewCase(
+        case_pb2.ReviewCaseRequest(case_id=filed.case.case_id, reason="提供单位不服删除，申请复核"), timeout=30
+    )
+    assert reviewed.state == "review"
+    await everywhere(regions, record.record_id, status=DELETED, disputed=True)
+    return filed.case.case_id, record.record_id
+
+
+async def test_a_review_that_overturns_a_deletion_brings_the_record_back_active_in_every_region(
+    regions: Regions,
+) -> None:
+    case_id, record_id = await deleted_then_reviewed(regions, 80)
+    final = await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=case_id, outcome="upheld", opinion="复核认定原信息无误"), timeout=30
+    )
+    assert (final.state, final.outcome, final.status_label) == ("done", "upheld", "已完成")
+    await everywhere(regions, record_id, status=ACTIVE, disputed=False)
+    restoring = await last_event(regions, record_id)  # Zhejiang's copy of Jiangsu's log
+    assert restoring.type == event_pb2.EVENT_TYPE_RESOLVE and restoring.standing == event_pb2.STANDING_ACTIVE
+    assert (restoring.case.case_id, restoring.case.outcome) == (case_id, "upheld")
+
+
+async def test_a_record_whose_window_ended_meanwhile_comes_back_expired_not_active(regions: Regions) -> None:
+    window_end = TODAY + dt.timedelta(days=60)
+    case_id, record_id = await deleted_then_reviewed(regions, 81, window_end.isoformat())
+    regions.jiangsu.cases.clock = lambda: window_end + dt.timedelta(days=30)
+    await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=case_id, outcome="unconfirmable", opinion="无法核实，撤销删除"), timeout=30
+    )
+    await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_EXPIRED, disputed=False)
+
+
+async def test_a_review_upholding_the_deletion_keeps_the_record_deleted(regions: Regions) -> None:
+    case_id, record_id = await deleted_then_reviewed(regions, 82)
+    await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=case_id, outcome="deleted", opinion="复核维持删除"), timeout=30
+    )
+    await everywhere(regions, record_id, status=DELETED, disputed=False)
+
+
+async def test_a_record_revoked_during_the_review_is_not_brought_back_and_no_outcome_is_signed(
+    regions: Regions,
+) -> None:
+    case_id, record_id = await deleted_then_reviewed(regions, 83)
+    assert regions.jiangsu.pool is not None
+    await standing.revoke(regions.jiangsu.pool, regions.jiangsu.ledger, record_id, "原处罚决定被撤销")
+    await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_REVOKED)
+    before = await held(regions.jiangsu, record_id)
+    final = await regions.operator().DecideCase(
+        case_pb2.DecideCaseRequest(case_id=case_id, outcome="upheld", opinion="复核认定原信息无误"), timeout=30
+    )
+    assert (final.state, final.outcome) == ("done", "moot") and "revoked" in final.steps[-1].opinion
+    assert await held(regions.jiangsu, record_id) == before  # nothing signed
+
+
+async def test_a_review_of_an_outcome_whose_record_was_revoked_since_is_refused(regions: Regions) -> None:
+    record = penalty(84)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "review-revoked"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="upheld", opinion="无误"), timeout=30
+    )
+    assert regions.jiangsu.pool is not None
+    await standing.revoke(regions.jiangsu.pool, regions.jiangsu.ledger, record.record_id, "原处罚决定被撤销")
+    before = await held(regions.jiangsu, record.record_id)
+    late = await refused(
+        operator.ReviewCase(case_pb2.ReviewCaseRequest(case_id=filed.case.case_id, reason="申请复核"), timeout=30)
+    )
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION and "revoked" in (late.details() or "")
+    assert await held(regions.jiangsu, record.record_id) == before
