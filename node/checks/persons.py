@@ -14,6 +14,12 @@ that number, whose grantee is the requesting unit, whose scope is the check's
 scenario and which is valid today; or a legal basis that the measures catalogue
 allows for persons in that scenario. Without it the whole check is refused, so that
 a refusal tells the caller nothing about which of its persons have records.
+
+A presented authorization is the caller's word until it is matched: :func:`grounds`
+checks its fields, :func:`confirm` honours it only when the node holds it as a signed
+authorization record in force (same id and document digest, subject's pseudonym,
+requesting unit, scenario, today: :mod:`credex.node.authorizations.held`). A forged or
+unrecorded one refuses the whole check and says to have it recorded.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Scenario, UnknownScenario
 from credex.domain.persons import validate_ric
+from credex.node.authorizations import held
+from credex.node.authorizations.terms import DOCUMENT_DIGEST_BYTES, Terms
 from credex.node.checks.checking import CheckFailure
+from credex.node.store import Connection
 from credex.v1 import authorization_pb2
-
-DOCUMENT_DIGEST_BYTES = 32  # SHA-256
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +48,20 @@ class Leave:
 
 
 @dataclass(frozen=True, slots=True)
+class Presented:
+    """A well-formed authorization of the request that would let the requesting unit check a person today."""
+
+    field: str
+    number: str
+    authorization: authorization_pb2.Authorization
+    valid_from: dt.date
+    valid_until: dt.date
+
+
+@dataclass(frozen=True, slots=True)
 class Granted:
+    """A presented authorization the node holds in force: leave to answer about the person ``number``."""
+
     number: str
     ground: str
 
@@ -52,11 +72,12 @@ def grounds(
     unit: str,
     scenario: Scenario,
     today: dt.date,
-) -> list[Granted]:
-    """Every authorization of the request checked field by field; those that let ``unit`` check persons today.
+) -> list[Presented]:
+    """Every authorization of the request checked field by field; those that would let ``unit`` check persons today.
 
     A malformed authorization is INVALID_ARGUMENT even if no person needs it: bad input is never passed over.
     Authorizations about a USCC (an enterprise's leave) are valid input but grant nothing about a person.
+    What this returns grants nothing until :func:`confirm` has matched it with a held authorization.
     """
     granted = []
     for index, auth in enumerate(authorizations):
@@ -77,7 +98,39 @@ def grounds(
             raise CheckFailure("INVALID_ARGUMENT", f"{name}.scope must be the check's scenario code") from None
         number = _subject_number(name, auth.subject)
         if number and grantee == unit and scope == scenario.code and start <= today <= end:
-            granted.append(Granted(number, f"authorized by document sha256:{auth.document_sha256.hex()[:16]}"))
+            granted.append(Presented(name, number, auth, start, end))
+    return granted
+
+
+async def confirm(
+    conn: Connection,
+    presented: Sequence[Presented],
+    unit: str,
+    scenario: Scenario,
+    today: dt.date,
+    pseudonymizer: Pseudonymizer | None,
+) -> list[Granted]:
+    """The presented authorizations as leave, each matched with one the node holds; PERMISSION_DENIED otherwise."""
+    if presented and pseudonymizer is None:
+        raise CheckFailure(
+            "FAILED_PRECONDITION", "this node has no pseudonym key (keys.pseudonym_key), so it cannot check persons"
+        )
+    granted = []
+    for given in presented:
+        assert pseudonymizer is not None
+        terms = Terms(
+            authorization_id=given.authorization.authorization_id,
+            subject_id=pseudonymizer.pseudonym(given.number),
+            grantee=unit,
+            scopes=frozenset({scenario.code}),
+            valid_from=given.valid_from,
+            valid_until=given.valid_until,
+            document_sha256=given.authorization.document_sha256,
+        )
+        if not await held.honoured(conn, terms, unit, scenario.code, today):
+            raise CheckFailure("PERMISSION_DENIED", f"{given.field} is {held.NOT_HELD}; nothing was checked")
+        digest = given.authorization.document_sha256.hex()[:16]
+        granted.append(Granted(given.number, f"authorization held, document sha256:{digest}"))
     return granted
 
 
@@ -98,11 +151,8 @@ def admit(
         raise CheckFailure(
             "FAILED_PRECONDITION", "this node has no pseudonym key (keys.pseudonym_key), so it cannot check persons"
         )
-    try:
-        number = validate_ric(raw)
-    except uscc_codes.InvalidSubjectCode as exc:
-        raise CheckFailure("INVALID_ARGUMENT", f"{field}: {exc.message}; nothing was checked") from None
-    ground = next((g.ground for g in granted if g.number == number), "")
+    id_number = number(field, raw)
+    ground = next((g.ground for g in granted if g.number == id_number), "")
     if not ground and scenario.allows_persons_by(legal_basis):
         ground = "legal basis allowed for persons in the scenario"
     if not ground:
@@ -113,7 +163,15 @@ def admit(
             f" {scenario.code}, valid today, or a legal basis the catalogue allows for persons ({allowed});"
             " nothing was checked",
         )
-    return Leave(pseudonymizer.pseudonym(number), ground)
+    return Leave(pseudonymizer.pseudonym(id_number), ground)
+
+
+def number(field: str, raw: str) -> str:
+    """The normalized ID number ``raw`` is; INVALID_ARGUMENT, without repeating it, if it is none."""
+    try:
+        return validate_ric(raw)
+    except uscc_codes.InvalidSubjectCode as exc:
+        raise CheckFailure("INVALID_ARGUMENT", f"{field}: {exc.message}; nothing was checked") from None
 
 
 def _subject_number(name: str, subject: str) -> str:

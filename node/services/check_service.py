@@ -70,7 +70,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         if not request.usccs and not request.person_ids:
             raise edge.invalid("usccs or person_ids is required: send the subjects to check")
         codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
-        leaves, responsible = self._persons(request, catalogue, unit, scenario, set(codes))
+        leaves, responsible = await self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
         check_id, scenario_code, answers = await checks.run_check(
             self.pool,
@@ -104,7 +104,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             check_id=check_id, scenario=scenario_code, subjects=[_subject(a) for a in answers]
         )
 
-    def _persons(
+    async def _persons(
         self,
         request: check_pb2.CheckRequest,
         catalogue: Catalogue,
@@ -117,12 +117,9 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             return [], []
         today = dt.datetime.now(CHINA).date()
         try:
-            granted = persons.grounds(request.authorizations, catalogue, unit, scenario, today)
-            leaves = [
-                persons.admit(f"person_ids[{i}]", raw, granted, scenario, request.legal_basis, self.pseudonymizer)
-                for i, raw in enumerate(request.person_ids)
-            ]
-            responsible = []
+            presented = persons.grounds(request.authorizations, catalogue, unit, scenario, today)
+            people = [(f"person_ids[{i}]", raw) for i, raw in enumerate(request.person_ids)]
+            links = []
             for i, link in enumerate(request.responsible_persons):
                 name = f"responsible_persons[{i}]"
                 subject = _code(f"{name}.subject", link.subject)
@@ -133,12 +130,23 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
                         "INVALID_ARGUMENT",
                         f"{name}.role must be a legal representative, a principal or an actual controller",
                     )
-                leave = persons.admit(
-                    f"{name}.id_number", link.id_number, granted, scenario, request.legal_basis, self.pseudonymizer
-                )
-                responsible.append(checks.Responsible(subject, leave.pseudonym, link.role))
+                people.append((f"{name}.id_number", link.id_number))
+                links.append((subject, link.role))
+            for field, raw in people:  # every number is checked before the store is asked anything
+                persons.number(field, raw)
+            async with self.pool.acquire() as conn:
+                granted = await persons.confirm(conn, presented, unit, scenario, today, self.pseudonymizer)
+            admitted = [
+                persons.admit(field, raw, granted, scenario, request.legal_basis, self.pseudonymizer)
+                for field, raw in people
+            ]
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+        leaves = admitted[: len(request.person_ids)]
+        responsible = [
+            checks.Responsible(subject, leave.pseudonym, role)
+            for (subject, role), leave in zip(links, admitted[len(request.person_ids) :], strict=True)
+        ]
         return leaves, responsible
 
     async def SubmitFeedback(

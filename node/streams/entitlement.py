@@ -2,11 +2,12 @@
 
 - Public and government callers get what they may see in lookups (:meth:`Caller.sees`).
 - A financing caller gets a subject's events only while the subject's authorization for
-  its unit is in force (asked of the store for every batch, node/streams/authorizations.py),
+  its unit is in force (asked of the store for every batch, node/authorizations/held.py),
   and then restricted (授权查询) records too.
 - A supervision caller gets its region's records only, grades (evaluations) included.
 - Grades and risk classes (evaluation records) never reach public, government or financing
   streams (credit-use.md, Check rule 9): only supervision subscribers and the federation's peers.
+- Authorization records reach only peers and operators: they are permissions, not credit facts.
 - Peers and operators get everything, as over ExchangeService.
 
 An event the caller could see while its record was in view, but whose record is now out of
@@ -27,6 +28,9 @@ from credex.node.store.events import entry_status
 from credex.v1 import lookup_pb2, record_pb2
 
 _SEES_GRADES = frozenset({"supervision", "peer", "operator"})
+# Whom a subject authorized is a permission, not a credit fact (node/reports/catalogue.py NEVER_SHOWN):
+# a financing platform the subject authorized must not learn which other platforms it authorized.
+_SEES_AUTHORIZATIONS = frozenset({"peer", "operator"})
 
 
 class Delivery(enum.Enum):
@@ -85,6 +89,8 @@ class Entitlement:
         if not self.covers_origin(origin):
             return Delivery.NONE
         if record.kind == record_pb2.KIND_EVALUATION and caller.role not in _SEES_GRADES:
+            return Delivery.NONE
+        if record.kind == record_pb2.KIND_AUTHORIZATION and caller.role not in _SEES_AUTHORIZATIONS:
             return Delivery.NONE
         level = record.sharing_level
         if self.grantee:
