@@ -10,6 +10,7 @@ shows the records its caller may see, in force, never grades or risk classes.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -35,8 +36,9 @@ from credex.node.reports import (
     ReportUnavailable,
     register,
 )
-from credex.node.reports.document import SHARING
+from credex.node.reports.document import SHARING, ReportInvalid
 from credex.node.reports.issuing import log_access
+from credex.node.reports.rendering import issued_pdf
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
@@ -109,6 +111,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             raise edge.Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         except SigningRefused as exc:
             raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, f"this node may not sign reports: {exc}") from None
+        pdf = await self._pdf(issued.signed) if request.pdf else b""
         call.answer(len(issued.records), [f"report {issued.report_number} issued", *issued.records])
         return report_pb2.IssuedReport(
             report_number=issued.report_number,
@@ -116,6 +119,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             issued_at=issued.issued_at.isoformat(),
             verify_url=issued.verify_url,
             signed_report=issued.signed,
+            pdf=pdf,
         )
 
     async def VerifyReport(
@@ -201,6 +205,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                 )
             await log_access(conn, held.report_number, caller.identity, caller.role, "view", request.purpose)
             signed = await register.signed_report(conn, held)
+        pdf = await self._pdf(signed) if request.pdf else b""
         call.answer(1, [f"report {held.report_number} viewed"])
         return report_pb2.IssuedReport(
             report_number=held.report_number,
@@ -208,7 +213,19 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             issued_at=held.issued_at.isoformat(),
             verify_url=self.issuer.verify_url(held.report_number, request.verification_code),
             signed_report=signed,
+            pdf=pdf,
         )
+
+    async def _pdf(self, signed: bytes) -> bytes:
+        """The PDF of a report this node signed, its bytes signed by this node's key, rendered off the event loop."""
+        try:
+            return await asyncio.to_thread(issued_pdf, signed, self.trust.current, self.issuer.key)
+        except SigningRefused as exc:
+            raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, f"this node may not sign reports: {exc}") from None
+        except ReportInvalid as exc:  # a report it holds no longer checks out (its key revoked since): say so
+            raise edge.Refused(
+                grpc.StatusCode.FAILED_PRECONDITION, f"cannot render this report as a PDF: {exc}"
+            ) from None
 
     def _period(self, start_text: str, end_text: str) -> tuple[dt.date, dt.date]:
         """The report period: default the last ``reports.max_period_years`` years, never longer, never ahead."""
