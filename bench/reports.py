@@ -4,8 +4,9 @@
 
 One node holds the subject's records under a signed checkpoint. Timed: issuing the
 special and the full report (read the records, build an inclusion proof per record,
-sign, register), rendering it to PDF, and checking the PDF offline (signature, every
-proof, re-rendering). Raw limits, measured here: Ed25519 signatures and verifications
+sign, register), rendering it to PDF, and checking the PDF offline (the issuer's
+signature over the PDF's bytes, then the signed report and every proof; nothing is
+rendered again). Raw limits, measured here: Ed25519 signatures and verifications
 on one core, and fpdf2 writing a PDF of the same page count and text with the same
 font but none of credex's work (no QR code, no embedded report).
 """

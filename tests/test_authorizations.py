@@ -8,16 +8,20 @@ Grants a node kept in its own table before migration 0025 are signed at its next
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import grpc
 import pytest
 from stdnum.cn import ric
+from typer.testing import CliRunner
 
 from credex.domain import uscc as uscc_codes
 from credex.node.authorizations import held
 from credex.node.authorizations.terms import STREAM_SCOPE
+from credex.node.cli import app
 from credex.node.runtime import Node
 from credex.v1 import authorization_pb2, lookup_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
@@ -166,3 +170,37 @@ async def test_grants_kept_before_authorizations_were_records_are_signed_at_the_
         assert await conn.fetchval("SELECT count(*) FROM events WHERE origin = $1", SH) == events
     receipt = await end(federation, shanghai, "OLD-1")  # an adopted grant ends as any other
     assert not receipt.active and not await authorized(shanghai, kept[0][1])
+
+
+async def test_credex_authorization_grant_and_end_sign_and_revoke_the_record(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    shanghai = await federation.start_node(SH, **SETTINGS)
+    async with client_channel(federation, shanghai, OPERATOR):
+        pass  # issues the operator's certificate
+    ca, cert, key = federation.layout.client_tls(OPERATOR)
+    tls = ["--node", f"127.0.0.1:{shanghai.port}", "--ca", str(ca), "--cert", str(cert), "--key", str(key)]
+    document = tmp_path / "授权书.pdf"
+    document.write_bytes(b"the signed authorization document the platform keeps")
+    runner = CliRunner()
+    granted = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["authorization", "grant", "XYD-CLI", "--subject", COMPANY, "--grantee", UNIT, "--document", str(document),
+         "--valid-until", (TODAY + dt.timedelta(days=90)).isoformat(), "--scope", "report,stream", *tls],
+    )  # fmt: skip
+    assert granted.exit_code == 0, granted.output
+    assert "in force" in granted.output and f"{SH}-" in granted.output
+    assert await authorized(shanghai, COMPANY, "report") and await authorized(shanghai, COMPANY)
+    ended = await asyncio.to_thread(
+        runner.invoke, app, ["authorization", "end", "XYD-CLI", "--grantee", UNIT, "--reason", "授权撤回", *tls]
+    )
+    assert ended.exit_code == 0 and "revoked in every region" in ended.output, ended.output
+    assert not await authorized(shanghai, COMPANY, "report")
+    refused = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["authorization", "grant", "XYD-BAD", "--subject", COMPANY, "--grantee", UNIT, "--document", str(document),
+         "--valid-until", "2099-12-31", "--scope", "report, stream", *tls],
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "scope" in refused.output, refused.output
