@@ -269,6 +269,12 @@ async def test_credex_report_writes_a_pdf_and_verifies_it(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert check_file(viewed.read_bytes(), federation.bundle_now()).report_number == number
+    viewed_pdf = tmp_path / "viewed.pdf"  # rendered and signed again by the issuing node, for this view
+    result = await asyncio.to_thread(
+        runner.invoke, app, ["report", "view", number, "--code", code, "--node", node, "--out", str(viewed_pdf), *trust]
+    )
+    assert result.exit_code == 0, result.output
+    assert check_file(viewed_pdf.read_bytes(), federation.bundle_now()).report_number == number
     changed = bytearray(out.read_bytes())
     changed[len(changed) // 2] ^= 0x01
     out.write_bytes(bytes(changed))
