@@ -9,6 +9,7 @@ Grants a node kept in its own table before migration 0025 are signed at its next
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 from pathlib import Path
@@ -19,7 +20,7 @@ from stdnum.cn import ric
 from typer.testing import CliRunner
 
 from credex.domain import uscc as uscc_codes
-from credex.node.authorizations import held
+from credex.node.authorizations import held, terms
 from credex.node.authorizations.terms import STREAM_SCOPE
 from credex.node.cli import app
 from credex.node.runtime import Node
@@ -204,3 +205,26 @@ async def test_credex_authorization_grant_and_end_sign_and_revoke_the_record(
          "--valid-until", "2099-12-31", "--scope", "report, stream", *tls],
     )  # fmt: skip
     assert refused.exit_code != 0 and "scope" in refused.output, refused.output
+
+
+async def test_a_persons_authorization_recorded_at_one_node_is_honoured_in_a_check_at_another(
+    federation: TestFederation,
+) -> None:
+    """A person's records never cross the bus; their authorization reaches peers as they do, by sync."""
+    shanghai = await federation.start_node(SH, **SETTINGS)
+    jiangsu = await federation.start_node(JS, **SETTINGS)
+    given = authorization("XYD-PJ", NUMBER, scope="政府采购")
+    receipt = await grant(federation, shanghai, given)
+    assert isinstance(receipt, subscription_pb2.AuthorizationReceipt)
+    presented = terms.of(given, jiangsu.pseudonymizer)  # as Jiangsu's check turns the number into the pseudonym
+    assert presented.subject_id == receipt.subject_id
+    forged = dataclasses.replace(presented, document_sha256=bytes(32))
+    assert jiangsu.pool is not None
+
+    async def honoured(shown: terms.Terms) -> bool:
+        assert jiangsu.pool is not None
+        async with jiangsu.pool.acquire() as conn:
+            return await held.honoured(conn, shown, UNIT, "政府采购", TODAY)
+
+    await eventually(lambda: honoured(presented))
+    assert not await honoured(forged)
