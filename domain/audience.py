@@ -6,7 +6,9 @@ from roles that see their level, by what they are (credit-use.md, Check rule 9):
 - market-supervision risk classes (企业信用风险分类) reach supervision platforms only, and the
   federation's peers and operators, who hold every log whole; never public views or reports;
 - evaluation grades are never shown to public callers, nor to financing platforms, which see
-  what the public sees of a subject that authorized them.
+  what the public sees of a subject that authorized them;
+- authorization records (授权) are permissions, not credit facts: only peers and operators see
+  them, so a financing platform never learns which other platforms a subject authorized.
 
 Kept in the domain, below every reader, so the services (node/services/access.py, which
 combines it with levels and standing) and the relay (what may cross the bus in clear, where
@@ -21,6 +23,7 @@ PUBLIC_ROLE = "public"
 _KIND_AUDIENCE: dict[int, frozenset[str]] = {
     record_pb2.KIND_RISK_CLASS: frozenset({"supervision", "peer", "operator"}),
     record_pb2.KIND_EVALUATION: frozenset({"government", "supervision", "peer", "operator"}),
+    record_pb2.KIND_AUTHORIZATION: frozenset({"peer", "operator"}),
 }
 
 

@@ -29,10 +29,11 @@ import asyncpg
 import grpc
 
 from credex.adapters.profile import MappingContext, Profile
-from credex.crypto.keys import KeyFileError, SigningKey, load_public, require_private_file
+from credex.crypto.keys import KeyFileError, SigningKey, SigningRefused, load_public, require_private_file
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.domain.case_rules import CaseRules
+from credex.node.authorizations.recording import adopt_unsigned
 from credex.node.cases import CaseCourier, CaseDesk
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
@@ -164,6 +165,10 @@ class Node:
         async with self.pool.acquire() as conn:
             if filled := await backfill_subjects(conn):
                 log.info("node %s: %d subjects held before search existed are now searchable", self.origin, filled)
+            try:
+                await adopt_unsigned(conn, self.ledger)
+            except SigningRefused as exc:  # a revoked key signs nothing; the old grants wait for a new key
+                log.warning("node %s: authorizations kept before 0025 stay unsigned: %s", self.origin, exc)
         if exchange and not self.bootstrap_servers:
             self._embedded_broker = EmbeddedBroker(self.config.data_dir / "broker", self.config.bus.embedded_port)
             self.bootstrap_servers = await asyncio.to_thread(self._embedded_broker.start)

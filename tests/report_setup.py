@@ -12,6 +12,7 @@ unit ``AUTHORIZED`` to take reports.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 import grpc
@@ -32,6 +33,8 @@ COMPANY_NAME = "苏州报告测试贸易有限公司"
 CLEAN = uscc_codes.make("91", "320500", "RP000002")
 PERSON = "psn:" + "a" * 32
 AUTHORIZED = uscc_codes.make("91", "310000", "XYD00001")  # a financing platform the person authorized
+AUTHORIZATION_ID = "SQ-2026-001"  # the platform's id for the person's authorization document
+AUTHORIZATION_DIGEST = hashlib.sha256("张某 授权书 SQ-2026-001".encode()).digest()
 PORTAL = "enterprise-portal"  # a public caller: the enterprise asking for its own report
 
 
@@ -106,6 +109,8 @@ PERSON_AUTHORIZATION = record(
         scope="report,stream",
         valid_from=RECENT,
         valid_to="2099-12-31",
+        authorization_id=AUTHORIZATION_ID,
+        document_sha256=AUTHORIZATION_DIGEST,
     ),
 )
 ALL = [

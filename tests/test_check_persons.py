@@ -27,6 +27,7 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.tls import CertificateAuthority, spki_sha256
 from credex.domain import uscc as uscc_codes
 from credex.domain.persons import withhold
+from credex.node.authorizations import recording
 from credex.node.cli import app
 from credex.node.config import AccessConfig, NodeConfig
 from credex.node.ledger.appender import Change
@@ -105,6 +106,8 @@ async def seeded(node: Node) -> Node:
         await node.ledger.append(conn, [Change.of(person_penalty(node, PENALIZED)), Change.of(listed(DISPUTED))])
     async with node.pool.acquire() as conn, conn.transaction():
         await node.ledger.amend(conn, "320000-HMD-9", event_pb2.EVENT_TYPE_DISPUTE, "异议申请已受理", disputed=True)
+    async with node.pool.acquire() as conn, conn.transaction():  # PENALIZED's authorization, recorded as a record
+        await recording.grant(conn, node.ledger, authorization(PENALIZED), "operator-desk", node.pseudonymizer)
     return node
 
 
@@ -179,7 +182,7 @@ async def test_a_person_with_their_authorization_is_answered_under_their_pseudon
     assert [(h.record_id, h.kind, h.list_or_severity) for h in subject.hits] == [("320000-CF-P1", "penalty", "严重")]
     (row,) = await audit_rows(jiangsu, "Check")
     assert (row["subject_id"], row["status"], row["answered"]) == (pseudonym, "OK", 1)
-    assert f"authorized by document sha256:{bytes(range(32)).hex()[:16]}" in row["detail"]
+    assert f"authorization held, document sha256:{bytes(range(32)).hex()[:16]}" in row["detail"]
 
 
 async def test_a_legal_basis_the_catalogue_allows_for_the_scenario_answers_without_authorization(
@@ -209,7 +212,6 @@ async def test_a_legal_basis_the_catalogue_allows_for_the_scenario_answers_witho
             {"authorizations": (authorization(PENALIZED, valid_from=TODAY + dt.timedelta(days=1)),)},
             id="not-yet-valid",
         ),
-        pytest.param({"authorizations": (authorization(SPOTLESS),)}, id="another-persons"),
         pytest.param({"legal_basis": HIRING_BASIS}, id="a-basis-allowed-only-in-another-scenario"),
     ],
 )
@@ -232,6 +234,52 @@ async def test_a_person_without_leave_refuses_a_check_of_usccs_with_them_and_not
     rows = await audit_rows(jiangsu, "Check")
     assert [(r["status"], r["subject_id"], r["answered"]) for r in rows] == [("PERMISSION_DENIED", "", 0)]
     assert await count(jiangsu, "SELECT count(*) FROM checks") == 0
+
+
+def forged(given: authorization_pb2.Authorization, **changes: object) -> authorization_pb2.Authorization:
+    copy = authorization_pb2.Authorization()
+    copy.CopyFrom(given)
+    for name, value in changes.items():
+        setattr(copy, name, value)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        pytest.param(forged(authorization(PENALIZED), document_sha256=bytes(32)), id="forged-document"),
+        pytest.param(forged(authorization(PENALIZED), authorization_id="AUTH-FORGED"), id="unrecorded-id"),
+        pytest.param(authorization(SPOTLESS), id="recorded-for-another-person"),
+    ],
+)
+async def test_a_presented_authorization_the_node_does_not_hold_is_refused_and_says_to_have_it_recorded(
+    federation: TestFederation, jiangsu: Node, presented: authorization_pb2.Authorization
+) -> None:
+    """Fields that check out prove nothing: only an authorization record held in force grants leave."""
+    error = await refused(
+        federation, jiangsu, person_check(PENALIZED, SPOTLESS, authorizations=(authorization(PENALIZED), presented))
+    )
+    details = error.details() or ""
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, details
+    assert "authorizations[1]" in details and "credex authorization grant" in details
+    assert not any(number[:12] in details for number in NUMBERS)
+    rows = await audit_rows(jiangsu, "Check")
+    assert [(r["status"], r["subject_id"]) for r in rows] == [("PERMISSION_DENIED", "")]
+    assert await count(jiangsu, "SELECT count(*) FROM checks") == 0
+
+
+async def test_an_authorization_ended_at_its_origin_no_longer_answers_for_the_person(
+    federation: TestFederation, jiangsu: Node
+) -> None:
+    request = person_check(PENALIZED, authorizations=(authorization(PENALIZED),))
+    assert [h.record_id for h in (await check(federation, jiangsu, request)).subjects[0].hits] == ["320000-CF-P1"]
+    assert jiangsu.pool is not None
+    async with jiangsu.pool.acquire() as conn, conn.transaction():
+        ended = await recording.end(conn, jiangsu.ledger, UNIT, "AUTH-1", "授权撤回")
+    assert ended is not None and not ended.active
+    error = await refused(federation, jiangsu, request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "credex authorization grant" in (error.details() or "")
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """Verifying a report: genuine or not, when issued, and what changed since (credit-use.md, Report rule 4).
 
 Offline, with the trust bundle alone: the issuer's signature, every included record
-against its origin's signed envelope and an inclusion proof, and the PDF or HTML being
-exactly the rendering of the signed report inside it. Online, the issuing node's
+against its origin's signed envelope and an inclusion proof, the issuing node's
+signature over every byte of the PDF (no renderer needed), and the HTML being exactly
+the rendering of the signed report inside it. Online, the issuing node's
 register: whether it issued this report, and which included records its origin has
 since repaired, corrected or revoked.
 """
@@ -12,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
+import sys
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,7 +30,8 @@ from credex.node.cli import app
 from credex.node.ledger.appender import Change
 from credex.node.reports import ReportInvalid, check_report
 from credex.node.reports.document import NO_RECORD, report_sha256, sign_document
-from credex.node.reports.rendering import check_file, render_html, render_pdf
+from credex.node.reports.pdf_signature import sign_pdf
+from credex.node.reports.rendering import MAX_ATTACHMENT_BYTES, MAX_FILE_BYTES, check_file, render_html, render_pdf
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, report_pb2
 
 from .callers import client_channel
@@ -54,7 +59,9 @@ async def pair(federation: TestFederation) -> AsyncIterator[Pair]:
 
 async def issued_report(federation: TestFederation, pair: Pair) -> report_pb2.IssuedReport:
     async with client_channel(federation, pair.shanghai, PORTAL) as channel:
-        return await issue(channel, issue_request(kind=report_pb2.REPORT_KIND_FULL))
+        request = issue_request(kind=report_pb2.REPORT_KIND_FULL)
+        request.pdf = True  # the node renders the PDF and signs its bytes
+        return await issue(channel, request)
 
 
 def verify_request(issued: report_pb2.IssuedReport, signed: bytes | None = None) -> report_pb2.VerifyReportRequest:
@@ -73,7 +80,8 @@ async def test_a_report_verifies_offline_as_pdf_html_and_json_and_online(
     checked = check_report(issued.signed_report, bundle)
     assert checked.issuer == "310000" and checked.report_number == issued.report_number
     assert len(checked.document["evidence"]) == len(checked.document["items"]) == 5
-    for data in (render_pdf(checked), render_html(checked), issued.signed_report):
+    assert issued.pdf.startswith(b"%PDF")
+    for data in (issued.pdf, render_html(checked), issued.signed_report):
         again = check_file(data, bundle)
         assert again.report_number == issued.report_number
         assert again.issued_at.isoformat() == issued.issued_at
@@ -87,13 +95,17 @@ async def test_one_changed_byte_of_the_pdf_or_html_fails_verification(federation
     issued = await issued_report(federation, pair)
     bundle = federation.bundle_now()
     checked = check_report(issued.signed_report, bundle)
-    pdf = render_pdf(checked)
-    # Positions across the file: header, page content, font, the embedded report, the trailer.
-    for position in (10, len(pdf) // 5, len(pdf) // 2, len(pdf) * 4 // 5, len(pdf) - 40):
+    pdf = issued.pdf
+    contents = pdf.rindex(b"/Contents <") + len(b"/Contents <")
+    # Positions across the file: header, page content, font, the embedded report, the signature, the trailer.
+    for position in (10, len(pdf) // 5, len(pdf) // 2, len(pdf) * 4 // 5, contents + 5, contents + 3000, len(pdf) - 40):
         changed = bytearray(pdf)
         changed[position] ^= 0x01
         with pytest.raises(ReportInvalid):
             check_file(bytes(changed), bundle)
+    for added in (b"\n", b"% a later incremental update\n"):  # bytes after the signed ones
+        with pytest.raises(ReportInvalid, match="does not cover the whole file"):
+            check_file(pdf + added, bundle)
     page = render_html(checked)
     name_at = page.index("苏州".encode())
     changed = bytearray(page)
@@ -257,6 +269,12 @@ async def test_credex_report_writes_a_pdf_and_verifies_it(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert check_file(viewed.read_bytes(), federation.bundle_now()).report_number == number
+    viewed_pdf = tmp_path / "viewed.pdf"  # rendered and signed again by the issuing node, for this view
+    result = await asyncio.to_thread(
+        runner.invoke, app, ["report", "view", number, "--code", code, "--node", node, "--out", str(viewed_pdf), *trust]
+    )
+    assert result.exit_code == 0, result.output
+    assert check_file(viewed_pdf.read_bytes(), federation.bundle_now()).report_number == number
     changed = bytearray(out.read_bytes())
     changed[len(changed) // 2] ^= 0x01
     out.write_bytes(bytes(changed))
@@ -398,3 +416,129 @@ def test_an_authorization_file_that_is_not_text_is_a_usage_error(tmp_path: Path)
         ["report", "psn:" + "a" * 32, "--authorization", str(garbled), "--node", "127.0.0.1:1", "--out", "r.pdf"],
     )
     assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)
+
+
+def trust_options(federation: TestFederation) -> list[str]:
+    return ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
+
+
+def verify_in_a_fresh_process(federation: TestFederation, path: Path, prelude: str) -> subprocess.CompletedProcess[str]:
+    """``credex report verify PATH`` in a new interpreter that first runs ``prelude``."""
+    code = f"{prelude}\nfrom credex.node.cli import app\napp()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "report", "verify", str(path), *trust_options(federation)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+async def test_a_pdf_verifies_on_a_machine_without_the_renderer_or_the_font(
+    federation: TestFederation, pair: Pair, tmp_path: Path
+) -> None:
+    """The PDF's bytes are what the issuer signed: no fpdf2, no font wheel, and nothing is rendered again."""
+    issued = await issued_report(federation, pair)
+    path = tmp_path / "report.pdf"
+    path.write_bytes(issued.pdf)
+    no_renderer = "import sys\nsys.modules['fpdf'] = None\nsys.modules['manimgx_fonts_cjk'] = None"
+    result = await asyncio.to_thread(verify_in_a_fresh_process, federation, path, no_renderer)
+    assert result.returncode == 0 and "genuine" in result.stdout, (result.stdout, result.stderr)
+    assert issued.report_number in result.stdout
+    changed = bytearray(issued.pdf)
+    changed[len(changed) // 3] ^= 0x01
+    path.write_bytes(bytes(changed))
+    result = await asyncio.to_thread(verify_in_a_fresh_process, federation, path, no_renderer)
+    assert result.returncode == 1 and "NOT GENUINE" in result.stdout + result.stderr, (result.stdout, result.stderr)
+
+
+async def test_a_pdf_not_signed_by_the_issuer_of_the_report_inside_it_is_not_genuine(
+    federation: TestFederation, pair: Pair
+) -> None:
+    issued = await issued_report(federation, pair)
+    bundle = federation.bundle_now()
+    rendered = render_pdf(check_report(issued.signed_report, bundle))  # the same report, as anyone may render it
+    with pytest.raises(ReportInvalid, match="no issuer's signature"):
+        check_file(rendered, bundle)
+    with pytest.raises(ReportInvalid, match="issued by 310000"):  # a member's genuine key, but not the issuer's
+        check_file(sign_pdf(rendered, pair.jiangsu.key, issued.signed_report), bundle)
+    with pytest.raises(ReportInvalid, match="trust bundle does not list"):
+        check_file(sign_pdf(rendered, SigningKey.generate(), issued.signed_report), bundle)
+    again = check_file(sign_pdf(rendered, pair.shanghai.key, issued.signed_report), bundle)
+    assert again.report_number == issued.report_number
+
+
+def bomb_pdf(inflated: int) -> bytes:
+    """A PDF whose attached ``credex-report.json`` inflates to ``inflated`` zero bytes: a decompression bomb."""
+    squeeze = zlib.compressobj(9)
+    chunk = bytes(1 << 20)
+    stream = b"".join(squeeze.compress(chunk) for _ in range(inflated >> 20)) + squeeze.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R /Names << /EmbeddedFiles << /Names [(credex-report.json) 4 0 R] >> >> >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+        b"<< /Type /Filespec /F (credex-report.json) /UF (credex-report.json) /EF << /F 5 0 R >> >>",
+        b"<< /Type /EmbeddedFile /Filter /FlateDecode /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_a_pdf_whose_attachment_inflates_to_gigabytes_is_refused_without_inflating_it(tmp_path: Path) -> None:
+    """The signature is checked first, over the file's bytes as they are: a hostile PDF is never parsed.
+
+    In a fresh process, so that its peak resident memory is this check's alone.
+    """
+    path = tmp_path / "bomb.pdf"
+    path.write_bytes(bomb_pdf(1 << 30))
+    code = (
+        "import resource, sys\n"
+        "from credex.crypto.trust import TrustBundle\n"
+        "from credex.node.reports import ReportInvalid\n"
+        "from credex.node.reports.rendering import check_file\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    check_file(data, TrustBundle.model_construct())\n"
+        "except ReportInvalid as exc:\n"
+        "    print('refused:', exc)\n"
+        "print('grew_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "refused: the PDF carries no issuer's signature" in result.stdout, result.stdout
+    grew_kib = int(result.stdout.split("grew_kib")[1])
+    assert grew_kib < 64 * 1024, result.stdout  # a gigabyte inflated would show here
+
+
+async def test_an_attachment_over_the_cap_is_refused_even_in_a_pdf_the_issuer_signed(
+    federation: TestFederation, pair: Pair
+) -> None:
+    pdf = FPDF()
+    pdf.add_page()
+    oversized = b"x" * (MAX_ATTACHMENT_BYTES + 1)
+    pdf.embed_file(bytes=oversized, basename="credex-report.json", compress=False)
+    signed = sign_pdf(bytes(pdf.output()), pair.shanghai.key, oversized)
+    with pytest.raises(ReportInvalid, match="one has at most"):
+        check_file(signed, federation.bundle_now())
+
+
+async def test_a_report_file_over_the_size_cap_is_refused_before_it_is_read(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    huge = tmp_path / "report.pdf"
+    with huge.open("wb") as sparse:  # no disk or memory spent: a hole of MAX_FILE_BYTES
+        sparse.truncate(MAX_FILE_BYTES + 1)
+    verify_it = ["report", "verify", str(huge), *trust_options(federation)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, verify_it)
+    assert result.exit_code == 1 and "NOT GENUINE" in result.output and "at most" in result.output, result.output

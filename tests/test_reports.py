@@ -28,6 +28,8 @@ from credex.v1 import authorization_pb2, record_pb2, report_pb2, report_pb2_grpc
 from .callers import client_channel
 from .conftest import TestFederation, eventually
 from .report_setup import (
+    AUTHORIZATION_DIGEST,
+    AUTHORIZATION_ID,
     AUTHORIZED,
     CLEAN,
     COMPANY,
@@ -274,15 +276,29 @@ async def test_a_persons_report_needs_the_person_or_an_authorization_the_node_ho
         error = await refused(issue(channel, request))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     authorization = authorization_pb2.Authorization(
-        subject=PERSON, grantee=AUTHORIZED, scope="report", valid_from=TODAY.isoformat(), valid_until="2099-12-31"
+        authorization_id=AUTHORIZATION_ID,
+        document_sha256=AUTHORIZATION_DIGEST,
+        subject=PERSON,
+        grantee=AUTHORIZED,
+        scope="report",
+        valid_from=TODAY.isoformat(),
+        valid_until="2099-12-31",
     )
     forged_for_portal = authorization_pb2.Authorization()
     forged_for_portal.CopyFrom(authorization)
     forged_for_portal.grantee = PORTAL
     async with client_channel(federation, pair.shanghai, PORTAL) as channel:
-        request.authorization.CopyFrom(forged_for_portal)  # presented, but no such authorization is held
+        request.authorization.CopyFrom(forged_for_portal)  # a grantee is a unit by USCC, never a certificate name
         error = await refused(issue(channel, request))
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "grantee" in (error.details() or "")
+    async with client_channel(federation, pair.shanghai, AUTHORIZED) as channel:
+        for field, value in (("document_sha256", bytes(32)), ("authorization_id", "SQ-FORGED")):
+            forged = issue_request(subject=PERSON, kind=report_pb2.REPORT_KIND_FULL)
+            forged.authorization.CopyFrom(authorization)
+            setattr(forged.authorization, field, value)  # right grantee, scope and dates, but not the held document
+            error = await refused(issue(channel, forged))
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "credex authorization grant" in (error.details() or "")
     request.authorization.CopyFrom(authorization)
     async with client_channel(federation, pair.shanghai, AUTHORIZED) as channel:
         issued = await issue(channel, request)
@@ -489,7 +505,13 @@ async def test_the_node_judges_by_the_authorization_it_holds_not_the_one_present
         request = issue_request(subject=PERSON, kind=report_pb2.REPORT_KIND_FULL)
         request.authorization.CopyFrom(
             authorization_pb2.Authorization(
-                subject=PERSON, grantee=grantee, scope="report", valid_from=TODAY.isoformat(), valid_until="2099-12-31"
+                authorization_id=AUTHORIZATION_ID,
+                document_sha256=AUTHORIZATION_DIGEST,
+                subject=PERSON,
+                grantee=grantee,
+                scope="report",
+                valid_from=TODAY.isoformat(),
+                valid_until="2099-12-31",
             )
         )
         return request

@@ -2,8 +2,10 @@
 
 ``credex report USCC --kind special --period 5y --out report.pdf`` asks a node for the
 signed report, checks it with the trust bundle before writing anything (the CLI
-trusts the origins' and the issuer's signatures, not the node it asked), and renders
-it. ``credex report verify FILE`` checks a report file with the trust bundle alone;
+trusts the origins' and the issuer's signatures, not the node it asked), and writes
+it: a PDF as the issuing node rendered and signed it (its bytes are what the
+signature covers), HTML rendered here. ``credex report verify FILE`` checks a report
+file with the trust bundle alone, renderer or no renderer;
 with ``--node`` it also asks the issuing node whether it issued it and what has since
 become of each included record.
 """
@@ -19,6 +21,7 @@ import typer
 from google.protobuf import json_format
 from typer.core import TyperGroup
 
+from credex.crypto.trust import TrustBundle
 from credex.node.channels import open_channel
 from credex.node.cli.app import (
     BundleOption,
@@ -36,7 +39,7 @@ from credex.node.cli.app import (
 )
 from credex.node.reports import CheckedReport, ReportInvalid, check_report
 from credex.node.reports.document import report_sha256
-from credex.node.reports.rendering import check_file, render
+from credex.node.reports.rendering import MAX_FILE_BYTES, check_file, render
 from credex.v1 import report_pb2, report_pb2_grpc
 
 _KINDS = {"special": report_pb2.REPORT_KIND_SPECIAL, "full": report_pb2.REPORT_KIND_FULL}
@@ -71,12 +74,26 @@ def _period_start(period: str, today: dt.date) -> dt.date:
         return today.replace(year=today.year - years, day=28)
 
 
-def _write(checked: CheckedReport, out: Path) -> None:
-    try:
-        data = render(checked, out.suffix.lower())
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--out") from None
-    out.write_bytes(data)
+def _wants_pdf(out: Path) -> bool:
+    """Whether to ask the node for its signed PDF; an unknown suffix is refused before any call."""
+    suffix = out.suffix.lower()
+    if suffix not in {".pdf", ".html", ".htm", ".json"}:
+        raise typer.BadParameter(f"cannot write a report as {suffix!r}: use .pdf, .html or .json", param_hint="--out")
+    return suffix == ".pdf"
+
+
+def _write(checked: CheckedReport, answer: report_pb2.IssuedReport, out: Path, trust: TrustBundle) -> None:
+    """Write the report; the node's PDF only once it verifies as a whole file and holds the report checked."""
+    if out.suffix.lower() == ".pdf":
+        try:
+            in_pdf = check_file(answer.pdf, trust)
+        except ReportInvalid as exc:
+            raise fail(f"the node's PDF does not verify, nothing written: {exc}") from None
+        if in_pdf.signed != checked.signed:
+            raise fail("the node's PDF holds another report than the one it signed for you; nothing written")
+        out.write_bytes(answer.pdf)
+        return
+    out.write_bytes(render(checked, out.suffix.lower()))
 
 
 @report_app.command("issue")
@@ -108,6 +125,7 @@ def issue(
     except ValueError:
         raise typer.BadParameter(f"{to!r} is not a date YYYY-MM-DD", param_hint="--to") from None
     request = report_pb2.IssueReportRequest(
+        pdf=_wants_pdf(out),
         subject=subject,
         kind=_KINDS[kind],
         period_start=_period_start(period, end).isoformat(),
@@ -129,7 +147,7 @@ def issue(
 
     issued = call_node(node, tls, "IssueReport", ask())
     checked = check_report(issued.signed_report, trust)
-    _write(checked, out)
+    _write(checked, issued, out, trust)
     document = checked.document
     console.print(
         f"{document['title']} {issued.report_number} for {document['subject']['id']} written to {out}\n"
@@ -151,6 +169,9 @@ def verify(
     key: KeyOption = None,
 ) -> None:
     """Say whether a report is genuine, when it was issued, and (with --node) what changed since."""
+    size = file.stat().st_size
+    if size > MAX_FILE_BYTES:  # refused before it is read: a report file is never that large
+        raise fail(f"NOT GENUINE: {file} has {size:,} bytes; a credex report file has at most {MAX_FILE_BYTES:,}")
     trust, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     try:
         checked = check_file(file.read_bytes(), trust)
@@ -212,7 +233,9 @@ def view(
     """View an enterprise's report by the number and code it showed you (合规一码通); the view is logged."""
     trust, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
-    request = report_pb2.ViewReportRequest(report_number=number, verification_code=code, purpose=purpose)
+    request = report_pb2.ViewReportRequest(
+        report_number=number, verification_code=code, purpose=purpose, pdf=_wants_pdf(out)
+    )
 
     async def ask() -> report_pb2.IssuedReport:
         async with open_channel(node, ca=ca, cert=cert, key=key) as channel:
@@ -220,5 +243,5 @@ def view(
 
     viewed = call_node(node, tls, "ViewReport", ask())
     checked = check_report(viewed.signed_report, trust)
-    _write(checked, out)
+    _write(checked, viewed, out, trust)
     console.print(f"{checked.document['title']} {checked.report_number} written to {out}", soft_wrap=True, markup=False)

@@ -36,7 +36,9 @@ from credex.node.streams.subscriber import Subscriber, load_cursor, positions, s
 from credex.v1 import authorization_pb2, event_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
 NodeOption = Annotated[str, typer.Option(help="host:port of the node to subscribe to")]
-authorization_app = CredexTyper(help="authorizations financing platforms stream by (operators)", no_args_is_help=True)
+authorization_app = CredexTyper(
+    help="authorizations as signed records: checks, reports and streams honour them (operators)", no_args_is_help=True
+)
 app.add_typer(authorization_app, name="authorization")
 
 
@@ -122,22 +124,31 @@ def subscribe(
 def authorization_grant(
     node: NodeOption,
     authorization_id: Annotated[str, typer.Argument(help="the granting platform's id for the authorization")],
-    subject: Annotated[str, typer.Option(help="the enterprise's USCC (or a person's pseudonym)")],
-    grantee: Annotated[str, typer.Option(help="the financing platform's unit, by USCC")],
+    subject: Annotated[
+        str, typer.Option(help="the enterprise's USCC, or a person's pseudonym or ID number (made the pseudonym)")
+    ],
+    grantee: Annotated[str, typer.Option(help="the unit allowed, by USCC")],
     document: Annotated[Path, typer.Option(help="the signed authorization document (its SHA-256 is kept)")],
     valid_until: Annotated[str, typer.Option(help="last day in force, ISO date")],
     valid_from: Annotated[str, typer.Option(help="first day in force, ISO date (default today)")] = "",
+    scope: Annotated[
+        str, typer.Option(help="what for, comma-separated: 'stream', 'report', or a check's scenario code")
+    ] = "stream",
     config: ConfigOption = None,
     ca: CaOption = None,
     cert: CertOption = None,
     key: KeyOption = None,
 ) -> None:
-    """Record a subject's authorization for a financing platform to stream its records (operators only)."""
+    """Sign a subject's authorization into the node's log, for every region (operators only).
+
+    It is a record like any other: checks, reports and streams on every node of the
+    federation honour it once they hold it, and ``end`` revokes it everywhere.
+    """
     given = authorization_pb2.Authorization(
         authorization_id=authorization_id,
         subject=subject,
         grantee=grantee,
-        scope="stream",
+        scope=scope,
         valid_from=valid_from or dt.date.today().isoformat(),
         valid_until=valid_until,
         document_sha256=hashlib.sha256(document.read_bytes()).digest(),
@@ -151,7 +162,12 @@ def authorization_grant(
         "GrantAuthorization",
         lambda stub: stub.GrantAuthorization(subscription_pb2.GrantAuthorizationRequest(authorization=given)),
     )
-    console.print(f"authorization {receipt.authorization_id}: {receipt.subject_id} → {receipt.grantee}, in force")
+    state = "in force" if receipt.active else "ended before (grant a new one)"
+    console.print(
+        f"authorization {receipt.authorization_id}: {receipt.subject_id} → {receipt.grantee}, {state};"
+        f" record {receipt.record_id}",
+        soft_wrap=True,
+    )
 
 
 @authorization_app.command("end")
@@ -177,7 +193,11 @@ def authorization_end(
             subscription_pb2.EndAuthorizationRequest(authorization_id=authorization_id, grantee=grantee, reason=reason)
         ),
     )
-    console.print(f"authorization {receipt.authorization_id}: {receipt.subject_id} → {receipt.grantee}, ended")
+    console.print(
+        f"authorization {receipt.authorization_id}: {receipt.subject_id} → {receipt.grantee}, ended;"
+        f" record {receipt.record_id} revoked in every region",
+        soft_wrap=True,
+    )
 
 
 def _call(

@@ -1,12 +1,15 @@
 """A signed report as a PDF or an HTML page, and reading one back to check it offline.
 
-The signed report travels inside the file (a PDF embedded file, an HTML data block),
-and the file is nothing but its rendering: rendering is deterministic (fixed dates,
-a content-derived file id, the font brought by a project dependency), so a verifier
-renders the embedded report again and compares byte for byte. A changed byte in
-the embedded data breaks the signature; anywhere else, the comparison. The price: a
-PDF is confirmed by a credex with the same fpdf2 and font wheel; another one says so
-(the PDF names its renderer) and the signed .json still verifies anywhere.
+The signed report travels inside the file (a PDF embedded file, an HTML data block).
+A PDF is rendered and signed by the issuing node itself: its signature covers every
+byte of the file (:mod:`credex.node.reports.pdf_signature`), so a verifier checks the
+bytes it has against the trust bundle and never renders anything; any fpdf2 or font
+version verifies any PDF. A verifier does not parse the PDF at all: the signature
+names the span of the file that holds the attached report (stored uncompressed), at
+most :data:`MAX_ATTACHMENT_BYTES`, so a hostile file cannot make it inflate anything
+or hold more than the file it was given, itself capped. An HTML page is still
+confirmed by rendering its embedded report again and comparing byte for byte (it
+depends on this module and segno only, no font or PDF library).
 
 Chinese text must render on a machine without system fonts: the font is Noto Sans
 CJK SC from the ``manimgx-fonts-cjk`` wheel (SIL Open Font License 1.1), subset and
@@ -27,12 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import segno
-from fpdf import FPDF, FPDF_VERSION
 
+from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node.reports.document import CheckedReport, ReportInvalid, check_report
+from credex.node.reports.pdf_signature import pdf_signer, sign_pdf
 
 ATTACHMENT = "credex-report.json"
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a report file larger than this is refused before it is read
+MAX_ATTACHMENT_BYTES = 16 * 1024 * 1024  # the signed report inside a PDF; reports are hundreds of kB
+MAX_ATTACHMENTS = 16
 _FONT = "cjk"
 FONT_INDEX = 2  # Simplified Chinese in the Noto Sans CJK collection (JP, KR, SC, TC, HK)
 _HTML_BLOCK = re.compile(
@@ -106,6 +113,9 @@ def _item_line(item: dict[str, Any]) -> str:
 
 
 def render_pdf(checked: CheckedReport) -> bytes:
+    """The report as the issuing node renders it; imports fpdf2 here, so that verifying needs no renderer."""
+    from fpdf import FPDF
+
     document = checked.document
     issued = dt.datetime.fromisoformat(document["issued_at"])
     pdf = FPDF(format="A4")
@@ -134,8 +144,17 @@ def render_pdf(checked: CheckedReport) -> bytes:
         creation_date=issued,
         desc="the signed report: check with `credex report verify` and the federation's trust bundle",
         mime_type="application/json",
+        compress=False,  # read back as stored: nothing for a verifier to inflate
     )
     return bytes(pdf.output())
+
+
+def issued_pdf(signed: bytes, bundle: TrustBundle, key: SigningKey) -> bytes:
+    """The issuing node's PDF of its signed report: checked as any verifier would, rendered, its bytes signed.
+
+    CPU work of a second or so: the service runs it in a worker thread, off the event loop.
+    """
+    return sign_pdf(render_pdf(check_report(signed, bundle)), key, signed)
 
 
 def render_html(checked: CheckedReport) -> bytes:
@@ -170,9 +189,8 @@ def render(checked: CheckedReport, suffix: str) -> bytes:
 
 
 def embedded_report(data: bytes) -> tuple[bytes, str]:
-    """The signed report inside a report file, and the file's form: ``pdf``, ``html`` or ``json``."""
-    if data.startswith(b"%PDF"):
-        return _pdf_attachment(data), "pdf"
+    """The signed report inside an HTML page or a signed .json, and the file's form: ``html`` or ``json``."""
+    _within_cap(len(data))
     found = _HTML_BLOCK.search(data)
     if found is not None:
         try:
@@ -184,54 +202,25 @@ def embedded_report(data: bytes) -> tuple[bytes, str]:
     raise ReportInvalid("not a credex report: neither a PDF nor an HTML page with a signed report, nor one itself")
 
 
-def _pdf_attachment(data: bytes) -> bytes:
-    import pypdfium2  # type: ignore[import-untyped]  # imported here: only reading a PDF back needs it
-
-    try:
-        document = pypdfium2.PdfDocument(data)
-    except pypdfium2.PdfiumError as exc:
-        raise ReportInvalid(f"the PDF cannot be read: {exc}") from None
-    try:
-        for index in range(document.count_attachments()):
-            attachment = document.get_attachment(index)
-            if attachment.get_name() == ATTACHMENT:
-                return bytes(attachment.get_data())
-        raise ReportInvalid(f"the PDF carries no {ATTACHMENT}: it is not a credex report")
-    except pypdfium2.PdfiumError as exc:  # a damaged attachment: pdfium finds no data, or no attachment at an index
-        raise ReportInvalid(f"the PDF's attachments cannot be read: {exc}") from None
-    finally:
-        document.close()
-
-
-def _renderer_note(data: bytes) -> str:
-    """Why a re-rendering may differ without any tampering: the PDF names another renderer than ours."""
-    import pypdfium2
-
-    try:
-        document = pypdfium2.PdfDocument(data)
-    except pypdfium2.PdfiumError:
-        return ""
-    try:
-        producer = str(document.get_metadata_value("Producer"))
-    except pypdfium2.PdfiumError:
-        return ""
-    finally:
-        document.close()
-    ours = f"PyFPDF/fpdf{FPDF_VERSION}"
-    if producer == ours:
-        return ""
-    return f"; it names the renderer {producer[:40]!r} and this machine has {ours}: verify with that version"
+def _within_cap(size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ReportInvalid(f"the file has {size:,} bytes; a credex report file has at most {MAX_FILE_BYTES:,}")
 
 
 def check_file(data: bytes, bundle: TrustBundle) -> CheckedReport:
-    """Check a report file offline: its signed report, every proof in it, and that the file is its rendering."""
+    """Check a report file offline: the PDF's signature over its bytes, the signed report, every proof in it."""
+    _within_cap(len(data))
+    if data.startswith(b"%PDF"):
+        signed_pdf = pdf_signer(data, bundle, MAX_ATTACHMENT_BYTES)  # the PDF itself is never parsed
+        checked = check_report(signed_pdf.report, bundle)
+        # The same node, perhaps with a newer key when a report is viewed again later.
+        if signed_pdf.origin != checked.issuer:
+            raise ReportInvalid(
+                f"the PDF is signed by {signed_pdf.origin}; the report inside it was issued by {checked.issuer}"
+            )
+        return checked
     signed, form = embedded_report(data)
     checked = check_report(signed, bundle)
-    if form != "json":
-        again = render_pdf(checked) if form == "pdf" else render_html(checked)
-        if again != data:
-            raise ReportInvalid(
-                f"the {form.upper()} is not the rendering of the report signed inside it: its content was changed"
-                " after issue" + (_renderer_note(data) if form == "pdf" else "")
-            )
+    if form == "html" and render_html(checked) != data:
+        raise ReportInvalid("the HTML is not the rendering of the report signed inside it: its content was changed")
     return checked

@@ -27,7 +27,6 @@ from credex.domain.persons import looks_like_ric, validate_ric
 from credex.node import checks
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, lifted, persons
-from credex.node.checks.overdue import CHINA
 from credex.node.config import NodeConfig
 from credex.node.services import access, edge
 from credex.node.services.servicer import Servicer
@@ -70,7 +69,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         if not request.usccs and not request.person_ids:
             raise edge.invalid("usccs or person_ids is required: send the subjects to check")
         codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
-        leaves, responsible = self._persons(request, catalogue, unit, scenario, set(codes))
+        leaves, responsible = await self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
         check_id, scenario_code, answers = await checks.run_check(
             self.pool,
@@ -104,7 +103,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             check_id=check_id, scenario=scenario_code, subjects=[_subject(a) for a in answers]
         )
 
-    def _persons(
+    async def _persons(
         self,
         request: check_pb2.CheckRequest,
         catalogue: Catalogue,
@@ -115,14 +114,9 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         """Every person the request names, as pseudonyms with their leave; refused before any other work."""
         if not request.person_ids and not request.responsible_persons:
             return [], []
-        today = dt.datetime.now(CHINA).date()
         try:
-            granted = persons.grounds(request.authorizations, catalogue, unit, scenario, today)
-            leaves = [
-                persons.admit(f"person_ids[{i}]", raw, granted, scenario, request.legal_basis, self.pseudonymizer)
-                for i, raw in enumerate(request.person_ids)
-            ]
-            responsible = []
+            people = [(f"person_ids[{i}]", raw) for i, raw in enumerate(request.person_ids)]
+            links = []
             for i, link in enumerate(request.responsible_persons):
                 name = f"responsible_persons[{i}]"
                 subject = _code(f"{name}.subject", link.subject)
@@ -133,12 +127,25 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
                         "INVALID_ARGUMENT",
                         f"{name}.role must be a legal representative, a principal or an actual controller",
                     )
-                leave = persons.admit(
-                    f"{name}.id_number", link.id_number, granted, scenario, request.legal_basis, self.pseudonymizer
-                )
-                responsible.append(checks.Responsible(subject, leave.pseudonym, link.role))
+                people.append((f"{name}.id_number", link.id_number))
+                links.append((subject, link.role))
+            admitted = await persons.admit_all(
+                self.pool,
+                people,
+                catalogue,
+                scenario,
+                unit,
+                request.legal_basis,
+                request.authorizations,
+                self.pseudonymizer,
+            )
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+        leaves = admitted[: len(request.person_ids)]
+        responsible = [
+            checks.Responsible(subject, leave.pseudonym, role)
+            for (subject, role), leave in zip(links, admitted[len(request.person_ids) :], strict=True)
+        ]
         return leaves, responsible
 
     async def SubmitFeedback(

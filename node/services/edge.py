@@ -212,7 +212,7 @@ RULES: dict[str, dict[str, Text]] = {
     },
     "credex.v1.SubscribeRequest": {"purpose": Text(500)},
     # An authorization travels inside checks, reports and grants; each says what it requires of one
-    # (node/checks/persons.py, node/services/report_service.py, node/streams/authorizations.py).
+    # (node/checks/persons.py, node/services/report_service.py, node/authorizations/terms.py).
     "credex.v1.Authorization": {
         "authorization_id": Text(128),
         "subject": Text(64),

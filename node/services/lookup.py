@@ -216,7 +216,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             raise edge.invalid("leave is for looking up a person: send person_id with it")
         if request.uscc:
             raise edge.invalid("send uscc or person_id, not both")
-        (leave,) = self._admit(call, [("person_id", request.person_id)], request.leave)
+        (leave,) = await self._admit(call, [("person_id", request.person_id)], request.leave)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 _ENTRY_QUERY + " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id", leave.pseudonym
@@ -239,7 +239,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         if len(request.usccs) + len(request.person_ids) > edge.MAX_BATCH:
             raise edge.invalid(f"usccs and person_ids together name at most {edge.MAX_BATCH:,} subjects a call")
         codes = _batch_codes(request.usccs)
-        leaves = self._admit(
+        leaves = await self._admit(
             call, [(f"person_ids[{i}]", raw) for i, raw in enumerate(request.person_ids)], request.leave
         )
         subjects = [*codes, *(leave.pseudonym for leave in leaves)]
@@ -257,7 +257,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             profiles=[lookup_pb2.Profile(subject_id=subject, entries=entries[subject]) for subject in subjects]
         )
 
-    def _admit(
+    async def _admit(
         self, call: edge.Call, named: list[tuple[str, str]], leave: lookup_pb2.PersonLeave
     ) -> list[persons.Leave]:
         """The persons' pseudonyms with their leave, by a check's rule and code; refused before the store is asked."""
@@ -268,7 +268,8 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
                 " nothing was answered",
             )
         try:
-            return persons.admit_all(
+            return await persons.admit_by_leave(
+                self.pool,
                 named,
                 leave.scenario,
                 leave.requesting_unit_uscc,

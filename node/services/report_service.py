@@ -10,6 +10,7 @@ shows the records its caller may see, in force, never grades or risk classes.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -21,6 +22,9 @@ import grpc
 from credex.crypto.keys import SigningKey, SigningRefused
 from credex.crypto.pseudonym import PREFIX as PSEUDONYM_PREFIX
 from credex.domain import uscc as uscc_codes
+from credex.node.authorizations import held
+from credex.node.authorizations import terms as authorization_terms
+from credex.node.authorizations.terms import REPORT_SCOPE
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
 from credex.node.reports import (
@@ -32,12 +36,12 @@ from credex.node.reports import (
     ReportUnavailable,
     register,
 )
-from credex.node.reports.document import SHARING
+from credex.node.reports.document import SHARING, ReportInvalid
 from credex.node.reports.issuing import log_access
+from credex.node.reports.rendering import issued_pdf
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
-from credex.node.store.events import in_force
 from credex.node.trust import TrustProvider
 from credex.v1 import lookup_pb2, record_pb2, report_pb2, report_pb2_grpc
 
@@ -46,7 +50,6 @@ _KIND_CODES = {name: code for code, name in _KINDS.items()}
 _PSEUDONYM = re.compile(re.escape(PSEUDONYM_PREFIX) + r"[a-z2-7]{32}")
 _LEVELS = (record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT, record_pb2.SHARING_LEVEL_RESTRICTED)
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
-REPORT_SCOPE = "report"
 
 
 class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
@@ -108,6 +111,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             raise edge.Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         except SigningRefused as exc:
             raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, f"this node may not sign reports: {exc}") from None
+        pdf = await self._pdf(issued.signed) if request.pdf else b""
         call.answer(len(issued.records), [f"report {issued.report_number} issued", *issued.records])
         return report_pb2.IssuedReport(
             report_number=issued.report_number,
@@ -115,6 +119,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             issued_at=issued.issued_at.isoformat(),
             verify_url=issued.verify_url,
             signed_report=issued.signed,
+            pdf=pdf,
         )
 
     async def VerifyReport(
@@ -200,6 +205,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                 )
             await log_access(conn, held.report_number, caller.identity, caller.role, "view", request.purpose)
             signed = await register.signed_report(conn, held)
+        pdf = await self._pdf(signed) if request.pdf else b""
         call.answer(1, [f"report {held.report_number} viewed"])
         return report_pb2.IssuedReport(
             report_number=held.report_number,
@@ -207,7 +213,19 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             issued_at=held.issued_at.isoformat(),
             verify_url=self.issuer.verify_url(held.report_number, request.verification_code),
             signed_report=signed,
+            pdf=pdf,
         )
+
+    async def _pdf(self, signed: bytes) -> bytes:
+        """The PDF of a report this node signed, its bytes signed by this node's key, rendered off the event loop."""
+        try:
+            return await asyncio.to_thread(issued_pdf, signed, self.trust.current, self.issuer.key)
+        except SigningRefused as exc:
+            raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, f"this node may not sign reports: {exc}") from None
+        except ReportInvalid as exc:  # a report it holds no longer checks out (its key revoked since): say so
+            raise edge.Refused(
+                grpc.StatusCode.FAILED_PRECONDITION, f"cannot render this report as a PDF: {exc}"
+            ) from None
 
     def _period(self, start_text: str, end_text: str) -> tuple[dt.date, dt.date]:
         """The report period: default the last ``reports.max_period_years`` years, never longer, never ahead."""
@@ -233,36 +251,18 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
         )
         if not request.HasField("authorization"):
             raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, refusal)
-        presented = request.authorization
-        today = dt.date.today()
-        if (
-            presented.subject != subject
-            or presented.grantee != caller.identity
-            or presented.scope != REPORT_SCOPE
-            or not _covers(presented.valid_from, presented.valid_until, today)
-        ):
+        try:
+            presented = authorization_terms.of(request.authorization, None)
+        except authorization_terms.AuthorizationInvalid as exc:
+            raise edge.invalid(f"authorization: {exc}") from None
+        if presented.subject_id != subject:
             raise edge.Refused(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "the authorization presented is not for this subject, for you, for reports, or for today",
+                grpc.StatusCode.PERMISSION_DENIED, "the authorization presented is about another subject"
             )
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT status, publicity_end, record FROM records WHERE subject_id = $1 AND kind = $2",
-                subject,
-                record_pb2.KIND_AUTHORIZATION,
-            )
-        for row in rows:
-            if not in_force(row["status"], row["publicity_end"], today):
-                continue
-            held = record_pb2.Record.FromString(bytes(row["record"])).authorization
-            if (
-                held.grantee.uscc == caller.identity
-                and REPORT_SCOPE in held.scope.split(",")
-                and not held.withdrawn
-                and _covers(held.valid_from, held.valid_to, today)
-            ):
+            if await held.honoured(conn, presented, caller.identity, REPORT_SCOPE, dt.date.today()):
                 return
-        raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, f"the authorization presented is {held.NOT_HELD}")
 
 
 def _subject(raw: str) -> tuple[str, bool]:
@@ -291,12 +291,3 @@ def _years_before(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February
         return day.replace(year=day.year - years, day=28)
-
-
-def _covers(valid_from: str, valid_until: str, today: dt.date) -> bool:
-    try:
-        start = dt.date.fromisoformat(valid_from) if valid_from else dt.date.min
-        end = dt.date.fromisoformat(valid_until) if valid_until else dt.date.max
-    except ValueError:
-        return False
-    return start <= today <= end

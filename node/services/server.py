@@ -129,7 +129,7 @@ async def start_server(
         servicer = service(config, pool, trust, logbook, keeper)
         if isinstance(servicer, CaseService):
             servicer.desk = cases
-        if isinstance(servicer, StandingService):
+        if isinstance(servicer, StandingService | SubscriptionService):
             servicer.ledger = ledger
         handlers = gate.method_handlers(servicer, descriptor)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))

@@ -15,13 +15,17 @@ from typing import Any
 import asyncpg
 import grpc
 
+from credex.crypto.keys import SigningRefused
+from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.measures import Catalogue, UnknownScenario
+from credex.node.authorizations import recording
+from credex.node.authorizations import terms as authorizations
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
+from credex.node.ledger import Ledger
 from credex.node.metrics import METRICS
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
-from credex.node.streams import authorizations
 from credex.node.streams.bell import Bell
 from credex.node.streams.entitlement import Entitlement, NotEntitled
 from credex.node.streams.stream import Filter, Stream
@@ -47,6 +51,9 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
     ) -> None:
         super().__init__(config, pool, trust, logbook, keeper)
         self.bell = Bell(pool)
+        self.ledger: Ledger | None = None  # set by the server: grants are signed into the node's own log
+        key = config.keys.pseudonym_key
+        self.pseudonymizer = Pseudonymizer.load(key) if key else None  # a person may be named by ID number
         self.open: set[Stream] = set()  # the streams being served, for their buffered bytes
         METRICS.streams_open.labels(config.origin).set_function(lambda: len(self.open))
         METRICS.stream_buffered_bytes.labels(config.origin).set_function(lambda: self.buffered_bytes)
@@ -113,9 +120,9 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         subjects = []
         for index, raw in enumerate(given.subjects):
             try:
-                subjects.append(authorizations.subject_code(raw))
+                subjects.append(authorizations.subject_code(raw, self.pseudonymizer, f"filter.subjects[{index}]"))
             except authorizations.AuthorizationInvalid as exc:
-                raise edge.invalid(f"filter.subjects[{index}]: {exc}") from None
+                raise edge.invalid(str(exc)) from None
         measures = None
         if given.scenario:
             catalogue = Catalogue.shipped()
@@ -151,13 +158,19 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         call = _operator()
         if not request.HasField("authorization"):
             raise edge.invalid("authorization is required")
+        ledger = self._ledger()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                granted = await authorizations.grant(conn, request.authorization, call.caller.identity)
+                granted = await recording.grant(
+                    conn, ledger, request.authorization, call.caller.identity, self.pseudonymizer
+                )
         except authorizations.AuthorizationInvalid as exc:
             raise edge.invalid(str(exc)) from None
+        except SigningRefused as exc:
+            raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         call.subject_id = granted.subject_id
-        call.answer(1, [f"authorization {granted.authorization_id} to {granted.grantee} granted"])
+        recorded = f"authorization {granted.authorization_id} to {granted.grantee} recorded as {granted.record_id}"
+        call.answer(1, [recorded])
         return _receipt(granted)
 
     async def EndAuthorization(
@@ -166,18 +179,28 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> subscription_pb2.AuthorizationReceipt:
         call = _operator()
+        ledger = self._ledger()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                ended = await authorizations.end(
-                    conn, request.grantee, request.authorization_id, call.caller.identity, request.reason
-                )
+                ended = await recording.end(conn, ledger, request.grantee, request.authorization_id, request.reason)
         except authorizations.AuthorizationInvalid as exc:
             raise edge.invalid(str(exc)) from None
+        except SigningRefused as exc:
+            raise edge.Refused(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
         if ended is None:
-            raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such authorization is recorded for that grantee")
+            raise edge.Refused(
+                grpc.StatusCode.NOT_FOUND,
+                "this node recorded no such authorization for that grantee; one recorded at another node is ended"
+                " there, by its origin",
+            )
         call.subject_id = ended.subject_id
-        call.answer(1, [f"authorization {ended.authorization_id} to {ended.grantee} ended"])
+        call.answer(1, [f"authorization {ended.authorization_id} to {ended.grantee} ended ({ended.record_id} revoked)"])
         return _receipt(ended)
+
+    def _ledger(self) -> Ledger:
+        if self.ledger is None:
+            raise edge.Refused(grpc.StatusCode.UNAVAILABLE, "this node signs nothing: it serves without its ledger")
+        return self.ledger
 
 
 def edge_origin(name: str, value: str) -> str:
@@ -189,15 +212,17 @@ def _operator() -> edge.Call:
     call = edge.current()
     if call.caller.role not in _MAY_GRANT:
         raise edge.Refused(
-            grpc.StatusCode.PERMISSION_DENIED, "only operators record or end authorizations (credex authorizations)"
+            grpc.StatusCode.PERMISSION_DENIED,
+            "only operators record or end authorizations (credex authorization grant|end)",
         )
     return call
 
 
-def _receipt(granted: authorizations.Granted) -> subscription_pb2.AuthorizationReceipt:
+def _receipt(granted: recording.Granted) -> subscription_pb2.AuthorizationReceipt:
     return subscription_pb2.AuthorizationReceipt(
         authorization_id=granted.authorization_id,
         grantee=granted.grantee,
         subject_id=granted.subject_id,
         active=granted.active,
+        record_id=granted.record_id,
     )

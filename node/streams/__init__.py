@@ -1,1 +1,1 @@
-"""Subscription streams: who gets which events, the authorizations behind it, and the stream itself."""
+"""Subscription streams: who gets which events, and the stream itself (authorizations: node/authorizations)."""

@@ -2,7 +2,7 @@
 
 - Public and government callers get what they may see in lookups (:meth:`Caller.sees`).
 - A financing caller gets a subject's events only while the subject's authorization for
-  its unit is in force (asked of the store for every batch, node/streams/authorizations.py),
+  its unit is in force (asked of the store for every batch, node/authorizations/held.py),
   and then restricted (授权查询) records too.
 - A supervision caller gets its region's records only, grades and risk classes included, each
   risk class with its scheme's default 双随机 sampling rate (domain/risk_schemes.toml). Its region
@@ -13,6 +13,7 @@
 - Which kinds a role may see at all is the lookups' rule (:meth:`Caller.sees`): risk classes only
   supervision callers (and peers and operators), grades never public or financing callers
   (credit-use.md, Check rule 9).
+- Authorization records reach only peers and operators (the same table, domain/audience.py).
 - Peers and operators get everything, as over ExchangeService.
 
 An event the caller could see while its record was in view, but whose record is now out of

@@ -31,10 +31,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credex.domain.measures import Measure
 from credex.domain.publicity import publicity_today
+from credex.node.authorizations import held as authorizations
+from credex.node.authorizations.terms import STREAM_SCOPE
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
 from credex.node.store.events import entry_status, standing_of
-from credex.node.streams import authorizations
 from credex.node.streams.bell import SAFETY_POLL_SECONDS, Bell
 from credex.node.streams.entitlement import Delivery, Entitlement
 from credex.v1 import event_pb2, log_pb2, lookup_pb2, subscription_pb2
@@ -203,7 +204,9 @@ class Stream:
         if not self.entitlement.needs_authorization or not wanted:
             return message
         async with self.pool.acquire() as conn:
-            allowed = await authorizations.authorized(conn, self.entitlement.grantee, wanted, publicity_today())
+            allowed = await authorizations.authorized(
+                conn, self.entitlement.grantee, wanted, STREAM_SCOPE, publicity_today()
+            )
         if wanted <= allowed:
             return message
         kept = subscription_pb2.SubscribeResponse()
@@ -379,7 +382,7 @@ class Stream:
             allowed: set[str] = set()
             if self.entitlement.needs_authorization and rows:
                 allowed = await authorizations.authorized(
-                    conn, self.entitlement.grantee, (r["subject_id"] for r in rows), today
+                    conn, self.entitlement.grantee, (r["subject_id"] for r in rows), STREAM_SCOPE, today
                 )
         batch = [
             _Row(

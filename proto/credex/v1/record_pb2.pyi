@@ -1012,7 +1012,9 @@ Global___HouseholdWorkerDetails: _TypeAlias = HouseholdWorkerDetails  # noqa: Y0
 
 @_typing.final
 class AuthorizationDetails(_message.Message):
-    """授权: the subject lets a financing platform (信易贷) see its records."""
+    """授权: the subject lets a unit see its records for a scope (comma-separated: a scenario
+    code, "report", "stream"). The one source of truth for authorizations: node/authorizations.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1021,11 +1023,20 @@ class AuthorizationDetails(_message.Message):
     VALID_FROM_FIELD_NUMBER: _builtins.int
     VALID_TO_FIELD_NUMBER: _builtins.int
     WITHDRAWN_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_SHA256_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     """what may be shared"""
     valid_from: _builtins.str
     valid_to: _builtins.str
     withdrawn: _builtins.bool
+    authorization_id: _builtins.str
+    """the id the granting platform gave the authorization document"""
+    document_sha256: _builtins.bytes
+    """SHA-256 of the signed document the grantee keeps"""
+    granted_by: _builtins.str
+    """who recorded it at the origin (an operator's certificate name)"""
     @_builtins.property
     def grantee(self) -> Global___Authority:
         """被授权平台"""
@@ -1038,10 +1049,13 @@ class AuthorizationDetails(_message.Message):
         valid_from: _builtins.str = ...,
         valid_to: _builtins.str = ...,
         withdrawn: _builtins.bool = ...,
+        authorization_id: _builtins.str = ...,
+        document_sha256: _builtins.bytes = ...,
+        granted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grantee", b"grantee"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grantee", b"grantee", "scope", b"scope", "valid_from", b"valid_from", "valid_to", b"valid_to", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "document_sha256", b"document_sha256", "granted_by", b"granted_by", "grantee", b"grantee", "scope", b"scope", "valid_from", b"valid_from", "valid_to", b"valid_to", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from credex.v1 import authorization_pb2 as credex_dot_v1_dot_authorization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/report.proto\x12\tcredex.v1\x1a\x1d\x63redex/v1/authorization.proto\"\xc6\x01\n\x12IssueReportRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.credex.v1.ReportKind\x12\x14\n\x0cperiod_start\x18\x03 \x01(\t\x12\x12\n\nperiod_end\x18\x04 \x01(\t\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12/\n\rauthorization\x18\x07 \x01(\x0b\x32\x18.credex.v1.Authorization\"~\n\x0cIssuedReport\x12\x15\n\rreport_number\x18\x01 \x01(\t\x12\x19\n\x11verification_code\x18\x02 \x01(\t\x12\x11\n\tissued_at\x18\x03 \x01(\t\x12\x12\n\nverify_url\x18\x04 \x01(\t\x12\x15\n\rsigned_report\x18\x05 \x01(\x0c\"^\n\x13VerifyReportRequest\x12\x15\n\rreport_number\x18\x01 \x01(\t\x12\x19\n\x11verification_code\x18\x02 \x01(\t\x12\x15\n\rreport_sha256\x18\x03 \x01(\x0c\"\x7f\n\x0cRecordChange\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x15\n\rseq_in_report\x18\x03 \x01(\x04\x12\x0f\n\x07seq_now\x18\x04 \x01(\x04\x12\x0e\n\x06\x63hange\x18\x05 \x01(\t\x12\x14\n\x0cstanding_now\x18\x06 \x01(\t\"\x8e\x02\n\rReportVerdict\x12\x0f\n\x07genuine\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tissued_at\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x15\n\rreport_number\x18\x05 \x01(\t\x12(\n\x07\x63hanges\x18\x06 \x03(\x0b\x32\x17.credex.v1.RecordChange\x12\x12\n\nsubject_id\x18\x07 \x01(\t\x12#\n\x04kind\x18\x08 \x01(\x0e\x32\x15.credex.v1.ReportKind\x12\x14\n\x0cperiod_start\x18\t \x01(\t\x12\x12\n\nperiod_end\x18\n \x01(\t\x12\x15\n\rreport_sha256\x18\x0b \x01(\x0c\"V\n\x11ViewReportRequest\x12\x15\n\rreport_number\x18\x01 \x01(\t\x12\x19\n\x11verification_code\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t*X\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13REPORT_KIND_SPECIAL\x10\x01\x12\x14\n\x10REPORT_KIND_FULL\x10\x02\x32\xe5\x01\n\rReportService\x12\x45\n\x0bIssueReport\x12\x1d.credex.v1.IssueReportRequest\x1a\x17.credex.v1.IssuedReport\x12H\n\x0cVerifyReport\x12\x1e.credex.v1.VerifyReportRequest\x1a\x18.credex.v1.ReportVerdict\x12\x43\n\nViewReport\x12\x1c.credex.v1.ViewReportRequest\x1a\x17.credex.v1.IssuedReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/report.proto\x12\tcredex.v1\x1a\x1d\x63redex/v1/authorization.proto\"\xd3\x01\n\x12IssueReportRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.credex.v1.ReportKind\x12\x14\n\x0cperiod_start\x18\x03 \x01(\t\x12\x12\n\nperiod_end\x18\x04 \x01(\t\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12/\n\rauthorization\x18\x07 \x01(\x0b\x32\x18.credex.v1.Authorization\x12\x0b\n\x03pdf\x18\x08 \x01(\x08\"\x8b\x01\n\x0cIssuedReport\x12\x15\n\rreport_number\x18\x01 \x01(\t\x12\x19\n\x11verification_code\x18\x02 \x01(\t\x12\x11\n\tissued_at\x18\x03 \x01(\t\x12\x12\n\nverify_url\x18\x04 \x01(\t\x12\x15\n\rsigned_report\x18\x05 \x01(\x0c\x12\x0b\n\x03pdf\x18\x06 \x01(\x0c\"^\n\x13VerifyReportRequest\x12\x15\n\rreport_number\x18\x01 \x01(\t\x12\x19\n\x11verification_code\x18\x02 \x01(\t\x12\x15\n\rreport_sha256\x18\x03 \x01(\x0c\"\x7f\n\x0cRecordChange\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x15\n\rseq_in_report\x18\x03 \x01(\x04\x12\x0f\n\x07seq_now\x18\x04 \x01(\x04\x12\x0e\n\x06\x63hange\x18\x05 \x01(\t\x12\x14\n\x0cstanding_now\x18\x06 \x01(\t\"\x8e\x02\n\rReportVerdict\x12\x0f\n\x07genuine\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tissued_at\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x15\n\rreport_number\x18\x05 \x01(\t\x12(\n\x07\x63hanges\x18\x06 \x03(\x0b\x32\x17.credex.v1.RecordChange\x12\x12\n\nsubject_id\x18\x07 \x01(\t\x12#\n\x04kind\x18\x08 \x01(\x0e\x32\x15.credex.v1.ReportKind\x12\x14\n\x0cperiod_start\x18\t \x01(\t\x12\x12\n\nperiod_end\x18\n \x01(\t\x12\x15\n\rreport_sha256\x18\x0b \x01(\x0c\"c\n\x11ViewReportRequest\x12\x15\n\rreport_number\x18\x01 \x01(\t\x12\x19\n\x11verification_code\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0b\n\x03pdf\x18\x04 \x01(\x08*X\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13REPORT_KIND_SPECIAL\x10\x01\x12\x14\n\x10REPORT_KIND_FULL\x10\x02\x32\xe5\x01\n\rReportService\x12\x45\n\x0bIssueReport\x12\x1d.credex.v1.IssueReportRequest\x1a\x17.credex.v1.IssuedReport\x12H\n\x0cVerifyReport\x12\x1e.credex.v1.VerifyReportRequest\x1a\x18.credex.v1.ReportVerdict\x12\x43\n\nViewReport\x12\x1c.credex.v1.ViewReportRequest\x1a\x17.credex.v1.IssuedReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPORTKIND']._serialized_start=983
-  _globals['_REPORTKIND']._serialized_end=1071
+  _globals['_REPORTKIND']._serialized_start=1023
+  _globals['_REPORTKIND']._serialized_end=1111
   _globals['_ISSUEREPORTREQUEST']._serialized_start=69
-  _globals['_ISSUEREPORTREQUEST']._serialized_end=267
-  _globals['_ISSUEDREPORT']._serialized_start=269
-  _globals['_ISSUEDREPORT']._serialized_end=395
-  _globals['_VERIFYREPORTREQUEST']._serialized_start=397
-  _globals['_VERIFYREPORTREQUEST']._serialized_end=491
-  _globals['_RECORDCHANGE']._serialized_start=493
-  _globals['_RECORDCHANGE']._serialized_end=620
-  _globals['_REPORTVERDICT']._serialized_start=623
-  _globals['_REPORTVERDICT']._serialized_end=893
-  _globals['_VIEWREPORTREQUEST']._serialized_start=895
-  _globals['_VIEWREPORTREQUEST']._serialized_end=981
-  _globals['_REPORTSERVICE']._serialized_start=1074
-  _globals['_REPORTSERVICE']._serialized_end=1303
+  _globals['_ISSUEREPORTREQUEST']._serialized_end=280
+  _globals['_ISSUEDREPORT']._serialized_start=283
+  _globals['_ISSUEDREPORT']._serialized_end=422
+  _globals['_VERIFYREPORTREQUEST']._serialized_start=424
+  _globals['_VERIFYREPORTREQUEST']._serialized_end=518
+  _globals['_RECORDCHANGE']._serialized_start=520
+  _globals['_RECORDCHANGE']._serialized_end=647
+  _globals['_REPORTVERDICT']._serialized_start=650
+  _globals['_REPORTVERDICT']._serialized_end=920
+  _globals['_VIEWREPORTREQUEST']._serialized_start=922
+  _globals['_VIEWREPORTREQUEST']._serialized_end=1021
+  _globals['_REPORTSERVICE']._serialized_start=1114
+  _globals['_REPORTSERVICE']._serialized_end=1343
 # @@protoc_insertion_point(module_scope)

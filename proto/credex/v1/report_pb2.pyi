@@ -52,6 +52,7 @@ class IssueReportRequest(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    PDF_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     """a USCC, or a natural person's pseudonym"""
     kind: Global___ReportKind.ValueType
@@ -60,6 +61,10 @@ class IssueReportRequest(_message.Message):
     period_end: _builtins.str
     """YYYY-MM-DD; default: today; at most five years after period_start"""
     purpose: _builtins.str
+    pdf: _builtins.bool
+    """Also render the report as a PDF here and sign the PDF's bytes (IssuedReport.pdf): a PDF
+    anyone verifies with the trust bundle alone, whatever renderer they have.
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """field codes or names of the report fields list; empty: all"""
@@ -80,10 +85,11 @@ class IssueReportRequest(_message.Message):
         fields: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
         authorization: _authorization_pb2.Authorization | None = ...,
+        pdf: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "fields", b"fields", "kind", b"kind", "period_end", b"period_end", "period_start", b"period_start", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "fields", b"fields", "kind", b"kind", "pdf", b"pdf", "period_end", b"period_end", "period_start", b"period_start", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,6 +104,7 @@ class IssuedReport(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     VERIFY_URL_FIELD_NUMBER: _builtins.int
     SIGNED_REPORT_FIELD_NUMBER: _builtins.int
+    PDF_FIELD_NUMBER: _builtins.int
     report_number: _builtins.str
     verification_code: _builtins.str
     issued_at: _builtins.str
@@ -106,6 +113,8 @@ class IssuedReport(_message.Message):
     """what the QR code holds"""
     signed_report: _builtins.bytes
     """the signed report document (JSON, DSSE envelope form)"""
+    pdf: _builtins.bytes
+    """when asked: the report as a PDF, its bytes signed by the issuing node"""
     def __init__(
         self,
         *,
@@ -114,10 +123,11 @@ class IssuedReport(_message.Message):
         issued_at: _builtins.str = ...,
         verify_url: _builtins.str = ...,
         signed_report: _builtins.bytes = ...,
+        pdf: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "report_number", b"report_number", "signed_report", b"signed_report", "verification_code", b"verification_code", "verify_url", b"verify_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "pdf", b"pdf", "report_number", b"report_number", "signed_report", b"signed_report", "verification_code", b"verification_code", "verify_url", b"verify_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,19 +260,23 @@ class ViewReportRequest(_message.Message):
     REPORT_NUMBER_FIELD_NUMBER: _builtins.int
     VERIFICATION_CODE_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    PDF_FIELD_NUMBER: _builtins.int
     report_number: _builtins.str
     verification_code: _builtins.str
     purpose: _builtins.str
+    pdf: _builtins.bool
+    """also the PDF, rendered and signed by the issuing node"""
     def __init__(
         self,
         *,
         report_number: _builtins.str = ...,
         verification_code: _builtins.str = ...,
         purpose: _builtins.str = ...,
+        pdf: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "report_number", b"report_number", "verification_code", b"verification_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pdf", b"pdf", "purpose", b"purpose", "report_number", b"report_number", "verification_code", b"verification_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

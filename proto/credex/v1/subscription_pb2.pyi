@@ -399,10 +399,13 @@ class AuthorizationReceipt(_message.Message):
     GRANTEE_FIELD_NUMBER: _builtins.int
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
     authorization_id: _builtins.str
     grantee: _builtins.str
     subject_id: _builtins.str
     active: _builtins.bool
+    record_id: _builtins.str
+    """the signed KIND_AUTHORIZATION record that carries it"""
     def __init__(
         self,
         *,
@@ -410,10 +413,11 @@ class AuthorizationReceipt(_message.Message):
         grantee: _builtins.str = ...,
         subject_id: _builtins.str = ...,
         active: _builtins.bool = ...,
+        record_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "authorization_id", b"authorization_id", "grantee", b"grantee", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "authorization_id", b"authorization_id", "grantee", b"grantee", "record_id", b"record_id", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
