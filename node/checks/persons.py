@@ -133,7 +133,7 @@ async def confirm(
             document_sha256=given.authorization.document_sha256,
         )
         if not await held.honoured(conn, terms, unit, scenario.code, today):
-            raise CheckFailure("PERMISSION_DENIED", f"{given.field} is {held.NOT_HELD}; nothing was checked")
+            raise CheckFailure("PERMISSION_DENIED", f"{given.field} is {held.NOT_HELD}; nothing was answered")
         digest = given.authorization.document_sha256.hex()[:16]
         granted.append(Granted(given.number, f"authorization held, document sha256:{digest}"))
     return granted
