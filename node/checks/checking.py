@@ -25,7 +25,7 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 import asyncpg
@@ -33,7 +33,7 @@ import asyncpg
 from credex.domain.measures import Catalogue, Measure
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
-from credex.node.store.events import in_force
+from credex.node.checks import verdicts
 from credex.v1 import lookup_pb2, record_pb2
 
 # (sharing level, entry status) -> whether the caller may see such a record; decided by the services.
@@ -45,9 +45,18 @@ _SEVERITIES = {
     record_pb2.SEVERITY_GENERAL: "一般",
     record_pb2.SEVERITY_SERIOUS: "严重",
 }
+# A check reads only records in force that the caller may see ($3: today; $4: the sharing levels it sees
+# of an active record), as :func:`credex.node.store.events.in_force` and Caller.sees decide (a test holds
+# the two to each other). Of those it parses the kinds some trigger names ($2), and each subject's first
+# record of any kind, whose subject type decides which incentives fit.
 _RECORDS_QUERY = (
-    "SELECT subject_id, record, status, disputed, sharing_level, publicity_end FROM records"
-    " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
+    "SELECT subject_id, record, disputed, publicity_end, relevant FROM ("
+    " SELECT subject_id, origin, record_id, record, disputed, publicity_end, kind = ANY($2::smallint[]) AS relevant,"
+    "  row_number() OVER (PARTITION BY subject_id ORDER BY origin, record_id) AS n"
+    " FROM records"
+    " WHERE subject_id = ANY($1::text[]) AND status = " + str(_ACTIVE) + ""
+    "  AND (publicity_end IS NULL OR publicity_end >= $3) AND sharing_level = ANY($4::smallint[])"
+    ") f WHERE relevant OR n = 1 ORDER BY subject_id, origin, record_id"
 )
 # $9: [[subject id, [measure id, ...]], ...] as JSON (answers carry lists of different lengths).
 _STORE_CHECK = (
@@ -156,26 +165,24 @@ async def run_check(
 ) -> tuple[str, str, list[SubjectAnswer]]:
     """Answer every distinct subject once, in the order first named, and store the check with its answers.
 
-    One statement stores the check and every answer: (check id, scenario, answers). Only
-    records in force that the caller may see count, for hits, incentives and 告知承诺 alike.
+    One statement reads every subject's records, one stores the check and every answer:
+    (check id, scenario, answers). Only records in force that the caller may see count,
+    for hits, incentives and 告知承诺 alike.
     """
     day = today or dt.date.today()
     scenario = catalogue.scenario(request.scenario).code
     region = unit_region(request.requesting_unit)
+    index = verdicts.index_of(catalogue)
     distinct = list(dict.fromkeys(request.subjects))
     linked: defaultdict[str, list[Responsible]] = defaultdict(list)
     for link in dict.fromkeys(request.responsible):
         linked[link.subject].append(link)
     wanted = list(dict.fromkeys([*distinct, *(link.person for link in request.responsible)]))
-    by_subject: defaultdict[str, list[_Found]] = defaultdict(list)
     check_id = uuid.uuid4()
     async with pool.acquire() as conn:
-        for row in await conn.fetch(_RECORDS_QUERY, wanted):
-            if not in_force(row["status"], row["publicity_end"], day) or not sees(row["sharing_level"], _ACTIVE):
-                continue
-            record = record_pb2.Record.FromString(row["record"])
-            by_subject[row["subject_id"]].append(_Found(record, row["publicity_end"], row["disputed"]))
-        answers = [_answer(catalogue, code, by_subject, linked[code], scenario, region, day) for code in distinct]
+        rows = await conn.fetch(_RECORDS_QUERY, wanted, index.kinds, day, _levels(sees))
+        found = _found(rows)
+        answers = [_answer(index, code, found, linked[code], scenario, region, day) for code in distinct]
         # One statement, so one round trip and atomic by itself: the check and every answer, or nothing.
         await conn.execute(
             _STORE_CHECK,
@@ -192,28 +199,61 @@ async def run_check(
     return str(check_id), scenario, answers
 
 
+def _levels(sees: Visibility) -> list[int]:
+    """The sharing levels of which the caller sees an active record: asked of ``sees`` itself, never restated."""
+    return [level for level in record_pb2.SharingLevel.values() if sees(level, _ACTIVE)]
+
+
+@dataclass(slots=True)
+class _Subject:
+    """One subject's (or person's) records in force: those of the kinds a trigger names, and its type."""
+
+    subject_type: int = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY  # of a subject with no record in force
+    records: list[_Found] = field(default_factory=list)
+
+
+def _found(rows: list[asyncpg.Record]) -> dict[str, _Subject]:
+    by_subject: dict[str, _Subject] = {}
+    for subject_id, raw, disputed, window_end, relevant in rows:
+        record = record_pb2.Record.FromString(raw)
+        held = by_subject.get(subject_id)
+        if held is None:  # the subject's first record in force, of whatever kind: its type
+            held = by_subject[subject_id] = _Subject(record.subject.type)
+        if relevant:
+            held.records.append(_Found(record, window_end, disputed))
+    return by_subject
+
+
+_NOBODY = _Subject()
+
+
 def _answer(
-    catalogue: Catalogue,
+    index: verdicts.CatalogueIndex,
     subject: str,
-    by_subject: Mapping[str, list[_Found]],
+    found: Mapping[str, _Subject],
     responsible: list[Responsible],
     scenario: str,
     region: str | None,
     today: dt.date,
 ) -> SubjectAnswer:
-    own = by_subject.get(subject, [])
-    sources = [(f, None) for f in own] + [(f, link) for link in responsible for f in by_subject.get(link.person, [])]
+    own = found.get(subject, _NOBODY)
+    judged: list[tuple[_Found, verdicts.Verdict, Responsible | None]] = [
+        (f, index.verdict(f.record, scenario, region), None) for f in own.records
+    ]
+    for person in responsible:
+        judged += [
+            (f, index.verdict(f.record, scenario, region), person) for f in found.get(person.person, _NOBODY).records
+        ]
     hits = tuple(
-        Hit(f.record, f.window_end, measures, f.disputed, link)
-        for f, link in sources
-        if (measures := tuple(catalogue.measures_for(f.record, scenario, region=region)))
-        or catalogue.is_negative(f.record)
+        Hit(f.record, f.window_end, verdict.measures, f.disputed, link) for f, verdict, link in judged if verdict.is_hit
     )
-    found = [f.record for f in own]
-    subject_type = found[0].subject.type if found else record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
-    incentives = catalogue.incentives_for(found, scenario, today, subject_type, region)
-    notify = catalogue.notify_commit(found)
-    return SubjectAnswer(subject, hits, tuple(incentives), notify.available, notify.excluded_by)
+    records = [f.record for f in own.records]
+    incentives = index.incentives(records, scenario, today, own.subject_type, region)
+    # 告知承诺 follows the subject's own records only (as Catalogue.notify_commit does).
+    excluded = tuple(
+        f.record.record_id for f, verdict, link in judged if link is None and verdict.excludes_notify_commit
+    )
+    return SubjectAnswer(subject, hits, incentives, not excluded, excluded)
 
 
 @dataclass(frozen=True, slots=True)

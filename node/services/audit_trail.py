@@ -39,6 +39,9 @@ _COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered
 TRIM_BATCH = 10_000  # rows deleted per statement when trimming old rows
 # Longest text kept per column; the rest is cut with a marker, so a huge field costs nothing downstream.
 _LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose": 500, "status": 32, "detail": 2000}
+_CALLER, _ROLE, _METHOD, _SUBJECT, _PURPOSE, _STATUS, _DETAIL = (
+    _LIMITS[name] for name in ("caller", "role", "method", "subject_id", "purpose", "status", "detail")
+)
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _INT32 = 2**31 - 1
 # Errors that mean the database is out of reach: retrying entries one by one would not help.
@@ -76,7 +79,24 @@ class AuditEntry:
     calls: int = 1  # how many calls this row stands for: more than one for a sum of refusals
 
     def storable(self) -> AuditEntry:
-        """This entry with every field in a form the audit table accepts."""
+        """This entry with every field in a form the audit table accepts (itself, as nearly always, if it is)."""
+        if (
+            0 <= self.answered <= _INT32
+            and 1 <= self.calls <= _INT32
+            and all(
+                len(text) <= limit and text.isprintable()
+                for text, limit in (
+                    (self.caller, _CALLER),
+                    (self.role, _ROLE),
+                    (self.method, _METHOD),
+                    (self.subject_id, _SUBJECT),
+                    (self.purpose, _PURPOSE),
+                    (self.status, _STATUS),
+                    (self.detail, _DETAIL),
+                )
+            )
+        ):
+            return self
         return replace(
             self,
             **{name: storable(getattr(self, name), limit) for name, limit in _LIMITS.items()},  # type: ignore[arg-type]
@@ -99,7 +119,8 @@ class AuditEntry:
         )
 
 
-_Pending = tuple[AuditEntry, "asyncio.Future[None] | None"]
+# The rows of one call (a batch call has one per subject) and the future its answer waits on.
+_Pending = tuple[tuple[AuditEntry, ...], "asyncio.Future[None] | None"]
 
 
 class AuditLog:
@@ -115,7 +136,9 @@ class AuditLog:
         self.max_batch = max_batch
         self.linger = linger
         self._last_write = 0.0
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self.max_queue = max_queue  # rows waiting, of every call queued
+        self._queued = 0
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._in_hand: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         self._trimmer: asyncio.Task[None] | None = None
@@ -181,7 +204,7 @@ class AuditLog:
         pending = self._in_hand
         self._in_hand = []
         while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
+            pending.append(self._take())
         self._fail(pending, AuditUnavailable("the node is shutting down"))
 
     def _busy(self) -> bool:
@@ -190,38 +213,51 @@ class AuditLog:
 
     async def record(self, entry: AuditEntry) -> None:
         """Queue ``entry`` and wait until it is committed; raise :class:`AuditUnavailable` if it cannot be."""
+        await self.record_all([entry])
+
+    async def record_all(self, entries: list[AuditEntry]) -> None:
+        """Queue the rows of one call (a batch call has one per subject) and wait until all are committed.
+
+        The call is answered only if every one of its rows is stored, and refused whole
+        if any is not: its rows travel together, in one batch, and settle one future.
+        """
         if self._stopped:
             raise AuditUnavailable("the node is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((entry.storable(), future))
-        except asyncio.QueueFull:
-            self._entries["dropped"].inc()
-            raise AuditUnavailable(
-                f"audit queue full ({self._queue.qsize():,} entries waiting for the database)"
-            ) from None
+        if not self._put(tuple(entry.storable() for entry in entries), future):
+            raise AuditUnavailable(f"audit queue full ({self._queued:,} entries waiting for the database)")
         await future
 
     def note(self, entry: AuditEntry) -> bool:
         """Queue ``entry`` without waiting for it (for summaries of refused calls); False if the queue is full."""
-        if self._stopped:
+        return not self._stopped and self._put((entry.storable(),), None)
+
+    def _put(self, rows: tuple[AuditEntry, ...], future: asyncio.Future[None] | None) -> bool:
+        if self._queued + len(rows) > self.max_queue:
+            self._entries["dropped"].inc(len(rows))
             return False
-        try:
-            self._queue.put_nowait((entry.storable(), None))
-        except asyncio.QueueFull:
-            self._entries["dropped"].inc()
-            return False
+        self._queued += len(rows)
+        self._queue.put_nowait((rows, future))
         return True
+
+    def _take(self) -> _Pending:
+        pending = self._queue.get_nowait()
+        self._queued -= len(pending[0])
+        return pending
 
     async def _writer(self) -> None:
         while True:
-            self._in_hand = [await self._queue.get()]
+            first = await self._queue.get()
+            self._queued -= len(first[0])
+            self._in_hand = [first]
             # Under load, wait a moment for company: one commit for many calls
             # costs the database far less than one each.
-            if self._queue.qsize() or self._busy():
+            if not self._queue.empty() or self._busy():
                 await asyncio.sleep(self.linger)
-            while len(self._in_hand) < self.max_batch and not self._queue.empty():
-                self._in_hand.append(self._queue.get_nowait())
+            rows = len(first[0])
+            while rows < self.max_batch and not self._queue.empty():
+                self._in_hand.append(pending := self._take())
+                rows += len(pending[0])
             self._last_write = time.monotonic()
             await self._write(self._in_hand)
             self._in_hand = []
@@ -229,26 +265,26 @@ class AuditLog:
     async def _write(self, batch: list[_Pending]) -> None:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
         try:
-            await self._copy([entry for entry, _ in batch])
+            await self._copy([entry for entries, _ in batch for entry in entries])
         except CONNECTION_LOST as exc:
-            log.error("audit log write of %d entries failed: %s", len(batch), exc)
+            log.error("audit log write of %d calls failed: %s", len(batch), exc)
             self._fail(batch, AuditUnavailable(f"audit log unavailable: {exc}"))
             return
         except Exception as exc:  # refused by the database or by the driver's encoder
             if len(batch) == 1:
-                log.error("audit entry not stored: %s", exc)
+                log.error("audit entries of a call not stored: %s", exc)
                 self._fail(batch, AuditUnavailable(f"audit entry not stored: {exc}"))
                 return
-            # Something in the batch is unstorable: find it without failing the others.
-            log.warning("audit batch of %d failed (%s); writing its entries one by one", len(batch), exc)
+            # Something in the batch is unstorable: find the call it belongs to without failing the others.
+            log.warning("audit batch of %d calls failed (%s); writing each call's entries alone", len(batch), exc)
             for index, pending in enumerate(batch):
                 try:
-                    await self._copy([pending[0]])
+                    await self._copy(list(pending[0]))
                 except CONNECTION_LOST as one_exc:
                     self._fail(batch[index:], AuditUnavailable(f"audit log unavailable: {one_exc}"))
                     return
                 except Exception as one_exc:
-                    log.error("audit entry not stored: %s", one_exc)
+                    log.error("audit entries of a call not stored: %s", one_exc)
                     self._fail([pending], AuditUnavailable(f"audit entry not stored: {one_exc}"))
                 else:
                     self._succeed([pending])
@@ -260,14 +296,13 @@ class AuditLog:
             await conn.copy_records_to_table("audit_log", records=[e.row() for e in entries], columns=_COLUMNS)
 
     def _succeed(self, batch: list[_Pending]) -> None:
-        self._entries["written"].inc(len(batch))
+        self._entries["written"].inc(sum(len(entries) for entries, _ in batch))
         for _, future in batch:
             if future is not None and not future.done():
                 future.set_result(None)
 
     def _fail(self, batch: list[_Pending], error: AuditUnavailable) -> None:
+        self._entries["failed"].inc(sum(len(entries) for entries, _ in batch))
         for _, future in batch:
-            if future is None or not future.done():
-                self._entries["failed"].inc()
             if future is not None and not future.done():
                 future.set_exception(error)

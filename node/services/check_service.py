@@ -277,15 +277,29 @@ def _audited(hit: checks.Hit) -> str:
     return f"{hit.record.record_id} via {hit.responsible.person}"
 
 
+# Each measure's message, built once: a check of many subjects shows the same few measures many times.
+# Keyed by the Measure object (held in the value, so its id stays its own); catalogues are immutable.
+_MEASURES: dict[int, tuple[Measure, check_pb2.CheckedMeasure]] = {}
+_MEASURES_KEPT = 10_000
+
+
 def _measure(m: Measure) -> check_pb2.CheckedMeasure:
-    return check_pb2.CheckedMeasure(
-        id=m.id,
-        name=m.name,
-        category=m.category,
-        measure_class=m.measure_class or "",
-        basis=str(m.basis),
-        implementing_body=m.implementing_body,
-    )
+    held = _MEASURES.get(id(m))
+    if held is None or held[0] is not m:
+        if len(_MEASURES) >= _MEASURES_KEPT:
+            _MEASURES.clear()
+        held = _MEASURES[id(m)] = (
+            m,
+            check_pb2.CheckedMeasure(
+                id=m.id,
+                name=m.name,
+                category=m.category,
+                measure_class=m.measure_class or "",
+                basis=str(m.basis),
+                implementing_body=m.implementing_body,
+            ),
+        )
+    return held[1]
 
 
 def _subject(answer: checks.SubjectAnswer) -> check_pb2.SubjectAnswer:

@@ -400,8 +400,11 @@ class Call:
     def entries(self, status: str) -> list[AuditEntry]:
         """The rows of an answered call: one, or one per subject of a batch (:meth:`answer_each`)."""
         first = self.entry(status)
+        if not self.more:
+            return [first]
+        caller, role, method, purpose, at = first.caller, first.role, first.method, first.purpose, first.at
         return [first] + [
-            dataclasses.replace(first, subject_id=subject, answered=count, detail=detail)
+            AuditEntry(caller, role, method, subject, purpose, count, status, at, detail)
             for subject, count, detail in self.more
         ]
 
@@ -611,7 +614,7 @@ class Gate:
                 call, Refused(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"), context
             )
         try:
-            await asyncio.gather(*(self.audit.record(entry) for entry in call.entries("OK")))
+            await self.audit.record_all(call.entries("OK"))
         except AuditUnavailable as exc:
             self._count(call.method, "UNAVAILABLE")
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is answered without an audit trail")
