@@ -60,8 +60,8 @@ def variants() -> list[record_pb2.Record]:
     made = []
     for kind, details in _DETAILS.items():
         for subject_type in record_pb2.SubjectType.values():
-            base = record_pb2.Record(kind=kind, decision_date="2025-03-01")  # type: ignore[arg-type]
-            base.subject.type = subject_type  # type: ignore[assignment]
+            base = record_pb2.Record(kind=kind, decision_date="2025-03-01")
+            base.subject.type = subject_type
             getattr(base, details).SetInParent()
             choices: list[tuple[str, list[object]]] = []
             if kind in (record_pb2.KIND_BLACK_LIST, record_pb2.KIND_RED_LIST):
