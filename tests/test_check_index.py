@@ -168,7 +168,7 @@ async def test_a_check_reads_exactly_the_records_in_force_that_the_caller_sees(f
         caller="test",
         role="government",
     )
-    _, _, answers = await checks.run_check(node.pool, CATALOGUE, request, sees, TODAY)
+    answers = (await checks.run_check(node.pool, CATALOGUE, request, sees, TODAY)).answers
     assert expected and len(expected) < len(rows)
     assert {a.subject_id for a in answers if a.hits} == expected
     assert {a.subject_id for a in answers if not a.notify_commit_available} == expected

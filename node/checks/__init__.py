@@ -6,6 +6,9 @@ callers beyond what they may see.
 """
 
 from credex.node.checks.checking import (
+    ANSWER_COLUMNS,
+    CHECK_COLUMNS,
+    Check,
     CheckFailure,
     CheckRequest,
     Feedback,
@@ -19,6 +22,9 @@ from credex.node.checks.checking import (
 from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
 
 __all__ = [
+    "ANSWER_COLUMNS",
+    "CHECK_COLUMNS",
+    "Check",
     "CheckFailure",
     "CheckRequest",
     "Feedback",

@@ -13,14 +13,15 @@ their own records in force as hits of the subject, marked with the person and ro
 They do not decide the subject's incentives or 告知承诺: those follow the subject's own
 records, as the catalogue's triggers are written for the subject.
 
-A check and every subject's answer (the measure ids it was told) are stored in one
-statement before the answer leaves, so feedback can be held to what was returned.
+A check and every subject's answer (the measure ids it was told) are stored before the
+answer leaves, so feedback can be held to what was returned: :func:`run_check` gives
+their rows, and the service commits them with the call's audit rows (one group commit
+for both, node/services/audit_trail.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import uuid
 from collections import defaultdict
@@ -58,15 +59,19 @@ _RECORDS_QUERY = (
     "  AND (publicity_end IS NULL OR publicity_end >= $3) AND sharing_level = ANY($4::smallint[])"
     ") f WHERE relevant OR n = 1 ORDER BY subject_id, origin, record_id"
 )
-# $9: [[subject id, [measure id, ...]], ...] as JSON (answers carry lists of different lengths).
-_STORE_CHECK = (
-    "WITH c AS (INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING check_id, at)"
-    " INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids)"
-    " SELECT c.check_id, c.at, a.value ->> 0,"
-    " ARRAY(SELECT m FROM jsonb_array_elements_text(a.value -> 1) WITH ORDINALITY AS t (m, n) ORDER BY n)"
-    " FROM c, jsonb_array_elements($9::jsonb) AS a"
+# How a check and its answers are stored (migration 0013): the caller commits these rows, before it answers.
+CHECK_COLUMNS = (
+    "check_id",
+    "at",
+    "caller",
+    "role",
+    "requesting_unit",
+    "scenario",
+    "purpose",
+    "legal_basis",
+    "subjects",
 )
+ANSWER_COLUMNS = ("check_id", "checked_at", "subject_id", "measure_ids")
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
 # A department's code as platforms send it (Taizhou's bizDept; a USCC of an organ fits too): a code, not a name.
 _DEPARTMENT_CODE = re.compile(r"[0-9A-Za-z](?:[0-9A-Za-z.-]*[0-9A-Za-z])?")
@@ -156,18 +161,51 @@ def scale_of(record: record_pb2.Record) -> tuple[str, str]:
     return "", kind
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A check answered: its id and time, the scenario's code, every subject's answer, and its rows to store."""
+
+    check_id: uuid.UUID
+    at: dt.datetime
+    scenario: str
+    answers: list[SubjectAnswer]
+    request: CheckRequest
+
+    def check_row(self) -> tuple[object, ...]:
+        """The ``checks`` row, in :data:`CHECK_COLUMNS` order."""
+        r = self.request
+        subjects = len(self.answers)
+        return (
+            self.check_id,
+            self.at,
+            r.caller,
+            r.role,
+            r.requesting_unit,
+            self.scenario,
+            r.purpose,
+            r.legal_basis,
+            subjects,
+        )
+
+    def answer_rows(self) -> list[tuple[object, ...]]:
+        """A ``check_answers`` row per subject (the measure ids it was told: what feedback may name)."""
+        return [(self.check_id, self.at, a.subject_id, a.measure_ids) for a in self.answers]
+
+
 async def run_check(
     pool: asyncpg.Pool,
     catalogue: Catalogue,
     request: CheckRequest,
     sees: Visibility,
     today: dt.date | None = None,
-) -> tuple[str, str, list[SubjectAnswer]]:
-    """Answer every distinct subject once, in the order first named, and store the check with its answers.
+) -> Check:
+    """Answer every distinct subject once, in the order first named; the check's rows are the caller's to store.
 
-    One statement reads every subject's records, one stores the check and every answer:
-    (check id, scenario, answers). Only records in force that the caller may see count,
-    for hits, incentives and 告知承诺 alike.
+    One statement reads every subject's records. Only records in force that the caller
+    may see count, for hits, incentives and 告知承诺 alike. The service commits the
+    check's rows with the call's audit rows, in one transaction shared with other calls
+    (node/services/audit_trail.py), before the answer leaves: a check answered is a
+    check stored, and feedback can be held to what it returned.
     """
     day = today or dt.date.today()
     scenario = catalogue.scenario(request.scenario).code
@@ -178,25 +216,11 @@ async def run_check(
     for link in dict.fromkeys(request.responsible):
         linked[link.subject].append(link)
     wanted = list(dict.fromkeys([*distinct, *(link.person for link in request.responsible)]))
-    check_id = uuid.uuid4()
     async with pool.acquire() as conn:
         rows = await conn.fetch(_RECORDS_QUERY, wanted, index.kinds, day, _levels(sees))
-        found = _found(rows)
-        answers = [_answer(index, code, found, linked[code], scenario, region, day) for code in distinct]
-        # One statement, so one round trip and atomic by itself: the check and every answer, or nothing.
-        await conn.execute(
-            _STORE_CHECK,
-            check_id,
-            request.caller,
-            request.role,
-            request.requesting_unit,
-            scenario,
-            request.purpose,
-            request.legal_basis,
-            len(distinct),
-            json.dumps([[a.subject_id, a.measure_ids] for a in answers], ensure_ascii=False),
-        )
-    return str(check_id), scenario, answers
+    found = _found(rows)
+    answers = [_answer(index, code, found, linked[code], scenario, region, day) for code in distinct]
+    return Check(uuid.uuid4(), dt.datetime.now(dt.UTC), scenario, answers, request)
 
 
 def _levels(sees: Visibility) -> list[int]:

@@ -119,8 +119,22 @@ class AuditEntry:
         )
 
 
-# The rows of one call (a batch call has one per subject) and the future its answer waits on.
-_Pending = tuple[tuple[AuditEntry, ...], "asyncio.Future[None] | None"]
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows of another table that a call's answer stands on (a check and its answers), stored with its audit rows."""
+
+    table: str
+    columns: tuple[str, ...]
+    records: list[tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """The rows of one call (a batch call has an audit row per subject) and the future its answer waits on."""
+
+    entries: tuple[AuditEntry, ...]
+    rows: tuple[Rows, ...]
+    future: asyncio.Future[None] | None
 
 
 class AuditLog:
@@ -215,16 +229,18 @@ class AuditLog:
         """Queue ``entry`` and wait until it is committed; raise :class:`AuditUnavailable` if it cannot be."""
         await self.record_all([entry])
 
-    async def record_all(self, entries: list[AuditEntry]) -> None:
+    async def record_all(self, entries: list[AuditEntry], rows: tuple[Rows, ...] = ()) -> None:
         """Queue the rows of one call (a batch call has one per subject) and wait until all are committed.
 
         The call is answered only if every one of its rows is stored, and refused whole
         if any is not: its rows travel together, in one batch, and settle one future.
+        ``rows`` of other tables (a check and its answers) are committed in the same
+        transaction: what the answer stands on is stored exactly when its trail is.
         """
         if self._stopped:
             raise AuditUnavailable("the node is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._put(tuple(entry.storable() for entry in entries), future):
+        if not self._put(tuple(entry.storable() for entry in entries), future, rows):
             raise AuditUnavailable(f"audit queue full ({self._queued:,} entries waiting for the database)")
         await future
 
@@ -232,32 +248,34 @@ class AuditLog:
         """Queue ``entry`` without waiting for it (for summaries of refused calls); False if the queue is full."""
         return not self._stopped and self._put((entry.storable(),), None)
 
-    def _put(self, rows: tuple[AuditEntry, ...], future: asyncio.Future[None] | None) -> bool:
-        if self._queued + len(rows) > self.max_queue:
-            self._entries["dropped"].inc(len(rows))
+    def _put(
+        self, entries: tuple[AuditEntry, ...], future: asyncio.Future[None] | None, rows: tuple[Rows, ...] = ()
+    ) -> bool:
+        if self._queued + len(entries) > self.max_queue:
+            self._entries["dropped"].inc(len(entries))
             return False
-        self._queued += len(rows)
-        self._queue.put_nowait((rows, future))
+        self._queued += len(entries)
+        self._queue.put_nowait(_Pending(entries, rows, future))
         return True
 
     def _take(self) -> _Pending:
         pending = self._queue.get_nowait()
-        self._queued -= len(pending[0])
+        self._queued -= len(pending.entries)
         return pending
 
     async def _writer(self) -> None:
         while True:
             first = await self._queue.get()
-            self._queued -= len(first[0])
+            self._queued -= len(first.entries)
             self._in_hand = [first]
             # Under load, wait a moment for company: one commit for many calls
             # costs the database far less than one each.
             if not self._queue.empty() or self._busy():
                 await asyncio.sleep(self.linger)
-            rows = len(first[0])
-            while rows < self.max_batch and not self._queue.empty():
+            held = len(first.entries)
+            while held < self.max_batch and not self._queue.empty():
                 self._in_hand.append(pending := self._take())
-                rows += len(pending[0])
+                held += len(pending.entries)
             self._last_write = time.monotonic()
             await self._write(self._in_hand)
             self._in_hand = []
@@ -265,7 +283,7 @@ class AuditLog:
     async def _write(self, batch: list[_Pending]) -> None:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
         try:
-            await self._copy([entry for entries, _ in batch for entry in entries])
+            await self._copy(batch)
         except CONNECTION_LOST as exc:
             log.error("audit log write of %d calls failed: %s", len(batch), exc)
             self._fail(batch, AuditUnavailable(f"audit log unavailable: {exc}"))
@@ -279,7 +297,7 @@ class AuditLog:
             log.warning("audit batch of %d calls failed (%s); writing each call's entries alone", len(batch), exc)
             for index, pending in enumerate(batch):
                 try:
-                    await self._copy(list(pending[0]))
+                    await self._copy([pending])
                 except CONNECTION_LOST as one_exc:
                     self._fail(batch[index:], AuditUnavailable(f"audit log unavailable: {one_exc}"))
                     return
@@ -291,18 +309,28 @@ class AuditLog:
             return
         self._succeed(batch)
 
-    async def _copy(self, entries: list[AuditEntry]) -> None:
+    async def _copy(self, batch: list[_Pending]) -> None:
+        entries = [entry.row() for pending in batch for entry in pending.entries]
+        tables: dict[tuple[str, tuple[str, ...]], list[tuple[object, ...]]] = {}
+        for rows in (rows for pending in batch for rows in pending.rows):
+            tables.setdefault((rows.table, rows.columns), []).extend(rows.records)
         async with self.pool.acquire() as conn:
-            await conn.copy_records_to_table("audit_log", records=[e.row() for e in entries], columns=_COLUMNS)
+            if not tables:  # one COPY is its own transaction
+                await conn.copy_records_to_table("audit_log", records=entries, columns=_COLUMNS)
+                return
+            async with conn.transaction():
+                await conn.copy_records_to_table("audit_log", records=entries, columns=_COLUMNS)
+                for (table, columns), records in tables.items():
+                    await conn.copy_records_to_table(table, records=records, columns=columns)
 
     def _succeed(self, batch: list[_Pending]) -> None:
-        self._entries["written"].inc(sum(len(entries) for entries, _ in batch))
-        for _, future in batch:
-            if future is not None and not future.done():
-                future.set_result(None)
+        self._entries["written"].inc(sum(len(pending.entries) for pending in batch))
+        for pending in batch:
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_result(None)
 
     def _fail(self, batch: list[_Pending], error: AuditUnavailable) -> None:
-        self._entries["failed"].inc(sum(len(entries) for entries, _ in batch))
-        for _, future in batch:
-            if future is not None and not future.done():
-                future.set_exception(error)
+        self._entries["failed"].inc(sum(len(pending.entries) for pending in batch))
+        for pending in batch:
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_exception(error)

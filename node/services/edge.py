@@ -64,7 +64,7 @@ from credex.errors import CredexError
 from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
 from credex.node.services.access import Caller, identify
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.trust import TrustProvider
 
@@ -368,6 +368,8 @@ class Call:
     more: list[tuple[str, int, str]] = field(default_factory=list)
     # A stream's own account of what it sent, for the row written when it ends: (items, detail).
     summary: Callable[[], tuple[int, str]] | None = None
+    # Rows the answer stands on (a check and its answers), committed with the call's audit rows.
+    stored: list[Rows] = field(default_factory=list)
 
     def answer(self, count: int, items: Iterable[str] = ()) -> None:
         """Record what is being answered: how many records, and which (the first :data:`MAX_ITEMS` of them)."""
@@ -614,7 +616,7 @@ class Gate:
                 call, Refused(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"), context
             )
         try:
-            await self.audit.record_all(call.entries("OK"))
+            await self.audit.record_all(call.entries("OK"), tuple(call.stored))
         except AuditUnavailable as exc:
             self._count(call.method, "UNAVAILABLE")
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is answered without an audit trail")
