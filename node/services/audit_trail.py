@@ -3,13 +3,18 @@
 Every answer waits until its audit entry is committed: no trail, no answer. To
 keep that cheap under load, entries queue up while a write is in flight and the
 next write takes all of them in one COPY, so the cost per call falls as load
-rises and the latency added is one database round trip.
+rises. A couple of writers run at once: the next batch is taken and sent while
+the one before it commits, so a call waits for about one commit, not for the
+commit in progress and then its own (on a busy disk a commit is the whole cost
+of an answer). A call's rows travel together, so a batch call (one row per
+subject) is answered only when all of them are stored; rows the answer stands on
+(a check and its answers) are committed in the same transaction.
 
 Because one COPY carries many callers' entries, one caller must never be able to
 fail it for the others: every text field is made storable when the entry is
 queued (control characters escaped, length clipped), and if a batch still fails
-for a reason other than a lost connection, its entries are written one by one so
-that only an entry that really cannot be stored fails.
+for a reason other than a lost connection, each call's rows are written alone so
+that only a call whose rows really cannot be stored fails.
 
 A row may stand for several calls (``calls``): the edge sums up a caller's
 repeated refusals (node/edge.py). The trail is kept ``audit.retention_days``;
@@ -145,6 +150,7 @@ class AuditLog:
         linger: float = 0.002,
         max_queue: int = 20000,
         origin: str = "",
+        writers: int = 2,
     ) -> None:
         self.pool = pool
         self.max_batch = max_batch
@@ -153,8 +159,9 @@ class AuditLog:
         self.max_queue = max_queue  # rows waiting, of every call queued
         self._queued = 0
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._in_hand: list[_Pending] = []
-        self._task: asyncio.Task[None] | None = None
+        self.writers = writers
+        self._in_hand: dict[int, list[_Pending]] = {}  # by writer: the batch it is writing
+        self._tasks: list[asyncio.Task[None]] = []
         self._trimmer: asyncio.Task[None] | None = None
         self._stopped = False
         self._entries = {
@@ -162,7 +169,9 @@ class AuditLog:
         }
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._writer(), name="audit-writer")
+        self._tasks = [
+            asyncio.create_task(self._writer(number), name=f"audit-writer-{number}") for number in range(self.writers)
+        ]
 
     def retain(self, days: int, every_seconds: float) -> None:
         """Keep rows ``days`` days (0: forever), trimming older ones now and every ``every_seconds``."""
@@ -209,14 +218,14 @@ class AuditLog:
     async def stop(self) -> None:
         """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
         self._stopped = True
-        for task in (self._task, self._trimmer):
+        for task in (*self._tasks, self._trimmer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._trimmer = None
-        pending = self._in_hand
-        self._in_hand = []
+        self._tasks, self._trimmer = [], None
+        pending = [held for batch in self._in_hand.values() for held in batch]
+        self._in_hand = {}
         while not self._queue.empty():
             pending.append(self._take())
         self._fail(pending, AuditUnavailable("the node is shutting down"))
@@ -263,22 +272,24 @@ class AuditLog:
         self._queued -= len(pending.entries)
         return pending
 
-    async def _writer(self) -> None:
+    async def _writer(self, number: int) -> None:
+        """One of the writers: takes what is queued and commits it. Several run at once, so a batch
+        is taken while the one before it commits, and PostgreSQL flushes their commits together."""
         while True:
             first = await self._queue.get()
             self._queued -= len(first.entries)
-            self._in_hand = [first]
+            batch = self._in_hand[number] = [first]
             # Under load, wait a moment for company: one commit for many calls
             # costs the database far less than one each.
             if not self._queue.empty() or self._busy():
                 await asyncio.sleep(self.linger)
             held = len(first.entries)
             while held < self.max_batch and not self._queue.empty():
-                self._in_hand.append(pending := self._take())
+                batch.append(pending := self._take())
                 held += len(pending.entries)
             self._last_write = time.monotonic()
-            await self._write(self._in_hand)
-            self._in_hand = []
+            await self._write(batch)
+            del self._in_hand[number]
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
