@@ -160,6 +160,45 @@ async def test_an_unstorable_entry_fails_alone_and_its_batch_is_written(
     assert sorted(r["caller"] for r in await audit_rows(node)) == sorted(f"caller-{i}" for i in range(20))
 
 
+async def test_a_batch_calls_rows_are_committed_all_or_none_and_alone_fail_no_other_call(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, max_batch=10, linger=0.05)
+    audit.start()
+    try:
+        # A check of 25 subjects has 25 rows, more than one batch holds; one row of another such call is unstorable.
+        whole = audit.record_all([entry(f"batch-{i}") for i in range(25)])
+        spoilt = audit.record_all([entry(f"spoilt-{i}") for i in range(5)] + [entry("spoilt-x", at="not a time")])
+        others = [audit.record(entry(f"caller-{i}")) for i in range(5)]
+        results = await asyncio.wait_for(asyncio.gather(whole, spoilt, *others, return_exceptions=True), timeout=60)
+    finally:
+        await audit.stop()
+    assert results[0] is None and results[2:] == [None] * 5
+    assert isinstance(results[1], AuditUnavailable)
+    stored = sorted(r["caller"] for r in await audit_rows(node))
+    assert stored == sorted([f"batch-{i}" for i in range(25)] + [f"caller-{i}" for i in range(5)])
+
+
+async def test_a_call_whose_rows_do_not_fit_in_the_queue_is_refused_whole_and_queues_nothing(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, max_queue=8)  # not started: what is queued stays queued
+    waiting = asyncio.ensure_future(audit.record_all([entry(f"first-{i}") for i in range(5)]))
+    await asyncio.sleep(0)
+    with pytest.raises(AuditUnavailable, match="queue full"):
+        await audit.record_all([entry(f"second-{i}") for i in range(4)])
+    assert audit.note(entry("summary")) and audit.note(entry("summary")) and audit.note(entry("summary"))
+    assert not audit.note(entry("one too many"))
+    await audit.stop()
+    with pytest.raises(AuditUnavailable):
+        await waiting
+    assert await audit_rows(node) == []
+
+
 async def test_stopping_the_audit_log_resolves_every_waiting_entry(federation: TestFederation) -> None:
     node = await federation.start_node("310000")
     assert node.pool is not None

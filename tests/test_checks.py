@@ -314,3 +314,32 @@ async def test_provincial_measures_follow_the_requesting_units_region_not_the_an
     assert any(i.startswith("ZJ-") for i in zhejiang_ids) and not any(i.startswith("SH-") for i in zhejiang_ids)
     # National and Delta measures are the same for both units.
     assert {i for i in shanghai_ids if not i.startswith("SH-")} == {i for i in zhejiang_ids if not i.startswith("ZJ-")}
+
+
+async def test_a_check_of_many_subjects_answers_each_as_a_check_of_it_alone(
+    federation: TestFederation, pair: Pair
+) -> None:
+    named = [LISTED, CLEAN, LAPSED, REVOKED, LISTED]
+    async with government_channel(federation, pair.shanghai) as channel:
+        together = await check(channel, check_request(*named, scenario="行政许可"))
+        alone = [await check(channel, check_request(subject, scenario="行政许可")) for subject in named[:4]]
+    assert [s.subject_id for s in together.subjects] == named[:4], "each distinct subject once, in the order named"
+    assert list(together.subjects) == [answer.subjects[0] for answer in alone]
+
+
+async def test_a_record_revoked_at_its_origin_is_no_hit_from_the_next_check_on(
+    federation: TestFederation, pair: Pair
+) -> None:
+    async with government_channel(federation, pair.shanghai) as channel:
+        before = await check(channel, check_request(LISTED))
+        assert [h.record_id for h in before.subjects[0].hits] == ["320000-HMD-1"]
+        assert pair.jiangsu.pool is not None
+        async with pair.jiangsu.pool.acquire() as conn, conn.transaction():
+            await pair.jiangsu.ledger.revoke(conn, "320000-HMD-1", "移出严重失信主体名单")
+
+        async def cleared() -> check_pb2.SubjectAnswer | None:
+            (subject,) = (await check(channel, check_request(LISTED))).subjects
+            return subject if not subject.hits else None
+
+        subject = await eventually(cleared)
+    assert subject.notify_commit_available and subject.status == check_pb2.ANSWER_STATUS_CLEAR

@@ -6,6 +6,9 @@ callers beyond what they may see.
 """
 
 from credex.node.checks.checking import (
+    ANSWER_COLUMNS,
+    CHECK_COLUMNS,
+    Check,
     CheckFailure,
     CheckRequest,
     Feedback,
@@ -20,6 +23,9 @@ from credex.node.checks.lifted import LiftedMeasure, acknowledge, lifted_measure
 from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
 
 __all__ = [
+    "ANSWER_COLUMNS",
+    "CHECK_COLUMNS",
+    "Check",
     "CheckFailure",
     "CheckRequest",
     "Feedback",

@@ -13,8 +13,11 @@ their own records in force as hits of the subject, marked with the person and ro
 They do not decide the subject's incentives or 告知承诺: those follow the subject's own
 records, as the catalogue's triggers are written for the subject.
 
-A check and every subject's answer (the measure ids it was told) are stored in one
-statement before the answer leaves, so feedback can be held to what was returned.
+A check and every subject's answer (the measure ids it was told, and the records each
+rests on) are stored before the answer leaves, so feedback can be held to what was
+returned and a record's repair or revocation finds the measures applied because of it
+(node/store/lifting.py): :func:`run_check` gives their rows, and the service commits them
+with the call's audit rows (one group commit for both, node/services/audit_trail.py).
 The free text kept with them (purpose, basis, reason, result) has any resident ID number
 a caller typed into it withheld: only pseudonyms name persons in these tables.
 """
@@ -26,8 +29,8 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 import asyncpg
@@ -36,8 +39,8 @@ from credex.domain.measures import Catalogue, Measure
 from credex.domain.persons import withhold
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
+from credex.node.checks import verdicts
 from credex.node.store import lifting
-from credex.node.store.events import in_force
 from credex.v1 import lookup_pb2, record_pb2
 
 # (sharing level, entry status, kind) -> whether the caller may see such a record; decided by the services.
@@ -49,22 +52,33 @@ _SEVERITIES = {
     record_pb2.SEVERITY_GENERAL: "一般",
     record_pb2.SEVERITY_SERIOUS: "严重",
 }
+# A check reads only records in force that the caller may see ($3: today; $4: the sharing levels it sees
+# of an active record), as :func:`credex.node.store.events.in_force` and Caller.sees decide (a test holds
+# the two to each other). Of those it parses the kinds some trigger names ($2), and each subject's first
+# record of any kind, whose subject type decides which incentives fit.
 _RECORDS_QUERY = (
-    "SELECT subject_id, kind, record, status, disputed, sharing_level, publicity_end FROM records"
-    " WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, origin, record_id"
+    "SELECT subject_id, record, disputed, publicity_end, relevant FROM ("
+    " SELECT subject_id, origin, record_id, record, disputed, publicity_end, kind = ANY($2::smallint[]) AS relevant,"
+    "  row_number() OVER (PARTITION BY subject_id ORDER BY origin, record_id) AS n"
+    " FROM records"
+    " WHERE subject_id = ANY($1::text[]) AND status = " + str(_ACTIVE) + ""
+    "  AND (publicity_end IS NULL OR publicity_end >= $3) AND sharing_level = ANY($4::smallint[])"
+    ") f WHERE relevant OR n = 1 ORDER BY subject_id, origin, record_id"
 )
-# $9: [[subject id, [measure id, ...], {measure id: [record id, ...]}, [record id, ...]], ...] as JSON
-# (answers carry lists of different lengths). Which records each measure rests on is what lets a
-# record's repair or revocation find the measures applied because of it (node/store/lifting.py).
-_STORE_CHECK = (
-    "WITH c AS (INSERT INTO checks (check_id, caller, role, requesting_unit, scenario, purpose, legal_basis, subjects)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING check_id, at)"
-    " INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids, measure_records, hit_records)"
-    " SELECT c.check_id, c.at, a.value ->> 0,"
-    " ARRAY(SELECT m FROM jsonb_array_elements_text(a.value -> 1) WITH ORDINALITY AS t (m, n) ORDER BY n),"
-    " a.value -> 2, ARRAY(SELECT jsonb_array_elements_text(a.value -> 3))"
-    " FROM c, jsonb_array_elements($9::jsonb) AS a"
+# How a check and its answers are stored (migration 0013): the caller commits these rows, before it answers.
+CHECK_COLUMNS = (
+    "check_id",
+    "at",
+    "caller",
+    "role",
+    "requesting_unit",
+    "scenario",
+    "purpose",
+    "legal_basis",
+    "subjects",
 )
+# measure_records: {measure id: [record id, ...]} as JSON; hit_records: every record the check hit.
+ANSWER_COLUMNS = ("check_id", "checked_at", "subject_id", "measure_ids", "measure_records", "hit_records")
 _OUTCOMES = ("punished", "rewarded", "not_adopted")
 # A department's code as platforms send it (Taizhou's bizDept; a USCC of an organ fits too): a code, not a name.
 _DEPARTMENT_CODE = re.compile(r"[0-9A-Za-z](?:[0-9A-Za-z.-]*[0-9A-Za-z])?")
@@ -172,77 +186,139 @@ def scale_of(record: record_pb2.Record) -> tuple[str, str]:
     return "", kind
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A check answered: its id and time, the scenario's code, every subject's answer, and its rows to store."""
+
+    check_id: uuid.UUID
+    at: dt.datetime
+    scenario: str
+    answers: list[SubjectAnswer]
+    request: CheckRequest
+
+    def check_row(self) -> tuple[object, ...]:
+        """The ``checks`` row, in :data:`CHECK_COLUMNS` order."""
+        r = self.request
+        subjects = len(self.answers)
+        return (
+            self.check_id,
+            self.at,
+            r.caller,
+            r.role,
+            r.requesting_unit,
+            self.scenario,
+            withhold(r.purpose),
+            withhold(r.legal_basis),
+            subjects,
+        )
+
+    def answer_rows(self) -> list[tuple[object, ...]]:
+        """A ``check_answers`` row per subject (the measure ids it was told: what feedback may name)."""
+        return [
+            (
+                self.check_id,
+                self.at,
+                a.subject_id,
+                a.measure_ids,
+                json.dumps(a.measure_records, ensure_ascii=False),
+                a.hit_records,
+            )
+            for a in self.answers
+        ]
+
+
 async def run_check(
     pool: asyncpg.Pool,
     catalogue: Catalogue,
     request: CheckRequest,
     sees: Visibility,
     today: dt.date | None = None,
-) -> tuple[str, str, list[SubjectAnswer]]:
-    """Answer every distinct subject once, in the order first named, and store the check with its answers.
+) -> Check:
+    """Answer every distinct subject once, in the order first named; the check's rows are the caller's to store.
 
-    One statement stores the check and every answer: (check id, scenario, answers). Only
-    records in force that the caller may see count, for hits, incentives and 告知承诺 alike.
+    One statement reads every subject's records. Only records in force that the caller
+    may see count, for hits, incentives and 告知承诺 alike. The service commits the
+    check's rows with the call's audit rows, in one transaction shared with other calls
+    (node/services/audit_trail.py), before the answer leaves: a check answered is a
+    check stored, and feedback can be held to what it returned.
     """
     day = today or dt.date.today()
     scenario = catalogue.scenario(request.scenario).code
     region = unit_region(request.requesting_unit)
+    index = verdicts.index_of(catalogue)
     distinct = list(dict.fromkeys(request.subjects))
     linked: defaultdict[str, list[Responsible]] = defaultdict(list)
     for link in dict.fromkeys(request.responsible):
         linked[link.subject].append(link)
     wanted = list(dict.fromkeys([*distinct, *(link.person for link in request.responsible)]))
-    by_subject: defaultdict[str, list[_Found]] = defaultdict(list)
-    check_id = uuid.uuid4()
     async with pool.acquire() as conn:
-        for row in await conn.fetch(_RECORDS_QUERY, wanted):
-            if not in_force(row["status"], row["publicity_end"], day):
-                continue
-            if not sees(row["sharing_level"], _ACTIVE, row["kind"]):
-                continue
-            record = record_pb2.Record.FromString(row["record"])
-            by_subject[row["subject_id"]].append(_Found(record, row["publicity_end"], row["disputed"]))
-        answers = [_answer(catalogue, code, by_subject, linked[code], scenario, region, day) for code in distinct]
-        # One statement, so one round trip and atomic by itself: the check and every answer, or nothing.
-        await conn.execute(
-            _STORE_CHECK,
-            check_id,
-            request.caller,
-            request.role,
-            request.requesting_unit,
-            scenario,
-            withhold(request.purpose),
-            withhold(request.legal_basis),
-            len(distinct),
-            json.dumps(
-                [[a.subject_id, a.measure_ids, a.measure_records, a.hit_records] for a in answers], ensure_ascii=False
-            ),
-        )
-    return str(check_id), scenario, answers
+        levels = _levels(sees)
+        rows = await conn.fetch(_RECORDS_QUERY, wanted, _kinds(sees, index.kinds, levels), day, levels)
+    found = _found(rows)
+    answers = [_answer(index, code, found, linked[code], scenario, region, day) for code in distinct]
+    return Check(uuid.uuid4(), dt.datetime.now(dt.UTC), scenario, answers, request)
+
+
+def _levels(sees: Visibility) -> list[int]:
+    """The sharing levels of which the caller sees an active record: asked of ``sees`` itself, never restated."""
+    return [level for level in record_pb2.SharingLevel.values() if sees(level, _ACTIVE, record_pb2.KIND_UNSPECIFIED)]
+
+
+def _kinds(sees: Visibility, kinds: Iterable[int], levels: Sequence[int]) -> list[int]:
+    """Of ``kinds``, those the caller may be shown at a level it sees (a risk class only to supervision)."""
+    return [kind for kind in kinds if any(sees(level, _ACTIVE, kind) for level in levels)]
+
+
+@dataclass(slots=True)
+class _Subject:
+    """One subject's (or person's) records in force: those of the kinds a trigger names, and its type."""
+
+    subject_type: int = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY  # of a subject with no record in force
+    records: list[_Found] = field(default_factory=list)
+
+
+def _found(rows: list[asyncpg.Record]) -> dict[str, _Subject]:
+    by_subject: dict[str, _Subject] = {}
+    for subject_id, raw, disputed, window_end, relevant in rows:
+        record = record_pb2.Record.FromString(raw)
+        held = by_subject.get(subject_id)
+        if held is None:  # the subject's first record in force, of whatever kind: its type
+            held = by_subject[subject_id] = _Subject(record.subject.type)
+        if relevant:
+            held.records.append(_Found(record, window_end, disputed))
+    return by_subject
+
+
+_NOBODY = _Subject()
 
 
 def _answer(
-    catalogue: Catalogue,
+    index: verdicts.CatalogueIndex,
     subject: str,
-    by_subject: Mapping[str, list[_Found]],
+    found: Mapping[str, _Subject],
     responsible: list[Responsible],
     scenario: str,
     region: str | None,
     today: dt.date,
 ) -> SubjectAnswer:
-    own = by_subject.get(subject, [])
-    sources = [(f, None) for f in own] + [(f, link) for link in responsible for f in by_subject.get(link.person, [])]
+    own = found.get(subject, _NOBODY)
+    judged: list[tuple[_Found, verdicts.Verdict, Responsible | None]] = [
+        (f, index.verdict(f.record, scenario, region), None) for f in own.records
+    ]
+    for person in responsible:
+        judged += [
+            (f, index.verdict(f.record, scenario, region), person) for f in found.get(person.person, _NOBODY).records
+        ]
     hits = tuple(
-        Hit(f.record, f.window_end, measures, f.disputed, link)
-        for f, link in sources
-        if (measures := tuple(catalogue.measures_for(f.record, scenario, region=region)))
-        or catalogue.is_negative(f.record)
+        Hit(f.record, f.window_end, verdict.measures, f.disputed, link) for f, verdict, link in judged if verdict.is_hit
     )
-    found = [f.record for f in own]
-    subject_type = found[0].subject.type if found else record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
-    incentives = catalogue.incentives_for(found, scenario, today, subject_type, region)
-    notify = catalogue.notify_commit(found)
-    return SubjectAnswer(subject, hits, tuple(incentives), notify.available, notify.excluded_by)
+    records = [f.record for f in own.records]
+    incentives = index.incentives(records, scenario, today, own.subject_type, region)
+    # 告知承诺 follows the subject's own records only (as Catalogue.notify_commit does).
+    excluded = tuple(
+        f.record.record_id for f, verdict, link in judged if link is None and verdict.excludes_notify_commit
+    )
+    return SubjectAnswer(subject, hits, incentives, not excluded, excluded)
 
 
 @dataclass(frozen=True, slots=True)

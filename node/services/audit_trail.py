@@ -3,13 +3,18 @@
 Every answer waits until its audit entry is committed: no trail, no answer. To
 keep that cheap under load, entries queue up while a write is in flight and the
 next write takes all of them in one COPY, so the cost per call falls as load
-rises and the latency added is one database round trip.
+rises. A couple of writers run at once: the next batch is taken and sent while
+the one before it commits, so a call waits for about one commit, not for the
+commit in progress and then its own (on a busy disk a commit is the whole cost
+of an answer). A call's rows travel together, so a batch call (one row per
+subject) is answered only when all of them are stored; rows the answer stands on
+(a check and its answers) are committed in the same transaction.
 
 Because one COPY carries many callers' entries, one caller must never be able to
 fail it for the others: every text field is made storable when the entry is
 queued (control characters escaped, length clipped), and if a batch still fails
-for a reason other than a lost connection, its entries are written one by one so
-that only an entry that really cannot be stored fails.
+for a reason other than a lost connection, each call's rows are written alone so
+that only a call whose rows really cannot be stored fails.
 
 A row may stand for several calls (``calls``): the edge sums up a caller's
 repeated refusals (node/edge.py). The trail is kept ``audit.retention_days``;
@@ -86,10 +91,21 @@ class AuditEntry:
         withheld (domain/persons.py). The detail of an answer is the node's own account of
         what it answered (record ids, check ids), long and on every call, so it is spared
         the search; a service that puts caller text there withholds it itself (SearchSubjects).
+        Itself, as nearly always, when nothing needs changing: this runs for every row.
         """
         texts = {name: getattr(self, name) for name in _LIMITS}
+        changed = False
         for name in _CALLER_TEXT if self.status == "OK" else _LIMITS:
-            texts[name] = withhold(texts[name])
+            kept = withhold(texts[name])
+            if kept != texts[name]:
+                texts[name], changed = kept, True
+        if (
+            not changed
+            and 0 <= self.answered <= _INT32
+            and 1 <= self.calls <= _INT32
+            and all(len(text) <= _LIMITS[name] and text.isprintable() for name, text in texts.items())
+        ):
+            return self
         return replace(
             self,
             **{name: storable(text, _LIMITS[name]) for name, text in texts.items()},  # type: ignore[arg-type]
@@ -112,7 +128,22 @@ class AuditEntry:
         )
 
 
-_Pending = tuple[AuditEntry, "asyncio.Future[None] | None"]
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows of another table that a call's answer stands on (a check and its answers), stored with its audit rows."""
+
+    table: str
+    columns: tuple[str, ...]
+    records: list[tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """The rows of one call (a batch call has an audit row per subject) and the future its answer waits on."""
+
+    entries: tuple[AuditEntry, ...]
+    rows: tuple[Rows, ...]
+    future: asyncio.Future[None] | None
 
 
 class AuditLog:
@@ -123,14 +154,18 @@ class AuditLog:
         linger: float = 0.002,
         max_queue: int = 20000,
         origin: str = "",
+        writers: int = 2,
     ) -> None:
         self.pool = pool
         self.max_batch = max_batch
         self.linger = linger
         self._last_write = 0.0
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
-        self._in_hand: list[_Pending] = []
-        self._task: asyncio.Task[None] | None = None
+        self.max_queue = max_queue  # rows waiting, of every call queued
+        self._queued = 0
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.writers = writers
+        self._in_hand: dict[int, list[_Pending]] = {}  # by writer: the batch it is writing
+        self._tasks: list[asyncio.Task[None]] = []
         self._trimmer: asyncio.Task[None] | None = None
         self._stopped = False
         self._entries = {
@@ -138,7 +173,9 @@ class AuditLog:
         }
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._writer(), name="audit-writer")
+        self._tasks = [
+            asyncio.create_task(self._writer(number), name=f"audit-writer-{number}") for number in range(self.writers)
+        ]
 
     def retain(self, days: int, every_seconds: float) -> None:
         """Keep rows ``days`` days (0: forever), trimming older ones now and every ``every_seconds``."""
@@ -185,16 +222,16 @@ class AuditLog:
     async def stop(self) -> None:
         """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
         self._stopped = True
-        for task in (self._task, self._trimmer):
+        for task in (*self._tasks, self._trimmer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._trimmer = None
-        pending = self._in_hand
-        self._in_hand = []
+        self._tasks, self._trimmer = [], None
+        pending = [held for batch in self._in_hand.values() for held in batch]
+        self._in_hand = {}
         while not self._queue.empty():
-            pending.append(self._queue.get_nowait())
+            pending.append(self._take())
         self._fail(pending, AuditUnavailable("the node is shutting down"))
 
     def _busy(self) -> bool:
@@ -203,84 +240,112 @@ class AuditLog:
 
     async def record(self, entry: AuditEntry) -> None:
         """Queue ``entry`` and wait until it is committed; raise :class:`AuditUnavailable` if it cannot be."""
+        await self.record_all([entry])
+
+    async def record_all(self, entries: list[AuditEntry], rows: tuple[Rows, ...] = ()) -> None:
+        """Queue the rows of one call (a batch call has one per subject) and wait until all are committed.
+
+        The call is answered only if every one of its rows is stored, and refused whole
+        if any is not: its rows travel together, in one batch, and settle one future.
+        ``rows`` of other tables (a check and its answers) are committed in the same
+        transaction: what the answer stands on is stored exactly when its trail is.
+        """
         if self._stopped:
             raise AuditUnavailable("the node is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((entry.storable(), future))
-        except asyncio.QueueFull:
-            self._entries["dropped"].inc()
-            raise AuditUnavailable(
-                f"audit queue full ({self._queue.qsize():,} entries waiting for the database)"
-            ) from None
+        if not self._put(tuple(entry.storable() for entry in entries), future, rows):
+            raise AuditUnavailable(f"audit queue full ({self._queued:,} entries waiting for the database)")
         await future
 
     def note(self, entry: AuditEntry) -> bool:
         """Queue ``entry`` without waiting for it (for summaries of refused calls); False if the queue is full."""
-        if self._stopped:
+        return not self._stopped and self._put((entry.storable(),), None)
+
+    def _put(
+        self, entries: tuple[AuditEntry, ...], future: asyncio.Future[None] | None, rows: tuple[Rows, ...] = ()
+    ) -> bool:
+        if self._queued + len(entries) > self.max_queue:
+            self._entries["dropped"].inc(len(entries))
             return False
-        try:
-            self._queue.put_nowait((entry.storable(), None))
-        except asyncio.QueueFull:
-            self._entries["dropped"].inc()
-            return False
+        self._queued += len(entries)
+        self._queue.put_nowait(_Pending(entries, rows, future))
         return True
 
-    async def _writer(self) -> None:
+    def _take(self) -> _Pending:
+        pending = self._queue.get_nowait()
+        self._queued -= len(pending.entries)
+        return pending
+
+    async def _writer(self, number: int) -> None:
+        """One of the writers: takes what is queued and commits it. Several run at once, so a batch
+        is taken while the one before it commits, and PostgreSQL flushes their commits together."""
         while True:
-            self._in_hand = [await self._queue.get()]
+            first = await self._queue.get()
+            self._queued -= len(first.entries)
+            batch = self._in_hand[number] = [first]
             # Under load, wait a moment for company: one commit for many calls
             # costs the database far less than one each.
-            if self._queue.qsize() or self._busy():
+            if not self._queue.empty() or self._busy():
                 await asyncio.sleep(self.linger)
-            while len(self._in_hand) < self.max_batch and not self._queue.empty():
-                self._in_hand.append(self._queue.get_nowait())
+            held = len(first.entries)
+            while held < self.max_batch and not self._queue.empty():
+                batch.append(pending := self._take())
+                held += len(pending.entries)
             self._last_write = time.monotonic()
-            await self._write(self._in_hand)
-            self._in_hand = []
+            await self._write(batch)
+            del self._in_hand[number]
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
         try:
-            await self._copy([entry for entry, _ in batch])
+            await self._copy(batch)
         except CONNECTION_LOST as exc:
-            log.error("audit log write of %d entries failed: %s", len(batch), exc)
+            log.error("audit log write of %d calls failed: %s", len(batch), exc)
             self._fail(batch, AuditUnavailable(f"audit log unavailable: {exc}"))
             return
         except Exception as exc:  # refused by the database or by the driver's encoder
             if len(batch) == 1:
-                log.error("audit entry not stored: %s", exc)
+                log.error("audit entries of a call not stored: %s", exc)
                 self._fail(batch, AuditUnavailable(f"audit entry not stored: {exc}"))
                 return
-            # Something in the batch is unstorable: find it without failing the others.
-            log.warning("audit batch of %d failed (%s); writing its entries one by one", len(batch), exc)
+            # Something in the batch is unstorable: find the call it belongs to without failing the others.
+            log.warning("audit batch of %d calls failed (%s); writing each call's entries alone", len(batch), exc)
             for index, pending in enumerate(batch):
                 try:
-                    await self._copy([pending[0]])
+                    await self._copy([pending])
                 except CONNECTION_LOST as one_exc:
                     self._fail(batch[index:], AuditUnavailable(f"audit log unavailable: {one_exc}"))
                     return
                 except Exception as one_exc:
-                    log.error("audit entry not stored: %s", one_exc)
+                    log.error("audit entries of a call not stored: %s", one_exc)
                     self._fail([pending], AuditUnavailable(f"audit entry not stored: {one_exc}"))
                 else:
                     self._succeed([pending])
             return
         self._succeed(batch)
 
-    async def _copy(self, entries: list[AuditEntry]) -> None:
+    async def _copy(self, batch: list[_Pending]) -> None:
+        entries = [entry.row() for pending in batch for entry in pending.entries]
+        tables: dict[tuple[str, tuple[str, ...]], list[tuple[object, ...]]] = {}
+        for rows in (rows for pending in batch for rows in pending.rows):
+            tables.setdefault((rows.table, rows.columns), []).extend(rows.records)
         async with self.pool.acquire() as conn:
-            await conn.copy_records_to_table("audit_log", records=[e.row() for e in entries], columns=_COLUMNS)
+            if not tables:  # one COPY is its own transaction
+                await conn.copy_records_to_table("audit_log", records=entries, columns=_COLUMNS)
+                return
+            async with conn.transaction():
+                await conn.copy_records_to_table("audit_log", records=entries, columns=_COLUMNS)
+                for (table, columns), records in tables.items():
+                    await conn.copy_records_to_table(table, records=records, columns=columns)
 
     def _succeed(self, batch: list[_Pending]) -> None:
-        self._entries["written"].inc(len(batch))
-        for _, future in batch:
-            if future is not None and not future.done():
-                future.set_result(None)
+        self._entries["written"].inc(sum(len(pending.entries) for pending in batch))
+        for pending in batch:
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_result(None)
 
     def _fail(self, batch: list[_Pending], error: AuditUnavailable) -> None:
-        for _, future in batch:
-            if future is None or not future.done():
-                self._entries["failed"].inc()
-            if future is not None and not future.done():
-                future.set_exception(error)
+        self._entries["failed"].inc(sum(len(pending.entries) for pending in batch))
+        for pending in batch:
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_exception(error)

@@ -4,7 +4,9 @@ The edge has validated the fields and will audit the call; this module refuses c
 who may not check (public), resolves the subjects — natural persons' ID numbers become
 pseudonyms first, and only with leave (:mod:`credex.node.checks.persons`) — asks
 :mod:`credex.node.checks`, and records one audit row per subject with the check id, as
-BatchGetProfiles does, so that the trail can be read by subject. ID numbers appear in
+BatchGetProfiles does, so that the trail can be read by subject. The check's own rows
+are committed with those audit rows in the edge's group commit, before the answer
+leaves: one commit a call, shared with the calls around it, instead of one each. ID numbers appear in
 no row, message or log: only their pseudonyms do.
 """
 
@@ -28,7 +30,7 @@ from credex.node import checks
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, lifted, persons
 from credex.node.config import NodeConfig
-from credex.node.services import access, edge
+from credex.node.services import access, audit_trail, edge
 from credex.node.services.servicer import Servicer
 from credex.node.trust import TrustProvider
 from credex.v1 import check_pb2, check_pb2_grpc, record_pb2
@@ -71,7 +73,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
         leaves, responsible = await self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
-        check_id, scenario_code, answers = await checks.run_check(
+        made = await checks.run_check(
             self.pool,
             catalogue,
             checks.CheckRequest(
@@ -86,6 +88,12 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             ),
             caller.sees,
         )
+        check_id, scenario_code, answers = str(made.check_id), made.scenario, made.answers
+        # Stored with the call's audit rows, in the edge's group commit, before the answer leaves.
+        call.stored += [
+            audit_trail.Rows("checks", checks.CHECK_COLUMNS, [made.check_row()]),
+            audit_trail.Rows("check_answers", checks.ANSWER_COLUMNS, made.answer_rows()),
+        ]
         grounds = {leave.pseudonym: leave.ground for leave in leaves}
         call.answer_each(
             (
@@ -381,15 +389,29 @@ def _audited(hit: checks.Hit) -> str:
     return f"{hit.record.record_id} via {hit.responsible.person}"
 
 
+# Each measure's message, built once: a check of many subjects shows the same few measures many times.
+# Keyed by the Measure object (held in the value, so its id stays its own); catalogues are immutable.
+_MEASURES: dict[int, tuple[Measure, check_pb2.CheckedMeasure]] = {}
+_MEASURES_KEPT = 10_000
+
+
 def _measure(m: Measure) -> check_pb2.CheckedMeasure:
-    return check_pb2.CheckedMeasure(
-        id=m.id,
-        name=m.name,
-        category=m.category,
-        measure_class=m.measure_class or "",
-        basis=str(m.basis),
-        implementing_body=m.implementing_body,
-    )
+    held = _MEASURES.get(id(m))
+    if held is None or held[0] is not m:
+        if len(_MEASURES) >= _MEASURES_KEPT:
+            _MEASURES.clear()
+        held = _MEASURES[id(m)] = (
+            m,
+            check_pb2.CheckedMeasure(
+                id=m.id,
+                name=m.name,
+                category=m.category,
+                measure_class=m.measure_class or "",
+                basis=str(m.basis),
+                implementing_body=m.implementing_body,
+            ),
+        )
+    return held[1]
 
 
 def _subject(answer: checks.SubjectAnswer) -> check_pb2.SubjectAnswer:

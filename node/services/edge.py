@@ -64,7 +64,7 @@ from credex.errors import CredexError
 from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
 from credex.node.services.access import Caller, identify
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.trust import TrustProvider
 
@@ -389,6 +389,8 @@ class Call:
     more: list[tuple[str, int, str]] = field(default_factory=list)
     # A stream's own account of what it sent, for the row written when it ends: (items, detail).
     summary: Callable[[], tuple[int, str]] | None = None
+    # Rows the answer stands on (a check and its answers), committed with the call's audit rows.
+    stored: list[Rows] = field(default_factory=list)
 
     def answer(self, count: int, items: Iterable[str] = ()) -> None:
         """Record what is being answered: how many records, and which (the first :data:`MAX_ITEMS` of them)."""
@@ -421,8 +423,11 @@ class Call:
     def entries(self, status: str) -> list[AuditEntry]:
         """The rows of an answered call: one, or one per subject of a batch (:meth:`answer_each`)."""
         first = self.entry(status)
+        if not self.more:
+            return [first]
+        caller, role, method, purpose, at = first.caller, first.role, first.method, first.purpose, first.at
         return [first] + [
-            dataclasses.replace(first, subject_id=subject, answered=count, detail=detail)
+            AuditEntry(caller, role, method, subject, purpose, count, status, at, detail)
             for subject, count, detail in self.more
         ]
 
@@ -632,7 +637,7 @@ class Gate:
                 call, Refused(grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"), context
             )
         try:
-            await asyncio.gather(*(self.audit.record(entry) for entry in call.entries("OK")))
+            await self.audit.record_all(call.entries("OK"), tuple(call.stored))
         except AuditUnavailable as exc:
             self._count(call.method, "UNAVAILABLE")
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing is answered without an audit trail")
