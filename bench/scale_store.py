@@ -95,7 +95,8 @@ async def fill(node: Node, key_dir: Path, origin: str, have: int, want: int, sha
     chunks = [Chunk(origin, first, min(CHUNK, want - first), shared_pool) for first in range(have, want, CHUNK)]
     workers = os.cpu_count() or 1
     loop = asyncio.get_running_loop()
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         ahead = workers + 1  # chunks signed ahead of the one being stored: every worker busy, memory bounded
         pending = collections.deque(
             loop.run_in_executor(pool, sign_chunk, chunk, str(key_dir), context) for chunk in chunks[:ahead]
@@ -110,6 +111,8 @@ async def fill(node: Node, key_dir: Path, origin: str, have: int, want: int, sha
                     raise RuntimeError(f"{origin}: head {head}, chunk signed from seq {events[0].seq}")
                 await ledger._store(conn, events, events[-1].seq, AppendResult())
             del events
+    finally:  # stopped or failed half-way: the chunks not begun are dropped, not signed for nothing
+        pool.shutdown(wait=True, cancel_futures=True)
     async with node.pool.acquire() as conn:
         held = await conn.fetchval("SELECT count(*) FROM records WHERE origin = $1", origin)
         if held != want:
