@@ -76,7 +76,7 @@ async def test_a_row_too_long_for_a_log_entry_is_quarantined_and_the_others_sign
         taken = await conn.fetchrow(
             "SELECT accepted, quarantined, first_seq, last_seq FROM ingest_files WHERE file_name = 'penalties.csv'"
         )
-        assert tuple(taken) == (3, 1, 1, 3)
+        assert taken is not None and tuple(taken) == (3, 1, 1, 3)
         seqs = [r["seq"] for r in await conn.fetch("SELECT seq FROM events WHERE origin = '310000' ORDER BY seq")]
         assert seqs == [1, 2, 3]
         assert await conn.fetchval("SELECT max(octet_length(envelope)) FROM events") > 60_000  # BIG is held
