@@ -18,7 +18,9 @@ Three rules keep a kept answer never staler than what the store said:
   that raced a change is used once and not kept;
 - a task of this node that changes checkpoints calls :meth:`LatestCheckpoints.forget`
   once its transaction commits, so the node itself uses a new checkpoint at once,
-  not when its own notification comes back round.
+  not when its own notification comes back round;
+- an answer is kept :data:`KEPT_SECONDS` at most, so even a listening connection that
+  died without the node noticing leaves it that far behind, not for good.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "credex_checkpoints"  # migration 0028's trigger: payload is the origin whose checkpoints changed
 RELISTEN_SECONDS = 1.0  # pause before listening again after the listener's connection failed
 KEPT_ORIGINS = 1024  # a federation has a few dozen members; beyond this the memory starts afresh
+KEPT_SECONDS = 5.0  # the longest an answer is used from memory: one store read per origin and period at most
 
 T = TypeVar("T")
 
@@ -52,8 +56,9 @@ MISSING = Missing()
 class LatestCheckpoints(Generic[T]):
     """Per origin, the latest checkpoint served as of a trust bundle version, while the store's news is heard."""
 
-    def __init__(self) -> None:
-        self._kept: dict[str, tuple[int, T]] = {}
+    def __init__(self, kept_seconds: float = KEPT_SECONDS) -> None:
+        self.kept_seconds = kept_seconds
+        self._kept: dict[str, tuple[int, T, float]] = {}  # origin -> (bundle version, answer, kept until)
         self._generation = 0
         self._listening = False
 
@@ -71,7 +76,7 @@ class LatestCheckpoints(Generic[T]):
         if not self._listening:
             return MISSING
         kept = self._kept.get(origin)
-        if kept is None or kept[0] != version:
+        if kept is None or kept[0] != version or kept[2] < time.monotonic():
             return MISSING
         return kept[1]
 
@@ -81,7 +86,7 @@ class LatestCheckpoints(Generic[T]):
             return
         if len(self._kept) >= KEPT_ORIGINS and origin not in self._kept:
             self._kept.clear()
-        self._kept[origin] = (version, answer)
+        self._kept[origin] = (version, answer, time.monotonic() + self.kept_seconds)
 
     def forget(self, origin: str | None = None) -> None:
         """``origin``'s checkpoints changed (None: perhaps any origin's): ask the store next time."""
