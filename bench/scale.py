@@ -1,13 +1,14 @@
 """Scale: a node holding a national-size store, beside the raw limits measured in the same run.
 
-    python -m bench.scale [--scale 1.0] [--seconds 8] [--concurrency 32]
+    python -m bench.scale [--scale 1.0] [--seconds 8] [--concurrency 32] [--catch-up-seconds 120]
 
 At ``--scale 1`` the store holds 10,000,000 events in Shanghai's log (310000) and
 1,000,000 in each of three others (320000, 330000, 340000); ``--scale 0.01``
-builds a hundredth of that. Every event is honestly signed by its origin's key
-through the real pipeline (synthetic rows → profile → ledger → COPY into the
-store, tiles grown in the same transactions). The store is built by a child
-process, so the serving node's resident memory is its own and not the builder's.
+builds a hundredth of that. Every event is honestly signed by its origin's key:
+synthetic rows → national profile → the ledger's signing, in worker processes, one
+per core → the ledger's own store step (COPY, tiles grown in the same transactions),
+see :mod:`bench.scale_store`. The store is built by a child process, so the serving
+node's resident memory is its own and not the builder's.
 
 Then, with Shanghai's log first at its small size (100,000 × scale, at least
 1,000) and then at its full size, the node is started in this process and
@@ -15,7 +16,10 @@ measured: time from start to serving, resident memory while serving, GetProfile
 and GetInclusionProof rate and p50/p99 (mutual TLS, audited, load from another
 process), beside a bare gRPC echo server under the same load; hash tiles served
 over HTTP beside a bare HTTP/1.1 server on the same TLS; and a fresh member's
-catch-up of the log over gRPC beside raw Ed25519 verification × cores.
+catch-up of the log over gRPC beside raw Ed25519 verification × cores. Catch-up
+runs until the copy is complete or ``--catch-up-seconds`` have passed (10M events
+at a few thousand a second would take an hour), and its rate is what it fetched,
+verified and applied in that time.
 """
 
 from __future__ import annotations
@@ -35,20 +39,15 @@ import h11
 
 from bench.common import LoadResult, drive, line, load, raw_ed25519, services, start_node
 from bench.lookup import start_echo
-from credex.adapters.profile import Profile
-from credex.adapters.samples import synth
-from credex.crypto.keys import SigningKey
+from bench.scale_store import fill
 from credex.crypto.tiles import TILE_WIDTH, tile_path
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker
-from credex.node.feeds.files import ingest_file
-from credex.node.ledger import Ledger
 from credex.node.runtime import Node
 
 OWN = "310000"
 PEERS = ("320000", "330000", "340000")
 FRESH = "350000"  # a member that starts empty and catches up
-CHUNK = 200_000  # rows per synthetic file: bounds the disk a full-size build needs at once
 
 
 @dataclass
@@ -74,43 +73,6 @@ def rss_mb(pid: int | str = "self") -> float:
 # -- building the store (in a child process) ---------------------------------------------------
 
 
-async def _fill(node: Node, members: LocalFederation, origin: str, have: int, want: int) -> None:
-    """Take in synthetic rows of ``origin`` until its log holds ``want`` events, signed by its own key."""
-    assert node.pool is not None
-    root = members.root
-    key = SigningKey.load(members.layout.member_dir(origin) / "keys") if origin != OWN else node.key
-    ledger = node.ledger if origin == OWN else Ledger(origin, key)
-    context = node.mapping_context()
-    context = type(context)(origin=origin, publicity=context.publicity, pseudonymizer=context.pseudonymizer)
-    # Shared subjects grow with the log (as in bench.lookup), so a profile holds a few records at any size.
-    while have < want:
-        rows = min(CHUNK, want - have)
-        sample = root / f"rows-{origin}-{have}.csv"
-        synth.write(
-            sample,
-            synth.SynthSpec(
-                region=origin, rows=rows, bad_share=0.0, first_row=have, seed=have + 1, shared_pool=max(40, want // 50)
-            ),
-        )
-        report = await ingest_file(
-            node.pool,
-            ledger,
-            Profile.load("national"),
-            context,
-            sample,
-            batch_size=node.config.ingest.batch_size,
-            parallel_from_bytes=node.config.ingest.parallel_from_bytes,
-        )
-        sample.unlink()
-        if report.new == 0:
-            raise RuntimeError(f"{origin}: a file of {rows} rows added no events ({report})")
-        async with node.pool.acquire() as conn:
-            have = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin))
-    if origin != OWN:
-        async with node.pool.acquire() as conn:  # this node holds the peer's log; only the peer signs more of it
-            await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
-
-
 def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
     async def run() -> None:
         members = LocalFederation(Path(root), [OWN, *PEERS, FRESH], tls=True)
@@ -120,7 +82,22 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
             for origin, want in sizes.items():
                 async with node.pool.acquire() as conn:
                     have = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
-                await _fill(node, members, origin, int(have), want)
+                # Shared subjects grow with the log (as in bench.lookup), so a profile holds a few records at any size.
+                shared = max(40, want // 50)
+                await fill(node, members.layout.member_dir(origin) / "keys", origin, int(have), want, shared)
+                if origin != OWN:  # this node holds the peer's log; only the peer signs more of it
+                    async with node.pool.acquire() as conn:
+                        await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
+            async with node.pool.acquire() as conn:  # what national size costs on disk
+                held = int(await conn.fetchval("SELECT count(*) FROM events"))
+                size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+                biggest = await conn.fetch(
+                    "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 2 DESC LIMIT 5"
+                )
+            tables = ", ".join(f"{r['relname']} {r['bytes'] / held:,.0f}" for r in biggest)
+            print(f"store: {held:,} events, {size / 2**30:.2f} GiB = {size / held:,.0f} B/event ({tables})", flush=True)
         finally:
             await members.stop()
 
@@ -251,8 +228,12 @@ async def start_bare_http(members: LocalFederation, body: bytes) -> tuple[asynci
 # -- catch-up ------------------------------------------------------------------------------------
 
 
-async def catch_up(members: LocalFederation, running: Any, size: int, overrides: dict[str, Any]) -> tuple[float, int]:
-    """Seconds for a fresh member to hold Shanghai's log of ``size`` complete and checkpoint-verified."""
+async def catch_up(members: LocalFederation, running: Any, size: int, budget: float) -> tuple[float, int, bool]:
+    """A fresh member catching up Shanghai's log of ``size``: seconds, events of it held, whether complete.
+
+    Complete means held whole and checkpoint-verified; a log too big for ``budget``
+    seconds is measured on the part fetched, verified and applied by then.
+    """
     with EmbeddedBroker(running.root / "empty-broker") as empty:
         started = time.perf_counter()
         fresh = await start_node(
@@ -260,16 +241,17 @@ async def catch_up(members: LocalFederation, running: Any, size: int, overrides:
         )
         while True:
             status = await fresh.status()
-            if status.contiguous_by_origin.get(OWN, 0) >= size and status.checkpoints.get(OWN, (0, ""))[0] >= size:
+            held = status.contiguous_by_origin.get(OWN, 0)
+            complete = held >= size and status.checkpoints.get(OWN, (0, ""))[0] >= size
+            if complete or time.perf_counter() - started >= budget:
                 break
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - started
-        held = sum(status.contiguous_by_origin.values())
         await members.stop_node(FRESH)
-    return elapsed, held
+    return elapsed, held, complete
 
 
-async def main(scale: float, seconds: float, concurrency: int) -> None:
+async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds: float) -> None:
     big = max(1000, int(10_000_000 * scale))
     small = max(1000, min(big, int(100_000 * scale)))
     peer = max(1000, int(1_000_000 * scale))
@@ -296,7 +278,7 @@ async def main(scale: float, seconds: float, concurrency: int) -> None:
             serving_rss = rss_mb()
             while (await node.status()).checkpoints.get(OWN, (0, ""))[0] < at_big.size:
                 await asyncio.sleep(0.2)
-            caught_up, fetched = await catch_up(members, running, at_big.size, overrides)
+            caught_up, fetched, complete = await catch_up(members, running, at_big.size, catch_up_seconds)
         finally:
             await members.stop()
         bare, bare_port = await start_bare_http(members, bytes(TILE_WIDTH * 32))
@@ -309,7 +291,7 @@ async def main(scale: float, seconds: float, concurrency: int) -> None:
     cores = os.cpu_count() or 1
     print(f"\nscale {scale}: {OWN} {small:,} then {big:,} events; {', '.join(PEERS)} {peer:,} each")
     print(f"  {'store built (small / grown to full), child':<44} {built_small:>9.1f}s / {built_big:.1f}s")
-    # The child's whole work: node start, synthetic rows, mapping, signing, storing, tiles.
+    # The child's whole work: node start, synthetic rows, mapping and signing (workers), storing, tiles.
     line(
         "  build rate (rows made, mapped, signed, stored)",
         (small + 3 * peer) / built_small,
@@ -346,12 +328,13 @@ async def main(scale: float, seconds: float, concurrency: int) -> None:
     print(f"\ncatch-up of a fresh member ({FRESH}) over gRPC, empty broker:")
     line(
         f"{OWN}'s log fetched, verified, applied",
-        at_big.size / caught_up,
+        fetched / caught_up,
         "ev/s",
         verifying * cores,
         f"raw Ed25519 verify x {cores} cores",
     )
-    print(f"  {'time to a complete, verified copy':<44} {caught_up:>9.1f}s ({fetched:,} events held of all origins)")
+    done = "a complete, checkpoint-verified copy" if complete else f"stopped at the {catch_up_seconds:.0f} s budget"
+    print(f"  {'events held / seconds':<44} {fetched:>9,} / {caught_up:.1f}s ({done})")
     line("raw Ed25519 sign (one core)", signing, "sig/s")
     line("raw Ed25519 verify (one core)", verifying, "ver/s")
 
@@ -361,5 +344,6 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--catch-up-seconds", type=float, default=120)
     args = parser.parse_args()
-    asyncio.run(main(args.scale, args.seconds, args.concurrency))
+    asyncio.run(main(args.scale, args.seconds, args.concurrency, args.catch_up_seconds))

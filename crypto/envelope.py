@@ -22,6 +22,20 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
+SIGNATURE_SIZE = 64  # an Ed25519 signature, the only kind a credex key makes
+
+
+def sealed_size(payload_size: int, key_id: str, payload_type: str = EVENT_PAYLOAD_TYPE) -> int:
+    """How long :func:`canonical_bytes` of :func:`seal` of a payload of ``payload_size`` bytes is, known before
+    signing: each of the four fields is a one-byte tag, a varint length and the bytes (an empty one is left out)."""
+    sizes = (payload_size, len(payload_type.encode()), len(key_id.encode()), SIGNATURE_SIZE)
+    return sum(1 + _varint_size(size) + size for size in sizes if size)
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
 def seal(key: SigningKey, payload: bytes, payload_type: str = EVENT_PAYLOAD_TYPE) -> event_pb2.Envelope:
     return event_pb2.Envelope(
         payload=payload,

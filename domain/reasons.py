@@ -160,6 +160,12 @@ class Reason(StrEnum):
     ROW_CSV = "row.csv", _UNUSABLE, "该行不是合法的CSV — the row is not valid CSV"
     ROW_JSON = "row.json", _UNUSABLE, "该行不是JSON对象 — a line or item that is not a JSON object"
     ROW_KIND = "row.kind", _UNUSABLE, "无法确定记录类别 — the row fits none of the profile's record kinds"
+    ROW_ENTRY_TOO_LARGE = (
+        "row.entry_too_large",
+        _UNUSABLE,
+        "签名后的日志条目超过上限 — signed, the row's event would be longer than a log entry may be"
+        " (65,535 bytes, less room for the record's later events), so no log could serve it",
+    )
 
 
 _CATALOGUE: dict[str, Reason] = {member.value: member for member in Reason}

@@ -209,8 +209,9 @@ class Node:
             if self.config.tiles_listen:
                 self.tiles = TileServer(self.config, self.pool, self.keeper, self._audit, self.trust)
                 await self.tiles.start()
-        pool = self.pool
+        pool, latest = self.pool, self.logbook.latest
         self.supervisor.spawn("tile-backlog", lambda: _tile_backlog(pool))
+        self.supervisor.spawn("latest-checkpoints", lambda: latest.listen(pool))  # news of checkpoints
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
             self.intake = Intake(

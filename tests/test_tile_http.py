@@ -21,11 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.tls import CertificateAuthority
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.ledger import Change
+from credex.node.ledger import AppendResult, Change
+from credex.node.ledger.appender import _Clock
 from credex.node.runtime import Node
-from credex.v1 import record_pb2
+from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 from .callers import PUBLIC, audit_rows, serve_sample
 from .conftest import TestFederation, eventually
@@ -300,7 +302,7 @@ async def test_without_tls_the_tile_server_is_plain_http_on_loopback_and_anonymo
         await plain.stop()
 
 
-async def test_an_envelope_too_long_for_a_uint16_length_is_named_not_cut(
+async def test_an_envelope_too_long_for_a_uint16_length_is_never_signed_and_one_held_from_before_is_named(
     federation: TestFederation, tmp_path: Path
 ) -> None:
     node = await federation.start_node("310000")
@@ -313,7 +315,20 @@ async def test_an_envelope_too_long_for_a_uint16_length_is_named_not_cut(
         licence=record_pb2.LicenceDetails(content="许" * 30_000),  # 90,000 bytes of UTF-8
     )
     async with node.pool.acquire() as conn, conn.transaction():
-        await node.ledger.append(conn, [Change.of(record)])
+        result = await node.ledger.append(conn, [Change.of(record)])
+    assert result.seqs == []
+    assert [exc.size > MAX_ENTRY for _, exc in result.too_large] == [True]
+    async with client(federation, node, "320000") as http:
+        assert (await http.get("/310000/tile/0/000.p/1")).status_code == 404  # nothing was logged
+
+    # A log that holds one already (signed before credex kept to the limit) names it instead of cutting it.
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger._lock_head(conn)
+        active = lookup_pb2.ENTRY_STATUS_ACTIVE
+        event = node.ledger._sign(
+            1, event_pb2.EVENT_TYPE_UPSERT, Change.of(record), _Clock(), standing=active, disputed=False, limit=2**31
+        )
+        await node.ledger._store(conn, [event], 1, AppendResult())
     async with client(federation, node, "320000") as http:
         assert (await http.get("/310000/tile/0/000.p/1")).status_code == 200  # its hash is served
         answer = await http.get("/310000/tile/entries/000.p/1")

@@ -6,6 +6,7 @@ from credex.node.chain.checkpoints import AGREED, CheckpointKeeper, CheckpointSt
 from credex.node.chain.log_audit import AuditError, AuditReport, audit_origin
 from credex.node.chain.merkle_book import LogBook, TreeView
 from credex.node.chain.proofs import (
+    HeldLeaf,
     ProofInvalid,
     ProofUnavailable,
     check_inclusion,
@@ -25,6 +26,7 @@ __all__ = [
     "AuditReport",
     "CheckpointKeeper",
     "CheckpointState",
+    "HeldLeaf",
     "LogBook",
     "ProofInvalid",
     "ProofUnavailable",

@@ -34,6 +34,7 @@ from credex.crypto.cosignature import cosignatures, note_body, pruned, with_line
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.node.chain.alarms import AlarmKind, Alarms
+from credex.node.chain.latest import Missing
 from credex.node.chain.merkle_book import LogBook
 from credex.node.chain.wanted import WantedRanges, Why
 from credex.node.config import IntakeConfig
@@ -166,6 +167,7 @@ class CheckpointKeeper:
                         CheckpointState.OWN,
                     )
                     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            self.logbook.latest.forget(self.me)
             return HeldCheckpoint(self.me, checkpoint.size, checkpoint.root, note, CheckpointState.OWN)
 
     # -- the peers' logs -----------------------------------------------------------------
@@ -233,6 +235,8 @@ class CheckpointKeeper:
             async with self.pool.acquire() as conn:
                 await state.count(conn, origin, str(unstorable), 1)
             return unstorable
+        finally:  # committed (or not): what is served of the origin is read again, at once
+            self.logbook.latest.forget(origin)
 
     async def _store(self, origin: str, checkpoint: Checkpoint, note: str, source: str) -> Receipt:
         bundle = self.bundle()
@@ -346,6 +350,7 @@ class CheckpointKeeper:
                     f" give {ours.hex()[:16]}…",
                     {"size": size, "checkpoint": row["note"], "root_of_signed_events": ours.hex()},
                 )
+        self.logbook.latest.forget(origin)  # checkpoints verified or in conflict now: served at once
         if wanted:
             self.wanted.put(origin, wanted, Why.CHECKPOINT)
 
@@ -395,8 +400,21 @@ class CheckpointKeeper:
         for a client that applies the policy: a checkpoint just signed is served once its
         witnesses have cosigned it, and while a witness is away, however many are signed
         meanwhile, the last one they cosigned is. Until any has, the newest agreed.
+
+        Answered from memory while the store's news of checkpoints is heard
+        (:class:`~credex.node.chain.latest.LatestCheckpoints`), else from the store.
         """
         bundle = self.bundle()
+        kept = self.logbook.latest
+        held = kept.get(origin, bundle.version)
+        if not isinstance(held, Missing):
+            return held
+        generation = kept.generation
+        found = await self._latest_stored(bundle, origin)
+        kept.keep(origin, bundle.version, found, generation)
+        return found
+
+    async def _latest_stored(self, bundle: TrustBundle, origin: str) -> HeldCheckpoint | None:
         policy = bundle.witness_policy(origin)
         held = await self._agreed(origin, 1 if policy is None else WITNESSED_LOOKBACK)
         if policy is None or not held:

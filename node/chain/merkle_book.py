@@ -24,13 +24,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 
 from credex.crypto.merkle import HASH_SIZE, SubtreeHashes
 from credex.crypto.tiles import TileId, TileTree, tile_width, tiles_needed
+from credex.node.chain.latest import LatestCheckpoints
 from credex.node.store import Connection, tiles
+
+if TYPE_CHECKING:
+    from credex.node.chain.checkpoints import HeldCheckpoint
 
 T = TypeVar("T")
 
@@ -141,6 +145,12 @@ class LogBook:
     def __init__(self, pool: asyncpg.Pool, cached_tiles: int = CACHED_TILES) -> None:
         self.pool = pool
         self.cache = TileCache(cached_tiles)
+        # The checkpoint served of each origin, shared by all of the node that reads or writes checkpoints.
+        self.latest: LatestCheckpoints[HeldCheckpoint | None] = LatestCheckpoints()
+
+    def view(self, origin: str, size: int) -> TreeView:
+        """The origin's tree at ``size``, which the caller knows its tiles cover (read in its own query)."""
+        return TreeView(self.pool, origin, size, self.cache)
 
     async def tree(self, origin: str, *, conn: Connection | None = None) -> TreeView:
         """The origin's tree as its tiles cover it now; ``conn`` when the caller holds one already."""

@@ -31,8 +31,9 @@ from credex.crypto.envelope import canonical_bytes
 from credex.crypto.merkle import leaf_hash, verify_inclusion
 from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle, VerifiedEvent
 from credex.errors import CredexError
-from credex.node.chain.checkpoints import CheckpointKeeper, HeldCheckpoint
+from credex.node.chain.checkpoints import AGREED, CheckpointKeeper, CheckpointState, HeldCheckpoint
 from credex.node.chain.merkle_book import LogBook
+from credex.node.store import Connection
 from credex.v1 import event_pb2, log_pb2
 
 PROOF_FORMAT = "credex-inclusion-proof-v2"
@@ -57,39 +58,89 @@ def checkpoint_message(held: HeldCheckpoint) -> log_pb2.SignedCheckpoint:
     return log_pb2.SignedCheckpoint(origin=held.origin, note=held.note, size=held.size, root=held.root)
 
 
+# In one statement: how far the origin's tiles reach, the event's envelope (unless the caller read it),
+# and the checkpoint at an asked size (unless the latest is used).
+_PROOF_QUERY = (
+    "SELECT p.tiled_seq, e.envelope, c.size AS checkpoint_size, c.root, c.note, c.state"
+    " FROM (SELECT $1::text AS origin) o"
+    " LEFT JOIN origin_progress p ON p.origin = o.origin"
+    " LEFT JOIN events e ON $4::boolean AND e.origin = o.origin AND e.seq = $2"
+    " LEFT JOIN LATERAL (SELECT size, root, note, state FROM checkpoints"
+    "  WHERE $5::boolean AND origin = o.origin AND size = $3 AND state = ANY($6::text[]) LIMIT 1) c ON true"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLeaf:
+    """What a caller read of a leaf with its own query: the envelope, and how far the origin's tiles reached."""
+
+    envelope: bytes
+    tiled: int
+
+
 async def inclusion_proof(
-    pool: asyncpg.Pool, logbook: LogBook, keeper: CheckpointKeeper, origin: str, seq: int, tree_size: int = 0
+    pool: asyncpg.Pool,
+    logbook: LogBook,
+    keeper: CheckpointKeeper,
+    origin: str,
+    seq: int,
+    tree_size: int = 0,
+    *,
+    conn: Connection | None = None,
+    leaf: HeldLeaf | None = None,
 ) -> log_pb2.InclusionProof:
+    """The proof of ``origin``'s event ``seq`` in its tree of ``tree_size`` (0: the latest checkpoint's).
+
+    One pool connection (``conn`` when the caller holds one) and at most two statements: the
+    tiles' reach, the envelope and the checkpoint together, unless ``leaf`` brings the first two
+    and the latest checkpoint (kept in memory, :class:`~credex.node.chain.latest.LatestCheckpoints`)
+    is used; then the tiles the proof needs that the tile cache lacks.
+    """
     checkpoint: HeldCheckpoint | None = None
     if tree_size == 0:
         checkpoint = await keeper.latest(origin)
         if checkpoint is None:
             raise ProofUnavailable("FAILED_PRECONDITION", f"no checkpoint of {origin} is held yet")
         tree_size = checkpoint.size
-    async with pool.acquire() as conn:  # one connection for the tiles, the event and the checkpoint
-        tree = await logbook.tree(origin, conn=conn)
-        if tree_size > tree.size:
-            raise ProofUnavailable("OUT_OF_RANGE", f"this node holds {origin}'s log up to {tree.size}, not {tree_size}")
-        if not 1 <= seq <= tree_size:
-            raise ProofUnavailable("OUT_OF_RANGE", f"seq {seq} is not in {origin}'s log of size {tree_size}")
-        hashes = await tree.inclusion_proof(seq - 1, tree_size, conn=conn)
-        envelope = await conn.fetchval("SELECT envelope FROM events WHERE origin = $1 AND seq = $2", origin, seq)
-        if checkpoint is None:
-            row = await conn.fetchrow(
-                "SELECT origin, size, root, note, state FROM checkpoints WHERE origin = $1 AND size = $2"
-                " AND state IN ('own', 'verified') LIMIT 1",
-                origin,
-                tree_size,
+    if conn is None:
+        async with pool.acquire() as own:
+            return await _inclusion_proof(own, logbook, origin, seq, tree_size, checkpoint, leaf)
+    return await _inclusion_proof(conn, logbook, origin, seq, tree_size, checkpoint, leaf)
+
+
+async def _inclusion_proof(
+    conn: Connection,
+    logbook: LogBook,
+    origin: str,
+    seq: int,
+    tree_size: int,
+    checkpoint: HeldCheckpoint | None,
+    leaf: HeldLeaf | None,
+) -> log_pb2.InclusionProof:
+    if leaf is None or checkpoint is None:
+        row = await conn.fetchrow(_PROOF_QUERY, origin, seq, tree_size, leaf is None, checkpoint is None, list(AGREED))
+        assert row is not None  # one row, whatever the store holds
+        if leaf is None:
+            envelope = row["envelope"]
+            leaf = HeldLeaf(bytes(envelope) if envelope is not None else b"", int(row["tiled_seq"] or 0))
+        if checkpoint is None and row["checkpoint_size"] is not None:
+            checkpoint = HeldCheckpoint(
+                origin, row["checkpoint_size"], bytes(row["root"]), row["note"], CheckpointState(row["state"])
             )
-            if row is not None:
-                checkpoint = HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], row["state"])
+    if tree_size > leaf.tiled:
+        raise ProofUnavailable("OUT_OF_RANGE", f"this node holds {origin}'s log up to {leaf.tiled}, not {tree_size}")
+    if not 1 <= seq <= tree_size:
+        raise ProofUnavailable("OUT_OF_RANGE", f"seq {seq} is not in {origin}'s log of size {tree_size}")
+    if not leaf.envelope:
+        raise ProofUnavailable("NOT_FOUND", f"this node does not hold {origin}'s event {seq}")
+    hashes = await logbook.view(origin, leaf.tiled).inclusion_proof(seq - 1, tree_size, conn=conn)
     proof = log_pb2.InclusionProof(
         origin=origin,
         seq=seq,
         leaf_index=seq - 1,
         tree_size=tree_size,
         hashes=hashes,
-        envelope=event_pb2.Envelope.FromString(envelope),
+        envelope=event_pb2.Envelope.FromString(leaf.envelope),
     )
     if checkpoint is not None:
         proof.checkpoint.CopyFrom(checkpoint_message(checkpoint))

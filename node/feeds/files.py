@@ -19,12 +19,13 @@ from pathlib import Path
 
 import asyncpg
 
-from credex.adapters.profile import MappingContext, Profile, ProfileError, Rejection
+from credex.adapters.profile import MappingContext, Problem, Profile, ProfileError, Rejection
 from credex.adapters.tables import FileUnreadable
+from credex.domain.reasons import Reason
 from credex.domain.records import TakenRecord
 from credex.errors import CredexError
 from credex.node.feeds.mapping import Batch, open_mapping
-from credex.node.ledger import AppendResult, Change, Ledger
+from credex.node.ledger import AppendResult, Change, EntryTooLarge, Ledger
 from credex.node.metrics import METRICS
 from credex.node.store import ANALYZE_AFTER, Connection, RecordState
 
@@ -189,6 +190,16 @@ async def take_in_batch(
     # off the event loop (a batch is thousands of records).
     changes = await asyncio.to_thread(_changes, batch.records)
     result = await ledger.append(conn, changes)
+    if result.too_large:  # signed, these rows would be entries no log can serve: quarantined, not taken in
+        too_large = [(change.source, _too_large(change, exc)) for change, exc in result.too_large]
+        await conn.copy_records_to_table(
+            "quarantine",
+            records=[_quarantine_row(quarantine, source, r) for source, r in too_large],
+            columns=_QUARANTINE_COLUMNS,
+        )
+        counts.accepted -= len(too_large)
+        counts.quarantined += len(too_large)
+        counts.reasons.update(Reason.ROW_ENTRY_TOO_LARGE for _ in too_large)
     counts.new += result.new
     counts.corrected += result.corrected
     counts.unchanged += result.unchanged
@@ -203,6 +214,11 @@ async def take_in_batch(
 def _changes(records: list[TakenRecord]) -> list[Change]:
     """The ledger's view of taken records: each one's state, from the canonical bytes it arrived with."""
     return [Change(RecordState.of(t.record, t.encoded), *t.provenance, withdrawal=t.withdrawal) for t in records]
+
+
+def _too_large(change: Change, exc: EntryTooLarge) -> Rejection:
+    problem = Problem(Reason.ROW_ENTRY_TOO_LARGE, "", str(exc))
+    return Rejection(change.locator, (problem,), {"record_id": change.state.record_id, "entry_bytes": str(exc.size)})
 
 
 def _quarantine_row(key: QuarantineKey, source: str, rejection: Rejection) -> tuple[object, ...]:

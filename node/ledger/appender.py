@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex.crypto.envelope import canonical_bytes, seal
+from credex.crypto.envelope import canonical_bytes, seal, sealed_size
 from credex.crypto.keys import SigningKey
+from credex.crypto.tiles import MAX_ENTRY
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, Connection, tiles
@@ -51,6 +52,25 @@ class LedgerError(CredexError):
 
 class UnknownRecord(LedgerError):
     """No record has the id: a caller on the wire is told NOT_FOUND rather than a refused change."""
+
+
+class EntryTooLarge(LedgerError):
+    """The change's signed event would be longer than the limit: it is not signed, and takes no seq.
+
+    Every event is a log entry, and tlog-tiles entry bundles give each entry a 16-bit length,
+    so a log never holds one of more than 65,535 bytes (it could not serve it).
+    """
+
+    def __init__(self, record_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"record {record_id}: signed, its event would be {size:,} bytes; a log entry may be at most {limit:,}"
+        )
+        self.size = size
+
+
+# A platform's row is signed only if its event leaves this much room under MAX_ENTRY: the origin's later
+# events about the record (a revocation's or an expiry's reason, a case reference) carry it again.
+LATER_EVENT_ROOM = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +102,8 @@ class AppendResult:
     # so the file's report says so instead of the row vanishing.
     withdrawn_unknown: int = 0
     seqs: list[int] = field(default_factory=list)
+    # Changes not signed because their event would be too long a log entry: the caller quarantines them.
+    too_large: list[tuple[Change, EntryTooLarge]] = field(default_factory=list)
 
     def add(self, other: AppendResult) -> None:
         self.new += other.new
@@ -90,6 +112,7 @@ class AppendResult:
         self.revoked += other.revoked
         self.withdrawn_unknown += other.withdrawn_unknown
         self.seqs.extend(other.seqs)
+        self.too_large.extend(other.too_large)
 
     @property
     def events(self) -> int:
@@ -156,8 +179,21 @@ class Ledger:
             event_type = event_pb2.EVENT_TYPE_UPSERT if previous is None else event_pb2.EVENT_TYPE_CORRECT
             disputed = previous is not None and previous.disputed  # a correction leaves an open objection open
             standing = previous.status if previous is not None and previous.status in _DECIDED else _ACTIVE
+            try:
+                event = self._sign(
+                    head + 1,
+                    event_type,
+                    change,
+                    clock,
+                    standing=standing,
+                    disputed=disputed,
+                    limit=MAX_ENTRY - LATER_EVENT_ROOM,
+                )
+            except EntryTooLarge as exc:
+                result.too_large.append((change, exc))
+                continue
             head += 1
-            stored.append(self._sign(head, event_type, change, clock, standing=standing, disputed=disputed))
+            stored.append(event)
             held[change.state.record_id] = _Held(change.state.digest, standing, disputed)
             if previous is None:
                 result.new += 1
@@ -182,11 +218,10 @@ class Ledger:
         if previous.status == lookup_pb2.ENTRY_STATUS_REVOKED:
             result.unchanged += 1
             return head
-        head += 1
         revoked = lookup_pb2.ENTRY_STATUS_REVOKED
-        stored.append(
-            self._sign(
-                head,
+        try:
+            event = self._sign(
+                head + 1,
                 event_pb2.EVENT_TYPE_REVOKE,
                 change,
                 clock,
@@ -194,7 +229,11 @@ class Ledger:
                 standing=revoked,
                 disputed=previous.disputed,
             )
-        )
+        except EntryTooLarge as exc:  # the platform's reason, with the record, is too long an entry
+            result.too_large.append((change, exc))
+            return head
+        head += 1
+        stored.append(event)
         held[change.state.record_id] = _Held(change.state.digest, revoked, previous.disputed)
         result.revoked += 1
         return head
@@ -330,7 +369,9 @@ class Ledger:
         standing: int,
         disputed: bool,
         case: event_pb2.CaseRef | None = None,
+        limit: int = MAX_ENTRY,
     ) -> state.StoredEvent:
+        """The signed event; :class:`EntryTooLarge`, before signing, if it would be longer than ``limit``."""
         record = change.state
         event_id = uuid.uuid4()
         event = event_pb2.Event(
@@ -355,6 +396,9 @@ class Ledger:
             + _varint(len(record.encoded))
             + record.encoded
         )
+        size = sealed_size(len(payload), self.key.key_id)
+        if size > limit:
+            raise EntryTooLarge(record.record_id, size, limit)
         return state.StoredEvent(
             origin=self.origin,
             seq=seq,

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from credex.domain.publicity import publicity_today
-from credex.node.chain import ProofUnavailable, checkpoint_message, inclusion_proof
+from credex.node.chain import HeldLeaf, ProofUnavailable, checkpoint_message, inclusion_proof
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
@@ -28,9 +28,11 @@ from credex.node.store import RecordState
 from credex.node.store.events import entry_status, standing_of
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc
 
-# The event at the leaf asked for, and the current row of its record.
+# The event at the leaf asked for, the current row of its record, and how far its origin's tiles reach
+# (so that the proof needs one more statement at most: the tiles the tile cache lacks).
 _LEAF_QUERY = (
-    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.kind, r.sharing_level, r.status, r.publicity_end"
+    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.kind, r.sharing_level, r.status, r.publicity_end,"
+    " (SELECT tiled_seq FROM origin_progress p WHERE p.origin = e.origin) AS tiled"
     " FROM records r JOIN events e"
 )
 
@@ -78,7 +80,7 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
         by_record = request.WhichOneof("leaf") == "record_id"
         if not by_record and request.seq == 0:
             raise edge.invalid("give the leaf: seq (from 1) or record_id")
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn:  # one connection, two statements: the leaf, then tiles
             if by_record:
                 row = await conn.fetchrow(
                     _LEAF_QUERY + " ON e.origin = r.origin AND e.seq = r.seq WHERE r.record_id = $1 AND r.origin = $2",
@@ -92,14 +94,17 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
                     origin,
                     request.seq,
                 )
-        subject = _visible_leaf(row, call.caller) if row is not None else None
-        if row is None or subject is None:
-            raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such event or record visible to you")
-        call.subject_id = subject
-        try:
-            proof = await inclusion_proof(self.pool, self.logbook, self.keeper, origin, row["seq"], request.tree_size)
-        except ProofUnavailable as exc:
-            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+            subject = _visible_leaf(row, call.caller) if row is not None else None
+            if row is None or subject is None:
+                raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such event or record visible to you")
+            call.subject_id = subject
+            leaf = HeldLeaf(bytes(row["envelope"]), int(row["tiled"] or 0))
+            try:
+                proof = await inclusion_proof(
+                    self.pool, self.logbook, self.keeper, origin, row["seq"], request.tree_size, conn=conn, leaf=leaf
+                )
+            except ProofUnavailable as exc:
+                raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
         call.answer(1, [f"{origin}#{proof.seq} in tree {proof.tree_size}"])
         return proof
 

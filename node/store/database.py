@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -115,11 +116,64 @@ async def migrate(conn: Connection) -> list[str]:
     return applied_now
 
 
+# Statements that leave state in the session beyond their transaction: LISTEN, a session advisory lock
+# (pg_advisory_lock, pg_try_advisory_lock; the _xact_ ones end with their transaction), a session SET.
+_SESSION_STATE = re.compile(r"\bLISTEN\b|advisory_lock|set_config|(?:^|;)\s*SET\s(?!\s*LOCAL\b)", re.IGNORECASE)
+
+
+class PooledConnection(asyncpg.Connection):
+    """A pool's connection that remembers whether it left state in its session, so that only then is it reset.
+
+    asyncpg resets every connection given back to a pool with one more round trip
+    (advisory locks released, UNLISTEN, RESET ALL, cursors closed), which costs about
+    as much as a short query: half the database time of a lookup or a proof. Almost
+    no statement of credex leaves session state; those that do (the relay's leader
+    lock, the migration lock, LISTEN, a session SET) mark their connection here and
+    it is reset as before. An open transaction is rolled back on release either way.
+    """
+
+    took_session_state = False
+
+    def _note(self, query: str) -> None:
+        if not self.took_session_state and _SESSION_STATE.search(query):
+            self.took_session_state = True
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
+        self._note(query)
+        return await super().execute(query, *args, timeout=timeout)
+
+    async def fetch(self, query: str, *args: object, **options: Any) -> Any:
+        self._note(query)
+        return await super().fetch(query, *args, **options)
+
+    async def fetchrow(self, query: str, *args: object, **options: Any) -> Any:
+        self._note(query)
+        return await super().fetchrow(query, *args, **options)
+
+    async def fetchval(self, query: str, *args: object, column: int = 0, timeout: float | None = None) -> Any:
+        self._note(query)
+        return await super().fetchval(query, *args, column=column, timeout=timeout)
+
+
+async def _reset_if_used(conn: asyncpg.Connection) -> None:
+    """The pool's reset: asyncpg's own, for a connection that took session state (see :class:`PooledConnection`)."""
+    if isinstance(conn, PooledConnection) and conn.took_session_state:
+        await conn.execute(conn.get_reset_query())
+        conn.took_session_state = False
+
+
 async def open_pool(url: str, *, create: bool, min_size: int, max_size: int) -> asyncpg.Pool:
     if create:
         await ensure_database(url)
     try:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=120)
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=120,
+            connection_class=PooledConnection,
+            reset=_reset_if_used,
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise StoreError(f"cannot open database {_redact(url)}: {exc}") from exc
     async with pool.acquire() as conn:

@@ -190,4 +190,5 @@ class CosignatureCollector:
                 witness,
                 line,
             )
+        self.logbook.latest.forget(self.me)  # the cosigned note is served at once
         return "cosigned"
