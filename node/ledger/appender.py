@@ -13,10 +13,12 @@ field 6: valid protobuf in any field order, and since verifiers check the exact
 payload bytes and never re-encode, the record is never serialized twice.
 
 Building and signing a batch's events is CPU work (an Ed25519 signature and a
-serialization per event, 100+ ms for a large batch): it runs in a worker thread,
-off the event loop (Ed25519 in ``cryptography`` and hashlib release the GIL), in
-the same order and with the same results as before. ``credex_events_signed``
-counts what is signed.
+serialization per event, 100+ ms for a large batch), kept off the event loop: the
+events are built in a thread, their signatures made in the node's signature
+worker processes (``cryptography``'s Ed25519 holds the GIL, so a thread would
+not use a second core; see :mod:`credex.crypto.parallel`), and sealed in a thread,
+in the same order and with the same results. ``credex_events_signed`` counts
+what is signed.
 
 A node whose key the trust bundle revokes signs nothing more: ``append``,
 ``amend`` (and so ``revoke``) and ``expire`` raise
@@ -34,8 +36,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex.crypto.envelope import canonical_bytes, seal
+from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, pae, sealed_bytes
 from credex.crypto.keys import SigningKey
+from credex.crypto.parallel import SignatureWorkers
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, Connection, tiles
@@ -106,9 +109,12 @@ def _varint(value: int) -> bytes:
 
 
 class Ledger:
-    def __init__(self, origin: str, key: SigningKey) -> None:
+    def __init__(self, origin: str, key: SigningKey, signatures: SignatureWorkers | None = None) -> None:
         self.origin = origin
         self.key = key
+        # Where a batch's signatures are made: the node's worker processes (which it closes on stop);
+        # without them, a thread of this process.
+        self.signatures = signatures or SignatureWorkers(workers=1)
 
     async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
         """Record changes; must run inside a transaction, which it extends with the head lock."""
@@ -129,16 +135,22 @@ class Ledger:
                 "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
             )
         }
-        stored, head = await asyncio.to_thread(self._sign_changes, changes, held, head, result)
-        await self._store(conn, stored, head, result)
+        drafts, head = await asyncio.to_thread(self._draft_changes, changes, held, head, result)
+        await self._store(conn, await self._sign_all(drafts), head, result)
         return result
 
-    def _sign_changes(
+    async def _sign_all(self, drafts: list[_Draft]) -> list[state.StoredEvent]:
+        """Sign a batch's drafts in the signature workers; seal them into events ready to store, off the loop."""
+        self.key.check_may_sign()
+        signatures = await self.signatures.sign(self.key.private, [d.message for d in drafts])
+        return await asyncio.to_thread(lambda: [self._seal(d, s) for d, s in zip(drafts, signatures, strict=True)])
+
+    def _draft_changes(
         self, changes: Sequence[Change], held: dict[str, _Held], head: int, result: AppendResult
-    ) -> tuple[list[state.StoredEvent], int]:
-        """Build and sign the events of ``changes`` after ``head``, in a worker thread; return them and the new head."""
+    ) -> tuple[list[_Draft], int]:
+        """The events of ``changes`` after ``head``, built but not signed (in a worker thread); and the new head."""
         clock = _Clock()
-        stored: list[state.StoredEvent] = []
+        stored: list[_Draft] = []
         for change in changes:
             previous = held.get(change.state.record_id)
             if change.withdrawal:
@@ -157,7 +169,7 @@ class Ledger:
             disputed = previous is not None and previous.disputed  # a correction leaves an open objection open
             standing = previous.status if previous is not None and previous.status in _DECIDED else _ACTIVE
             head += 1
-            stored.append(self._sign(head, event_type, change, clock, standing=standing, disputed=disputed))
+            stored.append(self._draft(head, event_type, change, clock, standing=standing, disputed=disputed))
             held[change.state.record_id] = _Held(change.state.digest, standing, disputed)
             if previous is None:
                 result.new += 1
@@ -171,7 +183,7 @@ class Ledger:
         previous: _Held | None,
         head: int,
         clock: _Clock,
-        stored: list[state.StoredEvent],
+        stored: list[_Draft],
         held: dict[str, _Held],
         result: AppendResult,
     ) -> int:
@@ -185,7 +197,7 @@ class Ledger:
         head += 1
         revoked = lookup_pb2.ENTRY_STATUS_REVOKED
         stored.append(
-            self._sign(
+            self._draft(
                 head,
                 event_pb2.EVENT_TYPE_REVOKE,
                 change,
@@ -230,11 +242,11 @@ class Ledger:
         if not rows:
             return []
 
-        def sign() -> list[state.StoredEvent]:
+        def draft() -> list[_Draft]:
             clock = _Clock()
             reason = f"publicity window ended before {today.isoformat()}"
             return [
-                self._sign(
+                self._draft(
                     head + n,
                     event_pb2.EVENT_TYPE_EXPIRE,
                     Change(state.RecordState.decode(bytes(row["record"]))),
@@ -246,7 +258,7 @@ class Ledger:
                 for n, row in enumerate(rows, start=1)
             ]
 
-        events = await asyncio.to_thread(sign)
+        events = await self._sign_all(await asyncio.to_thread(draft))
         await self._store(conn, events, head + len(events), AppendResult())
         return events
 
@@ -331,6 +343,22 @@ class Ledger:
         disputed: bool,
         case: event_pb2.CaseRef | None = None,
     ) -> state.StoredEvent:
+        """One event built and signed here (a single change: no worker is worth the round trip)."""
+        draft = self._draft(seq, event_type, change, clock, reason, standing=standing, disputed=disputed, case=case)
+        return self._seal(draft, self.key.sign(draft.message))
+
+    def _draft(
+        self,
+        seq: int,
+        event_type: int,
+        change: Change,
+        clock: _Clock,
+        reason: str = "",
+        *,
+        standing: int,
+        disputed: bool,
+        case: event_pb2.CaseRef | None = None,
+    ) -> _Draft:
         record = change.state
         event_id = uuid.uuid4()
         event = event_pb2.Event(
@@ -355,16 +383,19 @@ class Ledger:
             + _varint(len(record.encoded))
             + record.encoded
         )
+        return _Draft(seq, event_id, event_type, record, payload, clock.at, standing, disputed)
+
+    def _seal(self, draft: _Draft, signature: bytes) -> state.StoredEvent:
         return state.StoredEvent(
             origin=self.origin,
-            seq=seq,
-            event_id=event_id,
-            event_type=event_type,
-            state=record,
-            envelope=canonical_bytes(seal(self.key, payload)),
-            recorded_at=clock.at,
-            status=standing,
-            disputed=disputed,
+            seq=draft.seq,
+            event_id=draft.event_id,
+            event_type=draft.event_type,
+            state=draft.record,
+            envelope=sealed_bytes(self.key.key_id, draft.payload, signature),
+            recorded_at=draft.recorded_at,
+            status=draft.standing,
+            disputed=draft.disputed,
         )
 
     async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
@@ -383,6 +414,25 @@ class Ledger:
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         result.seqs.extend(e.seq for e in events)
         METRICS.events_signed.labels(self.origin).inc(len(events))
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """An event built, not yet signed: its payload and the columns the store will want."""
+
+    seq: int
+    event_id: uuid.UUID
+    event_type: int
+    record: state.RecordState
+    payload: bytes
+    recorded_at: dt.datetime
+    standing: int
+    disputed: bool
+
+    @property
+    def message(self) -> bytes:
+        """What the signature covers: the DSSE encoding of the payload."""
+        return pae(EVENT_PAYLOAD_TYPE, self.payload)
 
 
 @dataclass(frozen=True, slots=True)
