@@ -11,7 +11,8 @@ The workers import nothing but ``cryptography`` and start only when the first
 batch of at least ``min_batch`` items arrives; smaller batches run in the calling
 process, where a round trip to a worker would cost more than it saves. A pool
 whose worker died (killed, out of memory) is replaced and the batch is done in
-process, so a lost worker costs time, never an answer. :meth:`close` stops the
+process, so a lost worker costs time, never an answer; a worker whose node died
+(SIGKILL runs no shutdown) exits by itself within a second. :meth:`close` stops the
 workers and waits for them (the next large batch would start new ones); an
 ``await`` cancelled half-way leaves no work behind that anyone waits for.
 
@@ -27,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 log = logging.getLogger(__name__)
 
 MIN_BATCH = 256  # below this, a batch is signed or verified in the calling process
+_WATCH_SECONDS = 0.5  # how often a worker looks whether the node that started it still lives
 _T = TypeVar("_T")
 
 
@@ -68,6 +71,22 @@ def signatures_of(private: bytes, messages: Sequence[bytes]) -> list[bytes]:
     """The Ed25519 signatures of ``messages`` by the raw private key ``private`` (runs in a worker)."""
     key = Ed25519PrivateKey.from_private_bytes(private)
     return [key.sign(message) for message in messages]
+
+
+def _outlive_no_parent(parent: int) -> None:
+    """Worker start: exit as soon as the process that made the pool is gone.
+
+    A node killed with SIGKILL runs no shutdown, and its workers would otherwise wait on
+    their queue for ever (each holds the queue's write end too, so no EOF comes), holding
+    whatever file descriptors they inherited (a supervisor's pipe stays open).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_WATCH_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def private_raw(key: Ed25519PrivateKey) -> bytes:
@@ -125,7 +144,12 @@ class SignatureWorkers:
         with self._lock:
             if self._executor is None:
                 # "spawn": the node runs threads (gRPC, executors) that a fork would copy half-way.
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self._executor = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_outlive_no_parent,
+                    initargs=(os.getpid(),),
+                )
             return self._executor
 
     def _discard(self, executor: ProcessPoolExecutor) -> None:

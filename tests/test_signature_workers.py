@@ -6,7 +6,9 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -104,3 +106,42 @@ async def test_a_cancelled_batch_leaves_nothing_that_close_waits_on(workers: Sig
         await task
     await asyncio.wait_for(workers.close(), timeout=60)  # a bound on a hang, not a timing claim
     assert not workers.started
+
+
+_POOL_THEN_WAIT = """
+import asyncio, multiprocessing, os, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from credex.crypto.parallel import SignatureWorkers
+
+async def main():
+    pool = SignatureWorkers(workers=2, min_batch=1)
+    await pool.sign(Ed25519PrivateKey.generate(), [b"x"] * 10)
+    print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_the_workers_of_a_node_killed_with_sigkill_exit_by_themselves(tmp_path: Path) -> None:
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL_THEN_WAIT)
+    process = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=120)
+    pids = [int(p) for p in line.split()]
+    assert pids and all(_running(pid) for pid in pids)
+    process.send_signal(signal.SIGKILL)
+    await eventually(lambda: asyncio.sleep(0, not any(_running(pid) for pid in pids)))
+    # and nothing holds the killed process's pipe open any more: waiting for it ends
+    await asyncio.wait_for(process.wait(), timeout=60)

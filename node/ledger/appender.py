@@ -118,26 +118,17 @@ class Ledger:
 
     async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
         """Record changes; must run inside a transaction, which it extends with the head lock."""
-        result = AppendResult()
-        if not changes:
-            return result
-        self.key.check_may_sign()
-        for change in changes:
-            if change.state.origin != self.origin:
-                raise LedgerError(
-                    f"record {change.state.record_id} belongs to {change.state.origin}, not {self.origin}"
-                )
-        head = await self._lock_head(conn)
-        ids = list({c.state.record_id for c in changes})
-        held: dict[str, _Held] = {
-            r["record_id"]: _Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
-            for r in await conn.fetch(
-                "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
-            )
-        }
-        drafts, head = await asyncio.to_thread(self._draft_changes, changes, held, head, result)
-        await self._store(conn, await self._sign_all(drafts), head, result)
+        appending = self.appending(conn)
+        result = await appending.append(conn, changes)
+        await appending.flush()
         return result
+
+    def appending(self, conn: Connection) -> Appending:
+        """Batch after batch in ``conn``'s transaction, each signed while the one before is stored.
+
+        Call :meth:`Appending.flush` before the transaction commits: the last batch is stored then.
+        """
+        return Appending(self, conn)
 
     async def _sign_all(self, drafts: list[_Draft]) -> list[state.StoredEvent]:
         """Sign a batch's drafts in the signature workers; seal them into events ready to store, off the loop."""
@@ -259,7 +250,7 @@ class Ledger:
             ]
 
         events = await self._sign_all(await asyncio.to_thread(draft))
-        await self._store(conn, events, head + len(events), AppendResult())
+        await self._store(conn, events, head + len(events))
         return events
 
     async def amend(
@@ -319,7 +310,7 @@ class Ledger:
             disputed=new_disputed,
             case=case,
         )
-        await self._store(conn, [event], head + 1, AppendResult())
+        await self._store(conn, [event], head + 1)
         return event
 
     async def _lock_head(self, conn: Connection) -> int:
@@ -398,7 +389,7 @@ class Ledger:
             disputed=draft.disputed,
         )
 
-    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
+    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int) -> None:
         if not events:
             return
         await state.copy_events(conn, events)
@@ -412,8 +403,80 @@ class Ledger:
         )
         await tiles.cover(conn, self.origin, events[0].seq - 1, head, [e.leaf for e in events])
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-        result.seqs.extend(e.seq for e in events)
         METRICS.events_signed.labels(self.origin).inc(len(events))
+
+
+class Appending:
+    """One transaction's batches, pipelined: batch N+1 is built and signed while batch N is stored.
+
+    Signing is CPU work in the signature workers and storing is waiting on PostgreSQL, so
+    the two overlap. :meth:`append` returns with its batch decided, numbered and signed but
+    not yet stored, and the connection free for the caller; the next ``append`` (or
+    :meth:`flush`) stores it. What the store holds of a record in the batch still unstored
+    is read from that batch's decisions instead, so a record changed in two batches in a row
+    is judged against its newest content. All of it is one transaction: a crash or an error
+    anywhere leaves none of it.
+    """
+
+    def __init__(self, ledger: Ledger, conn: Connection) -> None:
+        self._ledger = ledger
+        self._conn = conn
+        self._head: int | None = None  # the head after the last batch decided; the head row is locked
+        self._pending: _Pending | None = None  # signed, not yet stored
+
+    async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
+        """Decide, number and sign ``changes``; store the batch before them meanwhile."""
+        if conn is not self._conn:
+            raise LedgerError("a pipeline of batches appends in the one transaction it was opened in")
+        ledger = self._ledger
+        result = AppendResult()
+        if not changes:
+            return result
+        ledger.key.check_may_sign()
+        for change in changes:
+            if change.state.origin != ledger.origin:
+                raise LedgerError(
+                    f"record {change.state.record_id} belongs to {change.state.origin}, not {ledger.origin}"
+                )
+        head = self._head if self._head is not None else await ledger._lock_head(conn)
+        ids = list({c.state.record_id for c in changes})
+        held: dict[str, _Held] = {
+            r["record_id"]: _Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
+            for r in await conn.fetch(
+                "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
+            )
+        }
+        if self._pending is not None:  # the batch before is not stored yet: its decisions are the newest
+            held.update({i: self._pending.held[i] for i in ids if i in self._pending.held})
+        drafts, head = await asyncio.to_thread(ledger._draft_changes, changes, held, head, result)
+        self._head = head
+        result.seqs.extend(d.seq for d in drafts)
+        signing = asyncio.create_task(ledger._sign_all(drafts))
+        try:
+            await self.flush()
+            signed = await signing
+        finally:
+            if not signing.done():  # storing failed or we are cancelled: no signing left running
+                signing.cancel()
+                await asyncio.wait([signing])
+        if signed:
+            self._pending = _Pending(signed, head, {i: held[i] for i in ids if i in held})
+        return result
+
+    async def flush(self) -> None:
+        """Store the batch signed last, if any; call before the transaction commits."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await self._ledger._store(self._conn, pending.events, pending.head)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A batch signed and not yet stored: its events, the head after it, and where its records stand."""
+
+    events: list[state.StoredEvent]
+    head: int
+    held: dict[str, _Held]
 
 
 @dataclass(frozen=True, slots=True)
