@@ -9,7 +9,9 @@ parsed object, so what the workers answer is a list of booleans or signatures.
 
 The workers import nothing but ``cryptography`` and start only when the first
 batch of at least ``min_batch`` items arrives; smaller batches run in the calling
-process, where a round trip to a worker would cost more than it saves. A pool
+process, where a round trip to a worker would cost more than it saves, and so do
+large ones until the workers have started (no batch waits for an interpreter to
+start). A pool
 whose worker died (killed, out of memory) is replaced and the batch is done in
 process, so a lost worker costs time, never an answer; a worker whose node died
 (SIGKILL runs no shutdown) exits by itself within a second. :meth:`close` stops the
@@ -30,7 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TypeVar
@@ -101,6 +103,7 @@ class SignatureWorkers:
         self.min_batch = min_batch
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # the executor is made from worker threads too
+        self._ready = False
 
     @property
     def started(self) -> bool:
@@ -126,8 +129,8 @@ class SignatureWorkers:
         """Run ``part(a, b)`` over slices of ``range(n)``, one per worker; the answers in order."""
         if n == 0:
             return []
-        if n >= self.min_batch and self.workers >= 2:
-            executor = self._pool()
+        executor = self._pool() if n >= self.min_batch and self.workers >= 2 else None
+        if executor is not None:
             size = -(-n // self.workers)
             loop = asyncio.get_running_loop()
             try:
@@ -140,27 +143,54 @@ class SignatureWorkers:
                 self._discard(executor)
         return await asyncio.to_thread(part(0, n))
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self) -> ProcessPoolExecutor | None:
+        """The pool once its workers answer; ``None`` (do it in process) while they start.
+
+        Starting a worker is starting an interpreter: seconds on a loaded machine. No batch
+        waits for that; the first large one starts the pool and is done in process.
+        """
         with self._lock:
             if self._executor is None:
                 # "spawn": the node runs threads (gRPC, executors) that a fork would copy half-way.
-                self._executor = ProcessPoolExecutor(
+                executor = self._executor = ProcessPoolExecutor(
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_outlive_no_parent,
                     initargs=(os.getpid(),),
                 )
-            return self._executor
+                self._ready = False
+                waiting = [executor.submit(os.getpid) for _ in range(self.workers)]
+                for future in waiting:
+                    future.add_done_callback(lambda _: self._answered(executor, waiting))
+                return None
+            return self._executor if self._ready else None
+
+    def _answered(self, executor: ProcessPoolExecutor, waiting: list[Future[int]]) -> None:
+        """A worker answered its first call; once all have, batches go to them. One that fails to
+        start leaves the pool unready: batches go on in process, and the warning says why."""
+        with self._lock:
+            if self._executor is not executor or not all(f.done() for f in waiting):
+                return
+            failed = next((f.exception() for f in waiting if f.exception() is not None), None)
+            if failed is None:
+                self._ready = True
+                return
+        log.warning("signature workers did not start (%s); signing and verifying in process", failed)
+
+    @property
+    def ready(self) -> bool:
+        """Whether batches now go to the workers (they were started and have answered)."""
+        return self._ready
 
     def _discard(self, executor: ProcessPoolExecutor) -> None:
         with self._lock:
             if self._executor is executor:
-                self._executor = None
+                self._executor, self._ready = None, False
         executor.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
         """Stop the workers and wait for them; a later batch starts new ones (a node stopped and started again)."""
         with self._lock:
-            executor, self._executor = self._executor, None
+            executor, self._executor, self._ready = self._executor, None, False
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)

@@ -9,6 +9,7 @@ not one round trip after another. A stopped node leaves no worker behind.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from credex.node.sync import catch_up
 from credex.v1 import event_pb2
 
 from .callers import audit_rows
-from .conftest import TestFederation
+from .conftest import TestFederation, eventually
 from .forgery import event_payload
 
 NATIONAL = Profile.load("national")
@@ -71,9 +72,11 @@ async def test_a_large_batch_verified_in_the_workers_comes_out_as_one_verified_i
         ]
         batch = log[:100] + forged[:2] + log[100:200] + forged[2:] + log[200:]
         assert receiver.intake is not None
+        first = await receiver.intake.check("310000", batch)  # starts the workers; done in process meanwhile
+        await eventually(lambda: asyncio.sleep(0, receiver.signatures.ready))
         in_workers = await receiver.intake.check("310000", batch)
-        assert receiver.signatures.started
         in_process = receiver.intake.verify("310000", batch)
+        assert outcome(first) == outcome(in_process)
         assert outcome(in_workers) == outcome(in_process)
         assert [e.seq for e in in_workers.events] == list(range(1, len(log) + 1))
         assert [r.reason for r in in_workers.rejections] == [

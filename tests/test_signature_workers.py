@@ -21,11 +21,19 @@ from .conftest import eventually
 
 @pytest.fixture
 async def workers() -> AsyncIterator[SignatureWorkers]:
+    """A pool whose workers have started and answered: batches from here on go to them."""
     pool = SignatureWorkers(workers=2, min_batch=4)
     try:
+        await started(pool)
         yield pool
     finally:
         await pool.close()
+
+
+async def started(pool: SignatureWorkers) -> None:
+    key, messages = batch(pool.min_batch)
+    assert await pool.sign(key, messages) == [key.sign(m) for m in messages]  # done in process meanwhile
+    await eventually(lambda: asyncio.sleep(0, pool.ready))
 
 
 def batch(n: int) -> tuple[Ed25519PrivateKey, list[bytes]]:
@@ -70,37 +78,34 @@ async def test_a_batch_smaller_than_the_threshold_never_starts_a_worker() -> Non
 
 async def test_a_killed_worker_costs_time_not_an_answer(workers: SignatureWorkers) -> None:
     key, messages = batch(40)
-    before = set(multiprocessing.active_children())
-    await workers.sign(key, messages)
-    started = set(multiprocessing.active_children()) - before
-    assert started, "the pool started no worker process"
-    for process in started:
+    running = [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert running, "the pool started no worker process"
+    for process in running:
         assert process.pid is not None
         os.kill(process.pid, signal.SIGKILL)
-    await eventually(lambda: asyncio.sleep(0, not any(p.is_alive() for p in started)))
+    await eventually(lambda: asyncio.sleep(0, not any(p.is_alive() for p in running)))
     public = public_raw(key.public_key())
     assert await workers.sign(key, messages) == [key.sign(m) for m in messages]
     assert all(await workers.verify([(public, key.sign(m), m) for m in messages]))
     # and the pool after that is a working one again
+    await started(workers)
     assert await workers.sign(key, messages[:10]) == [key.sign(m) for m in messages[:10]]
 
 
 async def test_close_stops_the_workers_and_a_later_batch_starts_them_again(workers: SignatureWorkers) -> None:
-    key, messages = batch(20)
-    before = set(multiprocessing.active_children())
-    await workers.sign(key, messages)
-    started = set(multiprocessing.active_children()) - before
+    running = [p for p in multiprocessing.active_children() if p.is_alive()]
     await workers.close()
-    assert not workers.started
-    assert not any(p.is_alive() for p in started)
+    assert not workers.started and not workers.ready
+    assert not any(p.is_alive() for p in running)
+    await started(workers)
+    key, messages = batch(20)
     assert await workers.sign(key, messages) == [key.sign(m) for m in messages]
-    assert workers.started
 
 
 async def test_a_cancelled_batch_leaves_nothing_that_close_waits_on(workers: SignatureWorkers) -> None:
     key, messages = batch(20_000)
     task = asyncio.create_task(workers.sign(key, messages))
-    await eventually(lambda: asyncio.sleep(0, workers.started))
+    await asyncio.sleep(0)  # the batch is under way in the workers
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
