@@ -109,6 +109,20 @@ def raw_ed25519(n: int = 20000) -> tuple[float, float]:
     return signing, n / (time.perf_counter() - started)
 
 
+def raw_ed25519_around(before: tuple[float, float]) -> tuple[float, float, str]:
+    """(sign/s, verify/s) as the mean of a measure taken ``before`` a run and one taken now, and a line saying both.
+
+    On a machine shared with other work the load moves during a run; a raw limit
+    taken on one side of it only would flatter or blame the run by chance.
+    """
+    after = raw_ed25519()
+    sign, verify = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+    spread = (
+        f"sign {before[0]:,.0f} before, {after[0]:,.0f} after; verify {before[1]:,.0f} before, {after[1]:,.0f} after"
+    )
+    return sign, verify, spread
+
+
 async def raw_copy(url: str, rows: int, width: int = 1200) -> float:
     """Rows/s of a bare COPY of event-sized rows (bytea of ``width`` bytes plus a few columns)."""
     conn = await asyncpg.connect(url)

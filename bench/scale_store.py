@@ -80,7 +80,8 @@ def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> list[stat
             changes.extend(_changes(batch.records))
     result = AppendResult()
     # Nothing of these records is held: each row is signed as the UPSERT the ledger signs for a new record.
-    stored, _ = ledger._sign_changes(changes, {}, chunk.first_seq - 1, result)
+    drafts, _ = ledger._draft_changes(changes, {}, chunk.first_seq - 1, result)
+    stored = [ledger._seal(draft, ledger.key.sign(draft.message)) for draft in drafts]
     if result.new != chunk.rows or len(stored) != chunk.rows:
         raise RuntimeError(f"{chunk}: {result.new} new records of {chunk.rows} rows")
     return stored
@@ -109,7 +110,7 @@ async def fill(node: Node, key_dir: Path, origin: str, have: int, want: int, sha
                 head = await ledger._lock_head(conn)
                 if head != chunk.first_seq - 1 or events[0].seq != chunk.first_seq:
                     raise RuntimeError(f"{origin}: head {head}, chunk signed from seq {events[0].seq}")
-                await ledger._store(conn, events, events[-1].seq, AppendResult())
+                await ledger._store(conn, events, events[-1].seq)
             del events
     finally:  # stopped or failed half-way: the chunks not begun are dropped, not signed for nothing
         pool.shutdown(wait=True, cancel_futures=True)

@@ -45,6 +45,13 @@ def seal(key: SigningKey, payload: bytes, payload_type: str = EVENT_PAYLOAD_TYPE
     )
 
 
+def sealed_bytes(key_id: str, payload: bytes, signature: bytes, payload_type: str = EVENT_PAYLOAD_TYPE) -> bytes:
+    """The canonical bytes (:func:`canonical_bytes`) of the envelope ``seal`` makes, from a signature made elsewhere."""
+    return event_pb2.Envelope(
+        payload=payload, payload_type=payload_type, key_id=key_id, signature=signature
+    ).SerializeToString(deterministic=True)
+
+
 def signature_valid(envelope: event_pb2.Envelope, public: Ed25519PublicKey) -> bool:
     try:
         public.verify(envelope.signature, pae(envelope.payload_type, envelope.payload))

@@ -52,7 +52,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, Validati
 
 from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name, open_checkpoint
 from credex.crypto.cosignature import cosignatures, witness_name
-from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae, signature_valid
+from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, canonical_bytes, pae
 from credex.crypto.keys import SigningKey, key_id, public_raw
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
@@ -517,6 +517,17 @@ class VerifiedEvent:
     canonical: bytes  # see credex.crypto.envelope.canonical_bytes
 
 
+@dataclass(frozen=True)
+class Signed:
+    """An envelope whose signer the bundle knows, with the exact bytes its signature must cover (DSSE PAE)."""
+
+    envelope: event_pb2.Envelope
+    member_key: MemberKey
+    public: Ed25519PublicKey
+    public_raw: bytes
+    message: bytes
+
+
 class EventVerifier:
     """Checks envelopes against a trust bundle for an expected origin, signature first."""
 
@@ -533,12 +544,48 @@ class EventVerifier:
 
     def verify(self, envelope: event_pb2.Envelope, expected_origin: str) -> VerifiedEvent:
         try:
-            return self._verify(envelope, expected_origin)
+            signed = self._signed(envelope, expected_origin)
+            try:
+                signed.public.verify(envelope.signature, signed.message)
+            except InvalidSignature:
+                raise EventRejected(
+                    "signature.invalid", f"signature by {envelope.key_id} does not match the payload"
+                ) from None
+            return self._open(signed, expected_origin)
         except EventRejected as exc:
             exc.key_id = envelope.key_id[:64]
             raise
 
-    def _verify(self, envelope: event_pb2.Envelope, expected_origin: str) -> VerifiedEvent:
+    def signed_bytes(self, raw: bytes, expected_origin: str) -> Signed:
+        """The first half of :meth:`verify_bytes`: who must have signed ``raw`` and over what.
+
+        For a caller that checks the signatures of a batch elsewhere (worker processes), then
+        passes each answer to :meth:`open_signed`; nothing of the payload is parsed yet.
+        """
+        envelope = event_pb2.Envelope()
+        try:
+            envelope.ParseFromString(raw)
+        except DecodeError:
+            raise EventRejected("envelope.malformed", "message is not a credex envelope") from None
+        try:
+            return self._signed(envelope, expected_origin)
+        except EventRejected as exc:
+            exc.key_id = envelope.key_id[:64]
+            raise
+
+    def open_signed(self, signed: Signed, valid: bool, expected_origin: str) -> VerifiedEvent:
+        """The second half: given whether ``signed.message`` carries a valid signature by ``signed.public_raw``."""
+        try:
+            if not valid:
+                raise EventRejected(
+                    "signature.invalid", f"signature by {signed.envelope.key_id} does not match the payload"
+                )
+            return self._open(signed, expected_origin)
+        except EventRejected as exc:
+            exc.key_id = signed.envelope.key_id[:64]
+            raise
+
+    def _signed(self, envelope: event_pb2.Envelope, expected_origin: str) -> Signed:
         if envelope.payload_type != EVENT_PAYLOAD_TYPE:
             raise EventRejected("envelope.payload_type", f"payload type {envelope.payload_type!r} is not an event")
         entry = self.bundle.keys_by_id.get(envelope.key_id)
@@ -550,8 +597,11 @@ class EventVerifier:
                 "key.other_origin",
                 f"key {envelope.key_id} belongs to {key_origin}, not to {expected_origin} whose log this is",
             )
-        if not signature_valid(envelope, public):
-            raise EventRejected("signature.invalid", f"signature by {envelope.key_id} does not match the payload")
+        return Signed(envelope, member_key, public, public_raw(public), pae(envelope.payload_type, envelope.payload))
+
+    def _open(self, signed: Signed, expected_origin: str) -> VerifiedEvent:
+        """Parse and check a payload whose signature was found valid."""
+        envelope, member_key = signed.envelope, signed.member_key
         event = event_pb2.Event()
         try:
             event.ParseFromString(envelope.payload)

@@ -30,6 +30,7 @@ import grpc
 
 from credex.adapters.profile import MappingContext, Profile
 from credex.crypto.keys import KeyFileError, SigningKey, SigningRefused, load_public, require_private_file
+from credex.crypto.parallel import SignatureWorkers
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.domain.case_rules import CaseRules
@@ -115,7 +116,9 @@ class Node:
         self.trust.subscribe(self._say_what_the_bundle_means)
         self.verifier = EventVerifier(self.bundle)
         self.trust.subscribe(lambda bundle: setattr(self.verifier, "bundle", bundle))
-        self.ledger = Ledger(self.origin, self.key)
+        # Ed25519 of large batches (ingest signing, intake and sync verifying) in worker processes.
+        self.signatures = SignatureWorkers()
+        self.ledger = Ledger(self.origin, self.key, self.signatures)
         self.pool: asyncpg.Pool | None = None
         self.port = 0
         self._embedded_pg: EmbeddedPostgres | None = None
@@ -215,7 +218,14 @@ class Node:
         if exchange:
             self.relay = Relay(self.config, self.pool, self.bootstrap_servers)
             self.intake = Intake(
-                self.config, self.pool, self.verifier, self.alarms, self.keeper, self.trust, self.wanted
+                self.config,
+                self.pool,
+                self.verifier,
+                self.alarms,
+                self.keeper,
+                self.trust,
+                self.wanted,
+                self.signatures,
             )
             self.sync = Sync(
                 self.config, self.pool, self.trust, self.intake, self._channels, self.keeper, self.alarms, self.wanted
@@ -265,6 +275,7 @@ class Node:
     async def stop(self) -> None:
         """Stop everything this node started, in reverse order; safe after a start that failed half-way."""
         await self.supervisor.stop(STOP_TASKS_SECONDS)
+        await self._bounded("the signature workers", self.signatures.close())
         if self._server is not None:
             await self._bounded("the gRPC server", self._server.stop(grace=1.0))
             self._server = None

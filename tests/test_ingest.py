@@ -239,3 +239,29 @@ async def test_rows_taken_in_are_counted_in_the_metrics_and_a_rolled_back_file_c
     with pytest.raises(IngestError):  # its first sheet was mapped and appended before the second failed
         await ingest(node, two_sheets(tmp_path))
     assert (rows_counted("accepted"), rows_counted("quarantined")) == counted
+
+
+async def test_a_record_changed_in_consecutive_batches_is_judged_against_its_newest_content(
+    node: Node, tmp_path: Path
+) -> None:
+    """Batch N+1 is decided while batch N is still being stored: it must still see batch N's content."""
+    path = tmp_path / "v1.csv"
+    synth.write(path, shanghai(rows=12, bad_share=0.0))
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    header, original = rows[0], rows[5]
+    changed = list(original)
+    changed[header.index("CF_NR")] = "更正后的处罚内容"
+    # One row a batch: the changed row, the same again, the original back, the same again.
+    again = tmp_path / "again.csv"
+    with again.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([*rows, changed, changed, original, original])
+    assert node.pool is not None
+    context = dataclasses.replace(node.mapping_context(), today=AS_OF)
+    report = await ingest_file(node.pool, node.ledger, NATIONAL, context, again, batch_size=1)
+    assert (report.new, report.corrected, report.unchanged) == (12, 2, 2)
+    async with node.pool.acquire() as conn:
+        events = await conn.fetch("SELECT seq, event_type, record_id FROM events ORDER BY seq")
+        record = await conn.fetchrow("SELECT record_id, seq FROM records WHERE seq = 14")
+    assert [e["seq"] for e in events] == list(range(1, 15))
+    assert [e["event_type"] for e in events[12:]] == [event_pb2.EVENT_TYPE_CORRECT] * 2
+    assert record is not None and record["record_id"] == events[13]["record_id"] == events[12]["record_id"]

@@ -24,7 +24,7 @@ import pytest
 from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.tls import CertificateAuthority
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
-from credex.node.ledger import AppendResult, Change
+from credex.node.ledger import Change
 from credex.node.ledger.appender import _Clock
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
@@ -328,7 +328,7 @@ async def test_an_envelope_too_long_for_a_uint16_length_is_never_signed_and_one_
         event = node.ledger._sign(
             1, event_pb2.EVENT_TYPE_UPSERT, Change.of(record), _Clock(), standing=active, disputed=False, limit=2**31
         )
-        await node.ledger._store(conn, [event], 1, AppendResult())
+        await node.ledger._store(conn, [event], 1)
     async with client(federation, node, "320000") as http:
         assert (await http.get("/310000/tile/0/000.p/1")).status_code == 200  # its hash is served
         answer = await http.get("/310000/tile/entries/000.p/1")

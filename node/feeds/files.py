@@ -25,7 +25,7 @@ from credex.domain.reasons import Reason
 from credex.domain.records import TakenRecord
 from credex.errors import CredexError
 from credex.node.feeds.mapping import Batch, open_mapping
-from credex.node.ledger import AppendResult, Change, EntryTooLarge, Ledger
+from credex.node.ledger import Appending, AppendResult, Change, EntryTooLarge, Ledger
 from credex.node.metrics import METRICS
 from credex.node.store import ANALYZE_AFTER, Connection, RecordState
 
@@ -118,11 +118,13 @@ async def ingest_file(
                     profile.name,
                 )
                 mapping = open_mapping(path, profile, context, batch_size, parallel_from_bytes=parallel_from_bytes)
+                appending = ledger.appending(conn)  # each batch signed while the one before is stored
                 try:
                     while (batch := await mapping.next_batch()) is not None:
-                        await take_in_batch(conn, ledger, batch, report, quarantine)
+                        await take_in_batch(conn, appending, batch, report, quarantine)
                         if progress is not None:
                             progress(batch.source, *batch.progress)
+                    await appending.flush()
                 finally:
                     mapping.close()
                 if report.rows_in == 0:
@@ -169,7 +171,7 @@ class QuarantineKey:
 
 
 async def take_in_batch(
-    conn: Connection, ledger: Ledger, batch: Batch, counts: Counts, quarantine: QuarantineKey
+    conn: Connection, ledger: Ledger | Appending, batch: Batch, counts: Counts, quarantine: QuarantineKey
 ) -> AppendResult:
     """Quarantine a batch's rejections and append its changes; add both to ``counts``.
 

@@ -35,16 +35,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle
+from credex.crypto.parallel import SignatureWorkers
+from credex.crypto.trust import EventRejected, EventVerifier, Signed, TrustBundle, VerifiedEvent
 from credex.errors import CredexError
 from credex.node import kafka as bus
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
@@ -58,8 +59,7 @@ from credex.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
-_WORKERS = max(1, os.cpu_count() or 1)
-_PARALLEL_FROM = 64  # below this, threads cost more than they save
+_PARALLEL_FROM = 64  # below this, a batch is verified right here: a thread costs more than it saves
 
 
 class CommitTimedOut(CredexError, TimeoutError):
@@ -152,8 +152,12 @@ class Intake:
         keeper: CheckpointKeeper,
         trust: TrustProvider,
         wanted: WantedRanges,
+        signatures: SignatureWorkers | None = None,
     ) -> None:
         self.config = config
+        # Worker processes for the signatures of large batches (the node's, which it closes on stop);
+        # without them every batch is verified in this process.
+        self.signatures = signatures or SignatureWorkers(workers=1)
         self.pool = pool
         self.verifier = verifier
         self.alarms = alarms
@@ -170,26 +174,38 @@ class Intake:
         trust.subscribe(self._on_bundle)
 
     def verify(self, origin: str, messages: Sequence[bytes]) -> Checked:
+        """Verify a batch in this process: signatures first, then what the payloads say."""
         checked = Checked(origin)
         for raw in messages:
-            try:
-                verified = self.verifier.verify_bytes(raw, origin)
-                checked.events.append(state.StoredEvent.from_event(verified.event, verified.canonical))
-            except EventRejected as exc:
-                checked.rejections.append(Rejection(exc.reason, exc.message, exc.key_id, raw))
-            except state.Unstorable as exc:
-                checked.rejections.append(Rejection(exc.reason, exc.message, verified.envelope.key_id, raw))
-            except Exception as exc:
-                # A message must never take the consumer down with it: what verification did
-                # not foresee is a rejection too, and the rest of the batch goes on.
-                log.exception("intake: verifying a message of %s failed unexpectedly", origin)
-                checked.rejections.append(
-                    Rejection("envelope.unverifiable", f"verification failed: {type(exc).__name__}", "", raw)
-                )
+            self._take(checked, raw, partial(self.verifier.verify_bytes, raw, origin))
         return checked
 
+    def _take(self, checked: Checked, raw: bytes, verify: Callable[[], VerifiedEvent]) -> None:
+        """Add ``raw`` to ``checked`` as an event ready to store or as a rejection."""
+        verified: VerifiedEvent | None = None
+        try:
+            verified = verify()
+            checked.events.append(state.StoredEvent.from_event(verified.event, verified.canonical))
+        except EventRejected as exc:
+            checked.rejections.append(Rejection(exc.reason, exc.message, exc.key_id, raw))
+        except state.Unstorable as exc:
+            key = verified.envelope.key_id if verified is not None else ""
+            checked.rejections.append(Rejection(exc.reason, exc.message, key, raw))
+        except Exception as exc:
+            # A message must never take the consumer down with it: what verification did
+            # not foresee is a rejection too, and the rest of the batch goes on.
+            log.exception("intake: verifying a message of %s failed unexpectedly", checked.origin)
+            checked.rejections.append(
+                Rejection("envelope.unverifiable", f"verification failed: {type(exc).__name__}", "", raw)
+            )
+
     async def check(self, origin: str, messages: Sequence[bytes]) -> Checked:
-        """Verify in worker threads, one slice per core: Ed25519 verification releases the GIL."""
+        """Verify a batch; a large one has its signatures checked in the node's signature workers.
+
+        ``cryptography``'s Ed25519 holds the GIL, so threads do not spread it over the cores:
+        the workers get only (key, signature, signed bytes) and answer valid or not, and no
+        payload is parsed here before its answer says valid.
+        """
         if origin == self.me:
             # Our own log comes from the ledger only; a copy from outside is never applied.
             checked = Checked(origin)
@@ -197,14 +213,40 @@ class Intake:
             return checked
         if len(messages) < _PARALLEL_FROM:
             return self.verify(origin, messages)
-        size = -(-len(messages) // _WORKERS)
-        parts = await asyncio.gather(
-            *(asyncio.to_thread(self.verify, origin, messages[i : i + size]) for i in range(0, len(messages), size))
+        if len(messages) < self.signatures.min_batch:
+            return await asyncio.to_thread(self.verify, origin, messages)
+        signers = await asyncio.to_thread(self._signers, origin, messages)
+        answers = iter(
+            await self.signatures.verify(
+                [(s.public_raw, s.envelope.signature, s.message) for s in signers if isinstance(s, Signed)]
+            )
         )
+        valid = [next(answers) if isinstance(s, Signed) else False for s in signers]
+        return await asyncio.to_thread(self._open, origin, messages, signers, valid)
+
+    def _signers(self, origin: str, messages: Sequence[bytes]) -> list[Signed | EventRejected]:
+        """Who must have signed each message and over what, or why it is refused before any signature."""
+        found: list[Signed | EventRejected] = []
+        for raw in messages:
+            try:
+                found.append(self.verifier.signed_bytes(raw, origin))
+            except EventRejected as exc:
+                found.append(exc)
+            except Exception as exc:  # as in :meth:`_take`: one message never fails the batch
+                log.exception("intake: reading a message of %s failed unexpectedly", origin)
+                found.append(EventRejected("envelope.unverifiable", f"verification failed: {type(exc).__name__}"))
+        return found
+
+    def _open(
+        self, origin: str, messages: Sequence[bytes], signers: Sequence[Signed | EventRejected], valid: Sequence[bool]
+    ) -> Checked:
+        """The batch after its signatures were checked: what each valid payload holds, or why it is refused."""
         checked = Checked(origin)
-        for part in parts:
-            checked.events.extend(part.events)
-            checked.rejections.extend(part.rejections)
+        for raw, signer, ok in zip(messages, signers, valid, strict=True):
+            if isinstance(signer, EventRejected):
+                checked.rejections.append(Rejection(signer.reason, signer.message, signer.key_id, raw))
+                continue
+            self._take(checked, raw, partial(self.verifier.open_signed, signer, ok, origin))
         return checked
 
     async def accept(self, origin: str, messages: Sequence[bytes], channel: str) -> AcceptResult:

@@ -13,10 +13,12 @@ field 6: valid protobuf in any field order, and since verifiers check the exact
 payload bytes and never re-encode, the record is never serialized twice.
 
 Building and signing a batch's events is CPU work (an Ed25519 signature and a
-serialization per event, 100+ ms for a large batch): it runs in a worker thread,
-off the event loop (Ed25519 in ``cryptography`` and hashlib release the GIL), in
-the same order and with the same results as before. ``credex_events_signed``
-counts what is signed.
+serialization per event, 100+ ms for a large batch), kept off the event loop: the
+events are built in a thread, their signatures made in the node's signature
+worker processes (``cryptography``'s Ed25519 holds the GIL, so a thread would
+not use a second core; see :mod:`credex.crypto.parallel`), and sealed in a thread,
+in the same order and with the same results. ``credex_events_signed`` counts
+what is signed.
 
 A node whose key the trust bundle revokes signs nothing more: ``append``,
 ``amend`` (and so ``revoke``) and ``expire`` raise
@@ -34,8 +36,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex.crypto.envelope import canonical_bytes, seal, sealed_size
+from credex.crypto.envelope import EVENT_PAYLOAD_TYPE, pae, sealed_bytes, sealed_size
 from credex.crypto.keys import SigningKey
+from credex.crypto.parallel import SignatureWorkers
 from credex.crypto.tiles import MAX_ENTRY
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
@@ -129,39 +132,39 @@ def _varint(value: int) -> bytes:
 
 
 class Ledger:
-    def __init__(self, origin: str, key: SigningKey) -> None:
+    def __init__(self, origin: str, key: SigningKey, signatures: SignatureWorkers | None = None) -> None:
         self.origin = origin
         self.key = key
+        # Where a batch's signatures are made: the node's worker processes (which it closes on stop);
+        # without them, a thread of this process.
+        self.signatures = signatures or SignatureWorkers(workers=1)
 
     async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
         """Record changes; must run inside a transaction, which it extends with the head lock."""
-        result = AppendResult()
-        if not changes:
-            return result
-        self.key.check_may_sign()
-        for change in changes:
-            if change.state.origin != self.origin:
-                raise LedgerError(
-                    f"record {change.state.record_id} belongs to {change.state.origin}, not {self.origin}"
-                )
-        head = await self._lock_head(conn)
-        ids = list({c.state.record_id for c in changes})
-        held: dict[str, _Held] = {
-            r["record_id"]: _Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
-            for r in await conn.fetch(
-                "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
-            )
-        }
-        stored, head = await asyncio.to_thread(self._sign_changes, changes, held, head, result)
-        await self._store(conn, stored, head, result)
+        appending = self.appending(conn)
+        result = await appending.append(conn, changes)
+        await appending.flush()
         return result
 
-    def _sign_changes(
+    def appending(self, conn: Connection) -> Appending:
+        """Batch after batch in ``conn``'s transaction, each signed while the one before is stored.
+
+        Call :meth:`Appending.flush` before the transaction commits: the last batch is stored then.
+        """
+        return Appending(self, conn)
+
+    async def _sign_all(self, drafts: list[_Draft]) -> list[state.StoredEvent]:
+        """Sign a batch's drafts in the signature workers; seal them into events ready to store, off the loop."""
+        self.key.check_may_sign()
+        signatures = await self.signatures.sign(self.key.private, [d.message for d in drafts])
+        return await asyncio.to_thread(lambda: [self._seal(d, s) for d, s in zip(drafts, signatures, strict=True)])
+
+    def _draft_changes(
         self, changes: Sequence[Change], held: dict[str, _Held], head: int, result: AppendResult
-    ) -> tuple[list[state.StoredEvent], int]:
-        """Build and sign the events of ``changes`` after ``head``, in a worker thread; return them and the new head."""
+    ) -> tuple[list[_Draft], int]:
+        """The events of ``changes`` after ``head``, built but not signed (in a worker thread); and the new head."""
         clock = _Clock()
-        stored: list[state.StoredEvent] = []
+        stored: list[_Draft] = []
         for change in changes:
             previous = held.get(change.state.record_id)
             if change.withdrawal:
@@ -180,7 +183,7 @@ class Ledger:
             disputed = previous is not None and previous.disputed  # a correction leaves an open objection open
             standing = previous.status if previous is not None and previous.status in _DECIDED else _ACTIVE
             try:
-                event = self._sign(
+                draft = self._draft(
                     head + 1,
                     event_type,
                     change,
@@ -193,7 +196,7 @@ class Ledger:
                 result.too_large.append((change, exc))
                 continue
             head += 1
-            stored.append(event)
+            stored.append(draft)
             held[change.state.record_id] = _Held(change.state.digest, standing, disputed)
             if previous is None:
                 result.new += 1
@@ -207,7 +210,7 @@ class Ledger:
         previous: _Held | None,
         head: int,
         clock: _Clock,
-        stored: list[state.StoredEvent],
+        stored: list[_Draft],
         held: dict[str, _Held],
         result: AppendResult,
     ) -> int:
@@ -220,7 +223,7 @@ class Ledger:
             return head
         revoked = lookup_pb2.ENTRY_STATUS_REVOKED
         try:
-            event = self._sign(
+            draft = self._draft(
                 head + 1,
                 event_pb2.EVENT_TYPE_REVOKE,
                 change,
@@ -233,7 +236,7 @@ class Ledger:
             result.too_large.append((change, exc))
             return head
         head += 1
-        stored.append(event)
+        stored.append(draft)
         held[change.state.record_id] = _Held(change.state.digest, revoked, previous.disputed)
         result.revoked += 1
         return head
@@ -269,11 +272,11 @@ class Ledger:
         if not rows:
             return []
 
-        def sign() -> list[state.StoredEvent]:
+        def draft() -> list[_Draft]:
             clock = _Clock()
             reason = f"publicity window ended before {today.isoformat()}"
             return [
-                self._sign(
+                self._draft(
                     head + n,
                     event_pb2.EVENT_TYPE_EXPIRE,
                     Change(state.RecordState.decode(bytes(row["record"]))),
@@ -285,8 +288,8 @@ class Ledger:
                 for n, row in enumerate(rows, start=1)
             ]
 
-        events = await asyncio.to_thread(sign)
-        await self._store(conn, events, head + len(events), AppendResult())
+        events = await self._sign_all(await asyncio.to_thread(draft))
+        await self._store(conn, events, head + len(events))
         return events
 
     async def amend(
@@ -346,7 +349,7 @@ class Ledger:
             disputed=new_disputed,
             case=case,
         )
-        await self._store(conn, [event], head + 1, AppendResult())
+        await self._store(conn, [event], head + 1)
         return event
 
     async def _lock_head(self, conn: Connection) -> int:
@@ -371,7 +374,26 @@ class Ledger:
         case: event_pb2.CaseRef | None = None,
         limit: int = MAX_ENTRY,
     ) -> state.StoredEvent:
-        """The signed event; :class:`EntryTooLarge`, before signing, if it would be longer than ``limit``."""
+        """One event built and signed here (a single change: no worker is worth the round trip)."""
+        draft = self._draft(
+            seq, event_type, change, clock, reason, standing=standing, disputed=disputed, case=case, limit=limit
+        )
+        return self._seal(draft, self.key.sign(draft.message))
+
+    def _draft(
+        self,
+        seq: int,
+        event_type: int,
+        change: Change,
+        clock: _Clock,
+        reason: str = "",
+        *,
+        standing: int,
+        disputed: bool,
+        case: event_pb2.CaseRef | None = None,
+        limit: int = MAX_ENTRY,
+    ) -> _Draft:
+        """The event to sign; :class:`EntryTooLarge`, before any signing, if it would be longer than ``limit``."""
         record = change.state
         event_id = uuid.uuid4()
         event = event_pb2.Event(
@@ -399,19 +421,22 @@ class Ledger:
         size = sealed_size(len(payload), self.key.key_id)
         if size > limit:
             raise EntryTooLarge(record.record_id, size, limit)
+        return _Draft(seq, event_id, event_type, record, payload, clock.at, standing, disputed)
+
+    def _seal(self, draft: _Draft, signature: bytes) -> state.StoredEvent:
         return state.StoredEvent(
             origin=self.origin,
-            seq=seq,
-            event_id=event_id,
-            event_type=event_type,
-            state=record,
-            envelope=canonical_bytes(seal(self.key, payload)),
-            recorded_at=clock.at,
-            status=standing,
-            disputed=disputed,
+            seq=draft.seq,
+            event_id=draft.event_id,
+            event_type=draft.event_type,
+            state=draft.record,
+            envelope=sealed_bytes(self.key.key_id, draft.payload, signature),
+            recorded_at=draft.recorded_at,
+            status=draft.standing,
+            disputed=draft.disputed,
         )
 
-    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int, result: AppendResult) -> None:
+    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int) -> None:
         if not events:
             return
         await state.copy_events(conn, events)
@@ -425,8 +450,99 @@ class Ledger:
         )
         await tiles.cover(conn, self.origin, events[0].seq - 1, head, [e.leaf for e in events])
         await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-        result.seqs.extend(e.seq for e in events)
         METRICS.events_signed.labels(self.origin).inc(len(events))
+
+
+class Appending:
+    """One transaction's batches, pipelined: batch N+1 is built and signed while batch N is stored.
+
+    Signing is CPU work in the signature workers and storing is waiting on PostgreSQL, so
+    the two overlap. :meth:`append` returns with its batch decided, numbered and signed but
+    not yet stored, and the connection free for the caller; the next ``append`` (or
+    :meth:`flush`) stores it. What the store holds of a record in the batch still unstored
+    is read from that batch's decisions instead, so a record changed in two batches in a row
+    is judged against its newest content. All of it is one transaction: a crash or an error
+    anywhere leaves none of it.
+    """
+
+    def __init__(self, ledger: Ledger, conn: Connection) -> None:
+        self._ledger = ledger
+        self._conn = conn
+        self._head: int | None = None  # the head after the last batch decided; the head row is locked
+        self._pending: _Pending | None = None  # signed, not yet stored
+
+    async def append(self, conn: Connection, changes: Sequence[Change]) -> AppendResult:
+        """Decide, number and sign ``changes``; store the batch before them meanwhile."""
+        if conn is not self._conn:
+            raise LedgerError("a pipeline of batches appends in the one transaction it was opened in")
+        ledger = self._ledger
+        result = AppendResult()
+        if not changes:
+            return result
+        ledger.key.check_may_sign()
+        for change in changes:
+            if change.state.origin != ledger.origin:
+                raise LedgerError(
+                    f"record {change.state.record_id} belongs to {change.state.origin}, not {ledger.origin}"
+                )
+        head = self._head if self._head is not None else await ledger._lock_head(conn)
+        ids = list({c.state.record_id for c in changes})
+        held: dict[str, _Held] = {
+            r["record_id"]: _Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
+            for r in await conn.fetch(
+                "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
+            )
+        }
+        if self._pending is not None:  # the batch before is not stored yet: its decisions are the newest
+            held.update({i: self._pending.held[i] for i in ids if i in self._pending.held})
+        drafts, head = await asyncio.to_thread(ledger._draft_changes, changes, held, head, result)
+        self._head = head
+        result.seqs.extend(d.seq for d in drafts)
+        signing = asyncio.create_task(ledger._sign_all(drafts))
+        try:
+            await self.flush()
+            signed = await signing
+        finally:
+            if not signing.done():  # storing failed or we are cancelled: no signing left running
+                signing.cancel()
+                await asyncio.wait([signing])
+        if signed:
+            self._pending = _Pending(signed, head, {i: held[i] for i in ids if i in held})
+        return result
+
+    async def flush(self) -> None:
+        """Store the batch signed last, if any; call before the transaction commits."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await self._ledger._store(self._conn, pending.events, pending.head)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A batch signed and not yet stored: its events, the head after it, and where its records stand."""
+
+    events: list[state.StoredEvent]
+    head: int
+    held: dict[str, _Held]
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """An event built, not yet signed: its payload and the columns the store will want."""
+
+    seq: int
+    event_id: uuid.UUID
+    event_type: int
+    record: state.RecordState
+    payload: bytes
+    recorded_at: dt.datetime
+    standing: int
+    disputed: bool
+
+    @property
+    def message(self) -> bytes:
+        """What the signature covers: the DSSE encoding of the payload."""
+        return pae(EVENT_PAYLOAD_TYPE, self.payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,12 @@ verified against the origin's key, so who relays them does not matter. An event
 announced on Kafka by a withheld notice (it may not cross the bus) is fetched at
 the next probe, without first giving Kafka a chance to bring it.
 
+The missing stretches are fetched in rounds: all of a round's stretches (withheld
+seqs are many one-event stretches scattered through a log Kafka brought) are asked
+for at once, several requests in flight, and applied as one batch, while the next
+round is already being fetched. So a log with a withheld event every fifty costs a
+round trip per few thousand events, not one per event.
+
 A checkpoint tells sync how far an origin's log goes, but only as far as some
 member can serve: what a checkpoint claims beyond the highest ``head_seq`` any
 member answers is not fetched. Such a checkpoint (an origin that signed more
@@ -40,6 +46,7 @@ or the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -59,6 +66,11 @@ from credex.node.trust import TrustProvider
 from credex.v1 import exchange_pb2, log_pb2
 
 log = logging.getLogger(__name__)
+
+# One round of fetching: at most this many events and requests, this many requests in flight at once.
+ROUND_EVENTS = 8000
+MAX_REQUESTS = 64
+CONCURRENT_FETCHES = 8
 
 FETCH_DENIED = Counter(
     "credex_sync_fetch_denied",
@@ -196,15 +208,23 @@ class Sync:
             return 0
         now = time.monotonic()
         since, seen = self._behind.get(origin, (now, -1))
-        if self._withheld.get(origin, 0) > contiguous:
-            pass  # announced as withheld from the bus: only gRPC brings it, no use waiting for Kafka
-        elif contiguous != seen:  # first probe behind, or Kafka made progress: wait once more
+        withheld = self._withheld.get(origin, 0)
+        if contiguous != seen:  # first probe behind, or Kafka made progress: Kafka gets one more probe
             self._behind[origin] = (now, contiguous)
+            stalled = False
+        else:
+            stalled = now - since >= self.config.sync.probe_seconds
+        if stalled:
+            upto = head
+        elif withheld > contiguous:
+            # Announced as withheld from the bus: only gRPC brings it, no use waiting for Kafka. What
+            # lies beyond the announced seq Kafka is still bringing: fetching it too would be replays.
+            upto = withheld
+        else:
             return 0
-        elif now - since < self.config.sync.probe_seconds:
-            return 0
-        applied = await self.fetch_missing(origin, head, sources)
-        self._behind.pop(origin, None)
+        applied = await self.fetch_missing(origin, upto, sources)
+        if upto == head:
+            self._behind.pop(origin, None)
         self._withheld.pop(origin, None)  # fetched what was served; a later notice starts anew
         return applied
 
@@ -298,27 +318,103 @@ class Sync:
         self._settled.add(origin)
 
     async def fetch_missing(self, origin: str, head: int, sources: Sequence[str]) -> int:
+        """Fetch every seq of ``origin`` up to ``head`` not held, from the first source that serves them."""
         applied = 0
         for endpoint in sources:
             try:
-                while True:
-                    start, end = await self._first_missing(origin, head)
-                    if start > head:
-                        return applied
-                    limit = min(self.config.sync.fetch_limit, end - start + 1)
-                    response = await self._fetch(endpoint, origin, start, limit)
-                    if not response.envelopes:
-                        break  # this source has nothing more; try the next
-                    result = await self.intake.accept(
-                        origin, [e.SerializeToString() for e in response.envelopes], f"sync:{endpoint}"
-                    )
-                    applied += result.applied
-                    METRICS.sync_fetched.labels(self.config.origin, origin).inc(len(response.envelopes))
-                    if result.applied == 0:
-                        break  # nothing usable from this source (all rejected or replays)
+                while True:  # a pass from the watermark; the next one picks up what a member served short
+                    got = await self._fetch_pass(endpoint, origin, head)
+                    applied += got
+                    if got == 0:
+                        break  # nothing (more) usable from this source: all held, rejected or replays
             except grpc.aio.AioRpcError as exc:
                 log.info("sync of %s from %s: %s", origin, endpoint, exc.details() or exc.code().name)
+            if await self._contiguous(origin) >= head:
+                break
         return applied
+
+    async def _fetch_pass(self, endpoint: str, origin: str, head: int) -> int:
+        """One pass over what is missing, in rounds: round k+1 is fetched while round k is verified and stored.
+
+        A round is every missing stretch up to :data:`ROUND_EVENTS` events (withheld seqs
+        scattered through a log that Kafka brought are many one-event stretches), asked for
+        at once, :data:`CONCURRENT_FETCHES` requests in flight. A pass ends when nothing is
+        left below ``head`` or a round brings nothing; it returns the events applied.
+        """
+        applied = 0
+        after = 0  # seqs up to here were asked for in this pass
+        storing: asyncio.Task[int] | None = None
+        try:
+            while True:
+                requests = await self._missing(origin, head, after)
+                envelopes = await self._fetch_round(endpoint, origin, requests) if requests else []
+                if storing is not None:
+                    applied += await storing
+                    storing = None
+                if not envelopes:
+                    return applied
+                after = requests[-1][0] + requests[-1][1] - 1
+                storing = asyncio.create_task(self._accept(endpoint, origin, envelopes))
+        finally:
+            if storing is not None:  # a failed fetch, or cancelled: the round under way ends first or with us
+                storing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await storing
+
+    async def _accept(self, endpoint: str, origin: str, envelopes: list[bytes]) -> int:
+        result = await self.intake.accept(origin, envelopes, f"sync:{endpoint}")
+        METRICS.sync_fetched.labels(self.config.origin, origin).inc(len(envelopes))
+        return result.applied
+
+    async def _fetch_round(self, endpoint: str, origin: str, requests: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The envelopes of every (from_seq, limit) in ``requests``, asked for concurrently, in request order."""
+        gate = asyncio.Semaphore(CONCURRENT_FETCHES)
+
+        async def one(from_seq: int, limit: int) -> list[bytes]:
+            async with gate:
+                response = await self._fetch(endpoint, origin, from_seq, limit)
+            return [e.SerializeToString() for e in response.envelopes]
+
+        parts = await asyncio.gather(*(one(*r) for r in requests))
+        return [envelope for part in parts for envelope in part]
+
+    async def _missing(self, origin: str, head: int, after: int) -> list[tuple[int, int]]:
+        """FetchEvents requests (from_seq, limit) for the next :data:`ROUND_EVENTS` seqs not held up to ``head``.
+
+        Starts past the watermark and past ``after``; every missing stretch is cut into
+        requests of at most ``sync.fetch_limit`` events.
+        """
+        per_request = max(1, self.config.sync.fetch_limit)
+        async with self.pool.acquire() as conn:
+            contiguous = int(
+                await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
+            )
+            start = max(contiguous, after)
+            if start >= head:
+                return []
+            # Each held seq with the one held before it (``start`` stands for the watermark); a jump is a
+            # missing stretch, and the sentinel ``head + 1`` closes the one at the end. LIMIT stops the scan.
+            stretches = await conn.fetch(
+                "SELECT prev + 1 AS first, seq - 1 AS last FROM ("
+                "  SELECT seq, lag(seq, 1, $2::bigint) OVER (ORDER BY seq) AS prev FROM ("
+                "    SELECT seq FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3"
+                "    UNION ALL SELECT $3::bigint + 1) held"
+                ") steps WHERE seq > prev + 1 ORDER BY seq LIMIT $4",
+                origin,
+                start,
+                head,
+                MAX_REQUESTS,
+            )
+        requests: list[tuple[int, int]] = []
+        budget = ROUND_EVENTS
+        for row in stretches:
+            first, last = int(row["first"]), int(row["last"])
+            while first <= last and budget > 0 and len(requests) < MAX_REQUESTS:
+                limit = min(per_request, last - first + 1, budget)
+                requests.append((first, limit))
+                first += limit
+                budget -= limit
+        return requests
 
     async def fetch_checkpoint(self, origin: str) -> None:
         """Ask the origin (or, failing it, any member) for its newest checkpoint; a forged one is evidence."""
@@ -396,15 +492,3 @@ class Sync:
         async with self.pool.acquire() as conn:
             value = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin)
         return int(value or 0)
-
-    async def _first_missing(self, origin: str, head: int) -> tuple[int, int]:
-        """The first stretch of seqs not held: from the watermark to the next held event."""
-        async with self.pool.acquire() as conn:
-            contiguous = int(
-                await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
-            )
-            next_held = await conn.fetchval(
-                "SELECT min(seq) FROM events WHERE origin = $1 AND seq > $2", origin, contiguous + 1
-            )
-        end = min(head, int(next_held) - 1) if next_held else head
-        return contiguous + 1, end
