@@ -7,6 +7,8 @@ from roles that see their level, by what they are (credit-use.md, Check rule 9):
   federation's peers and operators, who hold every log whole; never public views or reports;
 - evaluation grades are never shown to public callers, nor to financing platforms, which see
   what the public sees of a subject that authorized them;
+- what supervision sees beyond a government office (risk classes) it sees of its own region
+  only (:func:`regional`, the region by credex.domain.jurisdiction.in_region);
 - authorization records (授权) are permissions, not credit facts: only peers and operators see
   them, so a financing platform never learns which other platforms a subject authorized.
 
@@ -31,3 +33,12 @@ def kind_shown_to(kind: int, role: str) -> bool:
     """Whether records of ``kind`` may be shown to a caller of ``role`` at all (its level decides the rest)."""
     audience = _KIND_AUDIENCE.get(kind)
     return audience is None or role in audience
+
+
+def regional(kind: int) -> bool:
+    """Whether ``kind`` is shown to a supervision caller for its region only: what no government office sees.
+
+    A supervisor is a government body for everything else; what it sees for being a supervisor
+    (a risk class) is its region's business, not another city's.
+    """
+    return kind_shown_to(kind, "supervision") and not kind_shown_to(kind, "government")

@@ -37,3 +37,12 @@ def concerned_divisions(record: record_pb2.Record) -> set[str]:
 def concerns(record: record_pb2.Record, region: str) -> bool:
     """Whether the record is about a subject registered in ``region`` or was decided by a unit of it."""
     return any(within(division, region) for division in concerned_divisions(record))
+
+
+def in_region(region: str, origin: str, record: record_pb2.Record) -> bool:
+    """Whether a record of ``origin`` is a supervisor's of ``region``: every record of an origin inside the
+    region; of an origin wider than it (a city's supervisor, its province's platform) those that concern
+    the region; nothing of any other origin. The one rule for streams and lookups alike."""
+    if within(origin, region):
+        return True
+    return within(region, origin) and concerns(record, region)

@@ -20,7 +20,7 @@ from credex.crypto.pseudonym import is_pseudonym
 from credex.domain import uscc as uscc_codes
 from credex.domain.persons import looks_like_ric
 from credex.domain.publicity import PublicityRules
-from credex.domain.regions import is_origin_code
+from credex.domain.regions import is_origin_code, is_plausible_division
 from credex.errors import CredexError
 
 Role = Literal["public", "government", "peer", "operator", "financing", "supervision"]
@@ -133,6 +133,20 @@ class AccessConfig(BaseModel):
     # objections the platform passed to that unit (部门审核) about records the unit provided, and
     # nothing more. Each name must be bound in caller_keys, like speaks_for.
     provider_units: dict[str, str] = {}
+    # Supervision caller (certificate name) -> the GB/T 2260 code of the region it supervises: the
+    # risk classes it sees, in lookups, proofs and streams alike, are that region's only. A supervision
+    # caller without one is refused every call until an operator names its region here.
+    regions: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _regions(self) -> AccessConfig:
+        for name, code in self.regions.items():
+            if not is_plausible_division(code):
+                raise ValueError(
+                    f"access.regions[{name!r}] is {code[:12]!r}: give the six-digit GB/T 2260 code of the region"
+                    " the caller supervises (e.g. 320500 for 苏州市)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _speaks_for(self) -> AccessConfig:
@@ -304,7 +318,7 @@ class CasesConfig(BaseModel):
 
 
 class SubscriptionsConfig(BaseModel):
-    """Subscription streams (node/streams): limits, pacing, and whom financing and supervision callers stand for."""
+    """Subscription streams (node/streams): limits, pacing, and whom financing callers stand for."""
 
     # Open streams one caller may hold, and the node in all; one more is refused RESOURCE_EXHAUSTED.
     max_streams_per_caller: int = Field(default=4, ge=1)
@@ -319,8 +333,17 @@ class SubscriptionsConfig(BaseModel):
     max_pending_proofs: int = Field(default=10_000, ge=1)
     # Financing caller (certificate name) -> its unit's USCC, the grantee its authorizations name.
     grantees: dict[str, str] = {}
-    # Supervision caller (certificate name) -> the GB/T 2260 code of the region it supervises.
-    regions: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _regions_moved(cls, given: Any) -> Any:
+        """A supervisor's region is one fact for lookups and streams alike, kept in access.regions."""
+        if isinstance(given, dict) and "regions" in given:
+            raise ValueError(
+                "subscriptions.regions has moved to access.regions (lookups limit a supervisor to its region too):"
+                " move each caller's region there"
+            )
+        return given
 
 
 class CheckpointConfig(BaseModel):

@@ -90,10 +90,10 @@ SETTINGS = {
             SUPERVISION_JS: "supervision",
             FINANCING: "financing",
             OPERATOR: "operator",
-        }
+        },
+        "regions": {SUPERVISION_SZ: SUZHOU, SUPERVISION_NJ: NANJING, SUPERVISION_JS: JS},
     },
     "subscriptions": {
-        "regions": {SUPERVISION_SZ: SUZHOU, SUPERVISION_NJ: NANJING, SUPERVISION_JS: JS},
         "grantees": {FINANCING: FINANCING_UNIT},
         "heartbeat_seconds": 0.5,
     },
@@ -556,7 +556,7 @@ async def test_a_city_supervisor_gets_its_citys_part_of_the_provincial_log_and_n
 def test_which_records_of_a_provincial_origin_concern_a_supervisors_division(
     region: str, subject: str, unit: str, delivery: Delivery
 ) -> None:
-    entitlement = Entitlement.of(Caller("sup", "supervision"), SubscriptionsConfig(regions={"sup": region}))
+    entitlement = Entitlement.of(Caller("sup", "supervision", region), SubscriptionsConfig())
     given = penalty("CF-9", subject, "某公司", unit)
     assert entitlement.covers_origin(JS) is (region != "310000")
     assert entitlement.delivery(JS, given, lookup_pb2.ENTRY_STATUS_ACTIVE, TODAY, False) is delivery

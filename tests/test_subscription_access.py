@@ -47,11 +47,11 @@ SETTINGS = {
             OPERATOR: "operator",
             SUPERVISION_SH: "supervision",
             SUPERVISION_JS: "supervision",
-        }
+        },
+        "regions": {SUPERVISION_SH: "310000", SUPERVISION_JS: "320000"},
     },
     "subscriptions": {
         "grantees": {FINANCING: UNIT},
-        "regions": {SUPERVISION_SH: "310000", SUPERVISION_JS: "320000"},
         "heartbeat_seconds": 0.5,
     },
 }
@@ -300,10 +300,8 @@ RESTRICTED_LEVEL = record_pb2.SHARING_LEVEL_RESTRICTED
 def test_who_gets_what_of_each_event(
     role: str, origin: str, kind: int, level: int, standing: int, authorized: bool, delivery: Delivery
 ) -> None:
-    caller = Caller("someone", role)  # type: ignore[arg-type]
-    entitlement = Entitlement.of(
-        caller, SubscriptionsConfig(grantees={"someone": UNIT} if role == "financing" else {}, regions={"someone": SH})
-    )
+    caller = Caller("someone", role, SH if role == "supervision" else "")  # type: ignore[arg-type]
+    entitlement = Entitlement.of(caller, SubscriptionsConfig(grantees={"someone": UNIT} if role == "financing" else {}))
     record = record_pb2.Record(origin=origin, kind=kind, sharing_level=level)  # type: ignore[arg-type]
     record.publicity.end = "2099-12-31"
     assert entitlement.delivery(origin, record, standing, TODAY, authorized) is delivery

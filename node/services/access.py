@@ -33,7 +33,8 @@ from credex.crypto.pseudonym import is_pseudonym
 from credex.crypto.tls import CertificateError, spki_sha256
 from credex.crypto.trust import Member, TrustBundle
 from credex.domain import uscc as uscc_codes
-from credex.domain.audience import kind_shown_to
+from credex.domain.audience import kind_shown_to, regional
+from credex.domain.jurisdiction import in_region
 from credex.node.config import AccessConfig, Role
 from credex.node.store.events import WITHDRAWN
 from credex.v1 import lookup_pb2, record_pb2
@@ -73,6 +74,10 @@ _WARNED_MAX = 1024  # distinct refused certificates logged at WARNING; more go t
 class Caller:
     identity: str
     role: Role
+    # A supervision caller's region (access.regions), the division whose risk classes it sees: one
+    # fact for lookups, proofs and streams. Empty for every other role, and for a supervisor that an
+    # operator has not given one, which the edge refuses (:attr:`lacks_region`).
+    region: str = ""
 
     @property
     def may_exchange(self) -> bool:
@@ -94,6 +99,27 @@ class Caller:
         if not self.sees_kind(kind):
             return False
         return self.sees_level(sharing_level, status)
+
+    def sees_record(self, origin: str, record: record_pb2.Record) -> bool:
+        """The region half of what a supervisor sees, asked with :meth:`sees` of every record it is shown.
+
+        What it sees for being a supervisor (a risk class) it sees of its region only
+        (domain.jurisdiction.in_region); everything else as the government office it is.
+        """
+        if self.role != "supervision" or not regional(record.kind):
+            return True
+        return bool(self.region) and in_region(self.region, origin, record)
+
+    def regional_kinds(self) -> list[int]:
+        """The kinds :meth:`sees_record` judges record by record for this caller, for readers that count in SQL."""
+        if self.role != "supervision":
+            return []
+        return [kind for kind in record_pb2.Kind.values() if regional(kind)]
+
+    @property
+    def lacks_region(self) -> bool:
+        """A supervision caller no operator has given a region: it cannot be told which classes are its own."""
+        return self.role == "supervision" and not self.region
 
     def sees_kind(self, kind: int) -> bool:
         """Risk classes only to supervision callers, grades never to public or financing ones (domain.audience)."""
@@ -136,7 +162,7 @@ def caller_of(
             if not member.tls_spki_sha256 or spki != member.tls_spki_sha256:
                 _refused_as_peer(member, spki)
                 return Caller(f"{name} (certificate not bound to the member)", "public")
-            return Caller(name, access.callers.get(name, "peer"))
+            return _with_region(Caller(name, access.callers.get(name, "peer")), access)
         role = access.callers.get(name)
         if role is None:
             return Caller(name, "public")
@@ -146,8 +172,15 @@ def caller_of(
             if spki != bound:
                 _refused_role(name, role, spki)
                 return Caller(f"{name} (certificate not bound to the caller)", "public")
-        return Caller(name, role)
+        return _with_region(Caller(name, role), access)
     return Caller(f"anonymous@{address}", access.anonymous_role)
+
+
+def _with_region(caller: Caller, access: AccessConfig) -> Caller:
+    """A supervision caller with the region access.regions gives it; any other caller as it is."""
+    if caller.role != "supervision":
+        return caller
+    return Caller(caller.identity, caller.role, access.regions.get(caller.identity, ""))
 
 
 def speaks_for(access: AccessConfig, caller: Caller) -> frozenset[str]:

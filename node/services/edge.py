@@ -443,6 +443,17 @@ def _shown(count: int, items: Iterable[str]) -> str:
     return " ".join(shown[:MAX_ITEMS]) + (f" … ({count} in all)" if cut else "")
 
 
+def _require_region(caller: Caller) -> None:
+    """A supervisor is answered only once an operator has said which region it supervises: what it
+    sees for being a supervisor (risk classes) is its region's, and no region is not every region."""
+    if caller.lacks_region:
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"supervision caller {quote(caller.identity, 40)} has no region in access.regions: an operator must"
+            " name the GB/T 2260 division it supervises before it is answered; nothing was looked up",
+        )
+
+
 def current() -> Call:
     """The call being served by this task (set by the edge before the service method runs)."""
     return _CURRENT.get()
@@ -616,6 +627,7 @@ class Gate:
             _prefill(call, request)
             check_request(request)
             self._require_purpose(call, request)
+            _require_region(call.caller)
             response = await behavior(request, context)
         except Refused as refused:
             await self._refuse(call, refused, context)
@@ -729,6 +741,7 @@ class Gate:
             _prefill(call, request)
             check_request(request)
             self._require_purpose(call, request)
+            _require_region(call.caller)
             messages = await behavior(request, context)
         except Refused as refused:
             await self._refuse(call, refused, context)

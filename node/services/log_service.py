@@ -7,7 +7,8 @@ caller must be allowed to see both: the version in the event (its own sharing
 level, whether the event revoked or expired it, its publicity window, its subject)
 and the record as it stands now. Otherwise a record corrected from
 government-shared to public would let a public caller read the government-shared
-version by walking the seqs. Checkpoints and consistency proofs carry no record,
+version by walking the seqs. A supervisor's proofs of risk classes are its region's only, as
+its lookups are (Caller.sees_record). Checkpoints and consistency proofs carry no record,
 but are audited too, so the trail shows every call that was answered.
 """
 
@@ -26,12 +27,13 @@ from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
 from credex.node.store import RecordState
 from credex.node.store.events import entry_status, standing_of
-from credex.v1 import event_pb2, log_pb2, log_pb2_grpc
+from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, record_pb2
 
 # The event at the leaf asked for, the current row of its record, and how far its origin's tiles reach
 # (so that the proof needs one more statement at most: the tiles the tile cache lacks).
 _LEAF_QUERY = (
-    "SELECT e.seq, e.event_type, e.envelope, r.subject_id, r.kind, r.sharing_level, r.status, r.publicity_end,"
+    "SELECT e.seq, e.event_type, e.envelope, r.origin, r.record, r.subject_id, r.kind, r.sharing_level, r.status,"
+    " r.publicity_end,"
     " (SELECT tiled_seq FROM origin_progress p WHERE p.origin = e.origin) AS tiled"
     " FROM records r JOIN events e"
 )
@@ -50,6 +52,14 @@ def _visible_leaf(row: asyncpg.Record, caller: Caller) -> str | None:
     status = entry_status(standing_of(event.type, event.standing), version.publicity_end, today)
     if not caller.sees(version.sharing_level, status, event.record.kind):
         return None
+    # A supervisor's risk classes are its region's only, in both versions (a correction may move the subject).
+    if caller.regional_kinds():
+        try:
+            current = record_pb2.Record.FromString(row["record"])
+        except DecodeError:
+            return None
+        if not (caller.sees_record(row["origin"], current) and caller.sees_record(row["origin"], event.record)):
+            return None
     # A correction may have changed whom the record is about (a person's pseudonym to a company's USCC):
     # the older version names someone the current record does not; only peers and operators see it.
     if version.subject_id != row["subject_id"] and not caller.may_exchange:

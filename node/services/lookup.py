@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,6 +36,7 @@ from credex.node.checks.checking import CheckFailure
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
+from credex.node.store.database import Connection
 from credex.node.store.events import code_key, entry_status, search_key
 from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
@@ -58,10 +61,18 @@ _CODE = re.compile(r"[0-9A-Z]+")
 # A record is visible to a caller when (sharing level, status as of today) is one of the pairs
 # Caller.sees admits: the rule is asked of access.py, never restated here (see _visible_pairs).
 _ACTIVE, _EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
-_VISIBLE = (
-    f"(r.sharing_level, CASE WHEN r.status = {_ACTIVE} AND r.publicity_end < $1 THEN {_EXPIRED} ELSE r.status END)"
-    " IN (SELECT * FROM unnest($2::smallint[], $3::smallint[])) AND r.kind <> ALL($13::smallint[])"
-)
+
+
+def _visible(hidden: str) -> str:
+    """Caller.sees as SQL: today in $1, the visible (level, status) pairs in $2 and $3, hidden kinds in ``hidden``."""
+    return (
+        f"(r.sharing_level, CASE WHEN r.status = {_ACTIVE} AND r.publicity_end < $1 THEN {_EXPIRED}"
+        " ELSE r.status END)"
+        f" IN (SELECT * FROM unnest($2::smallint[], $3::smallint[])) AND r.kind <> ALL({hidden}::smallint[])"
+    )
+
+
+_VISIBLE = _visible("$13")
 # Candidates from the trigram indexes, best first, after the page token's position; then each one's
 # records the caller may see, one subject at a time in that order, until the page is full (the
 # lateral join runs as a nested loop over the ordered candidates, so LIMIT stops it early).
@@ -83,6 +94,12 @@ _SEARCH_QUERY = (
     " WHERE v.n > 0 AND ($9::smallint IS NULL OR (c.tier, -c.score, c.subject_id) > ($9, -$10::real, $11::text))"
     " ORDER BY c.tier, c.score DESC, c.subject_id"
     " LIMIT $12"
+)
+# The records a search counted of some subjects, each kind judged record by record (Caller.sees_record)
+# read whole: a supervisor's search counts the risk classes of its region only, as its lookups show them.
+_COUNTED_QUERY = (
+    "SELECT r.subject_id, r.origin, r.kind, CASE WHEN r.kind = ANY($6::smallint[]) THEN r.record END AS record"
+    " FROM records r WHERE r.subject_id = ANY($5::text[]) AND " + _visible("$4")
 )
 
 
@@ -145,30 +162,41 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         fingerprint = _fingerprint(key, caller)
         after = _read_token(request.page_token, fingerprint) if request.page_token else (None, None, None)
         levels, statuses = _visible_pairs(caller)
+        today = publicity_today()
+        judged = caller.regional_kinds()
+        rows: list[_Match] = []
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                _SEARCH_QUERY,
-                publicity_today(),
-                levels,
-                statuses,
-                key,
-                code,
-                _like(key),
-                fragment,
-                caller.role in _FINDS_PERSONS,
-                *after,
-                size + 1,
-                caller.hidden_kinds(),
-            )
+            while len(rows) <= size:  # one round for most callers; more while a supervisor's are judged away
+                found = await conn.fetch(
+                    _SEARCH_QUERY,
+                    today,
+                    levels,
+                    statuses,
+                    key,
+                    code,
+                    _like(key),
+                    fragment,
+                    caller.role in _FINDS_PERSONS,
+                    *after,
+                    size + 1,
+                    caller.hidden_kinds(),
+                )
+                matched = [_Match(**row) for row in found]
+                if judged and matched:
+                    matched = await _recounted(conn, matched, caller, judged, (today, levels, statuses))
+                rows += matched
+                if len(found) <= size:
+                    break
+                after = (found[-1]["tier"], found[-1]["score"], found[-1]["subject_id"])
         page = rows[:size]
         matches = [
             lookup_pb2.SubjectMatch(
-                subject_id=row["subject_id"],
-                name=row["name"],
-                type=row["subject_type"],
-                origins=row["origins"],
-                record_count=row["n"],
-                score=row["score"],
+                subject_id=row.subject_id,
+                name=row.name,
+                type=row.subject_type,  # type: ignore[arg-type]
+                origins=row.origins,
+                record_count=row.n,
+                score=row.score,
             )
             for row in page
         ]
@@ -176,8 +204,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         call.detail = f"query {edge.quote(withhold(request.query), 100)}: {call.detail}"  # no ID number kept
         response = lookup_pb2.SearchSubjectsResponse(subjects=matches)
         if len(rows) > size:
-            last = page[-1]
-            response.next_page_token = _token(fingerprint, last["tier"], last["score"], last["subject_id"])
+            response.next_page_token = _token(fingerprint, page[-1].tier, page[-1].score, page[-1].subject_id)
         return response
 
     async def BatchGetProfiles(
@@ -287,6 +314,48 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
         return Pseudonymizer.load(key) if key else None
 
 
+@dataclass
+class _Match:
+    """A subject a search found, with the origins and number of its records the caller may see."""
+
+    subject_id: str
+    subject_type: int
+    name: str
+    tier: int
+    score: float
+    origins: list[str]
+    n: int
+
+
+async def _recounted(
+    conn: Connection,
+    matched: list[_Match],
+    caller: Caller,
+    judged: list[int],
+    visible: tuple[object, list[int], list[int]],
+) -> list[_Match]:
+    """The matches counted again with the ``judged`` kinds' records judged one by one; a subject left with none is
+    dropped, so no hit and no count says that another region's risk class exists."""
+    today, levels, statuses = visible
+    rows = await conn.fetch(
+        _COUNTED_QUERY, today, levels, statuses, caller.hidden_kinds(), [m.subject_id for m in matched], judged
+    )
+    origins: defaultdict[str, set[str]] = defaultdict(set)
+    counts: Counter[str] = Counter()
+    for row in rows:
+        if row["record"] is not None and not caller.sees_record(
+            row["origin"], record_pb2.Record.FromString(row["record"])
+        ):
+            continue
+        origins[row["subject_id"]].add(row["origin"])
+        counts[row["subject_id"]] += 1
+    return [
+        dataclasses.replace(m, origins=sorted(origins[m.subject_id]), n=counts[m.subject_id])
+        for m in matched
+        if counts[m.subject_id]
+    ]
+
+
 def _batch_codes(usccs: Sequence[str]) -> list[str]:
     """Every code of a batch as its canonical USCC; one invalid code refuses the batch."""
     codes = []
@@ -315,8 +384,9 @@ def _like(text: str) -> str:
 
 
 def _fingerprint(key: str, caller: Caller) -> str:
-    """What a page token is bound to: the folded query and the caller's role (which decides what matches)."""
-    return hashlib.sha256(f"{caller.role}\x1f{key}".encode()).hexdigest()[:16]
+    """What a page token is bound to: the folded query, the caller's role and a supervisor's region (which decide
+    what matches)."""
+    return hashlib.sha256(f"{caller.role}\x1f{caller.region}\x1f{key}".encode()).hexdigest()[:16]
 
 
 def _token(fingerprint: str, tier: int, score: float, subject_id: str) -> str:
@@ -350,6 +420,8 @@ def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_
             disputed=row["disputed"],
         )
         entry.record.ParseFromString(row["record"])
+        if not caller.sees_record(row["origin"], entry.record):
+            continue
         entry.envelope.ParseFromString(row["envelope"])
         entries.append(entry)
     return entries

@@ -6,10 +6,10 @@
   and then restricted (授权查询) records too.
 - A supervision caller gets its region's records only, grades and risk classes included, each
   risk class with its scheme's default 双随机 sampling rate (domain/risk_schemes.toml). Its region
-  is the division it supervises: an origin inside it whole; an origin wider than it (a city's
-  supervisor and its province's platform) only in the records that concern the region, by the
-  subject's or the identifying unit's division (:mod:`credex.domain.jurisdiction`), never those of
-  another city.
+  is the division it supervises (access.regions, :attr:`Caller.region`, the one fact lookups ask
+  too): an origin inside it whole; an origin wider than it (a city's supervisor and its province's
+  platform) only in the records that concern the region, by the subject's or the identifying unit's
+  division (:func:`credex.domain.jurisdiction.in_region`), never those of another city.
 - Which kinds a role may see at all is the lookups' rule (:meth:`Caller.sees`): risk classes only
   supervision callers (and peers and operators), grades never public or financing callers
   (credit-use.md, Check rule 9).
@@ -28,7 +28,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
-from credex.domain.jurisdiction import concerns
+from credex.domain.jurisdiction import in_region
 from credex.domain.regions import within
 from credex.domain.risk import RiskSchemes
 from credex.node.config import SubscriptionsConfig
@@ -64,13 +64,12 @@ class Entitlement:
                 )
             return cls(caller, grantee=grantee)
         if caller.role == "supervision":
-            region = config.regions.get(caller.identity, "")
-            if not region:
+            if caller.lacks_region:
                 raise NotEntitled(
-                    f"supervision caller {caller.identity[:40]!r} has no region in subscriptions.regions;"
+                    f"supervision caller {caller.identity[:40]!r} has no region in access.regions;"
                     " an operator must name the division it supervises"
                 )
-            return cls(caller, region=region)
+            return cls(caller, region=caller.region)
         return cls(caller)
 
     @property
@@ -84,9 +83,7 @@ class Entitlement:
 
     def concerns_region(self, origin: str, record: record_pb2.Record) -> bool:
         """A supervision caller's part of ``origin``: all of an origin in its region, else what concerns the region."""
-        if not self.region or within(origin, self.region):
-            return True
-        return within(self.region, origin) and concerns(record, self.region)
+        return not self.region or in_region(self.region, origin, record)
 
     def sampling(self, record: record_pb2.Record) -> subscription_pb2.SamplingRate | None:
         """The default 双随机 rate sent beside a risk class (only supervision callers are sent one at all)."""
