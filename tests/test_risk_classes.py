@@ -69,6 +69,7 @@ MARKET_RISK = Profile.load(HERE / "profiles" / "market_risk.toml")
 JS = "320000"
 SUZHOU, NANJING = "320500", "320100"
 SUPERVISION_SZ, SUPERVISION_NJ, SUPERVISION_JS = "suzhou-supervision", "nanjing-supervision", "jiangsu-supervision"
+SUPERVISION_NOWHERE = "unplaced-supervision"  # a supervision caller no operator has given a region
 FINANCING, OPERATOR = "xinyidai-platform", "operator-desk"
 FINANCING_UNIT = uscc_codes.make("91", "320000", "XYD00001")
 SZ_FIRM = uscc_codes.make("91", "320505", "RK000001")  # registered in 苏州 (虎丘区)
@@ -88,6 +89,7 @@ SETTINGS = {
             SUPERVISION_SZ: "supervision",
             SUPERVISION_NJ: "supervision",
             SUPERVISION_JS: "supervision",
+            SUPERVISION_NOWHERE: "supervision",
             FINANCING: "financing",
             OPERATOR: "operator",
         },
@@ -192,8 +194,8 @@ class Jiangsu:
             return int(await conn.fetchval("SELECT max(seq) FROM events WHERE origin = $1", JS))
 
 
-@pytest.fixture
-async def jiangsu(federation: TestFederation, tmp_path: Path) -> AsyncIterator[Jiangsu]:
+@pytest.fixture(name="jiangsu")
+async def jiangsu_fixture(federation: TestFederation, tmp_path: Path) -> AsyncIterator[Jiangsu]:
     node = await federation.start_node(JS, **SETTINGS)
     [report] = await node.ingest([write_csv(tmp_path / "risk.csv", ROWS)], MARKET_RISK)
     assert (report.rows_in, report.accepted, report.quarantined) == (4, 4, 0)
