@@ -15,6 +15,8 @@ Suzhou firm, a Nanjing firm, a Suzhou firm known by its class alone and a provin
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pydantic
 import pytest
@@ -160,7 +162,7 @@ async def test_a_supervisor_with_no_region_is_refused_every_lookup_and_stream_sa
     asked = 0
     async with client_channel(jiangsu.federation, jiangsu.node, SUPERVISION_NOWHERE) as channel:
         lookup = lookup_pb2_grpc.LookupServiceStub(channel)
-        calls = [
+        calls: list[Any] = [  # each call's own answer type: all refused alike
             lookup.GetProfile(lookup_pb2.GetProfileRequest(uscc=SZ_FIRM, purpose=WHY)),
             lookup.BatchGetProfiles(lookup_pb2.BatchGetProfilesRequest(usccs=[SZ_FIRM], purpose=WHY)),
             lookup.GetRecord(lookup_pb2.GetRecordRequest(record_id=jiangsu.classes[SZ_FIRM], purpose=WHY)),

@@ -4,7 +4,8 @@ A Suzhou company's 一般 penalty (decided 200 days ago, so past its 3-month min
 Shanghai procurement check; the company's platform files a repair on the Shanghai node,
 which delivers it signed to Jiangsu; Jiangsu's credit centre accepts and approves it, which
 signs a REPAIR into Jiangsu's log; Shanghai's next check no longer returns the penalty or
-its measures; every region confirms; and the repair decision (修复决定书) downloaded from
+its measures, and the measures the procurement office reported applying are listed lifted
+(node/demo/lifted_scene.py); every region confirms; and the repair decision (修复决定书) downloaded from
 Jiangsu verifies with the trust bundle alone.
 """
 
@@ -22,6 +23,7 @@ from credex.domain import uscc as uscc_codes
 from credex.node.cases import Viewer, verify_decision
 from credex.node.channels import open_channel
 from credex.node.demo.federation import LocalFederation
+from credex.node.demo.lifted_scene import report_applied, show_lifted
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.v1 import case_pb2, case_pb2_grpc, check_pb2, check_pb2_grpc, lookup_pb2, record_pb2
@@ -88,11 +90,13 @@ async def repair_scene(
     )
     async with open_channel(f"127.0.0.1:{shanghai.port}", ca=ca, cert=cert, key=key) as channel:
         checks = check_pb2_grpc.CheckServiceStub(channel)
-        before = (await checks.Check(check, timeout=30)).subjects[0]
+        checked = await checks.Check(check, timeout=30)
+        before = checked.subjects[0]
         console.print(
             f"Shanghai check of {REPAIRED_COMPANY}: {len(before.hits)} hit(s), measures"
             f" {[m.id for h in before.hits for m in h.measures]}"
         )
+        await report_applied(console, checks, checked)
         cases = case_pb2_grpc.CaseServiceStub(channel)
         filed = await cases.FileRepair(
             case_pb2.FileRepairRequest(
@@ -128,6 +132,7 @@ async def repair_scene(
             f"  Shanghai holds it as repaired {waited:.1f}s later; its check of {REPAIRED_COMPANY} now has"
             f" {len(after.hits)} hit(s) and no measures"
         )
+        await show_lifted(console, checks, PROCUREMENT_OFFICE, record.record_id)
 
         async def done() -> bool:
             return (await jiangsu.cases.get(case_id, _OPERATOR)).state == "done"
