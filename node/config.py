@@ -141,6 +141,11 @@ class AccessConfig(BaseModel):
     @model_validator(mode="after")
     def _regions(self) -> AccessConfig:
         for name, code in self.regions.items():
+            if self.callers.get(name) != "supervision":
+                raise ValueError(
+                    f"access.regions names {name!r}, which access.callers does not make a supervision caller:"
+                    " a region is what a supervisor supervises; give the caller that role or drop the region"
+                )
             if not is_plausible_division(code):
                 raise ValueError(
                     f"access.regions[{name!r}] is {code[:12]!r}: give the six-digit GB/T 2260 code of the region"

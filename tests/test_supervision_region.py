@@ -22,7 +22,7 @@ import pydantic
 import pytest
 
 from credex.domain import uscc as uscc_codes
-from credex.node.config import AccessConfig, SubscriptionsConfig
+from credex.node.config import AccessConfig, Role, SubscriptionsConfig
 from credex.node.services.access import Caller
 from credex.v1 import (
     log_pb2,
@@ -192,12 +192,15 @@ async def test_a_supervisor_with_no_region_is_refused_every_lookup_and_stream_sa
     await eventually(audited)
 
 
-def test_a_region_must_be_a_division_and_the_old_subscriptions_setting_says_where_it_went() -> None:
+def test_a_region_is_a_supervisors_division_and_the_old_subscriptions_setting_says_where_it_went() -> None:
+    supervisor: dict[str, Role] = {"sup": "supervision"}
     with pytest.raises(pydantic.ValidationError, match=r"six-digit GB/T 2260 code"):
-        AccessConfig(regions={"sup": "Suzhou"})
+        AccessConfig(callers=supervisor, regions={"sup": "Suzhou"})
+    with pytest.raises(pydantic.ValidationError, match=r"does not make a supervision caller"):
+        AccessConfig(callers={"sup": "government"}, regions={"sup": "320500"})
     with pytest.raises(pydantic.ValidationError, match=r"moved to access\.regions"):
         SubscriptionsConfig.model_validate({"regions": {"sup": "320500"}})
-    assert AccessConfig(regions={"sup": "320500"}).regions == {"sup": "320500"}
+    assert AccessConfig(callers=supervisor, regions={"sup": "320500"}).regions == {"sup": "320500"}
 
 
 @pytest.mark.parametrize(
