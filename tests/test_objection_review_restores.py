@@ -27,6 +27,7 @@ from .cases_support import (
     refused,
     regions_fixture,  # noqa: F401 (the regions fixture)
 )
+from .test_objection_moot import event_count, only_the_mark_lifted
 from .test_objections import last_event
 
 ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
@@ -93,11 +94,14 @@ async def test_a_record_revoked_during_the_review_is_not_brought_back_and_no_out
     await standing.revoke(regions.jiangsu.pool, regions.jiangsu.ledger, record_id, "原处罚决定被撤销")
     await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_REVOKED)
     before = await held(regions.jiangsu, record_id)
+    signed = await event_count(regions.jiangsu, record_id)
     final = await regions.operator().DecideCase(
         case_pb2.DecideCaseRequest(case_id=case_id, outcome="upheld", opinion="复核认定原信息无误"), timeout=30
     )
     assert (final.state, final.outcome) == ("done", "moot") and "revoked" in final.steps[-1].opinion
-    assert await held(regions.jiangsu, record_id) == before  # nothing signed
+    # No outcome: only the review's dispute mark is lifted, the revocation and the content kept.
+    await only_the_mark_lifted(regions, case_id, record_id, signed, lookup_pb2.ENTRY_STATUS_REVOKED)
+    assert (await held(regions.jiangsu, record_id))["record"] == before["record"]
 
 
 async def test_a_review_of_an_outcome_whose_record_was_revoked_since_is_refused(regions: Regions) -> None:

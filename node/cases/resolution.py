@@ -11,8 +11,12 @@ Two rules beyond the plain outcome (credit-use.md, Objection 5-6):
   see one RESOLVE carrying the restored standing, as with any other outcome.
 - **Withdrawn meanwhile.** When the record left publication for good by another act while the
   case was open (revoked at the source, repaired, or deleted by another case), the objection is
-  moot: the case is closed ``moot`` and no event is signed over the withdrawn record, because an
-  outcome over it would either change nothing or bring back what the other act withdrew. A
+  moot: the case is closed ``moot`` and no outcome is signed over the withdrawn record, because an
+  outcome over it would either change nothing or bring back what the other act withdrew. Its
+  dispute mark goes with it, though: a mark is held by an open case only, so the close signs one
+  RESOLVE (outcome ``moot``) that lifts the mark and keeps the withdrawn standing, unless another
+  objection to the record is still open. Without it, a correction that later brings a revoked
+  record back would show it disputed with no case behind the mark, in every region. A
   record hidden for now (bankruptcy restructuring) is not withdrawn for good: its objection is
   decided as usual and the outcome keeps it hidden (or ends it, if deleted), so that when the
   hiding is lifted the record comes back as decided and without a stale dispute mark.
@@ -51,7 +55,7 @@ def standing_name(status: int) -> str:
 
 
 async def record_now(conn: Connection, record_id: str) -> Any:
-    row = await conn.fetchrow("SELECT status, publicity_end FROM records WHERE record_id = $1", record_id)
+    row = await conn.fetchrow("SELECT status, disputed, publicity_end FROM records WHERE record_id = $1", record_id)
     assert row is not None  # a case's record is never deleted from the store
     return row
 
@@ -77,7 +81,7 @@ def _grounds(case: Any) -> str:
 def moot_reason(record_id: str, status: int) -> str:
     return (
         f"record {record_id} is {standing_name(status)} since the objection was filed: the objection is moot,"
-        " and no outcome is signed over a withdrawn record"
+        " and no outcome is signed over a withdrawn record; its dispute mark is lifted, its standing kept"
     )
 
 
@@ -91,18 +95,29 @@ async def resolve(
     today: dt.date,
     changes: list[event_pb2.FieldChange] | None = None,
 ) -> bool:
-    """Sign the RESOLVE that carries an objection's outcome; ``False`` (nothing signed) over a record withdrawn
-    meanwhile. The dispute mark stays while another objection to the record is open."""
+    """Sign the RESOLVE that carries an objection's outcome; ``False`` (the case is moot) over a record withdrawn
+    meanwhile, when only its dispute mark is lifted. The mark stays while another objection to the record is open."""
     record_id = case["record_id"]
     now = await record_now(conn, record_id)
-    if withdrawn_meanwhile(case, now["status"]):
-        return False
     still_open = await conn.fetchval(
         "SELECT count(*) FROM cases WHERE record_id = $1 AND kind = 'objection' AND at_origin"
         " AND closed_at IS NULL AND case_id <> $2",
         record_id,
         case["case_id"],
     )
+    if withdrawn_meanwhile(case, now["status"]):
+        if now["disputed"] and not still_open:
+            await ledger.amend(
+                conn,
+                record_id,
+                event_pb2.EVENT_TYPE_RESOLVE,
+                moot_reason(record_id, now["status"]),
+                disputed=False,
+                case=event_pb2.CaseRef(
+                    case_id=case["case_id"], kind=Kind.OBJECTION, outcome=MOOT, decided_by=decided_by
+                ),
+            )
+        return False
     standing = STANDING_OF.get(outcome)
     if standing is None and case["state"] == State.REVIEW and case["outcome"] in STANDING_OF:
         standing = await _restored(conn, ledger.origin, case, now["publicity_end"], today)
