@@ -18,8 +18,10 @@ from credex.node.cli import app
 from credex.v1 import case_pb2
 
 from .cases_support import (
+    SOURCE_UNIT,
     Regions,
     arrived,
+    objection,
     penalty,
     publish,
     regions_fixture,  # noqa: F401 (the regions fixture)
@@ -106,6 +108,50 @@ async def test_a_repair_filed_the_friday_before_an_adjusted_working_weekend_alar
     await lateness.alarm_late_cases(desk, alarms)
     assert await late_alarms(regions) == []
     assert [a["deadline"] for a in await late_alarms(regions, open_only=False)] == ["acceptance", "decision"]
+
+
+async def test_a_provider_review_past_the_units_deadline_alarms_naming_the_unit_and_is_resolved_when_decided(
+    regions: Regions,
+) -> None:
+    """The providing unit's deadline (部门审核) is a deadline like the platform's: late, it alarms, once."""
+    on(regions, dt.date(2026, 3, 2))
+    record = penalty(71)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "late-provider"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    passed = await regions.operator().AcceptCase(
+        case_pb2.AcceptCaseRequest(case_id=filed.case.case_id, accept=True, to_provider=True, opinion="转提供单位"),
+        timeout=30,
+    )
+    assert passed.state == "provider_review"
+    desk, alarms = regions.jiangsu.cases, regions.jiangsu.alarms
+    on(regions, dt.date.fromisoformat(passed.due_on))
+    await lateness.alarm_late_cases(desk, alarms)
+    assert await late_alarms(regions) == []
+
+    on(regions, dt.date.fromisoformat(passed.due_on) + dt.timedelta(days=1))
+    await lateness.alarm_late_cases(desk, alarms)
+    assert (await lateness.alarm_late_cases(desk, alarms))[0] == 0
+    (alarm,) = await late_alarms(regions)
+    assert (alarm["case_id"], alarm["deadline"], alarm["due_on"], alarm["state"]) == (
+        filed.case.case_id,
+        "provider_review",
+        passed.due_on,
+        "provider_review",
+    )
+    assert alarm["provider_unit"] == SOURCE_UNIT
+    assert regions.jiangsu.pool is not None
+    async with regions.jiangsu.pool.acquire() as conn:
+        message = await conn.fetchval("SELECT message FROM alarms WHERE kind = 'case.late' AND cleared_at IS NULL")
+    assert SOURCE_UNIT in message and "providing unit" in message
+
+    # The platform extends the unit's deadline with a reason: no longer late, resolved by the node.
+    await regions.operator().ExtendCase(
+        case_pb2.ExtendCaseRequest(case_id=filed.case.case_id, reason="提供单位申请延期核实", working_days=5),
+        timeout=30,
+    )
+    await lateness.alarm_late_cases(desk, alarms)
+    assert await late_alarms(regions) == []
 
 
 async def _watched(regions: Regions) -> bool:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+import pytest
 
 from credex.node.ledger import standing
-from credex.v1 import case_pb2, event_pb2, lookup_pb2
+from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
 from .cases_support import (
     TODAY,
     Regions,
     arrived,
+    case_at,
     everywhere,
     held,
     objection,
@@ -27,6 +29,8 @@ from .cases_support import (
     refused,
     regions_fixture,  # noqa: F401 (the regions fixture)
 )
+from .conftest import eventually
+from .test_objection_moot import event_count, only_the_mark_lifted
 from .test_objections import last_event
 
 ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
@@ -85,6 +89,17 @@ async def test_a_review_upholding_the_deletion_keeps_the_record_deleted(regions:
     await everywhere(regions, record_id, status=DELETED, disputed=False)
 
 
+async def test_a_review_withdrawn_leaves_the_first_outcome_standing_and_lifts_the_mark(regions: Regions) -> None:
+    """Only a review decided overturns: one withdrawn brings nothing back, it only ends the review's mark."""
+    case_id, record_id = await deleted_then_reviewed(regions, 88)
+    withdrawn = await regions.operator().WithdrawCase(
+        case_pb2.WithdrawCaseRequest(case_id=case_id, reason="申请人撤回复核申请"), timeout=30
+    )
+    assert withdrawn.state == "withdrawn"
+    await everywhere(regions, record_id, status=DELETED, disputed=False)
+    assert (await last_event(regions, record_id)).case.outcome == "withdrawn"
+
+
 async def test_a_record_revoked_during_the_review_is_not_brought_back_and_no_outcome_is_signed(
     regions: Regions,
 ) -> None:
@@ -93,11 +108,14 @@ async def test_a_record_revoked_during_the_review_is_not_brought_back_and_no_out
     await standing.revoke(regions.jiangsu.pool, regions.jiangsu.ledger, record_id, "原处罚决定被撤销")
     await everywhere(regions, record_id, status=lookup_pb2.ENTRY_STATUS_REVOKED)
     before = await held(regions.jiangsu, record_id)
+    signed = await event_count(regions.jiangsu, record_id)
     final = await regions.operator().DecideCase(
         case_pb2.DecideCaseRequest(case_id=case_id, outcome="upheld", opinion="复核认定原信息无误"), timeout=30
     )
     assert (final.state, final.outcome) == ("done", "moot") and "revoked" in final.steps[-1].opinion
-    assert await held(regions.jiangsu, record_id) == before  # nothing signed
+    # No outcome: only the review's dispute mark is lifted, the revocation and the content kept.
+    await only_the_mark_lifted(regions, case_id, record_id, signed, lookup_pb2.ENTRY_STATUS_REVOKED)
+    assert (await held(regions.jiangsu, record_id))["record"] == before["record"]
 
 
 async def test_a_review_of_an_outcome_whose_record_was_revoked_since_is_refused(regions: Regions) -> None:
@@ -117,3 +135,83 @@ async def test_a_review_of_an_outcome_whose_record_was_revoked_since_is_refused(
     )
     assert late.code() == grpc.StatusCode.FAILED_PRECONDITION and "revoked" in (late.details() or "")
     assert await held(regions.jiangsu, record.record_id) == before
+
+
+CHANGED = {
+    "corrected": event_pb2.FieldChange(field="penalty.fine_yuan", old_value="20000", new_value="2000"),
+    "supplemented": event_pb2.FieldChange(field="penalty.basis", old_value="", new_value="行政处罚法 第二十八条"),
+}
+
+
+@pytest.mark.parametrize("outcome", ["corrected", "supplemented"])
+async def test_a_review_that_overturns_a_correction_restores_the_old_content_in_every_region(
+    regions: Regions, outcome: str
+) -> None:
+    """The content before the case's outcome comes back from the origin's log, signed with the case reference
+    and the field-level change (new → old), and every region applies it."""
+    n = 85 if outcome == "corrected" else 86
+    record = penalty(n)
+    await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
+    filed = await regions.filer().FileObjection(objection(record, f"unchange-{n}"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator, change = regions.operator(), CHANGED[outcome]
+    await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome=outcome, opinion="更正", changes=[change]),
+        timeout=30,
+    )
+
+    async def changed_at_zhejiang() -> bool:
+        content = (await held(regions.zhejiang, record.record_id))["record"]
+        return str(_field(content, change.field)) == change.new_value
+
+    await eventually(changed_at_zhejiang, timeout=60)
+    await operator.ReviewCase(
+        case_pb2.ReviewCaseRequest(case_id=filed.case.case_id, reason="提供单位不服更正，申请复核"), timeout=30
+    )
+    final = await operator.DecideCase(
+        case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="upheld", opinion="复核认定原信息无误"),
+        timeout=30,
+    )
+    assert (final.state, final.outcome) == ("done", "upheld")
+    await everywhere(regions, record.record_id, status=ACTIVE, disputed=False, record=record)
+    restoring = await last_event(regions, record.record_id)
+    assert restoring.type == event_pb2.EVENT_TYPE_RESOLVE
+    assert (restoring.case.case_id, restoring.case.outcome) == (filed.case.case_id, "upheld")
+    assert [(c.field, c.old_value, c.new_value) for c in restoring.case.changes] == [
+        (change.field, change.new_value, change.old_value)
+    ]
+
+
+async def test_a_review_cannot_restore_a_field_changed_again_since_and_changes_nothing(regions: Regions) -> None:
+    record = penalty(87)
+    await publish(regions.jiangsu, [record], regions.shanghai)
+    filed = await regions.filer().FileObjection(objection(record, "unchange-87"), timeout=30)
+    await arrived(regions, filed.case.case_id)
+    operator = regions.operator()
+    await operator.DecideCase(
+        case_pb2.DecideCaseRequest(
+            case_id=filed.case.case_id, outcome="corrected", opinion="更正", changes=[CHANGED["corrected"]]
+        ),
+        timeout=30,
+    )
+    await operator.ReviewCase(case_pb2.ReviewCaseRequest(case_id=filed.case.case_id, reason="申请复核"), timeout=30)
+    reissued = penalty(87)
+    reissued.penalty.fine_yuan = "5000"  # the source corrects the same field again meanwhile
+    await publish(regions.jiangsu, [reissued])
+    before = await held(regions.jiangsu, record.record_id)
+    late = await refused(
+        operator.DecideCase(
+            case_pb2.DecideCaseRequest(case_id=filed.case.case_id, outcome="upheld", opinion="复核认定原信息无误"),
+            timeout=30,
+        )
+    )
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION and "penalty.fine_yuan" in (late.details() or "")
+    assert await held(regions.jiangsu, record.record_id) == before
+    assert (await case_at(regions.jiangsu, filed.case.case_id) or {})["state"] == "review"
+
+
+def _field(record: record_pb2.Record, dotted: str) -> object:
+    holder: object = record
+    for part in dotted.split("."):
+        holder = getattr(holder, part)
+    return holder

@@ -271,6 +271,44 @@ async def test_a_region_that_never_applies_the_repair_raises_an_alarm_at_the_ori
     assert await alarms() == ["330000"]  # raised once, left for an operator to clear
 
 
+async def test_two_late_repairs_unconfirmed_by_one_region_raise_one_alarm_each(regions: Regions) -> None:
+    """An open alarm for one repair does not hold back the alarm for another repair the same region has not applied."""
+    records = [penalty(48), penalty(49)]
+    await publish(regions.jiangsu, records, regions.shanghai, regions.zhejiang)
+    await regions.federation.stop_node("330000")
+    cases, dues = [], []
+    for record in records:
+        filed = await regions.filer().FileRepair(repair(record, f"rep-two-{record.record_id}"), timeout=30)
+        await arrived(regions, filed.case.case_id)
+        dues.append(dt.date.fromisoformat((await approve(regions, filed.case.case_id)).due_on))
+        cases.append(filed.case.case_id)
+
+    async def only_zhejiang_unconfirmed() -> bool:
+        for case_id in cases:
+            case = await regions.operator().GetCase(case_pb2.GetCaseRequest(case_id=case_id), timeout=30)
+            if list(case.unconfirmed_peers) != ["330000"]:
+                return False
+        return True
+
+    await eventually(only_zhejiang_unconfirmed, timeout=60)
+
+    async def alarmed_cases() -> list[str]:
+        assert regions.jiangsu.pool is not None
+        async with regions.jiangsu.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT evidence->>'case_id' AS case_id FROM alarms WHERE kind = 'repair.unconfirmed'"
+                " AND origin = '330000' AND cleared_at IS NULL ORDER BY id"
+            )
+        return [r["case_id"] for r in rows]
+
+    regions.jiangsu.cases.clock = lambda: max(dues) + dt.timedelta(days=1)
+
+    async def both_alarmed() -> bool:
+        return sorted(await alarmed_cases()) == sorted(cases)
+
+    await eventually(both_alarmed, timeout=60)
+
+
 async def test_a_record_revoked_while_its_repair_is_under_review_cannot_be_repaired(regions: Regions) -> None:
     record = penalty(47)
     await publish(regions.jiangsu, [record], regions.shanghai)

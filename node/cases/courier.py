@@ -260,14 +260,15 @@ class CaseCourier:
         async with self.pool.acquire() as conn:
             for case_id, peers, due in late:
                 for peer in peers:
-                    raised += await self.alarms.raise_once(
+                    # One per repair and peer: an open alarm for another repair must not hide this one.
+                    raised += await self.alarms.raise_once_per(
                         conn,
                         peer,
                         AlarmKind.REPAIR_UNCONFIRMED,
                         f"{peer} has not confirmed repair case {case_id} (due {due}): its verified copy of"
                         f" {self.desk.origin}'s log does not yet hold the REPAIR",
                         {"case_id": case_id, "peer": peer, "due_on": due.isoformat(), "seen": _now()},
-                        same={"case_id": case_id, "peer": peer},
+                        key={"case_id": case_id, "peer": peer},
                     )
         return raised
 

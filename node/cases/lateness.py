@@ -2,8 +2,10 @@
 
 Every open case the origin decides has one current deadline (``due_on``, counted on the
 official calendar, adjusted working weekends included) and the state says which one:
-taking the case in (acceptance), deciding it (decision), or every region confirming an
-approved repair (propagation). Once the day after the deadline comes, a ``case.late``
+taking the case in (acceptance), deciding it (decision), the providing unit deciding an
+objection passed to it (provider_review, 部门审核: the alarm names the unit, since it is the
+unit that must act, and the platform only extends), or every region confirming an approved
+repair (propagation). Once the day after the deadline comes, a ``case.late``
 alarm is raised — once per case and deadline, so an operator who clears it is not
 asked again for the same deadline — and the node resolves it itself when the case moves
 on: decided, extended to a later day, closed. The file note and the overdue gauge
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 DEADLINES: dict[str, str] = {
     State.SUBMITTED: "acceptance",
     State.PLATFORM_REVIEW: "decision",
-    State.PROVIDER_REVIEW: "decision",
+    State.PROVIDER_REVIEW: "provider_review",
     State.REVIEW: "decision",
     State.ACCEPTED: "decision",
     State.UNDER_REVIEW: "decision",
@@ -53,7 +55,7 @@ async def alarm_late_cases(desk: CaseDesk, alarms: Alarms) -> tuple[int, int]:
     async with desk.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
         late = await conn.fetch(
-            "SELECT case_id, kind, state, due_on, record_id FROM cases"
+            "SELECT case_id, kind, state, due_on, record_id, provider_unit FROM cases"
             " WHERE at_origin AND closed_at IS NULL AND due_on < $1 ORDER BY due_on, case_id",
             today,
         )
@@ -64,14 +66,20 @@ async def alarm_late_cases(desk: CaseDesk, alarms: Alarms) -> tuple[int, int]:
             key = {"case_id": row["case_id"], "deadline": deadline, "due_on": due.isoformat()}
             current.add((row["case_id"], deadline, due.isoformat()))
             days, _ = working_days_between(due, today)
+            evidence = {**key, "kind": row["kind"], "state": row["state"], "working_days_late": days}
+            act = "decide it, or extend it with a reason"
+            if row["state"] == State.PROVIDER_REVIEW:
+                evidence["provider_unit"] = row["provider_unit"]
+                act = (
+                    f"its providing unit {row['provider_unit']} decides it; remind the unit, or extend it with a reason"
+                )
             raised += await alarms.raise_once_per(
                 conn,
                 desk.origin,
                 AlarmKind.CASE_LATE,
                 f"{row['kind']} case {row['case_id']} (record {row['record_id']}) passed its {deadline} deadline"
-                f" {due} and is {row['state']}: decide it, or extend it with a reason (`credex cases show"
-                f" {row['case_id']}`)",
-                {**key, "kind": row["kind"], "state": row["state"], "working_days_late": days},
+                f" {due} and is {row['state']}: {act} (`credex cases show {row['case_id']}`)",
+                evidence,
                 key,
             )
         moved_on = []

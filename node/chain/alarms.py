@@ -15,7 +15,7 @@ recognise it as a peer) do not freeze the origin, are raised once while open,
 and are resolved by the node itself once their cause is gone.
 
 ``case.late`` says a case at this origin passed a deadline on the official calendar
-(acceptance, decision or propagation); it is raised once per case and deadline and
+(acceptance, decision, provider review or propagation); it is raised once per case and deadline and
 resolved by the node when the case moves on (a decision, an extension, its close).
 
 ``revocation.root`` is evidence against this node's own copy: a key revocation
@@ -53,7 +53,7 @@ class AlarmKind(StrEnum):
     CHECKPOINT_UNREACHABLE = "checkpoint.unreachable"  # a checkpoint no member serves the events of
     SYNC_NOT_A_PEER = "sync.not_a_peer"  # a member refuses this node FetchEvents
     REPAIR_UNCONFIRMED = "repair.unconfirmed"  # a peer has not confirmed an approved repair in time
-    CASE_LATE = "case.late"  # a case at this origin passed a deadline (acceptance, decision, propagation)
+    CASE_LATE = "case.late"  # a case at this origin passed one of its deadlines
 
     @property
     def freezes(self) -> bool:
