@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fpdf import FPDF
+from stdnum.cn import ric
 from typer.testing import CliRunner
 
 from credex.crypto.keys import SigningKey
@@ -34,7 +35,7 @@ from credex.node.reports.pdf_signature import sign_pdf
 from credex.node.reports.rendering import MAX_ATTACHMENT_BYTES, MAX_FILE_BYTES, check_file, render_html, render_pdf
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, report_pb2
 
-from .callers import client_channel
+from .callers import audit_rows, client_channel
 from .conftest import TestFederation, eventually
 from .report_setup import (
     COMPANY,
@@ -542,3 +543,17 @@ async def test_a_report_file_over_the_size_cap_is_refused_before_it_is_read(
     verify_it = ["report", "verify", str(huge), *trust_options(federation)]
     result = await asyncio.to_thread(CliRunner().invoke, app, verify_it)
     assert result.exit_code == 1 and "NOT GENUINE" in result.output and "at most" in result.output, result.output
+
+
+async def test_a_report_number_that_is_an_id_number_is_answered_not_genuine_and_audited_without_it(
+    federation: TestFederation,
+) -> None:
+    """VerifyReport answers any number (OK, not genuine), so the number a caller typed must not reach the trail."""
+    shanghai = await federation.start_node("310000")
+    number = "11010519491231002" + ric.calc_check_digit("11010519491231002" + "0")
+    async with client_channel(federation, shanghai, PORTAL) as channel:
+        verdict = await verify(channel, report_pb2.VerifyReportRequest(report_number=number, verification_code="X"))
+    assert not verdict.genuine
+    rows = await audit_rows(shanghai, "VerifyReport")
+    assert rows and all(row["status"] == "OK" for row in rows)
+    assert all(number not in " ".join(str(value) for value in row.values()) for row in rows), rows

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 
 from credex.crypto.pseudonym import Pseudonymizer
+from credex.domain.persons import withhold
 from credex.node.authorizations import terms as authorization_terms
 from credex.node.authorizations.terms import AuthorizationInvalid, Terms
 from credex.node.ledger import Ledger
@@ -79,7 +80,8 @@ async def end(conn: Connection, ledger: Ledger, grantee: str, authorization_id: 
     row = await conn.fetchrow("SELECT subject_id FROM records WHERE record_id = $1", record_id)
     if row is None:
         return None
-    await ledger.revoke(conn, record_id, reason or "authorization ended")
+    # The reason is signed into the REVOKE every region takes in: free text, so no ID number in it.
+    await ledger.revoke(conn, record_id, withhold(reason) or "authorization ended")
     return Granted(authorization_id, unit, row["subject_id"], False, record_id)
 
 
