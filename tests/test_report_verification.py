@@ -419,6 +419,19 @@ def test_an_authorization_file_that_is_not_text_is_a_usage_error(tmp_path: Path)
     assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)
 
 
+def test_a_missing_or_malformed_authorization_file_is_a_usage_error_that_never_quotes_the_file(tmp_path: Path) -> None:
+    """The file is a person's authorization: its ID number stays out of the message, as for ``credex check``."""
+    number = "11010519491231002" + ric.calc_check_digit("11010519491231002" + "0")
+    malformed = tmp_path / "authorization.json"
+    malformed.write_text(json.dumps({number: "张某"}), encoding="utf-8")
+    for path in (malformed, tmp_path / "missing.json"):
+        result = CliRunner().invoke(
+            app, ["report", "psn:" + "a" * 32, "--authorization", str(path), "--node", "127.0.0.1:1", "--out", "r.pdf"]
+        )
+        assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)
+        assert number not in result.output
+
+
 def trust_options(federation: TestFederation) -> list[str]:
     return ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
 
