@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 import sys
 import zlib
@@ -570,3 +571,37 @@ async def test_a_report_number_that_is_an_id_number_is_answered_not_genuine_and_
     rows = await audit_rows(shanghai, "VerifyReport")
     assert rows and all(row["status"] == "OK" for row in rows)
     assert all(number not in " ".join(str(value) for value in row.values()) for row in rows), rows
+
+
+async def test_a_pdf_signature_moved_to_another_pdf_or_repeated_after_the_signed_bytes_is_not_genuine(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """The signature holds the digest of the very bytes around it: it proves nothing about any other file."""
+    issued = await issued_report(federation, pair)
+    bundle = federation.bundle_now()
+    assert check_file(issued.pdf, bundle).report_number == issued.report_number
+    signature = re.compile(rb"/Credex.Report \[(\d{10}) (\d{10})\] /ByteRange \[[\d ]{43}\] /Contents <([0-9A-Fa-f]+)>")
+    honest = signature.search(issued.pdf)
+    assert honest is not None
+    # Moved: another PDF of the same length and layout (one byte of its drawing changed), given the same /Contents.
+    other = bytearray(issued.pdf)
+    other[len(other) // 3] ^= 0x01
+    other[honest.start(3) : honest.end(3)] = honest.group(3)
+    with pytest.raises(ReportInvalid, match="changed after it was signed"):
+        check_file(bytes(other), bundle)
+    # Repeated: the same signature dictionary again after the file, its /ByteRange made to cover the longer file.
+    head = issued.pdf + b"9999 0 obj\n<< /Type /Sig "
+    opening = b"/Credex.Report [%s %s] /ByteRange [" % (honest.group(1), honest.group(2))
+    hole_start = len(head) + len(opening) + 43 + len(b"] /Contents ")
+    hole_end = hole_start + len(honest.group(3)) + 2
+    closing = b" >>\nendobj\n%%EOF\n"
+    ranges = b"%010d %010d %010d %010d" % (0, hole_start, hole_end, len(closing))
+    repeated = head + opening + ranges + b"] /Contents <" + honest.group(3) + b">" + closing
+    with pytest.raises(ReportInvalid, match="changed after it was signed"):
+        check_file(repeated, bundle)
+    # Two signatures: a second one over the signed PDF, by a key the bundle does not list, is the one that counts.
+    with pytest.raises(ReportInvalid, match="trust bundle does not list"):
+        check_file(sign_pdf(issued.pdf, SigningKey.generate(), issued.signed_report), bundle)
+    # A /ByteRange that leaves bytes out: bytes added after the signed end.
+    with pytest.raises(ReportInvalid, match="does not cover the whole file"):
+        check_file(issued.pdf + b"% appended\n", bundle)
