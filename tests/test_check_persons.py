@@ -793,5 +793,5 @@ async def test_a_checking_officers_certificate_named_by_their_id_number_reaches_
         )
     assert [c.check_id for c in checked.checks] == [answer.check_id]
     assert checked.checks[0].caller == "officer-[证件号码已隐去 ID number withheld]"
-    text, logged = await everything_kept(node, caplog)
+    text, _logged = await everything_kept(node, caplog)
     assert "check_feedback" in text and SPOTLESS not in text
