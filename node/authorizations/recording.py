@@ -64,7 +64,8 @@ async def _sign(conn: Connection, ledger: Ledger, terms: Terms, granted_by: str)
             )
         active = row["status"] == lookup_pb2.ENTRY_STATUS_ACTIVE
         return Granted(terms.authorization_id, terms.grantee, terms.subject_id, active, record_id)
-    await ledger.append(conn, [Change.of(terms.record(ledger.origin, granted_by))])
+    # Who granted is signed into the record every region holds: a certificate named by an ID number goes withheld.
+    await ledger.append(conn, [Change.of(terms.record(ledger.origin, withhold(granted_by)))])
     return Granted(terms.authorization_id, terms.grantee, terms.subject_id, True, record_id)
 
 
