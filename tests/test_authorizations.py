@@ -228,3 +228,48 @@ async def test_a_persons_authorization_recorded_at_one_node_is_honoured_in_a_che
 
     await eventually(lambda: honoured(presented))
     assert not await honoured(forged)
+
+
+async def test_an_authorization_id_or_end_reason_holding_an_id_number_is_never_signed_or_audited(
+    federation: TestFederation,
+) -> None:
+    """An authorization's id and an end's reason are signed into records every region holds: no ID number in them."""
+    shanghai = await federation.start_node(SH, **SETTINGS)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await grant(federation, shanghai, authorization(f"授权-{NUMBER}", COMPANY))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "authorization_id" in str(refused.value.details()) and NUMBER not in str(refused.value.details())
+    await grant(federation, shanghai, authorization("XYD-REASON", COMPANY))
+    async with client_channel(federation, shanghai, OPERATOR) as channel:
+        await subscription_pb2_grpc.SubscriptionServiceStub(channel).EndAuthorization(
+            subscription_pb2.EndAuthorizationRequest(
+                authorization_id="XYD-REASON", grantee=UNIT, reason=f"申请人 {NUMBER} 撤回"
+            )
+        )
+    assert shanghai.pool is not None
+    async with shanghai.pool.acquire() as conn:
+        signed = await conn.fetch("SELECT envelope FROM events UNION ALL SELECT record FROM records")
+    kept = [bytes(row[0]) for row in signed]
+    assert len(kept) == 3 and not any(NUMBER.encode() in held for held in kept)  # grant, end, the record
+    rows = await audit_rows(shanghai)
+    assert rows and all(NUMBER not in " ".join(str(value) for value in row.values()) for row in rows), rows
+
+
+async def test_an_operator_whose_certificate_is_named_by_an_id_number_signs_grants_without_it(
+    federation: TestFederation,
+) -> None:
+    """``granted_by`` is signed into the record every region holds: the operator's name goes there withheld."""
+    desk = f"desk-{NUMBER}"
+    shanghai = await federation.start_node(SH, access={"callers": {desk: "operator"}})
+    async with client_channel(federation, shanghai, desk) as channel:
+        receipt = await subscription_pb2_grpc.SubscriptionServiceStub(channel).GrantAuthorization(
+            subscription_pb2.GrantAuthorizationRequest(authorization=authorization("XYD-DESK", COMPANY))
+        )
+    assert shanghai.pool is not None
+    async with shanghai.pool.acquire() as conn:
+        record = record_pb2.Record.FromString(
+            bytes(await conn.fetchval("SELECT record FROM records WHERE record_id = $1", receipt.record_id))
+        )
+        envelopes = [bytes(r["envelope"]) for r in await conn.fetch("SELECT envelope FROM events")]
+    assert record.authorization.granted_by == "desk-[证件号码已隐去 ID number withheld]"
+    assert envelopes and not any(NUMBER.encode() in envelope for envelope in envelopes)

@@ -759,3 +759,39 @@ async def test_credex_checks_pseudonym_reads_the_number_hidden_and_prints_what_s
     assert PENALIZED not in printed.output
     mistyped = await run_cli("checks", "pseudonym", "--pseudonym-key", key, stdin=f"{PENALIZED[:-1]}1\n", code=2)
     assert "check character" in mistyped.output and PENALIZED[:14] not in mistyped.output
+
+
+async def test_a_checking_officers_certificate_named_by_their_id_number_reaches_no_table_and_no_subject(
+    federation: TestFederation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Personal certificates are often named by the holder's ID number: the check tables keep the name withheld.
+
+    The check's rows are what who-checked-me shows the subject; the officer's number must not go to them,
+    and the officer is still the one who may file the check's feedback.
+    """
+    caplog.set_level(logging.DEBUG)
+    officer = f"officer-{SPOTLESS}"
+    node = await seeded(
+        await federation.start_node("320000", access={"callers": {officer: "government", "ops": "operator"}})
+    )
+    async with client_channel(federation, node, officer) as channel:
+        checks_stub = check_pb2_grpc.CheckServiceStub(channel)
+        answer = await checks_stub.Check(person_check(usccs=(DISPUTED,)), timeout=30)
+        await checks_stub.SubmitFeedback(
+            check_pb2.FeedbackRequest(
+                check_id=answer.check_id,
+                subject_id=DISPUTED,
+                outcome=check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
+                reason="已整改",
+                applied_on=TODAY.isoformat(),
+            ),
+            timeout=30,
+        )
+    async with client_channel(federation, node, "ops") as channel:
+        checked = await check_pb2_grpc.CheckServiceStub(channel).ListChecksOfSubject(
+            check_pb2.ListChecksOfSubjectRequest(uscc=DISPUTED), timeout=30
+        )
+    assert [c.check_id for c in checked.checks] == [answer.check_id]
+    assert checked.checks[0].caller == "officer-[证件号码已隐去 ID number withheld]"
+    text, _logged = await everything_kept(node, caplog)
+    assert "check_feedback" in text and SPOTLESS not in text

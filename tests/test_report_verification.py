@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 import sys
 import zlib
@@ -22,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fpdf import FPDF
+from stdnum.cn import ric
 from typer.testing import CliRunner
 
 from credex.crypto.keys import SigningKey
@@ -34,7 +36,7 @@ from credex.node.reports.pdf_signature import sign_pdf
 from credex.node.reports.rendering import MAX_ATTACHMENT_BYTES, MAX_FILE_BYTES, check_file, render_html, render_pdf
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, report_pb2
 
-from .callers import client_channel
+from .callers import audit_rows, client_channel
 from .conftest import TestFederation, eventually
 from .report_setup import (
     COMPANY,
@@ -418,6 +420,19 @@ def test_an_authorization_file_that_is_not_text_is_a_usage_error(tmp_path: Path)
     assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)
 
 
+def test_a_missing_or_malformed_authorization_file_is_a_usage_error_that_never_quotes_the_file(tmp_path: Path) -> None:
+    """The file is a person's authorization: its ID number stays out of the message, as for ``credex check``."""
+    number = "11010519491231002" + ric.calc_check_digit("11010519491231002" + "0")
+    malformed = tmp_path / "authorization.json"
+    malformed.write_text(json.dumps({number: "张某"}), encoding="utf-8")
+    for path in (malformed, tmp_path / "missing.json"):
+        result = CliRunner().invoke(
+            app, ["report", "psn:" + "a" * 32, "--authorization", str(path), "--node", "127.0.0.1:1", "--out", "r.pdf"]
+        )
+        assert result.exit_code == 2 and "--authorization" in result.output, (result.output, result.exception)
+        assert number not in result.output
+
+
 def trust_options(federation: TestFederation) -> list[str]:
     return ["--bundle", str(federation.layout.bundle), "--federation-key", str(federation.layout.federation_public)]
 
@@ -542,3 +557,51 @@ async def test_a_report_file_over_the_size_cap_is_refused_before_it_is_read(
     verify_it = ["report", "verify", str(huge), *trust_options(federation)]
     result = await asyncio.to_thread(CliRunner().invoke, app, verify_it)
     assert result.exit_code == 1 and "NOT GENUINE" in result.output and "at most" in result.output, result.output
+
+
+async def test_a_report_number_that_is_an_id_number_is_answered_not_genuine_and_audited_without_it(
+    federation: TestFederation,
+) -> None:
+    """VerifyReport answers any number (OK, not genuine), so the number a caller typed must not reach the trail."""
+    shanghai = await federation.start_node("310000")
+    number = "11010519491231002" + ric.calc_check_digit("11010519491231002" + "0")
+    async with client_channel(federation, shanghai, PORTAL) as channel:
+        verdict = await verify(channel, report_pb2.VerifyReportRequest(report_number=number, verification_code="X"))
+    assert not verdict.genuine
+    rows = await audit_rows(shanghai, "VerifyReport")
+    assert rows and all(row["status"] == "OK" for row in rows)
+    assert all(number not in " ".join(str(value) for value in row.values()) for row in rows), rows
+
+
+async def test_a_pdf_signature_moved_to_another_pdf_or_repeated_after_the_signed_bytes_is_not_genuine(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """The signature holds the digest of the very bytes around it: it proves nothing about any other file."""
+    issued = await issued_report(federation, pair)
+    bundle = federation.bundle_now()
+    assert check_file(issued.pdf, bundle).report_number == issued.report_number
+    signature = re.compile(rb"/Credex.Report \[(\d{10}) (\d{10})\] /ByteRange \[[\d ]{43}\] /Contents <([0-9A-Fa-f]+)>")
+    honest = signature.search(issued.pdf)
+    assert honest is not None
+    # Moved: another PDF of the same length and layout (one byte of its drawing changed), given the same /Contents.
+    other = bytearray(issued.pdf)
+    other[len(other) // 3] ^= 0x01
+    other[honest.start(3) : honest.end(3)] = honest.group(3)
+    with pytest.raises(ReportInvalid, match="changed after it was signed"):
+        check_file(bytes(other), bundle)
+    # Repeated: the same signature dictionary again after the file, its /ByteRange made to cover the longer file.
+    head = issued.pdf + b"9999 0 obj\n<< /Type /Sig "
+    opening = b"/Credex.Report [%s %s] /ByteRange [" % (honest.group(1), honest.group(2))
+    hole_start = len(head) + len(opening) + 43 + len(b"] /Contents ")
+    hole_end = hole_start + len(honest.group(3)) + 2
+    closing = b" >>\nendobj\n%%EOF\n"
+    ranges = b"%010d %010d %010d %010d" % (0, hole_start, hole_end, len(closing))
+    repeated = head + opening + ranges + b"] /Contents <" + honest.group(3) + b">" + closing
+    with pytest.raises(ReportInvalid, match="changed after it was signed"):
+        check_file(repeated, bundle)
+    # Two signatures: a second one over the signed PDF, by a key the bundle does not list, is the one that counts.
+    with pytest.raises(ReportInvalid, match="trust bundle does not list"):
+        check_file(sign_pdf(issued.pdf, SigningKey.generate(), issued.signed_report), bundle)
+    # A /ByteRange that leaves bytes out: bytes added after the signed end.
+    with pytest.raises(ReportInvalid, match="does not cover the whole file"):
+        check_file(issued.pdf + b"% appended\n", bundle)

@@ -17,6 +17,7 @@ import grpc
 import pypdfium2  # type: ignore[import-untyped]
 import pytest
 from PIL import ImageOps
+from stdnum.cn import ric
 
 from credex.domain import uscc as uscc_codes
 from credex.node.ledger.appender import Change
@@ -530,3 +531,27 @@ async def test_the_node_judges_by_the_authorization_it_holds_not_the_one_present
     assert pair.shanghai.pool is not None
     async with pair.shanghai.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM reports WHERE subject_id = $1", PERSON) == 1
+
+
+async def test_an_id_number_in_a_reports_purpose_or_callers_name_reaches_no_access_row(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """Who issued, viewed or verified a report is kept with the purpose they typed: withheld like the audit trail."""
+    number = "11010519491231002" + ric.calc_check_digit("11010519491231002" + "0")
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        issued = await issue(channel, issue_request(purpose=f"为申请人 {number} 办理"))
+        await report_pb2_grpc.ReportServiceStub(channel).ViewReport(
+            report_pb2.ViewReportRequest(
+                report_number=issued.report_number,
+                verification_code=issued.verification_code,
+                purpose=f"核对 {number}",
+            ),
+            timeout=30,
+        )
+    assert pair.shanghai.pool is not None
+    async with pair.shanghai.pool.acquire() as conn:
+        kept = await conn.fetch("SELECT action, purpose FROM report_accesses ORDER BY id")
+    assert [(row["action"], row["purpose"]) for row in kept] == [
+        ("issue", "为申请人 [证件号码已隐去 ID number withheld] 办理"),
+        ("view", "核对 [证件号码已隐去 ID number withheld]"),
+    ]

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 
 from credex.crypto.pseudonym import Pseudonymizer
+from credex.domain.persons import withhold
 from credex.node.authorizations import terms as authorization_terms
 from credex.node.authorizations.terms import AuthorizationInvalid, Terms
 from credex.node.ledger import Ledger
@@ -63,7 +64,8 @@ async def _sign(conn: Connection, ledger: Ledger, terms: Terms, granted_by: str)
             )
         active = row["status"] == lookup_pb2.ENTRY_STATUS_ACTIVE
         return Granted(terms.authorization_id, terms.grantee, terms.subject_id, active, record_id)
-    await ledger.append(conn, [Change.of(terms.record(ledger.origin, granted_by))])
+    # Who granted is signed into the record every region holds: a certificate named by an ID number goes withheld.
+    await ledger.append(conn, [Change.of(terms.record(ledger.origin, withhold(granted_by)))])
     return Granted(terms.authorization_id, terms.grantee, terms.subject_id, True, record_id)
 
 
@@ -79,7 +81,8 @@ async def end(conn: Connection, ledger: Ledger, grantee: str, authorization_id: 
     row = await conn.fetchrow("SELECT subject_id FROM records WHERE record_id = $1", record_id)
     if row is None:
         return None
-    await ledger.revoke(conn, record_id, reason or "authorization ended")
+    # The reason is signed into the REVOKE every region takes in: free text, so no ID number in it.
+    await ledger.revoke(conn, record_id, withhold(reason) or "authorization ended")
     return Granted(authorization_id, unit, row["subject_id"], False, record_id)
 
 

@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass
 
 from credex.crypto.pseudonym import PREFIX as PSEUDONYM_PREFIX
-from credex.crypto.pseudonym import Pseudonymizer
+from credex.crypto.pseudonym import Pseudonymizer, is_pseudonym
 from credex.domain import identity
 from credex.domain import uscc as uscc_codes
-from credex.domain.persons import validate_ric
+from credex.domain.persons import validate_ric, withhold
 from credex.errors import CredexError
 from credex.v1 import authorization_pb2, record_pb2
 
@@ -31,7 +31,6 @@ REPORT_SCOPE = "report"  # a natural person's credit report
 MAX_ID_CHARS = 128
 MAX_SCOPE_CHARS = 256
 DOCUMENT_DIGEST_BYTES = 32  # SHA-256
-_PSEUDONYM = re.compile(re.escape(PSEUDONYM_PREFIX) + r"[a-z2-7]{32}")
 _SCOPE = re.compile(r"[^\s,]{1,64}(,[^\s,]{1,64})*")
 
 
@@ -53,7 +52,7 @@ class Terms:
 
     @property
     def person(self) -> bool:
-        return self.subject_id.startswith(PSEUDONYM_PREFIX)
+        return is_pseudonym(self.subject_id)
 
     def record_id(self, origin: str) -> str:
         return record_id(origin, self.grantee, self.authorization_id)
@@ -135,7 +134,7 @@ def subject_code(raw: str, pseudonymizer: Pseudonymizer | None = None, field: st
     itself is never kept and no message repeats it.
     """
     text = raw.strip()
-    if _PSEUDONYM.fullmatch(text):
+    if is_pseudonym(text):
         return text
     try:
         number = validate_ric(text)
@@ -166,8 +165,14 @@ def unit_code(raw: str) -> str:
 
 
 def authorization_id(raw: str) -> str:
+    """The id as given; one holding a resident ID number is refused, since the record carries it to every region."""
     if not raw.strip() or len(raw) > MAX_ID_CHARS:
         raise AuthorizationInvalid(f"authorization_id is required, at most {MAX_ID_CHARS} characters")
+    if withhold(raw) != raw:
+        raise AuthorizationInvalid(
+            "authorization_id holds a resident ID number, which would be signed into a record every region holds;"
+            " use the document's own number"
+        )
     return raw
 
 

@@ -69,7 +69,7 @@ def _print_json(message: Message) -> None:
 
 
 def read_authorizations(paths: list[Path] | None) -> list[authorization_pb2.Authorization]:
-    """Authorizations from files, each the JSON of credex.v1.Authorization (as ``credex report issue`` reads one)."""
+    """Authorizations from files, each the JSON of credex.v1.Authorization: the one reader of check, lookup, report."""
     read = []
     for path in paths or []:
         given = authorization_pb2.Authorization()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from google.protobuf import json_format
 from typer.core import TyperGroup
 
 from credex.crypto.trust import TrustBundle
@@ -37,6 +36,7 @@ from credex.node.cli.app import (
     fail,
     trust_and_tls,
 )
+from credex.node.cli.checks import read_authorizations
 from credex.node.reports import CheckedReport, ReportInvalid, check_report
 from credex.node.reports.document import report_sha256
 from credex.node.reports.rendering import MAX_FILE_BYTES, check_file, render
@@ -134,10 +134,7 @@ def issue(
         purpose=purpose,
     )
     if authorization is not None:
-        try:
-            json_format.Parse(authorization.read_text(encoding="utf-8"), request.authorization)
-        except (json_format.ParseError, UnicodeDecodeError) as exc:
-            raise typer.BadParameter(f"not an Authorization: {exc}", param_hint="--authorization") from None
+        request.authorization.CopyFrom(read_authorizations([authorization])[0])
     trust, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
 

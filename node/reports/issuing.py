@@ -27,6 +27,7 @@ import asyncpg
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.domain.penalties import simple_procedure
+from credex.domain.persons import withhold
 from credex.errors import CredexError
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.chain.proofs import ProofUnavailable, inclusion_proof, proof_to_json
@@ -343,13 +344,14 @@ def _findings(heading: Heading, fields: list[Field], records: list[_Shown]) -> l
 
 
 async def log_access(conn: Connection, number: str, caller: str, role: str, action: str, purpose: str) -> None:
+    """Note who issued, viewed or verified a report and why, with any ID number in the name or purpose withheld."""
     await conn.execute(
         "INSERT INTO report_accesses (report_number, caller, role, action, purpose) VALUES ($1, $2, $3, $4, $5)",
         number,
-        caller,
+        withhold(caller),
         role,
         action,
-        purpose,
+        withhold(purpose),
     )
 
 

@@ -25,7 +25,7 @@ import grpc
 from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
-from credex.domain.persons import looks_like_ric, validate_ric
+from credex.domain.persons import looks_like_ric, validate_ric, withhold
 from credex.node import checks
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, lifted, persons
@@ -82,7 +82,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
                 requesting_unit=unit,
                 purpose=request.purpose,
                 legal_basis=request.legal_basis,
-                caller=caller.identity,
+                caller=_kept(call),
                 role=caller.role,
                 responsible=responsible,
             ),
@@ -177,7 +177,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             district_code=request.district_code,
             department=request.department,
             applied_on=request.applied_on,
-            caller=call.caller.identity,
+            caller=_kept(call),
             result=request.result,
             department_code=request.department_code,
         )
@@ -281,7 +281,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         if not request.id:
             raise edge.invalid("id is required: the lifted measure's id as ListLiftedMeasures gave it")
         try:
-            acknowledged = await checks.acknowledge(self.pool, request.id, _own(call), call.caller.identity)
+            acknowledged = await checks.acknowledge(self.pool, request.id, _own(call), _kept(call))
         except checks.CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
         call.subject_id = acknowledged.subject_id
@@ -291,7 +291,16 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
 
 def _own(call: edge.Call) -> str | None:
     """Whose feedback the caller may read lifted measures of: its own, or every one for an operator."""
-    return None if call.caller.role == "operator" else call.caller.identity
+    return None if call.caller.role == "operator" else _kept(call)
+
+
+def _kept(call: edge.Call) -> str:
+    """The caller's name as the check tables keep it: withheld as in the audit trail, since the subject is shown it.
+
+    A personal certificate may be named by its holder's ID number; every check, feedback and
+    lifted-measure row names the caller in this one form, so the caller still finds its own.
+    """
+    return withhold(call.caller.identity)
 
 
 def _date(name: str, raw: str) -> dt.date:

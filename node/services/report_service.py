@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import re
 from typing import Any
 
 import asyncpg
@@ -21,7 +20,9 @@ import grpc
 
 from credex.crypto.keys import SigningKey, SigningRefused
 from credex.crypto.pseudonym import PREFIX as PSEUDONYM_PREFIX
+from credex.crypto.pseudonym import is_pseudonym
 from credex.domain import uscc as uscc_codes
+from credex.domain.persons import withhold
 from credex.node.authorizations import held
 from credex.node.authorizations import terms as authorization_terms
 from credex.node.authorizations.terms import REPORT_SCOPE
@@ -47,7 +48,6 @@ from credex.v1 import lookup_pb2, record_pb2, report_pb2, report_pb2_grpc
 
 _KINDS = {report_pb2.REPORT_KIND_SPECIAL: "special", report_pb2.REPORT_KIND_FULL: "full"}
 _KIND_CODES = {name: code for code, name in _KINDS.items()}
-_PSEUDONYM = re.compile(re.escape(PSEUDONYM_PREFIX) + r"[a-z2-7]{32}")
 _LEVELS = (record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_GOVERNMENT, record_pb2.SHARING_LEVEL_RESTRICTED)
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 
@@ -142,7 +142,8 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
         call.subject_id = verdict.subject_id
         call.answer(
             len(verdict.changes),
-            [f"report {request.report_number} verified: {'genuine' if verdict.genuine else 'not genuine'}"]
+            # Any number is answered (not genuine), so the one the caller typed is caller text: no ID number kept.
+            [f"report {withhold(request.report_number)} verified: {'genuine' if verdict.genuine else 'not genuine'}"]
             + [f"{c.record_id} {c.change}" for c in verdict.changes],
         )
         held = verdict.held if verdict.genuine else None
@@ -182,7 +183,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
             if held is None:
                 raise edge.Refused(grpc.StatusCode.NOT_FOUND, register.NOT_ISSUED)
             call.subject_id = held.subject_id
-            if _PSEUDONYM.fullmatch(held.subject_id):
+            if is_pseudonym(held.subject_id):
                 raise edge.Refused(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "a natural person's report is not shown by code; ask the person for the report itself",
@@ -268,7 +269,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
 def _subject(raw: str) -> tuple[str, bool]:
     """The subject id and whether it is a natural person: a USCC, or the federation's pseudonym of a person."""
     text = raw.strip()
-    if _PSEUDONYM.fullmatch(text):
+    if is_pseudonym(text):
         return text, True
     try:
         return uscc_codes.validate(raw).code, False
