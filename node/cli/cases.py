@@ -371,19 +371,10 @@ def objection_review(
     _applicant("ReviewCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
 
 
-@repair_app.command("withdraw")
-def repair_withdraw(
-    case_id: Annotated[str, typer.Argument()],
-    node: NodeOption,
-    reason: ReasonOption,
-    ca: CaOption = None,
-    cert: CertOption = None,
-    key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Withdraw a repair you filed, on the node you filed it on, while it is undecided."""
-    request = case_pb2.WithdrawCaseRequest(case_id=case_id, reason=reason)
-    _applicant("WithdrawCase", request, node, _tls(None, None, None, ca, cert, key), as_json)
+# The same step for a repair: one command, registered under both verbs' groups.
+repair_app.command("withdraw", help="Withdraw a repair you filed, on the node you filed it on, while it is undecided.")(
+    objection_withdraw
+)
 
 
 @repair_app.command("file")
