@@ -26,12 +26,15 @@ them beyond the batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -93,6 +96,25 @@ def _outlive_no_parent(parent: int) -> None:
 
 def private_raw(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Start workers that import only what they run, not the program that starts them.
+
+    A "spawn" worker first imports its parent's main module (multiprocessing's rule), and
+    the node's is the ``credex`` console script, which imports the whole CLI: most of a
+    second of CPU per worker, at every node start and every ``credex ingest``. The workers
+    need only this module, which the pickled calls name, so while they are started the
+    main module is a bare one.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 class SignatureWorkers:
@@ -159,7 +181,8 @@ class SignatureWorkers:
                     initargs=(os.getpid(),),
                 )
                 self._ready = False
-                waiting = [executor.submit(os.getpid) for _ in range(self.workers)]
+                with _without_main_module():  # each submit starts a worker here, while one is idle
+                    waiting = [executor.submit(os.getpid) for _ in range(self.workers)]
                 for future in waiting:
                     future.add_done_callback(lambda _: self._answered(executor, waiting))
                 return None

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree
@@ -193,6 +194,9 @@ async def _tiles_match_events(conn: asyncpg.Connection) -> None:
         assert TileTree(tiled, held).root() == MerkleTree(leaves).root()
 
 
+# Twenty-four kills of node and ingest processes, each restart a process start: minutes on a
+# shared 2-core machine. The bound is on a hang, not on speed.
+@pytest.mark.timeout(1200)
 async def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
     tmp_path: Path, postgres: EmbeddedPostgres, broker: EmbeddedBroker
 ) -> None:

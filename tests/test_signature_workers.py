@@ -150,3 +150,33 @@ async def test_the_workers_of_a_node_killed_with_sigkill_exit_by_themselves(tmp_
     await eventually(lambda: asyncio.sleep(0, not any(_running(pid) for pid in pids)))
     # and nothing holds the killed process's pipe open any more: waiting for it ends
     await asyncio.wait_for(process.wait(), timeout=60)
+
+
+_PROGRAM_THAT_IMPORTS_THE_CLI = """
+import asyncio
+import credex.node.cli  # what the credex console script imports before anything runs
+from credex.crypto.parallel import SignatureWorkers
+
+async def main():
+    workers = SignatureWorkers(workers=2)
+    workers._pool()
+    while not workers.ready:
+        await asyncio.sleep(0.05)
+    loaded = "sorted(m for m in __import__('sys').modules if m.startswith('credex.node'))"
+    asked = workers._executor.submit(eval, loaded)
+    print(asked.result(), flush=True)
+    await workers.close()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_a_worker_imports_only_what_it_runs_not_the_program_that_started_it(tmp_path: Path) -> None:
+    """A worker of the ``credex`` console script does not import the whole CLI (most of a second each)."""
+    script = tmp_path / "program.py"
+    script.write_text(_PROGRAM_THAT_IMPORTS_THE_CLI)
+    process = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=300)  # a bound on a hang, not a timing claim
+    assert process.returncode == 0
+    assert out.decode().strip() == "[]"
