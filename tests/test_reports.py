@@ -20,6 +20,7 @@ from PIL import ImageOps
 from stdnum.cn import ric
 
 from credex.domain import uscc as uscc_codes
+from credex.node.authorizations import recording
 from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, FieldsListError, check_report
 from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
@@ -318,6 +319,35 @@ async def test_a_persons_report_needs_the_person_or_an_authorization_the_node_ho
     async with client_channel(federation, pair.shanghai, PORTAL) as channel:  # persons' reports are not viewed by code
         error = await refused(pair_view(channel, issued.report_number, issued.verification_code))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_persons_report_may_be_asked_with_an_authorization_naming_them_by_id_number(
+    federation: TestFederation, pair: Pair
+) -> None:
+    """The same authorization file serves a check and a report: the node turns the number into the pseudonym."""
+    first17 = "31010519900307123"
+    number = first17 + ric.calc_check_digit(first17 + "0")
+    granted = authorization_pb2.Authorization(
+        authorization_id="SQ-BY-NUMBER",
+        document_sha256=bytes(range(32)),
+        subject=number,
+        grantee=AUTHORIZED,
+        scope="report",
+        valid_from=TODAY.isoformat(),
+        valid_until="2099-12-31",
+    )
+    shanghai = pair.shanghai
+    assert shanghai.pool is not None and shanghai.pseudonymizer is not None
+    async with shanghai.pool.acquire() as conn, conn.transaction():
+        await recording.grant(conn, shanghai.ledger, granted, "operator-desk", shanghai.pseudonymizer)
+    person = shanghai.pseudonymizer.pseudonym(number)
+    request = issue_request(subject=person, kind=report_pb2.REPORT_KIND_FULL)
+    request.authorization.CopyFrom(granted)
+    async with client_channel(federation, shanghai, AUTHORIZED) as channel:
+        issued = await issue(channel, request)
+    document = check_report(issued.signed_report, federation.bundle_now()).document
+    assert document["subject"]["id"] == person
+    assert number not in issued.signed_report.decode("utf-8", "replace")
 
 
 async def pair_view(channel: grpc.aio.Channel, number: str, code: str) -> report_pb2.IssuedReport:

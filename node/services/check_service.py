@@ -22,7 +22,6 @@ from typing import Any
 import asyncpg
 import grpc
 
-from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
 from credex.domain.persons import looks_like_ric, validate_ric, withhold
@@ -52,8 +51,6 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         keeper: CheckpointKeeper,
     ) -> None:
         super().__init__(config, pool, trust, logbook, keeper)
-        key = config.keys.pseudonym_key
-        self.pseudonymizer = Pseudonymizer.load(key) if key else None
 
     async def Check(
         self,

@@ -25,7 +25,6 @@ from typing import Any
 import asyncpg
 import grpc
 
-from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain import identity
 from credex.domain import uscc as uscc_codes
 from credex.domain.persons import withhold
@@ -302,16 +301,11 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
                 leave.requesting_unit_uscc,
                 leave.legal_basis,
                 leave.authorizations,
-                self._pseudonymizer,
+                self.pseudonymizer,
                 prefix="leave.",
             )
         except CheckFailure as exc:
             raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
-
-    @functools.cached_property
-    def _pseudonymizer(self) -> Pseudonymizer | None:
-        key = self.config.keys.pseudonym_key
-        return Pseudonymizer.load(key) if key else None
 
 
 @dataclass

@@ -253,7 +253,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
         if not request.HasField("authorization"):
             raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, refusal)
         try:
-            presented = authorization_terms.of(request.authorization, None)
+            presented = authorization_terms.of(request.authorization, self.pseudonymizer)
         except authorization_terms.AuthorizationInvalid as exc:
             raise edge.invalid(f"authorization: {exc}") from None
         if presented.subject_id != subject:

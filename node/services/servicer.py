@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncpg
 import grpc
 
+from credex.crypto.pseudonym import Pseudonymizer
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.config import NodeConfig
 from credex.node.services import edge
@@ -34,6 +35,10 @@ class Servicer:
         self.trust = trust
         self.logbook = logbook
         self.keeper = keeper
+        key = config.keys.pseudonym_key
+        # A person may be named by ID number in any request (a check, a lookup, an authorization, a
+        # stream's filter); every service turns it into the pseudonym with the node's one key.
+        self.pseudonymizer = Pseudonymizer.load(key) if key else None
 
     def member(self, origin: str) -> str:
         """``origin``, if it is a member of the federation in force; else the call is refused NOT_FOUND.

@@ -16,7 +16,6 @@ import asyncpg
 import grpc
 
 from credex.crypto.keys import SigningRefused
-from credex.crypto.pseudonym import Pseudonymizer
 from credex.domain.measures import Catalogue, UnknownScenario
 from credex.node.authorizations import recording
 from credex.node.authorizations import terms as authorizations
@@ -52,8 +51,6 @@ class SubscriptionService(Servicer, subscription_pb2_grpc.SubscriptionServiceSer
         super().__init__(config, pool, trust, logbook, keeper)
         self.bell = Bell(pool)
         self.ledger: Ledger | None = None  # set by the server: grants are signed into the node's own log
-        key = config.keys.pseudonym_key
-        self.pseudonymizer = Pseudonymizer.load(key) if key else None  # a person may be named by ID number
         self.open: set[Stream] = set()  # the streams being served, for their buffered bytes
         METRICS.streams_open.labels(config.origin).set_function(lambda: len(self.open))
         METRICS.stream_buffered_bytes.labels(config.origin).set_function(lambda: self.buffered_bytes)
