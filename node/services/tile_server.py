@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import asyncpg
 import h11
 
+from credex.crypto.merkle import HASH_SIZE
 from credex.crypto.tiles import TILE_WIDTH, TileId, entry_bundle, parse_tile_path
 from credex.crypto.tls import spki_sha256
 from credex.crypto.trust import TrustBundle
@@ -253,23 +254,29 @@ class TileServer:
         if request is None:
             return _text(404, "not a tlog-tiles path")
         cache = _IMMUTABLE if request.width == TILE_WIDTH else _SHORT
-        async with self.pool.acquire() as conn:
-            if request.level is None:
-                if not caller.may_exchange:
-                    return _text(403, "entry bundles carry records: only peers and operators may read them")
+        if request.level is None:
+            if not caller.may_exchange:
+                return _text(403, "entry bundles carry records: only peers and operators may read them")
+            async with self.pool.acquire() as conn:
                 envelopes = await tiles.entries(conn, origin, request.index, request.width)
-                if envelopes is None:
-                    return _text(404, f"{origin}'s log does not hold that entry bundle")
-                try:
-                    bundle = entry_bundle(envelopes)
-                except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
-                    return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
-                return Answer(200, bundle, "application/octet-stream", cache)
-            found = await tiles.read(conn, origin, [TileId(request.level, request.index)])
-        content = found.get(TileId(request.level, request.index), b"")
-        if len(content) < request.width * 32:
+            if envelopes is None:
+                return _text(404, f"{origin}'s log does not hold that entry bundle")
+            try:
+                bundle = entry_bundle(envelopes)
+            except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
+                return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
+            return Answer(200, bundle, "application/octet-stream", cache)
+        tile = TileId(request.level, request.index)
+        book = self.keeper.logbook.cache  # the tiles proofs read last: a tile held wide enough is the store's
+        content = book.tile(origin, tile, request.width)
+        if content is None:
+            async with self.pool.acquire() as conn:  # outside a transaction: committed, so the cache may keep it
+                found, inner = await tiles.read_for_proofs(conn, origin, [tile])
+            book.keep(origin, found, inner)
+            content = book.tile(origin, tile, request.width) or found.get(tile, b"")[: request.width * HASH_SIZE]
+        if len(content) < request.width * HASH_SIZE:
             return _text(404, f"{origin}'s log does not hold that tile")
-        return Answer(200, content[: request.width * 32], "application/octet-stream", cache)
+        return Answer(200, content, "application/octet-stream", cache)
 
 
 def _has_body(request: h11.Request) -> bool:
