@@ -18,6 +18,8 @@ gain entries at the end, so a cached tile holding at least the entries a view
 needs answers that view exactly as the store would. Proofs then skip the
 store's round trip for the upper levels and the hot leaves, which every proof of
 a log shares.
+What the tiles do not hold, the hashes computed inside partial tiles and the folds of
+the right edge, a LogBook remembers too (:class:`~credex.node.chain.folded.FoldedHashes`).
 """
 
 from __future__ import annotations

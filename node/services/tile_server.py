@@ -7,6 +7,9 @@ newest checkpoint this node agrees with, as the origin signed it),
 A full tile never changes and is cached for a year as immutable; a partial tile
 and the checkpoint are cached briefly. A partial tile is served from the wider
 tile held (it is a prefix of it); a width or a tile the tiles do not cover yet is 404.
+Hash tiles come from the LogBook's tile cache when it holds them at least as wide as
+asked (committed tiles only grow, so that is the store's answer exactly), and a tile
+read from the store is kept there; auditors fetching the same tiles then cost no query.
 
 Why h11 on asyncio streams and not a web framework: the server answers GET and
 HEAD on three kinds of path and nothing else, so all it needs is a correct
