@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from credex.crypto.tiles import TILE_HEIGHT, TileId, TileTree
 
-FOLDED_HASHES = 65536  # about 10 MB: a tree's right edge asks a few hundred ranges at most, per origin
+FOLDED_HASHES = 16384  # a few MB: a tree's right edge asks a few hundred ranges at most, per origin
 
 
 class FoldedHashes:
@@ -53,11 +53,16 @@ class FoldedHashes:
             self._held.popitem(last=False)
 
 
-def _computed(start: int, end: int, inner: Mapping[TileId, bytes]) -> bool:
-    """Whether the hash of leaves [start, end) is computed from tiles rather than read as one entry."""
+def _computed(start: int, end: int, size: int, inner: Mapping[TileId, bytes]) -> bool:
+    """Whether the hash of leaves [start, end) is computed from tiles, and shared by the proofs of ``size``.
+
+    A fold is kept only when it ends at the tree's size (the right edge every proof of
+    that tree shares); the folds of a root or proof at some other size are asked once,
+    and keeping them would only push the shared ones out.
+    """
     width = end - start
     if width & (width - 1) or start % width:
-        return True  # a fold of the right edge
+        return end == size  # a fold of the right edge
     height = width.bit_length() - 1
     within = height % TILE_HEIGHT
     if not within:
@@ -97,6 +102,6 @@ class FoldingTree(TileTree):
         if found is not None:
             return found
         hashed = super()._hash(start, end)
-        if self._keep and _computed(start, end, self._full):
+        if self._keep and _computed(start, end, self.size, self._full):
             self._folded.keep(self._origin, start, end, hashed)
         return hashed
