@@ -23,10 +23,12 @@ import pytest
 
 from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.tls import CertificateAuthority
+from credex.node.chain.merkle_book import TileCache
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.ledger import Change
 from credex.node.ledger.appender import _Clock
 from credex.node.runtime import Node
+from credex.node.store import tiles
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 from .callers import PUBLIC, audit_rows, serve_sample
@@ -260,9 +262,39 @@ async def test_credex_audit_over_http_checks_a_log_from_its_tiles_and_names_a_ta
             " WHERE origin = '310000' AND level = 0 AND idx = 0",
             bytes(32),
         )
+    # The node keeps committed tiles in memory (they never change); a store changed under it shows once
+    # that memory is gone, as after a restart.
+    node.logbook.cache = TileCache()
     code, out = await credex("audit", "--over", "http", "--node", endpoint, "--origin", "310000", *auditor)
     assert code == 1, out
     assert "hash tile tile/0/000 disagrees with the events" in " ".join(out.split())
+
+
+async def test_a_tile_served_once_is_served_from_memory_at_any_width_it_covers_and_no_wider(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await serving_with_checkpoint(federation, tmp_path, rows=300)
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        size = await tiles.tiled_size(conn, "310000")
+    assert 256 + 40 < size < 512
+    async with client(federation, node, "320000") as http:
+        full = (await http.get(f"/310000/{tile(0, 0, 256)}")).content
+        edge = (await http.get(f"/310000/{tile(0, 1, size - 256)}")).content
+        assert len(full) == 256 * 32 and len(edge) == (size - 256) * 32
+        async with node.pool.acquire() as conn:  # a store changed under the node: what it served stays served
+            await conn.execute(
+                "UPDATE log_tiles SET hashes = overlay(hashes placing $1 from 1 for 32)"
+                " WHERE origin = '310000' AND level = 0",
+                bytes(32),
+            )
+        assert (await http.get(f"/310000/{tile(0, 0, 256)}")).content == full
+        assert (await http.get(f"/310000/{tile(0, 0, 10)}")).content == full[: 32 * 10]  # a prefix of a full tile
+        assert (await http.get(f"/310000/{tile(0, 1, 40)}")).content == edge[: 32 * 40]
+        wider = await http.get(f"/310000/{tile(0, 1, size - 255)}")  # not held that wide: the store lacks it
+        assert wider.status_code == 404
+    rows = await audit_rows(node, "tiles.GET")
+    assert sum(1 for row in rows if row["status"] == "200") == 5  # each answer from memory is audited too
 
 
 async def test_a_tile_port_in_use_stops_the_start_with_what_to_change(federation: TestFederation) -> None:

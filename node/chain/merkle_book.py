@@ -18,6 +18,8 @@ gain entries at the end, so a cached tile holding at least the entries a view
 needs answers that view exactly as the store would. Proofs then skip the
 store's round trip for the upper levels and the hot leaves, which every proof of
 a log shares.
+What the tiles do not hold, the hashes computed inside partial tiles and the folds of
+the right edge, a LogBook remembers too (:class:`~credex.node.chain.folded.FoldedHashes`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncpg
 
 from credex.crypto.merkle import HASH_SIZE, SubtreeHashes
-from credex.crypto.tiles import TileId, TileTree, tile_width, tiles_needed
+from credex.crypto.tiles import TileId, tile_width, tiles_needed
+from credex.node.chain.folded import FOLDED_HASHES, FoldedHashes, FoldingTree
 from credex.node.chain.latest import LatestCheckpoints
 from credex.node.store import Connection, tiles
 
@@ -68,6 +71,14 @@ class TileCache:
                 inner[tile] = found[1]
         return held, inner
 
+    def tile(self, origin: str, tile: TileId, width: int) -> bytes | None:
+        """The first ``width`` hashes of a tile held at least that wide: the store's tile of that width exactly."""
+        found = self._held.get((origin, tile))
+        if found is None or len(found[0]) < width * HASH_SIZE:
+            return None
+        self._held.move_to_end((origin, tile))
+        return found[0][: width * HASH_SIZE]
+
     def keep(self, origin: str, tiles: dict[TileId, bytes], inner: dict[TileId, bytes]) -> None:
         """Remember committed tiles, each only if wider than the copy held."""
         for tile, hashes in tiles.items():
@@ -84,13 +95,21 @@ class TileCache:
 class TreeView:
     """An origin's Merkle tree at a fixed size: what :meth:`LogBook.tree` hands out."""
 
-    __slots__ = ("_cache", "_origin", "_pool", "size")
+    __slots__ = ("_cache", "_folded", "_origin", "_pool", "size")
 
-    def __init__(self, pool: asyncpg.Pool, origin: str, size: int, cache: TileCache | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        origin: str,
+        size: int,
+        cache: TileCache | None = None,
+        folded: FoldedHashes | None = None,
+    ) -> None:
         self._pool = pool
         self._origin = origin
         self.size = size
         self._cache = cache if cache is not None else TileCache(0)
+        self._folded = folded if folded is not None else FoldedHashes(0)
 
     def _within(self, size: int | None) -> int:
         size = self.size if size is None else size
@@ -109,11 +128,14 @@ class TreeView:
             else:
                 read, read_inner = await tiles.read_for_proofs(conn, self._origin, missing)
                 if conn.is_in_transaction():  # may be uncommitted: used for this answer, not kept
-                    return question(TileTree(size, held | read, inner | read_inner))
+                    return question(self._tree(size, held | read, inner | read_inner, keep=False))
             self._cache.keep(self._origin, read, read_inner)
             held |= read
             inner |= read_inner
-        return question(TileTree(size, held, inner))
+        return question(self._tree(size, held, inner, keep=True))
+
+    def _tree(self, size: int, held: dict[TileId, bytes], inner: dict[TileId, bytes], *, keep: bool) -> FoldingTree:
+        return FoldingTree(size, held, inner, self._origin, self._folded, keep=keep)
 
     async def root(self, size: int | None = None, *, conn: Connection | None = None) -> bytes:
         """The root at ``size``; ``conn`` when the caller holds one already (a second could starve the pool)."""
@@ -142,19 +164,22 @@ class TreeView:
 
 
 class LogBook:
-    def __init__(self, pool: asyncpg.Pool, cached_tiles: int = CACHED_TILES) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, cached_tiles: int = CACHED_TILES, folded_hashes: int = FOLDED_HASHES
+    ) -> None:
         self.pool = pool
         self.cache = TileCache(cached_tiles)
+        self.folded = FoldedHashes(folded_hashes)  # the right edges' hashes, computed once per range
         # The checkpoint served of each origin, shared by all of the node that reads or writes checkpoints.
         self.latest: LatestCheckpoints[HeldCheckpoint | None] = LatestCheckpoints()
 
     def view(self, origin: str, size: int) -> TreeView:
         """The origin's tree at ``size``, which the caller knows its tiles cover (read in its own query)."""
-        return TreeView(self.pool, origin, size, self.cache)
+        return TreeView(self.pool, origin, size, self.cache, self.folded)
 
     async def tree(self, origin: str, *, conn: Connection | None = None) -> TreeView:
         """The origin's tree as its tiles cover it now; ``conn`` when the caller holds one already."""
         if conn is not None:
-            return TreeView(self.pool, origin, await tiles.tiled_size(conn, origin), self.cache)
+            return TreeView(self.pool, origin, await tiles.tiled_size(conn, origin), self.cache, self.folded)
         async with self.pool.acquire() as own:
-            return TreeView(self.pool, origin, await tiles.tiled_size(own, origin), self.cache)
+            return TreeView(self.pool, origin, await tiles.tiled_size(own, origin), self.cache, self.folded)

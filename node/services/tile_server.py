@@ -7,6 +7,9 @@ newest checkpoint this node agrees with, as the origin signed it),
 A full tile never changes and is cached for a year as immutable; a partial tile
 and the checkpoint are cached briefly. A partial tile is served from the wider
 tile held (it is a prefix of it); a width or a tile the tiles do not cover yet is 404.
+Hash tiles come from the LogBook's tile cache when it holds them at least as wide as
+asked (committed tiles only grow, so that is the store's answer exactly), and a tile
+read from the store is kept there; auditors fetching the same tiles then cost no query.
 
 Why h11 on asyncio streams and not a web framework: the server answers GET and
 HEAD on three kinds of path and nothing else, so all it needs is a correct
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 import asyncpg
 import h11
 
+from credex.crypto.merkle import HASH_SIZE
 from credex.crypto.tiles import TILE_WIDTH, TileId, entry_bundle, parse_tile_path
 from credex.crypto.tls import spki_sha256
 from credex.crypto.trust import TrustBundle
@@ -253,23 +257,29 @@ class TileServer:
         if request is None:
             return _text(404, "not a tlog-tiles path")
         cache = _IMMUTABLE if request.width == TILE_WIDTH else _SHORT
-        async with self.pool.acquire() as conn:
-            if request.level is None:
-                if not caller.may_exchange:
-                    return _text(403, "entry bundles carry records: only peers and operators may read them")
+        if request.level is None:
+            if not caller.may_exchange:
+                return _text(403, "entry bundles carry records: only peers and operators may read them")
+            async with self.pool.acquire() as conn:
                 envelopes = await tiles.entries(conn, origin, request.index, request.width)
-                if envelopes is None:
-                    return _text(404, f"{origin}'s log does not hold that entry bundle")
-                try:
-                    bundle = entry_bundle(envelopes)
-                except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
-                    return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
-                return Answer(200, bundle, "application/octet-stream", cache)
-            found = await tiles.read(conn, origin, [TileId(request.level, request.index)])
-        content = found.get(TileId(request.level, request.index), b"")
-        if len(content) < request.width * 32:
+            if envelopes is None:
+                return _text(404, f"{origin}'s log does not hold that entry bundle")
+            try:
+                bundle = entry_bundle(envelopes)
+            except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
+                return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
+            return Answer(200, bundle, "application/octet-stream", cache)
+        tile = TileId(request.level, request.index)
+        book = self.keeper.logbook.cache  # the tiles proofs read last: a tile held wide enough is the store's
+        content = book.tile(origin, tile, request.width)
+        if content is None:
+            async with self.pool.acquire() as conn:  # outside a transaction: committed, so the cache may keep it
+                found, inner = await tiles.read_for_proofs(conn, origin, [tile])
+            book.keep(origin, found, inner)
+            content = book.tile(origin, tile, request.width) or found.get(tile, b"")[: request.width * HASH_SIZE]
+        if len(content) < request.width * HASH_SIZE:
             return _text(404, f"{origin}'s log does not hold that tile")
-        return Answer(200, content[: request.width * 32], "application/octet-stream", cache)
+        return Answer(200, content, "application/octet-stream", cache)
 
 
 def _has_body(request: h11.Request) -> bool:
