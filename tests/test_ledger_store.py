@@ -59,7 +59,7 @@ async def test_a_pipeline_of_batches_leaves_every_record_at_its_newest_event(fed
             r["record_id"]: r
             for r in await conn.fetch("SELECT record_id, seq, status, digest FROM records WHERE origin = $1", ORIGIN)
         }
-        names = dict(await conn.fetch("SELECT subject_id, name FROM subjects"))
+        names = {r["subject_id"]: r["name"] for r in await conn.fetch("SELECT subject_id, name FROM subjects")}
         seqs = [r["seq"] for r in await conn.fetch("SELECT seq FROM events WHERE origin = $1 ORDER BY seq", ORIGIN)]
         progress = await conn.fetchrow(
             "SELECT contiguous_seq, max_seq, tiled_seq FROM origin_progress WHERE origin = $1", ORIGIN
