@@ -436,20 +436,30 @@ class Ledger:
             disputed=draft.disputed,
         )
 
-    async def _store(self, conn: Connection, events: list[state.StoredEvent], head: int) -> None:
+    async def _store(
+        self, conn: Connection, events: list[state.StoredEvent], head: int, fresh: Collection[str] = ()
+    ) -> None:
+        """Store a signed batch: its events, its records (``fresh``: ids no row holds yet), the head, the tiles.
+
+        The head, the watermark and the relay's wake-up are one statement, which also reads
+        how far the tiles reach: the store step is a handful of round trips per batch, each
+        doing the batch's rows set-wise.
+        """
         if not events:
             return
         await state.copy_events(conn, events)
-        await state.upsert_records(conn, events)
-        await conn.execute("UPDATE ledger_head SET seq = $2 WHERE origin = $1", self.origin, head)
-        await conn.execute(
-            "INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
-            " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2, updated_at = now()",
+        await state.upsert_records(conn, events, fresh)
+        tiled = await conn.fetchval(
+            "WITH head AS (UPDATE ledger_head SET seq = $2 WHERE origin = $1),"
+            " progress AS (INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
+            " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2, updated_at = now()"
+            " RETURNING tiled_seq)"
+            " SELECT tiled_seq FROM progress, pg_notify($3, '')",
             self.origin,
             head,
+            NOTIFY_CHANNEL,
         )
-        await tiles.cover(conn, self.origin, events[0].seq - 1, head, [e.leaf for e in events])
-        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        await tiles.cover(conn, self.origin, events[0].seq - 1, head, [e.leaf for e in events], tiled=int(tiled))
         METRICS.events_signed.labels(self.origin).inc(len(events))
 
 
@@ -507,23 +517,26 @@ class Appending:
                 signing.cancel()
                 await asyncio.wait([signing])
         if signed:
-            self._pending = _Pending(signed, head, {i: held[i] for i in ids if i in held})
+            # An UPSERT is drafted only for a record neither the store nor the batch before holds.
+            fresh = frozenset(d.record.record_id for d in drafts if d.event_type == event_pb2.EVENT_TYPE_UPSERT)
+            self._pending = _Pending(signed, head, {i: held[i] for i in ids if i in held}, fresh)
         return result
 
     async def flush(self) -> None:
         """Store the batch signed last, if any; call before the transaction commits."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            await self._ledger._store(self._conn, pending.events, pending.head)
+            await self._ledger._store(self._conn, pending.events, pending.head, pending.fresh)
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A batch signed and not yet stored: its events, the head after it, and where its records stand."""
+    """A batch signed and not yet stored: its events, the head after it, where its records stand, which are new."""
 
     events: list[state.StoredEvent]
     head: int
     held: dict[str, _Held]
+    fresh: frozenset[str]  # records of the batch no row holds yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import unicodedata
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from credex.crypto.merkle import leaf_hash
@@ -305,8 +305,14 @@ async def _insert_distinct(conn: Connection, events: Sequence[StoredEvent]) -> I
     return InsertOutcome(new, replays, conflicts)
 
 
-async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> None:
+async def upsert_records(conn: Connection, events: Iterable[StoredEvent], fresh: Collection[str] = ()) -> None:
     """Make each record's state the one of its highest-seq event; never cross origins.
+
+    ``fresh`` are ids of records the caller knows no row holds: the ledger, under its
+    origin's head lock, found none. Their rows are COPYed straight into ``records``, which
+    costs half of staging them for an upsert (a bulk ingest is nearly all new records); if
+    a row did appear meanwhile, the primary key refuses the whole batch rather than either
+    row being lost.
 
     In the same transaction, measures applied because of a record these events take out of
     force are marked lifted (:mod:`credex.node.store.lifting`), so the two cannot part.
@@ -319,20 +325,23 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent]) -> Non
             latest[event.record_id] = event
     if not latest:
         return
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS")
-    await conn.execute("TRUNCATE staged_records")
-    await conn.copy_records_to_table(
-        "staged_records", records=[e.record_row() for e in latest.values()], columns=RECORD_COLUMNS
-    )
-    await conn.execute(
-        "INSERT INTO records AS r SELECT * FROM staged_records"
-        " ON CONFLICT (record_id) DO UPDATE SET"
-        " subject_id = EXCLUDED.subject_id, kind = EXCLUDED.kind, seq = EXCLUDED.seq,"
-        " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
-        " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record,"
-        " disputed = EXCLUDED.disputed"
-        " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
-    )
+    new = [e.record_row() for e in latest.values() if e.record_id in fresh]
+    held_rows = [e.record_row() for e in latest.values() if e.record_id not in fresh]
+    if new:
+        await conn.copy_records_to_table("records", records=new, columns=RECORD_COLUMNS)
+    if held_rows:
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS")
+        await conn.execute("TRUNCATE staged_records")
+        await conn.copy_records_to_table("staged_records", records=held_rows, columns=RECORD_COLUMNS)
+        await conn.execute(
+            "INSERT INTO records AS r SELECT * FROM staged_records"
+            " ON CONFLICT (record_id) DO UPDATE SET"
+            " subject_id = EXCLUDED.subject_id, kind = EXCLUDED.kind, seq = EXCLUDED.seq,"
+            " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
+            " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record,"
+            " disputed = EXCLUDED.disputed"
+            " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
+        )
     await _upsert_subject_states(conn, (event.state for event in latest.values()))
     await lifting.lift_measures(conn, events)
 

@@ -58,17 +58,27 @@ async def tiled_size(conn: Connection, origin: str) -> int:
     return int(await conn.fetchval("SELECT tiled_seq FROM origin_progress WHERE origin = $1", origin) or 0)
 
 
-async def cover(conn: Connection, origin: str, old: int, new: int, leaves: Sequence[bytes] | None = None) -> None:
+async def cover(
+    conn: Connection,
+    origin: str,
+    old: int,
+    new: int,
+    leaves: Sequence[bytes] | None = None,
+    *,
+    tiled: int | None = None,
+) -> None:
     """Grow ``origin``'s tiles from ``old`` to ``new`` leaves, in the transaction that moved its watermark so.
 
     The caller holds the origin's ``origin_progress`` row locked. ``leaves`` are the leaf
     hashes of seqs old+1..new when the caller has them, else they are read from the
-    events. Tiles still behind ``old`` (a store older than tiles) are left to
-    :func:`tile_backlog`.
+    events; ``tiled``, the row's ``tiled_seq`` when the caller read it while locking the
+    row, else it is read here. Tiles still behind ``old`` (a store older than tiles) are
+    left to :func:`tile_backlog`.
     """
     if new <= old:
         return
-    tiled = await tiled_size(conn, origin)
+    if tiled is None:
+        tiled = await tiled_size(conn, origin)
     if tiled != old:
         if tiled > old:
             raise TileMismatch(f"{origin}: tiles cover {tiled} leaves, past the watermark {old}")
