@@ -13,7 +13,6 @@ import base64
 import binascii
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import re
