@@ -57,7 +57,29 @@ _NO_DIGITS = str.maketrans("", "", "0123456789")
 # many, each at most _CLEAN_CHARS long, so that callers sending text after distinct text cost a few MB at most.
 _CLEAN_TEXTS = 16384
 _CLEAN_CHARS = 128
-_clean: dict[str, None] = {}
+
+
+class _CleanTexts:
+    """Texts found to hold no ID number today (whether a number is plausible depends on the date: a birth date)."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, None] = {}
+        self.on = dt.date.min
+
+    def __contains__(self, text: str) -> bool:
+        if (today := dt.date.today()) != self.on:
+            self.texts.clear()
+            self.on = today
+        return text in self.texts
+
+    def add(self, text: str) -> None:
+        if len(text) <= _CLEAN_CHARS:
+            if len(self.texts) >= _CLEAN_TEXTS:
+                self.texts.clear()
+            self.texts[text] = None
+
+
+_clean = _CleanTexts()
 
 
 def cannot_hold_ric(text: str) -> bool:
@@ -73,16 +95,14 @@ def cannot_hold_ric(text: str) -> bool:
 def withheld(text: str) -> str:
     """:func:`withhold` for a field of every audit row, at the cost of a count or a look-up for most texts.
 
-    A text found to hold no ID number is remembered (bounded, and only such texts: an ID
-    number is never kept here), since callers, purposes and subjects recur call after call.
+    A text found to hold no ID number is remembered for the day (bounded, and only such texts:
+    an ID number is never kept here), since callers, purposes and subjects recur call after call.
     """
     if cannot_hold_ric(text) or text in _clean:
         return text
     kept = withhold(text)
-    if kept == text and len(text) <= _CLEAN_CHARS:
-        if len(_clean) >= _CLEAN_TEXTS:
-            _clean.clear()
-        _clean[text] = None
+    if kept == text:
+        _clean.add(text)
     return kept
 
 
