@@ -100,3 +100,14 @@ def test_a_supervisor_is_shown_its_regions_risk_classes_only_and_other_callers_n
     assert _profile("s", rows, Caller("shanghai-supervision", "supervision", "310000"))[1] == ["310000#7"]
     assert _profile("s", rows, Caller("zhejiang-supervision", "supervision", "330000"))[1] == []
     assert _profile("s", rows, Caller("government-office", "government"))[1] == []
+
+
+def test_lengths_past_two_varint_bytes_are_encoded_as_protobuf_does() -> None:
+    record = record_pb2.Record(
+        record_id="R-2", origin="310000", kind=record_pb2.KIND_LICENCE, sharing_level=record_pb2.SHARING_LEVEL_PUBLIC
+    )
+    record.subject.name = "名" * 7000  # 21,000 bytes: a three-byte length
+    envelope = event_pb2.Envelope(payload=bytes(40000), payload_type="credex.v1.Event").SerializeToString()
+    rows = [row(record, 2**35, envelope, disputed=True)]
+    profile, _ = _profile("91310115MA1K4LXX1A", rows, Caller("anyone", "government"))
+    assert profile.SerializeToString() == by_messages("91310115MA1K4LXX1A", rows).SerializeToString()

@@ -418,50 +418,60 @@ def _profile(subject_id: str, rows: list[asyncpg.Record], caller: Caller) -> tup
     """
     shown = _visible_wire(rows, caller)
     subject = subject_id.encode()
-    wire = b"".join([b"\x0a", _varint(len(subject)), subject, *(part for _, _, e in shown for part in _field(2, e))])
-    return lookup_pb2.Profile.FromString(wire), [f"{origin}#{seq}" for origin, seq, _ in shown]
+    wire = [b"\x0a", _varint(len(subject)), subject]
+    for _, _, entry in shown:
+        wire += (b"\x12", _varint(len(entry)), entry)
+    return lookup_pb2.Profile.FromString(b"".join(wire)), [f"{origin}#{seq}" for origin, seq, _ in shown]
 
 
 def _visible_wire(rows: list[asyncpg.Record], caller: Caller) -> list[tuple[str, int, bytes]]:
-    """(origin, seq, ProfileEntry's wire bytes) of each row ``caller`` may see.
+    """(origin, seq, ProfileEntry's wire bytes) of each row ``caller`` may see, fields in number order as protobuf's.
 
     A record is parsed only when :meth:`Caller.sees_record` must judge it (a supervisor's
     regional kinds); for every other caller it answers yes without reading it.
     """
     today = publicity_today()
-    judged = frozenset(caller.regional_kinds())
+    judged = caller.regional_kinds()
     shown = []
     for row in rows:
         kind, record, origin, seq = row["kind"], row["record"], row["origin"], row["seq"]
         status = entry_status(row["status"], row["publicity_end"], today)
         if not caller.sees(row["sharing_level"], status, kind):
             continue
-        if kind in judged and not caller.sees_record(origin, record_pb2.Record.FromString(record)):
+        if judged and kind in judged and not caller.sees_record(origin, record_pb2.Record.FromString(record)):
             continue
-        origin_bytes = origin.encode()
+        named, envelope = origin.encode(), row["envelope"]
         wire = b"".join(
-            [
-                *_field(1, record),
-                *_field(2, origin_bytes),
+            (
+                b"\x0a",
+                _varint(len(record)),
+                record,
+                b"\x12",
+                _varint(len(named)),
+                named,
                 b"\x18",
                 _varint(seq),
-                *_field(4, row["envelope"]),
+                b"\x22",
+                _varint(len(envelope)),
+                envelope,
                 b"\x28",
                 _varint(status),
                 b"\x30\x01" if row["disputed"] else b"",
-            ]
+            )
         )
         shown.append((origin, seq, wire))
     return shown
 
 
-def _field(number: int, value: bytes) -> tuple[bytes, bytes, bytes]:
-    """A length-delimited field (a string, bytes or an embedded message) of a small field number, on the wire."""
-    return bytes([number << 3 | 2]), _varint(len(value)), value
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
     """``value`` (not negative) as a protobuf varint."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:  # a record's or an envelope's length
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
