@@ -157,7 +157,19 @@ async def main(n: int, seconds: float, concurrency: int, kinds: tuple[str, ...] 
                 answered = await conn.fetchval("SELECT count(*) FROM check_answers")
         finally:
             await node.stop()
-        if "echo" not in results:  # a partial run (for a profiler): no ratios to print
+        # Calls counted over the measured seconds; the CPU also covers each round's warm-up second, alike for all.
+        per_call = {
+            k: 1000 * cpu_of[k] / max(1, sum(len(r.latencies_ms) + r.errors for r in results[k])) for k in cpu_of
+        }
+        if set(results) != {*KINDS, "echo"}:  # a partial run (for a profiler): what was driven, beside echo if it was
+            print("\n  serving process CPU per call (all its threads):")
+            for k, driven in results.items():
+                print(f"    {k:<12} {per_call[k]:8.3f} ms, {merged(driven).rate:,.1f} calls/s")
+            if "profile" in results and "echo" in results:
+                print(
+                    f"  GetProfile {per_call['echo'] / per_call['profile']:.2f}x echo by CPU per call,"
+                    f" {merged(results['profile']).rate / merged(results['echo']).rate:.2f}x by rate"
+                )
             return
         copy = await raw_copy(running.postgres.uri("postgres"), 100000)
     profile, one, hundred, search, echo = (
@@ -177,8 +189,6 @@ async def main(n: int, seconds: float, concurrency: int, kinds: tuple[str, ...] 
             f"  round {i + 1}: GetProfile {p / e:.2f}x echo, Check 1 {c1 / p:.2f}x GetProfile,"
             f" Check 100 {100 * c100 / c1:.1f}x faster than 100 single"
         )
-    # Calls counted over the measured seconds; the CPU also covers each round's warm-up second, alike for all.
-    per_call = {k: 1000 * cpu_of[k] / max(1, sum(len(r.latencies_ms) + r.errors for r in results[k])) for k in cpu_of}
     print("\n  serving process CPU per call (all its threads):")
     for name, k in (("GetProfile", "profile"), ("Check 1", "check1"), ("Check 100", "check100"), ("echo", "echo")):
         print(f"    {name:<12} {per_call[k]:8.3f} ms")
@@ -207,10 +217,12 @@ if __name__ == "__main__":
         "--rounds", type=int, default=3, help="rounds over every kind, each kind seconds/rounds a round"
     )
     parser.add_argument(
-        "--kinds", default=",".join(KINDS), help="the calls to drive, for profiling one (the full set prints ratios)"
+        "--kinds",
+        default=",".join(KINDS),
+        help="the calls to drive, for profiling one (the full set prints ratios; add echo for GetProfile's)",
     )
     args = parser.parse_args()
     kinds = tuple(kind for kind in args.kinds.split(",") if kind)
-    if unknown := set(kinds) - set(KINDS):
-        parser.error(f"unknown kinds {sorted(unknown)}; choose among {', '.join(KINDS)}")
+    if unknown := set(kinds) - {*KINDS, "echo"}:
+        parser.error(f"unknown kinds {sorted(unknown)}; choose among {', '.join(KINDS)}, echo")
     asyncio.run(main(args.records, args.seconds, args.concurrency, kinds, max(1, args.rounds)))

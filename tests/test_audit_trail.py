@@ -20,10 +20,14 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from credex.domain.persons import WITHHELD, looks_like_ric, withhold
+from credex.domain.persons import fold as persons_fold
 from credex.node.runtime import Node
-from credex.node.services import edge
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services import audit_trail, edge
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, cannot_hold_ric, withheld
 from credex.v1 import (
     exchange_pb2,
     exchange_pb2_grpc,
@@ -331,3 +335,28 @@ async def calls_audited(node: Node, method: str, expected: Counter[tuple[str, st
 async def _checkpoint_covers(keeper: Any, size: int) -> bool:
     held = await keeper.latest("310000")
     return held is not None and held.size >= size
+
+
+# -- ID numbers in caller text: the cheap ways round the search must never let one through ----
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_ascii_text_under_17_digits_is_passed_over_only_where_no_id_number_could_be_found(text: str) -> None:
+    if cannot_hold_ric(text):
+        assert not looks_like_ric(text)
+        assert withheld(text) == withhold(text) == text
+
+
+@given(
+    st.sampled_from(["", "采购审查 ", "ｐｕｒｐｏｓｅ ", "due diligence for "]), st.sampled_from([" ", "", "\u3000"])
+)
+def test_an_id_number_is_withheld_every_time_however_often_clean_text_came_before(prefix: str, space: str) -> None:
+    number = "11010519491231002X"
+    spaced = space.join([number[:6], number[6:14], number[14:]])
+    wide = spaced.translate(str.maketrans("0123456789X", "０１２３４５６７８９Ｘ"))
+    for _ in range(3):
+        assert withheld(prefix) == prefix  # remembered as clean
+        for sent in (prefix + spaced, prefix + wide):
+            kept = withheld(sent)
+            assert kept == withhold(sent) and number not in persons_fold(kept) and WITHHELD in kept
+    assert not any(number in persons_fold(text) for text in audit_trail._clean.texts)

@@ -148,6 +148,43 @@ def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: Tr
     return caller_of(name, lambda: _presented_spki(auth), peer_address(context.peer()), access, bundle)
 
 
+class Callers:
+    """:func:`identify`, remembered: who presents a certificate, or calls from an address, under one bundle and config.
+
+    Working a caller out (the certificate's key hashed, the bundle's members and the
+    config's bindings looked up, an address parsed) costs as much as the rest of a short
+    call. The answer depends only on the certificate presented (its name and key; the
+    CA checked it in the handshake), or without one on the address, and on the trust
+    bundle and access config in force; so it is kept by exactly those, and forgotten
+    whole as soon as either is another object (a bundle refreshed, a member removed or
+    rebound). Bounded: past :attr:`limit` distinct callers it starts again.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._known: dict[tuple[bytes | None, bytes | None, str], Caller] = {}
+        self._under: tuple[AccessConfig, TrustBundle] | None = None
+
+    def identify(self, context: grpc.aio.ServicerContext, access: AccessConfig, bundle: TrustBundle) -> Caller:  # type: ignore[type-arg]
+        under = self._under
+        if under is None or under[0] is not access or under[1] is not bundle:
+            self._known.clear()
+            self._under = (access, bundle)
+        auth = context.auth_context()
+        name = next(iter(auth.get("x509_common_name") or ()), None)
+        certificate = next(iter(auth.get("x509_pem_cert") or ()), None)
+        # With a certificate the address decides nothing; without one it is all there is (the connection's peer).
+        key = (name, certificate, "" if name is not None else context.peer())
+        caller = self._known.get(key)
+        if caller is None:
+            if len(self._known) >= self.limit:
+                self._known.clear()
+            address = peer_address(context.peer())
+            shown = name.decode(errors="replace") if name is not None else None
+            caller = self._known[key] = caller_of(shown, lambda: _presented_spki(auth), address, access, bundle)
+        return caller
+
+
 def caller_of(
     name: str | None, presented: Callable[[], str], address: str, access: AccessConfig, bundle: TrustBundle
 ) -> Caller:

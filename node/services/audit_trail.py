@@ -52,6 +52,60 @@ _INT32 = 2**31 - 1
 # Errors that mean the database is out of reach: retrying entries one by one would not help.
 
 
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+# Texts remembered as holding no ID number (a caller's name, its purpose, subjects asked about): at most this
+# many, each at most _CLEAN_CHARS long, so that callers sending text after distinct text cost a few MB at most.
+_CLEAN_TEXTS = 16384
+_CLEAN_CHARS = 128
+
+
+class _CleanTexts:
+    """Texts found to hold no ID number today (whether a number is plausible depends on the date: a birth date)."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, None] = {}
+        self.on = dt.date.min
+
+    def __contains__(self, text: str) -> bool:
+        if (today := dt.date.today()) != self.on:
+            self.texts.clear()
+            self.on = today
+        return text in self.texts
+
+    def add(self, text: str) -> None:
+        if len(text) <= _CLEAN_CHARS:
+            if len(self.texts) >= _CLEAN_TEXTS:
+                self.texts.clear()
+            self.texts[text] = None
+
+
+_clean = _CleanTexts()
+
+
+def cannot_hold_ric(text: str) -> bool:
+    """Whether ``text`` is plain ASCII with fewer than 17 digits: no folding can make an ID number's shape of it.
+
+    Folding (domain/persons.py) is NFKC, which leaves ASCII as it is, then drops spaces and
+    upper-cases: it makes no digit, and an ID number's shape needs 17. The common text is
+    settled by this one C-speed count; anything else is searched as before.
+    """
+    return text.isascii() and len(text) - len(text.translate(_NO_DIGITS)) < 17
+
+
+def withheld(text: str) -> str:
+    """:func:`withhold` for a field of every audit row, at the cost of a count or a look-up for most texts.
+
+    A text found to hold no ID number is remembered for the day (bounded, and only such texts:
+    an ID number is never kept here), since callers, purposes and subjects recur call after call.
+    """
+    if cannot_hold_ric(text) or text in _clean:
+        return text
+    kept = withhold(text)
+    if kept == text:
+        _clean.add(text)
+    return kept
+
+
 class AuditUnavailable(CredexError, RuntimeError):
     """The audit entry could not be written, so the call must not be answered."""
 
@@ -96,7 +150,7 @@ class AuditEntry:
         texts = {name: getattr(self, name) for name in _LIMITS}
         changed = False
         for name in _CALLER_TEXT if self.status == "OK" else _LIMITS:
-            kept = withhold(texts[name])
+            kept = withheld(texts[name])
             if kept != texts[name]:
                 texts[name], changed = kept, True
         if (

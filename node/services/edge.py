@@ -63,8 +63,8 @@ from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
-from credex.node.services.access import Caller, identify
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows
+from credex.node.services.access import Caller, Callers
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows, cannot_hold_ric
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.trust import TrustProvider
 
@@ -335,40 +335,101 @@ def check_request(message: Message) -> None:
 def _check_message(message: Message, path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise invalid(f"{path} is nested more than {MAX_DEPTH} messages deep")
-    descriptor = message.DESCRIPTOR
+    for field_name, check in _plan(message.DESCRIPTOR):  # unset fields too: required ones and origins must be checked
+        check(message, field_name if depth == 0 else f"{path}.{field_name}", depth)
+
+
+# A field's check: (the message holding it, the field's name as errors show it, the message's depth).
+_FieldCheck: TypeAlias = Callable[[Message, str, int], None]
+# A value's check: (the field's name or item as errors show it, the value, the depth of its message).
+_ValueCheck: TypeAlias = Callable[[str, Any, int], None]
+_ORIGIN_TEXT = Text(16)
+
+
+@functools.cache
+def _plan(descriptor: Any) -> tuple[tuple[str, _FieldCheck], ...]:
+    """The checks of every field of a message type, worked out once per type from :data:`RULES`.
+
+    The rules, the field's kind and its limits are looked up here, not on every call;
+    the checks run are the same ones, in the same order. Fields without a check
+    (booleans, enums, floats) are left out.
+    """
     rules = RULES.get(descriptor.full_name, {})
-    for fd in descriptor.fields:  # unset fields too: required ones and origins must be checked
-        name = fd.name if depth == 0 else f"{path}.{fd.name}"
-        value = getattr(message, fd.name)
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            for key, item in value.items():
-                _check_value(fd.message_type.fields_by_name["key"], f"{name} key", key, {}, depth)
-                _check_value(fd.message_type.fields_by_name["value"], f"{name}[…]", item, {}, depth)
-        elif fd.is_repeated:
-            limit = rules.get(fd.name, DEFAULT_TEXT).max_items
-            if limit and len(value) > limit:
-                raise invalid(f"{name} has {len(value):,} items; at most {limit:,} are accepted in one call")
-            for index, item in enumerate(value):
-                _check_value(fd, f"{name}[{index}]", item, rules, depth)
-        elif fd.type != FieldDescriptor.TYPE_MESSAGE or message.HasField(fd.name):
-            _check_value(fd, name, value, rules, depth)
+    plan: list[tuple[str, _FieldCheck]] = []
+    for fd in descriptor.fields:
+        field_check = _field_check(fd, rules)
+        if field_check is not None:
+            plan.append((fd.name, field_check))
+    return tuple(plan)
 
 
-def _check_value(fd: Any, name: str, value: Any, rules: dict[str, Text], depth: int) -> None:
+def _field_check(fd: Any, rules: dict[str, Text]) -> _FieldCheck | None:
+    attribute = fd.name
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        check_key = _value_check(fd.message_type.fields_by_name["key"], {})
+        check_item = _value_check(fd.message_type.fields_by_name["value"], {})
+
+        def check_map(message: Message, name: str, depth: int) -> None:
+            for key, item in getattr(message, attribute).items():
+                if check_key is not None:
+                    check_key(f"{name} key", key, depth)
+                if check_item is not None:
+                    check_item(f"{name}[…]", item, depth)
+
+        return check_map
+    check_value = _value_check(fd, rules)
+    if fd.is_repeated:
+        limit = rules.get(fd.name, DEFAULT_TEXT).max_items
+
+        def check_repeated(message: Message, name: str, depth: int) -> None:
+            values = getattr(message, attribute)
+            if limit and len(values) > limit:
+                raise invalid(f"{name} has {len(values):,} items; at most {limit:,} are accepted in one call")
+            if check_value is not None:
+                for index, item in enumerate(values):
+                    check_value(f"{name}[{index}]", item, depth)
+
+        return check_repeated
+    if check_value is None:
+        return None
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+
+        def check_set_message(message: Message, name: str, depth: int) -> None:
+            if message.HasField(attribute):
+                check_value(name, getattr(message, attribute), depth)
+
+        return check_set_message
+
+    def check_single(message: Message, name: str, depth: int) -> None:
+        check_value(name, getattr(message, attribute), depth)
+
+    return check_single
+
+
+def _value_check(fd: Any, rules: dict[str, Text]) -> _ValueCheck | None:
     if fd.type == FieldDescriptor.TYPE_STRING:
         if fd.name == "origin":
-            check_text(name, value, Text(16))
-            check_origin(name, value)
-        else:
-            check_text(name, value, rules.get(fd.name, DEFAULT_TEXT))
-    elif fd.type == FieldDescriptor.TYPE_BYTES:
+
+            def check_origin_text(name: str, value: Any, depth: int) -> None:
+                check_text(name, value, _ORIGIN_TEXT)
+                check_origin(name, value)
+
+            return check_origin_text
+        rule = rules.get(fd.name, DEFAULT_TEXT)
+        return lambda name, value, depth: check_text(name, value, rule)
+    if fd.type == FieldDescriptor.TYPE_BYTES:
         limit = BYTES_LIMITS.get((fd.containing_type.full_name, fd.name), DEFAULT_BYTES)
-        if len(value) > limit:
-            raise invalid(f"{name} has {len(value):,} bytes; at most {limit:,} are accepted")
-    elif fd.type in _INTEGERS:
-        check_integer(name, value)
-    elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-        _check_message(value, name, depth + 1)
+
+        def check_bytes(name: str, value: Any, depth: int) -> None:
+            if len(value) > limit:
+                raise invalid(f"{name} has {len(value):,} bytes; at most {limit:,} are accepted")
+
+        return check_bytes
+    if fd.type in _INTEGERS:
+        return lambda name, value, depth: check_integer(name, value)
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        return lambda name, value, depth: _check_message(value, name, depth + 1)
+    return None
 
 
 # -- the call ---------------------------------------------------------------------------
@@ -545,6 +606,10 @@ class Gate:
         self.trust = trust
         self.audit = audit
         self.origin = config.origin
+        self._callers = Callers()
+        # Metric children by label (the methods and statuses are few): see _count.
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
         grpc_config = config.grpc
         self.admission = Admission(
             grpc_config.max_concurrent_calls, grpc_config.max_concurrent_calls_per_caller, grpc_config.public_share
@@ -597,7 +662,7 @@ class Gate:
     async def _serve(
         self, method: str, request_class: type[Message], behavior: Behavior, raw: bytes, context: Context
     ) -> Message:
-        caller = identify(context, self.config.access, self.trust.current)
+        caller = self._callers.identify(context, self.config.access, self.trust.current)
         call = Call(method, caller)
         refusal = self.admission.enter(caller)
         if refusal is not None:
@@ -616,7 +681,10 @@ class Gate:
             _CURRENT.reset(token)
             self.admission.leave(caller)
             self._in_flight.dec()
-        METRICS.rpc_seconds.labels(self.origin, method).observe(time.perf_counter() - call.started)
+        timer = self._timers.get(method)
+        if timer is None:
+            timer = self._timers[method] = METRICS.rpc_seconds.labels(self.origin, method)
+        timer.observe(time.perf_counter() - call.started)
         return response
 
     async def _answer(
@@ -666,7 +734,7 @@ class Gate:
         filter) is committed before the first message, and the close row (what was sent, how
         it ended) is queued whatever ends the stream, the caller going away included.
         """
-        caller = identify(context, self.config.access, self.trust.current)
+        caller = self._callers.identify(context, self.config.access, self.trust.current)
         call = Call(method, caller)
         refusal = self.streams.enter(caller)
         if refusal is not None:
@@ -718,7 +786,7 @@ class Gate:
         The stream was entitled by who the caller was when it opened; a stream lasts for
         days, so nothing more is written to it under a bundle that says otherwise.
         """
-        now = identify(context, self.config.access, bundle)
+        now = self._callers.identify(context, self.config.access, bundle)
         if now != caller:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -762,7 +830,7 @@ class Gate:
         if (
             call.caller.role == "government"
             and self.config.access.purpose_required_for_government
-            and "purpose" in request.DESCRIPTOR.fields_by_name
+            and _audited_fields(request.DESCRIPTOR)[0]  # the request has a purpose
             and not call.purpose.strip()
         ):
             raise invalid(
@@ -796,7 +864,10 @@ class Gate:
             log.warning("refused %s of %s not audited: %s", call.method, call.caller.identity, exc)
 
     def _count(self, method: str, status: str) -> None:
-        METRICS.rpcs.labels(self.origin, method, status).inc()
+        counter = self._counters.get((method, status))
+        if counter is None:  # a label lookup takes a lock and builds a key: once per method and status
+            counter = self._counters[(method, status)] = METRICS.rpcs.labels(self.origin, method, status)
+        counter.inc()
 
     def _note(self, call: Call, status: str, reason: str) -> None:
         """Sum up a refused or cancelled call; :meth:`_summarize` writes the sums."""
@@ -858,16 +929,23 @@ def _decode(method: str, request_class: type[Message], raw: bytes) -> Message:
 
 def _prefill(call: Call, request: Message) -> None:
     """What the audit row shows even if the request is refused below: purpose and subject as sent."""
-    fields = request.DESCRIPTOR.fields_by_name
-    if "purpose" in fields:
+    purpose, subjects, origin = _audited_fields(request.DESCRIPTOR)
+    if purpose:
         call.purpose = getattr(request, "purpose")  # noqa: B009 (a generic Message; the field is in its descriptor)
-    rules = RULES.get(request.DESCRIPTOR.full_name, {})
-    for name, rule in rules.items():
-        if rule.subject and getattr(request, name):
-            call.subject_id = _auditable_subject(getattr(request, name))
+    for name in subjects:
+        if sent := getattr(request, name):
+            call.subject_id = _auditable_subject(sent)
             return
-    if "origin" in fields:
+    if origin:
         call.subject_id = getattr(request, "origin")  # noqa: B009
+
+
+@functools.cache
+def _audited_fields(descriptor: Any) -> tuple[bool, tuple[str, ...], bool]:
+    """Whether a request type has a purpose, its fields audited as the subject (:data:`RULES`), and an origin."""
+    fields = descriptor.fields_by_name
+    subjects = tuple(name for name, rule in RULES.get(descriptor.full_name, {}).items() if rule.subject)
+    return "purpose" in fields, subjects, "origin" in fields
 
 
 WITHHELD_ID = "(a resident ID number, withheld)"
@@ -882,7 +960,7 @@ def _auditable_subject(sent: str) -> str:
     here; a valid USCC that happens to be all digits is kept. The regular expression runs
     first, so the common call pays no USCC validation.
     """
-    if not looks_like_ric(sent):
+    if cannot_hold_ric(sent) or not looks_like_ric(sent):
         return sent
     try:
         return uscc_codes.validate(sent).code
