@@ -29,16 +29,18 @@ from .test_check_persons import (
     NUMBERS,
     OTHER_UNIT,
     PENALIZED,
+    PERSON_DESK,
     SPOTLESS,
     UNIT,
     authorization,
     authorization_file,
     cli_options,
     jiangsu,
+    jiangsu_with_desks,
     run_cli,
 )
 
-__all__ = ["jiangsu"]  # the fixture, shared with the check's tests
+__all__ = ["jiangsu", "jiangsu_with_desks"]  # the fixtures, shared with the check's tests
 
 
 def leave(
@@ -316,3 +318,24 @@ async def test_credex_lookup_refuses_a_person_without_leave_and_mixed_arguments(
     assert "not both" in both.output
     stray = await run_cli("lookup", COMPANY, "--scenario", "政府采购", *options, code=2)
     assert "are for --person" in stray.output
+
+
+async def test_a_person_looks_up_their_own_profile_without_leave_through_a_caller_bound_to_them(
+    federation: TestFederation, jiangsu_with_desks: Node
+) -> None:
+    """A subject may see its own credit information: every record about them, government-shared ones too."""
+    node = jiangsu_with_desks
+    own = await profile(
+        federation, node, lookup_pb2.GetProfileRequest(person_id=PENALIZED, purpose="查询本人信用信息"), PERSON_DESK
+    )
+    assert own.subject_id == pseudonym(node, PENALIZED)
+    assert [e.record.record_id for e in own.entries] == ["320000-CF-P1"]  # shared with government only
+    (row,) = await audit_rows(node, "GetProfile")
+    assert (row["caller"], row["subject_id"], row["status"]) == (PERSON_DESK, own.subject_id, "OK")
+    assert "the person themself" in row["detail"] and PENALIZED not in row["detail"]
+
+    # Bound to one person, the caller is anyone else's public caller: no leave, nothing answered.
+    error = await refused_with(
+        profile(federation, node, lookup_pb2.GetProfileRequest(person_id=SPOTLESS, purpose="查询"), PERSON_DESK)
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED and SPOTLESS not in (error.details() or "")

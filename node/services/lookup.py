@@ -31,7 +31,7 @@ from credex.domain.publicity import publicity_today
 from credex.node.chain import ProofUnavailable, inclusion_proof
 from credex.node.checks import persons
 from credex.node.checks.checking import CheckFailure
-from credex.node.services import edge
+from credex.node.services import access, edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
 from credex.node.store.database import Connection
@@ -241,14 +241,30 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             raise edge.invalid("leave is for looking up a person: send person_id with it")
         if request.uscc:
             raise edge.invalid("send uscc or person_id, not both")
-        (leave,) = await self._admit(call, [("person_id", request.person_id)], request.leave)
+        own = None if request.HasField("leave") else self._own(call, request.person_id)
+        (leave,) = [own] if own else await self._admit(call, [("person_id", request.person_id)], request.leave)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 _ENTRY_QUERY + " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id", leave.pseudonym
             )
-        entries = _visible_entries(rows, call.caller)
+        entries = _visible_entries(rows, call.caller, every_level=own is not None)
         call.answer_each([(leave.pseudonym, len(entries), [leave.ground, *(f"{e.origin}#{e.seq}" for e in entries)])])
         return lookup_pb2.Profile(subject_id=leave.pseudonym, entries=entries)
+
+    def _own(self, call: edge.Call, raw: str) -> persons.Leave | None:
+        """The person's own caller asking about themself (bound to their pseudonym in access.speaks_for).
+
+        A subject may see its own credit information (the rule of a person's own report):
+        every record about them that is in publication, whatever its sharing level, without
+        leave. Anyone else, and this caller about anyone else, needs leave as before.
+        """
+        try:
+            pseudonym = persons.pseudonym_of("person_id", raw, self.pseudonymizer)
+        except CheckFailure as exc:
+            raise edge.Refused(grpc.StatusCode[exc.code], exc.message) from None
+        if pseudonym not in access.speaks_for(self.config.access, call.caller):
+            return None
+        return persons.Leave(pseudonym, "the person themself (access.speaks_for)")
 
     async def _batch_with_persons(
         self, request: lookup_pb2.BatchGetProfilesRequest
@@ -399,8 +415,11 @@ def _read_token(token: str, fingerprint: str) -> tuple[int, float, str]:
     raise edge.invalid("page_token is not one this search gave for this query; start again without it")
 
 
-def _visible_entries(rows: list[asyncpg.Record], caller: Caller) -> list[lookup_pb2.ProfileEntry]:
-    return [lookup_pb2.ProfileEntry.FromString(wire) for _, _, wire in _visible_wire(rows, caller)]
+def _visible_entries(
+    rows: list[asyncpg.Record], caller: Caller, *, every_level: bool = False
+) -> list[lookup_pb2.ProfileEntry]:
+    """The entries ``caller`` may see; ``every_level`` for a subject reading about itself (any sharing level)."""
+    return [lookup_pb2.ProfileEntry.FromString(wire) for _, _, wire in _visible_wire(rows, caller, every_level)]
 
 
 def _profile(subject_id: str, rows: list[asyncpg.Record], caller: Caller) -> tuple[lookup_pb2.Profile, list[str]]:
@@ -417,7 +436,9 @@ def _profile(subject_id: str, rows: list[asyncpg.Record], caller: Caller) -> tup
     return lookup_pb2.Profile.FromString(b"".join(wire)), [f"{origin}#{seq}" for origin, seq, _ in shown]
 
 
-def _visible_wire(rows: list[asyncpg.Record], caller: Caller) -> list[tuple[str, int, bytes]]:
+def _visible_wire(
+    rows: list[asyncpg.Record], caller: Caller, every_level: bool = False
+) -> list[tuple[str, int, bytes]]:
     """(origin, seq, ProfileEntry's wire bytes) of each row ``caller`` may see, fields in number order as protobuf's.
 
     A record is parsed only when :meth:`Caller.sees_record` must judge it (a supervisor's
@@ -429,7 +450,8 @@ def _visible_wire(rows: list[asyncpg.Record], caller: Caller) -> list[tuple[str,
     for row in rows:
         kind, record, origin, seq = row["kind"], row["record"], row["origin"], row["seq"]
         status = entry_status(row["status"], row["publicity_end"], today)
-        if not caller.sees(row["sharing_level"], status, kind):
+        level = record_pb2.SHARING_LEVEL_PUBLIC if every_level else row["sharing_level"]
+        if not caller.sees(level, status, kind):
             continue
         if judged and kind in judged and not caller.sees_record(origin, record_pb2.Record.FromString(record)):
             continue
