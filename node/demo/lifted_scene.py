@@ -17,26 +17,28 @@ from rich.table import Table
 from credex.v1 import check_pb2, check_pb2_grpc
 
 
+def procurement_feedback(check_id: str, subject_id: str, applied: list[str]) -> check_pb2.FeedbackRequest:
+    """The Shanghai procurement office's feedback (应用情况反馈): the measures it applied, as punished."""
+    return check_pb2.FeedbackRequest(
+        check_id=check_id,
+        subject_id=subject_id,
+        measures_applied=applied,
+        outcome=check_pb2.FEEDBACK_OUTCOME_PUNISHED,
+        amount_yuan="0.00",
+        basis="政府采购法 第二十二条",
+        district_code="310101",
+        department="上海市黄浦区财政局",
+        applied_on=dt.date.today().isoformat(),
+    )
+
+
 async def report_applied(
     console: Console, checks: check_pb2_grpc.CheckServiceAsyncStub, answer: check_pb2.CheckResponse
 ) -> list[str]:
     """The office's feedback on its check: every measure the check returned, applied; their ids."""
     (subject,) = answer.subjects
     applied = sorted({measure.id for hit in subject.hits for measure in hit.measures})
-    await checks.SubmitFeedback(
-        check_pb2.FeedbackRequest(
-            check_id=answer.check_id,
-            subject_id=subject.subject_id,
-            measures_applied=applied,
-            outcome=check_pb2.FEEDBACK_OUTCOME_PUNISHED,
-            amount_yuan="0.00",
-            basis="政府采购法 第二十二条",
-            district_code="310101",
-            department="上海市黄浦区财政局",
-            applied_on=dt.date.today().isoformat(),
-        ),
-        timeout=30,
-    )
+    await checks.SubmitFeedback(procurement_feedback(answer.check_id, subject.subject_id, applied), timeout=30)
     console.print(f"  the procurement office reports applying {', '.join(applied)} (应用情况反馈, 已惩戒)")
     return applied
 

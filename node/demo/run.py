@@ -29,6 +29,7 @@ from credex.domain.regions import region_name
 from credex.domain.uscc import USCC
 from credex.node.channels import open_channel
 from credex.node.demo.federation import LocalFederation
+from credex.node.demo.lifted_scene import procurement_feedback
 from credex.node.demo.repair_scene import repair_scene
 from credex.node.demo.report_scene import special_report
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -208,20 +209,7 @@ async def _procurement_check(
         console.print(table)
         if not subject.notify_commit_available:
             console.print(f"  告知承诺 not available (excluded by {', '.join(subject.excluded_by)})")
-        receipt = await stub.SubmitFeedback(
-            check_pb2.FeedbackRequest(
-                check_id=answer.check_id,
-                subject_id=LISTED_COMPANY,
-                measures_applied=applied,
-                outcome=check_pb2.FEEDBACK_OUTCOME_PUNISHED,
-                amount_yuan="0.00",
-                basis="政府采购法 第二十二条",
-                district_code="310101",
-                department="上海市黄浦区财政局",
-                applied_on=dt.date.today().isoformat(),
-            ),
-            timeout=30,
-        )
+        receipt = await stub.SubmitFeedback(procurement_feedback(answer.check_id, LISTED_COMPANY, applied), timeout=30)
     console.print(
         f"  usage feedback (应用情况反馈, 已惩戒) on check {receipt.check_id}: {len(applied)} measures applied,"
         f" recorded at {receipt.recorded_at}"
