@@ -38,6 +38,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import stat
@@ -56,11 +57,42 @@ class EmbeddedServiceError(CredexError, RuntimeError):
     """An embedded service could not be started; the message names its log file."""
 
 
+_LISTEN_PORTS = (20000, 32767)  # below Linux's default ephemeral range (ip_local_port_range 32768–60999)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now; it may be taken before it is bound, so whoever binds it later checks who did."""
+    """A port free now, outside the range the kernel hands out to outgoing connections.
+
+    A port from the ephemeral range (what binding port 0 gives) can be taken between now and
+    the listener's bind by any process's next outgoing connection as its source port; on a
+    busy host with many connections to the database and the broker that happened. A random
+    port below that range is only ever taken by another listener choosing the same one. It
+    may still be taken before it is bound, so whoever binds it later checks who did.
+    """
+    low, high = _listen_range()
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _listen_range() -> tuple[int, int]:
+    """:data:`_LISTEN_PORTS`, kept below this host's ephemeral range where it starts lower."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _LISTEN_PORTS
+    low, high = _LISTEN_PORTS
+    if min(high, first - 1) - low >= 1000:
+        return low, min(high, first - 1)
+    return _LISTEN_PORTS  # an unusual range: ours may overlap it, as binding port 0 always did
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:

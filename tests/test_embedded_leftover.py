@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from credex.node.embedded import EmbeddedPostgres, EmbeddedServiceError
+from credex.node.embedded import EmbeddedPostgres, EmbeddedServiceError, free_port
 
 # A node's PostgreSQL in another process: it starts the server, says so, and stops it when its stdin closes.
 OWNER = """
@@ -84,3 +85,12 @@ def test_a_postgres_another_live_node_uses_is_not_touched_and_the_start_says_why
         assert "another node runs on this data_dir" in message and "data_dir of its own" in message
         assert postmaster(directory) == running, "the other node's server runs on"
     assert postmaster(directory) is None
+
+
+def test_a_listening_port_is_chosen_outside_the_range_outgoing_connections_take() -> None:
+    """An outgoing connection's source port never lands on a port a node or service is about to listen on."""
+    first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chosen = [free_port() for _ in range(50)]
+    assert all(1024 < port < first for port in chosen), chosen
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", chosen[-1]))  # free when chosen
