@@ -141,15 +141,8 @@ class Caller:
         return True
 
 
-def identify(context: grpc.aio.ServicerContext, access: AccessConfig, bundle: TrustBundle) -> Caller:  # type: ignore[type-arg]
-    auth = context.auth_context()
-    names = list(auth.get("x509_common_name") or [])
-    name = names[0].decode(errors="replace") if names else None
-    return caller_of(name, lambda: _presented_spki(auth), peer_address(context.peer()), access, bundle)
-
-
 class Callers:
-    """:func:`identify`, remembered: who presents a certificate, or calls from an address, under one bundle and config.
+    """Who presents a certificate, or calls from an address (:func:`caller_of`), remembered per bundle and config.
 
     Working a caller out (the certificate's key hashed, the bundle's members and the
     config's bindings looked up, an address parsed) costs as much as the rest of a short

@@ -19,19 +19,15 @@ import json
 import uuid
 from typing import Any
 
-import asyncpg
 import grpc
 
 from credex.domain import uscc as uscc_codes
 from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
 from credex.domain.persons import looks_like_ric, validate_ric, withhold
 from credex.node import checks
-from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.checks import history, lifted, persons
-from credex.node.config import NodeConfig
 from credex.node.services import access, audit_trail, edge
 from credex.node.services.servicer import Servicer
-from credex.node.trust import TrustProvider
 from credex.v1 import check_pb2, check_pb2_grpc, record_pb2
 
 _OUTCOMES = {
@@ -42,16 +38,6 @@ _OUTCOMES = {
 
 
 class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
-    def __init__(
-        self,
-        config: NodeConfig,
-        pool: asyncpg.Pool,
-        trust: TrustProvider,
-        logbook: LogBook,
-        keeper: CheckpointKeeper,
-    ) -> None:
-        super().__init__(config, pool, trust, logbook, keeper)
-
     async def Check(
         self,
         request: check_pb2.CheckRequest,
