@@ -16,7 +16,16 @@ import asyncio
 import os
 import time
 
-from bench.common import federation, ingest_and_publish, line, raw_ed25519, raw_ed25519_around, services, start_node
+from bench.common import (
+    federation,
+    ingest_and_publish,
+    line,
+    raw_ed25519,
+    raw_ed25519_around,
+    run,
+    services,
+    start_node,
+)
 from credex.adapters.samples import synth
 from credex.node.embedded import EmbeddedBroker
 
@@ -71,4 +80,4 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100000)
-    asyncio.run(main(parser.parse_args().rows))
+    run(main(parser.parse_args().rows))

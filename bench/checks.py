@@ -18,14 +18,13 @@ GetProfile rate and one 100-subject Check ≥ 20× faster than 100 single Checks
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import random
 import time
 import uuid
 from collections.abc import Iterator
 
-from bench.common import LOAD_CHANNELS, LoadResult, federation, line, load, raw_copy, services
+from bench.common import LOAD_CHANNELS, LoadResult, federation, line, load, raw_copy, run, services
 from bench.lookup import start_echo
 from credex.domain import uscc as uscc_codes
 from credex.node.runtime import Node
@@ -225,4 +224,4 @@ if __name__ == "__main__":
     kinds = tuple(kind for kind in args.kinds.split(",") if kind)
     if unknown := set(kinds) - {*KINDS, "echo"}:
         parser.error(f"unknown kinds {sorted(unknown)}; choose among {', '.join(KINDS)}, echo")
-    asyncio.run(main(args.records, args.seconds, args.concurrency, kinds, max(1, args.rounds)))
+    run(main(args.records, args.seconds, args.concurrency, kinds, max(1, args.rounds)))

@@ -4,6 +4,12 @@ Every benchmark prints its figure beside a raw limit measured in the same run on
 the same machine (raw Ed25519, raw COPY, raw produce/consume, raw gRPC echo), so
 the ratio means something on a noisy two-core machine. Nothing here asserts a
 time: benchmarks report, tests check behaviour.
+
+A benchmark stopped early (Ctrl-C, ``timeout``, a SIGTERM from whoever ran it) stops
+what it started: run its ``main`` through :func:`run`, which turns SIGTERM into the
+same cancellation Ctrl-C gives, so every ``finally`` runs and :func:`services` stops
+its PostgreSQL and broker (an embedded PostgreSQL outlives a killed parent by design,
+see :mod:`credex.node.embedded`, and a bench left six of them running once).
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ import logging
 import multiprocessing
 import os
 import random
+import signal
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -39,6 +46,62 @@ logging.basicConfig(level=logging.WARNING)
 logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
 
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, with SIGTERM taken as Ctrl-C is: ``main`` cancelled, so what it started is stopped.
+
+    A second SIGTERM while stopping is ignored rather than cutting the clean-up short;
+    SIGKILL cannot be caught, and then :class:`EmbeddedPostgres` stops the leftover
+    server at the next start in the same folder.
+    """
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            task.cancel("SIGTERM")
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(guarded())
+
+
+async def finish_in_thread(blocking: Callable[[], T]) -> T:
+    """Run ``blocking`` in a thread and wait for it even if cancelled meanwhile (then re-raise the cancellation).
+
+    Starting a server cannot be abandoned half-way: whoever cancels must know it
+    finished, or it would start after the clean-up and run on with nobody to stop it.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(blocking))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(future)
+        raise
+
+
+async def join_process(process: multiprocessing.process.BaseProcess) -> None:
+    """Wait for a child process; if cancelled, SIGTERM it (it stops what it started, see :func:`run`) and wait."""
+    try:
+        await asyncio.shield(asyncio.to_thread(process.join))
+    except asyncio.CancelledError:
+        if process.is_alive():
+            process.terminate()
+        await finish_in_thread(process.join)
+        raise
+
+
 def line(name: str, value: float, unit: str, limit: float | None = None, limit_name: str = "") -> None:
     ratio = f"   ({value / limit:.0%} of {limit_name} {limit:,.0f} {unit})" if limit else ""
     print(f"  {name:<44} {value:>12,.0f} {unit}{ratio}", flush=True)
@@ -53,17 +116,18 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def services() -> AsyncIterator[Services]:
+    """A PostgreSQL and a broker in a temporary folder, stopped (and the folder removed) however the bench ends."""
     with tempfile.TemporaryDirectory(prefix="credex-bench-") as folder:
         root = Path(folder)
         postgres = EmbeddedPostgres(root / "postgres")
         broker = EmbeddedBroker(root / "broker")
-        await asyncio.to_thread(postgres.start)
-        await asyncio.to_thread(broker.start)
         try:
+            await finish_in_thread(postgres.start)
+            await finish_in_thread(broker.start)
             yield Services(root, postgres, broker)
         finally:
-            await asyncio.to_thread(broker.stop)
-            await asyncio.to_thread(postgres.stop)
+            await finish_in_thread(broker.stop)
+            await finish_in_thread(postgres.stop)
 
 
 async def start_node(federation: LocalFederation, running: Services, origin: str, **extra: Any) -> Node:
@@ -234,7 +298,7 @@ def _load(
     from credex.node.channels import open_channel
     from credex.v1 import check_pb2, check_pb2_grpc, log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
-    async def run() -> LoadResult:
+    async def measure() -> LoadResult:
         ca, cert, key = tls
         channels = [open_channel(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key) for _ in range(LOAD_CHANNELS)]
         rng = random.Random(1)
@@ -291,7 +355,7 @@ def _load(
             await channel.close(None)
         return result
 
-    out.put(asyncio.run(run()))
+    out.put(asyncio.run(measure()))
 
 
 async def load(
@@ -302,6 +366,17 @@ async def load(
     out = ctx.Queue()
     process = ctx.Process(target=_load, args=(kind, port, tls, keys, seconds, concurrency, out))
     process.start()
-    result: LoadResult = await asyncio.to_thread(out.get)
-    await asyncio.to_thread(process.join)
+    result: LoadResult = await result_of(process, out)
+    return result
+
+
+async def result_of(process: multiprocessing.process.BaseProcess, out: Any) -> Any:
+    """What a load process puts on ``out``; if cancelled, the process is ended and waited for."""
+    try:
+        result = await asyncio.shield(asyncio.to_thread(out.get))
+    except asyncio.CancelledError:
+        out.put(None)  # wake the thread still waiting on the queue, so the loop can close
+        await join_process(process)
+        raise
+    await join_process(process)
     return result

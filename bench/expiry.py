@@ -10,11 +10,10 @@ rate (UPSERTs through the same ledger) as the ledger's own ceiling on this machi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import time
 
-from bench.common import federation, line, raw_ed25519, services, start_node
+from bench.common import federation, line, raw_ed25519, run, services, start_node
 from credex.domain import uscc as uscc_codes
 from credex.domain.publicity import publicity_today
 from credex.node.ledger import Change
@@ -74,4 +73,4 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=50000)
     parser.add_argument("--batch", type=int, default=500)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.records, arguments.batch))
+    run(main(arguments.records, arguments.batch))

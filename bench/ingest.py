@@ -10,7 +10,6 @@ the same run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 
 from bench.common import (
@@ -21,6 +20,7 @@ from bench.common import (
     raw_ed25519,
     raw_ed25519_around,
     raw_produce_consume,
+    run,
     services,
     start_node,
 )
@@ -65,4 +65,4 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200000)
-    asyncio.run(main(parser.parse_args().rows))
+    run(main(parser.parse_args().rows))

@@ -30,6 +30,7 @@ from bench.common import (
     raw_ed25519,
     raw_ed25519_around,
     raw_produce_consume,
+    run,
     services,
     start_node,
 )
@@ -78,4 +79,4 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100000)
-    asyncio.run(main(parser.parse_args().rows))
+    run(main(parser.parse_args().rows))

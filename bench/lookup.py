@@ -10,11 +10,10 @@ trail included) and then a bare gRPC echo server on the same TLS credentials.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import grpc
 
-from bench.common import LOAD_CHANNELS, federation, ingest_and_publish, line, load, services, start_node
+from bench.common import LOAD_CHANNELS, federation, ingest_and_publish, line, load, run, services, start_node
 from credex.adapters.samples import synth
 from credex.node.demo.federation import LocalFederation
 
@@ -90,4 +89,4 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.seconds, args.concurrency))
+    run(main(args.rows, args.seconds, args.concurrency))

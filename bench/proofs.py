@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable
 
-from bench.common import LoadResult, federation, ingest_and_publish, line, load, services, start_node
+from bench.common import LoadResult, federation, ingest_and_publish, line, load, run, services, start_node
 from bench.lookup import start_echo
 from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree, verify_consistency, verify_inclusion
@@ -152,4 +152,4 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     in_memory(args.leaves)
-    asyncio.run(served(args.rows, args.seconds, args.concurrency))
+    run(served(args.rows, args.seconds, args.concurrency))

@@ -14,14 +14,13 @@ work a report cannot avoid, so the ratios say how much the report adds.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import random
 import time
 import uuid
 from collections.abc import Iterator
 
-from bench.common import line, raw_copy, services
+from bench.common import line, raw_copy, run, services
 from credex.node.quality import compute
 from credex.node.store import Connection
 from credex.node.store.database import open_pool
@@ -135,4 +134,4 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
-    asyncio.run(main(parser.parse_args().records))
+    run(main(parser.parse_args().records))

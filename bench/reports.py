@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import pypdfium2  # type: ignore[import-untyped]
 from fpdf import FPDF
 
-from bench.common import federation, line, raw_ed25519, services, start_node
+from bench.common import federation, line, raw_ed25519, run, services, start_node
 from credex.domain import uscc as uscc_codes
 from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, Issuer, ReportRequest, check_report
@@ -157,4 +157,4 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=50)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    asyncio.run(main(args.records, args.runs))
+    run(main(args.records, args.runs))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -35,11 +36,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import h11
 
-from bench.common import LoadResult, drive, line, load, raw_ed25519, services, start_node
+from bench.common import (
+    LoadResult,
+    Services,
+    drive,
+    join_process,
+    line,
+    load,
+    raw_ed25519,
+    result_of,
+    run,
+    services,
+    start_node,
+)
 from bench.lookup import start_echo
-from bench.scale_store import fill
+from bench.scale_store import BUILD_NICENESS, bulk_load, fill, give_way
 from credex.crypto.tiles import TILE_WIDTH, tile_path
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker
@@ -74,20 +88,25 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
-    async def run() -> None:
+    """Child process: grow the store of ``overrides``' database to ``sizes``, at a lower priority than measuring."""
+    os.nice(BUILD_NICENESS)
+
+    async def grow() -> None:
         members = LocalFederation(Path(root), [OWN, *PEERS, FRESH], tls=True)
         node = await members.start_node(OWN, **overrides)
+        assert node.pool is not None
+        niced = asyncio.create_task(give_way(node.pool))
         try:
-            assert node.pool is not None
-            for origin, want in sizes.items():
-                async with node.pool.acquire() as conn:
-                    have = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
-                # Shared subjects grow with the log (as in bench.lookup), so a profile holds a few records at any size.
-                shared = max(40, want // 50)
-                await fill(node, members.layout.member_dir(origin) / "keys", origin, int(have), want, shared)
-                if origin != OWN:  # this node holds the peer's log; only the peer signs more of it
+            async with bulk_load(node.pool):
+                for origin, want in sizes.items():
                     async with node.pool.acquire() as conn:
-                        await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
+                        have = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
+                    # Shared subjects grow with the log (as in bench.lookup): a profile holds a few records at any size.
+                    shared = max(40, want // 50)
+                    await fill(node, members.layout.member_dir(origin) / "keys", origin, int(have), want, shared)
+                    if origin != OWN:  # this node holds the peer's log; only the peer signs more of it
+                        async with node.pool.acquire() as conn:
+                            await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
             async with node.pool.acquire() as conn:  # what national size costs on disk
                 held = int(await conn.fetchval("SELECT count(*) FROM events"))
                 size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
@@ -99,9 +118,11 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
             tables = ", ".join(f"{r['relname']} {r['bytes'] / held:,.0f}" for r in biggest)
             print(f"store: {held:,} events, {size / 2**30:.2f} GiB = {size / held:,.0f} B/event ({tables})", flush=True)
         finally:
+            niced.cancel()
+            await asyncio.wait([niced])
             await members.stop()
 
-    asyncio.run(run())
+    run(grow())
 
 
 async def build(members: LocalFederation, overrides: dict[str, Any], sizes: dict[str, int]) -> float:
@@ -109,10 +130,19 @@ async def build(members: LocalFederation, overrides: dict[str, Any], sizes: dict
     started = time.perf_counter()
     process = multiprocessing.get_context("spawn").Process(target=_build, args=(str(members.root), overrides, sizes))
     process.start()
-    await asyncio.to_thread(process.join)
+    await join_process(process)
     if process.exitcode != 0:
         raise RuntimeError(f"building the store failed (exit {process.exitcode})")
     return time.perf_counter() - started
+
+
+async def clone(running: Services, template: str, name: str) -> None:
+    """A copy of database ``template`` as ``name`` (a file copy in the server: no row is re-signed or re-stored)."""
+    conn = await asyncpg.connect(running.postgres.uri("postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
 
 
 # -- serving -------------------------------------------------------------------------------------
@@ -156,7 +186,7 @@ def _tile_load(
     """Worker process: GET ``paths`` at random over ``concurrency`` keep-alive HTTPS connections."""
     import httpx
 
-    async def run() -> LoadResult:
+    async def measure() -> LoadResult:
         ca, cert, key = tls
         context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(cert, key)
@@ -172,7 +202,7 @@ def _tile_load(
 
             return await drive(call, concurrency=concurrency, seconds=seconds)
 
-    out.put(asyncio.run(run()))
+    out.put(asyncio.run(measure()))
 
 
 async def tile_load(
@@ -182,8 +212,7 @@ async def tile_load(
     out = ctx.Queue()
     process = ctx.Process(target=_tile_load, args=(port, tls, paths, seconds, concurrency, out))
     process.start()
-    result: LoadResult = await asyncio.to_thread(out.get)
-    await asyncio.to_thread(process.join)
+    result: LoadResult = await result_of(process, out)
     return result
 
 
@@ -251,42 +280,91 @@ async def catch_up(members: LocalFederation, running: Any, size: int, budget: fl
     return elapsed, held, complete
 
 
-async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds: float) -> None:
+def merged(results: list[LoadResult]) -> LoadResult:
+    """One load's rounds as one: every completed call, over the seconds of all rounds."""
+    return LoadResult(
+        sum(r.requests for r in results),
+        sum(r.errors for r in results),
+        sum(r.seconds for r in results),
+        [ms for r in results for ms in r.latencies_ms],
+    )
+
+
+def combined(rounds: list[Serving]) -> Serving:
+    """The rounds at one size: the slowest start, the largest RSS, the loads merged."""
+    return Serving(
+        rounds[0].size,
+        max(r.start_seconds for r in rounds),
+        max(r.rss_mb for r in rounds),
+        merged([r.profile for r in rounds]),
+        merged([r.inclusion for r in rounds]),
+        merged([r.echo for r in rounds]),
+    )
+
+
+async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds: float, rounds: int) -> None:
     big = max(1000, int(10_000_000 * scale))
     small = max(1000, min(big, int(100_000 * scale)))
     peer = max(1000, int(1_000_000 * scale))
     async with services() as running:
         members = LocalFederation(running.root / "federation", [OWN, *PEERS, FRESH], tls=True)
         members.prepare()
-        overrides: dict[str, Any] = {
-            "database": {"url": running.postgres.uri(f"bench_scale_{OWN}"), "pool_max": 20},
-            "bus": {"bootstrap_servers": running.broker.bootstrap_servers},
-            "grpc": {"max_concurrent_calls_per_caller": max(16, concurrency)},
-        }
-        print(f"building: {OWN} to {small:,} events, {', '.join(PEERS)} to {peer:,} each", flush=True)
-        built_small = await build(members, overrides, {OWN: small, **dict.fromkeys(PEERS, peer)})
-        node, at_small = await serve_and_measure(members, overrides, seconds, concurrency)
-        await members.stop_node(OWN)
-        print(f"building: {OWN} to {big:,} events", flush=True)
-        built_big = await build(members, overrides, {OWN: big})
-        node, at_big = await serve_and_measure(members, overrides, seconds, concurrency)
-        try:
-            assert node.tiles is not None
-            full = at_big.size // TILE_WIDTH
-            paths = [f"/{OWN}/{tile_path(0, i)}" for i in range(full)] or [f"/{OWN}/checkpoint"]
-            tiles = await tile_load(node.tiles.port, members.layout.client_tls(), paths, seconds, concurrency)
-            serving_rss = rss_mb()
-            while (await node.status()).checkpoints.get(OWN, (0, ""))[0] < at_big.size:
-                await asyncio.sleep(0.2)
-            caught_up, fetched, complete = await catch_up(members, running, at_big.size, catch_up_seconds)
-        finally:
-            await members.stop()
-        bare, bare_port = await start_bare_http(members, bytes(TILE_WIDTH * 32))
-        try:
-            raw_http = await tile_load(bare_port, members.layout.client_tls(), ["/tile"], seconds, concurrency)
-        finally:
-            bare.close()
-            await bare.wait_closed()
+        with contextlib.ExitStack() as stack:
+            # Each store has a broker of its own: a relay checks the broker holds what its store says it published.
+            small_broker = stack.enter_context(EmbeddedBroker(running.root / "small-broker"))
+            brokers = {f"bench_scale_{OWN}_small": small_broker, f"bench_scale_{OWN}_full": running.broker}
+
+            def on(database: str) -> dict[str, Any]:
+                return {
+                    "database": {"url": running.postgres.uri(database), "pool_max": 20},
+                    "bus": {"bootstrap_servers": brokers[database].bootstrap_servers},
+                    "grpc": {"max_concurrent_calls_per_caller": max(16, concurrency)},
+                }
+
+            # Two stores, the full one grown from a copy of the small one, so the two sizes can be measured in
+            # alternate rounds: load from elsewhere on the machine then falls on both alike.
+            small_db, full_db = f"bench_scale_{OWN}_small", f"bench_scale_{OWN}_full"
+            print(f"building: {OWN} to {small:,} events, {', '.join(PEERS)} to {peer:,} each", flush=True)
+            built_small = await build(members, on(small_db), {OWN: small, **dict.fromkeys(PEERS, peer)})
+            print(f"  built in {built_small:.1f}s; copying it and growing {OWN} to {big:,} events", flush=True)
+            started = time.perf_counter()
+            await clone(running, small_db, full_db)
+            await build(members, on(full_db), {OWN: big})
+            built_big = time.perf_counter() - started
+            print(f"  grown in {built_big:.1f}s (copy included)", flush=True)
+            measured: dict[str, list[Serving]] = {small_db: [], full_db: []}
+            try:
+                for round_ in range(1, rounds + 1):
+                    for database in (small_db, full_db):
+                        node, serving = await serve_and_measure(members, on(database), seconds, concurrency)
+                        measured[database].append(serving)
+                        print(
+                            f"  round {round_}, {serving.size:,} events: start {serving.start_seconds:.2f}s,"
+                            f" RSS {serving.rss_mb:.0f} MB, GetProfile {serving.profile.rate:,.0f}/s"
+                            f" p99 {serving.profile.percentile(0.99):.1f} ms,"
+                            f" GetInclusionProof {serving.inclusion.rate:,.0f}/s"
+                            f" p99 {serving.inclusion.percentile(0.99):.1f} ms, echo {serving.echo.rate:,.0f}/s",
+                            flush=True,
+                        )
+                        if not (round_ == rounds and database == full_db):
+                            await members.stop_node(OWN)
+                at_small, at_big = combined(measured[small_db]), combined(measured[full_db])
+                assert node.tiles is not None
+                full = at_big.size // TILE_WIDTH
+                paths = [f"/{OWN}/{tile_path(0, i)}" for i in range(full)] or [f"/{OWN}/checkpoint"]
+                tiles = await tile_load(node.tiles.port, members.layout.client_tls(), paths, seconds, concurrency)
+                serving_rss = rss_mb()
+                while (await node.status()).checkpoints.get(OWN, (0, ""))[0] < at_big.size:
+                    await asyncio.sleep(0.2)
+                caught_up, fetched, complete = await catch_up(members, running, at_big.size, catch_up_seconds)
+            finally:
+                await members.stop()
+            bare, bare_port = await start_bare_http(members, bytes(TILE_WIDTH * 32))
+            try:
+                raw_http = await tile_load(bare_port, members.layout.client_tls(), ["/tile"], seconds, concurrency)
+            finally:
+                bare.close()
+                await bare.wait_closed()
     signing, verifying = raw_ed25519()
     cores = os.cpu_count() or 1
     print(f"\nscale {scale}: {OWN} {small:,} then {big:,} events; {', '.join(PEERS)} {peer:,} each")
@@ -299,8 +377,12 @@ async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds:
         signing,
         "raw sign",
     )
+    line("  growth rate (copy of the small store included)", (big - small) / built_big, "ev/s", signing, "raw sign")
     for at in (at_small, at_big):
-        print(f"\nserving with {OWN} at {at.size:,} events ({concurrency} concurrent calls from another process):")
+        print(
+            f"\nserving with {OWN} at {at.size:,} events ({concurrency} concurrent calls from another process,"
+            f" {rounds} rounds alternating with the other size):"
+        )
         print(f"  {'time from start to serving':<44} {at.start_seconds:>9.2f}s (goal: at most 10 s)")
         print(f"  {'node process RSS while serving':<44} {at.rss_mb:>9.0f} MB (goal: at most 1 GB)")
         line("GetProfile", at.profile.rate, "req/s", at.echo.rate, "raw gRPC echo")
@@ -345,5 +427,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--catch-up-seconds", type=float, default=120)
+    parser.add_argument("--rounds", type=int, default=2, help="alternate rounds of measuring at the two sizes")
     args = parser.parse_args()
-    asyncio.run(main(args.scale, args.seconds, args.concurrency, args.catch_up_seconds))
+    run(main(args.scale, args.seconds, args.concurrency, args.catch_up_seconds, max(1, args.rounds)))

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import federation, ingest_and_publish, line, services, start_node
+from bench.common import federation, ingest_and_publish, line, result_of, run, services, start_node
 from credex.adapters.samples import synth
 from credex.node.channels import open_channel
 from credex.v1 import subscription_pb2, subscription_pb2_grpc
@@ -67,7 +67,7 @@ def _subscribers(port: int, tls: tuple[Path, Path, Path], head: int, count: int,
                     return events
         return events
 
-    async def run() -> tuple[float, int]:
+    async def measure() -> tuple[float, int]:
         ca, cert, key = tls
         channels = [open_channel(f"127.0.0.1:{port}", ca=ca, cert=cert, key=key) for _ in range(count)]
         stubs = [subscription_pb2_grpc.SubscriptionServiceStub(c) for c in channels]
@@ -78,7 +78,7 @@ def _subscribers(port: int, tls: tuple[Path, Path, Path], head: int, count: int,
             await channel.close(None)
         return seconds, sum(taken)
 
-    out.put(asyncio.run(run()))
+    out.put(asyncio.run(measure()))
 
 
 async def stream_to(port: int, tls: tuple[Path, Path, Path], head: int, count: int) -> tuple[float, int]:
@@ -86,8 +86,7 @@ async def stream_to(port: int, tls: tuple[Path, Path, Path], head: int, count: i
     out = ctx.Queue()
     process = ctx.Process(target=_subscribers, args=(port, tls, head, count, out))
     process.start()
-    result: tuple[float, int] = await asyncio.to_thread(out.get)
-    await asyncio.to_thread(process.join)
+    result: tuple[float, int] = await result_of(process, out)
     return result
 
 
@@ -115,4 +114,4 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=20000)
-    asyncio.run(main(parser.parse_args().rows))
+    run(main(parser.parse_args().rows))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.common import line
+from bench.common import line, run
 from credex.crypto.merkle import MerkleTree, verify_inclusion
 from credex.node.chain import LogBook
 from credex.node.embedded import EmbeddedPostgres
@@ -161,4 +161,4 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    asyncio.run(main(args.leaves, args.seconds, args.concurrency))
+    run(main(args.leaves, args.seconds, args.concurrency))

@@ -12,7 +12,6 @@ same run. Mapping includes building each record and serializing it once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import line, services
+from bench.common import line, run, services
 from credex.adapters.http_pull import HttpSource
 from credex.adapters.profile import MappingContext, Profile
 from credex.adapters.samples import platform_samples, synth
@@ -167,4 +166,4 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100000)
-    asyncio.run(main(parser.parse_args().rows))
+    run(main(parser.parse_args().rows))

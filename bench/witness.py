@@ -13,10 +13,9 @@ same run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 
-from bench.common import federation, line, raw_ed25519, services, start_node
+from bench.common import federation, line, raw_ed25519, run, services, start_node
 from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.merkle import MerkleTree, leaf_hash
@@ -75,4 +74,4 @@ async def main(checkpoints: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoints", type=int, default=2000)
-    asyncio.run(main(parser.parse_args().checkpoints))
+    run(main(parser.parse_args().checkpoints))
