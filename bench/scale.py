@@ -1,6 +1,7 @@
 """Scale: a node holding a national-size store, beside the raw limits measured in the same run.
 
     python -m bench.scale [--scale 1.0] [--seconds 8] [--concurrency 32] [--catch-up-seconds 120]
+                          [--rounds 2] [--build-minutes M]
 
 At ``--scale 1`` the store holds 10,000,000 events in Shanghai's log (310000) and
 1,000,000 in each of three others (320000, 330000, 340000); ``--scale 0.01``
@@ -87,8 +88,11 @@ def rss_mb(pid: int | str = "self") -> float:
 # -- building the store (in a child process) ---------------------------------------------------
 
 
-def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
-    """Child process: grow the store of ``overrides``' database to ``sizes``, at a lower priority than measuring."""
+def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int], until: float | None) -> None:
+    """Child process: grow the store of ``overrides``' database to ``sizes``, at a lower priority than measuring.
+
+    With ``until`` (a ``time.time()``) the logs stop growing then, short of ``sizes``.
+    """
     os.nice(BUILD_NICENESS)
 
     async def grow() -> None:
@@ -103,7 +107,13 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
                         have = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", origin)
                     # Shared subjects grow with the log (as in bench.lookup): a profile holds a few records at any size.
                     shared = max(40, want // 50)
-                    await fill(node, members.layout.member_dir(origin) / "keys", origin, int(have), want, shared)
+                    keys = members.layout.member_dir(origin) / "keys"
+                    reached = await fill(node, keys, origin, int(have), want, shared, until)
+                    if reached < want:
+                        print(
+                            f"  {origin} stopped at {reached:,} of {want:,} events: the build's time ran out",
+                            flush=True,
+                        )
                     if origin != OWN:  # this node holds the peer's log; only the peer signs more of it
                         async with node.pool.acquire() as conn:
                             await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
@@ -125,10 +135,14 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int]) -> None:
     run(grow())
 
 
-async def build(members: LocalFederation, overrides: dict[str, Any], sizes: dict[str, int]) -> float:
+async def build(
+    members: LocalFederation, overrides: dict[str, Any], sizes: dict[str, int], until: float | None = None
+) -> float:
     """Grow the store to ``sizes`` (events per origin) in a child process; return the seconds it took."""
     started = time.perf_counter()
-    process = multiprocessing.get_context("spawn").Process(target=_build, args=(str(members.root), overrides, sizes))
+    process = multiprocessing.get_context("spawn").Process(
+        target=_build, args=(str(members.root), overrides, sizes, until)
+    )
     process.start()
     await join_process(process)
     if process.exitcode != 0:
@@ -302,7 +316,10 @@ def combined(rounds: list[Serving]) -> Serving:
     )
 
 
-async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds: float, rounds: int) -> None:
+async def main(
+    scale: float, seconds: float, concurrency: int, catch_up_seconds: float, rounds: int, build_minutes: float | None
+) -> None:
+    until = time.time() + build_minutes * 60 if build_minutes else None
     big = max(1000, int(10_000_000 * scale))
     small = max(1000, min(big, int(100_000 * scale)))
     peer = max(1000, int(1_000_000 * scale))
@@ -329,7 +346,7 @@ async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds:
             print(f"  built in {built_small:.1f}s; copying it and growing {OWN} to {big:,} events", flush=True)
             started = time.perf_counter()
             await clone(running, small_db, full_db)
-            await build(members, on(full_db), {OWN: big})
+            await build(members, on(full_db), {OWN: big}, until)
             built_big = time.perf_counter() - started
             print(f"  grown in {built_big:.1f}s (copy included)", flush=True)
             measured: dict[str, list[Serving]] = {small_db: [], full_db: []}
@@ -377,7 +394,15 @@ async def main(scale: float, seconds: float, concurrency: int, catch_up_seconds:
         signing,
         "raw sign",
     )
-    line("  growth rate (copy of the small store included)", (big - small) / built_big, "ev/s", signing, "raw sign")
+    if at_big.size < big:
+        print(f"  {OWN} grew to {at_big.size:,} of {big:,} events in the --build-minutes given")
+    line(
+        "  growth rate (copy of the small store included)",
+        (at_big.size - small) / built_big,
+        "ev/s",
+        signing,
+        "raw sign",
+    )
     for at in (at_small, at_big):
         print(
             f"\nserving with {OWN} at {at.size:,} events ({concurrency} concurrent calls from another process,"
@@ -428,5 +453,13 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--catch-up-seconds", type=float, default=120)
     parser.add_argument("--rounds", type=int, default=2, help="alternate rounds of measuring at the two sizes")
+    parser.add_argument(
+        "--build-minutes",
+        type=float,
+        default=None,
+        help="stop growing the full log this long after the start, and measure the size it reached",
+    )
     args = parser.parse_args()
-    run(main(args.scale, args.seconds, args.concurrency, args.catch_up_seconds, max(1, args.rounds)))
+    run(
+        main(args.scale, args.seconds, args.concurrency, args.catch_up_seconds, max(1, args.rounds), args.build_minutes)
+    )

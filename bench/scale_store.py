@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import functools
 import multiprocessing
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,34 +160,79 @@ async def give_way(pool: asyncpg.Pool, every: float = 2.0) -> None:
         await asyncio.sleep(every)
 
 
-async def fill(node: Node, key_dir: Path, origin: str, have: int, want: int, shared_pool: int) -> None:
-    """Grow ``origin``'s log in ``node``'s store from ``have`` to ``want`` events, signed by the key in ``key_dir``."""
+class Signers:
+    """One signing worker per core; stopped at once when the fill is (a chunk half-signed is worth nothing).
+
+    A :class:`multiprocessing.pool.Pool` rather than a process pool executor, whose
+    shutdown can only wait for the chunks in hand: a fill stopped by SIGTERM on a
+    busy machine then took minutes to stop.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = multiprocessing.get_context("spawn").Pool(workers)
+
+    def sign(self, chunk: Chunk, key_dir: str, context: MappingContext) -> asyncio.Future[list[state.StoredEvent]]:
+        loop = asyncio.get_running_loop()
+        signed: asyncio.Future[list[state.StoredEvent]] = loop.create_future()
+
+        def settle(events: list[state.StoredEvent] | None, error: BaseException | None) -> None:
+            if signed.done():  # the fill stopped waiting
+                return
+            if error is not None:
+                signed.set_exception(error)
+            else:
+                signed.set_result(events or [])
+
+        def done(events: list[state.StoredEvent]) -> None:
+            loop.call_soon_threadsafe(settle, events, None)
+
+        def failed(error: BaseException) -> None:
+            loop.call_soon_threadsafe(settle, None, error)
+
+        self._pool.apply_async(sign_chunk, (chunk, key_dir, context), callback=done, error_callback=failed)
+        return signed
+
+    def stop(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+
+async def fill(
+    node: Node, key_dir: Path, origin: str, have: int, want: int, shared_pool: int, until: float | None = None
+) -> int:
+    """Grow ``origin``'s log in ``node``'s store from ``have`` to ``want`` events, signed by the key in ``key_dir``.
+
+    With ``until`` (a ``time.time()``) no chunk is stored after it: the log stops at a
+    chunk's end, whole and checked, short of ``want``. Returns the size it reached.
+    """
     assert node.pool is not None
     ledger = _signer(str(key_dir), origin)
     context = node.mapping_context()
     context = MappingContext(origin=origin, publicity=context.publicity, pseudonymizer=context.pseudonymizer)
     chunks = [Chunk(origin, first, min(CHUNK, want - first), shared_pool) for first in range(have, want, CHUNK)]
     workers = os.cpu_count() or 1
-    loop = asyncio.get_running_loop()
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = Signers(workers)
+    reached = have
     try:
         ahead = workers + 1  # chunks signed ahead of the one being stored: every worker busy, memory bounded
-        pending = collections.deque(
-            loop.run_in_executor(pool, sign_chunk, chunk, str(key_dir), context) for chunk in chunks[:ahead]
-        )
+        pending = collections.deque(pool.sign(chunk, str(key_dir), context) for chunk in chunks[:ahead])
         for n, chunk in enumerate(chunks):
+            if until is not None and time.time() >= until:
+                break
             events = await pending.popleft()
             if n + ahead < len(chunks):
-                pending.append(loop.run_in_executor(pool, sign_chunk, chunks[n + ahead], str(key_dir), context))
+                pending.append(pool.sign(chunks[n + ahead], str(key_dir), context))
             async with node.pool.acquire() as conn, conn.transaction():
                 head = await ledger._lock_head(conn)
                 if head != chunk.first_seq - 1 or events[0].seq != chunk.first_seq:
                     raise RuntimeError(f"{origin}: head {head}, chunk signed from seq {events[0].seq}")
                 await ledger._store(conn, events, events[-1].seq)
+            reached = events[-1].seq
             del events
-    finally:  # stopped or failed half-way: the chunks not begun are dropped, not signed for nothing
-        pool.shutdown(wait=True, cancel_futures=True)
+    finally:  # done, stopped or failed half-way: the chunks not stored are dropped
+        pool.stop()
     async with node.pool.acquire() as conn:
         held = await conn.fetchval("SELECT count(*) FROM records WHERE origin = $1", origin)
-        if held != want:
-            raise RuntimeError(f"{origin}: {held} records for {want} events: a row was not a new record")
+        if held != reached:
+            raise RuntimeError(f"{origin}: {held} records for {reached} events: a row was not a new record")
+    return reached

@@ -1,0 +1,126 @@
+"""A benchmark stopped by SIGTERM (``timeout``, a CI limit, a person) leaves nothing running.
+
+An embedded PostgreSQL outlives the process that started it on purpose (a node that
+crashes keeps its database), so a bench killed without stopping its services left
+servers and brokers behind that nobody stopped. Here real benches run as they are
+run, in their own process with their own temporary folder, are sent SIGTERM at a
+point where they hold services and child processes, and afterwards no process they
+started is alive, their PostgreSQL included, and their temporary folder is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from credex.node.embedded import _alive
+
+from .conftest import eventually
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below ``pid`` (children, theirs, ...), read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def postmasters(folder: Path) -> set[int]:
+    """The PostgreSQL servers running from data folders under ``folder`` (a daemon: no descendant of the bench)."""
+    servers = set()
+    for pid_file in folder.glob("credex-bench-*/**/postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+            if _alive(pid):
+                servers.add(pid)
+    return servers
+
+
+def command_line(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []  # gone meanwhile
+
+
+def start(tmp_path: Path, *arguments: str) -> subprocess.Popen[bytes]:
+    """A bench run as a person runs it, with its temporary folders under ``tmp_path`` and its output in a file."""
+    environment = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    with (tmp_path / "bench.log").open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", *arguments], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def output(tmp_path: Path) -> str:
+    return (tmp_path / "bench.log").read_text()[-3000:]
+
+
+def stopped_by_sigterm(tmp_path: Path, bench: subprocess.Popen[bytes], held: set[int]) -> None:
+    """SIGTERM ``bench``; then it has exited and nothing it started (``held``, its servers) is alive or on disk."""
+    servers = postmasters(tmp_path)
+    assert servers, "the bench was running a PostgreSQL when it was stopped"
+    bench.send_signal(signal.SIGTERM)
+    bench.wait(timeout=240)
+    assert bench.returncode != 0, "a stopped bench does not claim success"
+    left = {pid for pid in held | servers if _alive(pid)}
+    assert not left, f"left running: {left}\n{output(tmp_path)}"
+    assert not list(tmp_path.glob("credex-bench-*")), "its temporary folder, store and all, is removed"
+
+
+async def test_a_bench_stopped_while_serving_stops_its_postgres_broker_and_nodes(tmp_path: Path) -> None:
+    bench = start(tmp_path, "bench.lookup", "--rows", "2000", "--seconds", "60")
+    try:
+
+        async def serving() -> set[int]:
+            # The load generator is a child process: by then the nodes, the broker and PostgreSQL all run.
+            children = descendants(bench.pid)
+            assert bench.poll() is None, output(tmp_path)
+            loaders = [pid for pid in children if any(b"multiprocessing" in part for part in command_line(pid))]
+            return children if loaders and postmasters(tmp_path) else set()
+
+        held = await eventually(serving, timeout=240)
+        stopped_by_sigterm(tmp_path, bench, held)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+
+
+async def test_a_scale_bench_stopped_while_building_stops_its_builder_and_signing_workers(tmp_path: Path) -> None:
+    bench = start(tmp_path, "bench.scale", "--scale", "0.01", "--seconds", "1")
+    try:
+
+        async def building() -> set[int]:
+            # The builder is a child process and its signing workers are its children.
+            everything = descendants(bench.pid)
+            assert bench.poll() is None, output(tmp_path)
+            builders = descendants_with_children(everything)
+            return everything if builders and postmasters(tmp_path) else set()
+
+        held = await eventually(building, timeout=240)
+        stopped_by_sigterm(tmp_path, bench, held)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+
+
+def descendants_with_children(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that are Python processes with children of their own (a builder with its workers)."""
+    return {pid for pid in pids if descendants(pid) and b"python" in (command_line(pid) or [b""])[0]}
