@@ -52,9 +52,9 @@ T = TypeVar("T")
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, with SIGTERM taken as Ctrl-C is: ``main`` cancelled, so what it started is stopped.
 
-    A second SIGTERM while stopping is ignored rather than cutting the clean-up short;
-    SIGKILL cannot be caught, and then :class:`EmbeddedPostgres` stops the leftover
-    server at the next start in the same folder.
+    A second SIGTERM ends the process at once, as a second Ctrl-C does, for a clean-up
+    that hangs; then, as after SIGKILL, :class:`EmbeddedPostgres` stops the leftover
+    server only at the next start in the same folder.
     """
 
     async def guarded() -> T:
@@ -64,7 +64,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
         def stop() -> None:
             loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             task.cancel("SIGTERM")
 
         loop.add_signal_handler(signal.SIGTERM, stop)
@@ -376,7 +376,8 @@ async def result_of(process: multiprocessing.process.BaseProcess, out: Any) -> A
         result = await asyncio.shield(asyncio.to_thread(out.get))
     except asyncio.CancelledError:
         out.put(None)  # wake the thread still waiting on the queue, so the loop can close
-        await join_process(process)
+        process.terminate()
+        await finish_in_thread(process.join)
         raise
     await join_process(process)
     return result
