@@ -128,6 +128,7 @@ async def bulk_load(pool: asyncpg.Pool) -> AsyncIterator[None]:
             for index in dropped:
                 await conn.execute(f'DROP INDEX "{index["name"]}"')
     yield
+    started = time.perf_counter()
     async with pool.acquire() as conn:
         await conn.execute("SET maintenance_work_mem = '512MB'")
         try:
@@ -141,6 +142,9 @@ async def bulk_load(pool: asyncpg.Pool) -> AsyncIterator[None]:
     missing = {index["name"] for index in dropped} - made
     if missing:
         raise RuntimeError(f"indexes not made again after the fill: {sorted(missing)}")
+    print(
+        f"  {len(dropped)} indexes made again and tables analyzed in {time.perf_counter() - started:.1f}s", flush=True
+    )
 
 
 async def give_way(pool: asyncpg.Pool, every: float = 2.0) -> None:
