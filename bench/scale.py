@@ -179,6 +179,9 @@ async def serve_and_measure(
                 OWN,
             )
         ]
+    # A proof needs a checkpoint covering its leaf; a store just grown has none yet until the node signs one.
+    while (await node.status()).checkpoints.get(OWN, (0, ""))[0] < size:
+        await asyncio.sleep(0.2)
     tls = members.layout.client_tls()
     profile = await load("profile", node.port, tls, subjects, seconds, concurrency)
     inclusion = await load("inclusion", node.port, tls, [OWN, str(size)], seconds, concurrency)
@@ -360,7 +363,8 @@ async def main(
                             f" RSS {serving.rss_mb:.0f} MB, GetProfile {serving.profile.rate:,.0f}/s"
                             f" p99 {serving.profile.percentile(0.99):.1f} ms,"
                             f" GetInclusionProof {serving.inclusion.rate:,.0f}/s"
-                            f" p99 {serving.inclusion.percentile(0.99):.1f} ms, echo {serving.echo.rate:,.0f}/s",
+                            f" p99 {serving.inclusion.percentile(0.99):.1f} ms ({serving.inclusion.errors} errors),"
+                            f" echo {serving.echo.rate:,.0f}/s",
                             flush=True,
                         )
                         if not (round_ == rounds and database == full_db):
