@@ -262,6 +262,18 @@ async def test_over_http_only_peers_submit_and_only_a_post_of_a_bounded_body_is_
     await eventually(both_counted)
     assert await witnessed_size(witness) == 7
 
+    # curl's way with a body over 1 KiB: the head first, the body once the witness says to go on.
+    body = wire.request_body(7, honest.proof(7, 8), honest.checkpoint(8))
+    reader, writer = await connect(federation, witness)
+    writer.write(head + f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 ")
+    writer.write(body)
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert await witnessed_size(witness) == 8
+
 
 async def ingest(node: Node, tmp_path: Path, rows: int, batch: int) -> int:
     path = tmp_path / f"rows{batch}.csv"

@@ -184,7 +184,7 @@ class TileServer:
                 http.receive_data(data)
                 continue
             if isinstance(event, h11.Request) and event.target == witness_wire.PATH.encode():
-                answer = await self._add_checkpoint(caller, http, reader, event, deadline)
+                answer = await self._add_checkpoint(caller, http, reader, writer, event, deadline)
                 # A body left unread (refused on the head) closes the connection; one read whole keeps it alive.
                 writer.write(_render(http, event, answer, close=http.their_state is not h11.DONE))
                 await writer.drain()
@@ -233,6 +233,7 @@ class TileServer:
         caller: Caller,
         http: h11.Connection,
         reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
         request: h11.Request,
         deadline: float,
     ) -> Answer:
@@ -242,6 +243,8 @@ class TileServer:
         length = int(lengths[0]) if lengths and not chunked and lengths[0].isdigit() else None  # h11 framed it
         reply = self.witness.admit(caller, request.method, length)
         if reply is None:
+            if http.they_are_waiting_for_100_continue:  # curl asks so before a body over 1 KiB
+                writer.write(http.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
             try:
                 body = await _body(http, reader, deadline, witness_wire.MAX_BODY)
             except (ConnectionError, TimeoutError, h11.ProtocolError) as exc:

@@ -1,6 +1,7 @@
 """The witness: this node cosigns a peer's checkpoint only if it extends the last one of that log it cosigned.
 
-What C2SP tlog-witness's add-checkpoint asks of a witness, over the peer channel:
+What C2SP tlog-witness's add-checkpoint asks of a witness, over either wire (the peer
+gRPC channel, or the spec's own HTTP: :mod:`credex.node.services.witness_http`):
 the checkpoint must be signed by the log's key as the trust bundle has it (the
 bundle's witness policy also says which logs this node witnesses), the request's
 old size must be the size this witness last cosigned for that log (else it answers
