@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import ssl
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from typer.testing import CliRunner
 
 from credex.adapters.samples import synth
 from credex.crypto.cosignature import cosignatures, witness_name
 from credex.crypto.keys import SigningKey
-from credex.crypto.trust import Member
+from credex.crypto.trust import Member, TrustBundle
+from credex.node.cli import app
 from credex.node.embedded import free_port
 from credex.node.runtime import Node
 from credex.node.witness import wire
@@ -114,6 +119,28 @@ def test_a_log_reads_only_what_the_spec_lets_a_witness_answer() -> None:
         assert wire.log_of(first) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**63 - 1),
+    st.lists(st.binary(min_size=32, max_size=32), max_size=63),
+    st.binary(max_size=300).map(lambda note: b"credex/310000\n" + note),
+)
+def test_a_request_reads_back_to_exactly_what_was_written(old: int, proof: list[bytes], checkpoint: bytes) -> None:
+    body = wire.request_body(old, proof, checkpoint)
+    assert wire.read_request(body) == wire.AddCheckpoint(old, tuple(proof), checkpoint)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_body_is_refused_or_read_as_the_one_request_that_writes_it(body: bytes) -> None:
+    """Strict reading: no two bodies mean the same request, so what is audited is what was sent."""
+    try:
+        request = wire.read_request(body)
+    except wire.WireError:
+        return
+    assert wire.request_body(request.old_size, request.proof, request.checkpoint) == body
+
+
 def requests_counted(status: str) -> float:
     return REGISTRY.get_sample_value("credex_witness_http_requests_total", {"origin": WITNESS, "status": status}) or 0.0
 
@@ -195,6 +222,52 @@ async def test_a_witness_over_http_cosigns_and_refuses_with_the_spec_s_status_co
         f"http conflict {LOG} 0->6: witness holds 4",
     ) in rows
     assert all(detail.startswith("http ") for _, detail in rows)
+
+
+def mangled(body: bytes, chance: random.Random) -> bytes:
+    """``body`` as a careless or hostile client might send it: a byte changed, a cut, a line doubled, or as it is."""
+    at = chance.randrange(len(body))
+    lines = body.split(b"\n")
+    line = chance.randrange(len(lines))
+    return chance.choice(
+        [
+            body,
+            body[:at] + bytes([body[at] ^ (1 << chance.randrange(8))]) + body[at + 1 :],
+            body[:at],
+            body[:at] + b"\n" + body[at:],
+            b"\n".join([*lines[:line], lines[line], *lines[line:]]),
+            b"\n".join(lines[:line] + lines[line + 1 :]),
+        ]
+    )
+
+
+async def test_mangled_requests_get_a_spec_status_and_never_move_the_witness_off_the_one_history(
+    federation: TestFederation,
+) -> None:
+    witness = await http_witness(federation)
+    assert witness.pool is not None
+    honest, split = ForgedLog(federation, LOG), ForgedLog(federation, LOG, tag="split")
+    chance = random.Random(20261122)
+    held = 0
+    statuses: set[int] = set()
+    async with client(federation, witness, LOG) as http:
+        assert (await http.post(wire.PATH, content=wire.request_body(0, [], honest.checkpoint(2)))).status_code == 200
+        held = 2
+        for _ in range(80):
+            size = chance.randint(held, 60)
+            history = chance.choice([honest, honest, split])
+            body = mangled(wire.request_body(held, honest.proof(held, size), history.checkpoint(size)), chance)
+            answer = await http.post(wire.PATH, content=body)
+            statuses.add(answer.status_code)
+            assert answer.status_code in {200, 400, 403, 404, 409, 422}, (answer.status_code, answer.text, body)
+            row = await witness.pool.fetchrow("SELECT size, root FROM witness_state WHERE log_origin = $1", LOG)
+            assert row is not None and bytes(row["root"]) == honest.tree.root(int(row["size"]))  # one history
+            if answer.status_code == 200:
+                assert int(row["size"]) == size >= held
+                held = size
+            else:
+                assert int(row["size"]) == held  # a refusal changes nothing
+    assert {200, 400, 403, 422} <= statuses  # the run did reach each kind of answer
 
 
 async def connect(federation: TestFederation, node: Node) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -316,3 +389,33 @@ async def test_a_witness_url_is_an_https_prefix() -> None:
         with pytest.raises(ValueError, match="witness_url"):
             Member(origin=WITNESS, name="w", witness_url=url)
     assert Member(origin=WITNESS, name="w", witness_url="https://w.example:8443/tlog").witness_url
+
+
+def test_trust_add_member_gives_a_witness_an_https_url_and_keeps_it(tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, list(args))
+        return result.exit_code, result.output
+
+    assert run("keys", "init", "--dir", str(tmp_path / "js"))[0] == 0
+    draft = tmp_path / "draft.json"
+    assert run("trust", "new", str(draft), "--federation", "yrd")[0] == 0
+    member = ("trust", "add-member", str(draft), "--origin", WITNESS, "--name", "江苏省", "--endpoint", "js:50051")
+    key = ("--public-key", str(tmp_path / "js" / "signing.pub"))
+    assert run(*member, *key)[0] == 0
+    assert b"witness_url" not in draft.read_bytes()  # unused, left out: an older bundle keeps its digest
+    assert run(*member, *key, "--witness-url", "https://js:50081")[0] == 0
+    assert _drafted(draft).witness_url == "https://js:50081"
+    assert run(*member, *key)[0] == 0
+    assert _drafted(draft).witness_url == "https://js:50081"  # kept when not given
+    refused = run(*member, *key, "--witness-url", "http://js:50081")
+    assert refused[0] == 1 and "https://" in refused[1]
+    assert run(*member, *key, "--witness-url", "")[0] == 0
+    assert _drafted(draft).witness_url == ""  # asked over gRPC again
+
+
+def _drafted(draft: Path) -> Member:
+    member = TrustBundle.from_draft(draft).member(WITNESS)
+    assert member is not None
+    return member

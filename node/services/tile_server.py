@@ -247,7 +247,7 @@ class TileServer:
                 writer.write(http.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
             try:
                 body = await _body(http, reader, deadline, witness_wire.MAX_BODY)
-            except (ConnectionError, TimeoutError, h11.ProtocolError) as exc:
+            except (ConnectionError, TimeoutError, h11.ProtocolError, ssl.SSLError) as exc:
                 self.witness.dropped(caller, type(exc).__name__)
                 raise
             reply = await self.witness.answer(caller, body)

@@ -94,7 +94,7 @@ def _hash(n: int, line: bytes) -> bytes:
         raw = base64.b64decode(line, validate=True)
     except (ValueError, binascii.Error):
         raw = b""
-    if len(raw) != HASH_SIZE:
+    if len(raw) != HASH_SIZE or base64.b64encode(raw) != line:  # one spelling per hash: the canonical one
         raise WireError(f"proof line {n} is not one base64 SHA-256 hash")
     return raw
 
