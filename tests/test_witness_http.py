@@ -23,10 +23,11 @@ from credex.adapters.samples import synth
 from credex.crypto.cosignature import cosignatures, witness_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import Member, TrustBundle
+from credex.node.channels import PeerChannels
 from credex.node.cli import app
 from credex.node.embedded import free_port
 from credex.node.runtime import Node
-from credex.node.witness import wire
+from credex.node.witness import CosignatureCollector, wire
 
 from .callers import NATIONAL, PUBLIC, audit_rows
 from .conftest import TestFederation, eventually
@@ -419,3 +420,33 @@ def _drafted(draft: Path) -> Member:
     member = TrustBundle.from_draft(draft).member(WITNESS)
     assert member is not None
     return member
+
+
+async def test_a_log_told_by_an_http_witness_that_it_holds_another_view_keeps_nothing_and_says_why(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    """A witness that cosigned a forged history of the log (the log's key stolen) answers the honest log with its
+    size, then refuses the honest proof from there (422): the log keeps no cosignature and the reason is given."""
+    witness = await http_witness(federation)
+    forged = ForgedLog(federation, LOG, tag="stolen-key")
+    assert (await post(witness, federation, wire.request_body(0, [], forged.checkpoint(3)))).status_code == 200
+    origin = await federation.start_node(LOG)
+    pool = origin.pool
+    assert pool is not None
+    size = await ingest(origin, tmp_path, 10, 0)
+
+    async def signed() -> bool:
+        held = await pool.fetchval("SELECT max(size) FROM checkpoints WHERE origin = $1 AND state = 'own'", LOG)
+        return bool(held == size)
+
+    await eventually(signed)
+    tls = origin.config.grpc.tls
+    channels = PeerChannels(tls.client_ca, tls.cert, tls.key)
+    try:
+        asked = CosignatureCollector(LOG, pool, federation.bundle_now, origin.logbook, channels)
+        said = (await asked.collect())[WITNESS]
+    finally:
+        await channels.close()
+    assert said.startswith("failed: ") and " answered 422: " in said and "does not verify" in said, said
+    assert await pool.fetchval("SELECT count(*) FROM checkpoint_cosignatures WHERE origin = $1", LOG) == 0
+    assert await witnessed_size(witness) == 3  # still the forged view, which the federation can now prove
