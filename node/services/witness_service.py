@@ -5,7 +5,9 @@ relay one (the log's signature is what is judged, not who brings it). Anyone may
 read the latest checkpoint the witness cosigned, to hold it against what the log
 serves. Each call is audited by the edge with the log, the sizes and the outcome,
 so a witness's trail shows every checkpoint it cosigned or refused (a refused one
-may be evidence of a log's misbehaviour).
+may be evidence of a log's misbehaviour). The same witness, and the same rule on
+who may submit, answer C2SP tlog-witness's own HTTP wire
+(:mod:`~credex.node.services.witness_http`).
 """
 
 from __future__ import annotations
