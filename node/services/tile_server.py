@@ -19,6 +19,10 @@ gRPC. Attackers get bounded parsing (h11's 16 KiB head limit, no bodies
 accepted), an idle timeout, a cap on open connections, and one answer at a
 time per connection.
 
+The one path written to is the witness's: ``POST /add-checkpoint`` (C2SP
+tlog-witness), whose body alone is read, bounded; see
+:mod:`~credex.node.services.witness_http`.
+
 Hashes and checkpoints are public by design; entry bundles carry records, so
 they are served only to callers who may exchange events (peers, operators),
 identified as gRPC identifies them (:func:`~credex.node.services.access.caller_of`).
@@ -49,7 +53,9 @@ from credex.node.config import NodeConfig
 from credex.node.services.access import Caller, caller_of
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
 from credex.node.services.server import ServerError
+from credex.node.services.witness_http import WitnessEndpoint
 from credex.node.store import tiles
+from credex.node.witness import wire as witness_wire
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,7 @@ class TileServer:
         self.keeper = keeper
         self.audit = audit
         self.bundle = bundle
+        self.witness = WitnessEndpoint(config, pool, bundle, keeper.logbook, audit)
         self._server: asyncio.Server | None = None
         self._open = asyncio.Semaphore(MAX_CONNECTIONS)
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed at stop
@@ -176,6 +183,15 @@ class TileServer:
                 data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
                 http.receive_data(data)
                 continue
+            if isinstance(event, h11.Request) and event.target == witness_wire.PATH.encode():
+                answer = await self._add_checkpoint(caller, http, reader, writer, event, deadline)
+                # A body left unread (refused on the head) closes the connection; one read whole keeps it alive.
+                writer.write(_render(http, event, answer, close=http.their_state is not h11.DONE))
+                await writer.drain()
+                if http.our_state is h11.DONE and http.their_state is h11.DONE:
+                    http.start_next_cycle()
+                    deadline = loop.time() + self.request_seconds
+                continue
             if isinstance(event, h11.Request):
                 answer = await self._answer(caller, event)
                 # A body is never read: the answer closes the connection instead of leaving it mid-request.
@@ -209,6 +225,33 @@ class TileServer:
             return spki_sha256(ssl.DER_cert_to_PEM_cert(der).encode()) if der else ""
 
         return caller_of(name, presented, address, self.config.access, self.bundle())
+
+    # -- the witness (C2SP tlog-witness) ---------------------------------------------------
+
+    async def _add_checkpoint(
+        self,
+        caller: Caller,
+        http: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
+        deadline: float,
+    ) -> Answer:
+        """POST /add-checkpoint: refused on its head, or its body read (bounded, by the deadline) and judged."""
+        chunked = any(n == b"transfer-encoding" for n, _ in request.headers)
+        lengths = [v for n, v in request.headers if n == b"content-length"]
+        length = int(lengths[0]) if lengths and not chunked and lengths[0].isdigit() else None  # h11 framed it
+        reply = self.witness.admit(caller, request.method, length)
+        if reply is None:
+            if http.they_are_waiting_for_100_continue:  # curl asks so before a body over 1 KiB
+                writer.write(http.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+            try:
+                body = await _body(http, reader, deadline, witness_wire.MAX_BODY)
+            except (ConnectionError, TimeoutError, h11.ProtocolError, ssl.SSLError) as exc:
+                self.witness.dropped(caller, type(exc).__name__)
+                raise
+            reply = await self.witness.answer(caller, body)
+        return Answer(reply.status, reply.body, reply.content_type)
 
     # -- what is asked ------------------------------------------------------------------
 
@@ -280,6 +323,27 @@ class TileServer:
         if len(content) < request.width * HASH_SIZE:
             return _text(404, f"{origin}'s log does not hold that tile")
         return Answer(200, content, "application/octet-stream", cache)
+
+
+async def _body(http: h11.Connection, reader: asyncio.StreamReader, deadline: float, limit: int) -> bytes | None:
+    """The request's whole body, or None once it runs past ``limit`` bytes (the rest is left unread)."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
+            http.receive_data(data)
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > limit:
+                return None
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        else:
+            raise ConnectionError("the connection closed before the request's body ended")
 
 
 def _has_body(request: h11.Request) -> bool:
