@@ -37,8 +37,16 @@ from credex.adapters.samples import synth
 from credex.node.runtime import Node
 from credex.node.store import Connection
 
-# The tables the ledger writes per batch, in the order it writes them.
+# The tables the ledger writes per batch, in the order it writes them; a record's state is in
+# record_states behind the view records since migration 0029, in the table records before.
 STORED = ("events", "records", "subjects", "log_tiles")
+
+
+async def tables(conn: Connection) -> list[str]:
+    states = "record_states" if await conn.fetchval("SELECT to_regclass('record_states')") else "records"
+    return [states if table == "records" else table for table in STORED]
+
+
 FLOOR_BATCH = 2000  # events per transaction, as the node's default ingest batch
 
 
@@ -62,7 +70,9 @@ async def store_floor(conn: Connection, sample: int) -> Floor:
     finally stored; the ledger rewrites a partial tile per batch, which this floor does not).
     """
     await conn.execute("DROP SCHEMA IF EXISTS store_floor CASCADE; CREATE SCHEMA store_floor")
-    for table in STORED:
+    stored = await tables(conn)
+    states = stored[1]
+    for table in stored:
         await conn.execute(f"CREATE TABLE store_floor.{table} (LIKE public.{table} INCLUDING ALL)")
     origin = await conn.fetchval("SELECT origin FROM ledger_head ORDER BY seq DESC LIMIT 1")
     batches: list[dict[str, list[asyncpg.Record]]] = []
@@ -73,13 +83,13 @@ async def store_floor(conn: Connection, sample: int) -> Floor:
             "events": await conn.fetch(
                 "SELECT * FROM events WHERE origin = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq", origin, first, last
             ),
-            "records": await conn.fetch(
-                "SELECT * FROM records WHERE origin = $1 AND seq BETWEEN $2 AND $3", origin, first, last
+            states: await conn.fetch(
+                f"SELECT * FROM {states} WHERE origin = $1 AND seq BETWEEN $2 AND $3", origin, first, last
             ),
         }
         subjects = await conn.fetch(
             "SELECT * FROM subjects WHERE subject_id = ANY($1::text[])",
-            list({r["subject_id"] for r in rows["records"]} - seen),
+            list({r["subject_id"] for r in rows[states]} - seen),
         )
         seen.update(r["subject_id"] for r in subjects)
         rows["subjects"] = subjects
@@ -91,10 +101,10 @@ async def store_floor(conn: Connection, sample: int) -> Floor:
             last,
         )
         batches.append(rows)
-    seconds = dict.fromkeys(STORED, 0.0)
+    seconds = dict.fromkeys(stored, 0.0)
     for rows in batches:
         async with conn.transaction():
-            for table in STORED:
+            for table in stored:
                 if rows[table]:
                     started = time.perf_counter()
                     await conn.copy_records_to_table(
@@ -112,7 +122,7 @@ async def bytes_per_event(conn: Connection) -> list[tuple[str, float]]:
     """Bytes on disk per stored event: each table whole, its heap with TOAST, and each of its indexes."""
     events = int(await conn.fetchval("SELECT count(*) FROM events")) or 1
     lines: list[tuple[str, float]] = []
-    for table in STORED:
+    for table in await tables(conn):
         total = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
         heap = await conn.fetchval("SELECT pg_table_size($1::regclass)", table)
         lines.append((f"{table} (all)", total / events))
