@@ -190,7 +190,7 @@ class StoredEvent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "leaf", leaf_hash(self.envelope))
-        object.__setattr__(self, "record_at", self.envelope.rfind(self.state.encoded))
+        object.__setattr__(self, "record_at", _record_at(self.envelope, self.state.encoded))
 
     @classmethod
     def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
@@ -260,6 +260,28 @@ class StoredEvent:
             self.record_at if inside else None,
             len(state.encoded) if inside else None,
         )
+
+
+def _record_at(envelope: bytes, encoded: bytes) -> int:
+    """Where ``encoded`` starts in ``envelope``, -1 if it is not there.
+
+    A canonical envelope begins with its payload (field 1) and a payload ends with its
+    record (field 6, as the ledger writes it), so that place is tried first: one
+    comparison instead of a search.
+    """
+    if envelope[:1] == b"\x0a":  # field 1, length-delimited: the payload's length follows as a varint
+        length, shift, at = 0, 0, 1
+        while at < len(envelope) and at <= 10:
+            byte = envelope[at]
+            length |= (byte & 0x7F) << shift
+            at += 1
+            if byte < 0x80:
+                start = at + length - len(encoded)
+                if start >= 0 and envelope.startswith(encoded, start):
+                    return start
+                break
+            shift += 7
+    return envelope.find(encoded)
 
 
 async def copy_events(conn: Connection, events: Sequence[StoredEvent]) -> None:
