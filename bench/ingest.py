@@ -177,6 +177,7 @@ async def main(rows: int) -> None:
     print(f"  {'  (mean of the raw limit around the run)':<44} {spread}")
     line("raw COPY of event-sized rows", copy, "rows/s")
     line(f"store floor: COPY of {floor.events:,} events' rows", floor.rate, "ev/s", copy, "raw COPY")
+    print(f"  {'  (the floor beside raw Ed25519 sign)':<44} {floor.rate / signing:.0%} of {signing:,.0f} sig/s")
     per = ", ".join(f"{t} {s / floor.events * 1e6:.0f}" for t, s in floor.seconds.items())
     print(f"  {'  (same tables and indexes; µs per event)':<44} {per}")
     print("\nbytes on disk per stored event:")
