@@ -32,9 +32,8 @@ from credex.adapters.samples import synth
 from credex.crypto.keys import SigningKey
 from credex.node.feeds.files import _changes
 from credex.node.feeds.mapping import Reader
-from credex.node.ledger import AppendResult, Ledger
+from credex.node.ledger import Ledger, Signed
 from credex.node.runtime import Node
-from credex.node.store import events as state
 
 CHUNK = 20_000  # rows a worker maps and signs at once: about 30 MB of events to hand over
 
@@ -58,7 +57,7 @@ def _signer(key_dir: str, origin: str) -> Ledger:
     return Ledger(origin, SigningKey.load(Path(key_dir)))
 
 
-def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> list[state.StoredEvent]:
+def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> Signed:
     """Worker process: the chunk's rows written as a national-format file, mapped, and signed as new records."""
     ledger = _signer(key_dir, chunk.origin)
     with tempfile.TemporaryDirectory(prefix="credex-scale-rows-") as folder:
@@ -78,13 +77,11 @@ def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> list[stat
             if batch.rejections:
                 raise RuntimeError(f"{chunk}: {len(batch.rejections)} rows rejected by the profile")
             changes.extend(_changes(batch.records))
-    result = AppendResult()
     # Nothing of these records is held: each row is signed as the UPSERT the ledger signs for a new record.
-    drafts, _ = ledger._draft_changes(changes, {}, chunk.first_seq - 1, result)
-    stored = [ledger._seal(draft, ledger.key.sign(draft.message)) for draft in drafts]
-    if result.new != chunk.rows or len(stored) != chunk.rows:
-        raise RuntimeError(f"{chunk}: {result.new} new records of {chunk.rows} rows")
-    return stored
+    prepared = ledger.prepare(changes, {}, chunk.first_seq - 1)
+    if prepared.result.new != chunk.rows or len(prepared.drafts) != chunk.rows:
+        raise RuntimeError(f"{chunk}: {prepared.result.new} new records of {chunk.rows} rows")
+    return ledger.sign_here(prepared)
 
 
 async def fill(node: Node, key_dir: Path, origin: str, have: int, want: int, shared_pool: int) -> None:
@@ -102,21 +99,18 @@ async def fill(node: Node, key_dir: Path, origin: str, have: int, want: int, sha
         pending = collections.deque(
             loop.run_in_executor(pool, sign_chunk, chunk, str(key_dir), context) for chunk in chunks[:ahead]
         )
-        for n, chunk in enumerate(chunks):
-            events = await pending.popleft()
+        for n in range(len(chunks)):
+            signed = await pending.popleft()
             if n + ahead < len(chunks):
                 pending.append(loop.run_in_executor(pool, sign_chunk, chunks[n + ahead], str(key_dir), context))
             async with node.pool.acquire() as conn, conn.transaction():
-                head = await ledger._lock_head(conn)
-                if head != chunk.first_seq - 1 or events[0].seq != chunk.first_seq:
-                    raise RuntimeError(f"{origin}: head {head}, chunk signed from seq {events[0].seq}")
-                await ledger._store(conn, events, events[-1].seq)
-            del events
+                await ledger.store(conn, signed)  # refused unless the chunk follows the log's head
+            del signed
     finally:  # stopped or failed half-way: the chunks not begun are dropped, not signed for nothing
         pool.shutdown(wait=True, cancel_futures=True)
     async with node.pool.acquire() as conn:
         held = await conn.fetchval("SELECT count(*) FROM records WHERE origin = $1", origin)
         if held != want:
             raise RuntimeError(f"{origin}: {held} records for {want} events: a row was not a new record")
-        await conn.execute("ANALYZE records")
+        await conn.execute("ANALYZE record_states")  # the table behind the view records (migration 0029)
         await conn.execute("ANALYZE events")
