@@ -45,6 +45,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from credex.crypto.parallel import SignatureWorkers
+from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.trust import EventRejected, EventVerifier, Signed, TrustBundle, VerifiedEvent
 from credex.errors import CredexError
 from credex.node import kafka as bus
@@ -59,6 +60,7 @@ from credex.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
+_NAMED_SEQS = 100  # seqs an oversize alarm names; the count says how many more
 _PARALLEL_FROM = 64  # below this, a batch is verified right here: a thread costs more than it saves
 
 
@@ -74,11 +76,13 @@ class Outcome(StrEnum):
     """What became of a peer's message; the value is its name in ``intake_counters`` and the metric.
 
     A rejection is counted under ``rejected:<reason>`` (:func:`rejected`), one counter per reason code.
+    ``oversize`` is the one counter beside the outcome: those events are counted as applied as well.
     """
 
     APPLIED = "applied"
     REPLAY = "replay"  # held already: a redelivery or a replay
     HELD = "held"  # not applied: an alarm on the origin is open
+    OVERSIZE = "oversize"  # applied, and counted here too: too long for a tlog-tiles entry bundle
     WITHHELD_NOTICE = "withheld_notice"  # announces an event that does not cross the bus
     REJECTED = "rejected"
 
@@ -95,6 +99,7 @@ class AcceptResult:
     replays: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     held: int = 0  # not applied: an alarm on the origin is open
+    oversize: list[int] = field(default_factory=list)  # seqs applied that no entry bundle can carry
     contiguous_seq: int = 0
     max_seq: int = 0
     rejections: list[Rejection] = field(default_factory=list)  # for the log
@@ -111,6 +116,7 @@ class AcceptResult:
             self.replays + other.replays,
             self.rejected + other.rejected,
             self.held + other.held,
+            self.oversize + other.oversize,
             max(self.contiguous_seq, other.contiguous_seq),
             max(self.max_seq, other.max_seq),
             self.rejections + other.rejections,
@@ -357,6 +363,7 @@ class Intake:
                 )
             await rejections.record(conn, self.me, origin, channel, refused, self.config.intake)
             result.applied = len(outcome.new)
+            result.oversize = await self._oversize(conn, origin, outcome.new, channel)
             result.replays = len(outcome.replays)
             result.rejected.update(r.reason for r in refused)
             result.rejections = refused
@@ -366,6 +373,39 @@ class Intake:
             if result.applied:
                 await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # subscription streams wait on it
         return result
+
+    async def _oversize(
+        self, conn: asyncpg.Connection, origin: str, new: Sequence[state.StoredEvent], channel: str
+    ) -> list[int]:
+        """Count the new events too long for a tlog-tiles entry bundle and raise an alarm naming them.
+
+        A credex origin refuses such an event before signing it (``EntryTooLarge``), so one that
+        arrives validly signed means its origin broke the protocol. It is applied all the same:
+        refusing it would stall the origin's log at that seq for good, while the event is as
+        authentic as any. Its hash stays in the tiles and checkpoints; only its entry bundle cannot
+        be served (the tile server answers 501 for it, naming the seq), which the alarm tells an
+        operator to take up with the origin. One alarm per first seq of a batch, naming them all.
+        """
+        seqs = sorted(e.seq for e in new if len(e.envelope) > MAX_ENTRY)
+        if not seqs:
+            return seqs
+        await state.count(conn, origin, Outcome.OVERSIZE, len(seqs))
+        size = max(len(e.envelope) for e in new if e.seq == seqs[0])
+        named = ", ".join(map(str, seqs[:_NAMED_SEQS])) + (
+            f" and {len(seqs) - _NAMED_SEQS} more" if len(seqs) > _NAMED_SEQS else ""
+        )
+        await self.alarms.raise_once_per(
+            conn,
+            origin,
+            AlarmKind.ENTRY_OVERSIZE,
+            f"{origin} signed an event longer than a tlog-tiles entry may be ({MAX_ENTRY:,} bytes) at seq {named}"
+            f" ({size:,} bytes at seq {seqs[0]}): a credex origin never signs one, so {origin} broke the protocol."
+            f" The event is applied and its hash served; its entry bundle is not (HTTP 501). Take it up with"
+            f" {origin}'s operator",
+            {"seq": seqs[0], "seqs": seqs[:_NAMED_SEQS], "count": len(seqs), "size": size, "channel": channel},
+            key={"seq": seqs[0]},
+        )
+        return seqs
 
     def _revoked_signer(self, conflict: state.StoredEvent) -> Rejection | None:
         """A conflicting event signed with a key the bundle revokes: refused, not taken as equivocation.
@@ -390,6 +430,7 @@ class Intake:
         metric = METRICS.intake
         metric.labels(self.me, result.origin, Outcome.APPLIED).inc(result.applied)
         metric.labels(self.me, result.origin, Outcome.REPLAY).inc(result.replays)
+        metric.labels(self.me, result.origin, Outcome.OVERSIZE).inc(len(result.oversize))
         for reason, n in result.rejected.items():
             metric.labels(self.me, result.origin, rejected(reason)).inc(n)
         METRICS.peer_contiguous.labels(self.me, result.origin).set(result.contiguous_seq)
