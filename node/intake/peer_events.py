@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -52,7 +52,7 @@ from credex.node import kafka as bus
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
-from credex.node.store import ANALYZE_AFTER, NOTIFY_CHANNEL, POISON, Rejection, storable_text
+from credex.node.store import ANALYZE_AFTER, NOTIFY_CHANNEL, POISON, Connection, Rejection, storable_text
 from credex.node.store import events as state
 from credex.node.store import evidence as rejections
 from credex.node.trust import TrustProvider
@@ -173,6 +173,8 @@ class Intake:
         self.wanted = wanted  # where gaps and withheld notices go; sync takes them
         self._since_analyze = 0
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # origin -> how many batches being applied hold each seq: verified, their transaction not yet committed
+        self._applying: defaultdict[str, Counter[int]] = defaultdict(Counter)
         # Set when a trust bundle changes the topics to read; the consumer restarts with the new set.
         self._members_changed = asyncio.Event()
         self._reading: dict[str, str] = {}
@@ -271,7 +273,8 @@ class Intake:
             METRICS.intake.labels(self.me, origin, Outcome.HELD).inc(result.held)
             log.warning("%s: %d events of %s held: an alarm on %s is open", channel, result.held, origin, origin)
             return result
-        result = await self._store(checked, channel)
+        with self._taking([checked]):
+            result = await self._store(checked, channel)
         self._report(channel, result)
         if result.has_gap:
             self.wanted.put(origin, result.max_seq, Why.GAP, held=result.contiguous_seq)
@@ -284,6 +287,27 @@ class Intake:
                 async with self.pool.acquire() as conn:
                     await conn.execute("ANALYZE records")
         return result
+
+    @contextlib.contextmanager
+    def _taking(self, batches: Sequence[Checked]) -> Iterator[None]:
+        """Count the seqs of ``batches`` as being applied while the block runs."""
+        seqs = [(b.origin, Counter(e.seq for e in b.events)) for b in batches]
+        for origin, counted in seqs:
+            self._applying[origin].update(counted)
+        try:
+            yield
+        finally:
+            for origin, counted in seqs:
+                self._applying[origin].subtract(counted)
+                self._applying[origin] = +self._applying[origin]
+
+    def applying(self, origin: str) -> frozenset[int]:
+        """The seqs of ``origin`` verified and being stored now: held once their transaction commits.
+
+        With the events table this is the one answer to "what does this node have or is it taking
+        in": sync asks it so that it never fetches what Kafka is delivering at the same moment.
+        """
+        return frozenset(self._applying.get(origin, ()))
 
     async def _store(self, checked: Checked, channel: str) -> AcceptResult:
         """Store a batch; if what one of its messages holds fails it, find that message and skip it."""
@@ -375,7 +399,7 @@ class Intake:
         return result
 
     async def _oversize(
-        self, conn: asyncpg.Connection, origin: str, new: Sequence[state.StoredEvent], channel: str
+        self, conn: Connection, origin: str, new: Sequence[state.StoredEvent], channel: str
     ) -> list[int]:
         """Count the new events too long for a tlog-tiles entry bundle and raise an alarm naming them.
 
@@ -509,8 +533,9 @@ class Intake:
         notices: dict[str, list[int]],
         offsets: dict[TopicPartition, int],
     ) -> None:
-        for batch in checked:
-            await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        with self._taking(checked):  # all of them until the last is stored, not each from its own turn
+            for batch in checked:
+                await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
         if notices:
             await self._take_notices(notices)
         if notes:  # after the events they may cover; refused ones recorded together
@@ -547,7 +572,7 @@ class Intake:
                 await state.count(conn, origin, Outcome.WITHHELD_NOTICE, len(seqs))
         for origin, seqs in notices.items():
             METRICS.intake.labels(self.me, origin, Outcome.WITHHELD_NOTICE).inc(len(seqs))
-            self.wanted.put(origin, max(seqs), Why.WITHHELD)
+            self.wanted.put(origin, max(seqs), Why.WITHHELD, seqs=seqs)
 
     async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
         if not topics:
@@ -607,7 +632,8 @@ class Intake:
                         offsets[tp] = messages[-1].offset + 1
                     checked = [await self.check(origin, values) for origin, values in by_origin.items()]
                     if storing is not None:
-                        await storing
+                        with self._taking(checked):  # verified, waiting for the batch before to be stored
+                            await storing
                     storing = asyncio.create_task(
                         self._store_and_commit(consumer, checked, notes, dict(notices), offsets)
                     )
