@@ -19,7 +19,12 @@ announcement of an event that does not cross the bus (see :mod:`credex.node.kafk
 What intake learns is missing — a gap in an origin's seqs, an event announced by
 a withheld notice — it only puts in the wanted ranges
 (:class:`~credex.node.chain.WantedRanges`); sync takes them from there and
-fetches over gRPC. Intake neither knows nor calls sync.
+fetches over gRPC. Intake neither knows nor calls sync. Sync asks intake only
+which seqs it is applying (:meth:`Intake.applying`: verified, their transaction not
+yet committed), so as not to fetch them too.
+
+A validly signed event longer than a tlog-tiles entry may be (65,535 bytes) is
+applied, counted as ``oversize`` and alarmed (``entry.oversize``); see :meth:`Intake._oversize`.
 
 Two validly signed events of one origin at one seq are equivocation (an alarm
 freezes the origin), unless the new one is signed with a key the bundle revokes:

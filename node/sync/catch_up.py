@@ -25,7 +25,16 @@ alarm, resolved by itself if the events ever arrive.
 
 A withheld notice is unsigned, so the seq it gives is capped at the head the
 probe reports and forgotten once the missing events were fetched: a notice of
-seq 2^63-1 buys its sender one early fetch, not a standing one.
+seq 2^63-1 buys its sender one early fetch, not a standing one. Sync fetches the
+very seqs the notices named (as long as they are few enough to keep, see
+:data:`~credex.node.chain.wanted.MAX_WITHHELD_SEQS`), not every missing seq up to the
+highest: the others are on their way over Kafka, on a partition that lags.
+
+Sync never asks for what this node holds or is taking in: what is missing is what
+the store lacks less what intake has verified and is storing at that moment
+(:meth:`~credex.node.intake.Intake.applying`), read in that order so that a seq
+committed in between is in one or the other. So an event Kafka delivers while sync
+looks is not fetched again, verified again and counted as a replay.
 
 A member that answers FetchEvents with PERMISSION_DENIED does not recognise this
 node as a peer (no client certificate, or one the bundle does not bind): its
