@@ -70,6 +70,7 @@ from credex.node.chain.wanted import MAX_WITHHELD_SEQS
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
+from credex.node.intake.peer_events import Checked
 from credex.node.metrics import METRICS
 from credex.node.store.database import RETRYABLE
 from credex.node.trust import TrustProvider
@@ -362,36 +363,44 @@ class Sync:
         return applied
 
     async def _fetch_pass(self, endpoint: str, origin: str, head: int, only: frozenset[int] | None = None) -> int:
-        """One pass over what is missing, in rounds: round k+1 is fetched while round k is verified and stored.
+        """One pass over what is missing, in rounds: while round k is stored, round k+1 is fetched and verified.
 
         A round is every missing stretch up to :data:`ROUND_EVENTS` events (withheld seqs
         scattered through a log that Kafka brought are many one-event stretches), asked for
-        at once, :data:`CONCURRENT_FETCHES` requests in flight. A pass ends when nothing is
-        left below ``head`` or a round brings nothing; it returns the events applied.
+        at once, :data:`CONCURRENT_FETCHES` requests in flight. Its signatures are checked
+        (in the signature workers) as soon as it is fetched, so PostgreSQL storing one round
+        and the workers verifying the next run at once, as on the Kafka path. A pass ends
+        when nothing is left below ``head`` or a round brings nothing; it returns the events applied.
         """
         applied = 0
         after = 0  # seqs up to here were asked for in this pass
         storing: asyncio.Task[int] | None = None
+        checking: asyncio.Task[Checked] | None = None
         try:
             while True:
                 requests = await self._missing(origin, head, after, only)
                 envelopes = await self._fetch_round(endpoint, origin, requests) if requests else []
+                if envelopes:
+                    after = requests[-1][0] + requests[-1][1] - 1
+                    checking = asyncio.create_task(self.intake.check(origin, envelopes))
                 if storing is not None:
                     applied += await storing
                     storing = None
-                if not envelopes:
+                if checking is None:
                     return applied
-                after = requests[-1][0] + requests[-1][1] - 1
-                storing = asyncio.create_task(self._accept(endpoint, origin, envelopes))
+                checked = await checking
+                checking = None
+                storing = asyncio.create_task(self._apply(endpoint, origin, checked, len(envelopes)))
         finally:
-            if storing is not None:  # a failed fetch, or cancelled: the round under way ends first or with us
-                storing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await storing
+            for task in (checking, storing):  # a failed fetch, or cancelled: what is under way ends with us
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
-    async def _accept(self, endpoint: str, origin: str, envelopes: list[bytes]) -> int:
-        result = await self.intake.accept(origin, envelopes, f"sync:{endpoint}")
-        METRICS.sync_fetched.labels(self.config.origin, origin).inc(len(envelopes))
+    async def _apply(self, endpoint: str, origin: str, checked: Checked, fetched: int) -> int:
+        result = await self.intake.apply(checked, f"sync:{endpoint}")
+        METRICS.sync_fetched.labels(self.config.origin, origin).inc(fetched)
         return result.applied
 
     async def _fetch_round(self, endpoint: str, origin: str, requests: Sequence[tuple[int, int]]) -> list[bytes]:
