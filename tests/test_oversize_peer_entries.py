@@ -100,6 +100,10 @@ async def test_a_validly_signed_oversize_peer_event_is_applied_alarmed_counted_a
     async with receiver.pool.acquire() as conn:
         assert len([a for a in await list_alarms(conn) if a.kind == AlarmKind.ENTRY_OVERSIZE]) == 1
 
+    async def agreed_checkpoint() -> bool:
+        return await receiver.keeper.latest("310000") is not None
+
+    await eventually(agreed_checkpoint)  # 310000's own, of the 3 events it signed
     async with client(federation, receiver, "330000") as http:
         assert (await http.get("/310000/tile/0/000.p/5")).status_code == 200  # hashes serve
         assert (await http.get("/310000/checkpoint")).status_code == 200
