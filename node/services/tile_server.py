@@ -3,7 +3,9 @@
 Under ``/<origin>/`` (an origin this node holds) it serves ``checkpoint`` (the
 newest checkpoint this node agrees with, as the origin signed it),
 ``tile/<L>/<N>[.p/<W>]`` (hashes, from the store's tiles) and
-``tile/entries/<N>[.p/<W>]`` (the stored envelopes, uint16-length-prefixed).
+``tile/entries/<N>[.p/<W>]`` (the stored envelopes, uint16-length-prefixed; a
+bundle that would hold an envelope longer than 65,535 bytes, which only a peer that
+broke the protocol signs, is answered 501 with the seq in ``credex-oversize-seq``).
 A full tile never changes and is cached for a year as immutable; a partial tile
 and the checkpoint are cached briefly. A partial tile is served from the wider
 tile held (it is a prefix of it); a width or a tile the tiles do not cover yet is 404.
@@ -44,7 +46,7 @@ import asyncpg
 import h11
 
 from credex.crypto.merkle import HASH_SIZE
-from credex.crypto.tiles import TILE_WIDTH, TileId, entry_bundle, parse_tile_path
+from credex.crypto.tiles import MAX_ENTRY, TILE_WIDTH, TileId, entry_bundle, parse_tile_path
 from credex.crypto.tls import spki_sha256
 from credex.crypto.trust import TrustBundle
 from credex.domain.regions import is_origin_code
@@ -73,6 +75,7 @@ class Answer:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
     cache: str = "no-store"
+    headers: tuple[tuple[str, str], ...] = ()  # beyond the ones every answer has
 
 
 def _text(status: int, message: str) -> Answer:
@@ -307,11 +310,10 @@ class TileServer:
                 envelopes = await tiles.entries(conn, origin, request.index, request.width)
             if envelopes is None:
                 return _text(404, f"{origin}'s log does not hold that entry bundle")
-            try:
-                bundle = entry_bundle(envelopes)
-            except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
-                return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
-            return Answer(200, bundle, "application/octet-stream", cache)
+            oversize = next((i for i, e in enumerate(envelopes) if len(e) > MAX_ENTRY), None)
+            if oversize is not None:
+                return _oversize(origin, request.index * TILE_WIDTH + oversize + 1, len(envelopes[oversize]))
+            return Answer(200, entry_bundle(envelopes), "application/octet-stream", cache)
         tile = TileId(request.level, request.index)
         book = self.keeper.logbook.cache  # the tiles proofs read last: a tile held wide enough is the store's
         content = book.tile(origin, tile, request.width)
@@ -346,6 +348,26 @@ async def _body(http: h11.Connection, reader: asyncio.StreamReader, deadline: fl
             raise ConnectionError("the connection closed before the request's body ended")
 
 
+def _oversize(origin: str, seq: int, size: int) -> Answer:
+    """The answer for an entry bundle holding an entry a uint16 length cannot carry: 501, naming it.
+
+    Not 500 (nothing failed) nor 404 (the entries are held): this server cannot represent
+    the bundle in the tlog-tiles format, now or ever, since a signed log never changes. 501 is
+    also cacheable by default. Narrower partial bundles, the hash tiles and the checkpoint still
+    serve; the entry itself is fetched over gRPC FetchEvents.
+    """
+    return Answer(
+        501,
+        (
+            f"{origin}'s entry at seq {seq} is {size:,} bytes, longer than a tlog-tiles entry may be"
+            f" ({MAX_ENTRY:,}): this bundle cannot be served. Its hash is in the hash tiles; fetch the entry"
+            f" over gRPC FetchEvents (from_seq={seq}). {origin} signed it against the protocol (alarm entry.oversize)\n"
+        ).encode(),
+        cache=_SHORT,
+        headers=(("credex-oversize-seq", str(seq)),),
+    )
+
+
 def _has_body(request: h11.Request) -> bool:
     return any(
         name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
@@ -359,6 +381,7 @@ def _render(http: h11.Connection, request: h11.Request, answer: Answer, *, close
         ("content-length", str(len(answer.body))),
         ("cache-control", answer.cache),
         ("x-content-type-options", "nosniff"),
+        *answer.headers,
     ]
     if close:
         headers.append(("connection", "close"))
