@@ -217,6 +217,51 @@ async def test_stopping_the_audit_log_resolves_every_waiting_entry(federation: T
         await audit.record(entry("late"))
 
 
+async def test_a_lone_call_is_written_at_once_though_writes_came_just_before(federation: TestFederation) -> None:
+    """One call at a time: no other call in progress can join its batch, so no writer waits for company
+    (here for an hour), however recently the last batch was written."""
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=3600)
+    audit.expect(lambda: 1)
+    audit.start()
+    try:
+        for i in range(3):
+            await asyncio.wait_for(audit.record(entry(f"alone-{i}")), timeout=60)  # a bound on a hang only
+    finally:
+        await audit.stop()
+    assert [row["caller"] for row in await audit_rows(node)][-3:] == ["alone-0", "alone-1", "alone-2"]
+
+
+async def test_a_batch_is_written_once_every_call_in_progress_has_handed_in_its_rows(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=3600)
+    in_progress = 0
+    audit.expect(lambda: in_progress)
+    audit.start()
+    try:
+        await asyncio.wait_for(audit.record(entry("before")), timeout=60)  # the writers are busy from now on
+        in_progress = 3
+        first = asyncio.ensure_future(audit.record(entry("first")))
+
+        async def gathering() -> bool:
+            return audit.gathering
+
+        await eventually(gathering)  # two calls in progress have yet to hand theirs in: the writer waits
+        assert not first.done()
+        second = asyncio.ensure_future(audit.record(entry("second")))
+        await asyncio.sleep(0)
+        assert audit.gathering and not first.done()
+        await asyncio.wait_for(asyncio.gather(first, second, audit.record(entry("third"))), timeout=60)
+        assert not audit.gathering
+    finally:
+        await audit.stop()
+    assert [row["caller"] for row in await audit_rows(node)][-3:] == ["first", "second", "third"]
+
+
 async def test_walking_inclusion_proofs_leaves_one_row_per_call_under_the_records_subject(
     federation: TestFederation, tmp_path: Path
 ) -> None:

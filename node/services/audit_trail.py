@@ -30,6 +30,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -191,6 +192,11 @@ class Rows:
     records: list[tuple[object, ...]]
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     """The rows of one call (a batch call has an audit row per subject) and the future its answer waits on."""
@@ -222,9 +228,37 @@ class AuditLog:
         self._tasks: list[asyncio.Task[None]] = []
         self._trimmer: asyncio.Task[None] | None = None
         self._stopped = False
+        # One writer gathers a batch at a time (the others commit theirs meanwhile), so that a batch
+        # is not split between writers that all woke for its first call.
+        self._gathering = asyncio.Lock()
+        # Calls whose answer waits on rows queued or being written, and how many calls the node has in
+        # progress (the edge says, :meth:`expect`): while some of those have yet to hand in their rows, a
+        # batch is worth waiting for; once all have, the wait ends at once (:attr:`_company`).
+        self._calls_waiting = 0
+        self._in_progress: Callable[[], int] | None = None
+        self._company: asyncio.Future[None] | None = None
         self._entries = {
             outcome: METRICS.audit_entries.labels(origin, outcome) for outcome in ("written", "failed", "dropped")
         }
+
+    def expect(self, in_progress: Callable[[], int]) -> None:
+        """Let the writers ask how many calls are in progress, each of which will hand in rows before it answers.
+
+        A writer then waits for company only while some of them have not: a lone call (one
+        call at a time) is written at once instead of after :attr:`linger`, and a batch is
+        written as soon as every call in progress is in it. Without it, a writer waits the
+        whole linger whenever the node is busy.
+        """
+        self._in_progress = in_progress
+
+    @property
+    def gathering(self) -> bool:
+        """Whether a writer holds a batch and waits for the rows of calls still in progress."""
+        return self._company is not None
+
+    def _company_coming(self) -> bool:
+        """Whether calls in progress have yet to hand in their rows (always, when the edge does not say)."""
+        return self._in_progress is None or self._in_progress() > self._calls_waiting
 
     def start(self) -> None:
         self._tasks = [
@@ -307,9 +341,13 @@ class AuditLog:
         if self._stopped:
             raise AuditUnavailable("the node is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._put(tuple(entry.storable() for entry in entries), future, rows):
-            raise AuditUnavailable(f"audit queue full ({self._queued:,} entries waiting for the database)")
-        await future
+        self._calls_waiting += 1
+        try:
+            if not self._put(tuple(entry.storable() for entry in entries), future, rows):
+                raise AuditUnavailable(f"audit queue full ({self._queued:,} entries waiting for the database)")
+            await future
+        finally:
+            self._calls_waiting -= 1
 
     def note(self, entry: AuditEntry) -> bool:
         """Queue ``entry`` without waiting for it (for summaries of refused calls); False if the queue is full."""
@@ -323,6 +361,10 @@ class AuditLog:
             return False
         self._queued += len(entries)
         self._queue.put_nowait(_Pending(entries, rows, future))
+        company = self._company
+        if company is not None and (self._queued >= self.max_batch or not self._company_coming()):
+            self._company = None
+            company.set_result(None)  # the batch gathering is complete: write it now
         return True
 
     def _take(self) -> _Pending:
@@ -334,20 +376,33 @@ class AuditLog:
         """One of the writers: takes what is queued and commits it. Several run at once, so a batch
         is taken while the one before it commits, and PostgreSQL flushes their commits together."""
         while True:
-            first = await self._queue.get()
-            self._queued -= len(first.entries)
-            batch = self._in_hand[number] = [first]
-            # Under load, wait a moment for company: one commit for many calls
-            # costs the database far less than one each.
-            if not self._queue.empty() or self._busy():
-                await asyncio.sleep(self.linger)
-            held = len(first.entries)
-            while held < self.max_batch and not self._queue.empty():
-                batch.append(pending := self._take())
-                held += len(pending.entries)
+            async with self._gathering:
+                first = await self._queue.get()
+                self._queued -= len(first.entries)
+                batch = self._in_hand[number] = [first]
+                # Under load, wait a moment for company: one commit for many calls
+                # costs the database far less than one each.
+                if (not self._queue.empty() or self._busy()) and self._company_coming():
+                    await self._gather()
+                held = len(first.entries)
+                while held < self.max_batch and not self._queue.empty():
+                    batch.append(pending := self._take())
+                    held += len(pending.entries)
             self._last_write = time.monotonic()
             await self._write(batch)
             del self._in_hand[number]
+
+    async def _gather(self) -> None:
+        """Wait :attr:`linger` at most, and no longer than until every call in progress has handed in its rows."""
+        loop = asyncio.get_running_loop()
+        company = self._company = loop.create_future()
+        timer = loop.call_later(self.linger, _settle, company)
+        try:
+            await company
+        finally:
+            timer.cancel()
+            if self._company is company:
+                self._company = None
 
     async def _write(self, batch: list[_Pending]) -> None:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
