@@ -192,11 +192,6 @@ class Rows:
     records: list[tuple[object, ...]]
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 @dataclass(frozen=True, slots=True)
 class _Pending:
     """The rows of one call (a batch call has an audit row per subject) and the future its answer waits on."""
@@ -363,9 +358,15 @@ class AuditLog:
         self._queue.put_nowait(_Pending(entries, rows, future))
         company = self._company
         if company is not None and (self._queued >= self.max_batch or not self._company_coming()):
-            self._company = None
-            company.set_result(None)  # the batch gathering is complete: write it now
+            self._end_gathering(company)  # the batch is complete: write it now
         return True
+
+    def _end_gathering(self, company: asyncio.Future[None]) -> None:
+        """End a writer's wait for company, whichever comes first: the batch complete or the linger over."""
+        if self._company is company:
+            self._company = None
+        if not company.done():
+            company.set_result(None)
 
     def _take(self) -> _Pending:
         pending = self._queue.get_nowait()
@@ -396,12 +397,12 @@ class AuditLog:
         """Wait :attr:`linger` at most, and no longer than until every call in progress has handed in its rows."""
         loop = asyncio.get_running_loop()
         company = self._company = loop.create_future()
-        timer = loop.call_later(self.linger, _settle, company)
+        timer = loop.call_later(self.linger, self._end_gathering, company)
         try:
             await company
         finally:
             timer.cancel()
-            if self._company is company:
+            if self._company is company:  # cancelled while waiting
                 self._company = None
 
     async def _write(self, batch: list[_Pending]) -> None:
