@@ -111,7 +111,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             return await self._person_profile(request)
         call = edge.current()
         try:
-            code = uscc_codes.validate(request.uscc).code
+            code = call.uscc(request.uscc)
         except uscc_codes.InvalidSubjectCode as exc:
             raise edge.invalid(f"uscc: {exc.message}") from None
         call.subject_id = code
