@@ -35,7 +35,7 @@ from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
-from credex.domain.measures import Catalogue
+from credex.domain.measures import Catalogue, Measure
 from credex.domain.persons import withhold
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
@@ -249,6 +249,25 @@ _NO_MEASURES = "{}"
 _JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) writes, made once
 
 
+def _identifying_unit(record: record_pb2.Record, signed: verdicts.Signature) -> str:
+    """The unit a hit names: a list's identifying unit (认定单位), else the deciding authority."""
+    return (signed[2] == "black_list" and record.black_list.identifying_unit.name) or record.deciding_authority.name
+
+
+# The ids of the incentives a place offers, by the tuple it keeps: most subjects are offered the same few.
+_IDS: dict[int, tuple[tuple[Measure, ...], list[str]]] = {}
+
+
+def _ids(measures: tuple[Measure, ...]) -> list[str]:
+    """The measures' ids in order; the list is shared by every answer offered the same measures, never changed."""
+    held = _IDS.get(id(measures))
+    if held is None or held[0] is not measures:
+        if len(_IDS) >= verdicts.MAX_KEPT:
+            _IDS.clear()
+        held = _IDS[id(measures)] = (measures, [m.id for m in measures])
+    return held[1]
+
+
 def _answer(
     place: verdicts.Place,
     subject: str,
@@ -257,6 +276,9 @@ def _answer(
     today: dt.date,
 ) -> SubjectAnswer:
     own = found.get(subject, _NOBODY)
+    if not own.judged and not responsible:  # most subjects: nothing in force that the catalogue names
+        incentives = place.incentives((), today, own.subject_type)
+        return SubjectAnswer(subject, [], _ids(incentives), _NO_MEASURES, [], True, (), wire.clean(subject, incentives))
     hits: list[bytes] = []
     shown: list[str] = []
     hit_records: dict[str, None] = {}
@@ -264,7 +286,9 @@ def _answer(
     people: list[tuple[Responsible | None, _Subject]] = [(None, own)]
     people += [(person, found.get(person.person, _NOBODY)) for person in responsible]
     for person, held in people:
-        for (record, _, verdict), (origin, record_id, window_end, disputed) in zip(held.judged, held.held, strict=True):
+        for (record, signed, verdict), (origin, record_id, window_end, disputed) in zip(
+            held.judged, held.held, strict=True
+        ):
             if not verdict.is_hit:
                 continue
             hits.append(
@@ -275,7 +299,7 @@ def _answer(
                     record.decision_date,
                     window_end.isoformat() if window_end else "",
                     disputed,
-                    record.black_list.identifying_unit.name or record.deciding_authority.name,
+                    _identifying_unit(record, signed),
                     person.role if person else 0,
                     person.person if person else "",
                 )
@@ -287,6 +311,7 @@ def _answer(
                 if record_id not in ids:
                     ids.append(record_id)
     incentives = place.incentives(own.judged, today, own.subject_type)
+    offered = _ids(incentives)
     # 告知承诺 follows the subject's own records only (as Catalogue.notify_commit does).
     excluded = tuple(
         record_id
@@ -296,7 +321,7 @@ def _answer(
     return SubjectAnswer(
         subject_id=subject,
         hits=shown,
-        measure_ids=list(dict.fromkeys([*measure_records, *(m.id for m in incentives)])),
+        measure_ids=list(dict.fromkeys([*measure_records, *offered])) if measure_records else offered,
         measure_records=_JSON.encode(measure_records) if measure_records else _NO_MEASURES,
         hit_records=list(hit_records),
         notify_commit_available=not excluded,

@@ -168,6 +168,20 @@ def answer(
     )
 
 
+_CLEAN: dict[int, tuple[tuple[Measure, ...], bytes]] = {}
+
+
+def clean(subject_id: str, offered: tuple[Measure, ...]) -> bytes:
+    """:func:`answer` of a subject without a hit or a record excluding 告知承诺 (most subjects), ``offered`` the
+    incentives: all but the subject's id encoded once per tuple of incentives."""
+    held = _CLEAN.get(id(offered))
+    if held is None or held[0] is not offered:
+        if len(_CLEAN) >= _KEPT:
+            _CLEAN.clear()
+        held = _CLEAN[id(offered)] = (offered, incentives(offered) + _NOTIFY_COMMIT + _CLEAR)
+    return text(_SUBJECT, subject_id) + held[1]
+
+
 def response(check_id: str, scenario: str, answers: Iterable[bytes]) -> bytes:
     """The CheckResponse: the check's id, its scenario's code and every subject's answer from :func:`answer`."""
     return b"".join((text(_CHECK_ID, check_id), text(_SCENARIO, scenario), *(nested(_ANSWER, a) for a in answers)))

@@ -17,6 +17,7 @@ import binascii
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -53,7 +54,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         unit = _code("requesting_unit_uscc", request.requesting_unit_uscc)
         if not request.usccs and not request.person_ids:
             raise edge.invalid("usccs or person_ids is required: send the subjects to check")
-        codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
+        codes = _codes("usccs", request.usccs)
         leaves, responsible = await self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
         made = await checks.run_check(
@@ -346,6 +347,17 @@ def _code(name: str, raw: str) -> str:
                 f"{name} has the form of a resident ID number and is no USCC; send persons in person_ids"
             ) from None
         raise edge.invalid(f"{name}: {exc.message}; nothing was checked") from None
+
+
+def _codes(name: str, raws: Sequence[str]) -> list[str]:
+    """:func:`_code` of every item, the item's name made only for the one refused (a batch holds up to 1,000)."""
+    codes = []
+    for index, raw in enumerate(raws):
+        try:
+            codes.append(uscc_codes.validate(raw).code)
+        except uscc_codes.InvalidSubjectCode:
+            codes.append(_code(f"{name}[{index}]", raw))  # refuses, saying why
+    return codes
 
 
 def _is_id_number(raw: str) -> bool:
