@@ -44,6 +44,7 @@ from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, Connection, tiles
 from credex.node.store import events as state
+from credex.protowire import varint
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 _RECORD_FIELD_TAG = b"\x32"  # field 6 (record), wire type 2 (length-delimited)
@@ -120,15 +121,6 @@ class AppendResult:
     @property
     def events(self) -> int:
         return len(self.seqs)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 class Ledger:
@@ -458,7 +450,7 @@ class Ledger:
         payload = (
             event.SerializeToString(deterministic=True)
             + _RECORD_FIELD_TAG
-            + _varint(len(record.encoded))
+            + varint(len(record.encoded))
             + record.encoded
         )
         size = sealed_size(len(payload), self.key.key_id)
