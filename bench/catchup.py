@@ -1,18 +1,20 @@
 """Catch-up: a node that missed a log of many events becomes complete again over gRPC sync.
 
-    python -m bench.catchup [--rows 100000]
+    python -m bench.catchup [--rows 100000] [--profile]
 
 The origin takes a file in and publishes; then a peer starts on an empty broker,
 so Kafka cannot help and every event comes over FetchEvents: fetched in rounds
 of concurrent requests, each round verified in the signature worker processes
 and stored while the next is fetched. Prints the time from the peer's start to a complete, checkpoint-verified
-copy, beside the raw Ed25519 verification rate.
+copy, beside the raw Ed25519 verification rate. ``--profile``: also where the time went
+(:mod:`bench.cpu`; profiling slows the event loop, so not the benchmark's figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import time
 
@@ -26,11 +28,13 @@ from bench.common import (
     services,
     start_node,
 )
+from bench.complete import holds_whole_log
+from bench.cpu import Breakdown
 from credex.adapters.samples import synth
-from credex.node.embedded import EmbeddedBroker
+from credex.node.embedded import EmbeddedBroker, _postmaster_pid
 
 
-async def main(rows: int) -> None:
+async def main(rows: int, profile: bool) -> None:
     async with services() as running:
         sample = running.root / "penalties.csv"
         synth.write(sample, synth.SynthSpec(region="310000", rows=rows, bad_share=0.0))
@@ -43,28 +47,25 @@ async def main(rows: int) -> None:
             print(f"{report.new:,} events of 310000 signed, stored and checkpointed; starting 320000", flush=True)
             with EmbeddedBroker(running.root / "empty-broker") as empty:
                 limit_before = raw_ed25519()
+                breakdown = Breakdown(_postmaster_pid(running.postgres.directory), running.broker.pid)
                 started = time.perf_counter()
-                peer = await start_node(
-                    members,
-                    running,
-                    "320000",
-                    bus={"bootstrap_servers": empty.bootstrap_servers},
-                    sync={"probe_seconds": 1.0},
-                )
-                while True:
-                    status = await peer.status()
-                    if (
-                        status.contiguous_by_origin.get("310000", 0) >= report.new
-                        and status.checkpoints.get("310000", (0,))[0] >= report.new
-                    ):
-                        break
-                    await asyncio.sleep(0.1)
+                with breakdown if profile else contextlib.nullcontext():
+                    peer = await start_node(
+                        members,
+                        running,
+                        "320000",
+                        bus={"bootstrap_servers": empty.bootstrap_servers},
+                        sync={"probe_seconds": 1.0},
+                    )
+                    await holds_whole_log(peer, "310000", report.new, every=0.1)
                 elapsed = time.perf_counter() - started
                 _, verifying, spread = raw_ed25519_around(limit_before)
-                fetched = status.intake_counters["310000"]
+                fetched = (await peer.status()).intake_counters["310000"]
                 await members.stop_node("320000")
         finally:
             await members.stop()
+    if profile:
+        breakdown.print(report.new)
     print(f"\ncatch-up of {report.new:,} events over gRPC: {fetched}")
     line(
         "events fetched, verified and applied",
@@ -80,4 +81,6 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100000)
-    run(main(parser.parse_args().rows))
+    parser.add_argument("--profile", action="store_true", help="also print where the time went (slows the run)")
+    arguments = parser.parse_args()
+    run(main(arguments.rows, arguments.profile))

@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import random
+import resource
 import signal
 import statistics
 import tempfile
@@ -239,12 +240,33 @@ async def raw_produce_consume(bootstrap: str, n: int = 50000, size: int = 1200) 
 # -- load generation ------------------------------------------------------------------
 
 
+def postgres_cpu(postgres: EmbeddedPostgres) -> float:
+    """CPU seconds used so far by the PostgreSQL server: its postmaster and every process it runs now (Linux).
+
+    Pooled connections live through a benchmark, so the difference of two readings is
+    what the database spent between them (a backend that ended in between is lost).
+    """
+    postmaster = int((postgres.directory / "postmaster.pid").read_text().split("\n", 1)[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    used = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+        except OSError:
+            continue  # ended meanwhile
+        fields = rest.rsplit(") ", 1)[1].split()
+        if int(pid) == postmaster or int(fields[1]) == postmaster:  # fields[1]: the parent's pid
+            used += int(fields[11]) + int(fields[12])  # utime, stime
+    return used / tick
+
+
 @dataclass
 class LoadResult:
     requests: int
     errors: int
     seconds: float
     latencies_ms: list[float]
+    client_cpu: float = 0.0  # CPU seconds of the load generator's process, warm-up included
 
     @property
     def rate(self) -> float:
@@ -289,12 +311,14 @@ async def drive(
 
 LOAD_CHANNELS = 4
 ECHO_METHOD = "/bench.Echo/Echo"
+FLOOR_METHOD = "/bench.Floor/Lookup"  # bench.lookup.start_durable_floor: echo + one SELECT + one committed INSERT
 
 
 def _load(
     kind: str, port: int, tls: tuple[Path, Path, Path], keys: list[str], seconds: float, concurrency: int, out: Any
 ) -> None:
-    """Worker process: drive one kind of call ("profile", "echo", "inclusion", "consistency", "check<N>", "search")."""
+    """Worker process: drive one kind of call ("profile", "echo", "floor", "inclusion", "consistency", "check<N>",
+    "search")."""
     from credex.node.channels import open_channel
     from credex.v1 import check_pb2, check_pb2_grpc, log_pb2, log_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
@@ -309,6 +333,12 @@ def _load(
 
             async def call(i: int) -> Any:
                 return await echoes[i % LOAD_CHANNELS](payload, timeout=10)
+        elif kind == "floor":  # GetProfile's requests, to the durable floor's bare handler
+            floors = [c.unary_unary(FLOOR_METHOD, None, None) for c in channels]
+
+            async def call(i: int) -> Any:
+                request = lookup_pb2.GetProfileRequest(uscc=rng.choice(keys), purpose="bench").SerializeToString()
+                return await floors[i % LOAD_CHANNELS](request, timeout=10)
         elif kind == "profile":
             stubs = [lookup_pb2_grpc.LookupServiceStub(c) for c in channels]
 
@@ -365,8 +395,11 @@ async def load(
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     process = ctx.Process(target=_load, args=(kind, port, tls, keys, seconds, concurrency, out))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process.start()
     result: LoadResult = await result_of(process, out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the generator, reaped by join
+    result.client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return result
 
 

@@ -5,12 +5,21 @@
 Prints records/s to "signed and stored" and to "published" (acknowledged by the
 broker), beside the raw Ed25519 signing rate and the raw COPY rate measured in
 the same run.
+
+Two diagnostics follow. The store floor: the very rows the ingest left in the
+ledger's tables (events, records, subjects, log_tiles), COPYed again, batch by
+batch, into empty copies of those tables with the same indexes; what PostgreSQL
+alone needs to take them, with no signing, mapping or upsert logic, bounds what
+any store step can reach. And the bytes per stored event, by table and index.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+
+import asyncpg
 
 from bench.common import (
     federation,
@@ -25,6 +34,114 @@ from bench.common import (
     start_node,
 )
 from credex.adapters.samples import synth
+from credex.node.runtime import Node
+from credex.node.store import Connection
+
+# The tables the ledger writes per batch, in the order it writes them; a record's state is in
+# record_states behind the view records since migration 0029, in the table records before.
+STORED = ("events", "records", "subjects", "log_tiles")
+
+
+async def tables(conn: Connection) -> list[str]:
+    states = "record_states" if await conn.fetchval("SELECT to_regclass('record_states')") else "records"
+    return [states if table == "records" else table for table in STORED]
+
+
+FLOOR_BATCH = 2000  # events per transaction, as the node's default ingest batch
+
+
+@dataclass
+class Floor:
+    """Events/s of COPYing the stored rows into same-indexed empty tables, and the seconds per table."""
+
+    events: int
+    seconds: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.events / sum(self.seconds.values())
+
+
+async def store_floor(conn: Connection, sample: int) -> Floor:
+    """COPY the first ``sample`` events' rows again, a batch per transaction, into ``LIKE ... INCLUDING ALL`` copies.
+
+    Each batch takes the events of its seqs, the records whose state they left, the subjects
+    those records name for the first time, and its share of the tiles (a tile row once, as
+    finally stored; the ledger rewrites a partial tile per batch, which this floor does not).
+    """
+    await conn.execute("DROP SCHEMA IF EXISTS store_floor CASCADE; CREATE SCHEMA store_floor")
+    stored = await tables(conn)
+    states = stored[1]
+    for table in stored:
+        await conn.execute(f"CREATE TABLE store_floor.{table} (LIKE public.{table} INCLUDING ALL)")
+    origin = await conn.fetchval("SELECT origin FROM ledger_head ORDER BY seq DESC LIMIT 1")
+    batches: list[dict[str, list[asyncpg.Record]]] = []
+    seen: set[str] = set()
+    for first in range(1, sample + 1, FLOOR_BATCH):
+        last = min(first + FLOOR_BATCH - 1, sample)
+        rows = {
+            "events": await conn.fetch(
+                "SELECT * FROM events WHERE origin = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq", origin, first, last
+            ),
+            states: await conn.fetch(
+                f"SELECT * FROM {states} WHERE origin = $1 AND seq BETWEEN $2 AND $3", origin, first, last
+            ),
+        }
+        subjects = await conn.fetch(
+            "SELECT * FROM subjects WHERE subject_id = ANY($1::text[])",
+            list({r["subject_id"] for r in rows[states]} - seen),
+        )
+        seen.update(r["subject_id"] for r in subjects)
+        rows["subjects"] = subjects
+        rows["log_tiles"] = await conn.fetch(
+            "SELECT * FROM log_tiles WHERE origin = $1 AND level = 0 AND idx * 256 >= $2 - 1 AND idx * 256 < $3"
+            " UNION ALL SELECT * FROM log_tiles WHERE origin = $1 AND level > 0 AND $2 = 1",
+            origin,
+            first,
+            last,
+        )
+        batches.append(rows)
+    seconds = dict.fromkeys(stored, 0.0)
+    for rows in batches:
+        async with conn.transaction():
+            for table in stored:
+                if rows[table]:
+                    started = time.perf_counter()
+                    await conn.copy_records_to_table(
+                        table,
+                        schema_name="store_floor",
+                        records=[tuple(r.values()) for r in rows[table]],
+                        columns=list(rows[table][0].keys()),
+                    )
+                    seconds[table] += time.perf_counter() - started
+    await conn.execute("DROP SCHEMA store_floor CASCADE")
+    return Floor(min(sample, sum(len(b["events"]) for b in batches)), seconds)
+
+
+async def bytes_per_event(conn: Connection) -> list[tuple[str, float]]:
+    """Bytes on disk per stored event: each table whole, its heap with TOAST, and each of its indexes."""
+    events = int(await conn.fetchval("SELECT count(*) FROM events")) or 1
+    lines: list[tuple[str, float]] = []
+    for table in await tables(conn):
+        total = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+        heap = await conn.fetchval("SELECT pg_table_size($1::regclass)", table)
+        lines.append((f"{table} (all)", total / events))
+        lines.append((f"  {table} heap + TOAST", heap / events))
+        for index in await conn.fetch(
+            "SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS size FROM pg_index"
+            " WHERE indrelid = $1::regclass ORDER BY 2 DESC",
+            table,
+        ):
+            lines.append((f"  index {index['name']}", index["size"] / events))
+    lines.append(("the four tables", sum(v for k, v in lines if k.endswith("(all)"))))
+    return lines
+
+
+async def diagnose(node: Node, sample: int) -> tuple[Floor, list[tuple[str, float]]]:
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        sizes = await bytes_per_event(conn)
+        return await store_floor(conn, sample), sizes
 
 
 async def main(rows: int) -> None:
@@ -43,6 +160,7 @@ async def main(rows: int) -> None:
             limit_before = raw_ed25519()
             report, stored, published = await ingest_and_publish(node, sample)
             signing, _, spread = raw_ed25519_around(limit_before)
+            floor, sizes = await diagnose(node, min(report.new, 50000))
         finally:
             await members.stop()
         assert report.rows_in == report.accepted + report.quarantined
@@ -58,6 +176,13 @@ async def main(rows: int) -> None:
     line("raw Ed25519 sign (one core)", signing, "sig/s")
     print(f"  {'  (mean of the raw limit around the run)':<44} {spread}")
     line("raw COPY of event-sized rows", copy, "rows/s")
+    line(f"store floor: COPY of {floor.events:,} events' rows", floor.rate, "ev/s", copy, "raw COPY")
+    print(f"  {'  (the floor beside raw Ed25519 sign)':<44} {floor.rate / signing:.0%} of {signing:,.0f} sig/s")
+    per = ", ".join(f"{t} {s / floor.events * 1e6:.0f}" for t, s in floor.seconds.items())
+    print(f"  {'  (same tables and indexes; µs per event)':<44} {per}")
+    print("\nbytes on disk per stored event:")
+    for name, size in sizes:
+        print(f"  {name:<44} {size:>9,.0f} B")
     line("raw produce, acks=all", produce, "msg/s")
     print(f"  {'time to stored / published':<44} {stored:>9.1f}s / {published:.1f}s")
 

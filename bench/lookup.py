@@ -11,30 +11,88 @@ from __future__ import annotations
 
 import argparse
 
+import asyncpg
 import grpc
 
-from bench.common import LOAD_CHANNELS, federation, ingest_and_publish, line, load, run, services, start_node
+from bench.common import (
+    FLOOR_METHOD,
+    LOAD_CHANNELS,
+    federation,
+    ingest_and_publish,
+    line,
+    load,
+    run,
+    services,
+    start_node,
+)
 from credex.adapters.samples import synth
 from credex.node.demo.federation import LocalFederation
+from credex.v1 import lookup_pb2
 
 
 async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
     return request
 
 
-async def start_echo(federation: LocalFederation) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)})
-    server.add_generic_rpc_handlers((handler,))
+def _server_credentials(federation: LocalFederation) -> grpc.ServerCredentials:
     tls = federation.layout.member_dir("310000") / "tls"
-    credentials = grpc.ssl_server_credentials(
+    return grpc.ssl_server_credentials(
         [((tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes())],
         root_certificates=(federation.layout.ca_dir / "ca.crt").read_bytes(),
         require_client_auth=True,
     )
-    port = server.add_secure_port("127.0.0.1:0", credentials)
+
+
+async def start_echo(federation: LocalFederation) -> tuple[grpc.aio.Server, int]:
+    """The raw limit: a bare gRPC server answering the bytes it is sent, on the node's TLS credentials."""
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_secure_port("127.0.0.1:0", _server_credentials(federation))
     await server.start()
     return server, port
+
+
+# What a GetProfile must do in the database at the least: read the subject's records with their envelopes,
+# and commit one row durably before it answers.
+_FLOOR_READ = (
+    "SELECT r.record, e.envelope FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
+    " WHERE r.subject_id = $1 ORDER BY r.origin, r.record_id"
+)
+_FLOOR_TABLE = "CREATE TABLE IF NOT EXISTS bench_floor (at timestamptz NOT NULL, subject_id text NOT NULL, n int)"
+_FLOOR_WRITE = "INSERT INTO bench_floor (at, subject_id, n) VALUES (now(), $1, $2)"
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """A floor connection runs a SELECT and an INSERT in autocommit: it leaves no session state to reset."""
+
+
+async def start_durable_floor(federation: LocalFederation, url: str) -> tuple[grpc.aio.Server, int, asyncpg.Pool]:
+    """A diagnostic, not a raw limit: echo plus one SELECT and one committed INSERT through asyncpg, no credex code.
+
+    Each call decodes a GetProfileRequest, reads that subject's records and envelopes in
+    the node's store, commits one row (a commit per call: PostgreSQL flushes concurrent
+    commits together by itself) and answers the rows' bytes. Beside the raw echo it says
+    how much of GetProfile's gap is the read and the durable write the rules demand, and
+    how much is credex's own.
+    """
+    pool = await asyncpg.create_pool(url, min_size=4, max_size=20, reset=_no_reset)
+    await pool.execute(_FLOOR_TABLE)
+
+    async def floor(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        subject = lookup_pb2.GetProfileRequest.FromString(request).uscc
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_FLOOR_READ, subject)
+            await conn.execute(_FLOOR_WRITE, subject, len(rows))
+        return b"".join(row["record"] + row["envelope"] for row in rows)
+
+    server = grpc.aio.server()
+    service, method = FLOOR_METHOD.strip("/").split("/")
+    handler = grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(floor)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_secure_port("127.0.0.1:0", _server_credentials(federation))
+    await server.start()
+    return server, port, pool
 
 
 async def main(rows: int, seconds: float, concurrency: int) -> None:

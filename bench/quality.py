@@ -80,12 +80,12 @@ async def load(conn: Connection, n: int) -> float:
         for record_id, encoded, recorded_at in batch:
             seq += 1
             subject = f"uscc:{record_id}"  # rows in the order of RECORD_COLUMNS and EVENT_COLUMNS
-            records.append((record_id, ORIGIN, subject, 1, seq, 1, 1, None, b"\0" * 32, encoded))
+            records.append((record_id, ORIGIN, subject, 1, seq, 1, 1, None, b"\0" * 32, encoded, False))
             events.append((ORIGIN, seq, uuid.uuid4(), 1, record_id, subject, b"", recorded_at, bytes(32)))
         async with conn.transaction():
-            await conn.copy_records_to_table("records", records=records, columns=RECORD_COLUMNS)
+            await conn.copy_records_to_table("record_states", records=records, columns=RECORD_COLUMNS)
             await conn.copy_records_to_table("events", records=events, columns=EVENT_COLUMNS)
-    await conn.execute("ANALYZE records; ANALYZE events")
+    await conn.execute("ANALYZE record_states; ANALYZE events")
     return time.perf_counter() - started
 
 

@@ -42,13 +42,13 @@ from credex.adapters.samples import synth
 from credex.crypto.keys import SigningKey
 from credex.node.feeds.files import _changes
 from credex.node.feeds.mapping import Reader
-from credex.node.ledger import AppendResult, Ledger
+from credex.node.ledger import Ledger, Signed
 from credex.node.runtime import Node
-from credex.node.store import events as state
 from credex.node.store.database import Connection
 
 CHUNK = 20_000  # rows a worker maps and signs at once: about 30 MB of events to hand over
-FILLED = ("events", "records", "subjects")  # the tables a fill grows
+# The tables a fill grows (record_states: the table behind the view records).
+FILLED = ("events", "record_states", "subjects")
 BUILD_NICENESS = 5  # the fill gives way to other work on the machine; measuring runs at normal priority
 
 
@@ -71,7 +71,7 @@ def _signer(key_dir: str, origin: str) -> Ledger:
     return Ledger(origin, SigningKey.load(Path(key_dir)))
 
 
-def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> list[state.StoredEvent]:
+def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> Signed:
     """Worker process: the chunk's rows written as a national-format file, mapped, and signed as new records."""
     ledger = _signer(key_dir, chunk.origin)
     with tempfile.TemporaryDirectory(prefix="credex-scale-rows-") as folder:
@@ -91,13 +91,11 @@ def sign_chunk(chunk: Chunk, key_dir: str, context: MappingContext) -> list[stat
             if batch.rejections:
                 raise RuntimeError(f"{chunk}: {len(batch.rejections)} rows rejected by the profile")
             changes.extend(_changes(batch.records))
-    result = AppendResult()
     # Nothing of these records is held: each row is signed as the UPSERT the ledger signs for a new record.
-    drafts, _ = ledger._draft_changes(changes, {}, chunk.first_seq - 1, result)
-    stored = [ledger._seal(draft, ledger.key.sign(draft.message)) for draft in drafts]
-    if result.new != chunk.rows or len(stored) != chunk.rows:
-        raise RuntimeError(f"{chunk}: {result.new} new records of {chunk.rows} rows")
-    return stored
+    prepared = ledger.prepare(changes, {}, chunk.first_seq - 1)
+    if prepared.result.new != chunk.rows or len(prepared.drafts) != chunk.rows:
+        raise RuntimeError(f"{chunk}: {prepared.result.new} new records of {chunk.rows} rows")
+    return ledger.sign_here(prepared)
 
 
 async def _secondary_indexes(conn: Connection) -> list[asyncpg.Record]:
@@ -175,19 +173,19 @@ class Signers:
     def __init__(self, workers: int) -> None:
         self._pool = multiprocessing.get_context("spawn").Pool(workers)
 
-    def sign(self, chunk: Chunk, key_dir: str, context: MappingContext) -> asyncio.Future[list[state.StoredEvent]]:
+    def sign(self, chunk: Chunk, key_dir: str, context: MappingContext) -> asyncio.Future[Signed]:
         loop = asyncio.get_running_loop()
-        signed: asyncio.Future[list[state.StoredEvent]] = loop.create_future()
+        signed: asyncio.Future[Signed] = loop.create_future()
 
-        def settle(events: list[state.StoredEvent] | None, error: BaseException | None) -> None:
+        def settle(events: Signed | None, error: BaseException | None) -> None:
             if signed.done():  # the fill stopped waiting
                 return
-            if error is not None:
-                signed.set_exception(error)
+            if error is not None or events is None:
+                signed.set_exception(error or RuntimeError("a signing worker returned nothing"))
             else:
-                signed.set_result(events or [])
+                signed.set_result(events)
 
-        def done(events: list[state.StoredEvent]) -> None:
+        def done(events: Signed) -> None:
             loop.call_soon_threadsafe(settle, events, None)
 
         def failed(error: BaseException) -> None:
@@ -220,19 +218,16 @@ async def fill(
     try:
         ahead = workers + 1  # chunks signed ahead of the one being stored: every worker busy, memory bounded
         pending = collections.deque(pool.sign(chunk, str(key_dir), context) for chunk in chunks[:ahead])
-        for n, chunk in enumerate(chunks):
+        for n in range(len(chunks)):
             if until is not None and time.time() >= until:
                 break
-            events = await pending.popleft()
+            signed = await pending.popleft()
             if n + ahead < len(chunks):
                 pending.append(pool.sign(chunks[n + ahead], str(key_dir), context))
             async with node.pool.acquire() as conn, conn.transaction():
-                head = await ledger._lock_head(conn)
-                if head != chunk.first_seq - 1 or events[0].seq != chunk.first_seq:
-                    raise RuntimeError(f"{origin}: head {head}, chunk signed from seq {events[0].seq}")
-                await ledger._store(conn, events, events[-1].seq)
-            reached = events[-1].seq
-            del events
+                await ledger.store(conn, signed)  # refused unless the chunk follows the log's head
+            reached = signed.head
+            del signed
     finally:  # done, stopped or failed half-way: the chunks not stored are dropped
         pool.stop()
     async with node.pool.acquire() as conn:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -153,6 +154,22 @@ class Member(BaseModel, frozen=True):
     # Base64 of the raw Ed25519 key the member's node cosigns its peers' checkpoints with, as a witness.
     # Its own key, not a log key: a log key revoked must not take the member's witness down with it.
     witness_key: str = ""
+    # The member's witness's C2SP tlog-witness submission prefix (https://host:port, its node's tile
+    # server): its log's peers ask it to cosign at <prefix>/add-checkpoint. Empty: asked over gRPC.
+    witness_url: str = ""
+
+    @field_validator("witness_url")
+    @classmethod
+    def _https_prefix(cls, value: str) -> str:
+        if not value:
+            return value
+        url = urlsplit(value)
+        url.port  # noqa: B018 (a port that is not a number raises ValueError here)
+        if url.scheme != "https" or not url.hostname or url.username or url.query or url.fragment:
+            raise ValueError("witness_url is an https:// URL prefix, without user, query or fragment")
+        if url.path.endswith("/") or value != value.strip():
+            raise ValueError("witness_url ends with neither a / nor a space: <prefix>/add-checkpoint is asked")
+        return value
 
     @field_validator("witness_key")
     @classmethod
@@ -423,9 +440,12 @@ class TrustBundle(BaseModel, frozen=True):
         exclude: dict[str, Any] = {}
         if not self.witness_policies:
             exclude["witness_policies"] = True
-        unkeyed = {index: {"witness_key"} for index, member in enumerate(self.members) if not member.witness_key}
-        if unkeyed:
-            exclude["members"] = unkeyed
+        unused = {
+            index: {name for name in ("witness_key", "witness_url") if not getattr(member, name)}
+            for index, member in enumerate(self.members)
+        }
+        if unused := {index: names for index, names in unused.items() if names}:
+            exclude["members"] = unused
         return self.model_dump_json(indent=2, exclude=exclude).encode()
 
     def sign(self, federation_key: SigningKey) -> bytes:

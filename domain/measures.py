@@ -424,7 +424,7 @@ class Catalogue:
         """
         code = self.scenario(scenario).code
         records = list(in_force)
-        dates = [_decided(r) for r in records if self.is_negative(r)]
+        dates = [decided_on(r) for r in records if self.is_negative(r)]
         offered = []
         key = (code, region[:2] if region else None, subject_type)
         candidates = self._incentives.get(key)
@@ -464,7 +464,8 @@ def _folded_basis(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).split())
 
 
-def _decided(record: record_pb2.Record) -> dt.date | None:
+def decided_on(record: record_pb2.Record) -> dt.date | None:
+    """A record's decision date as a look-back reads it; None (counted as recent) if it is not a date."""
     try:
         return dt.date.fromisoformat(record.decision_date)
     except ValueError:

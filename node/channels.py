@@ -9,10 +9,12 @@ server name the node's certificate does not list).
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 
 from credex.errors import CredexError
 from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc, witness_pb2_grpc
@@ -47,11 +49,22 @@ def open_channel(
 
 
 class PeerChannels:
-    """One channel per endpoint, reused for the node's lifetime."""
+    """One channel per endpoint, reused for the node's lifetime; one HTTPS client for what peers serve over HTTP."""
 
     def __init__(self, ca: Path | None, cert: Path | None, key: Path | None) -> None:
         self._tls = (ca, cert, key)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._https: httpx.AsyncClient | None = None
+
+    def https(self) -> httpx.AsyncClient:
+        """The client for peers' HTTPS endpoints (witnesses' tlog-witness): the same CA and certificate as gRPC."""
+        if self._https is None:
+            ca, cert, key = self._tls
+            context = ssl.create_default_context(cafile=ca)
+            if cert is not None and key is not None:
+                context.load_cert_chain(cert, key)
+            self._https = httpx.AsyncClient(verify=context, follow_redirects=False)
+        return self._https
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:
         if endpoint not in self._channels:
@@ -80,6 +93,9 @@ class PeerChannels:
         for channel in self._channels.values():
             await channel.close(grace=None)
         self._channels.clear()
+        if self._https is not None:
+            await self._https.aclose()
+            self._https = None
 
 
 class CallFailed(CredexError):

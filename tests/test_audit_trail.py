@@ -217,6 +217,49 @@ async def test_stopping_the_audit_log_resolves_every_waiting_entry(federation: T
         await audit.record(entry("late"))
 
 
+async def test_a_lone_call_is_written_at_once_though_writes_came_just_before(federation: TestFederation) -> None:
+    """One call at a time: no other call in progress can join its batch, so no writer waits for company
+    (here for an hour), however recently the last batch was written."""
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=3600)
+    audit.expect(lambda: 1)
+    audit.start()
+    try:
+        for i in range(3):
+            await asyncio.wait_for(audit.record(entry(f"alone-{i}")), timeout=60)  # a bound on a hang only
+    finally:
+        await audit.stop()
+    assert [row["caller"] for row in await audit_rows(node)][-3:] == ["alone-0", "alone-1", "alone-2"]
+
+
+async def test_under_load_a_writer_waits_for_company_though_every_call_in_progress_is_in(
+    federation: TestFederation,
+) -> None:
+    """Calls on their way from callers are not in progress yet: after a batch of several calls, a writer waits
+    its linger for them (here a tenth of a second) even when no call in progress is left to hand in rows."""
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=0.1)
+    in_progress = 0
+    audit.expect(lambda: in_progress)
+    audit.start()
+    try:
+        in_progress = 2
+        await asyncio.wait_for(asyncio.gather(audit.record(entry("a")), audit.record(entry("b"))), timeout=60)
+        in_progress = 1
+        alone = asyncio.ensure_future(audit.record(entry("after a batch")))
+
+        async def gathering() -> bool:
+            return audit.gathering
+
+        await eventually(gathering, interval=0.001)
+        await asyncio.wait_for(alone, timeout=60)
+    finally:
+        await audit.stop()
+    assert [row["caller"] for row in await audit_rows(node)][-3:] == ["a", "b", "after a batch"]
+
+
 async def test_walking_inclusion_proofs_leaves_one_row_per_call_under_the_records_subject(
     federation: TestFederation, tmp_path: Path
 ) -> None:

@@ -181,3 +181,29 @@ def sees(level: int, status: int, kind: int = record_pb2.KIND_BLACK_LIST) -> boo
         and kind != record_pb2.KIND_RISK_CLASS
         and status == lookup_pb2.ENTRY_STATUS_ACTIVE
     )
+
+
+def test_incentives_are_remembered_by_the_newest_negative_decision_and_answered_as_the_catalogue_would() -> None:
+    """Subjects alike in signatures and in their newest negative decision (older ones and the dates of
+    records that are not negative differ) get the catalogue's own answer from what was remembered."""
+    index = verdicts.CatalogueIndex(CATALOGUE)
+    rng = random.Random(11)
+    records = [r for r in variants() if r.subject.type == record_pb2.SUBJECT_TYPE_LEGAL_ENTITY]
+    days = (10, 200, 400, 800, 1200, 2000, 4000)
+    for scenario in CATALOGUE.scenarios:
+        for _ in range(60):
+            held = rng.sample(records, rng.randrange(1, 5))
+            for record in held:
+                record.decision_date = (TODAY - dt.timedelta(days=rng.choice(days))).isoformat()
+            if rng.random() < 0.2:
+                held[0].decision_date = "not a date"  # counts as recent
+            index.incentives(held, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
+            negative = [r for r in held if CATALOGUE.is_negative(r)]
+            newest = max((r.decision_date for r in negative), default=None, key=lambda d: (d == "not a date", d))
+            alike = [scrambled(r, rng) for r in held]
+            for record in alike:  # every date moved further back, but the newest negative one kept
+                if record.decision_date != newest:
+                    record.decision_date = "2001-01-01" if newest != "not a date" else record.decision_date
+            assert index.incentives(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000") == tuple(
+                CATALOGUE.incentives_for(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
+            )

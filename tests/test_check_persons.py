@@ -707,16 +707,18 @@ async def test_credex_check_checks_persons_with_an_authorization_file_in_a_table
     federation: TestFederation, jiangsu: Node, tmp_path: Path
 ) -> None:
     base = ["check", "--scenario", "政府采购", "--unit", UNIT, "--purpose", "供应商资格审查"]
-    given = ["--person", PENALIZED, "--authorization", str(authorization_file(tmp_path, PENALIZED))]
-    answer = json.loads((await run_cli(*base, *given, "--json", *cli_options(federation, jiangsu))).output)
+    given = ["--person", "-", "--authorization", str(authorization_file(tmp_path, PENALIZED))]
+    typed = await run_cli(*base, *given, "--json", *cli_options(federation, jiangsu), stdin=f"{PENALIZED}\n")
+    answer = json.loads(typed.stdout)
+    assert PENALIZED not in typed.output
     (subject,) = answer["subjects"]
     assert subject["subject_id"] == pseudonym_of(jiangsu, PENALIZED)
     assert [h["record_id"] for h in subject["hits"]] == ["320000-CF-P1"]
-    table = (await run_cli(*base, *given, *cli_options(federation, jiangsu))).output
+    table = (await run_cli(*base, *given, *cli_options(federation, jiangsu), stdin=PENALIZED)).output
     assert "320000-CF-P1" in table and pseudonym_of(jiangsu, PENALIZED)[:12] in table
     hiring = ["check", "--scenario", "公职录用", "--unit", UNIT, "--purpose", "录用", "--legal-basis", HIRING_BASIS]
     both = json.loads(
-        (await run_cli(*hiring, DISPUTED, "--person", SPOTLESS, "--json", *cli_options(federation, jiangsu))).output
+        (await run_cli(*hiring, DISPUTED, "--person", SPOTLESS, "--json", *cli_options(federation, jiangsu))).stdout
     )
     assert [s["subject_id"] for s in both["subjects"]] == [DISPUTED, pseudonym_of(jiangsu, SPOTLESS)]
 
@@ -737,11 +739,13 @@ async def test_credex_check_explains_a_refusal_without_leave_and_a_malformed_aut
 
 
 async def test_credex_checks_of_person_lists_who_checked_them(
-    federation: TestFederation, jiangsu_with_desks: Node
+    federation: TestFederation, jiangsu_with_desks: Node, tmp_path: Path
 ) -> None:
     node = jiangsu_with_desks
     options = cli_options(federation, node, PERSON_DESK)
-    listed = json.loads((await run_cli("checks", "of", "--person", PENALIZED, "--json", *options)).output)
+    numbers = tmp_path / "person.txt"
+    numbers.write_text(f"{PENALIZED}\n", encoding="utf-8")
+    listed = json.loads((await run_cli("checks", "of", "--person", f"@{numbers}", "--json", *options)).stdout)
     assert listed["subject_id"] == pseudonym_of(node, PENALIZED)
     assert [c["purpose"] for c in listed["checks"]] == ["供应商资格审查"]
     table = (await run_cli("checks", "of", "--person", PENALIZED, *options)).output

@@ -18,6 +18,8 @@ from google.protobuf.message import Message
 from credex.domain import normalize
 from credex.domain import uscc as uscc_codes
 from credex.node.runtime import Node
+from credex.node.services import edge
+from credex.node.services.access import Caller
 from credex.v1 import exchange_pb2, log_pb2, lookup_pb2, quality_pb2
 
 from .callers import audit_rows, government_channel, peer_channel, serve_sample
@@ -166,3 +168,18 @@ async def test_a_node_without_tls_is_validated_the_same(federation: TestFederati
     async with grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel:
         code, _ = await refusal(channel, LOOKUP + "GetRecord", lookup_pb2.GetRecordRequest(record_id="a\x00"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_code_validated_once_in_a_call_is_never_lent_to_another_text() -> None:
+    """The edge validates an all-digit subject before auditing it and the service asks the call again: the
+    second answer is the first only for the very same text; any other text is validated on its own."""
+    call = edge.Call("GetProfile", Caller("office", "government"))
+    code = uscc_codes.make("91", "310115", "00000001")  # all digits but the last: shaped like an ID number
+    assert call.uscc(code) == code
+    assert call.uscc(code) == code
+    assert call.uscc(f" {code[:9]} {code[9:]} ") == code  # spaced: validated itself, same canonical code
+    wrong = code[:-1] + ("0" if code[-1] != "0" else "1")
+    with pytest.raises(uscc_codes.InvalidSubjectCode):
+        call.uscc(wrong)
+    with pytest.raises(uscc_codes.InvalidSubjectCode):
+        edge.Call("GetProfile", Caller("office", "government")).uscc(wrong)

@@ -180,7 +180,8 @@ async def log_is_whole(url: str) -> tuple[int, int]:
         assert seqs == list(range(1, head + 1))
         per_record = await conn.fetch(
             "SELECT r.record_id, r.status, r.seq, count(e.*) FILTER (WHERE e.event_type = $1) AS expires,"
-            " max(e.seq) AS latest FROM records r JOIN events e USING (record_id) GROUP BY r.record_id",
+            " max(e.seq) AS latest FROM records r JOIN events e USING (record_id)"
+            " GROUP BY r.record_id, r.status, r.seq",  # records is a view: no key to group its columns by
             event_pb2.EVENT_TYPE_EXPIRE,
         )
         for row in per_record:

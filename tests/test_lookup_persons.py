@@ -297,7 +297,7 @@ async def test_credex_lookup_person_shows_their_profile_verified_under_their_pse
 ) -> None:
     given = ["--person", PENALIZED, "--scenario", "政府采购", "--unit", UNIT, "--purpose", "供应商资格审查"]
     given += ["--authorization", str(authorization_file(tmp_path, PENALIZED))]
-    (entry,) = json.loads((await run_cli("lookup", *given, "--json", *cli_options(federation, jiangsu))).output)
+    (entry,) = json.loads((await run_cli("lookup", *given, "--json", *cli_options(federation, jiangsu))).stdout)
     assert (entry["verified"], entry["record"]["record_id"]) == (True, "320000-CF-P1")
     assert entry["record"]["subject"]["person_pseudonym"] == pseudonym(jiangsu, PENALIZED)
     table = (await run_cli("lookup", *given, *cli_options(federation, jiangsu))).output

@@ -14,7 +14,8 @@ import pytest
 from asyncpg.pool import PoolConnectionProxy
 
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.store.database import PooledConnection, open_pool
+from credex.node.store import database
+from credex.node.store.database import PooledConnection, open_pool, takes_session_state
 
 
 def took_session_state(conn: PoolConnectionProxy) -> bool:
@@ -74,3 +75,26 @@ async def test_a_session_setting_left_behind_is_undone_for_the_next_user(pool: a
         assert conn.get_server_pid() == pid
         assert await conn.fetchval("SHOW application_name") != "left-behind"
         assert not took_session_state(conn)
+
+
+async def test_a_statement_seen_before_still_marks_every_connection_that_runs_it(pool: asyncpg.Pool) -> None:
+    """The verdict on a statement's text is remembered; the mark is still the connection's own, every time."""
+    for _ in range(3):
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'again'")
+            assert took_session_state(conn)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") != "again"
+            assert not took_session_state(conn)
+
+
+def test_a_long_statement_is_judged_without_being_kept() -> None:
+    """Statements built with values in them are judged every time, so the memory of verdicts stays small."""
+    kept = database._judged.cache_info().currsize
+    long = "SELECT 1 -- " + "x" * 10000
+    assert not takes_session_state(long)
+    assert takes_session_state(long + "\nLISTEN credex_test")
+    assert database._judged.cache_info().currsize == kept
+    locking = f"SELECT pg_advisory_lock(1) -- {uuid.uuid4()}"
+    assert takes_session_state(locking) and takes_session_state(locking)
+    assert database._judged.cache_info().currsize == kept + 1

@@ -229,7 +229,9 @@ async def test_ineligible_repairs_are_refused_at_filing_with_the_reason_and_noth
     assert ok.created and "轻微" in ok.case.eligibility
 
 
-async def test_a_region_that_never_applies_the_repair_raises_an_alarm_at_the_origin(regions: Regions) -> None:
+async def test_a_region_that_does_not_apply_a_repair_in_time_raises_an_alarm_that_closes_once_it_confirms(
+    regions: Regions,
+) -> None:
     record = penalty(46)
     await publish(regions.jiangsu, [record], regions.shanghai, regions.zhejiang)
     await regions.federation.stop_node("330000")
@@ -268,7 +270,14 @@ async def test_a_region_that_never_applies_the_repair_raises_an_alarm_at_the_ori
 
     await eventually(done, timeout=90)
     assert (await held(regions.zhejiang, record.record_id))["status"] == REPAIRED
-    assert await alarms() == ["330000"]  # raised once, left for an operator to clear
+
+    async def resolved() -> bool:
+        return await alarms() == []
+
+    await eventually(resolved, timeout=60)  # the peer confirmed: the alarm closes by itself
+    async with regions.jiangsu.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT cleared_by, clear_note FROM alarms WHERE kind = 'repair.unconfirmed'")
+    assert [(r["cleared_by"], "confirmed" in r["clear_note"]) for r in rows] == [("credex", True)]  # raised once
 
 
 async def test_two_late_repairs_unconfirmed_by_one_region_raise_one_alarm_each(regions: Regions) -> None:

@@ -364,5 +364,6 @@ async def test_an_envelope_too_long_for_a_uint16_length_is_never_signed_and_one_
     async with client(federation, node, "320000") as http:
         assert (await http.get("/310000/tile/0/000.p/1")).status_code == 200  # its hash is served
         answer = await http.get("/310000/tile/entries/000.p/1")
-    assert answer.status_code == 500
-    assert "does not fit a bundle's uint16 length; fetch it over gRPC" in answer.text
+    assert answer.status_code == 501
+    assert answer.headers["credex-oversize-seq"] == "1"
+    assert "310000's entry at seq 1 is" in answer.text and "fetch the entry over gRPC FetchEvents" in answer.text

@@ -251,12 +251,12 @@ class CaseCourier:
 
     async def watch(self) -> int:
         """Note open cases past their deadline and raise a ``case.late`` alarm for each (resolved once the case
-        moves on); raise an alarm, once per case and peer, for each repair a peer has not confirmed in time."""
+        moves on); raise an alarm, once per case and peer, for each repair a peer has not confirmed in time,
+        and resolve it once the peer confirms (or the case closes), so the list shows what still needs a hand."""
         await self.desk.note_overdue()
         raised, _ = await lateness.alarm_late_cases(self.desk, self.alarms)
         late = await propagation.late_repairs(self.desk)
-        if not late:
-            return raised
+        still_late = {(case_id, peer) for case_id, peers, _ in late for peer in peers}
         async with self.pool.acquire() as conn:
             for case_id, peers, due in late:
                 for peer in peers:
@@ -270,6 +270,19 @@ class CaseCourier:
                         {"case_id": case_id, "peer": peer, "due_on": due.isoformat(), "seen": _now()},
                         key={"case_id": case_id, "peer": peer},
                     )
+            confirmed = [
+                int(alarm["id"])
+                for alarm in await conn.fetch(
+                    "SELECT id, evidence->>'case_id' AS case_id, evidence->>'peer' AS peer FROM alarms"
+                    " WHERE kind = $1 AND cleared_at IS NULL",
+                    AlarmKind.REPAIR_UNCONFIRMED,
+                )
+                if (alarm["case_id"], alarm["peer"]) not in still_late
+            ]
+            if confirmed:
+                await self.alarms.resolve_ids(
+                    conn, AlarmKind.REPAIR_UNCONFIRMED, confirmed, "the peer confirmed the repair (or the case closed)"
+                )
         return raised
 
 

@@ -14,6 +14,13 @@ serve the events of, for longer than ``sync.unreachable_alarm_seconds``) and
 recognise it as a peer) do not freeze the origin, are raised once while open,
 and are resolved by the node itself once their cause is gone.
 
+``entry.oversize`` says an origin signed an event longer than a C2SP tlog-tiles entry
+bundle can carry (65,535 bytes), which a credex origin refuses to sign: the origin broke
+the protocol, yet its event is validly signed and its log goes on from it, so the event is
+applied and the alarm, naming the seq, asks an operator to take it up with that origin.
+It does not freeze (the log is not false, only unservable as a bundle there) and stays
+open until an operator clears it.
+
 ``case.late`` says a case at this origin passed a deadline on the official calendar
 (acceptance, decision, provider review or propagation); it is raised once per case and deadline and
 resolved by the node when the case moves on (a decision, an extension, its close).
@@ -54,6 +61,7 @@ class AlarmKind(StrEnum):
     SYNC_NOT_A_PEER = "sync.not_a_peer"  # a member refuses this node FetchEvents
     REPAIR_UNCONFIRMED = "repair.unconfirmed"  # a peer has not confirmed an approved repair in time
     CASE_LATE = "case.late"  # a case at this origin passed one of its deadlines
+    ENTRY_OVERSIZE = "entry.oversize"  # a peer signed an event too long for a tlog-tiles entry bundle
 
     @property
     def freezes(self) -> bool:
@@ -63,7 +71,13 @@ class AlarmKind(StrEnum):
 
 # Kinds that warn without freezing the origin: they are not evidence that its log is false.
 NOT_FREEZING = frozenset(
-    {AlarmKind.CHECKPOINT_UNREACHABLE, AlarmKind.SYNC_NOT_A_PEER, AlarmKind.REPAIR_UNCONFIRMED, AlarmKind.CASE_LATE}
+    {
+        AlarmKind.CHECKPOINT_UNREACHABLE,
+        AlarmKind.SYNC_NOT_A_PEER,
+        AlarmKind.REPAIR_UNCONFIRMED,
+        AlarmKind.CASE_LATE,
+        AlarmKind.ENTRY_OVERSIZE,
+    }
 )
 
 

@@ -10,7 +10,10 @@ across floors. Runtime creates one queue and hands it to all three.
 The queue coalesces by (origin, why): one entry per kind of reason per origin,
 the highest seq wanted, the earliest time it was first noticed. However many
 messages a peer (or a forger) sends, it holds at most ``origins x len(Why)``
-entries.
+entries. A withheld entry also keeps the exact seqs its notices named, up to
+:data:`MAX_WITHHELD_SEQS` per origin: sync fetches just those, not the stretch up to
+the highest, whose other seqs a partition of the topic that lags may still be bringing
+(fetching them too would be replays). Past that bound only the highest is kept.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+
+MAX_WITHHELD_SEQS = 8000  # exact withheld seqs kept per origin; beyond, sync fetches the stretch up to the highest
 
 
 class Why(StrEnum):
@@ -40,6 +46,8 @@ class Wanted:
     why: Why
     held: int = 0  # how far the origin's log was held without a gap when this was noticed
     noticed: float = 0.0  # time.monotonic() when first noticed
+    # WITHHELD: the exact seqs announced, when they are few enough to keep; None: every seq up to ``upto``
+    seqs: frozenset[int] | None = None
 
 
 class WantedRanges:
@@ -49,14 +57,20 @@ class WantedRanges:
         self._entries: dict[tuple[str, Why], Wanted] = {}
         self._urgent = asyncio.Event()  # set when something only sync can bring is wanted
 
-    def put(self, origin: str, upto: int, why: Why, held: int = 0) -> None:
-        """Say that ``origin``'s log is wanted up to ``upto``; merged with what is already waiting."""
+    def put(self, origin: str, upto: int, why: Why, held: int = 0, seqs: Iterable[int] | None = None) -> None:
+        """Say that ``origin``'s log is wanted up to ``upto`` (with a withheld notice: exactly ``seqs``);
+        merged with what is already waiting."""
         key = (origin, why)
+        exact = frozenset(seqs) if seqs is not None and why is Why.WITHHELD else None
         waiting = self._entries.get(key)
         if waiting is None:
-            self._entries[key] = Wanted(origin, upto, why, held, time.monotonic())
-        elif upto > waiting.upto:
-            self._entries[key] = replace(waiting, upto=upto)  # first noticed stays as it was
+            wanted = Wanted(origin, upto, why, held, time.monotonic(), exact)
+        else:  # first noticed stays as it was
+            merged = None if exact is None or waiting.seqs is None else waiting.seqs | exact
+            wanted = replace(waiting, upto=max(upto, waiting.upto), seqs=merged)
+        if wanted.seqs is not None and len(wanted.seqs) > MAX_WITHHELD_SEQS:
+            wanted = replace(wanted, seqs=None)
+        self._entries[key] = wanted
         if why is Why.WITHHELD:
             self._urgent.set()
 

@@ -12,15 +12,14 @@ from credex.node.checks.checking import (
     CheckFailure,
     CheckRequest,
     Feedback,
-    Hit,
     Responsible,
     SubjectAnswer,
     record_feedback,
     run_check,
-    scale_of,
 )
 from credex.node.checks.lifted import LiftedMeasure, acknowledge, lifted_measures, refresh_lifted_metric
 from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
+from credex.node.checks.wire import scale_of
 
 __all__ = [
     "ANSWER_COLUMNS",
@@ -29,7 +28,6 @@ __all__ = [
     "CheckFailure",
     "CheckRequest",
     "Feedback",
-    "Hit",
     "LiftedMeasure",
     "OverdueFeedback",
     "Responsible",

@@ -39,7 +39,7 @@ from credex.domain.measures import Catalogue, Measure
 from credex.domain.persons import withhold
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
-from credex.node.checks import verdicts
+from credex.node.checks import verdicts, wire
 from credex.node.store import lifting
 from credex.v1 import lookup_pb2, record_pb2
 
@@ -47,18 +47,14 @@ from credex.v1 import lookup_pb2, record_pb2
 Visibility = Callable[[int, int, int], bool]
 
 _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
-_SEVERITIES = {
-    record_pb2.SEVERITY_MINOR: "轻微",
-    record_pb2.SEVERITY_GENERAL: "一般",
-    record_pb2.SEVERITY_SERIOUS: "严重",
-}
 # A check reads only records in force that the caller may see ($3: today; $4: the sharing levels it sees
 # of an active record), as :func:`credex.node.store.events.in_force` and Caller.sees decide (a test holds
 # the two to each other). Of those it parses the kinds some trigger names ($2), and each subject's first
 # record of any kind, whose subject type decides which incentives fit.
 _RECORDS_QUERY = (
-    "SELECT subject_id, record, disputed, publicity_end, relevant FROM ("
-    " SELECT subject_id, origin, record_id, record, disputed, publicity_end, kind = ANY($2::smallint[]) AS relevant,"
+    "SELECT subject_id, origin, record_id, kind, record, disputed, publicity_end, relevant FROM ("
+    " SELECT subject_id, origin, record_id, kind, record, disputed, publicity_end,"
+    "  kind = ANY($2::smallint[]) AS relevant,"
     "  row_number() OVER (PARTITION BY subject_id ORDER BY origin, record_id) AS n"
     " FROM records"
     " WHERE subject_id = ANY($1::text[]) AND status = " + str(_ACTIVE) + ""
@@ -117,73 +113,28 @@ class CheckRequest:
     responsible: Sequence[Responsible] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One in-force record of a subject (or of its responsible person) and the punishments it triggers."""
-
-    record: record_pb2.Record
-    window_end: dt.date | None
-    measures: tuple[Measure, ...]
-    disputed: bool = False
-    responsible: Responsible | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    record: record_pb2.Record
-    window_end: dt.date | None
-    disputed: bool
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubjectAnswer:
+    """One subject's answer: what the audit trail and the check's row keep of it, and its bytes on the wire.
+
+    The hits are not kept as objects: each is written to the wire (:mod:`credex.node.checks.wire`)
+    as it is judged, and named here by its record (and the responsible person it came through).
+    """
+
     subject_id: str
-    hits: tuple[Hit, ...]
-    incentives: tuple[Measure, ...]
+    hits: list[str]  # each hit as the audit trail names it: the record id, "… via <pseudonym>" for a person's
+    measure_ids: list[str]  # every measure the subject was told of: what its feedback may name
+    measure_records: str  # JSON {measure id: [record id, ...]}: what lifts a hit measure when they leave force
+    hit_records: list[str]  # every record hit, once
     notify_commit_available: bool
     excluded_by: tuple[str, ...]
-
-    @property
-    def measure_ids(self) -> list[str]:
-        """Every measure the subject was told of: what its feedback may name."""
-        ids = [m.id for hit in self.hits for m in hit.measures] + [m.id for m in self.incentives]
-        return list(dict.fromkeys(ids))
-
-    @property
-    def measure_records(self) -> dict[str, list[str]]:
-        """Each hit measure and the records that triggered it: what lifts it when they leave force.
-
-        Incentives rest on the absence of records, not on a record, so none is named for them.
-        """
-        found: dict[str, list[str]] = {}
-        for hit in self.hits:
-            for measure in hit.measures:
-                ids = found.setdefault(measure.id, [])
-                if hit.record.record_id not in ids:
-                    ids.append(hit.record.record_id)
-        return found
-
-    @property
-    def hit_records(self) -> list[str]:
-        return list(dict.fromkeys(hit.record.record_id for hit in self.hits))
+    wire: bytes  # the SubjectAnswer message
 
 
 def unit_region(requesting_unit: str) -> str | None:
     """The implementing unit's division (USCC characters 3–8): whose provincial measures it may apply."""
     division = requesting_unit[2:8]
     return division if is_origin_code(division) else None
-
-
-def scale_of(record: record_pb2.Record) -> tuple[str, str]:
-    """(list name or severity, the scale it was published in) as the hit shows them."""
-    kind = record.WhichOneof("details") or ""
-    if record.kind == record_pb2.KIND_PENALTY:
-        return _SEVERITIES.get(record.penalty.severity, "未分级"), "处罚严重程度(轻微/一般/严重)"
-    if record.kind == record_pb2.KIND_BLACK_LIST:
-        return record.black_list.list_name, "black_list"
-    if record.kind == record_pb2.KIND_RED_LIST:
-        return record.red_list.list_name, "red_list"
-    return "", kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,17 +165,12 @@ class Check:
 
     def answer_rows(self) -> list[tuple[object, ...]]:
         """A ``check_answers`` row per subject (the measure ids it was told: what feedback may name)."""
-        return [
-            (
-                self.check_id,
-                self.at,
-                a.subject_id,
-                a.measure_ids,
-                json.dumps(a.measure_records, ensure_ascii=False),
-                a.hit_records,
-            )
-            for a in self.answers
-        ]
+        check_id, at = self.check_id, self.at
+        return [(check_id, at, a.subject_id, a.measure_ids, a.measure_records, a.hit_records) for a in self.answers]
+
+    def wire(self) -> bytes:
+        """The CheckResponse this check answers, encoded."""
+        return wire.response(str(self.check_id), self.scenario, (a.wire for a in self.answers))
 
 
 async def run_check(
@@ -244,8 +190,8 @@ async def run_check(
     """
     day = today or dt.date.today()
     scenario = catalogue.scenario(request.scenario).code
-    region = unit_region(request.requesting_unit)
     index = verdicts.index_of(catalogue)
+    place = index.place(scenario, unit_region(request.requesting_unit))
     distinct = list(dict.fromkeys(request.subjects))
     linked: defaultdict[str, list[Responsible]] = defaultdict(list)
     for link in dict.fromkeys(request.responsible):
@@ -254,8 +200,8 @@ async def run_check(
     async with pool.acquire() as conn:
         levels = _levels(sees)
         rows = await conn.fetch(_RECORDS_QUERY, wanted, _kinds(sees, index.kinds, levels), day, levels)
-    found = _found(rows)
-    answers = [_answer(index, code, found, linked[code], scenario, region, day) for code in distinct]
+    found = _found(rows, place)
+    answers = [_answer(place, code, found, linked.get(code, ()), day) for code in distinct]
     return Check(uuid.uuid4(), dt.datetime.now(dt.UTC), scenario, answers, request)
 
 
@@ -271,54 +217,117 @@ def _kinds(sees: Visibility, kinds: Iterable[int], levels: Sequence[int]) -> lis
 
 @dataclass(slots=True)
 class _Subject:
-    """One subject's (or person's) records in force: those of the kinds a trigger names, and its type."""
+    """One subject's (or person's) records in force of the kinds a trigger names, judged, and its type.
+
+    Two lists side by side, an item each record: what the catalogue judged (the record, its
+    signature, the verdict), and what only a hit shows (origin, record id, window end,
+    disputed). Tuples, not objects: a check of a thousand subjects makes thousands.
+    """
 
     subject_type: int = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY  # of a subject with no record in force
-    records: list[_Found] = field(default_factory=list)
+    judged: list[verdicts.Judged] = field(default_factory=list)
+    held: list[tuple[str, str, dt.date | None, bool]] = field(default_factory=list)
 
 
-def _found(rows: list[asyncpg.Record]) -> dict[str, _Subject]:
+def _found(rows: list[asyncpg.Record], place: verdicts.Place) -> dict[str, _Subject]:
     by_subject: dict[str, _Subject] = {}
-    for subject_id, raw, disputed, window_end, relevant in rows:
-        record = record_pb2.Record.FromString(raw)
-        held = by_subject.get(subject_id)
-        if held is None:  # the subject's first record in force, of whatever kind: its type
-            held = by_subject[subject_id] = _Subject(record.subject.type)
+    signature, verdict, parse = verdicts.signature, place.verdict, record_pb2.Record.FromString
+    for subject_id, origin, record_id, kind, raw, disputed, window_end, relevant in rows:
+        record = parse(raw)
+        subject = by_subject.get(subject_id)
+        if subject is None:  # the subject's first record in force, of whatever kind: its type
+            subject = by_subject[subject_id] = _Subject(record.subject.type)
         if relevant:
-            held.records.append(_Found(record, window_end, disputed))
+            signed = signature(record, kind)
+            subject.judged.append((record, signed, verdict(record, signed)))
+            subject.held.append((origin, record_id, window_end, disputed))
     return by_subject
 
 
 _NOBODY = _Subject()
+_NO_MEASURES = "{}"
+_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) writes, made once
+
+
+def _identifying_unit(record: record_pb2.Record, signed: verdicts.Signature) -> str:
+    """The unit a hit names: a list's identifying unit (认定单位), else the deciding authority."""
+    return (signed[2] == "black_list" and record.black_list.identifying_unit.name) or record.deciding_authority.name
+
+
+# The ids of the incentives a place offers, by the tuple it keeps: most subjects are offered the same few.
+_IDS: dict[int, tuple[tuple[Measure, ...], list[str]]] = {}
+
+
+def _ids(measures: tuple[Measure, ...]) -> list[str]:
+    """The measures' ids in order; the list is shared by every answer offered the same measures, never changed."""
+    held = _IDS.get(id(measures))
+    if held is None or held[0] is not measures:
+        if len(_IDS) >= verdicts.MAX_KEPT:
+            _IDS.clear()
+        held = _IDS[id(measures)] = (measures, [m.id for m in measures])
+    return held[1]
 
 
 def _answer(
-    index: verdicts.CatalogueIndex,
+    place: verdicts.Place,
     subject: str,
     found: Mapping[str, _Subject],
-    responsible: list[Responsible],
-    scenario: str,
-    region: str | None,
+    responsible: Sequence[Responsible],
     today: dt.date,
 ) -> SubjectAnswer:
     own = found.get(subject, _NOBODY)
-    judged: list[tuple[_Found, verdicts.Verdict, Responsible | None]] = [
-        (f, index.verdict(f.record, scenario, region), None) for f in own.records
-    ]
-    for person in responsible:
-        judged += [
-            (f, index.verdict(f.record, scenario, region), person) for f in found.get(person.person, _NOBODY).records
-        ]
-    hits = tuple(
-        Hit(f.record, f.window_end, verdict.measures, f.disputed, link) for f, verdict, link in judged if verdict.is_hit
-    )
-    records = [f.record for f in own.records]
-    incentives = index.incentives(records, scenario, today, own.subject_type, region)
+    if not own.judged and not responsible:  # most subjects: nothing in force that the catalogue names
+        incentives = place.incentives((), today, own.subject_type)
+        return SubjectAnswer(subject, [], _ids(incentives), _NO_MEASURES, [], True, (), wire.clean(subject, incentives))
+    hits: list[bytes] = []
+    shown: list[str] = []
+    hit_records: dict[str, None] = {}
+    measure_records: dict[str, list[str]] = {}
+    people: list[tuple[Responsible | None, _Subject]] = [(None, own)]
+    people += [(person, found.get(person.person, _NOBODY)) for person in responsible]
+    for person, held in people:
+        for (record, signed, verdict), (origin, record_id, window_end, disputed) in zip(
+            held.judged, held.held, strict=True
+        ):
+            if not verdict.is_hit:
+                continue
+            hits.append(
+                wire.hit(
+                    origin,
+                    record_id,
+                    wire.judged(verdict, record),
+                    record.decision_date,
+                    window_end.isoformat() if window_end else "",
+                    disputed,
+                    _identifying_unit(record, signed),
+                    person.role if person else 0,
+                    person.person if person else "",
+                )
+            )
+            shown.append(f"{record_id} via {person.person}" if person else record_id)
+            hit_records[record_id] = None
+            for measure in verdict.measures:
+                ids = measure_records.setdefault(measure.id, [])
+                if record_id not in ids:
+                    ids.append(record_id)
+    incentives = place.incentives(own.judged, today, own.subject_type)
+    offered = _ids(incentives)
     # 告知承诺 follows the subject's own records only (as Catalogue.notify_commit does).
     excluded = tuple(
-        f.record.record_id for f, verdict, link in judged if link is None and verdict.excludes_notify_commit
+        record_id
+        for (_, _, verdict), (_, record_id, _, _) in zip(own.judged, own.held, strict=True)
+        if verdict.excludes_notify_commit
     )
-    return SubjectAnswer(subject, hits, incentives, not excluded, excluded)
+    return SubjectAnswer(
+        subject_id=subject,
+        hits=shown,
+        measure_ids=list(dict.fromkeys([*measure_records, *offered])) if measure_records else offered,
+        measure_records=_JSON.encode(measure_records) if measure_records else _NO_MEASURES,
+        hit_records=list(hit_records),
+        notify_commit_available=not excluded,
+        excluded_by=excluded,
+        wire=wire.answer(subject, hits, wire.incentives(incentives), not excluded, excluded),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,12 +40,16 @@ from credex.node.cli.app import (
     run_on_store,
     trust_and_tls,
 )
+from credex.node.cli.person_ids import HIDDEN, read_person_id, read_person_ids
 from credex.v1 import authorization_pb2, check_pb2, check_pb2_grpc
 
 NodeOption = Annotated[str, typer.Option(help="host:port of the node to ask")]
 PersonOption = Annotated[
     list[str] | None,
-    typer.Option(help="a natural person's resident ID number (repeat); the node keeps only its pseudonym"),
+    typer.Option(
+        help="a natural person's resident ID number (repeat); '-' types it hidden or pipes it in, '@FILE' reads "
+        "one per line; the node keeps only its pseudonym"
+    ),
 ]
 AuthorizationOption = Annotated[
     list[Path] | None,
@@ -119,7 +123,7 @@ def check(
         requesting_unit_uscc=unit,
         purpose=purpose,
         legal_basis=basis,
-        person_ids=person or [],
+        person_ids=read_person_ids(person or []),
         authorizations=read_authorizations(authorization),
     )
     _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
@@ -277,7 +281,11 @@ def checks_of(
     *,
     node: NodeOption,
     person: Annotated[
-        str, typer.Option(help="a natural person's resident ID number instead of a USCC (never kept by the node)")
+        str,
+        typer.Option(
+            help="a natural person's resident ID number instead of a USCC ('-' to type it hidden, '@FILE'); "
+            "never kept by the node"
+        ),
     ] = "",
     page_size: Annotated[int, typer.Option(help="checks per page (at most 500)")] = 50,
     page_token: Annotated[str, typer.Option(help="the next-page token a previous page printed")] = "",
@@ -295,7 +303,7 @@ def checks_of(
         raise typer.BadParameter("give the subject's USCC, or --person with an ID number (not both)", param_hint="USCC")
     _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     request = check_pb2.ListChecksOfSubjectRequest(
-        uscc=uscc, person_id=person, page_size=page_size, page_token=page_token, purpose=purpose
+        uscc=uscc, person_id=read_person_id(person), page_size=page_size, page_token=page_token, purpose=purpose
     )
     ca, cert, key = tls
 
@@ -321,7 +329,7 @@ def checks_of(
 def checks_pseudonym(
     pseudonym_key: Annotated[Path, typer.Option(help="the federation's pseudonym key file (keys.pseudonym_key)")],
 ) -> None:
-    """Print a person's pseudonym for access.speaks_for; the ID number is asked for hidden, never an argument.
+    """Print a person's pseudonym for access.speaks_for; the ID number is typed hidden or piped in, never an argument.
 
     A person's own caller is bound to the pseudonym, so that no config file holds an ID number.
     """
@@ -333,7 +341,7 @@ def checks_pseudonym(
         pseudonymizer = Pseudonymizer.load(pseudonym_key)
     except PseudonymKeyError as exc:
         raise typer.BadParameter(str(exc), param_hint="--pseudonym-key") from None
-    raw = typer.prompt("resident ID number", hide_input=True)
+    raw = read_person_id(HIDDEN)
     try:
         number = validate_ric(raw)
     except InvalidSubjectCode as exc:

@@ -31,6 +31,7 @@ from credex.node.cli.app import (
     trust_and_tls,
 )
 from credex.node.cli.checks import AuthorizationOption, read_authorizations
+from credex.node.cli.person_ids import read_person_id
 
 if TYPE_CHECKING:
     from credex.crypto.trust import TrustBundle
@@ -55,7 +56,11 @@ def lookup(
     *,
     node: Annotated[str, typer.Option(help="host:port of any node")],
     person: Annotated[
-        str, typer.Option(help="a natural person's resident ID number instead of a USCC (the node keeps no copy)")
+        str,
+        typer.Option(
+            help="a natural person's resident ID number instead of a USCC ('-' to type it hidden, '@FILE'); "
+            "the node keeps no copy"
+        ),
     ] = "",
     scenario: Annotated[str, typer.Option(help="for --person: the scenario you ask in, e.g. 公职录用")] = "",
     unit: Annotated[str, typer.Option(help="for --person: your unit's USCC, the authorization's grantee")] = "",
@@ -88,6 +93,7 @@ def lookup(
     if not person and leave.ByteSize():
         raise typer.BadParameter("--scenario, --unit, --authorization and --legal-basis are for --person")
     trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
+    person = read_person_id(person)
     asked = (
         _person_profile(node, person, leave, trust, purpose, (ca, cert, key))
         if person

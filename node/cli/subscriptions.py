@@ -32,6 +32,7 @@ from credex.node.cli.app import (
     fail,
     trust_and_tls,
 )
+from credex.node.cli.person_ids import FROM_FILE, HIDDEN, read_person_id
 from credex.node.streams.subscriber import Subscriber, load_cursor, positions, save_cursor
 from credex.v1 import authorization_pb2, event_pb2, record_pb2, subscription_pb2, subscription_pb2_grpc
 
@@ -125,7 +126,11 @@ def authorization_grant(
     node: NodeOption,
     authorization_id: Annotated[str, typer.Argument(help="the granting platform's id for the authorization")],
     subject: Annotated[
-        str, typer.Option(help="the enterprise's USCC, or a person's pseudonym or ID number (made the pseudonym)")
+        str,
+        typer.Option(
+            help="the enterprise's USCC, or a person's pseudonym or ID number (made the pseudonym); "
+            "'-' types an ID number hidden, '@FILE' reads it from a file"
+        ),
     ],
     grantee: Annotated[str, typer.Option(help="the unit allowed, by USCC")],
     document: Annotated[Path, typer.Option(help="the signed authorization document (its SHA-256 is kept)")],
@@ -144,6 +149,8 @@ def authorization_grant(
     It is a record like any other: checks, reports and streams on every node of the
     federation honour it once they hold it, and ``end`` revokes it everywhere.
     """
+    if subject == HIDDEN or subject.startswith(FROM_FILE):
+        subject = read_person_id(subject, option="--subject")
     given = authorization_pb2.Authorization(
         authorization_id=authorization_id,
         subject=subject,

@@ -96,6 +96,13 @@ def trust_add_member(
             " (its node.toml's keys.witness_key); a key of its own, not a signing key"
         ),
     ] = None,
+    witness_url: Annotated[
+        str | None,
+        typer.Option(
+            help="https://host:port where its witness takes C2SP tlog-witness add-checkpoint (its node's"
+            " tiles_listen); logs then ask it over HTTP. An empty string: over gRPC at --endpoint (the default)"
+        ),
+    ] = None,
 ) -> None:
     """Add a member, or update one, in a draft; bump the version.
 
@@ -122,8 +129,15 @@ def trust_add_member(
                 Member(origin=origin, name=name, witness_key=witness)
             ):
                 raise ValueError(f"{clash}; a witness counts once towards a quorum: create one of its own")
+        url = (existing.witness_url if existing else "") if witness_url is None else witness_url
         member = Member(
-            origin=origin, name=name, endpoint=endpoint, keys=tuple(keys), tls_spki_sha256=spki, witness_key=witness
+            origin=origin,
+            name=name,
+            endpoint=endpoint,
+            keys=tuple(keys),
+            tls_spki_sha256=spki,
+            witness_key=witness,
+            witness_url=url,
         )
     except OSError as exc:
         raise fail(f"cannot read {exc.filename}: {exc.strerror}") from None

@@ -19,7 +19,12 @@ announcement of an event that does not cross the bus (see :mod:`credex.node.kafk
 What intake learns is missing — a gap in an origin's seqs, an event announced by
 a withheld notice — it only puts in the wanted ranges
 (:class:`~credex.node.chain.WantedRanges`); sync takes them from there and
-fetches over gRPC. Intake neither knows nor calls sync.
+fetches over gRPC. Intake neither knows nor calls sync. Sync asks intake only
+which seqs it is applying (:meth:`Intake.applying`: verified, their transaction not
+yet committed), so as not to fetch them too.
+
+A validly signed event longer than a tlog-tiles entry may be (65,535 bytes) is
+applied, counted as ``oversize`` and alarmed (``entry.oversize``); see :meth:`Intake._oversize`.
 
 Two validly signed events of one origin at one seq are equivocation (an alarm
 freezes the origin), unless the new one is signed with a key the bundle revokes:
@@ -36,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -45,13 +50,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from credex.crypto.parallel import SignatureWorkers
+from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.trust import EventRejected, EventVerifier, Signed, TrustBundle, VerifiedEvent
 from credex.errors import CredexError
 from credex.node import kafka as bus
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
-from credex.node.store import ANALYZE_AFTER, NOTIFY_CHANNEL, POISON, Rejection, storable_text
+from credex.node.store import ANALYZE_AFTER, NOTIFY_CHANNEL, POISON, Connection, Rejection, storable_text
 from credex.node.store import events as state
 from credex.node.store import evidence as rejections
 from credex.node.trust import TrustProvider
@@ -59,6 +65,7 @@ from credex.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
+_NAMED_SEQS = 100  # seqs an oversize alarm names; the count says how many more
 _PARALLEL_FROM = 64  # below this, a batch is verified right here: a thread costs more than it saves
 
 
@@ -74,11 +81,13 @@ class Outcome(StrEnum):
     """What became of a peer's message; the value is its name in ``intake_counters`` and the metric.
 
     A rejection is counted under ``rejected:<reason>`` (:func:`rejected`), one counter per reason code.
+    ``oversize`` is the one counter beside the outcome: those events are counted as applied as well.
     """
 
     APPLIED = "applied"
     REPLAY = "replay"  # held already: a redelivery or a replay
     HELD = "held"  # not applied: an alarm on the origin is open
+    OVERSIZE = "oversize"  # applied, and counted here too: too long for a tlog-tiles entry bundle
     WITHHELD_NOTICE = "withheld_notice"  # announces an event that does not cross the bus
     REJECTED = "rejected"
 
@@ -95,6 +104,7 @@ class AcceptResult:
     replays: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     held: int = 0  # not applied: an alarm on the origin is open
+    oversize: list[int] = field(default_factory=list)  # seqs applied that no entry bundle can carry
     contiguous_seq: int = 0
     max_seq: int = 0
     rejections: list[Rejection] = field(default_factory=list)  # for the log
@@ -111,6 +121,7 @@ class AcceptResult:
             self.replays + other.replays,
             self.rejected + other.rejected,
             self.held + other.held,
+            self.oversize + other.oversize,
             max(self.contiguous_seq, other.contiguous_seq),
             max(self.max_seq, other.max_seq),
             self.rejections + other.rejections,
@@ -167,6 +178,8 @@ class Intake:
         self.wanted = wanted  # where gaps and withheld notices go; sync takes them
         self._since_analyze = 0
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # origin -> how many batches being applied hold each seq: verified, their transaction not yet committed
+        self._applying: defaultdict[str, Counter[int]] = defaultdict(Counter)
         # Set when a trust bundle changes the topics to read; the consumer restarts with the new set.
         self._members_changed = asyncio.Event()
         self._reading: dict[str, str] = {}
@@ -265,7 +278,8 @@ class Intake:
             METRICS.intake.labels(self.me, origin, Outcome.HELD).inc(result.held)
             log.warning("%s: %d events of %s held: an alarm on %s is open", channel, result.held, origin, origin)
             return result
-        result = await self._store(checked, channel)
+        with self._taking([checked]):
+            result = await self._store(checked, channel)
         self._report(channel, result)
         if result.has_gap:
             self.wanted.put(origin, result.max_seq, Why.GAP, held=result.contiguous_seq)
@@ -278,6 +292,27 @@ class Intake:
                 async with self.pool.acquire() as conn:
                     await conn.execute("ANALYZE records")
         return result
+
+    @contextlib.contextmanager
+    def _taking(self, batches: Sequence[Checked]) -> Iterator[None]:
+        """Count the seqs of ``batches`` as being applied while the block runs."""
+        seqs = [(b.origin, Counter(e.seq for e in b.events)) for b in batches]
+        for origin, counted in seqs:
+            self._applying[origin].update(counted)
+        try:
+            yield
+        finally:
+            for origin, counted in seqs:
+                self._applying[origin].subtract(counted)
+                self._applying[origin] = +self._applying[origin]
+
+    def applying(self, origin: str) -> frozenset[int]:
+        """The seqs of ``origin`` verified and being stored now: held once their transaction commits.
+
+        With the events table this is the one answer to "what does this node have or is it taking
+        in": sync asks it so that it never fetches what Kafka is delivering at the same moment.
+        """
+        return frozenset(self._applying.get(origin, ()))
 
     async def _store(self, checked: Checked, channel: str) -> AcceptResult:
         """Store a batch; if what one of its messages holds fails it, find that message and skip it."""
@@ -357,6 +392,7 @@ class Intake:
                 )
             await rejections.record(conn, self.me, origin, channel, refused, self.config.intake)
             result.applied = len(outcome.new)
+            result.oversize = await self._oversize(conn, origin, outcome.new, channel)
             result.replays = len(outcome.replays)
             result.rejected.update(r.reason for r in refused)
             result.rejections = refused
@@ -366,6 +402,39 @@ class Intake:
             if result.applied:
                 await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # subscription streams wait on it
         return result
+
+    async def _oversize(
+        self, conn: Connection, origin: str, new: Sequence[state.StoredEvent], channel: str
+    ) -> list[int]:
+        """Count the new events too long for a tlog-tiles entry bundle and raise an alarm naming them.
+
+        A credex origin refuses such an event before signing it (``EntryTooLarge``), so one that
+        arrives validly signed means its origin broke the protocol. It is applied all the same:
+        refusing it would stall the origin's log at that seq for good, while the event is as
+        authentic as any. Its hash stays in the tiles and checkpoints; only its entry bundle cannot
+        be served (the tile server answers 501 for it, naming the seq), which the alarm tells an
+        operator to take up with the origin. One alarm per first seq of a batch, naming them all.
+        """
+        seqs = sorted(e.seq for e in new if len(e.envelope) > MAX_ENTRY)
+        if not seqs:
+            return seqs
+        await state.count(conn, origin, Outcome.OVERSIZE, len(seqs))
+        size = max(len(e.envelope) for e in new if e.seq == seqs[0])
+        named = ", ".join(map(str, seqs[:_NAMED_SEQS])) + (
+            f" and {len(seqs) - _NAMED_SEQS} more" if len(seqs) > _NAMED_SEQS else ""
+        )
+        await self.alarms.raise_once_per(
+            conn,
+            origin,
+            AlarmKind.ENTRY_OVERSIZE,
+            f"{origin} signed an event longer than a tlog-tiles entry may be ({MAX_ENTRY:,} bytes) at seq {named}"
+            f" ({size:,} bytes at seq {seqs[0]}): a credex origin never signs one, so {origin} broke the protocol."
+            f" The event is applied and its hash served; its entry bundle is not (HTTP 501). Take it up with"
+            f" {origin}'s operator",
+            {"seq": seqs[0], "seqs": seqs[:_NAMED_SEQS], "count": len(seqs), "size": size, "channel": channel},
+            key={"seq": seqs[0]},
+        )
+        return seqs
 
     def _revoked_signer(self, conflict: state.StoredEvent) -> Rejection | None:
         """A conflicting event signed with a key the bundle revokes: refused, not taken as equivocation.
@@ -390,6 +459,7 @@ class Intake:
         metric = METRICS.intake
         metric.labels(self.me, result.origin, Outcome.APPLIED).inc(result.applied)
         metric.labels(self.me, result.origin, Outcome.REPLAY).inc(result.replays)
+        metric.labels(self.me, result.origin, Outcome.OVERSIZE).inc(len(result.oversize))
         for reason, n in result.rejected.items():
             metric.labels(self.me, result.origin, rejected(reason)).inc(n)
         METRICS.peer_contiguous.labels(self.me, result.origin).set(result.contiguous_seq)
@@ -468,8 +538,9 @@ class Intake:
         notices: dict[str, list[int]],
         offsets: dict[TopicPartition, int],
     ) -> None:
-        for batch in checked:
-            await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        with self._taking(checked):  # all of them until the last is stored, not each from its own turn
+            for batch in checked:
+                await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
         if notices:
             await self._take_notices(notices)
         if notes:  # after the events they may cover; refused ones recorded together
@@ -506,7 +577,7 @@ class Intake:
                 await state.count(conn, origin, Outcome.WITHHELD_NOTICE, len(seqs))
         for origin, seqs in notices.items():
             METRICS.intake.labels(self.me, origin, Outcome.WITHHELD_NOTICE).inc(len(seqs))
-            self.wanted.put(origin, max(seqs), Why.WITHHELD)
+            self.wanted.put(origin, max(seqs), Why.WITHHELD, seqs=seqs)
 
     async def _consume(self, bootstrap_servers: str, topics: dict[str, str]) -> None:
         if not topics:
@@ -566,7 +637,8 @@ class Intake:
                         offsets[tp] = messages[-1].offset + 1
                     checked = [await self.check(origin, values) for origin, values in by_origin.items()]
                     if storing is not None:
-                        await storing
+                        with self._taking(checked):  # verified, waiting for the batch before to be stored
+                            await storing
                     storing = asyncio.create_task(
                         self._store_and_commit(consumer, checked, notes, dict(notices), offsets)
                     )

@@ -44,6 +44,7 @@ from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, Connection, tiles
 from credex.node.store import events as state
+from credex.protowire import varint
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 _RECORD_FIELD_TAG = b"\x32"  # field 6 (record), wire type 2 (length-delimited)
@@ -122,15 +123,6 @@ class AppendResult:
         return len(self.seqs)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 class Ledger:
     def __init__(self, origin: str, key: SigningKey, signatures: SignatureWorkers | None = None) -> None:
         self.origin = origin
@@ -153,18 +145,60 @@ class Ledger:
         """
         return Appending(self, conn)
 
-    async def _sign_all(self, drafts: list[_Draft]) -> list[state.StoredEvent]:
-        """Sign a batch's drafts in the signature workers; seal them into events ready to store, off the loop."""
+    def prepare(self, changes: Sequence[Change], held: dict[str, Held], head: int) -> Prepared:
+        """Decide what ``changes`` make of the records as ``held``, and build their events after ``head``, unsigned.
+
+        Pure CPU work with no connection (run it in a thread or another process): ``held``
+        is what the store holds of the records changed (none for records it does not hold),
+        and ``head`` the log's head the events follow; :meth:`store` refuses the batch if the
+        log's head is not ``head`` then. ``held`` is updated with the batch's decisions.
+        """
+        for change in changes:
+            if change.state.origin != self.origin:
+                raise LedgerError(
+                    f"record {change.state.record_id} belongs to {change.state.origin}, not {self.origin}"
+                )
+        result = AppendResult()
+        drafts, after = self._draft_changes(changes, held, head, result)
+        result.seqs.extend(d.seq for d in drafts)
+        # An UPSERT is drafted only for a record ``held`` does not hold: its row is new.
+        fresh = frozenset(d.record.record_id for d in drafts if d.event_type == event_pb2.EVENT_TYPE_UPSERT)
+        return Prepared(drafts, after, fresh, result)
+
+    def sign_here(self, prepared: Prepared) -> Signed:
+        """Sign a prepared batch in this process (a worker process of its own, or a single change)."""
         self.key.check_may_sign()
+        events = [self._seal(d, self.key.sign(d.message)) for d in prepared.drafts]
+        return Signed(events, prepared.head, prepared.fresh)
+
+    async def sign(self, prepared: Prepared) -> Signed:
+        """Sign a prepared batch in the signature workers; seal its events off the loop."""
+        self.key.check_may_sign()
+        drafts = prepared.drafts
         signatures = await self.signatures.sign(self.key.private, [d.message for d in drafts])
-        return await asyncio.to_thread(lambda: [self._seal(d, s) for d, s in zip(drafts, signatures, strict=True)])
+        events = await asyncio.to_thread(lambda: [self._seal(d, s) for d, s in zip(drafts, signatures, strict=True)])
+        return Signed(events, prepared.head, prepared.fresh)
+
+    async def store(self, conn: Connection, signed: Signed) -> None:
+        """Store a signed batch in ``conn``'s transaction, under the head lock; refused unless it follows the head.
+
+        The batch was numbered from a head read earlier (or, in a bulk load, computed): if
+        the log's head is not the one its first event follows, nothing is stored.
+        """
+        if not signed.events:
+            return
+        head = await self._lock_head(conn)
+        follows = signed.events[0].seq - 1
+        if head != follows:
+            raise LedgerError(f"{self.origin}: a batch signed after seq {follows} cannot follow the head {head}")
+        await self._store(conn, signed.events, signed.head, signed.fresh)
 
     def _draft_changes(
-        self, changes: Sequence[Change], held: dict[str, _Held], head: int, result: AppendResult
-    ) -> tuple[list[_Draft], int]:
+        self, changes: Sequence[Change], held: dict[str, Held], head: int, result: AppendResult
+    ) -> tuple[list[Draft], int]:
         """The events of ``changes`` after ``head``, built but not signed (in a worker thread); and the new head."""
         clock = _Clock()
-        stored: list[_Draft] = []
+        stored: list[Draft] = []
         for change in changes:
             previous = held.get(change.state.record_id)
             if change.withdrawal:
@@ -197,7 +231,7 @@ class Ledger:
                 continue
             head += 1
             stored.append(draft)
-            held[change.state.record_id] = _Held(change.state.digest, standing, disputed)
+            held[change.state.record_id] = Held(change.state.digest, standing, disputed)
             if previous is None:
                 result.new += 1
             else:
@@ -207,11 +241,11 @@ class Ledger:
     def _withdraw(
         self,
         change: Change,
-        previous: _Held | None,
+        previous: Held | None,
         head: int,
         clock: _Clock,
-        stored: list[_Draft],
-        held: dict[str, _Held],
+        stored: list[Draft],
+        held: dict[str, Held],
         result: AppendResult,
     ) -> int:
         """A row the platform marks withdrawn: a REVOKE of the record, once; returns the new head."""
@@ -237,7 +271,7 @@ class Ledger:
             return head
         head += 1
         stored.append(draft)
-        held[change.state.record_id] = _Held(change.state.digest, revoked, previous.disputed)
+        held[change.state.record_id] = Held(change.state.digest, revoked, previous.disputed)
         result.revoked += 1
         return head
 
@@ -272,10 +306,10 @@ class Ledger:
         if not rows:
             return []
 
-        def draft() -> list[_Draft]:
+        def draft() -> Prepared:
             clock = _Clock()
             reason = f"publicity window ended before {today.isoformat()}"
-            return [
+            drafts = [
                 self._draft(
                     head + n,
                     event_pb2.EVENT_TYPE_EXPIRE,
@@ -287,10 +321,11 @@ class Ledger:
                 )
                 for n, row in enumerate(rows, start=1)
             ]
+            return Prepared(drafts, head + len(drafts), frozenset(), AppendResult())
 
-        events = await self._sign_all(await asyncio.to_thread(draft))
-        await self._store(conn, events, head + len(events))
-        return events
+        signed = await self.sign(await asyncio.to_thread(draft))
+        await self._store(conn, signed.events, signed.head)
+        return signed.events
 
     async def amend(
         self,
@@ -392,7 +427,7 @@ class Ledger:
         disputed: bool,
         case: event_pb2.CaseRef | None = None,
         limit: int = MAX_ENTRY,
-    ) -> _Draft:
+    ) -> Draft:
         """The event to sign; :class:`EntryTooLarge`, before any signing, if it would be longer than ``limit``."""
         record = change.state
         event_id = uuid.uuid4()
@@ -415,15 +450,15 @@ class Ledger:
         payload = (
             event.SerializeToString(deterministic=True)
             + _RECORD_FIELD_TAG
-            + _varint(len(record.encoded))
+            + varint(len(record.encoded))
             + record.encoded
         )
         size = sealed_size(len(payload), self.key.key_id)
         if size > limit:
             raise EntryTooLarge(record.record_id, size, limit)
-        return _Draft(seq, event_id, event_type, record, payload, clock.at, standing, disputed)
+        return Draft(seq, event_id, event_type, record, payload, clock.at, standing, disputed)
 
-    def _seal(self, draft: _Draft, signature: bytes) -> state.StoredEvent:
+    def _seal(self, draft: Draft, signature: bytes) -> state.StoredEvent:
         return state.StoredEvent(
             origin=self.origin,
             seq=draft.seq,
@@ -486,29 +521,22 @@ class Appending:
         if conn is not self._conn:
             raise LedgerError("a pipeline of batches appends in the one transaction it was opened in")
         ledger = self._ledger
-        result = AppendResult()
         if not changes:
-            return result
+            return AppendResult()
         ledger.key.check_may_sign()
-        for change in changes:
-            if change.state.origin != ledger.origin:
-                raise LedgerError(
-                    f"record {change.state.record_id} belongs to {change.state.origin}, not {ledger.origin}"
-                )
         head = self._head if self._head is not None else await ledger._lock_head(conn)
         ids = list({c.state.record_id for c in changes})
-        held: dict[str, _Held] = {
-            r["record_id"]: _Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
+        held: dict[str, Held] = {
+            r["record_id"]: Held(bytes(r["digest"]), int(r["status"]), bool(r["disputed"]))
             for r in await conn.fetch(
                 "SELECT record_id, digest, status, disputed FROM records WHERE record_id = ANY($1::text[])", ids
             )
         }
         if self._pending is not None:  # the batch before is not stored yet: its decisions are the newest
             held.update({i: self._pending.held[i] for i in ids if i in self._pending.held})
-        drafts, head = await asyncio.to_thread(ledger._draft_changes, changes, held, head, result)
-        self._head = head
-        result.seqs.extend(d.seq for d in drafts)
-        signing = asyncio.create_task(ledger._sign_all(drafts))
+        prepared = await asyncio.to_thread(ledger.prepare, changes, held, head)
+        self._head = prepared.head
+        signing = asyncio.create_task(ledger.sign(prepared))
         try:
             await self.flush()
             signed = await signing
@@ -516,31 +544,46 @@ class Appending:
             if not signing.done():  # storing failed or we are cancelled: no signing left running
                 signing.cancel()
                 await asyncio.wait([signing])
-        if signed:
-            # An UPSERT is drafted only for a record neither the store nor the batch before holds.
-            fresh = frozenset(d.record.record_id for d in drafts if d.event_type == event_pb2.EVENT_TYPE_UPSERT)
-            self._pending = _Pending(signed, head, {i: held[i] for i in ids if i in held}, fresh)
-        return result
+        if signed.events:
+            self._pending = _Pending(signed, {i: held[i] for i in ids if i in held})
+        return prepared.result
 
     async def flush(self) -> None:
         """Store the batch signed last, if any; call before the transaction commits."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            await self._ledger._store(self._conn, pending.events, pending.head, pending.fresh)
+            await self._ledger.store(self._conn, pending.signed)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch decided and numbered, its events built but not signed (:meth:`Ledger.prepare`)."""
+
+    drafts: list[Draft]
+    head: int  # the log's head after the batch
+    fresh: frozenset[str]  # records of the batch no row holds yet: their rows are COPYed, not upserted
+    result: AppendResult  # what the batch does, counted
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A prepared batch signed, ready for :meth:`Ledger.store`; plain data, so it crosses processes."""
+
+    events: list[state.StoredEvent]
+    head: int
+    fresh: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A batch signed and not yet stored: its events, the head after it, where its records stand, which are new."""
+    """A batch signed and not yet stored, and where its records stand after it."""
 
-    events: list[state.StoredEvent]
-    head: int
-    held: dict[str, _Held]
-    fresh: frozenset[str]  # records of the batch no row holds yet
+    signed: Signed
+    held: dict[str, Held]
 
 
 @dataclass(frozen=True, slots=True)
-class _Draft:
+class Draft:
     """An event built, not yet signed: its payload and the columns the store will want."""
 
     seq: int
@@ -559,7 +602,7 @@ class _Draft:
 
 
 @dataclass(frozen=True, slots=True)
-class _Held:
+class Held:
     """What the store holds of a record the ledger is about to change."""
 
     digest: bytes

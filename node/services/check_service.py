@@ -17,18 +17,19 @@ import binascii
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from credex.domain import uscc as uscc_codes
-from credex.domain.measures import Catalogue, Measure, Scenario, UnknownScenario
+from credex.domain.measures import Catalogue, Scenario, UnknownScenario
 from credex.domain.persons import looks_like_ric, validate_ric, withhold
 from credex.node import checks
 from credex.node.checks import history, lifted, persons
 from credex.node.services import access, audit_trail, edge
 from credex.node.services.servicer import Servicer
-from credex.v1 import check_pb2, check_pb2_grpc, record_pb2
+from credex.v1 import check_pb2, check_pb2_grpc
 
 _OUTCOMES = {
     check_pb2.FEEDBACK_OUTCOME_PUNISHED: "punished",
@@ -53,7 +54,7 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         unit = _code("requesting_unit_uscc", request.requesting_unit_uscc)
         if not request.usccs and not request.person_ids:
             raise edge.invalid("usccs or person_ids is required: send the subjects to check")
-        codes = [_code(f"usccs[{i}]", raw) for i, raw in enumerate(request.usccs)]
+        codes = _codes("usccs", request.usccs)
         leaves, responsible = await self._persons(request, catalogue, unit, scenario, set(codes))
         caller = call.caller
         made = await checks.run_check(
@@ -71,28 +72,26 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
             ),
             caller.sees,
         )
-        check_id, scenario_code, answers = str(made.check_id), made.scenario, made.answers
+        check_id = str(made.check_id)
         # Stored with the call's audit rows, in the edge's group commit, before the answer leaves.
         call.stored += [
             audit_trail.Rows("checks", checks.CHECK_COLUMNS, [made.check_row()]),
             audit_trail.Rows("check_answers", checks.ANSWER_COLUMNS, made.answer_rows()),
         ]
         grounds = {leave.pseudonym: leave.ground for leave in leaves}
+        header = f"check {check_id} {made.scenario}"
         call.answer_each(
             (
                 answer.subject_id,
                 len(answer.hits),
-                [
-                    f"check {check_id} {scenario_code}",
-                    *([grounds[answer.subject_id]] if answer.subject_id in grounds else []),
-                    *(_audited(hit) for hit in answer.hits),
-                ],
+                [header, grounds[answer.subject_id], *answer.hits]
+                if answer.subject_id in grounds
+                else [header, *answer.hits],
             )
-            for answer in answers
+            for answer in made.answers
         )
-        return check_pb2.CheckResponse(
-            check_id=check_id, scenario=scenario_code, subjects=[_subject(a) for a in answers]
-        )
+        # Hits go on the wire as the check encoded them (node/checks/wire.py), parsed here once in C.
+        return check_pb2.CheckResponse.FromString(made.wire())
 
     async def _persons(
         self,
@@ -350,6 +349,17 @@ def _code(name: str, raw: str) -> str:
         raise edge.invalid(f"{name}: {exc.message}; nothing was checked") from None
 
 
+def _codes(name: str, raws: Sequence[str]) -> list[str]:
+    """:func:`_code` of every item, the item's name made only for the one refused (a batch holds up to 1,000)."""
+    codes = []
+    for index, raw in enumerate(raws):
+        try:
+            codes.append(uscc_codes.validate(raw).code)
+        except uscc_codes.InvalidSubjectCode:
+            codes.append(_code(f"{name}[{index}]", raw))  # refuses, saying why
+    return codes
+
+
 def _is_id_number(raw: str) -> bool:
     try:
         validate_ric(raw)
@@ -372,70 +382,3 @@ def _read_position(token: str, subject: str) -> tuple[dt.datetime, uuid.UUID]:
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         pass
     raise edge.invalid("page_token is not one this list gave for this subject; start again without it")
-
-
-def _audited(hit: checks.Hit) -> str:
-    """A hit as its audit item: the record id, and the responsible person's pseudonym it came through."""
-    if hit.responsible is None:
-        return hit.record.record_id
-    return f"{hit.record.record_id} via {hit.responsible.person}"
-
-
-# Each measure's message, built once: a check of many subjects shows the same few measures many times.
-# Keyed by the Measure object (held in the value, so its id stays its own); catalogues are immutable.
-_MEASURES: dict[int, tuple[Measure, check_pb2.CheckedMeasure]] = {}
-_MEASURES_KEPT = 10_000
-
-
-def _measure(m: Measure) -> check_pb2.CheckedMeasure:
-    held = _MEASURES.get(id(m))
-    if held is None or held[0] is not m:
-        if len(_MEASURES) >= _MEASURES_KEPT:
-            _MEASURES.clear()
-        held = _MEASURES[id(m)] = (
-            m,
-            check_pb2.CheckedMeasure(
-                id=m.id,
-                name=m.name,
-                category=m.category,
-                measure_class=m.measure_class or "",
-                basis=str(m.basis),
-                implementing_body=m.implementing_body,
-            ),
-        )
-    return held[1]
-
-
-def _subject(answer: checks.SubjectAnswer) -> check_pb2.SubjectAnswer:
-    hits = []
-    for hit in answer.hits:
-        record = hit.record
-        shown, scale = checks.scale_of(record)
-        hits.append(
-            check_pb2.CheckHit(
-                origin=record.origin,
-                record_id=record.record_id,
-                kind=_kind(record.kind),
-                list_or_severity=shown,
-                scale=scale,
-                decision_date=record.decision_date,
-                window_end=hit.window_end.isoformat() if hit.window_end else "",
-                disputed=hit.disputed,
-                measures=[_measure(m) for m in hit.measures],
-                identifying_unit=record.black_list.identifying_unit.name or record.deciding_authority.name,
-                responsible_role=hit.responsible.role if hit.responsible else 0,  # type: ignore[arg-type]
-                responsible_person=hit.responsible.person if hit.responsible else "",
-            )
-        )
-    return check_pb2.SubjectAnswer(
-        subject_id=answer.subject_id,
-        hits=hits,
-        incentives=[_measure(m) for m in answer.incentives],
-        notify_commit_available=answer.notify_commit_available,
-        excluded_by=answer.excluded_by,
-        status=check_pb2.ANSWER_STATUS_HITS if hits else check_pb2.ANSWER_STATUS_CLEAR,
-    )
-
-
-def _kind(kind: int) -> str:
-    return record_pb2.Kind.Name(kind).removeprefix("KIND_").lower()  # type: ignore[arg-type]

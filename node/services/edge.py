@@ -452,6 +452,21 @@ class Call:
     summary: Callable[[], tuple[int, str]] | None = None
     # Rows the answer stands on (a check and its answers), committed with the call's audit rows.
     stored: list[Rows] = field(default_factory=list)
+    # A code this call has validated already: (as sent, canonical USCC); see :meth:`uscc`.
+    validated: tuple[str, str] | None = None
+
+    def uscc(self, sent: str) -> str:
+        """``sent`` as its canonical USCC, or :class:`~credex.domain.uscc.InvalidSubjectCode`: validated once a call.
+
+        The edge validates a subject that might be an ID number before it audits it, and the
+        service validates the same text again before it looks it up; the second asks here.
+        """
+        held = self.validated
+        if held is not None and held[0] == sent:
+            return held[1]
+        code = uscc_codes.validate(sent).code
+        self.validated = (sent, code)
+        return code
 
     def answer(self, count: int, items: Iterable[str] = ()) -> None:
         """Record what is being answered: how many records, and which (the first :data:`MAX_ITEMS` of them)."""
@@ -623,6 +638,8 @@ class Gate:
             " close one before opening another",
         )
         self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
+        # Every call admitted hands in audit rows before it answers: the writers wait for those, no longer.
+        audit.expect(lambda: self.admission.in_flight)
         # Since the last summary: refusals with a row of their own, and calls summed up instead.
         self._rows: Counter[tuple[_Key, str]] = Counter()
         self._tally: dict[tuple[_Key, str], _Tally] = {}
@@ -934,7 +951,7 @@ def _prefill(call: Call, request: Message) -> None:
         call.purpose = getattr(request, "purpose")  # noqa: B009 (a generic Message; the field is in its descriptor)
     for name in subjects:
         if sent := getattr(request, name):
-            call.subject_id = _auditable_subject(sent)
+            call.subject_id = _auditable_subject(call, sent)
             return
     if origin:
         call.subject_id = getattr(request, "origin")  # noqa: B009
@@ -951,7 +968,7 @@ def _audited_fields(descriptor: Any) -> tuple[bool, tuple[str, ...], bool]:
 WITHHELD_ID = "(a resident ID number, withheld)"
 
 
-def _auditable_subject(sent: str) -> str:
+def _auditable_subject(call: Call, sent: str) -> str:
     """A subject as sent, for the audit row of a call refused before its service names the subject.
 
     The subject is audited before anything checks what it is, and a caller may put an ID
@@ -963,7 +980,7 @@ def _auditable_subject(sent: str) -> str:
     if cannot_hold_ric(sent) or not looks_like_ric(sent):
         return sent
     try:
-        return uscc_codes.validate(sent).code
+        return call.uscc(sent)
     except uscc_codes.InvalidSubjectCode:
         return WITHHELD_ID
 

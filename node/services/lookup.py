@@ -36,6 +36,7 @@ from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
 from credex.node.store.database import Connection
 from credex.node.store.events import code_key, entry_status, search_key
+from credex.protowire import varint
 from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
 _ENTRY_QUERY = (
@@ -111,7 +112,7 @@ class LookupService(Servicer, lookup_pb2_grpc.LookupServiceServicer):
             return await self._person_profile(request)
         call = edge.current()
         try:
-            code = uscc_codes.validate(request.uscc).code
+            code = call.uscc(request.uscc)
         except uscc_codes.InvalidSubjectCode as exc:
             raise edge.invalid(f"uscc: {exc.message}") from None
         call.subject_id = code
@@ -430,9 +431,9 @@ def _profile(subject_id: str, rows: list[asyncpg.Record], caller: Caller) -> tup
     """
     shown = _visible_wire(rows, caller)
     subject = subject_id.encode()
-    wire = [b"\x0a", _varint(len(subject)), subject]
+    wire = [b"\x0a", varint(len(subject)), subject]
     for _, _, entry in shown:
-        wire += (b"\x12", _varint(len(entry)), entry)
+        wire += (b"\x12", varint(len(entry)), entry)
     return lookup_pb2.Profile.FromString(b"".join(wire)), [f"{origin}#{seq}" for origin, seq, _ in shown]
 
 
@@ -459,37 +460,20 @@ def _visible_wire(
         wire = b"".join(
             (
                 b"\x0a",
-                _varint(len(record)),
+                varint(len(record)),
                 record,
                 b"\x12",
-                _varint(len(named)),
+                varint(len(named)),
                 named,
                 b"\x18",
-                _varint(seq),
+                varint(seq),
                 b"\x22",
-                _varint(len(envelope)),
+                varint(len(envelope)),
                 envelope,
                 b"\x28",
-                _varint(status),
+                varint(status),
                 b"\x30\x01" if row["disputed"] else b"",
             )
         )
         shown.append((origin, seq, wire))
     return shown
-
-
-_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
-
-
-def _varint(value: int) -> bytes:
-    """``value`` (not negative) as a protobuf varint."""
-    if value < 0x80:
-        return _ONE_BYTE[value]
-    if value < 0x4000:  # a record's or an envelope's length
-        return bytes((value & 0x7F | 0x80, value >> 7))
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

@@ -3,7 +3,9 @@
 Under ``/<origin>/`` (an origin this node holds) it serves ``checkpoint`` (the
 newest checkpoint this node agrees with, as the origin signed it),
 ``tile/<L>/<N>[.p/<W>]`` (hashes, from the store's tiles) and
-``tile/entries/<N>[.p/<W>]`` (the stored envelopes, uint16-length-prefixed).
+``tile/entries/<N>[.p/<W>]`` (the stored envelopes, uint16-length-prefixed; a
+bundle that would hold an envelope longer than 65,535 bytes, which only a peer that
+broke the protocol signs, is answered 501 with the seq in ``credex-oversize-seq``).
 A full tile never changes and is cached for a year as immutable; a partial tile
 and the checkpoint are cached briefly. A partial tile is served from the wider
 tile held (it is a prefix of it); a width or a tile the tiles do not cover yet is 404.
@@ -18,6 +20,10 @@ own), and asyncio's server gives TLS with the same certificate and client CA as
 gRPC. Attackers get bounded parsing (h11's 16 KiB head limit, no bodies
 accepted), an idle timeout, a cap on open connections, and one answer at a
 time per connection.
+
+The one path written to is the witness's: ``POST /add-checkpoint`` (C2SP
+tlog-witness), whose body alone is read, bounded; see
+:mod:`~credex.node.services.witness_http`.
 
 Hashes and checkpoints are public by design; entry bundles carry records, so
 they are served only to callers who may exchange events (peers, operators),
@@ -40,7 +46,7 @@ import asyncpg
 import h11
 
 from credex.crypto.merkle import HASH_SIZE
-from credex.crypto.tiles import TILE_WIDTH, TileId, entry_bundle, parse_tile_path
+from credex.crypto.tiles import MAX_ENTRY, TILE_WIDTH, TileId, entry_bundle, parse_tile_path
 from credex.crypto.tls import spki_sha256
 from credex.crypto.trust import TrustBundle
 from credex.domain.regions import is_origin_code
@@ -49,7 +55,9 @@ from credex.node.config import NodeConfig
 from credex.node.services.access import Caller, caller_of
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
 from credex.node.services.server import ServerError
+from credex.node.services.witness_http import WitnessEndpoint
 from credex.node.store import tiles
+from credex.node.witness import wire as witness_wire
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ class Answer:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
     cache: str = "no-store"
+    headers: tuple[tuple[str, str], ...] = ()  # beyond the ones every answer has
 
 
 def _text(status: int, message: str) -> Answer:
@@ -100,6 +109,7 @@ class TileServer:
         self.keeper = keeper
         self.audit = audit
         self.bundle = bundle
+        self.witness = WitnessEndpoint(config, pool, bundle, keeper.logbook, audit)
         self._server: asyncio.Server | None = None
         self._open = asyncio.Semaphore(MAX_CONNECTIONS)
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed at stop
@@ -176,6 +186,15 @@ class TileServer:
                 data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
                 http.receive_data(data)
                 continue
+            if isinstance(event, h11.Request) and event.target == witness_wire.PATH.encode():
+                answer = await self._add_checkpoint(caller, http, reader, writer, event, deadline)
+                # A body left unread (refused on the head) closes the connection; one read whole keeps it alive.
+                writer.write(_render(http, event, answer, close=http.their_state is not h11.DONE))
+                await writer.drain()
+                if http.our_state is h11.DONE and http.their_state is h11.DONE:
+                    http.start_next_cycle()
+                    deadline = loop.time() + self.request_seconds
+                continue
             if isinstance(event, h11.Request):
                 answer = await self._answer(caller, event)
                 # A body is never read: the answer closes the connection instead of leaving it mid-request.
@@ -209,6 +228,33 @@ class TileServer:
             return spki_sha256(ssl.DER_cert_to_PEM_cert(der).encode()) if der else ""
 
         return caller_of(name, presented, address, self.config.access, self.bundle())
+
+    # -- the witness (C2SP tlog-witness) ---------------------------------------------------
+
+    async def _add_checkpoint(
+        self,
+        caller: Caller,
+        http: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
+        deadline: float,
+    ) -> Answer:
+        """POST /add-checkpoint: refused on its head, or its body read (bounded, by the deadline) and judged."""
+        chunked = any(n == b"transfer-encoding" for n, _ in request.headers)
+        lengths = [v for n, v in request.headers if n == b"content-length"]
+        length = int(lengths[0]) if lengths and not chunked and lengths[0].isdigit() else None  # h11 framed it
+        reply = self.witness.admit(caller, request.method, length)
+        if reply is None:
+            if http.they_are_waiting_for_100_continue:  # curl asks so before a body over 1 KiB
+                writer.write(http.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+            try:
+                body = await _body(http, reader, deadline, witness_wire.MAX_BODY)
+            except (ConnectionError, TimeoutError, h11.ProtocolError, ssl.SSLError) as exc:
+                self.witness.dropped(caller, type(exc).__name__)
+                raise
+            reply = await self.witness.answer(caller, body)
+        return Answer(reply.status, reply.body, reply.content_type)
 
     # -- what is asked ------------------------------------------------------------------
 
@@ -264,11 +310,10 @@ class TileServer:
                 envelopes = await tiles.entries(conn, origin, request.index, request.width)
             if envelopes is None:
                 return _text(404, f"{origin}'s log does not hold that entry bundle")
-            try:
-                bundle = entry_bundle(envelopes)
-            except ValueError as exc:  # tlog-tiles lengths are uint16; an envelope may be longer
-                return _text(500, f"{origin}'s entry bundle {request.index}: {exc}; fetch it over gRPC")
-            return Answer(200, bundle, "application/octet-stream", cache)
+            oversize = next((i for i, e in enumerate(envelopes) if len(e) > MAX_ENTRY), None)
+            if oversize is not None:
+                return _oversize(origin, request.index * TILE_WIDTH + oversize + 1, len(envelopes[oversize]))
+            return Answer(200, entry_bundle(envelopes), "application/octet-stream", cache)
         tile = TileId(request.level, request.index)
         book = self.keeper.logbook.cache  # the tiles proofs read last: a tile held wide enough is the store's
         content = book.tile(origin, tile, request.width)
@@ -280,6 +325,47 @@ class TileServer:
         if len(content) < request.width * HASH_SIZE:
             return _text(404, f"{origin}'s log does not hold that tile")
         return Answer(200, content, "application/octet-stream", cache)
+
+
+async def _body(http: h11.Connection, reader: asyncio.StreamReader, deadline: float, limit: int) -> bytes | None:
+    """The request's whole body, or None once it runs past ``limit`` bytes (the rest is left unread)."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
+            http.receive_data(data)
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > limit:
+                return None
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        else:
+            raise ConnectionError("the connection closed before the request's body ended")
+
+
+def _oversize(origin: str, seq: int, size: int) -> Answer:
+    """The answer for an entry bundle holding an entry a uint16 length cannot carry: 501, naming it.
+
+    Not 500 (nothing failed) nor 404 (the entries are held): this server cannot represent
+    the bundle in the tlog-tiles format, now or ever, since a signed log never changes. 501 is
+    also cacheable by default. Narrower partial bundles, the hash tiles and the checkpoint still
+    serve; the entry itself is fetched over gRPC FetchEvents.
+    """
+    return Answer(
+        501,
+        (
+            f"{origin}'s entry at seq {seq} is {size:,} bytes, longer than a tlog-tiles entry may be"
+            f" ({MAX_ENTRY:,}): this bundle cannot be served. Its hash is in the hash tiles; fetch the entry"
+            f" over gRPC FetchEvents (from_seq={seq}). {origin} signed it against the protocol (alarm entry.oversize)\n"
+        ).encode(),
+        cache=_SHORT,
+        headers=(("credex-oversize-seq", str(seq)),),
+    )
 
 
 def _has_body(request: h11.Request) -> bool:
@@ -295,6 +381,7 @@ def _render(http: h11.Connection, request: h11.Request, answer: Answer, *, close
         ("content-length", str(len(answer.body))),
         ("cache-control", answer.cache),
         ("x-content-type-options", "nosniff"),
+        *answer.headers,
     ]
     if close:
         headers.append(("connection", "close"))

@@ -5,7 +5,9 @@ relay one (the log's signature is what is judged, not who brings it). Anyone may
 read the latest checkpoint the witness cosigned, to hold it against what the log
 serves. Each call is audited by the edge with the log, the sizes and the outcome,
 so a witness's trail shows every checkpoint it cosigned or refused (a refused one
-may be evidence of a log's misbehaviour).
+may be evidence of a log's misbehaviour). The same witness, and the same rule on
+who may submit, answer C2SP tlog-witness's own HTTP wire
+(:mod:`~credex.node.services.witness_http`).
 """
 
 from __future__ import annotations
@@ -15,24 +17,17 @@ from typing import Any
 
 import grpc
 
-from credex.crypto.keys import SigningKey
 from credex.node.services import edge
+from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
-from credex.node.witness import Witness, WitnessRefused
+from credex.node.witness import Witness, WitnessRefused, node_witness
 from credex.v1 import log_pb2, witness_pb2, witness_pb2_grpc
 
 
 class WitnessService(Servicer, witness_pb2_grpc.WitnessServiceServicer):
     @functools.cached_property
     def witness(self) -> Witness:
-        """The witness, with the node's witness key (none: every call is refused saying so).
-
-        The key file was loaded once already when the node started (runtime.py), so a bad one
-        stops the node there, not here.
-        """
-        path = self.config.keys.witness_key
-        key = SigningKey.load(path) if path else None
-        return Witness(self.config.origin, self.pool, self.trust, key, self.logbook)
+        return node_witness(self.config, self.pool, self.trust, self.logbook)
 
     async def AddCheckpoint(
         self,
@@ -40,13 +35,10 @@ class WitnessService(Servicer, witness_pb2_grpc.WitnessServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> witness_pb2.AddCheckpointResponse:
         call = edge.current()
-        if call.caller.role != "peer":
-            raise edge.Refused(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{call.caller.identity} ({call.caller.role}) may not submit checkpoints; only federation peers may",
-            )
+        if refusal := submitter_refusal(call.caller):
+            raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, refusal)
         origin = self.member(request.origin)
-        asked = f"{origin} {request.old_size}->{_claimed(request.checkpoint)}"
+        asked = asked_of(origin, request.old_size, request.checkpoint)
         try:
             outcome = await self.witness.add_checkpoint(
                 origin, request.old_size, list(request.consistency), request.checkpoint
@@ -77,8 +69,16 @@ class WitnessService(Servicer, witness_pb2_grpc.WitnessServiceServicer):
         return log_pb2.SignedCheckpoint(origin=origin, note=note, size=size, root=root)
 
 
-def _claimed(note: bytes) -> str:
-    """The size the note claims, for the audit row only (bounded, never trusted)."""
+def submitter_refusal(caller: Caller) -> str:
+    """Why ``caller`` may not submit checkpoints to this witness; empty if it may (over gRPC and HTTP alike)."""
+    if caller.role == "peer":
+        return ""
+    return f"{caller.identity} ({caller.role}) may not submit checkpoints; only federation peers may"
+
+
+def asked_of(origin: str, old_size: int, note: bytes) -> str:
+    """What a request asked, for its audit row: the log, the old size and the size the note claims."""
     lines = note.split(b"\n", 2)
     size = lines[1] if len(lines) > 1 else b""
-    return size.decode() if size.isdigit() and len(size) < 20 else "?"
+    claimed = size.decode() if size.isdigit() and len(size) < 20 else "?"  # bounded, never trusted
+    return f"{origin} {old_size}->{claimed}"

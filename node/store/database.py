@@ -7,6 +7,7 @@ start together do not race.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from importlib import resources
@@ -121,6 +122,26 @@ async def migrate(conn: Connection) -> list[str]:
 _SESSION_STATE = re.compile(r"\bLISTEN\b|advisory_lock|set_config|(?:^|;)\s*SET\s(?!\s*LOCAL\b)", re.IGNORECASE)
 
 
+_JUDGED_CHARS = 8192  # statements longer than this are searched every time rather than kept
+
+
+def takes_session_state(query: str) -> bool:
+    """Whether ``query`` may leave state in its session (:data:`_SESSION_STATE`), judged once per text.
+
+    The search costs more than a short query's own client work (~13 µs per statement), and
+    credex's statements are a few hundred constant texts run over and over: each is judged
+    once. The memory is bounded in entries and in the length of a text kept.
+    """
+    if len(query) > _JUDGED_CHARS:
+        return _SESSION_STATE.search(query) is not None
+    return _judged(query)
+
+
+@functools.lru_cache(maxsize=1024)
+def _judged(query: str) -> bool:
+    return _SESSION_STATE.search(query) is not None
+
+
 class PooledConnection(asyncpg.Connection):
     """A pool's connection that remembers whether it left state in its session, so that only then is it reset.
 
@@ -135,7 +156,7 @@ class PooledConnection(asyncpg.Connection):
     took_session_state = False
 
     def _note(self, query: str) -> None:
-        if not self.took_session_state and _SESSION_STATE.search(query):
+        if not self.took_session_state and takes_session_state(query):
             self.took_session_state = True
 
     async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:

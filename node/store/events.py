@@ -2,10 +2,14 @@
 
 The ledger (this node's own events) and intake (the peers' verified events) store
 events the same way, through this module: the events table gets the canonical
-envelope, the records table the latest state of each record (the highest seq
-wins, so applying events late or twice changes nothing), and origin_progress how
-far each origin's log is held without a gap. Every function runs inside the
+envelope, the record_states table the latest state of each record (the highest
+seq wins, so applying events late or twice changes nothing), and origin_progress
+how far each origin's log is held without a gap. Every function runs inside the
 caller's transaction.
+
+A record's bytes are stored once, in the envelope of the event that left it so:
+its record_states row says where they are in that envelope, and the view
+``records``, which everything reads, takes them from there (migration 0029).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 
 from credex.crypto.merkle import leaf_hash
 from credex.domain.identity import subject_id
-from credex.domain.normalize import name_key
+from credex.domain.memo import recurring
+from credex.domain.normalize import MEMO_KEY_CHARS, name_key
 from credex.domain.records import canonical_bytes
 from credex.errors import CredexError
 from credex.node.store import lifting, tiles
@@ -28,8 +33,9 @@ from credex.node.store.database import Connection
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 MAX_SEQ = 2**63 - 1  # a bigint column
-# The columns of an events row and of a records row, in the order of :meth:`StoredEvent.event_row` and
-# :meth:`StoredEvent.record_row`; whatever COPYs rows into these tables (a benchmark too) names them from here.
+# The columns of an events row and of a records row (the view ``records``, which takes rows into
+# ``record_states``), in the order of :meth:`StoredEvent.event_row`; whatever COPYs rows into these
+# tables (a benchmark too) names them from here.
 EVENT_COLUMNS = (
     "origin",
     "seq",
@@ -54,6 +60,9 @@ RECORD_COLUMNS = (
     "record",
     "disputed",
 )
+# The store's own row of a record's state (table ``record_states``, behind the view ``records``): the
+# columns above, then where in its event's envelope the record's bytes are (``record`` is NULL then).
+STATE_COLUMNS = (*RECORD_COLUMNS, "record_at", "record_len")
 # Where a record stands after an event that does not say (signed before events carried
 # their standing). Events that do say are the origin's word: see :func:`standing_of`.
 STATUS_BY_TYPE: dict[int, int] = {
@@ -175,9 +184,13 @@ class StoredEvent:
     # The Merkle leaf hash, hashed once where the event is built (the ledger's signing thread),
     # not on the event loop by each of the events table and the tiles.
     leaf: bytes = field(init=False, repr=False, compare=False)
+    # Where the record's bytes start in the envelope (its payload's field 6), -1 if they are not there
+    # byte for byte (a peer's record not in canonical form): the record's row points there, not a copy.
+    record_at: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "leaf", leaf_hash(self.envelope))
+        object.__setattr__(self, "record_at", _record_at(self.envelope, self.state.encoded))
 
     @classmethod
     def from_event(cls, event: event_pb2.Event, envelope: bytes) -> StoredEvent:
@@ -228,8 +241,10 @@ class StoredEvent:
             self.leaf,
         )
 
-    def record_row(self) -> tuple[object, ...]:
+    def state_row(self) -> tuple[object, ...]:
+        """The record's row in ``record_states`` (:data:`STATE_COLUMNS`): its bytes only if the envelope lacks them."""
         state = self.state
+        inside = self.record_at >= 0
         return (
             state.record_id,
             self.origin,
@@ -240,9 +255,33 @@ class StoredEvent:
             state.sharing_level,
             state.publicity_end,
             state.digest,
-            state.encoded,
+            None if inside else state.encoded,
             self.disputed,
+            self.record_at if inside else None,
+            len(state.encoded) if inside else None,
         )
+
+
+def _record_at(envelope: bytes, encoded: bytes) -> int:
+    """Where ``encoded`` starts in ``envelope``, -1 if it is not there.
+
+    A canonical envelope begins with its payload (field 1) and a payload ends with its
+    record (field 6, as the ledger writes it), so that place is tried first: one
+    comparison instead of a search.
+    """
+    if envelope[:1] == b"\x0a":  # field 1, length-delimited: the payload's length follows as a varint
+        length, shift, at = 0, 0, 1
+        while at < len(envelope) and at <= 10:
+            byte = envelope[at]
+            length |= (byte & 0x7F) << shift
+            at += 1
+            if byte < 0x80:
+                start = at + length - len(encoded)
+                if start >= 0 and envelope.startswith(encoded, start):
+                    return start
+                break
+            shift += 7
+    return envelope.find(encoded)
 
 
 async def copy_events(conn: Connection, events: Sequence[StoredEvent]) -> None:
@@ -309,7 +348,7 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent], fresh:
     """Make each record's state the one of its highest-seq event; never cross origins.
 
     ``fresh`` are ids of records the caller knows no row holds: the ledger, under its
-    origin's head lock, found none. Their rows are COPYed straight into ``records``, which
+    origin's head lock, found none. Their rows are COPYed straight into ``record_states``, which
     costs half of staging them for an upsert (a bulk ingest is nearly all new records); if
     a row did appear meanwhile, the primary key refuses the whole batch rather than either
     row being lost.
@@ -325,21 +364,23 @@ async def upsert_records(conn: Connection, events: Iterable[StoredEvent], fresh:
             latest[event.record_id] = event
     if not latest:
         return
-    new = [e.record_row() for e in latest.values() if e.record_id in fresh]
-    held_rows = [e.record_row() for e in latest.values() if e.record_id not in fresh]
+    new = [e.state_row() for e in latest.values() if e.record_id in fresh]
+    held_rows = [e.state_row() for e in latest.values() if e.record_id not in fresh]
     if new:
-        await conn.copy_records_to_table("records", records=new, columns=RECORD_COLUMNS)
+        await conn.copy_records_to_table("record_states", records=new, columns=STATE_COLUMNS)
     if held_rows:
-        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS staged_records (LIKE records) ON COMMIT DELETE ROWS")
-        await conn.execute("TRUNCATE staged_records")
-        await conn.copy_records_to_table("staged_records", records=held_rows, columns=RECORD_COLUMNS)
         await conn.execute(
-            "INSERT INTO records AS r SELECT * FROM staged_records"
+            "CREATE TEMP TABLE IF NOT EXISTS staged_record_states (LIKE record_states) ON COMMIT DELETE ROWS"
+        )
+        await conn.execute("TRUNCATE staged_record_states")
+        await conn.copy_records_to_table("staged_record_states", records=held_rows, columns=STATE_COLUMNS)
+        await conn.execute(
+            "INSERT INTO record_states AS r SELECT * FROM staged_record_states"
             " ON CONFLICT (record_id) DO UPDATE SET"
             " subject_id = EXCLUDED.subject_id, kind = EXCLUDED.kind, seq = EXCLUDED.seq,"
             " status = EXCLUDED.status, sharing_level = EXCLUDED.sharing_level,"
             " publicity_end = EXCLUDED.publicity_end, digest = EXCLUDED.digest, record = EXCLUDED.record,"
-            " disputed = EXCLUDED.disputed"
+            " disputed = EXCLUDED.disputed, record_at = EXCLUDED.record_at, record_len = EXCLUDED.record_len"
             " WHERE r.seq < EXCLUDED.seq AND r.origin = EXCLUDED.origin"
         )
     await _upsert_subject_states(conn, (event.state for event in latest.values()))
@@ -365,6 +406,12 @@ def search_key(text: str) -> str:
     typed in (繁體 or 简体, full or half width, spaced or not) meets the same key.
     """
     return name_key(text).upper()
+
+
+# A subject is named again by every record about it, in batch after batch: its stored name is folded
+# once while it keeps recurring, not per batch (a fold is several microseconds of the store step).
+# Only stored names pass through this cache, never a caller's query.
+_stored_name_key = recurring(maxsize=32768, key_chars=MEMO_KEY_CHARS)(search_key)
 
 
 def code_key(text: str) -> str:
@@ -400,7 +447,7 @@ async def backfill_subjects(conn: Connection, batch: int = 10000) -> int:
 async def _upsert_subject_states(conn: Connection, given: Iterable[RecordState]) -> None:
     """Keep each subject's searchable name in step: one statement for the batch, rows rewritten only on change.
 
-    Names are folded once per distinct subject of the batch (a microsecond or two each),
+    Names are folded once per distinct subject while it recurs (see ``_stored_name_key``),
     so bulk intake pays little; the name of the latest record stored about a subject wins.
     """
     named: dict[str, RecordState] = {}
@@ -422,7 +469,7 @@ async def _upsert_subject_states(conn: Connection, given: Iterable[RecordState])
         [s.subject_id for s in states],
         [s.subject_type for s in states],
         names,
-        [search_key(name) for name in names],
+        [_stored_name_key(name) for name in names],
     )
 
 

@@ -25,7 +25,16 @@ alarm, resolved by itself if the events ever arrive.
 
 A withheld notice is unsigned, so the seq it gives is capped at the head the
 probe reports and forgotten once the missing events were fetched: a notice of
-seq 2^63-1 buys its sender one early fetch, not a standing one.
+seq 2^63-1 buys its sender one early fetch, not a standing one. Sync fetches the
+very seqs the notices named (as long as they are few enough to keep, see
+:data:`~credex.node.chain.wanted.MAX_WITHHELD_SEQS`), not every missing seq up to the
+highest: the others are on their way over Kafka, on a partition that lags.
+
+Sync never asks for what this node holds or is taking in: what is missing is what
+the store lacks less what intake has verified and is storing at that moment
+(:meth:`~credex.node.intake.Intake.applying`), read in that order so that a seq
+committed in between is in one or the other. So an event Kafka delivers while sync
+looks is not fetched again, verified again and counted as a replay.
 
 A member that answers FetchEvents with PERMISSION_DENIED does not recognise this
 node as a peer (no client certificate, or one the bundle does not bind): its
@@ -49,7 +58,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -57,9 +66,11 @@ import grpc
 from prometheus_client import Counter
 
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
+from credex.node.chain.wanted import MAX_WITHHELD_SEQS
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
+from credex.node.intake.peer_events import Checked
 from credex.node.metrics import METRICS
 from credex.node.store.database import RETRYABLE
 from credex.node.trust import TrustProvider
@@ -120,6 +131,8 @@ class Sync:
         self._settled: set[str] = set()  # origins whose unreachable alarm was resolved since start
         # origin -> the highest seq a withheld notice announced: Kafka will not bring it, do not wait for it
         self._withheld: dict[str, int] = {}
+        # origin -> the exact seqs those notices named (None: too many kept, fetch every missing seq up to the highest)
+        self._withheld_seqs: dict[str, frozenset[int] | None] = {}
         # endpoint -> the member that refused this node as a peer, while it does; and the endpoints
         # whose FetchEvents worked since start (a refusal alarm left open by a previous run is resolved)
         self._denied: dict[str, str] = {}
@@ -131,6 +144,9 @@ class Sync:
             if want.why is Why.GAP:  # Kafka gets one probe interval from when the gap was seen
                 self._behind.setdefault(want.origin, (want.noticed, want.held))
             elif want.why is Why.WITHHELD:
+                known = self._withheld_seqs.get(want.origin, frozenset())
+                exact = None if known is None or want.seqs is None else known | want.seqs
+                self._withheld_seqs[want.origin] = exact if exact is None or len(exact) <= MAX_WITHHELD_SEQS else None
                 self._withheld[want.origin] = max(want.upto, self._withheld.get(want.origin, 0))
             else:  # a checkpoint or a revocation root beyond what is held
                 self._wanted[want.origin] = max(want.upto, self._wanted.get(want.origin, 0))
@@ -204,7 +220,7 @@ class Sync:
         head, sources = await self._target(origin, head, source)
         if head <= contiguous:
             self._behind.pop(origin, None)
-            self._withheld.pop(origin, None)
+            self._forget_withheld(origin)
             return 0
         now = time.monotonic()
         since, seen = self._behind.get(origin, (now, -1))
@@ -214,19 +230,27 @@ class Sync:
             stalled = False
         else:
             stalled = now - since >= self.config.sync.probe_seconds
+        only: frozenset[int] | None = None
         if stalled:
             upto = head
         elif withheld > contiguous:
-            # Announced as withheld from the bus: only gRPC brings it, no use waiting for Kafka. What
-            # lies beyond the announced seq Kafka is still bringing: fetching it too would be replays.
+            # Announced as withheld from the bus: only gRPC brings it, no use waiting for Kafka. What else
+            # lies below the announced seq a lagging partition may still be bringing, and what lies beyond
+            # it Kafka is bringing: fetching those too would be replays. So just the seqs announced.
             upto = withheld
+            exact = self._withheld_seqs.get(origin)
+            only = None if exact is None else frozenset(s for s in exact if contiguous < s <= head)
         else:
             return 0
-        applied = await self.fetch_missing(origin, upto, sources)
+        applied = await self.fetch_missing(origin, upto, sources, only)
         if upto == head:
             self._behind.pop(origin, None)
-        self._withheld.pop(origin, None)  # fetched what was served; a later notice starts anew
+        self._forget_withheld(origin)  # fetched what was served; a later notice starts anew
         return applied
+
+    def _forget_withheld(self, origin: str) -> None:
+        self._withheld.pop(origin, None)
+        self._withheld_seqs.pop(origin, None)
 
     async def _target(self, origin: str, head: int, source: str) -> tuple[int, list[str]]:
         """How far to fetch ``origin``'s log, and from whom: up to its checkpoints, as far as anyone serves."""
@@ -317,53 +341,66 @@ class Sync:
             )
         self._settled.add(origin)
 
-    async def fetch_missing(self, origin: str, head: int, sources: Sequence[str]) -> int:
-        """Fetch every seq of ``origin`` up to ``head`` not held, from the first source that serves them."""
+    async def fetch_missing(
+        self, origin: str, head: int, sources: Sequence[str], only: frozenset[int] | None = None
+    ) -> int:
+        """Fetch every seq of ``origin`` up to ``head`` (or of ``only``) neither held nor being applied,
+        from the first source that serves them."""
         applied = 0
         for endpoint in sources:
             try:
                 while True:  # a pass from the watermark; the next one picks up what a member served short
-                    got = await self._fetch_pass(endpoint, origin, head)
+                    got = await self._fetch_pass(endpoint, origin, head, only)
                     applied += got
                     if got == 0:
                         break  # nothing (more) usable from this source: all held, rejected or replays
             except grpc.aio.AioRpcError as exc:
                 log.info("sync of %s from %s: %s", origin, endpoint, exc.details() or exc.code().name)
+            if only is not None and not await self._missing(origin, head, 0, only):
+                break
             if await self._contiguous(origin) >= head:
                 break
         return applied
 
-    async def _fetch_pass(self, endpoint: str, origin: str, head: int) -> int:
-        """One pass over what is missing, in rounds: round k+1 is fetched while round k is verified and stored.
+    async def _fetch_pass(self, endpoint: str, origin: str, head: int, only: frozenset[int] | None = None) -> int:
+        """One pass over what is missing, in rounds: while round k is stored, round k+1 is fetched and verified.
 
         A round is every missing stretch up to :data:`ROUND_EVENTS` events (withheld seqs
         scattered through a log that Kafka brought are many one-event stretches), asked for
-        at once, :data:`CONCURRENT_FETCHES` requests in flight. A pass ends when nothing is
-        left below ``head`` or a round brings nothing; it returns the events applied.
+        at once, :data:`CONCURRENT_FETCHES` requests in flight. Its signatures are checked
+        (in the signature workers) as soon as it is fetched, so PostgreSQL storing one round
+        and the workers verifying the next run at once, as on the Kafka path. A pass ends
+        when nothing is left below ``head`` or a round brings nothing; it returns the events applied.
         """
         applied = 0
         after = 0  # seqs up to here were asked for in this pass
         storing: asyncio.Task[int] | None = None
+        checking: asyncio.Task[Checked] | None = None
         try:
             while True:
-                requests = await self._missing(origin, head, after)
+                requests = await self._missing(origin, head, after, only)
                 envelopes = await self._fetch_round(endpoint, origin, requests) if requests else []
+                if envelopes:
+                    after = requests[-1][0] + requests[-1][1] - 1
+                    checking = asyncio.create_task(self.intake.check(origin, envelopes))
                 if storing is not None:
                     applied += await storing
                     storing = None
-                if not envelopes:
+                if checking is None:
                     return applied
-                after = requests[-1][0] + requests[-1][1] - 1
-                storing = asyncio.create_task(self._accept(endpoint, origin, envelopes))
+                checked = await checking
+                checking = None
+                storing = asyncio.create_task(self._apply(endpoint, origin, checked, len(envelopes)))
         finally:
-            if storing is not None:  # a failed fetch, or cancelled: the round under way ends first or with us
-                storing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await storing
+            for task in (checking, storing):  # a failed fetch, or cancelled: what is under way ends with us
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
-    async def _accept(self, endpoint: str, origin: str, envelopes: list[bytes]) -> int:
-        result = await self.intake.accept(origin, envelopes, f"sync:{endpoint}")
-        METRICS.sync_fetched.labels(self.config.origin, origin).inc(len(envelopes))
+    async def _apply(self, endpoint: str, origin: str, checked: Checked, fetched: int) -> int:
+        result = await self.intake.apply(checked, f"sync:{endpoint}")
+        METRICS.sync_fetched.labels(self.config.origin, origin).inc(fetched)
         return result.applied
 
     async def _fetch_round(self, endpoint: str, origin: str, requests: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -378,12 +415,19 @@ class Sync:
         parts = await asyncio.gather(*(one(*r) for r in requests))
         return [envelope for part in parts for envelope in part]
 
-    async def _missing(self, origin: str, head: int, after: int) -> list[tuple[int, int]]:
-        """FetchEvents requests (from_seq, limit) for the next :data:`ROUND_EVENTS` seqs not held up to ``head``.
+    async def _missing(
+        self, origin: str, head: int, after: int, only: frozenset[int] | None = None
+    ) -> list[tuple[int, int]]:
+        """FetchEvents requests (from_seq, limit) for the next :data:`ROUND_EVENTS` seqs up to ``head``
+        (of ``only``, if given) that are neither held nor being applied by intake.
 
         Starts past the watermark and past ``after``; every missing stretch is cut into
-        requests of at most ``sync.fetch_limit`` events.
+        requests of at most ``sync.fetch_limit`` events. What intake is applying is read
+        before the store: a seq it commits in between is then in one or the other.
         """
+        applying = self.intake.applying(origin)
+        if only is not None:
+            return await self._missing_of(origin, head, after, only, applying)
         per_request = max(1, self.config.sync.fetch_limit)
         async with self.pool.acquire() as conn:
             contiguous = int(
@@ -405,16 +449,31 @@ class Sync:
                 head,
                 MAX_REQUESTS,
             )
-        requests: list[tuple[int, int]] = []
-        budget = ROUND_EVENTS
-        for row in stretches:
-            first, last = int(row["first"]), int(row["last"])
-            while first <= last and budget > 0 and len(requests) < MAX_REQUESTS:
-                limit = min(per_request, last - first + 1, budget)
-                requests.append((first, limit))
-                first += limit
-                budget -= limit
-        return requests
+        return _requests(((int(r["first"]), int(r["last"])) for r in stretches), applying, per_request)
+
+    async def _missing_of(
+        self, origin: str, head: int, after: int, only: frozenset[int], applying: frozenset[int]
+    ) -> list[tuple[int, int]]:
+        """The requests for the seqs of ``only`` past the watermark and ``after``, up to ``head``, not held."""
+        async with self.pool.acquire() as conn:
+            contiguous = int(
+                await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
+            )
+            start = max(contiguous, after)
+            wanted = sorted(s for s in only if start < s <= head and s not in applying)
+            held = {
+                int(r["seq"])
+                for r in await conn.fetch(
+                    "SELECT seq FROM events WHERE origin = $1 AND seq = ANY($2::bigint[])", origin, wanted
+                )
+            }
+        stretches: list[tuple[int, int]] = []
+        for seq in (s for s in wanted if s not in held):
+            if stretches and stretches[-1][1] == seq - 1:
+                stretches[-1] = (stretches[-1][0], seq)
+            else:
+                stretches.append((seq, seq))
+        return _requests(stretches, frozenset(), max(1, self.config.sync.fetch_limit))
 
     async def fetch_checkpoint(self, origin: str) -> None:
         """Ask the origin (or, failing it, any member) for its newest checkpoint; a forged one is evidence."""
@@ -492,3 +551,25 @@ class Sync:
         async with self.pool.acquire() as conn:
             value = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin)
         return int(value or 0)
+
+
+def _requests(
+    stretches: Iterable[tuple[int, int]], applying: frozenset[int], per_request: int
+) -> list[tuple[int, int]]:
+    """FetchEvents (from_seq, limit) for missing stretches (first, last), less the seqs being applied:
+    at most :data:`MAX_REQUESTS` requests of at most ``per_request`` events, :data:`ROUND_EVENTS` in all."""
+    requests: list[tuple[int, int]] = []
+    budget = ROUND_EVENTS
+    for first, last in stretches:
+        seq = first
+        while seq <= last and budget > 0 and len(requests) < MAX_REQUESTS:
+            if seq in applying:
+                seq += 1
+                continue
+            end = min(last, seq + min(per_request, budget) - 1)
+            if applying:  # stop short of the next seq intake is applying
+                end = next((s for s in range(seq + 1, end + 1) if s in applying), end + 1) - 1
+            requests.append((seq, end - seq + 1))
+            budget -= end - seq + 1
+            seq = end + 1
+    return requests

@@ -2,6 +2,6 @@
 collecting the cosignatures of its own from the witnesses the trust bundle names."""
 
 from credex.node.witness.collector import CosignatureCollector, CosignatureInvalid
-from credex.node.witness.cosigner import Outcome, Witness, WitnessRefused
+from credex.node.witness.cosigner import Outcome, Witness, WitnessRefused, node_witness
 
-__all__ = ["CosignatureCollector", "CosignatureInvalid", "Outcome", "Witness", "WitnessRefused"]
+__all__ = ["CosignatureCollector", "CosignatureInvalid", "Outcome", "Witness", "WitnessRefused", "node_witness"]

@@ -1,7 +1,8 @@
 """The origin's side of witnessing: ask the witnesses the bundle names to cosign our newest checkpoint.
 
 For each witness of our log without a cosignature on our newest checkpoint, the
-collector sends AddCheckpoint over the peer channel with a consistency proof from
+collector sends AddCheckpoint (over C2SP tlog-witness's HTTP wire to a witness the
+bundle gives a ``witness_url``, else over the peer gRPC channel) with a consistency proof from
 the last checkpoint that witness cosigned (as ``checkpoint_cosignatures`` remembers;
 0 if none). A witness that answers with another size (it lost our record of it,
 or cosigned a checkpoint another way) is asked once more from its size. A
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import grpc
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credex.crypto.cosignature import cosignatures, with_lines, witness_name
@@ -29,6 +31,8 @@ from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
 from credex.node.chain import LogBook
 from credex.node.channels import PeerChannels
+from credex.node.witness import wire
+from credex.node.witness.cosigner import Outcome
 from credex.v1 import witness_pb2
 
 log = logging.getLogger(__name__)
@@ -125,7 +129,7 @@ class CosignatureCollector:
     async def _cosign(self, bundle: TrustBundle, witness: str, latest: _Latest) -> str:
         member = bundle.member(witness)
         key = bundle.witness_key(witness)
-        if member is None or not member.endpoint or key is None:
+        if member is None or not (member.witness_url or member.endpoint) or key is None:
             raise CosignatureInvalid(f"{witness} has no endpoint or witness key in the trust bundle")
         async with self.pool.acquire() as conn:
             old = int(
@@ -135,7 +139,6 @@ class CosignatureCollector:
                     witness,
                 )
             )
-        stub = self.channels.witness(member.endpoint)
         for _ in range(2):  # once from what we remember, once more from what the witness says it holds
             if old > latest.size:
                 raise CosignatureInvalid(
@@ -144,16 +147,47 @@ class CosignatureCollector:
                 )
             tree = await self.logbook.tree(self.me)
             proof = await tree.consistency_proof(old, latest.size) if 0 < old < latest.size else []
-            response = await stub.AddCheckpoint(
-                witness_pb2.AddCheckpointRequest(
-                    origin=self.me, old_size=old, consistency=proof, checkpoint=latest.note.encode()
-                ),
-                timeout=RPC_TIMEOUT_SECONDS,
-            )
-            if not response.conflict:
-                return await self._keep(witness, key, latest, list(response.cosignatures))
-            old = int(response.witness_size)
+            if member.witness_url:
+                outcome = await self._over_http(member.witness_url, old, proof, latest)
+            else:
+                outcome = await self._over_grpc(member.endpoint, old, proof, latest)
+            if not outcome.conflict:
+                return await self._keep(witness, key, latest, list(outcome.lines))
+            old = outcome.witness_size
         raise CosignatureInvalid(f"{witness} answered a conflict twice; its size is {old}")
+
+    async def _over_grpc(self, endpoint: str, old: int, proof: list[bytes], latest: _Latest) -> Outcome:
+        response = await self.channels.witness(endpoint).AddCheckpoint(
+            witness_pb2.AddCheckpointRequest(
+                origin=self.me, old_size=old, consistency=proof, checkpoint=latest.note.encode()
+            ),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+        if response.conflict:
+            return Outcome((), int(response.witness_size))
+        if not response.cosignatures:
+            raise CosignatureInvalid(f"{endpoint} answered neither a conflict nor a cosignature")
+        return Outcome(tuple(response.cosignatures), latest.size)
+
+    async def _over_http(self, prefix: str, old: int, proof: list[bytes], latest: _Latest) -> Outcome:
+        """C2SP tlog-witness add-checkpoint: 200 with the cosignature lines, or 409 with the witness's size."""
+        url = prefix + wire.PATH
+        body = wire.request_body(old, proof, latest.note.encode())
+        try:
+            async with self.channels.https().stream("POST", url, content=body, timeout=RPC_TIMEOUT_SECONDS) as response:
+                answer = await _bounded(response, wire.MAX_ANSWER)
+        except httpx.HTTPError as exc:
+            raise CosignatureInvalid(f"{url}: {type(exc).__name__}: {exc}") from None
+        kind = response.headers.get("content-type", "").partition(";")[0].strip()
+        try:
+            if response.status_code == 200 and answer is not None:
+                return Outcome(tuple(wire.read_cosignatures(answer)), latest.size)
+            if response.status_code == 409 and kind == wire.SIZE_TYPE and answer is not None:
+                return Outcome((), wire.read_size(answer))
+        except wire.WireError as exc:
+            raise CosignatureInvalid(f"{url} answered {response.status_code}: {exc}") from None
+        said = "(an answer over the size limit)" if answer is None else answer[:300].decode(errors="replace").strip()
+        raise CosignatureInvalid(f"{url} answered {response.status_code}: {said}")
 
     async def _keep(self, witness: str, key: Ed25519PublicKey, latest: _Latest, lines: list[str]) -> str:
         """Verify the witness's line against its bundle key, then merge it into the stored note."""
@@ -192,3 +226,15 @@ class CosignatureCollector:
             )
         self.logbook.latest.forget(self.me)  # the cosigned note is served at once
         return "cosigned"
+
+
+async def _bounded(response: httpx.Response, limit: int) -> bytes | None:
+    """The answer's body, or None past ``limit`` bytes (the rest is not read): a witness cannot flood its log."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,6 +1,7 @@
 """The witness: this node cosigns a peer's checkpoint only if it extends the last one of that log it cosigned.
 
-What C2SP tlog-witness's add-checkpoint asks of a witness, over the peer channel:
+What C2SP tlog-witness's add-checkpoint asks of a witness, over either wire (the peer
+gRPC channel, or the spec's own HTTP: :mod:`credex.node.services.witness_http`):
 the checkpoint must be signed by the log's key as the trust bundle has it (the
 bundle's witness policy also says which logs this node witnesses), the request's
 old size must be the size this witness last cosigned for that log (else it answers
@@ -32,19 +33,30 @@ from credex.crypto.merkle import verify_consistency
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
 from credex.node.chain import LogBook
+from credex.node.config import NodeConfig
 from credex.node.store import events as state
 
 MAX_PROOF = 63  # hashes in a consistency proof; tlog-witness's bound
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-class WitnessRefused(CredexError):
-    """A checkpoint this witness will not cosign; ``code`` is the gRPC status name to answer with."""
+# The HTTP status C2SP tlog-witness answers each kind of refusal with, where the gRPC code alone says it.
+_HTTP_STATUS = {"NOT_FOUND": 404, "PERMISSION_DENIED": 403, "INVALID_ARGUMENT": 400}
 
-    def __init__(self, code: str, message: str) -> None:
+
+class WitnessRefused(CredexError):
+    """A checkpoint this witness will not cosign, and why, in the status of either wire.
+
+    ``code`` is the gRPC status name to answer with; ``status`` the HTTP status of C2SP
+    tlog-witness (the gRPC FAILED_PRECONDITION covers what it tells apart: 409 for a
+    split view, 422 for a proof that does not verify, 503 for a witness without its key).
+    """
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = _HTTP_STATUS[code] if status is None else status
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +108,10 @@ class Witness:
                     "FAILED_PRECONDITION",
                     f"this witness cosigned {origin}'s log at size {held_size} with another root:"
                     " refusing a split view",
+                    409,
                 )
+            if old_size == 0 and proof:
+                raise WitnessRefused("FAILED_PRECONDITION", "from size 0 the consistency proof is empty", 422)
             if 0 < old_size < checkpoint.size and not verify_consistency(
                 old_size, checkpoint.size, held_root, checkpoint.root, list(proof)
             ):
@@ -104,6 +119,7 @@ class Witness:
                     "FAILED_PRECONDITION",
                     f"the consistency proof from size {old_size} (the checkpoint this witness cosigned) to"
                     f" {checkpoint.size} does not verify: the log is not append-only",
+                    422,
                 )
             line = cosign(note_body(note), self.name, self._key(), int(self.clock()))
             cosigned = with_lines(note, [line])
@@ -141,11 +157,14 @@ class Witness:
                 "FAILED_PRECONDITION",
                 f"{origin}'s signed events held here give another root at size {checkpoint.size}:"
                 " refusing a split view",
+                409,
             )
 
     def _key(self) -> SigningKey:
         if self.key is None:
-            raise WitnessRefused("FAILED_PRECONDITION", f"{self.me} has no witness key configured (keys.witness_key)")
+            raise WitnessRefused(
+                "FAILED_PRECONDITION", f"{self.me} has no witness key configured (keys.witness_key)", 503
+            )
         return self.key
 
     def _open(self, origin: str, old_size: int, proof: Sequence[bytes], note_bytes: bytes) -> tuple[Checkpoint, str]:
@@ -160,6 +179,7 @@ class Witness:
                 "FAILED_PRECONDITION",
                 f"{self.me}'s witness key is not the one trust bundle version {bundle.version} lists for it:"
                 " its cosignatures would count for nothing",
+                503,
             )
         policy = bundle.witness_policy(origin)
         if policy is None or self.me not in policy.witnesses:
@@ -188,9 +208,7 @@ class Witness:
                 f"old size {old_size} is beyond the checkpoint's size {checkpoint.size}: a log never shrinks",
             )
         if checkpoint.size == 0 and checkpoint.root != EMPTY_ROOT:
-            raise WitnessRefused("FAILED_PRECONDITION", "a checkpoint of size 0 has the empty tree's root")
-        if old_size == 0 and proof:
-            raise WitnessRefused("FAILED_PRECONDITION", "from size 0 the consistency proof is empty")
+            raise WitnessRefused("FAILED_PRECONDITION", "a checkpoint of size 0 has the empty tree's root", 400)
         # What it stores and serves as cosigned: the log's signature and its own, not what a relay added.
         return checkpoint, pruned(note, log_name(origin), bundle.checkpoint_keys(origin, checkpoint.size), {})
 
@@ -199,3 +217,16 @@ class Witness:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT size, root, note FROM witness_state WHERE log_origin = $1", origin)
         return (int(row["size"]), bytes(row["root"]), str(row["note"])) if row else None
+
+
+def node_witness(
+    config: NodeConfig, pool: asyncpg.Pool, bundle: Callable[[], TrustBundle], logbook: LogBook
+) -> Witness:
+    """The node's witness, with its witness key (none: every request is refused saying so); one for each wire.
+
+    The key file was loaded once already when the node started (runtime.py), so a bad one
+    stops the node there, not here. Witnesses built for the gRPC service and the HTTP
+    endpoint share nothing but the store, whose compare-and-set keeps them in one order.
+    """
+    path = config.keys.witness_key
+    return Witness(config.origin, pool, bundle, SigningKey.load(path) if path else None, logbook)

@@ -1,0 +1,134 @@
+"""Sync fetches only what this node neither holds nor is taking in: no event is verified twice for nothing.
+
+What a node has of an origin's log is what its store holds plus what intake has
+verified and is storing now (:meth:`Intake.applying`); sync asks both before it
+asks a member for anything. A withheld notice names the exact seq that will never
+cross the bus, so sync fetches exactly the seqs announced, not every missing seq up
+to the highest: the others may still be on their way from a partition of the topic
+that lags, and fetching them too would make them replays when Kafka delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from credex.node.chain import WantedRanges, Why
+from credex.node.chain.wanted import MAX_WITHHELD_SEQS
+from credex.node.embedded import EmbeddedBroker
+from credex.node.runtime import Node
+from credex.node.sync import catch_up
+
+from .conftest import TestFederation, eventually
+from .test_batched_intake import fetches_served, publish_log
+
+
+async def held_seqs(node: Node, origin: str) -> set[int]:
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        return {r["seq"] for r in await conn.fetch("SELECT seq FROM events WHERE origin = $1", origin)}
+
+
+def test_a_notice_keeps_its_exact_seqs_merged_and_bounded_and_a_range_wins_over_them() -> None:
+    wanted = WantedRanges()
+    wanted.put("320000", 9, Why.WITHHELD, seqs=[3, 9])
+    wanted.put("320000", 5, Why.WITHHELD, seqs=[5])
+    [merged] = wanted.take()
+    assert (merged.upto, merged.seqs) == (9, frozenset({3, 5, 9}))
+
+    wanted.put("320000", 9, Why.WITHHELD, seqs=[9])
+    wanted.put("320000", 12, Why.WITHHELD)  # no exact seqs given: every missing seq up to 12
+    [ranged] = wanted.take()
+    assert (ranged.upto, ranged.seqs) == (12, None)
+
+    wanted.put("320000", 1, Why.GAP, seqs=[1])  # only a notice names exact seqs
+    [gap] = wanted.take()
+    assert gap.seqs is None
+
+    for seq in range(1, MAX_WITHHELD_SEQS + 2):  # a flood of notices falls back to the range, bounded
+        wanted.put("320000", seq, Why.WITHHELD, seqs=[seq])
+    [flood] = wanted.take()
+    assert (flood.upto, flood.seqs) == (MAX_WITHHELD_SEQS + 1, None)
+
+
+def test_the_requests_leave_out_every_seq_being_applied() -> None:
+    applying = frozenset({3, 4, 9, 20})
+    assert catch_up._requests([(1, 10), (20, 22)], applying, per_request=4) == [(1, 2), (5, 4), (10, 1), (21, 2)]
+    assert catch_up._requests([(1, 10)], frozenset(), per_request=4) == [(1, 4), (5, 4), (9, 2)]
+    assert catch_up._requests([(5, 5)], frozenset({5}), per_request=4) == []
+
+
+async def test_sync_does_not_fetch_what_intake_is_storing_at_that_moment(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 150)
+    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
+        receiver = await federation.start_node(
+            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
+        )
+        assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
+        await receiver.intake.accept("310000", log[:10], "test")
+
+        # Another transaction holds the origin's progress row: intake's store of seqs 11-100 waits on it, verified.
+        async with receiver.pool.acquire() as blocker:
+            blocking = blocker.transaction()
+            await blocking.start()
+            await blocker.execute("SELECT 1 FROM origin_progress WHERE origin = '310000' FOR UPDATE")
+            storing = asyncio.create_task(receiver.intake.accept("310000", log[10:100], "test"))
+
+            intake = receiver.intake
+
+            async def applying() -> frozenset[int]:
+                return intake.applying("310000")
+
+            assert await eventually(applying) == frozenset(range(11, 101))
+            assert await held_seqs(receiver, "310000") == set(range(1, 11))  # not committed yet
+            assert await receiver.sync._missing("310000", len(log), 0) == [(101, 50)]
+            await blocking.rollback()
+        result = await storing
+        assert result.applied == 90
+        assert receiver.intake.applying("310000") == frozenset()
+
+        served_before = await fetches_served(publisher)
+        applied = await receiver.sync.fetch_missing("310000", len(log), receiver.sync.sources("310000"))
+        assert applied == 50 and await held_seqs(receiver, "310000") == set(range(1, 151))
+        assert await fetches_served(publisher) - served_before == 1
+        assert (await receiver.status()).intake_counters["310000"].get("replay", 0) == 0
+        await federation.stop_node("320000")
+
+
+async def test_a_withheld_notice_fetches_the_seqs_it_names_and_leaves_the_rest_to_kafka(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 150)
+    head = len(log)
+    withheld = [7, 50, 120]
+    lagging = set(range(60, 101))  # on a partition Kafka has yet to deliver
+    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
+        receiver = await federation.start_node(
+            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
+        )
+        assert receiver.intake is not None and receiver.sync is not None
+        missing = set(withheld) | lagging
+        await receiver.intake.accept("310000", [e for seq, e in enumerate(log, start=1) if seq not in missing], "test")
+        served_before = await fetches_served(publisher)
+
+        receiver.wanted.put("310000", max(withheld), Why.WITHHELD, seqs=withheld)  # what the notices said
+
+        sync = receiver.sync
+
+        async def fetched() -> bool:  # and the round done: what the notices said is then forgotten
+            return set(withheld) <= await held_seqs(receiver, "310000") and sync.withheld("310000") is None
+
+        await eventually(fetched)  # sync's own loop, woken by the notice
+        assert await fetches_served(publisher) - served_before == len(withheld)  # one request per seq named
+        assert not lagging & await held_seqs(receiver, "310000")  # left to Kafka
+
+        # Kafka delivers the rest: all of it new, nothing fetched twice.
+        result = await receiver.intake.accept("310000", [log[seq - 1] for seq in sorted(lagging)], "kafka")
+        assert (result.applied, result.replays, result.contiguous_seq) == (len(lagging), 0, head)
+        counters = (await receiver.status()).intake_counters["310000"]
+        assert counters["applied"] == head and counters.get("replay", 0) == 0
+        await federation.stop_node("320000")
