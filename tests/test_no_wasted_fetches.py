@@ -169,3 +169,46 @@ async def test_notices_that_keep_coming_do_not_keep_a_gap_they_do_not_name_from_
             with contextlib.suppress(asyncio.CancelledError):
                 await forger
         await federation.stop_node("320000")
+
+
+async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_them(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    """Intake's transaction dies under it (its database connection is killed): what it was applying is missing
+    again, so sync asks for it instead of leaving it out for good."""
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 30)
+    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
+        receiver = await federation.start_node(
+            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
+        )
+        assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
+        intake = receiver.intake
+        await intake.accept("310000", log[:10], "test")
+        async with receiver.pool.acquire() as blocker:
+            blocking = blocker.transaction()
+            await blocking.start()
+            await blocker.execute("SELECT 1 FROM origin_progress WHERE origin = '310000' FOR UPDATE")
+            storing = asyncio.create_task(intake.accept("310000", log[10:20], "test"))
+
+            async def applying() -> frozenset[int]:
+                return intake.applying("310000")
+
+            assert await eventually(applying) == frozenset(range(11, 21))
+
+            async def killed() -> int:  # the backend waiting on the lock is intake's: ended, as a restart would
+                return int(
+                    await blocker.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                )
+
+            assert await eventually(killed) == 1
+            with contextlib.suppress(Exception):
+                await storing
+            await blocking.rollback()
+        assert intake.applying("310000") == frozenset()
+        assert await held_seqs(receiver, "310000") == set(range(1, 11))
+        assert await receiver.sync._missing("310000", len(log), 0) == [(11, 20)]
+        await federation.stop_node("320000")
