@@ -459,8 +459,10 @@ async def test_a_witness_that_answers_a_byte_at_a_time_is_given_up_on_at_the_dea
     any per-read timeout) must not hold the log's collection round, and so every other witness, for good."""
     bundle = set_witnesses(federation, LOG, [WITNESS], quorum=1)
     dripping = asyncio.Event()
+    connections: list[asyncio.StreamWriter] = []
 
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
         writer.write(b"HTTP/1.1 200 OK\r\n")
         dripping.set()
         try:
@@ -499,5 +501,8 @@ async def test_a_witness_that_answers_a_byte_at_a_time_is_given_up_on_at_the_dea
     finally:
         await channels.close()
         server.close()
+        for writer in connections:
+            writer.close()
+        await server.wait_closed()
     assert dripping.is_set()
     assert said.startswith("failed: ") and "did not answer within" in said, said
