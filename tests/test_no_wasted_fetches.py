@@ -11,6 +11,7 @@ that lags, and fetching them too would make them replays when Kafka delivers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from credex.node.chain import WantedRanges, Why
@@ -131,4 +132,83 @@ async def test_a_withheld_notice_fetches_the_seqs_it_names_and_leaves_the_rest_t
         assert (result.applied, result.replays, result.contiguous_seq) == (len(lagging), 0, head)
         counters = (await receiver.status()).intake_counters["310000"]
         assert counters["applied"] == head and counters.get("replay", 0) == 0
+        await federation.stop_node("320000")
+
+
+async def test_notices_that_keep_coming_do_not_keep_a_gap_they_do_not_name_from_being_fetched(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    """A notice is unsigned: a stream of them naming one seq (here the head, already held) fetches
+    that seq only, and must not restart the wait Kafka gets for a gap elsewhere, or it is never fetched."""
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 60)
+    lost = 40  # lost by the bus: nothing announces it
+    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
+        receiver = await federation.start_node(
+            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 1.0}
+        )
+        assert receiver.intake is not None and receiver.sync is not None
+        await receiver.intake.accept("310000", [e for seq, e in enumerate(log, start=1) if seq != lost], "test")
+        sync, wanted = receiver.sync, receiver.wanted
+
+        async def notices() -> None:  # a forger on the bus: a notice again whenever sync forgot the last one
+            while True:
+                if sync.withheld("310000") is None:
+                    wanted.put("310000", len(log), Why.WITHHELD, seqs=[len(log)])
+                await asyncio.sleep(0.02)
+
+        forger = asyncio.create_task(notices())
+        try:
+
+            async def repaired() -> bool:
+                return lost in await held_seqs(receiver, "310000")
+
+            await eventually(repaired)
+        finally:
+            forger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forger
+        await federation.stop_node("320000")
+
+
+async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_them(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    """Intake's transaction dies under it (its database connection is killed): what it was applying is missing
+    again, so sync asks for it instead of leaving it out for good."""
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 30)
+    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
+        receiver = await federation.start_node(
+            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
+        )
+        assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
+        intake = receiver.intake
+        await intake.accept("310000", log[:10], "test")
+        async with receiver.pool.acquire() as blocker:
+            blocking = blocker.transaction()
+            await blocking.start()
+            await blocker.execute("SELECT 1 FROM origin_progress WHERE origin = '310000' FOR UPDATE")
+            storing = asyncio.create_task(intake.accept("310000", log[10:20], "test"))
+
+            async def applying() -> frozenset[int]:
+                return intake.applying("310000")
+
+            assert await eventually(applying) == frozenset(range(11, 21))
+
+            async def killed() -> int:  # the backend waiting on the lock is intake's: ended, as a restart would
+                return int(
+                    await blocker.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                )
+
+            assert await eventually(killed) == 1
+            with contextlib.suppress(Exception):
+                await storing
+            await blocking.rollback()
+        assert intake.applying("310000") == frozenset()
+        assert await held_seqs(receiver, "310000") == set(range(1, 11))
+        assert await receiver.sync._missing("310000", len(log), 0) == [(11, 20)]
         await federation.stop_node("320000")

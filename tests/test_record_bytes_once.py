@@ -26,7 +26,7 @@ from credex.node.store import database
 from credex.node.store import events as store
 from credex.v1 import event_pb2, record_pb2
 
-from .conftest import TestFederation
+from .conftest import TestFederation, eventually
 
 ORIGIN = "310000"
 
@@ -186,3 +186,31 @@ async def test_migration_0029_keeps_every_record_byte_for_byte(postgres: Embedde
         assert "received_at" not in columns
     finally:
         await conn.close()
+
+
+async def test_after_a_bulk_load_the_statistics_of_the_table_behind_records_are_refreshed(
+    federation: TestFederation,
+) -> None:
+    """``ANALYZE records`` only warns since records is a view: the planner's figures must come from
+    ``record_states`` (and ``events``, which the view reads record bytes from), or lookups scan."""
+    node = await federation.start_node(ORIGIN)
+    assert node.pool is not None
+    async with node.pool.acquire() as conn, conn.transaction():
+        await node.ledger.append(conn, [Change.of(penalty(n)) for n in range(20, 30)])
+
+    async def analyzed() -> dict[str, int]:
+        async with node.pool.acquire() as conn:  # type: ignore[union-attr]
+            rows = await conn.fetch(
+                "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname IN ('record_states', 'events')"
+            )
+        return {r["relname"]: r["analyze_count"] for r in rows}
+
+    before = await analyzed()
+    async with node.pool.acquire() as conn:
+        await store.analyze_after_bulk_load(conn)
+
+    async def counted() -> bool:
+        after = await analyzed()
+        return all(after[table] > before[table] for table in ("record_states", "events"))
+
+    await eventually(counted)

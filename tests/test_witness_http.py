@@ -450,3 +450,59 @@ async def test_a_log_told_by_an_http_witness_that_it_holds_another_view_keeps_no
     assert said.startswith("failed: ") and " answered 422: " in said and "does not verify" in said, said
     assert await pool.fetchval("SELECT count(*) FROM checkpoint_cosignatures WHERE origin = $1", LOG) == 0
     assert await witnessed_size(witness) == 3  # still the forged view, which the federation can now prove
+
+
+async def test_a_witness_that_answers_a_byte_at_a_time_is_given_up_on_at_the_deadline(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    """A witness URL that keeps the log's request alive with a header line every second (each read well within
+    any per-read timeout) must not hold the log's collection round, and so every other witness, for good."""
+    bundle = set_witnesses(federation, LOG, [WITNESS], quorum=1)
+    dripping = asyncio.Event()
+    connections: list[asyncio.StreamWriter] = []
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        dripping.set()
+        try:
+            while True:
+                writer.write(b"x-drip: 1\r\n")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+        except (ConnectionError, ssl.SSLError):
+            writer.close()
+
+    origin = await federation.start_node(LOG)
+    pool = origin.pool
+    assert pool is not None
+    tls = origin.config.grpc.tls
+    assert tls.cert is not None and tls.key is not None
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(tls.cert, tls.key)
+    server = await asyncio.start_server(drip, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    member = bundle.member(WITNESS)
+    assert member is not None
+    url = f"https://127.0.0.1:{port}"
+    federation.publish(bundle.with_member(member.model_copy(update={"witness_url": url})).next_version())
+    size = await ingest(origin, tmp_path, 10, 0)
+
+    async def signed() -> bool:
+        held = await pool.fetchval("SELECT max(size) FROM checkpoints WHERE origin = $1 AND state = 'own'", LOG)
+        return bool(held == size)
+
+    await eventually(signed)
+    channels = PeerChannels(tls.client_ca, tls.cert, tls.key)
+    try:
+        asked = CosignatureCollector(LOG, pool, federation.bundle_now, origin.logbook, channels)
+        # The bound only turns a hang into a failure; the collector gives up on its own deadline, long before it.
+        said = (await asyncio.wait_for(asked.collect(), 120))[WITNESS]
+    finally:
+        await channels.close()
+        server.close()
+        for writer in connections:
+            writer.close()
+        await server.wait_closed()
+    assert dripping.is_set()
+    assert said.startswith("failed: ") and "did not answer within" in said, said

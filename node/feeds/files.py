@@ -28,6 +28,7 @@ from credex.node.feeds.mapping import Batch, open_mapping
 from credex.node.ledger import Appending, AppendResult, Change, EntryTooLarge, Ledger
 from credex.node.metrics import METRICS
 from credex.node.store import ANALYZE_AFTER, Connection, RecordState
+from credex.node.store.events import analyze_after_bulk_load
 
 ProgressCallback = Callable[[str, int, int], None]
 _QUARANTINE_COLUMNS = (
@@ -157,8 +158,7 @@ async def ingest_file(
         if report.new + report.corrected >= ANALYZE_AFTER:
             # A bulk load leaves the planner's statistics behind; until autovacuum catches up
             # it may scan the whole records table for every lookup.
-            await conn.execute("ANALYZE records")
-            await conn.execute("ANALYZE events")
+            await analyze_after_bulk_load(conn)
     return report
 
 

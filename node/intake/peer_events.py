@@ -290,7 +290,7 @@ class Intake:
                 # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
                 self._since_analyze = 0
                 async with self.pool.acquire() as conn:
-                    await conn.execute("ANALYZE records")
+                    await state.analyze_after_bulk_load(conn)
         return result
 
     @contextlib.contextmanager

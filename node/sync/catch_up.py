@@ -243,7 +243,9 @@ class Sync:
         else:
             return 0
         applied = await self.fetch_missing(origin, upto, sources, only)
-        if upto == head:
+        if upto == head and only is None:  # every missing seq up to the head was asked for
+            # Just the seqs notices named were: a gap elsewhere keeps the wait Kafka gets for it, or
+            # unsigned notices coming one after another would put its fetch off for good.
             self._behind.pop(origin, None)
         self._forget_withheld(origin)  # fetched what was served; a later notice starts anew
         return applied

@@ -173,11 +173,18 @@ class CosignatureCollector:
         """C2SP tlog-witness add-checkpoint: 200 with the cosignature lines, or 409 with the witness's size."""
         url = prefix + wire.PATH
         body = wire.request_body(old, proof, latest.note.encode())
+        # httpx's timeout bounds each read, not the answer: a witness sending a byte at a time would
+        # hold this round (and every other witness's) for good. The whole exchange has gRPC's deadline.
         try:
-            async with self.channels.https().stream("POST", url, content=body, timeout=RPC_TIMEOUT_SECONDS) as response:
+            async with (
+                asyncio.timeout(RPC_TIMEOUT_SECONDS),
+                self.channels.https().stream("POST", url, content=body, timeout=RPC_TIMEOUT_SECONDS) as response,
+            ):
                 answer = await _bounded(response, wire.MAX_ANSWER)
         except httpx.HTTPError as exc:
             raise CosignatureInvalid(f"{url}: {type(exc).__name__}: {exc}") from None
+        except TimeoutError:
+            raise CosignatureInvalid(f"{url} did not answer within {RPC_TIMEOUT_SECONDS:g} s") from None
         kind = response.headers.get("content-type", "").partition(";")[0].strip()
         try:
             if response.status_code == 200 and answer is not None:
