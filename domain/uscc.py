@@ -57,7 +57,7 @@ _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 _ORG_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # The check characters are weighted sums over character values. The values are looked up for the
 # whole code at once, as a bytes.translate of its ASCII (a table of 256 values, in C) and summed by
-# map(mul): the same sum as a dict look-up a character, at a third of the cost (it runs for every
+# map(mul): the same sum as a dict look-up a character, at about half the cost (it runs for every
 # subject a caller sends). A character outside the table's alphabet is refused before the sum.
 # GB 11714 values: digits as themselves, A-Z from 10; the check character by the sum's remainder mod 11.
 _ORG_VALUES = bytes(int(chr(b), 36) if chr(b) in _ORG_CHARS else 0 for b in range(256))

@@ -168,11 +168,11 @@ class AuditEntry:
         """
         if (
             self.status == "OK"
-            and _kept_whole(self.caller, 256)
-            and _fits(self.role, 32)
-            and _fits(self.method, 64)
-            and _kept_whole(self.purpose, 500)
-            and _fits(self.status, 32)
+            and _kept_whole(self.caller, _LIMITS["caller"])
+            and _fits(self.role, _LIMITS["role"])
+            and _fits(self.method, _LIMITS["method"])
+            and _kept_whole(self.purpose, _LIMITS["purpose"])
+            and _fits(self.status, _LIMITS["status"])
             and self._varying_fit()
         ):
             return self
@@ -183,8 +183,8 @@ class AuditEntry:
         return (
             0 <= self.answered <= _INT32
             and 1 <= self.calls <= _INT32
-            and _kept_whole(self.subject_id, 128)
-            and _fits(self.detail, 2000)
+            and _kept_whole(self.subject_id, _LIMITS["subject_id"])
+            and _fits(self.detail, _LIMITS["detail"])
         )
 
     def _made_storable(self) -> AuditEntry:
