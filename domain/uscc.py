@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from operator import mul
 
 from credex.domain import memo
 from credex.domain.reasons import Reason
@@ -53,11 +54,17 @@ CATEGORIES: dict[str, frozenset[str]] = {
 }
 
 _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
-# GB 11714 values: digits as themselves, A-Z from 10 (a code of other characters is refused before).
-_ORG_VALUES = {char: int(char, 36) for char in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+_ORG_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# The check characters are weighted sums over character values. The values are looked up for the
+# whole code at once, as a bytes.translate of its ASCII (a table of 256 values, in C) and summed by
+# map(mul): the same sum as a dict look-up a character, at about half the cost (it runs for every
+# subject a caller sends). A character outside the table's alphabet is refused before the sum.
+# GB 11714 values: digits as themselves, A-Z from 10; the check character by the sum's remainder mod 11.
+_ORG_VALUES = bytes(int(chr(b), 36) if chr(b) in _ORG_CHARS else 0 for b in range(256))
+_ORG_CHECK = "0X987654321"  # 11 - remainder, 10 written X, 11 written 0
 # GB 32100 values: each character's place in the alphabet; weights 3^(i-1) mod 31.
 _IN_ALPHABET = re.compile(f"[{ALPHABET}]+")
-_VALUES = {char: value for value, char in enumerate(ALPHABET)}
+_VALUES = bytes(ALPHABET.index(chr(b)) if chr(b) in ALPHABET else 0 for b in range(256))
 _WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
 _LEGACY_REGISTRATION = re.compile(r"^\d{15}$")
 _LEGACY_ORG_CODE = re.compile(r"^[0-9A-Z]{8}-?[0-9X]$")
@@ -100,11 +107,25 @@ def normalize(raw: str) -> str:
     return "".join(text.split()).upper()
 
 
+def _ascii(code: str, length: int, alphabet: str) -> bytes:
+    """``code`` as ASCII bytes, if it is ``length`` characters of ``alphabet``; else ValueError."""
+    if len(code) != length or not code.isascii() or code.strip(alphabet):
+        raise ValueError(f"not {length} characters of {alphabet}: {code[:24]!r}")
+    return code.encode("ascii")
+
+
+def _org_check(org8: bytes) -> str:
+    return _ORG_CHECK[sum(map(mul, org8.translate(_ORG_VALUES), _ORG_WEIGHTS)) % 11]
+
+
+def _check(first17: bytes) -> str:
+    """Over the first 17 bytes given (map stops with the weights): a whole code may be passed."""
+    return ALPHABET[-sum(map(mul, first17.translate(_VALUES), _WEIGHTS)) % 31]
+
+
 def org_check_char(org8: str) -> str:
     """GB 11714 check character over the 8-character organization code body."""
-    total = sum(_ORG_VALUES[char] * weight for char, weight in zip(org8, _ORG_WEIGHTS, strict=True))
-    check = 11 - total % 11
-    return "X" if check == 10 else "0" if check == 11 else str(check)
+    return _org_check(_ascii(org8, 8, _ORG_CHARS))
 
 
 def check_char(first17: str) -> str:
@@ -114,8 +135,7 @@ def check_char(first17: str) -> str:
     compares them) but compacts its input and looks each character up by ``str.index``:
     two thirds of a validation, paid for every subject of a batch Check.
     """
-    total = sum(_VALUES[char] * weight for char, weight in zip(first17, _WEIGHTS, strict=True))
-    return ALPHABET[-total % 31]
+    return _check(_ascii(first17, 17, ALPHABET))
 
 
 def validate(raw: str) -> USCC:
@@ -168,13 +188,14 @@ def validate(raw: str) -> USCC:
         raise InvalidSubjectCode(
             Reason.USCC_DIVISION, f"{code!r}: positions 3-8 {code[2:8]!r} are not a GB/T 2260 division code"
         )
-    org_check = org_check_char(code[8:16])
+    ascii_code = code.encode("ascii")  # 18 characters of ALPHABET, as matched above
+    org_check = _org_check(ascii_code[8:16])
     if code[16] != org_check:
         raise InvalidSubjectCode(
             Reason.USCC_ORGANIZATION_CHECK,
             f"{code!r}: position 17 should be {org_check!r} (GB 11714 check of positions 9-16), got {code[16]!r}",
         )
-    expected = check_char(code[:17])
+    expected = _check(ascii_code)
     if code[17] != expected:
         raise InvalidSubjectCode(
             Reason.USCC_CHECK, f"{code!r}: check character at position 18 should be {expected!r}, got {code[17]!r}"

@@ -403,3 +403,31 @@ def test_an_id_number_is_withheld_every_time_however_often_clean_text_came_befor
             kept = withheld(sent)
             assert kept == withhold(sent) and number not in persons_fold(kept) and WITHHELD in kept
     assert not any(number in persons_fold(text) for text in audit_trail._clean.texts)
+
+
+# -- The fast ways to a storable row must give the row the full treatment gives ----------------
+
+_TEXTS = st.one_of(
+    st.sampled_from(["", "government-office", "91310115000012345X", "采购审查", "check R-1 R-2", "a" * 300]),
+    st.sampled_from(["11010519491231002X", "采购 110105 19491231 002X", "ok\x00nul", "tab\there", "\ud800"]),
+    st.text(max_size=40),
+)
+_COUNTS = st.sampled_from([0, 1, 3, -1, 2**31 - 1, 2**31])
+
+
+@given(
+    st.tuples(_TEXTS, _TEXTS, _TEXTS, _TEXTS, st.sampled_from(["OK", "NOT_FOUND", "OK\x01"])),
+    st.lists(st.tuples(_TEXTS, _COUNTS, _TEXTS, st.sampled_from([1, 0, 2**31])), min_size=1, max_size=6),
+)
+def test_a_calls_rows_are_stored_exactly_as_each_row_alone_would_be(
+    shared: tuple[str, str, str, str, str], varying: list[tuple[str, int, str, int]]
+) -> None:
+    caller, role, method, purpose, status = shared
+    at = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
+    rows = [
+        AuditEntry(caller, role, method, subject, purpose, answered, status, at, detail, calls)
+        for subject, answered, detail, calls in varying
+    ]
+    full = tuple(row._made_storable() for row in rows)  # every field looked at, as for any row
+    assert audit_trail.storable_all(rows) == full
+    assert tuple(row.storable() for row in rows) == full

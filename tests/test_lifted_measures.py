@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from prometheus_client import REGISTRY
@@ -20,8 +22,10 @@ from typer.testing import CliRunner
 from credex.domain import uscc as uscc_codes
 from credex.node.checks import refresh_lifted_metric
 from credex.node.cli import app
+from credex.node.embedded import EmbeddedPostgres
 from credex.node.ledger import standing
 from credex.node.runtime import Node
+from credex.node.store import database
 from credex.v1 import case_pb2, check_pb2, check_pb2_grpc, event_pb2, lookup_pb2, record_pb2
 
 from .callers import GOVERNMENT, PUBLIC, audit_rows, client_channel, government_channel
@@ -484,3 +488,55 @@ async def test_a_hiding_that_ends_after_the_records_window_leaves_the_measures_l
     assert {(m.temporary, m.reinstated_seq, m.event_seq, m.acknowledged_at) for m in ended} == {
         (False, 0, unhide_seq, "")
     }
+
+
+async def test_feedback_filed_before_migration_0024_is_found_by_the_records_its_answer_hit(
+    postgres: EmbeddedPostgres,
+) -> None:
+    """Lifting searches the records an answer hit on its feedback (copied there when filed, indexed there),
+    not on every answer: feedback a node held before that change gets its answer's records by the migration."""
+    url = postgres.uri("m" + uuid.uuid4().hex[:12])
+    await database.ensure_database(url)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in database.migrations():
+            if version < 24:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+        at = dt.datetime.now(dt.UTC)
+        with_feedback, without = uuid.uuid4(), uuid.uuid4()
+        for check_id in (with_feedback, without):
+            await conn.execute(
+                "INSERT INTO checks (check_id, at, caller, role, requesting_unit, scenario, purpose, legal_basis,"
+                " subjects) VALUES ($1, $2, 'office', 'government', 'unit', 'GP', '', '', 1)",
+                check_id,
+                at,
+            )
+            await conn.execute(
+                "INSERT INTO check_answers (check_id, checked_at, subject_id, measure_ids, measure_records,"
+                " hit_records) VALUES ($1, $2, 'S', '{m1}', '{\"m1\": [\"R-1\"]}', '{R-1,R-2}')",
+                check_id,
+                at,
+            )
+        await conn.execute(
+            "INSERT INTO check_feedback (check_id, subject_id, checked_at, caller, measures_applied, outcome, reason,"
+            " basis, district_code, department, applied_on) VALUES ($1, 'S', $2, 'office', '{m1}', 'punished', '',"
+            " '', '310000', '', $3)",
+            with_feedback,
+            at,
+            at.date(),
+        )
+
+        assert "0024_check_writes.sql" in await database.migrate(conn)
+
+        assert await conn.fetchval("SELECT hit_records FROM check_feedback") == ["R-1", "R-2"]
+        found = await conn.fetch("SELECT check_id FROM check_feedback WHERE hit_records && $1::text[]", ["R-2"])
+        assert [row["check_id"] for row in found] == [with_feedback]
+        indexes = {row["indexname"] for row in await conn.fetch("SELECT indexname FROM pg_indexes")}
+        assert "check_feedback_hit_records" in indexes and "check_answers_hit_records" not in indexes
+    finally:
+        await conn.close()

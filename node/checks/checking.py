@@ -360,13 +360,14 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
         if made["caller"] != feedback.caller:
             raise CheckFailure("PERMISSION_DENIED", "the check was made by another caller; only it files feedback")
         # Read in this transaction, with the row held: the tables are partitioned, so no foreign key does it.
-        returned = await conn.fetchval(
-            "SELECT measure_ids FROM check_answers WHERE check_id = $1 AND subject_id = $2 FOR KEY SHARE",
+        answer = await conn.fetchrow(
+            "SELECT measure_ids, hit_records FROM check_answers WHERE check_id = $1 AND subject_id = $2 FOR KEY SHARE",
             check_id,
             feedback.subject_id,
         )
-        if returned is None:
+        if answer is None:
             raise CheckFailure("INVALID_ARGUMENT", f"subject {feedback.subject_id} was not part of the check")
+        returned = answer["measure_ids"]
         unknown = [m for m in feedback.measures_applied if m not in returned]
         if unknown:
             raise CheckFailure(
@@ -375,8 +376,8 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
             )
         at: dt.datetime | None = await conn.fetchval(
             "INSERT INTO check_feedback (check_id, subject_id, checked_at, caller, measures_applied, outcome, reason,"
-            " amount_yuan, basis, district_code, department, applied_on, result, department_code)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            " amount_yuan, basis, district_code, department, applied_on, result, department_code, hit_records)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             " ON CONFLICT (check_id, subject_id, checked_at) DO NOTHING RETURNING at",
             check_id,
             feedback.subject_id,
@@ -392,6 +393,7 @@ async def record_feedback(pool: asyncpg.Pool, feedback: Feedback) -> dt.datetime
             applied_on,
             withhold(feedback.result),
             withhold(feedback.department_code),
+            answer["hit_records"],  # what lifting searches by (node/store/lifting.py): the answer's, copied
         )
         if at is None:
             raise CheckFailure("ALREADY_EXISTS", "feedback for this check and subject was already filed")

@@ -125,6 +125,23 @@ def storable(text: str, limit: int) -> str:
     return clipped
 
 
+def _fits(text: str, limit: int) -> bool:
+    return len(text) <= limit and text.isprintable()
+
+
+def _kept_whole(text: str, limit: int) -> bool:
+    """Whether ``text`` of a caller goes into the trail as it is: short enough, printable, no ID number in it."""
+    return len(text) <= limit and text.isprintable() and withheld(text) == text
+
+
+def storable_all(entries: list[AuditEntry]) -> tuple[AuditEntry, ...]:
+    """Every row of one call made storable: the first in full, the rest by what differs from it, if it is whole."""
+    first = entries[0].storable() if entries else None
+    if first is None or first is not entries[0]:
+        return tuple(entry.storable() for entry in entries)
+    return (first, *(entry.storable_after(first) for entry in entries[1:]))
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     caller: str
@@ -146,8 +163,31 @@ class AuditEntry:
         withheld (domain/persons.py). The detail of an answer is the node's own account of
         what it answered (record ids, check ids), long and on every call, so it is spared
         the search; a service that puts caller text there withholds it itself (SearchSubjects).
-        Itself, as nearly always, when nothing needs changing: this runs for every row.
+        Itself, as nearly always, when nothing needs changing: this runs for every row, so
+        that case is settled first, field by field, without building anything.
         """
+        if (
+            self.status == "OK"
+            and _kept_whole(self.caller, _LIMITS["caller"])
+            and _fits(self.role, _LIMITS["role"])
+            and _fits(self.method, _LIMITS["method"])
+            and _kept_whole(self.purpose, _LIMITS["purpose"])
+            and _fits(self.status, _LIMITS["status"])
+            and self._varying_fit()
+        ):
+            return self
+        return self._made_storable()
+
+    def _varying_fit(self) -> bool:
+        """Whether what differs between the rows of one call (subject, count, detail) is storable as it is."""
+        return (
+            0 <= self.answered <= _INT32
+            and 1 <= self.calls <= _INT32
+            and _kept_whole(self.subject_id, _LIMITS["subject_id"])
+            and _fits(self.detail, _LIMITS["detail"])
+        )
+
+    def _made_storable(self) -> AuditEntry:
         texts = {name: getattr(self, name) for name in _LIMITS}
         changed = False
         for name in _CALLER_TEXT if self.status == "OK" else _LIMITS:
@@ -167,6 +207,24 @@ class AuditEntry:
             answered=max(0, min(self.answered, _INT32)),
             calls=max(1, min(self.calls, _INT32)),
         )
+
+    def storable_after(self, first: AuditEntry) -> AuditEntry:
+        """:meth:`storable`, for a row of the call whose first row is ``first`` (already storable and unchanged).
+
+        A batch call's rows (one per subject, :meth:`Call.entries`) share the caller, role,
+        method, purpose, status and time: what ``first`` settled for them holds for this row,
+        so only what differs is looked at (a Check of a thousand subjects writes a thousand).
+        """
+        if (
+            self.caller == first.caller
+            and self.role == first.role
+            and self.method == first.method
+            and self.purpose == first.purpose
+            and self.status == first.status == "OK"
+            and self._varying_fit()
+        ):
+            return self
+        return self.storable()
 
     def row(self) -> tuple[object, ...]:
         return (
@@ -341,7 +399,7 @@ class AuditLog:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._calls_waiting += 1
         try:
-            if not self._put(tuple(entry.storable() for entry in entries), future, rows):
+            if not self._put(storable_all(entries), future, rows):
                 raise AuditUnavailable(f"audit queue full ({self._queued:,} entries waiting for the database)")
             await future
         finally:

@@ -56,7 +56,9 @@ _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 
 # One statement for every record a batch takes out of force: $1..$5 the lifts (record, origin,
 # reason, event seq, date) as parallel arrays; $6..$8 narrow it to one feedback (or NULL). The
-# overlap test finds the answers that hit any of the records through the GIN index in one pass.
+# overlap test finds the feedback on answers that hit any of the records through the GIN index on the
+# records each feedback's answer hit (copied onto it when filed: only answers with feedback can lift,
+# and checks need not index every answer, migration 0024) in one pass.
 # A feedback's measure is lifted when the check's answer says that record triggered it.
 # A measure lifted for the while (hidden) that a lasting decision now lifts is told again, as lasting.
 # A measure a feedback names twice is one row: DO UPDATE may not touch a row twice in one statement,
@@ -68,12 +70,12 @@ _LIFT = (
     " t.record_id, t.origin, t.reason, t.seq, t.lifted_on"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::date[])"
     " AS t (record_id, origin, reason, seq, lifted_on)"
-    " JOIN check_answers a ON t.record_id = ANY (a.hit_records)"
-    " JOIN check_feedback f ON f.check_id = a.check_id AND f.subject_id = a.subject_id"
-    " AND f.checked_at = a.checked_at"
+    " JOIN check_feedback f ON t.record_id = ANY (f.hit_records)"
+    " JOIN check_answers a ON a.check_id = f.check_id AND a.subject_id = f.subject_id"
+    " AND a.checked_at = f.checked_at"
     " JOIN checks c ON c.check_id = a.check_id AND c.at = a.checked_at"
     " CROSS JOIN LATERAL (SELECT DISTINCT unnest(f.measures_applied)) AS m (measure_id)"
-    " WHERE a.hit_records && $1::text[] AND f.outcome <> 'not_adopted'"
+    " WHERE f.hit_records && $1::text[] AND f.outcome <> 'not_adopted'"
     " AND coalesce(a.measure_records -> m.measure_id, '[]'::jsonb) ? t.record_id"
     " AND ($6::uuid IS NULL OR (a.check_id = $6 AND a.subject_id = $7 AND a.checked_at = $8))"
     " ON CONFLICT (check_id, subject_id, measure_id, record_id) WHERE reinstated_seq IS NULL DO UPDATE SET"
