@@ -499,14 +499,7 @@ async def test_feedback_filed_before_migration_0024_is_found_by_the_records_its_
     await database.ensure_database(url)
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, name, sql in database.migrations():
-            if version < 24:
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+        await database.migrate(conn, before=24)  # the store as an older credex left it
         at = dt.datetime.now(dt.UTC)
         with_feedback, without = uuid.uuid4(), uuid.uuid4()
         for check_id in (with_feedback, without):

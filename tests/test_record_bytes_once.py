@@ -150,14 +150,7 @@ async def test_migration_0029_keeps_every_record_byte_for_byte(postgres: Embedde
     await database.ensure_database(url)
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, name, sql in database.migrations():
-            if version < 29:
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+        await database.migrate(conn, before=29)  # the store as an older credex left it
         ledger = Ledger(ORIGIN, SigningKey.generate())  # a key of its own: no node runs here
         signed = ledger.sign_here(ledger.prepare([Change.of(penalty(7)), Change.of(penalty(8))], {}, 0))
         inside, lacking = signed.events

@@ -87,8 +87,11 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(conn: Connection) -> list[str]:
-    """Apply the migrations this database has not seen; return their names."""
+async def migrate(conn: Connection, before: int | None = None) -> list[str]:
+    """Apply the migrations this database has not seen; return their names.
+
+    ``before`` stops short of that version: an upgrade is tested on a store built as an older credex left it.
+    """
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
@@ -105,7 +108,7 @@ async def migrate(conn: Connection) -> list[str]:
                 "upgrade credex before starting this node"
             )
         for version, name, sql in known:
-            if version in done:
+            if version in done or (before is not None and version >= before):
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
