@@ -25,16 +25,18 @@ from credex.node.chain import HeldLeaf, ProofUnavailable, checkpoint_message, in
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
-from credex.node.store import RecordState
+from credex.node.store import RecordState, tiles
 from credex.node.store.events import entry_status, standing_of
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, record_pb2
 
-# The event at the leaf asked for, the current row of its record, and how far its origin's tiles reach
-# (so that the proof needs one more statement at most: the tiles the tile cache lacks).
+# The event at the leaf asked for, the current row of its record, how far its origin's tiles reach, and the
+# leaf's hashes inside its tile (so that the proof needs one more statement at most, and at any size of the
+# log only for the upper levels' tiles the tile cache lacks, not for the leaf's own tile).
 _LEAF_QUERY = (
     "SELECT e.seq, e.event_type, e.envelope, r.origin, r.record, r.subject_id, r.kind, r.sharing_level, r.status,"
     " r.publicity_end,"
-    " (SELECT tiled_seq FROM origin_progress p WHERE p.origin = e.origin) AS tiled"
+    " (SELECT tiled_seq FROM origin_progress p WHERE p.origin = e.origin) AS tiled,"
+    f" {tiles.leaf_path_sql('e.origin', 'e.seq')} AS path"
     " FROM records r JOIN events e"
 )
 
@@ -108,7 +110,8 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
             if row is None or subject is None:
                 raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such event or record visible to you")
             call.subject_id = subject
-            leaf = HeldLeaf(bytes(row["envelope"]), int(row["tiled"] or 0))
+            path = row["path"]
+            leaf = HeldLeaf(bytes(row["envelope"]), int(row["tiled"] or 0), bytes(path) if path is not None else None)
             try:
                 proof = await inclusion_proof(
                     self.pool, self.logbook, self.keeper, origin, row["seq"], request.tree_size, conn=conn, leaf=leaf
