@@ -18,6 +18,12 @@ gain entries at the end, so a cached tile holding at least the entries a view
 needs answers that view exactly as the store would. Proofs then skip the
 store's round trip for the upper levels and the hot leaves, which every proof of
 a log shares.
+The leaf's own tile is the one a bounded cache cannot hold for a large log (10M
+leaves have 39,063 of them, 16 KiB each with their inner hashes), so a proof of a
+random leaf would read one on nearly every call. The statement that reads a leaf
+reads the eight hashes its proof needs from that tile too
+(:func:`~credex.node.store.tiles.leaf_path_sql`), and the proof then reads the upper
+levels only (a few hundred tiles even at 100M leaves), which the cache holds.
 What the tiles do not hold, the hashes computed inside partial tiles and the folds of
 the right edge, a LogBook remembers too (:class:`~credex.node.chain.folded.FoldedHashes`).
 """
