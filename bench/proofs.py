@@ -112,6 +112,7 @@ def in_memory(leaves: int) -> None:
 # -- from the store --------------------------------------------------------------------------
 
 GROWTH = 200_000  # leaves per transaction while building a log's tiles
+MODES = ("tile", "path", "floor")
 
 
 async def grow_log(pool: asyncpg.Pool, origin: str, size: int) -> None:
@@ -153,13 +154,19 @@ async def store_proofs(
             assert row is not None  # one row, whatever the store holds
             if mode == "floor":
                 return
-            path = bytes(row["path"]) if row["path"] is not None else None
-            await book.view(origin, int(row["tiled"])).inclusion_proof(seq - 1, size, conn=conn, path=path)
+            view = book.view(origin, int(row["tiled"]))
+            if mode == "tile":
+                await view.inclusion_proof(seq - 1, size, conn=conn)
+            else:
+                await view.inclusion_proof(seq - 1, size, conn=conn, path=bytes(row["path"]) if row["path"] else None)
 
     return await drive(call, concurrency=concurrency, seconds=seconds)
 
 
-async def from_store(sizes: tuple[int, int], seconds: float, concurrency: int, rounds: int) -> None:
+async def from_store(
+    sizes: tuple[int, int], seconds: float, concurrency: int, rounds: int, modes: tuple[str, ...] = MODES
+) -> None:
+    modes = (*(mode for mode in modes if mode != "floor"), "floor")  # the floor is always measured beside
     async with services() as running:
         pool = await database.open_pool(running.postgres.uri("bench_proofs"), create=True, min_size=4, max_size=20)
         try:
@@ -175,7 +182,7 @@ async def from_store(sizes: tuple[int, int], seconds: float, concurrency: int, r
             measured: dict[tuple[str, int], list[LoadResult]] = {}
             spent: dict[tuple[str, int], list[tuple[float, float]]] = {}  # per call: this process's CPU, PostgreSQL's
             for round_ in range(rounds):
-                for mode in ("tile", "path", "floor"):
+                for mode in modes:
                     for size in sizes:
                         database_cpu = postgres_cpu(running.postgres)
                         result, cpu = await cpu_per_call(
@@ -198,7 +205,7 @@ async def from_store(sizes: tuple[int, int], seconds: float, concurrency: int, r
         "path": "proof, the leaf's path read with the leaf",
         "floor": "the leaf statement alone (raw floor)",
     }
-    for mode in ("tile", "path", "floor"):
+    for mode in modes:
         at = {size: merged(measured[(mode, size)]) for size in sizes}
         for size in sizes:
             floor = merged(measured[("floor", size)])
@@ -281,10 +288,12 @@ if __name__ == "__main__":
     parser.add_argument("--store-sizes", default="30000,3000000", help="the two logs' sizes for proofs from the store")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of proofs from the store")
     parser.add_argument("--only-store", action="store_true", help="measure proofs from the store only")
+    parser.add_argument("--modes", default=",".join(MODES), help="which proofs from the store: tile, path, floor")
     args = parser.parse_args()
     small, big = (int(n) for n in args.store_sizes.split(","))
     if not args.only_store:
         in_memory(args.leaves)
-    run(from_store((small, big), args.seconds, args.concurrency, max(1, args.rounds)))
+    modes = tuple(mode for mode in args.modes.split(",") if mode in MODES)
+    run(from_store((small, big), args.seconds, args.concurrency, max(1, args.rounds), modes))
     if not args.only_store:
         run(served(args.rows, args.seconds, args.concurrency))
