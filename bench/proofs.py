@@ -132,11 +132,12 @@ async def grow_log(pool: asyncpg.Pool, origin: str, size: int) -> None:
 
 
 def leaf_statement(with_path: bool) -> str:
-    """The stand-in for the service's leaf statement: the tiles' reach, and the leaf's path if asked."""
-    path = (
-        tiles.leaf_path_sql("$1::text", "$2::bigint") if with_path else "CASE WHEN $2::bigint > 0 THEN NULL::bytea END"
+    """The stand-in for the service's leaf statement: the tiles' reach, and the leaf's path if asked ($3)."""
+    path = tiles.leaf_path_sql("$1::text", "$2::bigint") if with_path else "NULL::bytea"
+    return (
+        "SELECT (SELECT tiled_seq FROM origin_progress WHERE origin = $1) AS tiled,"
+        f" CASE WHEN $2::bigint > 0 AND $3::boolean THEN {path} END AS path"
     )
-    return f"SELECT (SELECT tiled_seq FROM origin_progress WHERE origin = $1) AS tiled, {path} AS path"
 
 
 async def store_proofs(
@@ -150,7 +151,10 @@ async def store_proofs(
     async def call(_: int) -> None:
         seq = rng.randrange(1, size + 1)
         async with pool.acquire() as conn:
-            row = await conn.fetchrow(statement, origin, seq)
+            # As the service asks: the path only when the cache lacks the leaf's tile.
+            row = await conn.fetchrow(
+                statement, origin, seq, mode == "path" and not book.holds_leaf_tile(origin, seq - 1)
+            )
             assert row is not None  # one row, whatever the store holds
             if mode == "floor":
                 return

@@ -336,6 +336,17 @@ async def test_a_proof_given_its_leaf_path_reads_no_tile_of_the_leaf(pool: async
     assert set(held) == {TileId(1, 0), TileId(1, 1)}, "only the level above was read, and kept"
 
 
+async def test_the_leaf_path_is_wanted_only_while_the_cache_lacks_the_leaf_tile_full(pool: asyncpg.Pool) -> None:
+    all_leaves = leaves(600)
+    await append_leaves(pool, "310000", 0, all_leaves)
+    book = LogBook(pool)
+    assert not book.holds_leaf_tile("310000", 3) and not book.holds_leaf_tile("310000", 599)
+    await book.view("310000", 600).inclusion_proof(3)  # no path: the tile is read, and kept
+    await book.view("310000", 600).inclusion_proof(599)  # the partial tile at the right edge
+    assert book.holds_leaf_tile("310000", 3) and book.holds_leaf_tile("310000", 255)
+    assert not book.holds_leaf_tile("310000", 599), "a partial tile is not the full tile a path would spare"
+
+
 async def test_a_leaf_path_of_the_wrong_length_is_not_used(pool: asyncpg.Pool) -> None:
     all_leaves = leaves(600)
     await append_leaves(pool, "310000", 0, all_leaves)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncpg
 
 from credex.crypto.merkle import HASH_SIZE, SubtreeHashes
-from credex.crypto.tiles import TileId, leaf_path, tile_width, tiles_needed
+from credex.crypto.tiles import TILE_WIDTH, TileId, leaf_path, tile_width, tiles_needed
 from credex.node.chain.folded import FOLDED_HASHES, FoldedHashes, FoldingTree
 from credex.node.chain.latest import LatestCheckpoints
 from credex.node.store import Connection, tiles
@@ -199,6 +199,14 @@ class LogBook:
         self.folded = FoldedHashes(folded_hashes)  # the right edges' hashes, computed once per range
         # The checkpoint served of each origin, shared by all of the node that reads or writes checkpoints.
         self.latest: LatestCheckpoints[HeldCheckpoint | None] = LatestCheckpoints()
+
+    def holds_leaf_tile(self, origin: str, index: int) -> bool:
+        """Whether the cache holds leaf ``index``'s tile full, so that its proof need not read the leaf's path.
+
+        Reading the path costs the store a few slices of the tile's row; in a small log the
+        tile is nearly always cached and that read would be wasted.
+        """
+        return self.cache.tile(origin, TileId(0, index // TILE_WIDTH), TILE_WIDTH) is not None
 
     def view(self, origin: str, size: int) -> TreeView:
         """The origin's tree at ``size``, which the caller knows its tiles cover (read in its own query)."""

@@ -59,10 +59,10 @@ def checkpoint_message(held: HeldCheckpoint) -> log_pb2.SignedCheckpoint:
 
 
 # In one statement: how far the origin's tiles reach, the event's envelope and its path inside its tile (unless the
-# caller read them), and the checkpoint at an asked size (unless the latest is used).
+# caller read them, or the tile cache holds the tile), and the checkpoint at an asked size (unless the latest is used).
 _PROOF_QUERY = (
     "SELECT p.tiled_seq, e.envelope, c.size AS checkpoint_size, c.root, c.note, c.state,"
-    f" CASE WHEN $4::boolean THEN {tiles.leaf_path_sql('o.origin', '$2::bigint')} END AS path"
+    f" CASE WHEN $4::boolean AND $7::boolean THEN {tiles.leaf_path_sql('o.origin', '$2::bigint')} END AS path"
     " FROM (SELECT $1::text AS origin) o"
     " LEFT JOIN origin_progress p ON p.origin = o.origin"
     " LEFT JOIN events e ON $4::boolean AND e.origin = o.origin AND e.seq = $2"
@@ -123,7 +123,16 @@ async def _inclusion_proof(
     leaf: HeldLeaf | None,
 ) -> log_pb2.InclusionProof:
     if leaf is None or checkpoint is None:
-        row = await conn.fetchrow(_PROOF_QUERY, origin, seq, tree_size, leaf is None, checkpoint is None, list(AGREED))
+        row = await conn.fetchrow(
+            _PROOF_QUERY,
+            origin,
+            seq,
+            tree_size,
+            leaf is None,
+            checkpoint is None,
+            list(AGREED),
+            not logbook.holds_leaf_tile(origin, seq - 1),
+        )
         assert row is not None  # one row, whatever the store holds
         if leaf is None:
             envelope = row["envelope"]
