@@ -23,9 +23,9 @@ tile, each as a big-endian uint16 length and the bytes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from credex.crypto.merkle import HASH_SIZE, SubtreeHashes, node_hash
 
@@ -42,10 +42,11 @@ class TileMismatch(ValueError):
     """The tiles held do not fit the size they are said to cover: the store is broken."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class TileId:
+class TileId(NamedTuple):
+    """A tile's place: a tuple, so that hashing and comparing it (a proof does it a few dozen times) run in C."""
+
     level: int
-    index: int
+    index: int  # type: ignore[assignment]  # the spec's word; shadows tuple.index, which nothing here calls
 
 
 def index_path(index: int) -> str:
@@ -131,12 +132,12 @@ def subtree_hash(entries: bytes) -> bytes:
     return _levels(entries)[-1][0]
 
 
-def _inner_offset(height: int) -> int:
+def inner_offset(height: int) -> int:
     """Where the hashes of ``height`` (1..7) start in a full tile's inner hashes, in hashes."""
     return TILE_WIDTH - 2 * (TILE_WIDTH >> height)
 
 
-INNER_SIZE = _inner_offset(TILE_HEIGHT) * HASH_SIZE  # 254 hashes: 128 of height 1, 64 of height 2, ... 2 of 7
+INNER_SIZE = inner_offset(TILE_HEIGHT) * HASH_SIZE  # 254 hashes: 128 of height 1, 64 of height 2, ... 2 of 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,14 +209,45 @@ def _locate(height: int, index: int) -> tuple[TileId, int, int]:
     return TileId(level, first // TILE_WIDTH), first % TILE_WIDTH, 1 << within
 
 
-class TileTree(SubtreeHashes):
-    """A tree of ``size`` leaves answered from the tiles given (TileId → hashes), and full tiles' inner hashes."""
+def leaf_path_nodes(index: int) -> list[tuple[int, int]]:
+    """The subtrees (height, index) beside leaf ``index`` inside its level 0 tile: heights 0..7, lowest first.
 
-    def __init__(self, size: int, tiles: Mapping[TileId, bytes], inner: Mapping[TileId, bytes] | None = None) -> None:
+    When that tile is full in a tree, an inclusion proof of the leaf holds exactly these
+    hashes first, whatever the tree's size; the store reads them with the leaf
+    (:func:`credex.node.store.tiles.leaf_path_sql`), so a proof of a leaf in a large log needs no read of its
+    16 KiB tile, which a bounded tile cache would rarely hold.
+    """
+    return [(height, (index >> height) ^ 1) for height in range(TILE_HEIGHT)]
+
+
+def leaf_path(index: int, size: int, path: bytes | None) -> dict[tuple[int, int], bytes]:
+    """The nodes of :func:`leaf_path_nodes` from ``path`` (their hashes in that order), if they hold in ``size``.
+
+    They hold when the leaf's tile is full in a tree of ``size``: a full tile never changes.
+    Otherwise (or without a path) nothing is given and the proof reads the tile.
+    """
+    if path is None or len(path) != TILE_HEIGHT * HASH_SIZE or tile_width(size, 0, index // TILE_WIDTH) < TILE_WIDTH:
+        return {}
+    return {node: path[i * HASH_SIZE : (i + 1) * HASH_SIZE] for i, node in enumerate(leaf_path_nodes(index))}
+
+
+class TileTree(SubtreeHashes):
+    """A tree of ``size`` leaves answered from the tiles given (TileId → hashes), and full tiles' inner hashes.
+
+    ``known`` gives subtree hashes (height, index) read some other way (:func:`leaf_path`).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        tiles: Mapping[TileId, bytes],
+        inner: Mapping[TileId, bytes] | None = None,
+        known: Mapping[tuple[int, int], bytes] | None = None,
+    ) -> None:
         self._size = size
         self._tiles = tiles
         self._inner = inner or {}
-        self._known: dict[tuple[int, int], bytes] = {}
+        self._known: dict[tuple[int, int], bytes] = dict(known or {})
 
     @property
     def size(self) -> int:
@@ -229,7 +261,7 @@ class TileTree(SubtreeHashes):
         within = level % TILE_HEIGHT
         inner = self._inner.get(tile)
         if within and inner is not None:
-            at = (_inner_offset(within) + (first >> within)) * HASH_SIZE
+            at = (inner_offset(within) + (first >> within)) * HASH_SIZE
             return inner[at : at + HASH_SIZE]
         content = self._tiles.get(tile)
         if content is None or len(content) < (first + count) * HASH_SIZE:
@@ -241,10 +273,11 @@ class TileTree(SubtreeHashes):
 
 
 class _Plan(SubtreeHashes):
-    """Runs a question with placeholder hashes to learn which tiles its answer reads."""
+    """Runs a question with placeholder hashes to learn which tiles its answer reads, beyond the ``known`` subtrees."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, known: Container[tuple[int, int]] = ()) -> None:
         self._size = size
+        self._given = known
         self.tiles: set[TileId] = set()
 
     @property
@@ -252,13 +285,16 @@ class _Plan(SubtreeHashes):
         return self._size
 
     def _node(self, level: int, index: int) -> bytes:
-        self.tiles.add(_locate(level, index)[0])
+        if (level, index) not in self._given:
+            self.tiles.add(_locate(level, index)[0])
         return bytes(HASH_SIZE)
 
 
-def tiles_needed(size: int, question: Callable[[SubtreeHashes], object]) -> set[TileId]:
-    """The tiles ``question`` (a root or a proof of the tree of ``size``) reads: O(log size) of them."""
-    plan = _Plan(size)
+def tiles_needed(
+    size: int, question: Callable[[SubtreeHashes], object], known: Container[tuple[int, int]] = ()
+) -> set[TileId]:
+    """The tiles ``question`` (a root or a proof of the tree of ``size``) reads beyond ``known``: O(log size)."""
+    plan = _Plan(size, known)
     question(plan)
     return plan.tiles
 

@@ -299,6 +299,61 @@ async def test_an_empty_log_has_the_empty_root(pool: asyncpg.Pool) -> None:
     assert await tree.root() == MerkleTree().root()
 
 
+async def read_leaf_path(pool: asyncpg.Pool, origin: str, seq: int) -> bytes | None:
+    """What the statement that reads a leaf brings of its path inside its tile."""
+    async with pool.acquire() as conn:
+        path = await conn.fetchval(f"SELECT {tiles.leaf_path_sql('$1::text', '$2::bigint')}", origin, seq)
+    return bytes(path) if path is not None else None
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.sampled_from([1, 255, 256, 257, 600, 65_537]), data=st.data())
+async def test_a_proof_from_the_leaf_path_read_with_the_leaf_equals_the_reference_at_every_older_size(
+    pool: asyncpg.Pool, size: int, data: st.DataObject
+) -> None:
+    origin = f"o{uuid.uuid4().hex[:8]}"
+    all_leaves = leaves(size, origin)
+    await append_leaves(pool, origin, 0, all_leaves)
+    book = LogBook(pool)
+    for index in {0, size // 2, size - 1, data.draw(st.integers(0, size - 1))}:
+        path = await read_leaf_path(pool, origin, index + 1)
+        assert (path is None) == (index // 256 == size // 256), "only a leaf of a full tile has a path"
+        # A tree older than the store's tiles, in which the leaf's tile may still be partial.
+        older = data.draw(st.integers(index + 1, size))
+        reference = MerkleTree(all_leaves[:older])
+        view = book.view(origin, size)
+        assert await view.inclusion_proof(index, older, path=path) == reference.inclusion_proof(index)
+
+
+async def test_a_proof_given_its_leaf_path_reads_no_tile_of_the_leaf(pool: asyncpg.Pool) -> None:
+    all_leaves = leaves(70_000)
+    await append_leaves(pool, "310000", 0, all_leaves)
+    book = LogBook(pool)
+    path = await read_leaf_path(pool, "310000", 1000 + 1)
+    proof = await book.view("310000", 70_000).inclusion_proof(1000, path=path)
+    assert proof == MerkleTree(all_leaves).inclusion_proof(1000)
+    held, _ = book.cache.lookup("310000", 70_000, {TileId(0, 1000 // 256), TileId(1, 0), TileId(1, 1)})
+    assert set(held) == {TileId(1, 0), TileId(1, 1)}, "only the level above was read, and kept"
+
+
+async def test_the_leaf_path_is_wanted_only_while_the_cache_lacks_the_leaf_tile_full(pool: asyncpg.Pool) -> None:
+    all_leaves = leaves(600)
+    await append_leaves(pool, "310000", 0, all_leaves)
+    book = LogBook(pool)
+    assert not book.holds_leaf_tile("310000", 3) and not book.holds_leaf_tile("310000", 599)
+    await book.view("310000", 600).inclusion_proof(3)  # no path: the tile is read, and kept
+    await book.view("310000", 600).inclusion_proof(599)  # the partial tile at the right edge
+    assert book.holds_leaf_tile("310000", 3) and book.holds_leaf_tile("310000", 255)
+    assert not book.holds_leaf_tile("310000", 599), "a partial tile is not the full tile a path would spare"
+
+
+async def test_a_leaf_path_of_the_wrong_length_is_not_used(pool: asyncpg.Pool) -> None:
+    all_leaves = leaves(600)
+    await append_leaves(pool, "310000", 0, all_leaves)
+    proof = await LogBook(pool).view("310000", 600).inclusion_proof(3, path=bytes(31))
+    assert proof == MerkleTree(all_leaves).inclusion_proof(3)
+
+
 # -- on a node ---------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ used for its own answer alone.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 from credex.crypto.tiles import TILE_HEIGHT, TileId, TileTree
 
@@ -53,7 +53,7 @@ class FoldedHashes:
             self._held.popitem(last=False)
 
 
-def _computed(start: int, end: int, size: int, inner: Mapping[TileId, bytes]) -> bool:
+def _computed(start: int, end: int, size: int, full: Container[TileId]) -> bool:
     """Whether the hash of leaves [start, end) is computed from tiles, and shared by the proofs of ``size``.
 
     A fold is kept only when it ends at the tree's size (the right edge every proof of
@@ -68,7 +68,7 @@ def _computed(start: int, end: int, size: int, inner: Mapping[TileId, bytes]) ->
     if not within:
         return False  # one entry of a tile
     level = height // TILE_HEIGHT
-    return TileId(level, (start >> (TILE_HEIGHT * level)) >> TILE_HEIGHT) not in inner  # a partial tile's subtree
+    return TileId(level, (start >> (TILE_HEIGHT * level)) >> TILE_HEIGHT) not in full  # a partial tile's subtree
 
 
 class FoldingTree(TileTree):
@@ -76,7 +76,8 @@ class FoldingTree(TileTree):
 
     ``keep`` is False when the tiles may be uncommitted (read inside a transaction):
     the kept hashes are still used, since committed leaves are a prefix of what the
-    transaction sees, but nothing computed is kept.
+    transaction sees, but nothing computed is kept. ``known`` subtrees (a leaf's path in
+    its full tile, :func:`~credex.crypto.tiles.leaf_path`) are read, not computed: never kept.
     """
 
     def __init__(
@@ -88,20 +89,32 @@ class FoldingTree(TileTree):
         folded: FoldedHashes,
         *,
         keep: bool,
+        known: Mapping[tuple[int, int], bytes] | None = None,
     ) -> None:
-        super().__init__(size, tiles, inner)
+        super().__init__(size, tiles, inner, known)
         self._origin = origin
         self._folded = folded
         self._keep = keep
-        self._full = inner
+        # Tiles whose inner subtrees are read, not computed: those with inner hashes, and the known path's tile.
+        self._full: set[TileId] = set(inner)
+        if known:
+            self._full |= {
+                TileId(height // TILE_HEIGHT, (index << (height % TILE_HEIGHT)) >> TILE_HEIGHT)
+                for height, index in known
+            }
 
     def _hash(self, start: int, end: int) -> bytes:
-        if end - start == 1:
+        width = end - start
+        if width == 1:
             return super()._hash(start, end)
-        found = self._folded.get(self._origin, start, end)
-        if found is not None:
-            return found
+        computed = _computed(start, end, self.size, self._full)
+        # A subtree read from a tile is never kept, so the memory is not asked for it; a fold may have been
+        # kept as another size's right edge (a consistency proof from that size asks it).
+        if computed or width & (width - 1):
+            found = self._folded.get(self._origin, start, end)
+            if found is not None:
+                return found
         hashed = super()._hash(start, end)
-        if self._keep and _computed(start, end, self.size, self._full):
+        if self._keep and computed:
             self._folded.keep(self._origin, start, end, hashed)
         return hashed

@@ -18,6 +18,12 @@ gain entries at the end, so a cached tile holding at least the entries a view
 needs answers that view exactly as the store would. Proofs then skip the
 store's round trip for the upper levels and the hot leaves, which every proof of
 a log shares.
+The leaf's own tile is the one a bounded cache cannot hold for a large log (10M
+leaves have 39,063 of them, 16 KiB each with their inner hashes), so a proof of a
+random leaf would read one on nearly every call. The statement that reads a leaf
+reads the eight hashes its proof needs from that tile too
+(:func:`~credex.node.store.tiles.leaf_path_sql`), and the proof then reads the upper
+levels only (a few hundred tiles even at 100M leaves), which the cache holds.
 What the tiles do not hold, the hashes computed inside partial tiles and the folds of
 the right edge, a LogBook remembers too (:class:`~credex.node.chain.folded.FoldedHashes`).
 """
@@ -25,13 +31,13 @@ the right edge, a LogBook remembers too (:class:`~credex.node.chain.folded.Folde
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 
 from credex.crypto.merkle import HASH_SIZE, SubtreeHashes
-from credex.crypto.tiles import TileId, tile_width, tiles_needed
+from credex.crypto.tiles import TILE_WIDTH, TileId, leaf_path, tile_width, tiles_needed
 from credex.node.chain.folded import FOLDED_HASHES, FoldedHashes, FoldingTree
 from credex.node.chain.latest import LatestCheckpoints
 from credex.node.store import Connection, tiles
@@ -117,8 +123,15 @@ class TreeView:
             raise ValueError(f"the tree holds {self.size} leaves, not {size}")
         return size
 
-    async def _answer(self, size: int, question: Callable[[SubtreeHashes], T], conn: Connection | None = None) -> T:
-        needed = tiles_needed(size, question)
+    async def _answer(
+        self,
+        size: int,
+        question: Callable[[SubtreeHashes], T],
+        conn: Connection | None = None,
+        known: Mapping[tuple[int, int], bytes] | None = None,
+    ) -> T:
+        known = known or {}
+        needed = tiles_needed(size, question, known)
         held, inner = self._cache.lookup(self._origin, size, needed)
         missing = needed - held.keys()
         if missing:
@@ -128,23 +141,37 @@ class TreeView:
             else:
                 read, read_inner = await tiles.read_for_proofs(conn, self._origin, missing)
                 if conn.is_in_transaction():  # may be uncommitted: used for this answer, not kept
-                    return question(self._tree(size, held | read, inner | read_inner, keep=False))
+                    return question(self._tree(size, held | read, inner | read_inner, known, keep=False))
             self._cache.keep(self._origin, read, read_inner)
             held |= read
             inner |= read_inner
-        return question(self._tree(size, held, inner, keep=True))
+        return question(self._tree(size, held, inner, known, keep=True))
 
-    def _tree(self, size: int, held: dict[TileId, bytes], inner: dict[TileId, bytes], *, keep: bool) -> FoldingTree:
-        return FoldingTree(size, held, inner, self._origin, self._folded, keep=keep)
+    def _tree(
+        self,
+        size: int,
+        held: dict[TileId, bytes],
+        inner: dict[TileId, bytes],
+        known: Mapping[tuple[int, int], bytes],
+        *,
+        keep: bool,
+    ) -> FoldingTree:
+        return FoldingTree(size, held, inner, self._origin, self._folded, keep=keep, known=known)
 
     async def root(self, size: int | None = None, *, conn: Connection | None = None) -> bytes:
         """The root at ``size``; ``conn`` when the caller holds one already (a second could starve the pool)."""
         return await self._answer(self._within(size), lambda tree: tree.root(), conn)
 
     async def inclusion_proof(
-        self, index: int, size: int | None = None, *, conn: Connection | None = None
+        self, index: int, size: int | None = None, *, conn: Connection | None = None, path: bytes | None = None
     ) -> list[bytes]:
-        return await self._answer(self._within(size), lambda tree: tree.inclusion_proof(index), conn)
+        """``path``: the leaf's hashes inside its tile as the leaf's statement read them (:func:`tiles.leaf_path_sql`).
+
+        With it, the leaf's tile is not read (unless it is partial in this tree): a proof then
+        reads only the upper levels' tiles, which the cache holds (a few hundred at 100M leaves).
+        """
+        size = self._within(size)
+        return await self._answer(size, lambda tree: tree.inclusion_proof(index), conn, leaf_path(index, size, path))
 
     async def inclusion_proofs(
         self, indexes: Sequence[int], size: int | None = None, *, conn: Connection | None = None
@@ -172,6 +199,14 @@ class LogBook:
         self.folded = FoldedHashes(folded_hashes)  # the right edges' hashes, computed once per range
         # The checkpoint served of each origin, shared by all of the node that reads or writes checkpoints.
         self.latest: LatestCheckpoints[HeldCheckpoint | None] = LatestCheckpoints()
+
+    def holds_leaf_tile(self, origin: str, index: int) -> bool:
+        """Whether the cache holds leaf ``index``'s tile full, so that its proof need not read the leaf's path.
+
+        Reading the path costs the store a few slices of the tile's row; in a small log the
+        tile is nearly always cached and that read would be wasted.
+        """
+        return self.cache.tile(origin, TileId(0, index // TILE_WIDTH), TILE_WIDTH) is not None
 
     def view(self, origin: str, size: int) -> TreeView:
         """The origin's tree at ``size``, which the caller knows its tiles cover (read in its own query)."""

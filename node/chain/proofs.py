@@ -33,7 +33,7 @@ from credex.crypto.trust import EventRejected, EventVerifier, TrustBundle, Verif
 from credex.errors import CredexError
 from credex.node.chain.checkpoints import AGREED, CheckpointKeeper, CheckpointState, HeldCheckpoint
 from credex.node.chain.merkle_book import LogBook
-from credex.node.store import Connection
+from credex.node.store import Connection, tiles
 from credex.v1 import event_pb2, log_pb2
 
 PROOF_FORMAT = "credex-inclusion-proof-v2"
@@ -58,10 +58,11 @@ def checkpoint_message(held: HeldCheckpoint) -> log_pb2.SignedCheckpoint:
     return log_pb2.SignedCheckpoint(origin=held.origin, note=held.note, size=held.size, root=held.root)
 
 
-# In one statement: how far the origin's tiles reach, the event's envelope (unless the caller read it),
-# and the checkpoint at an asked size (unless the latest is used).
+# In one statement: how far the origin's tiles reach, the event's envelope and its path inside its tile (unless the
+# caller read them, or the tile cache holds the tile), and the checkpoint at an asked size (unless the latest is used).
 _PROOF_QUERY = (
-    "SELECT p.tiled_seq, e.envelope, c.size AS checkpoint_size, c.root, c.note, c.state"
+    "SELECT p.tiled_seq, e.envelope, c.size AS checkpoint_size, c.root, c.note, c.state,"
+    f" CASE WHEN $4::boolean AND $7::boolean THEN {tiles.leaf_path_sql('o.origin', '$2::bigint')} END AS path"
     " FROM (SELECT $1::text AS origin) o"
     " LEFT JOIN origin_progress p ON p.origin = o.origin"
     " LEFT JOIN events e ON $4::boolean AND e.origin = o.origin AND e.seq = $2"
@@ -72,10 +73,13 @@ _PROOF_QUERY = (
 
 @dataclass(frozen=True, slots=True)
 class HeldLeaf:
-    """What a caller read of a leaf with its own query: the envelope, and how far the origin's tiles reached."""
+    """What a caller read of a leaf with its own query: the envelope, how far the origin's tiles reached, and
+    the leaf's hashes inside its tile if it is full (:func:`~credex.node.store.tiles.leaf_path_sql`), which
+    spare the proof reading the tile."""
 
     envelope: bytes
     tiled: int
+    path: bytes | None = None
 
 
 async def inclusion_proof(
@@ -92,9 +96,10 @@ async def inclusion_proof(
     """The proof of ``origin``'s event ``seq`` in its tree of ``tree_size`` (0: the latest checkpoint's).
 
     One pool connection (``conn`` when the caller holds one) and at most two statements: the
-    tiles' reach, the envelope and the checkpoint together, unless ``leaf`` brings the first two
-    and the latest checkpoint (kept in memory, :class:`~credex.node.chain.latest.LatestCheckpoints`)
-    is used; then the tiles the proof needs that the tile cache lacks.
+    tiles' reach, the envelope, its path inside its tile and the checkpoint together, unless
+    ``leaf`` brings the first three and the latest checkpoint (kept in memory,
+    :class:`~credex.node.chain.latest.LatestCheckpoints`) is used; then the tiles the proof needs
+    that the tile cache lacks, which once the leaf's path is read are the upper levels' only.
     """
     checkpoint: HeldCheckpoint | None = None
     if tree_size == 0:
@@ -118,11 +123,25 @@ async def _inclusion_proof(
     leaf: HeldLeaf | None,
 ) -> log_pb2.InclusionProof:
     if leaf is None or checkpoint is None:
-        row = await conn.fetchrow(_PROOF_QUERY, origin, seq, tree_size, leaf is None, checkpoint is None, list(AGREED))
+        row = await conn.fetchrow(
+            _PROOF_QUERY,
+            origin,
+            seq,
+            tree_size,
+            leaf is None,
+            checkpoint is None,
+            list(AGREED),
+            not logbook.holds_leaf_tile(origin, seq - 1),
+        )
         assert row is not None  # one row, whatever the store holds
         if leaf is None:
             envelope = row["envelope"]
-            leaf = HeldLeaf(bytes(envelope) if envelope is not None else b"", int(row["tiled_seq"] or 0))
+            path = row["path"]
+            leaf = HeldLeaf(
+                bytes(envelope) if envelope is not None else b"",
+                int(row["tiled_seq"] or 0),
+                bytes(path) if path is not None else None,
+            )
         if checkpoint is None and row["checkpoint_size"] is not None:
             checkpoint = HeldCheckpoint(
                 origin, row["checkpoint_size"], bytes(row["root"]), row["note"], CheckpointState(row["state"])
@@ -133,7 +152,7 @@ async def _inclusion_proof(
         raise ProofUnavailable("OUT_OF_RANGE", f"seq {seq} is not in {origin}'s log of size {tree_size}")
     if not leaf.envelope:
         raise ProofUnavailable("NOT_FOUND", f"this node does not hold {origin}'s event {seq}")
-    hashes = await logbook.view(origin, leaf.tiled).inclusion_proof(seq - 1, tree_size, conn=conn)
+    hashes = await logbook.view(origin, leaf.tiled).inclusion_proof(seq - 1, tree_size, conn=conn, path=leaf.path)
     proof = log_pb2.InclusionProof(
         origin=origin,
         seq=seq,

@@ -25,16 +25,19 @@ from credex.node.chain import HeldLeaf, ProofUnavailable, checkpoint_message, in
 from credex.node.services import edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
-from credex.node.store import RecordState
+from credex.node.store import RecordState, tiles
 from credex.node.store.events import entry_status, standing_of
 from credex.v1 import event_pb2, log_pb2, log_pb2_grpc, record_pb2
 
-# The event at the leaf asked for, the current row of its record, and how far its origin's tiles reach
-# (so that the proof needs one more statement at most: the tiles the tile cache lacks).
+# The event at the leaf asked for, the current row of its record, how far its origin's tiles reach, and (when
+# $3: the tile cache lacks the leaf's tile, or the seq is not known yet) the leaf's hashes inside its tile, so
+# that the proof needs one more statement at most, and at any size of the log only for the upper levels'
+# tiles the tile cache lacks, not for the leaf's own tile.
 _LEAF_QUERY = (
     "SELECT e.seq, e.event_type, e.envelope, r.origin, r.record, r.subject_id, r.kind, r.sharing_level, r.status,"
     " r.publicity_end,"
-    " (SELECT tiled_seq FROM origin_progress p WHERE p.origin = e.origin) AS tiled"
+    " (SELECT tiled_seq FROM origin_progress p WHERE p.origin = e.origin) AS tiled,"
+    f" CASE WHEN $3::boolean THEN {tiles.leaf_path_sql('e.origin', 'e.seq')} END AS path"
     " FROM records r JOIN events e"
 )
 
@@ -96,6 +99,7 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
                     _LEAF_QUERY + " ON e.origin = r.origin AND e.seq = r.seq WHERE r.record_id = $1 AND r.origin = $2",
                     request.record_id,
                     origin,
+                    True,  # the seq, and so the tile, is known only once the record is read
                 )
             else:
                 row = await conn.fetchrow(
@@ -103,12 +107,14 @@ class LogService(Servicer, log_pb2_grpc.LogServiceServicer):
                     " WHERE e.origin = $1 AND e.seq = $2",
                     origin,
                     request.seq,
+                    not self.logbook.holds_leaf_tile(origin, request.seq - 1),
                 )
             subject = _visible_leaf(row, call.caller) if row is not None else None
             if row is None or subject is None:
                 raise edge.Refused(grpc.StatusCode.NOT_FOUND, "no such event or record visible to you")
             call.subject_id = subject
-            leaf = HeldLeaf(bytes(row["envelope"]), int(row["tiled"] or 0))
+            path = row["path"]
+            leaf = HeldLeaf(bytes(row["envelope"]), int(row["tiled"] or 0), bytes(path) if path is not None else None)
             try:
                 proof = await inclusion_proof(
                     self.pool, self.logbook, self.keeper, origin, row["seq"], request.tree_size, conn=conn, leaf=leaf

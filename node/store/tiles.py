@@ -21,11 +21,33 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from credex.crypto.tiles import TileId, TileMismatch, grow, right_edge
+from credex.crypto.merkle import HASH_SIZE
+from credex.crypto.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, TileMismatch, grow, inner_offset, right_edge
 from credex.node.store.database import Connection
 
 BACKLOG_BATCH = 50_000  # leaves tiled per transaction when catching up an old store
 _IN_THREAD = 2048  # from this many leaves, hashing runs in a worker thread (hashlib releases the GIL)
+
+
+def leaf_path_sql(origin: str, seq: str) -> str:
+    """A scalar subquery: the hashes beside event ``seq``'s leaf inside its level 0 tile, NULL unless the tile is full.
+
+    ``origin`` and ``seq`` are SQL expressions of the statement that reads the leaf. The
+    answer is :func:`~credex.crypto.tiles.leaf_path_nodes`' hashes in order (8 × 32 bytes),
+    sliced out of the full tile's row: the sibling leaf from its hashes, heights 1..7 from
+    its inner hashes. The leaf's own statement brings them, so a proof of a random leaf in
+    a large log costs no statement and no 16 KiB tile read of its own.
+    """
+    within = f"((({seq}) - 1) % {TILE_WIDTH})::int"
+    slices = [f"substring(t.hashes FROM (({within}) # 1) * {HASH_SIZE} + 1 FOR {HASH_SIZE})"] + [
+        f"substring(t.interior FROM ({inner_offset(height)} + ((({within}) >> {height}) # 1)) * {HASH_SIZE} + 1"
+        f" FOR {HASH_SIZE})"
+        for height in range(1, TILE_HEIGHT)
+    ]
+    return (
+        f"(SELECT {' || '.join(slices)} FROM log_tiles t"
+        f" WHERE t.origin = {origin} AND t.level = 0 AND t.idx = (({seq}) - 1) / {TILE_WIDTH})"
+    )
 
 
 async def read(conn: Connection, origin: str, ids: Iterable[TileId]) -> dict[TileId, bytes]:
