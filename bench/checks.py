@@ -31,7 +31,18 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from bench.common import LOAD_CHANNELS, LoadResult, federation, line, load, postgres_cpu, raw_copy, run, services
+from bench.common import (
+    LOAD_CHANNELS,
+    LoadResult,
+    federation,
+    line,
+    load,
+    merged,
+    postgres_cpu,
+    raw_copy,
+    run,
+    services,
+)
 from bench.lookup import start_durable_floor, start_echo
 from credex.domain import uscc as uscc_codes
 from credex.node.runtime import Node
@@ -105,16 +116,6 @@ async def fill(conn: Connection, people: list[tuple[str, str]], n: int) -> float
 
 
 KINDS = ("profile", "check1", "check100", "search")
-
-
-def merged(rounds: list[LoadResult]) -> LoadResult:
-    """One kind's rounds as one result: calls and seconds summed, latencies pooled."""
-    return LoadResult(
-        sum(r.requests for r in rounds),
-        sum(r.errors for r in rounds),
-        sum(r.seconds for r in rounds),
-        [ms for r in rounds for ms in r.latencies_ms],
-    )
 
 
 DIAGNOSTIC = "floor"  # bench.lookup.start_durable_floor: what the database alone costs a durable lookup

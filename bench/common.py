@@ -281,6 +281,17 @@ class LoadResult:
         return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
 
 
+def merged(rounds: list[LoadResult]) -> LoadResult:
+    """One load's rounds as one result: calls, seconds and the generator's CPU summed, latencies pooled."""
+    return LoadResult(
+        sum(r.requests for r in rounds),
+        sum(r.errors for r in rounds),
+        sum(r.seconds for r in rounds),
+        [ms for r in rounds for ms in r.latencies_ms],
+        sum(r.client_cpu for r in rounds),
+    )
+
+
 async def drive(
     call: Callable[[int], Awaitable[Any]], *, concurrency: int, seconds: float, warmup: float = 1.0
 ) -> LoadResult:

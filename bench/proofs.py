@@ -34,13 +34,14 @@ from bench.common import (
     ingest_and_publish,
     line,
     load,
+    merged,
     postgres_cpu,
     run,
     services,
     start_node,
 )
 from bench.lookup import start_echo
-from bench.scale import merged
+from bench.tiles import cover_leaves
 from credex.adapters.samples import synth
 from credex.crypto.merkle import MerkleTree, verify_consistency, verify_inclusion
 from credex.node.chain import LogBook
@@ -120,14 +121,7 @@ async def grow_log(pool: asyncpg.Pool, origin: str, size: int) -> None:
     done = 0
     while done < size:
         batch = [os.urandom(32) for _ in range(min(GROWTH, size - done))]
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
-                " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2",
-                origin,
-                done + len(batch),
-            )
-            await tiles.cover(conn, origin, done, done + len(batch), batch)
+        await cover_leaves(pool, origin, done, batch)
         done += len(batch)
 
 

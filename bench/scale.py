@@ -47,6 +47,7 @@ from bench.common import (
     join_process,
     line,
     load,
+    merged,
     raw_ed25519,
     result_of,
     run,
@@ -295,16 +296,6 @@ async def catch_up(members: LocalFederation, running: Any, size: int, budget: fl
         elapsed = time.perf_counter() - started
         await members.stop_node(FRESH)
     return elapsed, held, complete
-
-
-def merged(results: list[LoadResult]) -> LoadResult:
-    """One load's rounds as one: every completed call, over the seconds of all rounds."""
-    return LoadResult(
-        sum(r.requests for r in results),
-        sum(r.errors for r in results),
-        sum(r.seconds for r in results),
-        [ms for r in results for ms in r.latencies_ms],
-    )
 
 
 def combined(rounds: list[Serving]) -> Serving:

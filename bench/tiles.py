@@ -35,6 +35,19 @@ ORIGIN = "310000"
 BATCH = 50_000
 
 
+async def cover_leaves(pool: asyncpg.Pool, origin: str, old: int, batch: list[bytes]) -> None:
+    """Move ``origin``'s watermark over ``batch`` (leaf hashes after the first ``old``), its tiles in the same
+    transaction, as the ledger does: a log of bare leaves for benchmarks of tiles and proofs."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
+            " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2",
+            origin,
+            old + len(batch),
+        )
+        await tiles.cover(conn, origin, old, old + len(batch), batch)
+
+
 def rss_mb() -> float:
     with open("/proc/self/status", encoding="ascii") as status:
         for text in status:
@@ -91,14 +104,7 @@ async def main(leaves: int, seconds: float, concurrency: int) -> None:
             started = time.perf_counter()
             for old in range(0, leaves, BATCH):
                 batch = hashes[old : old + BATCH]
-                async with pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        "INSERT INTO origin_progress (origin, contiguous_seq, max_seq) VALUES ($1, $2, $2)"
-                        " ON CONFLICT (origin) DO UPDATE SET contiguous_seq = $2, max_seq = $2",
-                        ORIGIN,
-                        old + len(batch),
-                    )
-                    await tiles.cover(conn, ORIGIN, old, old + len(batch), batch)
+                await cover_leaves(pool, ORIGIN, old, batch)
             grown = leaves / (time.perf_counter() - started)
             serving_from = rss_mb()
             book = LogBook(pool)

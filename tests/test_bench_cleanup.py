@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from credex.node.embedded import _alive
@@ -59,13 +60,21 @@ def command_line(pid: int) -> list[bytes]:
         return []  # gone meanwhile
 
 
-def start(tmp_path: Path, *arguments: str) -> subprocess.Popen[bytes]:
-    """A bench run as a person runs it, with its temporary folders under ``tmp_path`` and its output in a file."""
+@contextlib.contextmanager
+def started(tmp_path: Path, *arguments: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A bench run as a person runs it, with its temporary folders under ``tmp_path`` and its output in a file;
+    killed if the test ends with it still running."""
     environment = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
     with (tmp_path / "bench.log").open("w") as log:
-        return subprocess.Popen(
+        bench = subprocess.Popen(
             [sys.executable, "-m", *arguments], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
+    try:
+        yield bench
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
 
 
 def output(tmp_path: Path) -> str:
@@ -96,8 +105,7 @@ async def stopped_by_sigterm(tmp_path: Path, bench: subprocess.Popen[bytes], hel
 
 
 async def test_a_bench_stopped_while_serving_stops_its_postgres_broker_and_nodes(tmp_path: Path) -> None:
-    bench = start(tmp_path, "bench.lookup", "--rows", "2000", "--seconds", "60")
-    try:
+    with started(tmp_path, "bench.lookup", "--rows", "2000", "--seconds", "60") as bench:
 
         async def serving() -> set[int]:
             # Said just before the load starts: by then the node, the broker and PostgreSQL all run.
@@ -106,15 +114,10 @@ async def test_a_bench_stopped_while_serving_stops_its_postgres_broker_and_nodes
 
         held = await eventually(serving, timeout=240)
         await stopped_by_sigterm(tmp_path, bench, held)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
 
 
 async def test_a_scale_bench_stopped_while_building_stops_its_builder_and_signing_workers(tmp_path: Path) -> None:
-    bench = start(tmp_path, "bench.scale", "--scale", "0.01", "--seconds", "1")
-    try:
+    with started(tmp_path, "bench.scale", "--scale", "0.01", "--seconds", "1") as bench:
 
         async def building() -> set[int]:
             # The builder is a child process and its signing workers are its children.
@@ -125,10 +128,6 @@ async def test_a_scale_bench_stopped_while_building_stops_its_builder_and_signin
 
         held = await eventually(building, timeout=240)
         await stopped_by_sigterm(tmp_path, bench, held)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
 
 
 def descendants_with_children(pids: set[int]) -> set[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from credex.node.chain import WantedRanges, Why
@@ -28,6 +29,23 @@ async def held_seqs(node: Node, origin: str) -> set[int]:
     assert node.pool is not None
     async with node.pool.acquire() as conn:
         return {r["seq"] for r in await conn.fetch("SELECT seq FROM events WHERE origin = $1", origin)}
+
+
+@contextlib.asynccontextmanager
+async def receiver_off_the_bus(
+    federation: TestFederation, tmp_path: Path, probe_seconds: float = 3600
+) -> AsyncIterator[Node]:
+    """320000 on a broker that carries nothing: what it holds of 310000 is what the test hands its intake
+    (as Kafka would) or what its sync fetches; stopped before that broker is."""
+    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
+        receiver = await federation.start_node(
+            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": probe_seconds}
+        )
+        assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
+        try:
+            yield receiver
+        finally:
+            await federation.stop_node("320000")
 
 
 def test_a_notice_keeps_its_exact_seqs_merged_and_bounded_and_a_range_wins_over_them() -> None:
@@ -64,10 +82,7 @@ async def test_sync_does_not_fetch_what_intake_is_storing_at_that_moment(
 ) -> None:
     publisher = await federation.start_node("310000")
     log = await publish_log(publisher, tmp_path, 150)
-    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
-        receiver = await federation.start_node(
-            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
-        )
+    async with receiver_off_the_bus(federation, tmp_path) as receiver:
         assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
         await receiver.intake.accept("310000", log[:10], "test")
 
@@ -96,7 +111,6 @@ async def test_sync_does_not_fetch_what_intake_is_storing_at_that_moment(
         assert applied == 50 and await held_seqs(receiver, "310000") == set(range(1, 151))
         assert await fetches_served(publisher) - served_before == 1
         assert (await receiver.status()).intake_counters["310000"].get("replay", 0) == 0
-        await federation.stop_node("320000")
 
 
 async def test_a_withheld_notice_fetches_the_seqs_it_names_and_leaves_the_rest_to_kafka(
@@ -107,11 +121,8 @@ async def test_a_withheld_notice_fetches_the_seqs_it_names_and_leaves_the_rest_t
     head = len(log)
     withheld = [7, 50, 120]
     lagging = set(range(60, 101))  # on a partition Kafka has yet to deliver
-    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
-        receiver = await federation.start_node(
-            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
-        )
-        assert receiver.intake is not None and receiver.sync is not None
+    async with receiver_off_the_bus(federation, tmp_path) as receiver:
+        assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
         missing = set(withheld) | lagging
         await receiver.intake.accept("310000", [e for seq, e in enumerate(log, start=1) if seq not in missing], "test")
         served_before = await fetches_served(publisher)
@@ -132,7 +143,6 @@ async def test_a_withheld_notice_fetches_the_seqs_it_names_and_leaves_the_rest_t
         assert (result.applied, result.replays, result.contiguous_seq) == (len(lagging), 0, head)
         counters = (await receiver.status()).intake_counters["310000"]
         assert counters["applied"] == head and counters.get("replay", 0) == 0
-        await federation.stop_node("320000")
 
 
 async def test_notices_that_keep_coming_do_not_keep_a_gap_they_do_not_name_from_being_fetched(
@@ -143,11 +153,8 @@ async def test_notices_that_keep_coming_do_not_keep_a_gap_they_do_not_name_from_
     publisher = await federation.start_node("310000")
     log = await publish_log(publisher, tmp_path, 60)
     lost = 40  # lost by the bus: nothing announces it
-    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
-        receiver = await federation.start_node(
-            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 1.0}
-        )
-        assert receiver.intake is not None and receiver.sync is not None
+    async with receiver_off_the_bus(federation, tmp_path, probe_seconds=1.0) as receiver:
+        assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
         await receiver.intake.accept("310000", [e for seq, e in enumerate(log, start=1) if seq != lost], "test")
         sync, wanted = receiver.sync, receiver.wanted
 
@@ -168,7 +175,6 @@ async def test_notices_that_keep_coming_do_not_keep_a_gap_they_do_not_name_from_
             forger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await forger
-        await federation.stop_node("320000")
 
 
 async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_them(
@@ -178,10 +184,7 @@ async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_
     again, so sync asks for it instead of leaving it out for good."""
     publisher = await federation.start_node("310000")
     log = await publish_log(publisher, tmp_path, 30)
-    with EmbeddedBroker(tmp_path / "empty-broker") as empty:
-        receiver = await federation.start_node(
-            "320000", bus={"bootstrap_servers": empty.bootstrap_servers}, sync={"probe_seconds": 3600}
-        )
+    async with receiver_off_the_bus(federation, tmp_path) as receiver:
         assert receiver.intake is not None and receiver.sync is not None and receiver.pool is not None
         intake = receiver.intake
         await intake.accept("310000", log[:10], "test")
@@ -211,4 +214,3 @@ async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_
         assert intake.applying("310000") == frozenset()
         assert await held_seqs(receiver, "310000") == set(range(1, 11))
         assert await receiver.sync._missing("310000", len(log), 0) == [(11, 20)]
-        await federation.stop_node("320000")

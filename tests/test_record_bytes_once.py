@@ -18,34 +18,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credex.crypto.envelope import signature_valid
 from credex.crypto.keys import SigningKey
-from credex.domain import uscc as uscc_codes
 from credex.node.embedded import EmbeddedPostgres
 from credex.node.ledger import Change, Ledger
 from credex.node.ledger.appender import LedgerError
 from credex.node.store import database
 from credex.node.store import events as store
-from credex.v1 import event_pb2, record_pb2
+from credex.v1 import event_pb2
 
 from .conftest import TestFederation, eventually
-
-ORIGIN = "310000"
-
-
-def penalty(n: int, content: str = "罚款 5000 元") -> record_pb2.Record:
-    return record_pb2.Record(
-        record_id=f"{ORIGIN}-CF-once{n}",
-        origin=ORIGIN,
-        kind=record_pb2.KIND_PENALTY,
-        subject=record_pb2.Subject(
-            type=record_pb2.SUBJECT_TYPE_LEGAL_ENTITY,
-            uscc=uscc_codes.make("91", ORIGIN, f"YC{n:06d}"),
-            name=f"一次存储{n}有限公司",
-        ),
-        decision_date="2025-01-06",
-        sharing_level=record_pb2.SHARING_LEVEL_PUBLIC,
-        publicity=record_pb2.PublicityWindow(start="2025-01-06", end="2099-01-06"),
-        penalty=record_pb2.PenaltyDetails(content=content, severity=record_pb2.SEVERITY_GENERAL),
-    )
+from .test_ledger_store import ORIGIN, penalty
 
 
 async def test_the_ledger_stores_a_record_once_and_records_reads_it_whole(federation: TestFederation) -> None:
@@ -61,7 +42,7 @@ async def test_the_ledger_stores_a_record_once_and_records_reads_it_whole(federa
             " FROM record_states s JOIN records r USING (record_id)"
             " JOIN events e ON e.origin = s.origin AND e.seq = s.seq ORDER BY s.record_id"
         )
-    assert [r["record_id"] for r in rows] == [f"{ORIGIN}-CF-once1", f"{ORIGIN}-CF-once2"]
+    assert [r["record_id"] for r in rows] == [penalty(1).record_id, penalty(2).record_id]
     for row, record in zip(rows, [corrected, penalty(2)], strict=True):
         assert row["own"] is None
         assert bytes(row["record"]) == store.record_bytes(record)  # the newest content, byte for byte
