@@ -22,9 +22,7 @@ GetProfile rate and one 100-subject Check ≥ 20× faster than 100 single Checks
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import importlib
 import os
 import random
 import time
@@ -321,13 +319,9 @@ if __name__ == "__main__":
         default=",".join(KINDS),
         help="the calls to drive, for profiling one (the full set prints ratios; add echo for GetProfile's)",
     )
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the serving process's loop")
     args = parser.parse_args()
     kinds = tuple(kind for kind in args.kinds.split(",") if kind)
     if unknown := set(kinds) - {*KINDS, "echo", DIAGNOSTIC}:
         parser.error(f"unknown kinds {sorted(unknown)}; choose among {', '.join(KINDS)}, echo, {DIAGNOSTIC}")
     concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c)
-    if args.loop == "uvloop":  # the serving process's loop only; the load generator keeps asyncio's
-        # Not a dependency of credex (measured: no gain for GetProfile); pip install uvloop to compare.
-        asyncio.set_event_loop_policy(importlib.import_module("uvloop").EventLoopPolicy())
     run(main(args.records, args.seconds, concurrencies, kinds, max(1, args.rounds)))

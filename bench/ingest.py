@@ -37,14 +37,9 @@ from credex.adapters.samples import synth
 from credex.node.runtime import Node
 from credex.node.store import Connection
 
-# The tables the ledger writes per batch, in the order it writes them; a record's state is in
-# record_states behind the view records since migration 0029, in the table records before.
-STORED = ("events", "records", "subjects", "log_tiles")
-
-
-async def tables(conn: Connection) -> list[str]:
-    states = "record_states" if await conn.fetchval("SELECT to_regclass('record_states')") else "records"
-    return [states if table == "records" else table for table in STORED]
+# The tables the ledger writes per batch, in the order it writes them (a record's state: record_states,
+# the table behind the view records).
+STORED = ("events", "record_states", "subjects", "log_tiles")
 
 
 FLOOR_BATCH = 2000  # events per transaction, as the node's default ingest batch
@@ -70,9 +65,8 @@ async def store_floor(conn: Connection, sample: int) -> Floor:
     finally stored; the ledger rewrites a partial tile per batch, which this floor does not).
     """
     await conn.execute("DROP SCHEMA IF EXISTS store_floor CASCADE; CREATE SCHEMA store_floor")
-    stored = await tables(conn)
-    states = stored[1]
-    for table in stored:
+    states = STORED[1]
+    for table in STORED:
         await conn.execute(f"CREATE TABLE store_floor.{table} (LIKE public.{table} INCLUDING ALL)")
     origin = await conn.fetchval("SELECT origin FROM ledger_head ORDER BY seq DESC LIMIT 1")
     batches: list[dict[str, list[asyncpg.Record]]] = []
@@ -101,10 +95,10 @@ async def store_floor(conn: Connection, sample: int) -> Floor:
             last,
         )
         batches.append(rows)
-    seconds = dict.fromkeys(stored, 0.0)
+    seconds = dict.fromkeys(STORED, 0.0)
     for rows in batches:
         async with conn.transaction():
-            for table in stored:
+            for table in STORED:
                 if rows[table]:
                     started = time.perf_counter()
                     await conn.copy_records_to_table(
@@ -122,7 +116,7 @@ async def bytes_per_event(conn: Connection) -> list[tuple[str, float]]:
     """Bytes on disk per stored event: each table whole, its heap with TOAST, and each of its indexes."""
     events = int(await conn.fetchval("SELECT count(*) FROM events")) or 1
     lines: list[tuple[str, float]] = []
-    for table in await tables(conn):
+    for table in STORED:
         total = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
         heap = await conn.fetchval("SELECT pg_table_size($1::regclass)", table)
         lines.append((f"{table} (all)", total / events))

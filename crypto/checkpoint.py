@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from credex.crypto.keys import SigningKey, public_raw
 from credex.errors import CredexError
 
-_SIGNATURE_PREFIX = "\u2014 "  # em dash, space
+SIGNATURE_PREFIX = "\u2014 "  # em dash, space: every signed-note signature line starts so
 _ED25519 = b"\x01"
 MAX_NOTE = 16 * 1024
 
@@ -61,7 +61,7 @@ class Checkpoint:
         body = self.body()
         signature = key.sign(body.encode())
         blob = base64.b64encode(key_hash(self.origin_line, key.public_raw) + signature).decode()
-        return f"{body}\n{_SIGNATURE_PREFIX}{self.origin_line} {blob}\n"
+        return f"{body}\n{SIGNATURE_PREFIX}{self.origin_line} {blob}\n"
 
 
 def open_checkpoint(note: str, origin_line: str, keys: Iterable[Ed25519PublicKey]) -> Checkpoint:
@@ -75,9 +75,9 @@ def open_checkpoint(note: str, origin_line: str, keys: Iterable[Ed25519PublicKey
     by_hash = {key_hash(origin_line, public_raw(key)): key for key in keys}
     signed = False
     for line in signatures.rstrip("\n").split("\n"):
-        if not line.startswith(_SIGNATURE_PREFIX):
+        if not line.startswith(SIGNATURE_PREFIX):
             raise CheckpointRejected("checkpoint.malformed", f"not a signature line: {line[:60]!r}")
-        name, _, blob = line[len(_SIGNATURE_PREFIX) :].rpartition(" ")
+        name, _, blob = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
         if name != origin_line:
             continue  # a cosignature by someone else; not ours to judge
         try:

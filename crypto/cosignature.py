@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from credex.crypto.checkpoint import MAX_NOTE, key_hash
+from credex.crypto.checkpoint import MAX_NOTE, SIGNATURE_PREFIX, key_hash
 from credex.crypto.keys import SigningKey, public_raw
 
-_SIGNATURE_PREFIX = "\u2014 "  # em dash, space: every signed-note signature line starts so
 _COSIGNATURE_V1 = b"\x04"
 _HEADER = "cosignature/v1\n"
 MAX_TIMESTAMP = 2**63 - 1
@@ -60,13 +59,13 @@ def cosign(body: str, name: str, key: SigningKey, timestamp: int) -> str:
         raise ValueError(f"a cosignature's timestamp is 1..2^63-1 seconds, not {timestamp}")
     signature = key.sign(signed_message(body, timestamp))
     blob = cosigner_key_id(name, key.public_raw) + timestamp.to_bytes(8, "big") + signature
-    return f"{_SIGNATURE_PREFIX}{name} {base64.b64encode(blob).decode()}\n"
+    return f"{SIGNATURE_PREFIX}{name} {base64.b64encode(blob).decode()}\n"
 
 
 def signature_lines(note: str) -> list[str]:
     """The note's signature lines, each with its newline, in order."""
     _, _, signatures = note.partition("\n\n")
-    return [line + "\n" for line in signatures.split("\n") if line.startswith(_SIGNATURE_PREFIX)]
+    return [line + "\n" for line in signatures.split("\n") if line.startswith(SIGNATURE_PREFIX)]
 
 
 def with_lines(note: str, lines: list[str]) -> str:
@@ -93,7 +92,7 @@ def pruned(
     counted = {c.line for c in cosignatures(note, witnesses).values()}
     kept: list[str] = []
     for line in dict.fromkeys(signature_lines(note)):
-        name, _, text = line[len(_SIGNATURE_PREFIX) :].rstrip("\n").rpartition(" ")
+        name, _, text = line[len(SIGNATURE_PREFIX) :].rstrip("\n").rpartition(" ")
         if line in counted or (name == log_line and _signed_by_log(text, hashes, body)):
             kept.append(line)
     return body + "\n" + "".join(kept)
@@ -136,7 +135,7 @@ def cosignatures(note: str, witnesses: Mapping[str, Ed25519PublicKey]) -> dict[s
         return {}
     found: dict[str, Cosignature] = {}
     for line in signature_lines(note):
-        name, _, text = line[len(_SIGNATURE_PREFIX) :].rstrip("\n").rpartition(" ")
+        name, _, text = line[len(SIGNATURE_PREFIX) :].rstrip("\n").rpartition(" ")
         key = witnesses.get(name)
         if key is None or name in found:
             continue

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credex.domain.persons import WITHHELD, looks_like_ric, withhold
+from credex.domain.persons import WITHHELD, cannot_hold_ric, looks_like_ric, withhold
 from credex.domain.persons import fold as persons_fold
 from credex.node.runtime import Node
 from credex.node.services import audit_trail, edge
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, cannot_hold_ric, withheld
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, withheld
 from credex.v1 import (
     exchange_pb2,
     exchange_pb2_grpc,

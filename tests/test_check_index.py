@@ -26,6 +26,28 @@ from credex.v1 import lookup_pb2, record_pb2
 
 from .conftest import TestFederation
 
+
+def verdict_of(
+    index: verdicts.CatalogueIndex, record: record_pb2.Record, scenario: str, region: str | None
+) -> verdicts.Verdict:
+    """The index's verdict on ``record`` for a unit in ``region`` checking in ``scenario``, as a check asks it."""
+    return index.place(scenario, region).verdict(record, verdicts.signature(record))
+
+
+def incentives_of(
+    index: verdicts.CatalogueIndex,
+    records: list[record_pb2.Record],
+    scenario: str,
+    today: dt.date,
+    subject_type: int,
+    region: str | None,
+) -> tuple[object, ...]:
+    """The incentives the index offers a subject with ``records`` in force, as a check asks for them."""
+    place = index.place(scenario, region)
+    judged = [(r, signed, place.verdict(r, signed)) for r in records for signed in (verdicts.signature(r),)]
+    return place.incentives(judged, today, subject_type)
+
+
 CATALOGUE = Catalogue.shipped()
 TODAY = dt.date(2026, 6, 1)
 UNIT = "11310000MB0000000X"  # shape only: run_check reads its division for provincial measures
@@ -113,9 +135,9 @@ def test_a_remembered_verdict_is_the_catalogues_own_answer_for_every_record_of_t
     assert len(records) > 100
     for scenario, region in itertools.product(CATALOGUE.scenarios, (None, "310000", "320115", "330000", "110000")):
         for record in records:
-            index.verdict(record, scenario, region)  # remembered from this record ...
+            verdict_of(index, record, scenario, region)  # remembered from this record ...
             other = scrambled(record, rng)  # ... and answered for this one
-            verdict = index.verdict(other, scenario, region)
+            verdict = verdict_of(index, other, scenario, region)
             assert verdict.measures == tuple(CATALOGUE.measures_for(other, scenario, region=region))
             assert verdict.negative == CATALOGUE.is_negative(other)
             assert verdict.excludes_notify_commit == (not CATALOGUE.notify_commit([other]).available)
@@ -130,11 +152,11 @@ def test_remembered_incentives_are_the_catalogues_for_subjects_alike_in_signatur
             held = rng.sample(records, rng.randrange(0, 4))
             for record in held:
                 record.decision_date = (TODAY - dt.timedelta(days=rng.choice((10, 400, 1200, 2000)))).isoformat()
-            index.incentives(held, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
+            incentives_of(index, held, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
             alike = [scrambled(r, rng) for r in held]
-            assert index.incentives(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000") == tuple(
-                CATALOGUE.incentives_for(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
-            )
+            assert incentives_of(
+                index, alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000"
+            ) == tuple(CATALOGUE.incentives_for(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000"))
 
 
 async def test_a_check_reads_exactly_the_records_in_force_that_the_caller_sees(federation: TestFederation) -> None:
@@ -197,13 +219,13 @@ def test_incentives_are_remembered_by_the_newest_negative_decision_and_answered_
                 record.decision_date = (TODAY - dt.timedelta(days=rng.choice(days))).isoformat()
             if rng.random() < 0.2:
                 held[0].decision_date = "not a date"  # counts as recent
-            index.incentives(held, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
+            incentives_of(index, held, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
             negative = [r for r in held if CATALOGUE.is_negative(r)]
             newest = max((r.decision_date for r in negative), default=None, key=lambda d: (d == "not a date", d))
             alike = [scrambled(r, rng) for r in held]
             for record in alike:  # every date moved further back, but the newest negative one kept
                 if record.decision_date != newest:
                     record.decision_date = "2001-01-01" if newest != "not a date" else record.decision_date
-            assert index.incentives(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000") == tuple(
-                CATALOGUE.incentives_for(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000")
-            )
+            assert incentives_of(
+                index, alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000"
+            ) == tuple(CATALOGUE.incentives_for(alike, scenario, TODAY, record_pb2.SUBJECT_TYPE_LEGAL_ENTITY, "310000"))

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from credex.domain.measures import Catalogue, Measure
-from credex.node.checks import scale_of, wire
+from credex.node.checks import wire
 from credex.node.checks.verdicts import Verdict
 from credex.protowire import varint
 from credex.v1 import check_pb2, record_pb2
@@ -82,7 +82,7 @@ def by_messages(check_id: str, scenario: str, subjects: list[Answer]) -> check_p
     for subject_id, found, incentives, notify, excluded in subjects:
         made = []
         for record, measures, window_end, disputed, role, person in found:
-            shown, scale = scale_of(record)
+            shown, scale = wire.scale_of(record)
             made.append(
                 check_pb2.CheckHit(
                     origin=record.origin,

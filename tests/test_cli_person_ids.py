@@ -140,3 +140,27 @@ def test_unreadable_sources_are_refused_naming_the_source_never_its_content(
     result = CliRunner().invoke(app, [*base, *options], input=stdin, env={"COLUMNS": "400"})
     assert result.exit_code == 2, result.output
     assert words in result.output and NUMBER not in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["lookup", "--person", "{source}", "--node", "127.0.0.1:9"],
+        ["checks", "of", "--person", "{source}", "--node", "127.0.0.1:9"],
+        [
+            *("authorization", "grant", "AUTH-1", "--node", "127.0.0.1:9", "--subject", "{source}"),
+            *("--grantee", "x", "--document", "auth.pdf", "--valid-until", "2027-01-01"),
+        ],
+    ],
+)
+def test_every_command_that_takes_a_persons_number_reads_it_from_a_file_or_stdin(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Each command reads ``@FILE`` and ``-`` the one way: refused, naming the source, before any node is asked."""
+    missing = str(tmp_path / "missing")
+    refused = CliRunner().invoke(app, [part.format(source=f"@{missing}") for part in command], env={"COLUMNS": "400"})
+    assert refused.exit_code == 2, refused.output
+    assert f"cannot read ID numbers from {missing}" in refused.output
+    empty = CliRunner().invoke(app, [part.format(source="-") for part in command], input="", env={"COLUMNS": "400"})
+    assert empty.exit_code == 2, empty.output
+    assert "stdin was empty" in empty.output

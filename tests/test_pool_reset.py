@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from asyncpg.pool import PoolConnectionProxy
 
+from credex.domain.memo import memo_size
 from credex.node.embedded import EmbeddedPostgres
-from credex.node.store import database
 from credex.node.store.database import PooledConnection, open_pool, takes_session_state
 
 
@@ -90,11 +90,11 @@ async def test_a_statement_seen_before_still_marks_every_connection_that_runs_it
 
 def test_a_long_statement_is_judged_without_being_kept() -> None:
     """Statements built with values in them are judged every time, so the memory of verdicts stays small."""
-    kept = database._judged.cache_info().currsize
+    kept = memo_size(takes_session_state)
     long = "SELECT 1 -- " + "x" * 10000
     assert not takes_session_state(long)
     assert takes_session_state(long + "\nLISTEN credex_test")
-    assert database._judged.cache_info().currsize == kept
+    assert memo_size(takes_session_state) == kept
     locking = f"SELECT pg_advisory_lock(1) -- {uuid.uuid4()}"
     assert takes_session_state(locking) and takes_session_state(locking)
-    assert database._judged.cache_info().currsize == kept + 1
+    assert memo_size(takes_session_state) == kept + 1

@@ -49,6 +49,16 @@ class Wanted:
     # WITHHELD: the exact seqs announced, when they are few enough to keep; None: every seq up to ``upto``
     seqs: frozenset[int] | None = None
 
+    def merged(self, later: Wanted) -> Wanted:
+        """This and ``later`` (of the same origin and why) as one: the highest seq, when first noticed kept,
+        the exact seqs of both while each has them and they stay within :data:`MAX_WITHHELD_SEQS`."""
+        seqs = None if self.seqs is None or later.seqs is None else self.seqs | later.seqs
+        return replace(self, upto=max(self.upto, later.upto), seqs=_bounded(seqs))
+
+
+def _bounded(seqs: frozenset[int] | None) -> frozenset[int] | None:
+    return seqs if seqs is None or len(seqs) <= MAX_WITHHELD_SEQS else None
+
 
 class WantedRanges:
     """The one queue between the floors that notice missing events and sync, which fetches them."""
@@ -61,16 +71,10 @@ class WantedRanges:
         """Say that ``origin``'s log is wanted up to ``upto`` (with a withheld notice: exactly ``seqs``);
         merged with what is already waiting."""
         key = (origin, why)
-        exact = frozenset(seqs) if seqs is not None and why is Why.WITHHELD else None
+        exact = _bounded(frozenset(seqs)) if seqs is not None and why is Why.WITHHELD else None
+        wanted = Wanted(origin, upto, why, held, time.monotonic(), exact)
         waiting = self._entries.get(key)
-        if waiting is None:
-            wanted = Wanted(origin, upto, why, held, time.monotonic(), exact)
-        else:  # first noticed stays as it was
-            merged = None if exact is None or waiting.seqs is None else waiting.seqs | exact
-            wanted = replace(waiting, upto=max(upto, waiting.upto), seqs=merged)
-        if wanted.seqs is not None and len(wanted.seqs) > MAX_WITHHELD_SEQS:
-            wanted = replace(wanted, seqs=None)
-        self._entries[key] = wanted
+        self._entries[key] = wanted if waiting is None else waiting.merged(wanted)
         if why is Why.WITHHELD:
             self._urgent.set()
 

@@ -19,7 +19,6 @@ from credex.node.checks.checking import (
 )
 from credex.node.checks.lifted import LiftedMeasure, acknowledge, lifted_measures, refresh_lifted_metric
 from credex.node.checks.overdue import OverdueFeedback, overdue_feedback, refresh_overdue_metric, watch_overdue
-from credex.node.checks.wire import scale_of
 
 __all__ = [
     "ANSWER_COLUMNS",
@@ -39,6 +38,5 @@ __all__ = [
     "refresh_lifted_metric",
     "refresh_overdue_metric",
     "run_check",
-    "scale_of",
     "watch_overdue",
 ]

@@ -156,23 +156,6 @@ class CatalogueIndex:
             found = self._places[(scenario, province)] = Place(self.catalogue, scenario, region)
         return found
 
-    def verdict(self, record: record_pb2.Record, scenario: str, region: str | None) -> Verdict:
-        """The catalogue's verdict on ``record`` for a unit in ``region`` checking in ``scenario`` (a code)."""
-        return self.place(scenario, region).verdict(record, signature(record))
-
-    def incentives(
-        self,
-        records: list[record_pb2.Record],
-        scenario: str,
-        today: dt.date,
-        subject_type: int,
-        region: str | None,
-    ) -> tuple[Measure, ...]:
-        """The incentives a subject may be offered, given its in-force records of the kinds some trigger names."""
-        place = self.place(scenario, region)
-        judged = [(r, signed, place.verdict(r, signed)) for r in records for signed in (signature(r),)]
-        return place.incentives(judged, today, subject_type)
-
 
 _INDEXES: dict[int, CatalogueIndex] = {}
 

@@ -301,10 +301,10 @@ def checks_of(
     """Who checked a subject, when, for which scenario and purpose (for operators and the subject itself)."""
     if bool(uscc) == bool(person):
         raise typer.BadParameter("give the subject's USCC, or --person with an ID number (not both)", param_hint="USCC")
-    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     request = check_pb2.ListChecksOfSubjectRequest(
         uscc=uscc, person_id=read_person_id(person), page_size=page_size, page_token=page_token, purpose=purpose
     )
+    _, tls = trust_and_tls(config, bundle, federation_key, ca, cert, key)
     ca, cert, key = tls
 
     async def ask() -> check_pb2.ChecksOfSubject:

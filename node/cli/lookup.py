@@ -84,6 +84,7 @@ def lookup(
 
     if bool(uscc) == bool(person):
         raise typer.BadParameter("give the subject's USCC, or --person with an ID number (not both)", param_hint="USCC")
+    person = read_person_id(person)
     leave = lookup_pb2.PersonLeave(
         scenario=scenario,
         requesting_unit_uscc=unit,
@@ -93,7 +94,6 @@ def lookup(
     if not person and leave.ByteSize():
         raise typer.BadParameter("--scenario, --unit, --authorization and --legal-basis are for --person")
     trust, (ca, cert, key) = trust_and_tls(config, bundle, federation_key, ca, cert, key)
-    person = read_person_id(person)
     asked = (
         _person_profile(node, person, leave, trust, purpose, (ca, cert, key))
         if person

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from credex.domain.persons import withhold
+from credex.domain.persons import cannot_hold_ric, withhold
 from credex.errors import CredexError
 from credex.node.metrics import METRICS
 from credex.node.store.database import CONNECTION_LOST
@@ -53,7 +53,6 @@ _INT32 = 2**31 - 1
 # Errors that mean the database is out of reach: retrying entries one by one would not help.
 
 
-_NO_DIGITS = str.maketrans("", "", "0123456789")
 # Texts remembered as holding no ID number (a caller's name, its purpose, subjects asked about): at most this
 # many, each at most _CLEAN_CHARS long, so that callers sending text after distinct text cost a few MB at most.
 _CLEAN_TEXTS = 16384
@@ -81,16 +80,6 @@ class _CleanTexts:
 
 
 _clean = _CleanTexts()
-
-
-def cannot_hold_ric(text: str) -> bool:
-    """Whether ``text`` is plain ASCII with fewer than 17 digits: no folding can make an ID number's shape of it.
-
-    Folding (domain/persons.py) is NFKC, which leaves ASCII as it is, then drops spaces and
-    upper-cases: it makes no digit, and an ID number's shape needs 17. The common text is
-    settled by this one C-speed count; anything else is searched as before.
-    """
-    return text.isascii() and len(text) - len(text.translate(_NO_DIGITS)) < 17
 
 
 def withheld(text: str) -> str:
@@ -172,7 +161,6 @@ class AuditEntry:
             and _fits(self.role, _LIMITS["role"])
             and _fits(self.method, _LIMITS["method"])
             and _kept_whole(self.purpose, _LIMITS["purpose"])
-            and _fits(self.status, _LIMITS["status"])
             and self._varying_fit()
         ):
             return self

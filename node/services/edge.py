@@ -64,7 +64,7 @@ from credex.errors import CredexError
 from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
 from credex.node.services.access import Caller, Callers
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows, cannot_hold_ric
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.trust import TrustProvider
 
@@ -977,7 +977,7 @@ def _auditable_subject(call: Call, sent: str) -> str:
     here; a valid USCC that happens to be all digits is kept. The regular expression runs
     first, so the common call pays no USCC validation.
     """
-    if cannot_hold_ric(sent) or not looks_like_ric(sent):
+    if not looks_like_ric(sent):
         return sent
     try:
         return call.uscc(sent)

@@ -7,7 +7,6 @@ start together do not race.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from importlib import resources
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from credex.domain.memo import recurring
 from credex.errors import CredexError
 
 # A connection taken from a pool or opened directly; the store accepts both.
@@ -125,9 +125,7 @@ async def migrate(conn: Connection, before: int | None = None) -> list[str]:
 _SESSION_STATE = re.compile(r"\bLISTEN\b|advisory_lock|set_config|(?:^|;)\s*SET\s(?!\s*LOCAL\b)", re.IGNORECASE)
 
 
-_JUDGED_CHARS = 8192  # statements longer than this are searched every time rather than kept
-
-
+@recurring(maxsize=1024, key_chars=8192)
 def takes_session_state(query: str) -> bool:
     """Whether ``query`` may leave state in its session (:data:`_SESSION_STATE`), judged once per text.
 
@@ -135,13 +133,6 @@ def takes_session_state(query: str) -> bool:
     credex's statements are a few hundred constant texts run over and over: each is judged
     once. The memory is bounded in entries and in the length of a text kept.
     """
-    if len(query) > _JUDGED_CHARS:
-        return _SESSION_STATE.search(query) is not None
-    return _judged(query)
-
-
-@functools.lru_cache(maxsize=1024)
-def _judged(query: str) -> bool:
     return _SESSION_STATE.search(query) is not None
 
 

@@ -59,14 +59,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 import grpc
 from prometheus_client import Counter
 
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
-from credex.node.chain.wanted import MAX_WITHHELD_SEQS
+from credex.node.chain.wanted import Wanted
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
@@ -129,10 +129,9 @@ class Sync:
         # origin -> a checkpoint claiming more than any member serves
         self._unreachable: dict[str, Unreachable] = {}
         self._settled: set[str] = set()  # origins whose unreachable alarm was resolved since start
-        # origin -> the highest seq a withheld notice announced: Kafka will not bring it, do not wait for it
-        self._withheld: dict[str, int] = {}
-        # origin -> the exact seqs those notices named (None: too many kept, fetch every missing seq up to the highest)
-        self._withheld_seqs: dict[str, frozenset[int] | None] = {}
+        # origin -> what withheld notices announced (the highest seq, and the exact seqs while few enough):
+        # Kafka will not bring it, do not wait for it
+        self._withheld: dict[str, Wanted] = {}
         # endpoint -> the member that refused this node as a peer, while it does; and the endpoints
         # whose FetchEvents worked since start (a refusal alarm left open by a previous run is resolved)
         self._denied: dict[str, str] = {}
@@ -144,10 +143,8 @@ class Sync:
             if want.why is Why.GAP:  # Kafka gets one probe interval from when the gap was seen
                 self._behind.setdefault(want.origin, (want.noticed, want.held))
             elif want.why is Why.WITHHELD:
-                known = self._withheld_seqs.get(want.origin, frozenset())
-                exact = None if known is None or want.seqs is None else known | want.seqs
-                self._withheld_seqs[want.origin] = exact if exact is None or len(exact) <= MAX_WITHHELD_SEQS else None
-                self._withheld[want.origin] = max(want.upto, self._withheld.get(want.origin, 0))
+                known = self._withheld.get(want.origin)
+                self._withheld[want.origin] = want if known is None else known.merged(want)
             else:  # a checkpoint or a revocation root beyond what is held
                 self._wanted[want.origin] = max(want.upto, self._wanted.get(want.origin, 0))
 
@@ -163,7 +160,8 @@ class Sync:
 
     def withheld(self, origin: str) -> int | None:
         """The seq of ``origin`` that withheld notices announced and sync has yet to fetch, if any."""
-        return self._withheld.get(origin)
+        known = self._withheld.get(origin)
+        return None if known is None else known.upto
 
     def unreachable(self, origin: str) -> Unreachable | None:
         """The checkpoint of ``origin`` no member serves the events of, if any."""
@@ -215,8 +213,8 @@ class Sync:
         if source is None:
             self._behind.pop(origin, None)
             return 0
-        if origin in self._withheld:  # a notice is unsigned: it cannot announce more than is served
-            self._withheld[origin] = min(self._withheld[origin], head)
+        if known := self._withheld.get(origin):  # a notice is unsigned: it cannot announce more than is served
+            self._withheld[origin] = replace(known, upto=min(known.upto, head))
         head, sources = await self._target(origin, head, source)
         if head <= contiguous:
             self._behind.pop(origin, None)
@@ -224,7 +222,8 @@ class Sync:
             return 0
         now = time.monotonic()
         since, seen = self._behind.get(origin, (now, -1))
-        withheld = self._withheld.get(origin, 0)
+        announced = self._withheld.get(origin)
+        withheld = 0 if announced is None else announced.upto
         if contiguous != seen:  # first probe behind, or Kafka made progress: Kafka gets one more probe
             self._behind[origin] = (now, contiguous)
             stalled = False
@@ -238,7 +237,7 @@ class Sync:
             # lies below the announced seq a lagging partition may still be bringing, and what lies beyond
             # it Kafka is bringing: fetching those too would be replays. So just the seqs announced.
             upto = withheld
-            exact = self._withheld_seqs.get(origin)
+            exact = None if announced is None else announced.seqs
             only = None if exact is None else frozenset(s for s in exact if contiguous < s <= head)
         else:
             return 0
@@ -252,7 +251,6 @@ class Sync:
 
     def _forget_withheld(self, origin: str) -> None:
         self._withheld.pop(origin, None)
-        self._withheld_seqs.pop(origin, None)
 
     async def _target(self, origin: str, head: int, source: str) -> tuple[int, list[str]]:
         """How far to fetch ``origin``'s log, and from whom: up to its checkpoints, as far as anyone serves."""

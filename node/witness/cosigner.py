@@ -35,8 +35,8 @@ from credex.errors import CredexError
 from credex.node.chain import LogBook
 from credex.node.config import NodeConfig
 from credex.node.store import events as state
+from credex.node.witness.wire import MAX_PROOF_LINES
 
-MAX_PROOF = 63  # hashes in a consistency proof; tlog-witness's bound
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
@@ -186,8 +186,10 @@ class Witness:
             raise WitnessRefused(
                 "NOT_FOUND", f"{self.me} does not witness {origin}'s log (trust bundle version {bundle.version})"
             )
-        if len(proof) > MAX_PROOF or any(len(h) != 32 for h in proof):
-            raise WitnessRefused("INVALID_ARGUMENT", f"a consistency proof is at most {MAX_PROOF} hashes of 32 bytes")
+        if len(proof) > MAX_PROOF_LINES or any(len(h) != 32 for h in proof):
+            raise WitnessRefused(
+                "INVALID_ARGUMENT", f"a consistency proof is at most {MAX_PROOF_LINES} hashes of 32 bytes"
+            )
         try:
             note = note_bytes.decode("utf-8")
         except UnicodeDecodeError:

@@ -21,20 +21,19 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from credex.crypto.checkpoint import MAX_NOTE, log_name
+from credex.crypto.checkpoint import MAX_NOTE, SIGNATURE_PREFIX, log_name
 from credex.crypto.merkle import HASH_SIZE
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 
 PATH = "/add-checkpoint"  # under the witness's submission prefix
 SIZE_TYPE = "text/x.tlog.size"  # a 409's body: the size this witness last cosigned
-MAX_PROOF_LINES = 63
+MAX_PROOF_LINES = 63  # hashes in a consistency proof: tlog-witness's bound
 _MAX_SIZE_DIGITS = 19  # tree sizes are PostgreSQL bigints
 _PROOF_LINE = 4 * ((HASH_SIZE + 2) // 3) + 1  # base64 of 32 bytes and its newline
 # The old size line, the proof, the empty line, and a note: at most MAX_NOTE characters, of which a
 # signature line's em dash takes 3 bytes in UTF-8 (a longer one is refused once decoded anyway).
 MAX_BODY = len(f"old {'9' * _MAX_SIZE_DIGITS}\n") + MAX_PROOF_LINES * _PROOF_LINE + 1 + 3 * MAX_NOTE
-_SIGNATURE_PREFIX = "\u2014 "
 MAX_ANSWER = MAX_NOTE  # a 200's cosignature lines: more could not be merged into a note anyway
 
 
@@ -124,7 +123,7 @@ def read_cosignatures(body: bytes) -> list[str]:
     if not text or not text.endswith("\n"):
         raise WireError("the answer is one or more signature lines, each ending in a newline")
     lines = [line + "\n" for line in text[:-1].split("\n")]
-    if any(not line.startswith(_SIGNATURE_PREFIX) for line in lines):
+    if any(not line.startswith(SIGNATURE_PREFIX) for line in lines):
         raise WireError("every line of the answer starts with an em dash and a space (a note signature line)")
     return lines
 
