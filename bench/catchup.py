@@ -31,7 +31,7 @@ from bench.common import (
 from bench.complete import holds_whole_log
 from bench.cpu import Breakdown
 from credex.adapters.samples import synth
-from credex.node.embedded import EmbeddedBroker, _postmaster_pid
+from credex.node.embedded import EmbeddedBroker
 
 
 async def main(rows: int, profile: bool) -> None:
@@ -47,7 +47,7 @@ async def main(rows: int, profile: bool) -> None:
             print(f"{report.new:,} events of 310000 signed, stored and checkpointed; starting 320000", flush=True)
             with EmbeddedBroker(running.root / "empty-broker") as empty:
                 limit_before = raw_ed25519()
-                breakdown = Breakdown(_postmaster_pid(running.postgres.directory), running.broker.pid)
+                breakdown = Breakdown(running.postgres.pid, running.broker.pid)
                 started = time.perf_counter()
                 with breakdown if profile else contextlib.nullcontext():
                     peer = await start_node(

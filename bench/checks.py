@@ -147,7 +147,7 @@ async def main(
                 flush=True,
             )
             tls, codes = members.layout.client_tls(), [code for code, _ in people]
-            fragments = [name[2:5] for _, name in random.Random(2).sample(people, 2000)]
+            fragments = [name[2:5] for _, name in random.Random(2).sample(people, min(2000, len(people)))]
             keys_of = {
                 "profile": codes,
                 "check1": [UNIT, *codes],

@@ -36,6 +36,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.cpu import cpu_of_tree
 from credex.adapters.profile import Profile
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -246,18 +247,10 @@ def postgres_cpu(postgres: EmbeddedPostgres) -> float:
     Pooled connections live through a benchmark, so the difference of two readings is
     what the database spent between them (a backend that ended in between is lost).
     """
-    postmaster = int((postgres.directory / "postmaster.pid").read_text().split("\n", 1)[0])
-    tick = os.sysconf("SC_CLK_TCK")
-    used = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = stat.read_text().split(" (", 1)
-        except OSError:
-            continue  # ended meanwhile
-        fields = rest.rsplit(") ", 1)[1].split()
-        if int(pid) == postmaster or int(fields[1]) == postmaster:  # fields[1]: the parent's pid
-            used += int(fields[11]) + int(fields[12])  # utime, stime
-    return used / tick
+    postmaster = postgres.pid
+    if postmaster is None:
+        raise RuntimeError(f"no PostgreSQL server runs in {postgres.directory}")
+    return sum(cpu_of_tree(postmaster).values())
 
 
 @dataclass

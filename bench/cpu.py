@@ -74,7 +74,8 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _cpu_of_tree(pid: int) -> dict[int, float]:
+def cpu_of_tree(pid: int) -> dict[int, float]:
+    """CPU seconds so far of ``pid`` and of every process below it, by pid (Linux)."""
     seconds: dict[int, float] = {}
     for member in _tree(pid):
         try:
@@ -122,7 +123,7 @@ class Breakdown:
         me = os.getpid()
         threads = _threads()
         loop = threads.pop(threading.get_native_id(), 0.0)
-        workers = _cpu_of_tree(me)
+        workers = cpu_of_tree(me)
         workers.pop(me, None)
         seen = {
             "event-loop thread": loop,
@@ -130,9 +131,9 @@ class Breakdown:
             "signature worker processes": sum(workers.values()),
         }
         if self.postgres_pid:
-            seen["PostgreSQL (server and backends)"] = sum(_cpu_of_tree(self.postgres_pid).values())
+            seen["PostgreSQL (server and backends)"] = sum(cpu_of_tree(self.postgres_pid).values())
         if self.broker_pid:
-            seen["broker"] = sum(_cpu_of_tree(self.broker_pid).values())
+            seen["broker"] = sum(cpu_of_tree(self.broker_pid).values())
         return seen
 
     def _time_statements(self) -> None:

@@ -41,7 +41,6 @@ from bench.common import (
 from bench.complete import holds_whole_log
 from bench.cpu import Breakdown
 from credex.adapters.samples import synth
-from credex.node.embedded import _postmaster_pid
 
 
 async def main(rows: int, profile: bool) -> None:
@@ -55,7 +54,7 @@ async def main(rows: int, profile: bool) -> None:
             print(f"{report.new:,} events of 310000 on the broker; starting 320000", flush=True)
             # Sync stays out of the way: this measures the Kafka path.
             limit_before = raw_ed25519()
-            breakdown = Breakdown(_postmaster_pid(running.postgres.directory), running.broker.pid)
+            breakdown = Breakdown(running.postgres.pid, running.broker.pid)
             watching = breakdown if profile else contextlib.nullcontext()
             started = time.perf_counter()
             with watching:

@@ -215,6 +215,11 @@ class EmbeddedPostgres:
             raise EmbeddedServiceError("embedded PostgreSQL is not started")
         return str(self._server.get_uri(database))  # type: ignore[attr-defined]
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid, from its data folder (None while no server runs there)."""
+        return _postmaster_pid(self.directory)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()  # type: ignore[attr-defined]

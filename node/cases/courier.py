@@ -256,7 +256,7 @@ class CaseCourier:
         await self.desk.note_overdue()
         raised, _ = await lateness.alarm_late_cases(self.desk, self.alarms)
         late = await propagation.late_repairs(self.desk)
-        still_late = {(case_id, peer) for case_id, peers, _ in late for peer in peers}
+        still_late: set[tuple[object, ...]] = {(case_id, peer) for case_id, peers, _ in late for peer in peers}
         async with self.pool.acquire() as conn:
             for case_id, peers, due in late:
                 for peer in peers:
@@ -270,19 +270,13 @@ class CaseCourier:
                         {"case_id": case_id, "peer": peer, "due_on": due.isoformat(), "seen": _now()},
                         key={"case_id": case_id, "peer": peer},
                     )
-            confirmed = [
-                int(alarm["id"])
-                for alarm in await conn.fetch(
-                    "SELECT id, evidence->>'case_id' AS case_id, evidence->>'peer' AS peer FROM alarms"
-                    " WHERE kind = $1 AND cleared_at IS NULL",
-                    AlarmKind.REPAIR_UNCONFIRMED,
-                )
-                if (alarm["case_id"], alarm["peer"]) not in still_late
-            ]
-            if confirmed:
-                await self.alarms.resolve_ids(
-                    conn, AlarmKind.REPAIR_UNCONFIRMED, confirmed, "the peer confirmed the repair (or the case closed)"
-                )
+            await self.alarms.resolve_all_but(
+                conn,
+                AlarmKind.REPAIR_UNCONFIRMED,
+                still_late,
+                ("case_id", "peer"),
+                "the peer confirmed the repair (or the case closed)",
+            )
         return raised
 
 

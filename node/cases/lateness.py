@@ -16,7 +16,6 @@ list`` shows.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import TYPE_CHECKING
 
 from credex.domain.workdays import working_days_between
@@ -59,7 +58,7 @@ async def alarm_late_cases(desk: CaseDesk, alarms: Alarms) -> tuple[int, int]:
             " WHERE at_origin AND closed_at IS NULL AND due_on < $1 ORDER BY due_on, case_id",
             today,
         )
-        current = set()
+        current: set[tuple[object, ...]] = set()
         for row in late:
             deadline = deadline_of(row["state"])
             due: dt.date = row["due_on"]
@@ -82,18 +81,12 @@ async def alarm_late_cases(desk: CaseDesk, alarms: Alarms) -> tuple[int, int]:
                 evidence,
                 key,
             )
-        moved_on = []
-        for alarm in await conn.fetch(
-            "SELECT id, evidence FROM alarms WHERE origin = $1 AND kind = $2 AND cleared_at IS NULL",
-            desk.origin,
+        resolved = await alarms.resolve_all_but(
+            conn,
             AlarmKind.CASE_LATE,
-        ):
-            evidence = json.loads(alarm["evidence"])
-            if (evidence.get("case_id"), evidence.get("deadline"), evidence.get("due_on")) not in current:
-                moved_on.append(int(alarm["id"]))
-        resolved = 0
-        if moved_on:
-            resolved = await alarms.resolve_ids(
-                conn, AlarmKind.CASE_LATE, moved_on, "the case moved on: decided, extended or closed"
-            )
+            current,
+            ("case_id", "deadline", "due_on"),
+            "the case moved on: decided, extended or closed",
+            origin=desk.origin,
+        )
     return raised, resolved

@@ -195,6 +195,30 @@ class Alarms:
         )
         return int(status.rsplit(" ", 1)[1])
 
+    async def resolve_all_but(
+        self,
+        conn: Connection,
+        kind: AlarmKind,
+        current: set[tuple[object, ...]],
+        key: tuple[str, ...],
+        note: str,
+        origin: str | None = None,
+    ) -> int:
+        """Close the open alarms of a non-freezing ``kind`` (on ``origin``, or any) whose cause has gone: those
+        whose evidence, read at the fields ``key``, is not in ``current``, the causes found still there.
+        The other half of :meth:`raise_once_per`, whose ``key`` the same fields are; return how many."""
+        gone = [
+            int(alarm["id"])
+            for alarm in await conn.fetch(
+                "SELECT id, evidence FROM alarms WHERE kind = $1 AND cleared_at IS NULL"
+                " AND ($2::text IS NULL OR origin = $2)",
+                kind,
+                origin,
+            )
+            if tuple(json.loads(alarm["evidence"]).get(field) for field in key) not in current
+        ]
+        return await self.resolve_ids(conn, kind, gone, note) if gone else 0
+
     async def resolve(self, conn: Connection, origin: str, kind: AlarmKind, note: str) -> int:
         """Close open alarms of a non-freezing ``kind`` on ``origin`` whose cause has gone; return how many."""
         if kind.freezes:
