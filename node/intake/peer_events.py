@@ -293,18 +293,29 @@ class Intake:
                     await state.analyze_after_bulk_load(conn)
         return result
 
-    @contextlib.contextmanager
-    def _taking(self, batches: Sequence[Checked]) -> Iterator[None]:
-        """Count the seqs of ``batches`` as being applied while the block runs."""
+    def _count_applying(self, batches: Sequence[Checked]) -> list[tuple[str, Counter[int]]]:
+        """Count the seqs of ``batches`` as being applied, until :meth:`_release` is given what this returns."""
         seqs = [(b.origin, Counter(e.seq for e in b.events)) for b in batches]
         for origin, counted in seqs:
             self._applying[origin].update(counted)
+        return seqs
+
+    def _release(self, seqs: list[tuple[str, Counter[int]]]) -> None:
+        for origin, counted in seqs:
+            self._applying[origin].subtract(counted)
+            self._applying[origin] = +self._applying[origin]
+
+    @contextlib.contextmanager
+    def _taking(self, batches: Sequence[Checked]) -> Iterator[None]:
+        """Count the seqs of ``batches`` as being applied while the block runs."""
+        seqs = self._count_applying(batches)
         try:
             yield
         finally:
-            for origin, counted in seqs:
-                self._applying[origin].subtract(counted)
-                self._applying[origin] = +self._applying[origin]
+            self._release(seqs)
+
+    def _released(self, seqs: list[tuple[str, Counter[int]]], _done: asyncio.Task[None]) -> None:
+        self._release(seqs)
 
     def applying(self, origin: str) -> frozenset[int]:
         """The seqs of ``origin`` verified and being stored now: held once their transaction commits.
@@ -538,9 +549,8 @@ class Intake:
         notices: dict[str, list[int]],
         offsets: dict[TopicPartition, int],
     ) -> None:
-        with self._taking(checked):  # all of them until the last is stored, not each from its own turn
-            for batch in checked:
-                await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
+        for batch in checked:  # counted as applying since they were verified (the consumer took them)
+            await self.apply(batch, f"kafka:{events_topic(batch.origin)}")
         if notices:
             await self._take_notices(notices)
         if notes:  # after the events they may cover; refused ones recorded together
@@ -635,13 +645,24 @@ class Intake:
                         else:
                             notes.extend((origin, m.value or b"") for m in messages)
                         offsets[tp] = messages[-1].offset + 1
-                    checked = [await self.check(origin, values) for origin, values in by_origin.items()]
-                    if storing is not None:
-                        with self._taking(checked):  # verified, waiting for the batch before to be stored
+                    # Each batch counts as applying from the moment it is verified until the task that
+                    # stores it is done, however it ends (even cancelled before its first step), so sync
+                    # never fetches what this loop holds verified and waiting.
+                    checked: list[Checked] = []
+                    taken: list[tuple[str, Counter[int]]] = []
+                    try:
+                        for origin, values in by_origin.items():
+                            checked.append(await self.check(origin, values))
+                            taken += self._count_applying(checked[-1:])
+                        if storing is not None:
                             await storing
+                    except BaseException:
+                        self._release(taken)
+                        raise
                     storing = asyncio.create_task(
                         self._store_and_commit(consumer, checked, notes, dict(notices), offsets)
                     )
+                    storing.add_done_callback(partial(self._released, taken))
                 if storing is not None:  # members changed: finish and commit what was read
                     await storing
                     storing = None
