@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import asyncpg
 import h11
@@ -53,7 +51,8 @@ from credex.domain.regions import is_origin_code
 from credex.node.chain import CheckpointKeeper
 from credex.node.config import NodeConfig
 from credex.node.services.access import Caller, caller_of
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.audit_trail import AuditLog
+from credex.node.services.http_answer import Answer, audited, text
 from credex.node.services.server import ServerError
 from credex.node.services.witness_http import WitnessEndpoint
 from credex.node.store import tiles
@@ -67,19 +66,6 @@ _IMMUTABLE = "public, max-age=31536000, immutable"
 _SHORT = "public, max-age=5"
 _CHECKPOINT = "no-cache"
 METHOD = "tiles.GET"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    cache: str = "no-store"
-    headers: tuple[tuple[str, str], ...] = ()  # beyond the ones every answer has
-
-
-def _text(status: int, message: str) -> Answer:
-    return Answer(status, (message + "\n").encode())
 
 
 def server_ssl(config: NodeConfig) -> ssl.SSLContext | None:
@@ -254,62 +240,44 @@ class TileServer:
                 self.witness.dropped(caller, type(exc).__name__)
                 raise
             reply = await self.witness.answer(caller, body)
-        return Answer(reply.status, reply.body, reply.content_type)
+        return reply
 
     # -- what is asked ------------------------------------------------------------------
 
     async def _answer(self, caller: Caller, request: h11.Request) -> Answer:
         path = request.target.decode("ascii", errors="replace")
         if request.method not in (b"GET", b"HEAD"):
-            answer = _text(405, "only GET and HEAD")
+            answer = text(405, "only GET and HEAD")
         elif _has_body(request):
-            answer = _text(400, "a GET carries no body")
+            answer = text(400, "a GET carries no body")
         else:
             try:
                 answer = await self._resolve(caller, path)
             except Exception:
                 log.exception("tile server: %s failed", path[:200])
-                answer = _text(500, "the node could not answer; see its log")
-        entry = AuditEntry(
-            caller=caller.identity,
-            role=caller.role,
-            method=METHOD,
-            subject_id="",
-            purpose="",
-            answered=len(answer.body) if answer.status == 200 else 0,
-            status=str(answer.status),
-            at=dt.datetime.now(dt.UTC),
-            detail=path,
-        )
-        if answer.status != 200:
-            self.audit.note(entry)
-            return answer
-        try:
-            await self.audit.record(entry)  # no trail, no answer
-        except AuditUnavailable as exc:
-            return _text(503, f"not answered: {exc}")
-        return answer
+                answer = text(500, "the node could not answer; see its log")
+        return await audited(self.audit, caller, METHOD, answer, path, carries=answer.status == 200)
 
     async def _resolve(self, caller: Caller, path: str) -> Answer:
         origin, _, rest = path.removeprefix("/").partition("/")
         if not path.startswith("/") or not is_origin_code(origin):
-            return _text(404, "paths are /<origin>/checkpoint and /<origin>/tile/...")
+            return text(404, "paths are /<origin>/checkpoint and /<origin>/tile/...")
         if rest == "checkpoint":
             held = await self.keeper.latest(origin)
             if held is None:
-                return _text(404, f"no checkpoint of {origin} is held")
+                return text(404, f"no checkpoint of {origin} is held")
             return Answer(200, held.note.encode(), cache=_CHECKPOINT)
         request = parse_tile_path(rest)
         if request is None:
-            return _text(404, "not a tlog-tiles path")
+            return text(404, "not a tlog-tiles path")
         cache = _IMMUTABLE if request.width == TILE_WIDTH else _SHORT
         if request.level is None:
             if not caller.may_exchange:
-                return _text(403, "entry bundles carry records: only peers and operators may read them")
+                return text(403, "entry bundles carry records: only peers and operators may read them")
             async with self.pool.acquire() as conn:
                 envelopes = await tiles.entries(conn, origin, request.index, request.width)
             if envelopes is None:
-                return _text(404, f"{origin}'s log does not hold that entry bundle")
+                return text(404, f"{origin}'s log does not hold that entry bundle")
             oversize = next((i for i, e in enumerate(envelopes) if len(e) > MAX_ENTRY), None)
             if oversize is not None:
                 return _oversize(origin, request.index * TILE_WIDTH + oversize + 1, len(envelopes[oversize]))
@@ -323,7 +291,7 @@ class TileServer:
             book.keep(origin, found, inner)
             content = book.tile(origin, tile, request.width) or found.get(tile, b"")[: request.width * HASH_SIZE]
         if len(content) < request.width * HASH_SIZE:
-            return _text(404, f"{origin}'s log does not hold that tile")
+            return text(404, f"{origin}'s log does not hold that tile")
         return Answer(200, content, "application/octet-stream", cache)
 
 

@@ -20,10 +20,8 @@ waiting, with the same detail as the gRPC call's row.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import asyncpg
 from prometheus_client import Counter
@@ -32,26 +30,19 @@ from credex.crypto.trust import TrustBundle
 from credex.node.chain import LogBook
 from credex.node.config import NodeConfig
 from credex.node.services.access import Caller
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.audit_trail import AuditLog
+from credex.node.services.http_answer import Answer, audit_entry, audited, text
 from credex.node.services.witness_service import asked_of, submitter_refusal
 from credex.node.witness import WitnessRefused, node_witness, wire
 
 log = logging.getLogger(__name__)
 
 METHOD = "AddCheckpoint"  # the audit trail's name for it, over either wire
-TEXT = "text/plain; charset=utf-8"
 REQUESTS = Counter(
     "credex_witness_http_requests",
     "add-checkpoint requests over HTTP by the status answered (dropped: the body never came whole)",
     ["origin", "status"],
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: bytes
-    content_type: str = TEXT
 
 
 class WitnessEndpoint:
@@ -67,7 +58,7 @@ class WitnessEndpoint:
         self.witness = node_witness(config, pool, bundle, logbook)
         self.audit = audit
 
-    def admit(self, caller: Caller, method: bytes, length: int | None) -> Reply | None:
+    def admit(self, caller: Caller, method: bytes, length: int | None) -> Answer | None:
         """The refusal the request's head earns, before its body is read; None: read the body.
 
         ``length`` is the declared Content-Length (None when the body is chunked).
@@ -80,7 +71,7 @@ class WitnessEndpoint:
             return self._refused(caller, 413, f"an add-checkpoint body is at most {wire.MAX_BODY} bytes", "")
         return None
 
-    async def answer(self, caller: Caller, body: bytes | None) -> Reply:
+    async def answer(self, caller: Caller, body: bytes | None) -> Answer:
         """Judge one request's body (None: it ran past :data:`~credex.node.witness.wire.MAX_BODY` unread)."""
         if body is None:
             return self._refused(caller, 413, f"an add-checkpoint body is at most {wire.MAX_BODY} bytes", "")
@@ -100,40 +91,27 @@ class WitnessEndpoint:
             log.exception("witness: add-checkpoint of %s failed", asked)
             return self._refused(caller, 500, "the witness could not answer; see its log", f"failed {asked}")
         if outcome.conflict:
-            reply = Reply(409, wire.size_body(outcome.witness_size), wire.SIZE_TYPE)
+            answer = Answer(409, wire.size_body(outcome.witness_size), wire.SIZE_TYPE)
             detail = f"conflict {asked}: witness holds {outcome.witness_size}"
         else:
-            reply = Reply(200, wire.cosignature_body(outcome.lines))
+            answer = Answer(200, wire.cosignature_body(outcome.lines))
             detail = f"cosigned {asked}"
-        try:
-            await self.audit.record(self._entry(caller, reply, detail, answered=True))  # no trail, no answer
-        except AuditUnavailable as exc:
-            return self._counted(Reply(503, f"not answered: {exc}\n".encode()))
-        return self._counted(reply)
+        return self._counted(await audited(self.audit, caller, METHOD, answer, f"http {detail}", carries=True))
 
     def dropped(self, caller: Caller, why: str) -> None:
         """A request whose body never came whole (the connection closed, or the time ran out): counted, noted."""
         REQUESTS.labels(self.origin, "dropped").inc()
-        self.audit.note(self._entry(caller, Reply(400, b""), f"dropped: {why}"))
+        self.audit.note(audit_entry(caller, METHOD, Answer(400, b""), f"http dropped: {why}", carries=False))
 
-    def _refused(self, caller: Caller, status: int, message: str, detail: str) -> Reply:
-        reply = Reply(status, (message + "\n").encode())
-        self.audit.note(self._entry(caller, reply, f"{detail}: {message}" if detail else message))
-        return self._counted(reply)
-
-    def _counted(self, reply: Reply) -> Reply:
-        REQUESTS.labels(self.origin, str(reply.status)).inc()
-        return reply
-
-    def _entry(self, caller: Caller, reply: Reply, detail: str, *, answered: bool = False) -> AuditEntry:
-        return AuditEntry(
-            caller=caller.identity,
-            role=caller.role,
-            method=METHOD,
-            subject_id="",
-            purpose="",
-            answered=len(reply.body) if answered else 0,
-            status=str(reply.status),
-            at=dt.datetime.now(dt.UTC),
-            detail=f"http {detail}",
+    def _refused(self, caller: Caller, status: int, message: str, detail: str) -> Answer:
+        answer = text(status, message)
+        self.audit.note(
+            audit_entry(
+                caller, METHOD, answer, f"http {detail}: {message}" if detail else f"http {message}", carries=False
+            )
         )
+        return self._counted(answer)
+
+    def _counted(self, answer: Answer) -> Answer:
+        REQUESTS.labels(self.origin, str(answer.status)).inc()
+        return answer
