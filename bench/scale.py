@@ -57,6 +57,7 @@ from bench.common import (
 from bench.lookup import start_echo
 from bench.scale_store import BUILD_NICENESS, bulk_load, fill, give_way
 from credex.crypto.tiles import TILE_WIDTH, tile_path
+from credex.crypto.tls import client_context
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker
 from credex.node.runtime import Node
@@ -206,8 +207,7 @@ def _tile_load(
 
     async def measure() -> LoadResult:
         ca, cert, key = tls
-        context = ssl.create_default_context(cafile=str(ca))
-        context.load_cert_chain(cert, key)
+        context = client_context(ca, cert, key)
         rng = random.Random(3)
         async with httpx.AsyncClient(
             base_url=f"https://127.0.0.1:{port}", verify=context, limits=httpx.Limits(max_connections=concurrency)

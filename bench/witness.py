@@ -14,7 +14,6 @@ same run.
 from __future__ import annotations
 
 import argparse
-import ssl
 import time
 
 import httpx
@@ -23,6 +22,7 @@ from bench.common import federation, line, raw_ed25519, run, services, start_nod
 from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.merkle import MerkleTree, leaf_hash
+from credex.crypto.tls import client_context
 from credex.crypto.trust import WitnessPolicy
 from credex.node.channels import open_channel
 from credex.node.witness import Witness, wire
@@ -70,8 +70,7 @@ async def main(checkpoints: int) -> None:
                 over_grpc = checkpoints / (time.perf_counter() - started)
 
             assert node.tiles is not None
-            context = ssl.create_default_context(cafile=ca)
-            context.load_cert_chain(tls / "node.crt", tls / "node.key")
+            context = client_context(ca, tls / "node.crt", tls / "node.key")
             async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{node.tiles.port}", verify=context) as http:
                 started = time.perf_counter()
                 for n in range(2 * checkpoints + 1, 3 * checkpoints + 1):

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,20 @@ from credex.errors import CredexError
 
 class CertificateError(CredexError, ValueError):
     """A file or value is not a PEM X.509 certificate."""
+
+
+def client_context(
+    ca: Path | str | None, cert: Path | str | None = None, key: Path | str | None = None
+) -> ssl.SSLContext:
+    """A TLS client context that trusts ``ca`` (None: the system's CAs) and shows ``cert`` when given with its key.
+
+    For every client the node and its tools open to something that is not gRPC: peers' HTTPS
+    (witnesses, tiles), an auditor's tile reads, the Kafka bus.
+    """
+    context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def spki_sha256(cert_pem: bytes) -> str:

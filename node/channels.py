@@ -9,13 +9,13 @@ server name the node's certificate does not list).
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 
+from credex.crypto.tls import client_context
 from credex.errors import CredexError
 from credex.v1 import exchange_pb2_grpc, log_pb2_grpc, lookup_pb2_grpc, witness_pb2_grpc
 
@@ -59,11 +59,7 @@ class PeerChannels:
     def https(self) -> httpx.AsyncClient:
         """The client for peers' HTTPS endpoints (witnesses' tlog-witness): the same CA and certificate as gRPC."""
         if self._https is None:
-            ca, cert, key = self._tls
-            context = ssl.create_default_context(cafile=ca)
-            if cert is not None and key is not None:
-                context.load_cert_chain(cert, key)
-            self._https = httpx.AsyncClient(verify=context, follow_redirects=False)
+            self._https = httpx.AsyncClient(verify=client_context(*self._tls), follow_redirects=False)
         return self._https
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:

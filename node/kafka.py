@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import ssl
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -30,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 from google.protobuf.message import DecodeError
 
+from credex.crypto.tls import client_context
 from credex.domain.audience import PUBLIC_ROLE, kind_shown_to
 from credex.node.config import NodeConfig
 from credex.node.store.database import RETRYABLE as DATABASE_RETRYABLE
@@ -62,9 +62,7 @@ def client_kwargs(config: NodeConfig, bootstrap_servers: str) -> dict[str, Any]:
     bus = config.bus
     kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap_servers}
     if bus.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=str(bus.ssl_cafile) if bus.ssl_cafile else None)
-        if bus.ssl_certfile and bus.ssl_keyfile:
-            context.load_cert_chain(str(bus.ssl_certfile), str(bus.ssl_keyfile))
+        context = client_context(bus.ssl_cafile, bus.ssl_certfile, bus.ssl_keyfile)
         kwargs.update(security_protocol=bus.security_protocol, ssl_context=context)
     if bus.security_protocol == "SASL_SSL":
         kwargs.update(

@@ -226,15 +226,12 @@ def audit(
     async def run() -> AuditReport:
         last = remembered.get(origin, {}) if state else None
         if over == "http":
-            import ssl
-
             import httpx
 
-            context = None
-            if ca is not None:  # HTTPS with the federation CA, and our certificate when we have one
-                context = ssl.create_default_context(cafile=ca)
-                if cert is not None and key is not None:
-                    context.load_cert_chain(cert, key)
+            from credex.crypto.tls import client_context
+
+            # HTTPS with the federation CA, and our certificate when we have one
+            context = None if ca is None else client_context(ca, cert, key)
             base = f"{'https' if context else 'http'}://{node}"
             async with httpx.AsyncClient(base_url=base, verify=context or False) as client:
                 return await audit_origin_over_tiles(client, origin, trust, last)
