@@ -9,7 +9,9 @@ builds a hundredth of that. Every event is honestly signed by its origin's key:
 synthetic rows → national profile → the ledger's signing, in worker processes, one
 per core → the ledger's own store step (COPY, tiles grown in the same transactions),
 see :mod:`bench.scale_store`. The store is built by a child process, so the serving
-node's resident memory is its own and not the builder's.
+node's resident memory is its own and not the builder's. The built history counts as
+already published, as a broker's retention would have it: the broker holds only what
+the serving node publishes, and older events reach a member by catch-up (measured).
 
 Then, with Shanghai's log first at its small size (100,000 × scale, at least
 1,000) and then at its full size, the node is started in this process and
@@ -55,7 +57,7 @@ from bench.common import (
     start_node,
 )
 from bench.lookup import start_echo
-from bench.scale_store import BUILD_NICENESS, bulk_load, fill, give_way
+from bench.scale_store import BUILD_NICENESS, bulk_load, fill, give_way, history_published
 from credex.crypto.tiles import TILE_WIDTH, tile_path
 from credex.crypto.tls import client_context
 from credex.node.demo.federation import LocalFederation
@@ -99,7 +101,10 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int], until: f
 
     async def grow() -> None:
         members = LocalFederation(Path(root), [OWN, *PEERS, FRESH], tls=True)
-        node = await members.start_node(OWN, **overrides)
+        # Storing only: no relay, intake or sync (the relay would put the whole history on the broker).
+        node = Node(members.config(OWN, **overrides))
+        await node.start(serve=False, exchange=False)
+        members.nodes[OWN] = node
         assert node.pool is not None
         niced = asyncio.create_task(give_way(node.pool))
         try:
@@ -116,7 +121,9 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int], until: f
                             f"  {origin} stopped at {reached:,} of {want:,} events: the build's time ran out",
                             flush=True,
                         )
-                    if origin != OWN:  # this node holds the peer's log; only the peer signs more of it
+                    if origin == OWN:
+                        await history_published(node.pool, OWN)
+                    else:  # this node holds the peer's log; only the peer signs more of it
                         async with node.pool.acquire() as conn:
                             await conn.execute("DELETE FROM ledger_head WHERE origin = $1", origin)
             async with node.pool.acquire() as conn:  # what national size costs on disk

@@ -162,6 +162,25 @@ async def give_way(pool: asyncpg.Pool, every: float = 2.0) -> None:
         await asyncio.sleep(every)
 
 
+async def history_published(pool: asyncpg.Pool, origin: str) -> None:
+    """Count ``origin``'s log as published up to its head, with no broker message to check it by.
+
+    A national broker keeps days of a log, not its history (the relay tells retention
+    apart from a lost log); a member that needs older events fetches them over gRPC,
+    which the benchmark measures as catch-up. Without this the serving node's relay
+    would first put the whole built history on the bench's in-memory broker: at
+    ``--scale 1`` more than 10 GB of it, and CPU taken from the measured calls.
+    """
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO relay_outbox (origin, published_seq, published_at)"
+            " SELECT $1, coalesce(max(seq), 0), now() FROM events WHERE origin = $1"
+            " ON CONFLICT (origin) DO UPDATE SET published_seq = EXCLUDED.published_seq,"
+            " published_at = EXCLUDED.published_at, sentinel_event_id = NULL",
+            origin,
+        )
+
+
 class Signers:
     """One signing worker per core; stopped at once when the fill is (a chunk half-signed is worth nothing).
 

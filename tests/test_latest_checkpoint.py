@@ -8,6 +8,7 @@ lost listening connection is replaced.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -170,3 +171,26 @@ async def test_listening_resumes_with_memory_started_afresh_when_its_connection_
         await eventually(newest)
     finally:
         await pool.close()
+
+
+async def test_proofs_asked_at_once_with_nothing_in_memory_are_all_answered_by_a_small_pool(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    """A proof reads the latest checkpoint on the connection it holds: many at once cannot empty the pool.
+
+    When each held its first connection while waiting for a second, as many calls as the pool
+    had free connections waited for ever (until their deadlines), and every call behind them too.
+    """
+    node = await federation.start_node("310000", database={"pool_max": 4}, **QUIET_SIGNER)
+    await eventually(lambda: listening(node))
+    size = await take_in(node, tmp_path, 5)
+    assert (await node.keeper.sign_own()) is not None
+    node.logbook.latest.forget()  # as after a start, or news of another replica's checkpoint
+    async with peer_channel(federation, node, "320000") as channel:
+        log = log_pb2_grpc.LogServiceStub(channel)
+        calls = [
+            log.GetInclusionProof(log_pb2.GetInclusionProofRequest(origin="310000", seq=1 + n % size), timeout=120)
+            for n in range(16)  # the most one caller may have in progress
+        ]
+        proofs = await asyncio.gather(*calls)
+    assert {proof.tree_size for proof in proofs} == {size}

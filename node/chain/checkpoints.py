@@ -392,7 +392,7 @@ class CheckpointKeeper:
         if wanted:
             self.wanted.put(origin, wanted, Why.REVOCATION)
 
-    async def latest(self, origin: str) -> HeldCheckpoint | None:
+    async def latest(self, origin: str, *, conn: Connection | None = None) -> HeldCheckpoint | None:
         """The newest checkpoint of ``origin`` that this node's copy of the log agrees with: what it serves.
 
         Where the bundle has a witness policy for ``origin``, the newest that carries its quorum
@@ -402,7 +402,9 @@ class CheckpointKeeper:
         meanwhile, the last one they cosigned is. Until any has, the newest agreed.
 
         Answered from memory while the store's news of checkpoints is heard
-        (:class:`~credex.node.chain.latest.LatestCheckpoints`), else from the store.
+        (:class:`~credex.node.chain.latest.LatestCheckpoints`), else from the store: on
+        ``conn`` when the caller holds one, since a caller waiting for a second connection
+        while holding its first can, with enough like it, empty the pool and wait for ever.
         """
         bundle = self.bundle()
         kept = self.logbook.latest
@@ -410,22 +412,26 @@ class CheckpointKeeper:
         if not isinstance(held, Missing):
             return held
         generation = kept.generation
-        found = await self._latest_stored(bundle, origin)
+        found = await self._latest_stored(bundle, origin, conn)
         kept.keep(origin, bundle.version, found, generation)
         return found
 
-    async def _latest_stored(self, bundle: TrustBundle, origin: str) -> HeldCheckpoint | None:
+    async def _latest_stored(
+        self, bundle: TrustBundle, origin: str, conn: Connection | None = None
+    ) -> HeldCheckpoint | None:
         policy = bundle.witness_policy(origin)
-        held = await self._agreed(origin, 1 if policy is None else WITNESSED_LOOKBACK)
+        held = await self._agreed(origin, 1 if policy is None else WITNESSED_LOOKBACK, conn=conn)
         if policy is None or not held:
             return held[0] if held else None
         witnessed = next((c for c in held if self._witnessed(bundle, c)), None)
         if witnessed is not None:
             self._newest_witnessed[origin] = (bundle.version, witnessed.size)
             return witnessed
-        return await self._older_witnessed(bundle, origin) or held[0]
+        return await self._older_witnessed(bundle, origin, conn) or held[0]
 
-    async def _older_witnessed(self, bundle: TrustBundle, origin: str) -> HeldCheckpoint | None:
+    async def _older_witnessed(
+        self, bundle: TrustBundle, origin: str, conn: Connection | None = None
+    ) -> HeldCheckpoint | None:
         """The newest witnessed checkpoint seen before, else the one a single deeper look finds (or none).
 
         What the deeper look found, even nothing, is remembered for the bundle version, so a log
@@ -433,27 +439,31 @@ class CheckpointKeeper:
         """
         known = self._newest_witnessed.get(origin)
         if known is None or known[0] != bundle.version:
-            deeper = await self._agreed(origin, WITNESSED_SCAN)
+            deeper = await self._agreed(origin, WITNESSED_SCAN, conn=conn)
             found = next((c for c in deeper if self._witnessed(bundle, c)), None)
             self._newest_witnessed[origin] = (bundle.version, found.size if found else 0)
             return found
         if not known[1]:
             return None
-        again = await self._agreed(origin, 1, size=known[1])  # its note may carry more cosignatures by now
+        again = await self._agreed(origin, 1, size=known[1], conn=conn)  # its note may carry more cosignatures by now
         return again[0] if again and self._witnessed(bundle, again[0]) else None
 
-    async def _agreed(self, origin: str, limit: int, size: int | None = None) -> list[HeldCheckpoint]:
+    async def _agreed(
+        self, origin: str, limit: int, size: int | None = None, *, conn: Connection | None = None
+    ) -> list[HeldCheckpoint]:
         """The newest ``limit`` checkpoints of ``origin`` this node agrees with (of ``size`` only, if given)."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT origin, size, root, note, state FROM checkpoints"
-                " WHERE origin = $1 AND state = ANY($2::text[]) AND ($4::bigint IS NULL OR size = $4)"
-                " ORDER BY size DESC LIMIT $3",
-                origin,
-                list(AGREED),
-                limit,
-                size,
-            )
+        if conn is None:
+            async with self.pool.acquire() as own:
+                return await self._agreed(origin, limit, size, conn=own)
+        rows = await conn.fetch(
+            "SELECT origin, size, root, note, state FROM checkpoints"
+            " WHERE origin = $1 AND state = ANY($2::text[]) AND ($4::bigint IS NULL OR size = $4)"
+            " ORDER BY size DESC LIMIT $3",
+            origin,
+            list(AGREED),
+            limit,
+            size,
+        )
         return [
             HeldCheckpoint(row["origin"], row["size"], bytes(row["root"]), row["note"], CheckpointState(row["state"]))
             for row in rows

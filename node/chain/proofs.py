@@ -103,7 +103,7 @@ async def inclusion_proof(
     """
     checkpoint: HeldCheckpoint | None = None
     if tree_size == 0:
-        checkpoint = await keeper.latest(origin)
+        checkpoint = await keeper.latest(origin, conn=conn)
         if checkpoint is None:
             raise ProofUnavailable("FAILED_PRECONDITION", f"no checkpoint of {origin} is held yet")
         tree_size = checkpoint.size
