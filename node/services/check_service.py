@@ -27,8 +27,9 @@ from credex.domain.measures import Catalogue, Scenario, UnknownScenario
 from credex.domain.persons import looks_like_ric, validate_ric, withhold
 from credex.node import checks
 from credex.node.checks import history, lifted, persons
-from credex.node.services import access, audit_trail, edge
+from credex.node.services import access, edge
 from credex.node.services.servicer import Servicer
+from credex.node.store.inserts import Rows
 from credex.v1 import check_pb2, check_pb2_grpc
 
 _OUTCOMES = {
@@ -75,8 +76,8 @@ class CheckService(Servicer, check_pb2_grpc.CheckServiceServicer):
         check_id = str(made.check_id)
         # Stored with the call's audit rows, in the edge's group commit, before the answer leaves.
         call.stored += [
-            audit_trail.Rows("checks", checks.CHECK_COLUMNS, [made.check_row()]),
-            audit_trail.Rows("check_answers", checks.ANSWER_COLUMNS, made.answer_rows()),
+            Rows("checks", checks.CHECK_COLUMNS, [made.check_row()]),
+            Rows("check_answers", checks.ANSWER_COLUMNS, made.answer_rows()),
         ]
         grounds = {leave.pseudonym: leave.ground for leave in leaves}
         header = f"check {check_id} {made.scenario}"

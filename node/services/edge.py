@@ -64,8 +64,9 @@ from credex.errors import CredexError
 from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
 from credex.node.services.access import Caller, Callers
-from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, Rows
+from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
 from credex.node.store.database import CONNECTION_LOST
+from credex.node.store.inserts import Rows
 from credex.node.trust import TrustProvider
 
 log = logging.getLogger(__name__)
