@@ -178,8 +178,8 @@ async def main(
                                 postgres_cpu(running.postgres) - database,
                                 got.client_cpu,
                             )
-                            held = cpu_of.get((kind, concurrency), (0.0, 0.0, 0.0))
-                            cpu_of[kind, concurrency] = (held[0] + used[0], held[1] + used[1], held[2] + used[2])
+                            so_far = cpu_of.get((kind, concurrency), (0.0, 0.0, 0.0))
+                            cpu_of[kind, concurrency] = (so_far[0] + used[0], so_far[1] + used[1], so_far[2] + used[2])
                             results.setdefault((kind, concurrency), []).append(got)
                             print(
                                 f"  round {round_ + 1} at {concurrency}: {kind}: {got.rate:,.1f} calls/s,"

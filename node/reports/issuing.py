@@ -158,42 +158,47 @@ class Issuer:
         sources = await self._sources()
         issued_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         code = "-".join("".join(secrets.choice(_CODE_ALPHABET) for _ in range(4)) for _ in range(3))
+        # The number is taken, and the document built and signed, holding no connection: a report of
+        # max_records records is megabytes of JSON to sign, and the pool serves every call's audit rows.
+        # A number taken by a report refused below is skipped, as a sequence skips one in a rolled-back
+        # transaction.
+        async with self.pool.acquire() as conn:
+            serial = await conn.fetchval("SELECT nextval('report_numbers')")
+        number = f"{self.origin}-{issued_at:%Y%m%d}-{serial:08d}"
+        document = {
+            "format": REPORT_FORMAT,
+            "report_number": number,
+            "verification_code": code,
+            "verify_url": self.verify_url(number, code),
+            "kind": request.kind,
+            "title": KINDS[request.kind],
+            "issued_at": issued_at.isoformat(),
+            "data_cutoff": {
+                "at": issued_at.isoformat(),
+                "logs": [{"origin": o, "seq": held_seq.get(o, 0)} for o in bundle.origins],
+            },
+            "issuer": {"origin": self.origin, "name": _member_name(bundle, self.origin)},
+            "subject": {"id": request.subject_id, "name": name or ""},
+            "period": {"start": request.period_start.isoformat(), "end": request.period_end.isoformat()},
+            "fields": [{"code": f.code, "name": f.name} for f in request.fields],
+            # Only the regions whose logs this node holds: a member it has nothing of is not covered.
+            "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins if held_seq.get(o)],
+            "sections": self._sections(request, shown, sources, bundle),
+            "items": [s.item for s in shown],
+            "evidence": evidence,
+            "notes": self._notes(request, shown)
+            + [
+                f"本节点尚无{_member_name(bundle, o) or o}（{o}）的信息，本报告不覆盖该地区。"
+                for o in bundle.origins
+                if not held_seq.get(o)
+            ],
+        }
+        # Off the event loop: a report of max_records records is megabytes of JSON to encode and sign.
+        signed = await asyncio.to_thread(sign_document, document, self.key)
         async with self.pool.acquire() as conn, conn.transaction():
             # Again under a lock on the caller, where the report is registered: many calls at once count as many.
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LIMIT_LOCK, request.caller)
             await self._within_daily_limit(conn, request.caller)
-            serial = await conn.fetchval("SELECT nextval('report_numbers')")
-            number = f"{self.origin}-{issued_at:%Y%m%d}-{serial:08d}"
-            document = {
-                "format": REPORT_FORMAT,
-                "report_number": number,
-                "verification_code": code,
-                "verify_url": self.verify_url(number, code),
-                "kind": request.kind,
-                "title": KINDS[request.kind],
-                "issued_at": issued_at.isoformat(),
-                "data_cutoff": {
-                    "at": issued_at.isoformat(),
-                    "logs": [{"origin": o, "seq": held_seq.get(o, 0)} for o in bundle.origins],
-                },
-                "issuer": {"origin": self.origin, "name": _member_name(bundle, self.origin)},
-                "subject": {"id": request.subject_id, "name": name or ""},
-                "period": {"start": request.period_start.isoformat(), "end": request.period_end.isoformat()},
-                "fields": [{"code": f.code, "name": f.name} for f in request.fields],
-                # Only the regions whose logs this node holds: a member it has nothing of is not covered.
-                "regions": [{"origin": o, "name": _member_name(bundle, o)} for o in bundle.origins if held_seq.get(o)],
-                "sections": self._sections(request, shown, sources, bundle),
-                "items": [s.item for s in shown],
-                "evidence": evidence,
-                "notes": self._notes(request, shown)
-                + [
-                    f"本节点尚无{_member_name(bundle, o) or o}（{o}）的信息，本报告不覆盖该地区。"
-                    for o in bundle.origins
-                    if not held_seq.get(o)
-                ],
-            }
-            # Off the event loop: a report of max_records records is megabytes of JSON to encode and sign.
-            signed = await asyncio.to_thread(sign_document, document, self.key)
             await conn.execute(
                 "INSERT INTO reports (report_number, verification_code, kind, subject_id, issued_at, issued_to, role,"
                 " period_start, period_end, fields, included, report_sha256, signed_report)"
