@@ -50,16 +50,19 @@ _ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
 # A check reads only records in force that the caller may see ($3: today; $4: the sharing levels it sees
 # of an active record), as :func:`credex.node.store.events.in_force` and Caller.sees decide (a test holds
 # the two to each other). Of those it parses the kinds some trigger names ($2), and each subject's first
-# record of any kind, whose subject type decides which incentives fit.
+# record of any kind, whose subject type decides which incentives fit. The record's bytes are read (from
+# its event's envelope, migration 0029) only for the rows kept: a subject's licences and the like are
+# counted and dropped without them (measured on 100 subjects of about ten records: 3.4-3.5 -> 2.5-2.7 ms).
 _RECORDS_QUERY = (
-    "SELECT subject_id, origin, record_id, kind, record, disputed, publicity_end, relevant FROM ("
-    " SELECT subject_id, origin, record_id, kind, record, disputed, publicity_end,"
+    "SELECT f.subject_id, f.origin, f.record_id, f.kind, r.record, f.disputed, f.publicity_end, f.relevant FROM ("
+    " SELECT subject_id, origin, record_id, kind, disputed, publicity_end,"
     "  kind = ANY($2::smallint[]) AS relevant,"
     "  row_number() OVER (PARTITION BY subject_id ORDER BY origin, record_id) AS n"
-    " FROM records"
+    " FROM record_states"
     " WHERE subject_id = ANY($1::text[]) AND status = " + str(_ACTIVE) + ""
     "  AND (publicity_end IS NULL OR publicity_end >= $3) AND sharing_level = ANY($4::smallint[])"
-    ") f WHERE relevant OR n = 1 ORDER BY subject_id, origin, record_id"
+    ") f JOIN records r ON r.record_id = f.record_id"
+    " WHERE f.relevant OR f.n = 1 ORDER BY f.subject_id, f.origin, f.record_id"
 )
 # How a check and its answers are stored (migration 0013): the caller commits these rows, before it answers.
 CHECK_COLUMNS = (
