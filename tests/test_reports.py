@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ import pytest
 from PIL import ImageOps
 from stdnum.cn import ric
 
+from credex.crypto.keys import SigningKey
 from credex.domain import uscc as uscc_codes
 from credex.node.authorizations import recording
 from credex.node.ledger.appender import Change
-from credex.node.reports import FieldsList, FieldsListError, check_report
-from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED
+from credex.node.reports import FieldsList, FieldsListError, check_report, issuing
+from credex.node.reports.document import HAS_RECORD, NO_RECORD, NOT_COVERED, sign_document
 from credex.node.reports.rendering import render_html, render_pdf
 from credex.v1 import authorization_pb2, record_pb2, report_pb2, report_pb2_grpc
 
@@ -585,3 +587,39 @@ async def test_an_id_number_in_a_reports_purpose_or_callers_name_reaches_no_acce
         ("issue", "为申请人 [证件号码已隐去 ID number withheld] 办理"),
         ("view", "核对 [证件号码已隐去 ID number withheld]"),
     ]
+
+
+async def test_a_report_is_signed_holding_no_transaction_and_no_lock_on_its_caller(
+    federation: TestFederation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing a report of many records takes a while: the caller's daily-limit lock and a pool connection are
+    taken only afterwards, for the short transaction that registers it, so nothing else waits on the signing."""
+    pair = await start_pair(federation)
+    signing, release = threading.Event(), threading.Event()
+
+    def slow_sign(document: dict[str, Any], key: SigningKey) -> bytes:
+        signing.set()
+        release.wait(120)
+        return sign_document(document, key)
+
+    monkeypatch.setattr(issuing, "sign_document", slow_sign)
+    assert pair.shanghai.pool is not None
+    async with client_channel(federation, pair.shanghai, PORTAL) as channel:
+        pending = asyncio.ensure_future(issue(channel, issue_request(fields=["market"])))
+        try:
+            assert await asyncio.to_thread(signing.wait, 60)
+            async with pair.shanghai.pool.acquire() as conn:
+                locked = await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid",
+                    issuing._LIMIT_LOCK,
+                )
+                reports = await conn.fetchval("SELECT count(*) FROM reports")
+            assert locked == 0 and reports == 0  # signing, yet the caller's lock is free and nothing is written
+        finally:
+            release.set()
+        issued = await pending
+    assert check_report(issued.signed_report, federation.bundle_now()).document["report_number"] == (
+        issued.report_number
+    )
+    async with pair.shanghai.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports") == 1
