@@ -64,21 +64,34 @@ def withhold(text: str) -> str:
     """
     if not looks_like_ric(text):
         return text
+    folded, at = _folded(text)
+    kept: list[str] = []
+    end = 0
+    for run in _RIC_RUN.finditer(folded):
+        if _is_uscc_only(run.group()) or not _holds_a_plausible_number(run.group()):
+            continue
+        start, stop = (run.start(), run.end()) if at is None else (at[run.start()], at[run.end() - 1] + 1)
+        kept += [text[end:start], WITHHELD]
+        end = stop
+    return "".join([*kept, text[end:]])
+
+
+def _folded(text: str) -> tuple[str, list[int] | None]:
+    """:func:`fold` of ``text``, and the position in ``text`` each folded character came from (None: its own).
+
+    ASCII without spaces only changes case when folded, so no position moves, and the
+    common case (an enterprise's all-digit code asked about) costs one ``upper``
+    instead of a normalization per character.
+    """
+    if text.isascii() and text.split() == [text]:
+        return text.upper(), None
     folded: list[str] = []
-    at: list[int] = []  # the position in ``text`` each folded character came from
+    at: list[int] = []
     for index, char in enumerate(text):
         for part in fold(char):
             folded.append(part)
             at.append(index)
-    kept: list[str] = []
-    end = 0
-    for run in _RIC_RUN.finditer("".join(folded)):
-        if _is_uscc_only(run.group()) or not _holds_a_plausible_number(run.group()):
-            continue
-        start, stop = at[run.start()], at[run.end() - 1] + 1
-        kept += [text[end:start], WITHHELD]
-        end = stop
-    return "".join([*kept, text[end:]])
+    return "".join(folded), at
 
 
 def _holds_a_plausible_number(run: str) -> bool:

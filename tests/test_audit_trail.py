@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from credex.domain import persons
 from credex.domain.persons import WITHHELD, cannot_hold_ric, looks_like_ric, withhold
 from credex.domain.persons import fold as persons_fold
 from credex.node.runtime import Node
@@ -388,6 +389,21 @@ def test_ascii_text_under_17_digits_is_passed_over_only_where_no_id_number_could
     if cannot_hold_ric(text):
         assert not looks_like_ric(text)
         assert withheld(text) == withhold(text) == text
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789Xx -\t\u3000０１９Ｘ采购", max_size=60),
+        st.text(alphabet=st.characters(max_codepoint=127), max_size=60),
+        st.text(max_size=30),
+    )
+)
+def test_ascii_without_spaces_is_folded_by_its_case_alone_and_keeps_every_position(text: str) -> None:
+    """The fast way to fold an all-digit code must find the same runs, at the same places, as folding each character."""
+    folded, at = persons._folded(text)
+    each = [(part, index) for index, char in enumerate(text) for part in persons_fold(char)]
+    assert folded == "".join(part for part, _ in each)
+    assert (list(range(len(folded))) if at is None else at) == [index for _, index in each]
 
 
 @given(
