@@ -104,7 +104,6 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int], until: f
         # Storing only: no relay, intake or sync (the relay would put the whole history on the broker).
         node = Node(members.config(OWN, **overrides))
         await node.start(serve=False, exchange=False)
-        members.nodes[OWN] = node
         assert node.pool is not None
         niced = asyncio.create_task(give_way(node.pool))
         try:
@@ -139,7 +138,7 @@ def _build(root: str, overrides: dict[str, Any], sizes: dict[str, int], until: f
         finally:
             niced.cancel()
             await asyncio.wait([niced])
-            await members.stop()
+            await node.stop()
 
     run(grow())
 

@@ -158,10 +158,9 @@ class Issuer:
         sources = await self._sources()
         issued_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         code = "-".join("".join(secrets.choice(_CODE_ALPHABET) for _ in range(4)) for _ in range(3))
-        # The number is taken, and the document built and signed, holding no connection: a report of
-        # max_records records is megabytes of JSON to sign, and the pool serves every call's audit rows.
-        # A number taken by a report refused below is skipped, as a sequence skips one in a rolled-back
-        # transaction.
+        # The number is taken, and the document built and signed, holding no connection and no lock: the pool
+        # serves every call's audit rows. A number taken by a report refused below is skipped, as a sequence
+        # skips one in a rolled-back transaction.
         async with self.pool.acquire() as conn:
             serial = await conn.fetchval("SELECT nextval('report_numbers')")
         number = f"{self.origin}-{issued_at:%Y%m%d}-{serial:08d}"

@@ -451,7 +451,7 @@ class AuditLog:
     async def _write(self, batch: list[_Pending]) -> None:
         """Write ``batch``; settle every future in it, whatever happens (the writer must never die)."""
         try:
-            await self._copy(batch)
+            await self._store(batch)
         except CONNECTION_LOST as exc:
             log.error("audit log write of %d calls failed: %s", len(batch), exc)
             self._fail(batch, AuditUnavailable(f"audit log unavailable: {exc}"))
@@ -465,7 +465,7 @@ class AuditLog:
             log.warning("audit batch of %d calls failed (%s); writing each call's entries alone", len(batch), exc)
             for index, pending in enumerate(batch):
                 try:
-                    await self._copy([pending])
+                    await self._store([pending])
                 except CONNECTION_LOST as one_exc:
                     self._fail(batch[index:], AuditUnavailable(f"audit log unavailable: {one_exc}"))
                     return
@@ -477,7 +477,7 @@ class AuditLog:
             return
         self._succeed(batch)
 
-    async def _copy(self, batch: list[_Pending]) -> None:
+    async def _store(self, batch: list[_Pending]) -> None:
         """Audit rows alone: one COPY (its own transaction). With other tables' rows: one statement for all.
 
         A COPY is two round trips and a transaction two more; with a check's rows that was
