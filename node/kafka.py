@@ -18,7 +18,6 @@ event. A notice is an unsigned hint that seq N exists; it is never evidence.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from credex.crypto.tls import client_context
 from credex.domain.audience import PUBLIC_ROLE, kind_shown_to
+from credex.node.cancellation import pause
 from credex.node.config import NodeConfig
 from credex.node.store.database import RETRYABLE as DATABASE_RETRYABLE
 from credex.v1 import event_pb2, record_pb2
@@ -308,7 +308,7 @@ async def message_id_at(config: NodeConfig, bootstrap_servers: str, topic: str, 
 
 
 async def backoff(attempt: int, cap: float = 10.0) -> None:
-    await asyncio.sleep(min(cap, 0.2 * 2 ** min(attempt, 8)))
+    await pause(min(cap, 0.2 * 2 ** min(attempt, 8)))
 
 
 __all__ = [

@@ -306,7 +306,8 @@ class Node:
     async def _bounded(self, what: str, step: Awaitable[object]) -> bool:
         """Run one step of stopping; after STOP_TASKS_SECONDS say which step hangs and go on (False)."""
         try:
-            await asyncio.wait_for(step, timeout=STOP_TASKS_SECONDS)
+            async with asyncio.timeout(STOP_TASKS_SECONDS):
+                await step
         except TimeoutError:
             log.error(
                 "node %s: stopping %s took over %.0f s; going on without it", self.origin, what, STOP_TASKS_SECONDS

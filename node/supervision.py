@@ -19,7 +19,6 @@ is that task's owner, as aiokafka's consumer is of its coordinator task:
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from credex.errors import CredexError
+from credex.node.cancellation import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class Supervisor:
                 raise
             except Exception as exc:
                 cause = exc
+            raise_if_cancelling()  # asked to stop while the work failed or returned: not a failure to restart
             if loop.time() - started >= policy.stable_after:
                 failures = 0  # it worked for a good while: this failure is the first of a new series
             failures += 1
@@ -156,6 +157,21 @@ class Supervisor:
 
 
 def _where(task: asyncio.Task[Any]) -> str:
-    stack = io.StringIO()
-    task.print_stack(limit=12, file=stack)
-    return stack.getvalue()
+    """The task's frames down the chain of awaited coroutines, innermost last.
+
+    ``Task.print_stack`` shows only the task's own coroutine, which for every
+    supervised task is the same ``await work()``; the frame that waits is below it.
+    """
+    lines = [f"{task!r}, awaiting (outermost first):"]
+    awaited: Any = task.get_coro()
+    for _ in range(64):
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            break
+        lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}')
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        if awaited is None:
+            break
+    if awaited is not None and not hasattr(awaited, "cr_frame"):
+        lines.append(f"  waiting on {awaited!r}")
+    return "\n".join(lines)

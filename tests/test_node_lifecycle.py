@@ -15,6 +15,7 @@ non-zero; one that fails now and then is restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from pathlib import Path
@@ -141,6 +142,52 @@ async def test_failures_in_a_row_are_counted_afresh_after_a_run_that_lasted() ->
     assert given_up.restarts["unsteady"] == QUICK.give_up_after
     assert f"({QUICK.give_up_after + 1} times in a row)" in str(failure)
     await given_up.stop(timeout=10)
+
+
+async def test_a_task_that_fails_as_it_is_cancelled_is_not_restarted() -> None:
+    """A library below that swallowed the cancellation and raised an error instead must not buy a restart."""
+    supervisor = Supervisor("test")
+    running = asyncio.Event()
+
+    async def swallows_then_fails() -> None:
+        try:
+            running.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        raise ConnectionResetError("the connection went away as it was closed")
+
+    supervisor.spawn("swallowing", swallows_then_fails, QUICK)
+    await running.wait()
+    await supervisor.stop(timeout=60)
+    assert supervisor.restarts == {} and supervisor.failure is None
+
+
+async def test_a_task_that_will_not_stop_is_named_with_the_frame_it_waits_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = Supervisor("test")
+    running = asyncio.Event()
+    released = asyncio.Event()
+
+    async def deep_inside_a_library() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                running.set()
+                await released.wait()
+
+    async def stubborn() -> None:
+        await deep_inside_a_library()
+        await asyncio.Event().wait()
+
+    supervisor.spawn("stubborn", stubborn, QUICK)
+    await running.wait()
+    caplog.set_level(logging.ERROR, logger="credex.node")
+    await supervisor.stop(timeout=0.5)  # it swallows every cancellation: the stop must give up on it
+    (said,) = stuck_stops(caplog)
+    assert "task test:stubborn did not stop" in said
+    assert "in stubborn" in said and "in deep_inside_a_library" in said, said
+    released.set()
 
 
 async def status_of(health: health_pb2_grpc.HealthStub, service: str = "") -> int:

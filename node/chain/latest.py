@@ -34,6 +34,7 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
+from credex.node.cancellation import pause
 from credex.node.store.database import RETRYABLE
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class LatestCheckpoints(Generic[T]):
                 conn = await pool.acquire()
             except RETRYABLE as exc:
                 log.warning("latest checkpoints: cannot listen (%s); asking the store on every call meanwhile", exc)
-                await asyncio.sleep(RELISTEN_SECONDS)
+                await pause(RELISTEN_SECONDS)
                 continue
             lost = asyncio.Event()
             try:

@@ -19,11 +19,12 @@ the highest, whose other seqs a partition of the topic that lags may still be br
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+
+from credex.node.cancellation import wait_for_event
 
 MAX_WITHHELD_SEQS = 8000  # exact withheld seqs kept per origin; beyond, sync fetches the stretch up to the highest
 
@@ -80,8 +81,7 @@ class WantedRanges:
 
     async def urgent(self, timeout: float) -> None:
         """Return after ``timeout`` seconds, or sooner once a withheld seq is wanted (Kafka will not bring it)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._urgent.wait(), timeout)
+        await wait_for_event(self._urgent, timeout)
         self._urgent.clear()
 
     def take(self) -> list[Wanted]:

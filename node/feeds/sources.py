@@ -24,6 +24,7 @@ from credex.adapters.http_pull import HttpSource, PageUnavailable
 from credex.adapters.profile import MappingContext, Profile, ProfileError
 from credex.adapters.table_poll import TableSource, TableUnavailable, Watermark, open_read_only
 from credex.adapters.tables import Row, object_row
+from credex.node.cancellation import pause
 from credex.node.config import FeedConfig, IngestConfig
 from credex.node.feeds.files import Counts, IngestError, QuarantineKey, ingest_file, take_in_batch
 from credex.node.feeds.mapping import RowMapper, map_rows
@@ -66,7 +67,7 @@ class Feed(abc.ABC):
                 except _RETRYABLE as exc:
                     attempt += 1
                     log.error("feed %s: %s", self.name, exc)
-                    await asyncio.sleep(min(60.0, self.config.poll_seconds * 2 ** min(attempt, 5)))
+                    await pause(min(60.0, self.config.poll_seconds * 2 ** min(attempt, 5)))
                     continue
                 if not taken:
                     await asyncio.sleep(self.config.poll_seconds)

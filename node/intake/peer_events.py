@@ -54,6 +54,7 @@ from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.trust import EventRejected, EventVerifier, Signed, TrustBundle, VerifiedEvent
 from credex.errors import CredexError
 from credex.node import kafka as bus
+from credex.node.cancellation import raise_if_cancelling
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
@@ -521,7 +522,7 @@ class Intake:
             self._reading = self.topics()
             try:
                 await self._consume(bootstrap_servers, self._reading)
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 attempt = 0
                 log.info(
                     "intake: trust bundle version %d in force; now reading the logs of %s",
@@ -605,7 +606,7 @@ class Intake:
         try:
             # aiokafka can absorb a cancellation that arrives while it bootstraps; the loop
             # below checks for one on every turn so that stopping a node always stops intake.
-            _raise_if_cancelling()
+            raise_if_cancelling()
             if self.config.bus.membership == "group":
                 consumer.subscribe(list(topics))
             else:
@@ -621,7 +622,7 @@ class Intake:
             storing: asyncio.Task[None] | None = None
             try:
                 while not self._members_changed.is_set():
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
                     batch = await consumer.getmany(
                         timeout_ms=self.config.intake.fetch_wait_ms, max_records=self.config.intake.batch_size
                     )
@@ -675,13 +676,6 @@ class Intake:
                         except Exception:
                             # Its offsets were not committed, so the batch comes again; say why it failed.
                             log.exception("intake: storing the last batch failed; it will be read again")
-                    _raise_if_cancelling()  # the suppress above must not eat a cancellation of intake itself
+                    raise_if_cancelling()  # the suppress above must not eat a cancellation of intake itself
         finally:
             await consumer.stop()
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation of the running task that an inner ``await`` swallowed."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

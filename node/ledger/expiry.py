@@ -23,6 +23,7 @@ import asyncpg
 
 from credex.crypto.keys import SigningRefused
 from credex.domain.publicity import CHINA, publicity_today
+from credex.node.cancellation import pause
 from credex.node.config import ExpiryConfig
 from credex.node.ledger.appender import Ledger
 from credex.node.metrics import METRICS
@@ -99,7 +100,7 @@ async def run_daily(pool: asyncpg.Pool, ledger: Ledger, config: ExpiryConfig) ->
             log.warning(
                 "node %s: expiry could not reach the database (%s); trying again in a minute", ledger.origin, exc
             )
-            await asyncio.sleep(RETRY_SECONDS)
+            await pause(RETRY_SECONDS)
             continue
         except SigningRefused as exc:
             log.error("node %s: expiry signs nothing: %s", ledger.origin, exc)

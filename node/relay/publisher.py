@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from credex.node import kafka as bus
+from credex.node.cancellation import wait_for_event
 from credex.node.config import NodeConfig, checkpoints_topic
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL
@@ -101,8 +102,7 @@ class Relay:
                     if sent == 0:
                         await self._publish_checkpoints(producer)
                         self._wakeup.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wakeup.wait(), self.config.relay.idle_poll_seconds)
+                        await wait_for_event(self._wakeup, self.config.relay.idle_poll_seconds)
             finally:
                 await producer.stop()
         finally:
@@ -148,7 +148,8 @@ class Relay:
         ``_check_broker``), and how many events went out as withheld notices.
         """
         try:
-            count = len(await asyncio.wait_for(producer.partitions_for(self.topic), timeout=10))
+            async with asyncio.timeout(10):
+                count = len(await producer.partitions_for(self.topic))
         except TimeoutError:
             raise bus.KafkaError(f"no metadata for {self.topic}; is the topic there?") from None
         builders: dict[int, Any] = {}

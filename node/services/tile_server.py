@@ -169,7 +169,8 @@ class TileServer:
                     await writer.drain()
                 return
             if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(16384)
                 http.receive_data(data)
                 continue
             if isinstance(event, h11.Request) and event.target == witness_wire.PATH.encode():
@@ -297,13 +298,13 @@ class TileServer:
 
 async def _body(http: h11.Connection, reader: asyncio.StreamReader, deadline: float, limit: int) -> bytes | None:
     """The request's whole body, or None once it runs past ``limit`` bytes (the rest is left unread)."""
-    loop = asyncio.get_running_loop()
     chunks: list[bytes] = []
     size = 0
     while True:
         event = http.next_event()
         if event is h11.NEED_DATA:
-            data = await asyncio.wait_for(reader.read(16384), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                data = await reader.read(16384)
             http.receive_data(data)
         elif isinstance(event, h11.Data):
             size += len(event.data)

@@ -15,6 +15,7 @@ import logging
 
 import asyncpg
 
+from credex.node.cancellation import pause
 from credex.node.store import NOTIFY_CHANNEL
 from credex.node.store.database import RETRYABLE
 
@@ -54,7 +55,7 @@ class Bell:
                 conn = await self.pool.acquire()
             except RETRYABLE as exc:
                 log.warning("streams: cannot listen for new events (%s); polling meanwhile", exc)
-                await asyncio.sleep(SAFETY_POLL_SECONDS)
+                await pause(SAFETY_POLL_SECONDS)
                 continue
             lost = asyncio.Event()
             try:

@@ -19,8 +19,6 @@ or has passed over events its filter did not take.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -33,6 +31,7 @@ from credex.domain.measures import Measure
 from credex.domain.publicity import publicity_today
 from credex.node.authorizations import held as authorizations
 from credex.node.authorizations.terms import STREAM_SCOPE
+from credex.node.cancellation import wait_for_event
 from credex.node.chain import CheckpointKeeper, LogBook, checkpoint_message
 from credex.node.config import SubscriptionsConfig
 from credex.node.store.events import entry_status, standing_of
@@ -180,8 +179,7 @@ class Stream:
                 timeout = min(self.settings.heartbeat_seconds, SAFETY_POLL_SECONDS)
                 if self.owed:
                     timeout = min(timeout, PROOF_POLL_SECONDS)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+                await wait_for_event(wake, timeout)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_seconds:
                     reported = dict(self.positions)
                     yield self._heartbeat(), ""
