@@ -68,7 +68,8 @@ def withhold(text: str) -> str:
     kept: list[str] = []
     end = 0
     for run in _RIC_RUN.finditer(folded):
-        if _is_uscc_only(run.group()) or not _holds_a_plausible_number(run.group()):
+        # The cheap test first: an all-digit USCC mostly begins 9 (工商), as no division code does.
+        if not _holds_a_plausible_number(run.group()) or _is_uscc_only(run.group()):
             continue
         start, stop = (run.start(), run.end()) if at is None else (at[run.start()], at[run.end() - 1] + 1)
         kept += [text[end:start], WITHHELD]
