@@ -24,7 +24,12 @@ CHINA = ZoneInfo("Asia/Shanghai")
 
 
 def publicity_today(now: dt.datetime | None = None) -> dt.date:
-    """The day windows are judged on: today in China Standard Time (``now``, if given, instead of the clock)."""
+    """Today in China Standard Time (``now``, if given, instead of the clock): the one day credit rules go by.
+
+    Windows, checks, reports, authorizations and case deadlines are all judged on it, on a
+    node whose clock runs in UTC too: from 16:00 UTC the machine's own date is yesterday
+    there, and a check judged on it would show a record whose window ended as in force.
+    """
     return (now or dt.datetime.now(dt.UTC)).astimezone(CHINA).date()
 
 

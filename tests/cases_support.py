@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from credex.domain import uscc as uscc_codes
-from credex.node.cases import china_today
+from credex.domain.publicity import publicity_today
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.v1 import case_pb2, case_pb2_grpc, record_pb2
@@ -26,7 +26,7 @@ from .conftest import TestFederation, eventually
 OPERATOR = "operator-desk"
 CALLERS = {"access": {"callers": {GOVERNMENT: "government", OPERATOR: "operator"}}}
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
-TODAY = china_today()
+TODAY = publicity_today()
 DECIDED = (TODAY - dt.timedelta(days=200)).isoformat()  # past 3 months, not yet a year
 
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import grpc
 
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.v1 import event_pb2, lookup_pb2, record_pb2, report_pb2, report_pb2_grpc
 
 from .conftest import TestFederation, eventually
 
-TODAY = dt.date.today()
-RECENT = (TODAY - dt.timedelta(days=200)).isoformat()
+RECENT = (publicity_today() - dt.timedelta(days=200)).isoformat()
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
 PERSON_TYPE = record_pb2.SUBJECT_TYPE_NATURAL_PERSON
 COMPANY = uscc_codes.make("91", "320500", "RP000001")
@@ -92,7 +92,7 @@ GRADE = record(
 DISPUTED = penalty("6", authority="苏州市生态环境局")
 REPAIRED = penalty("7", authority="苏州市交通运输局")
 REVOKED = penalty("8", authority="苏州市卫生健康委员会")
-OLD = penalty("9", decision_date=(TODAY - dt.timedelta(days=6 * 366)).isoformat())
+OLD = penalty("9", decision_date=(publicity_today() - dt.timedelta(days=6 * 366)).isoformat())
 GOVERNMENT_ONLY = penalty("10", sharing_level=record_pb2.SHARING_LEVEL_GOVERNMENT)
 PERSON_PENALTY = penalty(
     "11",

@@ -20,6 +20,7 @@ from stdnum.cn import ric
 from typer.testing import CliRunner
 
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.authorizations import held, terms
 from credex.node.authorizations.terms import STREAM_SCOPE
 from credex.node.cli import app
@@ -33,7 +34,6 @@ SH, JS = "310000", "320000"
 OPERATOR = "operator-desk"
 UNIT = uscc_codes.make("91", "310000", "XYD00001")  # the financing platform: the grantee
 COMPANY = uscc_codes.make("91", "320500", "JT000011")
-TODAY = dt.date.today()
 SETTINGS = {"access": {"callers": {OPERATOR: "operator"}}}
 NUMBER = "11010519491231002" + ric.calc_check_digit("11010519491231002" + "0")
 
@@ -44,8 +44,8 @@ def authorization(authorization_id: str, subject: str, scope: str = STREAM_SCOPE
         subject=subject,
         grantee=UNIT,
         scope=scope,
-        valid_from=TODAY.isoformat(),
-        valid_until=(TODAY + dt.timedelta(days=365)).isoformat(),
+        valid_from=publicity_today().isoformat(),
+        valid_until=(publicity_today() + dt.timedelta(days=365)).isoformat(),
         document_sha256=hashlib.sha256(authorization_id.encode()).digest(),
     )
 
@@ -53,7 +53,7 @@ def authorization(authorization_id: str, subject: str, scope: str = STREAM_SCOPE
 async def authorized(node: Node, subject: str, scope: str = STREAM_SCOPE) -> bool:
     assert node.pool is not None
     async with node.pool.acquire() as conn:
-        return subject in await held.authorized(conn, UNIT, [subject], scope, TODAY)
+        return subject in await held.authorized(conn, UNIT, [subject], scope, publicity_today())
 
 
 async def grant(federation: TestFederation, node: Node, given: authorization_pb2.Authorization) -> object:
@@ -142,8 +142,8 @@ async def test_grants_kept_before_authorizations_were_records_are_signed_at_the_
                 UNIT,
                 authorization_id,
                 subject,
-                TODAY,
-                TODAY + dt.timedelta(days=30),
+                publicity_today(),
+                publicity_today() + dt.timedelta(days=30),
                 hashlib.sha256(authorization_id.encode()).digest(),
                 None if ended is None else dt.datetime.now(dt.UTC),
                 None if ended is None else "operator-desk",
@@ -188,7 +188,7 @@ async def test_credex_authorization_grant_and_end_sign_and_revoke_the_record(
         runner.invoke,
         app,
         ["authorization", "grant", "XYD-CLI", "--subject", COMPANY, "--grantee", UNIT, "--document", str(document),
-         "--valid-until", (TODAY + dt.timedelta(days=90)).isoformat(), "--scope", "report,stream", *tls],
+         "--valid-until", (publicity_today() + dt.timedelta(days=90)).isoformat(), "--scope", "report,stream", *tls],
     )  # fmt: skip
     assert granted.exit_code == 0, granted.output
     assert "in force" in granted.output and f"{SH}-" in granted.output
@@ -224,7 +224,7 @@ async def test_a_persons_authorization_recorded_at_one_node_is_honoured_in_a_che
     async def honoured(shown: terms.Terms) -> bool:
         assert jiangsu.pool is not None
         async with jiangsu.pool.acquire() as conn:
-            return await held.honoured(conn, shown, UNIT, "政府采购", TODAY)
+            return await held.honoured(conn, shown, UNIT, "政府采购", publicity_today())
 
     await eventually(lambda: honoured(presented))
     assert not await honoured(forged)

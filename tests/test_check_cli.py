@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from credex.crypto.tls import CertificateAuthority
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.cli import app
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
@@ -25,8 +26,7 @@ from credex.v1 import event_pb2, record_pb2
 from .callers import GOVERNMENT
 from .conftest import TestFederation
 
-TODAY = dt.date.today()
-LAST_YEAR = (TODAY - dt.timedelta(days=200)).isoformat()
+LAST_YEAR = (publicity_today() - dt.timedelta(days=200)).isoformat()
 LISTED = uscc_codes.make("91", "320500", "JT000031")
 CLEAN = uscc_codes.make("91", "320500", "JT000032")
 UNIT = uscc_codes.make("11", "310000", "HCG00001")  # a Shanghai procurement office
@@ -126,7 +126,7 @@ async def test_credex_check_prints_hits_measures_and_bases_and_files_feedback_fr
         "--department-code",
         "11320505MB1234567X",
         "--applied-on",
-        TODAY.isoformat(),
+        publicity_today().isoformat(),
         "--json",
     )
     filed = json.loads(receipt.output)
@@ -160,7 +160,7 @@ async def test_credex_check_and_feedback_print_tables(office: Office) -> None:
             "--department-code",
             "SH-HP-CZ",
             "--applied-on",
-            TODAY.isoformat(),
+            publicity_today().isoformat(),
         )
     ).output
     assert said.startswith(f"feedback on check {check_id} for {CLEAN} recorded at ")

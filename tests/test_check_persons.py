@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,7 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.tls import CertificateAuthority, spki_sha256
 from credex.domain import uscc as uscc_codes
 from credex.domain.persons import withhold
+from credex.domain.publicity import publicity_today
 from credex.node.authorizations import recording
 from credex.node.cli import app
 from credex.node.config import AccessConfig, NodeConfig
@@ -45,8 +46,7 @@ from credex.v1 import (
 from .callers import GOVERNMENT, audit_rows, client_channel, government_channel
 from .conftest import TestFederation, eventually
 
-TODAY = dt.date.today()
-LAST_YEAR = (TODAY - dt.timedelta(days=200)).isoformat()
+LAST_YEAR = (publicity_today() - dt.timedelta(days=200)).isoformat()
 PERSON = record_pb2.SUBJECT_TYPE_NATURAL_PERSON
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
 UNIT = uscc_codes.make("11", "320500", "HCG00001")  # a Suzhou office
@@ -115,16 +115,18 @@ def authorization(
     number: str,
     grantee: str = UNIT,
     scope: str = "政府采购",
-    valid_from: dt.date = TODAY - dt.timedelta(days=1),
-    valid_until: dt.date = TODAY + dt.timedelta(days=30),
+    from_day: int = -1,
+    until_day: int = 30,
 ) -> authorization_pb2.Authorization:
+    """An authorization valid from ``from_day`` to ``until_day`` days after the node's today."""
+    today = publicity_today()
     return authorization_pb2.Authorization(
         authorization_id="AUTH-1",
         subject=number,
         grantee=grantee,
         scope=scope,
-        valid_from=valid_from.isoformat(),
-        valid_until=valid_until.isoformat(),
+        valid_from=(today + dt.timedelta(days=from_day)).isoformat(),
+        valid_until=(today + dt.timedelta(days=until_day)).isoformat(),
         document_sha256=bytes(range(32)),
     )
 
@@ -200,25 +202,20 @@ async def test_a_legal_basis_the_catalogue_allows_for_the_scenario_answers_witho
 
 
 @pytest.mark.parametrize(
-    "leave",
+    "leave",  # made when the test runs: the dates are the node's today then, whenever the suite was collected
     [
-        pytest.param({}, id="neither-authorization-nor-allowed-basis"),
-        pytest.param({"authorizations": (authorization(PENALIZED, grantee=OTHER_UNIT),)}, id="another-grantee"),
-        pytest.param({"authorizations": (authorization(PENALIZED, scope="行政许可"),)}, id="another-scenario"),
-        pytest.param(
-            {"authorizations": (authorization(PENALIZED, valid_until=TODAY - dt.timedelta(days=1)),)}, id="expired"
-        ),
-        pytest.param(
-            {"authorizations": (authorization(PENALIZED, valid_from=TODAY + dt.timedelta(days=1)),)},
-            id="not-yet-valid",
-        ),
-        pytest.param({"legal_basis": HIRING_BASIS}, id="a-basis-allowed-only-in-another-scenario"),
+        pytest.param(dict, id="neither-authorization-nor-allowed-basis"),
+        pytest.param(lambda: {"authorizations": (authorization(PENALIZED, grantee=OTHER_UNIT),)}, id="another-grantee"),
+        pytest.param(lambda: {"authorizations": (authorization(PENALIZED, scope="行政许可"),)}, id="another-scenario"),
+        pytest.param(lambda: {"authorizations": (authorization(PENALIZED, until_day=-1),)}, id="expired"),
+        pytest.param(lambda: {"authorizations": (authorization(PENALIZED, from_day=1),)}, id="not-yet-valid"),
+        pytest.param(lambda: {"legal_basis": HIRING_BASIS}, id="a-basis-allowed-only-in-another-scenario"),
     ],
 )
 async def test_without_leave_a_person_check_is_permission_denied_audited_and_nothing_is_stored(
-    federation: TestFederation, jiangsu: Node, leave: dict[str, object]
+    federation: TestFederation, jiangsu: Node, leave: Callable[[], dict[str, object]]
 ) -> None:
-    error = await refused(federation, jiangsu, person_check(PENALIZED, **leave))  # type: ignore[arg-type]
+    error = await refused(federation, jiangsu, person_check(PENALIZED, **leave()))  # type: ignore[arg-type]
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "person_ids[0]" in (error.details() or "") and PENALIZED not in (error.details() or "")
     rows = await audit_rows(jiangsu, "Check")
@@ -407,7 +404,7 @@ async def test_an_id_number_sent_where_a_uscc_belongs_is_refused_and_audited_wit
                     check_id="00000000-0000-0000-0000-000000000000",
                     subject_id=f" {SPOTLESS[:6]} {SPOTLESS[6:]} ",
                     outcome=check_pb2.FEEDBACK_OUTCOME_PUNISHED,
-                    applied_on=TODAY.isoformat(),
+                    applied_on=publicity_today().isoformat(),
                 ),
                 timeout=30,
             ),
@@ -505,7 +502,7 @@ async def test_an_id_number_in_any_free_text_field_reaches_no_table_no_audit_row
                 result=f"告知 {PENALIZED.lower()}",
                 department=f"科室{SPOTLESS}",
                 department_code=UNKNOWN_TO_US,
-                applied_on=TODAY.isoformat(),
+                applied_on=publicity_today().isoformat(),
             ),
             timeout=30,
         )
@@ -787,7 +784,7 @@ async def test_a_checking_officers_certificate_named_by_their_id_number_reaches_
                 subject_id=DISPUTED,
                 outcome=check_pb2.FEEDBACK_OUTCOME_NOT_ADOPTED,
                 reason="已整改",
-                applied_on=TODAY.isoformat(),
+                applied_on=publicity_today().isoformat(),
             ),
             timeout=30,
         )

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.ledger.appender import Change
 from credex.node.runtime import Node
 from credex.v1 import check_pb2, check_pb2_grpc, record_pb2
@@ -26,8 +27,7 @@ from .conftest import TestFederation, eventually
 
 OPERATOR = "operator-desk"
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
-TODAY = dt.date.today()
-LAST_YEAR = (TODAY - dt.timedelta(days=200)).isoformat()
+LAST_YEAR = (publicity_today() - dt.timedelta(days=200)).isoformat()
 
 
 def code(division: str, org8: str) -> str:
@@ -84,7 +84,7 @@ async def pair(federation: TestFederation) -> AsyncIterator[Pair]:
     )
     records = [
         black_list("1", LISTED),
-        serious_penalty("2", LAPSED, (TODAY - dt.timedelta(days=1)).isoformat()),
+        serious_penalty("2", LAPSED, (publicity_today() - dt.timedelta(days=1)).isoformat()),
         serious_penalty("3", REVOKED, "2099-12-31"),
     ]
     assert jiangsu.pool is not None and shanghai.pool is not None
@@ -138,7 +138,7 @@ def punished(check_id: str, subject: str, *measures: str) -> check_pb2.FeedbackR
         basis="政府采购法 第二十二条",
         district_code="310101",
         department="上海市黄浦区财政局",
-        applied_on=TODAY.isoformat(),
+        applied_on=publicity_today().isoformat(),
     )
 
 

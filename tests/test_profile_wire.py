@@ -19,7 +19,6 @@ from credex.node.services.lookup import _profile, _visible_entries
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
 ACTIVE = lookup_pb2.ENTRY_STATUS_ACTIVE
-TOMORROW = publicity_today() + dt.timedelta(days=1)
 
 
 def row(record: record_pb2.Record, seq: int, envelope: bytes, status: int = ACTIVE, disputed: bool = False) -> Any:
@@ -32,7 +31,7 @@ def row(record: record_pb2.Record, seq: int, envelope: bytes, status: int = ACTI
         "status": status,
         "disputed": disputed,
         "sharing_level": record.sharing_level,
-        "publicity_end": TOMORROW,
+        "publicity_end": publicity_today() + dt.timedelta(days=1),  # in force, on the day the test runs
         "envelope": envelope,
     }
 

@@ -22,6 +22,7 @@ from stdnum.cn import ric
 
 from credex.crypto.keys import SigningKey
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.authorizations import recording
 from credex.node.ledger.appender import Change
 from credex.node.reports import FieldsList, FieldsListError, check_report, issuing
@@ -47,7 +48,6 @@ from .report_setup import (
     PORTAL,
     REPAIRED,
     SERIOUS,
-    TODAY,
     WARNING,
     Pair,
     issue,
@@ -171,8 +171,9 @@ async def test_special_report_states_per_category_and_field_whether_there_is_a_r
     assert {log["origin"]: log["seq"] > 0 for log in document["data_cutoff"]["logs"]} == {
         o: o == "320000" for o in members
     }
-    assert document["period"]["end"] == TODAY.isoformat()
-    assert document["period"]["start"] == TODAY.replace(year=TODAY.year - 5).isoformat()
+    today = publicity_today()
+    assert document["period"]["end"] == today.isoformat()
+    assert document["period"]["start"] == today.replace(year=today.year - 5).isoformat()
     assert [f["code"] for f in document["fields"]] == fields
     assert document["report_number"] == issued.report_number and issued.report_number.startswith("310000-")
     assert document["verification_code"] == issued.verification_code
@@ -285,7 +286,7 @@ async def test_a_persons_report_needs_the_person_or_an_authorization_the_node_ho
         subject=PERSON,
         grantee=AUTHORIZED,
         scope="report",
-        valid_from=TODAY.isoformat(),
+        valid_from=publicity_today().isoformat(),
         valid_until="2099-12-31",
     )
     forged_for_portal = authorization_pb2.Authorization()
@@ -335,7 +336,7 @@ async def test_a_persons_report_may_be_asked_with_an_authorization_naming_them_b
         subject=number,
         grantee=AUTHORIZED,
         scope="report",
-        valid_from=TODAY.isoformat(),
+        valid_from=publicity_today().isoformat(),
         valid_until="2099-12-31",
     )
     shanghai = pair.shanghai
@@ -361,7 +362,7 @@ async def pair_view(channel: grpc.aio.Channel, number: str, code: str) -> report
 
 
 async def test_bad_requests_are_refused_before_anything_is_issued(federation: TestFederation, pair: Pair) -> None:
-    too_long = TODAY.replace(year=TODAY.year - 6).isoformat()
+    too_long = publicity_today().replace(year=publicity_today().year - 6).isoformat()
     bad = [
         issue_request(kind=report_pb2.REPORT_KIND_UNSPECIFIED),
         issue_request(subject="110101199003077777"),  # an ID number: never accepted
@@ -369,7 +370,7 @@ async def test_bad_requests_are_refused_before_anything_is_issued(federation: Te
         issue_request(period_start=too_long),
         issue_request(period_end="2999-01-01"),
         issue_request(period_start="2024-13-01"),
-        issue_request(period_start=TODAY.isoformat(), period_end="2020-01-01"),
+        issue_request(period_start=publicity_today().isoformat(), period_end="2020-01-01"),
         issue_request(fields=["no-such-field"]),
     ]
     async with client_channel(federation, pair.shanghai, PORTAL) as channel:
@@ -524,7 +525,7 @@ async def test_the_node_judges_by_the_authorization_it_holds_not_the_one_present
         authorization=record_pb2.AuthorizationDetails(
             grantee=record_pb2.Authority(name="某监管平台", uscc=STREAMS_GRANTEE),
             scope="stream",
-            valid_from=TODAY.isoformat(),
+            valid_from=publicity_today().isoformat(),
             valid_to="2099-12-31",
         ),
     )
@@ -543,7 +544,7 @@ async def test_the_node_judges_by_the_authorization_it_holds_not_the_one_present
                 subject=PERSON,
                 grantee=grantee,
                 scope="report",
-                valid_from=TODAY.isoformat(),
+                valid_from=publicity_today().isoformat(),
                 valid_until="2099-12-31",
             )
         )

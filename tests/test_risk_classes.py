@@ -32,6 +32,7 @@ from credex.crypto.tls import CertificateAuthority
 from credex.domain import uscc as uscc_codes
 from credex.domain.jurisdiction import concerned_divisions
 from credex.domain.measures import Catalogue, CatalogueError
+from credex.domain.publicity import publicity_today
 from credex.domain.reasons import Reason
 from credex.domain.risk import RiskSchemes, RiskSchemesError, SamplingRate
 from credex.node.cli import app
@@ -79,9 +80,8 @@ PROVINCE_FIRM = uscc_codes.make("91", "320000", "RK000004")  # registered with t
 SZ_SAMR = uscc_codes.make("11", "320500", "00000011")  # 苏州市市场监督管理局
 NJ_SAMR = uscc_codes.make("11", "320100", "00000012")  # 南京市市场监督管理局
 JS_SAMR = uscc_codes.make("11", "320000", "00000013")  # 江苏省市场监督管理局
-TODAY = dt.date.today()
 WHY = "双随机抽查前核查"
-DECIDED = (TODAY - dt.timedelta(days=20)).isoformat()
+DECIDED = (publicity_today() - dt.timedelta(days=20)).isoformat()
 SETTINGS = {
     "access": {
         "callers": {
@@ -121,7 +121,7 @@ def classification(subject: str, name: str, published: str, unit: str, scheme: s
         name,
         published,
         scheme,
-        period or TODAY.strftime("%Y-%m"),
+        period or publicity_today().strftime("%Y-%m"),
         authority[unit],
         unit,
         DECIDED,
@@ -248,7 +248,7 @@ def test_mapping_keeps_a_class_in_its_scheme_and_a_class_outside_it_is_a_clear_r
         classification(SZ_FIRM, "苏州风控精密有限公司", "E类", SZ_SAMR, scheme="shandong-2025", period="2026-01"),
         *BAD_ROWS,
     ]
-    reader = Reader(write_csv(tmp_path / "r.csv", rows), MARKET_RISK, MappingContext(origin=JS, today=TODAY), 10)
+    reader = Reader(write_csv(tmp_path / "r.csv", rows), MARKET_RISK, MappingContext(origin=JS), 10)
     batch = reader.next_batch()
     assert batch is not None
     taken = [t.record.risk_class for t in batch.records]
@@ -256,7 +256,7 @@ def test_mapping_keeps_a_class_in_its_scheme_and_a_class_outside_it_is_a_clear_r
         ("samr-2022", "D", "D类"),  # no scheme named: the national one
         ("shandong-2025", "E", "E类"),
     ]
-    assert taken[0].classifying_authority.uscc == SZ_SAMR and taken[0].period == TODAY.strftime("%Y-%m")
+    assert taken[0].classifying_authority.uscc == SZ_SAMR and taken[0].period == publicity_today().strftime("%Y-%m")
     problems = [problem for _, rejection in batch.rejections for problem in rejection.problems]
     assert [p.reason for p in problems] == [Reason.RISK_CLASS_OUTSIDE_SCHEME, Reason.RISK_SCHEME_UNKNOWN]
     assert "'E' is not a class of scheme samr-2022 (A/B/C/D)" in problems[0].message
@@ -511,8 +511,8 @@ def _authorization(subject: str) -> authorization_pb2.Authorization:
         subject=subject,
         grantee=FINANCING_UNIT,
         scope="stream",
-        valid_from=TODAY.isoformat(),
-        valid_until=(TODAY + dt.timedelta(days=30)).isoformat(),
+        valid_from=publicity_today().isoformat(),
+        valid_until=(publicity_today() + dt.timedelta(days=30)).isoformat(),
         document_sha256=b"\x01" * 32,
     )
 
@@ -561,7 +561,7 @@ def test_which_records_of_a_provincial_origin_concern_a_supervisors_division(
     entitlement = Entitlement.of(Caller("sup", "supervision", region), SubscriptionsConfig())
     given = penalty("CF-9", subject, "某公司", unit)
     assert entitlement.covers_origin(JS) is (region != "310000")
-    assert entitlement.delivery(JS, given, lookup_pb2.ENTRY_STATUS_ACTIVE, TODAY, False) is delivery
+    assert entitlement.delivery(JS, given, lookup_pb2.ENTRY_STATUS_ACTIVE, publicity_today(), False) is delivery
 
 
 def test_a_person_or_a_code_under_no_division_concerns_no_division() -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.config import SubscriptionsConfig
 from credex.node.runtime import Node
 from credex.node.services.access import Caller
@@ -38,7 +39,6 @@ UNIT = uscc_codes.make("91", "310000", "XYD00001")  # the platform's unit: the g
 OPERATOR = "operator-desk"
 SUPERVISION_SH = "shanghai-supervision"
 SUPERVISION_JS = "jiangsu-supervision"
-TODAY = dt.date.today()
 LEVELS = [record_pb2.SHARING_LEVEL_PUBLIC, record_pb2.SHARING_LEVEL_RESTRICTED, record_pb2.SHARING_LEVEL_GOVERNMENT]
 SETTINGS = {
     "access": {
@@ -63,8 +63,8 @@ def authorization(authorization_id: str, subject: str, **changes: object) -> aut
         subject=subject,
         grantee=UNIT,
         scope="stream",
-        valid_from=TODAY.isoformat(),
-        valid_until=(TODAY + dt.timedelta(days=365)).isoformat(),
+        valid_from=publicity_today().isoformat(),
+        valid_until=(publicity_today() + dt.timedelta(days=365)).isoformat(),
         document_sha256=hashlib.sha256(authorization_id.encode()).digest(),
     )
     for name, value in changes.items():
@@ -308,16 +308,16 @@ def test_who_gets_what_of_each_event(
     entitlement = Entitlement.of(caller, SubscriptionsConfig(grantees={"someone": UNIT} if role == "financing" else {}))
     record = record_pb2.Record(origin=origin, kind=kind, sharing_level=level)  # type: ignore[arg-type]
     record.publicity.end = "2099-12-31"
-    assert entitlement.delivery(origin, record, standing, TODAY, authorized) is delivery
+    assert entitlement.delivery(origin, record, standing, publicity_today(), authorized) is delivery
 
 
 def test_a_record_past_its_window_leaves_a_public_subscribers_view_as_a_change() -> None:
     record = record_pb2.Record(origin=SH, kind=record_pb2.KIND_PENALTY, sharing_level=PUBLIC_LEVEL)
-    record.publicity.end = (TODAY - dt.timedelta(days=1)).isoformat()
+    record.publicity.end = (publicity_today() - dt.timedelta(days=1)).isoformat()
     public = Entitlement.of(Caller("someone", "public"), SubscriptionsConfig())
-    assert public.delivery(SH, record, ACTIVE, TODAY, False) is Delivery.CHANGE
+    assert public.delivery(SH, record, ACTIVE, publicity_today(), False) is Delivery.CHANGE
     government = Entitlement.of(Caller("someone", "government"), SubscriptionsConfig())
-    assert government.delivery(SH, record, EXPIRED, TODAY, False) is Delivery.FULL  # as lookups show them
+    assert government.delivery(SH, record, EXPIRED, publicity_today(), False) is Delivery.FULL  # as lookups show them
 
 
 async def test_a_subscriber_replaying_history_never_receives_a_record_withdrawn_since(
@@ -438,8 +438,8 @@ async def test_a_subscriber_replaying_history_never_receives_a_record_whose_corr
     await append(node, [first, penalty(SH, 2, company(2))])
     corrected = record_pb2.Record()
     corrected.CopyFrom(first)
-    corrected.publicity.start = (TODAY - dt.timedelta(days=60)).isoformat()
-    corrected.publicity.end = (TODAY - dt.timedelta(days=2)).isoformat()  # ended, in any time zone
+    corrected.publicity.start = (publicity_today() - dt.timedelta(days=60)).isoformat()
+    corrected.publicity.end = (publicity_today() - dt.timedelta(days=2)).isoformat()  # ended, in any time zone
     [seq] = await append(node, [corrected])
     bundle = federation.bundle_now()
     async with client_channel(federation, node, PUBLIC) as public:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, model_validator
 
 from credex.crypto.pseudonym import Pseudonymizer
-from credex.domain.publicity import PublicityRules
+from credex.domain.publicity import PublicityRules, publicity_today
 from credex.domain.reasons import Reason
 from credex.domain.risk import RiskSchemes
 from credex.errors import CredexError
@@ -136,7 +136,7 @@ class MappingContext:
 
     def day(self) -> dt.date:
         """The day rows are judged on now."""
-        return self.today or dt.date.today()
+        return self.today or publicity_today()
 
 
 def header_key(header: str) -> str:

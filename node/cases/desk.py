@@ -28,6 +28,7 @@ import grpc
 from prometheus_client import Gauge
 
 from credex.domain.case_rules import CaseRules, RegionRules, repair_eligibility
+from credex.domain.publicity import CHINA, publicity_today
 from credex.domain.workdays import add_working_days
 from credex.node.cases import applicant, casefile, copies, listing, messages, propagation, provider, resolution
 from credex.node.cases.filing import (
@@ -59,14 +60,9 @@ from credex.node.store import Connection
 from credex.node.trust import TrustProvider
 from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
-CHINA = dt.timezone(dt.timedelta(hours=8))
 OVERDUE = Gauge("credex_cases_overdue", "Open cases past their deadline at their origin, by kind", ["origin", "kind"])
 MAX_EXTENSION_DAYS = 20
 MAX_UNDELIVERED_FILINGS = 1000
-
-
-def china_today() -> dt.date:
-    return dt.datetime.now(CHINA).date()
 
 
 class CaseDesk:
@@ -77,7 +73,7 @@ class CaseDesk:
         ledger: Ledger,
         trust: TrustProvider,
         rules: CaseRules | None = None,
-        clock: Callable[[], dt.date] = china_today,
+        clock: Callable[[], dt.date] = publicity_today,
     ) -> None:
         self.origin = origin
         self.pool = pool

@@ -37,6 +37,7 @@ import asyncpg
 
 from credex.domain.measures import Catalogue, Measure
 from credex.domain.persons import withhold
+from credex.domain.publicity import publicity_today
 from credex.domain.regions import is_origin_code
 from credex.errors import CredexError
 from credex.node.checks import verdicts, wire
@@ -191,7 +192,7 @@ async def run_check(
     (node/services/audit_trail.py), before the answer leaves: a check answered is a
     check stored, and feedback can be held to what it returned.
     """
-    day = today or dt.date.today()
+    day = today or publicity_today()
     scenario = catalogue.scenario(request.scenario).code
     index = verdicts.index_of(catalogue)
     place = index.place(scenario, unit_region(request.requesting_unit))

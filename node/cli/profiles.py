@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from collections import Counter
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from credex.adapters.profile import MappingContext, Profile, Rejection, shipped_profiles
 from credex.crypto.pseudonym import Pseudonymizer
-from credex.domain.publicity import PublicityRules
+from credex.domain.publicity import PublicityRules, publicity_today
 from credex.node.cli.app import console, profile_app
 from credex.v1 import record_pb2
 
@@ -83,7 +82,7 @@ def profile_check(
     chosen = Profile.load(profile)
     # A throwaway pseudonym key: a dry run must not need (or reveal) the federation's.
     context = MappingContext(
-        origin=origin, publicity=PublicityRules(), pseudonymizer=Pseudonymizer(os.urandom(32)), today=dt.date.today()
+        origin=origin, publicity=PublicityRules(), pseudonymizer=Pseudonymizer(os.urandom(32)), today=publicity_today()
     )
     kinds: Counter[str] = Counter()
     reasons: Counter[str] = Counter()

@@ -21,6 +21,7 @@ import typer
 from typer.core import TyperGroup
 
 from credex.crypto.trust import TrustBundle
+from credex.domain.publicity import publicity_today
 from credex.node.channels import open_channel
 from credex.node.cli.app import (
     BundleOption,
@@ -121,7 +122,7 @@ def issue(
     if kind not in _KINDS:
         raise typer.BadParameter("special or full", param_hint="--kind")
     try:
-        end = dt.date.fromisoformat(to) if to else dt.date.today()
+        end = dt.date.fromisoformat(to) if to else publicity_today()
     except ValueError:
         raise typer.BadParameter(f"{to!r} is not a date YYYY-MM-DD", param_hint="--to") from None
     request = report_pb2.IssueReportRequest(

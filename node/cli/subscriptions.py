@@ -10,7 +10,6 @@ no event missed, none taken twice.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +17,7 @@ from typing import Annotated
 import grpc
 import typer
 
+from credex.domain.publicity import publicity_today
 from credex.node.channels import call_failed, open_channel
 from credex.node.cli.app import (
     BundleOption,
@@ -156,7 +156,7 @@ def authorization_grant(
         subject=subject,
         grantee=grantee,
         scope=scope,
-        valid_from=valid_from or dt.date.today().isoformat(),
+        valid_from=valid_from or publicity_today().isoformat(),
         valid_until=valid_until,
         document_sha256=hashlib.sha256(document.read_bytes()).digest(),
     )

@@ -9,11 +9,10 @@ which record, lifted by which event of the origin's log, and on what day.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from rich.console import Console
 from rich.table import Table
 
+from credex.domain.publicity import publicity_today
 from credex.v1 import check_pb2, check_pb2_grpc
 
 
@@ -28,7 +27,7 @@ def procurement_feedback(check_id: str, subject_id: str, applied: list[str]) -> 
         basis="政府采购法 第二十二条",
         district_code="310101",
         department="上海市黄浦区财政局",
-        applied_on=dt.date.today().isoformat(),
+        applied_on=publicity_today().isoformat(),
     )
 
 

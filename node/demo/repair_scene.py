@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.cases import Viewer, verify_decision
 from credex.node.channels import open_channel
 from credex.node.demo.federation import LocalFederation
@@ -67,7 +68,7 @@ async def repair_scene(
     console: Console, federation: LocalFederation, nodes: dict[str, Node], workdir: Path, timeout: float = 60
 ) -> None:
     jiangsu, shanghai = nodes["320000"], nodes["310000"]
-    record = _penalty(dt.date.today())
+    record = _penalty(publicity_today())
     assert jiangsu.pool is not None and shanghai.pool is not None
     async with jiangsu.pool.acquire() as conn, conn.transaction():
         await jiangsu.ledger.append(conn, [Change.of(record)])

@@ -25,6 +25,7 @@ from credex.adapters.profile import Profile
 from credex.adapters.samples.synth import shipped_samples
 from credex.crypto.trust import TrustBundle
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.domain.regions import region_name
 from credex.domain.uscc import USCC
 from credex.node.channels import open_channel
@@ -158,7 +159,7 @@ async def _procurement_check(
 ) -> None:
     """Jiangsu lists a company; Shanghai's procurement office checks it over mTLS, sees why, files feedback."""
     jiangsu, shanghai = nodes["320000"], nodes["310000"]
-    record = _listed_record(dt.date.today())
+    record = _listed_record(publicity_today())
     assert jiangsu.pool is not None and shanghai.pool is not None
     async with jiangsu.pool.acquire() as conn, conn.transaction():
         await jiangsu.ledger.append(conn, [Change.of(record)])

@@ -28,6 +28,7 @@ from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
 from credex.domain.penalties import simple_procedure
 from credex.domain.persons import withhold
+from credex.domain.publicity import publicity_today
 from credex.errors import CredexError
 from credex.node.chain import CheckpointKeeper, LogBook
 from credex.node.chain.proofs import ProofUnavailable, inclusion_proof, proof_to_json
@@ -124,7 +125,7 @@ class Issuer:
 
     async def issue(self, request: ReportRequest, bundle: TrustBundle) -> Issued:
         self.key.check_may_sign()
-        today = dt.date.today()
+        today = publicity_today()
         async with self.pool.acquire() as conn:
             await self._within_daily_limit(conn, request.caller)  # early, before any work for a refused caller
             rows = await conn.fetch(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from credex.domain.publicity import publicity_today
 from credex.node.reports.document import IN_FORCE
 from credex.node.reports.issuing import log_access
 from credex.node.store import Connection
@@ -108,7 +109,7 @@ async def verify(
             [i["record_id"] for i in included],
         )
     now = {r["record_id"]: r for r in rows}
-    today = dt.date.today()
+    today = publicity_today()
     changes = [c for c in (_change(i, now.get(i["record_id"]), today) for i in included) if c is not None]
     return Verdict(True, "", number, held.issued_at, held.subject_id, changes, held)
 

@@ -23,6 +23,7 @@ from credex.crypto.pseudonym import PREFIX as PSEUDONYM_PREFIX
 from credex.crypto.pseudonym import is_pseudonym
 from credex.domain import uscc as uscc_codes
 from credex.domain.persons import withhold
+from credex.domain.publicity import publicity_today
 from credex.node.authorizations import held
 from credex.node.authorizations import terms as authorization_terms
 from credex.node.authorizations.terms import REPORT_SCOPE
@@ -230,7 +231,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
 
     def _period(self, start_text: str, end_text: str) -> tuple[dt.date, dt.date]:
         """The report period: default the last ``reports.max_period_years`` years, never longer, never ahead."""
-        today = dt.date.today()
+        today = publicity_today()
         years = self.config.reports.max_period_years
         end = _date("period_end", end_text) if end_text else today
         start = _date("period_start", start_text) if start_text else _years_before(end, years)
@@ -261,7 +262,7 @@ class ReportService(Servicer, report_pb2_grpc.ReportServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED, "the authorization presented is about another subject"
             )
         async with self.pool.acquire() as conn:
-            if await held.honoured(conn, presented, caller.identity, REPORT_SCOPE, dt.date.today()):
+            if await held.honoured(conn, presented, caller.identity, REPORT_SCOPE, publicity_today()):
                 return
         raise edge.Refused(grpc.StatusCode.PERMISSION_DENIED, f"the authorization presented is {held.NOT_HELD}")
 
