@@ -4,14 +4,16 @@ On Python 3.11 ``asyncio.wait_for`` returns the result of what it waited for whe
 that finished in the same turn of the loop as a cancellation of the waiting task;
 the cancellation is lost (CPython gh-86296, fixed in 3.12). A relay idling on
 ``wait_for(wakeup.wait(), 0.1)`` that was woken by a NOTIFY as its node stopped
-went on publishing, and the stop gave up on it after 30 s. Libraries below us
-(aiokafka awaits ``wait_for`` in many places) can lose one the same way and hand
-the loop an error instead.
+went on publishing, and the stop gave up on it after 30 s. Libraries below us can
+lose one too: aiokafka's client ``close()`` awaits its metadata task under
+``suppress(CancelledError)``, so a loop cancelled while it closes an admin client
+or a consumer carries on as if nothing happened.
 
 So the loops wait through :func:`wait_for_event` (``asyncio.timeout``, which
-counts cancellations) and pause between retries through :func:`pause`, which
-first re-raises a cancellation that something below swallowed: a task that was
-asked to stop and is still running has ``cancelling()`` above zero.
+counts cancellations) and pause through :func:`pause`, and a loop that need not
+wait calls :func:`raise_if_cancelling`: each first re-raises a cancellation that
+something below swallowed, since a task that was asked to stop and is still
+running has ``cancelling()`` above zero.
 """
 
 from __future__ import annotations

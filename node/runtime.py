@@ -35,6 +35,7 @@ from credex.crypto.pseudonym import Pseudonymizer
 from credex.crypto.trust import EventVerifier, TrustBundle, TrustBundleError
 from credex.domain.case_rules import CaseRules
 from credex.node.authorizations.recording import adopt_unsigned
+from credex.node.cancellation import pause
 from credex.node.cases import CaseCourier, CaseDesk
 from credex.node.chain import AGREED, Alarms, CheckpointKeeper, LogBook, WantedRanges
 from credex.node.channels import PeerChannels
@@ -332,7 +333,7 @@ class Node:
         # just before this task first ran, is still noticed.
         seen = b""
         while True:
-            await asyncio.sleep(BUNDLE_REFRESH_SECONDS)
+            await pause(BUNDLE_REFRESH_SECONDS)
             try:
                 seen = await self._refresh_once(seen)
             except asyncio.CancelledError:
@@ -383,7 +384,7 @@ class Node:
                 raise
             except Exception as exc:
                 log.warning("evidence retention: %s; trying again in an hour", exc)
-            await asyncio.sleep(EVIDENCE_RETENTION_SECONDS)
+            await pause(EVIDENCE_RETENTION_SECONDS)
 
     def _say_what_the_bundle_means(self, bundle: TrustBundle) -> None:
         """Log, at start and on each refresh, what in the bundle limits this node or its peers."""
@@ -481,4 +482,4 @@ async def _tile_backlog(pool: asyncpg.Pool) -> None:
     while True:
         if tiled := await tile_backlog(pool):
             log.info("tiled %d leaves held before the log had tiles", tiled)
-        await asyncio.sleep(TILE_BACKLOG_SECONDS)
+        await pause(TILE_BACKLOG_SECONDS)

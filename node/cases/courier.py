@@ -29,6 +29,7 @@ import logging
 import asyncpg
 import grpc
 
+from credex.node.cancellation import pause
 from credex.node.cases import casefile, lateness, messages, propagation
 from credex.node.cases.desk import CaseDesk
 from credex.node.cases.model import State
@@ -69,7 +70,7 @@ class CaseCourier:
     async def run(self) -> None:
         while True:
             await self.round()
-            await asyncio.sleep(self.poll_seconds)
+            await pause(self.poll_seconds)
 
     async def round(self) -> None:
         """One pass of all three duties; a failure of one target never stops the others."""

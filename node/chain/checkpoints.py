@@ -33,6 +33,7 @@ from credex.crypto.checkpoint import Checkpoint, CheckpointRejected, log_name
 from credex.crypto.cosignature import cosignatures, note_body, pruned, with_lines, witness_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.trust import TrustBundle
+from credex.node.cancellation import pause
 from credex.node.chain.alarms import AlarmKind, Alarms
 from credex.node.chain.latest import Missing
 from credex.node.chain.merkle_book import LogBook
@@ -492,7 +493,7 @@ class CheckpointKeeper:
         """
         failures = 0
         while True:
-            await asyncio.sleep(min(every_seconds, 1.0) if not failures else min(60.0, 2.0**failures))
+            await pause(min(every_seconds, 1.0) if not failures else min(60.0, 2.0**failures))
             try:
                 await self._sign_if_due(every_events, every_seconds)
                 failures = 0

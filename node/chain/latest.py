@@ -119,7 +119,7 @@ class LatestCheckpoints(Generic[T]):
                 log.warning("latest checkpoints: the listening connection was lost; listening again")
             except RETRYABLE as exc:
                 log.warning("latest checkpoints: listening failed (%s); asking the store on every call meanwhile", exc)
-                await asyncio.sleep(RELISTEN_SECONDS)
+                await pause(RELISTEN_SECONDS)
             finally:
                 self._listening = False
                 self.forget()

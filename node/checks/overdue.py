@@ -14,7 +14,6 @@ can be overdue, and a node with ten years of checks does not count days for all 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from credex.domain.workdays import working_days_between
+from credex.node.cancellation import pause
 from credex.node.checks.lifted import refresh_lifted_metric
 from credex.node.metrics import METRICS
 
@@ -97,4 +97,4 @@ async def watch_overdue(pool: asyncpg.Pool, origin: str, due_working_days: int, 
         overdue = await refresh_overdue_metric(pool, origin, due_working_days)
         await refresh_lifted_metric(pool, origin)
         log.debug("node %s: %d checked subjects overdue for feedback", origin, len(overdue))
-        await asyncio.sleep(every_seconds)
+        await pause(every_seconds)

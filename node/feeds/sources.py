@@ -70,7 +70,7 @@ class Feed(abc.ABC):
                     await pause(min(60.0, self.config.poll_seconds * 2 ** min(attempt, 5)))
                     continue
                 if not taken:
-                    await asyncio.sleep(self.config.poll_seconds)
+                    await pause(self.config.poll_seconds)
         finally:
             await self.close()
 

@@ -14,7 +14,6 @@ second run the same day) signs exactly what is left — nothing, if nothing is.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -108,4 +107,4 @@ async def run_daily(pool: asyncpg.Pool, ledger: Ledger, config: ExpiryConfig) ->
             if run.expired:
                 log.info("node %s: %d records expired (windows ended before %s)", ledger.origin, run.expired, run.today)
         now = dt.datetime.now(dt.UTC)
-        await asyncio.sleep((next_run(now, config.hour) - now).total_seconds())
+        await pause((next_run(now, config.hour) - now).total_seconds())

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from credex.node import kafka as bus
-from credex.node.cancellation import wait_for_event
+from credex.node.cancellation import pause, raise_if_cancelling, wait_for_event
 from credex.node.config import NodeConfig, checkpoints_topic
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL
@@ -76,8 +76,8 @@ class Relay:
         conn = await self.pool.acquire()
         try:
             lock = "SELECT pg_try_advisory_lock($1, hashtext($2))"
-            while not await conn.fetchval(lock, _RELAY_LOCK, self.origin):  # noqa: ASYNC110 - a database lock
-                await asyncio.sleep(2.0)  # another replica publishes
+            while not await conn.fetchval(lock, _RELAY_LOCK, self.origin):
+                await pause(2.0)  # another replica publishes
             await conn.add_listener(NOTIFY_CHANNEL, self.wake)
             producer = AIOKafkaProducer(
                 **bus.client_kwargs(self.config, self.bootstrap_servers),
@@ -87,14 +87,17 @@ class Relay:
                 max_batch_size=512 * 1024,
                 request_timeout_ms=15000,
             )
-            await producer.start()
-            warning = bus.plaintext_warning(self.config, self.bootstrap_servers)
-            if warning:
-                log.warning("relay: %s", warning)
             try:
+                await producer.start()  # inside the try: a start cut short still closes what it opened
+                warning = bus.plaintext_warning(self.config, self.bootstrap_servers)
+                if warning:
+                    log.warning("relay: %s", warning)
                 await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic, self.checkpoint_topic])
                 checked_at = 0.0
                 while True:
+                    # aiokafka's client close() swallows a cancellation (the broker check closes one every
+                    # few seconds), and a relay with events to publish never waits where it would raise.
+                    raise_if_cancelling()
                     if time.monotonic() - checked_at >= self.config.relay.broker_check_seconds:
                         await self._check_broker()
                         checked_at = time.monotonic()

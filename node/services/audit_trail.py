@@ -37,6 +37,7 @@ import asyncpg
 
 from credex.domain.persons import cannot_hold_ric, withhold
 from credex.errors import CredexError
+from credex.node.cancellation import pause, raise_if_cancelling
 from credex.node.metrics import METRICS
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.store.inserts import Inserter, Rows
@@ -342,7 +343,7 @@ class AuditLog:
             else:
                 if trimmed:
                     log.info("audit log: %d rows older than %d days trimmed", trimmed, keep.days)
-            await asyncio.sleep(every_seconds)
+            await pause(every_seconds)
 
     async def stop(self) -> None:
         """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
@@ -352,6 +353,7 @@ class AuditLog:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        raise_if_cancelling()  # a stop cut short (Node.stop's time limit) ends here, not in the rest of it
         self._tasks, self._trimmer = [], None
         pending = [held for batch in self._in_hand.values() for held in batch]
         self._in_hand = {}

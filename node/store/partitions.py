@@ -17,7 +17,6 @@ is dropped after its answers and feedback; the measures lifted on their feedback
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import re
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from credex.node.cancellation import pause
 from credex.node.store import lifting
 from credex.node.store.database import Connection
 
@@ -134,4 +134,4 @@ async def keep_partitions(pool: asyncpg.Pool, retention: Retention, every_second
         changes = await maintain(pool, retention)
         if changes:
             log.info("partitions: %s", ", ".join(changes))
-        await asyncio.sleep(every_seconds)
+        await pause(every_seconds)

@@ -65,7 +65,7 @@ class Bell:
                 await lost.wait()
             except RETRYABLE as exc:
                 log.warning("streams: listening for new events failed (%s); polling meanwhile", exc)
-                await asyncio.sleep(SAFETY_POLL_SECONDS)
+                await pause(SAFETY_POLL_SECONDS)
             finally:
                 with contextlib.suppress(*RETRYABLE):
                     await conn.remove_listener(NOTIFY_CHANNEL, self._ring)

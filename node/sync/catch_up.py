@@ -65,6 +65,7 @@ import asyncpg
 import grpc
 from prometheus_client import Counter
 
+from credex.node.cancellation import pause, raise_if_cancelling
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.chain.wanted import Wanted
 from credex.node.channels import PeerChannels
@@ -179,11 +180,11 @@ class Sync:
             except Exception as exc:
                 failures = min(failures + 1, 6)
                 log.warning("sync: round failed (%s: %s); next round after a longer pause", type(exc).__name__, exc)
-            pause = min(self.config.sync.probe_seconds * 2**failures, 60.0)
+            wait = min(self.config.sync.probe_seconds * 2**failures, 60.0)
             if failures:
-                await asyncio.sleep(pause)
+                await pause(wait)
             else:  # a withheld notice cuts the pause short: only this fetch can fill it
-                await self.wanted.urgent(pause)
+                await self.wanted.urgent(wait)
 
     async def round(self) -> None:
         await self.alarms.load()  # an operator may have cleared an alarm
@@ -397,6 +398,7 @@ class Sync:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            raise_if_cancelling()  # the suppress above must not eat a cancellation of the fetch itself
 
     async def _apply(self, endpoint: str, origin: str, checked: Checked, fetched: int) -> int:
         result = await self.intake.apply(checked, f"sync:{endpoint}")

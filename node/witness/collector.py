@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from credex.crypto.cosignature import cosignatures, with_lines, witness_name
 from credex.crypto.trust import TrustBundle
 from credex.errors import CredexError
+from credex.node.cancellation import pause
 from credex.node.chain import LogBook
 from credex.node.channels import PeerChannels
 from credex.node.witness import wire
@@ -71,7 +72,7 @@ class CosignatureCollector:
     async def run(self, every_seconds: float) -> None:
         """Collect for each new checkpoint as it is signed; survive any one round's failure."""
         while True:
-            await asyncio.sleep(min(every_seconds, 1.0))
+            await pause(min(every_seconds, 1.0))
             try:
                 await self.collect()
             except asyncio.CancelledError:
