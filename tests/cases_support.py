@@ -26,8 +26,7 @@ from .conftest import TestFederation, eventually
 OPERATOR = "operator-desk"
 CALLERS = {"access": {"callers": {GOVERNMENT: "government", OPERATOR: "operator"}}}
 ENTITY = record_pb2.SUBJECT_TYPE_LEGAL_ENTITY
-TODAY = publicity_today()
-DECIDED = (TODAY - dt.timedelta(days=200)).isoformat()  # past 3 months, not yet a year
+DECIDED = (publicity_today() - dt.timedelta(days=200)).isoformat()  # past 3 months, not yet a year
 
 
 # The unit that provided Jiangsu's test records (数据来源单位): objections passed on go to it (部门审核).

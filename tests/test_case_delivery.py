@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from credex.crypto.keys import SigningKey
+from credex.domain.publicity import publicity_today
 from credex.node.cases import case_id_of, messages
 from credex.node.cases.filing import content_digest
 from credex.node.runtime import Node
@@ -22,7 +23,6 @@ from credex.v1 import case_pb2, case_pb2_grpc, event_pb2, record_pb2
 from .callers import government_channel, peer_channel
 from .cases_support import (
     CALLERS,
-    TODAY,
     Regions,
     arrived,
     case_at,
@@ -190,7 +190,7 @@ async def test_a_filing_the_origin_refuses_is_not_retried_and_closes_the_filing_
     """The origin's judgement wins: Shanghai's clock says a serious penalty's year has passed, Jiangsu's does not."""
     record = penalty(52, severity=record_pb2.SEVERITY_SERIOUS)
     await publish(regions.jiangsu, [record], regions.shanghai)
-    regions.shanghai.cases.clock = lambda: TODAY + dt.timedelta(days=400)
+    regions.shanghai.cases.clock = lambda: publicity_today() + dt.timedelta(days=400)
     filed = await regions.filer().FileRepair(repair(record, "origin-says-no"), timeout=30)
     assert filed.created and filed.case.eligibility.startswith("eligible")
 

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.node.checks import refresh_lifted_metric
 from credex.node.cli import app
 from credex.node.embedded import EmbeddedPostgres
@@ -32,7 +33,6 @@ from .callers import GOVERNMENT, PUBLIC, audit_rows, client_channel, government_
 from .cases_support import (
     DECIDED,
     OPERATOR,
-    TODAY,
     Regions,
     arrived,
     black_list,
@@ -98,7 +98,7 @@ async def check_and_report(
             basis="政府采购法 第二十二条",
             district_code="310101",
             department="上海市黄浦区财政局",
-            applied_on=TODAY.isoformat(),
+            applied_on=publicity_today().isoformat(),
         ),
         timeout=30,
     )
@@ -186,7 +186,11 @@ async def test_a_repair_lifts_the_measures_each_region_applied_because_of_it_and
         rows = await lifted(regions, node)
         assert shown(rows) == [(SH30, record.record_id, "repaired", False, 0, [])], node.origin
         (row,) = rows
-        assert (row.record_origin, row.event_seq, row.lifted_on) == ("320000", repair_seq, TODAY.isoformat())
+        assert (row.record_origin, row.event_seq, row.lifted_on) == (
+            "320000",
+            repair_seq,
+            publicity_today().isoformat(),
+        )
         assert (row.subject_id, row.requesting_unit, row.caller, row.acknowledged_at) == (
             subject(61),
             UNIT,
@@ -265,7 +269,7 @@ async def test_hiding_lifts_for_the_while_unhiding_reinstates_and_a_revocation_w
 
     rows = await eventually(reinstated, timeout=60)
     assert {(m.reinstated_seq, m.reinstated_on, m.acknowledged_at) for m in rows} == {
-        (unhide_seq, TODAY.isoformat(), "")  # the unit is told again: the measures apply once more
+        (unhide_seq, publicity_today().isoformat(), "")  # the unit is told again: the measures apply once more
     }
 
     # Hidden again, then revoked while hidden: the same rows now say the lift is for good, told anew.
@@ -316,7 +320,7 @@ async def test_feedback_filed_after_the_record_left_force_is_lifted_as_it_is_fil
             basis="政府采购法",
             district_code="310101",
             department="上海市黄浦区财政局",
-            applied_on=TODAY.isoformat(),
+            applied_on=publicity_today().isoformat(),
         )
 
     await checks.SubmitFeedback(report(first.check_id, check_pb2.FEEDBACK_OUTCOME_PUNISHED), timeout=30)
@@ -384,11 +388,14 @@ async def test_a_unit_sees_and_acknowledges_only_its_own_lifted_measures_operato
         check_pb2.ListLiftedMeasuresRequest(page_size=3, page_token=first.next_page_token, purpose=PURPOSE), timeout=30
     )
     assert [m.id for m in [*first.measures, *rest.measures]] == [m.id for m in mine] and not rest.next_page_token
-    assert await lifted(regions, regions.shanghai, since=(TODAY + dt.timedelta(days=1)).isoformat()) == []
+    assert await lifted(regions, regions.shanghai, since=(publicity_today() + dt.timedelta(days=1)).isoformat()) == []
     assert (
         await lifted(regions, regions.shanghai, requesting_unit_uscc=uscc_codes.make("11", "310000", "HCG00002")) == []
     )
-    assert len(await lifted(regions, regions.shanghai, requesting_unit_uscc=UNIT, since=TODAY.isoformat())) == 4
+    assert (
+        len(await lifted(regions, regions.shanghai, requesting_unit_uscc=UNIT, since=publicity_today().isoformat()))
+        == 4
+    )
 
     # Another office sees none of them and cannot acknowledge one; the row is unchanged.
     assert await lifted(regions, regions.shanghai, OTHER) == []

@@ -13,11 +13,11 @@ import datetime as dt
 import grpc
 import pytest
 
+from credex.domain.publicity import publicity_today
 from credex.node.ledger import standing
 from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
 from .cases_support import (
-    TODAY,
     Regions,
     arrived,
     case_at,
@@ -72,7 +72,7 @@ async def test_a_review_that_overturns_a_deletion_brings_the_record_back_active_
 
 
 async def test_a_record_whose_window_ended_meanwhile_comes_back_expired_not_active(regions: Regions) -> None:
-    window_end = TODAY + dt.timedelta(days=60)
+    window_end = publicity_today() + dt.timedelta(days=60)
     case_id, record_id = await deleted_then_reviewed(regions, 81, window_end.isoformat())
     regions.jiangsu.cases.clock = lambda: window_end + dt.timedelta(days=30)
     await regions.operator().DecideCase(

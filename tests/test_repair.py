@@ -15,12 +15,12 @@ import datetime as dt
 import grpc
 import pytest
 
+from credex.domain.publicity import publicity_today
 from credex.node.cases import MessageRejected, verify_decision
 from credex.v1 import case_pb2, event_pb2, lookup_pb2, record_pb2
 
 from .cases_support import (
     CALLERS,
-    TODAY,
     Regions,
     arrived,
     case_at,
@@ -95,7 +95,7 @@ async def test_an_approved_repair_reaches_every_region_which_confirms_and_the_de
         record.record_id,
         "approved",
     )
-    assert decision.unit == "苏州市市场监督管理局" and decision.decided_on == TODAY.isoformat()
+    assert decision.unit == "苏州市市场监督管理局" and decision.decided_on == publicity_today().isoformat()
     assert decision.decision_number == approved.decision_number
     forged = event_pb2.Envelope()
     forged.CopyFrom(document.envelope)
