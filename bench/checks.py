@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import os
 import random
 import time
@@ -42,11 +43,13 @@ from bench.common import (
     services,
 )
 from bench.lookup import start_durable_floor, start_echo
+from credex.crypto.envelope import SIGNATURE_SIZE, sealed_bytes
 from credex.domain import uscc as uscc_codes
 from credex.node.runtime import Node
 from credex.node.store import Connection
-from credex.node.store.events import EVENT_COLUMNS, RECORD_COLUMNS, backfill_subjects
-from credex.v1 import record_pb2
+from credex.node.store.events import EVENT_COLUMNS, STATE_COLUMNS, backfill_subjects
+from credex.protowire import varint
+from credex.v1 import event_pb2, record_pb2
 
 ORIGIN = "310000"
 PER_SUBJECT = 5
@@ -68,7 +71,13 @@ def subjects(n: int, seed: int = 1) -> list[tuple[str, str]]:
 
 
 def generated(people: list[tuple[str, str]], n: int) -> Iterator[tuple[tuple[object, ...], tuple[object, ...]]]:
-    """(records row, events row) of ``n`` records, :data:`PER_SUBJECT` per subject, in the columns' order."""
+    """(record_states row, events row) of ``n`` records, :data:`PER_SUBJECT` per subject, in the columns' order.
+
+    Each record's bytes live once, inside its event's envelope, where the ledger puts them
+    (migration 0029): the record_states row says where, and reading a record costs what it
+    costs a node that took it in. The envelope is as big as a sealed one; its signature is
+    random bytes, since nothing here verifies one.
+    """
     window_end = TODAY + dt.timedelta(days=365 * 3)
     for i in range(n):
         code, name = people[i // PER_SUBJECT]
@@ -90,23 +99,52 @@ def generated(people: list[tuple[str, str]], n: int) -> Iterator[tuple[tuple[obj
         else:
             record.kind = record_pb2.KIND_LICENCE
         encoded = record.SerializeToString(deterministic=True)
-        seq = i + 1
+        seq, event_id, digest = i + 1, uuid.uuid4(), hashlib.sha256(encoded).digest()
+        envelope, record_at = _sealed(seq, event_id, record.record_id, digest, encoded)
         yield (
-            (record.record_id, ORIGIN, code, record.kind, seq, 1, 1, window_end, bytes(32), encoded, False),
-            (ORIGIN, seq, uuid.uuid4(), 1, record.record_id, code, b"", dt.datetime.now(dt.UTC), bytes(32)),
+            # record NULL: its bytes are at record_at in the envelope
+            (
+                record.record_id,
+                ORIGIN,
+                code,
+                record.kind,
+                seq,
+                1,
+                1,
+                window_end,
+                digest,
+                None,
+                False,
+                record_at,
+                len(encoded),
+            ),
+            (ORIGIN, seq, event_id, 1, record.record_id, code, envelope, dt.datetime.now(dt.UTC), bytes(32)),
         )
+
+
+_EVENT_HEAD = event_pb2.Event(origin=ORIGIN, type=event_pb2.EVENT_TYPE_UPSERT)
+_KEY_ID = f"{ORIGIN}-ledger-1"
+
+
+def _sealed(seq: int, event_id: uuid.UUID, record_id: str, digest: bytes, encoded: bytes) -> tuple[bytes, int]:
+    """An envelope of an UPSERT carrying ``encoded`` as the ledger lays it out, and where ``encoded`` starts in it."""
+    head = event_pb2.Event()
+    head.CopyFrom(_EVENT_HEAD)
+    head.seq, head.event_id, head.record_id, head.record_digest = seq, str(event_id), record_id, digest
+    head.recorded_at.GetCurrentTime()
+    payload = head.SerializeToString(deterministic=True) + b"\x32" + varint(len(encoded)) + encoded  # record last
+    envelope = sealed_bytes(_KEY_ID, payload, os.urandom(SIGNATURE_SIZE))
+    return envelope, envelope.index(payload) + len(payload) - len(encoded)
 
 
 async def fill(conn: Connection, people: list[tuple[str, str]], n: int) -> float:
     """COPY ``n`` records and their events, then make the subjects searchable; the seconds taken."""
-    assert len(RECORD_COLUMNS) == 11 and len(EVENT_COLUMNS) == 9, "the rows below follow the store's columns"
+    assert len(STATE_COLUMNS) == 13 and len(EVENT_COLUMNS) == 9, "the rows below follow the store's columns"
     started = time.perf_counter()
     rows = generated(people, n)
     while batch := [row for _, row in zip(range(BATCH), rows, strict=False)]:
         async with conn.transaction():
-            # Into the table behind the view records (migration 0029): these rows keep their own bytes,
-            # since the events here carry no envelope to point into.
-            await conn.copy_records_to_table("record_states", records=[r for r, _ in batch], columns=RECORD_COLUMNS)
+            await conn.copy_records_to_table("record_states", records=[r for r, _ in batch], columns=STATE_COLUMNS)
             await conn.copy_records_to_table("events", records=[e for _, e in batch], columns=EVENT_COLUMNS)
     await backfill_subjects(conn)
     await conn.execute("ANALYZE record_states; ANALYZE events; ANALYZE subjects")
