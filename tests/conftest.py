@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from credex.node.demo.federation import LocalFederation
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -24,6 +25,10 @@ from credex.node.runtime import Node
 logging.getLogger("aiokafka").setLevel(logging.ERROR)
 # The fixtures fork pg_ctl while gRPC threads run; gRPC's fork handlers are not needed for that.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# Property tests judge behaviour, never speed: Hypothesis's 200 ms deadline per example is wall time, and one
+# stall of a busy 2-core machine would fail a test that is right.
+settings.register_profile("credex", deadline=None)
+settings.load_profile("credex")
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,10 @@ class TestFederation(LocalFederation):
             "relay": {"idle_poll_seconds": 0.1, "broker_check_seconds": 1.0},
             "checkpoint": {"every_seconds": 0.5},
             "intake": {"fetch_wait_ms": 100},
+            # Off unless a test turns it on: sample data is dated from a fixed day (synth.DEFAULT_ANCHOR), and a
+            # node that starts, or passes 01:00 in China, expires whatever window has ended since, signing events
+            # that a test counting its own did not make.
+            "expiry": {"enabled": False},
         }
         for key, value in extra.items():
             if isinstance(value, dict):
@@ -72,6 +81,17 @@ class TestFederation(LocalFederation):
 
     async def start_node(self, origin: str, **extra: Any) -> Node:
         return await super().start_node(origin, **self.overrides(origin, **extra))
+
+    def node_env(self, origin: str, **extra: Any) -> dict[str, str]:
+        """The environment of ``credex node run`` for ``origin`` as a process of its own: the settings above, as
+        CREDEX_SECTION__KEY variables, so that a node in a subprocess is set up as one in the test's loop."""
+        env = dict(os.environ)
+        for section, values in self.overrides(origin, **extra).items():
+            for key, value in values.items():
+                env[f"CREDEX_{section.upper()}__{key.upper()}"] = (
+                    str(value).lower() if isinstance(value, bool) else str(value)
+                )
+        return env
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -89,11 +88,7 @@ def test_a_node_process_serves_lookups_and_stops_cleanly_on_sigterm(
 ) -> None:
     federation = TestFederation(tmp_path / "fed", ["310000", "320000"], postgres, broker)
     federation.prepare()
-    env = {
-        **os.environ,
-        "CREDEX_DATABASE__URL": federation.database_url("310000"),
-        "CREDEX_BUS__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-    }
+    env = federation.node_env("310000")
     config = str(federation.layout.config_path("310000"))
     sample = tmp_path / "p.csv"
     summary = synth.write(sample, synth.SynthSpec(region="310000", rows=40, bad_share=0.0, shared_share=0.5))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import sys
@@ -43,17 +42,6 @@ class NodeProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
 
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "CREDEX_DATABASE__URL": self.federation.database_url(self.origin),
-            "CREDEX_BUS__BOOTSTRAP_SERVERS": self.federation.broker.bootstrap_servers,
-            "CREDEX_SYNC__PROBE_SECONDS": "0.5",
-            "CREDEX_CHECKPOINT__EVERY_SECONDS": "0.5",
-            "CREDEX_RELAY__BROKER_CHECK_SECONDS": "1",
-            "CREDEX_RELAY__IDLE_POLL_SECONDS": "0.1",
-        }
-
     async def start(self) -> None:
         self.starts += 1
         log = (self.logs / f"{self.origin}-{self.starts}.log").open("wb")
@@ -63,7 +51,7 @@ class NodeProcess:
             "run",
             "--config",
             str(self.federation.layout.config_path(self.origin)),
-            env=self.env(),
+            env=self.federation.node_env(self.origin),
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
         )
@@ -102,7 +90,7 @@ async def ingest(node: NodeProcess, path: Path, kill_mid_file: random.Random | N
         "--config",
         str(node.federation.layout.config_path(node.origin)),
         str(path),
-        env=node.env(),
+        env=node.federation.node_env(node.origin),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

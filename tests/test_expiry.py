@@ -35,7 +35,6 @@ from .forgery import event_in
 
 CREDEX = [sys.executable, "-m", "credex.node.cli"]
 ACTIVE, EXPIRED = lookup_pb2.ENTRY_STATUS_ACTIVE, lookup_pb2.ENTRY_STATUS_EXPIRED
-OFF = {"expiry": {"enabled": False}}  # the test runs expiry itself
 
 
 def penalty(origin: str, n: int, end: str) -> record_pb2.Record:
@@ -76,7 +75,7 @@ def expired_metric() -> float:
 async def test_the_origin_expires_its_lapsed_records_in_batches_once_and_every_region_follows(
     federation: TestFederation,
 ) -> None:
-    nodes = {origin: await federation.start_node(origin, **OFF) for origin in ("310000", "320000", "330000")}
+    nodes = {origin: await federation.start_node(origin) for origin in ("310000", "320000", "330000")}
     shanghai = nodes["310000"]
     lapsed = [penalty("310000", n, yesterday()) for n in range(5)]
     await append(
@@ -136,12 +135,12 @@ def expiry_task_running() -> bool:
 async def test_the_supervised_job_expires_what_is_due_when_the_node_starts_and_can_be_turned_off(
     federation: TestFederation,
 ) -> None:
-    node = await federation.start_node("310000", **OFF)
+    node = await federation.start_node("310000")  # tests run with expiry off
     assert not expiry_task_running()
     await append(node, [penalty("310000", n, yesterday()) for n in range(3)])
     await federation.stop_node("310000")
 
-    node = await federation.start_node("310000")  # the default: the job on, at 01:00 and once at start
+    node = await federation.start_node("310000", expiry={"enabled": True})  # the default: at 01:00 and at start
     assert expiry_task_running()
     await eventually(lambda: _statuses_are(node, {f"310000-CF-ex{n}": EXPIRED for n in range(3)}))
 
@@ -157,7 +156,7 @@ def credex_expire(federation: TestFederation, *args: str) -> dict[str, object]:
 async def test_credex_expire_lists_what_is_due_on_a_dry_run_and_signs_it_when_asked(
     federation: TestFederation,
 ) -> None:
-    node = await federation.start_node("310000", **OFF)
+    node = await federation.start_node("310000")  # tests run with expiry off
     await append(node, [penalty("310000", 1, yesterday()), penalty("310000", 2, "2099-12-31")])
 
     dry = await asyncio.to_thread(credex_expire, federation, "--dry-run")
@@ -195,7 +194,7 @@ async def log_is_whole(url: str) -> tuple[int, int]:
 async def test_an_expiry_run_killed_mid_way_leaves_no_half_state_and_the_next_run_finishes(
     federation: TestFederation,
 ) -> None:
-    node = await federation.start_node("310000", **OFF)
+    node = await federation.start_node("310000")  # tests run with expiry off
     total = 600
     await append(node, [penalty("310000", n, yesterday()) for n in range(total)])
     url = federation.database_url("310000")
@@ -237,7 +236,7 @@ async def test_an_expiry_run_killed_mid_way_leaves_no_half_state_and_the_next_ru
 
 async def test_two_replicas_expiring_at_once_sign_one_expire_per_record(federation: TestFederation) -> None:
     """Two replicas of one origin (one database, one key) whose daily runs start together."""
-    node = await federation.start_node("310000", **OFF)
+    node = await federation.start_node("310000")  # tests run with expiry off
     assert node.pool is not None
     total = 120
     await append(node, [penalty("310000", n, yesterday()) for n in range(total)])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import random
 import signal
 import sys
@@ -85,12 +84,7 @@ async def test_killing_the_node_mid_file_mid_pages_and_mid_poll_takes_every_row_
     drop = synth.write(big, spec)
     records = platform_samples.zhejiang_penalties(1200)
     source = await source_tables(postgres, 1500)
-    env = {
-        **os.environ,
-        "CREDEX_DATABASE__URL": federation.database_url("310000"),
-        "CREDEX_BUS__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "CREDEX_INGEST__PARALLEL_FROM_BYTES": "0",
-    }
+    env = federation.node_env("310000", ingest={"parallel_from_bytes": 0})
     rng = random.Random(7)
     landed: list[set[str]] = []
     url = federation.database_url("310000")

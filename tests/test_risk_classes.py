@@ -136,12 +136,16 @@ def write_csv(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
-ROWS = [
-    classification(SZ_FIRM, "苏州风控精密有限公司", "D类", SZ_SAMR),
-    classification(NJ_FIRM, "南京风控贸易有限公司", "信用风险较高", NJ_SAMR),
-    classification(HIDDEN_FIRM, "苏州隐秘风险有限公司", "B", SZ_SAMR),
-    classification(PROVINCE_FIRM, "江苏省属风控集团有限公司", "A", JS_SAMR),
-]
+def classified() -> list[list[str]]:
+    """The classifications, of this month as the node counts it when the test runs."""
+    return [
+        classification(SZ_FIRM, "苏州风控精密有限公司", "D类", SZ_SAMR),
+        classification(NJ_FIRM, "南京风控贸易有限公司", "信用风险较高", NJ_SAMR),
+        classification(HIDDEN_FIRM, "苏州隐秘风险有限公司", "B", SZ_SAMR),
+        classification(PROVINCE_FIRM, "江苏省属风控集团有限公司", "A", JS_SAMR),
+    ]
+
+
 BAD_ROWS = [
     classification(SZ_FIRM, "苏州风控精密有限公司", "E", SZ_SAMR, period="2020-01"),  # E is no class of A–D
     classification(SZ_FIRM, "苏州风控精密有限公司", "A", SZ_SAMR, scheme="mars-2030", period="2020-02"),
@@ -197,7 +201,7 @@ class Jiangsu:
 @pytest.fixture(name="jiangsu")
 async def jiangsu_fixture(federation: TestFederation, tmp_path: Path) -> AsyncIterator[Jiangsu]:
     node = await federation.start_node(JS, **SETTINGS)
-    [report] = await node.ingest([write_csv(tmp_path / "risk.csv", ROWS)], MARKET_RISK)
+    [report] = await node.ingest([write_csv(tmp_path / "risk.csv", classified())], MARKET_RISK)
     assert (report.rows_in, report.accepted, report.quarantined) == (4, 4, 0)
     assert node.pool is not None
     async with node.pool.acquire() as conn:
@@ -244,7 +248,7 @@ def test_the_default_sampling_rates_are_data_in_each_class_of_its_scheme() -> No
 
 def test_mapping_keeps_a_class_in_its_scheme_and_a_class_outside_it_is_a_clear_row_error(tmp_path: Path) -> None:
     rows = [
-        *ROWS[:1],
+        *classified()[:1],
         classification(SZ_FIRM, "苏州风控精密有限公司", "E类", SZ_SAMR, scheme="shandong-2025", period="2026-01"),
         *BAD_ROWS,
     ]

@@ -446,12 +446,22 @@ async def test_when_every_subscriber_goes_away_the_node_lets_go_of_the_streams_a
     async def listening() -> int:
         assert node.pool is not None
         async with node.pool.acquire() as conn:
-            return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN %'") or 0)
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query ILIKE 'LISTEN %'"
+                )
+                or 0
+            )
 
     def open_streams() -> float:
         return float(REGISTRY.get_sample_value("credex_streams_open", {"origin": SH}) or 0.0)
 
-    others = int(await eventually(listening))  # the relay's publisher listens too
+    async def settled() -> int | None:
+        count = await listening()  # the relay's publisher and the latest-checkpoints news listen from the start
+        return count if count == 2 else None
+
+    others: int = await eventually(settled)
     async with peer_channel(federation, node, "320000") as channel:
         readings = [await subscribe(channel, bundle).until(reached(SH, 3)) for _ in range(3)]
         assert open_streams() == 3
