@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from credex.adapters.samples import synth
+from credex.domain.normalize import parse_date
 from credex.node.cli import app
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 
@@ -61,6 +64,20 @@ def test_synth_writes_the_rows_it_reports(tmp_path: Path) -> None:
     out = invoke("synth", str(tmp_path / "x.csv"), "--region", "340000", "--rows", "300", "--bad-share", "0.1")
     assert "300 rows" in out
     assert len((tmp_path / "x.csv").read_text(encoding="utf-8").splitlines()) == 301
+
+
+def test_synth_decides_its_rows_in_the_year_before_the_day_it_is_given_and_is_the_same_file_for_it(
+    tmp_path: Path,
+) -> None:
+    for name in ("a.csv", "b.csv"):
+        invoke("synth", str(tmp_path / name), "--rows", "50", "--bad-share", "0", "--as-of", "2025-03-01")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    with (tmp_path / "a.csv").open(encoding="utf-8") as handle:
+        decided = {parse_date(row["CF_JDRQ"]) for row in csv.DictReader(handle)}  # written as platforms write dates
+    assert len(decided) > 1 and all(day and dt.date(2024, 3, 1) <= day < dt.date(2025, 3, 1) for day in decided)
+    refused = CliRunner().invoke(app, ["synth", str(tmp_path / "c.csv"), "--as-of", "1 March"])
+    assert refused.exit_code != 0 and "--as-of '1 March' is not a date YYYY-MM-DD" in refused.output
+    assert not (tmp_path / "c.csv").exists()
 
 
 def test_ingest_prints_the_balance_of_every_file_and_fails_on_broken_ones(

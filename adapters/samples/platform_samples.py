@@ -118,7 +118,9 @@ def _day(rng: random.Random, back: int = 300) -> dt.date:
 
 
 def _national_rows(region: str, kind: synth.Kind, rows: int) -> list[dict[str, str]]:
-    spec = synth.SynthSpec(region=region, kind=kind, rows=rows, seed=SEED, bad_share=0.0, person_share=0.0)
+    spec = synth.SynthSpec(
+        region=region, kind=kind, rows=rows, seed=SEED, bad_share=0.0, person_share=0.0, anchor=ANCHOR
+    )
     return [row.values for row in synth.generate(spec)]
 
 

@@ -22,6 +22,7 @@ from typing import Literal
 
 from credex.adapters.profile.loader import load_spec
 from credex.domain import uscc as uscc_codes
+from credex.domain.publicity import publicity_today
 from credex.domain.regions import region_name
 
 Kind = Literal["penalty", "licence"]
@@ -129,7 +130,9 @@ class SynthSpec:
     bad_share: float = 0.02
     shared_share: float = 0.15
     person_share: float = 0.02
-    anchor: dt.date = DEFAULT_ANCHOR
+    # Rows are decided in the year before this day: by default the day they are made, so that what they say
+    # is in force stays in force for a node taking them in now (DEFAULT_ANCHOR: a fixed day, to reproduce a file).
+    anchor: dt.date = field(default_factory=publicity_today)
     shared_pool: int = 40
     # Row ids start here, so two files of one region never reuse a document number.
     first_row: int = 0
@@ -443,7 +446,7 @@ def _sample(origin: str, kind: Kind, rows: int, suffix: str, headers: HeaderStyl
     return SampleFile(
         origin,
         f"{origin}-{plural}{suffix}",
-        SynthSpec(region=origin, kind=kind, rows=rows, seed=2026),
+        SynthSpec(region=origin, kind=kind, rows=rows, seed=2026, anchor=DEFAULT_ANCHOR),  # shipped: reproducible
         headers,
         encoding,
     )

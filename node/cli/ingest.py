@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -96,8 +97,11 @@ def synth_command(
     headers: Annotated[str, typer.Option(help="codes (CF_XDR_MC) or names (行政相对人名称)")] = "codes",
     encoding: Annotated[str, typer.Option(help="utf-8, utf-8-sig or gb18030 (CSV only)")] = "utf-8",
     first_row: Annotated[int, typer.Option(help="number the documents from here")] = 0,
+    as_of: Annotated[
+        str, typer.Option(help="rows are decided in the year before this day, YYYY-MM-DD (default: today in China)")
+    ] = "",
 ) -> None:
-    """Generate deterministic sample data in the national 双公示 format."""
+    """Generate sample data in the national 双公示 format: the same file for the same seed and --as-of day."""
     from credex.adapters.samples import synth  # sample generators stay off every other command's path
 
     if kind not in ("penalty", "licence") or headers not in ("codes", "names"):
@@ -115,6 +119,11 @@ def synth_command(
         shared_share=shared_share,
         first_row=first_row,
     )
+    if as_of:
+        try:
+            spec.anchor = dt.date.fromisoformat(as_of)
+        except ValueError:
+            raise fail(f"--as-of {as_of!r} is not a date YYYY-MM-DD") from None
     summary = synth.write(out, spec, headers=chosen_headers, encoding=encoding)
     console.print(f"wrote {out}: {summary.rows} rows, {summary.bad} with a deliberate defect")
     for defect, n in summary.defects.most_common():
