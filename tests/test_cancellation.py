@@ -60,15 +60,18 @@ async def test_a_pause_after_a_swallowed_cancellation_raises_it_again() -> None:
     assert tries == 1
 
 
+async def swallow_a_cancellation(waiting: asyncio.Event) -> None:
+    """What aiokafka's client close() does: wait (after setting ``waiting``), and return when cancelled."""
+    with contextlib.suppress(asyncio.CancelledError):
+        waiting.set()
+        await asyncio.Event().wait()
+
+
 async def test_a_wait_entered_after_a_swallowed_cancellation_raises_it_at_once() -> None:
     entered = asyncio.Event()
 
     async def idle_loop() -> None:
-        try:
-            entered.set()
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
+        await swallow_a_cancellation(entered)
         await wait_for_event(asyncio.Event(), 3600)
 
     loop = asyncio.create_task(idle_loop())

@@ -30,6 +30,7 @@ from credex.node.supervision import NEVER, Restart, Supervisor, TaskFailed
 
 from .callers import government_channel
 from .conftest import TestFederation
+from .test_cancellation import swallow_a_cancellation
 
 QUICK = Restart(first_pause=0.01, max_pause=0.01, stable_after=3600.0, give_up_after=3)
 
@@ -150,11 +151,7 @@ async def test_a_task_that_fails_as_it_is_cancelled_is_not_restarted() -> None:
     running = asyncio.Event()
 
     async def swallows_then_fails() -> None:
-        try:
-            running.set()
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
+        await swallow_a_cancellation(running)
         raise ConnectionResetError("the connection went away as it was closed")
 
     supervisor.spawn("swallowing", swallows_then_fails, QUICK)
