@@ -19,6 +19,8 @@ running has ``cancelling()`` above zero.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 
 def raise_if_cancelling() -> None:
@@ -43,3 +45,18 @@ async def wait_for_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel each of ``tasks`` and wait until it has ended; what a task failed with is raised.
+
+    Their cancellations end here, the caller's does not: awaiting a task being cancelled
+    raises CancelledError whoever was cancelled, so one that came for the caller meanwhile
+    is raised once every task has ended.
+    """
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    raise_if_cancelling()

@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 
 from credex.crypto.tls import client_context
 from credex.domain.audience import PUBLIC_ROLE, kind_shown_to
-from credex.node.cancellation import pause
+from credex.node.cancellation import pause, raise_if_cancelling
 from credex.node.config import NodeConfig
 from credex.node.store.database import RETRYABLE as DATABASE_RETRYABLE
 from credex.v1 import event_pb2, record_pb2
@@ -143,6 +143,7 @@ async def ensure_topics(config: NodeConfig, bootstrap_servers: str, topics: Iter
                     log.warning("could not create topic %s: %s", name, error.__name__)
     finally:
         await admin.close()
+        raise_if_cancelling()  # aiokafka's close() swallows a cancellation of its caller
 
 
 def may_cross_bus(record: record_pb2.Record) -> bool:
@@ -305,6 +306,7 @@ async def message_id_at(config: NodeConfig, bootstrap_servers: str, topic: str, 
         return ""
     finally:
         await consumer.stop()
+        raise_if_cancelling()  # aiokafka's close() swallows a cancellation of its caller
 
 
 async def backoff(attempt: int, cap: float = 10.0) -> None:

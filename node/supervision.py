@@ -165,11 +165,11 @@ def _where(task: asyncio.Task[Any]) -> str:
     lines = [f"{task!r}, awaiting (outermost first):"]
     awaited: Any = task.get_coro()
     for _ in range(64):
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        frame = getattr(awaited, "cr_frame", None)
         if frame is None:
             break
         lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}')
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        awaited = awaited.cr_await
         if awaited is None:
             break
     if awaited is not None and not hasattr(awaited, "cr_frame"):

@@ -15,7 +15,7 @@ import contextlib
 
 import pytest
 
-from credex.node.cancellation import pause, wait_for_event
+from credex.node.cancellation import cancel_and_wait, pause, wait_for_event
 
 
 @pytest.mark.parametrize("turns", range(6))
@@ -79,3 +79,48 @@ async def test_a_wait_entered_after_a_swallowed_cancellation_raises_it_at_once()
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):
         await loop
+
+
+async def test_cancelling_what_a_loop_started_waits_for_it_to_end_and_keeps_the_loops_own_cancellation() -> None:
+    """Its tasks' cancellations end there; one that came for the loop meanwhile is raised once they have ended."""
+    cleaning, may_finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            await may_finish.wait()  # a cleanup that takes a while, as a commit or a consumer's close does
+
+    async def loop() -> None:
+        child = asyncio.create_task(slow_to_end())
+        await asyncio.sleep(0)
+        await cancel_and_wait(child, None)
+        assert child.done()
+
+    may_finish.set()
+    await loop()  # nobody cancelled the loop: its child's cancellation is not its own, and it returns
+    cleaning.clear()
+    may_finish.clear()
+
+    stopped = asyncio.create_task(loop())
+    await cleaning.wait()
+    stopped.cancel()  # the loop is stopped while its child cleans up
+    await asyncio.sleep(0)
+    assert not stopped.done()  # it waits for the child to end
+    may_finish.set()
+    with pytest.raises(asyncio.CancelledError):
+        await stopped
+
+
+async def test_what_a_cancelled_task_failed_with_is_raised_to_the_loop() -> None:
+    async def fails_as_it_ends() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise ConnectionResetError("the store went away")
+
+    child = asyncio.create_task(fails_as_it_ends())
+    await asyncio.sleep(0)
+    with pytest.raises(ConnectionResetError, match="the store went away"):
+        await cancel_and_wait(child)

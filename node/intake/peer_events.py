@@ -54,7 +54,7 @@ from credex.crypto.tiles import MAX_ENTRY
 from credex.crypto.trust import EventRejected, EventVerifier, Signed, TrustBundle, VerifiedEvent
 from credex.errors import CredexError
 from credex.node import kafka as bus
-from credex.node.cancellation import raise_if_cancelling
+from credex.node.cancellation import cancel_and_wait, raise_if_cancelling
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
@@ -668,14 +668,11 @@ class Intake:
                     await storing
                     storing = None
             finally:
-                if storing is not None:
-                    storing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        try:
-                            await storing
-                        except Exception:
-                            # Its offsets were not committed, so the batch comes again; say why it failed.
-                            log.exception("intake: storing the last batch failed; it will be read again")
-                    raise_if_cancelling()  # the suppress above must not eat a cancellation of intake itself
+                try:
+                    await cancel_and_wait(storing)
+                except Exception:
+                    # Its offsets were not committed, so the batch comes again; say why it failed.
+                    log.exception("intake: storing the last batch failed; it will be read again")
+                    raise_if_cancelling()  # a stop of intake itself still stops it
         finally:
             await consumer.stop()

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from credex.node import kafka as bus
-from credex.node.cancellation import pause, raise_if_cancelling, wait_for_event
+from credex.node.cancellation import pause, wait_for_event
 from credex.node.config import NodeConfig, checkpoints_topic
 from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL
@@ -95,9 +95,6 @@ class Relay:
                 await bus.ensure_topics(self.config, self.bootstrap_servers, [self.topic, self.checkpoint_topic])
                 checked_at = 0.0
                 while True:
-                    # aiokafka's client close() swallows a cancellation (the broker check closes one every
-                    # few seconds), and a relay with events to publish never waits where it would raise.
-                    raise_if_cancelling()
                     if time.monotonic() - checked_at >= self.config.relay.broker_check_seconds:
                         await self._check_broker()
                         checked_at = time.monotonic()

@@ -25,7 +25,6 @@ that the trim never holds up the writes of calls being answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
@@ -37,7 +36,7 @@ import asyncpg
 
 from credex.domain.persons import cannot_hold_ric, withhold
 from credex.errors import CredexError
-from credex.node.cancellation import pause, raise_if_cancelling
+from credex.node.cancellation import cancel_and_wait, pause
 from credex.node.metrics import METRICS
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.store.inserts import Inserter, Rows
@@ -348,12 +347,7 @@ class AuditLog:
     async def stop(self) -> None:
         """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
         self._stopped = True
-        for task in (*self._tasks, self._trimmer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        raise_if_cancelling()  # a stop cut short (Node.stop's time limit) ends here, not in the rest of it
+        await cancel_and_wait(*self._tasks, self._trimmer)  # a stop cut short (Node.stop's limit) ends there
         self._tasks, self._trimmer = [], None
         pending = [held for batch in self._in_hand.values() for held in batch]
         self._in_hand = {}

@@ -55,7 +55,6 @@ or the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -65,7 +64,7 @@ import asyncpg
 import grpc
 from prometheus_client import Counter
 
-from credex.node.cancellation import pause, raise_if_cancelling
+from credex.node.cancellation import cancel_and_wait, pause
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.chain.wanted import Wanted
 from credex.node.channels import PeerChannels
@@ -393,12 +392,7 @@ class Sync:
                 checking = None
                 storing = asyncio.create_task(self._apply(endpoint, origin, checked, len(envelopes)))
         finally:
-            for task in (checking, storing):  # a failed fetch, or cancelled: what is under way ends with us
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            raise_if_cancelling()  # the suppress above must not eat a cancellation of the fetch itself
+            await cancel_and_wait(checking, storing)  # a failed fetch, or cancelled: what is under way ends with us
 
     async def _apply(self, endpoint: str, origin: str, checked: Checked, fetched: int) -> int:
         result = await self.intake.apply(checked, f"sync:{endpoint}")
