@@ -35,19 +35,22 @@ from credex.node.services import access, edge
 from credex.node.services.access import Caller
 from credex.node.services.servicer import Servicer
 from credex.node.store.database import Connection
-from credex.node.store.events import code_key, entry_status, search_key
+from credex.node.store.events import code_key, entry_status, record_sql, search_key
 from credex.protowire import varint
 from credex.v1 import lookup_pb2, lookup_pb2_grpc, record_pb2
 
+# The state rows and their events, the record's bytes cut from the envelope in hand (not through the
+# view records, which would read that envelope a second time).
 _ENTRY_QUERY = (
-    "SELECT r.kind, r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end, e.envelope"
-    " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
+    "SELECT r.kind, " + record_sql("r", "e") + " AS record, r.origin, r.seq, r.status, r.disputed, r.sharing_level,"
+    " r.publicity_end, e.envelope"
+    " FROM record_states r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
 )
 # Every subject of a batch in one round trip, as GetProfile orders one subject's entries.
 _BATCH_QUERY = (
-    "SELECT r.subject_id, r.kind, r.record, r.origin, r.seq, r.status, r.disputed, r.sharing_level, r.publicity_end,"
-    " e.envelope"
-    " FROM records r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
+    "SELECT r.subject_id, r.kind, " + record_sql("r", "e") + " AS record, r.origin, r.seq, r.status, r.disputed,"
+    " r.sharing_level, r.publicity_end, e.envelope"
+    " FROM record_states r JOIN events e ON e.origin = r.origin AND e.seq = r.seq"
     " WHERE r.subject_id = ANY($1::text[]) ORDER BY r.subject_id, r.origin, r.record_id"
 )
 PAGE_SIZE = 20  # a search page when the caller names none

@@ -63,6 +63,23 @@ RECORD_COLUMNS = (
 # The store's own row of a record's state (table ``record_states``, behind the view ``records``): the
 # columns above, then where in its event's envelope the record's bytes are (``record`` is NULL then).
 STATE_COLUMNS = (*RECORD_COLUMNS, "record_at", "record_len")
+
+
+def record_sql(state: str, event: str | None = None) -> str:
+    """SQL for the bytes of the record whose ``record_states`` row is ``state``, as the view ``records`` reads them.
+
+    A query that has the state row in hand takes the bytes with this instead of joining
+    the view, which finds the row again by its key (migration 0029 says where they are).
+    With ``event``, the alias of that record's event row the query joins already, they
+    are cut from it; without, the envelope is read only for the rows the query keeps.
+    """
+    cut = f"substring({{}}.envelope FROM {state}.record_at + 1 FOR {state}.record_len)"
+    if event is not None:
+        return f"coalesce({state}.record, {cut.format(event)})"
+    found = f"SELECT {cut.format('e')} FROM events e WHERE e.origin = {state}.origin AND e.seq = {state}.seq"
+    return f"coalesce({state}.record, ({found}))"
+
+
 # Where a record stands after an event that does not say (signed before events carried
 # their standing). Events that do say are the origin's word: see :func:`standing_of`.
 STATUS_BY_TYPE: dict[int, int] = {
