@@ -242,7 +242,8 @@ class IntakeConfig(BaseModel):
 
 class SyncConfig(BaseModel):
     probe_seconds: float = 5.0
-    fetch_limit: int = 2000
+    # Events asked for in one FetchEvents call; a member serves at most 5,000 (services.edge.MAX_FETCH).
+    fetch_limit: int = Field(default=2000, ge=1, le=5000)
     rpc_timeout_seconds: float = 10.0
     # A peer's signed checkpoint that no member can serve the events of raises an alarm after this long;
     # asking the members again for it backs off up to unreachable_backoff_max_seconds.

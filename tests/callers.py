@@ -63,6 +63,23 @@ def peer_channel(
     return open_channel(f"127.0.0.1:{node.port}", ca=ca, cert=tls / "node.crt", key=tls / "node.key", options=options)
 
 
+def member_server(federation: TestFederation, origin: str) -> grpc.aio.Server:
+    """A gRPC server (not started) at member ``origin``'s endpoint with its certificate: a stand-in for its node."""
+    tls = federation.layout.member_dir(origin) / "tls"
+    server = grpc.aio.server()
+    member = federation.bundle_now().member(origin)
+    assert member is not None
+    server.add_secure_port(
+        member.endpoint,
+        grpc.ssl_server_credentials(
+            [((tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes())],
+            root_certificates=(federation.layout.ca_dir / "ca.crt").read_bytes(),
+            require_client_auth=True,
+        ),
+    )
+    return server
+
+
 async def audit_rows(node: Node, method: str | None = None) -> list[asyncpg.Record]:
     """The node's audit trail in order, of one method or all; ``calls``: how many calls a row stands for."""
     assert node.pool is not None

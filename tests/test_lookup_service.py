@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -14,10 +14,10 @@ from credex.adapters.samples import synth
 from credex.domain import uscc as uscc_codes
 from credex.node.channels import open_channel
 from credex.node.runtime import Node
-from credex.v1 import exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc
+from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc, lookup_pb2, lookup_pb2_grpc
 
-from .callers import government_channel, peer_channel, serve_sample
-from .conftest import TestFederation
+from .callers import audit_rows, government_channel, peer_channel, serve_sample
+from .conftest import TestFederation, eventually
 
 
 @pytest.fixture
@@ -119,6 +119,48 @@ async def test_only_federation_peers_may_fetch_logs(
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.FetchEvents(exchange_pb2.FetchEventsRequest(origin=origin, from_seq=1, limit=1))
             assert raised.value.code() == code  # not a member / not a division code at all
+
+
+async def test_a_peer_fetches_exactly_the_seqs_it_names_and_a_malformed_list_changes_nothing(
+    federation: TestFederation, served: tuple[Node, synth.SynthSummary]
+) -> None:
+    """Scattered seqs (events withheld from the bus) come in one call; the trail names them in stretches."""
+    node, _ = served
+    async with peer_channel(federation, node, "320000") as channel:
+        stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        response = await stub.FetchEvents(exchange_pb2.FetchEventsRequest(origin="310000", seqs=[2, 5, 6, 7, 10**6]))
+        assert [event_pb2.Event.FromString(e.payload).seq for e in response.envelopes] == [2, 5, 6, 7]
+        assert response.head_seq >= 7  # 10**6 is past the head: left out, not an error
+        malformed = [
+            ([5, 2], "strictly ascending"),
+            ([2, 2], "strictly ascending"),
+            ([0, 1], "strictly ascending"),
+            ([2**63], "between 0 and 2^63-1"),
+            (list(range(1, 5002)), "at most 5,000"),
+        ]
+        for seqs, says in malformed:
+            request = exchange_pb2.FetchEventsRequest(origin="310000", seqs=seqs)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.FetchEvents(request)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, seqs
+            assert says in (raised.value.details() or ""), raised.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.FetchEvents(exchange_pb2.FetchEventsRequest(origin="310000", from_seq=1, limit=2, seqs=[5]))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not both" in (raised.value.details() or "")
+
+    async def refusals() -> list[str]:  # the refusals of a second are summed in one row, written after it
+        rows = await audit_rows(node, "FetchEvents")
+        return [r["status"] for r in rows for _ in range(r["calls"]) if r["status"] != "OK"]
+
+    assert await eventually(lambda: _at_least(refusals, 6)) == ["INVALID_ARGUMENT"] * 6
+    answered = [r for r in await audit_rows(node, "FetchEvents") if r["status"] == "OK"]
+    assert [(r["answered"], r["detail"]) for r in answered] == [(4, "310000#2 310000#5..7")]
+
+
+async def _at_least(read: Callable[[], Awaitable[list[str]]], count: int) -> list[str]:
+    found = await read()
+    return found if len(found) >= count else []
 
 
 async def test_a_caller_without_a_federation_certificate_cannot_connect(

@@ -15,12 +15,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
+
 from credex.node.chain import WantedRanges, Why
 from credex.node.chain.wanted import MAX_WITHHELD_SEQS
 from credex.node.embedded import EmbeddedBroker
 from credex.node.runtime import Node
 from credex.node.sync import catch_up
+from credex.v1 import exchange_pb2, exchange_pb2_grpc
 
+from .callers import member_server, peer_channel
 from .conftest import TestFederation, eventually
 from .test_batched_intake import fetches_served, publish_log
 
@@ -71,10 +75,30 @@ def test_a_notice_keeps_its_exact_seqs_merged_and_bounded_and_a_range_wins_over_
 
 
 def test_the_requests_leave_out_every_seq_being_applied() -> None:
+    Ask = catch_up.Ask
     applying = frozenset({3, 4, 9, 20})
-    assert catch_up._requests([(1, 10), (20, 22)], applying, per_request=4) == [(1, 2), (5, 4), (10, 1), (21, 2)]
-    assert catch_up._requests([(1, 10)], frozenset(), per_request=4) == [(1, 4), (5, 4), (9, 2)]
+    assert catch_up._requests([(1, 10), (20, 22)], applying, per_request=4) == [
+        Ask(1, 2),
+        Ask(5, 4),
+        Ask(21, 2),
+        Ask(seqs=(10,)),
+    ]
+    assert catch_up._requests([(1, 10)], frozenset(), per_request=4) == [Ask(1, 4), Ask(5, 4), Ask(9, 2)]
     assert catch_up._requests([(5, 5)], frozenset({5}), per_request=4) == []
+
+
+def test_scattered_seqs_are_asked_for_together_and_a_round_stays_bounded() -> None:
+    """Withheld events are one-seq stretches all through a log: a request per fetch_limit of them, not per seq."""
+    Ask = catch_up.Ask
+    withheld = [(seq, seq) for seq in range(50, 50 * 200, 50)]  # 199 of them
+    asks = catch_up._requests(withheld, frozenset(), per_request=100)
+    assert asks == [Ask(seqs=tuple(range(50, 5050, 50))), Ask(seqs=tuple(range(5050, 50 * 200, 50)))]
+    assert [a.last for a in asks] == [5000, 9950]
+    many = catch_up._requests([(seq, seq) for seq in range(1, 2 * catch_up.ROUND_EVENTS, 2)], frozenset(), 2000)
+    assert sum(len(a.seqs) for a in many) == catch_up.ROUND_EVENTS  # a round's worth, asked in a few requests
+    assert len(many) == catch_up.ROUND_EVENTS // 2000
+    stretches = catch_up._requests([(s, s + 1) for s in range(1, 1000, 3)], frozenset(), per_request=10)
+    assert len(stretches) == catch_up.MAX_REQUESTS and all(a.limit == 2 for a in stretches)
 
 
 async def test_sync_does_not_fetch_what_intake_is_storing_at_that_moment(
@@ -100,7 +124,7 @@ async def test_sync_does_not_fetch_what_intake_is_storing_at_that_moment(
 
             assert await eventually(applying) == frozenset(range(11, 101))
             assert await held_seqs(receiver, "310000") == set(range(1, 11))  # not committed yet
-            assert await receiver.sync._missing("310000", len(log), 0) == [(101, 50)]
+            assert await receiver.sync._missing("310000", len(log), 0) == [catch_up.Ask(101, 50)]
             await blocking.rollback()
         result = await storing
         assert result.applied == 90
@@ -135,7 +159,7 @@ async def test_a_withheld_notice_fetches_the_seqs_it_names_and_leaves_the_rest_t
             return set(withheld) <= await held_seqs(receiver, "310000") and sync.withheld("310000") is None
 
         await eventually(fetched)  # sync's own loop, woken by the notice
-        assert await fetches_served(publisher) - served_before == len(withheld)  # one request per seq named
+        assert await fetches_served(publisher) - served_before == 1  # one request for the seqs named
         assert not lagging & await held_seqs(receiver, "310000")  # left to Kafka
 
         # Kafka delivers the rest: all of it new, nothing fetched twice.
@@ -213,4 +237,47 @@ async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_
             await blocking.rollback()
         assert intake.applying("310000") == frozenset()
         assert await held_seqs(receiver, "310000") == set(range(1, 11))
-        assert await receiver.sync._missing("310000", len(log), 0) == [(11, 20)]
+        assert await receiver.sync._missing("310000", len(log), 0) == [catch_up.Ask(11, 20)]
+
+
+class ExchangeBeforeSeqs(exchange_pb2_grpc.ExchangeServiceServicer):
+    """A member whose code predates ``seqs``: it reads a request as its fields 1-3, as protobuf reads unknown fields."""
+
+    def __init__(self, honest: exchange_pb2_grpc.ExchangeServiceAsyncStub) -> None:
+        self.honest = honest
+        self.asked: list[tuple[int, int]] = []
+
+    async def FetchEvents(
+        self,
+        request: exchange_pb2.FetchEventsRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> exchange_pb2.FetchEventsResponse:
+        self.asked.append((request.from_seq, request.limit))
+        older = exchange_pb2.FetchEventsRequest(origin=request.origin, from_seq=request.from_seq, limit=request.limit)
+        return await self.honest.FetchEvents(older)
+
+
+async def test_a_member_that_predates_asking_by_seqs_is_asked_for_them_one_at_a_time(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 60)
+    withheld = [7, 30, 41]
+    endpoint = federation.bundle_now().member("330000").endpoint  # type: ignore[union-attr]
+    async with peer_channel(federation, publisher, "330000") as channel:
+        older = ExchangeBeforeSeqs(exchange_pb2_grpc.ExchangeServiceStub(channel))
+        server = member_server(federation, "330000")  # up before the receiver, whose channel would back off
+        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(older, server)
+        await server.start()
+        try:
+            async with receiver_off_the_bus(federation, tmp_path) as receiver:
+                assert receiver.intake is not None and receiver.sync is not None
+                held = [e for seq, e in enumerate(log, start=1) if seq not in withheld]
+                await receiver.intake.accept("310000", held, "test")
+                older.asked.clear()  # what the receiver's start asked (its first probes)
+                applied = await receiver.sync.fetch_missing("310000", len(log), [endpoint], frozenset(withheld))
+                assert set(range(1, len(log) + 1)) == await held_seqs(receiver, "310000")
+        finally:
+            await server.stop(None)
+    assert applied == len(withheld)
+    assert withheld[0] > 1 and older.asked == [(0, 0), *((seq, 1) for seq in withheld)]

@@ -18,12 +18,12 @@ from credex.crypto.checkpoint import Checkpoint, log_name
 from credex.crypto.keys import SigningKey
 from credex.crypto.tls import spki_sha256
 from credex.node.chain.alarms import Alarm, list_alarms
-from credex.node.channels import open_channel
 from credex.node.config import events_topic
 from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.runtime import Node
 from credex.v1 import exchange_pb2, exchange_pb2_grpc, log_pb2, log_pb2_grpc
 
+from .callers import member_server, peer_channel
 from .conftest import TestFederation, eventually
 from .trust_support import add_restricted_record, issue, quick_refresh
 
@@ -189,24 +189,14 @@ async def test_a_peer_serving_tampered_events_and_forged_checkpoints_is_rejected
     await four.stop_node("310000")  # the origin is down: only peers can serve its log
 
     liar = "320000"
-    tls = four.layout.member_dir(liar) / "tls"
-    ca = four.layout.ca_dir / "ca.crt"
-    honest_channel = open_channel(f"127.0.0.1:{honest.port}", ca=ca, cert=tls / "node.crt", key=tls / "node.key")
-    server = grpc.aio.server()
+    honest_channel = peer_channel(four, honest, liar)
+    server = member_server(four, liar)
     tampering = TamperingExchange(exchange_pb2_grpc.ExchangeServiceStub(honest_channel))
     exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(tampering, server)
     log_pb2_grpc.add_LogServiceServicer_to_server(
         ForgingLog(SigningKey.load(four.layout.member_dir(liar) / "keys")), server
     )
     endpoint = four.bundle_now().member(liar).endpoint  # type: ignore[union-attr]
-    server.add_secure_port(
-        endpoint,
-        grpc.ssl_server_credentials(
-            [((tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes())],
-            root_certificates=ca.read_bytes(),
-            require_client_auth=True,
-        ),
-    )
     await server.start()
     try:
         with EmbeddedBroker(tmp_path / "empty-broker") as empty:  # Kafka cannot help the victim

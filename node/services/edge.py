@@ -151,6 +151,7 @@ DEFAULT_BYTES = 4096
 # Bytes fields that may be longer: a case message delivered between nodes (a case's status carries its file).
 BYTES_LIMITS: dict[tuple[str, str], int] = {("credex.v1.Envelope", "payload"): 48 * 1024}
 MAX_BATCH = 1000  # subjects asked about in one call
+MAX_FETCH = 5000  # events one FetchEvents serves, as a stretch or as seqs named
 # uscc: 18 characters, plus the spaces and full-width forms platforms send; checked raw, before NFKC.
 RULES: dict[str, dict[str, Text]] = {
     "credex.v1.GetProfileRequest": {"uscc": Text(64, subject=True), "purpose": Text(500), "person_id": Text(64)},
@@ -161,6 +162,7 @@ RULES: dict[str, dict[str, Text]] = {
         "legal_basis": Text(500),
         "authorizations": Text(0, max_items=MAX_BATCH),
     },
+    "credex.v1.FetchEventsRequest": {"seqs": Text(0, max_items=MAX_FETCH)},
     "credex.v1.GetRecordRequest": {"record_id": Text(100, required=True, subject=True), "purpose": Text(500)},
     "credex.v1.GetInclusionProofRequest": {"record_id": Text(100, subject=True), "purpose": Text(500)},
     "credex.v1.GetQualityReportRequest": {"unit_uscc": Text(64, subject=True)},

@@ -3,11 +3,13 @@
 Envelopes carry the origin's signature, so the caller verifies them exactly as
 it verifies Kafka messages; which node relays them does not matter. The events
 hold whole records of every sharing level, so only peers and operators may fetch
-them, and every fetch is audited by the edge with the seq range it served.
+them, and every fetch is audited by the edge with the seqs it served, in stretches.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -16,7 +18,7 @@ from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc
 
-MAX_FETCH = 5000
+MAX_FETCH = edge.MAX_FETCH  # the edge refuses more seqs than this; a longer stretch is cut to it
 
 
 class ExchangeService(Servicer, exchange_pb2_grpc.ExchangeServiceServicer):
@@ -33,25 +35,53 @@ class ExchangeService(Servicer, exchange_pb2_grpc.ExchangeServiceServicer):
                 f"{caller.identity} ({caller.role}) may not fetch logs; only federation peers and operators may",
             )
         self.member(request.origin)
+        seqs = _seqs(request)
         limit = min(request.limit, MAX_FETCH)
-        from_seq = max(request.from_seq, 1)
         async with self.pool.acquire() as conn:
             head = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", request.origin)
-            rows = (
-                await conn.fetch(
+            if seqs:
+                rows = await conn.fetch(
+                    "SELECT seq, envelope FROM events WHERE origin = $1 AND seq = ANY($2::bigint[]) ORDER BY seq",
+                    request.origin,
+                    seqs,
+                )
+            elif limit:
+                rows = await conn.fetch(
                     "SELECT seq, envelope FROM events WHERE origin = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
                     request.origin,
-                    from_seq,
+                    max(request.from_seq, 1),
                     limit,
                 )
-                if limit
-                else []
-            )
+            else:
+                rows = []
         response = exchange_pb2.FetchEventsResponse(origin=request.origin, head_seq=head or 0)
         for row in rows:
             response.envelopes.append(event_pb2.Envelope.FromString(row["envelope"]))
-        if rows:
-            call.answer(len(rows), [f"{request.origin}#{rows[0]['seq']}..{rows[-1]['seq']}"])
+        served = [int(row["seq"]) for row in rows]
+        if served:
+            call.answer(len(served), (f"{request.origin}#{stretch}" for stretch in stretches(served)))
         else:
             call.answer(0, [f"{request.origin} head {head or 0}"])
         return response
+
+
+def _seqs(request: exchange_pb2.FetchEventsRequest) -> list[int]:
+    """The seqs asked for, if the request names them: strictly ascending, at least 1, with no stretch beside them."""
+    seqs = list(request.seqs)
+    if not seqs:
+        return seqs
+    if request.from_seq or request.limit:
+        raise edge.invalid("ask for a stretch (from_seq, limit) or for seqs, not both")
+    if seqs[0] < 1 or any(later <= earlier for earlier, later in itertools.pairwise(seqs)):
+        raise edge.invalid("seqs must be strictly ascending seqs of the log (1 and up): sort them and drop repeats")
+    return seqs
+
+
+def stretches(seqs: Sequence[int]) -> Iterator[str]:
+    """Ascending ``seqs`` as the audit trail names them: ``5``, ``40..42`` for each run of consecutive seqs."""
+    start = 0
+    for index in range(1, len(seqs) + 1):
+        if index == len(seqs) or seqs[index] != seqs[index - 1] + 1:
+            first, last = seqs[start], seqs[index - 1]
+            yield str(first) if first == last else f"{first}..{last}"
+            start = index

@@ -102,6 +102,23 @@ class Unreachable:
     retry_at: float = 0.0  # monotonic time of the next round
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One FetchEvents request: a stretch of ``limit`` seqs from ``from_seq``, or the scattered ``seqs``."""
+
+    from_seq: int = 0
+    limit: int = 0
+    seqs: tuple[int, ...] = ()
+
+    @property
+    def last(self) -> int:
+        """The highest seq asked for."""
+        return self.seqs[-1] if self.seqs else self.from_seq + self.limit - 1
+
+    def request(self, origin: str) -> exchange_pb2.FetchEventsRequest:
+        return exchange_pb2.FetchEventsRequest(origin=origin, from_seq=self.from_seq, limit=self.limit, seqs=self.seqs)
+
+
 class Sync:
     def __init__(
         self,
@@ -276,7 +293,7 @@ class Sync:
         served, best = head, source
         for endpoint in others:
             try:
-                response = await self._fetch(endpoint, origin, 1, 0)
+                response = await self._fetch(endpoint, Ask(1, 0).request(origin))
             except grpc.aio.AioRpcError:
                 continue
             if response.head_seq > served:
@@ -378,10 +395,10 @@ class Sync:
         checking: asyncio.Task[Checked] | None = None
         try:
             while True:
-                requests = await self._missing(origin, head, after, only)
-                envelopes = await self._fetch_round(endpoint, origin, requests) if requests else []
+                asks = await self._missing(origin, head, after, only)
+                envelopes = await self._fetch_round(endpoint, origin, asks) if asks else []
                 if envelopes:
-                    after = requests[-1][0] + requests[-1][1] - 1
+                    after = max(ask.last for ask in asks)
                     checking = asyncio.create_task(self.intake.check(origin, envelopes))
                 if storing is not None:
                     applied += await storing
@@ -399,22 +416,25 @@ class Sync:
         METRICS.sync_fetched.labels(self.config.origin, origin).inc(fetched)
         return result.applied
 
-    async def _fetch_round(self, endpoint: str, origin: str, requests: Sequence[tuple[int, int]]) -> list[bytes]:
-        """The envelopes of every (from_seq, limit) in ``requests``, asked for concurrently, in request order."""
+    async def _fetch_round(self, endpoint: str, origin: str, asks: Sequence[Ask]) -> list[bytes]:
+        """The envelopes of every ask, asked for concurrently, in the asks' order."""
         gate = asyncio.Semaphore(CONCURRENT_FETCHES)
 
-        async def one(from_seq: int, limit: int) -> list[bytes]:
+        async def one(ask: Ask) -> list[bytes]:
             async with gate:
-                response = await self._fetch(endpoint, origin, from_seq, limit)
+                response = await self._fetch(endpoint, ask.request(origin))
+                if ask.seqs and not response.envelopes and response.head_seq >= ask.seqs[0]:
+                    # A member that holds the first seq (it holds all up to its head) and answers none
+                    # predates seqs and read a stretch of none: asked again a seq at a time, as it knows.
+                    singles = [await self._fetch(endpoint, Ask(seq, 1).request(origin)) for seq in ask.seqs]
+                    return [e.SerializeToString() for response in singles for e in response.envelopes]
             return [e.SerializeToString() for e in response.envelopes]
 
-        parts = await asyncio.gather(*(one(*r) for r in requests))
+        parts = await asyncio.gather(*(one(ask) for ask in asks))
         return [envelope for part in parts for envelope in part]
 
-    async def _missing(
-        self, origin: str, head: int, after: int, only: frozenset[int] | None = None
-    ) -> list[tuple[int, int]]:
-        """FetchEvents requests (from_seq, limit) for the next :data:`ROUND_EVENTS` seqs up to ``head``
+    async def _missing(self, origin: str, head: int, after: int, only: frozenset[int] | None = None) -> list[Ask]:
+        """FetchEvents requests for the next :data:`ROUND_EVENTS` seqs up to ``head``
         (of ``only``, if given) that are neither held nor being applied by intake.
 
         Starts past the watermark and past ``after``; every missing stretch is cut into
@@ -424,7 +444,7 @@ class Sync:
         applying = self.intake.applying(origin)
         if only is not None:
             return await self._missing_of(origin, head, after, only, applying)
-        per_request = max(1, self.config.sync.fetch_limit)
+        per_request = self.config.sync.fetch_limit
         async with self.pool.acquire() as conn:
             contiguous = int(
                 await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", origin) or 0
@@ -443,13 +463,13 @@ class Sync:
                 origin,
                 start,
                 head,
-                MAX_REQUESTS,
+                ROUND_EVENTS,  # a round holds at most this many seqs, so at most this many stretches
             )
         return _requests(((int(r["first"]), int(r["last"])) for r in stretches), applying, per_request)
 
     async def _missing_of(
         self, origin: str, head: int, after: int, only: frozenset[int], applying: frozenset[int]
-    ) -> list[tuple[int, int]]:
+    ) -> list[Ask]:
         """The requests for the seqs of ``only`` past the watermark and ``after``, up to ``head``, not held."""
         async with self.pool.acquire() as conn:
             contiguous = int(
@@ -469,7 +489,7 @@ class Sync:
                 stretches[-1] = (stretches[-1][0], seq)
             else:
                 stretches.append((seq, seq))
-        return _requests(stretches, frozenset(), max(1, self.config.sync.fetch_limit))
+        return _requests(stretches, frozenset(), self.config.sync.fetch_limit)
 
     async def fetch_checkpoint(self, origin: str) -> None:
         """Ask the origin (or, failing it, any member) for its newest checkpoint; a forged one is evidence."""
@@ -487,22 +507,19 @@ class Sync:
     async def _probe(self, origin: str) -> tuple[int, str | None]:
         for endpoint in self.sources(origin):
             try:
-                response = await self._fetch(endpoint, origin, 1, 0)
+                response = await self._fetch(endpoint, Ask(1, 0).request(origin))
             except grpc.aio.AioRpcError:
                 continue
             return int(response.head_seq), endpoint
         return 0, None
 
-    async def _fetch(self, endpoint: str, origin: str, from_seq: int, limit: int) -> exchange_pb2.FetchEventsResponse:
+    async def _fetch(self, endpoint: str, request: exchange_pb2.FetchEventsRequest) -> exchange_pb2.FetchEventsResponse:
         stub = self.channels.exchange(endpoint)
         try:
-            response = await stub.FetchEvents(
-                exchange_pb2.FetchEventsRequest(origin=origin, from_seq=from_seq, limit=limit),
-                timeout=self.config.sync.rpc_timeout_seconds,
-            )
+            response = await stub.FetchEvents(request, timeout=self.config.sync.rpc_timeout_seconds)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
-                await self._not_a_peer(endpoint, origin, exc.details() or "")
+                await self._not_a_peer(endpoint, request.origin, exc.details() or "")
             raise
         if endpoint not in self._fetching:
             await self._a_peer_again(endpoint)
@@ -549,23 +566,35 @@ class Sync:
         return int(value or 0)
 
 
-def _requests(
-    stretches: Iterable[tuple[int, int]], applying: frozenset[int], per_request: int
-) -> list[tuple[int, int]]:
-    """FetchEvents (from_seq, limit) for missing stretches (first, last), less the seqs being applied:
-    at most :data:`MAX_REQUESTS` requests of at most ``per_request`` events, :data:`ROUND_EVENTS` in all."""
-    requests: list[tuple[int, int]] = []
+def _requests(stretches: Iterable[tuple[int, int]], applying: frozenset[int], per_request: int) -> list[Ask]:
+    """FetchEvents asks for missing stretches (first, last), less the seqs being applied: at most
+    :data:`MAX_REQUESTS` asks of at most ``per_request`` events, :data:`ROUND_EVENTS` in all.
+
+    A stretch of two or more seqs is asked for as one; single seqs (withheld events, or seqs
+    left between those being applied) are gathered into asks by seqs, so scattered seqs cost
+    a request per ``per_request`` of them, not one each.
+    """
+    asks: list[Ask] = []
+    singles: list[int] = []
     budget = ROUND_EVENTS
+
+    def requests() -> int:
+        return len(asks) + -(-len(singles) // per_request)
+
     for first, last in stretches:
         seq = first
-        while seq <= last and budget > 0 and len(requests) < MAX_REQUESTS:
+        while seq <= last and budget > 0 and requests() < MAX_REQUESTS:
             if seq in applying:
                 seq += 1
                 continue
             end = min(last, seq + min(per_request, budget) - 1)
             if applying:  # stop short of the next seq intake is applying
                 end = next((s for s in range(seq + 1, end + 1) if s in applying), end + 1) - 1
-            requests.append((seq, end - seq + 1))
+            if end == seq:
+                singles.append(seq)
+            else:
+                asks.append(Ask(seq, end - seq + 1))
             budget -= end - seq + 1
             seq = end + 1
-    return requests
+    asks += [Ask(seqs=tuple(singles[i : i + per_request])) for i in range(0, len(singles), per_request)]
+    return asks

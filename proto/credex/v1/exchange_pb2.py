@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from credex.v1 import event_pb2 as credex_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63redex/v1/exchange.proto\x12\tcredex.v1\x1a\x15\x63redex/v1/event.proto\"E\n\x12\x46\x65tchEventsRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"_\n\x13\x46\x65tchEventsResponse\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12&\n\tenvelopes\x18\x02 \x03(\x0b\x32\x13.credex.v1.Envelope\x12\x10\n\x08head_seq\x18\x03 \x01(\x04\x32_\n\x0f\x45xchangeService\x12L\n\x0b\x46\x65tchEvents\x12\x1d.credex.v1.FetchEventsRequest\x1a\x1e.credex.v1.FetchEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63redex/v1/exchange.proto\x12\tcredex.v1\x1a\x15\x63redex/v1/event.proto\"S\n\x12\x46\x65tchEventsRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x0c\n\x04seqs\x18\x04 \x03(\x04\"_\n\x13\x46\x65tchEventsResponse\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12&\n\tenvelopes\x18\x02 \x03(\x0b\x32\x13.credex.v1.Envelope\x12\x10\n\x08head_seq\x18\x03 \x01(\x04\x32_\n\x0f\x45xchangeService\x12L\n\x0b\x46\x65tchEvents\x12\x1d.credex.v1.FetchEventsRequest\x1a\x1e.credex.v1.FetchEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.exchange_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FETCHEVENTSREQUEST']._serialized_start=62
-  _globals['_FETCHEVENTSREQUEST']._serialized_end=131
-  _globals['_FETCHEVENTSRESPONSE']._serialized_start=133
-  _globals['_FETCHEVENTSRESPONSE']._serialized_end=228
-  _globals['_EXCHANGESERVICE']._serialized_start=230
-  _globals['_EXCHANGESERVICE']._serialized_end=325
+  _globals['_FETCHEVENTSREQUEST']._serialized_end=145
+  _globals['_FETCHEVENTSRESPONSE']._serialized_start=147
+  _globals['_FETCHEVENTSRESPONSE']._serialized_end=242
+  _globals['_EXCHANGESERVICE']._serialized_start=244
+  _globals['_EXCHANGESERVICE']._serialized_end=339
 # @@protoc_insertion_point(module_scope)

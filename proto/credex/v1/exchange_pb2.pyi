@@ -26,20 +26,31 @@ class FetchEventsRequest(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     FROM_SEQ_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    SEQS_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     from_seq: _builtins.int
     limit: _builtins.int
     """at most this many; the server may cap it"""
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Instead of a stretch (from_seq and limit then 0): these seqs, strictly
+        ascending, at most as many as a stretch may hold. What a peer misses
+        between what Kafka brought (withheld events) is scattered seqs: one
+        request for all of them, not one per seq. A seq the server does not hold
+        is left out of the answer; one at or below head_seq it always holds.
+        """
+
     def __init__(
         self,
         *,
         origin: _builtins.str = ...,
         from_seq: _builtins.int = ...,
         limit: _builtins.int = ...,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_seq", b"from_seq", "limit", b"limit", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_seq", b"from_seq", "limit", b"limit", "origin", b"origin", "seqs", b"seqs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -45,8 +45,9 @@ class ExchangeServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def FetchEvents(self, request, context):
-        """Envelopes of one origin's log from `from_seq` on, in sequence order. Any
-        node serves any origin it holds; the envelopes carry the origin's signature.
+        """Envelopes of one origin's log, in sequence order: from `from_seq` on, or
+        exactly the `seqs` asked for. Any node serves any origin it holds; the
+        envelopes carry the origin's signature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

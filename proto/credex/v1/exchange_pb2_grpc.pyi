@@ -32,16 +32,18 @@ class ExchangeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ExchangeServiceAsyncStub: ...
     FetchEvents: _grpc.UnaryUnaryMultiCallable[_exchange_pb2.FetchEventsRequest, _exchange_pb2.FetchEventsResponse]
-    """Envelopes of one origin's log from `from_seq` on, in sequence order. Any
-    node serves any origin it holds; the envelopes carry the origin's signature.
+    """Envelopes of one origin's log, in sequence order: from `from_seq` on, or
+    exactly the `seqs` asked for. Any node serves any origin it holds; the
+    envelopes carry the origin's signature.
     """
 
 @_typing.type_check_only
 class ExchangeServiceAsyncStub(ExchangeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     FetchEvents: _aio.UnaryUnaryMultiCallable[_exchange_pb2.FetchEventsRequest, _exchange_pb2.FetchEventsResponse]  # type: ignore[assignment]
-    """Envelopes of one origin's log from `from_seq` on, in sequence order. Any
-    node serves any origin it holds; the envelopes carry the origin's signature.
+    """Envelopes of one origin's log, in sequence order: from `from_seq` on, or
+    exactly the `seqs` asked for. Any node serves any origin it holds; the
+    envelopes carry the origin's signature.
     """
 
 class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -51,8 +53,9 @@ class ExchangeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _exchange_pb2.FetchEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_exchange_pb2.FetchEventsResponse, _abc.Awaitable[_exchange_pb2.FetchEventsResponse]]:
-        """Envelopes of one origin's log from `from_seq` on, in sequence order. Any
-        node serves any origin it holds; the envelopes carry the origin's signature.
+        """Envelopes of one origin's log, in sequence order: from `from_seq` on, or
+        exactly the `seqs` asked for. Any node serves any origin it holds; the
+        envelopes carry the origin's signature.
         """
 
 def add_ExchangeServiceServicer_to_server(servicer: ExchangeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
