@@ -16,6 +16,7 @@ import grpc
 from credex.crypto.keys import SigningKey
 from credex.domain.publicity import publicity_today
 from credex.node.cases import case_id_of, messages
+from credex.node.cases.courier import REPAIRS_SINCE
 from credex.node.cases.filing import content_digest
 from credex.node.runtime import Node
 from credex.v1 import case_pb2, case_pb2_grpc, event_pb2, record_pb2
@@ -34,7 +35,7 @@ from .cases_support import (
     regions_fixture,  # noqa: F401 (the regions fixture)
     repair,
 )
-from .conftest import eventually
+from .conftest import TestFederation, eventually
 
 
 async def outbox(node: Node) -> list[dict[str, Any]]:
@@ -413,3 +414,14 @@ async def test_a_message_the_courier_cannot_even_read_is_put_off_alone_and_the_r
         return bool(error)
 
     await eventually(put_off, timeout=60)
+
+
+async def test_the_look_for_a_peers_repairs_reads_only_repairs_not_every_event_of_its_log(
+    federation: TestFederation,
+) -> None:
+    """After a catch-up of millions of events, the courier's look for REPAIRs to confirm stays a few pages."""
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    async with node.pool.acquire() as conn:
+        plan = "\n".join(row[0] for row in await conn.fetch("EXPLAIN " + REPAIRS_SINCE, "320000", 0, 10**7))
+    assert "events_repairs" in plan, plan

@@ -144,7 +144,7 @@ async def test_migration_0029_keeps_every_record_byte_for_byte(postgres: Embedde
         old_rows = [(*e.state_row()[:9], e.state.encoded, False) for e in signed.events]
         await conn.copy_records_to_table("records", records=old_rows, columns=store.RECORD_COLUMNS)
 
-        assert await database.migrate(conn) == ["0029_record_bytes_once.sql"]
+        assert (await database.migrate(conn))[0] == "0029_record_bytes_once.sql"
 
         states = {r["record_id"]: r for r in await conn.fetch("SELECT record_id, record, record_at FROM record_states")}
         assert states[inside.record_id]["record"] is None and states[inside.record_id]["record_at"] >= 0

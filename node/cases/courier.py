@@ -57,6 +57,11 @@ _DEFINITIVE = frozenset(
 )
 # Messages the filer sent (its filing, withdrawal or review): the filing node's copy says how each went.
 _FILERS_OWN = frozenset({"filing", "withdrawal", "review"})
+# A peer's REPAIR events in a stretch of its log, read through their own index (migration 0030).
+REPAIRS_SINCE = (
+    "SELECT seq, envelope FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3"
+    f" AND event_type = {event_pb2.EVENT_TYPE_REPAIR} ORDER BY seq"
+)
 
 
 class CaseCourier:
@@ -215,14 +220,7 @@ class CaseCourier:
                 if head["size"] <= head["scanned"]:
                     continue
                 async with conn.transaction():
-                    repairs = await conn.fetch(
-                        "SELECT seq, envelope FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3"
-                        " AND event_type = $4 ORDER BY seq",
-                        head["origin"],
-                        head["scanned"],
-                        head["size"],
-                        event_pb2.EVENT_TYPE_REPAIR,
-                    )
+                    repairs = await conn.fetch(REPAIRS_SINCE, head["origin"], head["scanned"], head["size"])
                     for row in repairs:
                         envelope = event_pb2.Envelope.FromString(bytes(row["envelope"]))
                         event = event_pb2.Event.FromString(envelope.payload)
