@@ -27,7 +27,7 @@ from credex.domain import persons
 from credex.domain.persons import WITHHELD, cannot_hold_ric, looks_like_ric, withhold
 from credex.domain.persons import fold as persons_fold
 from credex.node.runtime import Node
-from credex.node.services import audit_trail, edge
+from credex.node.services import audit_trail, refusals
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, withheld
 from credex.v1 import (
     exchange_pb2,
@@ -98,11 +98,11 @@ async def test_a_caller_sending_invalid_requests_in_a_loop_is_summed_up_and_ever
                 return await status_of(stub.GetProfile(request, timeout=60))
 
         answers = Counter(await asyncio.gather(*(one(r) for r in junk)))
-    periods = math.ceil((time.monotonic() - started) / edge.SUMMARY_SECONDS) + 1
+    periods = math.ceil((time.monotonic() - started) / refusals.SUMMARY_SECONDS) + 1
     assert answers == Counter({"INVALID_ARGUMENT": 500})
     rows = await eventually(lambda: calls_audited(node, "GetProfile", Counter({(PUBLIC, "INVALID_ARGUMENT"): 500})))
     # Each summary period: a few rows with what was sent, then one row for the rest of them.
-    assert len(rows) <= periods * (edge.REFUSAL_ROWS + 1) and len(rows) < 500
+    assert len(rows) <= periods * (refusals.REFUSAL_ROWS + 1) and len(rows) < 500
     summed = [r for r in rows if r["calls"] > 1]
     assert summed and all(r["detail"].startswith(f"{r['calls']} calls refused in") for r in summed)
     assert all("control character U+0007" in r["detail"] for r in rows)

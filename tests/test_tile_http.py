@@ -14,9 +14,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import math
 import ssl
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +31,7 @@ from credex.node.embedded import EmbeddedBroker, EmbeddedPostgres
 from credex.node.ledger import Change
 from credex.node.ledger.appender import _Clock
 from credex.node.runtime import Node
+from credex.node.services import refusals
 from credex.node.store import tiles
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
@@ -138,6 +142,34 @@ async def test_hash_tiles_are_public_but_entry_bundles_go_to_peers_only_and_ever
         return any(r["status"] == "403" for r in await audit_rows(node, "tiles.GET"))
 
     await eventually(refusal_audited)
+
+
+async def test_a_caller_asking_for_what_is_not_there_in_a_loop_costs_the_trail_a_few_rows_a_second_each_call_counted(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    node = await serving_with_checkpoint(federation, tmp_path, rows=20)
+    started = time.monotonic()
+    async with client(federation, node, PUBLIC) as http:
+        share = asyncio.Semaphore(8)
+
+        async def one(n: int) -> int:
+            async with share:
+                return (await http.get(f"/310000/tile/0/{n:03d}")).status_code
+
+        answers = await asyncio.gather(*(one(n) for n in range(1, 201)))
+    periods = math.ceil((time.monotonic() - started) / refusals.SUMMARY_SECONDS) + 1
+    assert answers == [404] * 200
+
+    async def all_counted() -> list[Any]:
+        rows = [r for r in await audit_rows(node, "tiles.GET") if r["status"] == "404"]
+        return rows if sum(r["calls"] for r in rows) >= 200 else []
+
+    rows = await eventually(all_counted)
+    assert sum(r["calls"] for r in rows) == 200
+    assert len(rows) <= periods * (refusals.REFUSAL_ROWS + 1) < 200
+    assert all(r["detail"].startswith("/310000/tile/0/") for r in rows if r["calls"] == 1)  # what was asked
+    summed = [r for r in rows if r["calls"] > 1]
+    assert summed and all(r["detail"].startswith(f"{r['calls']} calls refused in") for r in summed)
 
 
 async def test_what_the_tiles_do_not_hold_or_the_spec_does_not_name_is_refused_plainly(

@@ -20,8 +20,9 @@ One place, so that no RPC (nor any added later) can forget a rule:
 - **Audit.** Every call answered, refused or invalid is in the audit trail saying who
   asked what, why, and what was answered; an answer is sent only after its row is
   committed. Calls answered (and NOT_FOUND, an answer about a subject too) have a
-  row each. Refusals have a row each only for the first :data:`REFUSAL_ROWS` of one
-  caller, method and status in a second; the rest of that second are summed up in
+  row each. Refusals have a row each only for the first few of one caller, method
+  and status in a second (node/services/refusals.py, which the HTTP server shares);
+  the rest of that second are summed up in
   one row whose ``calls`` column says how many it stands for, as are calls refused
   for overload, so a caller sending junk cannot grow the audit table faster than a
   few rows a second. Rows older than ``audit.retention_days`` are trimmed
@@ -46,7 +47,6 @@ import itertools
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -65,6 +65,7 @@ from credex.node.config import NodeConfig
 from credex.node.metrics import METRICS
 from credex.node.services.access import Caller, Callers
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.refusals import Refusals
 from credex.node.store.database import CONNECTION_LOST
 from credex.node.store.inserts import Rows
 from credex.node.trust import TrustProvider
@@ -84,8 +85,6 @@ MAX_DETAILS = 300  # characters of any error message
 MAX_INTEGER = 2**63 - 1  # PostgreSQL bigint: larger values must not reach the driver
 MAX_DEPTH = 8  # nesting of messages inside a request
 MAX_ITEMS = 100  # records named in one audit row's detail
-SUMMARY_SECONDS = 1.0  # refused calls beyond their own rows are summed up this often
-REFUSAL_ROWS = 5  # refusals of one caller, method and status per summary period with a row each
 # Statuses audited row by row whatever their number: answers. NOT_FOUND answers a lookup about a subject.
 _ANSWERS = frozenset({"OK", "NOT_FOUND"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
@@ -605,14 +604,6 @@ class Admission:
             self._by_caller[caller.identity] = held
 
 
-@dataclass
-class _Tally:
-    """Calls of one caller, method and status summed up since the last summary, with the first reason given."""
-
-    calls: int = 0
-    reason: str = ""
-
-
 # -- the gate ---------------------------------------------------------------------------
 
 
@@ -643,10 +634,8 @@ class Gate:
         self._in_flight = METRICS.rpc_in_flight.labels(config.origin)
         # Every call admitted hands in audit rows before it answers: the writers wait for those, no longer.
         audit.expect(lambda: self.admission.in_flight)
-        # Since the last summary: refusals with a row of their own, and calls summed up instead.
-        self._rows: Counter[tuple[_Key, str]] = Counter()
-        self._tally: dict[tuple[_Key, str], _Tally] = {}
-        self._summary: asyncio.TimerHandle | None = None
+        # A cancelled call answered nothing: counted and logged is enough.
+        self.refusals = Refusals(audit, config.origin, unaudited=frozenset({"CANCELLED"}))
 
     def method_handlers(self, servicer: object, service: ServiceDescriptor) -> dict[str, Handler]:
         """A handler per method of ``service``, calling ``servicer`` through the edge."""
@@ -687,7 +676,7 @@ class Gate:
         refusal = self.admission.enter(caller)
         if refusal is not None:
             self._count(method, refusal.code.name)
-            self._note(call, refusal.code.name, refusal.message.split(":")[0])
+            self.refusals.sum_up((*call.key, refusal.code.name), refusal.message.split(":")[0])
             await context.abort(refusal.code, refusal.message)
         self._in_flight.inc()
         token = _CURRENT.set(call)
@@ -695,7 +684,7 @@ class Gate:
             response = await self._answer(call, request_class, behavior, raw, context)
         except asyncio.CancelledError:
             self._count(method, "CANCELLED")
-            self._note(call, "CANCELLED", "cancelled by the caller (deadline passed or caller gone)")
+            self.refusals.sum_up((*call.key, "CANCELLED"), "cancelled by the caller (deadline passed or caller gone)")
             raise
         finally:
             _CURRENT.reset(token)
@@ -868,18 +857,14 @@ class Gate:
         """Refusals are audited too (probing is worth seeing); a failed write is logged, the refusal stands.
 
         The first few of a caller's refusals each second get a row with what was
-        sent; the rest are summed up (:meth:`_note`), so junk sent in a loop costs
-        the audit table a few rows a second, not a row a call.
+        sent; the rest are summed up (:mod:`credex.node.services.refusals`), so junk
+        sent in a loop costs the audit table a few rows a second, not a row a call.
         """
-        if status not in _ANSWERS:
-            self._arm()
-            seen = self._rows[(call.key, status)]
-            if seen >= REFUSAL_ROWS:
-                self._note(call, status, message)
-                return
-            self._rows[(call.key, status)] = seen + 1
+        entry = call.entry(status, message)
+        if status not in _ANSWERS and not self.refusals.own_row(entry):
+            return
         try:
-            await self.audit.record(call.entry(status, message))
+            await self.audit.record(entry)
         except AuditUnavailable as exc:
             log.warning("refused %s of %s not audited: %s", call.method, call.caller.identity, exc)
 
@@ -888,51 +873,6 @@ class Gate:
         if counter is None:  # a label lookup takes a lock and builds a key: once per method and status
             counter = self._counters[(method, status)] = METRICS.rpcs.labels(self.origin, method, status)
         counter.inc()
-
-    def _note(self, call: Call, status: str, reason: str) -> None:
-        """Sum up a refused or cancelled call; :meth:`_summarize` writes the sums."""
-        tally = self._tally.get((call.key, status))
-        if tally is None:
-            tally = self._tally[(call.key, status)] = _Tally(reason=reason)
-        tally.calls += 1
-        self._arm()
-
-    def _arm(self) -> None:
-        """Make sure a summary is due at the end of the current period."""
-        if self._summary is None:
-            self._summary = asyncio.get_running_loop().call_later(SUMMARY_SECONDS, self._summarize)
-
-    def _summarize(self) -> None:
-        """Write one row per caller, method and status summed up, and start a new period."""
-        self._summary = None
-        tally, self._tally = self._tally, {}
-        self._rows.clear()
-        for ((identity, role, method), status), summed in tally.items():
-            log.warning(
-                "%s: %d %s calls of %s (%s) %s: %s",
-                self.origin,
-                summed.calls,
-                method,
-                identity,
-                role,
-                status,
-                summed.reason,
-            )
-            if status != "CANCELLED":  # a cancelled call answered nothing: counted and logged is enough
-                self.audit.note(
-                    AuditEntry(
-                        caller=identity,
-                        role=role,
-                        method=method,
-                        subject_id="",
-                        purpose="",
-                        answered=0,
-                        status=status,
-                        at=dt.datetime.now(dt.UTC),
-                        detail=f"{summed.calls} calls refused in {SUMMARY_SECONDS:g} s, the first: {summed.reason}",
-                        calls=summed.calls,
-                    )
-                )
 
 
 def _decode(method: str, request_class: type[Message], raw: bytes) -> Message:

@@ -2,7 +2,9 @@
 
 The tile server's GETs and the witness's POSTs answer the same way: an answer that
 carries something is audited before it leaves (no trail, no answer: 503), a refusal
-is noted without waiting, and both rows name the caller, the status and what was asked.
+is noted without waiting (the first few of a kind each second; the rest summed up, as
+the gRPC edge does: node/services/refusals.py), and both rows name the caller, the
+status and what was asked.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from credex.node.services.access import Caller
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable
+from credex.node.services.refusals import Refusals
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -45,13 +48,13 @@ def audit_entry(caller: Caller, method: str, answer: Answer, detail: str, *, car
 
 
 async def audited(
-    audit: AuditLog, caller: Caller, method: str, answer: Answer, detail: str, *, carries: bool
+    audit: AuditLog, refusals: Refusals, caller: Caller, method: str, answer: Answer, detail: str, *, carries: bool
 ) -> Answer:
-    """``answer``, once its row is in the trail when it ``carries`` something (else noted without waiting);
-    503 when the trail cannot take the row."""
+    """``answer``, once its row is in the trail when it ``carries`` something (else a refusal, noted without
+    waiting or summed up); 503 when the trail cannot take the row."""
     entry = audit_entry(caller, method, answer, detail, carries=carries)
     if not carries:
-        audit.note(entry)
+        refusals.note(entry)
         return answer
     try:
         await audit.record(entry)  # no trail, no answer

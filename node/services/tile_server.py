@@ -53,6 +53,7 @@ from credex.node.config import NodeConfig
 from credex.node.services.access import Caller, caller_of
 from credex.node.services.audit_trail import AuditLog
 from credex.node.services.http_answer import Answer, audited, text
+from credex.node.services.refusals import Refusals
 from credex.node.services.server import ServerError
 from credex.node.services.witness_http import WitnessEndpoint
 from credex.node.store import tiles
@@ -94,8 +95,10 @@ class TileServer:
         self.pool = pool
         self.keeper = keeper
         self.audit = audit
+        # Refusals of the tiles and of the witness, a few rows a second of each kind: the rest summed up.
+        self.refusals = Refusals(audit, config.origin)
         self.bundle = bundle
-        self.witness = WitnessEndpoint(config, pool, bundle, keeper.logbook, audit)
+        self.witness = WitnessEndpoint(config, pool, bundle, keeper.logbook, audit, self.refusals)
         self._server: asyncio.Server | None = None
         self._open = asyncio.Semaphore(MAX_CONNECTIONS)
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed at stop
@@ -257,7 +260,7 @@ class TileServer:
             except Exception:
                 log.exception("tile server: %s failed", path[:200])
                 answer = text(500, "the node could not answer; see its log")
-        return await audited(self.audit, caller, METHOD, answer, path, carries=answer.status == 200)
+        return await audited(self.audit, self.refusals, caller, METHOD, answer, path, carries=answer.status == 200)
 
     async def _resolve(self, caller: Caller, path: str) -> Answer:
         origin, _, rest = path.removeprefix("/").partition("/")

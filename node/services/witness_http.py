@@ -32,6 +32,7 @@ from credex.node.config import NodeConfig
 from credex.node.services.access import Caller
 from credex.node.services.audit_trail import AuditLog
 from credex.node.services.http_answer import Answer, audit_entry, audited, text
+from credex.node.services.refusals import Refusals
 from credex.node.services.witness_service import asked_of, submitter_refusal
 from credex.node.witness import WitnessRefused, node_witness, wire
 
@@ -53,10 +54,12 @@ class WitnessEndpoint:
         bundle: Callable[[], TrustBundle],
         logbook: LogBook,
         audit: AuditLog,
+        refusals: Refusals,
     ) -> None:
         self.origin = config.origin
         self.witness = node_witness(config, pool, bundle, logbook)
         self.audit = audit
+        self.refusals = refusals
 
     def admit(self, caller: Caller, method: bytes, length: int | None) -> Answer | None:
         """The refusal the request's head earns, before its body is read; None: read the body.
@@ -96,16 +99,17 @@ class WitnessEndpoint:
         else:
             answer = Answer(200, wire.cosignature_body(outcome.lines))
             detail = f"cosigned {asked}"
-        return self._counted(await audited(self.audit, caller, METHOD, answer, f"http {detail}", carries=True))
+        answered = await audited(self.audit, self.refusals, caller, METHOD, answer, f"http {detail}", carries=True)
+        return self._counted(answered)
 
     def dropped(self, caller: Caller, why: str) -> None:
         """A request whose body never came whole (the connection closed, or the time ran out): counted, noted."""
         REQUESTS.labels(self.origin, "dropped").inc()
-        self.audit.note(audit_entry(caller, METHOD, Answer(400, b""), f"http dropped: {why}", carries=False))
+        self.refusals.note(audit_entry(caller, METHOD, Answer(400, b""), f"http dropped: {why}", carries=False))
 
     def _refused(self, caller: Caller, status: int, message: str, detail: str) -> Answer:
         answer = text(status, message)
-        self.audit.note(
+        self.refusals.note(
             audit_entry(
                 caller, METHOD, answer, f"http {detail}: {message}" if detail else f"http {message}", carries=False
             )
