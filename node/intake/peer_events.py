@@ -58,7 +58,7 @@ from credex.node.cancellation import cancel_and_wait, raise_if_cancelling
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
 from credex.node.config import NodeConfig, checkpoints_topic, events_topic
 from credex.node.metrics import METRICS
-from credex.node.store import ANALYZE_AFTER, NOTIFY_CHANNEL, POISON, Connection, Rejection, storable_text
+from credex.node.store import NOTIFY_CHANNEL, POISON, Connection, Rejection, storable_text
 from credex.node.store import events as state
 from credex.node.store import evidence as rejections
 from credex.node.trust import TrustProvider
@@ -177,7 +177,7 @@ class Intake:
         self.trust = trust
         self.me = config.origin
         self.wanted = wanted  # where gaps and withheld notices go; sync takes them
-        self._since_analyze = 0
+        self._statistics = state.Statistics()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # origin -> how many batches being applied hold each seq: verified, their transaction not yet committed
         self._applying: defaultdict[str, Counter[int]] = defaultdict(Counter)
@@ -286,12 +286,10 @@ class Intake:
             self.wanted.put(origin, result.max_seq, Why.GAP, held=result.contiguous_seq)
         if result.applied:
             await self.keeper.check(origin)
-            self._since_analyze += result.applied
-            if self._since_analyze >= ANALYZE_AFTER:
+            if self._statistics.due(result.applied):
                 # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
-                self._since_analyze = 0
                 async with self.pool.acquire() as conn:
-                    await state.analyze_after_bulk_load(conn)
+                    await self._statistics.refresh(conn)
         return result
 
     def _count_applying(self, batches: Sequence[Checked]) -> list[tuple[str, Counter[int]]]:
