@@ -15,6 +15,7 @@ import datetime as dt
 import math
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,26 @@ async def test_stopping_the_audit_log_resolves_every_waiting_entry(federation: T
     assert all(r is None or isinstance(r, AuditUnavailable) for r in results)
     with pytest.raises(AuditUnavailable):
         await audit.record(entry("late"))
+
+
+async def test_refusals_summed_up_and_rows_queued_when_the_trail_stops_are_written_before_it_stops(
+    federation: TestFederation,
+) -> None:
+    node = await federation.start_node("310000")
+    assert node.pool is not None
+    audit = AuditLog(node.pool, linger=0.05)
+    audit.start()
+    summing = refusals.Refusals(audit, "310000")
+    probe = replace(entry("prober"), status="INVALID_ARGUMENT", detail="uscc is not a USCC")
+    for _ in range(20):
+        summing.note(probe)
+    assert audit.note(entry("noted"))
+    await audit.stop()  # well within the summary's second
+    rows = await audit_rows(node)
+    assert sorted(r["calls"] for r in rows if r["caller"] == "prober") == [1] * refusals.REFUSAL_ROWS + [
+        20 - refusals.REFUSAL_ROWS
+    ]
+    assert [r["caller"] for r in rows if r["caller"] != "prober"] == ["noted"]
 
 
 async def test_a_lone_call_is_written_at_once_though_writes_came_just_before(federation: TestFederation) -> None:

@@ -422,6 +422,13 @@ async def test_the_look_for_a_peers_repairs_reads_only_repairs_not_every_event_o
     """After a catch-up of millions of events, the courier's look for REPAIRs to confirm stays a few pages."""
     node = await federation.start_node("310000")
     assert node.pool is not None
-    async with node.pool.acquire() as conn:
-        plan = "\n".join(row[0] for row in await conn.fetch("EXPLAIN " + REPAIRS_SINCE, "320000", 0, 10**7))
+    async with node.pool.acquire() as conn, conn.transaction():
+        # The plan a prepared statement keeps once PostgreSQL settles on a generic one: no parameter values in it.
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute("PREPARE repairs_since (text, bigint, bigint) AS " + REPAIRS_SINCE)
+        try:
+            rows = await conn.fetch("EXPLAIN EXECUTE repairs_since ('320000', 0, 10000000)")
+            plan = "\n".join(row[0] for row in rows)
+        finally:
+            await conn.execute("DEALLOCATE repairs_since")
     assert "events_repairs" in plan, plan

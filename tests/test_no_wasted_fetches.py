@@ -241,11 +241,20 @@ async def test_seqs_whose_store_failed_are_no_longer_applying_and_sync_asks_for_
 
 
 class ExchangeBeforeSeqs(exchange_pb2_grpc.ExchangeServiceServicer):
-    """A member whose code predates ``seqs``: it reads a request as its fields 1-3, as protobuf reads unknown fields."""
+    """A member whose code predates ``seqs``: it reads a request as its fields 1-3, as protobuf reads unknown fields.
 
-    def __init__(self, honest: exchange_pb2_grpc.ExchangeServiceAsyncStub) -> None:
+    ``claiming``: a member that answers every request with nothing but a head it claims.
+    """
+
+    def __init__(self, honest: exchange_pb2_grpc.ExchangeServiceAsyncStub, claiming: int = 0) -> None:
         self.honest = honest
+        self.claiming = claiming
         self.asked: list[tuple[int, int]] = []
+
+    @property
+    def fetches(self) -> list[tuple[int, int]]:
+        """(from_seq, limit) of the requests for events, in order: not sync's probes of the head (1, 0)."""
+        return [asked for asked in self.asked if asked != (1, 0)]
 
     async def FetchEvents(
         self,
@@ -253,8 +262,26 @@ class ExchangeBeforeSeqs(exchange_pb2_grpc.ExchangeServiceServicer):
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> exchange_pb2.FetchEventsResponse:
         self.asked.append((request.from_seq, request.limit))
+        if self.claiming:
+            return exchange_pb2.FetchEventsResponse(origin=request.origin, head_seq=self.claiming)
         older = exchange_pb2.FetchEventsRequest(origin=request.origin, from_seq=request.from_seq, limit=request.limit)
         return await self.honest.FetchEvents(older)
+
+
+@contextlib.asynccontextmanager
+async def standing_in_for_330000(
+    federation: TestFederation, publisher: Node, claiming: int = 0
+) -> AsyncIterator[ExchangeBeforeSeqs]:
+    """330000's endpoint served by :class:`ExchangeBeforeSeqs`, relaying ``publisher``'s log."""
+    async with peer_channel(federation, publisher, "330000") as channel:
+        member = ExchangeBeforeSeqs(exchange_pb2_grpc.ExchangeServiceStub(channel), claiming)
+        server = member_server(federation, "330000")
+        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(member, server)
+        await server.start()
+        try:
+            yield member
+        finally:
+            await server.stop(None)
 
 
 async def test_a_member_that_predates_asking_by_seqs_is_asked_for_them_one_at_a_time(
@@ -264,20 +291,42 @@ async def test_a_member_that_predates_asking_by_seqs_is_asked_for_them_one_at_a_
     log = await publish_log(publisher, tmp_path, 60)
     withheld = [7, 30, 41]
     endpoint = federation.bundle_now().member("330000").endpoint  # type: ignore[union-attr]
-    async with peer_channel(federation, publisher, "330000") as channel:
-        older = ExchangeBeforeSeqs(exchange_pb2_grpc.ExchangeServiceStub(channel))
-        server = member_server(federation, "330000")  # up before the receiver, whose channel would back off
-        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server(older, server)
-        await server.start()
-        try:
-            async with receiver_off_the_bus(federation, tmp_path) as receiver:
-                assert receiver.intake is not None and receiver.sync is not None
-                held = [e for seq, e in enumerate(log, start=1) if seq not in withheld]
-                await receiver.intake.accept("310000", held, "test")
-                older.asked.clear()  # what the receiver's start asked (its first probes)
-                applied = await receiver.sync.fetch_missing("310000", len(log), [endpoint], frozenset(withheld))
-                assert set(range(1, len(log) + 1)) == await held_seqs(receiver, "310000")
-        finally:
-            await server.stop(None)
+    # Up before the receiver, whose channel to an endpoint that is not there would back off.
+    async with (
+        standing_in_for_330000(federation, publisher) as older,
+        receiver_off_the_bus(federation, tmp_path) as receiver,
+    ):
+        assert receiver.intake is not None and receiver.sync is not None
+        held = [e for seq, e in enumerate(log, start=1) if seq not in withheld]
+        await receiver.intake.accept("310000", held, "test")
+        older.asked.clear()  # what the receiver's start asked (its first probes)
+        applied = await receiver.sync.fetch_missing("310000", len(log), [endpoint], frozenset(withheld))
+        assert set(range(1, len(log) + 1)) == await held_seqs(receiver, "310000")
+        # The seqs (read as a stretch of none), the first seq alone (served: an older member), then the rest.
+        assert older.fetches[:2] == [(0, 0), (7, 1)] and sorted(older.fetches[2:]) == [(30, 1), (41, 1)]
+        older.asked.clear()
+        remembered = await receiver.sync._fetch_round(endpoint, "310000", [catch_up.Ask(seqs=tuple(withheld))])
+        assert sorted(older.fetches) == [(7, 1), (30, 1), (41, 1)]  # remembered: no ask by seqs first
+        assert sorted(remembered) == sorted(log[seq - 1] for seq in withheld)
     assert applied == len(withheld)
-    assert withheld[0] > 1 and older.asked == [(0, 0), *((seq, 1) for seq in withheld)]
+
+
+async def test_a_member_that_claims_events_and_serves_none_costs_two_requests_not_one_per_seq(
+    federation: TestFederation, tmp_path: Path
+) -> None:
+    publisher = await federation.start_node("310000")
+    log = await publish_log(publisher, tmp_path, 60)
+    withheld = list(range(2, 60, 2))
+    endpoint = federation.bundle_now().member("330000").endpoint  # type: ignore[union-attr]
+    async with (
+        standing_in_for_330000(federation, publisher, claiming=2**62) as liar,
+        receiver_off_the_bus(federation, tmp_path) as receiver,
+    ):
+        assert receiver.intake is not None and receiver.sync is not None
+        held = [e for seq, e in enumerate(log, start=1) if seq not in withheld]
+        await receiver.intake.accept("310000", held, "test")
+        liar.asked.clear()
+        applied = await receiver.sync.fetch_missing("310000", len(log), [endpoint], frozenset(withheld))
+        assert liar.fetches == [(0, 0), (withheld[0], 1)]
+        assert not set(withheld) & await held_seqs(receiver, "310000")
+    assert applied == 0

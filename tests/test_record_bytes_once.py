@@ -144,7 +144,7 @@ async def test_migration_0029_keeps_every_record_byte_for_byte(postgres: Embedde
         old_rows = [(*e.state_row()[:9], e.state.encoded, False) for e in signed.events]
         await conn.copy_records_to_table("records", records=old_rows, columns=store.RECORD_COLUMNS)
 
-        assert (await database.migrate(conn))[0] == "0029_record_bytes_once.sql"
+        assert await database.migrate(conn, before=30) == ["0029_record_bytes_once.sql"]
 
         states = {r["record_id"]: r for r in await conn.fetch("SELECT record_id, record, record_at FROM record_states")}
         assert states[inside.record_id]["record"] is None and states[inside.record_id]["record_at"] >= 0
@@ -194,7 +194,7 @@ async def test_a_growing_table_has_its_statistics_refreshed_after_a_share_of_it_
     federation: TestFederation,
 ) -> None:
     """Intake refreshes statistics as autovacuum would, without its minute's wait: a 10M-row catch-up
-    ANALYZEs about 50 times, not 1,000."""
+    ANALYZEs 59 times, not 1,000. One batch starts each refresh, however many are applied meanwhile."""
     node = await federation.start_node(ORIGIN)
     assert node.pool is not None
     statistics = store.Statistics(floor=5, share=0.1)
@@ -203,10 +203,11 @@ async def test_a_growing_table_has_its_statistics_refreshed_after_a_share_of_it_
         async with conn.transaction():
             await node.ledger.append(conn, [Change.of(penalty(n)) for n in range(100, 300)])
         assert statistics.due(200)
+        assert not statistics.due(1)  # a batch applied while the refresh runs does not start another
         await statistics.refresh(conn)
         tuples = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'record_states'::regclass")
     assert tuples >= 200
     # The next refresh comes after a tenth of the table as ANALYZE counted it, not after the floor.
     share = int(0.1 * tuples)
-    assert [statistics.due(1) for _ in range(share - 1)] == [False] * (share - 1)
+    assert [statistics.due(1) for _ in range(share - 2)] == [False] * (share - 2)  # one came during the refresh
     assert statistics.due(1)

@@ -29,6 +29,18 @@ from credex.node.cancellation import wait_for_event
 MAX_WITHHELD_SEQS = 8000  # exact withheld seqs kept per origin; beyond, sync fetches the stretch up to the highest
 
 
+def stretches(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Ascending ``seqs`` as their runs of consecutive seqs, (first, last) each: as sync asks for them and the
+    audit trail names them."""
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
 class Why(StrEnum):
     """Why events of an origin are wanted; sync treats each differently."""
 

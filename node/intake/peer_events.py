@@ -61,6 +61,7 @@ from credex.node.metrics import METRICS
 from credex.node.store import NOTIFY_CHANNEL, POISON, Connection, Rejection, storable_text
 from credex.node.store import events as state
 from credex.node.store import evidence as rejections
+from credex.node.store.database import RETRYABLE
 from credex.node.trust import TrustProvider
 from credex.v1 import event_pb2
 
@@ -287,9 +288,13 @@ class Intake:
         if result.applied:
             await self.keeper.check(origin)
             if self._statistics.due(result.applied):
-                # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan.
-                async with self.pool.acquire() as conn:
-                    await self._statistics.refresh(conn)
+                # Bulk intake outruns autovacuum's statistics; stale ones make lookups scan. The batch is
+                # committed: a refresh that fails is logged (autovacuum's own will come), not the batch's error.
+                try:
+                    async with self.pool.acquire() as conn:
+                        await self._statistics.refresh(conn)
+                except RETRYABLE as exc:
+                    log.warning("intake: refreshing the planner's statistics failed: %s", exc)
         return result
 
     def _count_applying(self, batches: Sequence[Checked]) -> list[tuple[str, Counter[int]]]:

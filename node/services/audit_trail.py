@@ -25,6 +25,7 @@ that the trim never holds up the writes of calls being answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _COLUMNS = ("at", "caller", "role", "method", "subject_id", "purpose", "answered", "status", "detail", "calls")
 TRIM_BATCH = 10_000  # rows deleted per statement when trimming old rows
+# At stop, what is queued is written for up to this long (a trail that cannot write fails it sooner).
+DRAIN_SECONDS = 5.0
+DRAIN_POLL_SECONDS = 0.01
 # Longest text kept per column; the rest is cut with a marker, so a huge field costs nothing downstream.
 _LIMITS = {"caller": 256, "role": 32, "method": 64, "subject_id": 128, "purpose": 500, "status": 32, "detail": 2000}
 # Fields that hold what the caller sent: searched for ID numbers on every row (all fields of a refusal).
@@ -262,6 +266,7 @@ class AuditLog:
         self._tasks: list[asyncio.Task[None]] = []
         self._trimmer: asyncio.Task[None] | None = None
         self._stopped = False
+        self._flushes: list[Callable[[], None]] = []  # see before_stop
         # One writer gathers a batch at a time (the others commit theirs meanwhile), so that a batch
         # is not split between writers that all woke for its first call.
         self._gathering = asyncio.Lock()
@@ -344,8 +349,21 @@ class AuditLog:
                     log.info("audit log: %d rows older than %d days trimmed", trimmed, keep.days)
             await pause(every_seconds)
 
-    async def stop(self) -> None:
-        """Stop writing; every entry still waiting (queued or in the batch being written) fails, none hangs."""
+    def before_stop(self, flush: Callable[[], None]) -> None:
+        """Have ``flush`` hand in what it holds back (summed refusals) when the trail stops, before the last write."""
+        self._flushes.append(flush)
+
+    async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Write what is queued, for up to ``drain_seconds`` (the database may be gone), then stop writing.
+
+        Every entry still waiting then (queued or in the batch being written) fails; none hangs.
+        """
+        for flush in self._flushes:
+            flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_seconds):
+                while self._tasks and (self._queued or self._in_hand):
+                    await pause(DRAIN_POLL_SECONDS)
         self._stopped = True
         await cancel_and_wait(*self._tasks, self._trimmer)  # a stop cut short (Node.stop's limit) ends there
         self._tasks, self._trimmer = [], None

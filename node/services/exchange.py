@@ -9,11 +9,11 @@ them, and every fetch is audited by the edge with the seqs it served, in stretch
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
 
+from credex.node.chain.wanted import stretches
 from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc
@@ -59,7 +59,8 @@ class ExchangeService(Servicer, exchange_pb2_grpc.ExchangeServiceServicer):
             response.envelopes.append(event_pb2.Envelope.FromString(row["envelope"]))
         served = [int(row["seq"]) for row in rows]
         if served:
-            call.answer(len(served), (f"{request.origin}#{stretch}" for stretch in stretches(served)))
+            named = (f"{first}" if first == last else f"{first}..{last}" for first, last in stretches(served))
+            call.answer(len(served), (f"{request.origin}#{run}" for run in named))
         else:
             call.answer(0, [f"{request.origin} head {head or 0}"])
         return response
@@ -75,13 +76,3 @@ def _seqs(request: exchange_pb2.FetchEventsRequest) -> list[int]:
     if seqs[0] < 1 or any(later <= earlier for earlier, later in itertools.pairwise(seqs)):
         raise edge.invalid("seqs must be strictly ascending seqs of the log (1 and up): sort them and drop repeats")
     return seqs
-
-
-def stretches(seqs: Sequence[int]) -> Iterator[str]:
-    """Ascending ``seqs`` as the audit trail names them: ``5``, ``40..42`` for each run of consecutive seqs."""
-    start = 0
-    for index in range(1, len(seqs) + 1):
-        if index == len(seqs) or seqs[index] != seqs[index - 1] + 1:
-            first, last = seqs[start], seqs[index - 1]
-            yield str(first) if first == last else f"{first}..{last}"
-            start = index

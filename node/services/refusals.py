@@ -50,6 +50,7 @@ class Refusals:
         self._rows: Counter[Kind] = Counter()
         self._tally: dict[Kind, _Tally] = {}
         self._summary: asyncio.TimerHandle | None = None
+        audit.before_stop(self.close)
 
     def own_row(self, entry: AuditEntry) -> bool:
         """Whether this refusal gets a row of its own; if not, it has been summed up."""
@@ -112,3 +113,9 @@ class Refusals:
                     calls=summed.calls,
                 )
             )
+
+    def close(self) -> None:
+        """Hand in what is summed up so far, without waiting for the period's end: the trail is stopping."""
+        if self._summary is not None:
+            self._summary.cancel()
+            self._summarize()

@@ -66,7 +66,7 @@ from prometheus_client import Counter
 
 from credex.node.cancellation import cancel_and_wait, pause
 from credex.node.chain import AlarmKind, Alarms, CheckpointKeeper, WantedRanges, Why
-from credex.node.chain.wanted import Wanted
+from credex.node.chain.wanted import Wanted, stretches
 from credex.node.channels import PeerChannels
 from credex.node.config import NodeConfig
 from credex.node.intake import Intake
@@ -153,6 +153,8 @@ class Sync:
         # whose FetchEvents worked since start (a refusal alarm left open by a previous run is resolved)
         self._denied: dict[str, str] = {}
         self._fetching: set[str] = set()
+        # Members that read a FetchEvents by seqs as a stretch of none (they predate seqs): asked a seq at a time.
+        self._before_seqs: set[str] = set()
 
     def take_wanted(self) -> None:
         """Take what intake and the checkpoint keeper put in the wanted ranges since the last round."""
@@ -417,18 +419,44 @@ class Sync:
         return result.applied
 
     async def _fetch_round(self, endpoint: str, origin: str, asks: Sequence[Ask]) -> list[bytes]:
-        """The envelopes of every ask, asked for concurrently, in the asks' order."""
-        gate = asyncio.Semaphore(CONCURRENT_FETCHES)
+        """The envelopes of every ask, asked for :data:`CONCURRENT_FETCHES` at a time, in the asks' order.
 
-        async def one(ask: Ask) -> list[bytes]:
+        A member that predates asking by seqs reads such an ask as a stretch of none. It is
+        asked for the seqs one at a time, at most :data:`MAX_REQUESTS` of them in a round
+        (the pass's next rounds ask for the rest), and remembered as such.
+        """
+        gate = asyncio.Semaphore(CONCURRENT_FETCHES)
+        singles_left = MAX_REQUESTS
+
+        async def fetched(ask: Ask) -> tuple[list[bytes], int]:
             async with gate:
                 response = await self._fetch(endpoint, ask.request(origin))
-                if ask.seqs and not response.envelopes and response.head_seq >= ask.seqs[0]:
-                    # A member that holds the first seq (it holds all up to its head) and answers none
-                    # predates seqs and read a stretch of none: asked again a seq at a time, as it knows.
-                    singles = [await self._fetch(endpoint, Ask(seq, 1).request(origin)) for seq in ask.seqs]
-                    return [e.SerializeToString() for response in singles for e in response.envelopes]
-            return [e.SerializeToString() for e in response.envelopes]
+            return [e.SerializeToString() for e in response.envelopes], response.head_seq
+
+        async def one_at_a_time(seqs: Sequence[int]) -> list[bytes]:
+            nonlocal singles_left
+            taken = seqs[: max(0, singles_left)]
+            singles_left -= len(taken)
+            parts = await asyncio.gather(*(fetched(Ask(seq, 1)) for seq in taken))
+            return [envelope for envelopes, _ in parts for envelope in envelopes]
+
+        async def one(ask: Ask) -> list[bytes]:
+            nonlocal singles_left
+            if ask.seqs and endpoint in self._before_seqs:
+                return await one_at_a_time(ask.seqs)
+            envelopes, head = await fetched(ask)
+            if not ask.seqs or envelopes or head < ask.seqs[0]:
+                return envelopes
+            # It claims to hold the first seq (it holds every seq up to its head) and served none: either
+            # it predates seqs, or it serves nothing it claims. The first seq alone, as a stretch, tells.
+            singles_left -= 1
+            first, _ = await fetched(Ask(ask.seqs[0], 1))
+            if not first:
+                return []  # nothing from this member: fetch_missing goes on to the next
+            if endpoint not in self._before_seqs:
+                self._before_seqs.add(endpoint)
+                log.info("sync: %s predates FetchEvents by seqs; it is asked for them one at a time", endpoint)
+            return first + await one_at_a_time(ask.seqs[1:])
 
         parts = await asyncio.gather(*(one(ask) for ask in asks))
         return [envelope for part in parts for envelope in part]
@@ -454,7 +482,7 @@ class Sync:
                 return []
             # Each held seq with the one held before it (``start`` stands for the watermark); a jump is a
             # missing stretch, and the sentinel ``head + 1`` closes the one at the end. LIMIT stops the scan.
-            stretches = await conn.fetch(
+            gaps = await conn.fetch(
                 "SELECT prev + 1 AS first, seq - 1 AS last FROM ("
                 "  SELECT seq, lag(seq, 1, $2::bigint) OVER (ORDER BY seq) AS prev FROM ("
                 "    SELECT seq FROM events WHERE origin = $1 AND seq > $2 AND seq <= $3"
@@ -465,7 +493,7 @@ class Sync:
                 head,
                 ROUND_EVENTS,  # a round holds at most this many seqs, so at most this many stretches
             )
-        return _requests(((int(r["first"]), int(r["last"])) for r in stretches), applying, per_request)
+        return _requests(((int(r["first"]), int(r["last"])) for r in gaps), applying, per_request)
 
     async def _missing_of(
         self, origin: str, head: int, after: int, only: frozenset[int], applying: frozenset[int]
@@ -483,13 +511,7 @@ class Sync:
                     "SELECT seq FROM events WHERE origin = $1 AND seq = ANY($2::bigint[])", origin, wanted
                 )
             }
-        stretches: list[tuple[int, int]] = []
-        for seq in (s for s in wanted if s not in held):
-            if stretches and stretches[-1][1] == seq - 1:
-                stretches[-1] = (stretches[-1][0], seq)
-            else:
-                stretches.append((seq, seq))
-        return _requests(stretches, frozenset(), self.config.sync.fetch_limit)
+        return _requests(stretches(s for s in wanted if s not in held), frozenset(), self.config.sync.fetch_limit)
 
     async def fetch_checkpoint(self, origin: str) -> None:
         """Ask the origin (or, failing it, any member) for its newest checkpoint; a forged one is evidence."""
@@ -566,7 +588,7 @@ class Sync:
         return int(value or 0)
 
 
-def _requests(stretches: Iterable[tuple[int, int]], applying: frozenset[int], per_request: int) -> list[Ask]:
+def _requests(missing: Iterable[tuple[int, int]], applying: frozenset[int], per_request: int) -> list[Ask]:
     """FetchEvents asks for missing stretches (first, last), less the seqs being applied: at most
     :data:`MAX_REQUESTS` asks of at most ``per_request`` events, :data:`ROUND_EVENTS` in all.
 
@@ -581,7 +603,7 @@ def _requests(stretches: Iterable[tuple[int, int]], applying: frozenset[int], pe
     def requests() -> int:
         return len(asks) + -(-len(singles) // per_request)
 
-    for first, last in stretches:
+    for first, last in missing:
         seq = first
         while seq <= last and budget > 0 and requests() < MAX_REQUESTS:
             if seq in applying:
