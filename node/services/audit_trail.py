@@ -362,7 +362,7 @@ class AuditLog:
             flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_seconds):
-                while self._tasks and (self._queued or self._in_hand):
+                while (self._queued or self._in_hand) and any(not writer.done() for writer in self._tasks):
                     await pause(DRAIN_POLL_SECONDS)
         self._stopped = True
         await cancel_and_wait(*self._tasks, self._trimmer)  # a stop cut short (Node.stop's limit) ends there
