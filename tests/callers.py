@@ -8,6 +8,7 @@ member's own node certificate is that peer, and any other name is public.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,13 @@ async def audit_rows(node: Node, method: str | None = None) -> list[asyncpg.Reco
                 method,
             )
         )
+
+
+async def calls_audited(node: Node, method: str, expected: Counter[tuple[str, str]]) -> list[asyncpg.Record] | None:
+    """The audit rows of ``method`` once the calls they stand for, by caller and status, are ``expected``
+    (refusals beyond a few a second are summed up in one row, written after their second)."""
+    rows = await audit_rows(node, method)
+    audited: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        audited[(row["caller"], row["status"])] += row["calls"]
+    return rows if audited == expected else None

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from credex.domain import persons
 from credex.domain.persons import WITHHELD, cannot_hold_ric, looks_like_ric, withhold
 from credex.domain.persons import fold as persons_fold
-from credex.node.runtime import Node
 from credex.node.services import audit_trail, refusals
 from credex.node.services.audit_trail import AuditEntry, AuditLog, AuditUnavailable, withheld
 from credex.v1 import (
@@ -41,7 +40,15 @@ from credex.v1 import (
     quality_pb2_grpc,
 )
 
-from .callers import PUBLIC, audit_rows, client_channel, government_channel, peer_channel, serve_sample
+from .callers import (
+    PUBLIC,
+    audit_rows,
+    calls_audited,
+    client_channel,
+    government_channel,
+    peer_channel,
+    serve_sample,
+)
 from .conftest import TestFederation, eventually
 
 
@@ -387,15 +394,6 @@ def entry(caller: str, at: object = None) -> AuditEntry:
         status="OK",
         at=at if at is not None else dt.datetime.now(dt.UTC),  # type: ignore[arg-type]
     )
-
-
-async def calls_audited(node: Node, method: str, expected: Counter[tuple[str, str]]) -> list[Any] | None:
-    """The audit rows of ``method`` once the calls they stand for, by caller and status, are ``expected``."""
-    rows = await audit_rows(node, method)
-    audited: Counter[tuple[str, str]] = Counter()
-    for row in rows:
-        audited[(row["caller"], row["status"])] += row["calls"]
-    return rows if audited == expected else None
 
 
 async def _checkpoint_covers(keeper: Any, size: int) -> bool:

@@ -17,6 +17,7 @@ from credex.adapters.profile import Profile
 from credex.adapters.samples import synth
 from credex.crypto.envelope import seal
 from credex.crypto.keys import SigningKey
+from credex.node.chain.wanted import stretches
 from credex.node.embedded import EmbeddedBroker
 from credex.node.intake.peer_events import Checked
 from credex.node.runtime import Node
@@ -108,13 +109,9 @@ async def test_missing_seqs_scattered_through_a_log_are_fetched_in_one_round_the
         await receiver.intake.accept("310000", held, "test")
         assert (await receiver.status()).contiguous_by_origin["310000"] == 6
 
-        # Each stretch of missing seqs starts at a hole whose predecessor is held.
-        lengths = {
-            first: len([s for s in range(first, head + 1) if all(x in holes for x in range(first, s + 1))])
-            for first in sorted(seq for seq in holes if seq - 1 not in holes)
-        }
-        lone = tuple(first for first, length in lengths.items() if length == 1)
-        asks = [catch_up.Ask(first, length) for first, length in lengths.items() if length > 1]
+        missing = stretches(sorted(holes))
+        lone = tuple(first for first, last in missing if first == last)
+        asks = [catch_up.Ask(first, last - first + 1) for first, last in missing if last > first]
         assert len(lone) > 10 and asks  # both kinds, so the test says something of each
         assert await receiver.sync._missing("310000", head, 0) == [*asks, catch_up.Ask(seqs=lone)]
         served_before = await fetches_served(publisher)

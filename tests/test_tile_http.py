@@ -18,8 +18,8 @@ import math
 import ssl
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +35,7 @@ from credex.node.services import refusals
 from credex.node.store import tiles
 from credex.v1 import event_pb2, lookup_pb2, record_pb2
 
-from .callers import PUBLIC, audit_rows, serve_sample
+from .callers import PUBLIC, audit_rows, calls_audited, serve_sample
 from .conftest import TestFederation, eventually
 from .forgery import FORGED_SUBJECT
 
@@ -160,11 +160,7 @@ async def test_a_caller_asking_for_what_is_not_there_in_a_loop_costs_the_trail_a
     periods = math.ceil((time.monotonic() - started) / refusals.SUMMARY_SECONDS) + 1
     assert answers == [404] * 200
 
-    async def all_counted() -> list[Any]:
-        rows = [r for r in await audit_rows(node, "tiles.GET") if r["status"] == "404"]
-        return rows if sum(r["calls"] for r in rows) >= 200 else []
-
-    rows = await eventually(all_counted)
+    rows = await eventually(lambda: calls_audited(node, "tiles.GET", Counter({(PUBLIC, "404"): 200})))
     assert sum(r["calls"] for r in rows) == 200
     assert len(rows) <= periods * (refusals.REFUSAL_ROWS + 1) < 200
     assert all(r["detail"].startswith("/310000/tile/0/") for r in rows if r["calls"] == 1)  # what was asked

@@ -18,8 +18,6 @@ from credex.node.services import edge
 from credex.node.services.servicer import Servicer
 from credex.v1 import event_pb2, exchange_pb2, exchange_pb2_grpc
 
-MAX_FETCH = edge.MAX_FETCH  # the edge refuses more seqs than this; a longer stretch is cut to it
-
 
 class ExchangeService(Servicer, exchange_pb2_grpc.ExchangeServiceServicer):
     async def FetchEvents(
@@ -36,7 +34,7 @@ class ExchangeService(Servicer, exchange_pb2_grpc.ExchangeServiceServicer):
             )
         self.member(request.origin)
         seqs = _seqs(request)
-        limit = min(request.limit, MAX_FETCH)
+        limit = min(request.limit, edge.MAX_FETCH)  # a longer stretch is cut; more seqs the edge refuses
         async with self.pool.acquire() as conn:
             head = await conn.fetchval("SELECT contiguous_seq FROM origin_progress WHERE origin = $1", request.origin)
             if seqs:

@@ -412,7 +412,7 @@ class Statistics:
     each. The statistics steer plans by orders of magnitude, so they are refreshed once the
     rows written since the last refresh reach a share of the table as ANALYZE last saw it
     (autovacuum's own rule, which runs only once a minute), and never before ``floor`` rows:
-    a log taken in from empty to 10M events gets 59 refreshes instead of 1,000 (10 to
+    a log taken in from empty to 10M events gets 59 refreshes instead of 1,000 (10 up to
     100,000 rows, then about 24 per tenfold growth). Rows are counted as intake applies
     events, nearly one record row each; rows others write are autovacuum's to notice.
     """
