@@ -85,6 +85,12 @@ def cpu_of_tree(pid: int) -> dict[int, float]:
     return seconds
 
 
+def _reaped_children() -> float:
+    """CPU seconds of this process's children that have ended and been waited for (a file's mapping workers)."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / _TICKS
+
+
 def _threads() -> dict[int, float]:
     seconds: dict[int, float] = {}
     for task in Path("/proc/self/task").iterdir():
@@ -128,7 +134,7 @@ class Breakdown:
         seen = {
             "event-loop thread": loop,
             "other threads of the node process": sum(threads.values()),
-            "signature worker processes": sum(workers.values()),
+            "worker processes (signatures, mapping)": sum(workers.values()) + _reaped_children(),
         }
         if self.postgres_pid:
             seen["PostgreSQL (server and backends)"] = sum(cpu_of_tree(self.postgres_pid).values())

@@ -1,6 +1,6 @@
 """Ingest: national-format CSV rows to signed, stored and published events.
 
-    python -m bench.ingest [--rows 200000]
+    python -m bench.ingest [--rows 200000] [--profile]
 
 Prints records/s to "signed and stored" and to "published" (acknowledged by the
 broker), beside the raw Ed25519 signing rate and the raw COPY rate measured in
@@ -11,11 +11,16 @@ ledger's tables (events, records, subjects, log_tiles), COPYed again, batch by
 batch, into empty copies of those tables with the same indexes; what PostgreSQL
 alone needs to take them, with no signing, mapping or upsert logic, bounds what
 any store step can reach. And the bytes per stored event, by table and index.
+
+``--profile`` also prints where the time went (see :mod:`bench.cpu`): CPU by process
+(the mapping and signature workers are the node's child processes) and the store's
+statements. cProfile slows the event loop, so a profiled run's rates are not the benchmark's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -33,6 +38,7 @@ from bench.common import (
     services,
     start_node,
 )
+from bench.cpu import Breakdown
 from credex.adapters.samples import synth
 from credex.node.runtime import Node
 from credex.node.store import Connection
@@ -138,7 +144,7 @@ async def diagnose(node: Node, sample: int) -> tuple[Floor, list[tuple[str, floa
         return await store_floor(conn, sample), sizes
 
 
-async def main(rows: int) -> None:
+async def main(rows: int, profile: bool) -> None:
     async with services() as running:
         sample = running.root / "penalties.csv"
         started = time.perf_counter()
@@ -152,7 +158,9 @@ async def main(rows: int) -> None:
         node = await start_node(members, running, "310000")
         try:
             limit_before = raw_ed25519()
-            report, stored, published = await ingest_and_publish(node, sample)
+            breakdown = Breakdown(running.postgres.pid, running.broker.pid)
+            with breakdown if profile else contextlib.nullcontext():
+                report, stored, published = await ingest_and_publish(node, sample)
             signing, _, spread = raw_ed25519_around(limit_before)
             floor, sizes = await diagnose(node, min(report.new, 50000))
         finally:
@@ -160,6 +168,8 @@ async def main(rows: int) -> None:
         assert report.rows_in == report.accepted + report.quarantined
         copy = await raw_copy(running.postgres.uri("postgres"), min(rows, 100000))
         produce, _ = await raw_produce_consume(running.broker.bootstrap_servers, n=min(rows, 50000))
+    if profile:
+        breakdown.print(report.new)
     print(
         f"\ningest of {report.rows_in:,} rows: {report.accepted:,} accepted, {report.quarantined:,} quarantined,"
         f" {report.new:,} events"
@@ -184,4 +194,6 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200000)
-    run(main(parser.parse_args().rows))
+    parser.add_argument("--profile", action="store_true", help="also print where the time went (slows the run)")
+    arguments = parser.parse_args()
+    run(main(arguments.rows, arguments.profile))

@@ -455,7 +455,7 @@ class Node:
             result.files, result.rows_in = files["files"], files["rows_in"]
             result.accepted, result.quarantined = files["accepted"], files["quarantined"]
             result.own_events = await conn.fetchval(
-                "SELECT coalesce(max(seq), 0) FROM events WHERE origin = $1", self.origin
+                "SELECT coalesce((SELECT seq FROM ledger_head WHERE origin = $1), 0)", self.origin
             )
             result.published = await conn.fetchval(
                 "SELECT coalesce(max(published_seq), 0) FROM relay_outbox WHERE origin = $1", self.origin
