@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_REPO = str(Path(__file__).resolve().parents[1]) + os.sep
 
 # Where event-loop time is spent, by the file its function lives in: the first match names the stage.
 STAGES: tuple[tuple[str, str], ...] = (
@@ -99,6 +100,14 @@ def _threads() -> dict[int, float]:
         except OSError:
             continue
     return seconds
+
+
+def _short(filename: str) -> str:
+    """A source file named from its package down (credex/node/..., asyncpg/...), not the machine's path."""
+    for marker in ("site-packages/", _REPO, "/lib/python"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
 
 
 def _stage(filename: str, function: str) -> str:
@@ -187,6 +196,15 @@ class Breakdown:
             totals[_stage(filename, function)] += own
         yield from sorted(totals.items(), key=lambda kv: -kv[1])[:16]
 
+    def functions(self, top: int = 15) -> list[tuple[str, float]]:
+        """The event-loop functions with the most own time: file (from the package down), line and name."""
+        stats = pstats.Stats(self._profile)
+        ranked = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
+        return [
+            (f"{_short(filename)}:{line} {function}"[:70], own)
+            for (filename, line, function), (_, _, own, _, _) in ranked
+        ]
+
     def print(self, events: int) -> None:
         print(f"\n  where the {self._wall:.1f} s went ({events:,} events): CPU seconds, and per event", flush=True)
         for name, before in self._before.items():
@@ -195,6 +213,9 @@ class Breakdown:
         print("  event-loop thread CPU by stage (cProfile on its CPU clock, own time; profiling adds to it):")
         for stage, seconds in self.stages():
             print(f"    {stage:<44} {seconds:>7.2f} s   {seconds / events * 1e6:>7.0f} us/ev")
+        print("  event-loop thread CPU by function (own time; the top of 'other Python' and the rest):")
+        for where, seconds in self.functions():
+            print(f"    {where:<70} {seconds:>7.2f} s   {seconds / events * 1e6:>7.1f} us/ev")
         print("  store statements, wall time from send to answer (PostgreSQL's work and the round trip):")
         ranked = sorted(self.statements.items(), key=lambda kv: -kv[1][1])
         for sql, (calls, seconds) in ranked[:14]:

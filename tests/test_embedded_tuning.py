@@ -1,53 +1,166 @@
-"""The embedded PostgreSQL is started with memory for a node's store, and starts without it rather than not at all."""
+"""The embedded PostgreSQL gets memory for a node's store, safely, and starts without it rather than not at all."""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from credex.node import embedded
-from credex.node.embedded import TUNING_FILE, EmbeddedPostgres, embedded_settings
+from credex.node import embedded_tuning as tuning
+from credex.node.embedded import EmbeddedPostgres
+from credex.node.embedded_tuning import TUNING_FILE
 
-GIB = 1 << 30
+MIB, GIB = 1 << 20, 1 << 30
+READY = "database system is ready to accept connections"
+
+
+def _starts(directory: Path) -> int:
+    return (directory / "log").read_text().count(READY)
+
+
+def _buffers(server: EmbeddedPostgres) -> int:
+    return tuning.running_shared_buffers(server.uri("postgres"))[0]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "data"
 
 
 def test_shared_buffers_are_a_quarter_of_memory_between_the_default_and_8_gb() -> None:
-    assert embedded_settings(24 * GIB) == {"shared_buffers": "6144MB"}
-    assert embedded_settings(256 * (1 << 20)) == {"shared_buffers": "128MB"}  # never below PostgreSQL's default
-    assert embedded_settings(256 * GIB) == {"shared_buffers": "8192MB"}
+    assert tuning.shared_buffers(24 * GIB) == 6 * GIB
+    assert tuning.shared_buffers(256 * MIB) == 128 * MIB  # never below PostgreSQL's default
+    assert tuning.shared_buffers(256 * GIB) == 8 * GIB
+    assert tuning.usable_memory() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def test_the_sessions_server_runs_with_the_tuned_settings(postgres: EmbeddedPostgres) -> None:
-    assert postgres._setting("shared_buffers") == embedded_settings()["shared_buffers"]
-    assert (postgres.directory / TUNING_FILE).is_file()
+def test_the_sessions_server_runs_with_the_tuned_size(postgres: EmbeddedPostgres) -> None:
+    assert _buffers(postgres) == tuning.shared_buffers()
 
 
-def test_a_server_already_tuned_starts_once(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "data")
+def test_a_tuned_server_is_not_restarted_again_whatever_the_operators_psqlrc_says(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    psqlrc = tmp_path / "psqlrc"
+    psqlrc.write_text("\\timing on\n")
+    monkeypatch.setenv("PSQLRC", str(psqlrc))
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=1")
+    server = EmbeddedPostgres(data)
     server.start()
     server.stop()
-    starts = (tmp_path / "data" / "log").read_text().count("database system is ready to accept connections")
+    starts = _starts(data)
     server.start()
     try:
-        assert server._setting("shared_buffers") == embedded_settings()["shared_buffers"]
-        log = (tmp_path / "data" / "log").read_text()
-        assert log.count("database system is ready to accept connections") == starts + 1
+        assert _buffers(server) == tuning.shared_buffers()
+        assert _starts(data) == starts + 1
     finally:
         server.stop()
 
 
-def test_settings_the_server_cannot_start_with_are_dropped_with_a_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_the_setting_is_the_servers_own_file_whatever_the_umask(data: Path) -> None:
+    before = os.umask(0o077)
+    try:
+        server = EmbeddedPostgres(data)
+        server.start()
+    finally:
+        os.umask(before)
+    try:
+        assert _buffers(server) == tuning.shared_buffers()
+        written = (data / TUNING_FILE).stat()
+        assert written.st_uid == data.stat().st_uid and written.st_mode & 0o777 == 0o600
+    finally:
+        server.stop()
+
+
+def test_a_link_planted_at_the_settings_name_is_replaced_never_written_through(
+    data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(embedded, "embedded_settings", lambda: {"shared_buffers": "100000000MB"})
-    server = EmbeddedPostgres(tmp_path / "data")
+    server = EmbeddedPostgres(data)
+    server.start()
+    server.stop()
+    victim = data / "elsewhere.conf"  # a file the server reads, so it starts through the link
+    victim.write_text("# another file, that whoever owns the server's folder wants overwritten\n")
+    (data / TUNING_FILE).unlink()
+    (data / TUNING_FILE).symlink_to(victim)
+    monkeypatch.setattr(tuning, "shared_buffers", lambda: 200 * MIB)
+    server.start()
+    try:
+        assert _buffers(server) == 200 * MIB
+        assert victim.read_text().startswith("# another file")
+        assert not (data / TUNING_FILE).is_symlink()
+    finally:
+        server.stop()
+
+
+def test_a_link_to_a_file_the_server_cannot_read_costs_one_start_without_the_setting(
+    data: Path, tmp_path: Path
+) -> None:
+    server = EmbeddedPostgres(data)
+    server.start()
+    server.stop()
+    victim = tmp_path / "victim"
+    victim.write_text("not PostgreSQL's\n")
+    os.chmod(victim, 0o600)
+    (data / TUNING_FILE).unlink()
+    (data / TUNING_FILE).symlink_to(victim)
+    server.start()  # the server cannot read through the link: it starts without it, and the link is gone
+    server.stop()
+    assert not (data / TUNING_FILE).is_symlink()
+    server.start()
+    try:
+        assert _buffers(server) == tuning.shared_buffers()
+        assert victim.read_text() == "not PostgreSQL's\n"
+    finally:
+        server.stop()
+
+
+def test_a_size_the_operator_set_with_alter_system_is_kept(data: Path) -> None:
+    server = EmbeddedPostgres(data)
+    server.start()
+    try:
+        tuning._psql(server.uri("postgres"), "ALTER SYSTEM SET shared_buffers = '160MB'")
+    finally:
+        server.stop()
+    server.start()  # the operator's setting comes into force at this restart
+    server.stop()
+    starts = _starts(data)
+    server.start()
+    try:
+        assert _buffers(server) == 160 * MIB
+        assert _starts(data) == starts + 1
+    finally:
+        server.stop()
+
+
+def test_a_size_the_server_cannot_start_with_is_dropped_with_a_warning(
+    data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tuning, "shared_buffers", lambda: 100_000_000 * MIB)  # beyond what PostgreSQL accepts
+    server = EmbeddedPostgres(data)
     with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
         server.start()
     try:
-        assert server._setting("shared_buffers") == "128MB"
-        assert not (tmp_path / "data" / TUNING_FILE).exists()
-        assert any("did not start with" in r.getMessage() for r in caplog.records)
+        assert _buffers(server) == 128 * MIB
+        assert not (data / TUNING_FILE).exists()
+        assert any("did not start with credex's memory setting" in r.getMessage() for r in caplog.records)
+    finally:
+        server.stop()
+
+
+def test_a_setting_left_by_a_node_killed_while_tuning_does_not_keep_the_next_from_starting(
+    data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = EmbeddedPostgres(data)
+    server.start()
+    server.stop()
+    (data / TUNING_FILE).write_text("shared_buffers = '100000000000MB'\n")
+    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
+        server.start()
+    try:
+        assert _buffers(server) == 128 * MIB
+        assert any("did not start with credex's memory setting" in r.getMessage() for r in caplog.records)
     finally:
         server.stop()
