@@ -25,6 +25,14 @@ def _buffers(server: EmbeddedPostgres) -> int:
     return tuning.running_shared_buffers(server.uri("postgres"))[0]
 
 
+def _started_once(data: Path) -> EmbeddedPostgres:
+    """A server of ``data``, started once (and so tuned) and stopped."""
+    server = EmbeddedPostgres(data)
+    server.start()
+    server.stop()
+    return server
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "data"
@@ -48,9 +56,7 @@ def test_a_tuned_server_is_not_restarted_again_whatever_the_operators_psqlrc_say
     psqlrc.write_text("\\timing on\n")
     monkeypatch.setenv("PSQLRC", str(psqlrc))
     monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=1")
-    server = EmbeddedPostgres(data)
-    server.start()
-    server.stop()
+    server = _started_once(data)
     starts = _starts(data)
     server.start()
     try:
@@ -78,9 +84,7 @@ def test_the_setting_is_the_servers_own_file_whatever_the_umask(data: Path) -> N
 def test_a_link_planted_at_the_settings_name_is_replaced_never_written_through(
     data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = EmbeddedPostgres(data)
-    server.start()
-    server.stop()
+    server = _started_once(data)
     victim = data / "elsewhere.conf"  # a file the server reads, so it starts through the link
     victim.write_text("# another file, that whoever owns the server's folder wants overwritten\n")
     (data / TUNING_FILE).unlink()
@@ -98,9 +102,7 @@ def test_a_link_planted_at_the_settings_name_is_replaced_never_written_through(
 def test_a_link_to_a_file_the_server_cannot_read_costs_one_start_without_the_setting(
     data: Path, tmp_path: Path
 ) -> None:
-    server = EmbeddedPostgres(data)
-    server.start()
-    server.stop()
+    server = _started_once(data)
     victim = tmp_path / "victim"
     victim.write_text("not PostgreSQL's\n")
     os.chmod(victim, 0o600)
@@ -153,9 +155,7 @@ def test_a_size_the_server_cannot_start_with_is_dropped_with_a_warning(
 def test_a_setting_left_by_a_node_killed_while_tuning_does_not_keep_the_next_from_starting(
     data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = EmbeddedPostgres(data)
-    server.start()
-    server.stop()
+    server = _started_once(data)
     (data / TUNING_FILE).write_text("shared_buffers = '100000000000MB'\n")
     with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
         server.start()
