@@ -48,19 +48,24 @@ def usable_memory() -> int:
     return min([physical, *_cgroup_limits()])
 
 
-def _cgroup_limits() -> list[int]:
-    """The memory limits set on this process's cgroup and its ancestors (v2 ``memory.max``, v1 ``limit_in_bytes``)."""
+def _cgroup_limits(membership: Path = Path("/proc/self/cgroup"), mounted: Path = Path("/sys/fs/cgroup")) -> list[int]:
+    """The memory limits on this process's cgroup and its ancestors: v2 ``memory.max``, v1 ``limit_in_bytes``.
+
+    ``membership`` lists the process's cgroups (``/proc/self/cgroup``), ``mounted`` is where
+    the hierarchy is mounted; a systemd ``MemoryMax=`` or a container's limit sits on a
+    cgroup below the root, so each level up to the root is read.
+    """
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = membership.read_text().splitlines()
     except OSError:
         return []
     limits = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":
-            root, name = Path("/sys/fs/cgroup"), "memory.max"
+            root, name = mounted, "memory.max"
         elif "memory" in controllers.split(","):
-            root, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+            root, name = mounted / "memory", "memory.limit_in_bytes"
         else:
             continue
         here = root / path.lstrip("/")

@@ -45,6 +45,22 @@ def test_shared_buffers_are_a_quarter_of_memory_between_the_default_and_8_gb() -
     assert tuning.usable_memory() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def test_a_memory_limit_on_the_process_cgroup_or_above_it_counts(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2"
+    (v2 / "system.slice" / "credex.service").mkdir(parents=True)
+    (v2 / "system.slice" / "credex.service" / "memory.max").write_text("max\n")
+    (v2 / "system.slice" / "memory.max").write_text(f"{2 * GIB}\n")
+    (tmp_path / "cgroup2").write_text("0::/system.slice/credex.service\n")
+    assert tuning._cgroup_limits(tmp_path / "cgroup2", v2) == [2 * GIB]
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "docker" / "abc").mkdir(parents=True)
+    (v1 / "memory" / "docker" / "abc" / "memory.limit_in_bytes").write_text(f"{GIB}\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (tmp_path / "cgroup1").write_text("12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n")
+    assert min(tuning._cgroup_limits(tmp_path / "cgroup1", v1)) == GIB
+    assert tuning._cgroup_limits(tmp_path / "none", v1) == []
+
+
 def test_the_sessions_server_runs_with_the_tuned_size(postgres: EmbeddedPostgres) -> None:
     assert _buffers(postgres) == tuning.shared_buffers()
 
@@ -64,6 +80,25 @@ def test_a_tuned_server_is_not_restarted_again_whatever_the_operators_psqlrc_say
         assert _starts(data) == starts + 1
     finally:
         server.stop()
+
+
+def test_a_server_another_handle_of_this_process_holds_is_not_restarted(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = EmbeddedPostgres(data)
+    first.start()
+    try:
+        starts = _starts(data)
+        monkeypatch.setattr(tuning, "shared_buffers", lambda: 200 * MIB)
+        second = EmbeddedPostgres(data)
+        second.start()
+        try:
+            assert _starts(data) == starts
+            assert _buffers(first) == _buffers(second) != 200 * MIB
+        finally:
+            second.stop()
+    finally:
+        first.stop()
 
 
 def test_the_setting_is_the_servers_own_file_whatever_the_umask(data: Path) -> None:
