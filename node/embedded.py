@@ -157,12 +157,7 @@ class EmbeddedPostgres:
         except EmbeddedServiceError as exc:
             if not tuning.drop_tuning(self.directory):
                 raise
-            log.warning(
-                "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
-                self.directory,
-                exc,
-            )
-            self._launch()
+            self._launch_untuned(exc)
             return self.uri()
         if not joined:
             try:
@@ -195,12 +190,7 @@ class EmbeddedPostgres:
             self._restart()
         except EmbeddedServiceError as exc:
             tuning.drop_tuning(self.directory)
-            log.warning(
-                "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
-                self,
-                exc,
-            )
-            self._restart()
+            self._launch_untuned(exc)
             return
         with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
             running, source = tuning.running_shared_buffers(self.uri("postgres"))
@@ -212,6 +202,15 @@ class EmbeddedPostgres:
                     source or "its defaults",
                     wanted >> 20,
                 )
+
+    def _launch_untuned(self, failure: EmbeddedServiceError) -> None:
+        """Start the server again, its memory setting dropped after it did not start with it: late, not never."""
+        log.warning(
+            "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
+            self,
+            failure,
+        )
+        self._launch()
 
     def __str__(self) -> str:
         return str(self.directory)
