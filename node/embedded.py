@@ -155,7 +155,7 @@ class EmbeddedPostgres:
         try:
             self._launch()
         except EmbeddedServiceError as exc:
-            if not tuning.drop_tuning(self.directory):
+            if not self._drop_failed_setting():
                 raise
             self._launch_untuned(exc)
             return self.uri()
@@ -183,13 +183,18 @@ class EmbeddedPostgres:
             return
         try:
             tuning.write_tuning(self.directory, wanted)
-        except OSError as exc:
+            wins = tuning.credex_size_wins(self.uri("postgres"))
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             log.warning("embedded PostgreSQL in %s: its shared buffers are left at their size: %s", self, exc)
+            return
+        if not wins:
+            log.info("embedded PostgreSQL in %s: its configuration sets shared_buffers after credex's file", self)
             return
         try:
             self._restart()
         except EmbeddedServiceError as exc:
-            tuning.drop_tuning(self.directory)
+            if not self._drop_failed_setting():
+                raise
             self._launch_untuned(exc)
             return
         with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
@@ -202,6 +207,16 @@ class EmbeddedPostgres:
                     source or "its defaults",
                     wanted >> 20,
                 )
+
+    def _drop_failed_setting(self) -> bool:
+        """After a failed start: drop credex's setting if the server's log says the start failed on it."""
+        if not tuning.failed_on_setting(self.directory):
+            return False
+        try:
+            return tuning.drop_tuning(self.directory)
+        except OSError as exc:
+            log.warning("embedded PostgreSQL in %s: its memory setting could not be removed: %s", self, exc)
+            return False
 
     def _launch_untuned(self, failure: EmbeddedServiceError) -> None:
         """Start the server again, its memory setting dropped after it did not start with it: late, not never."""

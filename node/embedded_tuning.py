@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -103,13 +104,16 @@ def write_tuning(directory: Path, buffers: int) -> None:
     owner = os.stat(directory)
     conf = directory / "postgresql.conf"
     include = f"include_if_exists = '{TUNING_FILE}'"
-    descriptor = os.open(conf, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
+    descriptor = os.open(conf, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         held = os.fstat(descriptor)
-        if held.st_uid != owner.st_uid or held.st_nlink != 1:
-            raise TuningRefused(f"{conf} is not the server's own file (owner uid {held.st_uid}, {held.st_nlink} links)")
-        with os.fdopen(os.dup(descriptor), "r", encoding="utf-8") as reading:
-            included = include in reading.read()
+        if not stat.S_ISREG(held.st_mode) or held.st_uid != owner.st_uid or held.st_nlink != 1:
+            raise TuningRefused(
+                f"{conf} is not the server's own plain file (owner uid {held.st_uid}, {held.st_nlink} links)"
+            )
+        with os.fdopen(os.dup(descriptor), "rb") as reading:
+            # Present even if commented out: an operator who comments credex's line out has opted out.
+            included = include.encode() in reading.read()
         drop_tuning(directory)
         _create_owned(
             directory / TUNING_FILE,
@@ -122,6 +126,32 @@ def write_tuning(directory: Path, buffers: int) -> None:
             os.write(descriptor, f"\n{include}\n".encode())
     finally:
         os.close(descriptor)
+
+
+def credex_size_wins(uri: str) -> bool:
+    """Whether, as the configuration files read now, the size in :data:`TUNING_FILE` is the one a restart applies.
+
+    Not if an operator commented credex's include out, or sets shared_buffers after it in
+    ``postgresql.conf``: then a restart would change nothing, at every start.
+    """
+    last = _psql(
+        uri,
+        "SELECT sourcefile FROM pg_file_settings WHERE name = 'shared_buffers' ORDER BY seqno DESC LIMIT 1",
+    )
+    return Path(last).name == TUNING_FILE
+
+
+def failed_on_setting(directory: Path) -> bool:
+    """Whether the server's last failed start, as its log tells it, was about credex's file or the buffers' size."""
+    try:
+        with open(directory / "log", "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 16384))
+            tail = log.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    since = max(tail.rfind(marker) for marker in ("database system is shut down", "ready to accept connections"))
+    attempt = tail[since + 1 :] if since >= 0 else tail
+    return any(sign in attempt for sign in (TUNING_FILE, "shared_buffers", "shared memory"))
 
 
 def drop_tuning(directory: Path) -> bool:
@@ -137,6 +167,7 @@ def _create_owned(path: Path, text: str, owner: os.stat_result) -> None:
     """A new file (never an existing name, so never through a link), mode 0600, of ``owner``."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
+        os.fchmod(descriptor, 0o600)
         if os.geteuid() == 0:
             os.fchown(descriptor, owner.st_uid, owner.st_gid)
         os.write(descriptor, text.encode())

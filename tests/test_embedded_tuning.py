@@ -10,11 +10,18 @@ from pathlib import Path
 import pytest
 
 from credex.node import embedded_tuning as tuning
-from credex.node.embedded import EmbeddedPostgres
+from credex.node.embedded import EmbeddedPostgres, EmbeddedServiceError
 from credex.node.embedded_tuning import TUNING_FILE
 
 MIB, GIB = 1 << 20, 1 << 30
 READY = "database system is ready to accept connections"
+MACHINES = tuning.shared_buffers  # the size for this machine, before a test fixes its own
+SIZE = 200 * MIB  # what the tests start servers with: above the default whatever the host's memory
+
+
+@pytest.fixture(autouse=True)
+def _sized(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "shared_buffers", lambda: SIZE)
 
 
 def _starts(directory: Path) -> int:
@@ -39,9 +46,9 @@ def data(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_shared_buffers_are_a_quarter_of_memory_between_the_default_and_8_gb() -> None:
-    assert tuning.shared_buffers(24 * GIB) == 6 * GIB
-    assert tuning.shared_buffers(256 * MIB) == 128 * MIB  # never below PostgreSQL's default
-    assert tuning.shared_buffers(256 * GIB) == 8 * GIB
+    assert MACHINES(24 * GIB) == 6 * GIB
+    assert MACHINES(256 * MIB) == 128 * MIB  # never below PostgreSQL's default
+    assert MACHINES(256 * GIB) == 8 * GIB
     assert tuning.usable_memory() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
@@ -62,7 +69,7 @@ def test_a_memory_limit_on_the_process_cgroup_or_above_it_counts(tmp_path: Path)
 
 
 def test_the_sessions_server_runs_with_the_tuned_size(postgres: EmbeddedPostgres) -> None:
-    assert _buffers(postgres) == tuning.shared_buffers()
+    assert _buffers(postgres) == MACHINES()
 
 
 def test_a_tuned_server_is_not_restarted_again_whatever_the_operators_psqlrc_says(
@@ -76,7 +83,7 @@ def test_a_tuned_server_is_not_restarted_again_whatever_the_operators_psqlrc_say
     starts = _starts(data)
     server.start()
     try:
-        assert _buffers(server) == tuning.shared_buffers()
+        assert _buffers(server) == SIZE
         assert _starts(data) == starts + 1
     finally:
         server.stop()
@@ -89,12 +96,12 @@ def test_a_server_another_handle_of_this_process_holds_is_not_restarted(
     first.start()
     try:
         starts = _starts(data)
-        monkeypatch.setattr(tuning, "shared_buffers", lambda: 200 * MIB)
+        monkeypatch.setattr(tuning, "shared_buffers", lambda: 300 * MIB)
         second = EmbeddedPostgres(data)
         second.start()
         try:
             assert _starts(data) == starts
-            assert _buffers(first) == _buffers(second) != 200 * MIB
+            assert _buffers(first) == _buffers(second) != 300 * MIB
         finally:
             second.stop()
     finally:
@@ -109,7 +116,7 @@ def test_the_setting_is_the_servers_own_file_whatever_the_umask(data: Path) -> N
     finally:
         os.umask(before)
     try:
-        assert _buffers(server) == tuning.shared_buffers()
+        assert _buffers(server) == SIZE
         written = (data / TUNING_FILE).stat()
         assert written.st_uid == data.stat().st_uid and written.st_mode & 0o777 == 0o600
     finally:
@@ -124,10 +131,10 @@ def test_a_link_planted_at_the_settings_name_is_replaced_never_written_through(
     victim.write_text("# another file, that whoever owns the server's folder wants overwritten\n")
     (data / TUNING_FILE).unlink()
     (data / TUNING_FILE).symlink_to(victim)
-    monkeypatch.setattr(tuning, "shared_buffers", lambda: 200 * MIB)
+    monkeypatch.setattr(tuning, "shared_buffers", lambda: 300 * MIB)
     server.start()
     try:
-        assert _buffers(server) == 200 * MIB
+        assert _buffers(server) == 300 * MIB
         assert victim.read_text().startswith("# another file")
         assert not (data / TUNING_FILE).is_symlink()
     finally:
@@ -148,7 +155,7 @@ def test_a_link_to_a_file_the_server_cannot_read_costs_one_start_without_the_set
     assert not (data / TUNING_FILE).is_symlink()
     server.start()
     try:
-        assert _buffers(server) == tuning.shared_buffers()
+        assert _buffers(server) == SIZE
         assert victim.read_text() == "not PostgreSQL's\n"
     finally:
         server.stop()
@@ -199,3 +206,49 @@ def test_a_setting_left_by_a_node_killed_while_tuning_does_not_keep_the_next_fro
         assert any("did not start with credex's memory setting" in r.getMessage() for r in caplog.records)
     finally:
         server.stop()
+
+
+def test_a_postgresql_conf_that_is_not_the_servers_plain_file_is_not_written_to(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _started_once(data)
+    conf = data / "postgresql.conf"
+    target = data / "real.conf"
+    conf.rename(target)
+    conf.symlink_to(target.name)
+    before = target.read_bytes()
+    monkeypatch.setattr(tuning, "shared_buffers", lambda: 300 * MIB)
+    server = EmbeddedPostgres(data)
+    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
+        server.start()
+    try:
+        assert _buffers(server) == SIZE
+        assert target.read_bytes() == before
+        assert any("shared buffers are left at their size" in r.getMessage() for r in caplog.records)
+    finally:
+        server.stop()
+
+
+def test_a_size_the_operator_sets_after_credexs_file_is_kept_without_a_restart(data: Path) -> None:
+    _started_once(data)
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write("shared_buffers = '150MB'\n")
+    server = EmbeddedPostgres(data)
+    server.start()  # the operator's size comes into force at this (first) restart
+    server.stop()
+    starts = _starts(data)
+    server.start()
+    try:
+        assert _buffers(server) == 150 * MIB
+        assert _starts(data) == starts + 1
+    finally:
+        server.stop()
+
+
+def test_a_start_that_fails_for_another_reason_keeps_the_setting_and_says_why(data: Path) -> None:
+    _started_once(data)
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write("port = 'not a port'\n")
+    with pytest.raises(EmbeddedServiceError):
+        EmbeddedPostgres(data).start()
+    assert (data / TUNING_FILE).is_file()
