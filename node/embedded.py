@@ -48,6 +48,7 @@ import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -152,12 +153,7 @@ class EmbeddedPostgres:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
         joined = _held_in_process(self.directory)  # another handle of this process runs it: not ours to restart
-        try:
-            self._launch()
-        except EmbeddedServiceError as exc:
-            if not self._drop_failed_setting():
-                raise
-            self._launch_untuned(exc)
+        if self._launch_or_untuned(self._launch):
             return self.uri()
         if not joined:
             try:
@@ -190,12 +186,7 @@ class EmbeddedPostgres:
         if not wins:
             log.info("embedded PostgreSQL in %s: its configuration sets shared_buffers after credex's file", self)
             return
-        try:
-            self._restart()
-        except EmbeddedServiceError as exc:
-            if not self._drop_failed_setting():
-                raise
-            self._launch_untuned(exc)
+        if self._launch_or_untuned(self._restart):
             return
         with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
             running, source = tuning.running_shared_buffers(self.uri("postgres"))
@@ -218,14 +209,24 @@ class EmbeddedPostgres:
             log.warning("embedded PostgreSQL in %s: its memory setting could not be removed: %s", self, exc)
             return False
 
-    def _launch_untuned(self, failure: EmbeddedServiceError) -> None:
-        """Start the server again, its memory setting dropped after it did not start with it: late, not never."""
-        log.warning(
-            "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
-            self,
-            failure,
-        )
-        self._launch()
+    def _launch_or_untuned(self, launch: Callable[[], None]) -> bool:
+        """``launch``; if the server did not start on credex's memory setting, drop it and start without.
+
+        Late, not never: whether the setting was dropped. Any other failure is raised as it is.
+        """
+        try:
+            launch()
+        except EmbeddedServiceError as exc:
+            if not self._drop_failed_setting():
+                raise
+            log.warning(
+                "embedded PostgreSQL in %s did not start with credex's memory setting (%s); starting it without",
+                self,
+                exc,
+            )
+            self._launch()
+            return True
+        return False
 
     def __str__(self) -> str:
         return str(self.directory)
