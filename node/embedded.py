@@ -186,18 +186,7 @@ class EmbeddedPostgres:
         if not wins:
             log.info("embedded PostgreSQL in %s: its configuration sets shared_buffers after credex's file", self)
             return
-        if self._launch_or_untuned(self._restart):
-            return
-        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
-            running, source = tuning.running_shared_buffers(self.uri("postgres"))
-            if running != wanted:
-                log.warning(
-                    "embedded PostgreSQL in %s runs with %d MB of shared buffers (set in %s), not %d MB",
-                    self,
-                    running >> 20,
-                    source or "its defaults",
-                    wanted >> 20,
-                )
+        self._launch_or_untuned(self._restart)
 
     def _drop_failed_setting(self) -> bool:
         """After a failed start: drop credex's setting if the server's log says the start failed on it."""

@@ -53,7 +53,7 @@ from credex.node.store import database as store
 from credex.node.store import evidence as rejections
 from credex.node.store import partitions
 from credex.node.store.database import RETRYABLE
-from credex.node.store.events import backfill_subjects
+from credex.node.store.events import backfill_subjects, own_head
 from credex.node.store.tiles import tile_backlog
 from credex.node.supervision import Supervisor, TaskFailed
 from credex.node.sync import Sync
@@ -454,9 +454,7 @@ class Node:
             assert files is not None
             result.files, result.rows_in = files["files"], files["rows_in"]
             result.accepted, result.quarantined = files["accepted"], files["quarantined"]
-            result.own_events = await conn.fetchval(
-                "SELECT coalesce((SELECT seq FROM ledger_head WHERE origin = $1), 0)", self.origin
-            )
+            result.own_events = await own_head(conn, self.origin)
             result.published = await conn.fetchval(
                 "SELECT coalesce(max(published_seq), 0) FROM relay_outbox WHERE origin = $1", self.origin
             )

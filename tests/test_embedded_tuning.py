@@ -81,37 +81,26 @@ def test_a_tuned_server_is_not_restarted_again_whatever_the_operators_psqlrc_say
     monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=1")
     server = _started_once(data)
     starts = _starts(data)
-    server.start()
-    try:
+    with server:
         assert _buffers(server) == SIZE
         assert _starts(data) == starts + 1
-    finally:
-        server.stop()
 
 
 def test_a_server_another_handle_of_this_process_holds_is_not_restarted(
     data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = EmbeddedPostgres(data)
-    first.start()
-    try:
+    with EmbeddedPostgres(data) as first:
         starts = _starts(data)
         monkeypatch.setattr(tuning, "shared_buffers", lambda: 300 * MIB)
-        second = EmbeddedPostgres(data)
-        second.start()
-        try:
+        with EmbeddedPostgres(data) as second:
             assert _starts(data) == starts
             assert _buffers(first) == _buffers(second) != 300 * MIB
-        finally:
-            second.stop()
-    finally:
-        first.stop()
 
 
 def test_the_setting_is_the_servers_own_file_whatever_the_umask(data: Path) -> None:
+    server = EmbeddedPostgres(data)
     before = os.umask(0o077)
     try:
-        server = EmbeddedPostgres(data)
         server.start()
     finally:
         os.umask(before)
@@ -132,13 +121,10 @@ def test_a_link_planted_at_the_settings_name_is_replaced_never_written_through(
     (data / TUNING_FILE).unlink()
     (data / TUNING_FILE).symlink_to(victim)
     monkeypatch.setattr(tuning, "shared_buffers", lambda: 300 * MIB)
-    server.start()
-    try:
+    with server:
         assert _buffers(server) == 300 * MIB
         assert victim.read_text().startswith("# another file")
         assert not (data / TUNING_FILE).is_symlink()
-    finally:
-        server.stop()
 
 
 def test_a_link_to_a_file_the_server_cannot_read_costs_one_start_without_the_setting(
@@ -153,30 +139,21 @@ def test_a_link_to_a_file_the_server_cannot_read_costs_one_start_without_the_set
     server.start()  # the server cannot read through the link: it starts without it, and the link is gone
     server.stop()
     assert not (data / TUNING_FILE).is_symlink()
-    server.start()
-    try:
+    with server:
         assert _buffers(server) == SIZE
         assert victim.read_text() == "not PostgreSQL's\n"
-    finally:
-        server.stop()
 
 
 def test_a_size_the_operator_set_with_alter_system_is_kept(data: Path) -> None:
     server = EmbeddedPostgres(data)
-    server.start()
-    try:
+    with server:
         tuning._psql(server.uri("postgres"), "ALTER SYSTEM SET shared_buffers = '160MB'")
-    finally:
-        server.stop()
     server.start()  # the operator's setting comes into force at this restart
     server.stop()
     starts = _starts(data)
-    server.start()
-    try:
+    with server:
         assert _buffers(server) == 160 * MIB
         assert _starts(data) == starts + 1
-    finally:
-        server.stop()
 
 
 def test_a_size_the_server_cannot_start_with_is_dropped_with_a_warning(
@@ -184,14 +161,10 @@ def test_a_size_the_server_cannot_start_with_is_dropped_with_a_warning(
 ) -> None:
     monkeypatch.setattr(tuning, "shared_buffers", lambda: 100_000_000 * MIB)  # beyond what PostgreSQL accepts
     server = EmbeddedPostgres(data)
-    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
-        server.start()
-    try:
+    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"), server:
         assert _buffers(server) == 128 * MIB
         assert not (data / TUNING_FILE).exists()
         assert any("did not start with credex's memory setting" in r.getMessage() for r in caplog.records)
-    finally:
-        server.stop()
 
 
 def test_a_setting_left_by_a_node_killed_while_tuning_does_not_keep_the_next_from_starting(
@@ -199,13 +172,9 @@ def test_a_setting_left_by_a_node_killed_while_tuning_does_not_keep_the_next_fro
 ) -> None:
     server = _started_once(data)
     (data / TUNING_FILE).write_text("shared_buffers = '100000000000MB'\n")
-    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
-        server.start()
-    try:
+    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"), server:
         assert _buffers(server) == 128 * MIB
         assert any("did not start with credex's memory setting" in r.getMessage() for r in caplog.records)
-    finally:
-        server.stop()
 
 
 def test_a_postgresql_conf_that_is_not_the_servers_plain_file_is_not_written_to(
@@ -219,14 +188,10 @@ def test_a_postgresql_conf_that_is_not_the_servers_plain_file_is_not_written_to(
     before = target.read_bytes()
     monkeypatch.setattr(tuning, "shared_buffers", lambda: 300 * MIB)
     server = EmbeddedPostgres(data)
-    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"):
-        server.start()
-    try:
+    with caplog.at_level(logging.WARNING, logger="credex.node.embedded"), server:
         assert _buffers(server) == SIZE
         assert target.read_bytes() == before
         assert any("shared buffers are left at their size" in r.getMessage() for r in caplog.records)
-    finally:
-        server.stop()
 
 
 def test_a_size_the_operator_sets_after_credexs_file_is_kept_without_a_restart(data: Path) -> None:
@@ -237,12 +202,9 @@ def test_a_size_the_operator_sets_after_credexs_file_is_kept_without_a_restart(d
     server.start()  # the operator's size comes into force at this (first) restart
     server.stop()
     starts = _starts(data)
-    server.start()
-    try:
+    with server:
         assert _buffers(server) == 150 * MIB
         assert _starts(data) == starts + 1
-    finally:
-        server.stop()
 
 
 def test_a_start_that_fails_for_another_reason_keeps_the_setting_and_says_why(data: Path) -> None:

@@ -512,11 +512,7 @@ class CheckpointKeeper:
         if refusal:
             return
         async with self.pool.acquire() as conn:
-            # The head row, not max(seq) of events: during a big file's transaction that backward index
-            # scan steps over every uncommitted event (16 ms a look at 200k), and the signer looks often.
-            head = int(
-                await conn.fetchval("SELECT coalesce((SELECT seq FROM ledger_head WHERE origin = $1), 0)", self.me)
-            )
+            head = await state.own_head(conn, self.me)  # the signer looks often, also during a big file
             last = await conn.fetchrow(
                 "SELECT size, first_seen FROM checkpoints WHERE origin = $1 AND state = $2 ORDER BY size DESC LIMIT 1",
                 self.me,

@@ -301,6 +301,16 @@ def _record_at(envelope: bytes, encoded: bytes) -> int:
     return envelope.find(encoded)
 
 
+async def own_head(conn: Connection, origin: str) -> int:
+    """The last seq of the log this node signs for ``origin``, as committed: its head row, 0 before any.
+
+    Not max(seq) over events: while a big file's transaction is open, that backward index scan
+    steps over every uncommitted event (16 ms a look at 200k), and the head row is updated in
+    the same transaction as every event of the own log.
+    """
+    return int(await conn.fetchval("SELECT coalesce((SELECT seq FROM ledger_head WHERE origin = $1), 0)", origin))
+
+
 async def copy_events(conn: Connection, events: Sequence[StoredEvent]) -> None:
     """Append events that cannot conflict (the ledger holds its origin's head lock)."""
     await conn.copy_records_to_table("events", records=[e.event_row() for e in events], columns=EVENT_COLUMNS)
